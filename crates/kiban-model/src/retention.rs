@@ -25,7 +25,11 @@ impl RetentionRule {
         };
         // 29 Feb + 3 years has no day: chrono clamps to 28 Feb; keep one more day to be safe.
         let end = anchor.checked_add_months(Months::new(months)).expect("date in range");
-        if end.format("%m-%d").to_string() != anchor.format("%m-%d").to_string() { end.succ_opt().expect("date in range") } else { end }
+        if end.format("%m-%d").to_string() != anchor.format("%m-%d").to_string() {
+            end.succ_opt().expect("date in range")
+        } else {
+            end
+        }
     }
 }
 

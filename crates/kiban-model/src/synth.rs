@@ -224,11 +224,15 @@ const POSTAL_PREFIX: [u16; 47] = [
 pub fn person(cfg: &SynthConfig, i: u64) -> Person {
     // Twins: odd persons at a small rate copy their elder sibling's household.
     let base = mix(cfg.seed, i);
-    if i % 2 == 1 && base % 400 == 0 {
+    if i % 2 == 1 && base.is_multiple_of(400) {
         let mut twin = person_alone(cfg, i - 1);
         let mut rng = ChaCha8Rng::seed_from_u64(base);
         twin.truth_id = i;
-        twin.given = if twin.sex == Sex::Male { pick(&mut rng, &lists().male).clone() } else { pick(&mut rng, &lists().female).clone() };
+        twin.given = if twin.sex == Sex::Male {
+            pick(&mut rng, &lists().male).clone()
+        } else {
+            pick(&mut rng, &lists().female).clone()
+        };
         twin.branch = format!("{:02}", twin.branch.parse::<u32>().unwrap_or(0) + 1);
         twin.maiden = None;
         twin.deceased = false;
@@ -251,7 +255,8 @@ fn person_alone(cfg: &SynthConfig, i: u64) -> Person {
     let birth = cfg.period_start - chrono::Duration::days(age_years * 365 + rng.random_range(0..365));
     let family = pick(&mut rng, &l.family).clone();
     let given = if sex == Sex::Male { pick(&mut rng, &l.male).clone() } else { pick(&mut rng, &l.female).clone() };
-    let maiden = (sex == Sex::Female && age_years >= 20 && rng.random_bool(0.03)).then(|| pick(&mut rng, &l.family).clone());
+    let maiden =
+        (sex == Sex::Female && age_years >= 20 && rng.random_bool(0.03)).then(|| pick(&mut rng, &l.family).clone());
     let n_prov = cfg.providers.clamp(1, 26);
     let home = rng.random_range(0..n_prov);
     let mut provs = vec![home];
@@ -266,14 +271,30 @@ fn person_alone(cfg: &SynthConfig, i: u64) -> Person {
     let munis = &l.municipalities[pref_code as usize - 1];
     let municipality_index = rng.random_range(0..munis.len());
     let town = &pick(&mut rng, &l.towns).0;
-    let street = format!("{}{}丁目{}-{}", town, rng.random_range(1..=5), rng.random_range(1..=30), rng.random_range(1..=25));
-    let postal_num = POSTAL_PREFIX[pref_code as usize - 1] as u32 * if POSTAL_PREFIX[pref_code as usize - 1] < 100 { 10 } else { 1 }
+    let street =
+        format!("{}{}丁目{}-{}", town, rng.random_range(1..=5), rng.random_range(1..=30), rng.random_range(1..=25));
+    let postal_num = POSTAL_PREFIX[pref_code as usize - 1] as u32
+        * if POSTAL_PREFIX[pref_code as usize - 1] < 100 { 10 } else { 1 }
         + (municipality_index as u32 % 10);
-    let postal = format!("{:03}-{:04}", postal_num % 1000, mix(pref_code as u64 * 10_000 + municipality_index as u64, town.len() as u64) % 10_000);
+    let postal = format!(
+        "{:03}-{:04}",
+        postal_num % 1000,
+        mix(pref_code as u64 * 10_000 + municipality_index as u64, town.len() as u64) % 10_000
+    );
     let phone = if rng.random_bool(0.6) {
-        format!("0{}0-{:04}-{:04}", [7, 8, 9][rng.random_range(0..3)], rng.random_range(0..10_000), rng.random_range(0..10_000))
+        format!(
+            "0{}0-{:04}-{:04}",
+            [7, 8, 9][rng.random_range(0..3)],
+            rng.random_range(0..10_000),
+            rng.random_range(0..10_000)
+        )
     } else {
-        format!("0{}-{:04}-{:04}", rng.random_range(3..=99), rng.random_range(1000..10_000), rng.random_range(0..10_000))
+        format!(
+            "0{}-{:04}-{:04}",
+            rng.random_range(3..=99),
+            rng.random_range(1000..10_000),
+            rng.random_range(0..10_000)
+        )
     };
     let new_insurer = |rng: &mut ChaCha8Rng| {
         if age_years >= 75 {
@@ -283,13 +304,18 @@ fn person_alone(cfg: &SynthConfig, i: u64) -> Person {
             InsurerNumber::from_body(&format!("{:02}{:03}", pref_code, rng.random_range(1..999))).expect("5 digits")
         } else {
             let law = [1u32, 6, 31, 32, 34][rng.random_range(0..5)];
-            InsurerNumber::from_body(&format!("{:02}{:02}{:03}", law, pref_code, rng.random_range(1..999))).expect("7 digits")
+            InsurerNumber::from_body(&format!("{:02}{:02}{:03}", law, pref_code, rng.random_range(1..999)))
+                .expect("7 digits")
         }
     };
     let insurer = new_insurer(&mut rng);
     let previous_insurer = rng.random_bool(0.05).then(|| new_insurer(&mut rng));
     let card_symbol = if insurer.is_national_health_insurance() {
-        format!("{}市{:02}", &l.municipalities[pref_code as usize - 1][municipality_index].0.chars().next().unwrap_or('本'), rng.random_range(1..99))
+        format!(
+            "{}市{:02}",
+            &l.municipalities[pref_code as usize - 1][municipality_index].0.chars().next().unwrap_or('本'),
+            rng.random_range(1..99)
+        )
     } else {
         format!("{:04}", rng.random_range(1..10_000))
     };
@@ -320,8 +346,18 @@ fn providers_pref(p: usize) -> u8 {
     [13, 27, 1, 23, 40, 4][p % 6]
 }
 
-const OLD_KANJI: [(char, char); 10] =
-    [('辺', '邊'), ('高', '髙'), ('崎', '﨑'), ('沢', '澤'), ('浜', '濱'), ('斉', '齋'), ('広', '廣'), ('島', '嶋'), ('国', '國'), ('竜', '龍')];
+const OLD_KANJI: [(char, char); 10] = [
+    ('辺', '邊'),
+    ('高', '髙'),
+    ('崎', '﨑'),
+    ('沢', '澤'),
+    ('浜', '濱'),
+    ('斉', '齋'),
+    ('広', '廣'),
+    ('島', '嶋'),
+    ('国', '國'),
+    ('竜', '龍'),
+];
 
 /// Full-width katakana → half-width, splitting voiced marks (ガ → ｶﾞ) as legacy systems store them.
 pub fn to_halfwidth_katakana(s: &str) -> String {
@@ -350,7 +386,9 @@ pub fn to_halfwidth_katakana(s: &str) -> String {
 
 /// Katakana → hiragana (U+30A1–U+30F6 shift down by 0x60).
 pub fn to_hiragana(s: &str) -> String {
-    s.chars().map(|c| if ('\u{30A1}'..='\u{30F6}').contains(&c) { char::from_u32(c as u32 - 0x60).unwrap_or(c) } else { c }).collect()
+    s.chars()
+        .map(|c| if ('\u{30A1}'..='\u{30F6}').contains(&c) { char::from_u32(c as u32 - 0x60).unwrap_or(c) } else { c })
+        .collect()
 }
 
 fn to_fullwidth_ascii(s: &str) -> String {
@@ -375,7 +413,12 @@ pub struct ProviderIdentity {
 }
 
 /// How `provider` writes `person`.
-pub fn provider_identity(cfg: &SynthConfig, person: &Person, provider: usize, style: ProviderStyle) -> ProviderIdentity {
+pub fn provider_identity(
+    cfg: &SynthConfig,
+    person: &Person,
+    provider: usize,
+    style: ProviderStyle,
+) -> ProviderIdentity {
     let mut rng = ChaCha8Rng::seed_from_u64(mix(cfg.seed ^ 0x5eed_0001, person.truth_id * 31 + provider as u64));
     // The first provider in the list saw the person before marriage.
     let family = match &person.maiden {
@@ -384,17 +427,26 @@ pub fn provider_identity(cfg: &SynthConfig, person: &Person, provider: usize, st
     };
     let mut family_kanji = family.0.clone();
     if style == ProviderStyle::Clinic || rng.random_bool(0.03) {
-        family_kanji = family_kanji.chars().map(|c| OLD_KANJI.iter().find(|(n, _)| *n == c).map_or(c, |(_, o)| *o)).collect();
+        family_kanji =
+            family_kanji.chars().map(|c| OLD_KANJI.iter().find(|(n, _)| *n == c).map_or(c, |(_, o)| *o)).collect();
     }
     let kana_family = &family.1;
     let kana_given = &person.given.1;
     let (name_kanji, name_kana) = match style {
-        ProviderStyle::Modern => (format!("{family_kanji}　{}", person.given.0), format!("{kana_family}　{kana_given}")),
-        ProviderStyle::Legacy => (format!("{family_kanji}{}", person.given.0), to_halfwidth_katakana(&format!("{kana_family} {kana_given}"))),
-        ProviderStyle::Clinic => (format!("{family_kanji} {}", person.given.0), to_hiragana(&format!("{kana_family} {kana_given}"))),
+        ProviderStyle::Modern => {
+            (format!("{family_kanji}　{}", person.given.0), format!("{kana_family}　{kana_given}"))
+        }
+        ProviderStyle::Legacy => {
+            (format!("{family_kanji}{}", person.given.0), to_halfwidth_katakana(&format!("{kana_family} {kana_given}")))
+        }
+        ProviderStyle::Clinic => {
+            (format!("{family_kanji} {}", person.given.0), to_hiragana(&format!("{kana_family} {kana_given}")))
+        }
     };
     let birth_date = match style {
-        ProviderStyle::Legacy => WarekiDate::from_date(person.birth).map(|w| w.to_string()).unwrap_or_else(|_| person.birth.to_string()),
+        ProviderStyle::Legacy => {
+            WarekiDate::from_date(person.birth).map(|w| w.to_string()).unwrap_or_else(|_| person.birth.to_string())
+        }
         _ => person.birth.format("%Y-%m-%d").to_string(),
     };
     let insurer = match &person.previous_insurer {
@@ -446,8 +498,12 @@ const DIAGNOSES: [(&str, &str, u32); 24] = [
     ("K80.2", "胆石症", 100),
     ("B18.1", "慢性B型ウイルス肝炎", 60),
 ];
-const RARE_DIAGNOSES: [(&str, &str); 4] =
-    [("E75.2", "ファブリー病"), ("G12.2", "筋萎縮性側索硬化症"), ("E84.9", "嚢胞性線維症"), ("D66", "遺伝性第VIII因子欠乏症")];
+const RARE_DIAGNOSES: [(&str, &str); 4] = [
+    ("E75.2", "ファブリー病"),
+    ("G12.2", "筋萎縮性側索硬化症"),
+    ("E84.9", "嚢胞性線維症"),
+    ("D66", "遺伝性第VIII因子欠乏症"),
+];
 // (synthetic YJ-shaped code, name, route)
 const DRUGS: [(&str, &str, &str); 12] = [
     ("2171022F1901", "アムロジピン錠5mg", "oral"),
@@ -493,8 +549,14 @@ pub enum SynthTable {
 
 impl SynthTable {
     /// All tables, in writing order.
-    pub const ALL: [SynthTable; 6] =
-        [SynthTable::Truth, SynthTable::Patients, SynthTable::Encounters, SynthTable::Diagnoses, SynthTable::Prescriptions, SynthTable::Labs];
+    pub const ALL: [SynthTable; 6] = [
+        SynthTable::Truth,
+        SynthTable::Patients,
+        SynthTable::Encounters,
+        SynthTable::Diagnoses,
+        SynthTable::Prescriptions,
+        SynthTable::Labs,
+    ];
     /// File-system name.
     pub fn name(self) -> &'static str {
         match self {
@@ -554,22 +616,48 @@ impl SynthTable {
             }
             SynthTable::Encounters => {
                 let mut f = key();
-                f.extend([s("encounter_id"), s("encounter_type"), s("department"), d("admission_date"), Field::new("discharge_date", DataType::Date32, true)]);
+                f.extend([
+                    s("encounter_id"),
+                    s("encounter_type"),
+                    s("department"),
+                    d("admission_date"),
+                    Field::new("discharge_date", DataType::Date32, true),
+                ]);
                 f
             }
             SynthTable::Diagnoses => {
                 let mut f = key();
-                f.extend([s("encounter_id"), d("diagnosis_date"), s("icd10"), s("diagnosis_name"), Field::new("main", DataType::Boolean, false)]);
+                f.extend([
+                    s("encounter_id"),
+                    d("diagnosis_date"),
+                    s("icd10"),
+                    s("diagnosis_name"),
+                    Field::new("main", DataType::Boolean, false),
+                ]);
                 f
             }
             SynthTable::Prescriptions => {
                 let mut f = key();
-                f.extend([s("encounter_id"), d("prescribed_date"), s("drug_code"), s("drug_name"), s("route"), Field::new("days", DataType::UInt64, false)]);
+                f.extend([
+                    s("encounter_id"),
+                    d("prescribed_date"),
+                    s("drug_code"),
+                    s("drug_name"),
+                    s("route"),
+                    Field::new("days", DataType::UInt64, false),
+                ]);
                 f
             }
             SynthTable::Labs => {
                 let mut f = key();
-                f.extend([s("encounter_id"), d("result_date"), s("test_code"), s("test_name"), Field::new("value", DataType::Float64, false), so("unit")]);
+                f.extend([
+                    s("encounter_id"),
+                    d("result_date"),
+                    s("test_code"),
+                    s("test_name"),
+                    Field::new("value", DataType::Float64, false),
+                    so("unit"),
+                ]);
                 f
             }
         };
@@ -618,7 +706,8 @@ pub fn generate_chunk(cfg: &SynthConfig, range: std::ops::Range<u64>) -> SynthCh
     for i in range {
         let p = person(cfg, i);
         let mut rng = ChaCha8Rng::seed_from_u64(mix(cfg.seed ^ 0xc1_1c, i));
-        let ids: Vec<ProviderIdentity> = p.providers.iter().map(|&pi| provider_identity(cfg, &p, pi, provs[pi].style)).collect();
+        let ids: Vec<ProviderIdentity> =
+            p.providers.iter().map(|&pi| provider_identity(cfg, &p, pi, provs[pi].style)).collect();
         let rare = rng.random_bool(0.002).then(|| RARE_DIAGNOSES[rng.random_range(0..RARE_DIAGNOSES.len())]);
         let chronic = DIAGNOSES[rng.random_range(0..DIAGNOSES.len())];
         // truth
@@ -683,9 +772,15 @@ pub fn generate_chunk(cfg: &SynthConfig, range: std::ops::Range<u64>) -> SynthCh
                 let enc_id = format!("{}-{}", id.patient_id, e + 1);
                 {
                     let c = &mut t[2];
-                    for (j, v) in [prov.id.as_str(), &id.patient_id, &enc_id, if inpatient { "入院" } else { "外来" }, *pick(&mut rng, &DEPARTMENTS)]
-                        .iter()
-                        .enumerate()
+                    for (j, v) in [
+                        prov.id.as_str(),
+                        &id.patient_id,
+                        &enc_id,
+                        if inpatient { "入院" } else { "外来" },
+                        *pick(&mut rng, &DEPARTMENTS),
+                    ]
+                    .iter()
+                    .enumerate()
                     {
                         c.s[j].append_value(v);
                     }
@@ -698,8 +793,7 @@ pub fn generate_chunk(cfg: &SynthConfig, range: std::ops::Range<u64>) -> SynthCh
                 }
                 let n_dx = 1 + rng.random_range(0..3);
                 for j in 0..n_dx {
-                    let (code, name) = if j == 0 && e == 0 && rare.is_some() {
-                        let r = rare.expect("checked");
+                    let (code, name) = if let Some(r) = rare.filter(|_| j == 0 && e == 0) {
                         (r.0, r.1)
                     } else if j == 0 {
                         (chronic.0, chronic.1)
@@ -734,7 +828,8 @@ pub fn generate_chunk(cfg: &SynthConfig, range: std::ops::Range<u64>) -> SynthCh
                 if rng.random_bool(0.5) {
                     let lab = pick(&mut rng, &LABS);
                     // Box–Muller, clipped at zero; an occasional extreme value is an outlier on purpose.
-                    let z = (-2.0 * rng.random::<f64>().max(1e-12).ln()).sqrt() * (std::f64::consts::TAU * rng.random::<f64>()).cos();
+                    let z = (-2.0 * rng.random::<f64>().max(1e-12).ln()).sqrt()
+                        * (std::f64::consts::TAU * rng.random::<f64>()).cos();
                     let value = ((lab.3 + z * lab.4).max(0.0) * 10.0).round() / 10.0;
                     let c = &mut t[5];
                     for (k2, v) in [prov.id.as_str(), &id.patient_id, &enc_id, lab.0, lab.1, lab.2].iter().enumerate() {
@@ -798,7 +893,9 @@ mod tests {
         let a = generate_chunk(&c, 0..77);
         let b = generate_chunk(&c, 77..200);
         for k in 0..whole.batches.len() {
-            let joined = arrow::compute::concat_batches(&whole.batches[k].1.schema(), [&a.batches[k].1, &b.batches[k].1]).unwrap();
+            let joined =
+                arrow::compute::concat_batches(&whole.batches[k].1.schema(), [&a.batches[k].1, &b.batches[k].1])
+                    .unwrap();
             assert_eq!(joined, whole.batches[k].1, "table {}", whole.batches[k].0.name());
         }
         let other = generate_chunk(&SynthConfig { seed: 7, ..c }, 0..200);
@@ -813,12 +910,19 @@ mod tests {
         assert!(people.iter().any(|p| age_on(p.birth, c.period_start) >= 100), "centenarians seeded");
         assert!(people.iter().any(|p| p.maiden.is_some()), "name changes seeded");
         assert!(people.iter().any(|p| p.providers.len() > 1), "overlapping providers");
-        let twins = people.windows(2).filter(|w| w[0].birth == w[1].birth && w[0].family == w[1].family && w[0].street == w[1].street).count();
+        let twins = people
+            .windows(2)
+            .filter(|w| w[0].birth == w[1].birth && w[0].family == w[1].family && w[0].street == w[1].street)
+            .count();
         assert!(twins > 0, "twins seeded");
         let provs = providers(&c);
         let legacy = people.iter().find(|p| p.providers.contains(&1)).unwrap();
         let id = provider_identity(&c, legacy, 1, provs[1].style);
-        assert!(id.name_kana.chars().all(|ch| !('\u{30A1}'..='\u{30F6}').contains(&ch)), "legacy kana is half-width: {}", id.name_kana);
+        assert!(
+            id.name_kana.chars().all(|ch| !('\u{30A1}'..='\u{30F6}').contains(&ch)),
+            "legacy kana is half-width: {}",
+            id.name_kana
+        );
         assert!(id.birth_date.contains('年'), "legacy birth date is 和暦: {}", id.birth_date);
     }
 

@@ -95,12 +95,9 @@ pub struct WarekiDate {
 impl WarekiDate {
     /// Converts a Western date; fails before the Gregorian calendar was adopted (1873).
     pub fn from_date(date: NaiveDate) -> Result<Self, ModelError> {
-        let era = ERAS
-            .iter()
-            .rev()
-            .copied()
-            .find(|e| date >= e.start())
-            .ok_or_else(|| ModelError::invalid("wareki", "date before 明治6年 (1873) is not supported", &date.to_string()))?;
+        let era = ERAS.iter().rev().copied().find(|e| date >= e.start()).ok_or_else(|| {
+            ModelError::invalid("wareki", "date before 明治6年 (1873) is not supported", &date.to_string())
+        })?;
         let base = if era == Era::Meiji { 1868 } else { era.start().year() };
         Ok(WarekiDate { era, year: (date.year() - base + 1) as u16, date })
     }
@@ -225,7 +222,9 @@ mod tests {
 
     #[test]
     fn impossible_wareki_dates_are_rejected_with_the_rule() {
-        for bad in ["令和0年1月1日", "令和5年2月30日", "平成31年5月1日", "令和1年4月30日", "X5.1.1", "5000101", "9010101"] {
+        for bad in
+            ["令和0年1月1日", "令和5年2月30日", "平成31年5月1日", "令和1年4月30日", "X5.1.1", "5000101", "9010101"]
+        {
             let err = WarekiDate::parse(bad).unwrap_err().to_string();
             assert!(err.starts_with("wareki:"), "{bad}: {err}");
         }
