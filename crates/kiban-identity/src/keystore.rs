@@ -1,0 +1,539 @@
+//! The key store (`<data-dir>/keys`): the master key, the key-check record, and the per-domain
+//! pseudonym keys wrapped by the master key; plus envelope encryption for files at rest.
+//!
+//! Layout of the directory:
+//! - `master.key` — 64 hex digits and a newline, mode 0600. Absent when the operator supplies the
+//!   key through `KIBAN_MASTER_KEY` instead.
+//! - `keycheck.json` — an AES-256-GCM sealing of a fixed known plaintext under the master key, so a
+//!   wrong key is told apart from a damaged file. It never contains the key.
+//! - `pseudonym-keys.json` — the per-domain keys, each sealed under the master key with the domain
+//!   and version as associated data, so a key cannot be moved to another domain.
+//!
+//! Sealed data format (`seal`): `KBN1` ‖ wrapped data key (12-byte nonce ‖ 32-byte key ‖ 16-byte tag)
+//! ‖ 12-byte nonce ‖ ciphertext ‖ 16-byte tag. A fresh data key is drawn per sealed file.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use aes_gcm::Aes256Gcm;
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::pseudonym::PseudonymKey;
+
+const MASTER_FILE: &str = "master.key";
+const CHECK_FILE: &str = "keycheck.json";
+const DOMAIN_FILE: &str = "pseudonym-keys.json";
+const CHECK_PLAINTEXT: &[u8] = b"kiban key check v1";
+const CHECK_AAD: &[u8] = b"kiban/keycheck";
+const DEK_AAD: &[u8] = b"kiban/data-key";
+const MAGIC: &[u8; 4] = b"KBN1";
+const NONCE: usize = 12;
+const TAG: usize = 16;
+const WRAPPED_DEK: usize = NONCE + 32 + TAG;
+
+/// Everything that can go wrong with the key store; no variant ever carries key material.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyStoreError {
+    /// No master key file and no `KIBAN_MASTER_KEY`.
+    #[error("master key file {path} is missing and KIBAN_MASTER_KEY is not set (run `kiban init`)")]
+    MissingKeyFile {
+        /// Where the file was expected.
+        path: PathBuf,
+    },
+    /// The master key file can be read by group or others.
+    #[error("master key file {path} has mode {mode:o}; it must be readable by the owner only (chmod 600)")]
+    BadPermissions {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The master key text is not 64 hex digits.
+    #[error("master key from {source_name} is malformed: {rule}")]
+    MalformedKey {
+        /// `file` or `KIBAN_MASTER_KEY`.
+        source_name: &'static str,
+        /// The rule broken (never the key).
+        rule: &'static str,
+    },
+    /// The key-check record does not open with this master key.
+    #[error("the master key does not match this key store (key-check failed): wrong KIBAN_MASTER_KEY or key file")]
+    WrongMasterKey,
+    /// The key-check record is missing or unreadable.
+    #[error("key-check record {path} is missing or damaged: {reason}")]
+    BadKeyCheck {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// `create` found an existing key store.
+    #[error("a key store already exists in {path}; refusing to overwrite it")]
+    AlreadyExists {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// Sealed data did not open: wrong key, wrong associated data, or damage. Never yields garbage.
+    #[error("sealed data rejected: {0}")]
+    Unseal(&'static str),
+    /// The domain key file is damaged.
+    #[error("pseudonym key file {path} is damaged: {reason}")]
+    BadDomainKeys {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No key for this pseudonym domain.
+    #[error("no pseudonym key for domain {0:?}")]
+    UnknownDomain(String),
+    /// A file-system error.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyStoreError + '_ {
+    move |source| KeyStoreError::Io { path: path.to_path_buf(), source }
+}
+
+/// The 256-bit master key; zeroized on drop and never printed.
+#[derive(Clone)]
+pub(crate) struct MasterKey(Zeroizing<[u8; 32]>);
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKey(<redacted>)")
+    }
+}
+
+impl MasterKey {
+    fn parse(text: &str, source_name: &'static str) -> Result<Self, KeyStoreError> {
+        let t = text.trim();
+        if t.len() != 64 {
+            return Err(KeyStoreError::MalformedKey { source_name, rule: "expected 64 hex digits (32 bytes)" });
+        }
+        let mut k = Zeroizing::new([0u8; 32]);
+        hex::decode_to_slice(t, &mut k[..])
+            .map_err(|_| KeyStoreError::MalformedKey { source_name, rule: "contains a character that is not hex" })?;
+        Ok(MasterKey(k))
+    }
+    fn cipher(&self) -> Aes256Gcm {
+        Aes256Gcm::new_from_slice(&self.0[..]).expect("32-byte key")
+    }
+}
+
+/// Draws random bytes from the operating system.
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b).expect("operating system random source");
+    b
+}
+
+/// AES-256-GCM seal with a random nonce: `nonce ‖ ciphertext ‖ tag`.
+fn aead_seal(cipher: &Aes256Gcm, aad: &[u8], msg: &[u8]) -> Vec<u8> {
+    let nonce = random_bytes::<NONCE>();
+    let ct = cipher
+        .encrypt(&nonce.into(), Payload { msg, aad })
+        .expect("AES-GCM encryption only fails on inputs over 64 GiB");
+    let mut out = Vec::with_capacity(NONCE + ct.len());
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&ct);
+    out
+}
+
+fn aead_open(cipher: &Aes256Gcm, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+    if sealed.len() < NONCE + TAG {
+        return None;
+    }
+    let (nonce, ct) = sealed.split_at(NONCE);
+    let nonce: [u8; NONCE] = nonce.try_into().ok()?;
+    cipher.decrypt(&nonce.into(), Payload { msg: ct, aad }).ok()
+}
+
+#[derive(Serialize, Deserialize)]
+struct KeyCheck {
+    version: u32,
+    sealed_hex: String,
+}
+
+/// One stored pseudonym key, sealed under the master key.
+#[derive(Clone, Serialize, Deserialize)]
+struct DomainEntry {
+    domain: String,
+    version: u32,
+    /// Sealed key, AAD = `kiban/domain-key|{domain}|{version}`.
+    sealed_hex: String,
+    created: String,
+    /// False once rotated out: kept so earlier releases can still be re-derived under audit.
+    active: bool,
+}
+
+fn domain_aad(domain: &str, version: u32) -> Vec<u8> {
+    format!("kiban/domain-key|{domain}|{version}").into_bytes()
+}
+
+/// An opened key store: holds the master key in memory and hands out pseudonym keys that cannot
+/// export their bytes.
+pub struct KeyStore {
+    dir: PathBuf,
+    master: MasterKey,
+    domains: Vec<DomainEntry>,
+}
+
+impl std::fmt::Debug for KeyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyStore")
+            .field("dir", &self.dir)
+            .field("master", &self.master)
+            .field("domains", &self.domains.len())
+            .finish()
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8], create_new: bool) -> Result<(), KeyStoreError> {
+    let mut o = fs::OpenOptions::new();
+    o.write(true);
+    if create_new {
+        o.create_new(true);
+    } else {
+        o.create(true).truncate(true);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    let mut f = o.open(path).map_err(io(path))?;
+    f.write_all(bytes).map_err(io(path))?;
+    f.sync_all().map_err(io(path))
+}
+
+/// Writes via a temporary file and rename, so a crash leaves the old or the new file, never half.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), KeyStoreError> {
+    let tmp = path.with_extension("tmp");
+    write_private(&tmp, bytes, false)?;
+    fs::rename(&tmp, path).map_err(io(path))
+}
+
+impl KeyStore {
+    /// Creates `dir` with a fresh random master key file (mode 0600) and its key-check record.
+    pub fn create(dir: &Path) -> Result<KeyStore, KeyStoreError> {
+        let key_path = dir.join(MASTER_FILE);
+        if key_path.exists() || dir.join(CHECK_FILE).exists() {
+            return Err(KeyStoreError::AlreadyExists { path: dir.to_path_buf() });
+        }
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io(dir))?;
+        }
+        let master = MasterKey(Zeroizing::new(random_bytes::<32>()));
+        let mut text = Zeroizing::new(hex::encode(&master.0[..]));
+        text.push('\n');
+        write_private(&key_path, text.as_bytes(), true)?;
+        let check =
+            KeyCheck { version: 1, sealed_hex: hex::encode(aead_seal(&master.cipher(), CHECK_AAD, CHECK_PLAINTEXT)) };
+        let json = serde_json::to_vec_pretty(&check).expect("serializable");
+        write_private(&dir.join(CHECK_FILE), &json, true)?;
+        Ok(KeyStore { dir: dir.to_path_buf(), master, domains: vec![] })
+    }
+
+    /// Opens the key store in `dir`; `master_key_override` (from `KIBAN_MASTER_KEY`) wins over the file.
+    pub fn open(dir: &Path, master_key_override: Option<&str>) -> Result<KeyStore, KeyStoreError> {
+        let master = match master_key_override {
+            Some(text) => MasterKey::parse(text, "KIBAN_MASTER_KEY")?,
+            None => {
+                let path = dir.join(MASTER_FILE);
+                let meta = match fs::metadata(&path) {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return Err(KeyStoreError::MissingKeyFile { path });
+                    }
+                    other => other.map_err(io(&path))?,
+                };
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::PermissionsExt;
+                    let mode = meta.permissions().mode() & 0o777;
+                    if mode & 0o077 != 0 {
+                        return Err(KeyStoreError::BadPermissions { path, mode });
+                    }
+                }
+                let _ = meta;
+                let text = Zeroizing::new(fs::read_to_string(&path).map_err(io(&path))?);
+                MasterKey::parse(&text, "file")?
+            }
+        };
+        let check_path = dir.join(CHECK_FILE);
+        let bad = |reason: String| KeyStoreError::BadKeyCheck { path: check_path.clone(), reason };
+        let raw = fs::read(&check_path).map_err(|e| bad(e.to_string()))?;
+        let check: KeyCheck = serde_json::from_slice(&raw).map_err(|e| bad(e.to_string()))?;
+        let sealed = hex::decode(&check.sealed_hex).map_err(|e| bad(e.to_string()))?;
+        match aead_open(&master.cipher(), CHECK_AAD, &sealed) {
+            Some(p) if p == CHECK_PLAINTEXT => {}
+            _ => return Err(KeyStoreError::WrongMasterKey),
+        }
+        let domain_path = dir.join(DOMAIN_FILE);
+        let domains = match fs::read(&domain_path) {
+            Ok(raw) => serde_json::from_slice(&raw)
+                .map_err(|e| KeyStoreError::BadDomainKeys { path: domain_path.clone(), reason: e.to_string() })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
+            Err(e) => return Err(KeyStoreError::Io { path: domain_path, source: e }),
+        };
+        Ok(KeyStore { dir: dir.to_path_buf(), master, domains })
+    }
+
+    /// Lists plain problems with the key store for `kiban doctor`; empty when all is well.
+    pub fn check(dir: &Path, master_key_override: Option<&str>) -> Vec<String> {
+        let mut problems = vec![];
+        if !dir.is_dir() {
+            problems.push(format!("key store directory {} does not exist (run `kiban init`)", dir.display()));
+            return problems;
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let key_path = dir.join(MASTER_FILE);
+            if master_key_override.is_some()
+                && let Ok(m) = fs::metadata(&key_path)
+                && m.permissions().mode() & 0o077 != 0
+            {
+                problems.push(
+                    KeyStoreError::BadPermissions { path: key_path, mode: m.permissions().mode() & 0o777 }.to_string(),
+                );
+            }
+        }
+        match KeyStore::open(dir, master_key_override) {
+            Ok(ks) => {
+                for d in &ks.domains {
+                    if ks.unwrap_domain(d).is_err() {
+                        problems.push(format!(
+                            "pseudonym key {} v{} does not open with the master key",
+                            d.domain, d.version
+                        ));
+                    }
+                }
+            }
+            Err(e) => problems.push(e.to_string()),
+        }
+        problems
+    }
+
+    /// The key store directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Encrypts `plaintext` under a fresh data key wrapped by the master key; `aad` is bound, not stored.
+    pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+        let dek = Zeroizing::new(random_bytes::<32>());
+        let wrapped = aead_seal(&self.master.cipher(), DEK_AAD, &dek[..]);
+        let body = aead_seal(&Aes256Gcm::new_from_slice(&dek[..]).expect("32 bytes"), aad, plaintext);
+        let mut out = Vec::with_capacity(MAGIC.len() + wrapped.len() + body.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&wrapped);
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// Opens what [`KeyStore::seal`] made; a wrong key, wrong `aad` or any damage is an error.
+    pub fn open_sealed(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, KeyStoreError> {
+        let rest = sealed.strip_prefix(MAGIC).ok_or(KeyStoreError::Unseal("not kiban sealed data (bad magic)"))?;
+        if rest.len() < WRAPPED_DEK + NONCE + TAG {
+            return Err(KeyStoreError::Unseal("truncated"));
+        }
+        let (wrapped, body) = rest.split_at(WRAPPED_DEK);
+        let dek = Zeroizing::new(
+            aead_open(&self.master.cipher(), DEK_AAD, wrapped)
+                .ok_or(KeyStoreError::Unseal("the data key does not unwrap: wrong master key or damaged header"))?,
+        );
+        let cipher = Aes256Gcm::new_from_slice(&dek).map_err(|_| KeyStoreError::Unseal("data key has wrong length"))?;
+        aead_open(&cipher, aad, body)
+            .ok_or(KeyStoreError::Unseal("authentication failed: damaged data or wrong associated data"))
+    }
+
+    fn unwrap_domain(&self, e: &DomainEntry) -> Result<PseudonymKey, KeyStoreError> {
+        let bad =
+            |reason: &str| KeyStoreError::BadDomainKeys { path: self.dir.join(DOMAIN_FILE), reason: reason.into() };
+        let sealed = hex::decode(&e.sealed_hex).map_err(|_| bad("sealed key is not hex"))?;
+        let mut raw = aead_open(&self.master.cipher(), &domain_aad(&e.domain, e.version), &sealed)
+            .ok_or_else(|| bad("a domain key does not open with the master key"))?;
+        let key: [u8; 32] = raw.as_slice().try_into().map_err(|_| bad("domain key has wrong length"))?;
+        raw.zeroize();
+        Ok(PseudonymKey::from_bytes(&e.domain, e.version, key))
+    }
+
+    fn save_domains(&self) -> Result<(), KeyStoreError> {
+        let json = serde_json::to_vec_pretty(&self.domains).expect("serializable");
+        write_atomic(&self.dir.join(DOMAIN_FILE), &json)
+    }
+
+    fn add_domain_key(&mut self, domain: &str, version: u32, key: &[u8; 32]) -> Result<(), KeyStoreError> {
+        for d in self.domains.iter_mut().filter(|d| d.domain == domain) {
+            d.active = false;
+        }
+        let sealed = aead_seal(&self.master.cipher(), &domain_aad(domain, version), key);
+        self.domains.push(DomainEntry {
+            domain: domain.to_owned(),
+            version,
+            sealed_hex: hex::encode(sealed),
+            created: chrono::Utc::now().to_rfc3339(),
+            active: true,
+        });
+        self.save_domains()
+    }
+
+    /// The active pseudonym key of `domain`, drawing and storing a new random one on first use.
+    pub fn domain_key(&mut self, domain: &str) -> Result<PseudonymKey, KeyStoreError> {
+        if let Some(e) = self.domains.iter().find(|d| d.domain == domain && d.active) {
+            return self.unwrap_domain(e);
+        }
+        let key = Zeroizing::new(random_bytes::<32>());
+        self.add_domain_key(domain, 1, &key)?;
+        Ok(PseudonymKey::from_bytes(domain, 1, *key))
+    }
+
+    /// A specific version of a domain key (active or rotated out), for re-deriving an older release.
+    pub fn domain_key_version(&self, domain: &str, version: u32) -> Result<PseudonymKey, KeyStoreError> {
+        let e = self
+            .domains
+            .iter()
+            .find(|d| d.domain == domain && d.version == version)
+            .ok_or_else(|| KeyStoreError::UnknownDomain(format!("{domain} v{version}")))?;
+        self.unwrap_domain(e)
+    }
+
+    /// Rotates `domain` to a new random key; the old version stays stored but inactive.
+    pub fn rotate(&mut self, domain: &str) -> Result<PseudonymKey, KeyStoreError> {
+        let version = self.domains.iter().filter(|d| d.domain == domain).map(|d| d.version).max().unwrap_or(0) + 1;
+        let key = Zeroizing::new(random_bytes::<32>());
+        self.add_domain_key(domain, version, &key)?;
+        Ok(PseudonymKey::from_bytes(domain, version, *key))
+    }
+
+    /// Imports a key agreed with another party (e.g. the shared secret of a public-database linkage,
+    /// L1), given as 64 hex digits; it becomes the domain's active key.
+    pub fn import_domain_key(&mut self, domain: &str, hex_key: &str) -> Result<PseudonymKey, KeyStoreError> {
+        let k = MasterKey::parse(hex_key, "imported domain key")?;
+        let version = self.domains.iter().filter(|d| d.domain == domain).map(|d| d.version).max().unwrap_or(0) + 1;
+        self.add_domain_key(domain, version, &k.0)?;
+        Ok(PseudonymKey::from_bytes(domain, version, *k.0))
+    }
+
+    /// Domains with their versions and whether each is active (no key material).
+    pub fn domains(&self) -> Vec<(String, u32, bool)> {
+        self.domains.iter().map(|d| (d.domain.clone(), d.version, d.active)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, KeyStore) {
+        let t = tempfile::tempdir().unwrap();
+        let ks = KeyStore::create(&t.path().join("keys")).unwrap();
+        (t, ks)
+    }
+
+    fn key_hex(dir: &Path) -> String {
+        fs::read_to_string(dir.join(MASTER_FILE)).unwrap().trim().to_owned()
+    }
+
+    #[test]
+    fn create_writes_an_owner_only_key_and_reopens() {
+        let (_t, ks) = store();
+        let dir = ks.dir().to_path_buf();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(dir.join(MASTER_FILE)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+        assert_eq!(key_hex(&dir).len(), 64);
+        let check = fs::read_to_string(dir.join(CHECK_FILE)).unwrap();
+        assert!(!check.contains(&key_hex(&dir)), "key-check record must not contain the key");
+        KeyStore::open(&dir, None).unwrap();
+        assert!(KeyStore::check(&dir, None).is_empty());
+        assert!(matches!(KeyStore::create(&dir), Err(KeyStoreError::AlreadyExists { .. })));
+    }
+
+    #[test]
+    fn open_reports_each_problem_with_its_own_error() {
+        let (t, ks) = store();
+        let dir = ks.dir().to_path_buf();
+        let missing = t.path().join("nokeys");
+        assert!(matches!(KeyStore::open(&missing, None), Err(KeyStoreError::MissingKeyFile { .. })));
+        assert!(matches!(KeyStore::open(&dir, Some("abc")), Err(KeyStoreError::MalformedKey { .. })));
+        assert!(matches!(KeyStore::open(&dir, Some(&"zz".repeat(32))), Err(KeyStoreError::MalformedKey { .. })));
+        let other = hex::encode([7u8; 32]);
+        assert!(matches!(KeyStore::open(&dir, Some(&other)), Err(KeyStoreError::WrongMasterKey)));
+        assert!(KeyStore::open(&dir, Some(&key_hex(&dir))).is_ok(), "the override opens the store");
+        assert!(!KeyStore::check(&dir, Some(&other)).is_empty());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(dir.join(MASTER_FILE), fs::Permissions::from_mode(0o644)).unwrap();
+            let e = KeyStore::open(&dir, None).unwrap_err();
+            assert!(matches!(e, KeyStoreError::BadPermissions { mode: 0o644, .. }), "{e}");
+            assert_eq!(KeyStore::check(&dir, None).len(), 1);
+        }
+    }
+
+    #[test]
+    fn secrets_never_appear_in_debug_or_errors() {
+        let (_t, mut ks) = store();
+        let dir = ks.dir().to_path_buf();
+        let k = key_hex(&dir);
+        let dk = ks.domain_key("release-1").unwrap();
+        let shown = format!("{ks:?} {dk:?}");
+        assert!(!shown.contains(&k) && !shown.contains(&k[..16]), "{shown}");
+        let e = KeyStore::open(&dir, Some(&format!("{}g", &k[..63]))).unwrap_err().to_string();
+        assert!(!e.contains(&k[..16]), "{e}");
+    }
+
+    #[test]
+    fn sealed_data_round_trips_and_rejects_wrong_key_aad_and_damage() {
+        let (_t, ks) = store();
+        let sealed = ks.seal(b"file-a", b"secret table");
+        assert!(!sealed.windows(6).any(|w| w == b"secret"));
+        assert_eq!(ks.open_sealed(b"file-a", &sealed).unwrap(), b"secret table");
+        assert!(matches!(ks.open_sealed(b"file-b", &sealed), Err(KeyStoreError::Unseal(_))));
+        let mut damaged = sealed.clone();
+        *damaged.last_mut().unwrap() ^= 1;
+        assert!(ks.open_sealed(b"file-a", &damaged).is_err());
+        let (_t2, other) = store();
+        let e = other.open_sealed(b"file-a", &sealed).unwrap_err().to_string();
+        assert!(e.contains("wrong master key"), "{e}");
+        assert!(ks.open_sealed(b"", b"KBN1").is_err());
+    }
+
+    #[test]
+    fn domain_keys_persist_rotate_and_are_bound_to_their_domain() {
+        let (_t, mut ks) = store();
+        let dir = ks.dir().to_path_buf();
+        let a1 = ks.domain_key("a").unwrap();
+        let pk = kiban_model::id::PersonKey::from_u64(42);
+        let reopened = KeyStore::open(&dir, None).unwrap().domain_key_version("a", 1).unwrap();
+        assert_eq!(a1.token(pk), reopened.token(pk));
+        let a2 = ks.rotate("a").unwrap();
+        assert_eq!(a2.version(), 2);
+        assert_ne!(a1.token(pk), a2.token(pk));
+        let mut again = KeyStore::open(&dir, None).unwrap();
+        assert_eq!(again.domain_key("a").unwrap().token(pk), a2.token(pk));
+        assert_eq!(again.domains(), vec![("a".into(), 1, false), ("a".into(), 2, true)]);
+        // A sealed key moved to another domain's entry does not open.
+        let mut moved = again.domains.clone();
+        moved[1].domain = "b".into();
+        again.domains = moved;
+        assert!(again.domain_key_version("b", 2).is_err());
+    }
+}
