@@ -11,4 +11,5 @@
 //! rejected per record with an error naming the field and the rule.
 
 pub mod keystore;
+pub mod normalize;
 pub mod pseudonym;
