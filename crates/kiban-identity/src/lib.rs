@@ -11,5 +11,6 @@
 //! rejected per record with an error naming the field and the rule.
 
 pub mod keystore;
+pub mod linkage;
 pub mod normalize;
 pub mod pseudonym;

@@ -64,7 +64,6 @@ impl PseudonymKey {
     }
 
     /// Keyed one-way digest of arbitrary bytes under this key (used for linkage keys).
-    #[allow(dead_code)] // used by the linkage module, landing next
     pub(crate) fn mac_bytes(&self, parts: &[&[u8]]) -> [u8; 32] {
         let mut m = self.mac.clone();
         for p in parts {
