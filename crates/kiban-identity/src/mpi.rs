@@ -1,0 +1,711 @@
+//! The master patient index: decides which provider records are one person and hands out the
+//! random [`PersonKey`].
+//!
+//! Matching runs in three steps. Blocking first: a record is compared only with records sharing
+//! (birth date, sex), the kana name, or the phone number, so work grows with block sizes, not with
+//! the square of the population. Deterministic rules next: an identical individual insured-person
+//! number with the same birth date and sex is the same person. Then a Fellegi–Sunter score, the sum
+//! of per-field log-likelihood weights ([`Weights`]), against two thresholds: at or above `upper` the
+//! record joins the best person, below `lower` it starts a new person, and between it starts a new
+//! person and goes to the review queue. Household fields (phone, address, postal code, card number)
+//! count once, as the best of them, because family members share them — twins share all of them, and
+//! a different given name or card branch is what tells them apart. Reviewers merge, split or keep
+//! apart; every decision is recorded and can be undone.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+use kiban_model::id::PersonKey;
+use kiban_model::person::Sex;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::identity::{Identity, IdentityInput, RecordError};
+use crate::normalize::UNKNOWN;
+
+/// Agreement and disagreement weights (log2 m/u) per field.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Weights {
+    /// Family kana (agree, disagree); disagreement is mild because names change at marriage.
+    pub family: (f64, f64),
+    /// Given kana (agree, disagree).
+    pub given: (f64, f64),
+    /// Kanji name, variants folded, separator ignored (agree, disagree).
+    pub kanji: (f64, f64),
+    /// Birth date (agree, one of year/month/day differs, disagree).
+    pub birth: (f64, f64, f64),
+    /// Sex (agree, disagree).
+    pub sex: (f64, f64),
+    /// Best household field agreeing: phone, card number, address, postal; and none agreeing.
+    pub household: (f64, f64, f64, f64, f64),
+    /// Insurer number (agree, disagree); people change insurers.
+    pub insurer: (f64, f64),
+    /// Card branch when the card number agrees (agree, disagree): twins differ here.
+    pub branch: (f64, f64),
+    /// Kana that agree except at unknown (〓) positions.
+    pub kana_wildcard: f64,
+}
+
+impl Default for Weights {
+    fn default() -> Self {
+        Weights {
+            family: (8.0, -3.0),
+            given: (9.0, -10.0),
+            kanji: (3.0, -1.0),
+            birth: (13.0, -3.0, -12.0),
+            sex: (1.0, -10.0),
+            household: (12.0, 10.0, 8.0, 4.0, -2.0),
+            insurer: (4.0, -1.0),
+            branch: (6.0, -25.0),
+            kana_wildcard: 4.0,
+        }
+    }
+}
+
+/// Matching configuration: weights and the two thresholds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MatchConfig {
+    /// Field weights.
+    pub weights: Weights,
+    /// At or above: same person.
+    pub upper: f64,
+    /// Below: different person; in between: review.
+    pub lower: f64,
+    /// Largest block compared in full; bigger blocks compare their most recent entries only.
+    pub max_block: usize,
+}
+
+impl Default for MatchConfig {
+    fn default() -> Self {
+        MatchConfig { weights: Weights::default(), upper: 30.0, lower: 20.0, max_block: 256 }
+    }
+}
+
+/// Index of a record in the MPI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RecordId(pub u32);
+
+fn fp(parts: &[&[u8]]) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    for p in parts {
+        p.hash(&mut h);
+    }
+    h.finish()
+}
+
+/// The compact matching view of a record (the full identity lives in the vault).
+#[derive(Debug, Clone)]
+struct Rec {
+    source: u64,
+    kana: Box<str>,
+    kanji: u64,
+    birth: (i32, u32, u32),
+    sex: Sex,
+    phone: u64,
+    postal: u64,
+    address: u64,
+    insurer: u64,
+    card: u64,
+    branch: u8,
+    has_card: bool,
+    person: PersonKey,
+}
+
+const NONE: u64 = 0;
+
+fn opt_fp(s: &str) -> u64 {
+    if s.is_empty() { NONE } else { fp(&[s.as_bytes()]).max(1) }
+}
+
+impl Rec {
+    fn new(id: &Identity) -> Rec {
+        use chrono::Datelike;
+        let card = id.card.as_ref();
+        Rec {
+            source: fp(&[id.provider.as_str().as_bytes(), id.patient.as_str().as_bytes()]),
+            kana: id.kana.as_str().into(),
+            kanji: fp(&[id.kanji.joined().as_bytes()]),
+            birth: (id.birth.year(), id.birth.month(), id.birth.day()),
+            sex: id.sex,
+            phone: opt_fp(&id.phone),
+            postal: opt_fp(&id.postal),
+            address: opt_fp(&id.address),
+            insurer: card.map_or(NONE, |c| opt_fp(c.insurer.as_str())),
+            card: card.map_or(NONE, |c| fp(&[c.symbol.as_str().as_bytes(), c.number.as_str().as_bytes()])),
+            branch: card.map_or(0, |c| c.branch.as_str().parse().unwrap_or(0)),
+            has_card: card.is_some(),
+            person: PersonKey::from_u64(0),
+        }
+    }
+    fn family(&self) -> &str {
+        self.kana.split(' ').next().unwrap_or_default()
+    }
+    fn given(&self) -> &str {
+        self.kana.split_once(' ').map_or("", |(_, g)| g)
+    }
+    fn joined_kana_fp(&self) -> u64 {
+        let mut h = std::hash::DefaultHasher::new();
+        for c in self.kana.chars().filter(|c| *c != ' ') {
+            c.hash(&mut h);
+        }
+        h.finish()
+    }
+}
+
+fn wild_eq(a: &str, b: &str) -> bool {
+    let (a, b): (Vec<char>, Vec<char>) =
+        (a.chars().filter(|c| *c != ' ').collect(), b.chars().filter(|c| *c != ' ').collect());
+    a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| x == y || *x == UNKNOWN || *y == UNKNOWN)
+}
+
+/// Fellegi–Sunter score of two records.
+fn score(w: &Weights, a: &Rec, b: &Rec) -> f64 {
+    let mut s = 0.0;
+    if a.kana.contains(UNKNOWN) || b.kana.contains(UNKNOWN) {
+        s += if wild_eq(&a.kana, &b.kana) { w.kana_wildcard } else { w.given.1 };
+    } else {
+        s += if a.family() == b.family() { w.family.0 } else { w.family.1 };
+        s += if a.given() == b.given() { w.given.0 } else { w.given.1 };
+    }
+    s += if a.kanji == b.kanji { w.kanji.0 } else { w.kanji.1 };
+    let same = [a.birth.0 == b.birth.0, a.birth.1 == b.birth.1, a.birth.2 == b.birth.2];
+    s += match same.iter().filter(|x| **x).count() {
+        3 => w.birth.0,
+        2 => w.birth.1,
+        _ => w.birth.2,
+    };
+    s += if a.sex == b.sex { w.sex.0 } else { w.sex.1 };
+    let eq = |x: u64, y: u64| x != NONE && x == y;
+    let card_eq = a.has_card && b.has_card && a.card == b.card;
+    s += if eq(a.phone, b.phone) {
+        w.household.0
+    } else if card_eq {
+        w.household.1
+    } else if eq(a.address, b.address) {
+        w.household.2
+    } else if eq(a.postal, b.postal) {
+        w.household.3
+    } else {
+        w.household.4
+    };
+    if a.has_card && b.has_card {
+        s += if a.insurer == b.insurer { w.insurer.0 } else { w.insurer.1 };
+        if card_eq {
+            s += if a.branch == b.branch { w.branch.0 } else { w.branch.1 };
+        }
+    }
+    s
+}
+
+/// What registering one record did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Outcome {
+    /// Joined an existing person by a deterministic rule.
+    Deterministic,
+    /// Joined an existing person by score.
+    Matched {
+        /// The score.
+        score: f64,
+    },
+    /// Started a new person.
+    New,
+    /// Started a new person and queued a review against a candidate.
+    Review {
+        /// The review item.
+        item: u64,
+    },
+}
+
+/// The result of registering a record.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Registration {
+    /// The record's id in the MPI.
+    pub record: RecordId,
+    /// The person it was assigned.
+    pub person: PersonKey,
+    /// How.
+    pub outcome: Outcome,
+}
+
+/// A pair the thresholds could not decide.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReviewItem {
+    /// Item id.
+    pub id: u64,
+    /// The new record.
+    pub record: RecordId,
+    /// The person it might belong to.
+    pub candidate: PersonKey,
+    /// The best score against that person.
+    pub score: f64,
+    /// Decided (by which decision), or open.
+    pub decided_by: Option<u64>,
+}
+
+/// A reviewer's decision; each carries what is needed to undo it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum DecisionKind {
+    /// All records of `from` moved to `into`.
+    Merge {
+        /// Person that disappeared.
+        from: PersonKey,
+        /// Person that remains.
+        into: PersonKey,
+        /// The records moved.
+        records: Vec<RecordId>,
+    },
+    /// One record moved out of `from` into the new person `to`.
+    Split {
+        /// The record.
+        record: RecordId,
+        /// Its former person.
+        from: PersonKey,
+        /// The new person.
+        to: PersonKey,
+    },
+    /// Two persons declared different; they are never proposed together again.
+    KeepApart {
+        /// One person.
+        a: PersonKey,
+        /// The other.
+        b: PersonKey,
+    },
+}
+
+/// A recorded decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// Decision id.
+    pub id: u64,
+    /// The review item it resolved, if any.
+    pub item: Option<u64>,
+    /// What was decided.
+    pub kind: DecisionKind,
+    /// Who decided (an operator id, never a patient identifier).
+    pub by: String,
+    /// Undone by a later call to [`Mpi::undo`].
+    pub undone: bool,
+}
+
+/// Errors of review operations.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MpiError {
+    /// No such person.
+    #[error("unknown person {0}")]
+    UnknownPerson(PersonKey),
+    /// No such record.
+    #[error("unknown record {0:?}")]
+    UnknownRecord(RecordId),
+    /// No such review item or decision.
+    #[error("unknown review item or decision {0}")]
+    UnknownItem(u64),
+    /// The decision was already undone, or later decisions depend on it.
+    #[error("decision {0} cannot be undone: {1}")]
+    CannotUndo(u64, &'static str),
+    /// The two persons were declared different.
+    #[error("persons {0} and {1} were kept apart by decision {2}; undo it first")]
+    KeptApart(PersonKey, PersonKey, u64),
+}
+
+/// The master patient index.
+pub struct Mpi {
+    cfg: MatchConfig,
+    recs: Vec<Rec>,
+    persons: HashMap<PersonKey, Vec<RecordId>>,
+    by_birth: HashMap<u64, Vec<u32>>,
+    by_kana: HashMap<u64, Vec<u32>>,
+    by_phone: HashMap<u64, Vec<u32>>,
+    by_source: HashMap<u64, Vec<u32>>,
+    reviews: Vec<ReviewItem>,
+    decisions: Vec<Decision>,
+    apart: HashMap<(PersonKey, PersonKey), u64>,
+    rng: ChaCha20Rng,
+}
+
+impl std::fmt::Debug for Mpi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mpi").field("records", &self.recs.len()).field("persons", &self.persons.len()).finish()
+    }
+}
+
+fn pair(a: PersonKey, b: PersonKey) -> (PersonKey, PersonKey) {
+    if a <= b { (a, b) } else { (b, a) }
+}
+
+impl Mpi {
+    /// An empty index whose person keys are drawn from the operating system's random source.
+    pub fn new(cfg: MatchConfig) -> Mpi {
+        Self::with_rng(cfg, ChaCha20Rng::from_seed(crate::keystore::random_bytes::<32>()))
+    }
+
+    /// An empty index with reproducible person keys (tests, demos).
+    pub fn with_seed(cfg: MatchConfig, seed: u64) -> Mpi {
+        Self::with_rng(cfg, ChaCha20Rng::seed_from_u64(seed))
+    }
+
+    fn with_rng(cfg: MatchConfig, rng: ChaCha20Rng) -> Mpi {
+        Mpi {
+            cfg,
+            recs: vec![],
+            persons: HashMap::new(),
+            by_birth: HashMap::new(),
+            by_kana: HashMap::new(),
+            by_phone: HashMap::new(),
+            by_source: HashMap::new(),
+            reviews: vec![],
+            decisions: vec![],
+            apart: HashMap::new(),
+            rng,
+        }
+    }
+
+    fn new_person(&mut self) -> PersonKey {
+        loop {
+            let k = PersonKey::from_u64(self.rng.next_u64());
+            if k.as_u64() != 0 && !self.persons.contains_key(&k) {
+                self.persons.insert(k, vec![]);
+                return k;
+            }
+        }
+    }
+
+    fn candidates(&self, r: &Rec, out: &mut Vec<u32>) {
+        out.clear();
+        let birth_key = fp(&[
+            &r.birth.0.to_le_bytes(),
+            &r.birth.1.to_le_bytes(),
+            &r.birth.2.to_le_bytes(),
+            r.sex.code().as_bytes(),
+        ]);
+        let kana_key = r.joined_kana_fp();
+        for (map, key) in [(&self.by_birth, birth_key), (&self.by_kana, kana_key), (&self.by_phone, r.phone)] {
+            if key == NONE {
+                continue;
+            }
+            if let Some(v) = map.get(&key) {
+                let start = v.len().saturating_sub(self.cfg.max_block);
+                out.extend_from_slice(&v[start..]);
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+    }
+
+    fn index(&mut self, i: u32) {
+        let r = &self.recs[i as usize];
+        let birth_key = fp(&[
+            &r.birth.0.to_le_bytes(),
+            &r.birth.1.to_le_bytes(),
+            &r.birth.2.to_le_bytes(),
+            r.sex.code().as_bytes(),
+        ]);
+        let kana_key = r.joined_kana_fp();
+        let (phone, source) = (r.phone, r.source);
+        self.by_birth.entry(birth_key).or_default().push(i);
+        self.by_kana.entry(kana_key).or_default().push(i);
+        if phone != NONE {
+            self.by_phone.entry(phone).or_default().push(i);
+        }
+        self.by_source.entry(source).or_default().push(i);
+    }
+
+    /// Registers one parsed identity and returns the person it was assigned.
+    pub fn register(&mut self, id: &Identity) -> Registration {
+        let mut buf = Vec::new();
+        self.register_rec(Rec::new(id), &mut buf)
+    }
+
+    fn register_rec(&mut self, mut rec: Rec, buf: &mut Vec<u32>) -> Registration {
+        self.candidates(&rec, buf);
+        let w = self.cfg.weights;
+        // Best score per candidate person; deterministic rule: same individual number, birth, sex.
+        let mut best: Vec<(PersonKey, f64, bool)> = Vec::new();
+        for &c in buf.iter() {
+            let other = &self.recs[c as usize];
+            let det = rec.has_card
+                && other.has_card
+                && rec.insurer == other.insurer
+                && rec.card == other.card
+                && rec.branch == other.branch
+                && rec.birth == other.birth
+                && rec.sex == other.sex;
+            let s = score(&w, &rec, other);
+            match best.iter_mut().find(|b| b.0 == other.person) {
+                Some(b) => {
+                    b.1 = b.1.max(s);
+                    b.2 |= det;
+                }
+                None => best.push((other.person, s, det)),
+            }
+        }
+        best.sort_by(|a, b| b.2.cmp(&a.2).then(b.1.total_cmp(&a.1)));
+        let id = RecordId(self.recs.len() as u32);
+        let (person, outcome) = match best.first() {
+            Some(&(p, _, true)) => (p, Outcome::Deterministic),
+            Some(&(p, s, false)) if s >= self.cfg.upper => (p, Outcome::Matched { score: s }),
+            Some(&(p, s, false)) if s >= self.cfg.lower => {
+                let np = self.new_person();
+                let item = self.reviews.len() as u64 + 1;
+                self.reviews.push(ReviewItem { id: item, record: id, candidate: p, score: s, decided_by: None });
+                (np, Outcome::Review { item })
+            }
+            _ => (self.new_person(), Outcome::New),
+        };
+        rec.person = person;
+        self.recs.push(rec);
+        self.persons.entry(person).or_default().push(id);
+        self.index(id.0);
+        Registration { record: id, person, outcome }
+    }
+
+    /// Parses and registers many records: parsing runs on all cores, matching in input order.
+    /// Returns one result per input, in order; rejected records never reach the index.
+    pub fn register_bulk(&mut self, inputs: &[IdentityInput]) -> Vec<Result<Registration, RecordError>> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+        let chunk = inputs.len().div_ceil(threads).max(1);
+        let parsed: Vec<Result<Rec, RecordError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = inputs
+                .chunks(chunk)
+                .map(|c| {
+                    s.spawn(move || c.iter().map(|i| Identity::parse(i).map(|id| Rec::new(&id))).collect::<Vec<_>>())
+                })
+                .collect();
+            handles.into_iter().flat_map(|h| h.join().expect("parser thread")).collect()
+        });
+        let mut buf = Vec::with_capacity(64);
+        parsed.into_iter().map(|r| r.map(|rec| self.register_rec(rec, &mut buf))).collect()
+    }
+
+    /// Number of records.
+    pub fn record_count(&self) -> usize {
+        self.recs.len()
+    }
+    /// Number of persons.
+    pub fn person_count(&self) -> usize {
+        self.persons.values().filter(|v| !v.is_empty()).count()
+    }
+    /// The person a record currently belongs to.
+    pub fn person_of(&self, record: RecordId) -> Option<PersonKey> {
+        self.recs.get(record.0 as usize).map(|r| r.person)
+    }
+    /// The records of a person.
+    pub fn records_of(&self, person: PersonKey) -> &[RecordId] {
+        self.persons.get(&person).map_or(&[], |v| v.as_slice())
+    }
+    /// Looks up the records a provider registered under its patient id.
+    pub fn lookup(&self, provider: &str, patient: &str) -> Vec<(RecordId, PersonKey)> {
+        let key = fp(&[provider.as_bytes(), patient.as_bytes()]);
+        self.by_source
+            .get(&key)
+            .map_or(vec![], |v| v.iter().map(|&i| (RecordId(i), self.recs[i as usize].person)).collect())
+    }
+    /// Open review items.
+    pub fn review_queue(&self) -> impl Iterator<Item = &ReviewItem> {
+        self.reviews.iter().filter(|r| r.decided_by.is_none())
+    }
+    /// All decisions, oldest first.
+    pub fn decisions(&self) -> &[Decision] {
+        &self.decisions
+    }
+
+    fn record(&mut self, item: Option<u64>, kind: DecisionKind, by: &str) -> u64 {
+        let id = self.decisions.len() as u64 + 1;
+        if let Some(i) = item
+            && let Some(r) = self.reviews.iter_mut().find(|r| r.id == i)
+        {
+            r.decided_by = Some(id);
+        }
+        self.decisions.push(Decision { id, item, kind, by: by.to_owned(), undone: false });
+        id
+    }
+
+    fn move_records(&mut self, records: &[RecordId], from: PersonKey, to: PersonKey) {
+        for r in records {
+            self.recs[r.0 as usize].person = to;
+        }
+        if let Some(v) = self.persons.get_mut(&from) {
+            v.retain(|r| !records.contains(r));
+        }
+        self.persons.entry(to).or_default().extend_from_slice(records);
+    }
+
+    /// Merges person `from` into `into` (both keys stay recorded; `from` becomes empty).
+    pub fn merge(&mut self, from: PersonKey, into: PersonKey, item: Option<u64>, by: &str) -> Result<u64, MpiError> {
+        for p in [from, into] {
+            if !self.persons.contains_key(&p) {
+                return Err(MpiError::UnknownPerson(p));
+            }
+        }
+        if let Some(&d) = self.apart.get(&pair(from, into)) {
+            return Err(MpiError::KeptApart(from, into, d));
+        }
+        let records = self.persons[&from].clone();
+        self.move_records(&records, from, into);
+        Ok(self.record(item, DecisionKind::Merge { from, into, records }, by))
+    }
+
+    /// Moves one record out of its person into a new person.
+    pub fn split(&mut self, record: RecordId, by: &str) -> Result<(u64, PersonKey), MpiError> {
+        let from = self.person_of(record).ok_or(MpiError::UnknownRecord(record))?;
+        let to = self.new_person();
+        self.move_records(&[record], from, to);
+        let d = self.record(None, DecisionKind::Split { record, from, to }, by);
+        self.apart.insert(pair(from, to), d);
+        Ok((d, to))
+    }
+
+    /// Resolves a review item as two different persons.
+    pub fn keep_apart(&mut self, item: u64, by: &str) -> Result<u64, MpiError> {
+        let it = self.reviews.iter().find(|r| r.id == item).ok_or(MpiError::UnknownItem(item))?;
+        let (a, b) = (self.recs[it.record.0 as usize].person, it.candidate);
+        let d = self.record(Some(item), DecisionKind::KeepApart { a, b }, by);
+        self.apart.insert(pair(a, b), d);
+        Ok(d)
+    }
+
+    /// Resolves a review item as one person: the record's person merges into the candidate.
+    pub fn accept(&mut self, item: u64, by: &str) -> Result<u64, MpiError> {
+        let it = self.reviews.iter().find(|r| r.id == item).ok_or(MpiError::UnknownItem(item))?;
+        let (from, into) = (self.recs[it.record.0 as usize].person, it.candidate);
+        self.merge(from, into, Some(item), by)
+    }
+
+    /// Reverts a decision; allowed only for the latest decision not yet undone, so history stays linear.
+    pub fn undo(&mut self, decision: u64, by: &str) -> Result<(), MpiError> {
+        let latest = self.decisions.iter().rev().find(|d| !d.undone).map(|d| d.id);
+        let d = self.decisions.iter().find(|d| d.id == decision).ok_or(MpiError::UnknownItem(decision))?.clone();
+        if d.undone {
+            return Err(MpiError::CannotUndo(decision, "already undone"));
+        }
+        if latest != Some(decision) {
+            return Err(MpiError::CannotUndo(decision, "later decisions must be undone first"));
+        }
+        match &d.kind {
+            DecisionKind::Merge { from, into, records } => self.move_records(records, *into, *from),
+            DecisionKind::Split { record, from, to } => {
+                self.move_records(&[*record], *to, *from);
+                self.apart.remove(&pair(*from, *to));
+            }
+            DecisionKind::KeepApart { a, b } => {
+                self.apart.remove(&pair(*a, *b));
+            }
+        }
+        if let Some(i) = d.item
+            && let Some(r) = self.reviews.iter_mut().find(|r| r.id == i)
+        {
+            r.decided_by = None;
+        }
+        let _ = by;
+        self.decisions[decision as usize - 1].undone = true;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(kanji: &str, kana: &str, birth: &str, phone: &str, branch: &str) -> IdentityInput {
+        IdentityInput {
+            provider_id: "prov-a".into(),
+            patient_id: format!("{:x}", fp(&[kana.as_bytes(), branch.as_bytes()]) % 1_000_000),
+            name_kanji: kanji.into(),
+            name_kana: kana.into(),
+            sex: "2".into(),
+            birth_date: birth.into(),
+            postal_code: "1000001".into(),
+            address: "東京都千代田区1-2-3".into(),
+            phone: phone.into(),
+            insurer_number: "01130012".into(),
+            card_symbol: "1234".into(),
+            card_number: "567".into(),
+            card_branch: branch.into(),
+        }
+    }
+
+    fn reg(m: &mut Mpi, i: IdentityInput) -> Registration {
+        m.register(&Identity::parse(&i).unwrap())
+    }
+
+    #[test]
+    fn same_sex_twins_are_kept_apart() {
+        let mut m = Mpi::with_seed(MatchConfig::default(), 1);
+        let a = reg(&mut m, input("山田 花子", "ヤマダ ハナコ", "2001-05-05", "0312345678", "01"));
+        let b = reg(&mut m, input("山田 桃子", "ヤマダ モモコ", "2001-05-05", "0312345678", "02"));
+        assert_ne!(a.person, b.person);
+        assert!(matches!(b.outcome, Outcome::New), "{:?}", b.outcome);
+        // The same twin seen by a legacy provider joins the right one.
+        let c = reg(&mut m, input("山田桃子", "ﾔﾏﾀﾞ ﾓﾓｺ", "平成13年5月5日", "03-1234-5678", "2"));
+        assert_eq!(c.person, b.person);
+        assert_eq!(c.outcome, Outcome::Deterministic);
+    }
+
+    #[test]
+    fn marriage_and_insurer_change_still_match() {
+        let mut m = Mpi::with_seed(MatchConfig::default(), 1);
+        let a = reg(&mut m, input("佐藤 花子", "サトウ ハナコ", "1985-01-02", "0901111222", "00"));
+        let mut married = input("鈴木 花子", "すずき はなこ", "1985-01-02", "0901111222", "00");
+        married.insurer_number = "06130017".into();
+        married.card_number = "99".into();
+        let b = reg(&mut m, married);
+        assert_eq!(b.person, a.person, "{:?}", b.outcome);
+        assert!(matches!(b.outcome, Outcome::Matched { .. }));
+    }
+
+    #[test]
+    fn strangers_with_the_same_birthday_are_different_people() {
+        let mut m = Mpi::with_seed(MatchConfig::default(), 1);
+        let a = reg(&mut m, input("佐藤 花子", "サトウ ハナコ", "1985-01-02", "0901111222", "00"));
+        let mut other = input("田中 良子", "タナカ ヨシコ", "1985-01-02", "0903333444", "00");
+        other.card_number = "12".into();
+        other.address = "大阪府".into();
+        other.postal_code = "5300001".into();
+        let b = reg(&mut m, other);
+        assert_ne!(a.person, b.person);
+        assert_eq!(b.outcome, Outcome::New);
+    }
+
+    #[test]
+    fn p7_review_decisions_are_recorded_and_reversible() {
+        let cfg = MatchConfig { upper: 100.0, lower: 0.0, ..Default::default() };
+        let mut m = Mpi::with_seed(cfg, 1);
+        let a = reg(&mut m, input("佐藤 花子", "サトウ ハナコ", "1985-01-02", "0901111222", "00"));
+        let b = reg(&mut m, input("佐藤 花子", "ｻﾄｳ ﾊﾅｺ", "1985-01-02", "0901111222", "01"));
+        let Outcome::Review { item } = b.outcome else { panic!("{:?}", b.outcome) };
+        assert_eq!(m.review_queue().count(), 1);
+        let d = m.accept(item, "op-1").unwrap();
+        assert_eq!(m.person_of(b.record), Some(a.person));
+        assert_eq!(m.review_queue().count(), 0);
+        m.undo(d, "op-1").unwrap();
+        assert_eq!(m.person_of(b.record), Some(b.person));
+        assert_eq!(m.review_queue().count(), 1);
+        let k = m.keep_apart(item, "op-2").unwrap();
+        assert!(matches!(m.merge(b.person, a.person, None, "op-3"), Err(MpiError::KeptApart(..))));
+        m.undo(k, "op-2").unwrap();
+        m.merge(b.person, a.person, None, "op-3").unwrap();
+        let (s, new) = m.split(b.record, "op-3").unwrap();
+        assert_eq!(m.records_of(new), &[b.record]);
+        assert!(m.undo(d, "x").is_err(), "undone decisions cannot be undone twice");
+        m.undo(s, "op-3").unwrap();
+        assert_eq!(m.person_of(b.record), Some(a.person));
+        assert_eq!(m.decisions().len(), 4);
+    }
+
+    #[test]
+    fn unknown_marks_never_match_on_their_own() {
+        let mut m = Mpi::with_seed(MatchConfig::default(), 1);
+        let a = reg(&mut m, input("佐藤 花子", "サトウ ハナコ", "1985-01-02", "0901111222", "00"));
+        let mut blurred = input("佐藤 花子", "サトウ ハナ●", "1985-01-02", "0901111222", "00");
+        blurred.insurer_number = String::new();
+        let b = reg(&mut m, blurred);
+        // Wildcard agreement is weaker than a real one but the rest of the record carries it.
+        assert_eq!(b.person, a.person);
+        let mut stranger = input("佐藤 花子", "●●ウ ●●●", "1985-01-02", "", "00");
+        stranger.insurer_number = String::new();
+        stranger.address = String::new();
+        stranger.postal_code = String::new();
+        let c = reg(&mut m, stranger);
+        assert_ne!(c.person, a.person, "{:?}", c.outcome);
+    }
+}
