@@ -127,10 +127,14 @@ pub fn check_table(
     };
     let csv = protected_csv(&cube, &status, &decl.count_column, base);
     let table_sha256 = sha(csv.as_bytes());
-    let unprotected: Vec<String> = sup
+    // A cell without a hypercube may still be protected by the combined pattern: the audit decides.
+    let audited_ok =
+        |i: usize| aud.as_ref().is_some_and(|a| a.entries.iter().any(|e| e.index == i && e.table == 0 && e.protected));
+    let unprotected_idx: Vec<usize> = sup
         .as_ref()
-        .map(|s| s.unprotected.iter().map(|&(_, i)| cube.cell_ref(i).to_string()).collect())
+        .map(|s| s.unprotected.iter().map(|&(_, i)| i).filter(|&i| !audited_ok(i)).collect())
         .unwrap_or_default();
+    let unprotected: Vec<String> = unprotected_idx.iter().map(|&i| cube.cell_ref(i).to_string()).collect();
     let passed = match mode {
         Mode::Check => findings.is_empty(),
         _ => {
@@ -139,7 +143,7 @@ pub fn check_table(
                 && aud.as_ref().is_some_and(|a| a.passed)
         }
     };
-    for &(_, i) in sup.as_ref().map(|s| s.unprotected.as_slice()).unwrap_or(&[]) {
+    for &i in &unprotected_idx {
         let mut f = crate::rules::Finding::table(
             crate::rules::RuleId::O9,
             Severity::Error,
@@ -270,6 +274,9 @@ pub fn demo(rows: &[DemoRow]) -> Result<DemoSummary, DisclosureError> {
         r#"title = "デモ: 年齢階級×性別×二次医療圏 (合成データ)"
 count_column = "patients"
 user_made_label = "本表は合成データから利用者が独自に作成したものであり、公的統計とは異なる"
+[protection]
+percent = 0.0
+absolute = 3.0
 [[dimension]]
 column = "age_band"
 kind = "age_band"

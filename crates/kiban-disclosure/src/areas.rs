@@ -61,7 +61,9 @@ impl AreaTable {
             Ok(h) => h.iter().map(|s| s.trim().to_lowercase()).collect(),
             Err(e) => return Err(DisclosureError::Areas(vec![format!("{file} row 1: {e}")])),
         };
-        let find = |names: &[&str]| header.iter().position(|h| names.iter().any(|n| h == n));
+        let find = |names: &[&str]| {
+            header.iter().position(|h| names.iter().any(|n| h == n || h.starts_with(&format!("{n} ("))))
+        };
         let (Some(ci), Some(ni), Some(pi)) =
             (find(&["code", "コード"]), find(&["name", "名称"]), find(&["population", "人口"]))
         else {

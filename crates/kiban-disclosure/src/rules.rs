@@ -188,6 +188,7 @@ pub fn check(cube: &Cube, decl: &Declaration, areas: Option<&AreaTable>) -> (Vec
                             format!("age level {l:?}: {en}"),
                         );
                         x.threshold = Some(5);
+                        x.cell = Some(CellRef(vec![(d.name.clone(), l.clone())]));
                         f.push(x);
                     }
                 }

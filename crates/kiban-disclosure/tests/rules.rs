@@ -1,0 +1,315 @@
+//! Behaviour of the rules, the secondary suppression and its audit, differencing and the workflow.
+
+use kiban_disclosure::api::{CheckOutputArgs, check_output, check_table, demo, demo_rows};
+use kiban_disclosure::areas::AreaTable;
+use kiban_disclosure::audit::{AuditMethod, AuditOptions, audit};
+use kiban_disclosure::decl::{Declaration, DimensionKind, Protection};
+use kiban_disclosure::history::{PublishedTable, append_history, read_history};
+use kiban_disclosure::report::Mode;
+use kiban_disclosure::rules::{RuleId, check};
+use kiban_disclosure::suppress::{SuppressOptions, protect};
+use kiban_disclosure::table::{Cube, Dim, RawTable};
+use kiban_disclosure::workflow::{ProductStatus, approve};
+use proptest::prelude::*;
+
+const LABEL: &str = "user_made_label = \"利用者が独自に作成した統計\"\n";
+
+fn decl(extra: &str, dims: &[(&str, &str)]) -> Declaration {
+    let mut t = format!("count_column = \"n\"\n{LABEL}{extra}\n");
+    for (c, k) in dims {
+        t.push_str(&format!("[[dimension]]\ncolumn = \"{c}\"\nkind = \"{k}\"\n"));
+    }
+    Declaration::from_toml(&t).expect("decl")
+}
+
+fn cube(sizes: &[usize], vals: &[i64]) -> Cube {
+    let dims = sizes
+        .iter()
+        .enumerate()
+        .map(|(d, &n)| Dim {
+            name: format!("d{d}"),
+            kind: DimensionKind::Other,
+            levels: (0..n).map(|i| format!("L{i}")).collect(),
+        })
+        .collect();
+    let mut c = Cube::zeros(dims, "計");
+    let mut k = 0;
+    for i in 0..c.len() {
+        if !c.is_margin(i) {
+            c.values[i] = vals[k % vals.len()];
+            k += 1;
+        }
+    }
+    c.fill_margins();
+    c
+}
+
+#[test]
+fn o1_cell_under_ten_is_suppressed_and_zero_is_allowed() {
+    let raw = RawTable::from_csv_str("t", "s,n\nA,9\nB,0\nC,10\n").expect("csv");
+    let d = decl("", &[("s", "other")]);
+    let (c, _) = raw.to_cube(&d).expect("cube");
+    let (f, primary) = check(&c, &d, None);
+    let o1: Vec<_> = f.iter().filter(|x| x.rule == RuleId::O1).collect();
+    assert_eq!(o1.len(), 1);
+    assert_eq!(o1[0].threshold, Some(10));
+    assert_eq!(o1[0].cell.as_ref().map(|c| c.to_string()), Some("[s=A]".to_string()));
+    assert_eq!(primary.iter().filter(|p| **p).count(), 1);
+}
+
+#[test]
+fn o2_population_bands_apply_20_and_10_and_hide_small_areas() {
+    let areas = AreaTable::from_csv_str(
+        "synthetic_areas.csv",
+        "code,name,population\nS1,a,1999\nS2,b,2000\nS3,c,24999\nS4,d,25000\n",
+    )
+    .expect("areas");
+    assert!(areas.synthetic);
+    let raw = RawTable::from_csv_str("t", "a,n\nS1,100\nS2,19\nS3,20\nS4,9\n").expect("csv");
+    let d = decl("", &[("a", "secondary_area")]);
+    let (c, _) = raw.to_cube(&d).expect("cube");
+    let (f, _) = check(&c, &d, Some(&areas));
+    let got: Vec<(String, Option<i64>)> =
+        f.iter().map(|x| (x.cell.as_ref().map(|c| c.to_string()).unwrap_or_default(), x.threshold)).collect();
+    assert_eq!(got, vec![("[a=S1]".into(), Some(2000)), ("[a=S2]".into(), Some(20)), ("[a=S4]".into(), Some(10))]);
+}
+
+#[test]
+fn o2_population_table_errors_name_the_row() {
+    let e = AreaTable::from_csv_str("a.csv", "code,name,population\nS1,a,100\nS1,b,200\nS2,c,many\n").unwrap_err();
+    let s = e.to_string();
+    assert!(s.contains("row 3") && s.contains("duplicate"), "{s}");
+    assert!(s.contains("row 4") && s.contains("many"), "{s}");
+    let ok = AreaTable::from_csv_str("a.csv", "code,name,population\nS1,a,100\n").expect("ok");
+    let missing = ok.require_all(&["S1".to_string(), "S9".to_string()]).unwrap_err().to_string();
+    assert!(missing.contains("S9") && !missing.contains("\"S1\""), "{missing}");
+}
+
+#[test]
+fn o6_single_years_under_20_only_when_declared() {
+    let raw = RawTable::from_csv_str("t", "age,n\n3,20\n20-24,30\n").expect("csv");
+    let strict = decl("", &[("age", "age_band")]);
+    let (c, _) = raw.to_cube(&strict).expect("cube");
+    assert_eq!(check(&c, &strict, None).0.iter().filter(|f| f.rule == RuleId::O6).count(), 1);
+    let allowed = decl("single_years_under_20 = true", &[("age", "age_band")]);
+    assert_eq!(check(&c, &allowed, None).0.iter().filter(|f| f.rule == RuleId::O6).count(), 0);
+}
+
+#[test]
+fn o7_area_by_insurer_type_allowed_only_with_consent() {
+    let raw = RawTable::from_csv_str("t", "a,i,n\nS1,国保,30\nS1,協会,40\n").expect("csv");
+    let areas = AreaTable::from_csv_str("synthetic.csv", "code,name,population\nS1,a,99999\n").expect("areas");
+    let no = decl("", &[("a", "secondary_area"), ("i", "insurer_type")]);
+    let (c, _) = raw.to_cube(&no).expect("cube");
+    assert!(check(&c, &no, Some(&areas)).0.iter().any(|f| f.rule == RuleId::O7));
+    let yes = decl("insurer_consent = true", &[("a", "secondary_area"), ("i", "insurer_type")]);
+    assert!(!check(&c, &yes, Some(&areas)).0.iter().any(|f| f.rule == RuleId::O7));
+}
+
+#[test]
+fn o9_three_d_suppression_passes_lp_audit_and_hides_values() {
+    let c = cube(&[4, 3, 3], &[25, 3, 40, 12, 18, 30, 7, 55, 22, 60, 14, 9]);
+    let d = decl("", &[("d0", "other"), ("d1", "other"), ("d2", "other")]);
+    let (_, primary) = check(&c, &d, None);
+    assert!(primary.iter().any(|p| *p));
+    let sup =
+        protect(std::slice::from_ref(&c), std::slice::from_ref(&primary), &d.protection, SuppressOptions::default());
+    assert!(sup.unprotected.is_empty());
+    let a = audit(std::slice::from_ref(&c), &sup, &d.protection, AuditOptions::default()).expect("audit");
+    assert!(a.passed);
+    assert!(a.entries.iter().all(|e| e.method == AuditMethod::Lp));
+    // Every primary's LP interval covers the requirement, and is not a single point.
+    for e in a.entries.iter().filter(|e| e.primary) {
+        assert!(e.min <= e.value as f64 - e.required_lower + 1e-6 && e.max >= e.value as f64 + e.required_upper - 1e-6);
+        assert!(e.max - e.min > 0.0);
+    }
+}
+
+#[test]
+fn o9_audit_detects_recoverable_cell_without_secondary_suppression() {
+    let c = cube(&[2, 2], &[3, 20, 30, 40]);
+    let d = decl("", &[("d0", "other"), ("d1", "other")]);
+    let (_, primary) = check(&c, &d, None);
+    let mut sup =
+        protect(std::slice::from_ref(&c), std::slice::from_ref(&primary), &d.protection, SuppressOptions::default());
+    // Undo the secondaries: the primary is then recoverable from its row total.
+    for s in sup.status[0].iter_mut() {
+        if *s == kiban_disclosure::suppress::CellStatus::Secondary {
+            *s = kiban_disclosure::suppress::CellStatus::Published;
+        }
+    }
+    let a = audit(std::slice::from_ref(&c), &sup, &d.protection, AuditOptions::default()).expect("audit");
+    assert!(!a.passed);
+    let e = a.entries.iter().find(|e| e.primary).expect("primary");
+    assert!((e.max - e.min).abs() < 1e-9 && (e.min - 3.0).abs() < 1e-9);
+}
+
+#[test]
+fn o9_witness_audit_agrees_with_lp_on_large_components() {
+    let c = cube(&[6, 5, 4], &[25, 3, 40, 12, 18, 30, 7, 55, 22, 60, 14, 9, 33]);
+    let p = Protection::default();
+    let primary: Vec<bool> = (0..c.len()).map(|i| c.values[i] > 0 && c.values[i] < 10).collect();
+    let sup = protect(std::slice::from_ref(&c), std::slice::from_ref(&primary), &p, SuppressOptions::default());
+    let lp = audit(std::slice::from_ref(&c), &sup, &p, AuditOptions { lp_max_component: usize::MAX }).expect("lp");
+    let w = audit(std::slice::from_ref(&c), &sup, &p, AuditOptions { lp_max_component: 0 }).expect("witness");
+    assert!(lp.passed && w.passed);
+    for (a, b) in lp.entries.iter().zip(&w.entries).filter(|(a, _)| a.primary) {
+        assert_eq!(b.method, AuditMethod::Witness);
+        // The witness interval lies inside the exact LP interval.
+        assert!(a.min <= b.min + 1e-6 && b.max <= a.max + 1e-6, "{a:?} {b:?}");
+    }
+}
+
+#[test]
+fn o9_linked_tables_sharing_a_margin_pass_the_joint_audit() {
+    // Table A: age × sex; table B: age × area; they share the age margin.
+    let mk = |second: &str, vals: &[i64]| {
+        let dims = vec![
+            Dim {
+                name: "age".into(),
+                kind: DimensionKind::AgeBand,
+                levels: vec!["0-4".into(), "5-9".into(), "10-14".into()],
+            },
+            Dim { name: second.into(), kind: DimensionKind::Other, levels: vec!["x".into(), "y".into(), "z".into()] },
+        ];
+        let mut c = Cube::zeros(dims, "計");
+        let mut k = 0;
+        for i in 0..c.len() {
+            if !c.is_margin(i) {
+                c.values[i] = vals[k];
+                k += 1;
+            }
+        }
+        c.fill_margins();
+        c
+    };
+    let a = mk("sex", &[4, 30, 20, 25, 26, 40, 33, 21, 50]);
+    let b = mk("area", &[20, 18, 16, 35, 30, 26, 50, 12, 42]);
+    assert_eq!(a.values[a.index(&[0, 3])], b.values[b.index(&[0, 3])]);
+    let tables = vec![a, b];
+    let primary: Vec<Vec<bool>> = tables.iter().map(|t| t.values.iter().map(|&v| v > 0 && v < 10).collect()).collect();
+    let p = Protection::default();
+    let sup = protect(&tables, &primary, &p, SuppressOptions::default());
+    assert!(sup.unprotected.is_empty());
+    let au = audit(&tables, &sup, &p, AuditOptions::default()).expect("audit");
+    assert!(au.passed, "{:#?}", au.entries);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    #[test]
+    fn o9_every_primary_meets_protection_after_suppression(
+        sizes in prop::collection::vec(2usize..5, 2..4),
+        vals in prop::collection::vec(prop_oneof![1i64..10, 10i64..80], 64),
+        percent in 0.0f64..30.0,
+        absolute in 1.0f64..5.0,
+    ) {
+        let c = cube(&sizes, &vals);
+        let p = Protection { percent, absolute, ..Protection::default() };
+        let primary: Vec<bool> = c.values.iter().map(|&v| v > 0 && v < 10).collect();
+        let sup = protect(std::slice::from_ref(&c), std::slice::from_ref(&primary), &p, SuppressOptions::default());
+        let a = audit(std::slice::from_ref(&c), &sup, &p, AuditOptions { lp_max_component: usize::MAX }).expect("audit");
+        for e in a.entries.iter().filter(|e| e.primary) {
+            let claimed = !sup.unprotected.iter().any(|&(_, i)| i == e.index);
+            if claimed {
+                prop_assert!(e.protected, "{e:?}");
+                prop_assert_eq!(e.method, AuditMethod::Lp);
+            }
+        }
+        // Unprotectable cells are rare with strictly positive counts.
+        prop_assert!(sup.unprotected.len() <= primary.iter().filter(|p| **p).count());
+    }
+}
+
+#[test]
+fn o9_differencing_against_history_is_flagged() {
+    let d = decl("", &[("age", "age_band"), ("s", "sex")]);
+    let earlier =
+        RawTable::from_csv_str("t1", "age,s,n\n0-19,男,40\n0-19,女,50\n20-39,男,60\n20-39,女,70\n").expect("csv");
+    let e = check_table(&earlier, "", &d, None, Mode::Suppress, &[]).expect("check");
+    assert!(e.report.passed);
+    let rec = PublishedTable::from_cube(&e.cube, &e.status, "p1", "earlier", &e.report.table_sha256);
+    let dir = tempfile::tempdir().expect("tmp");
+    let h = dir.path().join("history.jsonl");
+    append_history(&h, &rec).expect("append");
+    let history = read_history(&h).expect("read");
+    // Same population, ages 0-14 instead of 0-19: 0-19 minus 0-14 reveals 15-19 = 4 men.
+    let later =
+        RawTable::from_csv_str("t2", "age,s,n\n0-14,男,36\n0-14,女,40\n15-39,男,64\n15-39,女,80\n").expect("csv");
+    let l = check_table(&later, "", &d, None, Mode::Check, &history).expect("check");
+    let diffs: Vec<_> = l.report.findings.iter().filter(|f| f.rule == RuleId::Differencing).collect();
+    assert!(!diffs.is_empty());
+    assert!(diffs.iter().all(|f| f.threshold == Some(10) && f.value.is_some_and(|v| v > 0 && v < 10)));
+    assert!(diffs.iter().any(|f| f.cell.as_ref().is_some_and(|c| c.to_string() == "[age=0-14, s=男]")));
+    // Without history the later table alone passes.
+    assert!(check_table(&later, "", &d, None, Mode::Check, &[]).expect("check").report.passed);
+}
+
+#[test]
+fn d9_only_a_passing_product_is_approved_and_bound_to_its_sha() {
+    let d = decl("", &[("s", "other")]);
+    let raw = RawTable::from_csv_str("t", "s,n\nA,3\nB,30\nC,40\n").expect("csv");
+    let chk = check_table(&raw, "", &d, None, Mode::Check, &[]).expect("check");
+    assert_eq!(chk.report.status, ProductStatus::Intermediate);
+    assert!(approve(&chk.report, "確認者A", chrono::Utc::now()).is_err());
+    let sup = check_table(&raw, "", &d, None, Mode::Suppress, &[]).expect("suppress");
+    assert_eq!(sup.report.status, ProductStatus::Final);
+    let rec = approve(&sup.report, "確認者A", chrono::Utc::now()).expect("approve");
+    assert_eq!(rec.table_sha256.len(), 64);
+    assert_eq!(rec.table_sha256, sup.report.table_sha256);
+    assert!(!sup.csv.contains(",3,"), "a suppressed value leaked into the CSV: {}", sup.csv);
+}
+
+#[test]
+fn round_mode_rounds_published_cells_to_the_declared_base() {
+    let d = decl("rounding_base = 5", &[("s", "other")]);
+    let raw = RawTable::from_csv_str("t", "s,n\nA,12\nB,33\n").expect("csv");
+    let r = check_table(&raw, "", &d, None, Mode::Round, &[]).expect("round");
+    assert!(
+        r.csv.contains("A,10,published") && r.csv.contains("B,35,published") && r.csv.contains("計,45,published"),
+        "{}",
+        r.csv
+    );
+}
+
+#[test]
+fn check_output_writes_report_html_and_protected_csv() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let t = dir.path().join("t.csv");
+    std::fs::write(&t, "age_band,sex,n\n0-4,男,12\n0-4,女,3\n5-9,男,40\n5-9,女,25\n").expect("w");
+    let dd = dir.path().join("d.toml");
+    std::fs::write(
+        &dd,
+        format!("count_column = \"n\"\n{LABEL}[[dimension]]\ncolumn = \"age_band\"\nkind = \"age_band\"\n[[dimension]]\ncolumn = \"sex\"\nkind = \"sex\"\n"),
+    )
+    .expect("w");
+    let out = dir.path().join("out");
+    let o = check_output(&CheckOutputArgs {
+        table: t,
+        decl: dd,
+        areas: None,
+        mode: Mode::Suppress,
+        history: None,
+        out: out.clone(),
+    })
+    .expect("run");
+    assert!(o.report.passed);
+    let html = std::fs::read_to_string(out.join("report.html")).expect("html");
+    assert!(
+        html.contains("公表物確認レポート")
+            && html.contains("class=\"primary\"")
+            && html.contains("class=\"secondary\"")
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).expect("json")).expect("parse");
+    assert_eq!(json["findings"][0]["rule"], "O1");
+    assert!(std::fs::read_to_string(out.join("protected.csv")).expect("csv").contains("0-4,女,X,primary"));
+}
+
+#[test]
+fn demo_builds_a_synthetic_table_and_protects_it() {
+    let s = demo(&demo_rows(3000, 7)).expect("demo");
+    assert!(s.primary > 0 && s.secondary > 0, "{}", s.summary);
+    assert!(s.passed, "{}\n{}", s.summary, s.report_json);
+    assert!(s.report_json.contains("synthetic"));
+}
