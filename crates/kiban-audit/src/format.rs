@@ -68,9 +68,41 @@ pub(crate) fn decode_entry(line: &[u8]) -> Result<RawEntry<'_>, &'static str> {
     if &line[h_at + 64..p_at] != P_PREV || &line[p_at + 64..ENTRY_AT] != P_ENTRY {
         return Err("not an audit entry line");
     }
-    hex::decode_to_slice(&line[h_at..h_at + 64], &mut hash).map_err(|_| "hash is not hexadecimal")?;
-    hex::decode_to_slice(&line[p_at..p_at + 64], &mut prev).map_err(|_| "prev is not hexadecimal")?;
+    if !unhex32(&line[h_at..h_at + 64], &mut hash) {
+        return Err("hash is not lowercase hexadecimal");
+    }
+    if !unhex32(&line[p_at..p_at + 64], &mut prev) {
+        return Err("prev is not lowercase hexadecimal");
+    }
     Ok(RawEntry { hash, prev, entry: &line[ENTRY_AT..line.len() - 1] })
+}
+
+const fn hex_table() -> [u8; 256] {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+}
+
+const HEX: [u8; 256] = hex_table();
+
+/// Decodes 64 lowercase hex digits into 32 bytes; false if any is not one (the writer only writes lowercase).
+fn unhex32(digits: &[u8], out: &mut Hash) -> bool {
+    let mut bad = 0u8;
+    for (o, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        let (hi, lo) = (HEX[pair[0] as usize], HEX[pair[1] as usize]);
+        bad |= hi | lo;
+        *o = (hi << 4) | (lo & 0x0f);
+    }
+    bad & 0xf0 == 0
 }
 
 /// The sequence number an entry JSON claims, read without a JSON parser.
@@ -142,6 +174,11 @@ mod tests {
         assert_eq!(raw.entry, entry);
         assert_eq!(entry_seq(raw.entry), Some(42));
         assert_eq!(entry_seq(br#"{"seq":x,"#), None);
+        for bad in [b'G', b'A', b'/'] {
+            let mut changed = line.clone();
+            changed[9 + 5] = bad;
+            assert!(decode_entry(&changed[..changed.len() - 1]).is_err(), "{} is not a hex digit here", bad as char);
+        }
         assert!(serde_json::from_slice::<serde_json::Value>(&line).is_ok(), "a line is valid JSON");
     }
 }

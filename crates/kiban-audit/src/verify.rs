@@ -229,7 +229,7 @@ struct Chain<'a> {
     gaps: Vec<Gap>,
     problems: Vec<(u32, Problem)>,
     altered_reported: u64,
-    want: &'a HashMap<u64, ()>,
+    want: &'a [u64],
     hits: HashMap<u64, Slot>,
 }
 
@@ -336,7 +336,7 @@ impl<'a> Chain<'a> {
         if !keep_first {
             self.ring[(seq as usize) % RING] = slot;
         }
-        if self.want.contains_key(&seq) {
+        if self.want.binary_search(&seq).is_ok() {
             self.hits.entry(seq).or_insert(slot);
         }
         self.next = self.next.max(seq + 1);
@@ -422,7 +422,8 @@ pub fn verify_files(
             problems.push((cp_file_idx, p));
         }
     }
-    let want: HashMap<u64, ()> = cps.iter().map(|(c, _)| (c.seq, ())).collect();
+    let mut want: Vec<u64> = cps.iter().map(|(c, _)| c.seq).collect();
+    want.sort_unstable();
 
     // Segments: hash every line in parallel, then walk the chain in order.
     let mut chain = Chain {
