@@ -72,10 +72,11 @@ fn main() {
     }
     let peer_append = t.elapsed().as_secs_f64();
     println!(
-        "{:<58} {} {:>10.2}",
+        "{:<58} {} {:>10.2} {:>10.2}",
         "peer: plain serde_json lines, BufWriter, no fsync",
         rate(n, peer_append),
-        peer_append
+        peer_append,
+        cpu_secs() - c
     );
 
     let mut results = Vec::new();

@@ -34,6 +34,9 @@ fn ev(id: &str, role: Role, source: &str, action: Action, kind: ObjectKind, obje
     Event::new(Actor::new(id, role), source, action, Object::new(kind, object))
 }
 
+/// An account's daily pattern: id, role, operations per day, volume per operation, action, object kind.
+type Worker = (String, Role, (u64, u64), (u64, u64), Action, ObjectKind);
+
 /// One day of ordinary work: staff in office hours, users, and kiban's night jobs.
 fn normal_day(rng: &mut Rng, day: NaiveDate, out: &mut Vec<(DateTime<Utc>, Event)>) {
     let working = day.format("%u").to_string().parse::<u32>().unwrap() <= 5;
@@ -59,7 +62,7 @@ fn normal_day(rng: &mut Rng, day: NaiveDate, out: &mut Vec<(DateTime<Utc>, Event
             .volume(300_000)
             .job(JobKind::Release, format!("rel-{day}")),
     ));
-    let staff: Vec<(String, Role, (u64, u64), (u64, u64), Action, ObjectKind)> = (0..6)
+    let staff: Vec<Worker> = (0..6)
         .map(|i| {
             (format!("ops-{i:02}"), Role::IntakeOperator, (20, 40), (500, 2_000), Action::Write, ObjectKind::Clinical)
         })
