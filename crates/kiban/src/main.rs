@@ -1,1 +1,107 @@
-fn main() {}
+//! `kiban`: the command line of a certified creator of anonymized and pseudonymized medical
+//! information. This crate only parses arguments and wires the library crates together; every
+//! rule lives in a library crate (see ARCHITECTURE.md).
+
+mod cmd;
+mod datadir;
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// kiban — runs the business of a certified creator (認定作成事業者) under Japan's Next Generation
+/// Medical Infrastructure Act: intake with the opt-out gate, identity, anonymization and
+/// pseudonymization, review, release, publication checks and statutory records.
+#[derive(Debug, Parser)]
+#[command(
+    name = "kiban",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+#[command(
+    after_help = "Start here:\n  kiban demo              run every stage on a synthetic population (no real data)\n  kiban init ./kiban-data create a data directory, then `kiban doctor` to check it\n\nEvery command reads the data directory from --data-dir, or KIBAN_DATA_DIR, or ./kiban-data."
+)]
+struct Cli {
+    /// The data directory: registry, key store, clinical store, datasets.
+    #[arg(
+        long,
+        global = true,
+        env = "KIBAN_DATA_DIR",
+        default_value = "./kiban-data",
+        value_name = "DIR"
+    )]
+    data_dir: PathBuf,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a data directory: SQLite registry (migrated), key store with a fresh master key, empty stores.
+    Init(cmd::init::Args),
+    /// Check a data directory and say plainly what is wrong and how to fix it.
+    Doctor(cmd::doctor::Args),
+    /// Generate a deterministic synthetic Japanese patient population (never real data).
+    Synth(cmd::synth::Args),
+    /// Run every pipeline stage on a fresh synthetic population and print a summary.
+    Demo(cmd::demo::Args),
+}
+
+/// Global options every command sees.
+pub struct Ctx {
+    /// The data directory path (may not exist yet).
+    pub data_dir: PathBuf,
+    /// JSON output requested.
+    pub json: bool,
+}
+
+fn main() -> ExitCode {
+    // A panic is a bug: say so on one line instead of a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!("error: internal error{at}: {msg} (this is a bug in kiban; please report it)");
+    }));
+    let cli = Cli::parse();
+    let ctx = Ctx {
+        data_dir: cli.data_dir,
+        json: cli.json,
+    };
+    let result = match cli.command {
+        Command::Init(a) => cmd::init::run(&ctx, a),
+        Command::Doctor(a) => cmd::doctor::run(&ctx, a),
+        Command::Synth(a) => cmd::synth::run(&ctx, a),
+        Command::Demo(a) => cmd::demo::run(&ctx, a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs a future on a small runtime (2 workers: the machine size kiban is planned for).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime starts")
+        .block_on(f)
+}

@@ -1,0 +1,6 @@
+//! One module per subcommand: each has `Args` (clap) and `run`.
+
+pub mod demo;
+pub mod doctor;
+pub mod init;
+pub mod synth;

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The whole test suite: starts a throwaway PostgreSQL (installing it from Debian if needed) so the
+# registry tests run on both backends, then runs every test with cargo-nextest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v cargo-nextest >/dev/null 2>&1; then
+  cargo install --locked cargo-nextest
+fi
+export KIBAN_TEST_POSTGRES_URL=${KIBAN_TEST_POSTGRES_URL:-$(scripts/pg-start.sh)}
+exec cargo nextest run --workspace --no-fail-fast "$@"
