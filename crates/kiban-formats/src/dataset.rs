@@ -65,10 +65,7 @@ pub enum DatasetError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DatasetError + '_ {
-    move |source| DatasetError::Io {
-        path: path.to_owned(),
-        source,
-    }
+    move |source| DatasetError::Io { path: path.to_owned(), source }
 }
 
 /// One file listed in a manifest.
@@ -121,12 +118,7 @@ pub struct DatasetWriter {
 
 impl DatasetWriter {
     /// Starts a dataset at `dir` (which must not exist yet).
-    pub fn create(
-        dir: &Path,
-        name: &str,
-        schema: SchemaRef,
-        format: FileFormat,
-    ) -> Result<Self, DatasetError> {
+    pub fn create(dir: &Path, name: &str, schema: SchemaRef, format: FileFormat) -> Result<Self, DatasetError> {
         if dir.exists() {
             return Err(DatasetError::Exists(dir.to_owned()));
         }
@@ -152,35 +144,24 @@ impl DatasetWriter {
         let path = self.staging.join(&rel);
         let rows = write_file(&path, self.schema.clone(), self.format, batches)?;
         let (bytes, sha256) = digest(&path)?;
-        self.files
-            .lock()
-            .expect("no panics while holding the lock")
-            .push(ManifestFile {
-                path: rel,
-                rows,
-                bytes,
-                sha256,
-            });
+        self.files.lock().expect("no panics while holding the lock").push(ManifestFile {
+            path: rel,
+            rows,
+            bytes,
+            sha256,
+        });
         Ok(())
     }
 
     /// Writes the manifest and renames the staging directory into place.
     pub fn commit(self, provenance: serde_json::Value) -> Result<Manifest, DatasetError> {
-        let mut files = self
-            .files
-            .into_inner()
-            .expect("no panics while holding the lock");
+        let mut files = self.files.into_inner().expect("no panics while holding the lock");
         files.sort_by(|a, b| a.path.cmp(&b.path));
         let manifest = Manifest {
             manifest_version: 1,
             name: self.name.clone(),
             format: self.format,
-            columns: self
-                .schema
-                .fields()
-                .iter()
-                .map(|f| (f.name().clone(), f.data_type().to_string()))
-                .collect(),
+            columns: self.schema.fields().iter().map(|f| (f.name().clone(), f.data_type().to_string())).collect(),
             rows: files.iter().map(|f| f.rows).sum(),
             files,
             provenance,
@@ -188,9 +169,7 @@ impl DatasetWriter {
         let mpath = self.staging.join("manifest.json");
         let text = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
         let mut f = File::create(&mpath).map_err(io(&mpath))?;
-        f.write_all(&text)
-            .and_then(|_| f.sync_all())
-            .map_err(io(&mpath))?;
+        f.write_all(&text).and_then(|_| f.sync_all()).map_err(io(&mpath))?;
         if let Some(parent) = self.target.parent() {
             fs::create_dir_all(parent).map_err(io(parent))?;
         }
@@ -207,24 +186,15 @@ pub fn write_file(
     batches: &[RecordBatch],
 ) -> Result<u64, DatasetError> {
     let file = File::create(path).map_err(io(path))?;
-    let enc = |e: &dyn std::fmt::Display| DatasetError::Encode {
-        path: path.to_owned(),
-        message: e.to_string(),
-    };
+    let enc = |e: &dyn std::fmt::Display| DatasetError::Encode { path: path.to_owned(), message: e.to_string() };
     let mut sink = match format {
         FileFormat::Parquet => {
             let props = WriterProperties::builder()
-                .set_compression(Compression::ZSTD(
-                    ZstdLevel::try_new(1).expect("valid level"),
-                ))
+                .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("valid level")))
                 .build();
             Sink::Parquet(ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| enc(&e))?)
         }
-        FileFormat::Csv => Sink::Csv(
-            arrow::csv::WriterBuilder::new()
-                .with_header(true)
-                .build(BufWriter::new(file)),
-        ),
+        FileFormat::Csv => Sink::Csv(arrow::csv::WriterBuilder::new().with_header(true).build(BufWriter::new(file))),
     };
     let mut rows = 0u64;
     for b in batches {
@@ -274,10 +244,7 @@ pub fn verify_dataset(dir: &Path) -> Result<Manifest, DatasetError> {
         let path = dir.join(&f.path);
         let (bytes, sha) = digest(&path)?;
         if bytes != f.bytes || sha != f.sha256 {
-            return Err(DatasetError::Mismatch {
-                path,
-                problem: "SHA-256 differs from the manifest".into(),
-            });
+            return Err(DatasetError::Mismatch { path, problem: "SHA-256 differs from the manifest".into() });
         }
     }
     Ok(manifest)
@@ -297,10 +264,7 @@ mod tests {
         ]));
         RecordBatch::try_new(
             schema,
-            vec![
-                Arc::new(Int64Array::from(vec![1, 2])),
-                Arc::new(StringArray::from(vec!["東京", "ｶﾅ"])),
-            ],
+            vec![Arc::new(Int64Array::from(vec![1, 2])), Arc::new(StringArray::from(vec!["東京", "ｶﾅ"]))],
         )
         .unwrap()
     }
@@ -312,10 +276,7 @@ mod tests {
             let dir = tmp.path().join("t");
             let b = batch();
             let w = DatasetWriter::create(&dir, "t", b.schema(), format).unwrap();
-            assert!(
-                dir.with_extension("staging").exists() && !dir.exists(),
-                "nothing visible before commit"
-            );
+            assert!(dir.with_extension("staging").exists() && !dir.exists(), "nothing visible before commit");
             w.write_part("part-00000", &[b.clone(), b]).unwrap();
             let m = w.commit(serde_json::json!({"test": true})).unwrap();
             assert_eq!(m.rows, 4);
@@ -327,10 +288,7 @@ mod tests {
             fs::write(&part, bytes).unwrap();
             let err = verify_dataset(&dir).unwrap_err().to_string();
             assert!(err.contains("SHA-256 differs"), "{err}");
-            assert!(matches!(
-                DatasetWriter::create(&dir, "t", batch().schema(), format),
-                Err(DatasetError::Exists(_))
-            ));
+            assert!(matches!(DatasetWriter::create(&dir, "t", batch().schema(), format), Err(DatasetError::Exists(_))));
         }
     }
 

@@ -9,6 +9,4 @@
 
 pub mod dataset;
 
-pub use dataset::{
-    DatasetError, DatasetWriter, FileFormat, Manifest, ManifestFile, verify_dataset,
-};
+pub use dataset::{DatasetError, DatasetWriter, FileFormat, Manifest, ManifestFile, verify_dataset};

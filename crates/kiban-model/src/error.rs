@@ -19,10 +19,6 @@ impl ModelError {
     /// Builds an [`ModelError::Invalid`], truncating long values so errors stay one line.
     pub fn invalid(field: &'static str, rule: impl Into<String>, value: &str) -> Self {
         let value: String = value.chars().take(40).collect();
-        ModelError::Invalid {
-            field,
-            rule: rule.into(),
-            value,
-        }
+        ModelError::Invalid { field, rule: rule.into(), value }
     }
 }

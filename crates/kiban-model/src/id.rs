@@ -6,21 +6,10 @@ use crate::ModelError;
 
 fn check_token(field: &'static str, s: &str, max: usize) -> Result<(), ModelError> {
     if s.is_empty() || s.len() > max {
-        return Err(ModelError::invalid(
-            field,
-            format!("must be 1–{max} characters"),
-            s,
-        ));
+        return Err(ModelError::invalid(field, format!("must be 1–{max} characters"), s));
     }
-    if !s
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return Err(ModelError::invalid(
-            field,
-            "only ASCII letters, digits, '-' and '_' are allowed",
-            s,
-        ));
+    if !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        return Err(ModelError::invalid(field, "only ASCII letters, digits, '-' and '_' are allowed", s));
     }
     Ok(())
 }

@@ -31,31 +31,19 @@ impl InsurerNumber {
     /// Parses an already-normalized number (ASCII digits, no spaces).
     pub fn parse(s: &str) -> Result<Self, ModelError> {
         if !(s.len() == 6 || s.len() == 8) || !s.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(ModelError::invalid(
-                "insurer_number",
-                "must be 6 or 8 digits",
-                s,
-            ));
+            return Err(ModelError::invalid("insurer_number", "must be 6 or 8 digits", s));
         }
         let digits: Vec<u8> = s.bytes().map(|b| b - b'0').collect();
         let (body, last) = digits.split_at(digits.len() - 1);
         if check_digit(body) != last[0] {
-            return Err(ModelError::invalid(
-                "insurer_number",
-                "check digit (検証番号) does not match",
-                s,
-            ));
+            return Err(ModelError::invalid("insurer_number", "check digit (検証番号) does not match", s));
         }
         Ok(InsurerNumber(s.to_owned()))
     }
     /// Builds a number from its body (5 or 7 digits), appending the check digit.
     pub fn from_body(body: &str) -> Result<Self, ModelError> {
         if !(body.len() == 5 || body.len() == 7) || !body.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(ModelError::invalid(
-                "insurer_number",
-                "body must be 5 or 7 digits",
-                body,
-            ));
+            return Err(ModelError::invalid("insurer_number", "body must be 5 or 7 digits", body));
         }
         let digits: Vec<u8> = body.bytes().map(|b| b - b'0').collect();
         Ok(InsurerNumber(format!("{body}{}", check_digit(&digits))))
@@ -94,15 +82,9 @@ mod tests {
     #[test]
     fn check_digit_matches_the_published_rule() {
         // body 0113001: from the right 1·2=2, 0·1=0, 0·2=0, 3·1=3, 1·2=2, 1·1=1, 0·2=0 → 8 → check 2
-        assert_eq!(
-            InsurerNumber::from_body("0113001").unwrap().as_str(),
-            "01130012"
-        );
+        assert_eq!(InsurerNumber::from_body("0113001").unwrap().as_str(), "01130012");
         // a product over 9 adds its digits: "0000069" → 9·2=18 → 1+8=9, 6·1=6 → 15 → check 5
-        assert_eq!(
-            InsurerNumber::from_body("0000069").unwrap().as_str(),
-            "00000695"
-        );
+        assert_eq!(InsurerNumber::from_body("0000069").unwrap().as_str(), "00000695");
         assert!(InsurerNumber::parse("01130012").is_ok());
         let e = InsurerNumber::parse("01130013").unwrap_err().to_string();
         assert!(e.contains("check digit"), "{e}");

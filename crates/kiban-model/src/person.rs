@@ -24,11 +24,7 @@ impl Sex {
             "1" | "M" | "m" | "male" | "男" | "男性" => Ok(Sex::Male),
             "2" | "F" | "f" | "female" | "女" | "女性" => Ok(Sex::Female),
             "0" | "9" | "U" | "u" | "unknown" | "不明" => Ok(Sex::Unknown),
-            other => Err(ModelError::invalid(
-                "sex",
-                "expected 1/2/0/9, M/F/U or 男/女",
-                other,
-            )),
+            other => Err(ModelError::invalid("sex", "expected 1/2/0/9, M/F/U or 男/女", other)),
         }
     }
     /// ISO 5218 digit.

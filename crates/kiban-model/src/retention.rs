@@ -24,9 +24,7 @@ impl RetentionRule {
             RetentionRule::OneYearAfterEndOfUse => 12,
         };
         // 29 Feb + 3 years has no day: chrono clamps to 28 Feb; keep one more day to be safe.
-        let end = anchor
-            .checked_add_months(Months::new(months))
-            .expect("date in range");
+        let end = anchor.checked_add_months(Months::new(months)).expect("date in range");
         if end.format("%m-%d").to_string() != anchor.format("%m-%d").to_string() {
             end.succ_opt().expect("date in range")
         } else {
@@ -42,17 +40,8 @@ mod tests {
     #[test]
     fn three_years_never_ends_early() {
         let d = |y, m, dd| NaiveDate::from_ymd_opt(y, m, dd).unwrap();
-        assert_eq!(
-            RetentionRule::ThreeYears.end_date(d(2024, 4, 1)),
-            d(2027, 4, 1)
-        );
-        assert_eq!(
-            RetentionRule::ThreeYears.end_date(d(2024, 2, 29)),
-            d(2027, 3, 1)
-        );
-        assert_eq!(
-            RetentionRule::OneYearAfterEndOfUse.end_date(d(2025, 1, 31)),
-            d(2026, 1, 31)
-        );
+        assert_eq!(RetentionRule::ThreeYears.end_date(d(2024, 4, 1)), d(2027, 4, 1));
+        assert_eq!(RetentionRule::ThreeYears.end_date(d(2024, 2, 29)), d(2027, 3, 1));
+        assert_eq!(RetentionRule::OneYearAfterEndOfUse.end_date(d(2025, 1, 31)), d(2026, 1, 31));
     }
 }

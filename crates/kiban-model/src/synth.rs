@@ -12,9 +12,7 @@
 use std::sync::Arc;
 use std::sync::OnceLock;
 
-use arrow::array::{
-    ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, StringBuilder, UInt64Builder,
-};
+use arrow::array::{ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, StringBuilder, UInt64Builder};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use chrono::{Datelike, NaiveDate};
@@ -86,17 +84,9 @@ pub fn providers(cfg: &SynthConfig) -> Vec<SynthProvider> {
             let pref_code = PREFS[i % PREFS.len()];
             SynthProvider {
                 id: format!("prov-{letter}"),
-                name: format!(
-                    "合成{}{}（架空）",
-                    lists().prefectures[pref_code as usize - 1].0,
-                    KINDS[i % 3]
-                ),
+                name: format!("合成{}{}（架空）", lists().prefectures[pref_code as usize - 1].0, KINDS[i % 3]),
                 pref_code,
-                style: [
-                    ProviderStyle::Modern,
-                    ProviderStyle::Legacy,
-                    ProviderStyle::Clinic,
-                ][i % 3],
+                style: [ProviderStyle::Modern, ProviderStyle::Legacy, ProviderStyle::Clinic][i % 3],
             }
         })
         .collect()
@@ -125,10 +115,7 @@ fn lists() -> &'static Lists {
         for line in include_str!("../data/names.tsv").lines().skip(1) {
             let mut f = line.split('\t');
             let (kind, kanji, kana) = (f.next(), f.next(), f.next());
-            let entry = (
-                kanji.unwrap_or_default().to_owned(),
-                kana.unwrap_or_default().to_owned(),
-            );
+            let entry = (kanji.unwrap_or_default().to_owned(), kana.unwrap_or_default().to_owned());
             match kind {
                 Some("M") => l.male.push(entry),
                 Some("F") => l.female.push(entry),
@@ -145,10 +132,7 @@ fn lists() -> &'static Lists {
         }
         for line in include_str!("../data/towns.tsv").lines().skip(1) {
             let mut f = line.split('\t');
-            l.towns.push((
-                f.next().unwrap_or_default().to_owned(),
-                f.next().unwrap_or_default().to_owned(),
-            ));
+            l.towns.push((f.next().unwrap_or_default().to_owned(), f.next().unwrap_or_default().to_owned()));
         }
         l
     })
@@ -211,19 +195,11 @@ pub struct Person {
 impl Person {
     /// The individual insured-person number (個人単位被保険者番号): insurer + symbol + number + branch.
     pub fn individual_number(&self) -> String {
-        format!(
-            "{}{}{}{}",
-            self.insurer, self.card_symbol, self.card_number, self.branch
-        )
+        format!("{}{}{}{}", self.insurer, self.card_symbol, self.card_number, self.branch)
     }
     /// Full address line.
     pub fn address(&self) -> String {
-        format!(
-            "{}{}{}",
-            prefecture_name(self.pref_code),
-            self.municipality,
-            self.street
-        )
+        format!("{}{}{}", prefecture_name(self.pref_code), self.municipality, self.street)
     }
 }
 
@@ -240,9 +216,8 @@ fn pick<'a, T>(rng: &mut impl Rng, v: &'a [T]) -> &'a T {
 }
 
 const POSTAL_PREFIX: [u16; 47] = [
-    60, 30, 20, 980, 10, 990, 960, 300, 320, 370, 330, 260, 100, 210, 940, 930, 920, 910, 400, 380,
-    500, 410, 440, 510, 520, 600, 530, 650, 630, 640, 680, 690, 700, 720, 740, 770, 760, 790, 780,
-    800, 840, 850, 860, 870, 880, 890, 900,
+    60, 30, 20, 980, 10, 990, 960, 300, 320, 370, 330, 260, 100, 210, 940, 930, 920, 910, 400, 380, 500, 410, 440, 510,
+    520, 600, 530, 650, 630, 640, 680, 690, 700, 720, 740, 770, 760, 790, 780, 800, 840, 850, 860, 870, 880, 890, 900,
 ];
 
 /// Generates person `i` of the population; the same `(seed, i)` always gives the same person.
@@ -269,11 +244,7 @@ pub fn person(cfg: &SynthConfig, i: u64) -> Person {
 fn person_alone(cfg: &SynthConfig, i: u64) -> Person {
     let l = lists();
     let mut rng = ChaCha8Rng::seed_from_u64(mix(cfg.seed, i));
-    let sex = if rng.random_bool(0.51) {
-        Sex::Female
-    } else {
-        Sex::Male
-    };
+    let sex = if rng.random_bool(0.51) { Sex::Female } else { Sex::Male };
     // Age at the period start: skewed old like a patient population, with rare centenarians.
     let age_years: i64 = if rng.random_bool(0.0008) {
         rng.random_range(100..=108)
@@ -281,16 +252,11 @@ fn person_alone(cfg: &SynthConfig, i: u64) -> Person {
         let u: f64 = rng.random();
         (u.sqrt() * 95.0) as i64
     };
-    let birth =
-        cfg.period_start - chrono::Duration::days(age_years * 365 + rng.random_range(0..365));
+    let birth = cfg.period_start - chrono::Duration::days(age_years * 365 + rng.random_range(0..365));
     let family = pick(&mut rng, &l.family).clone();
-    let given = if sex == Sex::Male {
-        pick(&mut rng, &l.male).clone()
-    } else {
-        pick(&mut rng, &l.female).clone()
-    };
-    let maiden = (sex == Sex::Female && age_years >= 20 && rng.random_bool(0.03))
-        .then(|| pick(&mut rng, &l.family).clone());
+    let given = if sex == Sex::Male { pick(&mut rng, &l.male).clone() } else { pick(&mut rng, &l.female).clone() };
+    let maiden =
+        (sex == Sex::Female && age_years >= 20 && rng.random_bool(0.03)).then(|| pick(&mut rng, &l.family).clone());
     let n_prov = cfg.providers.clamp(1, 26);
     let home = rng.random_range(0..n_prov);
     let mut provs = vec![home];
@@ -301,35 +267,19 @@ fn person_alone(cfg: &SynthConfig, i: u64) -> Person {
     }
     provs.sort_unstable();
     let home_pref = providers_pref(home);
-    let pref_code = if rng.random_bool(0.85) {
-        home_pref
-    } else {
-        rng.random_range(1..=47)
-    };
+    let pref_code = if rng.random_bool(0.85) { home_pref } else { rng.random_range(1..=47) };
     let munis = &l.municipalities[pref_code as usize - 1];
     let municipality_index = rng.random_range(0..munis.len());
     let town = &pick(&mut rng, &l.towns).0;
-    let street = format!(
-        "{}{}丁目{}-{}",
-        town,
-        rng.random_range(1..=5),
-        rng.random_range(1..=30),
-        rng.random_range(1..=25)
-    );
+    let street =
+        format!("{}{}丁目{}-{}", town, rng.random_range(1..=5), rng.random_range(1..=30), rng.random_range(1..=25));
     let postal_num = POSTAL_PREFIX[pref_code as usize - 1] as u32
-        * if POSTAL_PREFIX[pref_code as usize - 1] < 100 {
-            10
-        } else {
-            1
-        }
+        * if POSTAL_PREFIX[pref_code as usize - 1] < 100 { 10 } else { 1 }
         + (municipality_index as u32 % 10);
     let postal = format!(
         "{:03}-{:04}",
         postal_num % 1000,
-        mix(
-            pref_code as u64 * 10_000 + municipality_index as u64,
-            town.len() as u64
-        ) % 10_000
+        mix(pref_code as u64 * 10_000 + municipality_index as u64, town.len() as u64) % 10_000
     );
     let phone = if rng.random_bool(0.6) {
         format!(
@@ -349,24 +299,13 @@ fn person_alone(cfg: &SynthConfig, i: u64) -> Person {
     let new_insurer = |rng: &mut ChaCha8Rng| {
         if age_years >= 75 {
             // 後期高齢者医療: 法別番号 39
-            InsurerNumber::from_body(&format!(
-                "39{:02}{:03}",
-                pref_code,
-                rng.random_range(1..200)
-            ))
-            .expect("7 digits")
+            InsurerNumber::from_body(&format!("39{:02}{:03}", pref_code, rng.random_range(1..200))).expect("7 digits")
         } else if rng.random_bool(0.35) {
-            InsurerNumber::from_body(&format!("{:02}{:03}", pref_code, rng.random_range(1..999)))
-                .expect("5 digits")
+            InsurerNumber::from_body(&format!("{:02}{:03}", pref_code, rng.random_range(1..999))).expect("5 digits")
         } else {
             let law = [1u32, 6, 31, 32, 34][rng.random_range(0..5)];
-            InsurerNumber::from_body(&format!(
-                "{:02}{:02}{:03}",
-                law,
-                pref_code,
-                rng.random_range(1..999)
-            ))
-            .expect("7 digits")
+            InsurerNumber::from_body(&format!("{:02}{:02}{:03}", law, pref_code, rng.random_range(1..999)))
+                .expect("7 digits")
         }
     };
     let insurer = new_insurer(&mut rng);
@@ -374,11 +313,7 @@ fn person_alone(cfg: &SynthConfig, i: u64) -> Person {
     let card_symbol = if insurer.is_national_health_insurance() {
         format!(
             "{}市{:02}",
-            &l.municipalities[pref_code as usize - 1][municipality_index]
-                .0
-                .chars()
-                .next()
-                .unwrap_or('本'),
+            &l.municipalities[pref_code as usize - 1][municipality_index].0.chars().next().unwrap_or('本'),
             rng.random_range(1..99)
         )
     } else {
@@ -452,26 +387,12 @@ pub fn to_halfwidth_katakana(s: &str) -> String {
 /// Katakana → hiragana (U+30A1–U+30F6 shift down by 0x60).
 pub fn to_hiragana(s: &str) -> String {
     s.chars()
-        .map(|c| {
-            if ('\u{30A1}'..='\u{30F6}').contains(&c) {
-                char::from_u32(c as u32 - 0x60).unwrap_or(c)
-            } else {
-                c
-            }
-        })
+        .map(|c| if ('\u{30A1}'..='\u{30F6}').contains(&c) { char::from_u32(c as u32 - 0x60).unwrap_or(c) } else { c })
         .collect()
 }
 
 fn to_fullwidth_ascii(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_graphic() {
-                char::from_u32(c as u32 + 0xFEE0).unwrap_or(c)
-            } else {
-                c
-            }
-        })
-        .collect()
+    s.chars().map(|c| if c.is_ascii_graphic() { char::from_u32(c as u32 + 0xFEE0).unwrap_or(c) } else { c }).collect()
 }
 
 /// The identity record a provider holds for a person: the person as that provider's system writes it.
@@ -498,10 +419,7 @@ pub fn provider_identity(
     provider: usize,
     style: ProviderStyle,
 ) -> ProviderIdentity {
-    let mut rng = ChaCha8Rng::seed_from_u64(mix(
-        cfg.seed ^ 0x5eed_0001,
-        person.truth_id * 31 + provider as u64,
-    ));
+    let mut rng = ChaCha8Rng::seed_from_u64(mix(cfg.seed ^ 0x5eed_0001, person.truth_id * 31 + provider as u64));
     // The first provider in the list saw the person before marriage.
     let family = match &person.maiden {
         Some(m) if person.providers.first() == Some(&provider) && person.providers.len() > 1 => m,
@@ -509,36 +427,26 @@ pub fn provider_identity(
     };
     let mut family_kanji = family.0.clone();
     if style == ProviderStyle::Clinic || rng.random_bool(0.03) {
-        family_kanji = family_kanji
-            .chars()
-            .map(|c| {
-                OLD_KANJI
-                    .iter()
-                    .find(|(n, _)| *n == c)
-                    .map_or(c, |(_, o)| *o)
-            })
-            .collect();
+        family_kanji =
+            family_kanji.chars().map(|c| OLD_KANJI.iter().find(|(n, _)| *n == c).map_or(c, |(_, o)| *o)).collect();
     }
     let kana_family = &family.1;
     let kana_given = &person.given.1;
     let (name_kanji, name_kana) = match style {
-        ProviderStyle::Modern => (
-            format!("{family_kanji}　{}", person.given.0),
-            format!("{kana_family}　{kana_given}"),
-        ),
-        ProviderStyle::Legacy => (
-            format!("{family_kanji}{}", person.given.0),
-            to_halfwidth_katakana(&format!("{kana_family} {kana_given}")),
-        ),
-        ProviderStyle::Clinic => (
-            format!("{family_kanji} {}", person.given.0),
-            to_hiragana(&format!("{kana_family} {kana_given}")),
-        ),
+        ProviderStyle::Modern => {
+            (format!("{family_kanji}　{}", person.given.0), format!("{kana_family}　{kana_given}"))
+        }
+        ProviderStyle::Legacy => {
+            (format!("{family_kanji}{}", person.given.0), to_halfwidth_katakana(&format!("{kana_family} {kana_given}")))
+        }
+        ProviderStyle::Clinic => {
+            (format!("{family_kanji} {}", person.given.0), to_hiragana(&format!("{kana_family} {kana_given}")))
+        }
     };
     let birth_date = match style {
-        ProviderStyle::Legacy => WarekiDate::from_date(person.birth)
-            .map(|w| w.to_string())
-            .unwrap_or_else(|_| person.birth.to_string()),
+        ProviderStyle::Legacy => {
+            WarekiDate::from_date(person.birth).map(|w| w.to_string()).unwrap_or_else(|_| person.birth.to_string())
+        }
         _ => person.birth.format("%Y-%m-%d").to_string(),
     };
     let insurer = match &person.previous_insurer {
@@ -554,10 +462,7 @@ pub fn provider_identity(
         _ => person.card_symbol.clone(),
     };
     ProviderIdentity {
-        patient_id: format!(
-            "{:08}",
-            mix(cfg.seed ^ provider as u64, person.truth_id) % 100_000_000
-        ),
+        patient_id: format!("{:08}", mix(cfg.seed ^ provider as u64, person.truth_id) % 100_000_000),
         name_kanji,
         name_kana,
         birth_date,
@@ -623,16 +528,7 @@ const LABS: [(&str, &str, &str, f64, f64); 6] = [
     ("3B045000000", "ALT", "U/L", 22.0, 12.0),
     ("5C070000000", "CRP", "mg/dL", 0.3, 0.6),
 ];
-const DEPARTMENTS: [&str; 8] = [
-    "内科",
-    "外科",
-    "整形外科",
-    "小児科",
-    "眼科",
-    "皮膚科",
-    "精神科",
-    "循環器内科",
-];
+const DEPARTMENTS: [&str; 8] = ["内科", "外科", "整形外科", "小児科", "眼科", "皮膚科", "精神科", "循環器内科"];
 
 /// The tables a synthetic population is written as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -810,14 +706,9 @@ pub fn generate_chunk(cfg: &SynthConfig, range: std::ops::Range<u64>) -> SynthCh
     for i in range {
         let p = person(cfg, i);
         let mut rng = ChaCha8Rng::seed_from_u64(mix(cfg.seed ^ 0xc1_1c, i));
-        let ids: Vec<ProviderIdentity> = p
-            .providers
-            .iter()
-            .map(|&pi| provider_identity(cfg, &p, pi, provs[pi].style))
-            .collect();
-        let rare = rng
-            .random_bool(0.002)
-            .then(|| RARE_DIAGNOSES[rng.random_range(0..RARE_DIAGNOSES.len())]);
+        let ids: Vec<ProviderIdentity> =
+            p.providers.iter().map(|&pi| provider_identity(cfg, &p, pi, provs[pi].style)).collect();
+        let rare = rng.random_bool(0.002).then(|| RARE_DIAGNOSES[rng.random_range(0..RARE_DIAGNOSES.len())]);
         let chronic = DIAGNOSES[rng.random_range(0..DIAGNOSES.len())];
         // truth
         {
@@ -843,19 +734,8 @@ pub fn generate_chunk(cfg: &SynthConfig, range: std::ops::Range<u64>) -> SynthCh
             for (k, v) in vals.iter().enumerate() {
                 c.s[k].append_value(v);
             }
-            c.s[15].append_value(
-                p.providers
-                    .iter()
-                    .map(|&x| provs[x].id.as_str())
-                    .collect::<Vec<_>>()
-                    .join(";"),
-            );
-            c.s[16].append_value(
-                ids.iter()
-                    .map(|x| x.patient_id.as_str())
-                    .collect::<Vec<_>>()
-                    .join(";"),
-            );
+            c.s[15].append_value(p.providers.iter().map(|&x| provs[x].id.as_str()).collect::<Vec<_>>().join(";"));
+            c.s[16].append_value(ids.iter().map(|x| x.patient_id.as_str()).collect::<Vec<_>>().join(";"));
             c.s[17].append_null();
             c.d[0].append_value(days(p.birth));
             c.b[0].append_value(p.deceased);
@@ -865,12 +745,7 @@ pub fn generate_chunk(cfg: &SynthConfig, range: std::ops::Range<u64>) -> SynthCh
             let id = &ids[k];
             {
                 let c = &mut t[1];
-                let address = format!(
-                    "{}{}{}",
-                    prefecture_name(p.pref_code),
-                    p.municipality,
-                    p.street
-                );
+                let address = format!("{}{}{}", prefecture_name(p.pref_code), p.municipality, p.street);
                 let vals = [
                     prov.id.as_str(),
                     &id.patient_id,
@@ -935,10 +810,7 @@ pub fn generate_chunk(cfg: &SynthConfig, range: std::ops::Range<u64>) -> SynthCh
                         (chosen.0, chosen.1)
                     };
                     let c = &mut t[3];
-                    for (k2, v) in [prov.id.as_str(), &id.patient_id, &enc_id, code, name]
-                        .iter()
-                        .enumerate()
-                    {
+                    for (k2, v) in [prov.id.as_str(), &id.patient_id, &enc_id, code, name].iter().enumerate() {
                         c.s[k2].append_value(v);
                     }
                     c.d[0].append_value(days(date));
@@ -947,10 +819,7 @@ pub fn generate_chunk(cfg: &SynthConfig, range: std::ops::Range<u64>) -> SynthCh
                 for _ in 0..rng.random_range(0..3) {
                     let dr = pick(&mut rng, &DRUGS);
                     let c = &mut t[4];
-                    for (k2, v) in [prov.id.as_str(), &id.patient_id, &enc_id, dr.0, dr.1, dr.2]
-                        .iter()
-                        .enumerate()
-                    {
+                    for (k2, v) in [prov.id.as_str(), &id.patient_id, &enc_id, dr.0, dr.1, dr.2].iter().enumerate() {
                         c.s[k2].append_value(v);
                     }
                     c.d[0].append_value(days(date));
@@ -963,17 +832,7 @@ pub fn generate_chunk(cfg: &SynthConfig, range: std::ops::Range<u64>) -> SynthCh
                         * (std::f64::consts::TAU * rng.random::<f64>()).cos();
                     let value = ((lab.3 + z * lab.4).max(0.0) * 10.0).round() / 10.0;
                     let c = &mut t[5];
-                    for (k2, v) in [
-                        prov.id.as_str(),
-                        &id.patient_id,
-                        &enc_id,
-                        lab.0,
-                        lab.1,
-                        lab.2,
-                    ]
-                    .iter()
-                    .enumerate()
-                    {
+                    for (k2, v) in [prov.id.as_str(), &id.patient_id, &enc_id, lab.0, lab.1, lab.2].iter().enumerate() {
                         c.s[k2].append_value(v);
                     }
                     c.d[0].append_value(days(date));
@@ -1016,13 +875,7 @@ pub fn generate_chunk(cfg: &SynthConfig, range: std::ops::Range<u64>) -> SynthCh
             .collect();
         RecordBatch::try_new(schema, cols).expect("builders match the schema")
     };
-    SynthChunk {
-        batches: SynthTable::ALL
-            .iter()
-            .zip(t.iter_mut())
-            .map(|(&tab, c)| (tab, finish(tab, c)))
-            .collect(),
-    }
+    SynthChunk { batches: SynthTable::ALL.iter().zip(t.iter_mut()).map(|(&tab, c)| (tab, finish(tab, c))).collect() }
 }
 
 #[cfg(test)]
@@ -1030,10 +883,7 @@ mod tests {
     use super::*;
 
     fn cfg(n: u64) -> SynthConfig {
-        SynthConfig {
-            patients: n,
-            ..Default::default()
-        }
+        SynthConfig { patients: n, ..Default::default() }
     }
 
     #[test]
@@ -1043,17 +893,10 @@ mod tests {
         let a = generate_chunk(&c, 0..77);
         let b = generate_chunk(&c, 77..200);
         for k in 0..whole.batches.len() {
-            let joined = arrow::compute::concat_batches(
-                &whole.batches[k].1.schema(),
-                [&a.batches[k].1, &b.batches[k].1],
-            )
-            .unwrap();
-            assert_eq!(
-                joined,
-                whole.batches[k].1,
-                "table {}",
-                whole.batches[k].0.name()
-            );
+            let joined =
+                arrow::compute::concat_batches(&whole.batches[k].1.schema(), [&a.batches[k].1, &b.batches[k].1])
+                    .unwrap();
+            assert_eq!(joined, whole.batches[k].1, "table {}", whole.batches[k].0.name());
         }
         let other = generate_chunk(&SynthConfig { seed: 7, ..c }, 0..200);
         assert_ne!(other.batches[0].1, whole.batches[0].1);
@@ -1063,47 +906,24 @@ mod tests {
     fn population_has_the_messiness_linkage_must_survive() {
         let c = cfg(5000);
         let people: Vec<Person> = (0..5000).map(|i| person(&c, i)).collect();
-        assert!(
-            people
-                .iter()
-                .all(|p| InsurerNumber::parse(p.insurer.as_str()).is_ok())
-        );
-        assert!(
-            people
-                .iter()
-                .any(|p| age_on(p.birth, c.period_start) >= 100),
-            "centenarians seeded"
-        );
-        assert!(
-            people.iter().any(|p| p.maiden.is_some()),
-            "name changes seeded"
-        );
-        assert!(
-            people.iter().any(|p| p.providers.len() > 1),
-            "overlapping providers"
-        );
+        assert!(people.iter().all(|p| InsurerNumber::parse(p.insurer.as_str()).is_ok()));
+        assert!(people.iter().any(|p| age_on(p.birth, c.period_start) >= 100), "centenarians seeded");
+        assert!(people.iter().any(|p| p.maiden.is_some()), "name changes seeded");
+        assert!(people.iter().any(|p| p.providers.len() > 1), "overlapping providers");
         let twins = people
             .windows(2)
-            .filter(|w| {
-                w[0].birth == w[1].birth && w[0].family == w[1].family && w[0].street == w[1].street
-            })
+            .filter(|w| w[0].birth == w[1].birth && w[0].family == w[1].family && w[0].street == w[1].street)
             .count();
         assert!(twins > 0, "twins seeded");
         let provs = providers(&c);
         let legacy = people.iter().find(|p| p.providers.contains(&1)).unwrap();
         let id = provider_identity(&c, legacy, 1, provs[1].style);
         assert!(
-            id.name_kana
-                .chars()
-                .all(|ch| !('\u{30A1}'..='\u{30F6}').contains(&ch)),
+            id.name_kana.chars().all(|ch| !('\u{30A1}'..='\u{30F6}').contains(&ch)),
             "legacy kana is half-width: {}",
             id.name_kana
         );
-        assert!(
-            id.birth_date.contains('年'),
-            "legacy birth date is 和暦: {}",
-            id.birth_date
-        );
+        assert!(id.birth_date.contains('年'), "legacy birth date is 和暦: {}", id.birth_date);
     }
 
     #[test]

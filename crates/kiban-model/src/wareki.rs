@@ -95,62 +95,29 @@ pub struct WarekiDate {
 impl WarekiDate {
     /// Converts a Western date; fails before the Gregorian calendar was adopted (1873).
     pub fn from_date(date: NaiveDate) -> Result<Self, ModelError> {
-        let era = ERAS
-            .iter()
-            .rev()
-            .copied()
-            .find(|e| date >= e.start())
-            .ok_or_else(|| {
-                ModelError::invalid(
-                    "wareki",
-                    "date before 明治6年 (1873) is not supported",
-                    &date.to_string(),
-                )
-            })?;
-        let base = if era == Era::Meiji {
-            1868
-        } else {
-            era.start().year()
-        };
-        Ok(WarekiDate {
-            era,
-            year: (date.year() - base + 1) as u16,
-            date,
-        })
+        let era = ERAS.iter().rev().copied().find(|e| date >= e.start()).ok_or_else(|| {
+            ModelError::invalid("wareki", "date before 明治6年 (1873) is not supported", &date.to_string())
+        })?;
+        let base = if era == Era::Meiji { 1868 } else { era.start().year() };
+        Ok(WarekiDate { era, year: (date.year() - base + 1) as u16, date })
     }
 
     /// Builds from era, era year, month and day, rejecting days outside the era.
     pub fn new(era: Era, year: u16, month: u32, day: u32) -> Result<Self, ModelError> {
         let shown = format!("{}{}年{}月{}日", era.kanji(), year, month, day);
         if year == 0 {
-            return Err(ModelError::invalid(
-                "wareki",
-                "era year 0 does not exist (the first year is 元年)",
-                &shown,
-            ));
+            return Err(ModelError::invalid("wareki", "era year 0 does not exist (the first year is 元年)", &shown));
         }
-        let base = if era == Era::Meiji {
-            1868
-        } else {
-            era.start().year()
-        };
+        let base = if era == Era::Meiji { 1868 } else { era.start().year() };
         let date = NaiveDate::from_ymd_opt(base + year as i32 - 1, month, day)
             .ok_or_else(|| ModelError::invalid("wareki", "no such day in the calendar", &shown))?;
         if date < era.start() {
-            return Err(ModelError::invalid(
-                "wareki",
-                format!("before {} began", era.kanji()),
-                &shown,
-            ));
+            return Err(ModelError::invalid("wareki", format!("before {} began", era.kanji()), &shown));
         }
         if let Some(next) = era.next()
             && date >= next.start()
         {
-            return Err(ModelError::invalid(
-                "wareki",
-                format!("after {} ended", era.kanji()),
-                &shown,
-            ));
+            return Err(ModelError::invalid("wareki", format!("after {} ended", era.kanji()), &shown));
         }
         Ok(WarekiDate { era, year, date })
     }
@@ -159,22 +126,18 @@ impl WarekiDate {
     pub fn parse(input: &str) -> Result<Self, ModelError> {
         let s = input.trim();
         if s.len() == 7 && s.bytes().all(|b| b.is_ascii_digit()) {
-            let era = Era::from_digit(s.as_bytes()[0] - b'0').ok_or_else(|| {
-                ModelError::invalid("wareki", "era digit must be 1–5 (明治…令和)", s)
-            })?;
+            let era = Era::from_digit(s.as_bytes()[0] - b'0')
+                .ok_or_else(|| ModelError::invalid("wareki", "era digit must be 1–5 (明治…令和)", s))?;
             let n = |r: std::ops::Range<usize>| s[r].parse::<u32>().expect("digits");
             return Self::new(era, n(1..3) as u16, n(3..5), n(5..7));
         }
-        let (era, rest) =
-            Era::from_prefix(s).ok_or_else(|| ModelError::invalid("wareki", "unknown era", s))?;
+        let (era, rest) = Era::from_prefix(s).ok_or_else(|| ModelError::invalid("wareki", "unknown era", s))?;
         let rest = rest.trim_start();
         let (year, rest) = if let Some(r) = rest.strip_prefix("元") {
             (1, r)
         } else {
             let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
-            let y = digits
-                .parse::<u16>()
-                .map_err(|_| ModelError::invalid("wareki", "missing era year", s))?;
+            let y = digits.parse::<u16>().map_err(|_| ModelError::invalid("wareki", "missing era year", s))?;
             (y, &rest[digits.len()..])
         };
         let nums: Vec<u32> = rest
@@ -184,11 +147,7 @@ impl WarekiDate {
             .collect();
         match nums.as_slice() {
             [m, d] => Self::new(era, year, *m, *d),
-            _ => Err(ModelError::invalid(
-                "wareki",
-                "expected era, year, month and day",
-                s,
-            )),
+            _ => Err(ModelError::invalid("wareki", "expected era, year, month and day", s)),
         }
     }
 
@@ -206,45 +165,20 @@ impl WarekiDate {
     }
     /// The receipt form `GYYMMDD`.
     pub fn to_receipt_form(&self) -> String {
-        format!(
-            "{}{:02}{:02}{:02}",
-            self.era.digit(),
-            self.year,
-            self.date.month(),
-            self.date.day()
-        )
+        format!("{}{:02}{:02}{:02}", self.era.digit(), self.year, self.date.month(), self.date.day())
     }
     /// The short Latin form `R05.04.01`.
     pub fn to_short_form(&self) -> String {
-        format!(
-            "{}{:02}.{:02}.{:02}",
-            self.era.initial(),
-            self.year,
-            self.date.month(),
-            self.date.day()
-        )
+        format!("{}{:02}.{:02}.{:02}", self.era.initial(), self.year, self.date.month(), self.date.day())
     }
 }
 
 impl std::fmt::Display for WarekiDate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.year == 1 {
-            write!(
-                f,
-                "{}元年{}月{}日",
-                self.era.kanji(),
-                self.date.month(),
-                self.date.day()
-            )
+            write!(f, "{}元年{}月{}日", self.era.kanji(), self.date.month(), self.date.day())
         } else {
-            write!(
-                f,
-                "{}{}年{}月{}日",
-                self.era.kanji(),
-                self.year,
-                self.date.month(),
-                self.date.day()
-            )
+            write!(f, "{}{}年{}月{}日", self.era.kanji(), self.year, self.date.month(), self.date.day())
         }
     }
 }
@@ -252,13 +186,7 @@ impl std::fmt::Display for WarekiDate {
 /// Formats a date as officials read it: `2023年4月1日（令和5年4月1日）`.
 pub fn both_forms(date: NaiveDate) -> String {
     match WarekiDate::from_date(date) {
-        Ok(w) => format!(
-            "{}年{}月{}日（{}）",
-            date.year(),
-            date.month(),
-            date.day(),
-            w
-        ),
+        Ok(w) => format!("{}年{}月{}日（{}）", date.year(), date.month(), date.day(), w),
         Err(_) => date.to_string(),
     }
 }
@@ -294,15 +222,9 @@ mod tests {
 
     #[test]
     fn impossible_wareki_dates_are_rejected_with_the_rule() {
-        for bad in [
-            "令和0年1月1日",
-            "令和5年2月30日",
-            "平成31年5月1日",
-            "令和1年4月30日",
-            "X5.1.1",
-            "5000101",
-            "9010101",
-        ] {
+        for bad in
+            ["令和0年1月1日", "令和5年2月30日", "平成31年5月1日", "令和1年4月30日", "X5.1.1", "5000101", "9010101"]
+        {
             let err = WarekiDate::parse(bad).unwrap_err().to_string();
             assert!(err.starts_with("wareki:"), "{bad}: {err}");
         }

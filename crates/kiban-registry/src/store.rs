@@ -141,16 +141,11 @@ impl Registry {
             .acquire_timeout(std::time::Duration::from_secs(5))
             .connect(url)
             .await
-            .map_err(|source| RegistryError::Open {
-                target: redact(url),
-                source,
-            })?;
+            .map_err(|source| RegistryError::Open { target: redact(url), source })?;
         if backend == Backend::Sqlite {
-            sqlx::raw_sql(
-                "PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;",
-            )
-            .execute(&pool)
-            .await?;
+            sqlx::raw_sql("PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;")
+                .execute(&pool)
+                .await?;
         }
         Ok(Registry { pool, backend })
     }
@@ -183,10 +178,9 @@ impl Registry {
     /// Compares the database's applied migrations with this build's, checking checksums.
     pub async fn migration_status(&self) -> Result<MigrationStatus, RegistryError> {
         self.ensure_migration_table().await?;
-        let rows =
-            sqlx::query("SELECT version, name, checksum FROM kiban_migrations ORDER BY version")
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query("SELECT version, name, checksum FROM kiban_migrations ORDER BY version")
+            .fetch_all(&self.pool)
+            .await?;
         let mut applied = Vec::new();
         for row in rows {
             let version: i64 = row.try_get(0)?;
@@ -194,19 +188,12 @@ impl Registry {
             match MIGRATIONS.iter().find(|m| m.version == version) {
                 None => return Err(RegistryError::NewerSchema(version)),
                 Some(m) if m.checksum() != checksum => {
-                    return Err(RegistryError::ChecksumMismatch {
-                        version,
-                        name: m.name.to_owned(),
-                    });
+                    return Err(RegistryError::ChecksumMismatch { version, name: m.name.to_owned() });
                 }
                 Some(_) => applied.push(version),
             }
         }
-        let pending = MIGRATIONS
-            .iter()
-            .map(|m| m.version)
-            .filter(|v| !applied.contains(v))
-            .collect();
+        let pending = MIGRATIONS.iter().map(|m| m.version).filter(|v| !applied.contains(v)).collect();
         Ok(MigrationStatus { applied, pending })
     }
 
@@ -214,10 +201,7 @@ impl Registry {
     pub async fn migrate(&self) -> Result<Vec<i64>, RegistryError> {
         let status = self.migration_status().await?;
         let mut done = Vec::new();
-        for m in MIGRATIONS
-            .iter()
-            .filter(|m| status.pending.contains(&m.version))
-        {
+        for m in MIGRATIONS.iter().filter(|m| status.pending.contains(&m.version)) {
             let mut tx = self.pool.begin().await?;
             sqlx::raw_sql(m.sql).execute(&mut *tx).await?;
             sqlx::query("INSERT INTO kiban_migrations (version, name, checksum, applied_at) VALUES ($1, $2, $3, $4)")
@@ -235,10 +219,8 @@ impl Registry {
 
     /// Reads a value of the registry's own facts (data directory id, creation time).
     pub async fn meta(&self, key: &str) -> Result<Option<String>, RegistryError> {
-        let row = sqlx::query("SELECT value FROM registry_meta WHERE key = $1")
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT value FROM registry_meta WHERE key = $1").bind(key).fetch_optional(&self.pool).await?;
         Ok(row.map(|r| r.try_get(0)).transpose()?)
     }
 
@@ -256,12 +238,7 @@ impl Registry {
     }
 
     /// Registers a provider, or returns the existing one with the same id unchanged.
-    pub async fn register_provider(
-        &self,
-        id: &str,
-        name: &str,
-        pref_code: i64,
-    ) -> Result<Provider, RegistryError> {
+    pub async fn register_provider(&self, id: &str, name: &str, pref_code: i64) -> Result<Provider, RegistryError> {
         if let Some(p) = self.provider(id).await? {
             return Ok(p);
         }
@@ -272,12 +249,7 @@ impl Registry {
             .bind(now())
             .execute(&self.pool)
             .await?;
-        self.provider(id)
-            .await?
-            .ok_or_else(|| RegistryError::NotFound {
-                kind: "provider",
-                id: id.to_owned(),
-            })
+        self.provider(id).await?.ok_or_else(|| RegistryError::NotFound { kind: "provider", id: id.to_owned() })
     }
 
     /// Looks a provider up.
@@ -328,11 +300,7 @@ impl Registry {
     }
 
     /// Records the end of a pipeline run with its summary.
-    pub async fn finish_run(
-        &self,
-        run_id: &str,
-        summary: &serde_json::Value,
-    ) -> Result<(), RegistryError> {
+    pub async fn finish_run(&self, run_id: &str, summary: &serde_json::Value) -> Result<(), RegistryError> {
         let n = sqlx::query(
             "UPDATE pipeline_runs SET finished_at = $1, summary_json = $2 WHERE run_id = $3 AND finished_at IS NULL",
         )
@@ -343,10 +311,7 @@ impl Registry {
         .await?
         .rows_affected();
         if n == 0 {
-            return Err(RegistryError::NotFound {
-                kind: "open run",
-                id: run_id.to_owned(),
-            });
+            return Err(RegistryError::NotFound { kind: "open run", id: run_id.to_owned() });
         }
         Ok(())
     }
@@ -374,10 +339,7 @@ impl Registry {
 
     /// Runs one administrative statement (tests and `kiban doctor` repairs); not for records.
     pub async fn execute_admin(&self, sql: &str) -> Result<u64, RegistryError> {
-        Ok(sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
+        Ok(sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(&self.pool).await?.rows_affected())
     }
 
     /// Closes the pool, flushing SQLite's WAL.
@@ -392,10 +354,7 @@ mod tests {
 
     #[test]
     fn passwords_never_reach_messages() {
-        assert_eq!(
-            redact("postgres://kiban:s3cret@127.0.0.1:5433/db"),
-            "postgres://kiban:***@127.0.0.1:5433/db"
-        );
+        assert_eq!(redact("postgres://kiban:s3cret@127.0.0.1:5433/db"), "postgres://kiban:***@127.0.0.1:5433/db");
         assert_eq!(redact("sqlite:///tmp/x.sqlite"), "sqlite:///tmp/x.sqlite");
     }
 }

@@ -52,10 +52,7 @@ impl DataDir {
             return Ok(dd);
         }
         if root.exists()
-            && fs::read_dir(root)
-                .with_context(|| format!("cannot read {}", root.display()))?
-                .next()
-                .is_some()
+            && fs::read_dir(root).with_context(|| format!("cannot read {}", root.display()))?.next().is_some()
         {
             bail!(
                 "{} is not empty and is not a kiban data directory; choose an empty or new directory",
@@ -65,8 +62,7 @@ impl DataDir {
         fs::create_dir_all(root).with_context(|| format!("cannot create {}", root.display()))?;
         restrict(root, 0o700)?;
         for d in SUBDIRS {
-            fs::create_dir_all(root.join(d))
-                .with_context(|| format!("cannot create {}", root.join(d).display()))?;
+            fs::create_dir_all(root.join(d)).with_context(|| format!("cannot create {}", root.join(d).display()))?;
         }
         KeyStore::create(&root.join("keys")).context("cannot create the key store")?;
         let mut id = [0u8; 8];
@@ -77,21 +73,15 @@ impl DataDir {
             created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             registry_url,
         };
-        let dd = DataDir {
-            root: root.to_owned(),
-            config,
-        };
+        let dd = DataDir { root: root.to_owned(), config };
         block_on_registry(&dd)?;
         let sqlite = root.join("registry.sqlite");
         if sqlite.exists() {
             restrict(&sqlite, 0o600)?;
         }
         // The config is written last: its presence means the directory is complete.
-        fs::write(
-            root.join(CONFIG),
-            toml::to_string(&dd.config).expect("config serializes"),
-        )
-        .with_context(|| format!("cannot write {}", root.join(CONFIG).display()))?;
+        fs::write(root.join(CONFIG), toml::to_string(&dd.config).expect("config serializes"))
+            .with_context(|| format!("cannot write {}", root.join(CONFIG).display()))?;
         Ok(dd)
     }
 
@@ -99,28 +89,19 @@ impl DataDir {
     pub fn open(root: &Path) -> Result<DataDir> {
         let path = root.join(CONFIG);
         if !root.exists() {
-            bail!(
-                "data directory {} does not exist; create it with `kiban init {}`",
-                root.display(),
-                root.display()
-            );
+            bail!("data directory {} does not exist; create it with `kiban init {}`", root.display(), root.display());
         }
         let text = fs::read_to_string(&path).with_context(|| {
-            format!("{} is not a kiban data directory (no {CONFIG}); run `kiban init` there or pass --data-dir", root.display())
+            format!(
+                "{} is not a kiban data directory (no {CONFIG}); run `kiban init` there or pass --data-dir",
+                root.display()
+            )
         })?;
-        let config: Config =
-            toml::from_str(&text).with_context(|| format!("{} is corrupt", path.display()))?;
+        let config: Config = toml::from_str(&text).with_context(|| format!("{} is corrupt", path.display()))?;
         if config.format_version != 1 {
-            bail!(
-                "{} has format version {}, this kiban reads version 1",
-                path.display(),
-                config.format_version
-            );
+            bail!("{} has format version {}, this kiban reads version 1", path.display(), config.format_version);
         }
-        Ok(DataDir {
-            root: root.to_owned(),
-            config,
-        })
+        Ok(DataDir { root: root.to_owned(), config })
     }
 
     /// The config.
@@ -151,17 +132,13 @@ impl DataDir {
         let mut problems = Vec::new();
         for d in SUBDIRS {
             if !self.root.join(d).is_dir() {
-                problems.push(format!(
-                    "{d}/ is missing: run `kiban init {}` to recreate it",
-                    self.root.display()
-                ));
+                problems.push(format!("{d}/ is missing: run `kiban init {}` to recreate it", self.root.display()));
             }
         }
         #[cfg(unix)]
-        for (path, what) in [
-            (self.root.clone(), "data directory"),
-            (self.root.join("registry.sqlite"), "registry file"),
-        ] {
+        for (path, what) in
+            [(self.root.clone(), "data directory"), (self.root.join("registry.sqlite"), "registry file")]
+        {
             use std::os::unix::fs::PermissionsExt;
             if let Ok(m) = fs::metadata(&path)
                 && m.permissions().mode() & 0o077 != 0
@@ -175,11 +152,7 @@ impl DataDir {
             }
         }
         let env = std::env::var("KIBAN_MASTER_KEY").ok();
-        problems.extend(
-            KeyStore::check(&self.keys(), env.as_deref())
-                .into_iter()
-                .map(|p| format!("key store: {p}")),
-        );
+        problems.extend(KeyStore::check(&self.keys(), env.as_deref()).into_iter().map(|p| format!("key store: {p}")));
         match Registry::open(&self.registry_url()).await {
             Err(e) => problems.push(format!("registry: {e}")),
             Ok(reg) => {
@@ -209,7 +182,10 @@ impl DataDir {
             for e in entries.flatten() {
                 let p = e.path();
                 if p.extension().is_some_and(|x| x == "staging") {
-                    problems.push(format!("{} is an unfinished write left by a crash; remove it (it was never committed)", p.display()));
+                    problems.push(format!(
+                        "{} is an unfinished write left by a crash; remove it (it was never committed)",
+                        p.display()
+                    ));
                 } else if p.is_dir()
                     && p.join("manifest.json").exists()
                     && let Err(err) = kiban_formats::verify_dataset(&p)

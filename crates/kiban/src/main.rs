@@ -15,24 +15,13 @@ use clap::{Parser, Subcommand};
 /// Medical Infrastructure Act: intake with the opt-out gate, identity, anonymization and
 /// pseudonymization, review, release, publication checks and statutory records.
 #[derive(Debug, Parser)]
-#[command(
-    name = "kiban",
-    version,
-    propagate_version = true,
-    max_term_width = 100
-)]
+#[command(name = "kiban", version, propagate_version = true, max_term_width = 100)]
 #[command(
     after_help = "Start here:\n  kiban demo              run every stage on a synthetic population (no real data)\n  kiban init ./kiban-data create a data directory, then `kiban doctor` to check it\n\nEvery command reads the data directory from --data-dir, or KIBAN_DATA_DIR, or ./kiban-data."
 )]
 struct Cli {
     /// The data directory: registry, key store, clinical store, datasets.
-    #[arg(
-        long,
-        global = true,
-        env = "KIBAN_DATA_DIR",
-        default_value = "./kiban-data",
-        value_name = "DIR"
-    )]
+    #[arg(long, global = true, env = "KIBAN_DATA_DIR", default_value = "./kiban-data", value_name = "DIR")]
     data_dir: PathBuf,
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
@@ -70,17 +59,11 @@ fn main() -> ExitCode {
             .map(|s| s.to_string())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_default();
-        let at = info
-            .location()
-            .map(|l| format!(" at {}:{}", l.file(), l.line()))
-            .unwrap_or_default();
+        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
         eprintln!("error: internal error{at}: {msg} (this is a bug in kiban; please report it)");
     }));
     let cli = Cli::parse();
-    let ctx = Ctx {
-        data_dir: cli.data_dir,
-        json: cli.json,
-    };
+    let ctx = Ctx { data_dir: cli.data_dir, json: cli.json };
     let result = match cli.command {
         Command::Init(a) => cmd::init::run(&ctx, a),
         Command::Doctor(a) => cmd::doctor::run(&ctx, a),

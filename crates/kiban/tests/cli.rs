@@ -5,10 +5,7 @@ use std::process::{Command, Output};
 
 fn kiban(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_kiban"));
-    c.args(args)
-        .env_remove("KIBAN_DATA_DIR")
-        .env_remove("KIBAN_MASTER_KEY")
-        .env_remove("KIBAN_REGISTRY_URL");
+    c.args(args).env_remove("KIBAN_DATA_DIR").env_remove("KIBAN_MASTER_KEY").env_remove("KIBAN_REGISTRY_URL");
     for (k, v) in env {
         c.env(k, v);
     }
@@ -16,27 +13,15 @@ fn kiban(args: &[&str], env: &[(&str, &str)]) -> Output {
 }
 
 fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
 /// A failure is one line that names the problem, never a panic or a backtrace.
 fn assert_clean_failure(o: &Output, needle: &str) {
     assert!(!o.status.success(), "should fail: {}", text(o));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.contains(needle),
-        "message should mention {needle:?}: {err}"
-    );
-    assert!(
-        !err.contains("panicked")
-            && !err.contains("RUST_BACKTRACE")
-            && !err.contains("internal error"),
-        "{err}"
-    );
+    assert!(err.contains(needle), "message should mention {needle:?}: {err}");
+    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE") && !err.contains("internal error"), "{err}");
 }
 
 #[test]
@@ -46,31 +31,15 @@ fn init_makes_a_healthy_data_directory_with_a_private_master_key() {
     let d = dir.to_str().unwrap();
     let o = kiban(&["init", d], &[]);
     assert!(o.status.success(), "{}", text(&o));
-    for sub in [
-        "clinical",
-        "datasets",
-        "quarantine",
-        "staging",
-        "keys",
-        "registry.sqlite",
-        "kiban.toml",
-    ] {
+    for sub in ["clinical", "datasets", "quarantine", "staging", "keys", "registry.sqlite", "kiban.toml"] {
         assert!(dir.join(sub).exists(), "{sub} missing");
     }
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.join("keys/master.key"))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777;
+        let mode = std::fs::metadata(dir.join("keys/master.key")).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let mode = std::fs::metadata(dir.join("registry.sqlite"))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777;
+        let mode = std::fs::metadata(dir.join("registry.sqlite")).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "the registry holds personal information");
     }
     let o = kiban(&["doctor", "--data-dir", d], &[]);
@@ -92,43 +61,20 @@ fn doctor_names_what_is_wrong_and_what_to_do() {
     let d = dir.to_str().unwrap();
     assert!(kiban(&["init", d], &[]).status.success());
     let wrong = "0".repeat(64);
-    let o = kiban(
-        &["doctor", "--data-dir", d],
-        &[("KIBAN_MASTER_KEY", &wrong)],
-    );
+    let o = kiban(&["doctor", "--data-dir", d], &[("KIBAN_MASTER_KEY", &wrong)]);
     assert!(!o.status.success());
-    assert!(
-        text(&o).contains("master key does not match"),
-        "{}",
-        text(&o)
-    );
+    assert!(text(&o).contains("master key does not match"), "{}", text(&o));
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(
-            dir.join("registry.sqlite"),
-            std::fs::Permissions::from_mode(0o644),
-        )
-        .unwrap();
+        std::fs::set_permissions(dir.join("registry.sqlite"), std::fs::Permissions::from_mode(0o644)).unwrap();
         let o = kiban(&["doctor", "--data-dir", d], &[]);
-        assert!(
-            text(&o).contains("readable by other users") && text(&o).contains("chmod go-rwx"),
-            "{}",
-            text(&o)
-        );
-        std::fs::set_permissions(
-            dir.join("registry.sqlite"),
-            std::fs::Permissions::from_mode(0o600),
-        )
-        .unwrap();
+        assert!(text(&o).contains("readable by other users") && text(&o).contains("chmod go-rwx"), "{}", text(&o));
+        std::fs::set_permissions(dir.join("registry.sqlite"), std::fs::Permissions::from_mode(0o600)).unwrap();
     }
     std::fs::remove_dir(dir.join("quarantine")).unwrap();
     let o = kiban(&["doctor", "--data-dir", d], &[]);
-    assert!(
-        text(&o).contains("quarantine/ is missing") && text(&o).contains("kiban init"),
-        "{}",
-        text(&o)
-    );
+    assert!(text(&o).contains("quarantine/ is missing") && text(&o).contains("kiban init"), "{}", text(&o));
     std::fs::create_dir(dir.join("datasets/half.staging")).unwrap();
     let o = kiban(&["doctor", "--data-dir", d], &[]);
     assert!(text(&o).contains("unfinished write"), "{}", text(&o));
@@ -138,61 +84,29 @@ fn doctor_names_what_is_wrong_and_what_to_do() {
 fn bad_input_gives_one_line_errors_not_panics() {
     let tmp = tempfile::tempdir().unwrap();
     let missing = tmp.path().join("nope");
-    assert_clean_failure(
-        &kiban(&["doctor", "--data-dir", missing.to_str().unwrap()], &[]),
-        "does not exist",
-    );
+    assert_clean_failure(&kiban(&["doctor", "--data-dir", missing.to_str().unwrap()], &[]), "does not exist");
     let corrupt = tmp.path().join("corrupt");
     std::fs::create_dir(&corrupt).unwrap();
     std::fs::write(corrupt.join("kiban.toml"), "format_version = [").unwrap();
-    assert_clean_failure(
-        &kiban(&["doctor", "--data-dir", corrupt.to_str().unwrap()], &[]),
-        "corrupt",
-    );
+    assert_clean_failure(&kiban(&["doctor", "--data-dir", corrupt.to_str().unwrap()], &[]), "corrupt");
     let o = kiban(&["synth", "--patients", "5"], &[]);
-    assert!(
-        !o.status.success() && text(&o).contains("--patients"),
-        "{}",
-        text(&o)
-    );
+    assert!(!o.status.success() && text(&o).contains("--patients"), "{}", text(&o));
     let occupied = tmp.path().join("occupied");
     std::fs::create_dir(&occupied).unwrap();
     std::fs::write(occupied.join("thesis.docx"), "x").unwrap();
-    assert_clean_failure(
-        &kiban(&["init", occupied.to_str().unwrap()], &[]),
-        "not empty",
-    );
-    let o = kiban(
-        &[
-            "init",
-            tmp.path().join("x").to_str().unwrap(),
-            "--registry-url",
-            "mysql://db",
-        ],
-        &[],
-    );
+    assert_clean_failure(&kiban(&["init", occupied.to_str().unwrap()], &[]), "not empty");
+    let o = kiban(&["init", tmp.path().join("x").to_str().unwrap(), "--registry-url", "mysql://db"], &[]);
     assert_clean_failure(&o, "postgres://");
 }
 
 fn manifests(root: &Path) -> Vec<(String, String)> {
     let mut v = Vec::new();
-    for t in [
-        "truth",
-        "patients",
-        "encounters",
-        "diagnoses",
-        "prescriptions",
-        "labs",
-    ] {
-        let m: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(root.join("parquet").join(t).join("manifest.json")).unwrap(),
-        )
-        .unwrap();
+    for t in ["truth", "patients", "encounters", "diagnoses", "prescriptions", "labs"] {
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(root.join("parquet").join(t).join("manifest.json")).unwrap())
+                .unwrap();
         for f in m["files"].as_array().unwrap() {
-            v.push((
-                format!("{t}/{}", f["path"]),
-                f["sha256"].as_str().unwrap().to_owned(),
-            ));
+            v.push((format!("{t}/{}", f["path"]), f["sha256"].as_str().unwrap().to_owned()));
         }
     }
     v
@@ -203,18 +117,7 @@ fn synth_is_deterministic_by_seed() {
     let tmp = tempfile::tempdir().unwrap();
     let run = |name: &str, seed: &str| {
         let out = tmp.path().join(name);
-        let o = kiban(
-            &[
-                "synth",
-                "--patients",
-                "3000",
-                "--seed",
-                seed,
-                "--out",
-                out.to_str().unwrap(),
-            ],
-            &[],
-        );
+        let o = kiban(&["synth", "--patients", "3000", "--seed", seed, "--out", out.to_str().unwrap()], &[]);
         assert!(o.status.success(), "{}", text(&o));
         manifests(&out)
     };
@@ -232,32 +135,15 @@ fn demo_runs_end_to_end_and_twice() {
     let o = kiban(&["demo", "--dir", d, "--patients", "2000", "--json"], &[]);
     assert!(o.status.success(), "{}", text(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let stages: Vec<&str> = v["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["stage"].as_str().unwrap())
-        .collect();
+    let stages: Vec<&str> = v["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
     for s in ["init", "providers", "synth", "verify"] {
         assert!(stages.contains(&s), "stage {s} ran: {stages:?}");
     }
-    assert!(
-        kiban(&["demo", "--dir", d, "--patients", "2000"], &[])
-            .status
-            .success(),
-        "fresh again"
-    );
+    assert!(kiban(&["demo", "--dir", d, "--patients", "2000"], &[]).status.success(), "fresh again");
     let o = kiban(&["demo", "--dir", d, "--patients", "2000", "--reuse"], &[]);
-    assert!(
-        o.status.success() && text(&o).contains("reused"),
-        "{}",
-        text(&o)
-    );
+    assert!(o.status.success() && text(&o).contains("reused"), "{}", text(&o));
     // The demo never clears a directory it did not make.
     let foreign = tmp.path().join("foreign");
     std::fs::create_dir(&foreign).unwrap();
-    assert_clean_failure(
-        &kiban(&["demo", "--dir", foreign.to_str().unwrap()], &[]),
-        "not made by `kiban demo`",
-    );
+    assert_clean_failure(&kiban(&["demo", "--dir", foreign.to_str().unwrap()], &[]), "not made by `kiban demo`");
 }

@@ -35,14 +35,10 @@ const MARKER: &str = ".kiban-demo";
 fn prepare(dir: &Path, reuse: bool) -> Result<()> {
     if dir.exists() {
         if !dir.join(MARKER).exists() {
-            bail!(
-                "{} exists and was not made by `kiban demo`; choose another --dir",
-                dir.display()
-            );
+            bail!("{} exists and was not made by `kiban demo`; choose another --dir", dir.display());
         }
         if !reuse {
-            fs::remove_dir_all(dir)
-                .with_context(|| format!("cannot clear the previous demo in {}", dir.display()))?;
+            fs::remove_dir_all(dir).with_context(|| format!("cannot clear the previous demo in {}", dir.display()))?;
         }
     }
     fs::create_dir_all(dir)?;
@@ -69,29 +65,17 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
             eprintln!("▶ {name}");
         }
         let result = f().with_context(|| format!("demo stage {name}"))?;
-        stages.push(Stage {
-            name,
-            seconds: t.elapsed().as_secs_f64(),
-            result,
-        });
+        stages.push(Stage { name, seconds: t.elapsed().as_secs_f64(), result });
         Ok(())
     };
 
-    let cfg = SynthConfig {
-        seed: args.seed,
-        patients: args.patients,
-        providers: 3,
-        ..Default::default()
-    };
+    let cfg = SynthConfig { seed: args.seed, patients: args.patients, providers: 3, ..Default::default() };
     let mut dd = None;
     stage("init", &mut || {
         let d = DataDir::init(&data, None)?;
         let id = d.config().data_dir_id.clone();
         dd = Some(d);
-        Ok(format!(
-            "データディレクトリ data directory {} (id {id})",
-            data.display()
-        ))
+        Ok(format!("データディレクトリ data directory {} (id {id})", data.display()))
     })?;
     let dd = dd.expect("init ran");
     stage("providers", &mut || {
@@ -99,20 +83,12 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
         crate::block_on(async {
             let reg = dd.registry().await?;
             for p in &provs {
-                reg.register_provider(&p.id, &p.name, p.pref_code as i64)
-                    .await?;
+                reg.register_provider(&p.id, &p.name, p.pref_code as i64).await?;
             }
             reg.close().await;
             anyhow::Ok(())
         })?;
-        Ok(format!(
-            "提供事業者 providers: {}",
-            provs
-                .iter()
-                .map(|p| p.name.as_str())
-                .collect::<Vec<_>>()
-                .join("、")
-        ))
+        Ok(format!("提供事業者 providers: {}", provs.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join("、")))
     })?;
     let synth_dir = args.dir.join("synth");
     stage("synth", &mut || {
@@ -120,16 +96,8 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
             return Ok("合成母集団 synthetic population reused".into());
         }
         let s = write_population(&cfg, &synth_dir, &[Format::Parquet], !ctx.json)?;
-        let rows: u64 = s
-            .rows
-            .iter()
-            .filter(|(t, _)| t != "truth")
-            .map(|(_, n)| n)
-            .sum();
-        Ok(format!(
-            "合成患者 synthetic persons {} → {} provider rows ({:.1} s)",
-            s.patients, rows, s.seconds
-        ))
+        let rows: u64 = s.rows.iter().filter(|(t, _)| t != "truth").map(|(_, n)| n).sum();
+        Ok(format!("合成患者 synthetic persons {} → {} provider rows ({:.1} s)", s.patients, rows, s.seconds))
     })?;
     stage("verify", &mut || {
         let problems = crate::block_on(dd.check());
@@ -141,9 +109,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
         if !problems.is_empty() {
             bail!("doctor found: {}", problems.join("; "));
         }
-        Ok(format!(
-            "検証 verified: data directory healthy, {n} datasets match their SHA-256 manifests"
-        ))
+        Ok(format!("検証 verified: data directory healthy, {n} datasets match their SHA-256 manifests"))
     })?;
 
     let summary = serde_json::json!({

@@ -16,10 +16,7 @@ pub fn run(ctx: &Ctx, _args: Args) -> Result<ExitCode> {
     let dd = DataDir::open(&ctx.data_dir)?;
     let problems = crate::block_on(dd.check());
     if ctx.json {
-        println!(
-            "{}",
-            serde_json::json!({"data_dir": ctx.data_dir, "ok": problems.is_empty(), "problems": problems})
-        );
+        println!("{}", serde_json::json!({"data_dir": ctx.data_dir, "ok": problems.is_empty(), "problems": problems}));
     } else if problems.is_empty() {
         println!(
             "ok: {} is healthy (registry current, master key verified, datasets match their manifests)",
@@ -30,9 +27,5 @@ pub fn run(ctx: &Ctx, _args: Args) -> Result<ExitCode> {
             println!("problem: {p}");
         }
     }
-    Ok(if problems.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(if problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

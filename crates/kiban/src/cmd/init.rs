@@ -24,20 +24,10 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
     let root = args.dir.unwrap_or_else(|| ctx.data_dir.clone());
     let dd = DataDir::init(&root, args.registry_url)?;
     if ctx.json {
-        println!(
-            "{}",
-            serde_json::json!({"data_dir": root, "data_dir_id": dd.config().data_dir_id})
-        );
+        println!("{}", serde_json::json!({"data_dir": root, "data_dir_id": dd.config().data_dir_id}));
     } else {
-        println!(
-            "data directory ready: {} (id {})",
-            root.display(),
-            dd.config().data_dir_id
-        );
-        println!(
-            "master key: {} (readable by you only; keep a copy offline)",
-            dd.keys().join("master.key").display()
-        );
+        println!("data directory ready: {} (id {})", root.display(), dd.config().data_dir_id);
+        println!("master key: {} (readable by you only; keep a copy offline)", dd.keys().join("master.key").display());
         println!("next: `kiban doctor --data-dir {}`", root.display());
     }
     Ok(ExitCode::SUCCESS)

@@ -60,17 +60,9 @@ fn chunk_size(patients: u64) -> u64 {
 }
 
 /// Generates the population into `out/<format>/<table>/`, in parallel, committing each table by rename.
-pub fn write_population(
-    cfg: &SynthConfig,
-    out: &Path,
-    formats: &[Format],
-    show: bool,
-) -> Result<SynthSummary> {
+pub fn write_population(cfg: &SynthConfig, out: &Path, formats: &[Format], show: bool) -> Result<SynthSummary> {
     if out.exists() {
-        bail!(
-            "{} already exists; choose a new --out or remove it",
-            out.display()
-        );
+        bail!("{} already exists; choose a new --out or remove it", out.display());
     }
     let start = Instant::now();
     let mut writers = Vec::new();
@@ -92,9 +84,7 @@ pub fn write_population(
     }
     let next = AtomicU64::new(0);
     let rows: Vec<AtomicU64> = SynthTable::ALL.iter().map(|_| AtomicU64::new(0)).collect();
-    let threads = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .clamp(1, 8);
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8);
     std::thread::scope(|s| -> Result<()> {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
@@ -119,8 +109,7 @@ pub fn write_population(
             })
             .collect();
         for h in handles {
-            h.join()
-                .map_err(|_| anyhow::anyhow!("a generator thread panicked"))??;
+            h.join().map_err(|_| anyhow::anyhow!("a generator thread panicked"))??;
         }
         Ok(())
     })?;
@@ -155,10 +144,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
     if ctx.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
-        println!(
-            "synthetic population (合成データ, no real person) written to {}",
-            args.out.display()
-        );
+        println!("synthetic population (合成データ, no real person) written to {}", args.out.display());
         for (t, n) in &summary.rows {
             println!("  {t:<14} {n:>12} rows");
         }
