@@ -10,9 +10,11 @@
 //! the clinical store sees person keys and tokens only; bad input never matches silently — it is
 //! rejected per record with an error naming the field and the rule.
 
+pub mod eval;
 pub mod identity;
 pub mod keystore;
 pub mod linkage;
 pub mod mpi;
 pub mod normalize;
 pub mod pseudonym;
+pub mod vault;
