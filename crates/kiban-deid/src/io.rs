@@ -1,0 +1,270 @@
+//! Reading CSV (with header) and Parquet input as record batches of strings, and writing CSV or
+//! Parquet output through a staging file renamed into place.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, StringArray, StringBuilder};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use sha2::{Digest, Sha256};
+
+use crate::error::{DeidError, Result};
+
+/// Rows per batch when reading.
+pub const BATCH_ROWS: usize = 65_536;
+
+/// Where the records come from.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// A CSV file with a header row (delimiter from the policy).
+    Csv(PathBuf),
+    /// A Parquet file.
+    Parquet(PathBuf),
+    /// Record batches in memory.
+    Batches(Vec<RecordBatch>),
+}
+
+impl Input {
+    /// Chooses CSV or Parquet by the file extension (`.parquet`/`.pq` is Parquet, anything else CSV).
+    pub fn from_path(path: impl Into<PathBuf>) -> Self {
+        let path = path.into();
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("parquet" | "pq") => Input::Parquet(path),
+            _ => Input::Csv(path),
+        }
+    }
+    fn name(&self) -> String {
+        match self {
+            Input::Csv(p) | Input::Parquet(p) => p.display().to_string(),
+            Input::Batches(_) => "<batches>".to_owned(),
+        }
+    }
+}
+
+/// Where the processed records go.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// A CSV file with a header row.
+    Csv(PathBuf),
+    /// A Parquet file.
+    Parquet(PathBuf),
+    /// Returned in memory.
+    Memory,
+}
+
+impl Output {
+    /// Chooses CSV or Parquet by the file extension.
+    pub fn from_path(path: impl Into<PathBuf>) -> Self {
+        let path = path.into();
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("parquet" | "pq") => Output::Parquet(path),
+            _ => Output::Csv(path),
+        }
+    }
+}
+
+/// Calls `f` with every batch of the input, every column cast to UTF-8 strings.
+pub fn for_each_batch(input: &Input, delimiter: u8, mut f: impl FnMut(&RecordBatch) -> Result<()>) -> Result<()> {
+    let name = input.name();
+    match input {
+        Input::Batches(b) => {
+            for batch in b {
+                f(&to_strings(batch, &name)?)?;
+            }
+        }
+        Input::Parquet(p) => {
+            let file = File::open(p).map_err(|e| DeidError::Io { path: name.clone(), source: e })?;
+            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                .map_err(|e| DeidError::format(&name, e))?
+                .with_batch_size(BATCH_ROWS)
+                .build()
+                .map_err(|e| DeidError::format(&name, e))?;
+            for batch in reader {
+                let batch = batch.map_err(|e| DeidError::format(&name, e))?;
+                f(&to_strings(&batch, &name)?)?;
+            }
+        }
+        Input::Csv(p) => {
+            let mut rdr = csv::ReaderBuilder::new()
+                .delimiter(delimiter)
+                .has_headers(true)
+                .from_path(p)
+                .map_err(|e| DeidError::format(&name, e))?;
+            let headers: Vec<String> =
+                rdr.headers().map_err(|e| DeidError::format(&name, e))?.iter().map(|h| h.trim().to_owned()).collect();
+            let schema: SchemaRef =
+                Arc::new(Schema::new(headers.iter().map(|h| Field::new(h, DataType::Utf8, true)).collect::<Vec<_>>()));
+            let mut builders: Vec<StringBuilder> = headers.iter().map(|_| StringBuilder::new()).collect();
+            let mut rows = 0;
+            let mut rec = csv::StringRecord::new();
+            let flush = |builders: &mut Vec<StringBuilder>| -> Result<RecordBatch> {
+                let cols: Vec<ArrayRef> = builders.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef).collect();
+                RecordBatch::try_new(schema.clone(), cols).map_err(|e| DeidError::format(&name, e))
+            };
+            loop {
+                let more = rdr.read_record(&mut rec).map_err(|e| DeidError::format(&name, e))?;
+                if !more {
+                    break;
+                }
+                if rec.len() != headers.len() {
+                    let line = rec.position().map_or(0, |p| p.line());
+                    return Err(DeidError::format(
+                        &name,
+                        format!(
+                            "line {line}: {} fields where the header has {} (rule: rectangular CSV)",
+                            rec.len(),
+                            headers.len()
+                        ),
+                    ));
+                }
+                for (b, v) in builders.iter_mut().zip(rec.iter()) {
+                    b.append_value(v.trim());
+                }
+                rows += 1;
+                if rows == BATCH_ROWS {
+                    f(&flush(&mut builders)?)?;
+                    rows = 0;
+                }
+            }
+            if rows > 0 {
+                f(&flush(&mut builders)?)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn to_strings(batch: &RecordBatch, name: &str) -> Result<RecordBatch> {
+    if batch.schema().fields().iter().all(|f| f.data_type() == &DataType::Utf8) {
+        return Ok(batch.clone());
+    }
+    let mut fields = Vec::new();
+    let mut cols = Vec::new();
+    for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
+        let c = arrow::compute::cast(c, &DataType::Utf8)
+            .map_err(|e| DeidError::format(name, format!("column {}: cannot read as text: {e}", f.name())))?;
+        fields.push(Field::new(f.name(), DataType::Utf8, true));
+        cols.push(c);
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).map_err(|e| DeidError::format(name, e))
+}
+
+/// The string column `i` of a batch produced by [`for_each_batch`].
+pub fn strings(batch: &RecordBatch, i: usize) -> &StringArray {
+    batch.column(i).as_any().downcast_ref::<StringArray>().expect("for_each_batch yields UTF-8 columns")
+}
+
+/// SHA-256 (hex) of a file.
+pub fn file_sha256(path: &Path) -> Result<String> {
+    let mut f = File::open(path).map_err(|e| DeidError::Io { path: path.display().to_string(), source: e })?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| DeidError::Io { path: path.display().to_string(), source: e })?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Hashes batch contents (column names and values, unit-separated) into `h`.
+pub fn hash_batch(h: &mut Sha256, batch: &RecordBatch) {
+    for f in batch.schema().fields() {
+        h.update(f.name().as_bytes());
+        h.update([0x1f]);
+    }
+    for r in 0..batch.num_rows() {
+        for c in 0..batch.num_columns() {
+            let a = strings(batch, c);
+            if a.is_valid(r) {
+                h.update(a.value(r).as_bytes());
+            } else {
+                h.update([0]);
+            }
+            h.update([0x1f]);
+        }
+        h.update([0x1e]);
+    }
+}
+
+/// A writer of output batches to CSV or Parquet through `<path>.partial`, renamed on `finish`.
+pub enum Sink {
+    /// CSV.
+    Csv(csv::Writer<File>, PathBuf),
+    /// Parquet.
+    Parquet(Box<parquet::arrow::ArrowWriter<File>>, PathBuf),
+    /// Memory.
+    Memory(Vec<RecordBatch>),
+}
+
+fn staging(p: &Path) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(".partial");
+    PathBuf::from(s)
+}
+
+impl Sink {
+    /// Opens the sink for batches of `schema`.
+    pub fn open(output: &Output, schema: SchemaRef) -> Result<Sink> {
+        match output {
+            Output::Memory => Ok(Sink::Memory(Vec::new())),
+            Output::Csv(p) => {
+                let file =
+                    File::create(staging(p)).map_err(|e| DeidError::Io { path: p.display().to_string(), source: e })?;
+                let mut w = csv::Writer::from_writer(file);
+                w.write_record(schema.fields().iter().map(|f| f.name().as_str()))
+                    .map_err(|e| DeidError::format(p.display().to_string(), e))?;
+                Ok(Sink::Csv(w, p.clone()))
+            }
+            Output::Parquet(p) => {
+                let file =
+                    File::create(staging(p)).map_err(|e| DeidError::Io { path: p.display().to_string(), source: e })?;
+                let props = parquet::file::properties::WriterProperties::builder()
+                    .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
+                    .build();
+                let w = parquet::arrow::ArrowWriter::try_new(file, schema, Some(props))
+                    .map_err(|e| DeidError::format(p.display().to_string(), e))?;
+                Ok(Sink::Parquet(Box::new(w), p.clone()))
+            }
+        }
+    }
+
+    /// Writes one batch.
+    pub fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        match self {
+            Sink::Memory(v) => v.push(batch),
+            Sink::Csv(w, p) => {
+                let cols: Vec<&StringArray> = (0..batch.num_columns()).map(|i| strings(&batch, i)).collect();
+                for r in 0..batch.num_rows() {
+                    w.write_record(cols.iter().map(|c| if c.is_valid(r) { c.value(r) } else { "" }))
+                        .map_err(|e| DeidError::format(p.display().to_string(), e))?;
+                }
+            }
+            Sink::Parquet(w, p) => w.write(&batch).map_err(|e| DeidError::format(p.display().to_string(), e))?,
+        }
+        Ok(())
+    }
+
+    /// Finishes the file, renames it into place and returns its SHA-256 and the batches kept in memory.
+    pub fn finish(self, memory_hash: Sha256) -> Result<(String, Vec<RecordBatch>)> {
+        let path = match self {
+            Sink::Memory(v) => return Ok((hex::encode(memory_hash.finalize()), v)),
+            Sink::Csv(mut w, p) => {
+                w.flush().map_err(|e| DeidError::Io { path: p.display().to_string(), source: e })?;
+                p
+            }
+            Sink::Parquet(w, p) => {
+                w.close().map_err(|e| DeidError::format(p.display().to_string(), e))?;
+                p
+            }
+        };
+        std::fs::rename(staging(&path), &path)
+            .map_err(|e| DeidError::Io { path: path.display().to_string(), source: e })?;
+        Ok((file_sha256(&path)?, Vec::new()))
+    }
+}

@@ -1,0 +1,272 @@
+//! The anonymization engine end to end on small tables (A1–A6).
+
+mod common;
+
+use std::collections::HashSet;
+
+use common::{batch, class_sizes, column, names, policy};
+use kiban_deid::{DeidError, Input, Output, RunOptions, anonymize};
+
+const PEOPLE: &str = r#"
+version = 1
+name = "people"
+[privacy]
+k = 2
+suppression_limit = 0.0
+[hierarchies]
+age = { builder = "age", widths = [10, 20], top = 90 }
+sex = { builder = "flat" }
+[[columns]]
+name = "name"
+role = "identifier"
+[[columns]]
+name = "insurer_no"
+role = "id_code"
+treatment = "token"
+[[columns]]
+name = "person_key"
+role = "link_code"
+[[columns]]
+name = "age"
+role = "quasi_identifier"
+hierarchy = "age"
+[[columns]]
+name = "sex"
+role = "quasi_identifier"
+hierarchy = "sex"
+[[columns]]
+name = "card"
+role = "financial"
+[[columns]]
+name = "dx"
+role = "sensitive"
+"#;
+
+fn people() -> kiban_deid::io::Input {
+    let rows: Vec<Vec<&str>> = vec![
+        vec!["山田太郎", "12345678", "pk1", "31", "M", "4111", "I21"],
+        vec!["佐藤花子", "22345678", "pk2", "35", "F", "4112", "E11"],
+        vec!["鈴木一郎", "32345678", "pk3", "38", "M", "4113", "I10"],
+        vec!["田中次郎", "42345678", "pk4", "52", "M", "4114", "J45"],
+        vec!["高橋三郎", "12345678", "pk5", "57", "F", "4115", "I21"],
+        vec!["伊藤四郎", "62345678", "pk6", "59", "M", "4116", "C34"],
+    ];
+    Input::Batches(vec![batch(&["name", "insurer_no", "person_key", "age", "sex", "card", "dx"], &rows)])
+}
+
+#[test]
+fn a1_identifier_and_financial_columns_are_deleted() {
+    let out = anonymize(&policy(PEOPLE), &people(), &Output::Memory, &RunOptions::default()).expect("runs");
+    let cols = names(&out.batches);
+    assert!(!cols.contains(&"name".to_owned()) && !cols.contains(&"card".to_owned()), "{cols:?}");
+    assert_eq!(out.report.columns.iter().find(|c| c.name == "name").map(|c| c.action.as_str()), Some("deleted"));
+}
+
+#[test]
+fn a2_id_codes_become_tokens_consistent_within_a_run_and_unlinkable_across_runs() {
+    let p = policy(PEOPLE);
+    let a = anonymize(&p, &people(), &Output::Memory, &RunOptions::default()).expect("runs");
+    let b = anonymize(&p, &people(), &Output::Memory, &RunOptions::default()).expect("runs");
+    let ta = column(&a.batches, "insurer_no");
+    let tb = column(&b.batches, "insurer_no");
+    assert!(ta.iter().all(|t| t.as_deref().is_some_and(|t| t.len() == 24 && !t.contains("2345678"))));
+    // Same original (row 0 and row 4) → same token within the run; nothing shared between runs.
+    assert_eq!(ta[0], ta[4]);
+    assert_ne!(ta[0], ta[1]);
+    let sa: HashSet<_> = ta.iter().collect();
+    assert!(tb.iter().all(|t| !sa.contains(t)), "two runs must not share tokens");
+}
+
+#[test]
+fn a3_link_codes_are_rekeyed_per_release_unless_the_caller_supplies_the_key() {
+    let p = policy(PEOPLE);
+    let a = anonymize(&p, &people(), &Output::Memory, &RunOptions::default()).expect("runs");
+    let b = anonymize(&p, &people(), &Output::Memory, &RunOptions::default()).expect("runs");
+    let (la, lb) = (column(&a.batches, "person_key"), column(&b.batches, "person_key"));
+    assert!(la.iter().all(|v| !v.as_deref().unwrap_or("pk").starts_with("pk")));
+    assert!(la.iter().zip(&lb).all(|(x, y)| x != y), "random per release: releases cannot be joined");
+    let keyed = || RunOptions { rekey: Some(Box::new(|_c: &str, v: &str| format!("R-{}", v.len() * 7))) };
+    let c = anonymize(&p, &people(), &Output::Memory, &keyed()).expect("runs");
+    let d = anonymize(&p, &people(), &Output::Memory, &keyed()).expect("runs");
+    assert_eq!(column(&c.batches, "person_key"), column(&d.batches, "person_key"), "same release key joins");
+}
+
+#[test]
+fn a5_output_is_k_anonymous_as_claimed() {
+    let out = anonymize(&policy(PEOPLE), &people(), &Output::Memory, &RunOptions::default()).expect("runs");
+    let sizes = class_sizes(&out.batches, &["age", "sex"]);
+    assert!(sizes.iter().all(|&s| s >= 2), "{sizes:?}");
+    assert_eq!(out.report.k_achieved, *sizes.iter().min().expect("classes"));
+    // Optimum by hand (ARX Loss, 6 distinct ages): (age 10-year bands, sex '*') costs per record
+    // (3-1)/(6-1) + 1 = 1.4; (age '*', sex kept) costs 1 + 0 = 1.0 and gives classes M:4, F:2;
+    // (age 10-year, sex kept) has (30-39,F) = 1 → fails; 20-year bands = 10-year bands here.
+    assert_eq!(out.report.levels, vec![("age".to_owned(), 3), ("sex".to_owned(), 0)]);
+    assert!((out.report.information_loss - 0.5).abs() < 1e-9, "{}", out.report.information_loss);
+    assert_eq!(column(&out.batches, "age")[0].as_deref(), Some("*"));
+}
+
+#[test]
+fn a6_report_holds_no_original_codes_tokens_or_keys() {
+    let out = anonymize(&policy(PEOPLE), &people(), &Output::Memory, &RunOptions::default()).expect("runs");
+    let json = out.report.to_json();
+    let html = out.report.to_html();
+    let mut secrets: Vec<String> = column(&out.batches, "insurer_no").into_iter().flatten().collect();
+    secrets.extend(column(&out.batches, "person_key").into_iter().flatten());
+    secrets.extend(["12345678", "pk1", "山田太郎", "4111"].map(String::from));
+    for s in secrets {
+        assert!(!json.contains(&s) && !html.contains(&s), "report leaks {s}");
+    }
+}
+
+#[test]
+fn a5_suppression_limit_allows_removing_outliers_and_is_respected() {
+    let text = PEOPLE.replace("k = 2\nsuppression_limit = 0.0", "k = 3\nsuppression_limit = 0.34");
+    let out = anonymize(&policy(&text), &people(), &Output::Memory, &RunOptions::default()).expect("runs");
+    let r = &out.report;
+    assert!(r.records_suppressed as f64 <= 0.34 * 6.0, "{}", r.records_suppressed);
+    assert_eq!(r.records_out, 6 - r.records_suppressed);
+    assert!(class_sizes(&out.batches, &["age", "sex"]).iter().all(|&s| s >= 3));
+}
+
+#[test]
+fn a5_no_solution_is_an_error_not_a_silent_release() {
+    let text = PEOPLE.replace("k = 2", "k = 7");
+    let err = anonymize(&policy(&text), &people(), &Output::Memory, &RunOptions::default()).unwrap_err();
+    assert!(matches!(err, DeidError::NoSolution(_)), "{err}");
+}
+
+#[test]
+fn a1_input_column_without_role_is_an_error_naming_it() {
+    let input = Input::Batches(vec![batch(&["age", "sex", "extra"], &[vec!["30", "M", "x"]])]);
+    let text = r#"
+version = 1
+name = "t"
+[privacy]
+k = 2
+[hierarchies]
+age = { builder = "age" }
+[[columns]]
+name = "age"
+role = "quasi_identifier"
+hierarchy = "age"
+[[columns]]
+name = "sex"
+role = "keep"
+"#;
+    let err = anonymize(&policy(text), &input, &Output::Memory, &RunOptions::default()).unwrap_err().to_string();
+    assert!(err.contains("extra") && err.contains("every column needs a role"), "{err}");
+}
+
+#[test]
+fn a5_value_missing_from_hierarchy_follows_declared_rule() {
+    let base = r#"
+version = 1
+name = "t"
+[privacy]
+k = 2
+[hierarchies]
+age = { builder = "age", widths = [10], missing = "RULE" }
+[[columns]]
+name = "age"
+role = "quasi_identifier"
+hierarchy = "age"
+"#;
+    let input = Input::Batches(vec![batch(&["age"], &[vec!["31"], vec!["33"], vec!["n/a"]])]);
+    let err = anonymize(&policy(&base.replace("RULE", "error")), &input, &Output::Memory, &RunOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("column age") && err.contains("hierarchy age") && !err.contains("n/a"), "{err}");
+    let out = anonymize(&policy(&base.replace("RULE", "suppress")), &input, &Output::Memory, &RunOptions::default())
+        .expect("runs");
+    assert_eq!(out.report.records_suppressed_missing, 1);
+    assert_eq!(out.report.records_out, 2);
+    let out = anonymize(&policy(&base.replace("RULE", "star")), &input, &Output::Memory, &RunOptions::default())
+        .expect("runs");
+    // The '*' record cannot share a class at level 1 (30-39: 2, *: 1), so k=2 without suppression
+    // needs level 2 ('*' for all): all 3 records kept.
+    assert_eq!(out.report.records_out, 3);
+    assert_eq!(out.report.levels, vec![("age".to_owned(), 2)]);
+}
+
+#[test]
+fn a4_rare_values_are_suppressed_per_table_and_per_group_and_numbers_top_coded() {
+    let text = r#"
+version = 1
+name = "t"
+[privacy]
+k = 2
+[hierarchies]
+sex = { builder = "flat" }
+[[columns]]
+name = "sex"
+role = "quasi_identifier"
+hierarchy = "sex"
+[[columns]]
+name = "dx"
+role = "rare"
+min_count = 2
+[[columns]]
+name = "dxg"
+role = "rare"
+min_count = 2
+group_by = ["sex"]
+[[columns]]
+name = "los"
+role = "rare"
+top = 60
+"#;
+    let rows = vec![
+        vec!["M", "I21", "I21", "3"],
+        vec!["M", "I21", "I21", "90"],
+        vec!["F", "I21", "I21", "5"],
+        vec!["F", "Q87", "Q87", "60"],
+        vec!["F", "E11", "E11", "7"],
+        vec!["F", "E11", "E11", "8"],
+    ];
+    let input = Input::Batches(vec![batch(&["sex", "dx", "dxg", "los"], &rows)]);
+    let out = anonymize(&policy(text), &input, &Output::Memory, &RunOptions::default()).expect("runs");
+    let s = |v: Vec<Option<String>>| v.into_iter().map(|x| x.unwrap_or_default()).collect::<Vec<_>>();
+    assert_eq!(s(column(&out.batches, "dx")), ["I21", "I21", "I21", "*", "E11", "E11"]);
+    // Within sex groups the single F/I21 is rare too.
+    assert_eq!(s(column(&out.batches, "dxg")), ["I21", "I21", "*", "*", "E11", "E11"]);
+    assert_eq!(s(column(&out.batches, "los")), ["3", ">=60", "5", ">=60", "7", "8"]);
+    let dxg = out.report.columns.iter().find(|c| c.name == "dxg").expect("reported");
+    assert_eq!(dxg.treated, Some(2));
+    assert!(dxg.action.contains("groups of sex"), "{}", dxg.action);
+}
+
+#[test]
+fn a5_csv_and_parquet_files_round_trip_with_digests() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let csv = dir.path().join("in.csv");
+    std::fs::write(&csv, "age,sex\n31,M\n33,M\n35,F\n37,F\n").expect("write");
+    let text = r#"
+version = 1
+name = "t"
+[privacy]
+k = 2
+[hierarchies]
+age = { builder = "age", widths = [10] }
+[[columns]]
+name = "age"
+role = "quasi_identifier"
+hierarchy = "age"
+[[columns]]
+name = "sex"
+role = "sensitive"
+"#;
+    let p = policy(text);
+    let pq = dir.path().join("out.parquet");
+    let r1 =
+        anonymize(&p, &Input::from_path(&csv), &Output::from_path(&pq), &RunOptions::default()).expect("csv→parquet");
+    assert_eq!(r1.report.records_out, 4);
+    assert_eq!(r1.report.output_sha256, kiban_deid::io::file_sha256(&pq).expect("hash"));
+    assert!(!dir.path().join("out.parquet.partial").exists());
+    let back = dir.path().join("back.csv");
+    let text2 =
+        text.replace("k = 2", "k = 4").replace("builder = \"age\", widths = [10]", "builder = \"prefix\", keep = [1]");
+    let r2 = anonymize(&policy(&text2), &Input::from_path(&pq), &Output::from_path(&back), &RunOptions::default())
+        .expect("parquet→csv");
+    assert_eq!(r2.report.input_sha256, r1.report.output_sha256);
+    assert_eq!(std::fs::read_to_string(&back).expect("read"), "age,sex\n30-39,M\n30-39,M\n30-39,F\n30-39,F\n");
+}
