@@ -403,3 +403,90 @@ mod tests {
         assert_eq!(Vault::open(&path, &ks, Box::new(MemoryAudit::default()), "op").unwrap().len(), 2);
     }
 }
+
+impl StoredIdentity {
+    /// The stored fields as an input record (canonical forms parse to themselves).
+    pub fn to_input(&self) -> crate::identity::IdentityInput {
+        crate::identity::IdentityInput {
+            provider_id: self.provider.clone(),
+            patient_id: self.patient.clone(),
+            name_kanji: self.kanji.clone(),
+            name_kana: self.kana.clone(),
+            sex: self.sex.clone(),
+            birth_date: self.birth.clone(),
+            postal_code: self.postal.clone(),
+            address: self.address.clone(),
+            phone: self.phone.clone(),
+            insurer_number: self.card[0].clone(),
+            card_symbol: self.card[1].clone(),
+            card_number: self.card[2].clone(),
+            card_branch: self.card[3].clone(),
+        }
+    }
+}
+
+/// One row of a linkage-key export: a person and its ID1/ID2 keys (hex) or the reason none was made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkageRow {
+    /// The person.
+    pub person: PersonKey,
+    /// ID1 (kana name, birth date, sex).
+    pub id1: Result<String, crate::normalize::FieldError>,
+    /// ID2 (individual insured-person number, birth date, sex); `None` without a card.
+    pub id2: Option<Result<String, crate::normalize::FieldError>>,
+}
+
+/// Exports linkage keys (L1, L2) for `persons` from their first vault record; the reads are audited.
+pub fn export_linkage_keys(
+    vault: &Vault<'_>,
+    actor: &str,
+    keyer: &crate::linkage::LinkageKeyer,
+    persons: &[PersonKey],
+) -> Vec<LinkageRow> {
+    persons
+        .iter()
+        .filter_map(|&person| {
+            let stored = vault.read_person(actor, "linkage-key export", person).into_iter().next()?;
+            let id = Identity::parse(&stored.to_input()).ok()?;
+            let id1 = keyer.id1(&id.kana, id.birth, id.sex).map(|k| k.to_string());
+            let id2 = id.card.as_ref().map(|c| keyer.id2(c, id.birth, id.sex).map(|k| k.to_string()));
+            Some(LinkageRow { person, id1, id2 })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod export_tests {
+    use super::*;
+    use crate::identity::IdentityInput;
+
+    #[test]
+    fn l1_export_gives_the_same_keys_as_direct_computation() {
+        let t = tempfile::tempdir().unwrap();
+        let ks = KeyStore::create(&t.path().join("keys")).unwrap();
+        let mut v = Vault::open(&t.path().join("v.kbv"), &ks, Box::new(MemoryAudit::default()), "op").unwrap();
+        let input = IdentityInput {
+            provider_id: "prov-b".into(),
+            patient_id: "9".into(),
+            name_kanji: "山田太郎".into(),
+            name_kana: "ﾔﾏﾀﾞ ﾀﾛｳ".into(),
+            sex: "1".into(),
+            birth_date: "昭和55年4月1日".into(),
+            insurer_number: "1130012".into(),
+            card_symbol: "１２３４".into(),
+            card_number: "0567".into(),
+            card_branch: "0".into(),
+            ..Default::default()
+        };
+        let id = Identity::parse(&input).unwrap();
+        let p = PersonKey::from_u64(5);
+        v.put("op", &[StoredIdentity::new(RecordId(0), p, &id)]).unwrap();
+        let keyer = crate::linkage::test_vector_keyer();
+        let rows = export_linkage_keys(&v, "op", &keyer, &[p, PersonKey::from_u64(6)]);
+        assert_eq!(rows.len(), 1);
+        // Same as the published vector for person A in tests/data/linkage.tsv.
+        assert_eq!(rows[0].id1.as_deref().unwrap(), keyer.id1(&id.kana, id.birth, id.sex).unwrap().to_string());
+        assert!(rows[0].id1.as_deref().unwrap().starts_with("c9859d3e168f"));
+        assert!(rows[0].id2.as_ref().unwrap().as_deref().unwrap().starts_with("cb9ddd8c9b2c"));
+    }
+}
