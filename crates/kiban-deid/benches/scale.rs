@@ -1,1 +1,126 @@
-fn main() {}
+//! Scale benchmark (not a test): a synthetic admissions extract (8 QIs: age, sex, prefecture,
+//! secondary area, admission date, ICD-10, department, encounter type) of `KIBAN_SCALE_ROWS` rows
+//! (default 1,000,000), k=10 with 5% suppression; prints rows/s and peak RSS.
+//! Run: `CARGO_TARGET_DIR=target/h-deid cargo bench -p kiban-deid --bench scale`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{ArrayRef, StringBuilder};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::record_batch::RecordBatch;
+use kiban_deid::{Input, Output, Policy, RunOptions, anonymize};
+use rand::{RngExt, SeedableRng};
+
+const POLICY: &str = r#"
+version = 1
+name = "scale"
+[privacy]
+k = 10
+suppression_limit = 0.05
+[hierarchies]
+age = { builder = "age" }
+flat = { builder = "flat" }
+area = { builder = "prefix", keep = [2] }
+date = { builder = "date" }
+icd = { builder = "icd10" }
+[[columns]]
+name = "age"
+role = "quasi_identifier"
+hierarchy = "age"
+[[columns]]
+name = "sex"
+role = "quasi_identifier"
+hierarchy = "flat"
+[[columns]]
+name = "prefecture"
+role = "quasi_identifier"
+hierarchy = "flat"
+[[columns]]
+name = "secondary_area"
+role = "quasi_identifier"
+hierarchy = "area"
+[[columns]]
+name = "admission_date"
+role = "quasi_identifier"
+hierarchy = "date"
+[[columns]]
+name = "icd10"
+role = "quasi_identifier"
+hierarchy = "icd"
+[[columns]]
+name = "department"
+role = "quasi_identifier"
+hierarchy = "flat"
+[[columns]]
+name = "encounter_type"
+role = "quasi_identifier"
+hierarchy = "flat"
+"#;
+
+fn peak_rss_mb() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse::<f64>().ok().map(|kb| kb / 1024.0)
+}
+
+fn main() {
+    let rows: usize = std::env::var("KIBAN_SCALE_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let policy = Policy::from_toml(POLICY, Path::new("."), &BTreeMap::new()).expect("policy");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let icd: Vec<String> =
+        (0..300).map(|i| format!("{}{:02}.{}", (b'A' + (i % 26) as u8) as char, i % 100, i % 10)).collect();
+    let depts = ["内科", "外科", "整形外科", "小児科", "眼科", "皮膚科", "精神科", "循環器内科"];
+    let schema = Arc::new(Schema::new(
+        ["age", "sex", "prefecture", "secondary_area", "admission_date", "icd10", "department", "encounter_type"]
+            .map(|n| Field::new(n, DataType::Utf8, false))
+            .to_vec(),
+    ));
+    let t = Instant::now();
+    let mut batches = Vec::new();
+    let mut left = rows;
+    while left > 0 {
+        let n = left.min(65_536);
+        left -= n;
+        let mut b: Vec<StringBuilder> = (0..8).map(|_| StringBuilder::new()).collect();
+        for _ in 0..n {
+            let u: f64 = rng.random();
+            let pref = rng.random_range(1..=47u32);
+            b[0].append_value(((u.sqrt() * 100.0) as u32).to_string());
+            b[1].append_value(if rng.random_bool(0.5) { "F" } else { "M" });
+            b[2].append_value(format!("{pref:02}"));
+            b[3].append_value(format!("{pref:02}{:02}", rng.random_range(1..=8)));
+            b[4].append_value(format!(
+                "{}-{:02}-{:02}",
+                rng.random_range(2023..=2024),
+                rng.random_range(1..=12),
+                rng.random_range(1..=28)
+            ));
+            b[5].append_value(&icd[(rng.random::<f64>().powi(2) * 300.0) as usize % 300]);
+            b[6].append_value(depts[rng.random_range(0..depts.len())]);
+            b[7].append_value(if rng.random_bool(0.3) { "入院" } else { "外来" });
+        }
+        let cols: Vec<ArrayRef> = b.iter_mut().map(|x| Arc::new(x.finish()) as ArrayRef).collect();
+        batches.push(RecordBatch::try_new(schema.clone(), cols).expect("batch"));
+    }
+    println!("generated {rows} rows in {:.1} s", t.elapsed().as_secs_f64());
+    let t = Instant::now();
+    let out = anonymize(&policy, &Input::Batches(batches), &Output::Memory, &RunOptions::default()).expect("anonymize");
+    let secs = t.elapsed().as_secs_f64();
+    let r = &out.report;
+    println!(
+        "kiban-deid scale: {rows} rows, 8 QIs, k=10, 5%: {:.2} s total ({:.0} rows/s), search {:.0} ms over {} distinct tuples, {} of {} nodes, levels {:?}, loss {:.4}, suppressed {}, peak RSS {} MB",
+        secs,
+        rows as f64 / secs,
+        r.search.millis,
+        r.search.distinct_tuples,
+        r.search.evaluated,
+        r.search.lattice_size,
+        r.levels.iter().map(|(_, l)| *l).collect::<Vec<_>>(),
+        r.information_loss,
+        r.records_suppressed,
+        peak_rss_mb().map_or("n/a".into(), |m| format!("{m:.0}"))
+    );
+}

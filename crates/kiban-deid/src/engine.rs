@@ -123,6 +123,7 @@ fn code_of(q: &mut QiState, h: &Hierarchy, column: &str, v: &str) -> Result<u32>
 }
 
 /// Anonymizes `input` by `policy` into `output` and returns the processing report.
+#[allow(clippy::needless_range_loop)]
 pub fn anonymize(policy: &Policy, input: &Input, output: &Output, opts: &RunOptions) -> Result<Outcome> {
     let started = Instant::now();
     let qis = policy.quasi_identifiers();

@@ -195,7 +195,7 @@ pub fn hash_batch(h: &mut Sha256, batch: &RecordBatch) {
 /// A writer of output batches to CSV or Parquet through `<path>.partial`, renamed on `finish`.
 pub enum Sink {
     /// CSV.
-    Csv(csv::Writer<File>, PathBuf),
+    Csv(Box<csv::Writer<File>>, PathBuf),
     /// Parquet.
     Parquet(Box<parquet::arrow::ArrowWriter<File>>, PathBuf),
     /// Memory.
@@ -219,7 +219,7 @@ impl Sink {
                 let mut w = csv::Writer::from_writer(file);
                 w.write_record(schema.fields().iter().map(|f| f.name().as_str()))
                     .map_err(|e| DeidError::format(p.display().to_string(), e))?;
-                Ok(Sink::Csv(w, p.clone()))
+                Ok(Sink::Csv(Box::new(w), p.clone()))
             }
             Output::Parquet(p) => {
                 let file =

@@ -134,7 +134,10 @@ fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-fn bars(title: &str, series: &[(&str, &str, Vec<(String, f64)>)], percent: bool) -> String {
+/// A chart series: name, colour, (label, value) bars.
+type Series<'a> = (&'a str, &'a str, Vec<(String, f64)>);
+
+fn bars(title: &str, series: &[Series<'_>], percent: bool) -> String {
     let labels: Vec<&String> = series.first().map(|s| s.2.iter().map(|(l, _)| l).collect()).unwrap_or_default();
     let max = series.iter().flat_map(|s| s.2.iter().map(|(_, v)| *v)).fold(0.0f64, f64::max).max(1e-12);
     let (w, h, left, bottom) = (640.0, 220.0, 50.0, 30.0);

@@ -213,6 +213,7 @@ pub struct Lattice<'a> {
 
 impl<'a> Lattice<'a> {
     /// Prepares the search: per-column costs for the metric.
+    #[allow(clippy::needless_range_loop)]
     pub fn new(table: &'a FreqTable, doms: &'a [QiDomain], privacy: &'a Privacy) -> Self {
         let n = table.records();
         let q = doms.len();
