@@ -530,7 +530,7 @@ impl<'a> Lattice<'a> {
                 }
             }
             if !e.anonymous {
-                if self.monotone() && non_anon.len() < 4096 {
+                if self.monotone() && non_anon.len() < 256 {
                     non_anon.retain(|m| !m.iter().zip(&lv).all(|(a, b)| a <= b));
                     non_anon.push(lv.clone());
                 }

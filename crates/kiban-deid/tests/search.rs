@@ -82,7 +82,7 @@ fn a5_sixteen_quasi_identifiers_exhaustive_and_heuristic() {
     let doms: Vec<QiDomain> = (0..q).map(|i| domain(&format!("q{i}"), 4, 3)).collect();
     let mut rows = Vec::new();
     let mut x: u64 = 7;
-    for _ in 0..600 {
+    for _ in 0..200 {
         let r: Vec<u32> = (0..q)
             .map(|_| {
                 x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
@@ -100,7 +100,7 @@ fn a5_sixteen_quasi_identifiers_exhaustive_and_heuristic() {
     assert!(out.best.anonymous);
     let kept_min = out.best.class_sizes.iter().zip(&out.best.failing).filter(|(_, f)| !**f).map(|(s, _)| *s).min();
     assert!(kept_min.is_none_or(|m| m >= 5));
-    assert!(out.best.suppressed <= 12);
+    assert!(out.best.suppressed <= 4);
     // With a 2-level hierarchy per column the lattice is 2^16 = 65,536 nodes: searched exhaustively.
     let doms2: Vec<QiDomain> = (0..q).map(|i| domain(&format!("q{i}"), 2, 2)).collect();
     let rows2: Vec<Vec<u32>> = rows.iter().map(|r| r.iter().map(|v| v % 2).collect()).collect();
