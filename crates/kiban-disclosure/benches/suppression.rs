@@ -130,8 +130,13 @@ fn main() {
     };
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/peers.py");
     let input = peers_json(&[("t2", &t2), ("t3", &t3)]);
-    let child =
-        Command::new(&py).arg(script).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn();
+    let child = Command::new(&py)
+        .current_dir(std::env::temp_dir())
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn();
     let out = match child {
         Ok(mut ch) => {
             let _ = ch.stdin.take().map(|mut s| s.write_all(input.as_bytes()));
