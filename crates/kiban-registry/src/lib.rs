@@ -7,9 +7,16 @@
 //! same migrations and the same test suite pass on both. Migrations ([`migrate`]) are versioned,
 //! checksummed and forward-only: an edited or unknown applied migration stops kiban instead of
 //! guessing. Architecture invariant: no other crate writes SQL; statutory tables are append-only
-//! (later migrations add them).
+//! (migration 2 adds the intake records: see [`records`]).
 
+pub mod accounts;
+pub mod confirmation;
+pub mod gate;
+pub mod import;
+pub mod incidents;
+pub mod intake;
 pub mod migrate;
+pub mod records;
 mod store;
 
 pub use migrate::{MIGRATIONS, Migration, MigrationStatus};

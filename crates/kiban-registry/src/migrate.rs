@@ -21,8 +21,11 @@ impl Migration {
 }
 
 /// Every migration this build knows, in order.
-pub const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "foundation", sql: include_str!("../migrations/0001_foundation.sql") }];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "foundation", sql: include_str!("../migrations/0001_foundation.sql") },
+    Migration { version: 2, name: "intake", sql: include_str!("../migrations/0002_intake.sql") },
+    Migration { version: 10, name: "security", sql: include_str!("../migrations/0010_security.sql") },
+];
 
 /// Where a registry stands against this build's migrations.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,491 @@
+//! The intake of one batch (C1–C4) and the deletion of a person's records (P7, C5).
+//!
+//! `submit`: confirm the provider's standing (C1, C4, P5) → refuse an input already received (by
+//! SHA-256) → compile the gate as of the provision date → read the Parquet input a record batch at a
+//! time, admit or quarantine every record (nothing is lost) → write the admitted records as kiban
+//! datasets under `clinical/<batch>/<table>` and the excluded ones with their reasons under
+//! `quarantine/<batch>/<table>` (staged, committed by rename) → one SQL transaction for the receipt
+//! record (C2), the provision record (P6) and the gate report (C3). If the SQL fails, the renamed
+//! directories are removed again, so the store is as before the batch.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use arrow::array::{Array, StringArray};
+use arrow::record_batch::{RecordBatch, RecordBatchReader};
+use chrono::NaiveDate;
+use kiban_formats::{DatasetError, DatasetWriter, FileFormat};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::gate::{Gate, Verdict, quarantine_batch};
+use crate::records::{NewReceipt, ReceiptRecord, RecordError};
+use crate::store::Registry;
+
+/// What went wrong with a batch.
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    /// A registry rule refused it (provider standing, duplicate input …).
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    /// A file could not be read or written.
+    #[error("{path}: {message}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What happened.
+        message: String,
+    },
+    /// A dataset could not be written.
+    #[error(transparent)]
+    Dataset(#[from] DatasetError),
+}
+
+fn file_err(path: &Path) -> impl FnOnce(&dyn std::fmt::Display) -> IntakeError + '_ {
+    move |e| IntakeError::File { path: path.to_owned(), message: e.to_string() }
+}
+
+/// One batch to take in.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    /// The submitting provider.
+    pub provider_id: String,
+    /// The provision date the batch is decided as of.
+    pub provision_date: NaiveDate,
+    /// Input: a directory of tables (`<input>/<table>/*.parquet`) or of Parquet files (one table).
+    pub input: PathBuf,
+    /// Continuous provision: records go into the provider's bulk record.
+    pub bulk: bool,
+    /// Decide and report only; write nothing (replaying an old batch).
+    pub dry_run: bool,
+    /// The creator's name for the provision record (003 art.34-2).
+    pub creator_name: String,
+    /// The creator's address.
+    pub creator_address: String,
+}
+
+/// Counts for one table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TableCount {
+    /// Table.
+    pub table: String,
+    /// Records in.
+    pub rows_in: u64,
+    /// Admitted.
+    pub admitted: u64,
+    /// Excluded.
+    pub excluded: u64,
+}
+
+/// The gate's result for a batch (C3), kept with the receipt record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GateReport {
+    /// Batch.
+    pub batch_id: String,
+    /// Provider.
+    pub provider_id: String,
+    /// Provision date decided as of.
+    pub provision_date: NaiveDate,
+    /// Waiting period applied (P2).
+    pub waiting_days: u32,
+    /// SHA-256 of the input.
+    pub input_sha256: String,
+    /// Registry version used.
+    pub registry_version: String,
+    /// Persons the registry knew for the provider.
+    pub registry_persons: u64,
+    /// Records in.
+    pub rows_in: u64,
+    /// Records admitted.
+    pub admitted: u64,
+    /// Records excluded.
+    pub excluded: u64,
+    /// Excluded records by reason.
+    pub excluded_by_reason: BTreeMap<String, u64>,
+    /// Distinct persons admitted.
+    pub admitted_persons: u64,
+    /// Distinct persons excluded.
+    pub excluded_persons: u64,
+    /// SHA-256 of the sorted excluded-person list (`patient_id\treason\n` each).
+    pub excluded_persons_sha256: String,
+    /// Per table.
+    pub tables: Vec<TableCount>,
+}
+
+/// What `submit` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    /// The report.
+    pub report: GateReport,
+    /// The receipt record (none on a dry run).
+    pub receipt: Option<ReceiptRecord>,
+    /// Where admitted records went.
+    pub clinical: Option<PathBuf>,
+    /// Where excluded records went.
+    pub quarantine: Option<PathBuf>,
+}
+
+/// The tables of an input directory: `(name, parquet files)`, sorted.
+pub fn input_tables(input: &Path) -> Result<Vec<(String, Vec<PathBuf>)>, IntakeError> {
+    let parquet_in = |d: &Path| -> Result<Vec<PathBuf>, IntakeError> {
+        let mut v: Vec<PathBuf> = fs::read_dir(d)
+            .map_err(|e| file_err(d)(&e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "parquet"))
+            .collect();
+        v.sort();
+        Ok(v)
+    };
+    if !input.is_dir() {
+        return Err(file_err(input)(&"the input must be a directory of Parquet tables"));
+    }
+    let direct = parquet_in(input)?;
+    if !direct.is_empty() {
+        let name = input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "table".into());
+        return Ok(vec![(name, direct)]);
+    }
+    let mut subdirs: Vec<PathBuf> =
+        fs::read_dir(input).map_err(|e| file_err(input)(&e))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    subdirs.sort();
+    let mut out = Vec::new();
+    for d in subdirs.into_iter().filter(|d| d.is_dir()) {
+        let files = parquet_in(&d)?;
+        if !files.is_empty() {
+            out.push((d.file_name().expect("dir name").to_string_lossy().into_owned(), files));
+        }
+    }
+    if out.is_empty() {
+        return Err(file_err(input)(&"no Parquet files found (expected <input>/<table>/*.parquet)"));
+    }
+    Ok(out)
+}
+
+/// SHA-256 of an input: every table name, file name, length and content, in sorted order.
+pub fn input_digest(tables: &[(String, Vec<PathBuf>)]) -> Result<String, IntakeError> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    for (t, files) in tables {
+        for f in files {
+            let name = f.file_name().expect("file").to_string_lossy();
+            let len = fs::metadata(f).map_err(|e| file_err(f)(&e))?.len();
+            h.update(format!("{t}/{name}\t{len}\n").as_bytes());
+            let mut r = File::open(f).map_err(|e| file_err(f)(&e))?;
+            loop {
+                let k = r.read(&mut buf).map_err(|e| file_err(f)(&e))?;
+                if k == 0 {
+                    break;
+                }
+                h.update(&buf[..k]);
+            }
+        }
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+fn batch_id(provider: &str, date: NaiveDate, digest: &str) -> String {
+    format!("b-{provider}-{}-{}", date.format("%Y%m%d"), &digest[..12])
+}
+
+fn read_parquet(path: &Path) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReader, IntakeError> {
+    let f = File::open(path).map_err(|e| file_err(path)(&e))?;
+    ParquetRecordBatchReaderBuilder::try_new(f)
+        .and_then(|b| b.with_batch_size(64 * 1024).build())
+        .map_err(|e| file_err(path)(&e))
+}
+
+fn patient_ids(b: &RecordBatch) -> Option<&StringArray> {
+    b.column_by_name("patient_id").and_then(|c| c.as_any().downcast_ref::<StringArray>())
+}
+
+/// Takes in one batch. See the module documentation for the steps.
+pub async fn submit(reg: &Registry, data_dir: &Path, s: &Submission) -> Result<Outcome, IntakeError> {
+    let standing = reg.standing(&s.provider_id, s.provision_date).await?;
+    let tables = input_tables(&s.input)?;
+    let digest = input_digest(&tables)?;
+    let batch = batch_id(&s.provider_id, s.provision_date, &digest);
+    if !s.dry_run
+        && let Some(prev) = reg.receipt_by_digest(&digest).await?
+    {
+        return Err(RecordError::Invalid {
+            field: "input",
+            rule: "C2",
+            message: format!(
+                "this input (SHA-256 {}…) was already received as batch {}; it is not admitted twice",
+                &digest[..12],
+                prev.batch_id
+            ),
+        }
+        .into());
+    }
+    let version = reg.registry_version().await?;
+    let facts = reg.gate_facts(&s.provider_id).await?;
+    let waiting = standing.filing.input.waiting_days;
+    let gate = Gate::compile(&s.provider_id, &facts, s.provision_date, waiting);
+    drop(facts);
+
+    let stage = data_dir.join("staging").join(&batch);
+    if stage.exists() {
+        fs::remove_dir_all(&stage).map_err(|e| file_err(&stage)(&e))?;
+    }
+    let mut counts = Vec::new();
+    let mut by_reason: BTreeMap<String, u64> = BTreeMap::new();
+    let mut admitted_persons: BTreeSet<String> = BTreeSet::new();
+    let mut excluded_persons: BTreeSet<(String, &'static str)> = BTreeSet::new();
+    let mut items = Vec::new();
+    let mut any_quarantine = false;
+    for (table, files) in &tables {
+        let mut tc = TableCount { table: table.clone(), ..Default::default() };
+        let schema = read_parquet(&files[0])?.schema();
+        items.push(serde_json::json!({
+            "table": table, "columns": schema.fields().iter().map(|f| f.name().clone()).collect::<Vec<_>>()
+        }));
+        let clin = (!s.dry_run)
+            .then(|| {
+                DatasetWriter::create(&stage.join("clinical").join(table), table, schema.clone(), FileFormat::Parquet)
+            })
+            .transpose()?;
+        let mut quar: Option<DatasetWriter> = None;
+        let mut part = 0usize;
+        for f in files {
+            let mut pend_a: Vec<RecordBatch> = Vec::new();
+            let mut pend_q: Vec<RecordBatch> = Vec::new();
+            let mut flush = |a: &mut Vec<RecordBatch>, q: &mut Vec<RecordBatch>, quar: &mut Option<DatasetWriter>| {
+                if let Some(w) = &clin
+                    && !a.is_empty()
+                {
+                    w.write_part(&format!("part-{part:05}"), a)?;
+                }
+                if !q.is_empty() && !s.dry_run {
+                    if quar.is_none() {
+                        *quar = Some(DatasetWriter::create(
+                            &stage.join("quarantine").join(table),
+                            table,
+                            q[0].schema(),
+                            FileFormat::Csv,
+                        )?);
+                    }
+                    quar.as_ref().expect("created").write_part(&format!("part-{part:05}"), q)?;
+                }
+                part += 1;
+                a.clear();
+                q.clear();
+                Ok::<(), IntakeError>(())
+            };
+            for b in read_parquet(f)? {
+                let b = b.map_err(|e| file_err(f)(&e))?;
+                if b.schema() != schema {
+                    return Err(file_err(f)(&format!("its schema differs from {}", files[0].display())));
+                }
+                let split = gate.split(&b).map_err(|e| file_err(f)(&e))?;
+                tc.rows_in += b.num_rows() as u64;
+                tc.admitted += split.admitted.num_rows() as u64;
+                tc.excluded += split.excluded.num_rows() as u64;
+                if let Some(ids) = patient_ids(&split.admitted) {
+                    for i in 0..ids.len() {
+                        if !admitted_persons.contains(ids.value(i)) {
+                            admitted_persons.insert(ids.value(i).to_owned());
+                        }
+                    }
+                }
+                let ids = patient_ids(&split.excluded);
+                for (i, &c) in split.codes.values().iter().enumerate() {
+                    let v = Verdict::ALL[c as usize];
+                    *by_reason.entry(v.as_str().to_owned()).or_default() += 1;
+                    let id = ids.filter(|a| !a.is_null(i)).map(|a| a.value(i)).unwrap_or("");
+                    excluded_persons.insert((id.to_owned(), v.as_str()));
+                }
+                if split.excluded.num_rows() > 0 {
+                    any_quarantine = true;
+                    pend_q.push(quarantine_batch(&split.excluded, &split.codes).map_err(|e| file_err(f)(&e))?);
+                }
+                if split.admitted.num_rows() > 0 {
+                    pend_a.push(split.admitted);
+                }
+                if pend_a.len() + pend_q.len() >= 16 {
+                    flush(&mut pend_a, &mut pend_q, &mut quar)?;
+                }
+            }
+            flush(&mut pend_a, &mut pend_q, &mut quar)?;
+        }
+        let prov = serde_json::json!({"batch_id": batch, "provider_id": s.provider_id,
+            "provision_date": s.provision_date, "input_sha256": digest, "gate": "C3"});
+        if let Some(w) = clin {
+            w.commit(prov.clone())?;
+        }
+        if let Some(w) = quar {
+            w.commit(prov)?;
+        }
+        counts.push(tc);
+    }
+    let mut h = Sha256::new();
+    for (id, reason) in &excluded_persons {
+        h.update(format!("{id}\t{reason}\n").as_bytes());
+    }
+    let rows_in = counts.iter().map(|c| c.rows_in).sum();
+    let admitted = counts.iter().map(|c| c.admitted).sum();
+    let report = GateReport {
+        batch_id: batch.clone(),
+        provider_id: s.provider_id.clone(),
+        provision_date: s.provision_date,
+        waiting_days: waiting,
+        input_sha256: digest.clone(),
+        registry_version: version.clone(),
+        registry_persons: gate.persons() as u64,
+        rows_in,
+        admitted,
+        excluded: counts.iter().map(|c| c.excluded).sum(),
+        excluded_by_reason: by_reason,
+        admitted_persons: admitted_persons.len() as u64,
+        excluded_persons: excluded_persons.iter().map(|(id, _)| id).collect::<BTreeSet<_>>().len() as u64,
+        excluded_persons_sha256: hex::encode(h.finalize()),
+        tables: counts,
+    };
+    debug_assert_eq!(report.rows_in, report.admitted + report.excluded);
+    if s.dry_run {
+        return Ok(Outcome { report, receipt: None, clinical: None, quarantine: None });
+    }
+    // Commit: files by rename, then the records in one transaction; undo the renames if SQL fails.
+    let clinical = data_dir.join("clinical").join(&batch);
+    let quarantine = data_dir.join("quarantine").join(&batch);
+    for (from, to) in [(stage.join("clinical"), &clinical), (stage.join("quarantine"), &quarantine)] {
+        if from.exists() {
+            if let Some(p) = to.parent() {
+                fs::create_dir_all(p).map_err(|e| file_err(p)(&e))?;
+            }
+            if to.exists() {
+                return Err(file_err(to)(&"already exists: a batch with this id was committed before"));
+            }
+            fs::rename(&from, to).map_err(|e| file_err(to)(&e))?;
+        }
+    }
+    let _ = fs::remove_dir_all(&stage);
+    let new = NewReceipt {
+        batch_id: batch.clone(),
+        provider_id: s.provider_id.clone(),
+        input_sha256: digest,
+        provision_date: s.provision_date,
+        standing,
+        persons: admitted_persons.into_iter().collect(),
+        items: serde_json::Value::Array(items),
+        gate_report: serde_json::to_value(&report).expect("report serializes"),
+        registry_version: version,
+        bulk: s.bulk,
+    };
+    match reg.record_receipt(&new, &s.creator_name, &s.creator_address).await {
+        Ok(receipt) => Ok(Outcome {
+            report,
+            receipt: Some(receipt),
+            clinical: Some(clinical),
+            quarantine: any_quarantine.then_some(quarantine),
+        }),
+        Err(e) => {
+            let _ = fs::remove_dir_all(&clinical);
+            let _ = fs::remove_dir_all(&quarantine);
+            Err(e.into())
+        }
+    }
+}
+
+/// What a deletion did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Deletion {
+    /// The deletion record.
+    pub record: crate::records::DeletionRecord,
+    /// Rows removed, by `batch/table`.
+    pub removed: BTreeMap<String, u64>,
+}
+
+/// The identity-vault side of a deletion: `kiban-identity` owns the vault, so the binary passes a
+/// hook that deletes the person's identity there and says what it did.
+pub trait VaultDeletion {
+    /// Deletes the person's identity records; returns a status line for the deletion record.
+    fn delete_identity(&self, provider_id: &str, patient_id: &str) -> Result<String, String>;
+}
+
+/// No vault wired yet: the deletion record says so, and the operator must finish it in the vault.
+pub struct NoVault;
+
+impl VaultDeletion for NoVault {
+    fn delete_identity(&self, _: &str, _: &str) -> Result<String, String> {
+        Ok("pending: identity vault deletion is not wired in this build (kiban-identity); delete there".into())
+    }
+}
+
+/// Deletes a person's records from the clinical store (P7, C5): every dataset of every batch that
+/// contained them is rewritten without them and swapped in by rename; the deletion record names the
+/// batches and the rows.
+pub async fn delete_person(
+    reg: &Registry,
+    data_dir: &Path,
+    provider_id: &str,
+    patient_id: &str,
+    requested_on: NaiveDate,
+    reason: &str,
+    vault: &dyn VaultDeletion,
+) -> Result<Deletion, IntakeError> {
+    let batches = reg.batches_with_person(provider_id, patient_id).await?;
+    let mut removed = BTreeMap::new();
+    for b in &batches {
+        let dir = data_dir.join("clinical").join(b);
+        let Ok(entries) = fs::read_dir(&dir) else { continue };
+        let mut tables: Vec<PathBuf> =
+            entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.join("manifest.json").exists()).collect();
+        tables.sort();
+        for t in tables {
+            let manifest = kiban_formats::verify_dataset(&t)?;
+            let name = manifest.name.clone();
+            let rewrite = t.with_file_name(format!(".{name}.rewrite"));
+            let mut w: Option<DatasetWriter> = None;
+            let mut n_removed = 0u64;
+            for (i, f) in manifest.files.iter().enumerate() {
+                let path = t.join(&f.path);
+                let mut kept = Vec::new();
+                for batch in read_parquet(&path)? {
+                    let batch = batch.map_err(|e| file_err(&path)(&e))?;
+                    let Some(ids) = patient_ids(&batch) else { continue };
+                    let keep: arrow::array::BooleanArray =
+                        (0..ids.len()).map(|i| Some(ids.is_null(i) || ids.value(i) != patient_id)).collect();
+                    let k = arrow::compute::filter_record_batch(&batch, &keep).map_err(|e| file_err(&path)(&e))?;
+                    n_removed += (batch.num_rows() - k.num_rows()) as u64;
+                    kept.push(k);
+                }
+                if w.is_none() {
+                    let schema = kept.first().map(|b| b.schema());
+                    if let Some(schema) = schema {
+                        w = Some(DatasetWriter::create(&rewrite, &name, schema, FileFormat::Parquet)?);
+                    }
+                }
+                if let Some(w) = &w {
+                    w.write_part(&format!("part-{i:05}"), &kept)?;
+                }
+            }
+            let Some(w) = w else { continue };
+            if n_removed == 0 {
+                // Nothing of the person here: discard the rewrite.
+                let staging = rewrite.with_extension("staging");
+                drop(w);
+                let _ = fs::remove_dir_all(staging);
+                continue;
+            }
+            w.commit(manifest.provenance.clone())?;
+            let old = t.with_file_name(format!(".{name}.deleted"));
+            fs::rename(&t, &old).map_err(|e| file_err(&t)(&e))?;
+            fs::rename(&rewrite, &t).map_err(|e| file_err(&t)(&e))?;
+            fs::remove_dir_all(&old).map_err(|e| file_err(&old)(&e))?;
+            removed.insert(format!("{b}/{name}"), n_removed);
+        }
+    }
+    let vault_status = match vault.delete_identity(provider_id, patient_id) {
+        Ok(s) => s,
+        Err(e) => format!("failed: {e}"),
+    };
+    let items = serde_json::json!({
+        "clinical_rows_removed": removed, "statutory_records_kept": "receipt and provision records keep the patient id until their retention ends"
+    });
+    let record =
+        reg.record_deletion(provider_id, patient_id, requested_on, reason, items, batches, &vault_status).await?;
+    Ok(Deletion { record, removed })
+}
