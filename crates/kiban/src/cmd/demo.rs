@@ -111,6 +111,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
         }
         Ok(format!("検証 verified: data directory healthy, {n} datasets match their SHA-256 manifests"))
     })?;
+    stage("gate", &mut || crate::cmd::intake::demo_gate(&dd, &data, &cfg, &synth_dir, &args.dir))?;
 
     let summary = serde_json::json!({
         "dir": args.dir, "patients": args.patients, "seed": args.seed,

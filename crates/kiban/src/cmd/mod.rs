@@ -3,4 +3,8 @@
 pub mod demo;
 pub mod doctor;
 pub mod init;
+pub mod intake;
+pub mod notice;
+pub mod optout;
+pub mod provider;
 pub mod synth;
