@@ -136,7 +136,7 @@ fn demo_runs_end_to_end_and_twice() {
     assert!(o.status.success(), "{}", text(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let stages: Vec<&str> = v["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
-    for s in ["init", "providers", "synth", "verify"] {
+    for s in ["init", "providers", "synth", "verify", "gate"] {
         assert!(stages.contains(&s), "stage {s} ran: {stages:?}");
     }
     assert!(kiban(&["demo", "--dir", d, "--patients", "2000"], &[]).status.success(), "fresh again");
@@ -146,4 +146,166 @@ fn demo_runs_end_to_end_and_twice() {
     let foreign = tmp.path().join("foreign");
     std::fs::create_dir(&foreign).unwrap();
     assert_clean_failure(&kiban(&["demo", "--dir", foreign.to_str().unwrap()], &[]), "not made by `kiban demo`");
+}
+
+fn write_batch(dir: &Path, rows: &[(&str, &str)]) {
+    use std::sync::Arc;
+    let t = dir.join("encounters");
+    std::fs::create_dir_all(&t).unwrap();
+    let schema = Arc::new(arrow::datatypes::Schema::new(vec![
+        arrow::datatypes::Field::new("provider_id", arrow::datatypes::DataType::Utf8, false),
+        arrow::datatypes::Field::new("patient_id", arrow::datatypes::DataType::Utf8, false),
+    ]));
+    let b = arrow::record_batch::RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(arrow::array::StringArray::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
+            Arc::new(arrow::array::StringArray::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
+        ],
+    )
+    .unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(t.join("p.parquet")).unwrap(), schema, None)
+        .unwrap();
+    w.write(&b).unwrap();
+    w.close().unwrap();
+}
+
+#[test]
+fn c1_c3_c4_p4_p7_filing_notices_optouts_and_intake_through_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let d = dir.to_str().unwrap();
+    assert!(kiban(&["init", d], &[]).status.success());
+    let add = |extra: &[&str]| {
+        let mut a = vec![
+            "provider",
+            "add",
+            "--data-dir",
+            d,
+            "--id",
+            "prov-a",
+            "--name",
+            "合成病院",
+            "--filed-on",
+            "2024-01-10",
+            "--update-method",
+            "月次",
+            "--planned-start",
+            "2024-02-01",
+            "--transmission",
+            "SFTP",
+        ];
+        a.extend_from_slice(extra);
+        kiban(&a, &[])
+    };
+    assert!(add(&[]).status.success());
+    let input = tmp.path().join("in");
+    write_batch(
+        &input,
+        &[("prov-a", "00000001"), ("prov-a", "00000002"), ("prov-a", "00000003"), ("prov-a", "bad id")],
+    );
+    let submit = || {
+        kiban(
+            &[
+                "intake",
+                "submit",
+                "--data-dir",
+                d,
+                "--provider",
+                "prov-a",
+                "--date",
+                "2024-06-01",
+                "--input",
+                input.to_str().unwrap(),
+            ],
+            &[],
+        )
+    };
+    assert_clean_failure(&submit(), "not published");
+    let publish = |d: &str| {
+        kiban(
+            &[
+                "provider",
+                "publish",
+                "--data-dir",
+                d,
+                "--id",
+                "prov-a",
+                "--minister-date",
+                "2024-01-15",
+                "--provider-date",
+                "2024-01-20",
+            ],
+            &[],
+        )
+    };
+    assert!(publish(d).status.success());
+    assert_clean_failure(&submit(), "C4");
+    assert!(add(&["--kind", "change", "--security-checked-on", "2024-01-12"]).status.success());
+    assert!(publish(d).status.success());
+    let csv = tmp.path().join("notices.csv");
+    std::fs::write(
+        &csv,
+        "provider_id,patient_id,notice_date,method,recipient,text_version\n\
+         prov-a,00000001,2024-01-01,mail,patient,v1\n\
+         prov-a,00000002,2024-05-20,mail,patient,v1\n\
+         prov-a,00000003,2024-01-01,mail,patient,v1\n\
+         prov-a,00000004,someday,mail,patient,v1\n",
+    )
+    .unwrap();
+    let o = kiban(&["notice", "import", "--data-dir", d, csv.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(2), "a rejected row is reported: {}", text(&o));
+    assert!(text(&o).contains("3 recorded") && text(&o).contains("line 5: notice_date"), "{}", text(&o));
+    let o = kiban(
+        &[
+            "optout",
+            "add",
+            "--data-dir",
+            d,
+            "--provider",
+            "prov-a",
+            "--patient",
+            "00000003",
+            "--requester-name",
+            "合成 花子",
+            "--json",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let id = v["optout"]["event_id"].as_str().unwrap().to_owned();
+    let o = kiban(&["optout", "confirmation", "--data-dir", d, "--id", &id], &[]);
+    assert!(text(&o).contains("六　本書面の交付年月日") && text(&o).contains("合成 花子"), "{}", text(&o));
+    // The opt-out was recorded today, after the provision date 2024-06-01: that batch predates it.
+    let o = kiban(
+        &[
+            "intake",
+            "submit",
+            "--data-dir",
+            d,
+            "--provider",
+            "prov-a",
+            "--date",
+            "2024-06-01",
+            "--input",
+            input.to_str().unwrap(),
+            "--json",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["report"]["rows_in"], 4);
+    assert_eq!(v["report"]["admitted"], 2);
+    assert_eq!(v["report"]["excluded_by_reason"]["notice_too_recent"], 1);
+    assert_eq!(v["report"]["excluded_by_reason"]["malformed_identity"], 1);
+    assert!(v["receipt"]["receipt_id"].is_string());
+    assert_clean_failure(&submit(), "already received");
+    let o = kiban(&["doctor", "--data-dir", d], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = kiban(&["intake", "delete-person", "--data-dir", d, "--provider", "prov-a", "--patient", "00000001"], &[]);
+    assert!(o.status.success() && text(&o).contains("deleted 1 rows"), "{}", text(&o));
+    let o = kiban(&["provider", "list", "--data-dir", d], &[]);
+    assert!(text(&o).contains("may submit (filing #2"), "{}", text(&o));
 }
