@@ -2,6 +2,7 @@
 //! information. This crate only parses arguments and wires the library crates together; every
 //! rule lives in a library crate (see ARCHITECTURE.md).
 
+mod auditkey;
 mod cmd;
 mod datadir;
 mod progress;
@@ -40,6 +41,10 @@ enum Command {
     Synth(cmd::synth::Args),
     /// Run every pipeline stage on a fresh synthetic population and print a summary.
     Demo(cmd::demo::Args),
+    /// Check an aggregate table against the publication rules before anyone but handlers sees it.
+    CheckOutput(cmd::check_output::Args),
+    /// Measure throughput and print a table (targets live in benchmarks, not tests).
+    Bench(cmd::bench::Args),
 }
 
 /// Global options every command sees.
@@ -69,6 +74,8 @@ fn main() -> ExitCode {
         Command::Doctor(a) => cmd::doctor::run(&ctx, a),
         Command::Synth(a) => cmd::synth::run(&ctx, a),
         Command::Demo(a) => cmd::demo::run(&ctx, a),
+        Command::Bench(a) => cmd::bench::run(&ctx, a),
+        Command::CheckOutput(a) => cmd::check_output::run(&ctx, a),
     };
     match result {
         Ok(code) => code,
