@@ -25,7 +25,7 @@ age = { builder = "age" }
 flat = { builder = "flat" }
 area = { builder = "prefix", keep = [2] }
 date = { builder = "date" }
-icd = { builder = "icd10" }
+icd = { builder = "icd10", missing = "star" }
 [[columns]]
 name = "age"
 role = "quasi_identifier"

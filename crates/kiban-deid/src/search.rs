@@ -74,6 +74,10 @@ impl QiDomain {
         }
         QiDomain { name: name.to_owned(), map, labels, leaves }
     }
+    /// Number of original codes (several codes may share a label, e.g. values mapped to `*`).
+    pub fn codes(&self) -> usize {
+        self.map.first().map_or(0, Vec::len)
+    }
     /// Number of levels.
     pub fn levels(&self) -> usize {
         self.map.len()
@@ -217,7 +221,7 @@ impl<'a> Lattice<'a> {
     pub fn new(table: &'a FreqTable, doms: &'a [QiDomain], privacy: &'a Privacy) -> Self {
         let n = table.records();
         let q = doms.len();
-        let mut marg: Vec<Vec<u64>> = doms.iter().map(|d| vec![0; d.size(0)]).collect();
+        let mut marg: Vec<Vec<u64>> = doms.iter().map(|d| vec![0; d.codes()]).collect();
         for c in 0..q {
             for (t, &code) in table.cols[c].iter().enumerate() {
                 marg[c][code as usize] += table.counts[t];
@@ -237,7 +241,7 @@ impl<'a> Lattice<'a> {
                 for (code, &m) in marg[c].iter().enumerate() {
                     gfreq[d.map[l][code] as usize] += m;
                 }
-                let v: Vec<f64> = (0..d.size(0))
+                let v: Vec<f64> = (0..d.codes())
                     .map(|code| {
                         let g = d.map[l][code] as usize;
                         match privacy.metric {
@@ -262,7 +266,7 @@ impl<'a> Lattice<'a> {
                 cc.push(v.iter().zip(&marg[c]).map(|(x, m)| x * *m as f64).sum());
                 per_level.push(v);
             }
-            let s: Vec<f64> = (0..d.size(0))
+            let s: Vec<f64> = (0..d.codes())
                 .map(|code| match privacy.metric {
                     Metric::Entropy if marg[c][code] > 0 => (n as f64 / marg[c][code] as f64).log2(),
                     Metric::Entropy => 0.0,

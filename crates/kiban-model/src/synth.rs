@@ -906,17 +906,26 @@ pub fn research_extract_schema() -> SchemaRef {
 /// encounter and residence come from the ground truth, the rest from the provider's records.
 pub fn research_extract(chunk: &SynthChunk) -> RecordBatch {
     use arrow::array::{Array, AsArray};
-    use arrow::datatypes::{Date32Type, UInt64Type};
+    use arrow::datatypes::Date32Type;
     use std::collections::HashMap;
     let table = |t: SynthTable| &chunk.batches.iter().find(|(k, _)| *k == t).expect("every table generated").1;
     let col = |b: &RecordBatch, name: &str| b.column(b.schema().index_of(name).expect("column in schema")).clone();
-    let (truth, patients, encounters, diagnoses) =
-        (table(SynthTable::Truth), table(SynthTable::Patients), table(SynthTable::Encounters), table(SynthTable::Diagnoses));
+    let (truth, patients, encounters, diagnoses) = (
+        table(SynthTable::Truth),
+        table(SynthTable::Patients),
+        table(SynthTable::Encounters),
+        table(SynthTable::Diagnoses),
+    );
     let t_birth = col(truth, "birth_date");
     let t_birth = t_birth.as_primitive::<Date32Type>();
+    let (t_pref, t_area, t_provs, t_pids) = (
+        col(truth, "prefecture"),
+        col(truth, "secondary_area"),
+        col(truth, "provider_ids"),
+        col(truth, "provider_patient_ids"),
+    );
     let (t_pref, t_area, t_provs, t_pids) =
-        (col(truth, "prefecture"), col(truth, "secondary_area"), col(truth, "provider_ids"), col(truth, "provider_patient_ids"));
-    let (t_pref, t_area, t_provs, t_pids) = (t_pref.as_string::<i32>(), t_area.as_string::<i32>(), t_provs.as_string::<i32>(), t_pids.as_string::<i32>());
+        (t_pref.as_string::<i32>(), t_area.as_string::<i32>(), t_provs.as_string::<i32>(), t_pids.as_string::<i32>());
     let mut person: HashMap<(String, String), usize> = HashMap::new();
     for i in 0..truth.num_rows() {
         for (p, id) in t_provs.value(i).split(';').zip(t_pids.value(i).split(';')) {
@@ -924,7 +933,8 @@ pub fn research_extract(chunk: &SynthChunk) -> RecordBatch {
         }
     }
     let p = |n: &str| col(patients, n);
-    let (p_prov, p_id, p_name, p_ins, p_sex) = (p("provider_id"), p("patient_id"), p("name_kanji"), p("insurer_number"), p("sex"));
+    let (p_prov, p_id, p_name, p_ins, p_sex) =
+        (p("provider_id"), p("patient_id"), p("name_kanji"), p("insurer_number"), p("sex"));
     let mut master: HashMap<(String, String), usize> = HashMap::new();
     for i in 0..patients.num_rows() {
         master.insert((p_prov.as_string::<i32>().value(i).to_owned(), p_id.as_string::<i32>().value(i).to_owned()), i);
@@ -970,7 +980,6 @@ pub fn research_extract(chunk: &SynthChunk) -> RecordBatch {
         }
         age.append_value(years);
     }
-    let _ = UInt64Type::DATA_TYPE;
     let mut cols: Vec<ArrayRef> = b.iter_mut().map(|x| Arc::new(x.finish()) as ArrayRef).collect();
     cols.insert(3, Arc::new(age.finish()));
     let batch = RecordBatch::try_new(research_extract_schema(), cols).expect("columns match the schema");
@@ -1034,7 +1043,11 @@ mod tests {
             .filter(|p| p.providers.contains(&0))
             .map(|p| provider_identity(&c, p, 0, provs[0].style).patient_id)
             .collect();
-        assert_eq!(ids.len(), people.iter().filter(|p| p.providers.contains(&0)).count(), "patient ids unique per provider");
+        assert_eq!(
+            ids.len(),
+            people.iter().filter(|p| p.providers.contains(&0)).count(),
+            "patient ids unique per provider"
+        );
         let legacy = people.iter().find(|p| p.providers.contains(&1)).unwrap();
         let id = provider_identity(&c, legacy, 1, provs[1].style);
         assert!(

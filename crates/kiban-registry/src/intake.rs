@@ -18,7 +18,7 @@ use arrow::record_batch::{RecordBatch, RecordBatchReader};
 use chrono::NaiveDate;
 use kiban_formats::{DatasetError, DatasetWriter, FileFormat};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::gate::{Gate, Verdict, quarantine_batch};
@@ -68,7 +68,7 @@ pub struct Submission {
 }
 
 /// Counts for one table.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableCount {
     /// Table.
     pub table: String,
@@ -81,7 +81,7 @@ pub struct TableCount {
 }
 
 /// The gate's result for a batch (C3), kept with the receipt record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GateReport {
     /// Batch.
     pub batch_id: String,

@@ -41,6 +41,16 @@ enum Command {
     Synth(cmd::synth::Args),
     /// Run every pipeline stage on a fresh synthetic population and print a summary.
     Demo(cmd::demo::Args),
+    /// Providers, their filings (届出) and publication: who may submit (P5, C1, C4).
+    Provider(cmd::provider::Args),
+    /// Notices to patients before provision (P1, P2).
+    Notice(cmd::notice::Args),
+    /// Opt-outs, their withdrawal and confirmation documents (P3, P4).
+    Optout(cmd::optout::Args),
+    /// Take in a batch through the opt-out gate; delete a person's records (C1–C5, P7).
+    Intake(cmd::intake::Args),
+    /// Anonymize a table under a processing policy (A1–A6) and write a processing report.
+    Anonymize(cmd::anonymize::Args),
     /// Check an aggregate table against the publication rules before anyone but handlers sees it.
     CheckOutput(cmd::check_output::Args),
     /// Measure throughput and print a table (targets live in benchmarks, not tests).
@@ -74,6 +84,11 @@ fn main() -> ExitCode {
         Command::Doctor(a) => cmd::doctor::run(&ctx, a),
         Command::Synth(a) => cmd::synth::run(&ctx, a),
         Command::Demo(a) => cmd::demo::run(&ctx, a),
+        Command::Provider(a) => cmd::provider::run(&ctx, a),
+        Command::Notice(a) => cmd::notice::run(&ctx, a),
+        Command::Optout(a) => cmd::optout::run(&ctx, a),
+        Command::Intake(a) => cmd::intake::run(&ctx, a),
+        Command::Anonymize(a) => cmd::anonymize::run(&ctx, a),
         Command::Bench(a) => cmd::bench::run(&ctx, a),
         Command::CheckOutput(a) => cmd::check_output::run(&ctx, a),
     };

@@ -136,7 +136,7 @@ fn demo_runs_end_to_end_and_twice() {
     assert!(o.status.success(), "{}", text(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let stages: Vec<&str> = v["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
-    for s in ["init", "providers", "synth", "verify", "identity", "publication", "audit"] {
+    for s in ["init", "providers", "synth", "verify", "gate", "identity", "anonymize", "publication", "audit"] {
         assert!(stages.contains(&s), "stage {s} ran: {stages:?}");
     }
     let identity = v["stages"].as_array().unwrap().iter().find(|s| s["stage"] == "identity").unwrap();
@@ -154,8 +154,11 @@ fn demo_runs_end_to_end_and_twice() {
 fn o1_check_output_flags_a_small_cell_and_suppress_mode_hides_it() {
     let tmp = tempfile::tempdir().unwrap();
     let table = tmp.path().join("table.csv");
-    std::fs::write(&table, "age_band,sex,patients\n0-4,男,25\n0-4,女,3\n5-9,男,40\n5-9,女,30\n10-14,男,22\n10-14,女,31\n")
-        .unwrap();
+    std::fs::write(
+        &table,
+        "age_band,sex,patients\n0-4,男,25\n0-4,女,3\n5-9,男,40\n5-9,女,30\n10-14,男,22\n10-14,女,31\n",
+    )
+    .unwrap();
     let decl = tmp.path().join("decl.toml");
     std::fs::write(
         &decl,

@@ -37,7 +37,10 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
             let s = s?;
             let rows: u64 = s.rows.iter().map(|(_, n)| n).sum();
             if ctx.json {
-                println!("{}", serde_json::json!({"patients": patients, "rows": rows, "seconds": s.seconds, "bytes": bytes}));
+                println!(
+                    "{}",
+                    serde_json::json!({"patients": patients, "rows": rows, "seconds": s.seconds, "bytes": bytes})
+                );
             } else {
                 println!("| bench | persons | rows (all tables) | seconds | persons/s | rows/s | Parquet MB |");
                 println!("|---|---:|---:|---:|---:|---:|---:|");

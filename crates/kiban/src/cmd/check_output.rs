@@ -13,7 +13,9 @@ use crate::Ctx;
 /// granularity, and secondary suppression so no suppressed cell can be recovered from the totals.
 /// Needs no data directory. Exits 1 when the table may not be published as it stands.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Writes report.json, report.html (Japanese, cells coloured by finding) and protected.csv to --out.")]
+#[command(
+    after_help = "Writes report.json, report.html (Japanese, cells coloured by finding) and protected.csv to --out."
+)]
 pub struct Args {
     /// The table: CSV or Parquet, long or wide, with or without margins.
     #[arg(long, value_name = "FILE")]
