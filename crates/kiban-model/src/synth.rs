@@ -462,7 +462,12 @@ pub fn provider_identity(
         _ => person.card_symbol.clone(),
     };
     ProviderIdentity {
-        patient_id: format!("{:08}", mix(cfg.seed ^ provider as u64, person.truth_id) % 100_000_000),
+        // An affine map mod 10^8 with a multiplier coprime to 10 is a bijection: ids never repeat
+        // within a provider (up to 10^8 persons) yet do not reveal the person's index.
+        patient_id: format!(
+            "{:08}",
+            (person.truth_id.wrapping_mul(48_271) + mix(cfg.seed, provider as u64) % 100_000_000) % 100_000_000
+        ),
         name_kanji,
         name_kana,
         birth_date,
@@ -878,9 +883,126 @@ pub fn generate_chunk(cfg: &SynthConfig, range: std::ops::Range<u64>) -> SynthCh
     SynthChunk { batches: SynthTable::ALL.iter().zip(t.iter_mut()).map(|(&tab, c)| (tab, finish(tab, c))).collect() }
 }
 
+/// Schema of [`research_extract`]: one row per encounter with its main diagnosis, the shape of a
+/// typical research extract (identifiers still in, for the anonymizer to remove).
+pub fn research_extract_schema() -> SchemaRef {
+    let s = |n: &str| Field::new(n, DataType::Utf8, false);
+    Arc::new(Schema::new(vec![
+        s("patient_id"),
+        s("name_kanji"),
+        s("insurer_number"),
+        Field::new("age", DataType::UInt64, false),
+        s("sex"),
+        s("prefecture"),
+        s("secondary_area"),
+        s("admission_date"),
+        s("icd10"),
+        s("diagnosis_name"),
+        s("encounter_type"),
+    ]))
+}
+
+/// Joins a chunk's tables into the research extract of [`research_extract_schema`]: age at the
+/// encounter and residence come from the ground truth, the rest from the provider's records.
+pub fn research_extract(chunk: &SynthChunk) -> RecordBatch {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::Date32Type;
+    use std::collections::HashMap;
+    let table = |t: SynthTable| &chunk.batches.iter().find(|(k, _)| *k == t).expect("every table generated").1;
+    let col = |b: &RecordBatch, name: &str| b.column(b.schema().index_of(name).expect("column in schema")).clone();
+    let (truth, patients, encounters, diagnoses) = (
+        table(SynthTable::Truth),
+        table(SynthTable::Patients),
+        table(SynthTable::Encounters),
+        table(SynthTable::Diagnoses),
+    );
+    let t_birth = col(truth, "birth_date");
+    let t_birth = t_birth.as_primitive::<Date32Type>();
+    let (t_pref, t_area, t_provs, t_pids) = (
+        col(truth, "prefecture"),
+        col(truth, "secondary_area"),
+        col(truth, "provider_ids"),
+        col(truth, "provider_patient_ids"),
+    );
+    let (t_pref, t_area, t_provs, t_pids) =
+        (t_pref.as_string::<i32>(), t_area.as_string::<i32>(), t_provs.as_string::<i32>(), t_pids.as_string::<i32>());
+    let mut person: HashMap<(String, String), usize> = HashMap::new();
+    for i in 0..truth.num_rows() {
+        for (p, id) in t_provs.value(i).split(';').zip(t_pids.value(i).split(';')) {
+            person.insert((p.to_owned(), id.to_owned()), i);
+        }
+    }
+    let p = |n: &str| col(patients, n);
+    let (p_prov, p_id, p_name, p_ins, p_sex) =
+        (p("provider_id"), p("patient_id"), p("name_kanji"), p("insurer_number"), p("sex"));
+    let mut master: HashMap<(String, String), usize> = HashMap::new();
+    for i in 0..patients.num_rows() {
+        master.insert((p_prov.as_string::<i32>().value(i).to_owned(), p_id.as_string::<i32>().value(i).to_owned()), i);
+    }
+    let d_enc = col(diagnoses, "encounter_id");
+    let d_main = col(diagnoses, "main");
+    let (d_code, d_name) = (col(diagnoses, "icd10"), col(diagnoses, "diagnosis_name"));
+    let mut main_dx: HashMap<&str, usize> = HashMap::new();
+    for i in 0..diagnoses.num_rows() {
+        if d_main.as_boolean().value(i) {
+            main_dx.insert(d_enc.as_string::<i32>().value(i), i);
+        }
+    }
+    let e = |n: &str| col(encounters, n);
+    let (e_prov, e_pid, e_id, e_type, e_date) =
+        (e("provider_id"), e("patient_id"), e("encounter_id"), e("encounter_type"), e("admission_date"));
+    let mut b: Vec<StringBuilder> = (0..10).map(|_| StringBuilder::new()).collect();
+    let mut age = UInt64Builder::new();
+    for i in 0..encounters.num_rows() {
+        let key = (e_prov.as_string::<i32>().value(i).to_owned(), e_pid.as_string::<i32>().value(i).to_owned());
+        let (Some(&t), Some(&m), Some(&dx)) =
+            (person.get(&key), master.get(&key), main_dx.get(e_id.as_string::<i32>().value(i)))
+        else {
+            continue;
+        };
+        let day = e_date.as_primitive::<Date32Type>().value(i);
+        let to_date = |d: i32| NaiveDate::from_num_days_from_ce_opt(d + 719_163).expect("date in range");
+        let years = age_on(to_date(t_birth.value(t)), to_date(day)).max(0) as u64;
+        let vals = [
+            key.1.as_str(),
+            p_name.as_string::<i32>().value(m),
+            p_ins.as_string::<i32>().value(m),
+            p_sex.as_string::<i32>().value(m),
+            t_pref.value(t),
+            t_area.value(t),
+            &to_date(day).to_string(),
+            d_code.as_string::<i32>().value(dx),
+            d_name.as_string::<i32>().value(dx),
+            e_type.as_string::<i32>().value(i),
+        ];
+        for (k, v) in vals.iter().enumerate() {
+            b[k].append_value(v);
+        }
+        age.append_value(years);
+    }
+    let mut cols: Vec<ArrayRef> = b.iter_mut().map(|x| Arc::new(x.finish()) as ArrayRef).collect();
+    cols.insert(3, Arc::new(age.finish()));
+    let batch = RecordBatch::try_new(research_extract_schema(), cols).expect("columns match the schema");
+    debug_assert!(batch.column(0).null_count() == 0);
+    batch
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn research_extract_has_one_row_per_encounter_with_a_plausible_age() {
+        let c = cfg(500);
+        let chunk = generate_chunk(&c, 0..500);
+        let x = research_extract(&chunk);
+        let encounters = chunk.batches.iter().find(|(t, _)| *t == SynthTable::Encounters).unwrap().1.num_rows();
+        assert_eq!(x.num_rows(), encounters);
+        use arrow::array::AsArray;
+        let ages = x.column(3).as_primitive::<arrow::datatypes::UInt64Type>();
+        assert!(ages.values().iter().all(|&a| a <= 112));
+        assert!(ages.values().iter().any(|&a| a < 20) && ages.values().iter().any(|&a| a >= 70));
+    }
 
     fn cfg(n: u64) -> SynthConfig {
         SynthConfig { patients: n, ..Default::default() }
@@ -916,6 +1038,16 @@ mod tests {
             .count();
         assert!(twins > 0, "twins seeded");
         let provs = providers(&c);
+        let ids: std::collections::HashSet<String> = people
+            .iter()
+            .filter(|p| p.providers.contains(&0))
+            .map(|p| provider_identity(&c, p, 0, provs[0].style).patient_id)
+            .collect();
+        assert_eq!(
+            ids.len(),
+            people.iter().filter(|p| p.providers.contains(&0)).count(),
+            "patient ids unique per provider"
+        );
         let legacy = people.iter().find(|p| p.providers.contains(&1)).unwrap();
         let id = provider_identity(&c, legacy, 1, provs[1].style);
         assert!(

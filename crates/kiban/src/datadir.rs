@@ -122,6 +122,17 @@ impl DataDir {
         self.root.join("keys")
     }
 
+    /// Opens the key store with the master key from `KIBAN_MASTER_KEY` or the key file.
+    pub fn key_store(&self) -> Result<KeyStore> {
+        let env = std::env::var("KIBAN_MASTER_KEY").ok();
+        KeyStore::open(&self.keys(), env.as_deref()).context("cannot open the key store")
+    }
+
+    /// The audit log directory.
+    pub fn audit_dir(&self) -> PathBuf {
+        self.root.join("audit")
+    }
+
     /// Opens the registry, requiring a current schema.
     pub async fn registry(&self) -> Result<Registry> {
         Ok(Registry::open_current(&self.registry_url()).await?)

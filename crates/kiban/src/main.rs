@@ -2,6 +2,7 @@
 //! information. This crate only parses arguments and wires the library crates together; every
 //! rule lives in a library crate (see ARCHITECTURE.md).
 
+mod auditkey;
 mod cmd;
 mod datadir;
 mod progress;
@@ -48,6 +49,12 @@ enum Command {
     Optout(cmd::optout::Args),
     /// Take in a batch through the opt-out gate; delete a person's records (C1–C5, P7).
     Intake(cmd::intake::Args),
+    /// Anonymize a table under a processing policy (A1–A6) and write a processing report.
+    Anonymize(cmd::anonymize::Args),
+    /// Check an aggregate table against the publication rules before anyone but handlers sees it.
+    CheckOutput(cmd::check_output::Args),
+    /// Measure throughput and print a table (targets live in benchmarks, not tests).
+    Bench(cmd::bench::Args),
 }
 
 /// Global options every command sees.
@@ -81,6 +88,9 @@ fn main() -> ExitCode {
         Command::Notice(a) => cmd::notice::run(&ctx, a),
         Command::Optout(a) => cmd::optout::run(&ctx, a),
         Command::Intake(a) => cmd::intake::run(&ctx, a),
+        Command::Anonymize(a) => cmd::anonymize::run(&ctx, a),
+        Command::Bench(a) => cmd::bench::run(&ctx, a),
+        Command::CheckOutput(a) => cmd::check_output::run(&ctx, a),
     };
     match result {
         Ok(code) => code,

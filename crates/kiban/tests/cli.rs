@@ -136,9 +136,11 @@ fn demo_runs_end_to_end_and_twice() {
     assert!(o.status.success(), "{}", text(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let stages: Vec<&str> = v["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
-    for s in ["init", "providers", "synth", "verify", "gate"] {
+    for s in ["init", "providers", "synth", "verify", "gate", "identity", "anonymize", "publication", "audit"] {
         assert!(stages.contains(&s), "stage {s} ran: {stages:?}");
     }
+    let identity = v["stages"].as_array().unwrap().iter().find(|s| s["stage"] == "identity").unwrap();
+    assert!(identity["result"].as_str().unwrap().contains("precision"), "{identity}");
     assert!(kiban(&["demo", "--dir", d, "--patients", "2000"], &[]).status.success(), "fresh again");
     let o = kiban(&["demo", "--dir", d, "--patients", "2000", "--reuse"], &[]);
     assert!(o.status.success() && text(&o).contains("reused"), "{}", text(&o));
@@ -308,4 +310,45 @@ fn c1_c3_c4_p4_p7_filing_notices_optouts_and_intake_through_the_cli() {
     assert!(o.status.success() && text(&o).contains("deleted 1 rows"), "{}", text(&o));
     let o = kiban(&["provider", "list", "--data-dir", d], &[]);
     assert!(text(&o).contains("may submit (filing #2"), "{}", text(&o));
+
+#[test]
+fn o1_check_output_flags_a_small_cell_and_suppress_mode_hides_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let table = tmp.path().join("table.csv");
+    std::fs::write(
+        &table,
+        "age_band,sex,patients\n0-4,男,25\n0-4,女,3\n5-9,男,40\n5-9,女,30\n10-14,男,22\n10-14,女,31\n",
+    )
+    .unwrap();
+    let decl = tmp.path().join("decl.toml");
+    std::fs::write(
+        &decl,
+        "title = \"test\"\ncount_column = \"patients\"\nuser_made_label = \"利用者が独自に作成\"\n\
+         [[dimension]]\ncolumn = \"age_band\"\nkind = \"age_band\"\n[[dimension]]\ncolumn = \"sex\"\nkind = \"sex\"\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let args = |mode: &str| {
+        vec![
+            "check-output".to_owned(),
+            "--table".into(),
+            table.to_str().unwrap().into(),
+            "--decl".into(),
+            decl.to_str().unwrap().into(),
+            "--mode".into(),
+            mode.into(),
+            "--out".into(),
+            out.join(mode).to_str().unwrap().into(),
+        ]
+    };
+    let check: Vec<String> = args("check");
+    let o = kiban(&check.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    assert!(!o.status.success(), "a cell of 3 must not pass: {}", text(&o));
+    let report = std::fs::read_to_string(out.join("check/report.json")).unwrap();
+    assert!(report.contains("O1"), "{report}");
+    let suppress: Vec<String> = args("suppress");
+    let o = kiban(&suppress.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    let protected = std::fs::read_to_string(out.join("suppress/protected.csv")).unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!protected.contains(",3\n") && protected.contains('X'), "{protected}");
 }
