@@ -310,6 +310,7 @@ fn c1_c3_c4_p4_p7_filing_notices_optouts_and_intake_through_the_cli() {
     assert!(o.status.success() && text(&o).contains("deleted 1 rows"), "{}", text(&o));
     let o = kiban(&["provider", "list", "--data-dir", d], &[]);
     assert!(text(&o).contains("may submit (filing #2"), "{}", text(&o));
+}
 
 #[test]
 fn o1_check_output_flags_a_small_cell_and_suppress_mode_hides_it() {
