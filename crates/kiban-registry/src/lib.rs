@@ -15,8 +15,10 @@ pub mod gate;
 pub mod import;
 pub mod incidents;
 pub mod intake;
+pub mod ledger;
 pub mod migrate;
 pub mod records;
+pub mod review;
 mod store;
 
 pub use migrate::{MIGRATIONS, Migration, MigrationStatus};

@@ -25,6 +25,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "foundation", sql: include_str!("../migrations/0001_foundation.sql") },
     Migration { version: 2, name: "intake", sql: include_str!("../migrations/0002_intake.sql") },
     Migration { version: 10, name: "security", sql: include_str!("../migrations/0010_security.sql") },
+    Migration { version: 20, name: "review", sql: include_str!("../migrations/0020_review.sql") },
 ];
 
 /// Where a registry stands against this build's migrations.
