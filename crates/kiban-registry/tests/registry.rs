@@ -7,6 +7,7 @@ use rand::RngExt;
 mod registry {
     pub mod gate_props;
     pub mod intake;
+    pub mod review;
 }
 
 /// A fresh registry per backend: a temp SQLite file, and a new database on the PostgreSQL server.

@@ -266,34 +266,38 @@ pub fn fee_yen(hourly_rate_yen: u64, minutes: u64, exempt: bool) -> u64 {
     if exempt { 0 } else { (hourly_rate_yen * minutes).div_ceil(60) }
 }
 
+/// A complete fictional agreement for an application (tests and the demo).
+pub fn sample_agreement_for(app: &Application) -> Agreement {
+    Agreement {
+        user_name: "架空大学".into(),
+        user_address: "東京都千代田区架空町1-1".into(),
+        user_detail: "法人番号 1234567890123".into(),
+        user_type: UserType::TypeI,
+        purpose: app.plan.title.clone(),
+        handlers: app.handlers.iter().map(|h| h.name.clone()).collect(),
+        places: app.places.iter().map(|p| p.place_id.clone()).collect(),
+        items: app.extraction.items.iter().map(|i| i.item.clone()).collect(),
+        method: app.provision_method,
+        own_tools_allowed: true,
+        own_data_allowed: false,
+        output_takeout: "公表物確認の後に限る".into(),
+        period_end: app.usage_to,
+        end_of_use: "消去し証明書を提出".into(),
+        supervision: "年1回の監査".into(),
+        joint_use: "共同利用契約による".into(),
+        breach_measures: "利用停止・氏名公表".into(),
+        security_fit: "仮名加工の程度に応じた安全管理".into(),
+        signed_on: app.usage_from,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::application::sample_application;
     use super::*;
 
-    pub(crate) fn sample_agreement() -> Agreement {
-        let app = sample_application();
-        Agreement {
-            user_name: "架空大学".into(),
-            user_address: "東京都千代田区架空町1-1".into(),
-            user_detail: "法人番号 1234567890123".into(),
-            user_type: UserType::TypeI,
-            purpose: app.plan.title.clone(),
-            handlers: vec!["合成 花子".into()],
-            places: vec!["p1".into()],
-            items: vec!["age_group".into()],
-            method: ProvisionMethod::PortableMedia,
-            own_tools_allowed: true,
-            own_data_allowed: false,
-            output_takeout: "公表物確認の後に限る".into(),
-            period_end: app.usage_to,
-            end_of_use: "消去し証明書を提出".into(),
-            supervision: "年1回の監査".into(),
-            joint_use: "共同利用契約による".into(),
-            breach_measures: "利用停止・氏名公表".into(),
-            security_fit: "仮名加工の程度に応じた安全管理".into(),
-            signed_on: app.usage_from,
-        }
+    fn sample_agreement() -> Agreement {
+        sample_agreement_for(&sample_application())
     }
 
     #[test]

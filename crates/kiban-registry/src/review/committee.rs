@@ -130,8 +130,9 @@ pub fn check_composition(members: &[Member], on: NaiveDate) -> Vec<CompositionVi
     v
 }
 
-#[cfg(test)]
-pub(crate) fn sample_committee(n: usize) -> Vec<Member> {
+/// A fictional roster of `n` members for tests and the demo: alternating sexes, the three fields in
+/// turn, the first three external, terms 2025-04-01..2028-03-31.
+pub fn sample_committee(n: usize) -> Vec<Member> {
     let d = |y, m, dd| NaiveDate::from_ymd_opt(y, m, dd).unwrap();
     let fields = [Expertise::NaturalScience, Expertise::HumanitiesSocialScience, Expertise::LayPatientPerspective];
     (0..n)
