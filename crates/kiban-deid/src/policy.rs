@@ -225,6 +225,11 @@ fn delimiter(subject: &str, s: &str) -> Result<u8> {
     }
 }
 
+/// Canonical text of a TOML value (shared with pseudonymization policies).
+pub(crate) fn canonical_text(v: &toml::Value, out: &mut String) {
+    canonical(v, out)
+}
+
 /// Canonical text of a TOML value: tables with sorted keys, no whitespace, numbers normalized.
 fn canonical(v: &toml::Value, out: &mut String) {
     match v {
