@@ -10,6 +10,7 @@
 //! (migration 2 adds the intake records: see [`records`]).
 
 pub mod accounts;
+pub mod business;
 pub mod confirmation;
 pub mod gate;
 pub mod import;
@@ -18,6 +19,7 @@ pub mod intake;
 pub mod ledger;
 pub mod migrate;
 pub mod records;
+pub mod retention;
 pub mod review;
 mod store;
 

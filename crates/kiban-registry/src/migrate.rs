@@ -26,6 +26,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 2, name: "intake", sql: include_str!("../migrations/0002_intake.sql") },
     Migration { version: 10, name: "security", sql: include_str!("../migrations/0010_security.sql") },
     Migration { version: 20, name: "review", sql: include_str!("../migrations/0020_review.sql") },
+    Migration { version: 30, name: "compliance", sql: include_str!("../migrations/0030_compliance.sql") },
 ];
 
 /// Where a registry stands against this build's migrations.
