@@ -306,3 +306,9 @@ pub fn ledger_html(entries: &[LedgerEntry], creator: &str, as_of: NaiveDate) -> 
         entries.len(),
     )
 }
+
+/// SHA-256 of bytes as lowercase hex (the digest a release records for its package manifest).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(bytes))
+}
