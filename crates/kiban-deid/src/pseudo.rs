@@ -633,7 +633,7 @@ pub fn pseudonymize(
             let rep = &mut reports[col_pos[name.as_str()]];
             let a = strings(batch, ci);
             let mut b = StringBuilder::new();
-            for r in 0..rows {
+            for (r, &offset) in offsets.iter().enumerate() {
                 if !a.is_valid(r) {
                     b.append_null();
                     continue;
@@ -655,7 +655,7 @@ pub fn pseudonymize(
                             "*".to_owned()
                         }
                     },
-                    PseudoTreatment::Shift => match shift_date(v, offsets[r]) {
+                    PseudoTreatment::Shift => match shift_date(v, offset) {
                         Some(s) => s,
                         None if v.is_empty() => String::new(),
                         None => {
@@ -664,7 +664,7 @@ pub fn pseudonymize(
                         }
                     },
                     PseudoTreatment::Deidentify => {
-                        let ctx = DocContext { date_offset_days: offsets[r], surrogate_seed: 0 };
+                        let ctx = DocContext { date_offset_days: offset, surrogate_seed: 0 };
                         let d = deidentify(v, &opts.text, &ctx);
                         for s in &d.spans {
                             *rep.findings.entry(s.tag.name().to_owned()).or_default() += 1;

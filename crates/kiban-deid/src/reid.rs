@@ -147,11 +147,14 @@ pub struct LookupEvent {
     pub candidates: u64,
 }
 
+/// The audit callback of a re-identification session.
+pub type AuditFn<'k> = Box<dyn FnMut(&LookupEvent) -> Result<(), String> + 'k>;
+
 /// The only way from a token back to a person: opened for an approval inspection with two approvals.
 pub struct Reidentifier<'k> {
     key: &'k ReleaseKey,
     request: InspectionRequest,
-    audit: Box<dyn FnMut(&LookupEvent) -> Result<(), String> + 'k>,
+    audit: AuditFn<'k>,
 }
 
 impl std::fmt::Debug for Reidentifier<'_> {

@@ -650,10 +650,8 @@ pub fn detect(text: &str) -> Vec<Span> {
         {
             continue;
         }
-        if s.contains(':') || s.contains('/') {
-            if !digit_boundary(t, st, en) {
-                continue;
-            }
+        if (s.contains(':') || s.contains('/')) && !digit_boundary(t, st, en) {
+            continue;
         }
         if t[en..].starts_with('間') && s.ends_with('時') {
             continue;
@@ -681,7 +679,6 @@ pub fn detect(text: &str) -> Vec<Span> {
     persons(t, d, &mut push);
 
     // Resolve overlaps: longer first, then priority.
-    c.sort_by(|a, b| (b.end - b.start, b.prio).cmp(&(a.end - a.start, a.prio)));
     let mut chosen: Vec<Cand> = Vec::new();
     let mut taken = vec![false; t.len() + 1];
     // Structural matches (numbers, contacts) win over dictionary matches they overlap.
@@ -1121,7 +1118,7 @@ fn person_in_run(t: &str, d: &Dicts, start: usize, end: usize, push: &mut impl F
         let w = &t[s..end];
         let hon = honorific_at(t, end).unwrap_or("");
         let cnt = w.chars().count();
-        if !NOT_NAMES.contains(&w) && !(hon == "さん" && cnt == 1) && (2..=5).contains(&cnt) {
+        if !(NOT_NAMES.contains(&w) || hon == "さん" && cnt == 1) && (2..=5).contains(&cnt) {
             push(s, end, Tag::Person, 58);
         }
         return;
