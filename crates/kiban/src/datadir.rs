@@ -186,26 +186,33 @@ impl DataDir {
                 reg.close().await;
             }
         }
-        for area in ["clinical", "datasets"] {
-            let Ok(entries) = fs::read_dir(self.root.join(area)) else {
-                continue;
-            };
-            for e in entries.flatten() {
-                let p = e.path();
-                if p.extension().is_some_and(|x| x == "staging") {
-                    problems.push(format!(
-                        "{} is an unfinished write left by a crash; remove it (it was never committed)",
-                        p.display()
-                    ));
-                } else if p.is_dir()
-                    && p.join("manifest.json").exists()
-                    && let Err(err) = kiban_formats::verify_dataset(&p)
-                {
-                    problems.push(format!("dataset {}: {err}", p.display()));
-                }
-            }
+        for area in ["clinical", "datasets", "quarantine"] {
+            check_datasets(&self.root.join(area), 0, &mut problems);
         }
         problems
+    }
+}
+
+/// Verifies every dataset below `dir` (datasets sit at most two levels down: `<batch>/<table>`).
+fn check_datasets(dir: &Path, depth: u8, problems: &mut Vec<String>) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let p = e.path();
+        if !p.is_dir() {
+            continue;
+        }
+        if p.extension().is_some_and(|x| x == "staging") {
+            problems.push(format!(
+                "{} is an unfinished write left by a crash; remove it (it was never committed)",
+                p.display()
+            ));
+        } else if p.join("manifest.json").exists() {
+            if let Err(err) = kiban_formats::verify_dataset(&p) {
+                problems.push(format!("dataset {}: {err}", p.display()));
+            }
+        } else if depth < 2 {
+            check_datasets(&p, depth + 1, problems);
+        }
     }
 }
 

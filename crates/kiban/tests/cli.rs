@@ -75,7 +75,7 @@ fn doctor_names_what_is_wrong_and_what_to_do() {
     std::fs::remove_dir(dir.join("quarantine")).unwrap();
     let o = kiban(&["doctor", "--data-dir", d], &[]);
     assert!(text(&o).contains("quarantine/ is missing") && text(&o).contains("kiban init"), "{}", text(&o));
-    std::fs::create_dir(dir.join("datasets/half.staging")).unwrap();
+    std::fs::create_dir_all(dir.join("clinical/batch-1/half.staging")).unwrap();
     let o = kiban(&["doctor", "--data-dir", d], &[]);
     assert!(text(&o).contains("unfinished write"), "{}", text(&o));
 }
