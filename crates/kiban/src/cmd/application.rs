@@ -358,3 +358,31 @@ pub async fn demo_review(reg: &Registry, manifest_sha256: &str, out_dir: &Path) 
         ledger.first().map(|e| e.entry_id.as_str()).unwrap_or("-"),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn r2_r9_demo_review_approves_releases_and_stops_the_bad_application() {
+        let tmp = tempfile::tempdir().unwrap();
+        let summary = crate::block_on(async {
+            let reg = Registry::open(&Registry::sqlite_url(&tmp.path().join("r.sqlite"))).await.unwrap();
+            reg.migrate().await.unwrap();
+            let s = demo_review(&reg, &"ab".repeat(32), &tmp.path().join("out")).await.unwrap();
+            assert_eq!(reg.ledger().await.unwrap().len(), 1);
+            // Run twice on the same registry (demo --reuse): still one approval and one refusal more.
+            demo_review(&reg, &"ab".repeat(32), &tmp.path().join("out")).await.unwrap();
+            assert_eq!(reg.ledger().await.unwrap().len(), 2);
+            reg.close().await;
+            s
+        });
+        assert!(
+            summary.contains("approved") && summary.contains("refused by pre-check") && summary.contains("D4"),
+            "{summary}"
+        );
+        let notice = std::fs::read_to_string(tmp.path().join("out/decision-notice.html")).unwrap();
+        assert!(notice.contains("承諾通知書"));
+        assert!(std::fs::read_to_string(tmp.path().join("out/ledger.html")).unwrap().contains("利用者への提供"));
+    }
+}
