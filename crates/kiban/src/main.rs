@@ -55,6 +55,18 @@ enum Command {
     CheckOutput(cmd::check_output::Args),
     /// Measure throughput and print a table (targets live in benchmarks, not tests).
     Bench(cmd::bench::Args),
+    /// The review committee roster and its composition check (R1).
+    Committee(cmd::committee::Args),
+    /// Applications for provision: template, pre-check, submit, show (D1, D2).
+    Application(cmd::application::Args),
+    /// The committee's review: open, conflicts, votes, decision, notice (R2, D3).
+    Review(cmd::application::ReviewArgs),
+    /// Provision to users: agreement, fee, release with its ledger entry, receipt (R3, D5, D6, R9).
+    Release(cmd::release::Args),
+    /// The statutory ledger (帳簿): list and export (R9).
+    Ledger(cmd::ledger::Args),
+    /// Supervision: due reports, expired entitlements, deletion certificates (R5, D7).
+    Supervise(cmd::release::SuperviseArgs),
 }
 
 /// Global options every command sees.
@@ -91,6 +103,12 @@ fn main() -> ExitCode {
         Command::Anonymize(a) => cmd::anonymize::run(&ctx, a),
         Command::Bench(a) => cmd::bench::run(&ctx, a),
         Command::CheckOutput(a) => cmd::check_output::run(&ctx, a),
+        Command::Committee(a) => cmd::committee::run(&ctx, a),
+        Command::Application(a) => cmd::application::run(&ctx, a),
+        Command::Review(a) => cmd::application::run_review(&ctx, a),
+        Command::Release(a) => cmd::release::run(&ctx, a),
+        Command::Ledger(a) => cmd::ledger::run(&ctx, a),
+        Command::Supervise(a) => cmd::release::run_supervise(&ctx, a),
     };
     match result {
         Ok(code) => code,

@@ -353,3 +353,103 @@ fn o1_check_output_flags_a_small_cell_and_suppress_mode_hides_it() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(!protected.contains(",3\n") && protected.contains('X'), "{protected}");
 }
+
+#[test]
+fn r1_r2_r9_committee_review_release_and_ledger_through_the_cli() {
+    use kiban_registry::review::agreement::sample_agreement_for;
+    use kiban_registry::review::application::sample_application;
+    use kiban_registry::review::committee::{Expertise, sample_committee};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let d = dir.to_str().unwrap();
+    assert!(kiban(&["init", d], &[]).status.success());
+    let add = |m: &kiban_registry::review::committee::Member| {
+        let sex = if m.sex == kiban_model::person::Sex::Male { "male" } else { "female" };
+        let exp = match m.expertise {
+            Expertise::NaturalScience => "natural_science",
+            Expertise::HumanitiesSocialScience => "humanities_social_science",
+            Expertise::LayPatientPerspective => "lay_patient_perspective",
+        };
+        let (ts, te) = (m.term_start.to_string(), m.term_end.to_string());
+        let mut a = vec!["committee", "add-member", "--data-dir", d, "--id", &m.member_id, "--name", &m.name];
+        a.extend(["--sex", sex, "--expertise", exp, "--term-start", &ts, "--term-end", &te]);
+        if m.external {
+            a.push("--external");
+        }
+        let o = kiban(&a, &[]);
+        assert!(o.status.success(), "{}", text(&o));
+    };
+    let roster = sample_committee(6);
+    roster[..4].iter().for_each(add);
+    let o = kiban(&["committee", "check", "--on", "2026-06-10", "--data-dir", d], &[]);
+    assert!(!o.status.success() && text(&o).contains("at least 5 members"), "{}", text(&o));
+    roster[4..].iter().for_each(add);
+    assert!(kiban(&["committee", "check", "--on", "2026-06-10", "--data-dir", d], &[]).status.success());
+
+    let app = tmp.path().join("app.json");
+    std::fs::write(&app, kiban(&["application", "template"], &[]).stdout).unwrap();
+    assert!(kiban(&["application", "precheck", app.to_str().unwrap()], &[]).status.success());
+    let mut long = sample_application();
+    long.usage_to = "2028-12-31".parse().unwrap();
+    let bad = tmp.path().join("bad.json");
+    std::fs::write(&bad, serde_json::to_string(&long).unwrap()).unwrap();
+    let o = kiban(&["application", "precheck", bad.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("usage_to") && text(&o).contains("D4"), "{}", text(&o));
+
+    let o =
+        kiban(&["application", "submit", app.to_str().unwrap(), "--on", "2026-06-01", "--data-dir", d, "--json"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let id = v["application_id"].as_str().unwrap().to_owned();
+    let o = kiban(&["review", "open", &id, "--on", "2026-06-10", "--data-dir", d], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    kiban(&["review", "conflict", &id, "--member", "m5", "--reason", "共同研究者", "--data-dir", d], &[]);
+    assert_clean_failure(
+        &kiban(&["review", "vote", &id, "--member", "m5", "--vote", "approve", "--reason", "可", "--data-dir", d], &[]),
+        "conflict of interest",
+    );
+    for m in ["m0", "m1", "m2", "m3", "m4"] {
+        let o = kiban(
+            &["review", "vote", &id, "--member", m, "--vote", "approve", "--reason", "妥当", "--data-dir", d],
+            &[],
+        );
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let release = |extra: &[&str]| {
+        let manifest = tmp.path().join("manifest.json");
+        std::fs::write(&manifest, "{\"files\":[]}").unwrap();
+        let mut a = vec!["release", "create", &id, "--manifest", manifest.to_str().unwrap(), "--item", "age_group"];
+        a.extend(["--medium", "hdd-1:p1", "--on", "2026-07-01", "--data-dir", d]);
+        a.extend(extra);
+        kiban(&a, &[])
+    };
+    assert_clean_failure(&release(&[]), "not allowed while the application is UnderReview");
+    let o = kiban(&["review", "decide", &id, "--outcome", "approve", "--on", "2026-06-10", "--data-dir", d], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let notice = text(&kiban(&["review", "notice", &id, "--data-dir", d], &[]));
+    assert!(notice.contains("承諾通知書") && notice.contains("提供予定時期"), "{notice}");
+    assert_clean_failure(&release(&[]), "no agreement signed");
+    let agreement = tmp.path().join("agreement.json");
+    std::fs::write(&agreement, serde_json::to_string(&sample_agreement_for(&sample_application())).unwrap()).unwrap();
+    let ok = |a: &[&str]| {
+        let o = kiban(a, &[]);
+        assert!(o.status.success(), "{}", text(&o));
+    };
+    ok(&["release", "agree", &id, "--agreement", agreement.to_str().unwrap(), "--data-dir", d]);
+    ok(&["release", "fee", &id, "--rate", "8000", "--minutes", "90", "--final", "--data-dir", d]);
+    assert_clean_failure(&release(&[]), "payment of the fee");
+    ok(&["release", "pay", &id, "--amount", "12000", "--on", "2026-06-20", "--data-dir", d]);
+    let o = release(&["--release-id", "rel-1"]);
+    assert!(o.status.success() && text(&o).contains("ledger entry"), "{}", text(&o));
+    let list = text(&kiban(&["ledger", "list", "--data-dir", d], &[]));
+    assert!(list.contains("利用者への提供") && list.contains("架空大学"), "{list}");
+    let csv = text(&kiban(&["ledger", "export", "--format", "csv", "--data-dir", d], &[]));
+    assert_eq!(csv.lines().count(), 2, "{csv}");
+    let o = kiban(&["supervise", "run", "--as-of", "2028-07-02", "--data-dir", d], &[]);
+    assert!(text(&o).contains("1 entitlement(s) ended"), "{}", text(&o));
+    assert_clean_failure(
+        &kiban(&["release", "ack", &id, "--release", "rel-9", "--on", "2026-07-02", "--data-dir", d], &[]),
+        "no release rel-9",
+    );
+}

@@ -1,13 +1,17 @@
 //! One module per subcommand: each has `Args` (clap) and `run`.
 
 pub mod anonymize;
+pub mod application;
 pub mod bench;
 pub mod check_output;
+pub mod committee;
 pub mod demo;
 pub mod doctor;
 pub mod init;
 pub mod intake;
+pub mod ledger;
 pub mod notice;
 pub mod optout;
 pub mod provider;
+pub mod release;
 pub mod synth;
