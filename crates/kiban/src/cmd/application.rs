@@ -294,7 +294,6 @@ pub fn run_review(ctx: &Ctx, args: ReviewArgs) -> Result<ExitCode> {
 /// (recording `manifest_sha256`, the digest of the released dataset's manifest) with its ledger
 /// entry; a second application is refused by a pre-check (usage period over 24 months). Writes the
 /// decision notice and the ledger (HTML) into `out_dir` and returns a one-line summary.
-#[allow(dead_code, reason = "the lead calls it from cmd/demo.rs")]
 pub async fn demo_review(reg: &Registry, manifest_sha256: &str, out_dir: &Path) -> Result<String> {
     let d = |s: &str| s.parse::<NaiveDate>().expect("valid date");
     let roster = reg.committee().await?;

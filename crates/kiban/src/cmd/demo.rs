@@ -161,6 +161,17 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
             r.risk_after.prosecutor_highest
         ))
     })?;
+    stage("review", &mut || {
+        // The anonymized extract is what the approved application receives.
+        let digest = kiban_registry::ledger::sha256_hex(&fs::read(args.dir.join("anonymized-extract.csv"))?);
+        let out = args.dir.clone();
+        crate::block_on(async {
+            let reg = dd.registry().await?;
+            let r = crate::cmd::application::demo_review(&reg, &digest, &out).await;
+            reg.close().await;
+            r
+        })
+    })?;
     stage("publication", &mut || {
         let rows = kiban_disclosure::api::demo_rows(args.patients.min(5_000) as usize, args.seed);
         let d = kiban_disclosure::api::demo(&rows)?;
