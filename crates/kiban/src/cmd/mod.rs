@@ -1,17 +1,16 @@
 //! One module per subcommand: each has `Args` (clap) and `run`.
 
 pub mod anonymize;
-pub mod application;
+pub mod backup;
 pub mod bench;
 pub mod check_output;
-pub mod committee;
+pub mod compliance;
 pub mod demo;
 pub mod doctor;
 pub mod init;
 pub mod intake;
-pub mod ledger;
 pub mod notice;
 pub mod optout;
 pub mod provider;
-pub mod release;
+pub mod retention;
 pub mod synth;
