@@ -65,6 +65,18 @@ enum Command {
     Backup(cmd::backup::Args),
     /// Restore a backup into an empty directory and check it (X7).
     Restore(cmd::backup::RestoreArgs),
+    /// The review committee roster and its composition check (R1).
+    Committee(cmd::committee::Args),
+    /// Applications for provision: template, pre-check, submit, show (D1, D2).
+    Application(cmd::application::Args),
+    /// The committee's review: open, conflicts, votes, decision, notice (R2, D3).
+    Review(cmd::application::ReviewArgs),
+    /// Provision to users: agreement, fee, release with its ledger entry, receipt (R3, D5, D6, R9).
+    Release(cmd::release::Args),
+    /// The statutory ledger (帳簿): list and export (R9).
+    Ledger(cmd::ledger::Args),
+    /// Supervision: due reports, expired entitlements, deletion certificates (R5, D7).
+    Supervise(cmd::release::SuperviseArgs),
 }
 
 /// Global options every command sees.
@@ -106,6 +118,12 @@ fn main() -> ExitCode {
         Command::Retention(a) => cmd::retention::run(&ctx, a),
         Command::Backup(a) => cmd::backup::run(&ctx, a),
         Command::Restore(a) => cmd::backup::restore(&ctx, a),
+        Command::Committee(a) => cmd::committee::run(&ctx, a),
+        Command::Application(a) => cmd::application::run(&ctx, a),
+        Command::Review(a) => cmd::application::run_review(&ctx, a),
+        Command::Release(a) => cmd::release::run(&ctx, a),
+        Command::Ledger(a) => cmd::ledger::run(&ctx, a),
+        Command::Supervise(a) => cmd::release::run_supervise(&ctx, a),
     };
     match result {
         Ok(code) => code,

@@ -2,15 +2,19 @@
 
 pub mod anonymize;
 pub mod backup;
+pub mod application;
 pub mod bench;
 pub mod check_output;
 pub mod compliance;
+pub mod committee;
 pub mod demo;
 pub mod doctor;
 pub mod init;
 pub mod intake;
+pub mod ledger;
 pub mod notice;
 pub mod optout;
 pub mod provider;
 pub mod retention;
+pub mod release;
 pub mod synth;
