@@ -63,6 +63,28 @@ enum Command {
     Serve(cmd::serve::Args),
     /// Run a gateway (R12): `intake` (receive-only) or `release` (send-only).
     Gateway(cmd::serve::GatewayArgs),
+    /// Compliance evidence: requirements traceability, certification self-assessment (B2), documents.
+    Compliance(cmd::compliance::Args),
+    /// Business plans, budgets, reports and statements with the figures kiban knows (B1, B3).
+    Business(cmd::compliance::BusinessArgs),
+    /// Retention rules of statutory records and the purge of records past retention (C5, P4, P6, C2, I3).
+    Retention(cmd::retention::Args),
+    /// Make an encrypted, consistent snapshot of the data directory (X7).
+    Backup(cmd::backup::Args),
+    /// Restore a backup into an empty directory and check it (X7).
+    Restore(cmd::backup::RestoreArgs),
+    /// The review committee roster and its composition check (R1).
+    Committee(cmd::committee::Args),
+    /// Applications for provision: template, pre-check, submit, show (D1, D2).
+    Application(cmd::application::Args),
+    /// The committee's review: open, conflicts, votes, decision, notice (R2, D3).
+    Review(cmd::application::ReviewArgs),
+    /// Provision to users: agreement, fee, release with its ledger entry, receipt (R3, D5, D6, R9).
+    Release(cmd::release::Args),
+    /// The statutory ledger (帳簿): list and export (R9).
+    Ledger(cmd::ledger::Args),
+    /// Supervision: due reports, expired entitlements, deletion certificates (R5, D7).
+    Supervise(cmd::release::SuperviseArgs),
 }
 
 /// Global options every command sees.
@@ -103,6 +125,17 @@ fn main() -> ExitCode {
         Command::Serve(a) => cmd::serve::run(&ctx, a),
         Command::Gateway(a) => cmd::serve::run_gateway(&ctx, a),
         Command::CheckOutput(a) => cmd::check_output::run(&ctx, a),
+        Command::Compliance(a) => cmd::compliance::run(&ctx, a),
+        Command::Business(a) => cmd::compliance::run_business(&ctx, a),
+        Command::Retention(a) => cmd::retention::run(&ctx, a),
+        Command::Backup(a) => cmd::backup::run(&ctx, a),
+        Command::Restore(a) => cmd::backup::restore(&ctx, a),
+        Command::Committee(a) => cmd::committee::run(&ctx, a),
+        Command::Application(a) => cmd::application::run(&ctx, a),
+        Command::Review(a) => cmd::application::run_review(&ctx, a),
+        Command::Release(a) => cmd::release::run(&ctx, a),
+        Command::Ledger(a) => cmd::ledger::run(&ctx, a),
+        Command::Supervise(a) => cmd::release::run_supervise(&ctx, a),
     };
     match result {
         Ok(code) => code,
