@@ -55,6 +55,12 @@ enum Command {
     CheckOutput(cmd::check_output::Args),
     /// Measure throughput and print a table (targets live in benchmarks, not tests).
     Bench(cmd::bench::Args),
+    /// Pseudonymize a table (仮名加工) under a pseudonymization policy checked against S1–S3.
+    Pseudonymize(cmd::pseudonymize::Args),
+    /// De-identify Japanese free text (S5) and print it.
+    DeidText(cmd::pseudonymize::TextArgs),
+    /// Evaluate the text de-identifier on synthetic notes: precision/recall/F1 per tag and MB/s.
+    BenchText(cmd::pseudonymize::BenchTextArgs),
     /// Accounts: add, list, reset (with identity verification), lock, unlock, totp-setup (X5).
     Account(cmd::account::Args),
     /// The audit log: verify its hash chain and signed checkpoints.
@@ -120,6 +126,9 @@ fn main() -> ExitCode {
         Command::Intake(a) => cmd::intake::run(&ctx, a),
         Command::Anonymize(a) => cmd::anonymize::run(&ctx, a),
         Command::Bench(a) => cmd::bench::run(&ctx, a),
+        Command::Pseudonymize(a) => cmd::pseudonymize::run(&ctx, a),
+        Command::DeidText(a) => cmd::pseudonymize::run_text(&ctx, a),
+        Command::BenchText(a) => cmd::pseudonymize::run_bench_text(&ctx, a),
         Command::Account(a) => cmd::account::run(&ctx, a),
         Command::Audit(a) => cmd::audit::run(&ctx, a),
         Command::Serve(a) => cmd::serve::run(&ctx, a),

@@ -17,6 +17,7 @@ pub mod ledger;
 pub mod notice;
 pub mod optout;
 pub mod provider;
+pub mod pseudonymize;
 pub mod serve;
 pub mod retention;
 pub mod release;
