@@ -188,7 +188,8 @@ fn normalize(s: &str) -> Normalized {
             '\u{FF65}' => '・',
             'ｰ' => 'ー',
             '−' | '‐' => '-',
-            _ => half_kana(c).unwrap_or(c),
+            '\u{FF66}'..='\u{FF9D}' => half_kana(c).unwrap_or(c),
+            _ => c,
         };
         if c != out && ('\u{FF66}'..='\u{FF9D}').contains(&c) {
             // Voiced and semi-voiced marks fold into the preceding kana.
@@ -408,6 +409,26 @@ fn dicts() -> &'static Dicts {
         for f in EXTRA_FAMILY.split_whitespace() {
             family.insert(f.to_owned());
         }
+        // Old kanji forms written on cards and in legacy systems (澤, 嶋, 﨑, 邊 …).
+        const OLD: [(char, char); 12] = [
+            ('辺', '邊'),
+            ('辺', '邉'),
+            ('高', '髙'),
+            ('崎', '﨑'),
+            ('沢', '澤'),
+            ('浜', '濱'),
+            ('斉', '齋'),
+            ('斎', '齋'),
+            ('広', '廣'),
+            ('島', '嶋'),
+            ('国', '國'),
+            ('竜', '龍'),
+        ];
+        let variants: Vec<String> = family
+            .iter()
+            .flat_map(|f| OLD.iter().filter(|(n, _)| f.contains(*n)).map(|(n, o)| f.replace(*n, &o.to_string())))
+            .collect();
+        family.extend(variants);
         let surname_chars: HashSet<char> = family.iter().filter(|f| f.chars().count() >= 2).flat_map(|f| f.chars()).collect();
         let mut place_names: Vec<String> = Vec::new();
         let mut prefs = HashSet::new();

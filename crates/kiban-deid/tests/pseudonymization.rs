@@ -401,6 +401,7 @@ fn s5_demo_stage_pseudonymizes_the_synthetic_master_with_notes() {
         let family: String = n.chars().take_while(|c| *c != '　' && *c != ' ').collect();
         if notes.value(r).contains(n.as_str()) || notes.value(r).contains(&family) {
             leaked += 1;
+            eprintln!("LEAK {n}: {}", notes.value(r));
         }
     }
     assert!(leaked <= 1, "{leaked} notes still name their patient");
