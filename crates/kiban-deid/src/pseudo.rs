@@ -743,3 +743,47 @@ fn unreachable_delete() -> String {
     // Deleted columns are never in the kept list; an empty value is the safe answer regardless.
     String::new()
 }
+
+/// The demo stage "pseudonymize": pseudonymizes a synthetic patient master
+/// (`kiban_model::synth::SynthTable::Patients`) under the shipped policy
+/// `policies/synth_pseudonymized.toml` (its synthetic population table embedded), with a free-text
+/// `note` column added per patient — a short clinical note that mentions the patient's own name,
+/// address, phone and birth date — so the extract shows S1–S3 on columns and S5 on text.
+pub fn demo_stage(patients: &RecordBatch, output: &Output, key: ReleaseKey) -> Result<PseudoOutcome> {
+    let mut text = include_str!("../policies/synth_pseudonymized.toml")
+        .replace("population_table = \"population_synthetic.tsv\"\n", "");
+    text.push_str("\n[[columns]]\nname = \"note\"\nrole = \"free_text\"\n");
+    let mut policy = PseudoPolicy::from_toml(&text, Path::new("."))?;
+    policy.population = parse_population(include_str!("../policies/population_synthetic.tsv"))?;
+    let get = |name: &str| -> Result<&arrow::array::StringArray> {
+        let i = patients.schema().index_of(name).map_err(|_| DeidError::Schema {
+            column: name.to_owned(),
+            rule: "the demo stage needs the synthetic patient master".into(),
+        })?;
+        patients
+            .column(i)
+            .as_any()
+            .downcast_ref::<arrow::array::StringArray>()
+            .ok_or_else(|| DeidError::format("<batches>", format!("column {name} is not text")))
+    };
+    let (name, addr, phone, birth, sex) =
+        (get("name_kanji")?, get("address")?, get("phone")?, get("birth_date")?, get("sex")?);
+    let mut notes = StringBuilder::new();
+    for r in 0..patients.num_rows() {
+        let s = if sex.value(r) == "1" { "男性" } else { "女性" };
+        notes.append_value(format!(
+            "{}さん（{}生、{s}）は{}在住。本日、咳嗽と発熱で来院。連絡先{}。HbA1c 7.2%、アムロジピン5mg継続。",
+            name.value(r),
+            birth.value(r),
+            addr.value(r),
+            phone.value(r)
+        ));
+    }
+    let mut fields: Vec<Field> = patients.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new("note", DataType::Utf8, true));
+    let mut cols: Vec<ArrayRef> = patients.columns().to_vec();
+    cols.push(Arc::new(notes.finish()));
+    let batch =
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).map_err(|e| DeidError::format("<batches>", e))?;
+    pseudonymize(&policy, &Input::Batches(vec![batch]), output, &PseudoOptions::new(key))
+}

@@ -188,7 +188,8 @@ fn normalize(s: &str) -> Normalized {
             '\u{FF65}' => '・',
             'ｰ' => 'ー',
             '−' | '‐' => '-',
-            _ => half_kana(c).unwrap_or(c),
+            '\u{FF66}'..='\u{FF9D}' => half_kana(c).unwrap_or(c),
+            _ => c,
         };
         if c != out && ('\u{FF66}'..='\u{FF9D}').contains(&c) {
             // Voiced and semi-voiced marks fold into the preceding kana.
@@ -264,7 +265,9 @@ const EXTRA_FAMILY: &str = "佐藤 鈴木 高橋 田中 伊藤 渡辺 山本 中
 北野 泉 宮内 中谷 金井 比嘉 金城 宮城 大城 新垣 玉城 上原 島袋 照屋 仲宗根 東海林 勅使河原 一二三 小鳥遊 四月一日 月見里 \
 九十九 五月女 御手洗 鬼塚 猪股 蛭田 薬師寺 百目鬼";
 
-const HONORIFICS: [&str; 21] = [
+const HONORIFICS: [&str; 23] = [
+    "Ns",
+    "NS",
     "さん",
     "様",
     "さま",
@@ -406,6 +409,26 @@ fn dicts() -> &'static Dicts {
         for f in EXTRA_FAMILY.split_whitespace() {
             family.insert(f.to_owned());
         }
+        // Old kanji forms written on cards and in legacy systems (澤, 嶋, 﨑, 邊 …).
+        const OLD: [(char, char); 12] = [
+            ('辺', '邊'),
+            ('辺', '邉'),
+            ('高', '髙'),
+            ('崎', '﨑'),
+            ('沢', '澤'),
+            ('浜', '濱'),
+            ('斉', '齋'),
+            ('斎', '齋'),
+            ('広', '廣'),
+            ('島', '嶋'),
+            ('国', '國'),
+            ('竜', '龍'),
+        ];
+        let variants: Vec<String> = family
+            .iter()
+            .flat_map(|f| OLD.iter().filter(|(n, _)| f.contains(*n)).map(|(n, o)| f.replace(*n, &o.to_string())))
+            .collect();
+        family.extend(variants);
         let surname_chars: HashSet<char> = family.iter().filter(|f| f.chars().count() >= 2).flat_map(|f| f.chars()).collect();
         let mut place_names: Vec<String> = Vec::new();
         let mut prefs = HashSet::new();
@@ -454,7 +477,7 @@ fn dicts() -> &'static Dicts {
             digits: re(r"\d(?:[\d]|[\- ](?:\d)){5,22}"),
             postal: re(r"〒\s?\d{3}-?\d{4}|\d{3}-\d{4}"),
             labeled_id: re(
-                r"(?:患者ID|患者番号|患者No\.?|ID|カルテ番号|カルテNo\.?|診察券番号|診察券No\.?|保険者番号|被保険者番号|被保険者証番号|記号番号|受給者番号|公費負担者番号|負担者番号|個人番号|マイナンバー|登録番号|検体番号|入院番号|No\.|番号)\s*[:：]?\s*((?:[A-Za-z]{0,3}[\-]?)?\d[\d\-]{2,}[A-Za-z]?)",
+                r"(?:患者ID|患者番号|患者No\.?|ID|カルテ番号|カルテNo\.?|診察券番号|診察券No\.?|保険者番号|被保険者番号|被保険者証番号|記号番号|記号|受給者番号|公費負担者番号|負担者番号|個人番号|マイナンバー|登録番号|検体番号|入院番号|No\.|番号)\s*[:：]?\s*((?:[A-Za-z]{0,3}[\-]?)?\d[\d\-]{2,}[A-Za-z]?)",
             ),
             bank: re(
                 r"(?:普通|当座|貯蓄)(?:預金)?\s*(?:口座)?\s*(?:番号)?\s*[:：]?\s*(\d{6,8})|口座番号\s*[:：]?\s*(\d{6,8})",

@@ -384,3 +384,25 @@ fn s8_third_party_release_only_to_authorities_for_approval() {
     let e = check_third_party(&Recipient::Other("ACME Pharma".into()), &Purpose::DrugApproval).unwrap_err();
     assert!(e.to_string().contains("S8"));
 }
+
+#[test]
+fn s5_demo_stage_pseudonymizes_the_synthetic_master_with_notes() {
+    use kiban_model::synth::{SynthConfig, SynthTable, generate_chunk};
+    let cfg = SynthConfig { patients: 50, ..Default::default() };
+    let chunk = generate_chunk(&cfg, 0..50);
+    let patients = &chunk.batches.iter().find(|(t, _)| *t == SynthTable::Patients).unwrap().1;
+    let names: Vec<String> = col(patients, "name_kanji").iter().map(|v| v.unwrap().to_owned()).collect();
+    let out = kiban_deid::pseudo::demo_stage(patients, &Output::Memory, key()).unwrap();
+    let b = &out.batches[0];
+    assert!(b.schema().index_of("name_kanji").is_err() && b.schema().index_of("phone").is_err());
+    let notes = col(b, "note");
+    let mut leaked = 0;
+    for (r, n) in names.iter().enumerate() {
+        let family: String = n.chars().take_while(|c| *c != '　' && *c != ' ').collect();
+        if notes.value(r).contains(n.as_str()) || notes.value(r).contains(&family) {
+            leaked += 1;
+            eprintln!("LEAK {n}: {}", notes.value(r));
+        }
+    }
+    assert!(leaked <= 1, "{leaked} notes still name their patient");
+}

@@ -5,6 +5,7 @@ use kiban_registry::{Backend, MIGRATIONS, Registry, RegistryError};
 use rand::RngExt;
 
 mod registry {
+    pub mod compliance;
     pub mod gate_props;
     pub mod intake;
     pub mod review;

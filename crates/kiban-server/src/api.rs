@@ -1,5 +1,8 @@
 //! The routes of the main server: login pages (Japanese, no JavaScript) and the JSON API.
 
+// Handlers return `Result<Response, Response>`, axum's usual shape; both sides are responses.
+#![allow(clippy::result_large_err)]
+
 use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};

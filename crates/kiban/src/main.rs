@@ -55,6 +55,30 @@ enum Command {
     CheckOutput(cmd::check_output::Args),
     /// Measure throughput and print a table (targets live in benchmarks, not tests).
     Bench(cmd::bench::Args),
+    /// Pseudonymize a table (仮名加工) under a pseudonymization policy checked against S1–S3.
+    Pseudonymize(cmd::pseudonymize::Args),
+    /// De-identify Japanese free text (S5) and print it.
+    DeidText(cmd::pseudonymize::TextArgs),
+    /// Evaluate the text de-identifier on synthetic notes: precision/recall/F1 per tag and MB/s.
+    BenchText(cmd::pseudonymize::BenchTextArgs),
+    /// Accounts: add, list, reset (with identity verification), lock, unlock, totp-setup (X5).
+    Account(cmd::account::Args),
+    /// The audit log: verify its hash chain and signed checkpoints.
+    Audit(cmd::audit::Args),
+    /// Run the HTTP API and login page (TLS with --tls-cert/--tls-key).
+    Serve(cmd::serve::Args),
+    /// Run a gateway (R12): `intake` (receive-only) or `release` (send-only).
+    Gateway(cmd::serve::GatewayArgs),
+    /// Compliance evidence: requirements traceability, certification self-assessment (B2), documents.
+    Compliance(cmd::compliance::Args),
+    /// Business plans, budgets, reports and statements with the figures kiban knows (B1, B3).
+    Business(cmd::compliance::BusinessArgs),
+    /// Retention rules of statutory records and the purge of records past retention (C5, P4, P6, C2, I3).
+    Retention(cmd::retention::Args),
+    /// Make an encrypted, consistent snapshot of the data directory (X7).
+    Backup(cmd::backup::Args),
+    /// Restore a backup into an empty directory and check it (X7).
+    Restore(cmd::backup::RestoreArgs),
     /// The review committee roster and its composition check (R1).
     Committee(cmd::committee::Args),
     /// Applications for provision: template, pre-check, submit, show (D1, D2).
@@ -102,7 +126,19 @@ fn main() -> ExitCode {
         Command::Intake(a) => cmd::intake::run(&ctx, a),
         Command::Anonymize(a) => cmd::anonymize::run(&ctx, a),
         Command::Bench(a) => cmd::bench::run(&ctx, a),
+        Command::Pseudonymize(a) => cmd::pseudonymize::run(&ctx, a),
+        Command::DeidText(a) => cmd::pseudonymize::run_text(&ctx, a),
+        Command::BenchText(a) => cmd::pseudonymize::run_bench_text(&ctx, a),
+        Command::Account(a) => cmd::account::run(&ctx, a),
+        Command::Audit(a) => cmd::audit::run(&ctx, a),
+        Command::Serve(a) => cmd::serve::run(&ctx, a),
+        Command::Gateway(a) => cmd::serve::run_gateway(&ctx, a),
         Command::CheckOutput(a) => cmd::check_output::run(&ctx, a),
+        Command::Compliance(a) => cmd::compliance::run(&ctx, a),
+        Command::Business(a) => cmd::compliance::run_business(&ctx, a),
+        Command::Retention(a) => cmd::retention::run(&ctx, a),
+        Command::Backup(a) => cmd::backup::run(&ctx, a),
+        Command::Restore(a) => cmd::backup::restore(&ctx, a),
         Command::Committee(a) => cmd::committee::run(&ctx, a),
         Command::Application(a) => cmd::application::run(&ctx, a),
         Command::Review(a) => cmd::application::run_review(&ctx, a),

@@ -354,6 +354,195 @@ fn o1_check_output_flags_a_small_cell_and_suppress_mode_hides_it() {
     assert!(!protected.contains(",3\n") && protected.contains('X'), "{protected}");
 }
 
+fn json_of(o: &Output) -> serde_json::Value {
+    assert!(o.status.success(), "{}", text(o));
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(o)))
+}
+
+#[test]
+fn x7_backup_restores_into_an_empty_directory_that_passes_doctor_with_audit_chain_and_manifests() {
+    let tmp = tempfile::tempdir().unwrap();
+    let demo = tmp.path().join("demo");
+    assert!(kiban(&["demo", "--dir", demo.to_str().unwrap(), "--patients", "1000"], &[]).status.success());
+    let data = demo.join("data");
+    let d = data.to_str().unwrap();
+    let bak = tmp.path().join("kiban.bak");
+    let b = json_of(&kiban(&["backup", "--data-dir", d, "--out", bak.to_str().unwrap(), "--json"], &[]));
+    let bytes = std::fs::read(&bak).unwrap();
+    assert_eq!(b["size_bytes"].as_u64().unwrap(), bytes.len() as u64);
+    let needle = b"format_version";
+    assert!(!bytes.windows(needle.len()).any(|w| w == needle), "the archive is encrypted");
+    assert_clean_failure(&kiban(&["backup", "--data-dir", d, "--out", bak.to_str().unwrap()], &[]), "exists");
+    // The self-assessment sees the backup.
+    let a = json_of(&kiban(&["compliance", "assess", "--data-dir", d, "--json"], &[]));
+    assert_eq!(a["facts"]["backup"]["ok"], true, "{}", a["facts"]["backup"]);
+
+    let into = tmp.path().join("restored");
+    let r = into.to_str().unwrap();
+    assert_clean_failure(&kiban(&["restore", bak.to_str().unwrap(), "--into", r], &[]), "master key");
+    let key = data.join("keys/master.key");
+    let o = kiban(&["restore", bak.to_str().unwrap(), "--into", r, "--master-key-file", key.to_str().unwrap()], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(json_of(&kiban(&["doctor", "--data-dir", r, "--json"], &[]))["ok"] == true);
+    let a = json_of(&kiban(&["compliance", "assess", "--data-dir", r, "--json"], &[]));
+    assert_eq!(a["facts"]["audit"]["ok"], true, "audit chain verifies: {}", a["facts"]["audit"]);
+    assert_eq!(a["facts"]["encryption"]["ok"], true);
+    // Every dataset manifest (and so every part file's digest, checked by doctor) is the original's.
+    let mut n = 0;
+    for area in ["clinical", "datasets"] {
+        for e in std::fs::read_dir(data.join(area)).unwrap().flatten() {
+            let m = e.path().join("manifest.json");
+            if m.exists() {
+                let rel = e.path().strip_prefix(&data).unwrap().join("manifest.json");
+                assert_eq!(std::fs::read(&m).unwrap(), std::fs::read(into.join(&rel)).unwrap(), "{}", rel.display());
+                n += 1;
+            }
+        }
+    }
+    assert!(n > 0, "the demo made datasets");
+    // A non-empty directory is refused; a damaged backup does not open.
+    assert_clean_failure(
+        &kiban(&["restore", bak.to_str().unwrap(), "--into", r, "--master-key-file", key.to_str().unwrap()], &[]),
+        "not empty",
+    );
+    let mut bad = bytes.clone();
+    let last = bad.len() - 5;
+    bad[last] ^= 1;
+    let badf = tmp.path().join("bad.bak");
+    std::fs::write(&badf, bad).unwrap();
+    let into2 = tmp.path().join("r2");
+    assert_clean_failure(
+        &kiban(
+            &[
+                "restore",
+                badf.to_str().unwrap(),
+                "--into",
+                into2.to_str().unwrap(),
+                "--master-key-file",
+                key.to_str().unwrap(),
+            ],
+            &[],
+        ),
+        "does not open",
+    );
+    // Retention on the demo's data: a dry run far ahead deletes nothing, a real run records its purge.
+    let dry =
+        json_of(&kiban(&["retention", "run", "--data-dir", d, "--as-of", "2099-01-01", "--dry-run", "--json"], &[]));
+    assert_eq!(dry["dry_run"], true);
+    let log = json_of(&kiban(&["retention", "log", "--data-dir", d, "--json"], &[]));
+    assert_eq!(log.as_array().unwrap().len(), 0, "a dry run records nothing");
+    let run = json_of(&kiban(&["retention", "run", "--data-dir", d, "--as-of", "2099-01-01", "--json"], &[]));
+    let purged: u64 = run["kinds"].as_array().unwrap().iter().map(|k| k["purged"].as_u64().unwrap()).sum();
+    let dry_purged: u64 = dry["kinds"].as_array().unwrap().iter().map(|k| k["purged"].as_u64().unwrap()).sum();
+    assert_eq!(purged, dry_purged, "the dry run said what the run did");
+    let log = json_of(&kiban(&["retention", "log", "--data-dir", d, "--json"], &[]));
+    assert_eq!(log.as_array().unwrap().len(), run["kinds"].as_array().unwrap().len());
+    assert!(json_of(&kiban(&["doctor", "--data-dir", d, "--json"], &[]))["ok"] == true);
+}
+
+#[test]
+fn b1_b2_compliance_matrix_assessment_attachments_and_business_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let m = json_of(&kiban(&["compliance", "matrix", "--workspace", ws.to_str().unwrap(), "--json"], &[]));
+    let rows = m.as_array().unwrap();
+    assert!(rows.len() >= 77, "every requirement id is listed");
+    let row = |id: &str| rows.iter().find(|r| r["id"] == id).unwrap().clone();
+    let c3 = row("C3");
+    assert_eq!(c3["status"], "not run", "no results given");
+    let first = c3["tests"][0]["name"].as_str().unwrap().to_owned();
+    assert!(first.starts_with("c3_") || first.contains("_c3_"), "{first}");
+    assert!(rows.iter().any(|r| r["status"] == "uncovered"), "requirements without tests show as uncovered");
+    // With results: the named test passes, a failing one fails the requirement.
+    let res = tmp.path().join("results.txt");
+    let names: Vec<String> =
+        c3["tests"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_owned()).collect();
+    let mut out: String = names.iter().map(|n| format!("test registry::{n} ... ok\n")).collect();
+    std::fs::write(&res, &out).unwrap();
+    let html = tmp.path().join("matrix.html");
+    let m = json_of(&kiban(
+        &[
+            "compliance",
+            "matrix",
+            "--workspace",
+            ws.to_str().unwrap(),
+            "--results",
+            res.to_str().unwrap(),
+            "--html",
+            html.to_str().unwrap(),
+            "--json",
+        ],
+        &[],
+    ));
+    assert_eq!(m.as_array().unwrap().iter().find(|r| r["id"] == "C3").unwrap()["status"], "pass");
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("lang=\"ja\"") && page.contains("要件トレーサビリティ表") && !page.contains("<script"));
+    out.push_str(&format!("test x::{} ... FAILED\n", names[0]));
+    std::fs::write(&res, &out).unwrap();
+    let m = json_of(&kiban(
+        &["compliance", "matrix", "--workspace", ws.to_str().unwrap(), "--results", res.to_str().unwrap(), "--json"],
+        &[],
+    ));
+    assert_eq!(m.as_array().unwrap().iter().find(|r| r["id"] == "C3").unwrap()["status"], "fail");
+
+    // Self-assessment on a fresh data directory: gaps are named; an attachment closes a document-only item.
+    let dir = tmp.path().join("data");
+    let d = dir.to_str().unwrap();
+    assert!(kiban(&["init", d], &[]).status.success());
+    let a = json_of(&kiban(&["compliance", "assess", "--data-dir", d, "--json"], &[]));
+    let item = |a: &serde_json::Value, id: &str| {
+        a["items"].as_array().unwrap().iter().find(|i| i["id"] == id).unwrap().clone()
+    };
+    assert_eq!(item(&a, "art5-7")["met"], false);
+    assert!(item(&a, "art5-7")["gap"].as_str().unwrap().contains("committee"));
+    assert_eq!(item(&a, "art6-5-ro")["met"], false, "no backup yet");
+    assert_eq!(item(&a, "art6-1-i")["met"], false);
+    let policy = tmp.path().join("基本方針.txt");
+    std::fs::write(&policy, "安全管理に係る基本方針（架空）").unwrap();
+    assert_clean_failure(
+        &kiban(&["compliance", "attach", "art99", policy.to_str().unwrap(), "--data-dir", d], &[]),
+        "not a criterion",
+    );
+    let doc = json_of(&kiban(
+        &["compliance", "attach", "art6-1-i", policy.to_str().unwrap(), "--data-dir", d, "--json"],
+        &[],
+    ));
+    let stored = dir.join(doc["stored_path"].as_str().unwrap());
+    assert_eq!(std::fs::read(&stored).unwrap(), std::fs::read(&policy).unwrap());
+    let a = json_of(&kiban(&["compliance", "assess", "--data-dir", d, "--json"], &[]));
+    assert_eq!(item(&a, "art6-1-i")["met"], true);
+    let txt = text(&kiban(&["compliance", "assess", "--data-dir", d], &[]));
+    assert!(txt.contains("不足 gaps") && txt.contains("art5-7"), "{txt}");
+
+    // Business documents and the year's report.
+    let plan = tmp.path().join("plan.pdf");
+    std::fs::write(&plan, b"%PDF-1.4 plan").unwrap();
+    let o = kiban(
+        &[
+            "business",
+            "add",
+            "--kind",
+            "plan",
+            "--year",
+            "2026",
+            "--submitted-on",
+            "2026-03-25",
+            plan.to_str().unwrap(),
+            "--data-dir",
+            d,
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let r = json_of(&kiban(&["business", "report", "--year", "2026", "--data-dir", d, "--json"], &[]));
+    assert_eq!(r["figures"]["providers"], 0);
+    assert_eq!(r["documents"][0]["kept"], true);
+    assert_eq!(r["documents"][0]["submitted_on"], "2026-03-25");
+    assert_eq!(r["documents"][2]["kept"], false);
+    let txt = text(&kiban(&["business", "report", "--year", "2026", "--data-dir", d], &[]));
+    assert!(txt.contains("令和8年度") && txt.contains("事業計画書") && txt.contains("保存済"), "{txt}");
+}
+
 #[test]
 fn r1_r2_r9_committee_review_release_and_ledger_through_the_cli() {
     use kiban_registry::review::agreement::sample_agreement_for;

@@ -70,6 +70,7 @@ pub struct Requirement {
     pub text: String,
 }
 
+#[cfg(test)]
 /// Parses `shared/requirements.md`: `## ` headings are groups, `- **ID** text` lines requirements.
 pub fn parse_requirements_md(md: &str) -> Vec<Requirement> {
     let mut group = String::new();
@@ -87,6 +88,7 @@ pub fn parse_requirements_md(md: &str) -> Vec<Requirement> {
     out
 }
 
+#[cfg(test)]
 /// The TSV form kept in the repository.
 pub fn requirements_tsv(reqs: &[Requirement]) -> String {
     let mut s = String::from(
