@@ -389,12 +389,15 @@ fn x7_backup_restores_into_an_empty_directory_that_passes_doctor_with_audit_chai
     assert_eq!(a["facts"]["encryption"]["ok"], true);
     // Every dataset manifest (and so every part file's digest, checked by doctor) is the original's.
     let mut n = 0;
-    for area in ["clinical", "datasets"] {
-        for e in std::fs::read_dir(data.join(area)).unwrap().flatten() {
-            let m = e.path().join("manifest.json");
-            if m.exists() {
-                let rel = e.path().strip_prefix(&data).unwrap().join("manifest.json");
-                assert_eq!(std::fs::read(&m).unwrap(), std::fs::read(into.join(&rel)).unwrap(), "{}", rel.display());
+    let mut stack = vec![data.join("clinical"), data.join("datasets")];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.file_name().is_some_and(|f| f == "manifest.json") {
+                let rel = p.strip_prefix(&data).unwrap();
+                assert_eq!(std::fs::read(&p).unwrap(), std::fs::read(into.join(rel)).unwrap(), "{}", rel.display());
                 n += 1;
             }
         }

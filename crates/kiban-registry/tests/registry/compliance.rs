@@ -106,9 +106,9 @@ async fn c5_retention_run_purges_only_expired_records_and_records_each_purge() {
         // The day before the oldest notice's end: nothing goes.
         let r = reg.purge_expired(d("2027-01-31"), "test", false).await.unwrap();
         assert_eq!(r.total_purged(), 0, "{r:?}");
-        // 2027-02-15: the superseded notice of p-1 goes; p-2's only notice is in force and held, and
-        // so are the provider's current filing and its publication (their end passed on 2027-01-10/25).
-        let r = reg.purge_expired(d("2027-02-15"), "test", false).await.unwrap();
+        // 2027-03-15: the superseded notice of p-1 goes; p-2's only notice (end 2027-03-01) is in force
+        // and held, and so are the provider's current filing and its publication.
+        let r = reg.purge_expired(d("2027-03-15"), "test", false).await.unwrap();
         let k = |kind: &str| r.kinds.iter().find(|k| k.kind == kind).unwrap().clone();
         assert_eq!(k("notice").ids, vec![old.notice_id.clone()]);
         assert_eq!(k("notice").held, 1, "p-2's only notice is in force");
@@ -143,7 +143,7 @@ async fn c5_retention_run_purges_only_expired_records_and_records_each_purge() {
         let runs: std::collections::BTreeSet<&str> = recs.iter().map(|p| p.run_id.as_str()).collect();
         assert_eq!(runs.len(), 5);
         assert_eq!(recs.iter().map(|p| p.purged).sum::<i64>(), 3);
-        assert!(recs.iter().any(|p| p.kind == "notice" && p.purged == 1 && p.as_of == "2027-02-15"));
+        assert!(recs.iter().any(|p| p.kind == "notice" && p.purged == 1 && p.as_of == "2027-03-15"));
         reg.close().await;
     }
 }
@@ -199,7 +199,8 @@ async fn b1_b2_x7_documents_backups_and_year_figures_round_trip() {
         let ev = reg.evidence(d("2026-11-21")).await.unwrap();
         assert_eq!((ev.providers, ev.providers_security_checked), (1, 1));
         assert!(ev.accounts_present);
-        assert_eq!(ev.committee_members, None, "no committee table yet");
+        let committee = reg.table_exists("committee_members").await.unwrap() || reg.table_exists("committee").await.unwrap();
+        assert_eq!(ev.committee_members.is_some(), committee, "committee size read only when its table exists");
         reg.close().await;
     }
 }
