@@ -136,7 +136,19 @@ fn demo_runs_end_to_end_and_twice() {
     assert!(o.status.success(), "{}", text(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let stages: Vec<&str> = v["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
-    for s in ["init", "providers", "synth", "verify", "gate", "identity", "anonymize", "pseudonymize", "review", "publication", "audit"] {
+    for s in [
+        "init",
+        "providers",
+        "synth",
+        "verify",
+        "gate",
+        "identity",
+        "anonymize",
+        "pseudonymize",
+        "review",
+        "publication",
+        "audit",
+    ] {
         assert!(stages.contains(&s), "stage {s} ran: {stages:?}");
     }
     let identity = v["stages"].as_array().unwrap().iter().find(|s| s["stage"] == "identity").unwrap();

@@ -164,7 +164,8 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
     stage("pseudonymize", &mut || {
         // A pseudonymized extract (仮名加工) of the patient master with a clinical note per patient.
         let chunk = kiban_model::synth::generate_chunk(&cfg, 0..cfg.patients.min(2_000));
-        let patients = &chunk.batches.iter().find(|(t, _)| *t == kiban_model::synth::SynthTable::Patients).expect("table").1;
+        let patients =
+            &chunk.batches.iter().find(|(t, _)| *t == kiban_model::synth::SynthTable::Patients).expect("table").1;
         let out_path = args.dir.join("pseudonymized-extract.csv");
         let out = kiban_deid::pseudo::demo_stage(
             patients,

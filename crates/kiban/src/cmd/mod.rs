@@ -2,13 +2,13 @@
 
 pub mod account;
 pub mod anonymize;
+pub mod application;
 pub mod audit;
 pub mod backup;
-pub mod application;
 pub mod bench;
 pub mod check_output;
-pub mod compliance;
 pub mod committee;
+pub mod compliance;
 pub mod demo;
 pub mod doctor;
 pub mod init;
@@ -18,7 +18,7 @@ pub mod notice;
 pub mod optout;
 pub mod provider;
 pub mod pseudonymize;
-pub mod serve;
-pub mod retention;
 pub mod release;
+pub mod retention;
+pub mod serve;
 pub mod synth;
