@@ -199,7 +199,8 @@ async fn b1_b2_x7_documents_backups_and_year_figures_round_trip() {
         let ev = reg.evidence(d("2026-11-21")).await.unwrap();
         assert_eq!((ev.providers, ev.providers_security_checked), (1, 1));
         assert!(ev.accounts_present);
-        let committee = reg.table_exists("committee_members").await.unwrap() || reg.table_exists("committee").await.unwrap();
+        let committee =
+            reg.table_exists("committee_members").await.unwrap() || reg.table_exists("committee").await.unwrap();
         assert_eq!(ev.committee_members.is_some(), committee, "committee size read only when its table exists");
         reg.close().await;
     }
