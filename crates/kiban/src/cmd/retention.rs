@@ -41,7 +41,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
             if ctx.json {
                 println!("{}", serde_json::to_string_pretty(RECORD_KINDS)?);
             } else {
-                println!("{:<22} {:<10} {:<26} {:<22} {}", "kind", "req", "rule", "disposal", "記録 / anchor");
+                println!("{:<22} {:<10} {:<26} {:<22} 記録 / anchor", "kind", "req", "rule", "disposal");
                 for k in RECORD_KINDS {
                     let rule = k.rule.map(|r| format!("{r:?}")).unwrap_or_else(|| "-".into());
                     let disp = match k.disposal {
