@@ -247,7 +247,8 @@ print(duckdb.__version__, res[1][0], res[1][1], res[2][0], res[2][1])
         return;
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    let f: Vec<&str> = text.split_whitespace().collect();
+    // DuckDB may print progress lines first: the figures are on the last line.
+    let f: Vec<&str> = text.lines().last().unwrap_or("").split_whitespace().collect();
     let (d1, a1, d2): (f64, usize, f64) = (f[1].parse().unwrap(), f[2].parse().unwrap(), f[3].parse().unwrap());
     println!(
         "  DuckDB {} join+decide+materialize, 1 thread   {d1:>7.2} s  ({:.1} M records/s/core)",
