@@ -74,6 +74,23 @@ fn is_separator(c: char) -> bool {
     matches!(c, ' ' | '\u{3000}' | '\t' | '・' | '･' | '·' | ',' | '、' | '，')
 }
 
+/// Trims trailing separators and refuses a name that holds nothing readable.
+fn finish_name(
+    mut out: String,
+    field: &'static str,
+    rule_id: &'static str,
+    rule: &str,
+    input: &str,
+) -> Result<String, FieldError> {
+    while out.ends_with(' ') {
+        out.pop();
+    }
+    if out.chars().all(|c| c == ' ' || c == UNKNOWN) {
+        return Err(FieldError::new(field, rule_id, rule, input));
+    }
+    Ok(out)
+}
+
 fn is_unknown_mark(c: char) -> bool {
     matches!(c, '●' | '〓' | '?' | '？')
 }
@@ -141,13 +158,7 @@ impl KanaName {
             };
             out.push(k);
         }
-        while out.ends_with(' ') {
-            out.pop();
-        }
-        if out.chars().all(|c| c == ' ' || c == UNKNOWN) {
-            return Err(FieldError::new(field, "N-KANA-EMPTY", "kana name is empty or only unknown marks", input));
-        }
-        Ok(KanaName(out))
+        Ok(KanaName(finish_name(out, field, "N-KANA-EMPTY", "kana name is empty or only unknown marks", input)?))
     }
 
     /// The canonical text (`ヤマダ タロウ`).
@@ -302,13 +313,7 @@ impl KanjiName {
             }
             out.push(c);
         }
-        while out.ends_with(' ') {
-            out.pop();
-        }
-        if out.chars().all(|c| c == ' ' || c == UNKNOWN) {
-            return Err(FieldError::new(field, "N-KANJI-EMPTY", "name is empty or only unknown marks", input));
-        }
-        Ok(KanjiName(out))
+        Ok(KanjiName(finish_name(out, field, "N-KANJI-EMPTY", "name is empty or only unknown marks", input)?))
     }
     /// The canonical text.
     pub fn as_str(&self) -> &str {

@@ -76,12 +76,11 @@ pub enum ProviderStyle {
 
 /// The providers of a configuration, in order.
 pub fn providers(cfg: &SynthConfig) -> Vec<SynthProvider> {
-    const PREFS: [u8; 6] = [13, 27, 1, 23, 40, 4];
     const KINDS: [&str; 3] = ["総合病院", "医療センター", "クリニック"];
     (0..cfg.providers.clamp(1, 26))
         .map(|i| {
             let letter = (b'a' + i as u8) as char;
-            let pref_code = PREFS[i % PREFS.len()];
+            let pref_code = providers_pref(i);
             SynthProvider {
                 id: format!("prov-{letter}"),
                 name: format!("合成{}{}（架空）", lists().prefectures[pref_code as usize - 1].0, KINDS[i % 3]),
@@ -342,8 +341,11 @@ fn person_alone(cfg: &SynthConfig, i: u64) -> Person {
     }
 }
 
+/// Prefectures the synthetic providers stand in, in provider order (repeating).
+const PROVIDER_PREFS: [u8; 6] = [13, 27, 1, 23, 40, 4];
+
 fn providers_pref(p: usize) -> u8 {
-    [13, 27, 1, 23, 40, 4][p % 6]
+    PROVIDER_PREFS[p % PROVIDER_PREFS.len()]
 }
 
 const OLD_KANJI: [(char, char); 10] = [
@@ -845,7 +847,6 @@ pub fn generate_chunk(cfg: &SynthConfig, range: std::ops::Range<u64>) -> SynthCh
                 }
             }
         }
-        let _ = age_on(p.birth, cfg.period_start);
     }
     let finish = |table: SynthTable, c: &mut Cols| -> RecordBatch {
         let schema = table.schema();
@@ -905,7 +906,7 @@ pub fn research_extract_schema() -> SchemaRef {
 /// Joins a chunk's tables into the research extract of [`research_extract_schema`]: age at the
 /// encounter and residence come from the ground truth, the rest from the provider's records.
 pub fn research_extract(chunk: &SynthChunk) -> RecordBatch {
-    use arrow::array::{Array, AsArray};
+    use arrow::array::AsArray;
     use arrow::datatypes::Date32Type;
     use std::collections::HashMap;
     let table = |t: SynthTable| &chunk.batches.iter().find(|(k, _)| *k == t).expect("every table generated").1;
@@ -982,9 +983,7 @@ pub fn research_extract(chunk: &SynthChunk) -> RecordBatch {
     }
     let mut cols: Vec<ArrayRef> = b.iter_mut().map(|x| Arc::new(x.finish()) as ArrayRef).collect();
     cols.insert(3, Arc::new(age.finish()));
-    let batch = RecordBatch::try_new(research_extract_schema(), cols).expect("columns match the schema");
-    debug_assert!(batch.column(0).null_count() == 0);
-    batch
+    RecordBatch::try_new(research_extract_schema(), cols).expect("columns match the schema")
 }
 
 #[cfg(test)]
