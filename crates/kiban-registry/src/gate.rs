@@ -159,11 +159,50 @@ fn fx(bytes: &[u8]) -> u64 {
     h ^ (h >> 29)
 }
 
+/// Ids of up to this many bytes live in the packed table.
+const SHORT: usize = 15;
+/// The low 120 bits of a packed slot hold the id; the top byte holds the verdict.
+const KEY_BITS: u128 = (1u128 << 120) - 1;
+
+/// Packs a short id into the low bytes of a u128. Id bytes are never 0, so the packing is
+/// injective and a packed id is never 0 (the empty slot).
+#[inline]
+fn pack(id: &[u8]) -> u128 {
+    let mut w = [0u8; 16];
+    w[..id.len()].copy_from_slice(id);
+    u128::from_le_bytes(w)
+}
+
+#[inline]
+fn hash_packed(k: u128, shift: u32) -> usize {
+    let (lo, hi) = (k as u64, (k >> 64) as u64);
+    ((lo.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ hi).wrapping_mul(0xbf58_476d_1ce4_e5b9) >> shift) as usize
+}
+
+/// The more protective of two verdicts for the same id (any exclusion beats admission).
+fn merge(a: u8, b: u8) -> u8 {
+    if a == 0 {
+        b
+    } else if b == 0 {
+        a
+    } else {
+        a.min(b)
+    }
+}
+
 /// The compiled gate for one provider and one provision date.
+///
+/// Ids of up to 15 bytes (nearly all hospital patient ids) are packed with their verdict into one
+/// 16-byte slot of an open-addressing table, so deciding a record costs one hash and usually one
+/// cache line, with the whole id compared (never a fingerprint: a collision must not admit anyone).
+/// Longer ids (up to 32 bytes) live in a second table over a byte arena.
 pub struct Gate {
     provider_id: String,
     date: NaiveDate,
     waiting_days: u32,
+    short: Vec<u128>,
+    short_shift: u32,
+    short_len: usize,
     arena: Vec<u8>,
     offsets: Vec<u32>,
     verdicts: Vec<u8>,
@@ -177,7 +216,7 @@ impl std::fmt::Debug for Gate {
             .field("provider_id", &self.provider_id)
             .field("date", &self.date)
             .field("waiting_days", &self.waiting_days)
-            .field("persons", &self.verdicts.len())
+            .field("persons", &self.persons())
             .finish()
     }
 }
@@ -206,19 +245,50 @@ impl Gate {
             provider_id: provider_id.to_owned(),
             date,
             waiting_days,
+            short: Vec::new(),
+            short_shift: 64,
+            short_len: 0,
             arena: Vec::new(),
             offsets: vec![0],
             verdicts: Vec::new(),
             slots: Vec::new(),
             mask: 0,
         };
+        let mut short: Vec<u128> = Vec::new();
         for (k, v) in verdicts {
             if !well_formed_patient_id(k) {
                 continue; // such a record is excluded as malformed anyway
             }
-            g.arena.extend_from_slice(k.as_bytes());
-            g.offsets.push(g.arena.len() as u32);
-            g.verdicts.push(v as u8);
+            if k.len() <= SHORT {
+                short.push(pack(k.as_bytes()) | (u128::from(v as u8) << 120));
+            } else {
+                g.arena.extend_from_slice(k.as_bytes());
+                g.offsets.push(g.arena.len() as u32);
+                g.verdicts.push(v as u8);
+            }
+        }
+        // Load factor at most 3/4: linear probing stays within one or two cache lines.
+        let cap = (short.len() * 4 / 3 + 1).next_power_of_two().max(16);
+        g.short = vec![0u128; cap];
+        g.short_shift = 64 - cap.trailing_zeros();
+        for e in short {
+            let key = e & KEY_BITS;
+            let mut s = hash_packed(key, g.short_shift);
+            loop {
+                let cur = g.short[s];
+                if cur == 0 {
+                    g.short[s] = e;
+                    g.short_len += 1;
+                    break;
+                }
+                if cur & KEY_BITS == key {
+                    // The same id twice: keep the more protective verdict.
+                    let v = merge((cur >> 120) as u8, (e >> 120) as u8);
+                    g.short[s] = key | (u128::from(v) << 120);
+                    break;
+                }
+                s = (s + 1) & (cap - 1);
+            }
         }
         let cap = (g.verdicts.len() * 2).next_power_of_two().max(16);
         g.slots = vec![EMPTY; cap];
@@ -233,15 +303,7 @@ impl Gate {
                         break;
                     }
                     j if g.key(j as usize) == key => {
-                        // The same id twice: keep the more protective verdict.
-                        let (a, b) = (g.verdicts[j as usize], g.verdicts[i]);
-                        g.verdicts[j as usize] = if a == 0 {
-                            b
-                        } else if b == 0 {
-                            a
-                        } else {
-                            a.min(b)
-                        };
+                        g.verdicts[j as usize] = merge(g.verdicts[j as usize], g.verdicts[i]);
                         break;
                     }
                     _ => s = (s + 1) & g.mask,
@@ -254,6 +316,34 @@ impl Gate {
     #[inline]
     fn key(&self, i: usize) -> &[u8] {
         &self.arena[self.offsets[i] as usize..self.offsets[i + 1] as usize]
+    }
+
+    /// The verdict of a well-formed id.
+    #[inline]
+    fn lookup(&self, key: &[u8]) -> u8 {
+        if key.len() <= SHORT {
+            let k = pack(key);
+            let mask = self.short.len() - 1;
+            let mut s = hash_packed(k, self.short_shift);
+            loop {
+                let cur = self.short[s];
+                if cur == 0 {
+                    return Verdict::UnknownPerson as u8;
+                }
+                if cur & KEY_BITS == k {
+                    return (cur >> 120) as u8;
+                }
+                s = (s + 1) & mask;
+            }
+        }
+        let mut s = fx(key) as usize & self.mask;
+        loop {
+            match self.slots[s] {
+                EMPTY => return Verdict::UnknownPerson as u8,
+                j if self.key(j as usize) == key => return self.verdicts[j as usize],
+                _ => s = (s + 1) & self.mask,
+            }
+        }
     }
 
     /// The provider this gate decides for.
@@ -270,7 +360,7 @@ impl Gate {
     }
     /// Known persons.
     pub fn persons(&self) -> usize {
-        self.verdicts.len()
+        self.short_len + self.verdicts.len()
     }
 
     /// Decides one record.
@@ -283,15 +373,7 @@ impl Gate {
         let Some(id) = patient_id.filter(|s| well_formed_patient_id(s)) else {
             return Verdict::MalformedIdentity;
         };
-        let key = id.as_bytes();
-        let mut s = fx(key) as usize & self.mask;
-        loop {
-            match self.slots[s] {
-                EMPTY => return Verdict::UnknownPerson,
-                j if self.key(j as usize) == key => return Verdict::from_code(self.verdicts[j as usize]),
-                _ => s = (s + 1) & self.mask,
-            }
-        }
+        Verdict::from_code(self.lookup(id.as_bytes()))
     }
 
     /// Decides every row of a batch by its `provider_id` and `patient_id` columns; a batch without
@@ -303,7 +385,17 @@ impl Gate {
         };
         let mut out = Vec::with_capacity(batch.num_rows());
         let same_provider = prov.null_count() == 0 && (0..prov.len()).all(|i| prov.value(i) == self.provider_id);
-        if same_provider {
+        if same_provider && pat.null_count() == 0 {
+            // The hot path: one provider, no nulls; read the id bytes straight from Arrow's buffers.
+            let (offs, bytes) = (pat.value_offsets(), pat.values().as_slice());
+            for w in offs.windows(2) {
+                let id = &bytes[w[0] as usize..w[1] as usize];
+                let ok = !id.is_empty()
+                    && id.len() <= 32
+                    && id.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                out.push(if ok { self.lookup(id) } else { Verdict::MalformedIdentity as u8 });
+            }
+        } else if same_provider {
             for i in 0..pat.len() {
                 let id = if pat.is_null(i) { None } else { Some(pat.value(i)) };
                 out.push(self.decide(Some(&self.provider_id), id) as u8);
@@ -404,5 +496,40 @@ mod tests {
         assert_eq!(g.decide(Some("prov-b"), Some("00000000")), Verdict::ProviderMismatch);
         assert_eq!(g.decide(Some("prov-a"), Some("bad id")), Verdict::MalformedIdentity);
         assert_eq!(g.decide(Some("prov-a"), None), Verdict::MalformedIdentity);
+    }
+
+    #[test]
+    fn c3_gate_table_handles_short_long_and_duplicate_ids() {
+        // 15 bytes is the last packed length, 16 the first arena one, 32 the longest allowed.
+        let ids: Vec<String> = (1..=32).flat_map(|n| (0..50).map(move |i| format!("{i:0n$}"))).collect();
+        let ids: Vec<String> = ids.into_iter().filter(|k| k.len() <= 32).collect();
+        let g = Gate::from_verdicts(
+            "p",
+            d("2025-01-01"),
+            30,
+            ids.iter().enumerate().map(|(i, k)| (k.as_str(), Verdict::ALL[i % 7])),
+        );
+        let mut expected: HashMap<&str, u8> = HashMap::new();
+        for (i, k) in ids.iter().enumerate() {
+            let v = Verdict::ALL[i % 7] as u8;
+            expected.entry(k.as_str()).and_modify(|e| *e = merge(*e, v)).or_insert(v);
+        }
+        for (k, v) in &expected {
+            assert_eq!(g.decide(Some("p"), Some(k)) as u8, *v, "id {k:?} (len {})", k.len());
+        }
+        assert_eq!(g.persons(), expected.len());
+        // A duplicate with any exclusion is never admitted.
+        let g = Gate::from_verdicts(
+            "p",
+            d("2025-01-01"),
+            30,
+            [("abc", Verdict::Admitted), ("abc", Verdict::OptedOut), ("x".repeat(20).as_str(), Verdict::OptedOut)]
+                .into_iter()
+                .chain([("x".repeat(20).as_str(), Verdict::Admitted)]),
+        );
+        assert_eq!(g.decide(Some("p"), Some("abc")), Verdict::OptedOut);
+        assert_eq!(g.decide(Some("p"), Some(&"x".repeat(20))), Verdict::OptedOut);
+        assert_eq!(g.decide(Some("p"), Some(&"x".repeat(33))), Verdict::MalformedIdentity);
+        assert_eq!(g.decide(Some("p"), Some("abcd")), Verdict::UnknownPerson);
     }
 }

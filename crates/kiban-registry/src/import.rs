@@ -43,10 +43,10 @@ pub struct ImportReport {
 
 struct Rows {
     header: HashMap<String, usize>,
-    reader: csv::Reader<Box<dyn Read>>,
+    reader: csv::Reader<Box<dyn Read + Send>>,
 }
 
-fn open(input: Box<dyn Read>, required: &[&str]) -> Result<Rows, RecordError> {
+fn open(input: Box<dyn Read + Send>, required: &[&str]) -> Result<Rows, RecordError> {
     let mut reader = csv::ReaderBuilder::new().flexible(true).trim(csv::Trim::All).from_reader(input);
     let header: HashMap<String, usize> = reader
         .headers()
@@ -104,7 +104,7 @@ impl Registry {
     }
 
     /// Imports notices from CSV; `source` names the file in each row's provenance.
-    pub async fn import_notices(&self, input: Box<dyn Read>, source: &str) -> Result<ImportReport, RecordError> {
+    pub async fn import_notices(&self, input: Box<dyn Read + Send>, source: &str) -> Result<ImportReport, RecordError> {
         let mut rows =
             open(input, &["provider_id", "patient_id", "notice_date", "method", "recipient", "text_version"])?;
         let today = crate::records::today_jst();
@@ -164,7 +164,7 @@ impl Registry {
     }
 
     /// Imports opt-outs from CSV, issuing each one's confirmation document (P4).
-    pub async fn import_optouts(&self, input: Box<dyn Read>, source: &str) -> Result<ImportReport, RecordError> {
+    pub async fn import_optouts(&self, input: Box<dyn Read + Send>, source: &str) -> Result<ImportReport, RecordError> {
         let mut rows =
             open(input, &["provider_id", "patient_id", "requester_kind", "requester_name", "channel", "received_at"])?;
         let mut rep = ImportReport::default();

@@ -400,7 +400,7 @@ pub struct Deletion {
 
 /// The identity-vault side of a deletion: `kiban-identity` owns the vault, so the binary passes a
 /// hook that deletes the person's identity there and says what it did.
-pub trait VaultDeletion {
+pub trait VaultDeletion: Sync {
     /// Deletes the person's identity records; returns a status line for the deletion record.
     fn delete_identity(&self, provider_id: &str, patient_id: &str) -> Result<String, String>;
 }

@@ -261,7 +261,11 @@ fn x5_password_rules() {
 }
 
 fn fill(path: &str) -> String {
-    path.replace("{id}", "1").replace("{provider}", "p").replace("{name}", "n")
+    path.replace("{id}", "1")
+        .replace("{provider}", "p")
+        .replace("{name}", "n")
+        .replace("{patient}", "x")
+        .replace("{batch}", "b")
 }
 
 #[tokio::test]
@@ -430,4 +434,189 @@ async fn x5_arbitrary_login_bodies_never_authenticate() {
 
 fn strategy_tree<S: Strategy>(s: &S, r: &mut proptest::test_runner::TestRunner) -> S::Tree {
     s.new_tree(r).unwrap()
+}
+
+/// A claims table as a provider's system would send it, as Parquet bytes.
+fn claims_parquet(patients: &[&str]) -> Vec<u8> {
+    use arrow::array::{ArrayRef, Int64Array, StringArray};
+    let schema = Arc::new(arrow::datatypes::Schema::new(vec![
+        arrow::datatypes::Field::new("provider_id", arrow::datatypes::DataType::Utf8, false),
+        arrow::datatypes::Field::new("patient_id", arrow::datatypes::DataType::Utf8, false),
+        arrow::datatypes::Field::new("points", arrow::datatypes::DataType::Int64, false),
+    ]));
+    let prov: StringArray = patients.iter().map(|_| Some("prov-a")).collect();
+    let pat: StringArray = patients.iter().map(|p| Some(*p)).collect();
+    let pts: Int64Array = (0..patients.len() as i64).map(Some).collect();
+    let b = arrow::record_batch::RecordBatch::try_new(
+        schema.clone(),
+        vec![Arc::new(prov) as ArrayRef, Arc::new(pat), Arc::new(pts)],
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    let mut w = parquet::arrow::ArrowWriter::try_new(&mut out, schema, None).unwrap();
+    w.write(&b).unwrap();
+    w.close().unwrap();
+    out
+}
+
+#[tokio::test]
+async fn c1_c2_c3_p3_p4_p7_registry_and_intake_over_http() {
+    let f = fixture().await;
+    let (_, op) = enrolled(&f.st, "op.sato", AccountRole::IntakeOperator, PW).await;
+    let (_, clerk) = enrolled(&f.st, "clerk.k", AccountRole::ProviderClerk, PW).await;
+    let main = spawn(kiban_server::router(f.st.clone())).await;
+    let intake = spawn(kiban_server::build_router(f.st.clone(), gateway::intake_routes())).await;
+    let op = cookie_of(&login(main, "op.sato", PW, &auth::totp_code(&op, now_unix())).await);
+    let clerk = cookie_of(&login(main, "clerk.k", PW, &auth::totp_code(&clerk, now_unix())).await);
+    let json = |c: &str| [("cookie", c.to_owned()), ("content-type", "application/json".to_owned())];
+    let call = |addr, m: &'static str, p: String, c: String, body: String| async move {
+        let h = json(&c);
+        let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        http(addr, m, &p, &h, &body).await
+    };
+    let today = kiban_registry::records::today_jst();
+    let ago = |d: i64| (today - Duration::days(d)).to_string();
+
+    // C1/C4: a provider with a filing, not yet published, cannot submit.
+    let r = call(
+        main,
+        "POST",
+        "/api/providers".into(),
+        op.clone(),
+        serde_json::json!({"provider_id": "prov-a", "name": "テスト病院", "filed_on": ago(200), "update_method": "月次",
+            "planned_start": ago(100), "transmission_method": "SFTP", "security_checked_on": ago(150)})
+        .to_string(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = call(main, "GET", "/api/providers/prov-a/filings".into(), clerk.clone(), String::new()).await;
+    assert!(r.body.contains("\"may_submit\":false"), "{}", r.body);
+
+    let file = claims_parquet(&["P0001", "P0002", "P0003", "P0004", "P0001"]);
+    let upload = |file: Vec<u8>| {
+        let clerk = clerk.clone();
+        async move {
+            // `http` sends text bodies; the Parquet bytes go through hyper directly.
+            let stream = tokio::net::TcpStream::connect(intake).await.unwrap();
+            let (mut send, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+            tokio::spawn(conn);
+            let req = Request::builder()
+                .method("POST")
+                .uri("/intake/prov-a/claims.parquet")
+                .header("host", "127.0.0.1")
+                .header("cookie", clerk.as_str())
+                .body(http_body_util::Full::new(axum::body::Bytes::from(file)))
+                .unwrap();
+            let res = send.send_request(req).await.unwrap();
+            let body = res.into_body().collect().await.unwrap().to_bytes();
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            v["received"].as_str().unwrap().to_owned()
+        }
+    };
+    let batch = |inbox: String| {
+        serde_json::json!({"provider_id": "prov-a", "provision_date": today, "inbox": inbox, "table": "claims"})
+            .to_string()
+    };
+    let first = upload(file.clone()).await;
+    let r = call(main, "POST", "/api/batches".into(), op.clone(), batch(first.clone())).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert!(r.body.contains("publish"), "the refusal says why: {}", r.body);
+
+    let r = call(
+        main,
+        "POST",
+        "/api/providers/prov-a/publish".into(),
+        op.clone(),
+        serde_json::json!({"minister_date": ago(120), "provider_date": ago(110), "where": "https://example.org"})
+            .to_string(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+
+    // P1/P2: P0001 notified long ago, P0002 too recently, P0003 never; P0004 by CSV import, then opts out.
+    for (p, d) in [("P0001", 60), ("P0002", 5)] {
+        let r = call(
+            main,
+            "POST",
+            "/api/notices".into(),
+            clerk.clone(),
+            serde_json::json!({"provider_id": "prov-a", "patient_id": p, "notice_date": ago(d), "method": "mail",
+                "recipient": "patient", "guardian_name": null, "patient_birth_date": null, "lacks_capacity": false,
+                "text_version": "v1", "corrects": null, "source": "spoofed"})
+            .to_string(),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert!(r.body.contains("http:") && !r.body.contains("spoofed"), "the source is the caller: {}", r.body);
+    }
+    let csv = format!(
+        "provider_id,patient_id,notice_date,method,recipient,guardian_name,patient_birth_date,lacks_capacity,text_version\n\
+         prov-a,P0004,{},mail,patient,,,0,v1\nprov-a,P0005,2月30日,mail,patient,,,0,v1\n",
+        ago(90)
+    );
+    let r = http(main, "POST", "/api/notices/import", &[("cookie", &clerk), ("content-type", "text/csv")], &csv).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let rep: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!((rep["recorded"].as_u64(), rep["errors"].as_array().unwrap().len()), (Some(1), 1), "{rep}");
+    assert_eq!(rep["errors"][0]["line"], 3, "the bad row is named by its line: {rep}");
+
+    // P3/P4: an opt-out issues its confirmation document.
+    let r = call(
+        main,
+        "POST",
+        "/api/optouts".into(),
+        clerk.clone(),
+        serde_json::json!({"provider_id": "prov-a", "patient_id": "P0004", "requester_kind": "patient",
+            "requester_name": "山田 花子", "requester_detail": "本人確認済", "channel": "oral",
+            "person_deceased": false, "received_at": null, "source": ""})
+        .to_string(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    let conf = v["confirmation_id"].as_str().unwrap().to_owned();
+    let r = call(main, "GET", format!("/api/optouts/{conf}/confirmation"), clerk.clone(), String::new()).await;
+    assert!(r.status == StatusCode::OK && r.body.contains("lang=\"ja\"") && r.body.contains("山田"), "{}", r.body);
+    let r = call(main, "GET", "/api/providers/prov-a/patients/P0004".into(), clerk.clone(), String::new()).await;
+    assert!(r.body.contains("\"notices\"") && r.body.contains("P0004"), "{}", r.body);
+
+    // C3: the batch through the gate; each exclusion with its reason.
+    let r = call(main, "POST", "/api/batches".into(), op.clone(), batch(first)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    let rep = &v["report"];
+    assert_eq!((rep["rows_in"].as_u64(), rep["admitted"].as_u64()), (Some(5), Some(2)), "{rep}");
+    let by = &rep["excluded_by_reason"];
+    assert_eq!(
+        (by["notice_too_recent"].as_u64(), by["unknown_person"].as_u64(), by["opted_out"].as_u64()),
+        (Some(1), Some(1), Some(1)),
+        "{rep}"
+    );
+    let batch_id = rep["batch_id"].as_str().unwrap().to_owned();
+    // C2: the same file again is caught by its digest.
+    let again = upload(file).await;
+    let r = call(main, "POST", "/api/batches".into(), op.clone(), batch(again)).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert!(r.body.contains("already received"), "{}", r.body);
+    let r = call(main, "GET", format!("/api/batches/{batch_id}"), op.clone(), String::new()).await;
+    assert!(r.status == StatusCode::OK && r.body.contains("\"persons\":1") && !r.body.contains("P0001"), "{}", r.body);
+
+    // P7: deletion removes the person's rows and names the batches.
+    let r = call(main, "POST", "/api/providers/prov-a/patients/P0001/delete".into(), op.clone(), "{}".into()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body.contains(&batch_id) && r.body.contains(":2"), "two rows of P0001 removed: {}", r.body);
+    // The clerk may not run the gate.
+    let r = call(main, "POST", "/api/batches".into(), clerk.clone(), "{}".into()).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+
+    // The audit log names records by id, never a patient id in the clear.
+    f.st.audit.flush().unwrap();
+    let entries =
+        f.st.audit.read(&kiban_audit::Actor::system(), "test", kiban_audit::Seq(1), kiban_audit::Seq(10_000)).unwrap();
+    let text = serde_json::to_string(&entries).unwrap();
+    assert!(entries.len() > 10);
+    for p in ["P0001", "P0002", "P0004", "山田"] {
+        assert!(!text.contains(p), "{p} reached the audit log");
+    }
 }
