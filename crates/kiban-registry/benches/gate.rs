@@ -63,7 +63,9 @@ fn main() {
     let optout_every = persons / 100_000.min(persons).max(1);
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/bench-gate");
     std::fs::create_dir_all(&dir).unwrap();
-    let (ppath, rpath) = (dir.join("persons.parquet"), dir.join("records.parquet"));
+    // Named by size, and reused: the data is deterministic.
+    let (ppath, rpath) =
+        (dir.join(format!("persons-{persons}.parquet")), dir.join(format!("records-{persons}-{records}.parquet")));
     let date = NaiveDate::from_ymd_opt(2025, 4, 1).unwrap();
     let date_days = EPOCH_2024 + (date - NaiveDate::from_ymd_opt(2024, 1, 1).unwrap()).num_days() as i32;
     let waiting = 30u32;
@@ -71,56 +73,65 @@ fn main() {
     let t = Instant::now();
     // Registry: patient_id, notice_date (3% never notified, 4% too recent), optout_date (every `optout_every`-th).
     let chunk = 1 << 20;
-    write(
-        &ppath,
-        (0..persons.div_ceil(chunk)).map(|c| {
-            let r = c * chunk..((c + 1) * chunk).min(persons);
-            let ids: StringArray = r.clone().map(|i| Some(format!("{i:010}"))).collect();
-            let notice: Date32Array = r
-                .clone()
-                .map(|i| match mix(i as u64) % 100 {
-                    0..3 => None,
-                    3..7 => Some(date_days - 1 - (mix(i as u64 + 7) % 25) as i32),
-                    _ => Some(EPOCH_2024 + (mix(i as u64 + 9) % 300) as i32),
-                })
-                .collect();
-            let optout: Date32Array =
-                r.map(|i| (i % optout_every == 0).then(|| EPOCH_2024 + (mix(i as u64 + 3) % 600) as i32)).collect();
-            let schema = Arc::new(Schema::new(vec![
-                Field::new("patient_id", DataType::Utf8, false),
-                Field::new("notice_date", DataType::Date32, true),
-                Field::new("optout_date", DataType::Date32, true),
-            ]));
-            RecordBatch::try_new(schema, vec![Arc::new(ids) as ArrayRef, Arc::new(notice), Arc::new(optout)]).unwrap()
-        }),
-    );
-    // Records: 95% of known persons, 5% unknown, a few malformed.
-    write(
-        &rpath,
-        (0..records.div_ceil(chunk)).map(|c| {
-            let r = c * chunk..((c + 1) * chunk).min(records);
-            let prov: StringArray = r.clone().map(|_| Some("prov-a")).collect();
-            let ids: StringArray = r
-                .clone()
-                .map(|i| {
-                    let m = mix(i as u64 ^ 0xabc);
-                    Some(match m % 1000 {
-                        0 => "bad id".to_owned(),
-                        1..50 => format!("{:010}", persons as u64 + m % 1_000_000),
-                        _ => format!("{:010}", m % persons as u64),
+    let fresh = !(ppath.exists() && rpath.exists());
+    if fresh {
+        write(
+            &ppath,
+            (0..persons.div_ceil(chunk)).map(|c| {
+                let r = c * chunk..((c + 1) * chunk).min(persons);
+                let ids: StringArray = r.clone().map(|i| Some(format!("{i:010}"))).collect();
+                let notice: Date32Array = r
+                    .clone()
+                    .map(|i| match mix(i as u64) % 100 {
+                        0..3 => None,
+                        3..7 => Some(date_days - 1 - (mix(i as u64 + 7) % 25) as i32),
+                        _ => Some(EPOCH_2024 + (mix(i as u64 + 9) % 300) as i32),
                     })
-                })
-                .collect();
-            let v: Int64Array = r.map(|i| Some(i as i64)).collect();
-            let schema = Arc::new(Schema::new(vec![
-                Field::new("provider_id", DataType::Utf8, false),
-                Field::new("patient_id", DataType::Utf8, false),
-                Field::new("value", DataType::Int64, false),
-            ]));
-            RecordBatch::try_new(schema, vec![Arc::new(prov) as ArrayRef, Arc::new(ids), Arc::new(v)]).unwrap()
-        }),
+                    .collect();
+                let optout: Date32Array =
+                    r.map(|i| (i % optout_every == 0).then(|| EPOCH_2024 + (mix(i as u64 + 3) % 600) as i32)).collect();
+                let schema = Arc::new(Schema::new(vec![
+                    Field::new("patient_id", DataType::Utf8, false),
+                    Field::new("notice_date", DataType::Date32, true),
+                    Field::new("optout_date", DataType::Date32, true),
+                ]));
+                RecordBatch::try_new(schema, vec![Arc::new(ids) as ArrayRef, Arc::new(notice), Arc::new(optout)])
+                    .unwrap()
+            }),
+        );
+        // Records: 95% of known persons, 5% unknown, a few malformed.
+        write(
+            &rpath,
+            (0..records.div_ceil(chunk)).map(|c| {
+                let r = c * chunk..((c + 1) * chunk).min(records);
+                let prov: StringArray = r.clone().map(|_| Some("prov-a")).collect();
+                let ids: StringArray = r
+                    .clone()
+                    .map(|i| {
+                        let m = mix(i as u64 ^ 0xabc);
+                        Some(match m % 1000 {
+                            0 => "bad id".to_owned(),
+                            1..50 => format!("{:010}", persons as u64 + m % 1_000_000),
+                            _ => format!("{:010}", m % persons as u64),
+                        })
+                    })
+                    .collect();
+                let v: Int64Array = r.map(|i| Some(i as i64)).collect();
+                let schema = Arc::new(Schema::new(vec![
+                    Field::new("provider_id", DataType::Utf8, false),
+                    Field::new("patient_id", DataType::Utf8, false),
+                    Field::new("value", DataType::Int64, false),
+                ]));
+                RecordBatch::try_new(schema, vec![Arc::new(prov) as ArrayRef, Arc::new(ids), Arc::new(v)]).unwrap()
+            }),
+        );
+    }
+    eprintln!(
+        "data {} in {:.1} s to {}",
+        if fresh { "written" } else { "reused" },
+        t.elapsed().as_secs_f64(),
+        dir.display()
     );
-    eprintln!("data written in {:.1} s to {}", t.elapsed().as_secs_f64(), dir.display());
 
     // kiban: registry Parquet → verdicts → gate.
     let t_all = Instant::now();

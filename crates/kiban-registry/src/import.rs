@@ -39,14 +39,40 @@ pub struct ImportReport {
     pub errors: Vec<RowError>,
     /// Ids of the recorded events (opt-out imports: the opt-out ids, whose confirmations were issued).
     pub ids: Vec<String>,
+    /// The character encoding the file was read in (`utf-8` or `shift_jis`).
+    pub encoding: String,
 }
 
 struct Rows {
     header: HashMap<String, usize>,
     reader: csv::Reader<Box<dyn Read + Send>>,
+    encoding: &'static str,
+}
+
+/// Hospital systems in Japan often export Shift_JIS (Windows-31J). The first MiB decides: valid
+/// UTF-8 (with or without a BOM) is read as is; anything else is decoded as Shift_JIS, and the
+/// report says which encoding was used so a wrong guess is visible.
+fn decode(mut input: Box<dyn Read + Send>) -> Result<(Box<dyn Read + Send>, &'static str), RecordError> {
+    let mut head = Vec::with_capacity(1 << 20);
+    (&mut input)
+        .take(1 << 20)
+        .read_to_end(&mut head)
+        .map_err(|e| invalid("file", "P1", format!("cannot read the CSV: {e}")))?;
+    let utf8 = match std::str::from_utf8(&head) {
+        Ok(_) => true,
+        // A multi-byte character cut at the end of the sniffed prefix is still UTF-8.
+        Err(e) => e.error_len().is_none(),
+    };
+    let whole: Box<dyn Read + Send> = Box::new(std::io::Cursor::new(head).chain(input));
+    if utf8 {
+        return Ok((whole, "utf-8"));
+    }
+    let decoder = encoding_rs_io::DecodeReaderBytesBuilder::new().encoding(Some(encoding_rs::SHIFT_JIS)).build(whole);
+    Ok((Box::new(decoder), "shift_jis"))
 }
 
 fn open(input: Box<dyn Read + Send>, required: &[&str]) -> Result<Rows, RecordError> {
+    let (input, encoding) = decode(input)?;
     let mut reader = csv::ReaderBuilder::new().flexible(true).trim(csv::Trim::All).from_reader(input);
     let header: HashMap<String, usize> = reader
         .headers()
@@ -60,7 +86,7 @@ fn open(input: Box<dyn Read + Send>, required: &[&str]) -> Result<Rows, RecordEr
             return Err(invalid("header", "P1", format!("the CSV has no {r} column (needs {})", required.join(","))));
         }
     }
-    Ok(Rows { header, reader })
+    Ok(Rows { header, reader, encoding })
 }
 
 fn get<'a>(h: &HashMap<String, usize>, rec: &'a csv::StringRecord, k: &str) -> &'a str {
@@ -108,7 +134,7 @@ impl Registry {
         let mut rows =
             open(input, &["provider_id", "patient_id", "notice_date", "method", "recipient", "text_version"])?;
         let today = crate::records::today_jst();
-        let mut rep = ImportReport::default();
+        let mut rep = ImportReport { encoding: rows.encoding.to_owned(), ..ImportReport::default() };
         let mut good = Vec::new();
         let mut known = HashMap::new();
         for (i, rec) in rows.reader.records().enumerate() {
@@ -167,7 +193,7 @@ impl Registry {
     pub async fn import_optouts(&self, input: Box<dyn Read + Send>, source: &str) -> Result<ImportReport, RecordError> {
         let mut rows =
             open(input, &["provider_id", "patient_id", "requester_kind", "requester_name", "channel", "received_at"])?;
-        let mut rep = ImportReport::default();
+        let mut rep = ImportReport { encoding: rows.encoding.to_owned(), ..ImportReport::default() };
         let mut good = Vec::new();
         let mut known = HashMap::new();
         let now = Utc::now();

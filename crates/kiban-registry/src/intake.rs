@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use arrow::array::{Array, StringArray};
 use arrow::record_batch::{RecordBatch, RecordBatchReader};
@@ -194,6 +195,24 @@ fn read_parquet(path: &Path) -> Result<parquet::arrow::arrow_reader::ParquetReco
     ParquetRecordBatchReaderBuilder::try_new(f)
         .and_then(|b| b.with_batch_size(64 * 1024).build())
         .map_err(|e| file_err(path)(&e))
+}
+
+/// A CSV part (quarantine) as text columns: enough to drop rows and write the rest back unchanged.
+fn read_csv_text(path: &Path) -> Result<RecordBatch, IntakeError> {
+    let mut r = csv::Reader::from_path(path).map_err(|e| file_err(path)(&e))?;
+    let header: Vec<String> = r.headers().map_err(|e| file_err(path)(&e))?.iter().map(str::to_owned).collect();
+    let mut cols: Vec<Vec<String>> = vec![Vec::new(); header.len()];
+    for rec in r.records() {
+        let rec = rec.map_err(|e| file_err(path)(&e))?;
+        for (c, v) in cols.iter_mut().zip(rec.iter()) {
+            c.push(v.to_owned());
+        }
+    }
+    let fields: Vec<arrow::datatypes::Field> =
+        header.iter().map(|h| arrow::datatypes::Field::new(h, arrow::datatypes::DataType::Utf8, false)).collect();
+    let arrays: Vec<arrow::array::ArrayRef> =
+        cols.into_iter().map(|c| Arc::new(StringArray::from(c)) as arrow::array::ArrayRef).collect();
+    RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), arrays).map_err(|e| file_err(path)(&e))
 }
 
 fn patient_ids(b: &RecordBatch) -> Option<&StringArray> {
@@ -394,8 +413,10 @@ pub async fn submit(reg: &Registry, data_dir: &Path, s: &Submission) -> Result<O
 pub struct Deletion {
     /// The deletion record.
     pub record: crate::records::DeletionRecord,
-    /// Rows removed, by `batch/table`.
+    /// Rows removed from the clinical store, by `batch/table`.
     pub removed: BTreeMap<String, u64>,
+    /// Excluded rows of the person removed from quarantine, by `batch/table`.
+    pub quarantined: BTreeMap<String, u64>,
 }
 
 /// The identity-vault side of a deletion: `kiban-identity` owns the vault, so the binary passes a
@@ -429,63 +450,91 @@ pub async fn delete_person(
     let batches = reg.batches_with_person(provider_id, patient_id).await?;
     let mut removed = BTreeMap::new();
     for b in &batches {
-        let dir = data_dir.join("clinical").join(b);
-        let Ok(entries) = fs::read_dir(&dir) else { continue };
-        let mut tables: Vec<PathBuf> =
-            entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.join("manifest.json").exists()).collect();
-        tables.sort();
-        for t in tables {
-            let manifest = kiban_formats::verify_dataset(&t)?;
-            let name = manifest.name.clone();
-            let rewrite = t.with_file_name(format!(".{name}.rewrite"));
-            let mut w: Option<DatasetWriter> = None;
-            let mut n_removed = 0u64;
-            for (i, f) in manifest.files.iter().enumerate() {
-                let path = t.join(&f.path);
-                let mut kept = Vec::new();
-                for batch in read_parquet(&path)? {
-                    let batch = batch.map_err(|e| file_err(&path)(&e))?;
-                    let Some(ids) = patient_ids(&batch) else { continue };
-                    let keep: arrow::array::BooleanArray =
-                        (0..ids.len()).map(|i| Some(ids.is_null(i) || ids.value(i) != patient_id)).collect();
-                    let k = arrow::compute::filter_record_batch(&batch, &keep).map_err(|e| file_err(&path)(&e))?;
-                    n_removed += (batch.num_rows() - k.num_rows()) as u64;
-                    kept.push(k);
-                }
-                if w.is_none() {
-                    let schema = kept.first().map(|b| b.schema());
-                    if let Some(schema) = schema {
-                        w = Some(DatasetWriter::create(&rewrite, &name, schema, FileFormat::Parquet)?);
-                    }
-                }
-                if let Some(w) = &w {
-                    w.write_part(&format!("part-{i:05}"), &kept)?;
-                }
-            }
-            let Some(w) = w else { continue };
-            if n_removed == 0 {
-                // Nothing of the person here: discard the rewrite.
-                let staging = rewrite.with_extension("staging");
-                drop(w);
-                let _ = fs::remove_dir_all(staging);
-                continue;
-            }
-            w.commit(manifest.provenance.clone())?;
-            let old = t.with_file_name(format!(".{name}.deleted"));
-            fs::rename(&t, &old).map_err(|e| file_err(&t)(&e))?;
-            fs::rename(&rewrite, &t).map_err(|e| file_err(&t)(&e))?;
-            fs::remove_dir_all(&old).map_err(|e| file_err(&old)(&e))?;
-            removed.insert(format!("{b}/{name}"), n_removed);
-        }
+        strip_person(&data_dir.join("clinical").join(b), b, provider_id, patient_id, &mut removed)?;
+    }
+    // Excluded records of the person sit in the quarantine of any of the provider's batches
+    // (the receipt lists admitted persons only), so every one is searched.
+    let mut quarantined = BTreeMap::new();
+    for b in reg.batches_of(provider_id).await? {
+        strip_person(&data_dir.join("quarantine").join(&b), &b, provider_id, patient_id, &mut quarantined)?;
     }
     let vault_status = match vault.delete_identity(provider_id, patient_id) {
         Ok(s) => s,
         Err(e) => format!("failed: {e}"),
     };
     let items = serde_json::json!({
-        "clinical_rows_removed": removed, "statutory_records_kept": "receipt and provision records keep the patient id until their retention ends"
+        "clinical_rows_removed": removed, "quarantine_rows_removed": quarantined, "statutory_records_kept": "receipt and provision records keep the patient id until their retention ends"
     });
     let record =
         reg.record_deletion(provider_id, patient_id, requested_on, reason, items, batches, &vault_status).await?;
-    Ok(Deletion { record, removed })
+    Ok(Deletion { record, removed, quarantined })
+}
+
+/// Rewrites every dataset under `dir` (one batch's tables) without the patient's rows, swapping
+/// each in by rename; records the rows removed per `batch/table`.
+fn strip_person(
+    dir: &Path,
+    batch: &str,
+    provider_id: &str,
+    patient_id: &str,
+    removed: &mut BTreeMap<String, u64>,
+) -> Result<(), IntakeError> {
+    let Ok(entries) = fs::read_dir(dir) else { return Ok(()) };
+    let mut tables: Vec<PathBuf> =
+        entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.join("manifest.json").exists()).collect();
+    tables.sort();
+    for t in tables {
+        let manifest = kiban_formats::verify_dataset(&t)?;
+        let name = manifest.name.clone();
+        let rewrite = t.with_file_name(format!(".{name}.rewrite"));
+        let mut w: Option<DatasetWriter> = None;
+        let mut n_removed = 0u64;
+        for (i, f) in manifest.files.iter().enumerate() {
+            let path = t.join(&f.path);
+            let mut kept = Vec::new();
+            let batches: Vec<RecordBatch> = match manifest.format {
+                FileFormat::Parquet => {
+                    read_parquet(&path)?.collect::<Result<_, _>>().map_err(|e| file_err(&path)(&e))?
+                }
+                FileFormat::Csv => vec![read_csv_text(&path)?],
+            };
+            for batch in batches {
+                let Some(ids) = patient_ids(&batch) else { continue };
+                // Patient ids are the provider's: the same id under another provider is someone else.
+                let provs = batch.column_by_name("provider_id").and_then(|c| c.as_any().downcast_ref::<StringArray>());
+                let theirs = |i: usize| {
+                    !ids.is_null(i)
+                        && ids.value(i) == patient_id
+                        && provs.is_none_or(|p| !p.is_null(i) && p.value(i) == provider_id)
+                };
+                let keep: arrow::array::BooleanArray = (0..ids.len()).map(|i| Some(!theirs(i))).collect();
+                let k = arrow::compute::filter_record_batch(&batch, &keep).map_err(|e| file_err(&path)(&e))?;
+                n_removed += (batch.num_rows() - k.num_rows()) as u64;
+                kept.push(k);
+            }
+            if w.is_none()
+                && let Some(schema) = kept.first().map(|b| b.schema())
+            {
+                w = Some(DatasetWriter::create(&rewrite, &name, schema, manifest.format)?);
+            }
+            if let Some(w) = &w {
+                w.write_part(&format!("part-{i:05}"), &kept)?;
+            }
+        }
+        let Some(w) = w else { continue };
+        if n_removed == 0 {
+            // Nothing of the person here: discard the rewrite.
+            let staging = rewrite.with_extension("staging");
+            drop(w);
+            let _ = fs::remove_dir_all(staging);
+            continue;
+        }
+        w.commit(manifest.provenance.clone())?;
+        let old = t.with_file_name(format!(".{name}.deleted"));
+        fs::rename(&t, &old).map_err(|e| file_err(&t)(&e))?;
+        fs::rename(&rewrite, &t).map_err(|e| file_err(&t)(&e))?;
+        fs::remove_dir_all(&old).map_err(|e| file_err(&old)(&e))?;
+        removed.insert(format!("{batch}/{name}"), n_removed);
+    }
+    Ok(())
 }

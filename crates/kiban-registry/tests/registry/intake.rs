@@ -361,6 +361,17 @@ async fn c2_c3_intake_admits_only_notified_persons_quarantines_the_rest_and_keep
         assert!(del.record.vault_status.starts_with("pending"));
         assert_eq!(kiban_formats::verify_dataset(&clin).unwrap().rows, 0);
         assert_eq!(reg.deletions_of("prov-a", "00000001").await.unwrap(), 1);
+        // An excluded person's rows sit in quarantine; deletion removes them there too.
+        let del3 =
+            delete_person(&reg, &data, "prov-a", "00000003", d("2024-08-01"), "request", &NoVault).await.unwrap();
+        assert!(del3.record.batches.is_empty(), "never admitted");
+        let q_removed: u64 = del3.quarantined.values().sum();
+        assert!(q_removed >= 1, "{:?}", del3.quarantined);
+        let qm = kiban_formats::verify_dataset(&q).unwrap();
+        assert_eq!(qm.rows, 7 - q_removed);
+        let text: String = qm.files.iter().map(|f| std::fs::read_to_string(q.join(&f.path)).unwrap()).collect();
+        assert!(!text.contains("00000003") && text.contains("notice_too_recent,P2"), "{text}");
+        assert_eq!(del3.record.items["quarantine_rows_removed"].as_object().unwrap().len(), 1);
         reg.close().await;
     }
 }
@@ -411,6 +422,16 @@ async fn p1_p3_csv_import_reports_bad_rows_and_keeps_the_good_ones() {
             assert!(reg.confirmation(id).await.is_ok(), "each imported opt-out has its confirmation");
         }
         assert_eq!(reg.optouts_of("prov-a", "00000001").await.unwrap()[0].effective_on, d("2024-06-01"));
+        assert_eq!(rep.encoding, "utf-8");
+        // A Shift_JIS export (the usual form from hospital systems) is decoded, and says so.
+        let sjis = "provider_id,patient_id,requester_kind,requester_name,requester_detail,channel,person_deceased,received_at\n\
+                    prov-a,00000007,patient,髙橋 ﾊﾅｺ,東京都,written,0,2024-06-03\n";
+        let (bytes, _, bad) = encoding_rs::SHIFT_JIS.encode(sjis);
+        assert!(!bad && std::str::from_utf8(&bytes).is_err());
+        let rep = reg.import_optouts(Box::new(std::io::Cursor::new(bytes.into_owned())), "sjis.csv").await.unwrap();
+        assert_eq!((rep.recorded, rep.encoding.as_str()), (1, "shift_jis"), "{rep:?}");
+        let ev = &reg.optouts_of("prov-a", "00000007").await.unwrap()[0];
+        assert!(serde_json::to_string(ev).unwrap().contains("髙橋 ﾊﾅｺ"), "{ev:?}");
         let err = reg.import_notices(Box::new("a,b\n1,2\n".as_bytes()), "x.csv").await.unwrap_err().to_string();
         assert!(err.contains("no provider_id column"), "{err}");
         reg.close().await;
