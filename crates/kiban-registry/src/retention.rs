@@ -156,6 +156,56 @@ pub const RECORD_KINDS: &[RecordKind] = &[
         source: "003 art.35, 38",
     },
     RecordKind {
+        kind: "ledger_entry",
+        requirements: "R9",
+        name_ja: "帳簿",
+        table: "ledger_entries",
+        rule: Some(RetentionRule::ThreeYears),
+        anchor: "event_date",
+        disposal: Disposal::Purge,
+        source: "003 art.12",
+    },
+    RecordKind {
+        kind: "review_record",
+        requirements: "R2, D1–D7",
+        name_ja: "提供申出・審査・提供の記録",
+        table: "review_events",
+        rule: Some(RetentionRule::ThreeYears),
+        anchor: "each event's day; an application's events go together, after its last event's period",
+        disposal: Disposal::Purge,
+        source: "design: Records and retention (same period as the R9 ledger it supports)",
+    },
+    RecordKind {
+        kind: "sanction",
+        requirements: "D8",
+        name_ja: "措置（利用停止等）の記録",
+        table: "sanctions",
+        rule: Some(RetentionRule::ThreeYears),
+        anchor: "decided_on; kept while the ban is in force",
+        disposal: Disposal::Purge,
+        source: "design: Records and retention",
+    },
+    RecordKind {
+        kind: "violation",
+        requirements: "D8, R14",
+        name_ja: "違反の認定の記録",
+        table: "violations",
+        rule: Some(RetentionRule::ThreeYears),
+        anchor: "recognized_on; kept while a kept sanction refers to it",
+        disposal: Disposal::Purge,
+        source: "design: Records and retention",
+    },
+    RecordKind {
+        kind: "committee_roster",
+        requirements: "R1",
+        name_ja: "審査委員会の名簿",
+        table: "committee_members",
+        rule: None,
+        anchor: "recorded_at",
+        disposal: Disposal::Keep,
+        source: "000 §Ⅱ②(1)",
+    },
+    RecordKind {
         kind: "leak_report",
         requirements: "I1",
         name_ja: "漏えい等報告",
@@ -215,6 +265,8 @@ struct PurgeSpec {
     bulk: Option<(&'static str, &'static str)>,
     /// Ids in force (kept whatever their retention end).
     in_force: Option<&'static str>,
+    /// The in-force query takes the day judged as `$1`.
+    in_force_on_day: bool,
 }
 
 const LATEST_FILINGS: &str = "SELECT f.filing_id FROM provider_filings f WHERE f.seq = \
@@ -222,22 +274,34 @@ const LATEST_FILINGS: &str = "SELECT f.filing_id FROM provider_filings f WHERE f
 
 fn spec(table: &str) -> Option<PurgeSpec> {
     Some(match table {
-        "optout_confirmations" => {
-            PurgeSpec { table: "optout_confirmations", id: "confirmation_id", bulk: None, in_force: None }
-        }
+        "optout_confirmations" => PurgeSpec {
+            table: "optout_confirmations",
+            id: "confirmation_id",
+            bulk: None,
+            in_force: None,
+            in_force_on_day: false,
+        },
         "receipt_records" => PurgeSpec {
             table: "receipt_records",
             id: "receipt_id",
             bulk: Some(("bulk_id", "received_on")),
             in_force: None,
+            in_force_on_day: false,
         },
         "provision_records" => PurgeSpec {
             table: "provision_records",
             id: "record_id",
             bulk: Some(("bulk_id", "provided_on")),
             in_force: None,
+            in_force_on_day: false,
         },
-        "deletion_records" => PurgeSpec { table: "deletion_records", id: "deletion_id", bulk: None, in_force: None },
+        "deletion_records" => PurgeSpec {
+            table: "deletion_records",
+            id: "deletion_id",
+            bulk: None,
+            in_force: None,
+            in_force_on_day: false,
+        },
         "notices" => PurgeSpec {
             table: "notices",
             id: "notice_id",
@@ -246,8 +310,11 @@ fn spec(table: &str) -> Option<PurgeSpec> {
                 "SELECT n.notice_id FROM notices n WHERE n.notice_date = (SELECT MAX(m.notice_date) FROM notices m \
                  WHERE m.provider_id = n.provider_id AND m.patient_id = n.patient_id)",
             ),
+            in_force_on_day: false,
         },
-        "complaints" => PurgeSpec { table: "complaints", id: "complaint_id", bulk: None, in_force: None },
+        "complaints" => {
+            PurgeSpec { table: "complaints", id: "complaint_id", bulk: None, in_force: None, in_force_on_day: false }
+        }
         "provider_publications" => PurgeSpec {
             table: "provider_publications",
             id: "publication_id",
@@ -257,10 +324,38 @@ fn spec(table: &str) -> Option<PurgeSpec> {
                  (SELECT f.filing_id FROM provider_filings f WHERE f.seq = \
                  (SELECT MAX(g.seq) FROM provider_filings g WHERE g.provider_id = f.provider_id))",
             ),
+            in_force_on_day: false,
         },
-        "provider_filings" => {
-            PurgeSpec { table: "provider_filings", id: "filing_id", bulk: None, in_force: Some(LATEST_FILINGS) }
+        "ledger_entries" => {
+            PurgeSpec { table: "ledger_entries", id: "entry_id", bulk: None, in_force: None, in_force_on_day: false }
         }
+        // An application's events are one record: purged together once the last one's period ends.
+        "review_events" => PurgeSpec {
+            table: "review_events",
+            id: "application_id",
+            bulk: None,
+            in_force: Some(
+                "SELECT application_id FROM review_events GROUP BY application_id HAVING MAX(retention_end) > $1",
+            ),
+            in_force_on_day: true,
+        },
+        "sanctions" => PurgeSpec {
+            table: "sanctions",
+            id: "sanction_id",
+            bulk: None,
+            in_force: Some("SELECT sanction_id FROM sanctions WHERE ban_until IS NULL OR ban_until > $1"),
+            in_force_on_day: true,
+        },
+        "violations" => {
+            PurgeSpec { table: "violations", id: "violation_id", bulk: None, in_force: None, in_force_on_day: false }
+        }
+        "provider_filings" => PurgeSpec {
+            table: "provider_filings",
+            id: "filing_id",
+            bulk: None,
+            in_force: Some(LATEST_FILINGS),
+            in_force_on_day: false,
+        },
         _ => return None,
     })
 }
@@ -273,6 +368,8 @@ const REFERENCES: &[(&str, &str, &str)] = &[
     ("provider_filings", "supersedes", "provider_filings"),
     ("notices", "corrects", "notices"),
     ("complaints", "supersedes", "complaints"),
+    ("ledger_entries", "corrects", "ledger_entries"),
+    ("sanctions", "violation_id", "violations"),
 ];
 
 /// What one kind's purge did.
@@ -400,7 +497,8 @@ impl Registry {
             }
             let mut in_force = BTreeSet::new();
             if let Some(q) = s.in_force {
-                for r in sqlx::query(q).fetch_all(&mut *tx).await? {
+                let q = if s.in_force_on_day { sqlx::query(q).bind(iso(as_of)) } else { sqlx::query(q) };
+                for r in q.fetch_all(&mut *tx).await? {
                     in_force.insert(r.try_get::<String, _>(0)?);
                 }
             }

@@ -205,3 +205,58 @@ async fn b1_b2_x7_documents_backups_and_year_figures_round_trip() {
         reg.close().await;
     }
 }
+
+fn ledger_input(event: &str, note: &str) -> kiban_registry::ledger::LedgerInput {
+    kiban_registry::ledger::LedgerInput {
+        kind: kiban_registry::ledger::LedgerKind::ProvisionToUser,
+        application_id: None,
+        release_id: None,
+        party_name: "架空大学".into(),
+        party_address: "東京都（架空）".into(),
+        party_detail: "法人番号（架空）".into(),
+        second_party: String::new(),
+        event_date: d(event),
+        items: vec!["匿名加工医療情報".into()],
+        media: vec![],
+        manifest_sha256: String::new(),
+        note: note.into(),
+    }
+}
+
+#[tokio::test]
+async fn r9_d8_retention_purges_ledger_and_sanctions_only_after_their_period_and_ban() {
+    use kiban_registry::review::sanction::DecidedPeriod;
+    for f in fresh_backends().await {
+        let reg = ready(&f.url).await;
+        let e1 = reg.append_ledger(&ledger_input("2024-01-10", "")).await.unwrap();
+        let c1 = reg.correct_ledger(&e1.entry_id, &ledger_input("2024-01-10", "訂正")).await.unwrap();
+        let e3 = reg.append_ledger(&ledger_input("2025-05-01", "")).await.unwrap();
+        let v1 = reg.record_violation("架空大学", "loss", d("2024-02-01"), "紛失").await.unwrap();
+        let s1 = reg
+            .decide_sanction(&v1.violation_id, DecidedPeriod::Months { months: 3 }, false, d("2024-02-05"))
+            .await
+            .unwrap();
+        let v2 = reg.record_violation("架空法人", "leak", d("2024-03-01"), "漏えい").await.unwrap();
+        let s2 = reg.decide_sanction(&v2.violation_id, DecidedPeriod::Indefinite, true, d("2024-03-05")).await.unwrap();
+
+        // A day before the first ledger entry's 3 years end: nothing of these kinds goes.
+        let r = reg.purge_expired(d("2027-01-09"), "test", false).await.unwrap();
+        for kind in ["ledger_entry", "sanction", "violation", "review_record"] {
+            assert_eq!(r.kinds.iter().find(|k| k.kind == kind).unwrap().purged, 0, "{kind}: {r:?}");
+        }
+        let r = reg.purge_expired(d("2027-06-01"), "test", false).await.unwrap();
+        let k = |kind: &str| r.kinds.iter().find(|k| k.kind == kind).unwrap().clone();
+        let mut both = vec![e1.entry_id.clone(), c1.entry_id.clone()];
+        both.sort();
+        assert_eq!(k("ledger_entry").ids, both, "the entry and its correction, after 3 years");
+        assert_eq!(k("sanction").ids, vec![s1.sanction_id.clone()], "the ended ban goes");
+        assert_eq!(k("sanction").held, 1, "the indefinite ban stays in force");
+        assert_eq!(k("violation").ids, vec![v1.violation_id.clone()]);
+        assert_eq!(k("violation").held, 1, "a kept sanction refers to the other violation");
+        let left: Vec<String> = reg.ledger().await.unwrap().into_iter().map(|e| e.entry_id).collect();
+        assert_eq!(left, vec![e3.entry_id.clone()]);
+        assert_eq!(reg.ban_on("架空法人", d("2027-06-01")).await.unwrap().0, None);
+        assert!(reg.ban_on("架空法人", d("2027-06-01")).await.unwrap().1, "still banned: {:?}", s2.ban_until);
+        reg.close().await;
+    }
+}
