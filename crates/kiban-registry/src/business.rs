@@ -110,8 +110,10 @@ pub struct Evidence {
     pub accounts_vetted: i64,
     /// Active accounts with a training record not expired on the day asked.
     pub accounts_trained: i64,
-    /// Committee members, when a committee table exists (`None`: absent).
+    /// Committee members sitting on the day asked (`None`: no roster recorded).
     pub committee_members: Option<i64>,
+    /// The R1 composition rules the sitting committee breaks (empty when it is valid).
+    pub committee_problems: Vec<String>,
     /// Contractors and audits (I4).
     pub contractors: i64,
     /// Incidents recorded (I2).
@@ -407,11 +409,16 @@ impl Registry {
                     .await?;
             }
         }
-        for t in ["committee_members", "committee"] {
-            if self.table_exists(t).await? {
-                e.committee_members = Some(self.count(&format!("SELECT COUNT(*) FROM {t}"), &[]).await?);
-                break;
-            }
+        let members = self.committee().await.map_err(|e| match e {
+            crate::review::db::ReviewError::Record(r) => r,
+            other => RecordError::Invalid { field: "committee", rule: "R1", message: other.to_string() },
+        })?;
+        if !members.is_empty() {
+            e.committee_members = Some(members.iter().filter(|m| m.sits_on(today)).count() as i64);
+            e.committee_problems = crate::review::committee::check_composition(&members, today)
+                .into_iter()
+                .map(|v| v.to_string())
+                .collect();
         }
         if self.table_exists("contractors").await? {
             e.contractors = self.count("SELECT COUNT(*) FROM contractors", &[]).await?;

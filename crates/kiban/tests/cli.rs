@@ -456,7 +456,7 @@ fn x7_backup_restores_into_an_empty_directory_that_passes_doctor_with_audit_chai
 }
 
 #[test]
-fn b1_b2_compliance_matrix_assessment_attachments_and_business_report() {
+fn b1_b2_b3_compliance_matrix_assessment_attachments_and_business_documents() {
     let tmp = tempfile::tempdir().unwrap();
     let ws = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let m = json_of(&kiban(&["compliance", "matrix", "--workspace", ws.to_str().unwrap(), "--json"], &[]));
@@ -556,6 +556,38 @@ fn b1_b2_compliance_matrix_assessment_attachments_and_business_report() {
     assert_eq!(r["documents"][2]["kept"], false);
     let txt = text(&kiban(&["business", "report", "--year", "2026", "--data-dir", d], &[]));
     assert!(txt.contains("令和8年度") && txt.contains("事業計画書") && txt.contains("保存済"), "{txt}");
+
+    // B3: a notification of a change (変更・承継・廃止・解散) is kept with its digest and dates.
+    let change = tmp.path().join("henko-todoke.pdf");
+    std::fs::write(&change, b"%PDF-1.4 change of officers").unwrap();
+    let o = kiban(
+        &[
+            "business",
+            "add",
+            "--kind",
+            "change",
+            "--year",
+            "2026",
+            "--submitted-on",
+            "2026-10-01",
+            "--published-on",
+            "2026-10-03",
+            change.to_str().unwrap(),
+            "--data-dir",
+            d,
+            "--json",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let doc = json_of(&o);
+    let sha = doc["sha256"].as_str().unwrap().to_owned();
+    assert_eq!(sha, hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"%PDF-1.4 change of officers")));
+    let kept = std::path::Path::new(d).join(doc["stored_path"].as_str().unwrap());
+    assert_eq!(std::fs::read(&kept).unwrap(), b"%PDF-1.4 change of officers", "{}", kept.display());
+    let list = json_of(&kiban(&["business", "list", "--data-dir", d, "--json"], &[]));
+    let row = list.as_array().unwrap().iter().find(|r| r["sha256"] == sha.as_str()).expect("listed");
+    assert_eq!((row["submitted_on"].as_str(), row["published_on"].as_str()), (Some("2026-10-01"), Some("2026-10-03")));
 }
 
 #[test]

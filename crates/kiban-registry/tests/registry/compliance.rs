@@ -199,9 +199,29 @@ async fn b1_b2_x7_documents_backups_and_year_figures_round_trip() {
         let ev = reg.evidence(d("2026-11-21")).await.unwrap();
         assert_eq!((ev.providers, ev.providers_security_checked), (1, 1));
         assert!(ev.accounts_present);
-        let committee =
-            reg.table_exists("committee_members").await.unwrap() || reg.table_exists("committee").await.unwrap();
-        assert_eq!(ev.committee_members.is_some(), committee, "committee size read only when its table exists");
+        assert_eq!(ev.committee_members, None, "no roster yet");
+        // R1 is checked in full, not by size: five men, all internal, break three rules.
+        let mut roster = kiban_registry::review::committee::sample_committee(5);
+        for m in &mut roster {
+            m.sex = kiban_model::person::Sex::Male;
+            m.external = false;
+        }
+        for m in &roster {
+            reg.add_committee_member(m).await.unwrap();
+        }
+        let ev = reg.evidence(d("2026-11-21")).await.unwrap();
+        assert_eq!(ev.committee_members, Some(5));
+        let text = ev.committee_problems.join("\n");
+        assert!(
+            text.contains("both sexes") && text.contains("officers or employees") && ev.committee_problems.len() == 2,
+            "{text}"
+        );
+        let good = kiban_registry::review::committee::sample_committee(6);
+        for m in &good {
+            reg.add_committee_member(m).await.unwrap();
+        }
+        let ev = reg.evidence(d("2026-11-21")).await.unwrap();
+        assert!(ev.committee_problems.is_empty(), "{:?}", ev.committee_problems);
         reg.close().await;
     }
 }

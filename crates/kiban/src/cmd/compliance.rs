@@ -631,7 +631,14 @@ fn gather_facts(
     f.insert(
         "committee",
         match ev.committee_members {
-            Some(n) => fact(n >= 5, format!("審査委員会 committee members: {n} (at least 5 needed, R1)")),
+            Some(n) if ev.committee_problems.is_empty() => fact(
+                true,
+                format!("審査委員会 committee of {n} sitting members meets R1 (size, both sexes, the three fields, 2 external, none engaged)"),
+            ),
+            Some(n) => fact(
+                false,
+                format!("審査委員会 committee of {n} sitting members breaks R1: {}", ev.committee_problems.join("; ")),
+            ),
             None => fact(
                 false,
                 "審査委員会 no committee records in the registry yet (composition cannot be checked)".into(),
