@@ -689,3 +689,90 @@ fn r1_r2_r9_committee_review_release_and_ledger_through_the_cli() {
         "no release rel-9",
     );
 }
+
+/// A fresh, empty PostgreSQL database on the test server (`KIBAN_TEST_POSTGRES_URL`); `None` when no
+/// server is configured outside CI (under CI its absence fails the test).
+fn fresh_pg_database(tag: &str) -> Option<String> {
+    let Ok(admin) = std::env::var("KIBAN_TEST_POSTGRES_URL") else {
+        assert!(std::env::var("CI").is_err(), "CI must set KIBAN_TEST_POSTGRES_URL (scripts/test.sh starts a server)");
+        eprintln!("skipped: KIBAN_TEST_POSTGRES_URL is not set");
+        return None;
+    };
+    let name = format!("kiban_{tag}_{:08x}", rand_u32());
+    let o = Command::new("psql").args(["-X", "-q", "-c", &format!("CREATE DATABASE {name}")]).arg(&admin).output();
+    let o = o.expect("psql runs");
+    assert!(o.status.success(), "{}", text(&o));
+    let base = admin.rsplit_once('/').expect("URL with a database").0;
+    Some(format!("{base}/{name}"))
+}
+
+fn rand_u32() -> u32 {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    t.subsec_nanos() ^ std::process::id().rotate_left(16)
+}
+
+#[test]
+fn x7_backup_of_a_postgresql_registry_restores_into_an_empty_database() {
+    let (Some(db1), Some(db2)) = (fresh_pg_database("bk"), fresh_pg_database("rs")) else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let d = dir.to_str().unwrap();
+    assert!(kiban(&["init", d, "--registry-url", &db1], &[]).status.success());
+    let o = kiban(
+        &[
+            "provider",
+            "add",
+            "--id",
+            "prov-a",
+            "--name",
+            "合成病院（架空）",
+            "--filed-on",
+            "2026-01-05",
+            "--update-method",
+            "月次",
+            "--planned-start",
+            "2026-02-01",
+            "--transmission",
+            "SFTP",
+            "--data-dir",
+            d,
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let bak = tmp.path().join("pg.bak");
+    let o = kiban(&["backup", "--data-dir", d, "--out", bak.to_str().unwrap(), "--json"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let key = dir.join("keys/master.key");
+    let into = tmp.path().join("restored");
+    let args = |into: &Path, url: &str| {
+        vec![
+            "restore".to_owned(),
+            bak.to_str().unwrap().to_owned(),
+            "--into".into(),
+            into.to_str().unwrap().to_owned(),
+            "--master-key-file".into(),
+            key.to_str().unwrap().to_owned(),
+            "--registry-url".into(),
+            url.to_owned(),
+            "--json".into(),
+        ]
+    };
+    let a = args(&into, &db2);
+    let o = kiban(&a.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r = json_of(&o);
+    assert_eq!(r["ok"], true, "{r}");
+    // The restored directory reads the restored database: the provider is there.
+    let list = json_of(&kiban(&["provider", "list", "--data-dir", into.to_str().unwrap(), "--json"], &[]));
+    assert_eq!(list[0]["provider"]["provider_id"], "prov-a", "{list}");
+    assert!(std::fs::read_to_string(into.join("kiban.toml")).unwrap().contains(&db2));
+    // A database that is not empty is refused.
+    let again = tmp.path().join("again");
+    let a = args(&again, &db2);
+    assert_clean_failure(
+        &kiban(&a.iter().map(String::as_str).collect::<Vec<_>>(), &[]),
+        "restore only into an empty database",
+    );
+    assert!(!again.exists(), "nothing is written when the database is refused");
+}

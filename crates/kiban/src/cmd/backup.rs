@@ -44,6 +44,10 @@ pub struct RestoreArgs {
     /// A copy of the master key file (`keys/master.key`); else `KIBAN_MASTER_KEY` must be set.
     #[arg(long, value_name = "FILE")]
     master_key_file: Option<PathBuf>,
+    /// For a backup of a PostgreSQL registry: an empty database to load it into
+    /// (e.g. postgres://kiban@db.internal/kiban_restored); the restored directory then uses it.
+    #[arg(long, value_name = "URL")]
+    registry_url: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -264,12 +268,53 @@ fn pg_dump(url: &str, dir: &Path) -> Result<PathBuf> {
     }
 }
 
+fn psql(url: &str, args: &[&str]) -> std::io::Result<std::process::Output> {
+    std::process::Command::new("psql").args(["-X", "-q", "-v", "ON_ERROR_STOP=1"]).args(args).arg(url).output()
+}
+
+/// Checks that `url` is an empty database we can reach (nothing is ever overwritten).
+fn pg_check_empty(url: &str) -> Result<()> {
+    let psql = |args: &[&str]| psql(url, args);
+    let out = match psql(&["-tA", "-c", "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"])
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("psql is not on PATH: install the PostgreSQL client tools (same major version as the server)")
+        }
+        Err(e) => bail!("cannot run psql: {e}"),
+        Ok(o) => o,
+    };
+    if !out.status.success() {
+        bail!("cannot connect to --registry-url ({}); check the URL and ~/.pgpass", out.status);
+    }
+    let tables = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if tables != "0" {
+        bail!("--registry-url: the database already has {tables} tables; restore only into an empty database");
+    }
+    Ok(())
+}
+
+/// Loads a `pg_dump` file into `url` (checked empty first).
+fn pg_restore(url: &str, dump: &Path) -> Result<()> {
+    pg_check_empty(url)?;
+    let psql = |args: &[&str]| psql(url, args);
+    let dump = dump.to_str().context("the dump path is not UTF-8")?;
+    let out = psql(&["-f", dump]).context("cannot run psql")?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        bail!("loading the registry dump failed: {}", err.lines().last().unwrap_or("").trim());
+    }
+    Ok(())
+}
+
 /// Runs `kiban restore`.
 pub fn restore(ctx: &Ctx, args: RestoreArgs) -> Result<ExitCode> {
     let into = &args.into;
     if into.exists() && fs::read_dir(into).with_context(|| format!("cannot read {}", into.display()))?.next().is_some()
     {
         bail!("{} is not empty; restore only into an empty or new directory", into.display());
+    }
+    if let Some(url) = &args.registry_url {
+        pg_check_empty(url)?;
     }
     let mut input =
         BufReader::new(File::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?);
@@ -328,6 +373,20 @@ pub fn restore(ctx: &Ctx, args: RestoreArgs) -> Result<ExitCode> {
     }
     tar::Archive::new(File::open(&tar_path)?).unpack(into).context("cannot unpack the backup")?;
     fs::remove_file(&tar_path)?;
+    let mut pg_loaded = None;
+    if header.backend == "postgres"
+        && let Some(url) = &args.registry_url
+    {
+        let dump = into.join("registry.pg.sql");
+        pg_restore(url, &dump)?;
+        // The restored directory now points at the database it was loaded into.
+        let cfg_path = into.join("kiban.toml");
+        let mut cfg: crate::datadir::Config = toml::from_str(&fs::read_to_string(&cfg_path)?)?;
+        cfg.registry_url = Some(url.clone());
+        fs::write(&cfg_path, toml::to_string(&cfg)?)?;
+        fs::remove_file(&dump)?;
+        pg_loaded = Some(url.clone());
+    }
     fs::create_dir_all(into.join("staging"))?;
     set_mode(into, 0o700)?;
     set_mode(&into.join("keys"), 0o700)?;
@@ -347,9 +406,9 @@ pub fn restore(ctx: &Ctx, args: RestoreArgs) -> Result<ExitCode> {
     } else {
         "no audit log".to_owned()
     };
-    if header.backend == "postgres" {
+    if header.backend == "postgres" && pg_loaded.is_none() {
         problems.push(format!(
-            "the registry was PostgreSQL: load {} into an empty database with psql and point KIBAN_REGISTRY_URL at it",
+            "the registry was PostgreSQL: restore again with --registry-url URL of an empty database, or load {} with psql and point KIBAN_REGISTRY_URL at it",
             into.join("registry.pg.sql").display()
         ));
     }
