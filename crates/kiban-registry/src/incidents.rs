@@ -21,6 +21,7 @@ fn ts(t: DateTime<Utc>) -> String {
 
 /// The nine items of a leak report (漏えい等報告, 003 art.22-3).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)] // a first report (速報) holds what is known so far; the rules name what is missing
 pub struct LeakItems {
     /// 1 概要.
     pub summary: String,
@@ -111,6 +112,7 @@ pub struct Complaint {
 
 /// The written contract with a contractor (I4: 003 art.21).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)] // a missing item is refused by name when recorded, not as a parse error
 pub struct Contract {
     /// Contractor name.
     pub name: String,

@@ -91,6 +91,14 @@ enum Command {
     Ledger(cmd::ledger::Args),
     /// Supervision: due reports, expired entitlements, deletion certificates (R5, D7).
     Supervise(cmd::release::SuperviseArgs),
+    /// Incidents other than leaks: record, escalate, list (I2).
+    Incident(cmd::incident::IncidentArgs),
+    /// Leak reports (漏えい等報告) with the nine items and their deadline (I1).
+    Leak(cmd::incident::LeakArgs),
+    /// Complaints with cause and improvement, kept 3 years (I3).
+    Complaint(cmd::incident::ComplaintArgs),
+    /// Contractors: the contract's items and audits (I4).
+    Contractor(cmd::incident::ContractorArgs),
 }
 
 /// Global options every command sees.
@@ -145,6 +153,10 @@ fn main() -> ExitCode {
         Command::Release(a) => cmd::release::run(&ctx, a),
         Command::Ledger(a) => cmd::ledger::run(&ctx, a),
         Command::Supervise(a) => cmd::release::run_supervise(&ctx, a),
+        Command::Incident(a) => cmd::incident::run_incident(&ctx, a),
+        Command::Leak(a) => cmd::incident::run_leak(&ctx, a),
+        Command::Complaint(a) => cmd::incident::run_complaint(&ctx, a),
+        Command::Contractor(a) => cmd::incident::run_contractor(&ctx, a),
     };
     match result {
         Ok(code) => code,

@@ -776,3 +776,117 @@ fn x7_backup_of_a_postgresql_registry_restores_into_an_empty_database() {
     );
     assert!(!again.exists(), "nothing is written when the database is refused");
 }
+
+#[test]
+fn i1_i2_i3_i4_incidents_leaks_complaints_and_contractors_through_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let d = dir.to_str().unwrap();
+    assert!(kiban(&["init", d], &[]).status.success());
+    let run = |args: &[&str]| {
+        let mut a = args.to_vec();
+        a.extend(["--data-dir", d, "--json"]);
+        let o = kiban(&a, &[]);
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+        json_of(&o)
+    };
+    // I2: an incident and its escalation.
+    let i = run(&[
+        "incident",
+        "add",
+        "--risk-item",
+        "不正アクセス",
+        "--description",
+        "深夜の大量参照",
+        "--severity",
+        "high",
+    ]);
+    let id = i["incident_id"].as_str().unwrap().to_owned();
+    let e = run(&["incident", "escalate", &id, "--to", "個人情報保護責任者", "--note", "一報"]);
+    assert_eq!(e["escalations"].as_array().unwrap().len(), 1, "{e}");
+    // I1: a leak detected 40 days ago and not malicious is past its 30-day deadline.
+    let items = tmp.path().join("leak.json");
+    std::fs::write(&items, r#"{"summary":"USBメモリの紛失","items":"氏名","persons":12,"cause":"","secondary_damage":"","response_to_persons":"","publication":"","prevention":"","other":""}"#).unwrap();
+    let detected = (chrono::Utc::now() - chrono::Duration::days(40)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let r = run(&["leak", "open", "--detected-at", &detected, "--items", items.to_str().unwrap()]);
+    let overdue = run(&["leak", "list", "--overdue"]);
+    assert_eq!(overdue[0]["report_id"], r["report_id"], "{overdue}");
+    let full = tmp.path().join("leak-final.json");
+    std::fs::write(&full, r#"{"summary":"USBメモリの紛失","items":"氏名","persons":12,"cause":"持ち出し規程違反","secondary_damage":"なし","response_to_persons":"通知済","publication":"公表済","prevention":"媒体の暗号化","other":"なし"}"#).unwrap();
+    // The confirmed report needs every item.
+    assert_clean_failure(
+        &kiban(
+            &[
+                "leak",
+                "update",
+                r["report_id"].as_str().unwrap(),
+                "--items",
+                items.to_str().unwrap(),
+                "--final",
+                "--data-dir",
+                d,
+            ],
+            &[],
+        ),
+        "cause",
+    );
+    let fin = run(&["leak", "update", r["report_id"].as_str().unwrap(), "--items", full.to_str().unwrap(), "--final"]);
+    assert_eq!(fin["final_report"], true);
+    assert_eq!(run(&["leak", "list", "--overdue"]).as_array().unwrap().len(), 0, "the confirmed report closes it");
+    // A malicious one gets 60 days.
+    let m = run(&["leak", "open", "--detected-at", &detected, "--malicious", "--items", items.to_str().unwrap()]);
+    let due = chrono::DateTime::parse_from_rfc3339(m["deadline"].as_str().unwrap()).unwrap();
+    let det = chrono::DateTime::parse_from_rfc3339(&detected).unwrap();
+    assert_eq!((due - det).num_days(), 60);
+    std::fs::write(&items, r#"{"summary":""}"#).unwrap();
+    assert_clean_failure(
+        &kiban(&["leak", "open", "--detected-at", &detected, "--items", items.to_str().unwrap(), "--data-dir", d], &[]),
+        "summary",
+    );
+    // I3: a complaint, then its cause and improvement as a later record.
+    let c = run(&["complaint", "add", "--received-on", "2026-11-01", "--content", "説明が分かりにくい"]);
+    let c2 = run(&[
+        "complaint",
+        "add",
+        "--received-on",
+        "2026-11-01",
+        "--content",
+        "説明が分かりにくい",
+        "--cause",
+        "用語",
+        "--improvement",
+        "説明文を改訂",
+        "--supersedes",
+        c["complaint_id"].as_str().unwrap(),
+    ]);
+    assert_eq!(c2["supersedes"], c["complaint_id"]);
+    // I4: a contract missing an item is refused; a full one is kept with its audit.
+    let contract = tmp.path().join("contract.json");
+    let full = serde_json::json!({"name": "架空データセンター株式会社", "certification": "ISMS IS 000000（架空）",
+        "scope": "サーバの運用", "procedures": "手順書による", "right_to_verify": "立入検査", "instructions": "書面で指示",
+        "instruction_checks": "月次報告", "reporting": "漏えいは直ちに報告", "other_terms": "", "contracted_on": "2026-04-01"});
+    let mut partial = full.clone();
+    partial["reporting"] = "".into();
+    std::fs::write(&contract, partial.to_string()).unwrap();
+    assert_clean_failure(
+        &kiban(&["contractor", "add", "--contract", contract.to_str().unwrap(), "--data-dir", d], &[]),
+        "reporting",
+    );
+    std::fs::write(&contract, full.to_string()).unwrap();
+    let k = run(&["contractor", "add", "--contract", contract.to_str().unwrap()]);
+    let a = run(&[
+        "contractor",
+        "audit",
+        k["contractor_id"].as_str().unwrap(),
+        "--on",
+        "2026-10-01",
+        "--auditor",
+        "監査担当",
+        "--findings",
+        "指摘なし",
+    ]);
+    assert_eq!(a["audits"].as_array().unwrap().len(), 1);
+    // Every write went to the audit log, which verifies.
+    let v = kiban(&["audit", "verify", "--data-dir", d], &[]);
+    assert!(v.status.success() && text(&v).contains("異常なし"), "{}", text(&v));
+}
