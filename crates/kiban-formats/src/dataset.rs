@@ -3,8 +3,10 @@
 use std::fs::{self, File};
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use arrow::datatypes::SchemaRef;
+use arrow::array::{ArrayRef, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -98,16 +100,16 @@ pub struct Manifest {
     pub files: Vec<ManifestFile>,
     /// Free-form provenance: generator and seed, or the policy hash that made it.
     pub provenance: serde_json::Value,
-}
-
-enum Sink {
-    Parquet(ArrowWriter<File>),
-    Csv(arrow::csv::Writer<BufWriter<File>>),
+    /// The parts are encrypted at rest (R12): each is sealed with its own data key, wrapped by the
+    /// master key, and bound to its dataset name and path.
+    #[serde(default)]
+    pub sealed: bool,
 }
 
 /// Writes one dataset: parts go to `<dir>.staging`, and [`DatasetWriter::commit`] renames into place.
 /// Parts may be written from several threads at once.
 pub struct DatasetWriter {
+    sealer: Option<Arc<dyn Sealer>>,
     target: PathBuf,
     staging: PathBuf,
     schema: SchemaRef,
@@ -129,6 +131,7 @@ impl DatasetWriter {
         }
         fs::create_dir_all(&staging).map_err(io(&staging))?;
         Ok(DatasetWriter {
+            sealer: None,
             target: dir.to_owned(),
             staging,
             schema,
@@ -138,8 +141,35 @@ impl DatasetWriter {
         })
     }
 
+    /// Encrypts every part at rest with `sealer` (R12); plaintext never touches the disk.
+    pub fn sealed(mut self, sealer: Arc<dyn Sealer>) -> Self {
+        self.sealer = Some(sealer);
+        self
+    }
+
     /// Writes one part file holding `batches` (the part name must be unique, e.g. `part-00003`).
     pub fn write_part(&self, part: &str, batches: &[RecordBatch]) -> Result<(), DatasetError> {
+        let Some(sealer) = &self.sealer else {
+            return self.write_plain_part(part, batches);
+        };
+        let rel = format!("{part}.{}.{SEALED_EXT}", self.format.extension());
+        let path = self.staging.join(&rel);
+        let enc = |e: &dyn std::fmt::Display| DatasetError::Encode { path: path.clone(), message: e.to_string() };
+        let (rows, plain) = encode(Vec::new(), self.schema.clone(), self.format, batches).map_err(|e| enc(&e))?;
+        let sealed = sealer.seal(&part_aad(&self.name, &rel), &plain);
+        let mut f = File::create(&path).map_err(io(&path))?;
+        f.write_all(&sealed).and_then(|_| f.sync_data()).map_err(io(&path))?;
+        let (bytes, sha256) = digest(&path)?;
+        self.files.lock().expect("no panics while holding the lock").push(ManifestFile {
+            path: rel,
+            rows,
+            bytes,
+            sha256,
+        });
+        Ok(())
+    }
+
+    fn write_plain_part(&self, part: &str, batches: &[RecordBatch]) -> Result<(), DatasetError> {
         let rel = format!("{part}.{}", self.format.extension());
         let path = self.staging.join(&rel);
         let rows = write_file(&path, self.schema.clone(), self.format, batches)?;
@@ -165,6 +195,7 @@ impl DatasetWriter {
             rows: files.iter().map(|f| f.rows).sum(),
             files,
             provenance,
+            sealed: self.sealer.is_some(),
         };
         let mpath = self.staging.join("manifest.json");
         let text = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
@@ -187,33 +218,106 @@ pub fn write_file(
 ) -> Result<u64, DatasetError> {
     let file = File::create(path).map_err(io(path))?;
     let enc = |e: &dyn std::fmt::Display| DatasetError::Encode { path: path.to_owned(), message: e.to_string() };
-    let mut sink = match format {
+    let (rows, mut inner) = encode(BufWriter::new(file), schema, format, batches).map_err(|e| enc(&e))?;
+    inner.flush().map_err(io(path))?;
+    Ok(rows)
+}
+
+/// Encodes batches in `format` into `out`; returns the row count and `out`.
+fn encode<W: Write + Send>(
+    out: W,
+    schema: SchemaRef,
+    format: FileFormat,
+    batches: &[RecordBatch],
+) -> Result<(u64, W), Box<dyn std::error::Error>> {
+    let mut rows = 0u64;
+    match format {
         FileFormat::Parquet => {
             let props = WriterProperties::builder()
                 .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("valid level")))
                 .build();
-            Sink::Parquet(ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| enc(&e))?)
+            let mut w = ArrowWriter::try_new(out, schema, Some(props))?;
+            for b in batches {
+                rows += b.num_rows() as u64;
+                w.write(b)?;
+            }
+            Ok((rows, w.into_inner()?))
         }
-        FileFormat::Csv => Sink::Csv(arrow::csv::WriterBuilder::new().with_header(true).build(BufWriter::new(file))),
+        FileFormat::Csv => {
+            let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(out);
+            for b in batches {
+                rows += b.num_rows() as u64;
+                w.write(b)?;
+            }
+            Ok((rows, w.into_inner()))
+        }
+    }
+}
+
+/// The extension added to a sealed part (`part-00000.parquet.kbs`).
+pub const SEALED_EXT: &str = "kbs";
+
+/// Encrypts and decrypts part files at rest (implemented over the key store: a fresh data key per
+/// file, wrapped by the master key). `aad` binds a file to its dataset and path.
+pub trait Sealer: Send + Sync {
+    /// Seals `plain`.
+    fn seal(&self, aad: &[u8], plain: &[u8]) -> Vec<u8>;
+    /// Opens a sealed file; a wrong key, a moved file or any damage is an error, never garbage.
+    fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, String>;
+}
+
+fn part_aad(dataset: &str, rel: &str) -> Vec<u8> {
+    format!("kiban dataset part v1\0{dataset}\0{rel}").into_bytes()
+}
+
+/// Reads one part of a dataset (checked against the manifest first), decrypting a sealed one with
+/// `sealer`. CSV parts come back as text columns, enough to filter rows and write them back.
+pub fn read_part(
+    dir: &Path,
+    manifest: &Manifest,
+    file: &ManifestFile,
+    sealer: Option<&dyn Sealer>,
+) -> Result<Vec<RecordBatch>, DatasetError> {
+    let path = dir.join(&file.path);
+    let raw = fs::read(&path).map_err(io(&path))?;
+    if raw.len() as u64 != file.bytes || hex::encode(Sha256::digest(&raw)) != file.sha256 {
+        return Err(DatasetError::Mismatch { path, problem: "SHA-256 differs from the manifest".into() });
+    }
+    let plain = if manifest.sealed {
+        let Some(s) = sealer else {
+            return Err(DatasetError::Mismatch {
+                path,
+                problem: "the dataset is encrypted at rest; open it with the data directory's key store".into(),
+            });
+        };
+        s.open(&part_aad(&manifest.name, &file.path), &raw)
+            .map_err(|e| DatasetError::Mismatch { path: path.clone(), problem: format!("does not decrypt: {e}") })?
+    } else {
+        raw
     };
-    let mut rows = 0u64;
-    for b in batches {
-        rows += b.num_rows() as u64;
-        match &mut sink {
-            Sink::Parquet(w) => w.write(b).map_err(|e| enc(&e))?,
-            Sink::Csv(w) => w.write(b).map_err(|e| enc(&e))?,
+    let dec = |e: &dyn std::fmt::Display| DatasetError::Mismatch { path: path.clone(), problem: e.to_string() };
+    match manifest.format {
+        FileFormat::Parquet => {
+            let r = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(plain))
+                .and_then(|b| b.with_batch_size(64 * 1024).build())
+                .map_err(|e| dec(&e))?;
+            r.collect::<Result<Vec<_>, _>>().map_err(|e| dec(&e))
+        }
+        FileFormat::Csv => {
+            let mut r = csv::Reader::from_reader(plain.as_slice());
+            let header: Vec<String> = r.headers().map_err(|e| dec(&e))?.iter().map(str::to_owned).collect();
+            let mut cols: Vec<Vec<String>> = vec![Vec::new(); header.len()];
+            for rec in r.records() {
+                let rec = rec.map_err(|e| dec(&e))?;
+                for (c, v) in cols.iter_mut().zip(rec.iter()) {
+                    c.push(v.to_owned());
+                }
+            }
+            let fields: Vec<Field> = header.iter().map(|h| Field::new(h, DataType::Utf8, false)).collect();
+            let arrays: Vec<ArrayRef> = cols.into_iter().map(|c| Arc::new(StringArray::from(c)) as ArrayRef).collect();
+            Ok(vec![RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(|e| dec(&e))?])
         }
     }
-    match sink {
-        Sink::Parquet(w) => {
-            w.close().map_err(|e| enc(&e))?;
-        }
-        Sink::Csv(w) => {
-            let mut inner = w.into_inner();
-            inner.flush().map_err(io(path))?;
-        }
-    }
-    Ok(rows)
 }
 
 fn digest(path: &Path) -> Result<(u64, String), DatasetError> {
@@ -298,5 +402,46 @@ mod tests {
         let path = tmp.path().join("x.csv");
         write_file(&path, batch().schema(), FileFormat::Csv, &[batch()]).unwrap();
         assert_eq!(fs::read_to_string(path).unwrap(), "a,b\n1,東京\n2,ｶﾅ\n");
+    }
+
+    /// A test sealer: XOR with a key byte plus the AAD as a tag (the binary uses the key store).
+    struct XorSealer(u8);
+    impl Sealer for XorSealer {
+        fn seal(&self, aad: &[u8], plain: &[u8]) -> Vec<u8> {
+            let mut v: Vec<u8> = plain.iter().map(|b| b ^ self.0).collect();
+            v.extend_from_slice(aad);
+            v
+        }
+        fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, String> {
+            let body = sealed.strip_suffix(aad).ok_or("wrong associated data")?;
+            Ok(body.iter().map(|b| b ^ self.0).collect())
+        }
+    }
+
+    #[test]
+    fn r12_sealed_parts_hold_no_plaintext_and_read_back_only_with_the_sealer() {
+        for format in [FileFormat::Parquet, FileFormat::Csv] {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path().join("t");
+            let w =
+                DatasetWriter::create(&dir, "t", batch().schema(), format).unwrap().sealed(Arc::new(XorSealer(0x5a)));
+            w.write_part("part-00000", &[batch()]).unwrap();
+            let m = w.commit(serde_json::json!({})).unwrap();
+            assert!(m.sealed && m.files[0].path.ends_with(".kbs"));
+            let raw = std::fs::read(dir.join(&m.files[0].path)).unwrap();
+            let needle = "東京".as_bytes();
+            assert!(!raw.windows(needle.len()).any(|w| w == needle), "plaintext on disk");
+            let m = verify_dataset(&dir).unwrap();
+            let got = read_part(&dir, &m, &m.files[0], Some(&XorSealer(0x5a))).unwrap();
+            assert_eq!(got.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
+            let text = format!("{:?}", got[0].column(1));
+            assert!(text.contains("東京") && text.contains("ｶﾅ"), "{text}");
+            let err = read_part(&dir, &m, &m.files[0], None).unwrap_err().to_string();
+            assert!(err.contains("encrypted"), "{err}");
+            // A part moved to another name does not open: the AAD binds it to its place.
+            let mut moved = m.clone();
+            moved.name = "other".into();
+            assert!(read_part(&dir, &moved, &m.files[0], Some(&XorSealer(0x5a))).is_err());
+        }
     }
 }

@@ -9,4 +9,6 @@
 
 pub mod dataset;
 
-pub use dataset::{DatasetError, DatasetWriter, FileFormat, Manifest, ManifestFile, verify_dataset};
+pub use dataset::{
+    DatasetError, DatasetWriter, FileFormat, Manifest, ManifestFile, SEALED_EXT, Sealer, read_part, verify_dataset,
+};

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use arrow::array::{Array, StringArray};
 use arrow::record_batch::{RecordBatch, RecordBatchReader};
 use chrono::NaiveDate;
-use kiban_formats::{DatasetError, DatasetWriter, FileFormat};
+use kiban_formats::{DatasetError, DatasetWriter, FileFormat, Sealer};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -50,7 +50,7 @@ fn file_err(path: &Path) -> impl FnOnce(&dyn std::fmt::Display) -> IntakeError +
 }
 
 /// One batch to take in.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Submission {
     /// The submitting provider.
     pub provider_id: String,
@@ -66,6 +66,21 @@ pub struct Submission {
     pub creator_name: String,
     /// The creator's address.
     pub creator_address: String,
+    /// Encrypts the clinical store and quarantine at rest (R12); `None` writes plain files (tests).
+    pub sealer: Option<Arc<dyn Sealer>>,
+}
+
+impl std::fmt::Debug for Submission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Submission")
+            .field("provider_id", &self.provider_id)
+            .field("provision_date", &self.provision_date)
+            .field("input", &self.input)
+            .field("bulk", &self.bulk)
+            .field("dry_run", &self.dry_run)
+            .field("sealed", &self.sealer.is_some())
+            .finish()
+    }
 }
 
 /// Counts for one table.
@@ -197,22 +212,11 @@ fn read_parquet(path: &Path) -> Result<parquet::arrow::arrow_reader::ParquetReco
         .map_err(|e| file_err(path)(&e))
 }
 
-/// A CSV part (quarantine) as text columns: enough to drop rows and write the rest back unchanged.
-fn read_csv_text(path: &Path) -> Result<RecordBatch, IntakeError> {
-    let mut r = csv::Reader::from_path(path).map_err(|e| file_err(path)(&e))?;
-    let header: Vec<String> = r.headers().map_err(|e| file_err(path)(&e))?.iter().map(str::to_owned).collect();
-    let mut cols: Vec<Vec<String>> = vec![Vec::new(); header.len()];
-    for rec in r.records() {
-        let rec = rec.map_err(|e| file_err(path)(&e))?;
-        for (c, v) in cols.iter_mut().zip(rec.iter()) {
-            c.push(v.to_owned());
-        }
+fn seal(w: DatasetWriter, sealer: &Option<Arc<dyn Sealer>>) -> DatasetWriter {
+    match sealer {
+        Some(s) => w.sealed(s.clone()),
+        None => w,
     }
-    let fields: Vec<arrow::datatypes::Field> =
-        header.iter().map(|h| arrow::datatypes::Field::new(h, arrow::datatypes::DataType::Utf8, false)).collect();
-    let arrays: Vec<arrow::array::ArrayRef> =
-        cols.into_iter().map(|c| Arc::new(StringArray::from(c)) as arrow::array::ArrayRef).collect();
-    RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), arrays).map_err(|e| file_err(path)(&e))
 }
 
 fn patient_ids(b: &RecordBatch) -> Option<&StringArray> {
@@ -264,6 +268,7 @@ pub async fn submit(reg: &Registry, data_dir: &Path, s: &Submission) -> Result<O
         let clin = (!s.dry_run)
             .then(|| {
                 DatasetWriter::create(&stage.join("clinical").join(table), table, schema.clone(), FileFormat::Parquet)
+                    .map(|w| seal(w, &s.sealer))
             })
             .transpose()?;
         let mut quar: Option<DatasetWriter> = None;
@@ -279,12 +284,15 @@ pub async fn submit(reg: &Registry, data_dir: &Path, s: &Submission) -> Result<O
                 }
                 if !q.is_empty() && !s.dry_run {
                     if quar.is_none() {
-                        *quar = Some(DatasetWriter::create(
-                            &stage.join("quarantine").join(table),
-                            table,
-                            q[0].schema(),
-                            FileFormat::Csv,
-                        )?);
+                        *quar = Some(seal(
+                            DatasetWriter::create(
+                                &stage.join("quarantine").join(table),
+                                table,
+                                q[0].schema(),
+                                FileFormat::Csv,
+                            )?,
+                            &s.sealer,
+                        ));
                     }
                     quar.as_ref().expect("created").write_part(&format!("part-{part:05}"), q)?;
                 }
@@ -446,17 +454,18 @@ pub async fn delete_person(
     requested_on: NaiveDate,
     reason: &str,
     vault: &dyn VaultDeletion,
+    sealer: Option<Arc<dyn Sealer>>,
 ) -> Result<Deletion, IntakeError> {
     let batches = reg.batches_with_person(provider_id, patient_id).await?;
     let mut removed = BTreeMap::new();
     for b in &batches {
-        strip_person(&data_dir.join("clinical").join(b), b, provider_id, patient_id, &mut removed)?;
+        strip_person(&data_dir.join("clinical").join(b), b, provider_id, patient_id, &sealer, &mut removed)?;
     }
     // Excluded records of the person sit in the quarantine of any of the provider's batches
     // (the receipt lists admitted persons only), so every one is searched.
     let mut quarantined = BTreeMap::new();
     for b in reg.batches_of(provider_id).await? {
-        strip_person(&data_dir.join("quarantine").join(&b), &b, provider_id, patient_id, &mut quarantined)?;
+        strip_person(&data_dir.join("quarantine").join(&b), &b, provider_id, patient_id, &sealer, &mut quarantined)?;
     }
     let vault_status = match vault.delete_identity(provider_id, patient_id) {
         Ok(s) => s,
@@ -477,6 +486,7 @@ fn strip_person(
     batch: &str,
     provider_id: &str,
     patient_id: &str,
+    sealer: &Option<Arc<dyn Sealer>>,
     removed: &mut BTreeMap<String, u64>,
 ) -> Result<(), IntakeError> {
     let Ok(entries) = fs::read_dir(dir) else { return Ok(()) };
@@ -492,12 +502,7 @@ fn strip_person(
         for (i, f) in manifest.files.iter().enumerate() {
             let path = t.join(&f.path);
             let mut kept = Vec::new();
-            let batches: Vec<RecordBatch> = match manifest.format {
-                FileFormat::Parquet => {
-                    read_parquet(&path)?.collect::<Result<_, _>>().map_err(|e| file_err(&path)(&e))?
-                }
-                FileFormat::Csv => vec![read_csv_text(&path)?],
-            };
+            let batches = kiban_formats::read_part(&t, &manifest, f, sealer.as_deref())?;
             for batch in batches {
                 let Some(ids) = patient_ids(&batch) else { continue };
                 // Patient ids are the provider's: the same id under another provider is someone else.
@@ -515,7 +520,8 @@ fn strip_person(
             if w.is_none()
                 && let Some(schema) = kept.first().map(|b| b.schema())
             {
-                w = Some(DatasetWriter::create(&rewrite, &name, schema, manifest.format)?);
+                let sealing = if manifest.sealed { sealer.clone() } else { None };
+                w = Some(seal(DatasetWriter::create(&rewrite, &name, schema, manifest.format)?, &sealing));
             }
             if let Some(w) = &w {
                 w.write_part(&format!("part-{i:05}"), &kept)?;

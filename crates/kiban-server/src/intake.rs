@@ -79,6 +79,22 @@ fn ok(v: impl serde::Serialize) -> Res {
     Ok(Json(v).into_response())
 }
 
+/// The server's key-store sealer, as the datasets' at-rest sealer (R12).
+struct DatasetSealer(std::sync::Arc<dyn crate::Sealer>);
+
+impl kiban_formats::Sealer for DatasetSealer {
+    fn seal(&self, aad: &[u8], plain: &[u8]) -> Vec<u8> {
+        self.0.seal(aad, plain)
+    }
+    fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, String> {
+        self.0.open(aad, sealed).ok_or_else(|| "wrong key or damaged file".to_owned())
+    }
+}
+
+fn dataset_sealer(st: &AppState) -> std::sync::Arc<dyn kiban_formats::Sealer> {
+    std::sync::Arc::new(DatasetSealer(st.sealer.clone()))
+}
+
 fn source(c: &Caller) -> String {
     format!("http:{}", c.account_id)
 }
@@ -333,6 +349,7 @@ async fn submit_batch(State(st): State<AppState>, Extension(c): Extension<Caller
         dry_run: b.dry_run,
         creator_name,
         creator_address,
+        sealer: Some(dataset_sealer(&st)),
     };
     let out = kiban_registry::intake::submit(&st.reg, &st.data_dir, &s).await;
     let _ = std::fs::remove_dir_all(&dir);
@@ -379,9 +396,18 @@ async fn delete_person(
     Json(b): Json<DeleteBody>,
 ) -> Res {
     let on = b.requested_on.unwrap_or_else(kiban_registry::records::today_jst);
-    let d = kiban_registry::intake::delete_person(&st.reg, &st.data_dir, &provider, &patient, on, &b.reason, &NoVault)
-        .await
-        .map_err(intake_err)?;
+    let d = kiban_registry::intake::delete_person(
+        &st.reg,
+        &st.data_dir,
+        &provider,
+        &patient,
+        on,
+        &b.reason,
+        &NoVault,
+        Some(dataset_sealer(&st)),
+    )
+    .await
+    .map_err(intake_err)?;
     audit(&st, &c, Action::Delete, ObjectKind::Clinical, format!("deletion/{}", d.record.deletion_id))?;
     ok(
         json!({"deletion_id": d.record.deletion_id, "removed": d.removed, "batches": d.record.batches, "vault_status": d.record.vault_status}),

@@ -594,6 +594,16 @@ async fn c1_c2_c3_p3_p4_p7_registry_and_intake_over_http() {
         "{rep}"
     );
     let batch_id = rep["batch_id"].as_str().unwrap().to_owned();
+    // R12: the clinical store and the quarantine are encrypted at rest.
+    for area in ["clinical", "quarantine"] {
+        let dir = f.st.data_dir.join(area).join(&batch_id).join("claims");
+        let m = kiban_formats::verify_dataset(&dir).unwrap();
+        assert!(m.sealed, "{area} is sealed");
+        for file in &m.files {
+            let raw = std::fs::read(dir.join(&file.path)).unwrap();
+            assert!(!raw.windows(4).any(|w| w == b"P000"), "plaintext patient id in {area}/{}", file.path);
+        }
+    }
     // C2: the same file again is caught by its digest.
     let again = upload(file).await;
     let r = call(main, "POST", "/api/batches".into(), op.clone(), batch(again)).await;

@@ -128,6 +128,12 @@ impl DataDir {
         KeyStore::open(&self.keys(), env.as_deref()).context("cannot open the key store")
     }
 
+    /// Encrypts datasets at rest with the key store (R12): each part gets its own data key,
+    /// wrapped by the master key.
+    pub fn sealer(&self) -> Result<std::sync::Arc<dyn kiban_formats::Sealer>> {
+        Ok(std::sync::Arc::new(StoreSealer(self.key_store()?)))
+    }
+
     /// The audit log directory.
     pub fn audit_dir(&self) -> PathBuf {
         self.root.join("audit")
@@ -239,4 +245,16 @@ fn block_on_registry(dd: &DataDir) -> Result<()> {
         anyhow::Ok(())
     })
     .context("cannot prepare the registry")
+}
+
+/// The key store as a dataset sealer.
+struct StoreSealer(KeyStore);
+
+impl kiban_formats::Sealer for StoreSealer {
+    fn seal(&self, aad: &[u8], plain: &[u8]) -> Vec<u8> {
+        self.0.seal(aad, plain)
+    }
+    fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, String> {
+        self.0.open_sealed(aad, sealed).map_err(|e| e.to_string())
+    }
 }

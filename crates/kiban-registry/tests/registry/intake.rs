@@ -279,6 +279,7 @@ fn sub(input: &Path, date: &str) -> Submission {
         dry_run: false,
         creator_name: "合成認定作成事業者（架空）".into(),
         creator_address: "東京都（架空）".into(),
+        sealer: None,
     }
 }
 
@@ -355,7 +356,8 @@ async fn c2_c3_intake_admits_only_notified_persons_quarantines_the_rest_and_keep
         assert_eq!(replay.report.excluded_persons_sha256, r.excluded_persons_sha256);
         assert_ne!(replay.report.registry_version, r.registry_version);
         // Deletion (P7, C5): the person's rows leave the clinical store; the record names the batches.
-        let del = delete_person(&reg, &data, "prov-a", "00000001", d("2024-08-01"), "request", &NoVault).await.unwrap();
+        let del =
+            delete_person(&reg, &data, "prov-a", "00000001", d("2024-08-01"), "request", &NoVault, None).await.unwrap();
         assert_eq!(del.record.batches, vec![rc.batch_id.clone()]);
         assert_eq!(del.removed.values().sum::<u64>(), 2);
         assert!(del.record.vault_status.starts_with("pending"));
@@ -363,7 +365,7 @@ async fn c2_c3_intake_admits_only_notified_persons_quarantines_the_rest_and_keep
         assert_eq!(reg.deletions_of("prov-a", "00000001").await.unwrap(), 1);
         // An excluded person's rows sit in quarantine; deletion removes them there too.
         let del3 =
-            delete_person(&reg, &data, "prov-a", "00000003", d("2024-08-01"), "request", &NoVault).await.unwrap();
+            delete_person(&reg, &data, "prov-a", "00000003", d("2024-08-01"), "request", &NoVault, None).await.unwrap();
         assert!(del3.record.batches.is_empty(), "never admitted");
         let q_removed: u64 = del3.quarantined.values().sum();
         assert!(q_removed >= 1, "{:?}", del3.quarantined);

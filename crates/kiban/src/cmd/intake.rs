@@ -106,6 +106,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
                         dry_run: a.dry_run,
                         creator_name,
                         creator_address,
+                        sealer: Some(dd.sealer()?),
                     },
                 )
                 .await?;
@@ -137,7 +138,17 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
             }
             Verb::DeletePerson(a) => {
                 let on = a.requested_on.unwrap_or_else(kiban_registry::records::today_jst);
-                let d = delete_person(&reg, &ctx.data_dir, &a.provider, &a.patient, on, &a.reason, &NoVault).await?;
+                let d = delete_person(
+                    &reg,
+                    &ctx.data_dir,
+                    &a.provider,
+                    &a.patient,
+                    on,
+                    &a.reason,
+                    &NoVault,
+                    Some(dd.sealer()?),
+                )
+                .await?;
                 if ctx.json {
                     println!("{}", serde_json::to_string(&d)?);
                 } else {
@@ -247,6 +258,7 @@ pub fn demo_gate(
     optouts.flush()?;
     drop((notices, optouts));
 
+    let sealer = dd.sealer()?;
     let lines = crate::block_on(async {
         let reg = dd.registry().await?;
         let fresh = reg.filings(&provs[0].id).await?.is_empty();
@@ -309,6 +321,7 @@ pub fn demo_gate(
                 dry_run: false,
                 creator_name: creator_name.clone(),
                 creator_address: creator_address.clone(),
+                sealer: Some(sealer.clone()),
             };
             let digest = kiban_registry::intake::input_digest(&kiban_registry::intake::input_tables(&input)?)?;
             let report: GateReport = match reg.receipt_by_digest(&digest).await? {
