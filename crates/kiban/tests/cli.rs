@@ -676,12 +676,85 @@ fn r1_r2_r9_committee_review_release_and_ledger_through_the_cli() {
     ok(&["release", "fee", &id, "--rate", "8000", "--minutes", "90", "--final", "--data-dir", d]);
     assert_clean_failure(&release(&[]), "payment of the fee");
     ok(&["release", "pay", &id, "--amount", "12000", "--on", "2026-06-20", "--data-dir", d]);
-    let o = release(&["--release-id", "rel-1"]);
+    // R3/R12: an encrypted package for one recipient, in the release gateway's outbox for them.
+    let ds = tmp.path().join("extract");
+    std::fs::create_dir_all(&ds).unwrap();
+    let part = b"age_group,n\n40-44,12\n45-49,30\n";
+    std::fs::write(ds.join("part-00000.csv"), part).unwrap();
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(part));
+    let manifest = serde_json::json!({"manifest_version": 1, "name": "extract", "format": "csv",
+        "columns": [["age_group", "Utf8"], ["n", "Int64"]], "rows": 2,
+        "files": [{"path": "part-00000.csv", "rows": 2, "bytes": part.len(), "sha256": sha}], "provenance": {}});
+    std::fs::write(ds.join("manifest.json"), manifest.to_string()).unwrap();
+    let key = tmp.path().join("recipient.key");
+    let o = kiban(
+        &[
+            "release",
+            "package",
+            &id,
+            "--dataset",
+            ds.to_str().unwrap(),
+            "--recipient",
+            "acct-user1",
+            "--item",
+            "age_group",
+            "--medium",
+            "hdd-1:p1",
+            "--on",
+            "2026-07-01",
+            "--key-out",
+            key.to_str().unwrap(),
+            "--data-dir",
+            d,
+        ],
+        &[],
+    );
     assert!(o.status.success() && text(&o).contains("ledger entry"), "{}", text(&o));
+    let outbox = dir.join("releases/outbox/acct-user1");
+    let pkg = std::fs::read_dir(&outbox).unwrap().next().unwrap().unwrap().path();
+    let raw = std::fs::read(&pkg).unwrap();
+    assert!(!raw.windows(5).any(|w| w == b"40-44"), "the package is encrypted");
+    assert!(
+        !raw.windows(16).any(|w| std::fs::read_to_string(&key).unwrap().as_bytes().starts_with(w)),
+        "no key inside"
+    );
     let list = text(&kiban(&["ledger", "list", "--data-dir", d], &[]));
     assert!(list.contains("利用者への提供") && list.contains("架空大学"), "{list}");
     let csv = text(&kiban(&["ledger", "export", "--format", "csv", "--data-dir", d], &[]));
     assert_eq!(csv.lines().count(), 2, "{csv}");
+
+    let opened = tmp.path().join("opened");
+    let o = kiban(
+        &[
+            "release",
+            "open",
+            pkg.to_str().unwrap(),
+            "--key-file",
+            key.to_str().unwrap(),
+            "--into",
+            opened.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(o.status.success() && text(&o).contains("verified"), "{}", text(&o));
+    assert_eq!(std::fs::read(opened.join("part-00000.csv")).unwrap(), part);
+    let wrong = tmp.path().join("wrong.key");
+    std::fs::write(&wrong, "00".repeat(32)).unwrap();
+    assert_clean_failure(
+        &kiban(
+            &[
+                "release",
+                "open",
+                pkg.to_str().unwrap(),
+                "--key-file",
+                wrong.to_str().unwrap(),
+                "--into",
+                tmp.path().join("o2").to_str().unwrap(),
+            ],
+            &[],
+        ),
+        "wrong key",
+    );
     let o = kiban(&["supervise", "run", "--as-of", "2028-07-02", "--data-dir", d], &[]);
     assert!(text(&o).contains("1 entitlement(s) ended"), "{}", text(&o));
     assert_clean_failure(
