@@ -89,8 +89,11 @@ enum Command {
     Release(cmd::release::Args),
     /// The statutory ledger (帳簿): list and export (R9).
     Ledger(cmd::ledger::Args),
-    /// Supervision: due reports, expired entitlements, deletion certificates (R5, D7).
+    /// Supervision and use: due reports, expiry, changes, publications, reports, deletion
+    /// certificates and users' requests (R5, R7, D4, D7).
     Supervise(cmd::release::SuperviseArgs),
+    /// Violations and sanctions (D8 table, R14): record, decide, print the table.
+    Sanction(cmd::release::SanctionArgs),
     /// Incidents other than leaks: record, escalate, list (I2).
     Incident(cmd::incident::IncidentArgs),
     /// Leak reports (漏えい等報告) with the nine items and their deadline (I1).
@@ -153,6 +156,7 @@ fn main() -> ExitCode {
         Command::Release(a) => cmd::release::run(&ctx, a),
         Command::Ledger(a) => cmd::ledger::run(&ctx, a),
         Command::Supervise(a) => cmd::release::run_supervise(&ctx, a),
+        Command::Sanction(a) => cmd::release::run_sanction(&ctx, a),
         Command::Incident(a) => cmd::incident::run_incident(&ctx, a),
         Command::Leak(a) => cmd::incident::run_leak(&ctx, a),
         Command::Complaint(a) => cmd::incident::run_complaint(&ctx, a),

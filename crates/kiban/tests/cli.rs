@@ -755,8 +755,51 @@ fn r1_r2_r9_committee_review_release_and_ledger_through_the_cli() {
         ),
         "wrong key",
     );
+    // R7, D4, D7: a user's request and its decision, a change, a publication and its usage report.
+    let js = |a: &[&str]| {
+        let mut v = a.to_vec();
+        v.extend(["--data-dir", d, "--json"]);
+        let o = kiban(&v, &[]);
+        assert!(o.status.success(), "{a:?}: {}", text(&o));
+        json_of(&o)
+    };
+    js(&["supervise", "request", &id, "--kind", "output_take_out", "--detail", "集計表の持出し"]);
+    let st = js(&["supervise", "decide-request", &id, "--index", "0", "--grant", "--reason", "公表基準を満たす"]);
+    assert!(st["state"].to_string().contains("公表基準を満たす"), "{st}");
+    let st = js(&["supervise", "change", &id, "--change", r#"{"change":"publication_venue"}"#, "--on", "2026-07-10"]);
+    assert_eq!(st["phase"], "approved", "a notify-only change keeps the approval: {}", st["phase"]);
+    assert_clean_failure(&kiban(&["supervise", "change", &id, "--change", "{}", "--data-dir", d], &[]), "D4");
+    js(&["supervise", "publication", &id, "--citation", "架空医学雑誌 2026;1:1", "--on", "2026-08-01"]);
+    let due = text(&kiban(&["supervise", "run", "--as-of", "2026-11-15", "--data-dir", d], &[]));
+    assert!(due.to_lowercase().contains("usage"), "a usage report is due 3 months after publication: {due}");
+    js(&["supervise", "report", &id, "--kind", "usage", "--on", "2026-11-16"]);
+    let due = text(&kiban(&["supervise", "run", "--as-of", "2026-11-17", "--data-dir", d], &[]));
+    assert!(!due.to_lowercase().contains("usage"), "filed: {due}");
     let o = kiban(&["supervise", "run", "--as-of", "2028-07-02", "--data-dir", d], &[]);
     assert!(text(&o).contains("1 entitlement(s) ended"), "{}", text(&o));
+    js(&["supervise", "deletion-certificate", &id, "--place", "p1", "--deleted-by", "user", "--on", "2028-07-10"]);
+    // R14, D8: a violation proposes its measure; the decided ban blocks the applicant.
+    let table = js(&["sanction", "table"]);
+    assert!(table.as_array().unwrap().len() >= 8, "{table}");
+    let v = js(&[
+        "sanction",
+        "violation",
+        "--offender",
+        "架空法人",
+        "--code",
+        "loss",
+        "--on",
+        "2028-08-01",
+        "--detail",
+        "紛失",
+    ]);
+    assert!(v["proposal"]["text_ja"].as_str().unwrap().contains("か月"), "{v}");
+    let s = js(&["sanction", "decide", v["violation_id"].as_str().unwrap(), "--months", "3", "--on", "2028-08-05"]);
+    assert_eq!(s["ban_until"], "2028-10-31", "{s}");
+    assert_clean_failure(
+        &kiban(&["sanction", "decide", v["violation_id"].as_str().unwrap(), "--data-dir", d], &[]),
+        "--months",
+    );
     assert_clean_failure(
         &kiban(&["release", "ack", &id, "--release", "rel-9", "--on", "2026-07-02", "--data-dir", d], &[]),
         "no release rel-9",

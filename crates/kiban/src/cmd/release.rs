@@ -297,13 +297,88 @@ enum SuperviseVerb {
         #[arg(long)]
         as_of: Option<NaiveDate>,
     },
+    /// A change after approval (D4), classified as notify-only or re-review. The change is JSON,
+    /// e.g. {"change":"add_handler","name":"…"} or {"change":"extension","until":"2028-03-31"}.
+    Change {
+        /// Application id.
+        id: String,
+        /// The change as JSON.
+        #[arg(long)]
+        change: String,
+        /// Date (default today).
+        #[arg(long)]
+        on: Option<NaiveDate>,
+    },
+    /// A result was published (the usage report is due within 3 months, D7).
+    Publication {
+        /// Application id.
+        id: String,
+        /// Citation.
+        #[arg(long)]
+        citation: String,
+        /// Date (default today).
+        #[arg(long)]
+        on: Option<NaiveDate>,
+    },
+    /// A report was filed (D7): usage, management or no-publication.
+    Report {
+        /// Application id.
+        id: String,
+        /// usage, management or no_publication.
+        #[arg(long, value_parser = ["usage", "management", "no_publication"])]
+        kind: String,
+        /// Date (default today).
+        #[arg(long)]
+        on: Option<NaiveDate>,
+    },
+    /// A deletion certificate for one place of use (D7, R5).
+    DeletionCertificate {
+        /// Application id.
+        id: String,
+        /// The place.
+        #[arg(long)]
+        place: String,
+        /// Who deleted: the user (Type I) or the creator (Type II, Visiting environment).
+        #[arg(long, value_parser = ["user", "creator"])]
+        deleted_by: String,
+        /// Date of deletion (default today).
+        #[arg(long)]
+        on: Option<NaiveDate>,
+    },
+    /// A user's request (R7): own data, own tools or an output take-out.
+    Request {
+        /// Application id.
+        id: String,
+        /// own_data, own_tools or output_take_out.
+        #[arg(long, value_parser = ["own_data", "own_tools", "output_take_out"])]
+        kind: String,
+        /// What is asked.
+        #[arg(long)]
+        detail: String,
+    },
+    /// The decision on a user's request (R7), by its number (0 = the first request).
+    DecideRequest {
+        /// Application id.
+        id: String,
+        /// The request's number.
+        #[arg(long)]
+        index: usize,
+        /// Grant it (otherwise refused).
+        #[arg(long)]
+        grant: bool,
+        /// Reason.
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 /// Runs `kiban supervise`.
 pub fn run_supervise(ctx: &Ctx, args: SuperviseArgs) -> Result<ExitCode> {
     let dd = DataDir::open(&ctx.data_dir)?;
-    let SuperviseVerb::Run { as_of } = args.verb;
-    let as_of = as_of.unwrap_or_else(today_jst);
+    let as_of = match args.verb {
+        SuperviseVerb::Run { as_of } => as_of.unwrap_or_else(today_jst),
+        other => return run_use(ctx, &dd, other),
+    };
     crate::block_on(async {
         let reg = dd.registry().await?;
         let (ended, due) = reg.supervise(as_of).await?;
@@ -316,6 +391,150 @@ pub fn run_supervise(ctx: &Ctx, args: SuperviseArgs) -> Result<ExitCode> {
             }
             for d in &due {
                 println!("  {}: {}", d.application_id, serde_json::to_string(&d.due)?);
+            }
+        }
+        reg.close().await;
+        anyhow::Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Records one step of a user's use (D4, D7, R5, R7) through the workflow.
+fn run_use(ctx: &Ctx, dd: &DataDir, verb: SuperviseVerb) -> Result<ExitCode> {
+    use kiban_registry::review::workflow::{ReportKind, RequestKind};
+    let json_enum = |v: &str| serde_json::Value::String(v.to_owned());
+    let (id, cmd) = match verb {
+        SuperviseVerb::Run { .. } => unreachable!("handled by run_supervise"),
+        SuperviseVerb::Change { id, change, on } => {
+            let change = serde_json::from_str(&change)
+                .with_context(|| format!("--change {change:?} is not a change (rule D4)"))?;
+            (id, Command::RequestChange { change, on: on.unwrap_or_else(today_jst) })
+        }
+        SuperviseVerb::Publication { id, citation, on } => {
+            (id, Command::RecordPublication { on: on.unwrap_or_else(today_jst), citation })
+        }
+        SuperviseVerb::Report { id, kind, on } => {
+            let kind: ReportKind = serde_json::from_value(json_enum(&kind))?;
+            (id, Command::FileReport { kind, on: on.unwrap_or_else(today_jst) })
+        }
+        SuperviseVerb::DeletionCertificate { id, place, deleted_by, on } => {
+            (id, Command::DeletionCertificate { place_id: place, on: on.unwrap_or_else(today_jst), deleted_by })
+        }
+        SuperviseVerb::Request { id, kind, detail } => {
+            let kind: RequestKind = serde_json::from_value(json_enum(&kind))?;
+            (id, Command::UserRequest { kind, detail })
+        }
+        SuperviseVerb::DecideRequest { id, index, grant, reason } => {
+            (id, Command::DecideRequest { index, granted: grant, reason })
+        }
+    };
+    crate::block_on(async {
+        let reg = dd.registry().await?;
+        let (s, _) = reg.execute_review(&id, &cmd).await?;
+        if ctx.json {
+            println!("{}", serde_json::json!({"application_id": id, "phase": s.phase(), "state": s}));
+        } else {
+            println!("application {id}: {:?}", s.phase());
+        }
+        reg.close().await;
+        anyhow::Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Violations and sanctions (R14, D8).
+#[derive(Debug, clap::Args)]
+pub struct SanctionArgs {
+    #[command(subcommand)]
+    verb: SanctionVerb,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum SanctionVerb {
+    /// Print the sanction table (別表): each violation and its measure.
+    Table,
+    /// Record a violation; prints the measure the table proposes.
+    Violation {
+        /// The offender (the applicant's name).
+        #[arg(long)]
+        offender: String,
+        /// The row of the table (see `kiban sanction table`).
+        #[arg(long)]
+        code: String,
+        /// The day the violation was recognized.
+        #[arg(long)]
+        on: NaiveDate,
+        /// What happened.
+        #[arg(long)]
+        detail: String,
+    },
+    /// Decide the measure: months, indefinite, or the day a late return was done; stops the
+    /// offender's other applications and blocks new ones during the ban.
+    Decide {
+        /// Violation id.
+        violation: String,
+        /// Months of the ban.
+        #[arg(long, conflicts_with = "indefinite")]
+        months: Option<u32>,
+        /// An indefinite ban (where the table allows it).
+        #[arg(long)]
+        indefinite: bool,
+        /// Publish the offender's name.
+        #[arg(long)]
+        publish_name: bool,
+        /// The day of the decision (default today).
+        #[arg(long)]
+        on: Option<NaiveDate>,
+    },
+}
+
+/// Runs `kiban sanction`.
+pub fn run_sanction(ctx: &Ctx, args: SanctionArgs) -> Result<ExitCode> {
+    use kiban_registry::review::sanction::{DecidedPeriod, table};
+    if let SanctionVerb::Table = args.verb {
+        let t = table();
+        if ctx.json {
+            println!("{}", serde_json::to_string_pretty(&t)?);
+        } else {
+            for r in &t {
+                println!("{}\t{}", r.code, serde_json::to_string(r)?);
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let dd = DataDir::open(&ctx.data_dir)?;
+    crate::block_on(async {
+        let reg = dd.registry().await?;
+        match args.verb {
+            SanctionVerb::Table => unreachable!("handled above"),
+            SanctionVerb::Violation { offender, code, on, detail } => {
+                let v = reg.record_violation(&offender, &code, on, &detail).await?;
+                if ctx.json {
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                } else {
+                    println!(
+                        "recorded violation {} of {}: proposed {}",
+                        v.violation_id, v.offender, v.proposal.text_ja
+                    );
+                }
+            }
+            SanctionVerb::Decide { violation, months, indefinite, publish_name, on } => {
+                let period = match (months, indefinite) {
+                    (_, true) => DecidedPeriod::Indefinite,
+                    (Some(m), false) => DecidedPeriod::Months { months: m },
+                    (None, false) => bail!("give --months N or --indefinite (rule D8)"),
+                };
+                let s = reg.decide_sanction(&violation, period, publish_name, on.unwrap_or_else(today_jst)).await?;
+                if ctx.json {
+                    println!("{}", serde_json::to_string_pretty(&s)?);
+                } else {
+                    let until = s.ban_until.map(|d| d.to_string()).unwrap_or_else(|| "indefinite".into());
+                    println!(
+                        "sanction {} on {}: banned {} to {until}; applications stopped: {}",
+                        s.sanction_id,
+                        s.offender,
+                        s.ban_from,
+                        s.applications_stopped.join(", ")
+                    );
+                }
             }
         }
         reg.close().await;
