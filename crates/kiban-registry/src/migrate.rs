@@ -27,6 +27,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 10, name: "security", sql: include_str!("../migrations/0010_security.sql") },
     Migration { version: 20, name: "review", sql: include_str!("../migrations/0020_review.sql") },
     Migration { version: 30, name: "compliance", sql: include_str!("../migrations/0030_compliance.sql") },
+    Migration { version: 40, name: "contracts", sql: include_str!("../migrations/0040_contracts.sql") },
 ];
 
 /// Where a registry stands against this build's migrations.

@@ -196,6 +196,16 @@ pub const RECORD_KINDS: &[RecordKind] = &[
         source: "design: Records and retention",
     },
     RecordKind {
+        kind: "contract",
+        requirements: "R8, R10",
+        name_ja: "共同利用の合意書・作成事業者間の提供契約書",
+        table: "contracts",
+        rule: None,
+        anchor: "signed_on",
+        disposal: Disposal::Keep,
+        source: "003 art.23 (the contract is kept); 000 §Ⅳ④",
+    },
+    RecordKind {
         kind: "committee_roster",
         requirements: "R1",
         name_ja: "審査委員会の名簿",

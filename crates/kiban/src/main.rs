@@ -92,6 +92,8 @@ enum Command {
     /// Supervision and use: due reports, expiry, changes, publications, reports, deletion
     /// certificates and users' requests (R5, R7, D4, D7).
     Supervise(cmd::release::SuperviseArgs),
+    /// Joint-use agreements (R8) and transfer contracts between creators (R10), checked and kept.
+    Contract(cmd::release::ContractArgs),
     /// Violations and sanctions (D8 table, R14): record, decide, print the table.
     Sanction(cmd::release::SanctionArgs),
     /// Incidents other than leaks: record, escalate, list (I2).
@@ -156,6 +158,7 @@ fn main() -> ExitCode {
         Command::Release(a) => cmd::release::run(&ctx, a),
         Command::Ledger(a) => cmd::ledger::run(&ctx, a),
         Command::Supervise(a) => cmd::release::run_supervise(&ctx, a),
+        Command::Contract(a) => cmd::release::run_contract(&ctx, a),
         Command::Sanction(a) => cmd::release::run_sanction(&ctx, a),
         Command::Incident(a) => cmd::incident::run_incident(&ctx, a),
         Command::Leak(a) => cmd::incident::run_leak(&ctx, a),

@@ -1006,3 +1006,46 @@ fn i1_i2_i3_i4_incidents_leaks_complaints_and_contractors_through_the_cli() {
     let v = kiban(&["audit", "verify", "--data-dir", d], &[]);
     assert!(v.status.success() && text(&v).contains("異常なし"), "{}", text(&v));
 }
+
+#[test]
+fn r8_r10_joint_use_and_transfer_contracts_are_checked_and_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let d = dir.to_str().unwrap();
+    assert!(kiban(&["init", d], &[]).status.success());
+    let party = |n: &str| serde_json::json!({"name": n, "manager": "管理者", "contact": "03-0000-0000", "address": "東京都（架空）"});
+    let mut joint = serde_json::json!({"parties": [party("架空大学"), party("架空研究所")], "items": ["age_group", "sex"],
+        "responsible_party": "架空大学", "handling_rules": "規程による", "breach_measures": "利用停止",
+        "incident_reporting": "直ちに報告", "end_procedure": "消去と証明書", "all_parties_and_creator_agreed": true});
+    let f = tmp.path().join("joint.json");
+    // R8: an agreement missing an item is refused by name.
+    joint["incident_reporting"] = "".into();
+    std::fs::write(&f, joint.to_string()).unwrap();
+    assert_clean_failure(
+        &kiban(&["contract", "joint-use", f.to_str().unwrap(), "--signed-on", "2026-09-01", "--data-dir", d], &[]),
+        "R8",
+    );
+    joint["incident_reporting"] = "直ちに報告".into();
+    std::fs::write(&f, joint.to_string()).unwrap();
+    let o = kiban(
+        &["contract", "joint-use", f.to_str().unwrap(), "--signed-on", "2026-09-01", "--data-dir", d, "--json"],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    // R10: a transfer contract names both creators, the items and the method.
+    let creator = |n: &str| serde_json::json!({"name": n, "address": "東京都（架空）", "representative": "代表 架空"});
+    let mut transfer = serde_json::json!({"from": creator("架空作成事業者A"), "to": creator("架空作成事業者B"),
+        "items": ["診療行為"], "method": "", "signed_on": "2026-10-01"});
+    let t = tmp.path().join("transfer.json");
+    std::fs::write(&t, transfer.to_string()).unwrap();
+    assert_clean_failure(&kiban(&["contract", "transfer", t.to_str().unwrap(), "--data-dir", d], &[]), "R10");
+    transfer["method"] = "専用線による送信".into();
+    std::fs::write(&t, transfer.to_string()).unwrap();
+    assert!(kiban(&["contract", "transfer", t.to_str().unwrap(), "--data-dir", d], &[]).status.success());
+    let list = json_of(&kiban(&["contract", "list", "--data-dir", d, "--json"], &[]));
+    let kinds: Vec<&str> = list.as_array().unwrap().iter().map(|c| c["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, vec!["joint_use", "transfer"]);
+    let kept = &list[1];
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(kept["contract"].to_string().as_bytes()));
+    assert_eq!(kept["sha256"], sha.as_str(), "the digest is of what was kept");
+}

@@ -11,6 +11,7 @@
 pub mod agreement;
 pub mod application;
 pub mod committee;
+pub mod contracts;
 pub mod db;
 pub mod notice;
 pub mod sanction;

@@ -440,6 +440,73 @@ fn run_use(ctx: &Ctx, dd: &DataDir, verb: SuperviseVerb) -> Result<ExitCode> {
     })
 }
 
+/// Contracts kept as statutory documents (R8 joint use, R10 transfers between creators).
+#[derive(Debug, clap::Args)]
+pub struct ContractArgs {
+    #[command(subcommand)]
+    verb: ContractVerb,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum ContractVerb {
+    /// Keep a joint-use agreement (JSON with the seven items of R8), checked before it is kept.
+    JointUse {
+        /// The agreement as JSON.
+        file: PathBuf,
+        /// The application the joint use belongs to.
+        #[arg(long)]
+        application: Option<String>,
+        /// The day all parties and the creator signed.
+        #[arg(long)]
+        signed_on: NaiveDate,
+        /// The contract this one replaces.
+        #[arg(long)]
+        supersedes: Option<String>,
+    },
+    /// Keep a transfer contract between creators (JSON: from, to, items, method, signed_on; R10).
+    Transfer {
+        /// The contract as JSON.
+        file: PathBuf,
+        /// The contract this one replaces.
+        #[arg(long)]
+        supersedes: Option<String>,
+    },
+    /// List the contracts kept.
+    List,
+}
+
+/// Runs `kiban contract`.
+pub fn run_contract(ctx: &Ctx, args: ContractArgs) -> Result<ExitCode> {
+    let dd = DataDir::open(&ctx.data_dir)?;
+    let by = format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "operator".into()));
+    let read = |f: &Path| std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()));
+    crate::block_on(async {
+        let reg = dd.registry().await?;
+        let kept = match args.verb {
+            ContractVerb::JointUse { file, application, signed_on, supersedes } => {
+                let a = serde_json::from_str(&read(&file)?)
+                    .with_context(|| format!("{}: not a joint-use agreement (R8)", file.display()))?;
+                vec![reg.record_joint_use(&a, application.as_deref(), signed_on, supersedes.as_deref(), &by).await?]
+            }
+            ContractVerb::Transfer { file, supersedes } => {
+                let c = serde_json::from_str(&read(&file)?)
+                    .with_context(|| format!("{}: not a transfer contract (R10)", file.display()))?;
+                vec![reg.record_transfer(&c, supersedes.as_deref(), &by).await?]
+            }
+            ContractVerb::List => reg.contracts().await?,
+        };
+        if ctx.json {
+            println!("{}", serde_json::to_string_pretty(&kept)?);
+        } else {
+            for c in &kept {
+                println!("{}\t{}\tsigned {}\tsha256 {}", c.contract_id, c.kind, c.signed_on, c.sha256);
+            }
+        }
+        reg.close().await;
+        anyhow::Ok(ExitCode::SUCCESS)
+    })
+}
+
 /// Violations and sanctions (R14, D8).
 #[derive(Debug, clap::Args)]
 pub struct SanctionArgs {
