@@ -12,6 +12,7 @@ pub mod auth;
 pub mod authz;
 pub mod gateway;
 pub mod intake;
+pub mod review;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -121,6 +122,7 @@ pub struct RouteDesc {
 pub fn routes() -> Vec<RouteDesc> {
     let mut v = api::descriptors();
     v.extend(intake::descriptors());
+    v.extend(review::descriptors());
     v
 }
 

@@ -688,3 +688,51 @@ async fn r12_the_server_speaks_tls_with_the_configured_certificate_and_refuses_p
     let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").unwrap();
     assert!(tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, s).await.is_err());
 }
+
+#[tokio::test]
+async fn r2_d2_d8_applications_and_sanctions_over_http_each_route_takes_its_steps_only() {
+    use kiban_registry::review::application::sample_application;
+    let f = fixture().await;
+    let (_, sec) = enrolled(&f.st, "sec.s", AccountRole::Secretariat, PW).await;
+    let main = spawn(kiban_server::router(f.st.clone())).await;
+    let sec = cookie_of(&login(main, "sec.s", PW, &auth::totp_code(&sec, now_unix())).await);
+    let h = [("cookie", sec.as_str()), ("content-type", "application/json")];
+    let app = serde_json::to_string(&sample_application()).unwrap();
+    let r = http(main, "POST", "/api/applications", &h, &app).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    let id = v["application_id"].as_str().unwrap().to_owned();
+    let r = http(main, "GET", &format!("/api/applications/{id}"), &h, "").await;
+    assert!(r.status == StatusCode::OK && r.body.contains("\"phase\""), "{}", r.body);
+    // The provision route does not carry a committee vote, and the workflow refuses steps out of order.
+    let vote = r#"{"command":"vote","member_id":"m0","vote":"approve","reason":"x"}"#;
+    let r = http(main, "POST", &format!("/api/applications/{id}/provision"), &h, vote).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.body.contains("this route takes"), "{}", r.body);
+    let pay = r#"{"command":"record_payment","amount_yen":1000,"on":"2026-06-01"}"#;
+    let r = http(main, "POST", &format!("/api/applications/{id}/provision"), &h, pay).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "no payment before approval: {}", r.body);
+    // D8: a violation and its measure.
+    let r = http(
+        main,
+        "POST",
+        "/api/violations",
+        &h,
+        r#"{"offender":"架空大学","code":"loss","recognized_on":"2026-08-01","detail":"紛失"}"#,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    let vid = v["violation_id"].as_str().unwrap();
+    let r = http(
+        main,
+        "POST",
+        &format!("/api/violations/{vid}/sanction"),
+        &h,
+        r#"{"period":{"period":"months","months":2},"decided_on":"2026-08-05"}"#,
+    )
+    .await;
+    assert!(r.status == StatusCode::OK && r.body.contains("ban_until"), "{}", r.body);
+    let r = http(main, "GET", "/api/ledger", &h, "").await;
+    assert_eq!(r.status, StatusCode::OK);
+}

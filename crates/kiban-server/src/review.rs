@@ -1,0 +1,222 @@
+//! The JSON API of applications, the committee's review, provision, use and sanctions (R1–R14,
+//! D1–D9). Each route accepts only the workflow commands of one role's step, so the route × role
+//! table decides who may do what; the workflow itself refuses any step out of order.
+
+// Handlers return `Result<Response, Response>`, axum's usual shape; both sides are responses.
+#![allow(clippy::result_large_err)]
+
+use axum::Json;
+use axum::extract::{Extension, Path, State};
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::NaiveDate;
+use kiban_audit::{Action, AuditSink, Event, Object, ObjectKind};
+use kiban_registry::records::{RecordError, today_jst};
+use kiban_registry::review::application::Application;
+use kiban_registry::review::db::ReviewError;
+use kiban_registry::review::sanction::DecidedPeriod;
+use kiban_registry::review::workflow::Command;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::{AppState, Caller, RouteDesc, error};
+
+type Res = Result<Response, Response>;
+
+/// The review routes.
+pub fn descriptors() -> Vec<RouteDesc> {
+    let r = |method: Method, path: &'static str, handler| RouteDesc { method, path, handler };
+    vec![
+        r(Method::GET, "/api/applications", get(list)),
+        r(Method::POST, "/api/applications", post(submit)),
+        r(Method::GET, "/api/applications/{id}", get(show)),
+        r(Method::POST, "/api/applications/{id}/review", post(open_review)),
+        r(Method::POST, "/api/applications/{id}/committee", post(committee_step)),
+        r(Method::POST, "/api/applications/{id}/provision", post(provision_step)),
+        r(Method::POST, "/api/applications/{id}/use", post(use_step)),
+        r(Method::POST, "/api/applications/{id}/supervision", post(supervision_step)),
+        r(Method::POST, "/api/violations", post(violation)),
+        r(Method::POST, "/api/violations/{id}/sanction", post(sanction)),
+        r(Method::GET, "/api/ledger", get(ledger)),
+        r(Method::GET, "/api/contracts", get(contracts)),
+    ]
+}
+
+fn review_err(e: ReviewError) -> Response {
+    match e {
+        ReviewError::Record(RecordError::NotFound { .. }) => error(StatusCode::NOT_FOUND, &e.to_string()),
+        ReviewError::Record(RecordError::Registry(_)) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        other => error(StatusCode::UNPROCESSABLE_ENTITY, &other.to_string()),
+    }
+}
+
+fn record_err(e: RecordError) -> Response {
+    review_err(ReviewError::Record(e))
+}
+
+fn audit(st: &AppState, c: &Caller, action: Action, id: impl Into<String>) -> Result<(), Response> {
+    let ev = Event::new(c.actor(), &c.source, action, Object::new(ObjectKind::Ledger, id));
+    st.audit.record(ev).map(|_| ()).map_err(|_| error(StatusCode::SERVICE_UNAVAILABLE, "the audit log is unavailable"))
+}
+
+fn ok(v: impl serde::Serialize) -> Res {
+    Ok(Json(v).into_response())
+}
+
+async fn list(State(st): State<AppState>, Extension(c): Extension<Caller>) -> Res {
+    let v = st.reg.applications().await.map_err(review_err)?;
+    audit(&st, &c, Action::Read, "applications")?;
+    ok(v)
+}
+
+async fn show(State(st): State<AppState>, Extension(c): Extension<Caller>, Path(id): Path<String>) -> Res {
+    let s = st.reg.application_state(&id).await.map_err(review_err)?;
+    audit(&st, &c, Action::Read, format!("application/{id}"))?;
+    ok(json!({"application_id": id, "phase": s.phase(), "state": s}))
+}
+
+async fn submit(State(st): State<AppState>, Extension(c): Extension<Caller>, Json(app): Json<Application>) -> Res {
+    let (id, s) = st.reg.submit_application(&app, today_jst()).await.map_err(review_err)?;
+    audit(&st, &c, Action::Write, format!("application/{id}"))?;
+    ok(json!({"application_id": id, "phase": s.phase(), "precheck_failures": s.precheck_failures}))
+}
+
+/// The day a review meets.
+#[derive(Debug, Deserialize)]
+pub struct OnBody {
+    on: Option<NaiveDate>,
+}
+
+async fn open_review(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<String>,
+    Json(b): Json<OnBody>,
+) -> Res {
+    let s = st.reg.open_review(&id, b.on.unwrap_or_else(today_jst)).await.map_err(review_err)?;
+    audit(&st, &c, Action::Write, format!("application/{id}/review"))?;
+    ok(json!({"application_id": id, "phase": s.phase()}))
+}
+
+/// Runs `cmd` if `allowed` says this route may carry it.
+async fn step(st: AppState, c: Caller, id: String, cmd: Command, allowed: fn(&Command) -> bool, what: &str) -> Res {
+    if !allowed(&cmd) {
+        return Err(error(StatusCode::UNPROCESSABLE_ENTITY, &format!("this route takes {what} commands only")));
+    }
+    let (s, ledger) = st.reg.execute_review(&id, &cmd).await.map_err(review_err)?;
+    audit(&st, &c, Action::Write, format!("application/{id}"))?;
+    ok(json!({"application_id": id, "phase": s.phase(), "ledger": ledger}))
+}
+
+async fn committee_step(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<String>,
+    Json(cmd): Json<Command>,
+) -> Res {
+    let allowed =
+        |c: &Command| matches!(c, Command::DeclareConflict { .. } | Command::Vote { .. } | Command::Decide { .. });
+    step(st, c, id, cmd, allowed, "declare_conflict, vote or decide").await
+}
+
+async fn provision_step(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<String>,
+    Json(cmd): Json<Command>,
+) -> Res {
+    let allowed = |c: &Command| {
+        matches!(
+            c,
+            Command::ConcludeAgreement { .. }
+                | Command::EstimateFee { .. }
+                | Command::FinalFee { .. }
+                | Command::RecordPayment { .. }
+                | Command::Release { .. }
+                | Command::AcknowledgeReceipt { .. }
+        )
+    };
+    step(st, c, id, cmd, allowed, "agreement, fee, payment, release or receipt").await
+}
+
+async fn use_step(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<String>,
+    Json(cmd): Json<Command>,
+) -> Res {
+    let allowed = |c: &Command| {
+        matches!(
+            c,
+            Command::RequestChange { .. }
+                | Command::RecordPublication { .. }
+                | Command::FileReport { .. }
+                | Command::DeletionCertificate { .. }
+                | Command::UserRequest { .. }
+        )
+    };
+    step(st, c, id, cmd, allowed, "change, publication, report, deletion certificate or user request").await
+}
+
+async fn supervision_step(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<String>,
+    Json(cmd): Json<Command>,
+) -> Res {
+    let allowed = |c: &Command| matches!(c, Command::DecideRequest { .. } | Command::Expire { .. });
+    step(st, c, id, cmd, allowed, "request decision or expiry").await
+}
+
+/// A violation to record (D8).
+#[derive(Debug, Deserialize)]
+pub struct ViolationBody {
+    offender: String,
+    code: String,
+    recognized_on: NaiveDate,
+    #[serde(default)]
+    detail: String,
+}
+
+async fn violation(State(st): State<AppState>, Extension(c): Extension<Caller>, Json(b): Json<ViolationBody>) -> Res {
+    let v = st.reg.record_violation(&b.offender, &b.code, b.recognized_on, &b.detail).await.map_err(review_err)?;
+    audit(&st, &c, Action::Write, format!("violation/{}", v.violation_id))?;
+    ok(v)
+}
+
+/// The measure decided for a violation (D8).
+#[derive(Debug, Deserialize)]
+pub struct SanctionBody {
+    period: DecidedPeriod,
+    #[serde(default)]
+    publish_name: bool,
+    decided_on: Option<NaiveDate>,
+}
+
+async fn sanction(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<String>,
+    Json(b): Json<SanctionBody>,
+) -> Res {
+    let s = st
+        .reg
+        .decide_sanction(&id, b.period, b.publish_name, b.decided_on.unwrap_or_else(today_jst))
+        .await
+        .map_err(review_err)?;
+    audit(&st, &c, Action::Write, format!("sanction/{}", s.sanction_id))?;
+    ok(s)
+}
+
+async fn ledger(State(st): State<AppState>, Extension(c): Extension<Caller>) -> Res {
+    let v = st.reg.ledger().await.map_err(record_err)?;
+    audit(&st, &c, Action::Read, "ledger")?;
+    ok(v)
+}
+
+async fn contracts(State(st): State<AppState>, Extension(c): Extension<Caller>) -> Res {
+    let v = st.reg.contracts().await.map_err(record_err)?;
+    audit(&st, &c, Action::Read, "contracts")?;
+    ok(v)
+}
