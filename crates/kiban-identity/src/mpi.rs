@@ -114,6 +114,12 @@ struct Rec {
 
 const NONE: u64 = 0;
 
+/// Whether a record was erased (P7): its person is the never-drawn key 0, so it is never matched
+/// nor returned.
+fn erased(r: &Rec) -> bool {
+    r.person.as_u64() == 0
+}
+
 fn opt_fp(s: &str) -> u64 {
     if s.is_empty() { NONE } else { fp(&[s.as_bytes()]).max(1) }
 }
@@ -135,6 +141,24 @@ impl Rec {
             card: card.map_or(NONE, |c| fp(&[c.symbol.as_str().as_bytes(), c.number.as_str().as_bytes()])),
             branch: card.map_or(0, |c| c.branch.as_str().parse().unwrap_or(0)),
             has_card: card.is_some(),
+            person: PersonKey::from_u64(0),
+        }
+    }
+    /// The placeholder of an erased record.
+    fn tombstone() -> Rec {
+        Rec {
+            source: NONE,
+            kana: "".into(),
+            kanji: NONE,
+            birth: (0, 0, 0),
+            sex: Sex::Unknown,
+            phone: NONE,
+            postal: NONE,
+            address: NONE,
+            insurer: NONE,
+            card: NONE,
+            branch: 0,
+            has_card: false,
             person: PersonKey::from_u64(0),
         }
     }
@@ -288,6 +312,38 @@ pub struct Decision {
     pub undone: bool,
 }
 
+/// One entry of the MPI's persisted log, beside the registered records themselves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum LogEntry {
+    /// A review item was opened at registration.
+    Review(ReviewItem),
+    /// A decision was made.
+    Decision(Decision),
+    /// A decision was undone.
+    Undo {
+        /// The decision.
+        decision: u64,
+        /// Who undid it.
+        by: String,
+    },
+    /// Records were erased (P7).
+    Forget {
+        /// The records.
+        records: Vec<RecordId>,
+    },
+}
+
+/// Parses many records on all cores; one result per input, in order.
+pub fn parse_bulk(inputs: &[IdentityInput]) -> Vec<Result<Identity, RecordError>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+    let chunk = inputs.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> =
+            inputs.chunks(chunk).map(|c| s.spawn(move || c.iter().map(Identity::parse).collect::<Vec<_>>())).collect();
+        handles.into_iter().flat_map(|h| h.join().expect("parser thread")).collect()
+    })
+}
+
 /// Errors of review operations.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MpiError {
@@ -423,6 +479,9 @@ impl Mpi {
         let mut best: Vec<(PersonKey, f64, bool)> = Vec::new();
         for &c in buf.iter() {
             let other = &self.recs[c as usize];
+            if erased(other) {
+                continue;
+            }
             let det = rec.has_card
                 && other.has_card
                 && rec.insurer == other.insurer
@@ -477,6 +536,97 @@ impl Mpi {
         parsed.into_iter().map(|r| r.map(|rec| self.register_rec(rec, &mut buf))).collect()
     }
 
+    /// Registers identities parsed beforehand (see [`parse_bulk`]), in order.
+    pub fn register_parsed(&mut self, ids: &[&Identity]) -> Vec<Registration> {
+        let mut buf = Vec::with_capacity(64);
+        ids.iter().map(|id| self.register_rec(Rec::new(id), &mut buf)).collect()
+    }
+
+    /// Rebuilds an index from what was persisted: every record with the person it was registered
+    /// to (record ids must be dense from 0; a missing id is an erased record), then the review
+    /// items and the decision log replayed in order, so the result answers exactly as before.
+    /// `next_record` is one past the highest record id ever handed out, so erased ids are never reused.
+    pub fn restore(
+        cfg: MatchConfig,
+        next_record: u32,
+        records: Vec<(RecordId, PersonKey, Identity)>,
+        log: impl IntoIterator<Item = LogEntry>,
+    ) -> Result<Mpi, MpiError> {
+        let mut m = Mpi::new(cfg);
+        let mut next = 0u32;
+        for (id, person, identity) in records {
+            while next < id.0 {
+                // Erased (P7): a placeholder keeps record ids stable; it is never indexed.
+                m.recs.push(Rec::tombstone());
+                next += 1;
+            }
+            if id.0 != next {
+                return Err(MpiError::UnknownRecord(id));
+            }
+            let mut rec = Rec::new(&identity);
+            rec.person = person;
+            m.recs.push(rec);
+            m.persons.entry(person).or_default().push(id);
+            m.index(id.0);
+            next += 1;
+        }
+        while next < next_record {
+            m.recs.push(Rec::tombstone());
+            next += 1;
+        }
+        for e in log {
+            m.replay(e)?;
+        }
+        Ok(m)
+    }
+
+    /// Applies one persisted log entry (used by [`Mpi::restore`]).
+    fn replay(&mut self, e: LogEntry) -> Result<(), MpiError> {
+        match e {
+            LogEntry::Review(item) => {
+                if item.id != self.reviews.len() as u64 + 1 {
+                    return Err(MpiError::UnknownItem(item.id));
+                }
+                self.reviews.push(ReviewItem { decided_by: None, ..item });
+            }
+            LogEntry::Decision(d) => {
+                if d.id != self.decisions.len() as u64 + 1 {
+                    return Err(MpiError::UnknownItem(d.id));
+                }
+                match &d.kind {
+                    DecisionKind::Merge { from, into, records } => {
+                        self.persons.entry(*into).or_default();
+                        self.move_records(records, *from, *into);
+                    }
+                    DecisionKind::Split { record, from, to } => {
+                        self.persons.entry(*to).or_default();
+                        self.move_records(&[*record], *from, *to);
+                        self.apart.insert(pair(*from, *to), d.id);
+                    }
+                    DecisionKind::KeepApart { a, b } => {
+                        self.apart.insert(pair(*a, *b), d.id);
+                    }
+                }
+                self.record(d.item, d.kind, &d.by);
+            }
+            LogEntry::Undo { decision, by } => self.undo(decision, &by)?,
+            LogEntry::Forget { records } => self.forget(&records),
+        }
+        Ok(())
+    }
+
+    /// Erases records from the index (P7): they are never matched or returned again; their ids stay
+    /// taken so the decision log still reads.
+    pub fn forget(&mut self, records: &[RecordId]) {
+        for r in records {
+            let Some(rec) = self.recs.get_mut(r.0 as usize) else { continue };
+            let p = std::mem::replace(&mut rec.person, PersonKey::from_u64(0));
+            if let Some(v) = self.persons.get_mut(&p) {
+                v.retain(|x| x != r);
+            }
+        }
+    }
+
     /// Number of records.
     pub fn record_count(&self) -> usize {
         self.recs.len()
@@ -485,9 +635,21 @@ impl Mpi {
     pub fn person_count(&self) -> usize {
         self.persons.values().filter(|v| !v.is_empty()).count()
     }
-    /// The person a record currently belongs to.
+    /// The person a record currently belongs to (`None` for unknown or erased records).
     pub fn person_of(&self, record: RecordId) -> Option<PersonKey> {
-        self.recs.get(record.0 as usize).map(|r| r.person)
+        self.recs.get(record.0 as usize).filter(|r| !erased(r)).map(|r| r.person)
+    }
+    /// Whether `person` was ever handed out (it may have no records left after a merge).
+    pub fn knows_person(&self, person: PersonKey) -> bool {
+        self.persons.contains_key(&person)
+    }
+    /// A review item by id, open or decided.
+    pub fn review(&self, item: u64) -> Option<&ReviewItem> {
+        self.reviews.iter().find(|r| r.id == item)
+    }
+    /// All review items, oldest first.
+    pub fn reviews(&self) -> &[ReviewItem] {
+        &self.reviews
     }
     /// The records of a person.
     pub fn records_of(&self, person: PersonKey) -> &[RecordId] {
@@ -498,7 +660,18 @@ impl Mpi {
         let key = fp(&[provider.as_bytes(), patient.as_bytes()]);
         self.by_source
             .get(&key)
-            .map_or(vec![], |v| v.iter().map(|&i| (RecordId(i), self.recs[i as usize].person)).collect())
+            .map_or(vec![], |v| {
+                v.iter()
+                    .filter(|&&i| !erased(&self.recs[i as usize]))
+                    .map(|&i| (RecordId(i), self.recs[i as usize].person))
+                    .collect()
+            })
+    }
+    /// Persons that have at least one live record, sorted.
+    pub fn persons_with_records(&self) -> Vec<PersonKey> {
+        let mut v: Vec<PersonKey> = self.persons.iter().filter(|(_, r)| !r.is_empty()).map(|(p, _)| *p).collect();
+        v.sort_unstable();
+        v
     }
     /// Open review items.
     pub fn review_queue(&self) -> impl Iterator<Item = &ReviewItem> {
@@ -521,13 +694,15 @@ impl Mpi {
     }
 
     fn move_records(&mut self, records: &[RecordId], from: PersonKey, to: PersonKey) {
-        for r in records {
+        let live: Vec<RecordId> =
+            records.iter().copied().filter(|r| self.recs.get(r.0 as usize).is_some_and(|x| !erased(x))).collect();
+        for r in &live {
             self.recs[r.0 as usize].person = to;
         }
         if let Some(v) = self.persons.get_mut(&from) {
-            v.retain(|r| !records.contains(r));
+            v.retain(|r| !live.contains(r));
         }
-        self.persons.entry(to).or_default().extend_from_slice(records);
+        self.persons.entry(to).or_default().extend_from_slice(&live);
     }
 
     /// Merges person `from` into `into` (both keys stay recorded; `from` becomes empty).
@@ -547,10 +722,21 @@ impl Mpi {
 
     /// Moves one record out of its person into a new person.
     pub fn split(&mut self, record: RecordId, by: &str) -> Result<(u64, PersonKey), MpiError> {
+        self.split_for(record, None, by)
+    }
+
+    /// Resolves a review item by splitting its record out of the person it is in now (after an
+    /// earlier merge), into a new person kept apart from the old one.
+    pub fn split_item(&mut self, item: u64, by: &str) -> Result<(u64, PersonKey), MpiError> {
+        let record = self.review(item).ok_or(MpiError::UnknownItem(item))?.record;
+        self.split_for(record, Some(item), by)
+    }
+
+    fn split_for(&mut self, record: RecordId, item: Option<u64>, by: &str) -> Result<(u64, PersonKey), MpiError> {
         let from = self.person_of(record).ok_or(MpiError::UnknownRecord(record))?;
         let to = self.new_person();
         self.move_records(&[record], from, to);
-        let d = self.record(None, DecisionKind::Split { record, from, to }, by);
+        let d = self.record(item, DecisionKind::Split { record, from, to }, by);
         self.apart.insert(pair(from, to), d);
         Ok((d, to))
     }
