@@ -658,14 +658,12 @@ impl Mpi {
     /// Looks up the records a provider registered under its patient id.
     pub fn lookup(&self, provider: &str, patient: &str) -> Vec<(RecordId, PersonKey)> {
         let key = fp(&[provider.as_bytes(), patient.as_bytes()]);
-        self.by_source
-            .get(&key)
-            .map_or(vec![], |v| {
-                v.iter()
-                    .filter(|&&i| !erased(&self.recs[i as usize]))
-                    .map(|&i| (RecordId(i), self.recs[i as usize].person))
-                    .collect()
-            })
+        self.by_source.get(&key).map_or(vec![], |v| {
+            v.iter()
+                .filter(|&&i| !erased(&self.recs[i as usize]))
+                .map(|&i| (RecordId(i), self.recs[i as usize].person))
+                .collect()
+        })
     }
     /// Persons that have at least one live record, sorted.
     pub fn persons_with_records(&self) -> Vec<PersonKey> {

@@ -173,7 +173,13 @@ impl std::fmt::Debug for IdentityStore {
     }
 }
 
-fn ev<'a>(action: VaultAction, actor: &'a str, purpose: &'a str, person: Option<PersonKey>, n: usize) -> VaultEvent<'a> {
+fn ev<'a>(
+    action: VaultAction,
+    actor: &'a str,
+    purpose: &'a str,
+    person: Option<PersonKey>,
+    n: usize,
+) -> VaultEvent<'a> {
     VaultEvent { action, actor, purpose, person, records: n }
 }
 
@@ -412,7 +418,8 @@ impl IdentityStore {
             let id2 = id.card.as_ref().map(|c| keyer.id2(c, id.birth, id.sex).map(|k| k.to_string()));
             rows.push(LinkageRow { person, id1, id2 });
         }
-        let purpose = format!("linkage-key export for application {} ({})", approval.application(), approval.database());
+        let purpose =
+            format!("linkage-key export for application {} ({})", approval.application(), approval.database());
         audit.record(&ev(VaultAction::Export, actor, &purpose, None, rows.len()))?;
         Ok(rows)
     }

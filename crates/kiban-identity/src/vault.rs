@@ -214,7 +214,8 @@ impl Vault {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
             Err(e) => return Err(VaultError::Io { path: path.to_path_buf(), source: e }),
         };
-        let mut v = Vault { path: path.to_path_buf(), records: BTreeMap::new(), log: vec![], next_record: 0, valid_len: 0 };
+        let mut v =
+            Vault { path: path.to_path_buf(), records: BTreeMap::new(), log: vec![], next_record: 0, valid_len: 0 };
         let mut pos = 0usize;
         let mut index = 0usize;
         while pos + 4 <= bytes.len() {
@@ -298,7 +299,13 @@ impl Vault {
     ) -> Result<(), VaultError> {
         let n = items.len();
         self.append(keys, items.into_iter().map(|s| VaultEntry::Put(Box::new(s))).collect())?;
-        audit.record(&VaultEvent { action: VaultAction::Write, actor, purpose: "register", person: None, records: n })?;
+        audit.record(&VaultEvent {
+            action: VaultAction::Write,
+            actor,
+            purpose: "register",
+            person: None,
+            records: n,
+        })?;
         Ok(())
     }
 

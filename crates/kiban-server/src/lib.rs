@@ -11,6 +11,7 @@ pub mod api;
 pub mod auth;
 pub mod authz;
 pub mod gateway;
+pub mod identity;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -118,7 +119,9 @@ pub struct RouteDesc {
 
 /// Every route of the main server, the one list the router is built from.
 pub fn routes() -> Vec<RouteDesc> {
-    api::descriptors()
+    let mut v = api::descriptors();
+    v.extend(identity::descriptors());
+    v
 }
 
 /// Builds a router from descriptors, with the authorization layer on every route.

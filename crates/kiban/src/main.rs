@@ -91,6 +91,8 @@ enum Command {
     Ledger(cmd::ledger::Args),
     /// Supervision: due reports, expired entitlements, deletion certificates (R5, D7).
     Supervise(cmd::release::SuperviseArgs),
+    /// Identity vault and MPI: register, lookup, review, merge, split, undo, keys, linkage export (L1, P7).
+    Identity(cmd::identity::Args),
 }
 
 /// Global options every command sees.
@@ -145,6 +147,7 @@ fn main() -> ExitCode {
         Command::Release(a) => cmd::release::run(&ctx, a),
         Command::Ledger(a) => cmd::ledger::run(&ctx, a),
         Command::Supervise(a) => cmd::release::run_supervise(&ctx, a),
+        Command::Identity(a) => cmd::identity::run(&ctx, a),
     };
     match result {
         Ok(code) => code,
