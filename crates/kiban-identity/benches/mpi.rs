@@ -16,6 +16,8 @@ use kiban_identity::identity::Identity;
 use kiban_identity::keystore::KeyStore;
 use kiban_identity::mpi::MatchConfig;
 use kiban_identity::pseudonym::TokenScheme;
+use kiban_identity::store::IdentityStore;
+use kiban_identity::vault::MemoryAudit;
 use kiban_model::id::PersonKey;
 use kiban_model::synth::SynthConfig;
 use sha2::{Digest, Sha256};
@@ -95,6 +97,25 @@ fn main() {
     let hmac_s = t.elapsed().as_secs_f64();
     black_box(acc);
 
+    // The persistent store: register into the vault (sealed, synced) and reopen (index rebuilt).
+    let store_persons: u64 =
+        std::env::var("KIBAN_BENCH_STORE_PERSONS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let (inputs, _) = synth_inputs(&SynthConfig { patients: store_persons, ..Default::default() }, 0..store_persons);
+    let audit = MemoryAudit::default();
+    let t = Instant::now();
+    let mut store = IdentityStore::open(&dir.path().join("identity"), ks, MatchConfig::default(), &audit, "bench")
+        .expect("store opens");
+    store.register(&audit, "bench", &inputs).expect("registers");
+    let store_reg_s = t.elapsed().as_secs_f64();
+    drop(store);
+    let ks = KeyStore::open(&dir.path().join("keys"), None).expect("key store");
+    let t = Instant::now();
+    let store = IdentityStore::open(&dir.path().join("identity"), ks, MatchConfig::default(), &audit, "bench")
+        .expect("store reopens");
+    let reopen_s = t.elapsed().as_secs_f64();
+    assert_eq!(store.mpi().record_count(), inputs.len());
+    let vault_mib = std::fs::metadata(dir.path().join("identity/vault.kbv")).map_or(0, |m| m.len() >> 20);
+
     let n = records as f64;
     println!(
         "kiban-identity MPI benchmark ({} persons, {} provider records, {} cores)",
@@ -151,6 +172,20 @@ fn main() {
         "-"
     );
     println!("{:<44} {:>16} {:>22} {:>8}", "records rejected", q.rejected, "-", "-");
+    println!(
+        "{:<44} {:>16.0} {:>22} {:>8}",
+        format!("store: register {} records into the vault (/s)", inputs.len()),
+        inputs.len() as f64 / store_reg_s,
+        "-",
+        "-"
+    );
+    println!(
+        "{:<44} {:>16} {:>22} {:>8}",
+        format!("store: reopen, index rebuilt (s, {vault_mib} MiB vault)"),
+        format!("{reopen_s:.2}"),
+        "-",
+        "-"
+    );
 }
 
 /// Peak resident set size of this process (Linux), in MiB; 0 elsewhere.

@@ -2,8 +2,11 @@
 //! random [`PersonKey`].
 //!
 //! Matching runs in three steps. Blocking first: a record is compared only with records sharing
-//! (birth date, sex), the kana name, or the phone number, so work grows with block sizes, not with
-//! the square of the population. Deterministic rules next: an identical individual insured-person
+//! (birth date, sex, given kana), (birth date, sex, family kana) — so a marriage or a typo in one
+//! name part still meets — the whole kana name with two of birth year, month and day (a birth date
+//! wrong in one part still meets), the phone number, or the individual insured-person number; a kana name with unknown marks (〓) falls back to the
+//! whole (birth date, sex) block. Each block is walked newest first up to `max_block` records, so
+//! work per record stays bounded however large the index grows (10 million records and more). Deterministic rules next: an identical individual insured-person
 //! number with the same birth date and sex is the same person. Then a Fellegi–Sunter score, the sum
 //! of per-field log-likelihood weights ([`Weights`]), against two thresholds: at or above `upper` the
 //! record joins the best person, below `lower` it starts a new person, and between it starts a new
@@ -94,6 +97,67 @@ fn fp(parts: &[&[u8]]) -> u64 {
     h.finish()
 }
 
+/// Keys are already well-mixed 64-bit hashes (or random person keys): hashing them again is waste.
+#[derive(Default, Clone, Copy)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8 | self.0 >> 56) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<PassThrough>>;
+
+/// One blocking index as chains: the newest record of each block, and per record the previous one
+/// in its block. Eight bytes per record and key instead of a vector per block, and walking a
+/// chain visits the most recent records first (what `max_block` keeps).
+#[derive(Default)]
+struct Chains {
+    head: FastMap<u64, u32>,
+    prev: Vec<u32>,
+}
+
+const END: u32 = u32::MAX;
+
+impl Chains {
+    /// Adds record `i` (records are added in increasing id order; erased ids in between are never
+    /// added) under `key`; `NONE` adds nothing.
+    fn push(&mut self, key: u64, i: u32) {
+        self.prev.resize(i as usize, END);
+        let prev = if key == NONE { END } else { self.head.insert(key, i).unwrap_or(END) };
+        self.prev.push(prev);
+    }
+    /// Appends up to `max` records of block `key`, newest first.
+    fn walk(&self, key: u64, max: usize, out: &mut Vec<u32>) {
+        let mut at = self.head.get(&key).copied().unwrap_or(END);
+        let mut n = 0;
+        while at != END && n < max {
+            out.push(at);
+            at = self.prev[at as usize];
+            n += 1;
+        }
+    }
+}
+
+/// The blocking keys of a record.
+struct BlockKeys {
+    birth: u64,
+    birth_given: u64,
+    birth_family: u64,
+    /// Whole kana name with two of year, month, day: meets a record whose birth date differs in one part.
+    kana: [u64; 3],
+    card: u64,
+}
+
 /// The compact matching view of a record (the full identity lives in the vault).
 #[derive(Debug, Clone)]
 struct Rec {
@@ -167,6 +231,34 @@ impl Rec {
     }
     fn given(&self) -> &str {
         self.kana.split_once(' ').map_or("", |(_, g)| g)
+    }
+    fn block_keys(&self) -> BlockKeys {
+        let b = [&self.birth.0.to_le_bytes()[..], &self.birth.1.to_le_bytes(), &self.birth.2.to_le_bytes()];
+        let sex = self.sex.code().as_bytes();
+        let (fam, giv) = (self.family(), self.given());
+        let named = |tag: &[u8], part: &str| {
+            if part.is_empty() || part.contains(UNKNOWN) {
+                NONE
+            } else {
+                fp(&[b[0], b[1], b[2], sex, tag, part.as_bytes()]).max(1)
+            }
+        };
+        BlockKeys {
+            birth: fp(&[b[0], b[1], b[2], sex]).max(1),
+            birth_given: named(b"g", giv),
+            birth_family: named(b"f", fam),
+            kana: if self.kana.contains(UNKNOWN) {
+                [NONE; 3]
+            } else {
+                let k = self.joined_kana_fp().to_le_bytes();
+                [fp(&[&k, b[0], b[1]]).max(1), fp(&[&k, b[0], b[2]]).max(1), fp(&[&k, b[1], b[2]]).max(1)]
+            },
+            card: if self.has_card {
+                fp(&[&self.insurer.to_le_bytes(), &self.card.to_le_bytes(), &[self.branch]]).max(1)
+            } else {
+                NONE
+            },
+        }
     }
     fn joined_kana_fp(&self) -> u64 {
         let mut h = std::hash::DefaultHasher::new();
@@ -368,11 +460,16 @@ pub enum MpiError {
 pub struct Mpi {
     cfg: MatchConfig,
     recs: Vec<Rec>,
-    persons: HashMap<PersonKey, Vec<RecordId>>,
-    by_birth: HashMap<u64, Vec<u32>>,
-    by_kana: HashMap<u64, Vec<u32>>,
-    by_phone: HashMap<u64, Vec<u32>>,
-    by_source: HashMap<u64, Vec<u32>>,
+    persons: FastMap<PersonKey, Vec<RecordId>>,
+    by_birth_given: Chains,
+    by_birth_family: Chains,
+    by_birth: Chains,
+    by_kana_ym: Chains,
+    by_kana_yd: Chains,
+    by_kana_md: Chains,
+    by_phone: Chains,
+    by_card: Chains,
+    by_source: Chains,
     reviews: Vec<ReviewItem>,
     decisions: Vec<Decision>,
     apart: HashMap<(PersonKey, PersonKey), u64>,
@@ -404,11 +501,16 @@ impl Mpi {
         Mpi {
             cfg,
             recs: vec![],
-            persons: HashMap::new(),
-            by_birth: HashMap::new(),
-            by_kana: HashMap::new(),
-            by_phone: HashMap::new(),
-            by_source: HashMap::new(),
+            persons: FastMap::default(),
+            by_birth_given: Chains::default(),
+            by_birth_family: Chains::default(),
+            by_birth: Chains::default(),
+            by_kana_ym: Chains::default(),
+            by_kana_yd: Chains::default(),
+            by_kana_md: Chains::default(),
+            by_phone: Chains::default(),
+            by_card: Chains::default(),
+            by_source: Chains::default(),
             reviews: vec![],
             decisions: vec![],
             apart: HashMap::new(),
@@ -428,20 +530,22 @@ impl Mpi {
 
     fn candidates(&self, r: &Rec, out: &mut Vec<u32>) {
         out.clear();
-        let birth_key = fp(&[
-            &r.birth.0.to_le_bytes(),
-            &r.birth.1.to_le_bytes(),
-            &r.birth.2.to_le_bytes(),
-            r.sex.code().as_bytes(),
-        ]);
-        let kana_key = r.joined_kana_fp();
-        for (map, key) in [(&self.by_birth, birth_key), (&self.by_kana, kana_key), (&self.by_phone, r.phone)] {
-            if key == NONE {
-                continue;
-            }
-            if let Some(v) = map.get(&key) {
-                let start = v.len().saturating_sub(self.cfg.max_block);
-                out.extend_from_slice(&v[start..]);
+        let keys = r.block_keys();
+        let wild = r.kana.contains(UNKNOWN);
+        let blocks = [
+            (&self.by_birth_given, keys.birth_given),
+            (&self.by_birth_family, keys.birth_family),
+            (&self.by_kana_ym, keys.kana[0]),
+            (&self.by_kana_yd, keys.kana[1]),
+            (&self.by_kana_md, keys.kana[2]),
+            (&self.by_phone, r.phone),
+            (&self.by_card, keys.card),
+            // The wide (birth, sex) block only for kana with unknown marks, whose name keys are useless.
+            (&self.by_birth, if wild { keys.birth } else { NONE }),
+        ];
+        for (ix, key) in blocks {
+            if key != NONE {
+                ix.walk(key, self.cfg.max_block, out);
             }
         }
         out.sort_unstable();
@@ -450,20 +554,17 @@ impl Mpi {
 
     fn index(&mut self, i: u32) {
         let r = &self.recs[i as usize];
-        let birth_key = fp(&[
-            &r.birth.0.to_le_bytes(),
-            &r.birth.1.to_le_bytes(),
-            &r.birth.2.to_le_bytes(),
-            r.sex.code().as_bytes(),
-        ]);
-        let kana_key = r.joined_kana_fp();
+        let keys = r.block_keys();
         let (phone, source) = (r.phone, r.source);
-        self.by_birth.entry(birth_key).or_default().push(i);
-        self.by_kana.entry(kana_key).or_default().push(i);
-        if phone != NONE {
-            self.by_phone.entry(phone).or_default().push(i);
-        }
-        self.by_source.entry(source).or_default().push(i);
+        self.by_birth_given.push(keys.birth_given, i);
+        self.by_birth_family.push(keys.birth_family, i);
+        self.by_birth.push(keys.birth, i);
+        self.by_kana_ym.push(keys.kana[0], i);
+        self.by_kana_yd.push(keys.kana[1], i);
+        self.by_kana_md.push(keys.kana[2], i);
+        self.by_phone.push(phone, i);
+        self.by_card.push(keys.card, i);
+        self.by_source.push(source, i);
     }
 
     /// Registers one parsed identity and returns the person it was assigned.
@@ -658,12 +759,13 @@ impl Mpi {
     /// Looks up the records a provider registered under its patient id.
     pub fn lookup(&self, provider: &str, patient: &str) -> Vec<(RecordId, PersonKey)> {
         let key = fp(&[provider.as_bytes(), patient.as_bytes()]);
-        self.by_source.get(&key).map_or(vec![], |v| {
-            v.iter()
-                .filter(|&&i| !erased(&self.recs[i as usize]))
-                .map(|&i| (RecordId(i), self.recs[i as usize].person))
-                .collect()
-        })
+        let mut v = vec![];
+        self.by_source.walk(key, usize::MAX, &mut v);
+        v.reverse(); // oldest first
+        v.into_iter()
+            .filter(|&i| !erased(&self.recs[i as usize]))
+            .map(|i| (RecordId(i), self.recs[i as usize].person))
+            .collect()
     }
     /// Persons that have at least one live record, sorted.
     pub fn persons_with_records(&self) -> Vec<PersonKey> {
@@ -874,6 +976,20 @@ mod tests {
         m.undo(s, "op-3").unwrap();
         assert_eq!(m.person_of(b.record), Some(a.person));
         assert_eq!(m.decisions().len(), 4);
+    }
+
+    #[test]
+    fn a_birth_date_wrong_in_one_part_still_meets_its_person() {
+        let mut m = Mpi::with_seed(MatchConfig::default(), 1);
+        let a = reg(&mut m, input("佐藤 花子", "サトウ ハナコ", "1985-01-02", "0901111222", "00"));
+        for typo in ["1985-01-03", "1985-02-02", "1986-01-02"] {
+            let mut other = input("佐藤 花子", "サトウ ハナコ", typo, "", "00");
+            other.insurer_number = String::new();
+            let b = reg(&mut m, other);
+            // Only the kana-with-two-date-parts blocks bring them together; the score sends it to review.
+            let Outcome::Review { item } = b.outcome else { panic!("{typo}: {:?}", b.outcome) };
+            assert_eq!(m.review(item).unwrap().candidate, a.person);
+        }
     }
 
     #[test]

@@ -235,12 +235,9 @@ impl IdentityStore {
         let parsed = parse_bulk(inputs);
         let ok: Vec<&Identity> = parsed.iter().filter_map(|r| r.as_ref().ok()).collect();
         let regs = self.mpi.register_parsed(&ok);
-        let mut entries: Vec<VaultEntry> = regs
-            .iter()
-            .zip(&ok)
-            .map(|(r, id)| VaultEntry::Put(Box::new(StoredIdentity::new(r.record, r.person, id))))
-            .collect();
-        for r in &regs {
+        let mut entries: Vec<VaultEntry> = Vec::with_capacity(regs.len());
+        for (r, id) in regs.iter().zip(&ok) {
+            entries.push(VaultEntry::Put(Box::new(StoredIdentity::new(r.record, r.person, id))));
             if let Outcome::Review { item } = r.outcome {
                 let it = self.mpi.review(item).expect("just opened").clone();
                 entries.push(VaultEntry::Mpi(LogEntry::Review(it)));
@@ -383,6 +380,31 @@ impl IdentityStore {
         let n = self
             .vault
             .erase(&self.keys, audit, actor, purpose, Some(person), &records)
+            .inspect_err(|_| self.poisoned = true)?;
+        self.mpi.forget(&records);
+        Ok(n)
+    }
+
+    /// Erases what one provider submitted under one patient id (P7 deletion at a provider's
+    /// request): those identity records only; the person's records from other providers stay.
+    pub fn erase_source(
+        &mut self,
+        audit: &dyn VaultAudit,
+        actor: &str,
+        purpose: &str,
+        provider: &str,
+        patient: &str,
+    ) -> Result<usize, StoreError> {
+        self.live()?;
+        let hits = self.mpi.lookup(provider, patient);
+        let records: Vec<RecordId> = hits.iter().map(|h| h.0).collect();
+        let person = hits.first().map(|h| h.1);
+        if records.is_empty() {
+            return Ok(0);
+        }
+        let n = self
+            .vault
+            .erase(&self.keys, audit, actor, purpose, person, &records)
             .inspect_err(|_| self.poisoned = true)?;
         self.mpi.forget(&records);
         Ok(n)
@@ -545,6 +567,37 @@ mod tests {
         assert!(matches!(s.merge(&a, "op", p3, p1), Err(StoreError::Mpi(MpiError::KeptApart(..)))));
         assert_eq!(s.mpi().decisions().len(), 2);
         assert!(s.mpi().decisions()[0].undone);
+    }
+
+    #[test]
+    fn p7_erasing_a_providers_record_removes_it_from_file_and_index_for_good() {
+        let t = tempfile::tempdir().unwrap();
+        KeyStore::create(&t.path().join("keys")).unwrap();
+        let a = MemoryAudit::default();
+        let cfg = MatchConfig::default();
+        {
+            let mut s = open(t.path(), cfg, &a);
+            s.register(
+                &a,
+                "op",
+                &[
+                    input("p1", "佐藤 花子", "サトウ ハナコ", "1985-01-02", "00"),
+                    input("p2", "佐藤 花子", "ｻﾄｳ ﾊﾅｺ", "1985-01-02", "00"),
+                ],
+            )
+            .unwrap();
+            assert_eq!(s.erase_source(&a, "op", "P7 request 1", "prov-a", "p1").unwrap(), 1);
+            assert!(s.lookup_source(&a, "op", "prov-a", "p1").unwrap().is_empty());
+        }
+        let raw = std::fs::read(t.path().join("identity").join(VAULT_FILE)).unwrap();
+        assert!(raw.len() > 100);
+        let mut s = open(t.path(), cfg, &a);
+        assert!(s.lookup_source(&a, "op", "prov-a", "p1").unwrap().is_empty(), "erased after restart");
+        assert_eq!(s.lookup_source(&a, "op", "prov-a", "p2").unwrap().len(), 1, "other records stay");
+        // The erased record id is not reused, and a re-registration is a new record.
+        let r = s.register(&a, "op", &[input("p1", "佐藤 花子", "サトウ ハナコ", "1985-01-02", "00")]).unwrap();
+        assert_eq!(r[0].as_ref().unwrap().record, RecordId(2));
+        assert_eq!(a.0.lock().unwrap().iter().filter(|e| e.0 == VaultAction::Erase).count(), 1);
     }
 
     #[test]

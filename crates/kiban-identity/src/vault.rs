@@ -3,9 +3,10 @@
 //! One append-only file, `<data-dir>/identity/vault.kbv`. Each frame is a 4-byte little-endian
 //! length followed by a sealed frame ([`KeyStore::seal`], a fresh data key per frame, associated
 //! data `kiban/vault/v2`), whose plaintext is a JSON array of [`VaultEntry`]: identities put, records
-//! erased, and the MPI's review items, decisions and undos ([`crate::mpi::LogEntry`]). One frame is
-//! written per operation (a bulk registration is one frame), synced before the call returns; a torn
-//! last frame (a crash mid-append, never acknowledged) is ignored and cut on the next write. Erasure
+//! erased, and the MPI's review items, decisions and undos ([`crate::mpi::LogEntry`]). An operation
+//! writes its entries as frames of at most 20,000 entries (each review item right after the record it
+//! concerns) and syncs once before the call returns; a torn last frame (a crash mid-append, never
+//! acknowledged) is ignored and cut on the next write. Erasure
 //! (P7) appends a `Forget` entry and then rewrites the file without the erased identities
 //! (temporary file, then rename), so the identifiers are physically gone; the MPI log is kept.
 //!
@@ -27,6 +28,9 @@ use crate::mpi::{LogEntry, RecordId};
 use crate::normalize::NORMALIZATION_VERSION;
 
 const AAD: &[u8] = b"kiban/vault/v2";
+/// Entries per sealed frame: keeps frames far below the 4 GiB a length prefix can say, and a
+/// bulk registration streams instead of building one giant plaintext.
+const FRAME_ENTRIES: usize = 20_000;
 
 /// What was done to the vault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -263,18 +267,25 @@ impl Vault {
         }
     }
 
-    fn write_frame(path: &Path, valid_len: u64, keys: &KeyStore, entries: &[VaultEntry]) -> Result<u64, VaultError> {
-        let sealed = keys.seal(AAD, &serde_json::to_vec(entries).expect("serializable"));
-        let mut buf = Vec::with_capacity(sealed.len() + 4);
-        buf.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
-        buf.extend_from_slice(&sealed);
+    /// Writes `entries` as frames of at most [`FRAME_ENTRIES`] entries after the first `valid_len`
+    /// bytes (cutting any torn tail), then syncs once; returns the bytes written.
+    fn write_frames(path: &Path, valid_len: u64, keys: &KeyStore, entries: &[VaultEntry]) -> Result<u64, VaultError> {
         let mut f = fs::OpenOptions::new().create(true).write(true).truncate(false).open(path).map_err(io(path))?;
         f.set_len(valid_len).map_err(io(path))?;
         use std::io::Seek;
         f.seek(std::io::SeekFrom::End(0)).map_err(io(path))?;
-        f.write_all(&buf).map_err(io(path))?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+        let mut written = 0u64;
+        for chunk in entries.chunks(FRAME_ENTRIES) {
+            let sealed = keys.seal(AAD, &serde_json::to_vec(chunk).expect("serializable"));
+            let len = u32::try_from(sealed.len()).expect("a frame of FRAME_ENTRIES entries is far below 4 GiB");
+            w.write_all(&len.to_le_bytes()).map_err(io(path))?;
+            w.write_all(&sealed).map_err(io(path))?;
+            written += 4 + sealed.len() as u64;
+        }
+        let f = w.into_inner().map_err(|e| VaultError::Io { path: path.to_path_buf(), source: e.into_error() })?;
         f.sync_data().map_err(io(path))?;
-        Ok(buf.len() as u64)
+        Ok(written)
     }
 
     /// Appends entries as one frame, durably, and applies them.
@@ -282,7 +293,7 @@ impl Vault {
         if entries.is_empty() {
             return Ok(());
         }
-        self.valid_len += Self::write_frame(&self.path, self.valid_len, keys, &entries)?;
+        self.valid_len += Self::write_frames(&self.path, self.valid_len, keys, &entries)?;
         for e in entries {
             self.apply(e);
         }
@@ -348,7 +359,7 @@ impl Vault {
         let _ = fs::remove_file(&tmp);
         let mut live: Vec<VaultEntry> = self.records.values().cloned().map(|s| VaultEntry::Put(Box::new(s))).collect();
         live.extend(self.log.iter().cloned().map(VaultEntry::Mpi));
-        let len = Self::write_frame(&tmp, 0, keys, &live)?;
+        let len = Self::write_frames(&tmp, 0, keys, &live)?;
         fs::rename(&tmp, &self.path).map_err(io(&self.path))?;
         self.valid_len = len;
         Ok(())

@@ -657,3 +657,68 @@ fn r1_r2_r9_committee_review_release_and_ledger_through_the_cli() {
         "no release rel-9",
     );
 }
+
+#[test]
+fn p7_l1_identity_register_lookup_review_across_processes_audited_without_identifiers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let d = dir.to_str().unwrap();
+    assert!(kiban(&["init", d], &[]).status.success());
+    let csv = tmp.path().join("ids.csv");
+    std::fs::write(
+        &csv,
+        "provider_id,patient_id,name_kanji,name_kana,sex,birth_date,postal_code,address,phone,insurer_number,card_symbol,card_number,card_branch\n\
+         prov-a,A-1,山田 花子,ヤマダ ハナコ,2,1980-04-01,1000001,東京都千代田区1-1,0312345678,01130012,1234,567,01\n\
+         prov-b,B-9,山田花子,ﾔﾏﾀﾞ ﾊﾅｺ,2,昭和55年4月1日,1000001,東京都千代田区1-1,03-1234-5678,1130012,１２３４,0567,1\n\
+         prov-b,B-10,山田 桃子,ヤマダ モモコ,2,1980-04-01,1000001,東京都千代田区1-1,0312345678,01130012,1234,567,02\n\
+         prov-c,C-1,山田 花子,,2,2023-02-30,,,,01130013,,,\n",
+    )
+    .unwrap();
+    // One rejected record (empty kana, 2月30日, bad check digit): exit 2, per-record reasons.
+    let o = kiban(&["identity", "register", csv.to_str().unwrap(), "--data-dir", d], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("3 records") && t.contains("1 rejected"), "{t}");
+    assert!(t.contains("N-KANA-EMPTY") && t.contains("N-DATE-DAY") && t.contains("N-INSURER-CHECK"), "{t}");
+    // A new process (the index rebuilt from the vault) finds both spellings as one person, the twin apart.
+    let look = |prov: &str, pat: &str| {
+        let o = kiban(&["identity", "lookup", "--provider", prov, "--patient", pat, "--json", "--data-dir", d], &[]);
+        assert!(o.status.success(), "{}", text(&o));
+        json_of(&o)[0]["person"].as_str().unwrap().to_owned()
+    };
+    let (a, b, twin) = (look("prov-a", "A-1"), look("prov-b", "B-9"), look("prov-b", "B-10"));
+    assert_eq!(a, b);
+    assert_ne!(a, twin);
+    let o = kiban(&["identity", "lookup", "--person", &a, "--json", "--data-dir", d], &[]);
+    assert_eq!(json_of(&o).as_array().unwrap().len(), 2);
+    // Merge then undo, each in its own process.
+    let o = kiban(&["identity", "merge", &twin, &a, "--data-dir", d], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(look("prov-b", "B-10"), a);
+    assert!(kiban(&["identity", "undo", "1", "--data-dir", d], &[]).status.success());
+    assert_eq!(look("prov-b", "B-10"), twin);
+    // Linkage-key export needs an approved application naming the database.
+    assert_clean_failure(
+        &kiban(&["identity", "linkage-export", "--application", "nope", "--database", "NDB", "--data-dir", d], &[]),
+        "linkage-key export refused",
+    );
+    // Every vault access is in the audit log, with person keys and counts but no identifier.
+    let o = kiban(&["audit", "verify", "--data-dir", d], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let mut events = vec![];
+    kiban_audit::for_each_entry(&dir.join("audit"), |e| {
+        events.push(e.event);
+        std::ops::ControlFlow::Continue(())
+    })
+    .unwrap();
+    let identity: Vec<_> = events.iter().filter(|e| e.object.kind == kiban_audit::ObjectKind::Identity).collect();
+    assert!(
+        identity.iter().any(|e| e.action == kiban_audit::Action::Read && e.object.id == a && e.volume == 2),
+        "{identity:?}"
+    );
+    assert!(identity.iter().any(|e| e.action == kiban_audit::Action::Write && e.volume == 3));
+    let all = serde_json::to_string(&events).unwrap();
+    for secret in ["山田", "ヤマダ", "ﾔﾏﾀﾞ", "A-1", "B-9", "1980-04-01", "0312345678", "01130012"] {
+        assert!(!all.contains(secret), "the audit log carries {secret}");
+    }
+}

@@ -367,6 +367,30 @@ fn dispatch(ctx: &Ctx, dd: &DataDir, o: &mut Opened, cmd: Cmd) -> Result<ExitCod
     }
 }
 
+/// The vault side of `kiban intake delete-person` (P7): erases what the provider submitted under
+/// that patient id from the identity vault and the index.
+pub struct VaultEraser(std::sync::Mutex<Opened>);
+
+impl VaultEraser {
+    /// Opens the data directory's identity store for erasure.
+    pub fn open(dd: &DataDir, root: &std::path::Path) -> Result<VaultEraser> {
+        Ok(VaultEraser(std::sync::Mutex::new(Opened::open(dd, root, actor(Role::IntakeOperator))?)))
+    }
+}
+
+impl kiban_registry::intake::VaultDeletion for VaultEraser {
+    fn delete_identity(&self, provider_id: &str, patient_id: &str) -> Result<String, String> {
+        let mut o = self.0.lock().map_err(|_| "identity store lock poisoned".to_owned())?;
+        let o = &mut *o;
+        let n = o
+            .store
+            .erase_source(&bridge(&o.log, &o.actor), &o.actor.id, "P7 deletion", provider_id, patient_id)
+            .map_err(|e| e.to_string())?;
+        o.log.flush().map_err(|e| e.to_string())?;
+        Ok(format!("erased {n} identity records from the vault"))
+    }
+}
+
 /// For `kiban serve`: the main server gets the identity store (opened once, audited as kiban
 /// itself); the gateways never do.
 pub fn serve_layer<R>(dd: &DataDir, root: &std::path::Path, which: &str, router: R) -> Result<R>

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use chrono::NaiveDate;
 use kiban_registry::Registry;
-use kiban_registry::intake::{GateReport, NoVault, Submission, delete_person, submit};
+use kiban_registry::intake::{GateReport, Submission, delete_person, submit};
 
 use crate::Ctx;
 use crate::datadir::DataDir;
@@ -137,7 +137,8 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
             }
             Verb::DeletePerson(a) => {
                 let on = a.requested_on.unwrap_or_else(kiban_registry::records::today_jst);
-                let d = delete_person(&reg, &ctx.data_dir, &a.provider, &a.patient, on, &a.reason, &NoVault).await?;
+                let vault = crate::cmd::identity::VaultEraser::open(&dd, &ctx.data_dir)?;
+                let d = delete_person(&reg, &ctx.data_dir, &a.provider, &a.patient, on, &a.reason, &vault).await?;
                 if ctx.json {
                     println!("{}", serde_json::to_string(&d)?);
                 } else {
