@@ -298,9 +298,9 @@ impl IdentityStore {
         let it = self.mpi.review(item).ok_or(MpiError::UnknownItem(item))?.clone();
         let mut ids = vec![it.record];
         ids.extend_from_slice(self.mpi.records_of(it.candidate));
-        let mut recs = self.views(self.vault.read_records(audit, actor, "review", Some(it.candidate), &ids)?);
-        let candidate = recs.split_off(recs.len().min(1));
-        Ok(ReviewView { item: it, record: recs, candidate })
+        let recs = self.views(self.vault.read_records(audit, actor, "review", Some(it.candidate), &ids)?);
+        let (record, candidate) = recs.into_iter().partition(|r| r.record == it.record.0);
+        Ok(ReviewView { item: it, record, candidate })
     }
 
     fn log_last_decision(&mut self, audit: &dyn VaultAudit, actor: &str, purpose: &str) -> Result<u64, StoreError> {

@@ -181,6 +181,14 @@ pub enum VaultError {
         /// Cause.
         reason: String,
     },
+    /// Another process (or another handle in this one) has the vault open.
+    #[error(
+        "the identity vault {path} is in use by another kiban process (e.g. `kiban serve`); stop it or use its HTTP API"
+    )]
+    Busy {
+        /// The vault file.
+        path: PathBuf,
+    },
     /// The audit hook failed; the access was not done.
     #[error(transparent)]
     Audit(#[from] AuditFailed),
@@ -195,6 +203,8 @@ pub struct Vault {
     next_record: u32,
     /// Length of the valid prefix of the file (a torn tail beyond it is cut on the next write).
     valid_len: u64,
+    /// Exclusive lock on `<vault>.lock`, held while open: two writers would cut each other's frames.
+    _lock: fs::File,
 }
 
 impl std::fmt::Debug for Vault {
@@ -213,13 +223,27 @@ impl Vault {
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent).map_err(io(parent))?;
         }
+        let lock_path = path.with_extension("lock");
+        let lock =
+            fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(VaultError::Busy { path: path.to_path_buf() }),
+            Err(fs::TryLockError::Error(e)) => return Err(VaultError::Io { path: lock_path, source: e }),
+        }
         let bytes = match fs::read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
             Err(e) => return Err(VaultError::Io { path: path.to_path_buf(), source: e }),
         };
-        let mut v =
-            Vault { path: path.to_path_buf(), records: BTreeMap::new(), log: vec![], next_record: 0, valid_len: 0 };
+        let mut v = Vault {
+            path: path.to_path_buf(),
+            records: BTreeMap::new(),
+            log: vec![],
+            next_record: 0,
+            valid_len: 0,
+            _lock: lock,
+        };
         let mut pos = 0usize;
         let mut index = 0usize;
         while pos + 4 <= bytes.len() {
@@ -452,6 +476,8 @@ mod tests {
         assert_eq!(v.len(), 2);
         assert_eq!(v.read_records(&audit, "op", "linkage", Some(p1), &[RecordId(0)]).unwrap()[0].kana, "ヤマダ ハナコ");
         assert_eq!(v.erase(&ks, &audit, "op", "P7 request 1", Some(p1), &[RecordId(0)]).unwrap(), 1);
+        assert!(matches!(Vault::open(&path, &ks, &audit, "op"), Err(VaultError::Busy { .. })), "one writer at a time");
+        drop(v);
         let reopened = Vault::open(&path, &ks, &audit, "op").unwrap();
         assert_eq!(reopened.len(), 1);
         assert_eq!(reopened.next_record(), 2, "an erased id is never handed out again");
@@ -460,6 +486,7 @@ mod tests {
         let actions: Vec<VaultAction> = audit.0.lock().unwrap().iter().map(|e| e.0).collect();
         use VaultAction::*;
         assert_eq!(actions, vec![Open, Write, Open, Read, Erase, Open, Read]);
+        drop(reopened);
         // A different key store cannot read it, and says so.
         let other = KeyStore::create(&t.path().join("keys2")).unwrap();
         let e = Vault::open(&path, &other, &MemoryAudit::default(), "x").unwrap_err();
@@ -474,10 +501,12 @@ mod tests {
         let a = MemoryAudit::default();
         let mut v = Vault::open(&path, &ks, &a, "op").unwrap();
         v.put(&ks, &a, "op", vec![StoredIdentity::new(RecordId(0), PersonKey::from_u64(1), &identity("ア"))]).unwrap();
+        drop(v);
         fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(&[200, 0, 0, 0, 1, 2]).unwrap();
         let mut v = Vault::open(&path, &ks, &a, "op").unwrap();
         assert_eq!(v.len(), 1);
         v.put(&ks, &a, "op", vec![StoredIdentity::new(RecordId(1), PersonKey::from_u64(2), &identity("イ"))]).unwrap();
+        drop(v);
         assert_eq!(Vault::open(&path, &ks, &a, "op").unwrap().len(), 2);
     }
 
@@ -496,6 +525,7 @@ mod tests {
         let mut v = Vault::open(&path, &ks, &a, "op").unwrap();
         v.put(&ks, &a, "op", vec![StoredIdentity::new(RecordId(0), PersonKey::from_u64(1), &identity("ア"))]).unwrap();
         assert!(matches!(v.read_records(&Broken, "op", "x", None, &[RecordId(0)]), Err(VaultError::Audit(_))));
+        drop(v);
         assert!(Vault::open(&path, &ks, &Broken, "op").is_err());
     }
 }
