@@ -722,3 +722,85 @@ fn p7_l1_identity_register_lookup_review_across_processes_audited_without_identi
         assert!(!all.contains(secret), "the audit log carries {secret}");
     }
 }
+
+#[test]
+fn l1_linkage_export_needs_an_approved_application_that_names_the_database() {
+    use kiban_registry::review::committee::{Expertise, sample_committee};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let d = dir.to_str().unwrap();
+    assert!(kiban(&["init", d], &[]).status.success());
+    for m in sample_committee(6) {
+        let sex = if m.sex == kiban_model::person::Sex::Male { "male" } else { "female" };
+        let exp = match m.expertise {
+            Expertise::NaturalScience => "natural_science",
+            Expertise::HumanitiesSocialScience => "humanities_social_science",
+            Expertise::LayPatientPerspective => "lay_patient_perspective",
+        };
+        let (ts, te) = (m.term_start.to_string(), m.term_end.to_string());
+        let mut a = vec!["committee", "add-member", "--data-dir", d, "--id", &m.member_id, "--name", &m.name];
+        a.extend(["--sex", sex, "--expertise", exp, "--term-start", &ts, "--term-end", &te]);
+        if m.external {
+            a.push("--external");
+        }
+        assert!(kiban(&a, &[]).status.success());
+    }
+    let mut app: serde_json::Value = serde_json::from_slice(&kiban(&["application", "template"], &[]).stdout).unwrap();
+    app["plan"]["linkage"] = serde_json::json!(["NDB"]);
+    let path = tmp.path().join("app.json");
+    std::fs::write(&path, app.to_string()).unwrap();
+    let o =
+        kiban(&["application", "submit", path.to_str().unwrap(), "--on", "2026-06-01", "--data-dir", d, "--json"], &[]);
+    let id = json_of(&o)["application_id"].as_str().unwrap().to_owned();
+    let export = |db: &str| {
+        let out = tmp.path().join(format!("keys-{db}.csv"));
+        kiban(
+            &[
+                "identity",
+                "linkage-export",
+                "--application",
+                &id,
+                "--database",
+                db,
+                "--out",
+                out.to_str().unwrap(),
+                "--data-dir",
+                d,
+            ],
+            &[],
+        )
+    };
+    assert_clean_failure(&export("NDB"), "not approved");
+    assert!(kiban(&["review", "open", &id, "--on", "2026-06-10", "--data-dir", d], &[]).status.success());
+    for m in ["m0", "m1", "m2", "m3", "m4"] {
+        let a = ["review", "vote", &id, "--member", m, "--vote", "approve", "--reason", "妥当", "--data-dir", d];
+        assert!(kiban(&a, &[]).status.success());
+    }
+    let o = kiban(&["review", "decide", &id, "--outcome", "approve", "--on", "2026-06-10", "--data-dir", d], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_clean_failure(&export("DPC"), "does not name DPC");
+    // Approved, but the shared secret has not been imported yet.
+    assert_clean_failure(&export("NDB"), "linkage/NDB");
+    let csv = tmp.path().join("ids.csv");
+    std::fs::write(
+        &csv,
+        "provider_id,patient_id,name_kanji,name_kana,sex,birth_date,postal_code,address,phone,insurer_number,card_symbol,card_number,card_branch\n\
+         prov-a,A-1,山田 太郎,ﾔﾏﾀﾞ ﾀﾛｳ,1,昭和55年4月1日,,,,1130012,１２３４,0567,0\n",
+    )
+    .unwrap();
+    assert!(kiban(&["identity", "register", csv.to_str().unwrap(), "--data-dir", d], &[]).status.success());
+    // The public test secret 00 01 … 1F of LINKAGE.md: the exported keys are the published vectors.
+    let secret: String = (0u8..32).map(|b| format!("{b:02x}")).collect();
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_kiban"));
+    c.args(["identity", "import-key", "NDB", "--data-dir", d]).env_remove("KIBAN_MASTER_KEY");
+    let mut child = c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    use std::io::Write as _;
+    child.stdin.take().unwrap().write_all(secret.as_bytes()).unwrap();
+    assert!(child.wait_with_output().unwrap().status.success());
+    let o = export("NDB");
+    assert!(o.status.success(), "{}", text(&o));
+    let rows = std::fs::read_to_string(tmp.path().join("keys-NDB.csv")).unwrap();
+    let line = rows.lines().nth(1).unwrap();
+    assert!(line.contains(",c9859d3e168f") && line.contains(",cb9ddd8c9b2c"), "{rows}");
+    assert!(!rows.contains("ヤマダ") && !rows.contains("A-1"), "keys only, no identifiers: {rows}");
+}
