@@ -58,7 +58,7 @@ impl Default for Weights {
             kanji: (3.0, -1.0),
             birth: (13.0, -3.0, -12.0),
             sex: (1.0, -10.0),
-            household: (12.0, 10.0, 8.0, 4.0, -2.0),
+            household: (12.0, 10.0, 8.0, 4.0, -5.0),
             insurer: (4.0, -1.0),
             branch: (6.0, -25.0),
             kana_wildcard: 4.0,
@@ -451,6 +451,12 @@ pub enum MpiError {
     /// The decision was already undone, or later decisions depend on it.
     #[error("decision {0} cannot be undone: {1}")]
     CannotUndo(u64, &'static str),
+    /// The review item was already decided (undo that decision first).
+    #[error("review item {0} was already decided by decision {1}; undo it first")]
+    Decided(u64, u64),
+    /// `split` on a review item whose record is not in the candidate person.
+    #[error("review item {0}: its record is not merged with the candidate; decide merge or keep-apart")]
+    NotMerged(u64),
     /// The two persons were declared different.
     #[error("persons {0} and {1} were kept apart by decision {2}; undo it first")]
     KeptApart(PersonKey, PersonKey, u64),
@@ -828,7 +834,11 @@ impl Mpi {
     /// Resolves a review item by splitting its record out of the person it is in now (after an
     /// earlier merge), into a new person kept apart from the old one.
     pub fn split_item(&mut self, item: u64, by: &str) -> Result<(u64, PersonKey), MpiError> {
-        let record = self.review(item).ok_or(MpiError::UnknownItem(item))?.record;
+        let it = self.review(item).ok_or(MpiError::UnknownItem(item))?;
+        let record = it.record;
+        if self.person_of(record) != Some(it.candidate) {
+            return Err(MpiError::NotMerged(item));
+        }
         self.split_for(record, Some(item), by)
     }
 
@@ -841,9 +851,17 @@ impl Mpi {
         Ok((d, to))
     }
 
+    fn open_item(&self, item: u64) -> Result<&ReviewItem, MpiError> {
+        let it = self.review(item).ok_or(MpiError::UnknownItem(item))?;
+        match it.decided_by {
+            Some(d) => Err(MpiError::Decided(item, d)),
+            None => Ok(it),
+        }
+    }
+
     /// Resolves a review item as two different persons.
     pub fn keep_apart(&mut self, item: u64, by: &str) -> Result<u64, MpiError> {
-        let it = self.reviews.iter().find(|r| r.id == item).ok_or(MpiError::UnknownItem(item))?;
+        let it = self.open_item(item)?;
         let (a, b) = (self.recs[it.record.0 as usize].person, it.candidate);
         let d = self.record(Some(item), DecisionKind::KeepApart { a, b }, by);
         self.apart.insert(pair(a, b), d);
@@ -852,7 +870,7 @@ impl Mpi {
 
     /// Resolves a review item as one person: the record's person merges into the candidate.
     pub fn accept(&mut self, item: u64, by: &str) -> Result<u64, MpiError> {
-        let it = self.reviews.iter().find(|r| r.id == item).ok_or(MpiError::UnknownItem(item))?;
+        let it = self.open_item(item)?;
         let (from, into) = (self.recs[it.record.0 as usize].person, it.candidate);
         self.merge(from, into, Some(item), by)
     }
@@ -960,9 +978,11 @@ mod tests {
         let b = reg(&mut m, input("佐藤 花子", "ｻﾄｳ ﾊﾅｺ", "1985-01-02", "0901111222", "01"));
         let Outcome::Review { item } = b.outcome else { panic!("{:?}", b.outcome) };
         assert_eq!(m.review_queue().count(), 1);
+        assert!(matches!(m.split_item(item, "op-1"), Err(MpiError::NotMerged(_))), "nothing to split yet");
         let d = m.accept(item, "op-1").unwrap();
         assert_eq!(m.person_of(b.record), Some(a.person));
         assert_eq!(m.review_queue().count(), 0);
+        assert!(matches!(m.keep_apart(item, "op-1"), Err(MpiError::Decided(_, _))), "decided items stay decided");
         m.undo(d, "op-1").unwrap();
         assert_eq!(m.person_of(b.record), Some(b.person));
         assert_eq!(m.review_queue().count(), 1);
@@ -976,6 +996,22 @@ mod tests {
         m.undo(s, "op-3").unwrap();
         assert_eq!(m.person_of(b.record), Some(a.person));
         assert_eq!(m.decisions().len(), 4);
+    }
+
+    #[test]
+    fn namesakes_born_the_same_day_are_not_merged_without_corroboration() {
+        // At 10 million records same-name same-birthday strangers are common; name and birth date
+        // alone must not reach the upper threshold: with nothing else agreeing it goes to review.
+        let mut m = Mpi::with_seed(MatchConfig::default(), 1);
+        let a = reg(&mut m, input("佐藤 花子", "サトウ ハナコ", "1985-01-02", "0901111222", "00"));
+        let mut other = input("佐藤 花子", "サトウ ハナコ", "1985-01-02", "0665554444", "00");
+        other.insurer_number = "06130017".into();
+        other.card_number = "99".into();
+        other.address = "大阪府大阪市北区1-1".into();
+        other.postal_code = "5300001".into();
+        let b = reg(&mut m, other);
+        assert_ne!(b.person, a.person);
+        assert!(matches!(b.outcome, Outcome::Review { .. }), "{:?}", b.outcome);
     }
 
     #[test]
