@@ -244,23 +244,37 @@ impl Vault {
             valid_len: 0,
             _lock: lock,
         };
+        // Frame boundaries first (cheap), then decrypt and parse frames on all cores, then apply in order.
+        let mut frames = vec![];
         let mut pos = 0usize;
-        let mut index = 0usize;
         while pos + 4 <= bytes.len() {
             let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().expect("4 bytes")) as usize;
             if pos + 4 + len > bytes.len() {
                 break; // torn tail
             }
-            let plain = keys
-                .open_sealed(AAD, &bytes[pos + 4..pos + 4 + len])
-                .map_err(|source| VaultError::Sealed { index, source })?;
-            let entries: Vec<VaultEntry> =
-                serde_json::from_slice(&plain).map_err(|e| VaultError::Malformed { index, reason: e.to_string() })?;
-            for e in entries {
+            frames.push(&bytes[pos + 4..pos + 4 + len]);
+            pos += 4 + len;
+        }
+        let decode = |index: usize, frame: &[u8]| -> Result<Vec<VaultEntry>, VaultError> {
+            let plain = keys.open_sealed(AAD, frame).map_err(|source| VaultError::Sealed { index, source })?;
+            serde_json::from_slice(&plain).map_err(|e| VaultError::Malformed { index, reason: e.to_string() })
+        };
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+        let per = frames.len().div_ceil(threads).max(1);
+        let decoded: Vec<Result<Vec<VaultEntry>, VaultError>> = std::thread::scope(|sc| {
+            let handles: Vec<_> = frames
+                .chunks(per)
+                .enumerate()
+                .map(|(c, chunk)| {
+                    sc.spawn(move || chunk.iter().enumerate().map(|(i, f)| decode(c * per + i, f)).collect::<Vec<_>>())
+                })
+                .collect();
+            handles.into_iter().flat_map(|h| h.join().expect("vault decoder thread")).collect()
+        });
+        for entries in decoded {
+            for e in entries? {
                 v.apply(e);
             }
-            pos += 4 + len;
-            index += 1;
         }
         v.valid_len = pos as u64;
         audit.record(&VaultEvent {
