@@ -21,7 +21,7 @@ use crate::identity::{Identity, IdentityInput, RecordError};
 use crate::keystore::{KeyStore, KeyStoreError};
 use crate::linkage::LinkageKeyer;
 use crate::mpi::{
-    Decision, LogEntry, MatchConfig, Mpi, MpiError, Outcome, RecordId, Registration, ReviewItem, parse_bulk,
+    Decision, LogEntry, MatchConfig, MatchView, Mpi, MpiError, Outcome, RecordId, Registration, ReviewItem, parse_bulk,
 };
 use crate::normalize::FieldError;
 use crate::vault::{AuditFailed, StoredIdentity, Vault, VaultAction, VaultAudit, VaultEntry, VaultError, VaultEvent};
@@ -193,12 +193,14 @@ impl IdentityStore {
         actor: &str,
     ) -> Result<IdentityStore, StoreError> {
         let vault = Vault::open(&dir.join(VAULT_FILE), &keys, audit, actor)?;
-        let stored: Vec<&StoredIdentity> = vault.records().values().collect();
-        let inputs: Vec<IdentityInput> = stored.iter().map(|s| s.to_input()).collect();
-        let mut records = Vec::with_capacity(stored.len());
-        for (s, parsed) in stored.iter().zip(parse_bulk(&inputs)) {
-            let id = parsed.map_err(|e| StoreError::Stored { record: s.record, reason: e.to_string() })?;
-            records.push((RecordId(s.record), PersonKey::from_u64(s.person), id));
+        // Stored identities are canonical already: the matching view is rebuilt without re-parsing.
+        let mut records = Vec::with_capacity(vault.len());
+        for s in vault.records().values() {
+            let view = MatchView::of_stored(s).ok_or_else(|| StoreError::Stored {
+                record: s.record,
+                reason: "unreadable birth date or sex".into(),
+            })?;
+            records.push((RecordId(s.record), PersonKey::from_u64(s.person), view));
         }
         let mpi = Mpi::restore(cfg, vault.next_record(), records, vault.log().iter().cloned())?;
         Ok(IdentityStore { dir: dir.to_path_buf(), keys, vault, mpi, poisoned: false })
@@ -567,6 +569,22 @@ mod tests {
         assert!(matches!(s.merge(&a, "op", p3, p1), Err(StoreError::Mpi(MpiError::KeptApart(..)))));
         assert_eq!(s.mpi().decisions().len(), 2);
         assert!(s.mpi().decisions()[0].undone);
+    }
+
+    #[test]
+    fn the_matching_view_rebuilt_from_the_vault_equals_the_one_from_parsing() {
+        let cfg = kiban_model::synth::SynthConfig { patients: 3000, ..Default::default() };
+        let (inputs, _) = crate::eval::synth_inputs(&cfg, 0..3000);
+        let mut extra = input("p9", "佐藤 花子", "サトウ ハナ●", "昭和60年1月2日", "3");
+        extra.card_symbol = "ａｂ 東1".into();
+        let mut checked = 0;
+        for i in inputs.iter().chain([&extra]) {
+            let id = Identity::parse(i).unwrap();
+            let stored = StoredIdentity::new(RecordId(0), PersonKey::from_u64(0), &id);
+            assert_eq!(MatchView::of_stored(&stored), Some(MatchView::of(&id)), "{i:?}");
+            checked += 1;
+        }
+        assert!(checked > 4000);
     }
 
     #[test]
