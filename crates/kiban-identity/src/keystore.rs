@@ -401,6 +401,17 @@ impl KeyStore {
         Ok(PseudonymKey::from_bytes(domain, 1, *key))
     }
 
+    /// The active key of an existing domain; unlike [`KeyStore::domain_key`] it never creates one
+    /// (a linkage secret must be imported, not invented).
+    pub fn active_domain_key(&self, domain: &str) -> Result<PseudonymKey, KeyStoreError> {
+        let e = self
+            .domains
+            .iter()
+            .find(|d| d.domain == domain && d.active)
+            .ok_or_else(|| KeyStoreError::UnknownDomain(domain.to_owned()))?;
+        self.unwrap_domain(e)
+    }
+
     /// A specific version of a domain key (active or rotated out), for re-deriving an older release.
     pub fn domain_key_version(&self, domain: &str, version: u32) -> Result<PseudonymKey, KeyStoreError> {
         let e = self

@@ -17,4 +17,5 @@ pub mod linkage;
 pub mod mpi;
 pub mod normalize;
 pub mod pseudonym;
+pub mod store;
 pub mod vault;

@@ -2,8 +2,11 @@
 //! random [`PersonKey`].
 //!
 //! Matching runs in three steps. Blocking first: a record is compared only with records sharing
-//! (birth date, sex), the kana name, or the phone number, so work grows with block sizes, not with
-//! the square of the population. Deterministic rules next: an identical individual insured-person
+//! (birth date, sex, given kana), (birth date, sex, family kana) — so a marriage or a typo in one
+//! name part still meets — the whole kana name with two of birth year, month and day (a birth date
+//! wrong in one part still meets), the phone number, or the individual insured-person number; a kana name with unknown marks (〓) falls back to the
+//! whole (birth date, sex) block. Each block is walked newest first up to `max_block` records, so
+//! work per record stays bounded however large the index grows (10 million records and more). Deterministic rules next: an identical individual insured-person
 //! number with the same birth date and sex is the same person. Then a Fellegi–Sunter score, the sum
 //! of per-field log-likelihood weights ([`Weights`]), against two thresholds: at or above `upper` the
 //! record joins the best person, below `lower` it starts a new person, and between it starts a new
@@ -23,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::identity::{Identity, IdentityInput, RecordError};
 use crate::normalize::UNKNOWN;
+use crate::vault::StoredIdentity;
 
 /// Agreement and disagreement weights (log2 m/u) per field.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -55,7 +59,7 @@ impl Default for Weights {
             kanji: (3.0, -1.0),
             birth: (13.0, -3.0, -12.0),
             sex: (1.0, -10.0),
-            household: (12.0, 10.0, 8.0, 4.0, -2.0),
+            household: (12.0, 10.0, 8.0, 4.0, -5.0),
             insurer: (4.0, -1.0),
             branch: (6.0, -25.0),
             kana_wildcard: 4.0,
@@ -94,8 +98,69 @@ fn fp(parts: &[&[u8]]) -> u64 {
     h.finish()
 }
 
+/// Keys are already well-mixed 64-bit hashes (or random person keys): hashing them again is waste.
+#[derive(Default, Clone, Copy)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<PassThrough>>;
+
+/// One blocking index as chains: the newest record of each block, and per record the previous one
+/// in its block. Eight bytes per record and key instead of a vector per block, and walking a
+/// chain visits the most recent records first (what `max_block` keeps).
+#[derive(Default)]
+struct Chains {
+    head: FastMap<u64, u32>,
+    prev: Vec<u32>,
+}
+
+const END: u32 = u32::MAX;
+
+impl Chains {
+    /// Adds record `i` (records are added in increasing id order; erased ids in between are never
+    /// added) under `key`; `NONE` adds nothing.
+    fn push(&mut self, key: u64, i: u32) {
+        self.prev.resize(i as usize, END);
+        let prev = if key == NONE { END } else { self.head.insert(key, i).unwrap_or(END) };
+        self.prev.push(prev);
+    }
+    /// Appends up to `max` records of block `key`, newest first.
+    fn walk(&self, key: u64, max: usize, out: &mut Vec<u32>) {
+        let mut at = self.head.get(&key).copied().unwrap_or(END);
+        let mut n = 0;
+        while at != END && n < max {
+            out.push(at);
+            at = self.prev[at as usize];
+            n += 1;
+        }
+    }
+}
+
+/// The blocking keys of a record.
+struct BlockKeys {
+    birth: u64,
+    birth_given: u64,
+    birth_family: u64,
+    /// Whole kana name with two of year, month, day: meets a record whose birth date differs in one part.
+    kana: [u64; 3],
+    card: u64,
+}
+
 /// The compact matching view of a record (the full identity lives in the vault).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 struct Rec {
     source: u64,
     kana: Box<str>,
@@ -113,6 +178,12 @@ struct Rec {
 }
 
 const NONE: u64 = 0;
+
+/// Whether a record was erased (P7): its person is the never-drawn key 0, so it is never matched
+/// nor returned.
+fn erased(r: &Rec) -> bool {
+    r.person.as_u64() == 0
+}
 
 fn opt_fp(s: &str) -> u64 {
     if s.is_empty() { NONE } else { fp(&[s.as_bytes()]).max(1) }
@@ -138,11 +209,80 @@ impl Rec {
             person: PersonKey::from_u64(0),
         }
     }
+    /// The same view built straight from a stored (already canonical) identity, without parsing it
+    /// again: what makes reopening a large vault fast. Proven equal to [`Rec::new`] by a test.
+    fn from_stored(s: &StoredIdentity) -> Option<Rec> {
+        let birth = chrono::NaiveDate::parse_from_str(&s.birth, "%Y-%m-%d").ok()?;
+        use chrono::Datelike;
+        let has_card = !s.card[0].is_empty();
+        let kanji: String = s.kanji.chars().filter(|c| *c != ' ').collect();
+        Some(Rec {
+            source: fp(&[s.provider.as_bytes(), s.patient.as_bytes()]),
+            kana: s.kana.as_str().into(),
+            kanji: fp(&[kanji.as_bytes()]),
+            birth: (birth.year(), birth.month(), birth.day()),
+            sex: Sex::parse(&s.sex).ok()?,
+            phone: opt_fp(&s.phone),
+            postal: opt_fp(&s.postal),
+            address: opt_fp(&s.address),
+            insurer: if has_card { opt_fp(&s.card[0]) } else { NONE },
+            card: if has_card { fp(&[s.card[1].as_bytes(), s.card[2].as_bytes()]) } else { NONE },
+            branch: if has_card { s.card[3].parse().unwrap_or(0) } else { 0 },
+            has_card,
+            person: PersonKey::from_u64(0),
+        })
+    }
+    /// The placeholder of an erased record.
+    fn tombstone() -> Rec {
+        Rec {
+            source: NONE,
+            kana: "".into(),
+            kanji: NONE,
+            birth: (0, 0, 0),
+            sex: Sex::Unknown,
+            phone: NONE,
+            postal: NONE,
+            address: NONE,
+            insurer: NONE,
+            card: NONE,
+            branch: 0,
+            has_card: false,
+            person: PersonKey::from_u64(0),
+        }
+    }
     fn family(&self) -> &str {
         self.kana.split(' ').next().unwrap_or_default()
     }
     fn given(&self) -> &str {
         self.kana.split_once(' ').map_or("", |(_, g)| g)
+    }
+    fn block_keys(&self) -> BlockKeys {
+        let b = [&self.birth.0.to_le_bytes()[..], &self.birth.1.to_le_bytes(), &self.birth.2.to_le_bytes()];
+        let sex = self.sex.code().as_bytes();
+        let (fam, giv) = (self.family(), self.given());
+        let named = |tag: &[u8], part: &str| {
+            if part.is_empty() || part.contains(UNKNOWN) {
+                NONE
+            } else {
+                fp(&[b[0], b[1], b[2], sex, tag, part.as_bytes()]).max(1)
+            }
+        };
+        BlockKeys {
+            birth: fp(&[b[0], b[1], b[2], sex]).max(1),
+            birth_given: named(b"g", giv),
+            birth_family: named(b"f", fam),
+            kana: if self.kana.contains(UNKNOWN) {
+                [NONE; 3]
+            } else {
+                let k = self.joined_kana_fp().to_le_bytes();
+                [fp(&[&k, b[0], b[1]]).max(1), fp(&[&k, b[0], b[2]]).max(1), fp(&[&k, b[1], b[2]]).max(1)]
+            },
+            card: if self.has_card {
+                fp(&[&self.insurer.to_le_bytes(), &self.card.to_le_bytes(), &[self.branch]]).max(1)
+            } else {
+                NONE
+            },
+        }
     }
     fn joined_kana_fp(&self) -> u64 {
         let mut h = std::hash::DefaultHasher::new();
@@ -217,6 +357,21 @@ pub enum Outcome {
     },
 }
 
+/// What the index keeps of one record for matching (built from a parsed or a stored identity).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MatchView(Rec);
+
+impl MatchView {
+    /// From a parsed identity.
+    pub fn of(id: &Identity) -> MatchView {
+        MatchView(Rec::new(id))
+    }
+    /// From a stored identity, without re-parsing; `None` if its birth date or sex is unreadable.
+    pub fn of_stored(s: &StoredIdentity) -> Option<MatchView> {
+        Rec::from_stored(s).map(MatchView)
+    }
+}
+
 /// The result of registering a record.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Registration {
@@ -288,6 +443,38 @@ pub struct Decision {
     pub undone: bool,
 }
 
+/// One entry of the MPI's persisted log, beside the registered records themselves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum LogEntry {
+    /// A review item was opened at registration.
+    Review(ReviewItem),
+    /// A decision was made.
+    Decision(Decision),
+    /// A decision was undone.
+    Undo {
+        /// The decision.
+        decision: u64,
+        /// Who undid it.
+        by: String,
+    },
+    /// Records were erased (P7).
+    Forget {
+        /// The records.
+        records: Vec<RecordId>,
+    },
+}
+
+/// Parses many records on all cores; one result per input, in order.
+pub fn parse_bulk(inputs: &[IdentityInput]) -> Vec<Result<Identity, RecordError>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+    let chunk = inputs.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> =
+            inputs.chunks(chunk).map(|c| s.spawn(move || c.iter().map(Identity::parse).collect::<Vec<_>>())).collect();
+        handles.into_iter().flat_map(|h| h.join().expect("parser thread")).collect()
+    })
+}
+
 /// Errors of review operations.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MpiError {
@@ -303,6 +490,12 @@ pub enum MpiError {
     /// The decision was already undone, or later decisions depend on it.
     #[error("decision {0} cannot be undone: {1}")]
     CannotUndo(u64, &'static str),
+    /// The review item was already decided (undo that decision first).
+    #[error("review item {0} was already decided by decision {1}; undo it first")]
+    Decided(u64, u64),
+    /// `split` on a review item whose record is not in the candidate person.
+    #[error("review item {0}: its record is not merged with the candidate; decide merge or keep-apart")]
+    NotMerged(u64),
     /// The two persons were declared different.
     #[error("persons {0} and {1} were kept apart by decision {2}; undo it first")]
     KeptApart(PersonKey, PersonKey, u64),
@@ -312,11 +505,16 @@ pub enum MpiError {
 pub struct Mpi {
     cfg: MatchConfig,
     recs: Vec<Rec>,
-    persons: HashMap<PersonKey, Vec<RecordId>>,
-    by_birth: HashMap<u64, Vec<u32>>,
-    by_kana: HashMap<u64, Vec<u32>>,
-    by_phone: HashMap<u64, Vec<u32>>,
-    by_source: HashMap<u64, Vec<u32>>,
+    persons: FastMap<PersonKey, Vec<RecordId>>,
+    by_birth_given: Chains,
+    by_birth_family: Chains,
+    by_birth: Chains,
+    by_kana_ym: Chains,
+    by_kana_yd: Chains,
+    by_kana_md: Chains,
+    by_phone: Chains,
+    by_card: Chains,
+    by_source: Chains,
     reviews: Vec<ReviewItem>,
     decisions: Vec<Decision>,
     apart: HashMap<(PersonKey, PersonKey), u64>,
@@ -348,11 +546,16 @@ impl Mpi {
         Mpi {
             cfg,
             recs: vec![],
-            persons: HashMap::new(),
-            by_birth: HashMap::new(),
-            by_kana: HashMap::new(),
-            by_phone: HashMap::new(),
-            by_source: HashMap::new(),
+            persons: FastMap::default(),
+            by_birth_given: Chains::default(),
+            by_birth_family: Chains::default(),
+            by_birth: Chains::default(),
+            by_kana_ym: Chains::default(),
+            by_kana_yd: Chains::default(),
+            by_kana_md: Chains::default(),
+            by_phone: Chains::default(),
+            by_card: Chains::default(),
+            by_source: Chains::default(),
             reviews: vec![],
             decisions: vec![],
             apart: HashMap::new(),
@@ -372,20 +575,22 @@ impl Mpi {
 
     fn candidates(&self, r: &Rec, out: &mut Vec<u32>) {
         out.clear();
-        let birth_key = fp(&[
-            &r.birth.0.to_le_bytes(),
-            &r.birth.1.to_le_bytes(),
-            &r.birth.2.to_le_bytes(),
-            r.sex.code().as_bytes(),
-        ]);
-        let kana_key = r.joined_kana_fp();
-        for (map, key) in [(&self.by_birth, birth_key), (&self.by_kana, kana_key), (&self.by_phone, r.phone)] {
-            if key == NONE {
-                continue;
-            }
-            if let Some(v) = map.get(&key) {
-                let start = v.len().saturating_sub(self.cfg.max_block);
-                out.extend_from_slice(&v[start..]);
+        let keys = r.block_keys();
+        let wild = r.kana.contains(UNKNOWN);
+        let blocks = [
+            (&self.by_birth_given, keys.birth_given),
+            (&self.by_birth_family, keys.birth_family),
+            (&self.by_kana_ym, keys.kana[0]),
+            (&self.by_kana_yd, keys.kana[1]),
+            (&self.by_kana_md, keys.kana[2]),
+            (&self.by_phone, r.phone),
+            (&self.by_card, keys.card),
+            // The wide (birth, sex) block only for kana with unknown marks, whose name keys are useless.
+            (&self.by_birth, if wild { keys.birth } else { NONE }),
+        ];
+        for (ix, key) in blocks {
+            if key != NONE {
+                ix.walk(key, self.cfg.max_block, out);
             }
         }
         out.sort_unstable();
@@ -394,20 +599,17 @@ impl Mpi {
 
     fn index(&mut self, i: u32) {
         let r = &self.recs[i as usize];
-        let birth_key = fp(&[
-            &r.birth.0.to_le_bytes(),
-            &r.birth.1.to_le_bytes(),
-            &r.birth.2.to_le_bytes(),
-            r.sex.code().as_bytes(),
-        ]);
-        let kana_key = r.joined_kana_fp();
+        let keys = r.block_keys();
         let (phone, source) = (r.phone, r.source);
-        self.by_birth.entry(birth_key).or_default().push(i);
-        self.by_kana.entry(kana_key).or_default().push(i);
-        if phone != NONE {
-            self.by_phone.entry(phone).or_default().push(i);
-        }
-        self.by_source.entry(source).or_default().push(i);
+        self.by_birth_given.push(keys.birth_given, i);
+        self.by_birth_family.push(keys.birth_family, i);
+        self.by_birth.push(keys.birth, i);
+        self.by_kana_ym.push(keys.kana[0], i);
+        self.by_kana_yd.push(keys.kana[1], i);
+        self.by_kana_md.push(keys.kana[2], i);
+        self.by_phone.push(phone, i);
+        self.by_card.push(keys.card, i);
+        self.by_source.push(source, i);
     }
 
     /// Registers one parsed identity and returns the person it was assigned.
@@ -423,6 +625,9 @@ impl Mpi {
         let mut best: Vec<(PersonKey, f64, bool)> = Vec::new();
         for &c in buf.iter() {
             let other = &self.recs[c as usize];
+            if erased(other) {
+                continue;
+            }
             let det = rec.has_card
                 && other.has_card
                 && rec.insurer == other.insurer
@@ -477,6 +682,97 @@ impl Mpi {
         parsed.into_iter().map(|r| r.map(|rec| self.register_rec(rec, &mut buf))).collect()
     }
 
+    /// Registers identities parsed beforehand (see [`parse_bulk`]), in order.
+    pub fn register_parsed(&mut self, ids: &[&Identity]) -> Vec<Registration> {
+        let mut buf = Vec::with_capacity(64);
+        ids.iter().map(|id| self.register_rec(Rec::new(id), &mut buf)).collect()
+    }
+
+    /// Rebuilds an index from what was persisted: every record with the person it was registered
+    /// to (record ids must be dense from 0; a missing id is an erased record), then the review
+    /// items and the decision log replayed in order, so the result answers exactly as before.
+    /// `next_record` is one past the highest record id ever handed out, so erased ids are never reused.
+    pub fn restore(
+        cfg: MatchConfig,
+        next_record: u32,
+        records: Vec<(RecordId, PersonKey, MatchView)>,
+        log: impl IntoIterator<Item = LogEntry>,
+    ) -> Result<Mpi, MpiError> {
+        let mut m = Mpi::new(cfg);
+        let mut next = 0u32;
+        for (id, person, identity) in records {
+            while next < id.0 {
+                // Erased (P7): a placeholder keeps record ids stable; it is never indexed.
+                m.recs.push(Rec::tombstone());
+                next += 1;
+            }
+            if id.0 != next {
+                return Err(MpiError::UnknownRecord(id));
+            }
+            let mut rec = identity.0;
+            rec.person = person;
+            m.recs.push(rec);
+            m.persons.entry(person).or_default().push(id);
+            m.index(id.0);
+            next += 1;
+        }
+        while next < next_record {
+            m.recs.push(Rec::tombstone());
+            next += 1;
+        }
+        for e in log {
+            m.replay(e)?;
+        }
+        Ok(m)
+    }
+
+    /// Applies one persisted log entry (used by [`Mpi::restore`]).
+    fn replay(&mut self, e: LogEntry) -> Result<(), MpiError> {
+        match e {
+            LogEntry::Review(item) => {
+                if item.id != self.reviews.len() as u64 + 1 {
+                    return Err(MpiError::UnknownItem(item.id));
+                }
+                self.reviews.push(ReviewItem { decided_by: None, ..item });
+            }
+            LogEntry::Decision(d) => {
+                if d.id != self.decisions.len() as u64 + 1 {
+                    return Err(MpiError::UnknownItem(d.id));
+                }
+                match &d.kind {
+                    DecisionKind::Merge { from, into, records } => {
+                        self.persons.entry(*into).or_default();
+                        self.move_records(records, *from, *into);
+                    }
+                    DecisionKind::Split { record, from, to } => {
+                        self.persons.entry(*to).or_default();
+                        self.move_records(&[*record], *from, *to);
+                        self.apart.insert(pair(*from, *to), d.id);
+                    }
+                    DecisionKind::KeepApart { a, b } => {
+                        self.apart.insert(pair(*a, *b), d.id);
+                    }
+                }
+                self.record(d.item, d.kind, &d.by);
+            }
+            LogEntry::Undo { decision, by } => self.undo(decision, &by)?,
+            LogEntry::Forget { records } => self.forget(&records),
+        }
+        Ok(())
+    }
+
+    /// Erases records from the index (P7): they are never matched or returned again; their ids stay
+    /// taken so the decision log still reads.
+    pub fn forget(&mut self, records: &[RecordId]) {
+        for r in records {
+            let Some(rec) = self.recs.get_mut(r.0 as usize) else { continue };
+            let p = std::mem::replace(&mut rec.person, PersonKey::from_u64(0));
+            if let Some(v) = self.persons.get_mut(&p) {
+                v.retain(|x| x != r);
+            }
+        }
+    }
+
     /// Number of records.
     pub fn record_count(&self) -> usize {
         self.recs.len()
@@ -485,9 +781,21 @@ impl Mpi {
     pub fn person_count(&self) -> usize {
         self.persons.values().filter(|v| !v.is_empty()).count()
     }
-    /// The person a record currently belongs to.
+    /// The person a record currently belongs to (`None` for unknown or erased records).
     pub fn person_of(&self, record: RecordId) -> Option<PersonKey> {
-        self.recs.get(record.0 as usize).map(|r| r.person)
+        self.recs.get(record.0 as usize).filter(|r| !erased(r)).map(|r| r.person)
+    }
+    /// Whether `person` was ever handed out (it may have no records left after a merge).
+    pub fn knows_person(&self, person: PersonKey) -> bool {
+        self.persons.contains_key(&person)
+    }
+    /// A review item by id, open or decided.
+    pub fn review(&self, item: u64) -> Option<&ReviewItem> {
+        self.reviews.iter().find(|r| r.id == item)
+    }
+    /// All review items, oldest first.
+    pub fn reviews(&self) -> &[ReviewItem] {
+        &self.reviews
     }
     /// The records of a person.
     pub fn records_of(&self, person: PersonKey) -> &[RecordId] {
@@ -496,9 +804,19 @@ impl Mpi {
     /// Looks up the records a provider registered under its patient id.
     pub fn lookup(&self, provider: &str, patient: &str) -> Vec<(RecordId, PersonKey)> {
         let key = fp(&[provider.as_bytes(), patient.as_bytes()]);
-        self.by_source
-            .get(&key)
-            .map_or(vec![], |v| v.iter().map(|&i| (RecordId(i), self.recs[i as usize].person)).collect())
+        let mut v = vec![];
+        self.by_source.walk(key, usize::MAX, &mut v);
+        v.reverse(); // oldest first
+        v.into_iter()
+            .filter(|&i| !erased(&self.recs[i as usize]))
+            .map(|i| (RecordId(i), self.recs[i as usize].person))
+            .collect()
+    }
+    /// Persons that have at least one live record, sorted.
+    pub fn persons_with_records(&self) -> Vec<PersonKey> {
+        let mut v: Vec<PersonKey> = self.persons.iter().filter(|(_, r)| !r.is_empty()).map(|(p, _)| *p).collect();
+        v.sort_unstable();
+        v
     }
     /// Open review items.
     pub fn review_queue(&self) -> impl Iterator<Item = &ReviewItem> {
@@ -521,13 +839,15 @@ impl Mpi {
     }
 
     fn move_records(&mut self, records: &[RecordId], from: PersonKey, to: PersonKey) {
-        for r in records {
+        let live: Vec<RecordId> =
+            records.iter().copied().filter(|r| self.recs.get(r.0 as usize).is_some_and(|x| !erased(x))).collect();
+        for r in &live {
             self.recs[r.0 as usize].person = to;
         }
         if let Some(v) = self.persons.get_mut(&from) {
-            v.retain(|r| !records.contains(r));
+            v.retain(|r| !live.contains(r));
         }
-        self.persons.entry(to).or_default().extend_from_slice(records);
+        self.persons.entry(to).or_default().extend_from_slice(&live);
     }
 
     /// Merges person `from` into `into` (both keys stay recorded; `from` becomes empty).
@@ -547,17 +867,40 @@ impl Mpi {
 
     /// Moves one record out of its person into a new person.
     pub fn split(&mut self, record: RecordId, by: &str) -> Result<(u64, PersonKey), MpiError> {
+        self.split_for(record, None, by)
+    }
+
+    /// Resolves a review item by splitting its record out of the person it is in now (after an
+    /// earlier merge), into a new person kept apart from the old one.
+    pub fn split_item(&mut self, item: u64, by: &str) -> Result<(u64, PersonKey), MpiError> {
+        let it = self.review(item).ok_or(MpiError::UnknownItem(item))?;
+        let record = it.record;
+        if self.person_of(record) != Some(it.candidate) {
+            return Err(MpiError::NotMerged(item));
+        }
+        self.split_for(record, Some(item), by)
+    }
+
+    fn split_for(&mut self, record: RecordId, item: Option<u64>, by: &str) -> Result<(u64, PersonKey), MpiError> {
         let from = self.person_of(record).ok_or(MpiError::UnknownRecord(record))?;
         let to = self.new_person();
         self.move_records(&[record], from, to);
-        let d = self.record(None, DecisionKind::Split { record, from, to }, by);
+        let d = self.record(item, DecisionKind::Split { record, from, to }, by);
         self.apart.insert(pair(from, to), d);
         Ok((d, to))
     }
 
+    fn open_item(&self, item: u64) -> Result<&ReviewItem, MpiError> {
+        let it = self.review(item).ok_or(MpiError::UnknownItem(item))?;
+        match it.decided_by {
+            Some(d) => Err(MpiError::Decided(item, d)),
+            None => Ok(it),
+        }
+    }
+
     /// Resolves a review item as two different persons.
     pub fn keep_apart(&mut self, item: u64, by: &str) -> Result<u64, MpiError> {
-        let it = self.reviews.iter().find(|r| r.id == item).ok_or(MpiError::UnknownItem(item))?;
+        let it = self.open_item(item)?;
         let (a, b) = (self.recs[it.record.0 as usize].person, it.candidate);
         let d = self.record(Some(item), DecisionKind::KeepApart { a, b }, by);
         self.apart.insert(pair(a, b), d);
@@ -566,7 +909,7 @@ impl Mpi {
 
     /// Resolves a review item as one person: the record's person merges into the candidate.
     pub fn accept(&mut self, item: u64, by: &str) -> Result<u64, MpiError> {
-        let it = self.reviews.iter().find(|r| r.id == item).ok_or(MpiError::UnknownItem(item))?;
+        let it = self.open_item(item)?;
         let (from, into) = (self.recs[it.record.0 as usize].person, it.candidate);
         self.merge(from, into, Some(item), by)
     }
@@ -674,9 +1017,11 @@ mod tests {
         let b = reg(&mut m, input("佐藤 花子", "ｻﾄｳ ﾊﾅｺ", "1985-01-02", "0901111222", "01"));
         let Outcome::Review { item } = b.outcome else { panic!("{:?}", b.outcome) };
         assert_eq!(m.review_queue().count(), 1);
+        assert!(matches!(m.split_item(item, "op-1"), Err(MpiError::NotMerged(_))), "nothing to split yet");
         let d = m.accept(item, "op-1").unwrap();
         assert_eq!(m.person_of(b.record), Some(a.person));
         assert_eq!(m.review_queue().count(), 0);
+        assert!(matches!(m.keep_apart(item, "op-1"), Err(MpiError::Decided(_, _))), "decided items stay decided");
         m.undo(d, "op-1").unwrap();
         assert_eq!(m.person_of(b.record), Some(b.person));
         assert_eq!(m.review_queue().count(), 1);
@@ -690,6 +1035,36 @@ mod tests {
         m.undo(s, "op-3").unwrap();
         assert_eq!(m.person_of(b.record), Some(a.person));
         assert_eq!(m.decisions().len(), 4);
+    }
+
+    #[test]
+    fn namesakes_born_the_same_day_are_not_merged_without_corroboration() {
+        // At 10 million records same-name same-birthday strangers are common; name and birth date
+        // alone must not reach the upper threshold: with nothing else agreeing it goes to review.
+        let mut m = Mpi::with_seed(MatchConfig::default(), 1);
+        let a = reg(&mut m, input("佐藤 花子", "サトウ ハナコ", "1985-01-02", "0901111222", "00"));
+        let mut other = input("佐藤 花子", "サトウ ハナコ", "1985-01-02", "0665554444", "00");
+        other.insurer_number = "06130017".into();
+        other.card_number = "99".into();
+        other.address = "大阪府大阪市北区1-1".into();
+        other.postal_code = "5300001".into();
+        let b = reg(&mut m, other);
+        assert_ne!(b.person, a.person);
+        assert!(matches!(b.outcome, Outcome::Review { .. }), "{:?}", b.outcome);
+    }
+
+    #[test]
+    fn a_birth_date_wrong_in_one_part_still_meets_its_person() {
+        let mut m = Mpi::with_seed(MatchConfig::default(), 1);
+        let a = reg(&mut m, input("佐藤 花子", "サトウ ハナコ", "1985-01-02", "0901111222", "00"));
+        for typo in ["1985-01-03", "1985-02-02", "1986-01-02"] {
+            let mut other = input("佐藤 花子", "サトウ ハナコ", typo, "", "00");
+            other.insurer_number = String::new();
+            let b = reg(&mut m, other);
+            // Only the kana-with-two-date-parts blocks bring them together; the score sends it to review.
+            let Outcome::Review { item } = b.outcome else { panic!("{typo}: {:?}", b.outcome) };
+            assert_eq!(m.review(item).unwrap().candidate, a.person);
+        }
     }
 
     #[test]

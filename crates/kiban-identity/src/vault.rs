@@ -1,14 +1,18 @@
-//! The identity vault (IDAT): the only place direct identifiers are stored.
+//! The identity vault (IDAT): the only place direct identifiers are stored, and the MPI's log.
 //!
-//! One append-only file, `<data-dir>/identity/vault.kbv`. Each entry is a 4-byte little-endian
-//! length followed by a sealed entry ([`KeyStore::seal`], a fresh data key per entry, associated
-//! data `kiban/vault/v1`), whose plaintext is one JSON [`VaultEntry`]. Appends are synced before a
-//! write returns; a torn last entry (a crash mid-append, never acknowledged) is ignored and cut on
-//! the next write. Erasure (P7) appends a tombstone and then rewrites the file without the erased
-//! records (temporary file, then rename), so the identifiers are physically gone.
+//! One append-only file, `<data-dir>/identity/vault.kbv`. Each frame is a 4-byte little-endian
+//! length followed by a sealed frame ([`KeyStore::seal`], a fresh data key per frame, associated
+//! data `kiban/vault/v2`), whose plaintext is a JSON array of [`VaultEntry`]: identities put, records
+//! erased, and the MPI's review items, decisions and undos ([`crate::mpi::LogEntry`]). An operation
+//! writes its entries as frames of at most 20,000 entries (each review item right after the record it
+//! concerns) and syncs once before the call returns; a torn last frame (a crash mid-append, never
+//! acknowledged) is ignored and cut on the next write. Erasure
+//! (P7) appends a `Forget` entry and then rewrites the file without the erased identities
+//! (temporary file, then rename), so the identifiers are physically gone; the MPI log is kept.
 //!
-//! Every access — open, write, read, erase — is reported to the caller's [`VaultAudit`] before
-//! the data is returned; events carry person keys and counts, never identifiers.
+//! Every access — open, write, read, decide, export, erase — is reported to the caller's
+//! [`VaultAudit`]; events carry person keys and counts, never identifiers. A hook that cannot record
+//! fails the operation (reads return nothing).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -20,13 +24,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::identity::Identity;
 use crate::keystore::{KeyStore, KeyStoreError};
-use crate::mpi::RecordId;
+use crate::mpi::{LogEntry, RecordId};
 use crate::normalize::NORMALIZATION_VERSION;
 
-const AAD: &[u8] = b"kiban/vault/v1";
+const AAD: &[u8] = b"kiban/vault/v2";
+/// Entries per sealed frame: keeps frames far below the 4 GiB a length prefix can say, and a
+/// bulk registration streams instead of building one giant plaintext.
+const FRAME_ENTRIES: usize = 20_000;
 
 /// What was done to the vault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum VaultAction {
     /// The vault was opened (all entries decrypted into memory).
     Open,
@@ -34,6 +42,10 @@ pub enum VaultAction {
     Write,
     /// Identities were read.
     Read,
+    /// A review decision (merge, split, keep apart, undo) was recorded.
+    Decide,
+    /// Linkage keys derived from identities were exported.
+    Export,
     /// A person's identities were erased (P7).
     Erase,
 }
@@ -53,10 +65,15 @@ pub struct VaultEvent<'a> {
     pub records: usize,
 }
 
-/// Receives every vault access; kiban-audit plugs in here through the binary.
+/// The audit hook could not record an event; the operation is not done.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the audit log could not record the vault access: {0}")]
+pub struct AuditFailed(pub String);
+
+/// Receives every vault access; kiban-audit plugs in here through the binary and the server.
 pub trait VaultAudit: Send + Sync {
     /// Records one access. Called before data is returned or after it is durably written.
-    fn record(&self, event: &VaultEvent<'_>);
+    fn record(&self, event: &VaultEvent<'_>) -> Result<(), AuditFailed>;
 }
 
 /// An audit hook that keeps events in memory (tests and the demo).
@@ -67,8 +84,9 @@ pub struct MemoryAudit(pub std::sync::Mutex<Vec<AuditedAccess>>);
 pub type AuditedAccess = (VaultAction, String, Option<PersonKey>, usize);
 
 impl VaultAudit for MemoryAudit {
-    fn record(&self, e: &VaultEvent<'_>) {
+    fn record(&self, e: &VaultEvent<'_>) -> Result<(), AuditFailed> {
         self.0.lock().expect("audit lock").push((e.action, e.purpose.to_owned(), e.person, e.records));
+        Ok(())
     }
 }
 
@@ -77,7 +95,7 @@ impl VaultAudit for MemoryAudit {
 pub struct StoredIdentity {
     /// MPI record id.
     pub record: u32,
-    /// Person key.
+    /// Person key the record was registered to (decisions in the log may have moved it since).
     pub person: u64,
     /// Canonical form version the fields were made with.
     pub normalization: u32,
@@ -128,14 +146,12 @@ impl StoredIdentity {
 
 /// One vault file entry.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum VaultEntry {
-    /// An identity record (a later entry for the same record replaces it, e.g. after a re-link).
+    /// An identity record (a later entry for the same record replaces it).
     Put(Box<StoredIdentity>),
-    /// All records of a person erased.
-    Erase {
-        /// The person.
-        person: u64,
-    },
+    /// An MPI log entry: review item, decision, undo or erasure of records.
+    Mpi(LogEntry),
 }
 
 /// Vault errors.
@@ -149,35 +165,49 @@ pub enum VaultError {
         /// Cause.
         source: std::io::Error,
     },
-    /// An entry did not open: wrong master key or damage. Nothing is guessed.
-    #[error("vault entry {index} does not open: {source}")]
+    /// A frame did not open: wrong master key or damage. Nothing is guessed.
+    #[error("vault frame {index} does not open: {source}")]
     Sealed {
-        /// Entry index.
+        /// Frame index.
         index: usize,
         /// Cause.
         source: KeyStoreError,
     },
-    /// An entry opened but is not a vault entry.
-    #[error("vault entry {index} is malformed: {reason}")]
+    /// A frame opened but is not a list of vault entries.
+    #[error("vault frame {index} is malformed: {reason}")]
     Malformed {
-        /// Entry index.
+        /// Frame index.
         index: usize,
         /// Cause.
         reason: String,
     },
+    /// Another process (or another handle in this one) has the vault open.
+    #[error(
+        "the identity vault {path} is in use by another kiban process (e.g. `kiban serve`); stop it or use its HTTP API"
+    )]
+    Busy {
+        /// The vault file.
+        path: PathBuf,
+    },
+    /// The audit hook failed; the access was not done.
+    #[error(transparent)]
+    Audit(#[from] AuditFailed),
 }
 
-/// The opened vault.
-pub struct Vault<'k> {
+/// The opened vault: live identities by record id and the MPI log, in file order.
+pub struct Vault {
     path: PathBuf,
-    keys: &'k KeyStore,
-    audit: Box<dyn VaultAudit>,
     records: BTreeMap<u32, StoredIdentity>,
+    log: Vec<LogEntry>,
+    /// One past the highest record id ever written (erased ids included).
+    next_record: u32,
     /// Length of the valid prefix of the file (a torn tail beyond it is cut on the next write).
     valid_len: u64,
+    /// Exclusive lock on `<vault>.lock`, held while open: two writers would cut each other's frames.
+    _lock: fs::File,
 }
 
-impl std::fmt::Debug for Vault<'_> {
+impl std::fmt::Debug for Vault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Vault").field("path", &self.path).field("records", &self.records.len()).finish()
     }
@@ -187,127 +217,204 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> VaultError + '_ {
     move |source| VaultError::Io { path: path.to_path_buf(), source }
 }
 
-impl<'k> Vault<'k> {
+impl Vault {
     /// Opens (or creates) the vault at `path`, decrypting it with `keys`; the open is audited.
-    pub fn open(path: &Path, keys: &'k KeyStore, audit: Box<dyn VaultAudit>, actor: &str) -> Result<Self, VaultError> {
+    pub fn open(path: &Path, keys: &KeyStore, audit: &dyn VaultAudit, actor: &str) -> Result<Self, VaultError> {
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        let lock_path = path.with_extension("lock");
+        let lock =
+            fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(VaultError::Busy { path: path.to_path_buf() }),
+            Err(fs::TryLockError::Error(e)) => return Err(VaultError::Io { path: lock_path, source: e }),
         }
         let bytes = match fs::read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
             Err(e) => return Err(VaultError::Io { path: path.to_path_buf(), source: e }),
         };
-        let mut records = BTreeMap::new();
+        let mut v = Vault {
+            path: path.to_path_buf(),
+            records: BTreeMap::new(),
+            log: vec![],
+            next_record: 0,
+            valid_len: 0,
+            _lock: lock,
+        };
+        // Frame boundaries first (cheap), then decrypt and parse frames on all cores, then apply in order.
+        let mut frames = vec![];
         let mut pos = 0usize;
-        let mut index = 0usize;
         while pos + 4 <= bytes.len() {
             let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().expect("4 bytes")) as usize;
             if pos + 4 + len > bytes.len() {
                 break; // torn tail
             }
-            let plain = keys
-                .open_sealed(AAD, &bytes[pos + 4..pos + 4 + len])
-                .map_err(|source| VaultError::Sealed { index, source })?;
-            let entry: VaultEntry =
-                serde_json::from_slice(&plain).map_err(|e| VaultError::Malformed { index, reason: e.to_string() })?;
-            apply(&mut records, entry);
+            frames.push(&bytes[pos + 4..pos + 4 + len]);
             pos += 4 + len;
-            index += 1;
         }
+        let decode = |index: usize, frame: &[u8]| -> Result<Vec<VaultEntry>, VaultError> {
+            let plain = keys.open_sealed(AAD, frame).map_err(|source| VaultError::Sealed { index, source })?;
+            serde_json::from_slice(&plain).map_err(|e| VaultError::Malformed { index, reason: e.to_string() })
+        };
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+        let per = frames.len().div_ceil(threads).max(1);
+        let decoded: Vec<Result<Vec<VaultEntry>, VaultError>> = std::thread::scope(|sc| {
+            let handles: Vec<_> = frames
+                .chunks(per)
+                .enumerate()
+                .map(|(c, chunk)| {
+                    sc.spawn(move || chunk.iter().enumerate().map(|(i, f)| decode(c * per + i, f)).collect::<Vec<_>>())
+                })
+                .collect();
+            handles.into_iter().flat_map(|h| h.join().expect("vault decoder thread")).collect()
+        });
+        for entries in decoded {
+            for e in entries? {
+                v.apply(e);
+            }
+        }
+        v.valid_len = pos as u64;
         audit.record(&VaultEvent {
             action: VaultAction::Open,
             actor,
             purpose: "open",
             person: None,
-            records: records.len(),
-        });
-        Ok(Vault { path: path.to_path_buf(), keys, audit, records, valid_len: pos as u64 })
+            records: v.records.len(),
+        })?;
+        Ok(v)
     }
 
-    fn append(&mut self, entries: &[VaultEntry]) -> Result<(), VaultError> {
-        let mut buf = Vec::new();
-        for e in entries {
-            let sealed = self.keys.seal(AAD, &serde_json::to_vec(e).expect("serializable"));
-            buf.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
-            buf.extend_from_slice(&sealed);
+    fn apply(&mut self, e: VaultEntry) {
+        match e {
+            VaultEntry::Put(s) => {
+                self.next_record = self.next_record.max(s.record + 1);
+                self.records.insert(s.record, *s);
+            }
+            VaultEntry::Mpi(l) => {
+                if let LogEntry::Forget { records } = &l {
+                    for r in records {
+                        self.next_record = self.next_record.max(r.0 + 1);
+                        self.records.remove(&r.0);
+                    }
+                }
+                self.log.push(l);
+            }
         }
-        let mut f =
-            fs::OpenOptions::new().create(true).write(true).truncate(false).open(&self.path).map_err(io(&self.path))?;
-        f.set_len(self.valid_len).map_err(io(&self.path))?;
+    }
+
+    /// Writes `entries` as frames of at most [`FRAME_ENTRIES`] entries after the first `valid_len`
+    /// bytes (cutting any torn tail), then syncs once; returns the bytes written.
+    fn write_frames(path: &Path, valid_len: u64, keys: &KeyStore, entries: &[VaultEntry]) -> Result<u64, VaultError> {
+        let mut f = fs::OpenOptions::new().create(true).write(true).truncate(false).open(path).map_err(io(path))?;
+        f.set_len(valid_len).map_err(io(path))?;
         use std::io::Seek;
-        f.seek(std::io::SeekFrom::End(0)).map_err(io(&self.path))?;
-        f.write_all(&buf).map_err(io(&self.path))?;
-        f.sync_data().map_err(io(&self.path))?;
-        self.valid_len += buf.len() as u64;
+        f.seek(std::io::SeekFrom::End(0)).map_err(io(path))?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+        let mut written = 0u64;
+        for chunk in entries.chunks(FRAME_ENTRIES) {
+            let sealed = keys.seal(AAD, &serde_json::to_vec(chunk).expect("serializable"));
+            let len = u32::try_from(sealed.len()).expect("a frame of FRAME_ENTRIES entries is far below 4 GiB");
+            w.write_all(&len.to_le_bytes()).map_err(io(path))?;
+            w.write_all(&sealed).map_err(io(path))?;
+            written += 4 + sealed.len() as u64;
+        }
+        let f = w.into_inner().map_err(|e| VaultError::Io { path: path.to_path_buf(), source: e.into_error() })?;
+        f.sync_data().map_err(io(path))?;
+        Ok(written)
+    }
+
+    /// Appends entries as one frame, durably, and applies them.
+    pub fn append(&mut self, keys: &KeyStore, entries: Vec<VaultEntry>) -> Result<(), VaultError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.valid_len += Self::write_frames(&self.path, self.valid_len, keys, &entries)?;
+        for e in entries {
+            self.apply(e);
+        }
         Ok(())
     }
 
-    /// Stores identities (durably, one sync per call) and audits the write.
-    pub fn put(&mut self, actor: &str, items: &[StoredIdentity]) -> Result<(), VaultError> {
-        let entries: Vec<VaultEntry> = items.iter().cloned().map(|s| VaultEntry::Put(Box::new(s))).collect();
-        self.append(&entries)?;
-        for e in entries {
-            apply(&mut self.records, e);
-        }
-        self.audit.record(&VaultEvent {
+    /// Stores identities (durably, one frame) and audits the write.
+    pub fn put(
+        &mut self,
+        keys: &KeyStore,
+        audit: &dyn VaultAudit,
+        actor: &str,
+        items: Vec<StoredIdentity>,
+    ) -> Result<(), VaultError> {
+        let n = items.len();
+        self.append(keys, items.into_iter().map(|s| VaultEntry::Put(Box::new(s))).collect())?;
+        audit.record(&VaultEvent {
             action: VaultAction::Write,
             actor,
             purpose: "register",
             person: None,
-            records: items.len(),
-        });
+            records: n,
+        })?;
         Ok(())
     }
 
-    /// Reads a person's identities for a stated purpose; audited before returning.
-    pub fn read_person(&self, actor: &str, purpose: &str, person: PersonKey) -> Vec<StoredIdentity> {
-        let out: Vec<StoredIdentity> = self.records.values().filter(|r| r.person == person.as_u64()).cloned().collect();
-        self.audit.record(&VaultEvent {
-            action: VaultAction::Read,
-            actor,
-            purpose,
-            person: Some(person),
-            records: out.len(),
-        });
-        out
+    /// Reads identity records for a stated purpose; audited before returning.
+    pub fn read_records(
+        &self,
+        audit: &dyn VaultAudit,
+        actor: &str,
+        purpose: &str,
+        person: Option<PersonKey>,
+        records: &[RecordId],
+    ) -> Result<Vec<StoredIdentity>, VaultError> {
+        let out: Vec<StoredIdentity> = records.iter().filter_map(|r| self.records.get(&r.0)).cloned().collect();
+        audit.record(&VaultEvent { action: VaultAction::Read, actor, purpose, person, records: out.len() })?;
+        Ok(out)
     }
 
-    /// Erases every identity of a person (P7): tombstone, then compaction that rewrites the file
-    /// without them. Returns how many records were erased.
-    pub fn erase_person(&mut self, actor: &str, purpose: &str, person: PersonKey) -> Result<usize, VaultError> {
-        self.append(&[VaultEntry::Erase { person: person.as_u64() }])?;
+    /// Erases identity records (P7): a `Forget` entry, then compaction that rewrites the file
+    /// without them. Returns how many identities were erased.
+    pub fn erase(
+        &mut self,
+        keys: &KeyStore,
+        audit: &dyn VaultAudit,
+        actor: &str,
+        purpose: &str,
+        person: Option<PersonKey>,
+        records: &[RecordId],
+    ) -> Result<usize, VaultError> {
         let before = self.records.len();
-        apply(&mut self.records, VaultEntry::Erase { person: person.as_u64() });
+        self.append(keys, vec![VaultEntry::Mpi(LogEntry::Forget { records: records.to_vec() })])?;
         let erased = before - self.records.len();
-        self.compact()?;
-        self.audit.record(&VaultEvent {
-            action: VaultAction::Erase,
-            actor,
-            purpose,
-            person: Some(person),
-            records: erased,
-        });
+        self.compact(keys)?;
+        audit.record(&VaultEvent { action: VaultAction::Erase, actor, purpose, person, records: erased })?;
         Ok(erased)
     }
 
-    /// Rewrites the file with only the live records (atomic rename).
-    fn compact(&mut self) -> Result<(), VaultError> {
+    /// Rewrites the file with the live identities and the whole MPI log (atomic rename).
+    fn compact(&mut self, keys: &KeyStore) -> Result<(), VaultError> {
         let tmp = self.path.with_extension("kbv.tmp");
         let _ = fs::remove_file(&tmp);
-        let live: Vec<VaultEntry> = self.records.values().cloned().map(|s| VaultEntry::Put(Box::new(s))).collect();
-        let (path, valid) = (std::mem::replace(&mut self.path, tmp.clone()), self.valid_len);
-        self.valid_len = 0;
-        let r = self.append(&live);
-        self.path = path;
-        if let Err(e) = r {
-            self.valid_len = valid;
-            return Err(e);
-        }
+        let mut live: Vec<VaultEntry> = self.records.values().cloned().map(|s| VaultEntry::Put(Box::new(s))).collect();
+        live.extend(self.log.iter().cloned().map(VaultEntry::Mpi));
+        let len = Self::write_frames(&tmp, 0, keys, &live)?;
         fs::rename(&tmp, &self.path).map_err(io(&self.path))?;
+        self.valid_len = len;
         Ok(())
     }
 
+    /// The live identities by record id.
+    pub fn records(&self) -> &BTreeMap<u32, StoredIdentity> {
+        &self.records
+    }
+    /// The MPI log, oldest first.
+    pub fn log(&self) -> &[LogEntry] {
+        &self.log
+    }
+    /// One past the highest record id ever written.
+    pub fn next_record(&self) -> u32 {
+        self.next_record
+    }
     /// Number of live identity records.
     pub fn len(&self) -> usize {
         self.records.len()
@@ -315,92 +422,6 @@ impl<'k> Vault<'k> {
     /// True when empty.
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
-    }
-}
-
-fn apply(records: &mut BTreeMap<u32, StoredIdentity>, e: VaultEntry) {
-    match e {
-        VaultEntry::Put(s) => {
-            records.insert(s.record, *s);
-        }
-        VaultEntry::Erase { person } => records.retain(|_, r| r.person != person),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::identity::IdentityInput;
-    use std::sync::Arc;
-
-    struct Shared(Arc<MemoryAudit>);
-    impl VaultAudit for Shared {
-        fn record(&self, e: &VaultEvent<'_>) {
-            self.0.record(e)
-        }
-    }
-
-    fn identity(name: &str) -> Identity {
-        Identity::parse(&IdentityInput {
-            provider_id: "prov-a".into(),
-            patient_id: "001".into(),
-            name_kanji: "山田 花子".into(),
-            name_kana: name.into(),
-            sex: "2".into(),
-            birth_date: "1980-01-01".into(),
-            ..Default::default()
-        })
-        .unwrap()
-    }
-
-    #[test]
-    fn p7_vault_is_encrypted_audited_and_erasure_removes_the_bytes() {
-        let t = tempfile::tempdir().unwrap();
-        let ks = KeyStore::create(&t.path().join("keys")).unwrap();
-        let path = t.path().join("identity/vault.kbv");
-        let audit = Arc::new(MemoryAudit::default());
-        let (p1, p2) = (PersonKey::from_u64(1), PersonKey::from_u64(2));
-        {
-            let mut v = Vault::open(&path, &ks, Box::new(Shared(audit.clone())), "op").unwrap();
-            v.put(
-                "op",
-                &[
-                    StoredIdentity::new(RecordId(0), p1, &identity("ヤマダ ハナコ")),
-                    StoredIdentity::new(RecordId(1), p2, &identity("スズキ イチロウ")),
-                ],
-            )
-            .unwrap();
-        }
-        let raw = fs::read(&path).unwrap();
-        assert!(!raw.windows("ヤマダ".len()).any(|w| w == "ヤマダ".as_bytes()), "vault is encrypted at rest");
-        let mut v = Vault::open(&path, &ks, Box::new(Shared(audit.clone())), "op").unwrap();
-        assert_eq!(v.len(), 2);
-        assert_eq!(v.read_person("op", "linkage", p1)[0].kana, "ヤマダ ハナコ");
-        assert_eq!(v.erase_person("op", "P7 request 1", p1).unwrap(), 1);
-        let reopened = Vault::open(&path, &ks, Box::new(Shared(audit.clone())), "op").unwrap();
-        assert_eq!(reopened.len(), 1);
-        assert!(reopened.read_person("op", "check", p1).is_empty());
-        let actions: Vec<VaultAction> = audit.0.lock().unwrap().iter().map(|e| e.0).collect();
-        use VaultAction::*;
-        assert_eq!(actions, vec![Open, Write, Open, Read, Erase, Open, Read]);
-        // A different key store cannot read it, and says so.
-        let other = KeyStore::create(&t.path().join("keys2")).unwrap();
-        let e = Vault::open(&path, &other, Box::new(MemoryAudit::default()), "x").unwrap_err();
-        assert!(e.to_string().contains("wrong master key"), "{e}");
-    }
-
-    #[test]
-    fn a_torn_last_entry_is_ignored_and_cut_on_the_next_write() {
-        let t = tempfile::tempdir().unwrap();
-        let ks = KeyStore::create(&t.path().join("keys")).unwrap();
-        let path = t.path().join("vault.kbv");
-        let mut v = Vault::open(&path, &ks, Box::new(MemoryAudit::default()), "op").unwrap();
-        v.put("op", &[StoredIdentity::new(RecordId(0), PersonKey::from_u64(1), &identity("ア"))]).unwrap();
-        fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(&[200, 0, 0, 0, 1, 2]).unwrap();
-        let mut v = Vault::open(&path, &ks, Box::new(MemoryAudit::default()), "op").unwrap();
-        assert_eq!(v.len(), 1);
-        v.put("op", &[StoredIdentity::new(RecordId(1), PersonKey::from_u64(2), &identity("イ"))]).unwrap();
-        assert_eq!(Vault::open(&path, &ks, Box::new(MemoryAudit::default()), "op").unwrap().len(), 2);
     }
 }
 
@@ -425,68 +446,100 @@ impl StoredIdentity {
     }
 }
 
-/// One row of a linkage-key export: a person and its ID1/ID2 keys (hex) or the reason none was made.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LinkageRow {
-    /// The person.
-    pub person: PersonKey,
-    /// ID1 (kana name, birth date, sex).
-    pub id1: Result<String, crate::normalize::FieldError>,
-    /// ID2 (individual insured-person number, birth date, sex); `None` without a card.
-    pub id2: Option<Result<String, crate::normalize::FieldError>>,
-}
-
-/// Exports linkage keys (L1, L2) for `persons` from their first vault record; the reads are audited.
-pub fn export_linkage_keys(
-    vault: &Vault<'_>,
-    actor: &str,
-    keyer: &crate::linkage::LinkageKeyer,
-    persons: &[PersonKey],
-) -> Vec<LinkageRow> {
-    persons
-        .iter()
-        .filter_map(|&person| {
-            let stored = vault.read_person(actor, "linkage-key export", person).into_iter().next()?;
-            let id = Identity::parse(&stored.to_input()).ok()?;
-            let id1 = keyer.id1(&id.kana, id.birth, id.sex).map(|k| k.to_string());
-            let id2 = id.card.as_ref().map(|c| keyer.id2(c, id.birth, id.sex).map(|k| k.to_string()));
-            Some(LinkageRow { person, id1, id2 })
-        })
-        .collect()
-}
-
 #[cfg(test)]
-mod export_tests {
+mod tests {
     use super::*;
     use crate::identity::IdentityInput;
 
+    fn identity(name: &str) -> Identity {
+        Identity::parse(&IdentityInput {
+            provider_id: "prov-a".into(),
+            patient_id: "001".into(),
+            name_kanji: "山田 花子".into(),
+            name_kana: name.into(),
+            sex: "2".into(),
+            birth_date: "1980-01-01".into(),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
     #[test]
-    fn l1_export_gives_the_same_keys_as_direct_computation() {
+    fn p7_vault_is_encrypted_audited_and_erasure_removes_the_bytes() {
         let t = tempfile::tempdir().unwrap();
         let ks = KeyStore::create(&t.path().join("keys")).unwrap();
-        let mut v = Vault::open(&t.path().join("v.kbv"), &ks, Box::new(MemoryAudit::default()), "op").unwrap();
-        let input = IdentityInput {
-            provider_id: "prov-b".into(),
-            patient_id: "9".into(),
-            name_kanji: "山田太郎".into(),
-            name_kana: "ﾔﾏﾀﾞ ﾀﾛｳ".into(),
-            sex: "1".into(),
-            birth_date: "昭和55年4月1日".into(),
-            insurer_number: "1130012".into(),
-            card_symbol: "１２３４".into(),
-            card_number: "0567".into(),
-            card_branch: "0".into(),
-            ..Default::default()
-        };
-        let id = Identity::parse(&input).unwrap();
-        let p = PersonKey::from_u64(5);
-        v.put("op", &[StoredIdentity::new(RecordId(0), p, &id)]).unwrap();
-        let keyer = crate::linkage::test_vector_keyer();
-        let rows = export_linkage_keys(&v, "op", &keyer, &[p, PersonKey::from_u64(6)]);
-        assert_eq!(rows.len(), 1);
-        // Same as the published vector for person A in tests/data/linkage.tsv.
-        assert_eq!(rows[0].id1.as_deref().unwrap(), keyer.id1(&id.kana, id.birth, id.sex).unwrap().to_string());
-        assert!(rows[0].id1.as_deref().unwrap().starts_with("c9859d3e168f"));
-        assert!(rows[0].id2.as_ref().unwrap().as_deref().unwrap().starts_with("cb9ddd8c9b2c"));
+        let path = t.path().join("identity/vault.kbv");
+        let audit = MemoryAudit::default();
+        let (p1, p2) = (PersonKey::from_u64(1), PersonKey::from_u64(2));
+        {
+            let mut v = Vault::open(&path, &ks, &audit, "op").unwrap();
+            v.put(
+                &ks,
+                &audit,
+                "op",
+                vec![
+                    StoredIdentity::new(RecordId(0), p1, &identity("ヤマダ ハナコ")),
+                    StoredIdentity::new(RecordId(1), p2, &identity("スズキ イチロウ")),
+                ],
+            )
+            .unwrap();
+        }
+        let raw = fs::read(&path).unwrap();
+        assert!(!raw.windows("ヤマダ".len()).any(|w| w == "ヤマダ".as_bytes()), "vault is encrypted at rest");
+        let mut v = Vault::open(&path, &ks, &audit, "op").unwrap();
+        assert_eq!(v.len(), 2);
+        assert_eq!(v.read_records(&audit, "op", "linkage", Some(p1), &[RecordId(0)]).unwrap()[0].kana, "ヤマダ ハナコ");
+        assert_eq!(v.erase(&ks, &audit, "op", "P7 request 1", Some(p1), &[RecordId(0)]).unwrap(), 1);
+        assert!(matches!(Vault::open(&path, &ks, &audit, "op"), Err(VaultError::Busy { .. })), "one writer at a time");
+        drop(v);
+        let reopened = Vault::open(&path, &ks, &audit, "op").unwrap();
+        assert_eq!(reopened.len(), 1);
+        assert_eq!(reopened.next_record(), 2, "an erased id is never handed out again");
+        assert!(reopened.read_records(&audit, "op", "check", Some(p1), &[RecordId(0)]).unwrap().is_empty());
+        assert_eq!(reopened.log(), &[LogEntry::Forget { records: vec![RecordId(0)] }]);
+        let actions: Vec<VaultAction> = audit.0.lock().unwrap().iter().map(|e| e.0).collect();
+        use VaultAction::*;
+        assert_eq!(actions, vec![Open, Write, Open, Read, Erase, Open, Read]);
+        drop(reopened);
+        // A different key store cannot read it, and says so.
+        let other = KeyStore::create(&t.path().join("keys2")).unwrap();
+        let e = Vault::open(&path, &other, &MemoryAudit::default(), "x").unwrap_err();
+        assert!(e.to_string().contains("wrong master key"), "{e}");
+    }
+
+    #[test]
+    fn a_torn_last_frame_is_ignored_and_cut_on_the_next_write() {
+        let t = tempfile::tempdir().unwrap();
+        let ks = KeyStore::create(&t.path().join("keys")).unwrap();
+        let path = t.path().join("vault.kbv");
+        let a = MemoryAudit::default();
+        let mut v = Vault::open(&path, &ks, &a, "op").unwrap();
+        v.put(&ks, &a, "op", vec![StoredIdentity::new(RecordId(0), PersonKey::from_u64(1), &identity("ア"))]).unwrap();
+        drop(v);
+        fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(&[200, 0, 0, 0, 1, 2]).unwrap();
+        let mut v = Vault::open(&path, &ks, &a, "op").unwrap();
+        assert_eq!(v.len(), 1);
+        v.put(&ks, &a, "op", vec![StoredIdentity::new(RecordId(1), PersonKey::from_u64(2), &identity("イ"))]).unwrap();
+        drop(v);
+        assert_eq!(Vault::open(&path, &ks, &a, "op").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_failing_audit_hook_refuses_the_read() {
+        struct Broken;
+        impl VaultAudit for Broken {
+            fn record(&self, _: &VaultEvent<'_>) -> Result<(), AuditFailed> {
+                Err(AuditFailed("disk full".into()))
+            }
+        }
+        let t = tempfile::tempdir().unwrap();
+        let ks = KeyStore::create(&t.path().join("keys")).unwrap();
+        let path = t.path().join("vault.kbv");
+        let a = MemoryAudit::default();
+        let mut v = Vault::open(&path, &ks, &a, "op").unwrap();
+        v.put(&ks, &a, "op", vec![StoredIdentity::new(RecordId(0), PersonKey::from_u64(1), &identity("ア"))]).unwrap();
+        assert!(matches!(v.read_records(&Broken, "op", "x", None, &[RecordId(0)]), Err(VaultError::Audit(_))));
+        drop(v);
+        assert!(Vault::open(&path, &ks, &Broken, "op").is_err());
     }
 }

@@ -13,6 +13,7 @@ pub mod authz;
 pub mod gateway;
 pub mod intake;
 pub mod review;
+pub mod identity;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -123,6 +124,7 @@ pub fn routes() -> Vec<RouteDesc> {
     let mut v = api::descriptors();
     v.extend(intake::descriptors());
     v.extend(review::descriptors());
+    v.extend(identity::descriptors());
     v
 }
 

@@ -104,6 +104,8 @@ enum Command {
     Complaint(cmd::incident::ComplaintArgs),
     /// Contractors: the contract's items and audits (I4).
     Contractor(cmd::incident::ContractorArgs),
+    /// Identity vault and MPI: register, lookup, review, merge, split, undo, keys, linkage export (L1, P7).
+    Identity(cmd::identity::Args),
 }
 
 /// Global options every command sees.
@@ -164,6 +166,7 @@ fn main() -> ExitCode {
         Command::Leak(a) => cmd::incident::run_leak(&ctx, a),
         Command::Complaint(a) => cmd::incident::run_complaint(&ctx, a),
         Command::Contractor(a) => cmd::incident::run_contractor(&ctx, a),
+        Command::Identity(a) => cmd::identity::run(&ctx, a),
     };
     match result {
         Ok(code) => code,

@@ -1049,3 +1049,150 @@ fn r8_r10_joint_use_and_transfer_contracts_are_checked_and_kept() {
     let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(kept["contract"].to_string().as_bytes()));
     assert_eq!(kept["sha256"], sha.as_str(), "the digest is of what was kept");
 }
+
+#[test]
+fn p7_l1_identity_register_lookup_review_across_processes_audited_without_identifiers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let d = dir.to_str().unwrap();
+    assert!(kiban(&["init", d], &[]).status.success());
+    let csv = tmp.path().join("ids.csv");
+    std::fs::write(
+        &csv,
+        "provider_id,patient_id,name_kanji,name_kana,sex,birth_date,postal_code,address,phone,insurer_number,card_symbol,card_number,card_branch\n\
+         prov-a,A-1,山田 花子,ヤマダ ハナコ,2,1980-04-01,1000001,東京都千代田区1-1,0312345678,01130012,1234,567,01\n\
+         prov-b,B-9,山田花子,ﾔﾏﾀﾞ ﾊﾅｺ,2,昭和55年4月1日,1000001,東京都千代田区1-1,03-1234-5678,1130012,１２３４,0567,1\n\
+         prov-b,B-10,山田 桃子,ヤマダ モモコ,2,1980-04-01,1000001,東京都千代田区1-1,0312345678,01130012,1234,567,02\n\
+         prov-c,C-1,山田 花子,,2,2023-02-30,,,,01130013,,,\n",
+    )
+    .unwrap();
+    // One rejected record (empty kana, 2月30日, bad check digit): exit 2, per-record reasons.
+    let o = kiban(&["identity", "register", csv.to_str().unwrap(), "--data-dir", d], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("3 records") && t.contains("1 rejected"), "{t}");
+    assert!(t.contains("N-KANA-EMPTY") && t.contains("N-DATE-DAY") && t.contains("N-INSURER-CHECK"), "{t}");
+    // A new process (the index rebuilt from the vault) finds both spellings as one person, the twin apart.
+    let look = |prov: &str, pat: &str| {
+        let o = kiban(&["identity", "lookup", "--provider", prov, "--patient", pat, "--json", "--data-dir", d], &[]);
+        assert!(o.status.success(), "{}", text(&o));
+        json_of(&o)[0]["person"].as_str().unwrap().to_owned()
+    };
+    let (a, b, twin) = (look("prov-a", "A-1"), look("prov-b", "B-9"), look("prov-b", "B-10"));
+    assert_eq!(a, b);
+    assert_ne!(a, twin);
+    let o = kiban(&["identity", "lookup", "--person", &a, "--json", "--data-dir", d], &[]);
+    assert_eq!(json_of(&o).as_array().unwrap().len(), 2);
+    // Merge then undo, each in its own process.
+    let o = kiban(&["identity", "merge", &twin, &a, "--data-dir", d], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(look("prov-b", "B-10"), a);
+    assert!(kiban(&["identity", "undo", "1", "--data-dir", d], &[]).status.success());
+    assert_eq!(look("prov-b", "B-10"), twin);
+    // Linkage-key export needs an approved application naming the database.
+    assert_clean_failure(
+        &kiban(&["identity", "linkage-export", "--application", "nope", "--database", "NDB", "--data-dir", d], &[]),
+        "linkage-key export refused",
+    );
+    // Every vault access is in the audit log, with person keys and counts but no identifier.
+    let o = kiban(&["audit", "verify", "--data-dir", d], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let mut events = vec![];
+    kiban_audit::for_each_entry(&dir.join("audit"), |e| {
+        events.push(e.event);
+        std::ops::ControlFlow::Continue(())
+    })
+    .unwrap();
+    let identity: Vec<_> = events.iter().filter(|e| e.object.kind == kiban_audit::ObjectKind::Identity).collect();
+    assert!(
+        identity.iter().any(|e| e.action == kiban_audit::Action::Read && e.object.id == a && e.volume == 2),
+        "{identity:?}"
+    );
+    assert!(identity.iter().any(|e| e.action == kiban_audit::Action::Write && e.volume == 3));
+    let all = serde_json::to_string(&events).unwrap();
+    for secret in ["山田", "ヤマダ", "ﾔﾏﾀﾞ", "A-1", "B-9", "1980-04-01", "0312345678", "01130012"] {
+        assert!(!all.contains(secret), "the audit log carries {secret}");
+    }
+}
+
+#[test]
+fn l1_linkage_export_needs_an_approved_application_that_names_the_database() {
+    use kiban_registry::review::committee::{Expertise, sample_committee};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let d = dir.to_str().unwrap();
+    assert!(kiban(&["init", d], &[]).status.success());
+    for m in sample_committee(6) {
+        let sex = if m.sex == kiban_model::person::Sex::Male { "male" } else { "female" };
+        let exp = match m.expertise {
+            Expertise::NaturalScience => "natural_science",
+            Expertise::HumanitiesSocialScience => "humanities_social_science",
+            Expertise::LayPatientPerspective => "lay_patient_perspective",
+        };
+        let (ts, te) = (m.term_start.to_string(), m.term_end.to_string());
+        let mut a = vec!["committee", "add-member", "--data-dir", d, "--id", &m.member_id, "--name", &m.name];
+        a.extend(["--sex", sex, "--expertise", exp, "--term-start", &ts, "--term-end", &te]);
+        if m.external {
+            a.push("--external");
+        }
+        assert!(kiban(&a, &[]).status.success());
+    }
+    let mut app: serde_json::Value = serde_json::from_slice(&kiban(&["application", "template"], &[]).stdout).unwrap();
+    app["plan"]["linkage"] = serde_json::json!(["NDB"]);
+    let path = tmp.path().join("app.json");
+    std::fs::write(&path, app.to_string()).unwrap();
+    let o =
+        kiban(&["application", "submit", path.to_str().unwrap(), "--on", "2026-06-01", "--data-dir", d, "--json"], &[]);
+    let id = json_of(&o)["application_id"].as_str().unwrap().to_owned();
+    let export = |db: &str| {
+        let out = tmp.path().join(format!("keys-{db}.csv"));
+        kiban(
+            &[
+                "identity",
+                "linkage-export",
+                "--application",
+                &id,
+                "--database",
+                db,
+                "--out",
+                out.to_str().unwrap(),
+                "--data-dir",
+                d,
+            ],
+            &[],
+        )
+    };
+    assert_clean_failure(&export("NDB"), "not approved");
+    assert!(kiban(&["review", "open", &id, "--on", "2026-06-10", "--data-dir", d], &[]).status.success());
+    for m in ["m0", "m1", "m2", "m3", "m4"] {
+        let a = ["review", "vote", &id, "--member", m, "--vote", "approve", "--reason", "妥当", "--data-dir", d];
+        assert!(kiban(&a, &[]).status.success());
+    }
+    let o = kiban(&["review", "decide", &id, "--outcome", "approve", "--on", "2026-06-10", "--data-dir", d], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_clean_failure(&export("DPC"), "does not name DPC");
+    // Approved, but the shared secret has not been imported yet.
+    assert_clean_failure(&export("NDB"), "linkage/NDB");
+    let csv = tmp.path().join("ids.csv");
+    std::fs::write(
+        &csv,
+        "provider_id,patient_id,name_kanji,name_kana,sex,birth_date,postal_code,address,phone,insurer_number,card_symbol,card_number,card_branch\n\
+         prov-a,A-1,山田 太郎,ﾔﾏﾀﾞ ﾀﾛｳ,1,昭和55年4月1日,,,,1130012,１２３４,0567,0\n",
+    )
+    .unwrap();
+    assert!(kiban(&["identity", "register", csv.to_str().unwrap(), "--data-dir", d], &[]).status.success());
+    // The public test secret 00 01 … 1F of LINKAGE.md: the exported keys are the published vectors.
+    let secret: String = (0u8..32).map(|b| format!("{b:02x}")).collect();
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_kiban"));
+    c.args(["identity", "import-key", "NDB", "--data-dir", d]).env_remove("KIBAN_MASTER_KEY");
+    let mut child = c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    use std::io::Write as _;
+    child.stdin.take().unwrap().write_all(secret.as_bytes()).unwrap();
+    assert!(child.wait_with_output().unwrap().status.success());
+    let o = export("NDB");
+    assert!(o.status.success(), "{}", text(&o));
+    let rows = std::fs::read_to_string(tmp.path().join("keys-NDB.csv")).unwrap();
+    let line = rows.lines().nth(1).unwrap();
+    assert!(line.contains(",c9859d3e168f") && line.contains(",cb9ddd8c9b2c"), "{rows}");
+    assert!(!rows.contains("ヤマダ") && !rows.contains("A-1"), "keys only, no identifiers: {rows}");
+}

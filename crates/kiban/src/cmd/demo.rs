@@ -126,6 +126,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
             q.rejected
         ))
     })?;
+    stage("vault", &mut || crate::cmd::identity::demo(&dd, &data, &cfg))?;
     stage("anonymize", &mut || {
         // The research extract: one row per encounter with age, sex, residence, date and main diagnosis.
         let mut batches = Vec::new();

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use chrono::NaiveDate;
 use kiban_registry::Registry;
-use kiban_registry::intake::{GateReport, NoVault, Submission, delete_person, submit};
+use kiban_registry::intake::{GateReport, Submission, delete_person, submit};
 
 use crate::Ctx;
 use crate::datadir::DataDir;
@@ -138,6 +138,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
             }
             Verb::DeletePerson(a) => {
                 let on = a.requested_on.unwrap_or_else(kiban_registry::records::today_jst);
+                let vault = crate::cmd::identity::VaultEraser::open(&dd, &ctx.data_dir)?;
                 let d = delete_person(
                     &reg,
                     &ctx.data_dir,
@@ -145,7 +146,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
                     &a.patient,
                     on,
                     &a.reason,
-                    &NoVault,
+                    &vault,
                     Some(dd.sealer()?),
                 )
                 .await?;

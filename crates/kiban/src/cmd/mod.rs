@@ -12,6 +12,7 @@ pub mod compliance;
 pub mod demo;
 pub mod doctor;
 pub mod incident;
+pub mod identity;
 pub mod init;
 pub mod intake;
 pub mod ledger;

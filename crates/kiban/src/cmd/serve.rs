@@ -75,6 +75,7 @@ fn serve(ctx: &Ctx, a: Args, which: &str) -> Result<ExitCode> {
             _ => kiban_server::routes(),
         };
         let router = kiban_server::build_router(st, descs);
+        let router = crate::cmd::identity::serve_layer(&dd, &ctx.data_dir, which, router)?;
         match (&a.tls_cert, &a.tls_key) {
             (Some(c), Some(k)) => {
                 eprintln!("kiban {which} listening on https://{}", a.bind);
