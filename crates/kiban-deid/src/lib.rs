@@ -24,6 +24,7 @@ pub mod risk;
 pub mod search;
 pub mod text;
 pub mod textgen;
+pub mod textgen_heldout;
 
 pub use engine::{Outcome, Rekey, RunOptions, anonymize};
 pub use error::{DeidError, Result};

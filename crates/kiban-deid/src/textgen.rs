@@ -13,7 +13,7 @@ use rand::{Rng, RngExt, SeedableRng};
 
 use crate::text::{DocContext, Span, Tag, TextConfig, deidentify, detect, is_my_number, luhn};
 
-type Rng8 = rand_chacha::ChaCha8Rng;
+pub(crate) type Rng8 = rand_chacha::ChaCha8Rng;
 
 const NAMES_TSV: &str = include_str!("../../kiban-model/data/names.tsv");
 const MUNICIPALITIES_TSV: &str = include_str!("../../kiban-model/data/municipalities.tsv");
@@ -28,17 +28,17 @@ pub struct Note {
     pub gold: Vec<Span>,
 }
 
-struct B {
-    text: String,
-    gold: Vec<Span>,
+pub(crate) struct B {
+    pub(crate) text: String,
+    pub(crate) gold: Vec<Span>,
 }
 
 impl B {
-    fn s(&mut self, x: &str) -> &mut Self {
+    pub(crate) fn s(&mut self, x: &str) -> &mut Self {
         self.text.push_str(x);
         self
     }
-    fn t(&mut self, x: &str, tag: Tag) -> &mut Self {
+    pub(crate) fn t(&mut self, x: &str, tag: Tag) -> &mut Self {
         let start = self.text.len();
         self.text.push_str(x);
         self.gold.push(Span { start, end: self.text.len(), tag });
@@ -46,14 +46,14 @@ impl B {
     }
 }
 
-struct Pools {
-    family: Vec<(String, String)>,
-    given: Vec<(String, String)>,
-    munis: Vec<(String, String)>,
-    towns: Vec<String>,
+pub(crate) struct Pools {
+    pub(crate) family: Vec<(String, String)>,
+    pub(crate) given: Vec<(String, String)>,
+    pub(crate) munis: Vec<(String, String)>,
+    pub(crate) towns: Vec<String>,
 }
 
-fn pools() -> Pools {
+pub(crate) fn pools() -> Pools {
     let mut p = Pools { family: vec![], given: vec![], munis: vec![], towns: vec![] };
     for line in NAMES_TSV.lines().skip(1) {
         let f: Vec<&str> = line.split('\t').collect();
@@ -83,15 +83,15 @@ fn pick<'a, T>(r: &mut Rng8, v: &'a [T]) -> &'a T {
     &v[r.random_range(0..v.len())]
 }
 
-fn half_kana(s: &str) -> String {
+pub(crate) fn half_kana(s: &str) -> String {
     kiban_model::synth::to_halfwidth_katakana(s)
 }
 
-fn fullwidth(s: &str) -> String {
+pub(crate) fn fullwidth(s: &str) -> String {
     s.chars().map(|c| if c.is_ascii_graphic() { char::from_u32(c as u32 + 0xFEE0).unwrap_or(c) } else { c }).collect()
 }
 
-fn luhn_number(r: &mut Rng8) -> String {
+pub(crate) fn luhn_number(r: &mut Rng8) -> String {
     loop {
         let mut d: Vec<u8> = vec![4];
         for _ in 0..15 {
@@ -108,7 +108,7 @@ fn luhn_number(r: &mut Rng8) -> String {
     }
 }
 
-fn my_number(r: &mut Rng8) -> String {
+pub(crate) fn my_number(r: &mut Rng8) -> String {
     loop {
         let d: Vec<u8> = (0..12).map(|_| r.random_range(0..10)).collect();
         if is_my_number(&d) {

@@ -316,16 +316,28 @@ fn s5_very_long_document_is_handled() {
     assert_eq!(d.spans.iter().filter(|s| s.tag == Tag::Person).count(), 20_000);
 }
 
+/// The bar: recall ≥ 0.98 for names, addresses, phones and ids; precision ≥ 0.90 for every tag.
+fn assert_quality_bar(e: &kiban_deid::textgen::Evaluation) {
+    for (t, c) in &e.per_tag {
+        if matches!(t, Tag::Person | Tag::Location | Tag::Phone | Tag::Id) {
+            assert!(c.recall() >= 0.98, "{t:?} recall {}\n{}", c.recall(), e.table());
+        }
+        assert!(c.precision() >= 0.90, "{t:?} precision {}\n{}", c.precision(), e.table());
+    }
+}
+
 #[test]
 fn s5_generated_notes_meet_the_recall_bar() {
     let notes = kiban_deid::textgen::generate(1, 300);
-    let e = kiban_deid::textgen::evaluate(&notes);
-    for (t, c) in &e.per_tag {
-        if matches!(t, Tag::Person | Tag::Location | Tag::Phone | Tag::Id) {
-            assert!(c.recall() >= 0.95, "{t:?} recall {}\n{}", c.recall(), e.table());
-        }
-        assert!(c.precision() >= 0.85, "{t:?} precision {}\n{}", c.precision(), e.table());
-    }
+    assert_quality_bar(&kiban_deid::textgen::evaluate(&notes));
+}
+
+#[test]
+fn s5_heldout_notes_of_other_styles_meet_the_recall_bar() {
+    // Other note kinds and layouts, names outside kiban-model's list, romaji and half-width names.
+    let notes = kiban_deid::textgen_heldout::generate(3, 300);
+    assert!(notes.iter().any(|n| n.text.starts_with("病理組織診断報告書")));
+    assert_quality_bar(&kiban_deid::textgen::evaluate(&notes));
 }
 
 // ------------------------------------------------------------- S7, S8
