@@ -253,6 +253,7 @@ struct Res {
     station: Regex,
     dr: Regex,
     card_pair: Regex,
+    street: Regex,
     romaji: Regex,
     romaji_labeled: Regex,
     care_home: Regex,
@@ -597,6 +598,12 @@ fn dicts() -> &'static Dicts {
             muni_tail: re(r"^[\p{Han}\p{Katakana}ヶ]{1,6}?(?:市|区|郡|町|村)"),
             station: re(r"[\p{Han}\p{Katakana}ー]{1,8}駅"),
             dr: re(r"(?:Dr|DR|Ｄｒ|Ns|NS)\.?[ 　]?([\p{Han}]{1,4}|[A-Z][A-Za-z]+(?:\s[A-Z][a-z]+)?|[\p{Katakana}ー]{2,8})"),
+            street: re(concat!(
+                r"[\p{Han}\p{Katakana}ヶケ][\p{Han}\p{Katakana}ヶケがノの]{0,7}?",
+                r"(?:(?:\d+|[一二三四五六七八九十]+)\s?丁目(?:\s?\d+\s?(?:番地?|-)?(?:\s?\d+\s?号?)?)?",
+                r"|\d+\s?番地(?:\s?の?\s?\d+(?:\s?号)?)?",
+                r"|\d{1,4}-\d{1,4}(?:-\d{1,4})?)",
+            )),
             card_pair: re(r"記号\s*[:：]?\s*([0-9A-Za-z\-]{1,10})\s*[・、,]?\s*番号\s*[:：]?\s*([0-9\-]{1,12})"),
             romaji: re(r"\b([A-Z][A-Z]{1,11}[AEIOUN]) ([A-Z][a-z]{1,11}[aeioun])|\b([A-Z][a-z]{1,11}[aeioun]) ([A-Z]{2,11}[AEIOUN])"),
             romaji_labeled: re(r"^([A-Z][A-Za-z]{1,11}(?: [A-Z][A-Za-z]{1,11})?)"),
@@ -841,6 +848,26 @@ fn valid_date_token(s: &str) -> bool {
     true
 }
 
+/// Town names usually end so (栄町, 桜台, 緑が丘, 大通, 北一条, 字北山).
+const TOWN_SUFFIXES: [char; 14] = ['町', '丁', '台', '丘', '通', '条', '野', '原', '山', '川', '田', '島', '谷', '沢'];
+/// Kanji words before a number that make it something other than an address.
+const ADDRESS_STOP: [&str; 16] =
+    ["番号", "記号", "電話", "携帯", "内線", "検体", "病理", "第", "約", "計", "図", "表", "症例", "番", "号", "ID"];
+
+/// Cuts label words before a town name (住所：, 自宅は, 在住の).
+fn strip_address_prefix(p: &str) -> &str {
+    let mut p = p;
+    if let Some((i, ch)) = p.char_indices().rev().find(|(_, c)| "のはがでへとにを".contains(*c)) {
+        p = &p[i + ch.len_utf8()..];
+    }
+    for s in ["現住所", "住所", "自宅", "実家", "転居先", "在住", "所在地", "旧住所"] {
+        if let Some(r) = p.strip_prefix(s) {
+            p = r;
+        }
+    }
+    p
+}
+
 /// Words before `a/b` that make it a ratio or score, not a date.
 const RATIO_CUES: [&str; 12] =
     ["転移", "NRS", "VAS", "score", "スコア", "陽性", "比", "個中", "本中", "分画", "GCS", "MMT"];
@@ -1058,6 +1085,27 @@ fn locations(t: &str, d: &Dicts, push: &mut impl FnMut(usize, usize, Tag, u8)) {
             }
         }
         push(st, en, Tag::Location, 75);
+    }
+    // A street address without its municipality (本町3丁目4-5, 字北山1584番地, 若葉1-26-29).
+    for m in d.re.street.find_iter(t) {
+        let s = m.as_str();
+        let num_at = s.find(|c: char| c.is_ascii_digit() || "一二三四五六七八九十".contains(c)).unwrap_or(0);
+        let town = strip_address_prefix(&s[..num_at]);
+        let tail = &s[num_at..];
+        if town.is_empty() || t[m.end()..].starts_with(|c: char| c.is_ascii_digit() || c == '-') {
+            continue;
+        }
+        let hyphen_only = !tail.contains(['丁', '番']);
+        if hyphen_only {
+            let parts: Vec<&str> = tail.split('-').collect();
+            let looks_date =
+                parts[0].len() == 4 && parts.get(1).and_then(|x| x.parse::<u32>().ok()).is_some_and(|m| m <= 12);
+            let townish = town.ends_with(TOWN_SUFFIXES) || d.place_names.binary_search(&town.to_owned()).is_ok();
+            if looks_date || ADDRESS_STOP.iter().any(|x| town.ends_with(x)) || !(parts.len() == 3 || townish) {
+                continue;
+            }
+        }
+        push(m.end() - tail.len() - town.len(), m.end(), Tag::Location, 73);
     }
     for m in d.re.station.find_iter(t) {
         let s = m.as_str();

@@ -324,7 +324,11 @@ impl G<'_> {
         let (pref, muni) = self.p.munis[self.r.random_range(0..self.p.munis.len())].clone();
         let (c, n, g) = (self.r.random_range(1..9), self.r.random_range(1..40), self.r.random_range(1..30));
         let town = self.pick(&TOWNS);
-        let s = match self.r.random_range(0..6) {
+        let s = match self.r.random_range(0..9) {
+            // Town only, as written when the city is obvious to the reader.
+            6 => format!("{town}{c}丁目{n}-{g}"),
+            7 => format!("{}{}番地", self.pick(&AZA), self.r.random_range(1..3000)),
+            8 => format!("{town}{c}-{n}-{g}"),
             0 => format!("{muni}{town}{c}-{n}"),
             1 => format!("{pref}{muni}{}{}番地", self.pick(&AZA), self.r.random_range(100..3000)),
             2 => format!("{pref} {muni} {town}{c}丁目{n}番{g}号"),
