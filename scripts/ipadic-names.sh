@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Regenerates crates/kiban-deid/data/ipadic_names.tsv (surnames and given names) and
-# ipadic_places.tsv (地域 proper nouns) from Debian's mecab-ipadic sources (EUC-JP CSV).
+# Regenerates crates/kiban-deid/data/ipadic_names.tsv (surnames and given names) from Debian's
+# mecab-ipadic sources (EUC-JP CSV).
 # Not run by the build or by tests: the derived lists are committed with IPADIC's notice
 # (crates/kiban-deid/data/IPADIC-NOTICE), so a fresh machine needs nothing installed.
 set -euo pipefail
@@ -15,8 +15,4 @@ out="$root/crates/kiban-deid/data"
   iconv -f EUC-JP -t UTF-8 "$dic/Noun.name.csv" |
     awk -F, '$8=="姓"{print "L\t"$1"\t"$12} $8=="名"{print "G\t"$1"\t"$12}' | LC_ALL=C sort -u
 } >"$out/ipadic_names.tsv"
-{
-  echo "# place	katakana  (地域 proper nouns from mecab-ipadic, see IPADIC-NOTICE)"
-  iconv -f EUC-JP -t UTF-8 "$dic/Noun.place.csv" | awk -F, '$9=="*"{print $1"\t"$12}' | LC_ALL=C sort -u
-} >"$out/ipadic_places.tsv"
 cp "$work/x/usr/share/doc/mecab-ipadic/copyright" "$out/IPADIC-NOTICE"

@@ -18,6 +18,7 @@ pub mod hierarchy;
 pub mod io;
 pub mod policy;
 pub mod pseudo;
+pub mod pseudo_bench;
 pub mod reid;
 pub mod report;
 pub mod risk;

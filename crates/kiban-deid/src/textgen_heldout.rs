@@ -354,13 +354,12 @@ impl G<'_> {
         let (a, x, y) =
             (self.r.random_range(3..100), self.r.random_range(100..10_000), self.r.random_range(1000..10_000));
         let s = match self.r.random_range(0..5) {
-            0 => format!("({a:02}){x}-{y}"),
+            0 => format!("(0{a}){x}-{y}"),
             1 => format!("0{a}({x}){y}"),
             2 => format!("0{}0 {x:04} {y}", [7, 8, 9][self.r.random_range(0..3)]),
             3 => fullwidth(&format!("0{a}-{x}-{y}")),
             _ => format!("0{a}-{x}-{y}"),
         };
-        let s = if s.starts_with('(') { format!("(0{}", &s[1..]) } else { s };
         b.t(&s, Tag::Phone);
     }
     fn hospital(&mut self, b: &mut B) {

@@ -418,3 +418,38 @@ fn s5_demo_stage_pseudonymizes_the_synthetic_master_with_notes() {
     }
     assert!(leaked <= 1, "{leaked} notes still name their patient");
 }
+
+#[test]
+fn s2_claims_table_columnar_paths_match_the_per_value_rules() {
+    use kiban_deid::pseudo_bench::{claims_batches, claims_policy_toml};
+    let policy = PseudoPolicy::from_toml(&claims_policy_toml(), Path::new(".")).unwrap();
+    let mut input = claims_batches(3_000, 1_000, 9);
+    // A card number hidden in a kept code column must still be found by the columnar pre-check.
+    let b0 = &input[0];
+    let mut cols: Vec<Arc<dyn Array>> = b0.columns().to_vec();
+    let drug = b0.schema().index_of("drug_code").unwrap();
+    let mut v: Vec<String> = col(b0, "drug_code").iter().map(|x| x.unwrap().to_owned()).collect();
+    v[5] = "4111111111111111".to_owned();
+    cols[drug] = Arc::new(StringArray::from(v));
+    input[0] = RecordBatch::try_new(b0.schema(), cols).unwrap();
+    let first = input[0].clone();
+    let out = pseudonymize(&policy, &Input::Batches(input), &Output::Memory, &PseudoOptions::new(key())).unwrap();
+    assert_eq!(out.report.records_out, 3_000);
+    assert!(out.report.input_sha256.starts_with("blake3:") && out.report.output_sha256.starts_with("blake3:"));
+    let o = &out.batches[0];
+    for gone in ["claim_id", "insurer_number", "name_kana"] {
+        assert!(o.schema().index_of(gone).is_err(), "{gone} deleted");
+    }
+    let (pid_in, pid_out) = (col(&first, "patient_id"), col(o, "patient_id"));
+    let (sd_in, sd_out) = (col(&first, "service_date"), col(o, "service_date"));
+    for r in [0, 1, 7, 500, 999] {
+        assert_eq!(pid_out.value(r), key().token("patient_id", pid_in.value(r)));
+        let d = chrono::NaiveDate::parse_from_str(sd_in.value(r), "%Y-%m-%d").unwrap();
+        let moved = d + chrono::Duration::days(key().date_offset(pid_in.value(r)));
+        assert_eq!(sd_out.value(r), moved.format("%Y-%m-%d").to_string());
+        assert_eq!(col(o, "birth_date").value(r), &col(&first, "birth_date").value(r)[..4]);
+        assert_eq!(col(o, "icd10_main").value(r), col(&first, "icd10_main").value(r), "clinical values kept");
+    }
+    assert_eq!(col(o, "drug_code").value(5), "［金融］");
+    assert_eq!(col(o, "drug_code").value(6), col(&first, "drug_code").value(6));
+}
