@@ -566,6 +566,8 @@ fn dicts() -> &'static Dicts {
             ),
             date: re(concat!(
                 r"(?:令和|平成|昭和|大正|明治)\s*(?:元|\d{1,2})\s*年(?:\s*\d{1,2}\s*月(?:\s*\d{1,2}\s*日)?)?",
+                r"|(?:令和|平成|昭和|大正|明治)(?:元|[一二三四五六七八九十]{1,3})年(?:[一二三四五六七八九十]{1,2}月(?:[一二三四五六七八九十]{1,3}日)?)?",
+                r"|[一二三四五六七八九十]{1,2}月[一二三四五六七八九十]{1,3}日",
                 r"|[RHSTMrhs]\s?(?:元|\d{1,2})[./\-]\d{1,2}[./\-]\d{1,2}",
                 r"|[RHS](?:元|\d{1,2})年(?:\d{1,2}月(?:\d{1,2}日)?)?",
                 r"|\d{4}\s*[/.\-]\s*\d{1,2}\s*[/.\-]\s*\d{1,2}(?:\s*\d{1,2}:\d{2})?",
@@ -582,7 +584,7 @@ fn dicts() -> &'static Dicts {
             time_word: re(
                 r"一昨日|昨日|本日|今朝|今晩|昨夜|昨晩|同日|翌日|前日|当日|翌朝|翌週|先週|今週|来週|先月|今月|来月|翌月|昨年|今年|本年|同年|翌年|前年|来年|一昨年|明朝|深夜|未明|早朝|夕方|正午|週末|年末|年始|年明け|午前|午後|連休明け",
             ),
-            age: re(r"\d{1,3}\s*(?:歳|才)(?:代(?:前半|後半)?|以上|時|頃)?|\d0\s*代(?:前半|後半)?|\d{1,2}\s*(?:か月|ヶ月|カ月)児|(?:年齢|Age|age)\s*[:：]?\s*\d{1,3}"),
+            age: re(r"[一二三四五六七八九十百]{1,4}(?:歳|才)|\d{1,3}\s*(?:歳|才)(?:代(?:前半|後半)?|以上|時|頃)?|\d0\s*代(?:前半|後半)?|\d{1,2}\s*(?:か月|ヶ月|カ月)児|(?:年齢|Age|age)\s*[:：]?\s*\d{1,3}"),
             sex: re(r"男性|女性|男児|女児|男子|女子|(?:歳|才|代)[\s・、/，,]?(?:男|女)性?|性別\s*[:：]?\s*(?:男|女)性?|(?:\d\s?(?:歳|才)\s?)(?:M|F)(?-u:\b)"),
             hospital: re(concat!(
                 r"[\p{Han}\p{Katakana}\p{Hiragana}ーA-Za-z0-9・&]{0,20}?",
@@ -1514,6 +1516,28 @@ fn format_date(d: NaiveDate, f: DateForm) -> String {
     }
 }
 
+/// The value of a kanji numeral up to 999 (九十五 → 95, 百二 → 102) at the start of `s`.
+fn kanji_number(s: &str) -> Option<u32> {
+    let (mut total, mut cur, mut any) = (0u32, 0u32, false);
+    for c in s.chars() {
+        let d = "〇一二三四五六七八九".chars().position(|k| k == c);
+        match (c, d) {
+            (_, Some(d)) => cur = d as u32,
+            ('十', _) => {
+                total += cur.max(1) * 10;
+                cur = 0;
+            }
+            ('百', _) => {
+                total += cur.max(1) * 100;
+                cur = 0;
+            }
+            _ => break,
+        }
+        any = true;
+    }
+    any.then_some(total + cur)
+}
+
 /// The result of de-identifying one text.
 #[derive(Debug, Clone)]
 pub struct Deidentified {
@@ -1537,8 +1561,11 @@ pub fn deidentify(text: &str, cfg: &TextConfig, ctx: &DocContext) -> Deidentifie
         let rep = match (cfg.mode(s.tag), s.tag) {
             (Replace::Keep, _) => orig.to_owned(),
             (Replace::TopCode, Tag::Age) => {
-                let n: Option<u32> =
-                    digits_of(&norm).iter().try_fold(0u32, |a, &d| a.checked_mul(10)?.checked_add(d as u32));
+                let n: Option<u32> = if digits_of(&norm).is_empty() {
+                    kanji_number(&norm)
+                } else {
+                    digits_of(&norm).iter().try_fold(0u32, |a, &d| a.checked_mul(10)?.checked_add(d as u32))
+                };
                 match n {
                     Some(n) if n >= 90 && !norm.contains('月') => "90歳以上".to_owned(),
                     _ => orig.to_owned(),

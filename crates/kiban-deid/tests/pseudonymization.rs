@@ -453,3 +453,61 @@ fn s2_claims_table_columnar_paths_match_the_per_value_rules() {
     assert_eq!(col(o, "drug_code").value(5), "［金融］");
     assert_eq!(col(o, "drug_code").value(6), col(&first, "drug_code").value(6));
 }
+
+#[test]
+fn s5_mixed_scripts_find_the_same_person_in_every_writing() {
+    let t = "患者氏名：田中 太郎（ﾀﾅｶ ﾀﾛｳ／TANAKA Taro）。担当 Dr. Suzuki、記載：ＳＡＴＯ Ｈａｎａｋｏ。";
+    let p = found(t, Tag::Person);
+    for n in ["田中 太郎", "ﾀﾅｶ ﾀﾛｳ", "TANAKA Taro", "Suzuki", "ＳＡＴＯ Ｈａｎａｋｏ"] {
+        assert!(p.iter().any(|x| x == n), "{n} not in {p:?}");
+    }
+}
+
+#[test]
+fn s5_names_that_are_common_words_need_name_context() {
+    // As names: with an honorific, a relation, a label or a given name.
+    let t = "森さんと原 悦子さん、長女（林 恵子）が面会。主治医：田中。";
+    let p = found(t, Tag::Person);
+    for n in ["森", "原 悦子", "林 恵子", "田中"] {
+        assert!(p.iter().any(|x| x == n), "{n} not in {p:?}");
+    }
+    // As words: never.
+    for t in ["林檎を食べた。", "原因は不明。", "田中央部に圧痛なし。", "森の散策が日課。", "東の窓から光が入る。"]
+    {
+        assert!(found(t, Tag::Person).is_empty(), "{t}: {:?}", found(t, Tag::Person));
+    }
+}
+
+#[test]
+fn s5_pathological_long_runs_are_handled() {
+    // One kanji run, one digit run and one katakana run of 200k characters each (no rule may be
+    // quadratic in a run's length, or this test would not finish).
+    for s in ["漢".repeat(200_000), "1".repeat(200_000), "カ".repeat(200_000)] {
+        let d = deidentify(&s, &TextConfig::default(), &DocContext::default());
+        assert!(d.text.len() <= s.len() + 64);
+    }
+}
+
+#[test]
+fn s5_heldout_styles_and_rare_names_are_found() {
+    // Shapes from the held-out generator's note kinds: pathology report, nursing record, letter.
+    let t = "病理番号 P24-01234　依頼元：蓮見皮膚科　依頼医：乙部\n看護記録 R6/3/5 22:10\nNs.猪瀬\n長女（雫さん）面会あり。\n国立病院機構高崎医療センター　相良 ウメ\n〒370-0829 本町3-13-17";
+    let p = found(t, Tag::Person);
+    for n in ["乙部", "猪瀬", "雫", "相良 ウメ"] {
+        assert!(p.iter().any(|x| x == n), "{n} not in {p:?}");
+    }
+    let h = found(t, Tag::Hospital);
+    assert!(h.iter().any(|x| x == "蓮見皮膚科"), "{h:?}");
+    assert!(h.iter().any(|x| x.ends_with("高崎医療センター")), "{h:?}");
+    assert!(found(t, Tag::Location).contains(&"本町3-13-17".to_owned()));
+    assert_eq!(found(t, Tag::Id), vec!["P24-01234"]);
+}
+
+#[test]
+fn s5_kanji_numeral_dates_and_ages() {
+    let t = "令和五年十二月三日生まれ、九十五歳の女性。十月二日入院。";
+    assert_eq!(found(t, Tag::Time), vec!["令和五年十二月三日", "十月二日"]);
+    assert_eq!(found(t, Tag::Age), vec!["九十五歳"]);
+    let d = deidentify("九十五歳と八十二歳", &TextConfig::pseudonymization(), &DocContext::default());
+    assert_eq!(d.text, "90歳以上と八十二歳");
+}

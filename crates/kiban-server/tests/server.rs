@@ -431,3 +431,46 @@ async fn x5_arbitrary_login_bodies_never_authenticate() {
 fn strategy_tree<S: Strategy>(s: &S, r: &mut proptest::test_runner::TestRunner) -> S::Tree {
     s.new_tree(r).unwrap()
 }
+
+#[tokio::test]
+async fn s5_deid_text_endpoint_returns_tagged_text_and_audits_no_content() {
+    let f = fixture().await;
+    let router = kiban_server::router(f.st.clone());
+    let a =
+        f.st.reg.create_account("pe.deid", "r", AccountRole::ProcessingEngineer, "admin", Utc::now()).await.unwrap();
+    let call = |mode: &str| {
+        let token = auth::new_token();
+        let body = serde_json::json!({"text": "山田太郎さん（95歳）は令和5年4月1日に入院。電話 03-1234-5678。", "mode": mode, "shift_days": 3});
+        (token, body.to_string())
+    };
+    for (mode, want) in [
+        ("tag", "［氏名］さん（［年齢］）は［日付］に入院。電話 ［電話］。"),
+        ("pseudo", "［氏名］さん（90歳以上）は令和5年4月4日に入院。電話 ［電話］。"),
+    ] {
+        let (token, body) = call(mode);
+        f.st.reg
+            .create_session(&auth::sha256_hex(&token), &a.account_id, AccountRole::ProcessingEngineer, "t", Utc::now())
+            .await
+            .unwrap();
+        let req = Request::builder()
+            .method("POST")
+            .uri("/api/deid/text")
+            .header("cookie", format!("kiban_session={}", token.as_str()))
+            .header("content-type", "application/json")
+            .body(Body::from(body))
+            .unwrap();
+        let res = router.clone().oneshot(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{mode}");
+        let v: serde_json::Value =
+            serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        assert_eq!(v["text"], want, "{mode}");
+        assert!(v["spans"].as_array().unwrap().iter().any(|s| s["tag"] == "person"));
+    }
+    // The audit log names the operation, never the text.
+    f.st.audit.flush().unwrap();
+    let entries =
+        f.st.audit.read(&kiban_audit::Actor::system(), "test", kiban_audit::Seq(1), kiban_audit::Seq(1000)).unwrap();
+    let logged: String = entries.iter().map(|e| format!("{e:?}\n")).collect();
+    assert!(logged.contains("deid-text/tag"), "the call is audited: {logged}");
+    assert!(!logged.contains("山田") && !logged.contains("03-1234-5678"), "no content in the audit log");
+}

@@ -168,6 +168,9 @@ pub struct BenchTextArgs {
     /// Generator seed.
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// Rows of the 20-column claims table for the structured pseudonymization figure (0 skips it).
+    #[arg(long, default_value_t = 1_000_000)]
+    claims_rows: usize,
     /// Python of a venv with presidio-analyzer (default: $KIBAN_PRESIDIO_PYTHON, else
     /// <target>/peers-venv-text made by scripts/presidio-venv.sh).
     #[arg(long, value_name = "PYTHON")]
@@ -197,6 +200,9 @@ pub fn run_bench_text(ctx: &Ctx, args: BenchTextArgs) -> Result<ExitCode> {
     } else {
         println!("kiban bench-text: {} synthetic notes per set (seed {})", args.notes, args.seed);
         print!("{}", kiban_deid::textgen::bench_report(args.seed, args.notes, args.presidio.as_deref()));
+    }
+    if args.claims_rows > 0 {
+        print!("\n{}", kiban_deid::pseudo_bench::report(args.claims_rows)?);
     }
     Ok(ExitCode::SUCCESS)
 }
