@@ -1012,7 +1012,18 @@ fn hospitals(t: &str, push: &mut impl FnMut(usize, usize, Tag, u8)) {
         {
             continue;
         }
-        push(pstart, m.end(), Tag::Hospital, 80);
+        // 東京医科歯科大学病院: a department-like suffix inside a longer facility name.
+        let mut end = m.end();
+        let run_end = run_at(t, end, is_kanji);
+        if run_end > end && t[end..run_end].chars().count() <= 8 {
+            for strong in ["大学病院", "病院", "医院", "診療所", "センター"] {
+                if t[end..run_end].ends_with(strong) {
+                    end = run_end;
+                    break;
+                }
+            }
+        }
+        push(pstart, end, Tag::Hospital, 80);
     }
     for m in d.re.care_home.find_iter(t) {
         push(m.start(), m.end(), Tag::Hospital, 81);
@@ -1130,9 +1141,18 @@ fn honorific_at(t: &str, i: usize) -> Option<&'static str> {
     }
     // One space before 先生/様/さん/医師 (山田 先生).
     let rest = rest.strip_prefix(' ').or_else(|| rest.strip_prefix('　'))?;
-    ["先生", "様", "さん", "医師", "殿", "Dr", "Ns", "NS", "御机下", "御侍史", "机下", "侍史"]
+    let h = ["先生", "様", "さん", "医師", "殿", "Dr", "Ns", "NS", "御机下", "御侍史", "机下", "侍史"]
         .into_iter()
-        .find(|h| rest.starts_with(h))
+        .find(|h| rest.starts_with(h))?;
+    // "X Dr." is a signature; "X Dr.Y" introduces Y.
+    if h.is_ascii() {
+        let after = rest[h.len()..].trim_start_matches(['.', ' ']);
+        let letter_to_honor = ["御机下", "御侍史", "机下", "侍史", "先生", "殿"].iter().any(|x| after.starts_with(x));
+        if after.starts_with(|c: char| c.is_alphanumeric()) && !letter_to_honor {
+            return None;
+        }
+    }
+    Some(h)
 }
 
 fn hiragana_given(d: &Dicts, t: &str, i: usize) -> Option<usize> {
@@ -1188,7 +1208,7 @@ fn persons(t: &str, d: &Dicts, outer: &mut impl FnMut(usize, usize, Tag, u8)) {
         }
     }
     for (i, _) in t.match_indices(|c: char| c.is_ascii_uppercase()) {
-        if i > 0 && (t.as_bytes()[i - 1].is_ascii_alphanumeric() || !label_before(t, i)) {
+        if (i > 0 && t.as_bytes()[i - 1].is_ascii_alphanumeric()) || !label_before(t, i) {
             continue;
         }
         if let Some(m) = d.re.romaji_labeled.captures(&t[i..]).and_then(|c| c.get(1))
@@ -1301,7 +1321,15 @@ fn person_in_run(t: &str, d: &Dicts, start: usize, end: usize, push: &mut impl F
             // Family + space + given run.
             if fe == end && t[end..].starts_with([' ', '　']) {
                 let g0 = end + t[end..].chars().next().map_or(0, char::len_utf8);
-                let gend = run_at(t, g0, is_kanji);
+                let mut gend = run_at(t, g0, is_kanji);
+                // 佐々木 健一様: the honorific is not part of the name.
+                for h in ["御机下", "御侍史", "机下", "侍史", "様", "殿", "氏", "君", "先生", "医師"]
+                {
+                    if t[g0..gend].ends_with(h) {
+                        gend -= h.len();
+                        break;
+                    }
+                }
                 let glen = t[g0..gend].chars().count();
                 if (1..=4).contains(&glen)
                     && (given_len(d, t, g0, gend) == Some(gend)

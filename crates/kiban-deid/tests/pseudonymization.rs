@@ -511,3 +511,20 @@ fn s5_kanji_numeral_dates_and_ages() {
     let d = deidentify("九十五歳と八十二歳", &TextConfig::pseudonymization(), &DocContext::default());
     assert_eq!(d.text, "90歳以上と八十二歳");
 }
+
+#[test]
+fn s5_handwritten_notes_outside_both_generators() {
+    // Written by hand, in shapes neither synthetic set produces.
+    let t = "患者は佐々木 健一様、昭和12年5月3日生まれの87歳男性。既往歴：H20 胃癌にて東京医科歯科大学病院で手術。\
+             妻 和子さんと二人暮らし。連絡先：携帯 080-1111-2222（長男 隆）。担当：看護師 中村、薬剤師 小田切。\
+             入院時主治医 Dr.Yamada → 退院時 Dr.小野寺。札幌市中央区北1条西2丁目 301号室。MRN: 00123456";
+    let p = found(t, Tag::Person);
+    for n in ["佐々木 健一", "和子", "隆", "中村", "小田切", "Yamada", "小野寺"] {
+        assert!(p.iter().any(|x| x == n), "{n} not in {p:?}");
+    }
+    assert!(p.iter().all(|x| !["退院時", "MRN", "入院時"].contains(&x.as_str())), "{p:?}");
+    assert!(found(t, Tag::Hospital).iter().any(|x| x.ends_with("東京医科歯科大学病院")));
+    assert!(found(t, Tag::Location).iter().any(|x| x.starts_with("札幌市中央区北1条西2丁目")));
+    assert_eq!(found(t, Tag::Phone), vec!["080-1111-2222"]);
+    assert_eq!(found(t, Tag::Id), vec!["00123456"]);
+}
