@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{DeidError, Result};
-use crate::io::{Input, Output, Sink, digest_batch_columns, file_sha256, for_each_batch, strings};
+use crate::io::{Input, Output, Sink, column_digest, digest_batch_columns, file_sha256, for_each_batch, strings};
 use crate::text::{DocContext, Tag, TextConfig, deidentify, find_financial};
 
 type HmacSha256 = hmac::Hmac<Sha256>;
@@ -677,9 +677,16 @@ pub fn pseudonymize(
             sink = Some(Sink::open(output, s.clone())?);
             out_schema = Some(s);
         }
-        if matches!(input, Input::Batches(_)) {
-            digest_batch_columns(&mut in_hash, batch);
-        }
+        // Column digests of in-memory input; a column passed through unchanged reuses its digest.
+        let in_digests: Vec<Option<[u8; 32]>> = if matches!(input, Input::Batches(_)) {
+            let d: Vec<Option<[u8; 32]>> =
+                (0..batch.num_columns()).map(|c| Some(column_digest(strings(batch, c)))).collect();
+            digest_batch_columns(&mut in_hash, batch, &d);
+            d
+        } else {
+            Vec::new()
+        };
+        let mut out_known: Vec<Option<[u8; 32]>> = Vec::with_capacity(kept.len());
         let rows = batch.num_rows();
         let base_record = records_in;
         records_in += rows as u64;
@@ -720,6 +727,7 @@ pub fn pseudonymize(
             // once per distinct value of the batch; nothing is allocated per cell.
             if cp.treatment == PseudoTreatment::Keep && !column_may_hold_financial(a) {
                 cols.push(batch.column(ci).clone());
+                out_known.push(in_digests.get(ci).copied().flatten());
                 continue;
             }
             let mut b = StringBuilder::with_capacity(rows, a.value_data().len().max(rows * 8));
@@ -857,11 +865,12 @@ pub fn pseudonymize(
                 }
             }
             cols.push(Arc::new(b.finish()));
+            out_known.push(None);
         }
         let s = out_schema.clone().expect("set with the sink");
         let out = RecordBatch::try_new(s, cols).map_err(|e| DeidError::format("output", e))?;
         if matches!(output, Output::Memory) {
-            digest_batch_columns(&mut out_hash, &out);
+            digest_batch_columns(&mut out_hash, &out, &out_known);
         }
         records_out += out.num_rows() as u64;
         sink.as_mut().expect("opened").write(out)
