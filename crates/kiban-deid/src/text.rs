@@ -575,6 +575,7 @@ fn dicts() -> &'static Dicts {
                 r"|\d{4}/\d{1,2}",
                 r"|\d{1,2}\s*月\s*\d{1,2}\s*日(?:\s*\d{1,2}\s*時(?:\s*\d{1,2}\s*分)?)?",
                 r"|\d{1,2}\s*月(?:上旬|中旬|下旬|初旬|初め|末|頃|ごろ)",
+                r"|\d{1,2}\s*月(?:[^\d日間\s]|$)",
                 r"|\d{1,2}/\d{1,2}",
                 r"|\d{1,2}\s*時\s*\d{1,2}\s*分|\d{1,2}\s*時(?:頃|ごろ|過ぎ)?|\d{1,2}:\d{2}",
                 r"|(?:\d+|[一二三四五六七八九十数半]+)\s*(?:日|週間|週|か月|ヶ月|カ月|ケ月|箇月|年|時間)\s*(?:前|後|目|ぶり)",
@@ -595,7 +596,7 @@ fn dicts() -> &'static Dicts {
                 r"^\s?(?:[\p{Han}\p{Katakana}ーヶノの]{1,10}?)?",
                 r"(?:\d+|[一二三四五六七八九十]+)\s*(?:丁目|番地|番|号|条|線|-|の)",
                 r"(?:\s*[東西南北]?\d+\s*(?:丁目|番地|番|号|条|線|-|の)?){0,4}",
-                r"(?:\s*[\p{Han}\p{Katakana}ーA-Za-z]{0,12}?\s*\d+\s*号室)?",
+                r"(?:\s*[\p{Han}\p{Katakana}ーA-Za-z]{0,12}?\s*\d+\s*号室|\s+[\p{Katakana}ー][\p{Han}\p{Katakana}ーA-Za-z]{1,14}\s?\d{2,4}(?:号室)?)?",
             )),
             muni_tail: re(r"^[\p{Han}\p{Katakana}ヶ]{1,6}?(?:市|区|郡|町|村)"),
             station: re(r"[\p{Han}\p{Katakana}ー]{1,8}駅"),
@@ -609,7 +610,7 @@ fn dicts() -> &'static Dicts {
             card_pair: re(r"記号\s*[:：]?\s*([0-9A-Za-z\-]{1,10})\s*[・、,]?\s*番号\s*[:：]?\s*([0-9\-]{1,12})"),
             romaji: re(r"(?-u:\b)(?:[A-Z][A-Z]{1,11}[AEIOUN] [A-Z][a-z]{1,11}[aeioun]|[A-Z][a-z]{1,11}[aeioun] [A-Z]{2,11}[AEIOUN])"),
             romaji_labeled: re(r"^([A-Z][A-Za-z]{1,11}(?: [A-Z][A-Za-z]{1,11})?)"),
-            care_home: re(r"(?:介護老人保健施設|特別養護老人ホーム|有料老人ホーム|サービス付き高齢者向け住宅|グループホーム|老健|特養)\s?[\p{Han}\p{Hiragana}\p{Katakana}ー]{1,10}?(?:苑|園|荘|の里|の家|ホーム|ハウス)"),
+            care_home: re(r"訪問看護ステーション\s?[\p{Han}\p{Hiragana}\p{Katakana}ー]{2,10}|(?:介護老人保健施設|特別養護老人ホーム|有料老人ホーム|サービス付き高齢者向け住宅|グループホーム|老健|特養)\s?[\p{Han}\p{Hiragana}\p{Katakana}ー]{1,10}?(?:苑|園|荘|の里|の家|ホーム|ハウス)"),
             family_clinic: re(r"[\p{Han}]{1,4}?(?:内科|外科|皮膚科|眼科|整形外科|小児科|耳鼻咽喉科|耳鼻科|婦人科|産婦人科|泌尿器科|胃腸科|形成外科|精神科|心療内科|歯科)(?:医院|クリニック)?"),
         };
         Dicts { family, given, family_kana, given_kana, surname_chars, places, place_names, re: res }
@@ -749,7 +750,10 @@ pub fn detect(text: &str) -> Vec<Span> {
         }
     }
     for m in r.phone.find_iter(t) {
-        if digit_boundary(t, m.start(), m.end()) || t[..m.start()].ends_with('(') {
+        // tel.(06)6123-4567: a dot after a label is no digit boundary.
+        let label_dot =
+            t[..m.start()].strip_suffix('.').is_some_and(|p| p.ends_with(|c: char| c.is_ascii_alphabetic()));
+        if digit_boundary(t, m.start(), m.end()) || t[..m.start()].ends_with('(') || label_dot {
             push(m.start(), m.end(), Tag::Phone, 90);
         }
     }
@@ -782,6 +786,16 @@ pub fn detect(text: &str) -> Vec<Span> {
         if s.contains('/') && s.len() <= 5 && RATIO_CUES.iter().any(|c| pre.ends_with(c)) {
             continue;
         }
+        // `6月に`: the month alone is matched with the character after it, which is not the date's.
+        let en = match s.char_indices().next_back() {
+            Some((i, c))
+                if s[..i].strip_suffix('月').is_some_and(|p| p.ends_with(|d: char| d.is_ascii_digit()))
+                    && !"日旬末頃".contains(c) =>
+            {
+                st + i
+            }
+            _ => en,
+        };
         push(st, en, Tag::Time, 70);
     }
     for m in r.time_word.find_iter(t) {
@@ -1196,7 +1210,11 @@ fn persons(t: &str, d: &Dicts, outer: &mut impl FnMut(usize, usize, Tag, u8)) {
     // Relation and role words are never names themselves (長男, 主治医).
     let mut push = |s: usize, e: usize, tag: Tag, prio: u8| {
         let w = &t[s..e];
-        if !NOT_NAMES.contains(&w) && !REL_LABELS.contains(&w) && !NAME_LABELS.contains(&w) {
+        if !NOT_NAMES.contains(&w)
+            && !NOT_NAMES_KANA.contains(&w)
+            && !REL_LABELS.contains(&w)
+            && !NAME_LABELS.contains(&w)
+        {
             outer(s, e, tag, prio);
         }
     };

@@ -528,3 +528,13 @@ fn s5_handwritten_notes_outside_both_generators() {
     assert_eq!(found(t, Tag::Phone), vec!["080-1111-2222"]);
     assert_eq!(found(t, Tag::Id), vec!["00123456"]);
 }
+
+#[test]
+fn s5_case_report_shapes() {
+    let t =
+        "症例は65歳男性。同年6月に近医を受診。tel.(06)6123-4567。担当ケアマネ 高木さん、訪問看護ステーションひまわり。";
+    assert_eq!(found(t, Tag::Time), vec!["同年", "6月"]);
+    assert_eq!(found(t, Tag::Phone), vec!["(06)6123-4567"]);
+    assert_eq!(found(t, Tag::Person), vec!["高木"]);
+    assert_eq!(found(t, Tag::Hospital), vec!["訪問看護ステーションひまわり"]);
+}
