@@ -1,6 +1,10 @@
 //! Tuning aid: spans that overlap a gold span of the same tag without matching it exactly.
 fn main() {
-    let notes = kiban_deid::textgen::generate(7, 300);
+    let notes = if std::env::args().nth(1).as_deref() == Some("heldout") {
+        kiban_deid::textgen_heldout::generate(11, 300)
+    } else {
+        kiban_deid::textgen::generate(7, 300)
+    };
     let mut n = 0;
     for note in &notes {
         let p = kiban_deid::text::detect(&note.text);
@@ -10,7 +14,7 @@ fn main() {
                 n += 1;
             }
         }
-        if n > 40 {
+        if n > 400 {
             break;
         }
     }

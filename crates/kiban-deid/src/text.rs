@@ -593,7 +593,7 @@ fn dicts() -> &'static Dicts {
                 r"(?:\s?[\p{Han}]{1,6}科|外来|病棟)?",
             )),
             addr_tail: re(concat!(
-                r"^\s?(?:[\p{Han}\p{Katakana}ーヶノの]{1,10}?)?",
+                r"^\s?(?:[\p{Han}\p{Katakana}ーヶケノのが]{1,10}?)?",
                 r"(?:\d+|[一二三四五六七八九十]+)\s*(?:丁目|番地|番|号|条|線|-|の)",
                 r"(?:\s*[東西南北]?\d+\s*(?:丁目|番地|番|号|条|線|-|の)?){0,4}",
                 r"(?:\s*[\p{Han}\p{Katakana}ーA-Za-z]{0,12}?\s*\d+\s*号室|\s+[\p{Katakana}ー][\p{Han}\p{Katakana}ーA-Za-z]{1,14}\s?\d{2,4}(?:号室)?)?",
@@ -873,7 +873,8 @@ const ADDRESS_STOP: [&str; 16] =
 /// Cuts label words before a town name (住所：, 自宅は, 在住の).
 fn strip_address_prefix(p: &str) -> &str {
     let mut p = p;
-    if let Some((i, ch)) = p.char_indices().rev().find(|(_, c)| "のはがでへとにを".contains(*c)) {
+    // が stays: 緑が丘, 光が丘.
+    if let Some((i, ch)) = p.char_indices().rev().find(|(_, c)| "のはでへとにを".contains(*c)) {
         p = &p[i + ch.len_utf8()..];
     }
     for s in ["現住所", "住所", "自宅", "実家", "転居先", "在住", "所在地", "旧住所"] {
@@ -888,7 +889,7 @@ fn strip_address_prefix(p: &str) -> &str {
 const RATIO_CUES: [&str; 12] =
     ["転移", "NRS", "VAS", "score", "スコア", "陽性", "比", "個中", "本中", "分画", "GCS", "MMT"];
 
-const HOSP_STOP_PREFIX: [&str; 30] = [
+const HOSP_STOP_PREFIX: [&str; 29] = [
     "受診",
     "紹介",
     "転院",
@@ -917,7 +918,6 @@ const HOSP_STOP_PREFIX: [&str; 30] = [
     "地域",
     "救急",
     "専門",
-    "大",
     "総合",
 ];
 const GENERIC_HOSP: [&str; 16] = [
@@ -975,6 +975,36 @@ fn strip_hospital_prefix(p: &str) -> &str {
     }
 }
 
+/// Start of `医療法人社団X会 ` right before `i`, or `i`.
+fn corporation_before(t: &str, i: usize) -> usize {
+    let pre = t[..i].trim_end_matches([' ', '　']);
+    if !pre.ends_with('会') {
+        return i;
+    }
+    for corp in ["医療法人社団", "医療法人財団", "社会医療法人", "医療法人"] {
+        if let Some(p) = pre.rfind(corp)
+            && pre.len() - p <= corp.len() + 8 * 3 + 3
+            && pre[p + corp.len()..].chars().all(is_kanji)
+        {
+            return p;
+        }
+    }
+    i
+}
+
+/// End of ` 消化器内科` (a department after one space) right after `i`, or `i`.
+fn department_after(t: &str, i: usize) -> usize {
+    let Some(rest) = t[i..].strip_prefix([' ', '　']) else {
+        return i;
+    };
+    let run = run_at(rest, 0, is_kanji);
+    let w = &rest[..run];
+    if (2..=7).contains(&w.chars().count()) && w.ends_with('科') {
+        return i + (t[i..].len() - rest.len()) + run;
+    }
+    i
+}
+
 fn hospitals(t: &str, push: &mut impl FnMut(usize, usize, Tag, u8)) {
     let d = dicts();
     for m in d.re.hospital.find_iter(t) {
@@ -1021,15 +1051,15 @@ fn hospitals(t: &str, push: &mut impl FnMut(usize, usize, Tag, u8)) {
         if matches!(suf, "歯科" | "薬局") && proper.chars().count() < 2 {
             continue;
         }
-        if ["当", "同", "前", "他", "本", "自", "各", "新", "旧", "元", "貴", "御"].contains(&proper)
+        if ["当", "同", "前", "他", "本", "自", "各", "新", "旧", "元", "貴", "御", "大"].contains(&proper)
             || GENERIC_HOSP.iter().any(|g| proper == *g || proper.ends_with('型'))
         {
             continue;
         }
         // 東京医科歯科大学病院: a department-like suffix inside a longer facility name.
         let mut end = m.end();
-        let run_end = run_at(t, end, is_kanji);
-        if run_end > end && t[end..run_end].chars().count() <= 8 {
+        let run_end = run_at(t, end, |c| is_kanji(c) || is_katakana(c));
+        if run_end > end && t[end..run_end].chars().count() <= 12 {
             for strong in ["大学病院", "病院", "医院", "診療所", "センター"] {
                 if t[end..run_end].ends_with(strong) {
                     end = run_end;
@@ -1037,10 +1067,13 @@ fn hospitals(t: &str, push: &mut impl FnMut(usize, usize, Tag, u8)) {
                 }
             }
         }
+        // 医療法人社団緑風会 みどり病院: the corporation belongs to the name.
+        let pstart = corporation_before(t, pstart);
+        let end = department_after(t, end);
         push(pstart, end, Tag::Hospital, 80);
     }
     for m in d.re.care_home.find_iter(t) {
-        push(m.start(), m.end(), Tag::Hospital, 81);
+        push(m.start(), department_after(t, m.end()), Tag::Hospital, 81);
     }
     // Clinics named after the doctor's family (蓮見皮膚科, 笠井内科医院): the prefix must be a surname.
     for m in d.re.family_clinic.find_iter(t) {
@@ -1056,7 +1089,7 @@ fn hospitals(t: &str, push: &mut impl FnMut(usize, usize, Tag, u8)) {
         };
         let fam = &s[..p];
         if !fam.is_empty() && d.family.contains(fam) && !t[..m.start()].ends_with(is_kanji) {
-            push(m.start(), m.end(), Tag::Hospital, 79);
+            push(corporation_before(t, m.start()), department_after(t, m.end()), Tag::Hospital, 79);
         }
     }
 }
@@ -1087,22 +1120,30 @@ fn locations(t: &str, d: &Dicts, push: &mut impl FnMut(usize, usize, Tag, u8)) {
         }
         // Extend over municipality, town and street number.
         for _ in 0..3 {
-            let rest = &t[en..];
+            // 石川県 白山市 錦6丁目: one space may separate the parts.
+            let sp = if t[en..].starts_with(' ') || t[en..].starts_with('　') {
+                t[en..].chars().next().map_or(0, char::len_utf8)
+            } else {
+                0
+            };
+            let rest = &t[en + sp..];
             if let Some(m2) = d.places.find(rest).filter(|m2| m2.start() == 0) {
-                en += m2.end();
+                en += sp + m2.end();
                 continue;
             }
             if name.ends_with(['都', '道', '府', '県', '郡', '市'])
                 && let Some(m2) = d.re.muni_tail.find(rest)
             {
-                en += m2.end();
+                en += sp + m2.end();
                 continue;
             }
             break;
         }
-        if let Some(m3) = d.re.addr_tail.find(&t[en..]) {
-            let s = m3.as_str().trim_end_matches(['-', 'の', ' ']);
-            en += s.len();
+        let sp = if t[en..].starts_with([' ', '　']) { t[en..].chars().next().map_or(0, char::len_utf8) } else { 0 };
+        if let Some(m3) = d.re.addr_tail.find(&t[en + sp..]).or_else(|| d.re.addr_tail.find(&t[en..])) {
+            let base = if d.re.addr_tail.find(&t[en + sp..]).is_some() { sp } else { 0 };
+            let s = m3.as_str().trim_end_matches(['-', 'の']).trim_end();
+            en += base + s.len();
         } else {
             // A town name without number: kanji ending in 町/丁/字 right after the municipality.
             let rest = &t[en..];
@@ -1132,7 +1173,8 @@ fn locations(t: &str, d: &Dicts, push: &mut impl FnMut(usize, usize, Tag, u8)) {
                 continue;
             }
         }
-        push(m.end() - tail.len() - town.len(), m.end(), Tag::Location, 73);
+        let end = m.end() - (s.len() - s.trim_end().len());
+        push(m.end() - tail.len() - town.len(), end, Tag::Location, 73);
     }
     for m in d.re.station.find_iter(t) {
         let s = m.as_str();

@@ -538,3 +538,18 @@ fn s5_case_report_shapes() {
     assert_eq!(found(t, Tag::Person), vec!["高木"]);
     assert_eq!(found(t, Tag::Hospital), vec!["訪問看護ステーションひまわり"]);
 }
+
+#[test]
+fn s5_span_boundaries_follow_the_written_name() {
+    // Whole facility names (corporation, department) and addresses (spaces, building), no trailing space.
+    let t = "医療法人社団緑風会 みどり病院 整形外科\n国立病院機構高崎総合医療センター\n大阪狭山赤十字病院\n石川県 白山市 錦6丁目2番12号\n直方市光が丘5丁目2-6 ハイツ107号室\n";
+    let h = found(t, Tag::Hospital);
+    for x in ["医療法人社団緑風会 みどり病院 整形外科", "国立病院機構高崎総合医療センター", "大阪狭山赤十字病院"]
+    {
+        assert!(h.iter().any(|y| y == x), "{x} not in {h:?}");
+    }
+    let l = found(t, Tag::Location);
+    for x in ["石川県 白山市 錦6丁目2番12号", "直方市光が丘5丁目2-6 ハイツ107号室"] {
+        assert!(l.iter().any(|y| y == x), "{x} not in {l:?}");
+    }
+}
