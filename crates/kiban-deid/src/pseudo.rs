@@ -730,7 +730,14 @@ pub fn pseudonymize(
                 out_known.push(in_digests.get(ci).copied().flatten());
                 continue;
             }
-            let mut b = StringBuilder::with_capacity(rows, a.value_data().len().max(rows * 8));
+            // Output bytes known up front: no regrowth while appending.
+            let bytes = match cp.treatment {
+                PseudoTreatment::Token => rows * 32,
+                PseudoTreatment::Year => rows * 4,
+                PseudoTreatment::Shift => a.value_data().len() + rows * 2,
+                _ => a.value_data().len() + rows * 8,
+            };
+            let mut b = StringBuilder::with_capacity(rows, bytes);
             let mut buf = String::new();
             match cp.treatment {
                 PseudoTreatment::Token => {
