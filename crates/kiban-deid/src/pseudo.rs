@@ -642,6 +642,9 @@ pub fn pseudonymize(
         .collect();
     let col_pos: HashMap<&str, usize> = policy.columns.iter().enumerate().map(|(i, c)| (c.name.as_str(), i)).collect();
     let mut levels: BTreeMap<String, u64> = BTreeMap::new();
+    // Reduced addresses for the whole run (a person's address recurs on every claim line), bounded.
+    let mut address_cache: HashMap<String, usize> = HashMap::new();
+    let mut reduced: Vec<(String, AddressLevel)> = Vec::new();
     let (mut records_in, mut records_out) = (0u64, 0u64);
     let mut in_hash = blake3::Hasher::new();
     let mut out_hash = blake3::Hasher::new();
@@ -758,8 +761,10 @@ pub fn pseudonymize(
                     rep.changed += (rows - a.null_count()) as u64;
                 }
                 PseudoTreatment::ReduceAddress => {
-                    let mut cache: HashMap<&str, usize> = HashMap::new();
-                    let mut reduced: Vec<(String, AddressLevel)> = Vec::new();
+                    if address_cache.len() > 1 << 20 {
+                        address_cache.clear();
+                        reduced.clear();
+                    }
                     let mut per_level = [0u64; 3];
                     let mut last: (&str, usize) = ("\u{0}", 0);
                     for r in 0..rows {
@@ -769,10 +774,14 @@ pub fn pseudonymize(
                         }
                         let v = a.value(r);
                         if v != last.0 {
-                            let i = *cache.entry(v).or_insert_with(|| {
-                                reduced.push(reduce_address(v, &policy.population, policy.small_area_population));
-                                reduced.len() - 1
-                            });
+                            let i = match address_cache.get(v) {
+                                Some(&i) => i,
+                                None => {
+                                    reduced.push(reduce_address(v, &policy.population, policy.small_area_population));
+                                    address_cache.insert(v.to_owned(), reduced.len() - 1);
+                                    reduced.len() - 1
+                                }
+                            };
                             last = (v, i);
                         }
                         let (out, l) = &reduced[last.1];
