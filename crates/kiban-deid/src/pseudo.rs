@@ -1016,3 +1016,44 @@ pub fn demo_stage(patients: &RecordBatch, output: &Output, key: ReleaseKey) -> R
         RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).map_err(|e| DeidError::format("<batches>", e))?;
     pseudonymize(&policy, &Input::Batches(vec![batch]), output, &PseudoOptions::new(key))
 }
+
+/// A text table from column names and rows (`None` is a null), for callers without Arrow (HTTP).
+pub fn table_from_rows(columns: &[String], rows: &[Vec<Option<String>>]) -> Result<RecordBatch> {
+    let mut builders: Vec<StringBuilder> = columns.iter().map(|_| StringBuilder::new()).collect();
+    for (i, row) in rows.iter().enumerate() {
+        if row.len() != columns.len() {
+            return Err(DeidError::format(
+                format!("row {}", i + 1),
+                format!("has {} values for {} columns (rule: one value per column)", row.len(), columns.len()),
+            ));
+        }
+        for (b, v) in builders.iter_mut().zip(row) {
+            b.append_option(v.as_deref());
+        }
+    }
+    let schema = Schema::new(columns.iter().map(|c| Field::new(c, DataType::Utf8, true)).collect::<Vec<_>>());
+    let cols: Vec<ArrayRef> = builders.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef).collect();
+    RecordBatch::try_new(Arc::new(schema), cols).map_err(|e| DeidError::format("table", e))
+}
+
+/// Column names and rows of text batches (the inverse of [`table_from_rows`]).
+pub fn rows_of(batches: &[RecordBatch]) -> (Vec<String>, Vec<Vec<Option<String>>>) {
+    let Some(first) = batches.first() else {
+        return (Vec::new(), Vec::new());
+    };
+    let columns = first.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let mut rows = Vec::new();
+    for b in batches {
+        for r in 0..b.num_rows() {
+            rows.push(
+                (0..b.num_columns())
+                    .map(|c| {
+                        let a = strings(b, c);
+                        a.is_valid(r).then(|| a.value(r).to_owned())
+                    })
+                    .collect(),
+            );
+        }
+    }
+    (columns, rows)
+}

@@ -62,6 +62,7 @@ pub fn descriptors() -> Vec<RouteDesc> {
         route!(post, "/api/contractors", add_contractor),
         route!(post, "/api/contractors/{id}/audits", contractor_audit),
         route!(post, "/api/deid/text", crate::deid::deid_text),
+        route!(post, "/api/pseudonymize", crate::deid::pseudonymize),
     ]
 }
 
