@@ -18,12 +18,14 @@ pub mod hierarchy;
 pub mod io;
 pub mod policy;
 pub mod pseudo;
+pub mod pseudo_bench;
 pub mod reid;
 pub mod report;
 pub mod risk;
 pub mod search;
 pub mod text;
 pub mod textgen;
+pub mod textgen_heldout;
 
 pub use engine::{Outcome, Rekey, RunOptions, anonymize};
 pub use error::{DeidError, Result};

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{DeidError, Result};
-use crate::io::{Input, Output, Sink, file_sha256, for_each_batch, hash_batch, strings};
+use crate::io::{Input, Output, Sink, column_digest, digest_batch_columns, file_sha256, for_each_batch, strings};
 use crate::text::{DocContext, Tag, TextConfig, deidentify, find_financial};
 
 type HmacSha256 = hmac::Hmac<Sha256>;
@@ -62,11 +62,16 @@ impl ReleaseKey {
     pub fn token(&self, column: &str, value: &str) -> String {
         hex::encode(&self.mac(column, value)[..16])
     }
+    /// The keyed MAC state with `column ‖ 0` absorbed, cloned per value (same tokens as [`Self::token`]).
+    fn column_mac(&self, column: &str) -> HmacSha256 {
+        let mut m = <HmacSha256 as KeyInit>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        m.update(column.as_bytes());
+        m.update(&[0]);
+        m
+    }
     /// The date offset (days, −180..=180, never 0) of a person under this release.
     pub fn date_offset(&self, person: &str) -> i64 {
-        let m = self.mac("\u{1}date-offset", person);
-        let v = u16::from_le_bytes([m[0], m[1]]) as i64 % 360;
-        if v < 180 { v - 180 } else { v - 179 }
+        offset_from_mac(&self.mac("\u{1}date-offset", person))
     }
 }
 
@@ -465,6 +470,9 @@ pub fn reduce_address(addr: &str, population: &HashMap<(String, String), u64>, s
 pub fn date_year(s: &str) -> Option<i32> {
     use chrono::Datelike;
     let s = s.trim();
+    if let Some((d, _)) = iso_date(s) {
+        return Some(d.year());
+    }
     if let Ok(w) = kiban_model::wareki::WarekiDate::parse(s) {
         return Some(w.date().year());
     }
@@ -474,6 +482,61 @@ pub fn date_year(s: &str) -> Option<i32> {
         }
     }
     None
+}
+
+/// `YYYY-MM-DD`, `YYYY/MM/DD` or `YYYYMMDD` read without a format parser (the common case of
+/// structured columns), with its separator.
+fn iso_date(s: &str) -> Option<(chrono::NaiveDate, Option<u8>)> {
+    let b = s.as_bytes();
+    let num = |x: &[u8]| x.iter().try_fold(0u32, |a, &c| c.is_ascii_digit().then(|| a * 10 + (c - b'0') as u32));
+    let (y, m, d, sep) = match b.len() {
+        10 if (b[4] == b'-' || b[4] == b'/') && b[7] == b[4] => {
+            (num(&b[..4])?, num(&b[5..7])?, num(&b[8..])?, Some(b[4]))
+        }
+        8 => (num(&b[..4])?, num(&b[4..6])?, num(&b[6..])?, None),
+        _ => return None,
+    };
+    Some((chrono::NaiveDate::from_ymd_opt(y as i32, m, d)?, sep))
+}
+
+/// Writes `d` as `YYYY<sep>MM<sep>DD` into `out`.
+fn write_iso(out: &mut String, d: chrono::NaiveDate, sep: u8) {
+    use chrono::Datelike;
+    let (y, m, dd) = (d.year(), d.month(), d.day());
+    if !(0..=9999).contains(&y) {
+        out.push_str(&d.format("%Y-%m-%d").to_string());
+        return;
+    }
+    let y = y as u32;
+    let bytes = [
+        b'0' + (y / 1000) as u8,
+        b'0' + (y / 100 % 10) as u8,
+        b'0' + (y / 10 % 10) as u8,
+        b'0' + (y % 10) as u8,
+        sep,
+        b'0' + (m / 10) as u8,
+        b'0' + (m % 10) as u8,
+        sep,
+        b'0' + (dd / 10) as u8,
+        b'0' + (dd % 10) as u8,
+    ];
+    out.push_str(std::str::from_utf8(&bytes).expect("ASCII digits and separator"));
+}
+
+/// Moves a date by `days` into `out`, in the form it was written; false when unreadable.
+fn shift_date_into(s: &str, days: i64, out: &mut String) -> bool {
+    let s = s.trim();
+    if let Some((d, Some(sep))) = iso_date(s) {
+        write_iso(out, d + chrono::Duration::days(days), sep);
+        return true;
+    }
+    match shift_date(s, days) {
+        Some(x) => {
+            out.push_str(&x);
+            true
+        }
+        None => false,
+    }
 }
 
 fn shift_date(s: &str, days: i64) -> Option<String> {
@@ -529,9 +592,9 @@ pub struct PseudoReport {
     pub policy_hash: String,
     /// Rules the policy was checked against.
     pub checks: Vec<String>,
-    /// SHA-256 of the input.
+    /// SHA-256 (hex) of the input file, or `blake3:<hex>` of in-memory batches (column by column).
     pub input_sha256: String,
-    /// SHA-256 of the output.
+    /// SHA-256 (hex) of the output file, or `blake3:<hex>` of in-memory batches (column by column).
     pub output_sha256: String,
     /// Records read.
     pub records_in: u64,
@@ -579,9 +642,12 @@ pub fn pseudonymize(
         .collect();
     let col_pos: HashMap<&str, usize> = policy.columns.iter().enumerate().map(|(i, c)| (c.name.as_str(), i)).collect();
     let mut levels: BTreeMap<String, u64> = BTreeMap::new();
+    // Reduced addresses for the whole run (a person's address recurs on every claim line), bounded.
+    let mut address_cache: HashMap<String, usize> = HashMap::new();
+    let mut reduced: Vec<(String, AddressLevel)> = Vec::new();
     let (mut records_in, mut records_out) = (0u64, 0u64);
-    let mut in_hash = Sha256::new();
-    let mut out_hash = Sha256::new();
+    let mut in_hash = blake3::Hasher::new();
+    let mut out_hash = blake3::Hasher::new();
     for_each_batch(input, policy.input_delimiter, |batch| {
         let schema = batch.schema();
         if sink.is_none() {
@@ -614,96 +680,213 @@ pub fn pseudonymize(
             sink = Some(Sink::open(output, s.clone())?);
             out_schema = Some(s);
         }
-        if matches!(input, Input::Batches(_)) {
-            hash_batch(&mut in_hash, batch);
-        }
+        // Column digests of in-memory input; a column passed through unchanged reuses its digest.
+        let in_digests: Vec<Option<[u8; 32]>> = if matches!(input, Input::Batches(_)) {
+            let d: Vec<Option<[u8; 32]>> =
+                (0..batch.num_columns()).map(|c| Some(column_digest(strings(batch, c)))).collect();
+            digest_batch_columns(&mut in_hash, batch, &d);
+            d
+        } else {
+            Vec::new()
+        };
+        let mut out_known: Vec<Option<[u8; 32]>> = Vec::with_capacity(kept.len());
         let rows = batch.num_rows();
         let base_record = records_in;
         records_in += rows as u64;
-        let offsets: Vec<i64> = (0..rows)
-            .map(|r| match person_idx {
-                Some(p) if strings(batch, p).is_valid(r) => opts.key.date_offset(strings(batch, p).value(r)),
-                _ => opts.key.date_offset(&format!("\u{2}record {}", base_record + r as u64)),
-            })
-            .collect();
+        // Date offsets only when a column needs them, once per person of the batch.
+        let needs_offsets = kept.iter().any(|&ci| {
+            policy
+                .column(schema.field(ci).name())
+                .is_some_and(|c| matches!(c.treatment, PseudoTreatment::Shift | PseudoTreatment::Deidentify))
+        });
+        let offsets: Vec<i64> = if needs_offsets {
+            let mut per_person: HashMap<&str, i64> = HashMap::new();
+            let offset_mac = opts.key.column_mac("\u{1}date-offset");
+            let mut last: (&str, i64) = ("\u{0}", 0);
+            (0..rows)
+                .map(|r| match person_idx {
+                    Some(p) if strings(batch, p).is_valid(r) => {
+                        let v = strings(batch, p).value(r);
+                        // Lines of one person are usually consecutive: reuse the last answer first.
+                        if v != last.0 {
+                            last = (v, *per_person.entry(v).or_insert_with(|| offset_of(&offset_mac, v)));
+                        }
+                        last.1
+                    }
+                    _ => opts.key.date_offset(&format!("\u{2}record {}", base_record + r as u64)),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let mut cols: Vec<ArrayRef> = Vec::with_capacity(kept.len());
         for &ci in &kept {
             let name = schema.field(ci).name();
             let cp = policy.column(name).expect("checked");
             let rep = &mut reports[col_pos[name.as_str()]];
             let a = strings(batch, ci);
-            let mut b = StringBuilder::new();
-            for (r, &offset) in offsets.iter().enumerate() {
-                if !a.is_valid(r) {
-                    b.append_null();
-                    continue;
+            // Columnar paths: a kept column without anything that could be a card, a My Number or a
+            // bank account is passed on as the same buffer; tokens and reduced addresses are computed
+            // once per distinct value of the batch; nothing is allocated per cell.
+            if cp.treatment == PseudoTreatment::Keep && !column_may_hold_financial(a) {
+                cols.push(batch.column(ci).clone());
+                out_known.push(in_digests.get(ci).copied().flatten());
+                continue;
+            }
+            // Output bytes known up front: no regrowth while appending.
+            let bytes = match cp.treatment {
+                PseudoTreatment::Token => rows * 32,
+                PseudoTreatment::Year => rows * 4,
+                PseudoTreatment::Shift => a.value_data().len() + rows * 2,
+                _ => a.value_data().len() + rows * 8,
+            };
+            let mut b = StringBuilder::with_capacity(rows, bytes);
+            let mut buf = String::new();
+            match cp.treatment {
+                PseudoTreatment::Token => {
+                    let mac = opts.key.column_mac(&cp.name);
+                    let mut cache: HashMap<&str, [u8; 32]> = HashMap::new();
+                    let mut last: (&str, [u8; 32]) = ("\u{0}", [b'0'; 32]);
+                    for r in 0..rows {
+                        if !a.is_valid(r) {
+                            b.append_null();
+                            continue;
+                        }
+                        let v = a.value(r);
+                        if v != last.0 {
+                            last = (v, *cache.entry(v).or_insert_with(|| token_hex(&mac, v)));
+                        }
+                        b.append_value(std::str::from_utf8(&last.1).expect("hex is ASCII"));
+                    }
+                    rep.changed += (rows - a.null_count()) as u64;
                 }
-                let v = a.value(r);
-                let out: String = match cp.treatment {
-                    PseudoTreatment::Delete => unreachable_delete(),
-                    PseudoTreatment::Token => opts.key.token(&cp.name, v),
-                    PseudoTreatment::ReduceAddress => {
-                        let (s, l) = reduce_address(v, &policy.population, policy.small_area_population);
-                        *levels.entry(format!("{l:?}").to_lowercase()).or_default() += 1;
-                        s
+                PseudoTreatment::ReduceAddress => {
+                    if address_cache.len() > 1 << 20 {
+                        address_cache.clear();
+                        reduced.clear();
                     }
-                    PseudoTreatment::Year => match date_year(v) {
-                        Some(y) => y.to_string(),
-                        None if v.is_empty() => String::new(),
-                        None => {
-                            *rep.findings.entry("unreadable_date".into()).or_default() += 1;
-                            "*".to_owned()
+                    let mut per_level = [0u64; 3];
+                    let mut last: (&str, usize) = ("\u{0}", 0);
+                    for r in 0..rows {
+                        if !a.is_valid(r) {
+                            b.append_null();
+                            continue;
                         }
-                    },
-                    PseudoTreatment::Shift => match shift_date(v, offset) {
-                        Some(s) => s,
-                        None if v.is_empty() => String::new(),
-                        None => {
-                            *rep.findings.entry("unreadable_date".into()).or_default() += 1;
-                            "*".to_owned()
+                        let v = a.value(r);
+                        if v != last.0 {
+                            let i = match address_cache.get(v) {
+                                Some(&i) => i,
+                                None => {
+                                    reduced.push(reduce_address(v, &policy.population, policy.small_area_population));
+                                    address_cache.insert(v.to_owned(), reduced.len() - 1);
+                                    reduced.len() - 1
+                                }
+                            };
+                            last = (v, i);
                         }
-                    },
-                    PseudoTreatment::Deidentify => {
-                        let ctx = DocContext { date_offset_days: offset, surrogate_seed: 0 };
-                        let d = deidentify(v, &opts.text, &ctx);
-                        for s in &d.spans {
-                            *rep.findings.entry(s.tag.name().to_owned()).or_default() += 1;
+                        let (out, l) = &reduced[last.1];
+                        per_level[*l as usize] += 1;
+                        if out != v {
+                            rep.changed += 1;
                         }
-                        d.text
+                        b.append_value(out.as_str());
                     }
-                    PseudoTreatment::Keep => {
-                        let found = find_financial(v);
-                        if found.is_empty() {
-                            v.to_owned()
-                        } else {
-                            let mut o = String::new();
-                            let mut last = 0;
-                            for s in &found {
-                                o.push_str(&v[last..s.start]);
-                                o.push_str(if s.tag == Tag::Financial {
-                                    Tag::Financial.label()
-                                } else {
-                                    Tag::Id.label()
-                                });
-                                *rep.findings.entry(s.tag.name().to_owned()).or_default() += 1;
-                                last = s.end;
+                    for (l, n) in [AddressLevel::Municipality, AddressLevel::Prefecture, AddressLevel::Removed]
+                        .into_iter()
+                        .zip(per_level)
+                    {
+                        if n > 0 {
+                            *levels.entry(format!("{l:?}").to_lowercase()).or_default() += n;
+                        }
+                    }
+                }
+                _ => {
+                    // `offsets` is empty unless a shift or free-text column needs it: index, don't zip.
+                    #[allow(clippy::needless_range_loop)]
+                    for r in 0..rows {
+                        if !a.is_valid(r) {
+                            b.append_null();
+                            continue;
+                        }
+                        let v = a.value(r);
+                        buf.clear();
+                        let out: &str = match cp.treatment {
+                            PseudoTreatment::Delete | PseudoTreatment::Token | PseudoTreatment::ReduceAddress => {
+                                unreachable_delete()
                             }
-                            o.push_str(&v[last..]);
-                            o
+                            PseudoTreatment::Year => match date_year(v) {
+                                Some(y) if (1000..=9999).contains(&y) => {
+                                    let y = y as u32;
+                                    for div in [1000, 100, 10, 1] {
+                                        buf.push((b'0' + (y / div % 10) as u8) as char);
+                                    }
+                                    &buf
+                                }
+                                Some(y) => {
+                                    use std::fmt::Write;
+                                    let _ = write!(buf, "{y}");
+                                    &buf
+                                }
+                                None if v.is_empty() => "",
+                                None => {
+                                    *rep.findings.entry("unreadable_date".into()).or_default() += 1;
+                                    "*"
+                                }
+                            },
+                            PseudoTreatment::Shift => {
+                                if shift_date_into(v, offsets[r], &mut buf) {
+                                    &buf
+                                } else if v.is_empty() {
+                                    ""
+                                } else {
+                                    *rep.findings.entry("unreadable_date".into()).or_default() += 1;
+                                    "*"
+                                }
+                            }
+                            PseudoTreatment::Deidentify => {
+                                let ctx = DocContext { date_offset_days: offsets[r], surrogate_seed: 0 };
+                                let d = deidentify(v, &opts.text, &ctx);
+                                for s in &d.spans {
+                                    *rep.findings.entry(s.tag.name().to_owned()).or_default() += 1;
+                                }
+                                buf = d.text;
+                                &buf
+                            }
+                            PseudoTreatment::Keep => {
+                                let found = if may_hold_financial(v) { find_financial(v) } else { Vec::new() };
+                                if found.is_empty() {
+                                    v
+                                } else {
+                                    let mut last = 0;
+                                    for s in &found {
+                                        buf.push_str(&v[last..s.start]);
+                                        buf.push_str(if s.tag == Tag::Financial {
+                                            Tag::Financial.label()
+                                        } else {
+                                            Tag::Id.label()
+                                        });
+                                        *rep.findings.entry(s.tag.name().to_owned()).or_default() += 1;
+                                        last = s.end;
+                                    }
+                                    buf.push_str(&v[last..]);
+                                    &buf
+                                }
+                            }
+                        };
+                        if out != v {
+                            rep.changed += 1;
                         }
+                        b.append_value(out);
                     }
-                };
-                if out != v {
-                    rep.changed += 1;
                 }
-                b.append_value(out);
             }
             cols.push(Arc::new(b.finish()));
+            out_known.push(None);
         }
         let s = out_schema.clone().expect("set with the sink");
         let out = RecordBatch::try_new(s, cols).map_err(|e| DeidError::format("output", e))?;
         if matches!(output, Output::Memory) {
-            hash_batch(&mut out_hash, &out);
+            digest_batch_columns(&mut out_hash, &out, &out_known);
         }
         records_out += out.num_rows() as u64;
         sink.as_mut().expect("opened").write(out)
@@ -711,10 +894,13 @@ pub fn pseudonymize(
     let Some(sink) = sink else {
         return Err(DeidError::format("input", "no records and no header"));
     };
-    let (output_sha256, batches) = sink.finish(out_hash)?;
+    let (mut output_sha256, batches) = sink.finish(Sha256::new())?;
+    if matches!(output, Output::Memory) {
+        output_sha256 = format!("blake3:{}", out_hash.finalize().to_hex());
+    }
     let input_sha256 = match input {
         Input::Csv(p) | Input::Parquet(p) => file_sha256(p)?,
-        Input::Batches(_) => hex::encode(in_hash.finalize()),
+        Input::Batches(_) => format!("blake3:{}", in_hash.finalize().to_hex()),
     };
     for r in &mut reports {
         if r.treatment == PseudoTreatment::Delete {
@@ -739,9 +925,52 @@ pub fn pseudonymize(
     })
 }
 
-fn unreachable_delete() -> String {
+fn unreachable_delete() -> &'static str {
     // Deleted columns are never in the kept list; an empty value is the safe answer regardless.
-    String::new()
+    ""
+}
+
+/// Whether a kept value could hold a card number (13–19 digits), a My Number (12 digits) or a bank
+/// account phrase (which needs kanji): ASCII values with fewer than 12 digits cannot.
+fn may_hold_financial(v: &str) -> bool {
+    !v.is_ascii() || v.bytes().filter(u8::is_ascii_digit).count() >= 12
+}
+
+/// [`may_hold_financial`] for a whole column: an ASCII buffer whose values are all shorter than 12
+/// bytes holds none, without looking at each value.
+fn column_may_hold_financial(a: &arrow::array::StringArray) -> bool {
+    let offs = a.value_offsets();
+    let data = &a.value_data()[offs[0] as usize..offs[a.len()] as usize];
+    if data.is_ascii() && offs.windows(2).all(|w| w[1] - w[0] < 12) {
+        return false;
+    }
+    (0..a.len()).any(|r| a.is_valid(r) && may_hold_financial(a.value(r)))
+}
+
+fn offset_from_mac(m: &[u8; 32]) -> i64 {
+    let v = u16::from_le_bytes([m[0], m[1]]) as i64 % 360;
+    if v < 180 { v - 180 } else { v - 179 }
+}
+
+/// [`ReleaseKey::date_offset`] from a precomputed keyed state.
+fn offset_of(mac: &HmacSha256, person: &str) -> i64 {
+    let mut m = mac.clone();
+    m.update(person.as_bytes());
+    offset_from_mac(&m.finalize().into_bytes().into())
+}
+
+/// The 32 hex digits of a token from a column's keyed MAC state.
+fn token_hex(mac: &HmacSha256, v: &str) -> [u8; 32] {
+    let mut m = mac.clone();
+    m.update(v.as_bytes());
+    let d = m.finalize().into_bytes();
+    let mut out = [0u8; 32];
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in d[..16].iter().enumerate() {
+        out[2 * i] = HEX[(b >> 4) as usize];
+        out[2 * i + 1] = HEX[(b & 15) as usize];
+    }
+    out
 }
 
 /// The demo stage "pseudonymize": pseudonymizes a synthetic patient master
@@ -786,4 +1015,45 @@ pub fn demo_stage(patients: &RecordBatch, output: &Output, key: ReleaseKey) -> R
     let batch =
         RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).map_err(|e| DeidError::format("<batches>", e))?;
     pseudonymize(&policy, &Input::Batches(vec![batch]), output, &PseudoOptions::new(key))
+}
+
+/// A text table from column names and rows (`None` is a null), for callers without Arrow (HTTP).
+pub fn table_from_rows(columns: &[String], rows: &[Vec<Option<String>>]) -> Result<RecordBatch> {
+    let mut builders: Vec<StringBuilder> = columns.iter().map(|_| StringBuilder::new()).collect();
+    for (i, row) in rows.iter().enumerate() {
+        if row.len() != columns.len() {
+            return Err(DeidError::format(
+                format!("row {}", i + 1),
+                format!("has {} values for {} columns (rule: one value per column)", row.len(), columns.len()),
+            ));
+        }
+        for (b, v) in builders.iter_mut().zip(row) {
+            b.append_option(v.as_deref());
+        }
+    }
+    let schema = Schema::new(columns.iter().map(|c| Field::new(c, DataType::Utf8, true)).collect::<Vec<_>>());
+    let cols: Vec<ArrayRef> = builders.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef).collect();
+    RecordBatch::try_new(Arc::new(schema), cols).map_err(|e| DeidError::format("table", e))
+}
+
+/// Column names and rows of text batches (the inverse of [`table_from_rows`]).
+pub fn rows_of(batches: &[RecordBatch]) -> (Vec<String>, Vec<Vec<Option<String>>>) {
+    let Some(first) = batches.first() else {
+        return (Vec::new(), Vec::new());
+    };
+    let columns = first.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let mut rows = Vec::new();
+    for b in batches {
+        for r in 0..b.num_rows() {
+            rows.push(
+                (0..b.num_columns())
+                    .map(|c| {
+                        let a = strings(b, c);
+                        a.is_valid(r).then(|| a.value(r).to_owned())
+                    })
+                    .collect(),
+            );
+        }
+    }
+    (columns, rows)
 }

@@ -21,6 +21,8 @@ use serde::{Deserialize, Serialize};
 
 const NAMES_TSV: &str = include_str!("../../kiban-model/data/names.tsv");
 const MUNICIPALITIES_TSV: &str = include_str!("../../kiban-model/data/municipalities.tsv");
+/// Surnames and given names of IPADIC (`scripts/ipadic-names.sh`; notice in `data/IPADIC-NOTICE`).
+const IPADIC_NAMES_TSV: &str = include_str!("../data/ipadic_names.tsv");
 
 /// What a span is (NTCIR MedNLP de-identification tags plus ids, phones, contacts, finance).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -250,6 +252,12 @@ struct Res {
     muni_tail: Regex,
     station: Regex,
     dr: Regex,
+    card_pair: Regex,
+    street: Regex,
+    romaji: Regex,
+    romaji_labeled: Regex,
+    care_home: Regex,
+    family_clinic: Regex,
 }
 
 const EXTRA_FAMILY: &str = "佐藤 鈴木 高橋 田中 伊藤 渡辺 山本 中村 小林 加藤 吉田 山田 佐々木 山口 松本 井上 木村 林 斎藤 清水 \
@@ -264,6 +272,17 @@ const EXTRA_FAMILY: &str = "佐藤 鈴木 高橋 田中 伊藤 渡辺 山本 中
 青山 中尾 小倉 渋谷 上村 小野寺 大山 足立 岡村 坂口 天野 多田 佐久間 根本 豊田 田島 飯塚 角田 村山 武藤 西 白井 宇野 酒井 \
 北野 泉 宮内 中谷 金井 比嘉 金城 宮城 大城 新垣 玉城 上原 島袋 照屋 仲宗根 東海林 勅使河原 一二三 小鳥遊 四月一日 月見里 \
 九十九 五月女 御手洗 鬼塚 猪股 蛭田 薬師寺 百目鬼";
+
+/// IPADIC surnames that are far more often clinical or everyday words in notes.
+const NOT_FAMILY: [&str; 24] = [
+    "日", "月", "年", "時", "分", "後", "前", "内", "外", "上", "下", "中", "左", "右", "本", "当", "同", "各", "全",
+    "主", "新", "旧", "心", "血",
+];
+/// IPADIC given names that are far more often clinical or everyday words in notes.
+const NOT_GIVEN: [&str; 30] = [
+    "部", "痛", "熱", "薬", "食", "便", "尿", "血", "液", "量", "時", "日", "月", "年", "回", "後", "前", "中", "内",
+    "外", "様", "殿", "氏", "君", "院", "科", "室", "棟", "者", "人",
+];
 
 const HONORIFICS: [&str; 23] = [
     "Ns",
@@ -355,7 +374,42 @@ const NOT_NAMES_KANA: [&str; 12] = [
     "ケースワーカー",
 ];
 
-const NAME_LABELS: [&str; 22] = [
+/// Relations written before a family member's name (長女（恵子さん）): a name after them must still
+/// be backed by the name dictionaries.
+const REL_LABELS: [&str; 20] = [
+    "長女",
+    "長男",
+    "次女",
+    "次男",
+    "三男",
+    "三女",
+    "妻",
+    "夫",
+    "姪",
+    "甥",
+    "義娘",
+    "義息子",
+    "娘",
+    "息子",
+    "孫",
+    "嫁",
+    "兄",
+    "姉",
+    "弟",
+    "妹",
+];
+
+const NAME_LABELS: [&str; 32] = [
+    "記載",
+    "依頼医",
+    "診断医",
+    "病理医",
+    "報告者",
+    "報告医",
+    "確認者",
+    "面会者",
+    "同室者",
+    "患者",
     "主治医",
     "担当医",
     "記載医",
@@ -402,6 +456,31 @@ fn dicts() -> &'static Dicts {
                 "M" | "F" => {
                     given.insert(kanji.to_owned());
                     given_kana.insert(kana.to_owned());
+                }
+                _ => {}
+            }
+        }
+        for line in IPADIC_NAMES_TSV.lines().skip(1) {
+            let mut f = line.split('\t');
+            let (kind, kanji, kana) = (f.next().unwrap_or(""), f.next().unwrap_or(""), f.next().unwrap_or(""));
+            // Kanji-only entries feed the kanji dictionaries; kana entries only the readings.
+            let kanji_ok = kanji.chars().all(is_kanji);
+            match kind {
+                "L" => {
+                    if kanji_ok && !NOT_FAMILY.contains(&kanji) {
+                        family.insert(kanji.to_owned());
+                    }
+                    if kana.chars().count() >= 2 {
+                        family_kana.insert(kana.to_owned());
+                    }
+                }
+                "G" => {
+                    if kanji_ok && !NOT_GIVEN.contains(&kanji) {
+                        given.insert(kanji.to_owned());
+                    }
+                    if kana.chars().count() >= 2 {
+                        given_kana.insert(kana.to_owned());
+                    }
                 }
                 _ => {}
             }
@@ -473,7 +552,7 @@ fn dicts() -> &'static Dicts {
         let res = Res {
             email: re(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+"),
             url: re(r"(?:https?://|www\.)[A-Za-z0-9\-._~:/?#\[\]@!$&'*+,;=%]+"),
-            phone: re(r"0\d{1,4}-\d{1,4}-\d{3,4}|0\d{1,4}\(\d{1,4}\)\d{3,4}|\(0\d{1,4}\)\s?\d{1,4}-\d{3,4}|0[5789]0\d{8}|0\d{9}"),
+            phone: re(r"0\d{1,4}-\d{1,4}-\d{3,4}|0\d{1,4}\(\d{1,4}\)\d{3,4}|\(0\d{1,4}\)\s?\d{1,4}-\d{3,4}|0[5789]0\d{8}|0\d{9}|0[5789]0\s\d{4}\s\d{4}|0\d{1,4}\s\d{1,4}\s\d{4}"),
             digits: re(r"\d(?:[\d]|[\- ](?:\d)){5,22}"),
             postal: re(r"〒\s?\d{3}-?\d{4}|\d{3}-\d{4}"),
             labeled_id: re(
@@ -487,6 +566,8 @@ fn dicts() -> &'static Dicts {
             ),
             date: re(concat!(
                 r"(?:令和|平成|昭和|大正|明治)\s*(?:元|\d{1,2})\s*年(?:\s*\d{1,2}\s*月(?:\s*\d{1,2}\s*日)?)?",
+                r"|(?:令和|平成|昭和|大正|明治)(?:元|[一二三四五六七八九十]{1,3})年(?:[一二三四五六七八九十]{1,2}月(?:[一二三四五六七八九十]{1,3}日)?)?",
+                r"|[一二三四五六七八九十]{1,2}月[一二三四五六七八九十]{1,3}日",
                 r"|[RHSTMrhs]\s?(?:元|\d{1,2})[./\-]\d{1,2}[./\-]\d{1,2}",
                 r"|[RHS](?:元|\d{1,2})年(?:\d{1,2}月(?:\d{1,2}日)?)?",
                 r"|\d{4}\s*[/.\-]\s*\d{1,2}\s*[/.\-]\s*\d{1,2}(?:\s*\d{1,2}:\d{2})?",
@@ -494,6 +575,7 @@ fn dicts() -> &'static Dicts {
                 r"|\d{4}/\d{1,2}",
                 r"|\d{1,2}\s*月\s*\d{1,2}\s*日(?:\s*\d{1,2}\s*時(?:\s*\d{1,2}\s*分)?)?",
                 r"|\d{1,2}\s*月(?:上旬|中旬|下旬|初旬|初め|末|頃|ごろ)",
+                r"|\d{1,2}\s*月(?:[^\d日間\s]|$)",
                 r"|\d{1,2}/\d{1,2}",
                 r"|\d{1,2}\s*時\s*\d{1,2}\s*分|\d{1,2}\s*時(?:頃|ごろ|過ぎ)?|\d{1,2}:\d{2}",
                 r"|(?:\d+|[一二三四五六七八九十数半]+)\s*(?:日|週間|週|か月|ヶ月|カ月|ケ月|箇月|年|時間)\s*(?:前|後|目|ぶり)",
@@ -503,22 +585,33 @@ fn dicts() -> &'static Dicts {
             time_word: re(
                 r"一昨日|昨日|本日|今朝|今晩|昨夜|昨晩|同日|翌日|前日|当日|翌朝|翌週|先週|今週|来週|先月|今月|来月|翌月|昨年|今年|本年|同年|翌年|前年|来年|一昨年|明朝|深夜|未明|早朝|夕方|正午|週末|年末|年始|年明け|午前|午後|連休明け",
             ),
-            age: re(r"\d{1,3}\s*(?:歳|才)(?:代(?:前半|後半)?|以上|時|頃)?|\d0\s*代(?:前半|後半)?|\d{1,2}\s*(?:か月|ヶ月|カ月)児|(?:年齢|Age|age)\s*[:：]?\s*\d{1,3}"),
-            sex: re(r"男性|女性|男児|女児|男子|女子|(?:歳|才|代)\s?(?:男|女)性?|性別\s*[:：]?\s*(?:男|女)性?|(?:\d\s?(?:歳|才)\s?)(?:M|F)\b"),
+            age: re(r"[一二三四五六七八九十百]{1,4}(?:歳|才)|\d{1,3}\s*(?:歳|才)(?:代(?:前半|後半)?|以上|時|頃)?|\d0\s*代(?:前半|後半)?|\d{1,2}\s*(?:か月|ヶ月|カ月)児|(?:年齢|Age|age)\s*[:：]?\s*\d{1,3}"),
+            sex: re(r"男性|女性|男児|女児|男子|女子|(?:歳|才|代)[\s・、/，,]?(?:男|女)性?|性別\s*[:：]?\s*(?:男|女)性?|(?:\d\s?(?:歳|才)\s?)(?:M|F)(?-u:\b)"),
             hospital: re(concat!(
                 r"[\p{Han}\p{Katakana}\p{Hiragana}ーA-Za-z0-9・&]{0,20}?",
                 r"(?:大学医学部附属病院|大学附属病院|大学病院|総合病院|記念病院|中央病院|市民病院|医療センター|循環器病センター|がんセンター|研究センター|病院|クリニック|医院|診療所|センター|保健所|訪問看護ステーション|調剤薬局|薬局|歯科)",
-                r"(?:[\p{Han}]{1,6}科|外来|病棟)?",
+                r"(?:\s?[\p{Han}]{1,6}科|外来|病棟)?",
             )),
             addr_tail: re(concat!(
-                r"^\s?(?:[\p{Han}\p{Katakana}ーヶノの]{1,10}?)?",
+                r"^\s?(?:[\p{Han}\p{Katakana}ーヶケノのが]{1,10}?)?",
                 r"(?:\d+|[一二三四五六七八九十]+)\s*(?:丁目|番地|番|号|条|線|-|の)",
                 r"(?:\s*[東西南北]?\d+\s*(?:丁目|番地|番|号|条|線|-|の)?){0,4}",
-                r"(?:\s*[\p{Han}\p{Katakana}ーA-Za-z]{0,12}?\s*\d+\s*号室)?",
+                r"(?:\s*[\p{Han}\p{Katakana}ーA-Za-z]{0,12}?\s*\d+\s*号室|\s+[\p{Katakana}ー][\p{Han}\p{Katakana}ーA-Za-z]{1,14}\s?\d{2,4}(?:号室)?)?",
             )),
             muni_tail: re(r"^[\p{Han}\p{Katakana}ヶ]{1,6}?(?:市|区|郡|町|村)"),
             station: re(r"[\p{Han}\p{Katakana}ー]{1,8}駅"),
-            dr: re(r"(?:Dr|DR|Ｄｒ)\.?\s?([\p{Han}]{1,4}|[A-Z][a-z]+|[\p{Katakana}ー]{2,8})"),
+            dr: re(r"(?:Dr|DR|Ｄｒ|Ns|NS)\.?[ 　]?([\p{Han}]{1,4}|[A-Z][A-Za-z]+(?:\s[A-Z][a-z]+)?|[\p{Katakana}ー]{2,8})"),
+            street: re(concat!(
+                r"[\p{Han}\p{Katakana}ヶケ][\p{Han}\p{Katakana}ヶケがノの]{0,7}?",
+                r"(?:(?:\d+|[一二三四五六七八九十]+)\s?丁目(?:\s?\d+\s?(?:番地?|-)?(?:\s?\d+\s?号?)?)?",
+                r"|\d+\s?番地(?:\s?の?\s?\d+(?:\s?号)?)?",
+                r"|\d{1,4}-\d{1,4}(?:-\d{1,4})?)",
+            )),
+            card_pair: re(r"記号\s*[:：]?\s*([0-9A-Za-z\-]{1,10})\s*[・、,]?\s*番号\s*[:：]?\s*([0-9\-]{1,12})"),
+            romaji: re(r"(?-u:\b)(?:[A-Z][A-Z]{1,11}[AEIOUN] [A-Z][a-z]{1,11}[aeioun]|[A-Z][a-z]{1,11}[aeioun] [A-Z]{2,11}[AEIOUN])"),
+            romaji_labeled: re(r"^([A-Z][A-Za-z]{1,11}(?: [A-Z][A-Za-z]{1,11})?)"),
+            care_home: re(r"訪問看護ステーション\s?[\p{Han}\p{Hiragana}\p{Katakana}ー]{2,10}|(?:介護老人保健施設|特別養護老人ホーム|有料老人ホーム|サービス付き高齢者向け住宅|グループホーム|老健|特養)\s?[\p{Han}\p{Hiragana}\p{Katakana}ー]{1,10}?(?:苑|園|荘|の里|の家|ホーム|ハウス)"),
+            family_clinic: re(r"[\p{Han}]{1,4}?(?:内科|外科|皮膚科|眼科|整形外科|小児科|耳鼻咽喉科|耳鼻科|婦人科|産婦人科|泌尿器科|胃腸科|形成外科|精神科|心療内科|歯科)(?:医院|クリニック)?"),
         };
         Dicts { family, given, family_kana, given_kana, surname_chars, places, place_names, re: res }
     })
@@ -650,8 +743,17 @@ pub fn detect(text: &str) -> Vec<Span> {
             push(g.start(), g.start() + v.len(), Tag::Id, 91);
         }
     }
+    // 記号 12 番号 345 on an insurance card: both parts, however short.
+    for m in r.card_pair.captures_iter(t) {
+        for g in [m.get(1), m.get(2)].into_iter().flatten() {
+            push(g.start(), g.end(), Tag::Id, 91);
+        }
+    }
     for m in r.phone.find_iter(t) {
-        if digit_boundary(t, m.start(), m.end()) || t[..m.start()].ends_with('(') {
+        // tel.(06)6123-4567: a dot after a label is no digit boundary.
+        let label_dot =
+            t[..m.start()].strip_suffix('.').is_some_and(|p| p.ends_with(|c: char| c.is_ascii_alphabetic()));
+        if digit_boundary(t, m.start(), m.end()) || t[..m.start()].ends_with('(') || label_dot {
             push(m.start(), m.end(), Tag::Phone, 90);
         }
     }
@@ -679,6 +781,21 @@ pub fn detect(text: &str) -> Vec<Span> {
         if t[en..].starts_with('間') && s.ends_with('時') {
             continue;
         }
+        // Ratios and scores written like a month/day (リンパ節転移 2/15, NRS 3/10).
+        let pre = t[..st].trim_end_matches([' ', '　', ':', '：']);
+        if s.contains('/') && s.len() <= 5 && RATIO_CUES.iter().any(|c| pre.ends_with(c)) {
+            continue;
+        }
+        // `6月に`: the month alone is matched with the character after it, which is not the date's.
+        let en = match s.char_indices().next_back() {
+            Some((i, c))
+                if s[..i].strip_suffix('月').is_some_and(|p| p.ends_with(|d: char| d.is_ascii_digit()))
+                    && !"日旬末頃".contains(c) =>
+            {
+                st + i
+            }
+            _ => en,
+        };
         push(st, en, Tag::Time, 70);
     }
     for m in r.time_word.find_iter(t) {
@@ -747,7 +864,32 @@ fn valid_date_token(s: &str) -> bool {
     true
 }
 
-const HOSP_STOP_PREFIX: [&str; 30] = [
+/// Town names usually end so (栄町, 桜台, 緑が丘, 大通, 北一条, 字北山).
+const TOWN_SUFFIXES: [char; 14] = ['町', '丁', '台', '丘', '通', '条', '野', '原', '山', '川', '田', '島', '谷', '沢'];
+/// Kanji words before a number that make it something other than an address.
+const ADDRESS_STOP: [&str; 16] =
+    ["番号", "記号", "電話", "携帯", "内線", "検体", "病理", "第", "約", "計", "図", "表", "症例", "番", "号", "ID"];
+
+/// Cuts label words before a town name (住所：, 自宅は, 在住の).
+fn strip_address_prefix(p: &str) -> &str {
+    let mut p = p;
+    // が stays: 緑が丘, 光が丘.
+    if let Some((i, ch)) = p.char_indices().rev().find(|(_, c)| "のはでへとにを".contains(*c)) {
+        p = &p[i + ch.len_utf8()..];
+    }
+    for s in ["現住所", "住所", "自宅", "実家", "転居先", "在住", "所在地", "旧住所"] {
+        if let Some(r) = p.strip_prefix(s) {
+            p = r;
+        }
+    }
+    p
+}
+
+/// Words before `a/b` that make it a ratio or score, not a date.
+const RATIO_CUES: [&str; 12] =
+    ["転移", "NRS", "VAS", "score", "スコア", "陽性", "比", "個中", "本中", "分画", "GCS", "MMT"];
+
+const HOSP_STOP_PREFIX: [&str; 29] = [
     "受診",
     "紹介",
     "転院",
@@ -776,7 +918,6 @@ const HOSP_STOP_PREFIX: [&str; 30] = [
     "地域",
     "救急",
     "専門",
-    "大",
     "総合",
 ];
 const GENERIC_HOSP: [&str; 16] = [
@@ -834,6 +975,36 @@ fn strip_hospital_prefix(p: &str) -> &str {
     }
 }
 
+/// Start of `医療法人社団X会 ` right before `i`, or `i`.
+fn corporation_before(t: &str, i: usize) -> usize {
+    let pre = t[..i].trim_end_matches([' ', '　']);
+    if !pre.ends_with('会') {
+        return i;
+    }
+    for corp in ["医療法人社団", "医療法人財団", "社会医療法人", "医療法人"] {
+        if let Some(p) = pre.rfind(corp)
+            && pre.len() - p <= corp.len() + 8 * 3 + 3
+            && pre[p + corp.len()..].chars().all(is_kanji)
+        {
+            return p;
+        }
+    }
+    i
+}
+
+/// End of ` 消化器内科` (a department after one space) right after `i`, or `i`.
+fn department_after(t: &str, i: usize) -> usize {
+    let Some(rest) = t[i..].strip_prefix([' ', '　']) else {
+        return i;
+    };
+    let run = run_at(rest, 0, is_kanji);
+    let w = &rest[..run];
+    if (2..=7).contains(&w.chars().count()) && w.ends_with('科') {
+        return i + (t[i..].len() - rest.len()) + run;
+    }
+    i
+}
+
 fn hospitals(t: &str, push: &mut impl FnMut(usize, usize, Tag, u8)) {
     let d = dicts();
     for m in d.re.hospital.find_iter(t) {
@@ -880,12 +1051,46 @@ fn hospitals(t: &str, push: &mut impl FnMut(usize, usize, Tag, u8)) {
         if matches!(suf, "歯科" | "薬局") && proper.chars().count() < 2 {
             continue;
         }
-        if ["当", "同", "前", "他", "本", "自", "各", "新", "旧", "元", "貴", "御"].contains(&proper)
+        if ["当", "同", "前", "他", "本", "自", "各", "新", "旧", "元", "貴", "御", "大"].contains(&proper)
             || GENERIC_HOSP.iter().any(|g| proper == *g || proper.ends_with('型'))
         {
             continue;
         }
-        push(pstart, m.end(), Tag::Hospital, 80);
+        // 東京医科歯科大学病院: a department-like suffix inside a longer facility name.
+        let mut end = m.end();
+        let run_end = run_at(t, end, |c| is_kanji(c) || is_katakana(c));
+        if run_end > end && t[end..run_end].chars().count() <= 12 {
+            for strong in ["大学病院", "病院", "医院", "診療所", "センター"] {
+                if t[end..run_end].ends_with(strong) {
+                    end = run_end;
+                    break;
+                }
+            }
+        }
+        // 医療法人社団緑風会 みどり病院: the corporation belongs to the name.
+        let pstart = corporation_before(t, pstart);
+        let end = department_after(t, end);
+        push(pstart, end, Tag::Hospital, 80);
+    }
+    for m in d.re.care_home.find_iter(t) {
+        push(m.start(), department_after(t, m.end()), Tag::Hospital, 81);
+    }
+    // Clinics named after the doctor's family (蓮見皮膚科, 笠井内科医院): the prefix must be a surname.
+    for m in d.re.family_clinic.find_iter(t) {
+        let s = m.as_str();
+        let Some(p) =
+            ["整形外科", "耳鼻咽喉科", "産婦人科", "心療内科", "形成外科", "泌尿器科", "内科", "外科", "皮膚科"]
+                .iter()
+                .chain(["眼科", "小児科", "耳鼻科", "婦人科", "胃腸科", "精神科", "歯科"].iter())
+                .filter_map(|x| s.find(x))
+                .min()
+        else {
+            continue;
+        };
+        let fam = &s[..p];
+        if !fam.is_empty() && d.family.contains(fam) && !t[..m.start()].ends_with(is_kanji) {
+            push(corporation_before(t, m.start()), department_after(t, m.end()), Tag::Hospital, 79);
+        }
     }
 }
 
@@ -915,22 +1120,30 @@ fn locations(t: &str, d: &Dicts, push: &mut impl FnMut(usize, usize, Tag, u8)) {
         }
         // Extend over municipality, town and street number.
         for _ in 0..3 {
-            let rest = &t[en..];
+            // 石川県 白山市 錦6丁目: one space may separate the parts.
+            let sp = if t[en..].starts_with(' ') || t[en..].starts_with('　') {
+                t[en..].chars().next().map_or(0, char::len_utf8)
+            } else {
+                0
+            };
+            let rest = &t[en + sp..];
             if let Some(m2) = d.places.find(rest).filter(|m2| m2.start() == 0) {
-                en += m2.end();
+                en += sp + m2.end();
                 continue;
             }
             if name.ends_with(['都', '道', '府', '県', '郡', '市'])
                 && let Some(m2) = d.re.muni_tail.find(rest)
             {
-                en += m2.end();
+                en += sp + m2.end();
                 continue;
             }
             break;
         }
-        if let Some(m3) = d.re.addr_tail.find(&t[en..]) {
-            let s = m3.as_str().trim_end_matches(['-', 'の', ' ']);
-            en += s.len();
+        let sp = if t[en..].starts_with([' ', '　']) { t[en..].chars().next().map_or(0, char::len_utf8) } else { 0 };
+        if let Some(m3) = d.re.addr_tail.find(&t[en + sp..]).or_else(|| d.re.addr_tail.find(&t[en..])) {
+            let base = if d.re.addr_tail.find(&t[en + sp..]).is_some() { sp } else { 0 };
+            let s = m3.as_str().trim_end_matches(['-', 'の']).trim_end();
+            en += base + s.len();
         } else {
             // A town name without number: kanji ending in 町/丁/字 right after the municipality.
             let rest = &t[en..];
@@ -940,6 +1153,28 @@ fn locations(t: &str, d: &Dicts, push: &mut impl FnMut(usize, usize, Tag, u8)) {
             }
         }
         push(st, en, Tag::Location, 75);
+    }
+    // A street address without its municipality (本町3丁目4-5, 字北山1584番地, 若葉1-26-29).
+    for m in d.re.street.find_iter(t) {
+        let s = m.as_str();
+        let num_at = s.find(|c: char| c.is_ascii_digit() || "一二三四五六七八九十".contains(c)).unwrap_or(0);
+        let town = strip_address_prefix(&s[..num_at]);
+        let tail = &s[num_at..];
+        if town.is_empty() || t[m.end()..].starts_with(|c: char| c.is_ascii_digit() || c == '-') {
+            continue;
+        }
+        let hyphen_only = !tail.contains(['丁', '番']);
+        if hyphen_only {
+            let parts: Vec<&str> = tail.split('-').collect();
+            let looks_date =
+                parts[0].len() == 4 && parts.get(1).and_then(|x| x.parse::<u32>().ok()).is_some_and(|m| m <= 12);
+            let townish = town.ends_with(TOWN_SUFFIXES) || d.place_names.binary_search(&town.to_owned()).is_ok();
+            if looks_date || ADDRESS_STOP.iter().any(|x| town.ends_with(x)) || !(parts.len() == 3 || townish) {
+                continue;
+            }
+        }
+        let end = m.end() - (s.len() - s.trim_end().len());
+        push(m.end() - tail.len() - town.len(), end, Tag::Location, 73);
     }
     for m in d.re.station.find_iter(t) {
         let s = m.as_str();
@@ -962,7 +1197,18 @@ fn honorific_at(t: &str, i: usize) -> Option<&'static str> {
     }
     // One space before 先生/様/さん/医師 (山田 先生).
     let rest = rest.strip_prefix(' ').or_else(|| rest.strip_prefix('　'))?;
-    ["先生", "様", "さん", "医師", "殿"].into_iter().find(|h| rest.starts_with(h))
+    let h = ["先生", "様", "さん", "医師", "殿", "Dr", "Ns", "NS", "御机下", "御侍史", "机下", "侍史"]
+        .into_iter()
+        .find(|h| rest.starts_with(h))?;
+    // "X Dr." is a signature; "X Dr.Y" introduces Y.
+    if h.is_ascii() {
+        let after = rest[h.len()..].trim_start_matches(['.', ' ']);
+        let letter_to_honor = ["御机下", "御侍史", "机下", "侍史", "先生", "殿"].iter().any(|x| after.starts_with(x));
+        if after.starts_with(|c: char| c.is_alphanumeric()) && !letter_to_honor {
+            return None;
+        }
+    }
+    Some(h)
 }
 
 fn hiragana_given(d: &Dicts, t: &str, i: usize) -> Option<usize> {
@@ -988,7 +1234,50 @@ fn label_before(t: &str, i: usize) -> bool {
     NAME_LABELS.iter().any(|l| pre.ends_with(l))
 }
 
-fn persons(t: &str, d: &Dicts, push: &mut impl FnMut(usize, usize, Tag, u8)) {
+fn after_facility(t: &str, i: usize) -> bool {
+    let Some(pre) = t[..i].strip_suffix(['　', ' ']) else {
+        return false;
+    };
+    ["病院", "クリニック", "医院", "診療所", "センター", "科", "苑", "園", "荘", "ホーム", "薬局"]
+        .iter()
+        .any(|s| pre.ends_with(s))
+}
+
+fn rel_before(t: &str, i: usize) -> bool {
+    let pre = t[..i].trim_end_matches([' ', '　', ':', '：', '（', '(', 'の', '・']);
+    REL_LABELS.iter().any(|l| pre.ends_with(l))
+}
+
+fn persons(t: &str, d: &Dicts, outer: &mut impl FnMut(usize, usize, Tag, u8)) {
+    // Relation and role words are never names themselves (長男, 主治医).
+    let mut push = |s: usize, e: usize, tag: Tag, prio: u8| {
+        let w = &t[s..e];
+        if !NOT_NAMES.contains(&w)
+            && !NOT_NAMES_KANA.contains(&w)
+            && !REL_LABELS.contains(&w)
+            && !NAME_LABELS.contains(&w)
+        {
+            outer(s, e, tag, prio);
+        }
+    };
+    let push = &mut push;
+    // Romaji names: SURNAME Given / Given SURNAME, and romaji after a name label.
+    for m in d.re.romaji.find_iter(t) {
+        if !t[m.end()..].starts_with(|c: char| c.is_ascii_alphanumeric()) {
+            push(m.start(), m.end(), Tag::Person, 60);
+        }
+    }
+    for (i, _) in t.match_indices(|c: char| c.is_ascii_uppercase()) {
+        if (i > 0 && t.as_bytes()[i - 1].is_ascii_alphanumeric()) || !label_before(t, i) {
+            continue;
+        }
+        if let Some(m) = d.re.romaji_labeled.captures(&t[i..]).and_then(|c| c.get(1))
+            && m.start() == 0
+            && m.as_str().len() >= 3
+        {
+            push(i, i + m.end(), Tag::Person, 60);
+        }
+    }
     // Kanji runs.
     let mut i = 0;
     while i < t.len() {
@@ -1066,15 +1355,22 @@ fn person_in_run(t: &str, d: &Dicts, start: usize, end: usize, push: &mut impl F
                 continue;
             }
             let fe = idx[k + l];
-            let pre_label =
-                label_before(t, idx[k]) || (k > 0 && NAME_LABELS.iter().any(|x| t[start..idx[k]].ends_with(x)));
+            let pre_label = label_before(t, idx[k])
+                || rel_before(t, idx[k])
+                || (k > 0
+                    && (NAME_LABELS.iter().any(|x| t[start..idx[k]].ends_with(x))
+                        || REL_LABELS.iter().any(|x| t[start..idx[k]].ends_with(x))));
             // honorific right after the family name (inside the run, e.g. 山田氏, 山田医師, 山田先生)
             let honor_in = fe < end && honorific_at(t, fe).is_some();
             // Family + given in the same run.
             if fe < end
                 && let Some(ge) = given_len(d, t, fe, end)
             {
-                let ok = l >= 2 || ge == end || honorific_at(t, ge).is_some() || pre_label;
+                let next_kanji = t[ge..].starts_with(is_kanji);
+                let ok = ge == end
+                    || honorific_at(t, ge).is_some()
+                    || pre_label
+                    || (l >= 2 && !next_kanji && ge - idx[k] >= 9);
                 if ok && !t[ge..].starts_with(['県', '市', '区', '町', '村', '郡']) {
                     push(idx[k], ge, Tag::Person, 65);
                     k += t[idx[k]..ge].chars().count();
@@ -1085,7 +1381,15 @@ fn person_in_run(t: &str, d: &Dicts, start: usize, end: usize, push: &mut impl F
             // Family + space + given run.
             if fe == end && t[end..].starts_with([' ', '　']) {
                 let g0 = end + t[end..].chars().next().map_or(0, char::len_utf8);
-                let gend = run_at(t, g0, is_kanji);
+                let mut gend = run_at(t, g0, is_kanji);
+                // 佐々木 健一様: the honorific is not part of the name.
+                for h in ["御机下", "御侍史", "机下", "侍史", "様", "殿", "氏", "君", "先生", "医師"]
+                {
+                    if t[g0..gend].ends_with(h) {
+                        gend -= h.len();
+                        break;
+                    }
+                }
                 let glen = t[g0..gend].chars().count();
                 if (1..=4).contains(&glen)
                     && (given_len(d, t, g0, gend) == Some(gend)
@@ -1099,8 +1403,21 @@ fn person_in_run(t: &str, d: &Dicts, start: usize, end: usize, push: &mut impl F
                     break;
                 }
             }
+            // Family + space + a given name in katakana (相良 ウメ).
+            if fe == end && t[end..].starts_with([' ', '　']) {
+                let g0 = end + t[end..].chars().next().map_or(0, char::len_utf8);
+                let gend = run_at(t, g0, is_katakana);
+                let glen = t[g0..gend].chars().count();
+                if (2..=6).contains(&glen) && (d.given_kana.contains(&t[g0..gend]) || pre_label) {
+                    push(idx[k], gend, Tag::Person, 65);
+                    matched = true;
+                    k = n;
+                    break;
+                }
+            }
             if fe == end
                 && !honor_end
+                && l >= 2
                 && let Some(he) = hiragana_given(d, t, end)
             {
                 push(idx[k], he, Tag::Person, 65);
@@ -1141,15 +1458,32 @@ fn person_in_run(t: &str, d: &Dicts, start: usize, end: usize, push: &mut impl F
         let w = &t[s..end];
         let hon = honorific_at(t, end).unwrap_or("");
         let cnt = w.chars().count();
-        if !(NOT_NAMES.contains(&w) || hon == "さん" && cnt == 1) && (2..=5).contains(&cnt) {
+        let one_ok = cnt == 1 && (d.given.contains(w) || d.family.contains(w) || rel_before(t, s));
+        if !(NOT_NAMES.contains(&w) || hon == "さん" && cnt == 1 && !one_ok) && (1..=5).contains(&cnt) {
             push(s, end, Tag::Person, 58);
         }
+        return;
+    }
+    // A signature after a facility name (〇〇病院 内科　山田): a known surname (+ given) ending the line.
+    if after_facility(t, start)
+        && t[end..].starts_with(['\n', '\r', '（', '(', '　', ' '])
+        && (1..=4).any(|l| l <= n && d.family.contains(&t[start..idx[l]]))
+    {
+        push(start, end, Tag::Person, 57);
         return;
     }
     // Labelled name (主治医：X, 氏名 X).
     if label_before(t, start) && (2..=6).contains(&n) {
         push(start, end, Tag::Person, 57);
         return;
+    }
+    // After a relation (長女（X）): a known given name, or surname-like kanji + a known given name.
+    if rel_before(t, start) && (1..=6).contains(&n) {
+        let close = t[end..].starts_with(['）', ')', 'さ', '様', 'は', 'が', '、']);
+        if close && (d.given.contains(&t[start..end]) || (1..n).any(|f| given_len(d, t, idx[f], end) == Some(end))) {
+            push(start, end, Tag::Person, 57);
+            return;
+        }
     }
     // Surname-like kanji + known given name, the whole run (rare surname written with common kanji).
     if (3..=5).contains(&n) {
@@ -1270,6 +1604,28 @@ fn format_date(d: NaiveDate, f: DateForm) -> String {
     }
 }
 
+/// The value of a kanji numeral up to 999 (九十五 → 95, 百二 → 102) at the start of `s`.
+fn kanji_number(s: &str) -> Option<u32> {
+    let (mut total, mut cur, mut any) = (0u32, 0u32, false);
+    for c in s.chars() {
+        let d = "〇一二三四五六七八九".chars().position(|k| k == c);
+        match (c, d) {
+            (_, Some(d)) => cur = d as u32,
+            ('十', _) => {
+                total += cur.max(1) * 10;
+                cur = 0;
+            }
+            ('百', _) => {
+                total += cur.max(1) * 100;
+                cur = 0;
+            }
+            _ => break,
+        }
+        any = true;
+    }
+    any.then_some(total + cur)
+}
+
 /// The result of de-identifying one text.
 #[derive(Debug, Clone)]
 pub struct Deidentified {
@@ -1293,8 +1649,11 @@ pub fn deidentify(text: &str, cfg: &TextConfig, ctx: &DocContext) -> Deidentifie
         let rep = match (cfg.mode(s.tag), s.tag) {
             (Replace::Keep, _) => orig.to_owned(),
             (Replace::TopCode, Tag::Age) => {
-                let n: Option<u32> =
-                    digits_of(&norm).iter().try_fold(0u32, |a, &d| a.checked_mul(10)?.checked_add(d as u32));
+                let n: Option<u32> = if digits_of(&norm).is_empty() {
+                    kanji_number(&norm)
+                } else {
+                    digits_of(&norm).iter().try_fold(0u32, |a, &d| a.checked_mul(10)?.checked_add(d as u32))
+                };
                 match n {
                     Some(n) if n >= 90 && !norm.contains('月') => "90歳以上".to_owned(),
                     _ => orig.to_owned(),

@@ -13,7 +13,7 @@ use rand::{Rng, RngExt, SeedableRng};
 
 use crate::text::{DocContext, Span, Tag, TextConfig, deidentify, detect, is_my_number, luhn};
 
-type Rng8 = rand_chacha::ChaCha8Rng;
+pub(crate) type Rng8 = rand_chacha::ChaCha8Rng;
 
 const NAMES_TSV: &str = include_str!("../../kiban-model/data/names.tsv");
 const MUNICIPALITIES_TSV: &str = include_str!("../../kiban-model/data/municipalities.tsv");
@@ -28,17 +28,17 @@ pub struct Note {
     pub gold: Vec<Span>,
 }
 
-struct B {
-    text: String,
-    gold: Vec<Span>,
+pub(crate) struct B {
+    pub(crate) text: String,
+    pub(crate) gold: Vec<Span>,
 }
 
 impl B {
-    fn s(&mut self, x: &str) -> &mut Self {
+    pub(crate) fn s(&mut self, x: &str) -> &mut Self {
         self.text.push_str(x);
         self
     }
-    fn t(&mut self, x: &str, tag: Tag) -> &mut Self {
+    pub(crate) fn t(&mut self, x: &str, tag: Tag) -> &mut Self {
         let start = self.text.len();
         self.text.push_str(x);
         self.gold.push(Span { start, end: self.text.len(), tag });
@@ -46,14 +46,14 @@ impl B {
     }
 }
 
-struct Pools {
-    family: Vec<(String, String)>,
-    given: Vec<(String, String)>,
-    munis: Vec<(String, String)>,
-    towns: Vec<String>,
+pub(crate) struct Pools {
+    pub(crate) family: Vec<(String, String)>,
+    pub(crate) given: Vec<(String, String)>,
+    pub(crate) munis: Vec<(String, String)>,
+    pub(crate) towns: Vec<String>,
 }
 
-fn pools() -> Pools {
+pub(crate) fn pools() -> Pools {
     let mut p = Pools { family: vec![], given: vec![], munis: vec![], towns: vec![] };
     for line in NAMES_TSV.lines().skip(1) {
         let f: Vec<&str> = line.split('\t').collect();
@@ -83,15 +83,15 @@ fn pick<'a, T>(r: &mut Rng8, v: &'a [T]) -> &'a T {
     &v[r.random_range(0..v.len())]
 }
 
-fn half_kana(s: &str) -> String {
+pub(crate) fn half_kana(s: &str) -> String {
     kiban_model::synth::to_halfwidth_katakana(s)
 }
 
-fn fullwidth(s: &str) -> String {
+pub(crate) fn fullwidth(s: &str) -> String {
     s.chars().map(|c| if c.is_ascii_graphic() { char::from_u32(c as u32 + 0xFEE0).unwrap_or(c) } else { c }).collect()
 }
 
-fn luhn_number(r: &mut Rng8) -> String {
+pub(crate) fn luhn_number(r: &mut Rng8) -> String {
     loop {
         let mut d: Vec<u8> = vec![4];
         for _ in 0..15 {
@@ -108,7 +108,7 @@ fn luhn_number(r: &mut Rng8) -> String {
     }
 }
 
-fn my_number(r: &mut Rng8) -> String {
+pub(crate) fn my_number(r: &mut Rng8) -> String {
     loop {
         let d: Vec<u8> = (0..12).map(|_| r.random_range(0..10)).collect();
         if is_my_number(&d) {
@@ -637,7 +637,7 @@ impl Evaluation {
             ));
         }
         s.push_str(&format!(
-            "throughput: {:.2} MB/s on one thread ({} bytes in {:.3} s)\n",
+            "throughput: {:.2} MB/s per core ({} bytes in {:.3} s of one thread's CPU time)\n",
             self.mb_per_s(),
             self.bytes,
             self.seconds
@@ -678,9 +678,18 @@ pub fn score(notes: &[Note], preds: &[Vec<Span>], system: &str, seconds: f64) ->
     }
 }
 
-/// Runs kiban's detector (and replacement) on `notes` and scores it.
+/// CPU time of the calling thread in seconds (Linux `schedstat`): per-core throughput that other
+/// processes on a shared machine do not distort. `None` where the kernel does not offer it.
+pub fn thread_cpu_seconds() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns: u64 = s.split_whitespace().next()?.parse().ok()?;
+    Some(ns as f64 / 1e9)
+}
+
+/// Runs kiban's detector (and replacement) on `notes` and scores it (time: the thread's CPU time).
 pub fn evaluate(notes: &[Note]) -> Evaluation {
     let started = Instant::now();
+    let cpu0 = thread_cpu_seconds();
     let cfg = TextConfig::default();
     let preds: Vec<Vec<Span>> = notes
         .iter()
@@ -690,9 +699,80 @@ pub fn evaluate(notes: &[Note]) -> Evaluation {
             d.spans
         })
         .collect();
-    let secs = started.elapsed().as_secs_f64();
-    let _ = detect;
+    let secs = match (cpu0, thread_cpu_seconds()) {
+        (Some(a), Some(b)) if b > a => b - a,
+        _ => started.elapsed().as_secs_f64(),
+    };
     score(notes, &preds, "kiban-deid text", secs)
+}
+
+/// Side-by-side table of kiban and a peer on the same notes: F1 per tag, throughput and their ratios.
+pub fn compare(kiban: &Evaluation, peer: &Evaluation) -> String {
+    let mut s = format!(
+        "| tag | kiban P | kiban R | kiban F1 | {p} P | {p} R | {p} F1 | F1 ratio kiban/{p} |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
+        p = "presidio"
+    );
+    let mut rows: Vec<(String, Counts, Counts)> =
+        kiban.per_tag.iter().zip(&peer.per_tag).map(|((t, a), (_, b))| (t.name().to_owned(), *a, *b)).collect();
+    rows.push(("all (micro)".to_owned(), kiban.total(), peer.total()));
+    for (name, a, b) in rows {
+        let ratio = if b.f1() > 0.0 { format!("{:.1}×", a.f1() / b.f1()) } else { "∞ (peer finds none)".to_owned() };
+        s.push_str(&format!(
+            "| {name} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {ratio} |\n",
+            a.precision(),
+            a.recall(),
+            a.f1(),
+            b.precision(),
+            b.recall(),
+            b.f1()
+        ));
+    }
+    s.push_str(&format!(
+        "throughput per core: kiban {:.2} MB/s, presidio {:.2} MB/s, ratio {:.1}× (target ≥ 2 MB/s per core)\n",
+        kiban.mb_per_s(),
+        peer.mb_per_s(),
+        kiban.mb_per_s() / peer.mb_per_s().max(1e-9)
+    ));
+    s
+}
+
+/// The peer's Python: `$KIBAN_PRESIDIO_PYTHON`, else the venv `scripts/presidio-venv.sh` makes under the target dir.
+pub fn presidio_python() -> Option<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("KIBAN_PRESIDIO_PYTHON") {
+        return Some(p.into());
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let py = target.join("peers-venv-text/bin/python");
+    py.exists().then_some(py)
+}
+
+/// The whole text benchmark: kiban on the tuning set and on the held-out set, Presidio on both when
+/// its venv is found (or `python` is given), as Markdown.
+pub fn bench_report(seed: u64, n: usize, python: Option<&std::path::Path>) -> String {
+    let mut out = String::new();
+    let py = python.map(std::path::Path::to_path_buf).or_else(presidio_python);
+    for (name, notes) in [
+        ("tuning set (textgen)", generate(seed, n)),
+        ("held-out set (textgen_heldout, other styles and names)", crate::textgen_heldout::generate(seed, n)),
+    ] {
+        let bytes: usize = notes.iter().map(|x| x.text.len()).sum();
+        out.push_str(&format!("\n## {name}: {n} notes, {:.2} MB\n\n", bytes as f64 / 1e6));
+        let k = evaluate(&notes);
+        out.push_str(&k.table());
+        match py.as_deref().map(|p| run_presidio(p, &notes)) {
+            Some(Ok(p)) => {
+                out.push('\n');
+                out.push_str(&p.table());
+                out.push('\n');
+                out.push_str(&compare(&k, &p));
+            }
+            Some(Err(e)) => out.push_str(&format!("presidio peer failed: {e}\n")),
+            None => out.push_str("presidio peer not run: no venv (scripts/presidio-venv.sh makes one)\n"),
+        }
+    }
+    out
 }
 
 /// Errors of the detector on `notes` (for tuning): missed gold spans and spurious predictions.
@@ -745,10 +825,17 @@ pub fn run_presidio(python: &std::path::Path, notes: &[Note]) -> std::io::Result
     if !out.status.success() {
         return Err(std::io::Error::other(format!("peer exited with {}", out.status)));
     }
-    let secs = started.elapsed().as_secs_f64();
+    let wall = started.elapsed().as_secs_f64();
     let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    // The peer's last line is its own analysis time (interpreter start and imports excluded).
+    let secs = lines
+        .last()
+        .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .and_then(|v| v["seconds"].as_f64())
+        .unwrap_or(wall);
     let mut preds = Vec::new();
-    for (n, line) in notes.iter().zip(text.lines()) {
+    for (n, line) in notes.iter().zip(lines.iter().copied()) {
         let v: serde_json::Value = serde_json::from_str(line).map_err(std::io::Error::other)?;
         // Character offsets → byte offsets.
         let starts: Vec<usize> = n.text.char_indices().map(|(i, _)| i).chain([n.text.len()]).collect();

@@ -316,16 +316,28 @@ fn s5_very_long_document_is_handled() {
     assert_eq!(d.spans.iter().filter(|s| s.tag == Tag::Person).count(), 20_000);
 }
 
+/// The issue's bar: recall ≥ 0.98 for names, addresses, phones and ids; precision ≥ 0.90 for every tag.
+fn assert_quality_bar(e: &kiban_deid::textgen::Evaluation) {
+    for (t, c) in &e.per_tag {
+        if matches!(t, Tag::Person | Tag::Location | Tag::Phone | Tag::Id) {
+            assert!(c.recall() >= 0.98, "{t:?} recall {}\n{}", c.recall(), e.table());
+        }
+        assert!(c.precision() >= 0.90, "{t:?} precision {}\n{}", c.precision(), e.table());
+    }
+}
+
 #[test]
 fn s5_generated_notes_meet_the_recall_bar() {
     let notes = kiban_deid::textgen::generate(1, 300);
-    let e = kiban_deid::textgen::evaluate(&notes);
-    for (t, c) in &e.per_tag {
-        if matches!(t, Tag::Person | Tag::Location | Tag::Phone | Tag::Id) {
-            assert!(c.recall() >= 0.95, "{t:?} recall {}\n{}", c.recall(), e.table());
-        }
-        assert!(c.precision() >= 0.85, "{t:?} precision {}\n{}", c.precision(), e.table());
-    }
+    assert_quality_bar(&kiban_deid::textgen::evaluate(&notes));
+}
+
+#[test]
+fn s5_heldout_notes_of_other_styles_meet_the_recall_bar() {
+    // Other note kinds and layouts, names outside kiban-model's list, romaji and half-width names.
+    let notes = kiban_deid::textgen_heldout::generate(3, 300);
+    assert!(notes.iter().any(|n| n.text.starts_with("病理組織診断報告書")));
+    assert_quality_bar(&kiban_deid::textgen::evaluate(&notes));
 }
 
 // ------------------------------------------------------------- S7, S8
@@ -405,4 +417,139 @@ fn s5_demo_stage_pseudonymizes_the_synthetic_master_with_notes() {
         }
     }
     assert!(leaked <= 1, "{leaked} notes still name their patient");
+}
+
+#[test]
+fn s2_claims_table_columnar_paths_match_the_per_value_rules() {
+    use kiban_deid::pseudo_bench::{claims_batches, claims_policy_toml};
+    let policy = PseudoPolicy::from_toml(&claims_policy_toml(), Path::new(".")).unwrap();
+    let mut input = claims_batches(3_000, 1_000, 9);
+    // A card number hidden in a kept code column must still be found by the columnar pre-check.
+    let b0 = &input[0];
+    let mut cols: Vec<Arc<dyn Array>> = b0.columns().to_vec();
+    let drug = b0.schema().index_of("drug_code").unwrap();
+    let mut v: Vec<String> = col(b0, "drug_code").iter().map(|x| x.unwrap().to_owned()).collect();
+    v[5] = "4111111111111111".to_owned();
+    cols[drug] = Arc::new(StringArray::from(v));
+    input[0] = RecordBatch::try_new(b0.schema(), cols).unwrap();
+    let first = input[0].clone();
+    let out = pseudonymize(&policy, &Input::Batches(input), &Output::Memory, &PseudoOptions::new(key())).unwrap();
+    assert_eq!(out.report.records_out, 3_000);
+    assert!(out.report.input_sha256.starts_with("blake3:") && out.report.output_sha256.starts_with("blake3:"));
+    let o = &out.batches[0];
+    for gone in ["claim_id", "insurer_number", "name_kana"] {
+        assert!(o.schema().index_of(gone).is_err(), "{gone} deleted");
+    }
+    let (pid_in, pid_out) = (col(&first, "patient_id"), col(o, "patient_id"));
+    let (sd_in, sd_out) = (col(&first, "service_date"), col(o, "service_date"));
+    for r in [0, 1, 7, 500, 999] {
+        assert_eq!(pid_out.value(r), key().token("patient_id", pid_in.value(r)));
+        let d = chrono::NaiveDate::parse_from_str(sd_in.value(r), "%Y-%m-%d").unwrap();
+        let moved = d + chrono::Duration::days(key().date_offset(pid_in.value(r)));
+        assert_eq!(sd_out.value(r), moved.format("%Y-%m-%d").to_string());
+        assert_eq!(col(o, "birth_date").value(r), &col(&first, "birth_date").value(r)[..4]);
+        assert_eq!(col(o, "icd10_main").value(r), col(&first, "icd10_main").value(r), "clinical values kept");
+    }
+    assert_eq!(col(o, "drug_code").value(5), "［金融］");
+    assert_eq!(col(o, "drug_code").value(6), col(&first, "drug_code").value(6));
+}
+
+#[test]
+fn s5_mixed_scripts_find_the_same_person_in_every_writing() {
+    let t = "患者氏名：田中 太郎（ﾀﾅｶ ﾀﾛｳ／TANAKA Taro）。担当 Dr. Suzuki、記載：ＳＡＴＯ Ｈａｎａｋｏ。";
+    let p = found(t, Tag::Person);
+    for n in ["田中 太郎", "ﾀﾅｶ ﾀﾛｳ", "TANAKA Taro", "Suzuki", "ＳＡＴＯ Ｈａｎａｋｏ"] {
+        assert!(p.iter().any(|x| x == n), "{n} not in {p:?}");
+    }
+}
+
+#[test]
+fn s5_names_that_are_common_words_need_name_context() {
+    // As names: with an honorific, a relation, a label or a given name.
+    let t = "森さんと原 悦子さん、長女（林 恵子）が面会。主治医：田中。";
+    let p = found(t, Tag::Person);
+    for n in ["森", "原 悦子", "林 恵子", "田中"] {
+        assert!(p.iter().any(|x| x == n), "{n} not in {p:?}");
+    }
+    // As words: never.
+    for t in ["林檎を食べた。", "原因は不明。", "田中央部に圧痛なし。", "森の散策が日課。", "東の窓から光が入る。"]
+    {
+        assert!(found(t, Tag::Person).is_empty(), "{t}: {:?}", found(t, Tag::Person));
+    }
+}
+
+#[test]
+fn s5_pathological_long_runs_are_handled() {
+    // One kanji run, one digit run and one katakana run of 200k characters each (no rule may be
+    // quadratic in a run's length, or this test would not finish).
+    for s in ["漢".repeat(200_000), "1".repeat(200_000), "カ".repeat(200_000)] {
+        let d = deidentify(&s, &TextConfig::default(), &DocContext::default());
+        assert!(d.text.len() <= s.len() + 64);
+    }
+}
+
+#[test]
+fn s5_heldout_styles_and_rare_names_are_found() {
+    // Shapes from the held-out generator's note kinds: pathology report, nursing record, letter.
+    let t = "病理番号 P24-01234　依頼元：蓮見皮膚科　依頼医：乙部\n看護記録 R6/3/5 22:10\nNs.猪瀬\n長女（雫さん）面会あり。\n国立病院機構高崎医療センター　相良 ウメ\n〒370-0829 本町3-13-17";
+    let p = found(t, Tag::Person);
+    for n in ["乙部", "猪瀬", "雫", "相良 ウメ"] {
+        assert!(p.iter().any(|x| x == n), "{n} not in {p:?}");
+    }
+    let h = found(t, Tag::Hospital);
+    assert!(h.iter().any(|x| x == "蓮見皮膚科"), "{h:?}");
+    assert!(h.iter().any(|x| x.ends_with("高崎医療センター")), "{h:?}");
+    assert!(found(t, Tag::Location).contains(&"本町3-13-17".to_owned()));
+    assert_eq!(found(t, Tag::Id), vec!["P24-01234"]);
+}
+
+#[test]
+fn s5_kanji_numeral_dates_and_ages() {
+    let t = "令和五年十二月三日生まれ、九十五歳の女性。十月二日入院。";
+    assert_eq!(found(t, Tag::Time), vec!["令和五年十二月三日", "十月二日"]);
+    assert_eq!(found(t, Tag::Age), vec!["九十五歳"]);
+    let d = deidentify("九十五歳と八十二歳", &TextConfig::pseudonymization(), &DocContext::default());
+    assert_eq!(d.text, "90歳以上と八十二歳");
+}
+
+#[test]
+fn s5_handwritten_notes_outside_both_generators() {
+    // Written by hand, in shapes neither synthetic set produces.
+    let t = "患者は佐々木 健一様、昭和12年5月3日生まれの87歳男性。既往歴：H20 胃癌にて東京医科歯科大学病院で手術。\
+             妻 和子さんと二人暮らし。連絡先：携帯 080-1111-2222（長男 隆）。担当：看護師 中村、薬剤師 小田切。\
+             入院時主治医 Dr.Yamada → 退院時 Dr.小野寺。札幌市中央区北1条西2丁目 301号室。MRN: 00123456";
+    let p = found(t, Tag::Person);
+    for n in ["佐々木 健一", "和子", "隆", "中村", "小田切", "Yamada", "小野寺"] {
+        assert!(p.iter().any(|x| x == n), "{n} not in {p:?}");
+    }
+    assert!(p.iter().all(|x| !["退院時", "MRN", "入院時"].contains(&x.as_str())), "{p:?}");
+    assert!(found(t, Tag::Hospital).iter().any(|x| x.ends_with("東京医科歯科大学病院")));
+    assert!(found(t, Tag::Location).iter().any(|x| x.starts_with("札幌市中央区北1条西2丁目")));
+    assert_eq!(found(t, Tag::Phone), vec!["080-1111-2222"]);
+    assert_eq!(found(t, Tag::Id), vec!["00123456"]);
+}
+
+#[test]
+fn s5_case_report_shapes() {
+    let t =
+        "症例は65歳男性。同年6月に近医を受診。tel.(06)6123-4567。担当ケアマネ 高木さん、訪問看護ステーションひまわり。";
+    assert_eq!(found(t, Tag::Time), vec!["同年", "6月"]);
+    assert_eq!(found(t, Tag::Phone), vec!["(06)6123-4567"]);
+    assert_eq!(found(t, Tag::Person), vec!["高木"]);
+    assert_eq!(found(t, Tag::Hospital), vec!["訪問看護ステーションひまわり"]);
+}
+
+#[test]
+fn s5_span_boundaries_follow_the_written_name() {
+    // Whole facility names (corporation, department) and addresses (spaces, building), no trailing space.
+    let t = "医療法人社団緑風会 みどり病院 整形外科\n国立病院機構高崎総合医療センター\n大阪狭山赤十字病院\n石川県 白山市 錦6丁目2番12号\n直方市光が丘5丁目2-6 ハイツ107号室\n";
+    let h = found(t, Tag::Hospital);
+    for x in ["医療法人社団緑風会 みどり病院 整形外科", "国立病院機構高崎総合医療センター", "大阪狭山赤十字病院"]
+    {
+        assert!(h.iter().any(|y| y == x), "{x} not in {h:?}");
+    }
+    let l = found(t, Tag::Location);
+    for x in ["石川県 白山市 錦6丁目2番12号", "直方市光が丘5丁目2-6 ハイツ107号室"] {
+        assert!(l.iter().any(|y| y == x), "{x} not in {l:?}");
+    }
 }

@@ -61,6 +61,8 @@ pub fn descriptors() -> Vec<RouteDesc> {
         route!(get, "/api/contractors", contractors),
         route!(post, "/api/contractors", add_contractor),
         route!(post, "/api/contractors/{id}/audits", contractor_audit),
+        route!(post, "/api/deid/text", crate::deid::deid_text),
+        route!(post, "/api/pseudonymize", crate::deid::pseudonymize),
     ]
 }
 

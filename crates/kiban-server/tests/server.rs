@@ -736,3 +736,101 @@ async fn r2_d2_d8_applications_and_sanctions_over_http_each_route_takes_its_step
     let r = http(main, "GET", "/api/ledger", &h, "").await;
     assert_eq!(r.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn s5_deid_text_endpoint_returns_tagged_text_and_audits_no_content() {
+    let f = fixture().await;
+    let router = kiban_server::router(f.st.clone());
+    let a =
+        f.st.reg.create_account("pe.deid", "r", AccountRole::ProcessingEngineer, "admin", Utc::now()).await.unwrap();
+    let call = |mode: &str| {
+        let token = auth::new_token();
+        let body = serde_json::json!({"text": "山田太郎さん（95歳）は令和5年4月1日に入院。電話 03-1234-5678。", "mode": mode, "shift_days": 3});
+        (token, body.to_string())
+    };
+    for (mode, want) in [
+        ("tag", "［氏名］さん（［年齢］）は［日付］に入院。電話 ［電話］。"),
+        ("pseudo", "［氏名］さん（90歳以上）は令和5年4月4日に入院。電話 ［電話］。"),
+    ] {
+        let (token, body) = call(mode);
+        f.st.reg
+            .create_session(&auth::sha256_hex(&token), &a.account_id, AccountRole::ProcessingEngineer, "t", Utc::now())
+            .await
+            .unwrap();
+        let req = Request::builder()
+            .method("POST")
+            .uri("/api/deid/text")
+            .header("cookie", format!("kiban_session={}", token.as_str()))
+            .header("content-type", "application/json")
+            .body(Body::from(body))
+            .unwrap();
+        let res = router.clone().oneshot(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{mode}");
+        let v: serde_json::Value =
+            serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        assert_eq!(v["text"], want, "{mode}");
+        assert!(v["spans"].as_array().unwrap().iter().any(|s| s["tag"] == "person"));
+    }
+    // The audit log names the operation, never the text.
+    f.st.audit.flush().unwrap();
+    let entries =
+        f.st.audit.read(&kiban_audit::Actor::system(), "test", kiban_audit::Seq(1), kiban_audit::Seq(1000)).unwrap();
+    let logged: String = entries.iter().map(|e| format!("{e:?}\n")).collect();
+    assert!(logged.contains("deid-text/tag"), "the call is audited: {logged}");
+    assert!(!logged.contains("山田") && !logged.contains("03-1234-5678"), "no content in the audit log");
+}
+
+#[tokio::test]
+async fn s1_s3_pseudonymize_endpoint_applies_the_policy_and_refuses_naming_the_column() {
+    let f = fixture().await;
+    let router = kiban_server::router(f.st.clone());
+    let a =
+        f.st.reg.create_account("pe.pseudo", "r", AccountRole::ProcessingEngineer, "admin", Utc::now()).await.unwrap();
+    let post = |body: serde_json::Value| {
+        let router = router.clone();
+        let st = f.st.clone();
+        let id = a.account_id.clone();
+        async move {
+            let token = auth::new_token();
+            st.reg
+                .create_session(&auth::sha256_hex(&token), &id, AccountRole::ProcessingEngineer, "t", Utc::now())
+                .await
+                .unwrap();
+            let req = Request::builder()
+                .method("POST")
+                .uri("/api/pseudonymize")
+                .header("cookie", format!("kiban_session={}", token.as_str()))
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap();
+            let res = router.oneshot(req).await.unwrap();
+            let status = res.status();
+            let v: serde_json::Value =
+                serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap_or_default();
+            (status, v)
+        }
+    };
+    let policy = "version = 1\nname = \"http\"\nkind = \"pseudonymization\"\n\
+        [[columns]]\nname = \"name\"\nrole = \"identifier\"\n\
+        [[columns]]\nname = \"insurer_number\"\nrole = \"id_code\"\ntreatment = \"token\"\n\
+        [[columns]]\nname = \"memo\"\nrole = \"keep\"\n";
+    let (status, v) = post(serde_json::json!({
+        "policy": policy,
+        "columns": ["name", "insurer_number", "memo"],
+        "rows": [["山田太郎", "06137005", "カード 4111111111111111 で支払い"], ["佐藤花子", null, "HbA1c 7.2"]],
+    }))
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["columns"], serde_json::json!(["insurer_number", "memo"]), "names deleted (S1)");
+    assert_eq!(v["rows"][0][0].as_str().unwrap().len(), 32, "insurer number tokenized (S2)");
+    assert!(v["rows"][0][1].as_str().unwrap().contains("［金融］"), "card number removed (S3): {v}");
+    assert_eq!(v["rows"][1][0], serde_json::Value::Null);
+    assert_eq!(v["rows"][1][1], "HbA1c 7.2", "clinical values kept");
+    let bad = policy.replace("role = \"identifier\"", "role = \"keep\"");
+    let (status, v) = post(serde_json::json!({"policy": bad, "columns": ["name"], "rows": []})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(v.to_string().contains("column name") && v.to_string().contains("S1"), "{v}");
+    let with_path = format!("{policy}[address]\npopulation_table = \"/etc/passwd\"\n");
+    let (status, _) = post(serde_json::json!({"policy": with_path, "columns": ["name"], "rows": []})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "no file path from a request");
+}

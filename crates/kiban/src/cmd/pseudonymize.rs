@@ -168,34 +168,41 @@ pub struct BenchTextArgs {
     /// Generator seed.
     #[arg(long, default_value_t = 7)]
     seed: u64,
-    /// Also run presidio-analyzer's pattern recognizers from this Python (a venv with presidio installed).
+    /// Rows of the 20-column claims table for the structured pseudonymization figure (0 skips it).
+    #[arg(long, default_value_t = 1_000_000)]
+    claims_rows: usize,
+    /// Python of a venv with presidio-analyzer (default: $KIBAN_PRESIDIO_PYTHON, else
+    /// <target>/peers-venv-text made by scripts/presidio-venv.sh).
     #[arg(long, value_name = "PYTHON")]
     presidio: Option<PathBuf>,
 }
 
 /// Runs `kiban bench-text` (the lead may route `kiban bench text` here).
 pub fn run_bench_text(ctx: &Ctx, args: BenchTextArgs) -> Result<ExitCode> {
-    let notes = kiban_deid::textgen::generate(args.seed, args.notes);
-    let e = kiban_deid::textgen::evaluate(&notes);
     if ctx.json {
-        let rows: Vec<_> = e
-            .per_tag
-            .iter()
-            .map(|(t, c)| {
-                serde_json::json!({"tag": t.name(), "gold": c.gold, "pred": c.pred, "precision": c.precision(),
-                    "recall": c.recall(), "f1": c.f1(), "strict_f1": c.strict_f1()})
-            })
-            .collect();
-        println!("{}", serde_json::json!({"notes": args.notes, "mb_per_s": e.mb_per_s(), "tags": rows}));
-    } else {
-        println!("{} synthetic notes (seed {}), {:.2} MB", args.notes, args.seed, e.bytes as f64 / 1e6);
-        print!("{}", e.table());
-    }
-    if let Some(py) = args.presidio {
-        match kiban_deid::textgen::run_presidio(&py, &notes) {
-            Ok(p) => print!("{}", p.table()),
-            Err(err) => eprintln!("presidio peer not run: {err}"),
+        let mut sets = Vec::new();
+        for (name, notes) in [
+            ("tuning", kiban_deid::textgen::generate(args.seed, args.notes)),
+            ("heldout", kiban_deid::textgen_heldout::generate(args.seed, args.notes)),
+        ] {
+            let e = kiban_deid::textgen::evaluate(&notes);
+            let rows: Vec<_> = e
+                .per_tag
+                .iter()
+                .map(|(t, c)| {
+                    serde_json::json!({"tag": t.name(), "gold": c.gold, "pred": c.pred, "precision": c.precision(),
+                        "recall": c.recall(), "f1": c.f1(), "strict_f1": c.strict_f1()})
+                })
+                .collect();
+            sets.push(serde_json::json!({"set": name, "mb_per_s": e.mb_per_s(), "tags": rows}));
         }
+        println!("{}", serde_json::json!({"notes": args.notes, "seed": args.seed, "sets": sets}));
+    } else {
+        println!("kiban bench-text: {} synthetic notes per set (seed {})", args.notes, args.seed);
+        print!("{}", kiban_deid::textgen::bench_report(args.seed, args.notes, args.presidio.as_deref()));
+    }
+    if args.claims_rows > 0 {
+        print!("\n{}", kiban_deid::pseudo_bench::report(args.claims_rows)?);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,139 @@
+//! `POST /api/deid/text`: the Japanese free-text de-identifier (S5) over HTTP, and
+//! `POST /api/pseudonymize`: pseudonymization (S1–S3, S5, S6) of a small table. Data is processed
+//! in memory and returned; neither the data nor what was found is logged or stored — the audit
+//! entry carries only the caller, the mode or policy name and the volume.
+
+// Handlers return `Result<Response, Response>`, axum's usual shape; both sides are responses.
+#![allow(clippy::result_large_err)]
+
+use axum::Json;
+use axum::extract::{Extension, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use kiban_audit::{Action, AuditSink, Event, Object, ObjectKind};
+use kiban_deid::text::{DocContext, Replace, Tag, TextConfig, deidentify};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::{AppState, Caller, error};
+
+/// The request body.
+#[derive(Deserialize)]
+pub struct DeidRequest {
+    /// The text (UTF-8; JSON guarantees it).
+    text: String,
+    /// `tag` (default: everything becomes its tag), `surrogate` (names and places replaced by
+    /// surrogates consistent within the text) or `pseudo` (dates shifted, ages of 90+ top-coded).
+    #[serde(default)]
+    mode: Option<String>,
+    /// Days dates are moved by in `pseudo` mode.
+    #[serde(default)]
+    shift_days: i64,
+}
+
+/// Largest text accepted in one request (bytes): a long discharge summary is far below it.
+const MAX_TEXT: usize = 8 << 20;
+
+/// De-identifies the text of the request and returns `{text, spans: [{start, end, tag}]}`.
+pub async fn deid_text(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    body: Result<Json<DeidRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Response> {
+    let Json(req) = body.map_err(|e| error(StatusCode::UNPROCESSABLE_ENTITY, &format!("request body: {e}")))?;
+    if req.text.len() > MAX_TEXT {
+        return Err(error(StatusCode::PAYLOAD_TOO_LARGE, "text: longer than 8 MiB (rule: one document per request)"));
+    }
+    let mode = req.mode.as_deref().unwrap_or("tag");
+    let cfg = match mode {
+        "tag" => TextConfig::default(),
+        "surrogate" => {
+            let mut c = TextConfig::default();
+            for t in [Tag::Person, Tag::Location, Tag::Hospital] {
+                c.replace.insert(t, Replace::Surrogate);
+            }
+            c
+        }
+        "pseudo" => TextConfig::pseudonymization(),
+        other => {
+            return Err(error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &format!("mode: {other:?} is not one of tag, surrogate, pseudo"),
+            ));
+        }
+    };
+    let bytes = req.text.len() as u64;
+    let ctx = DocContext { date_offset_days: req.shift_days, surrogate_seed: rand::random() };
+    let d = tokio::task::spawn_blocking(move || deidentify(&req.text, &cfg, &ctx))
+        .await
+        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))?;
+    let ev =
+        Event::new(c.actor(), &c.source, Action::Write, Object::new(ObjectKind::Clinical, format!("deid-text/{mode}")))
+            .volume(bytes);
+    st.audit.record(ev).map_err(|_| error(StatusCode::SERVICE_UNAVAILABLE, "the audit log is unavailable"))?;
+    let spans: Vec<_> = d.spans.iter().map(|s| json!({"start": s.start, "end": s.end, "tag": s.tag.name()})).collect();
+    Ok(Json(json!({"text": d.text, "spans": spans})).into_response())
+}
+
+/// The body of `POST /api/pseudonymize`: a pseudonymization policy and a small table.
+#[derive(Deserialize)]
+pub struct PseudoRequest {
+    /// The policy (TOML, kind = "pseudonymization"); a `population_table` path is not accepted here.
+    policy: String,
+    /// Column names.
+    columns: Vec<String>,
+    /// Rows of text values (`null` for a missing value).
+    rows: Vec<Vec<Option<String>>>,
+}
+
+/// Largest table accepted in one request (rows); bulk runs use `kiban pseudonymize`.
+const MAX_ROWS: usize = 100_000;
+
+/// Pseudonymizes a small table under a policy checked against S1–S3 (refused naming the column) with
+/// a fresh random release key (tokens link nothing across requests); returns the table and the
+/// report. Addresses fall to the prefecture unless the operator's population table is configured
+/// for CLI runs: over HTTP no file path is taken from the request.
+pub async fn pseudonymize(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    body: Result<Json<PseudoRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Response> {
+    use kiban_deid::pseudo::{PseudoOptions, PseudoPolicy, ReleaseKey, rows_of, table_from_rows};
+    let Json(req) = body.map_err(|e| error(StatusCode::UNPROCESSABLE_ENTITY, &format!("request body: {e}")))?;
+    if req.rows.len() > MAX_ROWS {
+        return Err(error(StatusCode::PAYLOAD_TOO_LARGE, "rows: more than 100000 (rule: bulk runs use the CLI)"));
+    }
+    let unprocessable = |e: kiban_deid::DeidError| error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string());
+    let value: toml::Value = toml::from_str(&req.policy)
+        .map_err(|e| error(StatusCode::UNPROCESSABLE_ENTITY, &format!("policy: not valid TOML: {e}")))?;
+    if value.get("address").and_then(|a| a.get("population_table")).is_some() {
+        return Err(error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "policy: address.population_table is not accepted over HTTP (rule: no file path from a request)",
+        ));
+    }
+    let policy = PseudoPolicy::from_toml(&req.policy, std::path::Path::new("/nonexistent")).map_err(unprocessable)?;
+    let batch = table_from_rows(&req.columns, &req.rows).map_err(unprocessable)?;
+    let rows = req.rows.len() as u64;
+    let out = tokio::task::spawn_blocking(move || {
+        kiban_deid::pseudonymize(
+            &policy,
+            &kiban_deid::Input::Batches(vec![batch]),
+            &kiban_deid::Output::Memory,
+            &PseudoOptions::new(ReleaseKey::random()),
+        )
+    })
+    .await
+    .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))?
+    .map_err(unprocessable)?;
+    let ev = Event::new(
+        c.actor(),
+        &c.source,
+        Action::Write,
+        Object::new(ObjectKind::Clinical, format!("pseudonymize/{}", out.report.policy_name)),
+    )
+    .volume(rows);
+    st.audit.record(ev).map_err(|_| error(StatusCode::SERVICE_UNAVAILABLE, "the audit log is unavailable"))?;
+    let (columns, rows) = rows_of(&out.batches);
+    Ok(Json(json!({"columns": columns, "rows": rows, "report": out.report})).into_response())
+}
