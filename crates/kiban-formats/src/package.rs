@@ -182,9 +182,10 @@ pub fn open_package(path: &Path, key: &[u8; 32], into: &Path) -> Result<(Package
         r.read_exact(&mut buf).map_err(|_| PackageError::Invalid("the package is truncated".into()))?;
         let (nonce, ct) = buf.split_at(12);
         let nonce: [u8; 12] = nonce.try_into().expect("12 bytes");
-        let plain = cipher
-            .decrypt(&nonce.into(), Payload { msg: ct, aad: &aad(&header_sha, i, h.chunks) })
-            .map_err(|_| PackageError::Invalid(format!("chunk {i} does not open: wrong key, or the package is damaged")))?;
+        let plain =
+            cipher.decrypt(&nonce.into(), Payload { msg: ct, aad: &aad(&header_sha, i, h.chunks) }).map_err(|_| {
+                PackageError::Invalid(format!("chunk {i} does not open: wrong key, or the package is damaged"))
+            })?;
         tar_bytes.extend_from_slice(&plain);
     }
     if r.read(&mut [0u8; 1]).map_err(io(path))? != 0 {

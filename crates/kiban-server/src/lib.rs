@@ -12,9 +12,9 @@ pub mod auth;
 pub mod authz;
 pub mod deid;
 pub mod gateway;
+pub mod identity;
 pub mod intake;
 pub mod review;
-pub mod identity;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
