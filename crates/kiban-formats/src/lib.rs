@@ -8,5 +8,6 @@
 //! the quarantined ones); legacy encodings are decoded here, at the boundary, and nowhere else.
 
 pub mod dataset;
+pub mod dicom;
 
 pub use dataset::{DatasetError, DatasetWriter, FileFormat, Manifest, ManifestFile, verify_dataset};

@@ -1,0 +1,398 @@
+//! Pixel data: burned-in text (declared annotation regions per modality/manufacturer, plus OCR with
+//! Tesseract's Japanese and English models), faces in photographs and secondary captures (OpenCV's
+//! Haar cascade), and blanking of the regions found. Only native (uncompressed) pixel data can be
+//! blanked; a compressed image that needs checking is an error, never passed through unchecked.
+
+use std::path::Path;
+use std::process::Command;
+
+use kiban_formats::dicom::{DataSet, DicomFile, Tag, Value};
+use serde::{Deserialize, Serialize};
+
+/// A rectangle in pixels (x, y from the top-left).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rect {
+    /// Left.
+    pub x: u32,
+    /// Top.
+    pub y: u32,
+    /// Width.
+    pub w: u32,
+    /// Height.
+    pub h: u32,
+}
+
+/// A declared annotation region: where a device burns in patient data.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DeclaredRegion {
+    /// Modality (0008,0060).
+    pub modality: String,
+    /// Manufacturer (0008,0070), matched as a prefix; empty matches any.
+    #[serde(default)]
+    pub manufacturer: String,
+    /// Model (0008,1090), matched exactly; empty matches any.
+    #[serde(default)]
+    pub model: String,
+    /// Rows and columns this layout applies to (0 = any).
+    #[serde(default)]
+    pub rows: u32,
+    /// Columns (0 = any).
+    #[serde(default)]
+    pub columns: u32,
+    /// Rectangles to blank.
+    pub rects: Vec<Rect>,
+    /// Where the layout comes from.
+    #[serde(default)]
+    pub source: String,
+}
+
+/// The declared regions shipped with kiban (`data/annotation_regions.toml`).
+pub fn standard_regions() -> Vec<DeclaredRegion> {
+    #[derive(Deserialize)]
+    struct F {
+        region: Vec<DeclaredRegion>,
+    }
+    toml::from_str::<F>(include_str!("../data/annotation_regions.toml"))
+        .expect("embedded annotation regions parse")
+        .region
+}
+
+/// What was found and done in the pixels of one file.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PixelReport {
+    /// Pixels were checked (modality or SOP class calls for it, or Burned In Annotation = YES).
+    pub checked: bool,
+    /// Regions blanked because declared for this device.
+    pub declared: Vec<Rect>,
+    /// Regions blanked because OCR found text there, with the text (never logged elsewhere).
+    pub ocr: Vec<Rect>,
+    /// Faces found and blanked.
+    pub faces: Vec<Rect>,
+    /// Head CT/MR that could be rendered into a face: flagged for review (not defaced).
+    pub head_volume_flag: bool,
+    /// Why a check could not run (tool missing), if so.
+    pub notes: Vec<String>,
+}
+
+/// Image geometry of native pixel data.
+#[derive(Debug, Clone, Copy)]
+struct Geometry {
+    rows: usize,
+    cols: usize,
+    samples: usize,
+    bytes_per_sample: usize,
+    planar: bool,
+    frames: usize,
+    monochrome1: bool,
+}
+
+fn us(ds: &DataSet, t: Tag, little: bool) -> Option<usize> {
+    let b = ds.get(t)?.bytes()?;
+    let a: [u8; 2] = b.get(..2)?.try_into().ok()?;
+    Some(if little { u16::from_le_bytes(a) } else { u16::from_be_bytes(a) } as usize)
+}
+
+fn geometry(f: &DicomFile) -> Option<Geometry> {
+    let ds = &f.dataset;
+    let l = f.ts.little;
+    let bits = us(ds, Tag(0x0028, 0x0100), l)?;
+    Some(Geometry {
+        rows: us(ds, Tag(0x0028, 0x0010), l)?,
+        cols: us(ds, Tag(0x0028, 0x0011), l)?,
+        samples: us(ds, Tag(0x0028, 0x0002), l).unwrap_or(1).max(1),
+        bytes_per_sample: bits.div_ceil(8).max(1),
+        planar: us(ds, Tag(0x0028, 0x0006), l).unwrap_or(0) == 1,
+        frames: ds.ascii(Tag(0x0028, 0x0008)).and_then(|s| s.trim().parse().ok()).unwrap_or(1).max(1),
+        monochrome1: ds.ascii(Tag(0x0028, 0x0004)).as_deref() == Some("MONOCHROME1"),
+    })
+}
+
+/// Does this image get its pixels checked for burned-in text by default?
+pub fn needs_text_check(ds: &DataSet) -> bool {
+    let modality = ds.ascii(Tag(0x0008, 0x0060)).unwrap_or_default();
+    let sop = ds.ascii(Tag(0x0008, 0x0016)).unwrap_or_default();
+    let burned = ds.ascii(Tag(0x0028, 0x0301)).as_deref() == Some("YES");
+    burned
+        || matches!(modality.as_str(), "US" | "OT" | "SC" | "XC" | "ES" | "GM" | "DOC")
+        || sop.starts_with("1.2.840.10008.5.1.4.1.1.7") // secondary capture family
+        || sop.starts_with("1.2.840.10008.5.1.4.1.1.6") // ultrasound
+}
+
+/// Does this image get checked for faces (photographs and secondary captures)?
+pub fn needs_face_check(ds: &DataSet) -> bool {
+    let modality = ds.ascii(Tag(0x0008, 0x0060)).unwrap_or_default();
+    let sop = ds.ascii(Tag(0x0008, 0x0016)).unwrap_or_default();
+    matches!(modality.as_str(), "XC" | "OT" | "SC" | "GM" | "ES")
+        || sop.starts_with("1.2.840.10008.5.1.4.1.1.7")
+        || sop.starts_with("1.2.840.10008.5.1.4.1.1.77.1.4") // VL photographic
+}
+
+/// Head CT/MR: a volume a face can be rendered from.
+pub fn is_head_volume(ds: &DataSet) -> bool {
+    let modality = ds.ascii(Tag(0x0008, 0x0060)).unwrap_or_default();
+    if !matches!(modality.as_str(), "CT" | "MR" | "PT") {
+        return false;
+    }
+    let text = [Tag(0x0018, 0x0015), Tag(0x0008, 0x1030), Tag(0x0008, 0x103E), Tag(0x0018, 0x1030)]
+        .iter()
+        .filter_map(|t| ds.ascii(*t))
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_ascii_uppercase();
+    ["HEAD", "BRAIN", "SKULL", "NECK", "FACE", "ORBIT", "SINUS", "頭部", "頭"].iter().any(|k| text.contains(k))
+}
+
+/// Frame 0 as 8-bit grey (luminance or first sample), for OCR and face detection.
+fn frame0_grey(px: &[u8], g: &Geometry, little: bool) -> Option<Vec<u8>> {
+    let n = g.rows * g.cols;
+    let frame_len = n * g.samples * g.bytes_per_sample;
+    if px.len() < frame_len {
+        return None;
+    }
+    let sample = |i: usize| -> u32 {
+        let o = i * g.bytes_per_sample;
+        match g.bytes_per_sample {
+            1 => px[o] as u32,
+            _ => {
+                let a = [px[o], px[o + 1]];
+                (if little { u16::from_le_bytes(a) } else { u16::from_be_bytes(a) }) as u32
+            }
+        }
+    };
+    let mut v: Vec<u32> = (0..n)
+        .map(|p| {
+            if g.samples == 3 {
+                let (r, gg, b) = if g.planar {
+                    (sample(p), sample(n + p), sample(2 * n + p))
+                } else {
+                    (sample(3 * p), sample(3 * p + 1), sample(3 * p + 2))
+                };
+                (r * 299 + gg * 587 + b * 114) / 1000
+            } else {
+                sample(p * g.samples)
+            }
+        })
+        .collect();
+    let max = v.iter().copied().max().unwrap_or(1).max(1);
+    if g.bytes_per_sample > 1 {
+        v.iter_mut().for_each(|x| *x = *x * 255 / max);
+    }
+    Some(v.into_iter().map(|x| if g.monochrome1 { 255 - x.min(255) as u8 } else { x.min(255) as u8 }).collect())
+}
+
+fn write_pgm(path: &Path, grey: &[u8], g: &Geometry) -> std::io::Result<()> {
+    let mut out = format!("P5 {} {} 255\n", g.cols, g.rows).into_bytes();
+    out.extend_from_slice(grey);
+    std::fs::write(path, out)
+}
+
+/// Runs Tesseract (jpn+eng, sparse text) on a PGM; word boxes with confidence ≥ 30 and a letter or digit.
+fn ocr(pgm: &Path) -> Result<Vec<(Rect, String)>, String> {
+    let out = Command::new("tesseract")
+        .arg(pgm)
+        .arg("-")
+        .args(["-l", "jpn+eng", "--psm", "11", "tsv"])
+        .output()
+        .map_err(|e| format!("tesseract not runnable ({e}); install tesseract-ocr tesseract-ocr-jpn"))?;
+    if !out.status.success() {
+        return Err(format!("tesseract failed: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")));
+    }
+    let mut words = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines().skip(1) {
+        let c: Vec<&str> = line.split('\t').collect();
+        if c.len() < 12 || c[0] != "5" {
+            continue;
+        }
+        let num = |i: usize| c[i].parse::<f64>().unwrap_or(-1.0);
+        let text = c[11].trim();
+        if num(10) < 30.0 || !text.chars().any(|ch| ch.is_alphanumeric()) {
+            continue;
+        }
+        words.push((Rect { x: num(6) as u32, y: num(7) as u32, w: num(8) as u32, h: num(9) as u32 }, text.to_owned()));
+    }
+    Ok(words)
+}
+
+const FACE_SCRIPT: &str = r#"
+import sys, cv2
+img = cv2.imread(sys.argv[1], cv2.IMREAD_GRAYSCALE)
+casc = cv2.CascadeClassifier(sys.argv[2])
+img = cv2.equalizeHist(img)
+for (x, y, w, h) in casc.detectMultiScale(img, scaleFactor=1.1, minNeighbors=5, minSize=(40, 40)):
+    print(x, y, w, h)
+"#;
+
+fn cascade_path() -> Option<String> {
+    [
+        "/usr/share/opencv4/haarcascades/haarcascade_frontalface_default.xml",
+        "/usr/share/opencv/haarcascades/haarcascade_frontalface_default.xml",
+    ]
+    .iter()
+    .find(|p| Path::new(p).exists())
+    .map(|p| (*p).to_owned())
+}
+
+/// Detects frontal faces with OpenCV's Haar cascade (Debian `python3-opencv` + `opencv-data`).
+fn faces(pgm: &Path) -> Result<Vec<Rect>, String> {
+    let casc = cascade_path().ok_or("OpenCV face cascade missing; install python3-opencv opencv-data")?;
+    let out = Command::new("/usr/bin/python3")
+        .args(["-c", FACE_SCRIPT])
+        .arg(pgm)
+        .arg(casc)
+        .output()
+        .map_err(|e| format!("python3 not runnable ({e})"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "face detection failed: {}",
+            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let v: Vec<u32> = l.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+            (v.len() == 4).then(|| Rect { x: v[0], y: v[1], w: v[2], h: v[3] })
+        })
+        .collect())
+}
+
+fn blank(px: &mut [u8], g: &Geometry, r: Rect) {
+    let (x0, y0) = (r.x as usize, r.y as usize);
+    let (x1, y1) = ((x0 + r.w as usize).min(g.cols), (y0 + r.h as usize).min(g.rows));
+    let fill = if g.monochrome1 { 0xFF } else { 0 };
+    let n = g.rows * g.cols;
+    let bps = g.bytes_per_sample;
+    let frame_len = n * g.samples * bps;
+    for f in 0..g.frames {
+        let base = f * frame_len;
+        for y in y0..y1 {
+            if g.planar {
+                for s in 0..g.samples {
+                    let a = base + (s * n + y * g.cols + x0) * bps;
+                    let b = base + (s * n + y * g.cols + x1) * bps;
+                    if let Some(sl) = px.get_mut(a..b) {
+                        sl.fill(fill);
+                    }
+                }
+            } else {
+                let a = base + (y * g.cols + x0) * g.samples * bps;
+                let b = base + (y * g.cols + x1) * g.samples * bps;
+                if let Some(sl) = px.get_mut(a..b) {
+                    sl.fill(fill);
+                }
+            }
+        }
+    }
+}
+
+/// Which pixel checks to run.
+#[derive(Debug, Clone, Copy)]
+pub struct PixelChecks {
+    /// Clean Pixel Data: declared regions and OCR.
+    pub text: bool,
+    /// Clean Recognizable Visual Features: faces, head-volume flag.
+    pub faces: bool,
+    /// Run OCR (else declared regions only).
+    pub ocr: bool,
+}
+
+/// Checks and blanks the pixels of `f` (after attribute de-identification, which keeps the pixel module).
+pub fn clean_pixels(
+    f: &mut DicomFile,
+    checks: PixelChecks,
+    regions: &[DeclaredRegion],
+    tmp: &Path,
+) -> Result<PixelReport, String> {
+    let mut rep = PixelReport::default();
+    let ds = &f.dataset;
+    rep.head_volume_flag = checks.faces && is_head_volume(ds);
+    let want_text = checks.text && needs_text_check(ds);
+    let want_faces = checks.faces && needs_face_check(ds);
+    if !want_text && !want_faces {
+        return Ok(rep);
+    }
+    let Some(g) = geometry(f) else {
+        return match ds.get(Tag::PIXEL_DATA) {
+            None => Ok(rep),
+            Some(_) => Err("image pixel module incomplete: cannot check pixel data".into()),
+        };
+    };
+    rep.checked = true;
+    let little = f.ts.little;
+    let modality = ds.ascii(Tag(0x0008, 0x0060)).unwrap_or_default();
+    let manufacturer = ds.ascii(Tag(0x0008, 0x0070)).unwrap_or_default();
+    let model = ds.ascii(Tag(0x0008, 0x1090)).unwrap_or_default();
+    if want_text {
+        for r in regions {
+            if r.modality == modality
+                && manufacturer.starts_with(&r.manufacturer)
+                && (r.model.is_empty() || r.model == model)
+                && (r.rows == 0 || r.rows as usize == g.rows)
+                && (r.columns == 0 || r.columns as usize == g.cols)
+            {
+                rep.declared.extend(r.rects.iter().copied());
+            }
+        }
+    }
+    let Some(px_el) = f.dataset.elements.iter_mut().find(|e| e.tag == Tag::PIXEL_DATA) else { return Ok(rep) };
+    let px = match &mut px_el.value {
+        Value::Bytes(b) => b,
+        _ => return Err("compressed pixel data cannot be checked for burned-in text or faces; decompress first".into()),
+    };
+    let mut found = Vec::new();
+    if (want_text && checks.ocr) || want_faces {
+        let grey = frame0_grey(px, &g, little).ok_or("pixel data shorter than rows × columns")?;
+        std::fs::create_dir_all(tmp).map_err(|e| e.to_string())?;
+        let pgm = tmp.join(format!("kiban-dicom-{}-{:p}.pgm", std::process::id(), px.as_ptr()));
+        write_pgm(&pgm, &grey, &g).map_err(|e| e.to_string())?;
+        if want_text && checks.ocr {
+            match ocr(&pgm) {
+                Ok(words) => rep.ocr.extend(words.into_iter().map(|(r, _)| pad(r, 4))),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&pgm);
+                    return Err(e);
+                }
+            }
+        }
+        if want_faces {
+            match faces(&pgm) {
+                Ok(fs) => rep.faces.extend(fs.into_iter().map(|r| pad(r, r.w / 5))),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&pgm);
+                    return Err(e);
+                }
+            }
+        }
+        let _ = std::fs::remove_file(&pgm);
+    }
+    found.extend(rep.declared.iter().chain(&rep.ocr).chain(&rep.faces).copied());
+    for r in &found {
+        blank(px, &g, *r);
+    }
+    if !found.is_empty() {
+        f.dataset.put(kiban_formats::dicom::Element {
+            tag: Tag(0x0028, 0x0301),
+            vr: kiban_formats::dicom::Vr::CS,
+            value: Value::Bytes(b"NO".to_vec()),
+        });
+    }
+    Ok(rep)
+}
+
+fn pad(r: Rect, m: u32) -> Rect {
+    Rect { x: r.x.saturating_sub(m), y: r.y.saturating_sub(m), w: r.w + 2 * m, h: r.h + 2 * m }
+}
+
+/// The text Tesseract reads in frame 0 (words joined by spaces): for checks and tests, never logged.
+pub fn ocr_frame0(f: &DicomFile, tmp: &Path) -> Result<String, String> {
+    let g = geometry(f).ok_or("no image pixel module")?;
+    let Some(Value::Bytes(px)) = f.dataset.get(Tag::PIXEL_DATA).map(|e| &e.value) else {
+        return Err("no native pixel data".into());
+    };
+    let grey = frame0_grey(px, &g, f.ts.little).ok_or("pixel data shorter than rows × columns")?;
+    let pgm = tmp.join(format!("kiban-dicom-ocr-{}-{:p}.pgm", std::process::id(), px.as_ptr()));
+    write_pgm(&pgm, &grey, &g).map_err(|e| e.to_string())?;
+    let words = ocr(&pgm);
+    let _ = std::fs::remove_file(&pgm);
+    Ok(words?.into_iter().map(|(_, t)| t).collect::<Vec<_>>().join(" "))
+}

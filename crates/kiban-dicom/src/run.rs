@@ -1,0 +1,107 @@
+//! One file or a folder tree through de-identification: read, clean attributes, clean pixels, write,
+//! with a per-file report. Bad files are reported and not written.
+
+use std::path::{Path, PathBuf};
+
+use kiban_formats::dicom;
+use serde::Serialize;
+
+use crate::deid::{Config, Keyring, Stats, deidentify_attributes};
+use crate::pixels::{DeclaredRegion, PixelChecks, PixelReport, clean_pixels};
+use crate::profile::{Profile, ProfileOption};
+
+/// Settings of a run beyond the profile options.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Run Tesseract on images that need a text check (else declared regions only).
+    pub ocr: bool,
+    /// Declared annotation regions.
+    pub regions: Vec<DeclaredRegion>,
+    /// Scratch directory for images handed to OCR and face detection (deleted after each file).
+    pub tmp: PathBuf,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions { ocr: true, regions: crate::pixels::standard_regions(), tmp: std::env::temp_dir() }
+    }
+}
+
+/// The outcome of one file (no original values, no keys).
+#[derive(Debug, Clone, Serialize)]
+pub struct FileReport {
+    /// Input path (relative to the input root).
+    pub input: String,
+    /// Output path, when written.
+    pub output: Option<String>,
+    /// Error, when the file was not written.
+    pub error: Option<String>,
+    /// Attribute counts.
+    pub stats: Option<Stats>,
+    /// Pixel checks.
+    pub pixels: Option<PixelReport>,
+}
+
+/// De-identifies one file held in memory; `Err` names why it cannot leave.
+pub fn process_bytes(
+    bytes: &[u8],
+    profile: &Profile,
+    cfg: &Config,
+    keys: &Keyring,
+    opts: &RunOptions,
+) -> Result<(Vec<u8>, Stats, PixelReport), String> {
+    let f = dicom::read(bytes).map_err(|e| e.to_string())?;
+    let (mut out, stats) = deidentify_attributes(&f, profile, cfg, keys).map_err(|e| e.to_string())?;
+    let checks = PixelChecks {
+        text: cfg.options.contains(&ProfileOption::CleanPixelData),
+        faces: cfg.options.contains(&ProfileOption::CleanRecognizableVisualFeatures),
+        ocr: opts.ocr,
+    };
+    let px = clean_pixels(&mut out, checks, &opts.regions, &opts.tmp)?;
+    Ok((dicom::write(&out), stats, px))
+}
+
+/// De-identifies every file under `input` (a file or folder) into `out_dir`, keeping relative paths.
+/// `progress` is called after each file. Files that fail are in the reports with their error only.
+pub fn process_tree(
+    input: &Path,
+    out_dir: &Path,
+    profile: &Profile,
+    cfg: &Config,
+    keys: &Keyring,
+    opts: &RunOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Vec<FileReport> {
+    let files = dicom::files_under(input);
+    let root =
+        if input.is_dir() { input.to_path_buf() } else { input.parent().map(Path::to_path_buf).unwrap_or_default() };
+    let mut reports = Vec::with_capacity(files.len());
+    for (i, p) in files.iter().enumerate() {
+        let rel = p.strip_prefix(&root).unwrap_or(p).to_path_buf();
+        let mut rep =
+            FileReport { input: rel.display().to_string(), output: None, error: None, stats: None, pixels: None };
+        let res = std::fs::read(p).map_err(|e| e.to_string()).and_then(|b| process_bytes(&b, profile, cfg, keys, opts));
+        match res {
+            Ok((bytes, stats, px)) => {
+                let dest = out_dir.join(&rel);
+                let written = dest.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|_| {
+                    let tmp = dest.with_extension("partial");
+                    std::fs::write(&tmp, &bytes)?;
+                    std::fs::rename(&tmp, &dest)
+                });
+                match written {
+                    Ok(()) => {
+                        rep.output = Some(dest.display().to_string());
+                        rep.stats = Some(stats);
+                        rep.pixels = Some(px);
+                    }
+                    Err(e) => rep.error = Some(format!("write: {e}")),
+                }
+            }
+            Err(e) => rep.error = Some(e),
+        }
+        reports.push(rep);
+        progress(i + 1, files.len());
+    }
+    reports
+}
