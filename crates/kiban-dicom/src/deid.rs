@@ -542,8 +542,8 @@ impl Ctx<'_> {
         ds.put(text_el(Tag(0x0012, 0x0062), Vr::CS, b"YES".to_vec()));
         let mut codes = vec![("113100", "Basic Application Confidentiality Profile")];
         codes.extend(self.cfg.options.iter().map(|o| o.code()));
-        let method = format!("kiban PS3.15 E.1-1 {}", codes.iter().map(|c| c.0).collect::<Vec<_>>().join(" "));
-        let method: String = method.chars().take(64).collect();
+        // LO holds 64 characters: the codes themselves are in the code sequence below.
+        let method = format!("kiban: PS3.15 Basic Profile + {} options (0012,0064)", codes.len() - 1);
         ds.put(text_el(Tag(0x0012, 0x0063), Vr::LO, method.into_bytes()));
         let items = codes
             .iter()

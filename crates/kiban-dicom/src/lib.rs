@@ -12,6 +12,7 @@ pub mod deid;
 pub mod pixels;
 pub mod profile;
 pub mod run;
+pub mod synth;
 
 pub use deid::{Config, Keyring, Stats, deidentify_attributes};
 pub use profile::{Action, Profile, ProfileOption};

@@ -127,6 +127,8 @@ impl Vr {
     pub const UL: Vr = Vr(*b"UL");
     /// Unsigned short.
     pub const US: Vr = Vr(*b"US");
+    /// Integer string.
+    pub const IS: Vr = Vr(*b"IS");
 
     fn known(b: [u8; 2]) -> bool {
         KNOWN_VRS.iter().any(|v| **v == b)
