@@ -10,6 +10,9 @@ use crate::deid::{Config, Keyring, Stats, deidentify_attributes};
 use crate::pixels::{DeclaredRegion, PixelChecks, PixelReport, clean_pixels};
 use crate::profile::{Profile, ProfileOption};
 
+/// SOP class assumed for a header-less data set that does not name its own.
+const SECONDARY_CAPTURE: &str = "1.2.840.10008.5.1.4.1.1.7";
+
 /// Settings of a run beyond the profile options.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -19,11 +22,19 @@ pub struct RunOptions {
     pub regions: Vec<DeclaredRegion>,
     /// Scratch directory for images handed to OCR and face detection (deleted after each file).
     pub tmp: PathBuf,
+    /// Also take data sets stored without the Part 10 header (old files); off by default, so such files
+    /// are reported as errors.
+    pub accept_no_meta: bool,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { ocr: true, regions: crate::pixels::standard_regions(), tmp: std::env::temp_dir() }
+        RunOptions {
+            ocr: true,
+            regions: crate::pixels::standard_regions(),
+            tmp: std::env::temp_dir(),
+            accept_no_meta: false,
+        }
     }
 }
 
@@ -50,7 +61,12 @@ pub fn process_bytes(
     keys: &Keyring,
     opts: &RunOptions,
 ) -> Result<(Vec<u8>, Stats, PixelReport), String> {
-    let f = dicom::read(bytes).map_err(|e| e.to_string())?;
+    let f = match dicom::read(bytes) {
+        Err(dicom::DicomError::NoMetaHeader) if opts.accept_no_meta => {
+            dicom::read_without_meta(bytes, SECONDARY_CAPTURE).map_err(|e| format!("no meta header, and {e}"))?
+        }
+        r => r.map_err(|e| e.to_string())?,
+    };
     let (mut out, stats) = deidentify_attributes(&f, profile, cfg, keys).map_err(|e| e.to_string())?;
     let checks = PixelChecks {
         text: cfg.options.contains(&ProfileOption::CleanPixelData),

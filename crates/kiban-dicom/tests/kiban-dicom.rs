@@ -453,6 +453,34 @@ mod tree {
     }
 }
 
+mod validity {
+    use super::*;
+
+    #[test]
+    fn s4_every_corpus_output_parses_with_dcmdump_without_errors() {
+        let Some(fx) = fixtures() else { return };
+        let (_d, k) = key("release-8");
+        let keys = Keyring { key: &k, resolve: None };
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out");
+        let opts = RunOptions { accept_no_meta: true, ..no_ocr() };
+        let reps = process_tree(&fx, &out, &Profile::standard(), &attrs_only(), &keys, &opts, &mut |_, _| {});
+        let written: Vec<_> = reps.iter().filter_map(|r| r.output.clone()).collect();
+        assert!(written.len() > 140, "written {}", written.len());
+        // Only deliberately broken samples fail (truncated ones, a header-less file missing its first byte).
+        let failed: Vec<_> =
+            reps.iter().filter(|r| r.error.is_some() && r.input.ends_with(".dcm")).map(|r| r.input.clone()).collect();
+        assert!(failed.iter().all(|f| f.contains("truncated") || f.contains("no_meta")), "{failed:?}");
+        for w in &written {
+            let Some((ok, stderr)) = dcmdump(Path::new(w)) else {
+                eprintln!("skipped dcmdump check: dcmtk not installed");
+                return;
+            };
+            assert!(ok && !stderr.contains("E: "), "{w}: dcmdump: {stderr}");
+        }
+    }
+}
+
 mod pixel {
     use super::*;
 

@@ -574,9 +574,15 @@ pub fn read_without_meta(bytes: &[u8], sop_class: &str) -> Result<DicomFile, Dic
         return Err(DicomError::Truncated { offset: 0, what: "data set".into() });
     }
     let explicit = Vr::known([bytes[4], bytes[5]]);
-    let uid = if explicit { "1.2.840.10008.1.2.1" } else { "1.2.840.10008.1.2" };
+    // Group 0x0008 reads as 0x0800 in little endian when the data set is big endian.
+    let little = !(bytes[0] == 0 && bytes[1] != 0 && explicit);
+    let uid = match (explicit, little) {
+        (true, true) => "1.2.840.10008.1.2.1",
+        (true, false) => "1.2.840.10008.1.2.2",
+        _ => "1.2.840.10008.1.2",
+    };
     let ts = TransferSyntax::from_uid(uid)?;
-    let mut r = Reader { buf: bytes, pos: 0, base: 0, explicit, little: true, depth: 0 };
+    let mut r = Reader { buf: bytes, pos: 0, base: 0, explicit, little, depth: 0 };
     let dataset = r.dataset(None, false)?;
     let sop = dataset.ascii(Tag(0x0008, 0x0018)).unwrap_or_default();
     let ui = |t: Tag, v: &str| {
@@ -617,12 +623,25 @@ fn read_inner(bytes: &[u8], stop_at_pixels: bool) -> Result<(DicomFile, Option<P
         let tag = r.tag()?;
         meta.elements.push(r.element(tag, start)?);
     }
-    let ts_uid = meta.ascii(Tag::TRANSFER_SYNTAX).ok_or(DicomError::Malformed {
-        offset: r.pos,
-        what: "file meta information has no Transfer Syntax UID (0002,0010)".into(),
-    })?;
-    let ts = TransferSyntax::from_uid(&ts_uid)?;
     let body_start = r.pos;
+    let (ts_uid, guessed) = match meta.ascii(Tag::TRANSFER_SYNTAX) {
+        Some(u) => (u, false),
+        // Like pydicom and dcmtk: a missing Transfer Syntax UID is guessed from the first element
+        // (explicit VR if it carries a known VR, else implicit), little endian; the output then says it.
+        None => {
+            let b = &bytes[body_start.min(bytes.len())..];
+            let explicit = b.len() >= 6 && Vr::known([b[4], b[5]]);
+            (if explicit { "1.2.840.10008.1.2.1" } else { "1.2.840.10008.1.2" }.to_owned(), true)
+        }
+    };
+    let ts = TransferSyntax::from_uid(&ts_uid)?;
+    if guessed {
+        let mut v = ts_uid.clone().into_bytes();
+        if v.len() % 2 == 1 {
+            v.push(0);
+        }
+        meta.put(Element { tag: Tag::TRANSFER_SYNTAX, vr: Vr::UI, value: Value::Bytes(v) });
+    }
     let inflated;
     let mut r = if ts.deflated {
         let mut out = Vec::new();
@@ -634,7 +653,22 @@ fn read_inner(bytes: &[u8], stop_at_pixels: bool) -> Result<(DicomFile, Option<P
     } else {
         Reader { buf: bytes, pos: body_start, base: 0, explicit: ts.explicit, little: ts.little, depth: 0 }
     };
-    let dataset = r.dataset(None, stop_at_pixels && !ts.deflated)?;
+    let dataset = match r.dataset(None, stop_at_pixels && !ts.deflated) {
+        Ok(ds) => ds,
+        // A file that declares explicit VR but is encoded implicit VR (seen in the wild; pydicom and
+        // dcmtk detect it): parsed implicit if that reads the whole data set; written back explicit.
+        Err(e @ DicomError::BadVr { .. }) if ts.explicit && ts.little && !ts.deflated => {
+            let mut r2 = Reader { buf: bytes, pos: body_start, base: 0, explicit: false, little: true, depth: 0 };
+            match r2.dataset(None, stop_at_pixels) {
+                Ok(ds) => {
+                    r = r2;
+                    ds
+                }
+                Err(_) => return Err(e),
+            }
+        }
+        Err(e) => return Err(e),
+    };
     let pixels = (stop_at_pixels && !ts.deflated && r.pos < r.buf.len())
         .then(|| PixelRef { offset: r.pos as u64, length: (r.buf.len() - r.pos) as u64 });
     let file = DicomFile { preamble: bytes[..128].to_vec(), meta, ts, dataset };

@@ -58,6 +58,9 @@ pub struct DeidArgs {
     /// Skip OCR (declared annotation regions are still blanked).
     #[arg(long)]
     no_ocr: bool,
+    /// Also take old files stored without the DICOM file meta header (rejected by default).
+    #[arg(long)]
+    accept_no_meta: bool,
     /// Use a throwaway key instead of the data directory's key store (UIDs consistent within this run only).
     #[arg(long)]
     ephemeral_key: bool,
@@ -126,7 +129,7 @@ pub fn run_deid(ctx: &Ctx, args: &DeidArgs) -> Result<ExitCode> {
     let holder = domain_key(ctx, &args.domain, args.ephemeral_key)?;
     let keys = Keyring { key: &holder.key, resolve: None };
     let profile = Profile::standard();
-    let opts = RunOptions { ocr: !args.no_ocr, ..Default::default() };
+    let opts = RunOptions { ocr: !args.no_ocr, accept_no_meta: args.accept_no_meta, ..Default::default() };
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     let total = dicom::files_under(&args.input).len();
     let pb = crate::progress::bar(total as u64, "dicom deid");
@@ -275,7 +278,7 @@ pub fn run_bench(ctx: &Ctx, args: BenchArgs) -> Result<ExitCode> {
     let mut cfg = Config::pseudonymization();
     cfg.options
         .retain(|o| !matches!(o, ProfileOption::CleanPixelData | ProfileOption::CleanRecognizableVisualFeatures));
-    let opts = RunOptions { ocr: false, ..Default::default() };
+    let opts = RunOptions { ocr: false, accept_no_meta: true, ..Default::default() };
     let mut kiban_failed = std::collections::BTreeSet::new();
     let t = Instant::now();
     let mut n = 0usize;
