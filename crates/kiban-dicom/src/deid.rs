@@ -149,6 +149,8 @@ struct Ctx<'a> {
     doc: DocContext,
     stats: Stats,
     encode_failed: bool,
+    /// Set by `clean` when the element it was given must be removed instead.
+    drop_me: bool,
 }
 
 /// kiban's Implementation Class UID (a fixed 2.25 UUID-derived UID).
@@ -204,6 +206,7 @@ fn run(out: &mut DicomFile, profile: &Profile, cfg: &Config, keys: &Keyring, cs:
         doc: DocContext { date_offset_days: offset_days, surrogate_seed: seed },
         stats: Stats::default(),
         encode_failed: false,
+        drop_me: false,
     };
     let mut ds = std::mem::take(&mut out.dataset);
     ctx.process(&mut ds, cs, Mode::Normal);
@@ -335,8 +338,9 @@ impl Ctx<'_> {
                     true
                 }
                 Some(Action::C) => {
+                    self.drop_me = false;
                     self.clean(&mut el, &cs);
-                    true
+                    !std::mem::take(&mut self.drop_me)
                 }
                 Some(Action::K) => {
                     if let Value::Seq(items) = &mut el.value {
@@ -484,14 +488,19 @@ impl Ctx<'_> {
                 self.stats.texts_cleaned += 1;
                 self.set_text(el, &cleaned, cs);
             }
-            // Other VRs (codes, numbers, overlay bits) carry no free text to clean.
+            // Overlay and curve bitmaps may draw text and cannot be cleaned here: they go.
+            b"OB" | b"OW" | b"UN" => {
+                el.value = Value::Bytes(Vec::new());
+                self.drop_me = true;
+            }
+            // Other VRs (codes, numbers) carry no free text to clean.
             _ => {}
         }
     }
 
     fn shift(&self, v: &str, datetime: bool) -> String {
         let v = v.trim();
-        if v.len() < 8 {
+        if v.len() < 8 || !v.is_char_boundary(8) {
             return String::new();
         }
         let Ok(d) = NaiveDate::parse_from_str(&v[..8], "%Y%m%d") else { return String::new() };

@@ -453,6 +453,51 @@ mod tree {
     }
 }
 
+mod robustness {
+    use super::*;
+
+    /// Deterministic byte mutations (flips, truncations, length fields blown up) of real files: the
+    /// reader and the de-identifier return errors, never panic or loop.
+    #[test]
+    fn b2_mutated_files_never_panic() {
+        let Some(fx) = fixtures() else { return };
+        let (_d, k) = key("release-fuzz");
+        let keys = Keyring { key: &k, resolve: None };
+        let (good, _) = corpus(&fx);
+        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let (mut ok, mut err) = (0, 0);
+        for (_, b) in good.iter().filter(|(_, b)| b.len() < 100_000).take(15) {
+            for round in 0..30 {
+                let mut m = b.clone();
+                match round % 3 {
+                    0 => {
+                        for _ in 0..4 {
+                            let i = 128 + (next() as usize) % (m.len() - 128);
+                            m[i] = next() as u8;
+                        }
+                    }
+                    1 => m.truncate(132 + (next() as usize) % (m.len() - 132)),
+                    _ => {
+                        let i = 132 + (next() as usize) % (m.len() - 136);
+                        m[i..i + 4].copy_from_slice(&[0xFF, 0xFF, 0xFF, 0x7F]);
+                    }
+                }
+                match process_bytes(&m, &Profile::standard(), &attrs_only(), &keys, &no_ocr()) {
+                    Ok(_) => ok += 1,
+                    Err(_) => err += 1,
+                }
+            }
+        }
+        assert!(ok > 0 && err > 0, "ok {ok}, err {err}");
+    }
+}
+
 mod validity {
     use super::*;
 
