@@ -356,6 +356,12 @@ mod deid {
                 && vals.contains(&"113107".to_owned())
                 && vals.contains(&"113105".to_owned())
         );
+        // With the identity vault's person key known, Patient ID is that person's release token.
+        let pk = kiban_model::id::PersonKey::from_u64(0xABCD);
+        let resolve = move |_: &str, _: &str| Some(pk);
+        let keys_v = Keyring { key: &k, resolve: Some(&resolve) };
+        let (ov, _) = deidentify_attributes(&a, &profile, &cfg, &keys_v).unwrap();
+        assert_eq!(ov.dataset.ascii(pid).unwrap(), k.token(pk).to_string());
         // Another release domain: unrelated UIDs and pseudonyms.
         let (_d2, k2) = key("release-3");
         let keys2 = Keyring { key: &k2, resolve: None };

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use kiban_dicom::deid::{Config, Keyring};
+use kiban_dicom::deid::{Config, Keyring, PersonResolver};
 use kiban_dicom::profile::{Profile, ProfileOption};
 use kiban_dicom::run::{FileReport, RunOptions, process_bytes, process_tree};
 use kiban_formats::dicom;
@@ -58,6 +58,10 @@ pub struct DeidArgs {
     /// Skip OCR (declared annotation regions are still blanked).
     #[arg(long)]
     no_ocr: bool,
+    /// CSV `patient_id,issuer,person_key` (person keys `pk-…` from the identity vault): those patients get
+    /// their release token of the identity crate as Patient ID; others a keyed digest of their ID.
+    #[arg(long, value_name = "CSV")]
+    person_map: Option<PathBuf>,
     /// Also take old files stored without the DICOM file meta header (rejected by default).
     #[arg(long)]
     accept_no_meta: bool,
@@ -107,6 +111,22 @@ fn config(args: &DeidArgs) -> Result<Config> {
     Ok(cfg)
 }
 
+type PersonMap = std::collections::HashMap<(String, String), kiban_model::id::PersonKey>;
+
+/// Reads `patient_id,issuer,person_key` rows; a bad row names its line.
+fn person_map(path: &Path) -> Result<PersonMap> {
+    let mut rd =
+        csv::ReaderBuilder::new().has_headers(true).from_path(path).with_context(|| format!("{}", path.display()))?;
+    let mut m = PersonMap::new();
+    for (i, rec) in rd.records().enumerate() {
+        let rec = rec.with_context(|| format!("{} line {}", path.display(), i + 2))?;
+        let pk = kiban_model::id::PersonKey::parse(rec.get(2).unwrap_or(""))
+            .with_context(|| format!("{} line {}: person_key", path.display(), i + 2))?;
+        m.insert((rec.get(0).unwrap_or("").to_owned(), rec.get(1).unwrap_or("").to_owned()), pk);
+    }
+    Ok(m)
+}
+
 /// Runs `kiban dicom`.
 pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
     match args.what {
@@ -127,7 +147,12 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
 pub fn run_deid(ctx: &Ctx, args: &DeidArgs) -> Result<ExitCode> {
     let cfg = config(args)?;
     let holder = domain_key(ctx, &args.domain, args.ephemeral_key)?;
-    let keys = Keyring { key: &holder.key, resolve: None };
+    let map = match &args.person_map {
+        Some(p) => person_map(p)?,
+        None => Default::default(),
+    };
+    let resolver = move |pid: &str, issuer: &str| map.get(&(pid.to_owned(), issuer.to_owned())).copied();
+    let keys = Keyring { key: &holder.key, resolve: args.person_map.is_some().then_some(&resolver as &PersonResolver) };
     let profile = Profile::standard();
     let opts = RunOptions { ocr: !args.no_ocr, accept_no_meta: args.accept_no_meta, ..Default::default() };
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
