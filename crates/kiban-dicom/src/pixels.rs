@@ -68,8 +68,10 @@ pub struct PixelReport {
     pub ocr: Vec<Rect>,
     /// Faces found and blanked.
     pub faces: Vec<Rect>,
-    /// Head CT/MR that could be rendered into a face: flagged for review (not defaced).
+    /// Head CT/MR that could be rendered into a face: flagged for review.
     pub head_volume_flag: bool,
+    /// A head CT slice whose voxels outside the skull mask were set to air (`deface`).
+    pub defaced: bool,
     /// Why a check could not run (tool missing), if so.
     pub notes: Vec<String>,
 }
@@ -294,6 +296,8 @@ pub struct PixelChecks {
     pub faces: bool,
     /// Run OCR (else declared regions only).
     pub ocr: bool,
+    /// Deface head CT: voxels outside the skull mask set to air (MR is flagged only).
+    pub deface: bool,
 }
 
 /// Checks and blanks the pixels of `f` (after attribute de-identification, which keeps the pixel module).
@@ -306,6 +310,10 @@ pub fn clean_pixels(
     let mut rep = PixelReport::default();
     let ds = &f.dataset;
     rep.head_volume_flag = checks.faces && is_head_volume(ds);
+    if rep.head_volume_flag && checks.deface && ds.ascii(Tag(0x0008, 0x0060)).as_deref() == Some("CT") {
+        rep.defaced = deface_ct(f)?;
+    }
+    let ds = &f.dataset;
     let want_text = checks.text && needs_text_check(ds);
     let want_faces = checks.faces && needs_face_check(ds);
     if !want_text && !want_faces {
@@ -395,4 +403,64 @@ pub fn ocr_frame0(f: &DicomFile, tmp: &Path) -> Result<String, String> {
     let words = ocr(&pgm);
     let _ = std::fs::remove_file(&pgm);
     Ok(words?.into_iter().map(|(_, t)| t).collect::<Vec<_>>().join(" "))
+}
+
+fn ds_num(ds: &DataSet, t: Tag) -> Option<f64> {
+    ds.ascii(t)?.split('\\').next()?.trim().parse().ok()
+}
+
+/// Sets every voxel of each slice outside its skull mask to air: the mask is the set of pixels that lie
+/// between the outermost bone pixels (> 300 HU) of both their row and their column, so skin, nose and
+/// lips in front of the facial bones go while everything inside the bony outline stays.
+fn deface_ct(f: &mut DicomFile) -> Result<bool, String> {
+    let Some(g) = geometry(f) else { return Ok(false) };
+    if g.samples != 1 || g.bytes_per_sample != 2 {
+        return Ok(false);
+    }
+    let little = f.ts.little;
+    let ds = &f.dataset;
+    let slope = ds_num(ds, Tag(0x0028, 0x1053)).unwrap_or(1.0);
+    let intercept = ds_num(ds, Tag(0x0028, 0x1052)).unwrap_or(0.0);
+    let signed = us(ds, Tag(0x0028, 0x0103), little) == Some(1);
+    let Some(px_el) = f.dataset.elements.iter_mut().find(|e| e.tag == Tag::PIXEL_DATA) else { return Ok(false) };
+    let Value::Bytes(px) = &mut px_el.value else {
+        return Err("compressed head CT cannot be defaced; decompress first".into());
+    };
+    let read = |b: &[u8], i: usize| -> f64 {
+        let a = [b[2 * i], b[2 * i + 1]];
+        let raw = if little { u16::from_le_bytes(a) } else { u16::from_be_bytes(a) };
+        let v = if signed { raw as i16 as f64 } else { raw as f64 };
+        v * slope + intercept
+    };
+    let air = ((-1000.0 - intercept) / slope).round();
+    let air_raw: u16 = if signed {
+        air.clamp(i16::MIN as f64, i16::MAX as f64) as i16 as u16
+    } else {
+        air.clamp(0.0, u16::MAX as f64) as u16
+    };
+    let air_bytes = if little { air_raw.to_le_bytes() } else { air_raw.to_be_bytes() };
+    let n = g.rows * g.cols;
+    for fr in 0..g.frames {
+        let Some(b) = px.get_mut(fr * n * 2..(fr + 1) * n * 2) else { break };
+        let bone: Vec<bool> = (0..n).map(|i| read(b, i) > 300.0).collect();
+        let mut row_span = vec![(usize::MAX, 0usize); g.rows];
+        let mut col_span = vec![(usize::MAX, 0usize); g.cols];
+        for y in 0..g.rows {
+            for x in 0..g.cols {
+                if bone[y * g.cols + x] {
+                    row_span[y] = (row_span[y].0.min(x), row_span[y].1.max(x));
+                    col_span[x] = (col_span[x].0.min(y), col_span[x].1.max(y));
+                }
+            }
+        }
+        for y in 0..g.rows {
+            for x in 0..g.cols {
+                let inside = row_span[y].0 <= x && x <= row_span[y].1 && col_span[x].0 <= y && y <= col_span[x].1;
+                if !inside {
+                    b[2 * (y * g.cols + x)..2 * (y * g.cols + x) + 2].copy_from_slice(&air_bytes);
+                }
+            }
+        }
+    }
+    Ok(true)
 }

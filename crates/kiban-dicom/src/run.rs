@@ -25,6 +25,8 @@ pub struct RunOptions {
     /// Also take data sets stored without the Part 10 header (old files); off by default, so such files
     /// are reported as errors.
     pub accept_no_meta: bool,
+    /// Deface head CT (voxels outside the skull mask set to air); off by default, head volumes are flagged.
+    pub deface: bool,
 }
 
 impl Default for RunOptions {
@@ -34,6 +36,7 @@ impl Default for RunOptions {
             regions: crate::pixels::standard_regions(),
             tmp: std::env::temp_dir(),
             accept_no_meta: false,
+            deface: false,
         }
     }
 }
@@ -72,6 +75,7 @@ pub fn process_bytes(
         text: cfg.options.contains(&ProfileOption::CleanPixelData),
         faces: cfg.options.contains(&ProfileOption::CleanRecognizableVisualFeatures),
         ocr: opts.ocr,
+        deface: opts.deface,
     };
     let px = clean_pixels(&mut out, checks, &opts.regions, &opts.tmp)?;
     Ok((dicom::write(&out), stats, px))

@@ -605,6 +605,56 @@ mod pixel {
     }
 
     #[test]
+    fn s4_head_ct_deface_removes_soft_tissue_outside_the_skull() {
+        let (_d, k) = key("release-9");
+        let keys = Keyring { key: &k, resolve: None };
+        let p = kiban_dicom::synth::SynthPatient {
+            kanji: ("山田".into(), "花子".into()),
+            kana: ("ヤマダ".into(), "ハナコ".into()),
+            patient_id: "P0001".into(),
+            birth: "19600101".into(),
+            sex: "F".into(),
+            study_date: "20240101".into(),
+            hospital: "合成病院".into(),
+        };
+        let mut f = dicom::read(&kiban_dicom::synth::head_ct_series(&p, 1)[0]).unwrap();
+        // A skull ring (bone, 700 HU) of radius 10 around (16,16), brain inside (40 HU), a nose of soft
+        // tissue (40 HU) in front of the ring, air elsewhere; stored = HU + 1000.
+        let mut px = vec![0u8; 32 * 32 * 2];
+        for y in 0..32i32 {
+            for x in 0..32i32 {
+                let r2 = (x - 16) * (x - 16) + (y - 16) * (y - 16);
+                let hu: i32 = if (81..=121).contains(&r2) {
+                    700
+                } else if r2 < 81 || ((14..=18).contains(&x) && (1..=4).contains(&y)) {
+                    40
+                } else {
+                    -1000
+                };
+                let i = (y * 32 + x) as usize * 2;
+                px[i..i + 2].copy_from_slice(&((hu + 1000) as u16).to_le_bytes());
+            }
+        }
+        f.dataset.put(dicom::Element { tag: Tag::PIXEL_DATA, vr: Vr::OW, value: Value::Bytes(px) });
+        f.dataset.put(dicom::Element {
+            tag: Tag(0x0028, 0x1052),
+            vr: Vr(*b"DS"),
+            value: Value::Bytes(b"-1000 ".to_vec()),
+        });
+        f.dataset.put(dicom::Element { tag: Tag(0x0028, 0x1053), vr: Vr(*b"DS"), value: Value::Bytes(b"1 ".to_vec()) });
+        let opts = RunOptions { deface: true, ..no_ocr() };
+        let (bytes, _, rep) =
+            process_bytes(&dicom::write(&f), &Profile::standard(), &Config::pseudonymization(), &keys, &opts).unwrap();
+        assert!(rep.head_volume_flag && rep.defaced);
+        let out = dicom::read(&bytes).unwrap();
+        let Some(Value::Bytes(o)) = out.dataset.get(Tag::PIXEL_DATA).map(|e| &e.value) else { panic!() };
+        let hu = |x: usize, y: usize| u16::from_le_bytes([o[(y * 32 + x) * 2], o[(y * 32 + x) * 2 + 1]]) as i32 - 1000;
+        assert_eq!(hu(16, 2), -1000, "nose removed");
+        assert_eq!(hu(16, 16), 40, "brain kept");
+        assert_eq!(hu(16, 6), 700, "skull kept");
+    }
+
+    #[test]
     fn s4_head_ct_is_flagged() {
         let Some(fx) = fixtures() else { return };
         let f = load(&fx.join("deid-data-humans/ctbrain1.dcm"));

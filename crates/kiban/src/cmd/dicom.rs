@@ -58,6 +58,9 @@ pub struct DeidArgs {
     /// Skip OCR (declared annotation regions are still blanked).
     #[arg(long)]
     no_ocr: bool,
+    /// Deface head CT: voxels outside the skull mask set to air (head MR is only flagged).
+    #[arg(long)]
+    deface: bool,
     /// CSV `patient_id,issuer,person_key` (person keys `pk-…` from the identity vault): those patients get
     /// their release token of the identity crate as Patient ID; others a keyed digest of their ID.
     #[arg(long, value_name = "CSV")]
@@ -154,7 +157,12 @@ pub fn run_deid(ctx: &Ctx, args: &DeidArgs) -> Result<ExitCode> {
     let resolver = move |pid: &str, issuer: &str| map.get(&(pid.to_owned(), issuer.to_owned())).copied();
     let keys = Keyring { key: &holder.key, resolve: args.person_map.is_some().then_some(&resolver as &PersonResolver) };
     let profile = Profile::standard();
-    let opts = RunOptions { ocr: !args.no_ocr, accept_no_meta: args.accept_no_meta, ..Default::default() };
+    let opts = RunOptions {
+        ocr: !args.no_ocr,
+        accept_no_meta: args.accept_no_meta,
+        deface: args.deface,
+        ..Default::default()
+    };
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     let total = dicom::files_under(&args.input).len();
     let pb = crate::progress::bar(total as u64, "dicom deid");
@@ -194,7 +202,9 @@ fn print_report(reports: &[FileReport], secs: f64, cfg: &Config) {
                             p.faces.len()
                         ));
                     }
-                    if p.head_volume_flag {
+                    if p.defaced {
+                        v.push("頭部CT: 頭蓋外を除去 / defaced".into());
+                    } else if p.head_volume_flag {
                         v.push("頭部CT/MR: 顔の再構成に注意 / head volume flagged".into());
                     }
                     v.join("; ")
