@@ -289,6 +289,7 @@ impl Ctx<'_> {
         let cs = charset_of(ds, inherited);
         let kept_private = self.private_keep(ds);
         let mut out = Vec::with_capacity(ds.elements.len());
+        let mut overlays_removed = Vec::new();
         for mut el in std::mem::take(&mut ds.elements) {
             let tag = el.tag;
             if tag.is_private() {
@@ -350,6 +351,12 @@ impl Ctx<'_> {
                     }
                     true
                 }
+                // Beyond the table: a person name it does not list is still a person's name.
+                None if el.vr == Vr::PN => {
+                    el.value = Value::Bytes(Vec::new());
+                    self.stats.emptied += 1;
+                    true
+                }
                 None => {
                     match &mut el.value {
                         Value::Seq(items) => {
@@ -386,12 +393,19 @@ impl Ctx<'_> {
             };
             if !keep {
                 self.stats.removed += 1;
+                if tag.0 & 0xFF00 == 0x6000 && tag.1 == 0x3000 {
+                    overlays_removed.push(tag.0);
+                }
                 continue;
             }
             if el.vr.is_charset_text() {
                 self.scrub_known(&mut el, &cs);
             }
             out.push(el);
+        }
+        // An overlay plane without its data is invalid: the whole group goes with it.
+        if !overlays_removed.is_empty() {
+            out.retain(|e| !overlays_removed.contains(&e.tag.0));
         }
         ds.elements = out;
     }
@@ -436,10 +450,13 @@ impl Ctx<'_> {
     fn dummy(&mut self, el: &mut Element, cs: &CharacterSet, mode: Mode) {
         self.stats.dummied += 1;
         let v: &[u8] = match &el.vr.0 {
+            // A sequence "replaced with a dummy" keeps its structure, but every free text in it is cleaned:
+            // Content Sequence items carry report text.
             b"SQ" => {
+                let m = if mode == Mode::AllUids { mode } else { Mode::CleanAll };
                 if let Value::Seq(items) = &mut el.value {
                     for it in items {
-                        self.process(it, cs, mode);
+                        self.process(it, cs, m);
                     }
                 }
                 return;

@@ -275,7 +275,10 @@ mod deid {
                 let n = cs.decode(e.bytes().unwrap_or_default());
                 secrets.extend(
                     n.split(['^', '='])
-                        .filter(|s| s.chars().count() >= 3 && !s.eq_ignore_ascii_case("anonymized"))
+                        .filter(|s| {
+                            s.chars().count() >= if s.is_ascii() { 3 } else { 2 }
+                                && !s.eq_ignore_ascii_case("anonymized")
+                        })
                         .map(str::to_owned),
                 );
             }
