@@ -242,7 +242,12 @@ warnings.filterwarnings("ignore"); logging.disable(logging.CRITICAL)
 tool, rounds, files = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 import pydicom
 failed = set(); n = 0
-if tool == "dicognito":
+if tool == "pydicom-metadata":
+    def run(p):
+        ds = pydicom.dcmread(p, stop_before_pixels=True)
+        for el in ds.iterall():
+            str(el.value)
+elif tool == "dicognito":
     from dicognito.anonymizer import Anonymizer
     anon = Anonymizer()
     def run(p):
@@ -329,9 +334,20 @@ pub fn run_bench(ctx: &Ctx, args: BenchArgs) -> Result<ExitCode> {
     }
     let kiban_secs = t.elapsed().as_secs_f64();
     let kiban_rate = n as f64 / kiban_secs;
+    // Metadata reading (issue 5): the table rows of every file, pixels by reference.
+    let t = Instant::now();
+    let mut meta_n = 0usize;
+    for _ in 0..args.rounds {
+        for (p, b) in &data {
+            if let Ok((f, px)) = dicom::read_metadata(b) {
+                meta_n += dicom::metadata_rows(&p.display().to_string(), &f, px).len().min(1);
+            }
+        }
+    }
+    let meta_rate = meta_n as f64 / t.elapsed().as_secs_f64();
     let py = peer_python(args.python.as_deref())?;
     let mut peers = Vec::new();
-    for tool in ["dicognito", "dicom-anonymizer"] {
+    for tool in ["dicognito", "dicom-anonymizer", "pydicom-metadata"] {
         let out = std::process::Command::new(&py)
             .args(["-c", PEER_SCRIPT, tool, &args.rounds.to_string()])
             .args(&files)
@@ -352,15 +368,20 @@ pub fn run_bench(ctx: &Ctx, args: BenchArgs) -> Result<ExitCode> {
         println!(
             "{}",
             serde_json::json!({"files": files.len(), "bytes": bytes, "rounds": args.rounds, "kiban_files_per_s": kiban_rate,
-                "kiban_failed": kiban_failed, "peers": peers.iter().map(|(t, r, f)| serde_json::json!({"tool": t, "files_per_s": r, "failed": f})).collect::<Vec<_>>()})
+                "kiban_failed": kiban_failed, "kiban_metadata_files_per_s": meta_rate, "peers": peers.iter().map(|(t, r, f)| serde_json::json!({"tool": t, "files_per_s": r, "failed": f})).collect::<Vec<_>>()})
         );
         return Ok(ExitCode::SUCCESS);
     }
     println!("| bench dicom (attributes, no OCR) | files/s | ratio kiban/peer | files the tool failed on |");
     println!("|---|---:|---:|---|");
     println!("| kiban | {kiban_rate:.0} | 1.00 | {} |", kiban_failed.iter().cloned().collect::<Vec<_>>().join(", "));
-    for (tool, rate, failed) in &peers {
+    for (tool, rate, failed) in peers.iter().filter(|p| p.0 != "pydicom-metadata") {
         println!("| {tool} | {rate:.0} | {:.1}× | {failed} |", kiban_rate / rate);
+    }
+    println!("| metadata table (read, pixels by reference) | files/s | ratio | |");
+    println!("| kiban | {meta_rate:.0} | 1.00 | |");
+    for (_, rate, failed) in peers.iter().filter(|p| p.0 == "pydicom-metadata") {
+        println!("| pydicom dcmread(stop_before_pixels) | {rate:.0} | {:.1}× | {failed} |", meta_rate / rate);
     }
     println!(
         "{} files ({:.1} MB) × {} rounds; build: {}",
