@@ -27,6 +27,10 @@ pub struct RunOptions {
     pub accept_no_meta: bool,
     /// Deface head CT (voxels outside the skull mask set to air); off by default, head volumes are flagged.
     pub deface: bool,
+    /// Keep the input's relative paths for the outputs. Off by default: folder and file names often
+    /// carry patient names or IDs, so outputs go to `<pseudonym[..16]>/<study>/<series>/<instance>.dcm`
+    /// under the new UIDs.
+    pub keep_paths: bool,
 }
 
 impl Default for RunOptions {
@@ -37,6 +41,7 @@ impl Default for RunOptions {
             tmp: std::env::temp_dir(),
             accept_no_meta: false,
             deface: false,
+            keep_paths: false,
         }
     }
 }
@@ -81,7 +86,23 @@ pub fn process_bytes(
     Ok((dicom::write(&out), stats, px))
 }
 
-/// De-identifies every file under `input` (a file or folder) into `out_dir`, keeping relative paths.
+/// `<patient>/<study>/<series>/<instance>.dcm` from the de-identified values (never the input's names).
+fn uid_path(bytes: &[u8]) -> PathBuf {
+    let Ok((f, _)) = dicom::read_metadata(bytes) else { return PathBuf::from("unnamed.dcm") };
+    let ds = &f.dataset;
+    let part = |t: dicom::Tag, n: usize| -> String {
+        let v = ds.ascii(t).unwrap_or_default();
+        let v: String = v.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '.').take(n).collect();
+        if v.is_empty() { "unknown".into() } else { v }
+    };
+    PathBuf::from(part(dicom::Tag(0x0010, 0x0020), 16))
+        .join(part(dicom::Tag(0x0020, 0x000D), 64))
+        .join(part(dicom::Tag(0x0020, 0x000E), 64))
+        .join(format!("{}.dcm", part(dicom::Tag(0x0008, 0x0018), 64)))
+}
+
+/// De-identifies every file under `input` (a file or folder) into `out_dir` (named by new UIDs, or by
+/// relative path with `keep_paths`).
 /// `progress` is called after each file. Files that fail are in the reports with their error only.
 pub fn process_tree(
     input: &Path,
@@ -103,7 +124,7 @@ pub fn process_tree(
         let res = std::fs::read(p).map_err(|e| e.to_string()).and_then(|b| process_bytes(&b, profile, cfg, keys, opts));
         match res {
             Ok((bytes, stats, px)) => {
-                let dest = out_dir.join(&rel);
+                let dest = if opts.keep_paths { out_dir.join(&rel) } else { out_dir.join(uid_path(&bytes)) };
                 let written = dest.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|_| {
                     let tmp = dest.with_extension("partial");
                     std::fs::write(&tmp, &bytes)?;

@@ -434,8 +434,9 @@ mod tree {
         std::fs::write(input.join("bad_vr.dcm"), &bad_vr).unwrap();
         let out = tmp.path().join("out");
         let mut calls = 0;
+        let opts = RunOptions { keep_paths: true, ..no_ocr() };
         let reps =
-            process_tree(&input, &out, &Profile::standard(), &attrs_only(), &keys, &no_ocr(), &mut |_, _| calls += 1);
+            process_tree(&input, &out, &Profile::standard(), &attrs_only(), &keys, &opts, &mut |_, _| calls += 1);
         assert_eq!(reps.len(), 9);
         assert_eq!(calls, 9);
         let err = |name: &str| reps.iter().find(|r| r.input == name).and_then(|r| r.error.clone()).unwrap_or_default();
@@ -459,6 +460,21 @@ mod tree {
         let a = dicom::read(&good).unwrap();
         let b = dicom::read(&std::fs::read(out.join("ok/ct.dcm")).unwrap()).unwrap();
         assert_eq!(a.dataset.get(Tag::PIXEL_DATA), b.dataset.get(Tag::PIXEL_DATA));
+        // By default outputs are named by the new UIDs, never by the input's (possibly identifying) names.
+        let out2 = tmp.path().join("out2");
+        let reps = process_tree(
+            &input.join("ok"),
+            &out2,
+            &Profile::standard(),
+            &attrs_only(),
+            &keys,
+            &no_ocr(),
+            &mut |_, _| {},
+        );
+        for r in &reps {
+            let o = r.output.as_deref().unwrap();
+            assert!(o.ends_with(".dcm") && o.contains("/2.25.") && !o.contains("ct.dcm") && !o.contains("ok/"), "{o}");
+        }
     }
 }
 

@@ -61,6 +61,10 @@ pub struct DeidArgs {
     /// Deface head CT: voxels outside the skull mask set to air (head MR is only flagged).
     #[arg(long)]
     deface: bool,
+    /// Keep input folder and file names (they often carry patient names or IDs; default: outputs named
+    /// <pseudonym>/<study UID>/<series UID>/<instance UID>.dcm).
+    #[arg(long)]
+    keep_paths: bool,
     /// CSV `patient_id,issuer,person_key` (person keys `pk-…` from the identity vault): those patients get
     /// their release token of the identity crate as Patient ID; others a keyed digest of their ID.
     #[arg(long, value_name = "CSV")]
