@@ -342,6 +342,11 @@ pub fn clean_pixels(
             }
         }
     }
+    if matches!(f.dataset.get(Tag::PIXEL_DATA).map(|e| &e.value), Some(Value::Fragments { .. })) {
+        decompress_jpeg(f)?;
+        rep.notes.push(format!("JPEG pixel data decoded to native for checking; written as {}", f.ts.uid));
+    }
+    let Some(g) = geometry(f) else { return Err("image pixel module incomplete after decoding".into()) };
     let Some(px_el) = f.dataset.elements.iter_mut().find(|e| e.tag == Tag::PIXEL_DATA) else { return Ok(rep) };
     let px = match &mut px_el.value {
         Value::Bytes(b) => b,
@@ -463,4 +468,75 @@ fn deface_ct(f: &mut DicomFile) -> Result<bool, String> {
         }
     }
     Ok(true)
+}
+
+/// Decodes 8-bit JPEG pixel data (baseline, extended, lossless; transfer syntaxes 1.2.840.10008.1.2.4.50,
+/// .51, .57, .70) to native pixels so they can be checked and blanked; the file is then written explicit
+/// VR little endian. Other compressions (JPEG 2000, JPEG-LS, RLE, 16-bit) stay errors.
+fn decompress_jpeg(f: &mut DicomFile) -> Result<(), String> {
+    const JPEG: [&str; 4] =
+        ["1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70"];
+    let unsupported = || {
+        format!("compressed pixel data ({}) cannot be checked for burned-in text or faces; decompress first", f.ts.uid)
+    };
+    if !JPEG.contains(&f.ts.uid.as_str()) {
+        return Err(unsupported());
+    }
+    let l = f.ts.little;
+    let rows = us(&f.dataset, Tag(0x0028, 0x0010), l).ok_or("no Rows")?;
+    let cols = us(&f.dataset, Tag(0x0028, 0x0011), l).ok_or("no Columns")?;
+    let frames: usize = f.dataset.ascii(Tag(0x0028, 0x0008)).and_then(|s| s.trim().parse().ok()).unwrap_or(1).max(1);
+    let Some(Value::Fragments { fragments, .. }) = f.dataset.get(Tag::PIXEL_DATA).map(|e| &e.value) else {
+        return Err(unsupported());
+    };
+    let streams: Vec<Vec<u8>> = if frames == 1 {
+        vec![fragments.concat()]
+    } else if fragments.len() == frames {
+        fragments.clone()
+    } else {
+        return Err(format!("{} fragments for {frames} frames: cannot split JPEG frames", fragments.len()));
+    };
+    let mut out = Vec::new();
+    let mut samples = 1;
+    for s in &streams {
+        let mut d = jpeg_decoder::Decoder::new(s.as_slice());
+        let px = d.decode().map_err(|e| format!("JPEG decode: {e}"))?;
+        let info = d.info().ok_or("JPEG without header")?;
+        if info.width as usize != cols || info.height as usize != rows {
+            return Err("JPEG size differs from Rows/Columns".into());
+        }
+        samples = match info.pixel_format {
+            jpeg_decoder::PixelFormat::L8 => 1,
+            jpeg_decoder::PixelFormat::RGB24 => 3,
+            _ => return Err(unsupported()),
+        };
+        out.extend_from_slice(&px);
+    }
+    let put = |ds: &mut DataSet, t: Tag, vr: &[u8; 2], v: Vec<u8>| {
+        ds.put(kiban_formats::dicom::Element { tag: t, vr: kiban_formats::dicom::Vr(*vr), value: Value::Bytes(v) })
+    };
+    let ds = &mut f.dataset;
+    put(ds, Tag(0x0028, 0x0002), b"US", (samples as u16).to_le_bytes().to_vec());
+    put(ds, Tag(0x0028, 0x0004), b"CS", if samples == 3 { b"RGB ".to_vec() } else { b"MONOCHROME2 ".to_vec() });
+    put(ds, Tag(0x0028, 0x0100), b"US", 8u16.to_le_bytes().to_vec());
+    put(ds, Tag(0x0028, 0x0101), b"US", 8u16.to_le_bytes().to_vec());
+    put(ds, Tag(0x0028, 0x0102), b"US", 7u16.to_le_bytes().to_vec());
+    put(ds, Tag(0x0028, 0x0103), b"US", 0u16.to_le_bytes().to_vec());
+    if samples == 3 {
+        put(ds, Tag(0x0028, 0x0006), b"US", 0u16.to_le_bytes().to_vec());
+    } else {
+        ds.remove(Tag(0x0028, 0x0006));
+    }
+    // The image was lossy-compressed once; that history must stay visible.
+    if f.ts.uid.ends_with(".50") || f.ts.uid.ends_with(".51") {
+        put(ds, Tag(0x0028, 0x2110), b"CS", b"01".to_vec());
+    }
+    put(ds, Tag::PIXEL_DATA, b"OB", out);
+    f.ts = kiban_formats::dicom::TransferSyntax::from_uid("1.2.840.10008.1.2.1").expect("known");
+    f.meta.put(kiban_formats::dicom::Element {
+        tag: Tag::TRANSFER_SYNTAX,
+        vr: kiban_formats::dicom::Vr::UI,
+        value: Value::Bytes(b"1.2.840.10008.1.2.1\0".to_vec()),
+    });
+    Ok(())
 }

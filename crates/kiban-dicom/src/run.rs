@@ -117,6 +117,7 @@ pub fn process_tree(
     let root =
         if input.is_dir() { input.to_path_buf() } else { input.parent().map(Path::to_path_buf).unwrap_or_default() };
     let mut reports = Vec::with_capacity(files.len());
+    let mut taken = std::collections::HashSet::new();
     for (i, p) in files.iter().enumerate() {
         let rel = p.strip_prefix(&root).unwrap_or(p).to_path_buf();
         let mut rep =
@@ -124,7 +125,14 @@ pub fn process_tree(
         let res = std::fs::read(p).map_err(|e| e.to_string()).and_then(|b| process_bytes(&b, profile, cfg, keys, opts));
         match res {
             Ok((bytes, stats, px)) => {
-                let dest = if opts.keep_paths { out_dir.join(&rel) } else { out_dir.join(uid_path(&bytes)) };
+                let mut dest = if opts.keep_paths { out_dir.join(&rel) } else { out_dir.join(uid_path(&bytes)) };
+                // Two inputs with the same instance UID (copies, variants) must not overwrite each other.
+                let stem = dest.with_extension("");
+                let mut k = 1;
+                while !taken.insert(dest.clone()) {
+                    k += 1;
+                    dest = PathBuf::from(format!("{}-{k}.dcm", stem.display()));
+                }
                 let written = dest.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|_| {
                     let tmp = dest.with_extension("partial");
                     std::fs::write(&tmp, &bytes)?;

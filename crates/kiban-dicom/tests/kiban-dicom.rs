@@ -462,6 +462,7 @@ mod tree {
         assert_eq!(a.dataset.get(Tag::PIXEL_DATA), b.dataset.get(Tag::PIXEL_DATA));
         // By default outputs are named by the new UIDs, never by the input's (possibly identifying) names.
         let out2 = tmp.path().join("out2");
+        std::fs::copy(input.join("ok/ct.dcm"), input.join("ok/ct-copy.dcm")).unwrap();
         let reps = process_tree(
             &input.join("ok"),
             &out2,
@@ -471,6 +472,8 @@ mod tree {
             &no_ocr(),
             &mut |_, _| {},
         );
+        let outs: HashSet<_> = reps.iter().filter_map(|r| r.output.clone()).collect();
+        assert_eq!(outs.len(), 6, "same instance twice: two outputs, none overwritten");
         for r in &reps {
             let o = r.output.as_deref().unwrap();
             assert!(o.ends_with(".dcm") && o.contains("/2.25.") && !o.contains("ct.dcm") && !o.contains("ok/"), "{o}");
@@ -671,6 +674,33 @@ mod pixel {
         assert_eq!(hu(16, 2), -1000, "nose removed");
         assert_eq!(hu(16, 16), 40, "brain kept");
         assert_eq!(hu(16, 6), 700, "skull kept");
+    }
+
+    #[test]
+    fn s4_jpeg_secondary_capture_is_decoded_checked_and_written_native() {
+        let Some(fx) = fixtures() else { return };
+        if std::process::Command::new("tesseract").arg("--version").output().is_err() {
+            assert!(std::env::var("CI").map_or(true, |v| v != "true"), "tesseract missing");
+            return;
+        }
+        let (_d, k) = key("release-10");
+        let keys = Keyring { key: &k, resolve: None };
+        let b = std::fs::read(fx.join("deid-data-humans/ctbrain1.dcm")).unwrap();
+        assert!(dicom::read(&b).unwrap().ts.encapsulated);
+        let (bytes, _, px) =
+            process_bytes(&b, &Profile::standard(), &Config::pseudonymization(), &keys, &RunOptions::default())
+                .unwrap();
+        assert!(px.checked && px.head_volume_flag);
+        let out = dicom::read(&bytes).unwrap();
+        assert_eq!(out.ts.uid, "1.2.840.10008.1.2.1");
+        let Some(Value::Bytes(p)) = out.dataset.get(Tag::PIXEL_DATA).map(|e| &e.value) else { panic!("native pixels") };
+        assert_eq!(p.len(), 456 * 510 * 3);
+        assert_eq!(out.dataset.ascii(Tag(0x0028, 0x0004)).as_deref(), Some("RGB"));
+        let t = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(t.path(), &bytes).unwrap();
+        if let Some((ok, err)) = dcmdump(t.path()) {
+            assert!(ok && !err.contains("E: "), "{err}");
+        }
     }
 
     #[test]
