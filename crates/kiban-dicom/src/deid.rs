@@ -550,9 +550,9 @@ impl Ctx<'_> {
             if t.contains(s.as_str()) {
                 t = t.replace(s.as_str(), "［除去］");
             } else if s.is_ascii() {
-                let lower = t.to_ascii_lowercase();
+                // Case-insensitive, every occurrence (lower-casing ASCII keeps byte offsets).
                 let sl = s.to_ascii_lowercase();
-                if let Some(i) = lower.find(&sl) {
+                while let Some(i) = t.to_ascii_lowercase().find(&sl) {
                     t.replace_range(i..i + s.len(), "［除去］");
                 }
             }

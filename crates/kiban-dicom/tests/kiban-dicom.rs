@@ -392,6 +392,17 @@ mod deid {
             assert!(s.private_removed > 0);
         }
         assert!(any_private);
+        // Retain Safe Private keeps exactly the listed element and its creator.
+        let mut cfg = attrs_only();
+        cfg.options.push(ProfileOption::RetainSafePrivate);
+        cfg.safe_private =
+            vec![kiban_dicom::deid::SafePrivate { creator: "GEMS_IDEN_01".into(), group: 0x0009, element: 0x04 }];
+        let f = load(&fx.join("pydicom/CT_small.dcm"));
+        let (o, _) = deidentify_attributes(&f, &Profile::standard(), &cfg, &keys).unwrap();
+        let kept: Vec<Tag> = o.dataset.elements.iter().filter(|e| e.tag.is_private()).map(|e| e.tag).collect();
+        assert_eq!(kept, vec![Tag(0x0009, 0x0010), Tag(0x0009, 0x1004)]);
+        let Value::Seq(codes) = &o.dataset.get(Tag(0x0012, 0x0064)).unwrap().value else { panic!() };
+        assert!(codes.iter().any(|c| c.ascii(Tag(0x0008, 0x0100)).as_deref() == Some("113111")));
     }
 }
 
