@@ -8,6 +8,7 @@
 //! the quarantined ones); legacy encodings are decoded here, at the boundary, and nowhere else.
 
 pub mod dataset;
+pub mod dicom;
 pub mod package;
 
 pub use dataset::{

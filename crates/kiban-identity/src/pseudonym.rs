@@ -105,7 +105,13 @@ impl PseudonymKey {
         }
     }
 
-    /// Keyed one-way digest of arbitrary bytes under this key (HMAC-SHA-256; used for linkage keys).
+    /// Keyed one-way digest of `value` for another `purpose` than person tokens (e.g. DICOM UIDs):
+    /// HMAC-SHA-256(key, "kiban/" ‖ purpose ‖ 0x00 ‖ value). Same input, same output within the domain.
+    pub fn keyed_digest(&self, purpose: &str, value: &[u8]) -> [u8; 32] {
+        self.mac_bytes(&[b"kiban/", purpose.as_bytes(), b"\0", value])
+    }
+
+    /// Keyed one-way digest of arbitrary bytes under this key (used for linkage keys).
     pub(crate) fn mac_bytes(&self, parts: &[&[u8]]) -> [u8; 32] {
         let mut m = self.mac.clone();
         for p in parts {

@@ -55,6 +55,8 @@ enum Command {
     CheckOutput(cmd::check_output::Args),
     /// Measure throughput and print a table (targets live in benchmarks, not tests).
     Bench(cmd::bench::Args),
+    /// DICOM: de-identify files and folders (PS3.15 profile, burned-in text, faces); metadata tables.
+    Dicom(cmd::dicom::Args),
     /// Pseudonymize a table (仮名加工) under a pseudonymization policy checked against S1–S3.
     Pseudonymize(cmd::pseudonymize::Args),
     /// De-identify Japanese free text (S5) and print it.
@@ -141,6 +143,7 @@ fn main() -> ExitCode {
         Command::Intake(a) => cmd::intake::run(&ctx, a),
         Command::Anonymize(a) => cmd::anonymize::run(&ctx, a),
         Command::Bench(a) => cmd::bench::run(&ctx, a),
+        Command::Dicom(a) => cmd::dicom::run(&ctx, a),
         Command::Pseudonymize(a) => cmd::pseudonymize::run(&ctx, a),
         Command::DeidText(a) => cmd::pseudonymize::run_text(&ctx, a),
         Command::BenchText(a) => cmd::pseudonymize::run_bench_text(&ctx, a),

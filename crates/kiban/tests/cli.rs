@@ -147,6 +147,7 @@ fn demo_runs_end_to_end_and_twice() {
         "pseudonymize",
         "review",
         "publication",
+        "dicom",
         "audit",
     ] {
         assert!(stages.contains(&s), "stage {s} ran: {stages:?}");
@@ -1195,4 +1196,51 @@ fn l1_linkage_export_needs_an_approved_application_that_names_the_database() {
     let line = rows.lines().nth(1).unwrap();
     assert!(line.contains(",c9859d3e168f") && line.contains(",cb9ddd8c9b2c"), "{rows}");
     assert!(!rows.contains("ヤマダ") && !rows.contains("A-1"), "keys only, no identifiers: {rows}");
+}
+
+#[test]
+fn s4_dicom_deid_cli_reports_per_file_and_never_copies_bad_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(input.join("山田太郎")).unwrap();
+    let p = kiban_dicom::synth::SynthPatient {
+        kanji: ("山田".into(), "太郎".into()),
+        kana: ("ヤマダ".into(), "タロウ".into()),
+        patient_id: "H123456".into(),
+        birth: "19550607".into(),
+        sex: "M".into(),
+        study_date: "20240415".into(),
+        hospital: "合成市立病院".into(),
+    };
+    for (i, b) in kiban_dicom::synth::head_ct_series(&p, 2).into_iter().enumerate() {
+        std::fs::write(input.join(format!("山田太郎/{i}.dcm")), b).unwrap();
+    }
+    std::fs::write(input.join("notes.txt"), "not DICOM").unwrap();
+    let out = tmp.path().join("out");
+    let o = kiban(
+        &["dicom", "deid", input.to_str().unwrap(), "--out", out.to_str().unwrap(), "--ephemeral-key", "--json"],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2), "a bad file makes the exit code 2: {}", text(&o));
+    let reps: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let reps = reps.as_array().unwrap();
+    assert_eq!(reps.len(), 3);
+    let bad = reps.iter().find(|r| r["input"] == "notes.txt").unwrap();
+    assert!(bad["error"].as_str().unwrap().contains("meta header") && bad["output"].is_null());
+    let mut written = 0;
+    for r in reps.iter().filter(|r| r["error"].is_null()) {
+        let path = r["output"].as_str().unwrap();
+        assert!(!path.contains("山田"), "output names never carry input names: {path}");
+        let b = std::fs::read(path).unwrap();
+        let f = kiban_formats::dicom::read(&b).unwrap();
+        let all: String =
+            kiban_formats::dicom::metadata_rows("", &f, None).into_iter().map(|r| r.value + "\n").collect();
+        for s in ["山田", "太郎", "ヤマダ", "H123456", "19550607"] {
+            assert!(!all.contains(s), "{s} survives in {path}");
+        }
+        written += 1;
+    }
+    assert_eq!(written, 2);
+    assert!(!std::fs::read_dir(&out).unwrap().flatten().any(|e| e.file_name() == "notes.txt"));
+    assert!(out.join("report.json").exists());
 }

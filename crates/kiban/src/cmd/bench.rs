@@ -23,11 +23,14 @@ enum What {
         #[arg(long, default_value_t = 1_000_000)]
         patients: u64,
     },
+    /// DICOM attribute de-identification vs dicognito and dicom-anonymizer on the same files (target ≥ 3×).
+    Dicom(crate::cmd::dicom::BenchArgs),
 }
 
 /// Runs `kiban bench`.
 pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
     match args.what {
+        What::Dicom(a) => return crate::cmd::dicom::run_bench(ctx, a),
         What::Synth { patients } => {
             let tmp = std::env::temp_dir().join(format!("kiban-bench-synth-{}", std::process::id()));
             let cfg = SynthConfig { patients, ..Default::default() };

@@ -206,6 +206,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
             d.primary, d.secondary
         ))
     })?;
+    stage("dicom", &mut || crate::cmd::dicom::demo_step(&dd, &cfg, &args.dir))?;
     stage("audit", &mut || {
         let key = crate::auditkey::audit_checkpoint_key(&dd)?;
         let log = kiban_audit::AuditLog::open(dd.audit_dir(), key.clone())?;

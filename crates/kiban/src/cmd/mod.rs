@@ -10,6 +10,7 @@ pub mod check_output;
 pub mod committee;
 pub mod compliance;
 pub mod demo;
+pub mod dicom;
 pub mod doctor;
 pub mod identity;
 pub mod incident;
