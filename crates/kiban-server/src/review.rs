@@ -165,8 +165,9 @@ async fn supervision_step(
     Path(id): Path<String>,
     Json(cmd): Json<Command>,
 ) -> Res {
-    let allowed = |c: &Command| matches!(c, Command::DecideRequest { .. } | Command::Expire { .. });
-    step(st, c, id, cmd, allowed, "request decision or expiry").await
+    let allowed =
+        |c: &Command| matches!(c, Command::DecideRequest { .. } | Command::Expire { .. } | Command::RecordAudit { .. });
+    step(st, c, id, cmd, allowed, "request decision, audit or expiry").await
 }
 
 /// A violation to record (D8).

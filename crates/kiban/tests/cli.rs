@@ -776,6 +776,12 @@ fn r1_r2_r9_committee_review_release_and_ledger_through_the_cli() {
     js(&["supervise", "report", &id, "--kind", "usage", "--on", "2026-11-16"]);
     let due = text(&kiban(&["supervise", "run", "--as-of", "2026-11-17", "--data-dir", d], &[]));
     assert!(!due.to_lowercase().contains("usage"), "filed: {due}");
+    // R5: the yearly audit of the user falls due a year after the first provision, and is recorded.
+    let due = text(&kiban(&["supervise", "run", "--as-of", "2027-07-02", "--data-dir", d], &[]));
+    assert!(due.contains("audit"), "{due}");
+    js(&["supervise", "audit", &id, "--findings", "保管場所と台帳を確認、指摘なし", "--on", "2027-07-05"]);
+    let due = text(&kiban(&["supervise", "run", "--as-of", "2027-07-06", "--data-dir", d], &[]));
+    assert!(!due.contains("audit"), "{due}");
     let o = kiban(&["supervise", "run", "--as-of", "2028-07-02", "--data-dir", d], &[]);
     assert!(text(&o).contains("1 entitlement(s) ended"), "{}", text(&o));
     js(&["supervise", "deletion-certificate", &id, "--place", "p1", "--deleted-by", "user", "--on", "2028-07-10"]);

@@ -265,6 +265,13 @@ pub enum Command {
         /// Reason.
         reason: String,
     },
+    /// The creator's periodic audit of the user (R5).
+    RecordAudit {
+        /// Date.
+        on: NaiveDate,
+        /// What was found.
+        findings: String,
+    },
     /// A sanction stops use (D8).
     Suspend {
         /// Sanction id.
@@ -390,6 +397,13 @@ pub enum Event {
         /// Date.
         on: NaiveDate,
     },
+    /// The creator audited the user (R5).
+    Audited {
+        /// Date.
+        on: NaiveDate,
+        /// Findings.
+        findings: String,
+    },
     /// Entitlement ended.
     EntitlementEnded {
         /// Date.
@@ -449,6 +463,7 @@ impl Event {
             Event::ChangeForReview { .. } => "change_for_review",
             Event::Published { .. } => "published",
             Event::ReportFiled { .. } => "report_filed",
+            Event::Audited { .. } => "audited",
             Event::EntitlementEnded { .. } => "entitlement_ended",
             Event::DeletionCertified { .. } => "deletion_certified",
             Event::RequestReceived { .. } => "request_received",
@@ -545,6 +560,8 @@ pub struct State {
     pub publications: Vec<NaiveDate>,
     /// Reports filed.
     pub reports: Vec<(ReportKind, NaiveDate)>,
+    /// The creator's audits of the user (R5): date and findings.
+    pub audits: Vec<(NaiveDate, String)>,
     /// Entitlement ended on.
     pub ended_on: Option<NaiveDate>,
     /// Deletion certificates per place.
@@ -804,6 +821,12 @@ pub fn handle(s: &State, cmd: &Command) -> Result<Vec<Event>, WorkflowError> {
             }
             Ok(vec![Event::ReportFiled { kind: *kind, on: *on }])
         }
+        Command::RecordAudit { on, findings } => {
+            if !s.approved_once || findings.trim().is_empty() {
+                return Err(wrong("audit", s, "R5"));
+            }
+            Ok(vec![Event::Audited { on: *on, findings: findings.clone() }])
+        }
         Command::Expire { as_of } => {
             let app = s.application.as_ref().ok_or_else(|| wrong("expire", s, "R5"))?;
             if phase == Phase::Ended || !s.approved_once {
@@ -917,6 +940,7 @@ pub fn apply(s: &mut State, e: &Event) {
         }
         Event::Published { on, .. } => s.publications.push(*on),
         Event::ReportFiled { kind, on } => s.reports.push((*kind, *on)),
+        Event::Audited { on, findings } => s.audits.push((*on, findings.clone())),
         Event::EntitlementEnded { on } => {
             s.ended_on = Some(*on);
             s.phase = Some(Phase::Ended);
@@ -973,6 +997,11 @@ pub enum Due {
         /// Place.
         place_id: String,
     },
+    /// The periodic audit of the user (R5): yearly from the first provision while use lasts.
+    Audit {
+        /// Due date.
+        due_on: NaiveDate,
+    },
 }
 
 /// What is due for one application on `as_of` (D7): usage reports 3 months after each publication,
@@ -999,6 +1028,15 @@ pub fn supervision_due(s: &State, as_of: NaiveDate) -> Vec<Due> {
     }
     if s.ended_on.is_none() && as_of > app.usage_to {
         v.push(Due::EntitlementExpired { usage_to: app.usage_to });
+    }
+    if let Some(first) = s.releases.iter().map(|r| r.spec.on).min()
+        && s.ended_on.is_none()
+    {
+        let last = s.audits.iter().map(|(d, _)| *d).max().unwrap_or(first).max(first);
+        let due_on = last.checked_add_months(Months::new(12)).expect("date in range");
+        if as_of >= due_on {
+            v.push(Due::Audit { due_on });
+        }
     }
     if s.ended_on.is_some() || as_of > app.usage_to {
         for p in &app.places {

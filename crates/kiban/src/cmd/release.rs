@@ -345,6 +345,17 @@ enum SuperviseVerb {
         #[arg(long)]
         on: Option<NaiveDate>,
     },
+    /// The creator's periodic audit of the user (R5); the next is due a year later.
+    Audit {
+        /// Application id.
+        id: String,
+        /// What was found.
+        #[arg(long)]
+        findings: String,
+        /// Date (default today).
+        #[arg(long)]
+        on: Option<NaiveDate>,
+    },
     /// A user's request (R7): own data, own tools or an output take-out.
     Request {
         /// Application id.
@@ -418,6 +429,9 @@ fn run_use(ctx: &Ctx, dd: &DataDir, verb: SuperviseVerb) -> Result<ExitCode> {
         }
         SuperviseVerb::DeletionCertificate { id, place, deleted_by, on } => {
             (id, Command::DeletionCertificate { place_id: place, on: on.unwrap_or_else(today_jst), deleted_by })
+        }
+        SuperviseVerb::Audit { id, findings, on } => {
+            (id, Command::RecordAudit { on: on.unwrap_or_else(today_jst), findings })
         }
         SuperviseVerb::Request { id, kind, detail } => {
             let kind: RequestKind = serde_json::from_value(json_enum(&kind))?;
