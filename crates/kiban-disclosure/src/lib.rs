@@ -18,6 +18,7 @@ pub mod audit;
 pub mod decl;
 pub mod error;
 pub mod history;
+pub mod lpsup;
 pub mod report;
 pub mod rules;
 pub mod suppress;

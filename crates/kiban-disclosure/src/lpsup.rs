@@ -1,0 +1,302 @@
+//! Secondary suppression by linear programming, one primary at a time (the Kelly–Golden–Assad
+//! heuristic for the Fischetti–Salazar protection-level model, no commercial solver): for each
+//! primary and each direction, the cheapest perturbation of the (linked) tables that keeps every
+//! additivity equation and non-negativity and moves the primary by its protection level; the cells
+//! it touches are suppressed (already suppressed cells cost almost nothing, so later primaries
+//! reuse earlier patterns). A cleanup pass then drops complementary cells, costliest first, while
+//! every primary still has both perturbations. Each perturbation is a table an attacker cannot rule
+//! out, so it is kept as a witness the audit verifies independently.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::decl::{CostKind, Protection};
+use crate::table::Cube;
+
+/// A feasible attacker-side change of the tables moving one cell: (table, cell, delta) per changed
+/// cell, the changes of a shared cell listed under every table that holds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Perturbation {
+    /// Table of the protected cell.
+    pub table: usize,
+    /// The protected cell.
+    pub cell: usize,
+    /// Changed cells with their deltas (the protected cell included).
+    pub deltas: Vec<(usize, usize, f64)>,
+}
+
+/// The linear system of linked tables: one variable per distinct cell (shared cells merged by key).
+pub(crate) struct System {
+    /// First (table, cell) of each variable.
+    pub cells: Vec<(usize, usize)>,
+    /// All (table, cell) of each variable.
+    pub copies: Vec<Vec<(usize, usize)>>,
+    /// Variable of each (table, cell).
+    pub var_of: Vec<Vec<usize>>,
+    /// Equations Σ coef·x = 0.
+    pub eqs: Vec<Vec<(usize, f64)>>,
+    /// True value per variable.
+    pub value: Vec<f64>,
+}
+
+impl System {
+    pub fn new(tables: &[Cube]) -> Self {
+        let mut cells = Vec::new();
+        let mut copies: Vec<Vec<(usize, usize)>> = Vec::new();
+        let mut var_of = Vec::with_capacity(tables.len());
+        let mut by_key: HashMap<Vec<(String, String)>, usize> = HashMap::new();
+        let mut value = Vec::new();
+        for (t, c) in tables.iter().enumerate() {
+            let mut vo = Vec::with_capacity(c.len());
+            for i in 0..c.len() {
+                let v = if tables.len() > 1 {
+                    *by_key.entry(c.key(i)).or_insert_with(|| {
+                        cells.push((t, i));
+                        copies.push(Vec::new());
+                        value.push(c.values[i] as f64);
+                        cells.len() - 1
+                    })
+                } else {
+                    cells.push((t, i));
+                    copies.push(Vec::new());
+                    value.push(c.values[i] as f64);
+                    cells.len() - 1
+                };
+                copies[v].push((t, i));
+                vo.push(v);
+            }
+            var_of.push(vo);
+        }
+        let mut eqs = Vec::new();
+        for (t, c) in tables.iter().enumerate() {
+            for (tot, parts) in c.constraints() {
+                let mut e: Vec<(usize, f64)> = parts.iter().map(|&p| (var_of[t][p], 1.0)).collect();
+                e.push((var_of[t][tot], -1.0));
+                eqs.push(e);
+            }
+        }
+        System { cells, copies, var_of, eqs, value }
+    }
+
+    /// The cheapest perturbations moving `target` by each of `amounts` (positive up, negative
+    /// down), using only variables with `weight[v]` finite. A cell's cost is paid once however
+    /// many of the perturbations use it (the Fischetti–Salazar relaxation for one primary:
+    /// `z_v ≥ |y_v| / |amount|` for each perturbation, minimize Σ weight·z). `None` when some
+    /// perturbation does not exist.
+    pub fn perturb(&self, target: usize, amounts: &[f64], weight: &[f64]) -> Option<Vec<Vec<(usize, f64)>>> {
+        use microlp::{ComparisonOp, OptimizationDirection, Problem, Variable};
+        let mut pb = Problem::new(OptimizationDirection::Minimize);
+        let k = amounts.len();
+        // Per allowed cell: (up, down) per perturbation, and the shared usage z.
+        let mut ys: Vec<Option<Vec<(Variable, Variable)>>> = vec![None; self.value.len()];
+        for v in 0..self.value.len() {
+            if v == target {
+                let mut pair = Vec::with_capacity(k);
+                for &a in amounts {
+                    let (u, d) = if a >= 0.0 { (a, 0.0) } else { (0.0, -a) };
+                    if d > self.value[v] {
+                        return None;
+                    }
+                    pair.push((pb.add_var(0.0, (u, u)), pb.add_var(0.0, (d, d))));
+                }
+                ys[v] = Some(pair);
+            } else if weight[v].is_finite() {
+                let z = pb.add_var(weight[v], (0.0, f64::INFINITY));
+                let mut pair = Vec::with_capacity(k);
+                for &a in amounts {
+                    let u = pb.add_var(0.0, (0.0, f64::INFINITY));
+                    let d = pb.add_var(0.0, (0.0, self.value[v]));
+                    pb.add_constraint([(u, 1.0), (d, 1.0), (z, -a.abs())], ComparisonOp::Le, 0.0);
+                    pair.push((u, d));
+                }
+                ys[v] = Some(pair);
+            }
+        }
+        for j in 0..k {
+            for e in &self.eqs {
+                let mut expr: Vec<(Variable, f64)> = Vec::with_capacity(e.len() * 2);
+                for &(v, a) in e {
+                    if let Some(pair) = &ys[v] {
+                        expr.push((pair[j].0, a));
+                        expr.push((pair[j].1, -a));
+                    }
+                }
+                if !expr.is_empty() {
+                    pb.add_constraint(expr.as_slice(), ComparisonOp::Eq, 0.0);
+                }
+            }
+        }
+        let sol = pb.solve().ok()?;
+        let mut out = vec![Vec::new(); k];
+        for (v, y) in ys.iter().enumerate() {
+            if let Some(pair) = y {
+                for (j, (u, d)) in pair.iter().enumerate() {
+                    let x = sol[*u] - sol[*d];
+                    if x.abs() > 1e-7 {
+                        out[j].push((v, x));
+                    }
+                }
+            }
+        }
+        Some(out)
+    }
+
+    fn to_perturbation(&self, target: usize, deltas: &[(usize, f64)]) -> Perturbation {
+        let (table, cell) = self.cells[target];
+        let deltas =
+            deltas.iter().flat_map(|&(v, x)| self.copies[v].iter().map(move |&(t, i)| (t, i, x))).collect::<Vec<_>>();
+        Perturbation { table, cell, deltas }
+    }
+}
+
+/// Cost of suppressing one more cell.
+fn cost(value: f64, margin_dims: usize, kind: CostKind) -> f64 {
+    let base = match kind {
+        CostKind::Value => value + 0.5,
+        CostKind::Count => 1.0,
+    };
+    base + 0.25 * margin_dims as f64
+}
+
+/// Outcome of the LP method: suppressed flags per variable, witnesses, unprotectable primaries.
+pub(crate) struct LpOutcome {
+    pub suppressed: Vec<bool>,
+    pub witnesses: Vec<Perturbation>,
+    pub unprotected: Vec<usize>,
+}
+
+/// Runs the one-primary-at-a-time LP heuristic and the cleanup pass over the system.
+pub(crate) fn protect_lp(
+    tables: &[Cube],
+    sys: &System,
+    primary: &[bool],
+    prot: &Protection,
+    cleanup: bool,
+) -> LpOutcome {
+    let n = sys.value.len();
+    let cst: Vec<f64> = (0..n)
+        .map(|v| {
+            let (t, i) = sys.cells[v];
+            let c = &tables[t];
+            let md = c.coords(i).iter().enumerate().filter(|(d, x)| **x == c.dims[*d].total()).count();
+            cost(sys.value[v], md, prot.cost)
+        })
+        .collect();
+    let mut suppressed = primary.to_vec();
+    // Largest protection first: their patterns are the costliest and the most reusable.
+    let mut prims: Vec<usize> = (0..n).filter(|&v| primary[v]).collect();
+    prims.sort_by(|&a, &b| {
+        let ra = prot.required(sys.value[a] as i64).1;
+        let rb = prot.required(sys.value[b] as i64).1;
+        rb.total_cmp(&ra).then(a.cmp(&b))
+    });
+    let mut unprotected = Vec::new();
+    let mut wit: HashMap<(usize, bool), Vec<(usize, f64)>> = HashMap::new();
+    for &p in &prims {
+        let (lo, up) = prot.required(sys.value[p] as i64);
+        let dirs: Vec<(bool, f64)> = [(true, up), (false, -lo)].into_iter().filter(|x| x.1 != 0.0).collect();
+        if dirs.is_empty() {
+            continue;
+        }
+        // Already suppressed cells cost a little so patterns stay small.
+        let weight: Vec<f64> = (0..n).map(|v| if suppressed[v] { 1e-3 } else { cst[v] }).collect();
+        let amounts: Vec<f64> = dirs.iter().map(|x| x.1).collect();
+        match sys.perturb(p, &amounts, &weight) {
+            Some(ds) => {
+                for (&(dir, _), d) in dirs.iter().zip(ds) {
+                    for &(v, _) in &d {
+                        suppressed[v] = true;
+                    }
+                    wit.insert((p, dir), d);
+                }
+            }
+            None => unprotected.push(p),
+        }
+    }
+    if cleanup {
+        let mut secs: Vec<usize> = (0..n).filter(|&v| suppressed[v] && !primary[v]).collect();
+        secs.sort_by(|&a, &b| cst[b].total_cmp(&cst[a]).then(a.cmp(&b)));
+        let need: Vec<(usize, bool, f64)> = prims
+            .iter()
+            .filter(|p| !unprotected.contains(p))
+            .flat_map(|&p| {
+                let (lo, up) = prot.required(sys.value[p] as i64);
+                [(p, true, up), (p, false, -lo)]
+            })
+            .filter(|x| x.2 != 0.0)
+            .collect();
+        for s in secs {
+            // Only the primaries whose current witness uses `s` need a new one.
+            if !wit.values().any(|d| d.iter().any(|x| x.0 == s)) {
+                suppressed[s] = false;
+                continue;
+            }
+            suppressed[s] = false;
+            let weight: Vec<f64> = (0..n).map(|v| if suppressed[v] { cst[v] } else { f64::INFINITY }).collect();
+            let mut fresh = Vec::new();
+            let mut ok = true;
+            for &(p, dir, amount) in &need {
+                if !wit.get(&(p, dir)).is_some_and(|d| d.iter().any(|x| x.0 == s)) {
+                    continue;
+                }
+                match sys.perturb(p, &[amount], &weight) {
+                    Some(mut d) => fresh.push(((p, dir), d.remove(0))),
+                    None => {
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+            if ok {
+                wit.extend(fresh);
+            } else {
+                suppressed[s] = true;
+            }
+        }
+    }
+    let mut keys: Vec<_> = wit.keys().copied().collect();
+    keys.sort();
+    let witnesses = keys.iter().map(|k| sys.to_perturbation(k.0, &wit[k])).collect();
+    LpOutcome { suppressed, witnesses, unprotected }
+}
+
+/// Checks a perturbation exactly against the tables and the suppression: every changed cell is
+/// suppressed, shared cells change alike, every additivity equation still holds and no cell goes
+/// negative. Returns the protected cell's delta.
+pub fn verify_perturbation(tables: &[Cube], status: &[Vec<bool>], p: &Perturbation) -> Option<f64> {
+    let mut delta: Vec<HashMap<usize, f64>> = vec![HashMap::new(); tables.len()];
+    for &(t, i, x) in &p.deltas {
+        if t >= tables.len() || i >= tables[t].len() || !status[t][i] {
+            return None;
+        }
+        if tables[t].values[i] as f64 + x < -1e-6 {
+            return None;
+        }
+        delta[t].insert(i, x);
+    }
+    if tables.len() > 1 {
+        let mut by_key: HashMap<Vec<(String, String)>, f64> = HashMap::new();
+        for (t, c) in tables.iter().enumerate() {
+            for i in 0..c.len() {
+                let x = delta[t].get(&i).copied().unwrap_or(0.0);
+                let e = by_key.entry(c.key(i)).or_insert(x);
+                if (*e - x).abs() > 1e-6 {
+                    return None;
+                }
+            }
+        }
+    }
+    for (t, c) in tables.iter().enumerate() {
+        if delta[t].is_empty() {
+            continue;
+        }
+        for (tot, parts) in c.constraints() {
+            let s: f64 = parts.iter().map(|i| delta[t].get(i).copied().unwrap_or(0.0)).sum();
+            if (s - delta[t].get(&tot).copied().unwrap_or(0.0)).abs() > 1e-6 {
+                return None;
+            }
+        }
+    }
+    delta.get(p.table)?.get(&p.cell).copied()
+}
