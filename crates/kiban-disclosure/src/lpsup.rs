@@ -166,14 +166,55 @@ pub(crate) struct LpOutcome {
     pub unprotected: Vec<usize>,
 }
 
+/// Knobs of the LP method.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct LpOptions {
+    /// Run the cleanup pass.
+    pub cleanup: bool,
+    /// Levels per dimension (besides the primary's own and the total) of the sub-cube the first
+    /// LP for a primary may use; the whole table is tried only when that sub-cube cannot protect it.
+    pub neighbourhood: usize,
+    /// Seconds after which the cleanup pass stops (its result is valid at every step).
+    pub cleanup_seconds: f64,
+}
+
+/// Cells of the sub-cube around `idx` spanned, per dimension, by its own level, the total and the
+/// `k` levels whose cell on the line through `idx` is cheapest.
+fn neighbourhood(cube: &Cube, idx: usize, k: usize, cost: &[f64]) -> Vec<usize> {
+    let a = cube.coords(idx);
+    let st = cube.strides();
+    let mut levels: Vec<Vec<usize>> = Vec::with_capacity(a.len());
+    for d in 0..a.len() {
+        let tot = cube.dims[d].total();
+        let mut l: Vec<(f64, usize)> = (0..cube.dims[d].levels.len())
+            .filter(|&x| x != a[d])
+            .map(|x| (cost[idx + x * st[d] - a[d] * st[d]], x))
+            .collect();
+        l.sort_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)));
+        let mut chosen: Vec<usize> = l.iter().take(k).map(|x| x.1).collect();
+        chosen.push(a[d]);
+        if a[d] != tot {
+            chosen.push(tot);
+        }
+        levels.push(chosen);
+    }
+    let mut out = vec![0usize];
+    for (d, ls) in levels.iter().enumerate() {
+        let s = st[d];
+        out = out.iter().flat_map(|&b| ls.iter().map(move |&l| b + l * s)).collect();
+    }
+    out
+}
+
 /// Runs the one-primary-at-a-time LP heuristic and the cleanup pass over the system.
 pub(crate) fn protect_lp(
     tables: &[Cube],
     sys: &System,
     primary: &[bool],
     prot: &Protection,
-    cleanup: bool,
+    opts: LpOptions,
 ) -> LpOutcome {
+    let started = std::time::Instant::now();
     let n = sys.value.len();
     let cst: Vec<f64> = (0..n)
         .map(|v| {
@@ -199,10 +240,31 @@ pub(crate) fn protect_lp(
         if dirs.is_empty() {
             continue;
         }
-        // Already suppressed cells cost a little so patterns stay small.
-        let weight: Vec<f64> = (0..n).map(|v| if suppressed[v] { 1e-3 } else { cst[v] }).collect();
         let amounts: Vec<f64> = dirs.iter().map(|x| x.1).collect();
-        match sys.perturb(p, &amounts, &weight) {
+        // Already protected by what is hidden: a small LP over the hidden cells settles it.
+        let hidden: Vec<f64> = (0..n).map(|v| if suppressed[v] { cst[v] } else { f64::INFINITY }).collect();
+        if let Some(ds) = sys.perturb(p, &amounts, &hidden) {
+            for (&(dir, _), d) in dirs.iter().zip(ds) {
+                wit.insert((p, dir), d);
+            }
+            continue;
+        }
+        // Already suppressed cells cost a little so patterns stay small.
+        let mut weight: Vec<f64> = (0..n).map(|v| if suppressed[v] { 1e-3 } else { cst[v] }).collect();
+        // First within a small sub-cube around the primary (single tables): far cheaper to solve.
+        let mut found = None;
+        if tables.len() == 1 && opts.neighbourhood > 0 {
+            let mut local: Vec<f64> = (0..n).map(|v| if suppressed[v] { 1e-3 } else { f64::INFINITY }).collect();
+            for c in neighbourhood(&tables[0], p, opts.neighbourhood, &cst) {
+                local[c] = weight[c];
+            }
+            found = sys.perturb(p, &amounts, &local);
+        }
+        if found.is_none() {
+            found = sys.perturb(p, &amounts, &weight);
+        }
+        weight.clear();
+        match found {
             Some(ds) => {
                 for (&(dir, _), d) in dirs.iter().zip(ds) {
                     for &(v, _) in &d {
@@ -214,7 +276,7 @@ pub(crate) fn protect_lp(
             None => unprotected.push(p),
         }
     }
-    if cleanup {
+    if opts.cleanup {
         let mut secs: Vec<usize> = (0..n).filter(|&v| suppressed[v] && !primary[v]).collect();
         secs.sort_by(|&a, &b| cst[b].total_cmp(&cst[a]).then(a.cmp(&b)));
         let need: Vec<(usize, bool, f64)> = prims
@@ -227,6 +289,9 @@ pub(crate) fn protect_lp(
             .filter(|x| x.2 != 0.0)
             .collect();
         for s in secs {
+            if started.elapsed().as_secs_f64() > opts.cleanup_seconds {
+                break;
+            }
             // Only the primaries whose current witness uses `s` need a new one.
             if !wit.values().any(|d| d.iter().any(|x| x.0 == s)) {
                 suppressed[s] = false;

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::decl::{CostKind, Protection};
-use crate::lpsup::{Perturbation, System, protect_lp};
+use crate::lpsup::{LpOptions, Perturbation, System, protect_lp};
 use crate::table::Cube;
 
 /// A cell's identity across linked tables: its non-total (dimension, level) pairs.
@@ -244,11 +244,16 @@ pub struct SuppressOptions {
     pub exact_max_cells: usize,
     /// Run the LP method's cleanup pass (drops complementary cells no primary needs).
     pub cleanup: bool,
+    /// Levels per dimension of the sub-cube the LP method tries first for each primary (0: the
+    /// whole table at once).
+    pub neighbourhood: usize,
+    /// Wall-clock seconds after which the cleanup pass stops (every step leaves a protected table).
+    pub cleanup_seconds: f64,
 }
 
 impl Default for SuppressOptions {
     fn default() -> Self {
-        SuppressOptions { budget: 4096, exact_max_cells: 4000, cleanup: true }
+        SuppressOptions { budget: 4096, exact_max_cells: 4000, cleanup: true, neighbourhood: 0, cleanup_seconds: 20.0 }
     }
 }
 
@@ -266,7 +271,9 @@ fn protect_exact(tables: &[Cube], primary: &[Vec<bool>], prot: &Protection, opts
             prim[sys.var_of[t][i]] |= x;
         }
     }
-    let out = protect_lp(tables, &sys, &prim, prot, opts.cleanup);
+    let lp =
+        LpOptions { cleanup: opts.cleanup, neighbourhood: opts.neighbourhood, cleanup_seconds: opts.cleanup_seconds };
+    let out = protect_lp(tables, &sys, &prim, prot, lp);
     let status = sys
         .var_of
         .iter()
