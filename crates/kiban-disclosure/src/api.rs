@@ -19,7 +19,7 @@ use crate::workflow::ProductStatus;
 /// Arguments of `kiban check-output` (clap-free).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckOutputArgs {
-    /// `--table T.csv` (or `.parquet`).
+    /// `--table T.csv` (or `.parquet`, `.xlsx`).
     pub table: PathBuf,
     /// `--decl D.toml`.
     pub decl: PathBuf,

@@ -313,3 +313,82 @@ fn demo_builds_a_synthetic_table_and_protects_it() {
     assert!(s.passed, "{}\n{}", s.summary, s.report_json);
     assert!(s.report_json.contains("synthetic"));
 }
+
+/// Writes a one-sheet workbook from rows of cells (numbers where a cell parses as one).
+fn write_xlsx(path: &std::path::Path, sheet: &str, rows: &[&[&str]]) {
+    let mut wb = rust_xlsxwriter::Workbook::new();
+    let ws = wb.add_worksheet();
+    ws.set_name(sheet).expect("sheet name");
+    for (r, row) in rows.iter().enumerate() {
+        for (c, v) in row.iter().enumerate() {
+            let (r, c) = (r as u32, c as u16);
+            if v.is_empty() {
+                continue;
+            }
+            match v.parse::<f64>() {
+                Ok(x) => ws.write_number(r, c, x).map(|_| ()),
+                Err(_) => ws.write_string(r, c, *v).map(|_| ()),
+            }
+            .expect("write");
+        }
+    }
+    wb.save(path).expect("save");
+}
+
+#[test]
+fn input_xlsx_wide_with_margins_is_checked_and_suppressed() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let t = dir.path().join("t.xlsx");
+    write_xlsx(
+        &t,
+        "年齢×性別",
+        &[
+            &["age_band", "男", "女", "計"],
+            &["0-4", "12", "5", "17"],
+            &["5-9", "20", "30", "50"],
+            &["計", "32", "35", "67"],
+        ],
+    );
+    let dd = dir.path().join("d.toml");
+    std::fs::write(
+        &dd,
+        format!("count_column = \"n\"\nlayout = \"wide\"\nwide_dimension = \"sex\"\n{LABEL}[[dimension]]\ncolumn = \"age_band\"\nkind = \"age_band\"\n[[dimension]]\ncolumn = \"sex\"\nkind = \"sex\"\n"),
+    )
+    .expect("w");
+    let out = dir.path().join("out");
+    let o = check_output(&CheckOutputArgs {
+        table: t,
+        decl: dd,
+        areas: None,
+        mode: Mode::Suppress,
+        history: None,
+        out: out.clone(),
+    })
+    .expect("run");
+    assert!(o.report.passed);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).expect("json")).expect("parse");
+    assert_eq!(json["findings"][0]["rule"], "O1");
+    let csv = std::fs::read_to_string(out.join("protected.csv")).expect("csv");
+    assert!(csv.contains("0-4,女,X,primary"), "{csv}");
+    assert!(!csv.contains(",5,"), "the suppressed 5 leaked: {csv}");
+}
+
+#[test]
+fn input_xlsx_errors_name_the_sheet_and_cell() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let t = dir.path().join("bad.xlsx");
+    write_xlsx(&t, "集計", &[&["age_band", "", "n"], &["0-4", "男", "12"]]);
+    let e = RawTable::read(&t).expect_err("blank header").to_string();
+    assert!(e.contains("集計") && e.contains("B1") && e.contains("blank column name"), "{e}");
+
+    write_xlsx(&t, "集計", &[&["age_band", "sex", "n"], &["0-4", "男", "12"], &["0-4", "女", "12", "99"]]);
+    let e = RawTable::read(&t).expect_err("stray value").to_string();
+    assert!(e.contains("D3") && e.contains("outside the header"), "{e}");
+
+    write_xlsx(&t, "集計", &[&["age_band", "sex", "n"], &["0-4", "男", "12"], &["0-4", "女", "十二"]]);
+    let raw = RawTable::read(&t).expect("readable");
+    let d = decl("", &[("age_band", "age_band"), ("sex", "sex")]);
+    let e = raw.to_cube(&d).expect_err("count not a number").to_string();
+    assert!(e.contains("集計") && e.contains("3") && e.contains("十二"), "{e}");
+}
