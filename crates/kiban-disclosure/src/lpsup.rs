@@ -142,6 +142,59 @@ impl System {
         Some(out)
     }
 
+    /// The cheapest perturbation moving `target` up by `up` whose mirror image scaled by
+    /// `down / up` is also feasible, so one pattern protects both sides (cycles are symmetric);
+    /// returns (up perturbation, down perturbation).
+    #[allow(clippy::type_complexity)]
+    pub fn perturb_symmetric(
+        &self,
+        target: usize,
+        up: f64,
+        down: f64,
+        weight: &[f64],
+    ) -> Option<(Vec<(usize, f64)>, Vec<(usize, f64)>)> {
+        use microlp::{ComparisonOp, OptimizationDirection, Problem, Variable};
+        if up <= 0.0 || down <= 0.0 || down > self.value[target] {
+            return None;
+        }
+        let ratio = down / up;
+        let mut pb = Problem::new(OptimizationDirection::Minimize);
+        let mut ys: Vec<Option<(Variable, Variable)>> = vec![None; self.value.len()];
+        for v in 0..self.value.len() {
+            if v == target {
+                ys[v] = Some((pb.add_var(0.0, (up, up)), pb.add_var(0.0, (0.0, 0.0))));
+            } else if weight[v].is_finite() {
+                let w = weight[v];
+                // Up side keeps the cell ≥ 0 (d ≤ value); the mirrored down side too (u·ratio ≤ value).
+                ys[v] = Some((pb.add_var(w, (0.0, self.value[v] / ratio)), pb.add_var(w, (0.0, self.value[v]))));
+            }
+        }
+        for e in &self.eqs {
+            let mut expr: Vec<(Variable, f64)> = Vec::with_capacity(e.len() * 2);
+            for &(v, a) in e {
+                if let Some((u, d)) = ys[v] {
+                    expr.push((u, a));
+                    expr.push((d, -a));
+                }
+            }
+            if !expr.is_empty() {
+                pb.add_constraint(expr.as_slice(), ComparisonOp::Eq, 0.0);
+            }
+        }
+        let sol = pb.solve().ok()?;
+        let mut upv = Vec::new();
+        for (v, y) in ys.iter().enumerate() {
+            if let Some((u, d)) = y {
+                let x = sol[*u] - sol[*d];
+                if x.abs() > 1e-7 {
+                    upv.push((v, x));
+                }
+            }
+        }
+        let downv = upv.iter().map(|&(v, x)| (v, -x * ratio)).collect();
+        Some((upv, downv))
+    }
+
     fn to_perturbation(&self, target: usize, deltas: &[(usize, f64)]) -> Perturbation {
         let (table, cell) = self.cells[target];
         let deltas =
@@ -163,6 +216,8 @@ fn cost(value: f64, margin_dims: usize, kind: CostKind) -> f64 {
 pub(crate) struct LpOutcome {
     pub suppressed: Vec<bool>,
     pub witnesses: Vec<Perturbation>,
+    /// Primaries protected by a hypercube (partner levels) once LP time ran out.
+    pub hypercubes: Vec<(usize, Vec<usize>)>,
     pub unprotected: Vec<usize>,
 }
 
@@ -171,9 +226,13 @@ pub(crate) struct LpOutcome {
 pub(crate) struct LpOptions {
     /// Run the cleanup pass.
     pub cleanup: bool,
-    /// Levels per dimension (besides the primary's own and the total) of the sub-cube the first
-    /// LP for a primary may use; the whole table is tried only when that sub-cube cannot protect it.
+    /// Levels per dimension (besides the primary's own and the total) of the sub-cube the LP for a
+    /// primary uses once `full_seconds` have passed; the whole table only when that cannot protect it.
     pub neighbourhood: usize,
+    /// Seconds during which every primary gets the LP over the whole table (the best patterns).
+    pub full_seconds: f64,
+    /// Seconds after which the remaining primaries of a single table get hypercubes instead.
+    pub lp_seconds: f64,
     /// Seconds after which the cleanup pass stops (its result is valid at every step).
     pub cleanup_seconds: f64,
 }
@@ -206,13 +265,18 @@ fn neighbourhood(cube: &Cube, idx: usize, k: usize, cost: &[f64]) -> Vec<usize> 
     out
 }
 
-/// Runs the one-primary-at-a-time LP heuristic and the cleanup pass over the system.
+/// Cheapest hypercube for a primary given the hidden cells: (partner levels, its cells).
+pub(crate) type HypercubeFn<'a> = dyn Fn(usize, &[bool]) -> Option<(Vec<usize>, Vec<usize>)> + 'a;
+
+/// Runs the one-primary-at-a-time LP heuristic and the cleanup pass over the system; `hypercube`
+/// gives (partner levels, cells) of the cheapest hypercube for a primary of a single table.
 pub(crate) fn protect_lp(
     tables: &[Cube],
     sys: &System,
     primary: &[bool],
     prot: &Protection,
     opts: LpOptions,
+    hypercube: &HypercubeFn<'_>,
 ) -> LpOutcome {
     let started = std::time::Instant::now();
     let n = sys.value.len();
@@ -233,6 +297,9 @@ pub(crate) fn protect_lp(
         rb.total_cmp(&ra).then(a.cmp(&b))
     });
     let mut unprotected = Vec::new();
+    // Cells of hypercube patterns (kept by the cleanup pass) and those patterns.
+    let mut pinned = vec![false; n];
+    let mut hyper: Vec<(usize, Vec<usize>)> = Vec::new();
     let mut wit: HashMap<(usize, bool), Vec<(usize, f64)>> = HashMap::new();
     for &p in &prims {
         let (lo, up) = prot.required(sys.value[p] as i64);
@@ -241,8 +308,31 @@ pub(crate) fn protect_lp(
             continue;
         }
         let amounts: Vec<f64> = dirs.iter().map(|x| x.1).collect();
+        let secs = started.elapsed().as_secs_f64();
+        let single = tables.len() == 1;
+        // Out of LP time (single tables): the cheapest hypercube given what is already hidden.
+        if single && secs > opts.lp_seconds {
+            match hypercube(p, &suppressed) {
+                Some((partner, cells)) => {
+                    for v in cells {
+                        suppressed[v] = true;
+                        pinned[v] = true;
+                    }
+                    hyper.push((p, partner));
+                }
+                None => unprotected.push(p),
+            }
+            continue;
+        }
         // Already protected by what is hidden: a small LP over the hidden cells settles it.
         let hidden: Vec<f64> = (0..n).map(|v| if suppressed[v] { cst[v] } else { f64::INFINITY }).collect();
+        if dirs.len() == 2
+            && let Some((u, d)) = sys.perturb_symmetric(p, up, lo, &hidden)
+        {
+            wit.insert((p, true), u);
+            wit.insert((p, false), d);
+            continue;
+        }
         if let Some(ds) = sys.perturb(p, &amounts, &hidden) {
             for (&(dir, _), d) in dirs.iter().zip(ds) {
                 wit.insert((p, dir), d);
@@ -250,20 +340,29 @@ pub(crate) fn protect_lp(
             continue;
         }
         // Already suppressed cells cost a little so patterns stay small.
-        let mut weight: Vec<f64> = (0..n).map(|v| if suppressed[v] { 1e-3 } else { cst[v] }).collect();
-        // First within a small sub-cube around the primary (single tables): far cheaper to solve.
-        let mut found = None;
-        if tables.len() == 1 && opts.neighbourhood > 0 {
+        let weight: Vec<f64> = (0..n).map(|v| if suppressed[v] { 1e-3 } else { cst[v] }).collect();
+        // One symmetric pattern for both sides first (cheaper LP); the joint LP when there is none.
+        if dirs.len() == 2
+            && !(single && secs > opts.full_seconds)
+            && let Some((u, d)) = sys.perturb_symmetric(p, up, lo, &weight)
+        {
+            for &(v, _) in &u {
+                suppressed[v] = true;
+            }
+            wit.insert((p, true), u);
+            wit.insert((p, false), d);
+            continue;
+        }
+        let found = if single && secs > opts.full_seconds && opts.neighbourhood > 0 {
+            // Short of time: a small sub-cube around the primary, far cheaper to solve.
             let mut local: Vec<f64> = (0..n).map(|v| if suppressed[v] { 1e-3 } else { f64::INFINITY }).collect();
             for c in neighbourhood(&tables[0], p, opts.neighbourhood, &cst) {
                 local[c] = weight[c];
             }
-            found = sys.perturb(p, &amounts, &local);
-        }
-        if found.is_none() {
-            found = sys.perturb(p, &amounts, &weight);
-        }
-        weight.clear();
+            sys.perturb(p, &amounts, &local)
+        } else {
+            sys.perturb(p, &amounts, &weight)
+        };
         match found {
             Some(ds) => {
                 for (&(dir, _), d) in dirs.iter().zip(ds) {
@@ -273,23 +372,36 @@ pub(crate) fn protect_lp(
                     wit.insert((p, dir), d);
                 }
             }
+            None if single && secs > opts.full_seconds => match hypercube(p, &suppressed) {
+                Some((partner, cells)) => {
+                    for v in cells {
+                        suppressed[v] = true;
+                        pinned[v] = true;
+                    }
+                    hyper.push((p, partner));
+                }
+                None => unprotected.push(p),
+            },
             None => unprotected.push(p),
         }
     }
+    let cleanup_started = std::time::Instant::now();
     if opts.cleanup {
-        let mut secs: Vec<usize> = (0..n).filter(|&v| suppressed[v] && !primary[v]).collect();
+        let mut secs: Vec<usize> = (0..n).filter(|&v| suppressed[v] && !primary[v] && !pinned[v]).collect();
         secs.sort_by(|&a, &b| cst[b].total_cmp(&cst[a]).then(a.cmp(&b)));
-        let need: Vec<(usize, bool, f64)> = prims
+        let need: Vec<(usize, f64, f64)> = prims
             .iter()
             .filter(|p| !unprotected.contains(p))
-            .flat_map(|&p| {
+            .map(|&p| {
                 let (lo, up) = prot.required(sys.value[p] as i64);
-                [(p, true, up), (p, false, -lo)]
+                (p, up, lo)
             })
-            .filter(|x| x.2 != 0.0)
             .collect();
+        let uses = |wit: &HashMap<(usize, bool), Vec<(usize, f64)>>, p: usize, dir: bool, s: usize| {
+            wit.get(&(p, dir)).is_some_and(|d| d.iter().any(|x| x.0 == s))
+        };
         for s in secs {
-            if started.elapsed().as_secs_f64() > opts.cleanup_seconds {
+            if cleanup_started.elapsed().as_secs_f64() > opts.cleanup_seconds {
                 break;
             }
             // Only the primaries whose current witness uses `s` need a new one.
@@ -301,16 +413,30 @@ pub(crate) fn protect_lp(
             let weight: Vec<f64> = (0..n).map(|v| if suppressed[v] { cst[v] } else { f64::INFINITY }).collect();
             let mut fresh = Vec::new();
             let mut ok = true;
-            for &(p, dir, amount) in &need {
-                if !wit.get(&(p, dir)).is_some_and(|d| d.iter().any(|x| x.0 == s)) {
+            for &(p, up, lo) in &need {
+                let (need_up, need_down) = (uses(&wit, p, true, s), uses(&wit, p, false, s));
+                if !need_up && !need_down {
                     continue;
                 }
-                match sys.perturb(p, &[amount], &weight) {
-                    Some(mut d) => fresh.push(((p, dir), d.remove(0))),
-                    None => {
-                        ok = false;
-                        break;
+                if let Some((u, d)) = sys.perturb_symmetric(p, up, lo, &weight) {
+                    fresh.push(((p, true), u));
+                    fresh.push(((p, false), d));
+                    continue;
+                }
+                for (dir, amount, needed) in [(true, up, need_up), (false, -lo, need_down)] {
+                    if !needed {
+                        continue;
                     }
+                    match sys.perturb(p, &[amount], &weight) {
+                        Some(mut d) => fresh.push(((p, dir), d.remove(0))),
+                        None => {
+                            ok = false;
+                            break;
+                        }
+                    }
+                }
+                if !ok {
+                    break;
                 }
             }
             if ok {
@@ -323,7 +449,7 @@ pub(crate) fn protect_lp(
     let mut keys: Vec<_> = wit.keys().copied().collect();
     keys.sort();
     let witnesses = keys.iter().map(|k| sys.to_perturbation(k.0, &wit[k])).collect();
-    LpOutcome { suppressed, witnesses, unprotected }
+    LpOutcome { suppressed, witnesses, hypercubes: hyper, unprotected }
 }
 
 /// Checks a perturbation exactly against the tables and the suppression: every changed cell is

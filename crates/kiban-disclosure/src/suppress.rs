@@ -244,16 +244,28 @@ pub struct SuppressOptions {
     pub exact_max_cells: usize,
     /// Run the LP method's cleanup pass (drops complementary cells no primary needs).
     pub cleanup: bool,
-    /// Levels per dimension of the sub-cube the LP method tries first for each primary (0: the
-    /// whole table at once).
+    /// Levels per dimension of the sub-cube the LP method tries first for each primary once
+    /// `full_seconds` have passed (0: always the whole table).
     pub neighbourhood: usize,
+    /// Wall-clock seconds during which the LP method solves each primary over the whole table.
+    pub full_seconds: f64,
+    /// Wall-clock seconds after which the remaining primaries of a single table get hypercubes.
+    pub lp_seconds: f64,
     /// Wall-clock seconds after which the cleanup pass stops (every step leaves a protected table).
     pub cleanup_seconds: f64,
 }
 
 impl Default for SuppressOptions {
     fn default() -> Self {
-        SuppressOptions { budget: 4096, exact_max_cells: 4000, cleanup: true, neighbourhood: 0, cleanup_seconds: 20.0 }
+        SuppressOptions {
+            budget: 4096,
+            exact_max_cells: 1500,
+            cleanup: true,
+            neighbourhood: 4,
+            full_seconds: 20.0,
+            lp_seconds: 30.0,
+            cleanup_seconds: 20.0,
+        }
     }
 }
 
@@ -271,9 +283,21 @@ fn protect_exact(tables: &[Cube], primary: &[Vec<bool>], prot: &Protection, opts
             prim[sys.var_of[t][i]] |= x;
         }
     }
-    let lp =
-        LpOptions { cleanup: opts.cleanup, neighbourhood: opts.neighbourhood, cleanup_seconds: opts.cleanup_seconds };
-    let out = protect_lp(tables, &sys, &prim, prot, lp);
+    let lp = LpOptions {
+        cleanup: opts.cleanup,
+        neighbourhood: opts.neighbourhood,
+        full_seconds: opts.full_seconds,
+        lp_seconds: opts.lp_seconds,
+        cleanup_seconds: opts.cleanup_seconds,
+    };
+    // A single table's variables are its cells, so a hypercube's corners are variables too.
+    let hyper = |p: usize, sup: &[bool]| -> Option<(Vec<usize>, Vec<usize>)> {
+        let cube = &tables[0];
+        let (b, _) = best_hypercube(cube, p, sup, prot, opts.budget)?;
+        let cells = corners(cube, &cube.coords(p), &b).into_iter().map(|(i, _)| i).collect();
+        Some((b, cells))
+    };
+    let out = protect_lp(tables, &sys, &prim, prot, lp, &hyper);
     let status = sys
         .var_of
         .iter()
@@ -292,7 +316,8 @@ fn protect_exact(tables: &[Cube], primary: &[Vec<bool>], prot: &Protection, opts
         })
         .collect();
     let unprotected = out.unprotected.iter().map(|&v| sys.cells[v]).collect();
-    Suppression { status, witnesses: Vec::new(), unprotected, perturbations: out.witnesses }
+    let witnesses = out.hypercubes.into_iter().map(|(cell, partner)| Witness { table: 0, cell, partner }).collect();
+    Suppression { status, witnesses, unprotected, perturbations: out.witnesses }
 }
 
 /// Chooses secondary suppressions so that every primary (and every cell suppressed in a table it

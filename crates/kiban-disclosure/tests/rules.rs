@@ -7,7 +7,7 @@ use kiban_disclosure::decl::{Declaration, DimensionKind, Protection};
 use kiban_disclosure::history::{PublishedTable, append_history, read_history};
 use kiban_disclosure::report::Mode;
 use kiban_disclosure::rules::{RuleId, check};
-use kiban_disclosure::suppress::{SuppressOptions, protect};
+use kiban_disclosure::suppress::{SuppressOptions, protect, protect_hypercube, uses_lp};
 use kiban_disclosure::table::{Cube, Dim, RawTable};
 use kiban_disclosure::workflow::{ProductStatus, approve};
 use proptest::prelude::*;
@@ -391,4 +391,42 @@ fn input_xlsx_errors_name_the_sheet_and_cell() {
     let d = decl("", &[("age_band", "age_band"), ("sex", "sex")]);
     let e = raw.to_cube(&d).expect_err("count not a number").to_string();
     assert!(e.contains("集計") && e.contains("3") && e.contains("十二"), "{e}");
+}
+
+#[test]
+fn o9_lp_suppression_costs_no_more_than_the_hypercube_method() {
+    let c = cube(&[6, 5, 4], &[25, 3, 40, 12, 18, 30, 7, 55, 22, 60, 14, 9, 33]);
+    let p = Protection { percent: 0.0, absolute: 1.0, ..Protection::default() };
+    let primary: Vec<bool> = c.values.iter().map(|&v| v > 0 && v < 10).collect();
+    let (cs, ps) = (std::slice::from_ref(&c), std::slice::from_ref(&primary));
+    let lp = protect(cs, ps, &p, SuppressOptions::default());
+    let hc = protect_hypercube(cs, ps, &p, SuppressOptions::default());
+    assert!(uses_lp(cs, SuppressOptions::default()));
+    let (l, h) = (lp.totals(cs, 0), hc.totals(cs, 0));
+    assert!(l.secondary_value <= h.secondary_value, "LP {l:?} vs hypercube {h:?}");
+    let a = audit(cs, &lp, &p, AuditOptions { lp_max_component: usize::MAX }).expect("audit");
+    assert!(a.passed && lp.unprotected.is_empty());
+    // The LP method's perturbations alone prove every primary (the audit's fallback for big tables).
+    let w = audit(cs, &lp, &p, AuditOptions { lp_max_component: 0 }).expect("witness audit");
+    assert!(w.passed, "{:?}", w.entries.iter().find(|e| !e.protected));
+}
+
+#[test]
+fn o9_lp_out_of_time_falls_back_and_still_protects() {
+    let c = cube(&[6, 5, 4], &[25, 3, 40, 12, 18, 30, 7, 55, 22, 60, 14, 9, 33]);
+    let p = Protection::default();
+    let primary: Vec<bool> = c.values.iter().map(|&v| v > 0 && v < 10).collect();
+    let (cs, ps) = (std::slice::from_ref(&c), std::slice::from_ref(&primary));
+    // No time for whole-table LPs: sub-cube LPs; no LP time at all: hypercubes.
+    for (full, lp) in [(0.0, 1e9), (0.0, 0.0)] {
+        let o = SuppressOptions { full_seconds: full, lp_seconds: lp, ..SuppressOptions::default() };
+        let sup = protect(cs, ps, &p, o);
+        if lp == 0.0 {
+            assert!(!sup.witnesses.is_empty() && sup.perturbations.is_empty());
+        }
+        let a = audit(cs, &sup, &p, AuditOptions { lp_max_component: usize::MAX }).expect("audit");
+        let claimed: Vec<_> =
+            a.entries.iter().filter(|e| e.primary && !sup.unprotected.contains(&(0, e.index))).collect();
+        assert!(!claimed.is_empty() && claimed.iter().all(|e| e.protected), "full={full} lp={lp}");
+    }
 }
