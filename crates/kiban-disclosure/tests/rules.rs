@@ -430,3 +430,22 @@ fn o9_lp_out_of_time_falls_back_and_still_protects() {
         assert!(!claimed.is_empty() && claimed.iter().all(|e| e.protected), "full={full} lp={lp}");
     }
 }
+
+#[test]
+fn o9_audit_refuses_a_tampered_perturbation_witness() {
+    let c = cube(&[6, 5, 4], &[25, 3, 40, 12, 18, 30, 7, 55, 22, 60, 14, 9, 33]);
+    let p = Protection { percent: 0.0, absolute: 1.0, ..Protection::default() };
+    let primary: Vec<bool> = c.values.iter().map(|&v| v > 0 && v < 10).collect();
+    let (cs, ps) = (std::slice::from_ref(&c), std::slice::from_ref(&primary));
+    let mut sup = protect(cs, ps, &p, SuppressOptions::default());
+    let witness_only = AuditOptions { lp_max_component: 0 };
+    assert!(audit(cs, &sup, &p, witness_only).expect("audit").passed);
+    // Break the equations: keep only the primary's own change in every perturbation moving it.
+    let target = sup.perturbations[0].cell;
+    for w in sup.perturbations.iter_mut().filter(|w| w.cell == target) {
+        w.deltas.retain(|d| d.1 == target);
+    }
+    let a = audit(cs, &sup, &p, witness_only).expect("audit");
+    assert!(!a.passed);
+    assert!(a.entries.iter().any(|e| e.index == target && !e.protected));
+}
