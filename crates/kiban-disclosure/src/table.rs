@@ -217,6 +217,20 @@ impl RawTable {
         }
     }
 
+    /// Reads the table as [`RawTable::read`] does, from the worksheet the declaration names.
+    pub fn read_declared(path: &Path, decl: &Declaration) -> Result<Self, DisclosureError> {
+        let ext = path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).unwrap_or_default();
+        match (&decl.sheet, ext.as_str()) {
+            (None, _) => Self::read(path),
+            (Some(s), "xlsx" | "xlsm" | "xlsb" | "xls" | "ods") => Self::read_xlsx(path, Some(s)),
+            (Some(s), _) => Err(DisclosureError::Table {
+                file: path.display().to_string(),
+                row: 0,
+                message: format!("the declaration names sheet {s:?} but the table is not a spreadsheet"),
+            }),
+        }
+    }
+
     /// Reads one worksheet (`sheet`, or the first) of a spreadsheet: the first non-empty row is the
     /// header, every later row a record (blank ones too, so they fail by row rather than vanish).
     /// Error cells, blank header names and values outside the header's columns are refused naming

@@ -352,7 +352,7 @@ fn input_xlsx_wide_with_margins_is_checked_and_suppressed() {
     let dd = dir.path().join("d.toml");
     std::fs::write(
         &dd,
-        format!("count_column = \"n\"\nlayout = \"wide\"\nwide_dimension = \"sex\"\n{LABEL}[[dimension]]\ncolumn = \"age_band\"\nkind = \"age_band\"\n[[dimension]]\ncolumn = \"sex\"\nkind = \"sex\"\n"),
+        format!("count_column = \"n\"\nlayout = \"wide\"\nsheet = \"年齢×性別\"\nwide_dimension = \"sex\"\n{LABEL}[[dimension]]\ncolumn = \"age_band\"\nkind = \"age_band\"\n[[dimension]]\ncolumn = \"sex\"\nkind = \"sex\"\n"),
     )
     .expect("w");
     let out = dir.path().join("out");
@@ -389,6 +389,8 @@ fn input_xlsx_errors_name_the_sheet_and_cell() {
     write_xlsx(&t, "集計", &[&["age_band", "sex", "n"], &["0-4", "男", "12"], &["0-4", "女", "十二"]]);
     let raw = RawTable::read(&t).expect("readable");
     let d = decl("", &[("age_band", "age_band"), ("sex", "sex")]);
+    let e = RawTable::read_xlsx(&t, Some("Sheet9")).expect_err("no such sheet").to_string();
+    assert!(e.contains("Sheet9") && e.contains("集計"), "{e}");
     let e = raw.to_cube(&d).expect_err("count not a number").to_string();
     assert!(e.contains("集計") && e.contains("3") && e.contains("十二"), "{e}");
 }
