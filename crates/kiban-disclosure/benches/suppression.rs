@@ -1,7 +1,10 @@
 //! Secondary suppression at scale and side by side with peers (O1, O9).
 //! `CARGO_TARGET_DIR=/work/main/target/h-disclosure cargo bench -p kiban-disclosure --bench suppression`
 //! Peers run from the venv at /work/main/target/peers-venv-disclosure (created if missing):
-//! ACRO (primary suppression at threshold 10) and pytauargus (secondary suppression totals).
+//! ACRO (primary suppression at threshold 10) and pytauargus (tau-Argus's modular MOD and optimal
+//! OPT secondary suppression on the same tables with FREQ(10,0), i.e. protection level 1 each side,
+//! cost = cell value; and tau-Argus's own audit of kiban's pattern, written as a JJ file under
+//! target/bench-disclosure/). Prints per table kiban's and tau-Argus's suppressed totals and the ratio.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
