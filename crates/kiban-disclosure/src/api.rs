@@ -19,7 +19,7 @@ use crate::workflow::ProductStatus;
 /// Arguments of `kiban check-output` (clap-free).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckOutputArgs {
-    /// `--table T.csv` (or `.parquet`).
+    /// `--table T.csv` (or `.parquet`, `.xlsx`).
     pub table: PathBuf,
     /// `--decl D.toml`.
     pub decl: PathBuf,
@@ -177,9 +177,9 @@ pub fn check_table(
 /// `protected.csv` into `out`. Needs no data directory.
 pub fn check_output(args: &CheckOutputArgs) -> Result<CheckOutcome, DisclosureError> {
     let bytes = std::fs::read(&args.table).map_err(|e| DisclosureError::io(&args.table, e))?;
-    let raw = RawTable::read(&args.table)?;
     let decl_text = std::fs::read_to_string(&args.decl).map_err(|e| DisclosureError::io(&args.decl, e))?;
     let decl = Declaration::from_toml(&decl_text)?;
+    let raw = RawTable::read_declared(&args.table, &decl)?;
     let areas = args.areas.as_deref().map(AreaTable::read).transpose()?;
     let history = match &args.history {
         Some(h) => read_history(h)?,

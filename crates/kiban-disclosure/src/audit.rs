@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::DisclosureError;
 use crate::decl::Protection;
+use crate::lpsup::verify_perturbation;
 use crate::suppress::{CellStatus, Suppression, corners, hypercube_range};
 use crate::table::{CellRef, Cube};
 
@@ -219,6 +220,27 @@ pub fn audit(
             let (down, up) = hypercube_range(cube, &cs);
             let x = cube.values[w.cell] as f64;
             interval[v] = Some((x - down, x + up, AuditMethod::Witness));
+        }
+    }
+    // Perturbation witnesses (LP method): each verified one widens its cell's proven interval.
+    if !sup.perturbations.is_empty() && interval.iter().any(|x| x.is_none()) {
+        let flags: Vec<Vec<bool>> = sup.status.iter().map(|s| s.iter().map(|x| x.suppressed()).collect()).collect();
+        let mut span: HashMap<usize, (f64, f64)> = HashMap::new();
+        for p in &sup.perturbations {
+            let Some(&v) = var_of.get(p.table).and_then(|m| m.get(&p.cell)) else { continue };
+            if interval[v].is_some() {
+                continue;
+            }
+            if let Some(d) = verify_perturbation(tables, &flags, p) {
+                let e = span.entry(v).or_insert((0.0, 0.0));
+                e.0 = e.0.min(d);
+                e.1 = e.1.max(d);
+            }
+        }
+        for (v, (lo, hi)) in span {
+            let (t, i) = vars[v];
+            let x = tables[t].values[i] as f64;
+            interval[v] = Some((x + lo, x + hi, AuditMethod::Witness));
         }
     }
     let mut entries = Vec::with_capacity(vars.len());

@@ -140,6 +140,9 @@ pub struct Declaration {
     /// Long or wide layout.
     #[serde(default)]
     pub layout: Layout,
+    /// Worksheet to read when the table is a spreadsheet (default: the first).
+    #[serde(default)]
+    pub sheet: Option<String>,
     /// The dimensions, in order.
     #[serde(rename = "dimension")]
     pub dimensions: Vec<DimensionDecl>,

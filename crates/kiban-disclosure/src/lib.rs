@@ -1,8 +1,9 @@
 //! kiban-disclosure owns the publication check of aggregate tables (004 第7-2; O1–O9, D9): it reads
-//! a table (CSV or Parquet, long or wide, with or without margins) and a TOML declaration of what
+//! a table (CSV, Parquet or XLSX, long or wide, with or without margins) and a TOML declaration of what
 //! each dimension and the count are, applies rules O1–O8 exactly as worded (each finding names the
-//! cell, the rule id and the threshold), chooses secondary suppressions by the hypercube method over
-//! cubes with all margins and linked tables sharing margins, audits every suppressed cell with the
+//! cell, the rule id and the threshold), chooses secondary suppressions by linear programming one primary
+//! at a time with a cleanup pass (the hypercube method for tables too large for it) over cubes with
+//! all margins and linked tables sharing margins, audits every suppressed cell with the
 //! interval an attacker can infer by linear programming (or a verified feasible perturbation when a
 //! component is too large), flags differencing against a project's publication history, and writes a
 //! JSON report, a self-contained Japanese HTML page and the protected CSV; its invariants are that a
@@ -18,6 +19,7 @@ pub mod audit;
 pub mod decl;
 pub mod error;
 pub mod history;
+pub mod lpsup;
 pub mod report;
 pub mod rules;
 pub mod suppress;

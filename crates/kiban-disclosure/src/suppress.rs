@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::decl::{CostKind, Protection};
+use crate::lpsup::{LpOptions, Perturbation, System, protect_lp};
 use crate::table::Cube;
 
 /// A cell's identity across linked tables: its non-total (dimension, level) pairs.
@@ -53,6 +54,9 @@ pub struct Suppression {
     pub witnesses: Vec<Witness>,
     /// Cells (table, index) for which no protecting hypercube exists.
     pub unprotected: Vec<(usize, usize)>,
+    /// Feasible perturbations proving each primary's protection (LP method).
+    #[serde(default)]
+    pub perturbations: Vec<Perturbation>,
 }
 
 impl Suppression {
@@ -235,17 +239,103 @@ fn best_hypercube(
 pub struct SuppressOptions {
     /// Hypercubes examined per protected cell (candidates per dimension = budget^(1/N)).
     pub budget: usize,
+    /// Tables (all linked tables together) up to this many cells use the LP method; larger ones
+    /// the hypercube method.
+    pub exact_max_cells: usize,
+    /// Run the LP method's cleanup pass (drops complementary cells no primary needs).
+    pub cleanup: bool,
+    /// Levels per dimension of the sub-cube the LP method tries first for each primary once
+    /// `full_seconds` have passed (0: always the whole table).
+    pub neighbourhood: usize,
+    /// Wall-clock seconds during which the LP method solves each primary over the whole table.
+    pub full_seconds: f64,
+    /// Wall-clock seconds after which the remaining primaries of a single table get hypercubes.
+    pub lp_seconds: f64,
+    /// Wall-clock seconds after which the cleanup pass stops (every step leaves a protected table).
+    pub cleanup_seconds: f64,
 }
 
 impl Default for SuppressOptions {
     fn default() -> Self {
-        SuppressOptions { budget: 4096 }
+        SuppressOptions {
+            budget: 4096,
+            exact_max_cells: 1500,
+            cleanup: true,
+            neighbourhood: 4,
+            full_seconds: 20.0,
+            lp_seconds: 30.0,
+            cleanup_seconds: 20.0,
+        }
     }
+}
+
+/// Which method [`protect`] used.
+pub fn uses_lp(tables: &[Cube], opts: SuppressOptions) -> bool {
+    tables.iter().map(|t| t.len()).sum::<usize>() <= opts.exact_max_cells
+}
+
+/// The LP method over all linked tables at once (see [`crate::lpsup`]).
+fn protect_exact(tables: &[Cube], primary: &[Vec<bool>], prot: &Protection, opts: SuppressOptions) -> Suppression {
+    let sys = System::new(tables);
+    let mut prim = vec![false; sys.value.len()];
+    for (t, p) in primary.iter().enumerate() {
+        for (i, &x) in p.iter().enumerate() {
+            prim[sys.var_of[t][i]] |= x;
+        }
+    }
+    let lp = LpOptions {
+        cleanup: opts.cleanup,
+        neighbourhood: opts.neighbourhood,
+        full_seconds: opts.full_seconds,
+        lp_seconds: opts.lp_seconds,
+        cleanup_seconds: opts.cleanup_seconds,
+    };
+    // A single table's variables are its cells, so a hypercube's corners are variables too.
+    let hyper = |p: usize, sup: &[bool]| -> Option<(Vec<usize>, Vec<usize>)> {
+        let cube = &tables[0];
+        let (b, _) = best_hypercube(cube, p, sup, prot, opts.budget)?;
+        let cells = corners(cube, &cube.coords(p), &b).into_iter().map(|(i, _)| i).collect();
+        Some((b, cells))
+    };
+    let out = protect_lp(tables, &sys, &prim, prot, lp, &hyper);
+    let status = sys
+        .var_of
+        .iter()
+        .map(|vo| {
+            vo.iter()
+                .map(|&v| {
+                    if prim[v] {
+                        CellStatus::Primary
+                    } else if out.suppressed[v] {
+                        CellStatus::Secondary
+                    } else {
+                        CellStatus::Published
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let unprotected = out.unprotected.iter().map(|&v| sys.cells[v]).collect();
+    let witnesses = out.hypercubes.into_iter().map(|(cell, partner)| Witness { table: 0, cell, partner }).collect();
+    Suppression { status, witnesses, unprotected, perturbations: out.witnesses }
 }
 
 /// Chooses secondary suppressions so that every primary (and every cell suppressed in a table it
 /// shares with another) has a hypercube meeting the protection interval.
 pub fn protect(tables: &[Cube], primary: &[Vec<bool>], prot: &Protection, opts: SuppressOptions) -> Suppression {
+    if uses_lp(tables, opts) {
+        return protect_exact(tables, primary, prot, opts);
+    }
+    protect_hypercube(tables, primary, prot, opts)
+}
+
+/// The hypercube method (for tables too large for the LP method).
+pub fn protect_hypercube(
+    tables: &[Cube],
+    primary: &[Vec<bool>],
+    prot: &Protection,
+    opts: SuppressOptions,
+) -> Suppression {
     let mut status: Vec<Vec<CellStatus>> = primary
         .iter()
         .map(|p| p.iter().map(|&x| if x { CellStatus::Primary } else { CellStatus::Published }).collect())
@@ -312,5 +402,5 @@ pub fn protect(tables: &[Cube], primary: &[Vec<bool>], prot: &Protection, opts: 
             break;
         }
     }
-    Suppression { status, witnesses, unprotected }
+    Suppression { status, witnesses, unprotected, perturbations: Vec::new() }
 }

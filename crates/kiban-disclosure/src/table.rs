@@ -206,10 +206,114 @@ pub struct RawTable {
 }
 
 impl RawTable {
-    /// Reads a CSV file (UTF-8, optional BOM) or a Parquet file (by extension `.parquet`).
+    /// Reads a CSV file (UTF-8, optional BOM), a Parquet file (`.parquet`) or a spreadsheet
+    /// (`.xlsx`, `.xlsm`, `.xls`, `.ods`: the first worksheet) by extension.
     pub fn read(path: &Path) -> Result<Self, DisclosureError> {
-        let is_parquet = path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
-        if is_parquet { Self::read_parquet(path) } else { Self::read_csv(path) }
+        let ext = path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).unwrap_or_default();
+        match ext.as_str() {
+            "parquet" => Self::read_parquet(path),
+            "xlsx" | "xlsm" | "xlsb" | "xls" | "ods" => Self::read_xlsx(path, None),
+            _ => Self::read_csv(path),
+        }
+    }
+
+    /// Reads the table as [`RawTable::read`] does, from the worksheet the declaration names.
+    pub fn read_declared(path: &Path, decl: &Declaration) -> Result<Self, DisclosureError> {
+        let ext = path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).unwrap_or_default();
+        match (&decl.sheet, ext.as_str()) {
+            (None, _) => Self::read(path),
+            (Some(s), "xlsx" | "xlsm" | "xlsb" | "xls" | "ods") => Self::read_xlsx(path, Some(s)),
+            (Some(s), _) => Err(DisclosureError::Table {
+                file: path.display().to_string(),
+                row: 0,
+                message: format!("the declaration names sheet {s:?} but the table is not a spreadsheet"),
+            }),
+        }
+    }
+
+    /// Reads one worksheet (`sheet`, or the first) of a spreadsheet: the first non-empty row is the
+    /// header, every later row a record (blank ones too, so they fail by row rather than vanish).
+    /// Error cells, blank header names and values outside the header's columns are refused naming
+    /// the sheet and the cell.
+    pub fn read_xlsx(path: &Path, sheet: Option<&str>) -> Result<Self, DisclosureError> {
+        use calamine::{Data, Reader, open_workbook_auto};
+        let file = path.display().to_string();
+        let err = |row: usize, message: String| DisclosureError::Table { file: file.clone(), row, message };
+        let mut wb = open_workbook_auto(path).map_err(|e| err(0, format!("cannot open the workbook: {e}")))?;
+        let names = wb.sheet_names();
+        let name = match sheet {
+            Some(s) => names
+                .iter()
+                .find(|n| n.as_str() == s)
+                .cloned()
+                .ok_or_else(|| err(0, format!("no sheet {s:?} (sheets: {names:?})")))?,
+            None => names.first().cloned().ok_or_else(|| err(0, "the workbook has no worksheet".into()))?,
+        };
+        let range = wb.worksheet_range(&name).map_err(|e| err(0, format!("sheet {name:?}: {e}")))?;
+        let (r0, c0) = range.start().unwrap_or((0, 0));
+        let cell_name = |r: usize, c: usize| format!("{}{}", column_letters(c0 as usize + c), r0 as usize + r + 1);
+        let mut header: Vec<String> = Vec::new();
+        let mut rows = Vec::new();
+        let mut header_row = 0;
+        for (r, row) in range.rows().enumerate() {
+            let mut fields = Vec::with_capacity(row.len());
+            for (c, v) in row.iter().enumerate() {
+                let text = match v {
+                    Data::Empty => String::new(),
+                    Data::String(s) => s.trim().to_string(),
+                    Data::Int(i) => i.to_string(),
+                    // Counts typed into a spreadsheet arrive as floats: whole numbers print as such.
+                    Data::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => format!("{}", *f as i64),
+                    Data::Float(f) => f.to_string(),
+                    Data::Bool(b) => b.to_string(),
+                    Data::Error(e) => {
+                        return Err(err(
+                            r0 as usize + r + 1,
+                            format!("sheet {name:?} cell {}: error value {e} in the cell", cell_name(r, c)),
+                        ));
+                    }
+                    other => other.to_string(),
+                };
+                fields.push(text);
+            }
+            if header.is_empty() {
+                if fields.iter().all(|f| f.is_empty()) {
+                    continue;
+                }
+                while fields.last().is_some_and(|f| f.is_empty()) {
+                    fields.pop();
+                }
+                if let Some(c) = fields.iter().position(|f| f.is_empty()) {
+                    return Err(err(
+                        r0 as usize + r + 1,
+                        format!("sheet {name:?} cell {}: blank column name in the header row", cell_name(r, c)),
+                    ));
+                }
+                header = fields;
+                header_row = r;
+                continue;
+            }
+            // Blank rows stay (as records that fail naming their row) so row numbers match the sheet.
+            fields.resize(header.len().max(fields.len()), String::new());
+            if let Some(c) = (header.len()..fields.len()).find(|&c| !fields[c].is_empty()) {
+                return Err(err(
+                    r0 as usize + r + 1,
+                    format!("sheet {name:?} cell {}: value outside the header's columns", cell_name(r, c)),
+                ));
+            }
+            fields.truncate(header.len());
+            rows.push(fields);
+        }
+        if header.is_empty() {
+            return Err(err(0, format!("sheet {name:?} is empty")));
+        }
+        let at = r0 as usize + header_row + 1;
+        let label = if at == 1 {
+            format!("{file} [sheet {name}]")
+        } else {
+            format!("{file} [sheet {name}; header on sheet row {at}, row numbers count from it as row 1]")
+        };
+        Ok(RawTable { file: label, header, rows })
     }
 
     /// Reads CSV text.
@@ -438,4 +542,18 @@ impl RawTable {
         }
         Ok(out)
     }
+}
+
+/// Spreadsheet column letters of a 0-based column index (0 → A, 26 → AA).
+fn column_letters(mut c: usize) -> String {
+    let mut s = Vec::new();
+    loop {
+        s.push(b'A' + (c % 26) as u8);
+        if c < 26 {
+            break;
+        }
+        c = c / 26 - 1;
+    }
+    s.reverse();
+    String::from_utf8(s).unwrap_or_default()
 }

@@ -7,7 +7,7 @@ use kiban_disclosure::decl::{Declaration, DimensionKind, Protection};
 use kiban_disclosure::history::{PublishedTable, append_history, read_history};
 use kiban_disclosure::report::Mode;
 use kiban_disclosure::rules::{RuleId, check};
-use kiban_disclosure::suppress::{SuppressOptions, protect};
+use kiban_disclosure::suppress::{SuppressOptions, protect, protect_hypercube, uses_lp};
 use kiban_disclosure::table::{Cube, Dim, RawTable};
 use kiban_disclosure::workflow::{ProductStatus, approve};
 use proptest::prelude::*;
@@ -312,4 +312,142 @@ fn demo_builds_a_synthetic_table_and_protects_it() {
     assert!(s.primary > 0 && s.secondary > 0, "{}", s.summary);
     assert!(s.passed, "{}\n{}", s.summary, s.report_json);
     assert!(s.report_json.contains("synthetic"));
+}
+
+/// Writes a one-sheet workbook from rows of cells (numbers where a cell parses as one).
+fn write_xlsx(path: &std::path::Path, sheet: &str, rows: &[&[&str]]) {
+    let mut wb = rust_xlsxwriter::Workbook::new();
+    let ws = wb.add_worksheet();
+    ws.set_name(sheet).expect("sheet name");
+    for (r, row) in rows.iter().enumerate() {
+        for (c, v) in row.iter().enumerate() {
+            let (r, c) = (r as u32, c as u16);
+            if v.is_empty() {
+                continue;
+            }
+            match v.parse::<f64>() {
+                Ok(x) => ws.write_number(r, c, x).map(|_| ()),
+                Err(_) => ws.write_string(r, c, *v).map(|_| ()),
+            }
+            .expect("write");
+        }
+    }
+    wb.save(path).expect("save");
+}
+
+#[test]
+fn input_xlsx_wide_with_margins_is_checked_and_suppressed() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let t = dir.path().join("t.xlsx");
+    write_xlsx(
+        &t,
+        "年齢×性別",
+        &[
+            &["age_band", "男", "女", "計"],
+            &["0-4", "12", "5", "17"],
+            &["5-9", "20", "30", "50"],
+            &["計", "32", "35", "67"],
+        ],
+    );
+    let dd = dir.path().join("d.toml");
+    std::fs::write(
+        &dd,
+        format!("count_column = \"n\"\nlayout = \"wide\"\nsheet = \"年齢×性別\"\nwide_dimension = \"sex\"\n{LABEL}[[dimension]]\ncolumn = \"age_band\"\nkind = \"age_band\"\n[[dimension]]\ncolumn = \"sex\"\nkind = \"sex\"\n"),
+    )
+    .expect("w");
+    let out = dir.path().join("out");
+    let o = check_output(&CheckOutputArgs {
+        table: t,
+        decl: dd,
+        areas: None,
+        mode: Mode::Suppress,
+        history: None,
+        out: out.clone(),
+    })
+    .expect("run");
+    assert!(o.report.passed);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).expect("json")).expect("parse");
+    assert_eq!(json["findings"][0]["rule"], "O1");
+    let csv = std::fs::read_to_string(out.join("protected.csv")).expect("csv");
+    assert!(csv.contains("0-4,女,X,primary"), "{csv}");
+    assert!(!csv.contains(",5,"), "the suppressed 5 leaked: {csv}");
+}
+
+#[test]
+fn input_xlsx_errors_name_the_sheet_and_cell() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let t = dir.path().join("bad.xlsx");
+    write_xlsx(&t, "集計", &[&["age_band", "", "n"], &["0-4", "男", "12"]]);
+    let e = RawTable::read(&t).expect_err("blank header").to_string();
+    assert!(e.contains("集計") && e.contains("B1") && e.contains("blank column name"), "{e}");
+
+    write_xlsx(&t, "集計", &[&["age_band", "sex", "n"], &["0-4", "男", "12"], &["0-4", "女", "12", "99"]]);
+    let e = RawTable::read(&t).expect_err("stray value").to_string();
+    assert!(e.contains("D3") && e.contains("outside the header"), "{e}");
+
+    write_xlsx(&t, "集計", &[&["age_band", "sex", "n"], &["0-4", "男", "12"], &["0-4", "女", "十二"]]);
+    let raw = RawTable::read(&t).expect("readable");
+    let d = decl("", &[("age_band", "age_band"), ("sex", "sex")]);
+    let e = RawTable::read_xlsx(&t, Some("Sheet9")).expect_err("no such sheet").to_string();
+    assert!(e.contains("Sheet9") && e.contains("集計"), "{e}");
+    let e = raw.to_cube(&d).expect_err("count not a number").to_string();
+    assert!(e.contains("集計") && e.contains("3") && e.contains("十二"), "{e}");
+}
+
+#[test]
+fn o9_lp_suppression_costs_no_more_than_the_hypercube_method() {
+    let c = cube(&[6, 5, 4], &[25, 3, 40, 12, 18, 30, 7, 55, 22, 60, 14, 9, 33]);
+    let p = Protection { percent: 0.0, absolute: 1.0, ..Protection::default() };
+    let primary: Vec<bool> = c.values.iter().map(|&v| v > 0 && v < 10).collect();
+    let (cs, ps) = (std::slice::from_ref(&c), std::slice::from_ref(&primary));
+    let lp = protect(cs, ps, &p, SuppressOptions::default());
+    let hc = protect_hypercube(cs, ps, &p, SuppressOptions::default());
+    assert!(uses_lp(cs, SuppressOptions::default()));
+    let (l, h) = (lp.totals(cs, 0), hc.totals(cs, 0));
+    assert!(l.secondary_value <= h.secondary_value, "LP {l:?} vs hypercube {h:?}");
+    let a = audit(cs, &lp, &p, AuditOptions { lp_max_component: usize::MAX }).expect("audit");
+    assert!(a.passed && lp.unprotected.is_empty());
+    // The LP method's perturbations alone prove every primary (the audit's fallback for big tables).
+    let w = audit(cs, &lp, &p, AuditOptions { lp_max_component: 0 }).expect("witness audit");
+    assert!(w.passed, "{:?}", w.entries.iter().find(|e| !e.protected));
+}
+
+#[test]
+fn o9_lp_out_of_time_falls_back_and_still_protects() {
+    let c = cube(&[6, 5, 4], &[25, 3, 40, 12, 18, 30, 7, 55, 22, 60, 14, 9, 33]);
+    let p = Protection::default();
+    let primary: Vec<bool> = c.values.iter().map(|&v| v > 0 && v < 10).collect();
+    let (cs, ps) = (std::slice::from_ref(&c), std::slice::from_ref(&primary));
+    // No time for whole-table LPs: sub-cube LPs; no LP time at all: hypercubes.
+    for (full, lp) in [(0.0, 1e9), (0.0, 0.0)] {
+        let o = SuppressOptions { full_seconds: full, lp_seconds: lp, ..SuppressOptions::default() };
+        let sup = protect(cs, ps, &p, o);
+        if lp == 0.0 {
+            assert!(!sup.witnesses.is_empty() && sup.perturbations.is_empty());
+        }
+        let a = audit(cs, &sup, &p, AuditOptions { lp_max_component: usize::MAX }).expect("audit");
+        let claimed: Vec<_> =
+            a.entries.iter().filter(|e| e.primary && !sup.unprotected.contains(&(0, e.index))).collect();
+        assert!(!claimed.is_empty() && claimed.iter().all(|e| e.protected), "full={full} lp={lp}");
+    }
+}
+
+#[test]
+fn o9_audit_refuses_a_tampered_perturbation_witness() {
+    let c = cube(&[6, 5, 4], &[25, 3, 40, 12, 18, 30, 7, 55, 22, 60, 14, 9, 33]);
+    let p = Protection { percent: 0.0, absolute: 1.0, ..Protection::default() };
+    let primary: Vec<bool> = c.values.iter().map(|&v| v > 0 && v < 10).collect();
+    let (cs, ps) = (std::slice::from_ref(&c), std::slice::from_ref(&primary));
+    let mut sup = protect(cs, ps, &p, SuppressOptions::default());
+    let witness_only = AuditOptions { lp_max_component: 0 };
+    assert!(audit(cs, &sup, &p, witness_only).expect("audit").passed);
+    // Break the equations: keep only the primary's own change in every perturbation moving it.
+    let target = sup.perturbations[0].cell;
+    for w in sup.perturbations.iter_mut().filter(|w| w.cell == target) {
+        w.deltas.retain(|d| d.1 == target);
+    }
+    let a = audit(cs, &sup, &p, witness_only).expect("audit");
+    assert!(!a.passed);
+    assert!(a.entries.iter().any(|e| e.index == target && !e.protected));
 }

@@ -17,7 +17,8 @@ use crate::Ctx;
     after_help = "Writes report.json, report.html (Japanese, cells coloured by finding) and protected.csv to --out."
 )]
 pub struct Args {
-    /// The table: CSV or Parquet, long or wide, with or without margins.
+    /// The table: CSV, Parquet or XLSX (the declaration's `sheet`, else the first), long or wide,
+    /// with or without margins.
     #[arg(long, value_name = "FILE")]
     table: PathBuf,
     /// Declaration (TOML): which column is the count and what each dimension is.
