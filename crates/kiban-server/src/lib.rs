@@ -10,6 +10,7 @@
 pub mod api;
 pub mod auth;
 pub mod authz;
+pub mod checker;
 pub mod deid;
 pub mod gateway;
 pub mod identity;
@@ -125,6 +126,7 @@ pub fn routes() -> Vec<RouteDesc> {
     let mut v = api::descriptors();
     v.extend(intake::descriptors());
     v.extend(review::descriptors());
+    v.extend(checker::descriptors());
     v.extend(identity::descriptors());
     v
 }

@@ -834,3 +834,31 @@ async fn s1_s3_pseudonymize_endpoint_applies_the_policy_and_refuses_naming_the_c
     let (status, _) = post(serde_json::json!({"policy": with_path, "columns": ["name"], "rows": []})).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "no file path from a request");
 }
+
+#[tokio::test]
+async fn o1_o9_d9_the_checker_over_http_finds_small_cells_and_protects_the_table() {
+    let f = fixture().await;
+    let (_, user) = enrolled(&f.st, "user.h", AccountRole::Handler, PW).await;
+    let main = spawn(kiban_server::router(f.st.clone())).await;
+    let user = cookie_of(&login(main, "user.h", PW, &auth::totp_code(&user, now_unix())).await);
+    let h = [("cookie", user.as_str()), ("content-type", "application/json")];
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiban-disclosure/tests/vectors/o1_min_cell");
+    let table = std::fs::read_to_string(root.join("table.csv")).unwrap();
+    let decl = std::fs::read_to_string(root.join("decl.toml")).unwrap();
+    let body = |mode: &str| serde_json::json!({"table_csv": table, "declaration": decl, "mode": mode}).to_string();
+    let r = http(main, "POST", "/api/check-output", &h, &body("check")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["report"]["passed"], false, "a cell of 3 breaks O1: {v}");
+    assert!(v["report"].to_string().contains("O1"), "{v}");
+    let r = http(main, "POST", "/api/check-output", &h, &body("suppress")).await;
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["report"]["passed"], true, "{v}");
+    let protected = v["protected_csv"].as_str().unwrap();
+    assert!(!protected.contains(",3\n") && !protected.contains(",3\r\n"), "the small cell is suppressed: {protected}");
+    let r = http(main, "POST", "/api/check-output?format=html", &h, &body("suppress")).await;
+    assert!(r.status == StatusCode::OK && r.body.contains("lang=\"ja\""), "{}", r.body);
+    let r = http(main, "POST", "/api/check-output", &h, r#"{"table_csv":"a,b\n","declaration":"x = ","mode":"check"}"#)
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+}
