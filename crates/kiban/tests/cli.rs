@@ -784,7 +784,29 @@ fn r1_r2_r9_committee_review_release_and_ledger_through_the_cli() {
     assert!(!due.contains("audit"), "{due}");
     let o = kiban(&["supervise", "run", "--as-of", "2028-07-02", "--data-dir", d], &[]);
     assert!(text(&o).contains("1 entitlement(s) ended"), "{}", text(&o));
-    js(&["supervise", "deletion-certificate", &id, "--place", "p1", "--deleted-by", "user", "--on", "2028-07-10"]);
+    assert_clean_failure(
+        &kiban(
+            &["supervise", "deletion-certificate", &id, "--place", "p1", "--deleted-by", "user", "--data-dir", d],
+            &[],
+        ),
+        "certificate",
+    );
+    let cert = tmp.path().join("deletion-certificate.pdf");
+    std::fs::write(&cert, b"%PDF-1.4 deletion certificate").unwrap();
+    let st = js(&[
+        "supervise",
+        "deletion-certificate",
+        &id,
+        "--place",
+        "p1",
+        "--deleted-by",
+        "user",
+        "--on",
+        "2028-07-10",
+        "--certificate",
+        cert.to_str().unwrap(),
+    ]);
+    assert_eq!(st["state"]["deletions"]["p1"], "2028-07-10", "{st}");
     // R14, D8: a violation proposes its measure; the decided ban blocks the applicant.
     let table = js(&["sanction", "table"]);
     assert!(table.as_array().unwrap().len() >= 8, "{table}");

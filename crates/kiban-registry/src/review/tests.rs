@@ -217,8 +217,24 @@ fn r5_no_release_after_the_period_ends_and_expiry_ends_the_entitlement() {
         handle(&s, &release("r", d(2028, 6, 1))),
         Err(WorkflowError::WrongPhase { phase: Phase::Ended, .. })
     ));
-    run(&mut s, Command::DeletionCertificate { place_id: "p1".into(), on: d(2028, 7, 5), deleted_by: "利用者".into() })
-        .unwrap();
+    let without = Command::DeletionCertificate {
+        place_id: "p1".into(),
+        on: d(2028, 7, 5),
+        deleted_by: "利用者".into(),
+        certificate_sha256: None,
+    };
+    let err = handle(&s, &without).unwrap_err().to_string();
+    assert!(err.contains("R5") && err.contains("certificate"), "a user's deletion needs its certificate: {err}");
+    run(
+        &mut s,
+        Command::DeletionCertificate {
+            place_id: "p1".into(),
+            on: d(2028, 7, 5),
+            deleted_by: "利用者".into(),
+            certificate_sha256: Some("ab".repeat(32)),
+        },
+    )
+    .unwrap();
     assert!(supervision_due(&s, d(2028, 7, 10)).is_empty());
 }
 

@@ -248,6 +248,9 @@ pub enum Command {
         on: NaiveDate,
         /// Who deleted: the user (Type I) or the creator (Type II).
         deleted_by: String,
+        /// SHA-256 of the certificate document the user handed in (required when the user deleted).
+        #[serde(default)]
+        certificate_sha256: Option<String>,
     },
     /// A user's request (R7).
     UserRequest {
@@ -417,6 +420,9 @@ pub enum Event {
         on: NaiveDate,
         /// Who.
         deleted_by: String,
+        /// SHA-256 of the user's certificate document, when the user deleted.
+        #[serde(default)]
+        certificate_sha256: Option<String>,
     },
     /// Request received.
     RequestReceived {
@@ -837,7 +843,16 @@ pub fn handle(s: &State, cmd: &Command) -> Result<Vec<Event>, WorkflowError> {
             }
             Ok(vec![Event::EntitlementEnded { on: *as_of }])
         }
-        Command::DeletionCertificate { place_id, on, deleted_by } => {
+        Command::DeletionCertificate { place_id, on, deleted_by, certificate_sha256 } => {
+            // Type I: the user deletes and hands in a certificate, which the creator checks and keeps.
+            let by_user = matches!(deleted_by.trim(), "user" | "利用者");
+            if by_user && certificate_sha256.as_deref().is_none_or(|h| h.len() != 64) {
+                return Err(WorkflowError::Rule {
+                    field: "certificate",
+                    rule: "R5",
+                    message: "a deletion by the user needs the user's deletion certificate (its SHA-256)".into(),
+                });
+            }
             let app = s.application.as_ref().ok_or_else(|| wrong("deletion certificate", s, "D7"))?;
             if !app.places.iter().any(|p| &p.place_id == place_id) {
                 return Err(rule("place_id", "D7", format!("{place_id} is not a place of use")));
@@ -845,7 +860,12 @@ pub fn handle(s: &State, cmd: &Command) -> Result<Vec<Event>, WorkflowError> {
             if s.deletions.contains_key(place_id) {
                 return Err(rule("place_id", "D7", "deletion at this place is already certified"));
             }
-            Ok(vec![Event::DeletionCertified { place_id: place_id.clone(), on: *on, deleted_by: deleted_by.clone() }])
+            Ok(vec![Event::DeletionCertified {
+                place_id: place_id.clone(),
+                on: *on,
+                deleted_by: deleted_by.clone(),
+                certificate_sha256: certificate_sha256.clone(),
+            }])
         }
         Command::UserRequest { kind, detail } => {
             if phase != Phase::Approved {

@@ -804,7 +804,8 @@ fn assess(ctx: &Ctx) -> Result<ExitCode> {
 
 /// Copies `file` into `<data-dir>/documents/<sub>/` named by its digest and returns
 /// (stored path relative to the data dir, sha256, size, original file name).
-fn keep_document(root: &Path, sub: &str, file: &Path) -> Result<(String, String, i64, String)> {
+/// Copies a document into `<data-dir>/documents/<sub>/` under its digest; returns (path, sha256, size, name).
+pub(crate) fn keep_document(root: &Path, sub: &str, file: &Path) -> Result<(String, String, i64, String)> {
     let bytes = fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     let sha = hex::encode(Sha256::digest(&bytes));
     let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "document".into());

@@ -341,6 +341,9 @@ enum SuperviseVerb {
         /// Who deleted: the user (Type I) or the creator (Type II, Visiting environment).
         #[arg(long, value_parser = ["user", "creator"])]
         deleted_by: String,
+        /// The user's deletion certificate (required when the user deleted); kept with its digest.
+        #[arg(long, value_name = "FILE")]
+        certificate: Option<PathBuf>,
         /// Date of deletion (default today).
         #[arg(long)]
         on: Option<NaiveDate>,
@@ -427,8 +430,13 @@ fn run_use(ctx: &Ctx, dd: &DataDir, verb: SuperviseVerb) -> Result<ExitCode> {
             let kind: ReportKind = serde_json::from_value(json_enum(&kind))?;
             (id, Command::FileReport { kind, on: on.unwrap_or_else(today_jst) })
         }
-        SuperviseVerb::DeletionCertificate { id, place, deleted_by, on } => {
-            (id, Command::DeletionCertificate { place_id: place, on: on.unwrap_or_else(today_jst), deleted_by })
+        SuperviseVerb::DeletionCertificate { id, place, deleted_by, on, certificate } => {
+            let certificate_sha256 = match &certificate {
+                Some(f) => Some(crate::cmd::compliance::keep_document(&ctx.data_dir, &format!("deletion/{id}"), f)?.1),
+                None => None,
+            };
+            let on = on.unwrap_or_else(today_jst);
+            (id, Command::DeletionCertificate { place_id: place, on, deleted_by, certificate_sha256 })
         }
         SuperviseVerb::Audit { id, findings, on } => {
             (id, Command::RecordAudit { on: on.unwrap_or_else(today_jst), findings })
