@@ -18,7 +18,6 @@ use std::time::Instant;
 use arrow::array::{Array, ArrayRef, StringBuilder};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
-use hmac::{KeyInit, Mac};
 use kiban_model::dataset::ColumnRole;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -27,11 +26,14 @@ use crate::error::{DeidError, Result};
 use crate::io::{Input, Output, Sink, column_digest, digest_batch_columns, file_sha256, for_each_batch, strings};
 use crate::text::{DocContext, Tag, TextConfig, deidentify, find_financial};
 
-type HmacSha256 = hmac::Hmac<Sha256>;
-
 /// The per-release key of tokens and date offsets. Never printed, serialized or stored by this crate;
-/// wiped on drop.
-pub struct ReleaseKey(Vec<u8>);
+/// wiped on drop. Tokens are keyed BLAKE3 (the identity crate's token scheme v2): a 32-byte key is
+/// derived from the release key, a per-column key from that, and each token is the keyed hash of the
+/// value under its column's key.
+pub struct ReleaseKey(Vec<u8>, [u8; 32]);
+
+/// The key-derivation context of release keys (BLAKE3 `derive_key`).
+const KDF_CONTEXT: &str = "kiban 2026-11 release token key v2";
 
 impl ReleaseKey {
     /// Wraps key bytes; at least 32 bytes.
@@ -42,32 +44,27 @@ impl ReleaseKey {
                 "must be at least 32 bytes (rule: S2 keyed irreversible tokens)",
             ));
         }
-        Ok(ReleaseKey(bytes))
+        let k = blake3::derive_key(KDF_CONTEXT, &bytes);
+        Ok(ReleaseKey(bytes, k))
     }
     /// A fresh random key (for a release whose tokens never need to be looked up again).
     pub fn random() -> Self {
         use rand::Rng;
         let mut k = vec![0u8; 32];
         rand::rng().fill_bytes(&mut k);
-        ReleaseKey(k)
+        Self::new(k).expect("32 bytes")
     }
     fn mac(&self, domain: &str, value: &str) -> [u8; 32] {
-        let mut m = <HmacSha256 as KeyInit>::new_from_slice(&self.0).expect("HMAC takes any key length");
-        m.update(domain.as_bytes());
-        m.update(&[0]);
-        m.update(value.as_bytes());
-        m.finalize().into_bytes().into()
+        *blake3::keyed_hash(&self.column_mac(domain), value.as_bytes()).as_bytes()
     }
-    /// The token of `value` in `column`: 32 hex digits of HMAC-SHA256(key, column ‖ 0 ‖ value).
+    /// The token of `value` in `column`: 32 hex digits of BLAKE3(key = column key, value), where the
+    /// column key is BLAKE3(key = release key, column).
     pub fn token(&self, column: &str, value: &str) -> String {
         hex::encode(&self.mac(column, value)[..16])
     }
-    /// The keyed MAC state with `column ‖ 0` absorbed, cloned per value (same tokens as [`Self::token`]).
-    fn column_mac(&self, column: &str) -> HmacSha256 {
-        let mut m = <HmacSha256 as KeyInit>::new_from_slice(&self.0).expect("HMAC takes any key length");
-        m.update(column.as_bytes());
-        m.update(&[0]);
-        m
+    /// The column's key, computed once per column (same tokens as [`Self::token`]).
+    fn column_mac(&self, column: &str) -> [u8; 32] {
+        *blake3::keyed_hash(&self.1, column.as_bytes()).as_bytes()
     }
     /// The date offset (days, −180..=180, never 0) of a person under this release.
     pub fn date_offset(&self, person: &str) -> i64 {
@@ -84,7 +81,8 @@ impl std::fmt::Debug for ReleaseKey {
 impl Drop for ReleaseKey {
     fn drop(&mut self) {
         self.0.iter_mut().for_each(|b| *b = 0);
-        std::hint::black_box(&self.0);
+        self.1 = [0; 32];
+        std::hint::black_box((&self.0, &self.1));
     }
 }
 
@@ -952,18 +950,15 @@ fn offset_from_mac(m: &[u8; 32]) -> i64 {
     if v < 180 { v - 180 } else { v - 179 }
 }
 
-/// [`ReleaseKey::date_offset`] from a precomputed keyed state.
-fn offset_of(mac: &HmacSha256, person: &str) -> i64 {
-    let mut m = mac.clone();
-    m.update(person.as_bytes());
-    offset_from_mac(&m.finalize().into_bytes().into())
+/// [`ReleaseKey::date_offset`] from a precomputed column key.
+fn offset_of(key: &[u8; 32], person: &str) -> i64 {
+    offset_from_mac(blake3::keyed_hash(key, person.as_bytes()).as_bytes())
 }
 
-/// The 32 hex digits of a token from a column's keyed MAC state.
-fn token_hex(mac: &HmacSha256, v: &str) -> [u8; 32] {
-    let mut m = mac.clone();
-    m.update(v.as_bytes());
-    let d = m.finalize().into_bytes();
+/// The 32 hex digits of a token from a column's key.
+fn token_hex(key: &[u8; 32], v: &str) -> [u8; 32] {
+    let d = blake3::keyed_hash(key, v.as_bytes());
+    let d = d.as_bytes();
     let mut out = [0u8; 32];
     const HEX: &[u8; 16] = b"0123456789abcdef";
     for (i, b) in d[..16].iter().enumerate() {

@@ -125,7 +125,7 @@ fn s1_birth_date_reduced_to_year_by_default() {
 }
 
 #[test]
-fn s2_id_codes_tokenized_by_keyed_hmac_and_link_code_stable() {
+fn s2_id_codes_tokenized_by_keyed_blake3_and_link_code_stable() {
     let b = run_patients();
     let t = col(&b, "insurer_number").value(0);
     assert_eq!(t.len(), 32);
