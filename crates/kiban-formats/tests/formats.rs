@@ -1,0 +1,6 @@
+//! Integration tests of the format readers and writers (one binary; one module per format).
+
+#[path = "formats/common.rs"]
+mod common;
+#[path = "formats/ssmix2.rs"]
+mod ssmix2;
