@@ -15,7 +15,9 @@ pub mod canonical;
 pub mod dataset;
 pub mod encoding;
 pub mod hl7;
+pub mod masters;
 pub mod ssmix2;
+pub mod uke;
 
 pub use canonical::{Collected, Quarantined, Record, Sink, Table};
 pub use dataset::{DatasetError, DatasetWriter, FileFormat, Manifest, ManifestFile, verify_dataset};

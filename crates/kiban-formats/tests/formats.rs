@@ -4,3 +4,5 @@
 mod common;
 #[path = "formats/ssmix2.rs"]
 mod ssmix2;
+#[path = "formats/uke.rs"]
+mod uke;
