@@ -14,6 +14,7 @@
 pub mod canonical;
 pub mod dataset;
 pub mod encoding;
+pub mod fhir;
 pub mod hl7;
 pub mod masters;
 pub mod ssmix2;

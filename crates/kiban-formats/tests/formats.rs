@@ -2,6 +2,8 @@
 
 #[path = "formats/common.rs"]
 mod common;
+#[path = "formats/fhir.rs"]
+mod fhir;
 #[path = "formats/ssmix2.rs"]
 mod ssmix2;
 #[path = "formats/uke.rs"]
