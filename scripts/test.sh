@@ -6,5 +6,6 @@ cd "$(dirname "$0")/.."
 if ! command -v cargo-nextest >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
+scripts/fetch-fixtures-formats.sh
 export KIBAN_TEST_POSTGRES_URL=${KIBAN_TEST_POSTGRES_URL:-$(scripts/pg-start.sh)}
 exec cargo nextest run --workspace --no-fail-fast "$@"

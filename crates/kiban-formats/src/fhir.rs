@@ -316,7 +316,23 @@ impl Ctx<'_> {
                     }));
                 }
                 "MedicationRequest" => {
-                    let (code, name) = coding(&r["medicationCodeableConcept"], YJ);
+                    let mut cc = &r["medicationCodeableConcept"];
+                    let mref = s(r, &["medicationReference", "reference"]);
+                    if !cc.is_object() {
+                        // A contained Medication (`#id`) carries the code; otherwise keep the reference itself.
+                        if let Some(m) = mref.strip_prefix('#').and_then(|id| {
+                            r["contained"]
+                                .as_array()?
+                                .iter()
+                                .find(|c| c["id"] == id && c["resourceType"] == "Medication")
+                        }) {
+                            cc = &m["code"];
+                        }
+                    }
+                    let (mut code, mut name) = coding(cc, YJ);
+                    if code.is_empty() && !mref.is_empty() && !cc.is_object() {
+                        (code, name) = (mref, s(r, &["medicationReference", "display"]));
+                    }
                     if code.is_empty() {
                         self.q(sink, &here, "MedicationRequest.medicationCodeableConcept", "no medication code", r);
                         continue;

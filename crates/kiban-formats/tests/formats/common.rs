@@ -44,3 +44,19 @@ pub fn name_form(s: &str) -> String {
 pub fn iso_birth(s: &str) -> String {
     kiban_model::wareki::WarekiDate::parse(s).map(|w| w.date().to_string()).unwrap_or_else(|_| s.to_owned())
 }
+
+/// A fixture directory fetched by `scripts/fetch-fixtures-formats.sh` into `<target>/fixtures/formats/`.
+/// Missing: under `CI=true` the test fails; locally it is skipped with the reason printed.
+pub fn fixture_dir(name: &str) -> Option<std::path::PathBuf> {
+    let tmp = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let dir = tmp.parent().expect("target dir").join("fixtures/formats").join(name);
+    if dir.join(".complete").exists() {
+        return Some(dir);
+    }
+    let msg = format!("fixture {} missing: run scripts/fetch-fixtures-formats.sh", dir.display());
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{msg}");
+    }
+    eprintln!("skipped: {msg}");
+    None
+}

@@ -64,3 +64,47 @@ fn b2_fhir_jp_core_names_by_representation_extension() {
     assert_eq!(got.quarantined[0].location, "document entry 3 (Observation)");
     assert_eq!(got.quarantined[0].field, "Observation.effectiveDateTime");
 }
+
+#[test]
+fn b2_fhir_public_r4_examples_read_or_quarantine_never_vanish() {
+    let Some(dir) = crate::common::fixture_dir("fhir-r4-examples") else { return };
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().into_owned();
+            ["Patient-", "Encounter-", "Condition-", "MedicationRequest-", "Observation-", "Coverage-", "Bundle-"]
+                .iter()
+                .any(|t| n.starts_with(t))
+                && n.ends_with(".json")
+        })
+        .collect();
+    files.sort();
+    assert!(files.len() > 150, "{} files", files.len());
+    let (mut records, mut quarantined) = (0, 0);
+    for f in &files {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        let mut got = Collected::default();
+        fhir::read_json(&std::fs::read(f).unwrap(), &name, "prov-x", &mut got);
+        records += got.records.len();
+        quarantined += got.quarantined.len();
+        let single = ["Patient-", "Encounter-", "Condition-", "MedicationRequest-", "Observation-"];
+        if single.iter().any(|t| name.starts_with(t)) {
+            // One clinical resource per file: it is a record or a quarantine entry, never nothing.
+            assert!(got.records.len() + got.quarantined.len() >= 1, "{name} vanished");
+        }
+        for q in &got.quarantined {
+            if std::env::var("SHOWQ").is_ok() {
+                eprintln!("Q {} | {} | {}", q.field, q.problem.chars().take(60).collect::<String>(), q.file);
+            }
+            assert!(!q.field.is_empty() && !q.problem.is_empty() && q.file == name);
+        }
+        if name == "Patient-example.json" {
+            let Some(Record::Patient(p)) = got.records.first() else { panic!("{name}: {:?}", got.quarantined) };
+            assert_eq!((p.patient_id.as_str(), p.name_kanji.as_str()), ("12345", "Chalmers\u{3000}Peter James"));
+            assert_eq!((p.sex.as_str(), p.birth_date.as_str()), ("1", "1974-12-25"));
+        }
+    }
+    eprintln!("{} files: {records} records, {quarantined} quarantined", files.len());
+    assert!(records > 150, "{records}");
+}
