@@ -12,6 +12,7 @@
 //! nowhere else.
 
 pub mod canonical;
+pub mod cda;
 pub mod dataset;
 pub mod encoding;
 pub mod fhir;

@@ -1,5 +1,7 @@
 //! Integration tests of the format readers and writers (one binary; one module per format).
 
+#[path = "formats/cda.rs"]
+mod cda;
 #[path = "formats/common.rs"]
 mod common;
 #[path = "formats/fhir.rs"]
