@@ -680,3 +680,12 @@ impl<F: FnMut(Table, RecordBatch), Q: FnMut(Quarantined)> Sink for BatchSink<F, 
         (self.q)(q)
     }
 }
+
+/// Parses exactly eight digits `YYYYMMDD` (chrono alone would take `2024011` as a date).
+pub fn yyyymmdd(s: &str) -> Option<NaiveDate> {
+    let d = s.get(..8)?;
+    if !d.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    NaiveDate::parse_from_str(d, "%Y%m%d").ok()
+}

@@ -36,7 +36,7 @@ struct Obs {
 }
 
 fn day(v: &str) -> Option<NaiveDate> {
-    NaiveDate::parse_from_str(v.get(..8)?, "%Y%m%d").ok()
+    crate::canonical::yyyymmdd(v)
 }
 
 fn entity(name: &str) -> Option<char> {

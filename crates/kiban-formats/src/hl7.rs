@@ -184,8 +184,7 @@ pub fn escape(s: &str) -> String {
 
 /// Parses an HL7 date or timestamp (`YYYYMMDD[HHMM…]`) to its day.
 pub fn ts_date(s: &str) -> Option<NaiveDate> {
-    let d = s.get(..8)?;
-    NaiveDate::parse_from_str(d, "%Y%m%d").ok()
+    crate::canonical::yyyymmdd(s)
 }
 
 /// Where a message sits, for quarantine entries.

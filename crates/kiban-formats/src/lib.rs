@@ -14,6 +14,7 @@
 pub mod canonical;
 pub mod cda;
 pub mod dataset;
+pub mod dpc;
 pub mod encoding;
 pub mod fhir;
 pub mod hl7;

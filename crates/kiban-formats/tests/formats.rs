@@ -4,6 +4,8 @@
 mod cda;
 #[path = "formats/common.rs"]
 mod common;
+#[path = "formats/dpc.rs"]
+mod dpc;
 #[path = "formats/fhir.rs"]
 mod fhir;
 #[path = "formats/ssmix2.rs"]
