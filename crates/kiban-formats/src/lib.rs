@@ -20,6 +20,7 @@ pub mod fhir;
 pub mod hl7;
 pub mod masters;
 pub mod ssmix2;
+pub mod tabular;
 pub mod uke;
 
 pub use canonical::{Collected, Quarantined, Record, Sink, Table};

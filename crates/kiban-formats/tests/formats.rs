@@ -10,5 +10,7 @@ mod dpc;
 mod fhir;
 #[path = "formats/ssmix2.rs"]
 mod ssmix2;
+#[path = "formats/tabular.rs"]
+mod tabular;
 #[path = "formats/uke.rs"]
 mod uke;
