@@ -1,5 +1,7 @@
 //! Integration tests of the format readers and writers (one binary; one module per format).
 
+#[path = "formats/bad_input.rs"]
+mod bad_input;
 #[path = "formats/cda.rs"]
 mod cda;
 #[path = "formats/common.rs"]
