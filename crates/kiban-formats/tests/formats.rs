@@ -10,6 +10,8 @@ mod common;
 mod dpc;
 #[path = "formats/fhir.rs"]
 mod fhir;
+#[path = "formats/robust.rs"]
+mod robust;
 #[path = "formats/ssmix2.rs"]
 mod ssmix2;
 #[path = "formats/tabular.rs"]
