@@ -13,6 +13,7 @@
 
 pub mod canonical;
 pub mod cda;
+pub mod convert;
 pub mod dataset;
 pub mod dpc;
 pub mod encoding;

@@ -6,6 +6,8 @@ mod bad_input;
 mod cda;
 #[path = "formats/common.rs"]
 mod common;
+#[path = "formats/convert.rs"]
+mod convert;
 #[path = "formats/dpc.rs"]
 mod dpc;
 #[path = "formats/fhir.rs"]
