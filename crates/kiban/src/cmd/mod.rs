@@ -11,6 +11,7 @@ pub mod committee;
 pub mod compliance;
 pub mod demo;
 pub mod doctor;
+pub mod formats;
 pub mod init;
 pub mod intake;
 pub mod ledger;
