@@ -32,7 +32,6 @@ struct Obs {
     unit: String,
     text: String,
     day: Option<NaiveDate>,
-    depth: usize,
 }
 
 fn day(v: &str) -> Option<NaiveDate> {
@@ -106,7 +105,7 @@ pub fn read(input: impl BufRead, file: &str, provider_id: &str, sink: &mut dyn S
                     ("effectiveTime", "low") if path.iter().any(|p| p == "serviceEvent") => {
                         service_day = day(&at("value")).or(service_day)
                     }
-                    (_, "observation") => obs.push(Obs { depth: path.len(), ..Default::default() }),
+                    (_, "observation") => obs.push(Obs::default()),
                     ("observation", "code") => {
                         if let Some(o) = obs.last_mut() {
                             o.code = at("code");
@@ -153,11 +152,7 @@ pub fn read(input: impl BufRead, file: &str, provider_id: &str, sink: &mut dyn S
                 let t = text.trim().to_owned();
                 match (parent, name.as_str()) {
                     ("addr", "postalCode") if path.iter().any(|p| p == "patientRole") => patient.postal_code = t,
-                    ("patientRole", "addr") => {
-                        if !t.is_empty() {
-                            patient.address = t
-                        }
-                    }
+                    ("patientRole", "addr") if !t.is_empty() => patient.address = t,
                     ("patient", "name") | ("name", "family") | ("name", "given") if !t.is_empty() => {
                         let target = if name_use == "SYL" { &mut patient.name_kana } else { &mut patient.name_kanji };
                         if !target.is_empty() && name != "name" {
@@ -168,16 +163,13 @@ pub fn read(input: impl BufRead, file: &str, provider_id: &str, sink: &mut dyn S
                         }
                     }
                     ("observation", "value") => {
-                        if let Some(o) = obs.last_mut() {
-                            if !t.is_empty() {
-                                o.text = t;
-                            }
+                        if let Some(o) = obs.last_mut().filter(|_| !t.is_empty()) {
+                            o.text = t;
                         }
                     }
                     (_, "observation") => {
                         if let Some(o) = obs.pop() {
                             n_obs += 1;
-                            let _ = o.depth;
                             done.push((o, n_obs));
                         }
                     }

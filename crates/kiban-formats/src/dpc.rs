@@ -130,7 +130,7 @@ pub fn read(
                 }
                 let class: u32 = g(5).parse().unwrap_or(0);
                 let code = g(9);
-                if (21..=33).contains(&class) && g(7).trim_start_matches('0') != "" && code.starts_with('6') {
+                if (21..=33).contains(&class) && !g(7).trim_start_matches('0').is_empty() && code.starts_with('6') {
                     let Ok(Some(day)) = ymd(g(24)) else {
                         return q(sink, "24 実施年月日", format!("{:?} is not YYYYMMDD", g(24)));
                     };

@@ -95,7 +95,7 @@ fn ref_keys(fullurl: &str, rtype: &str, id: &str) -> Vec<String> {
 fn patient_of(p: &Value) -> Patient {
     let mut kanji = String::new();
     let mut kana = String::new();
-    for (i, n) in p["name"].as_array().map(Vec::as_slice).unwrap_or(&[]).iter().enumerate() {
+    for n in p["name"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
         let given: Vec<&str> =
             n["given"].as_array().map(|g| g.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
         let family = n["family"].as_str().unwrap_or("");
@@ -107,11 +107,7 @@ fn patient_of(p: &Value) -> Patient {
         match ext(n, EN_REPRESENTATION).and_then(|e| e["valueCode"].as_str()) {
             Some("SYL") => kana = full,
             Some("IDE") => kanji = full,
-            _ if i == 0 || kanji.is_empty() => {
-                if kanji.is_empty() {
-                    kanji = full
-                }
-            }
+            _ if kanji.is_empty() => kanji = full,
             _ => {}
         }
     }
@@ -198,10 +194,9 @@ impl Ctx<'_> {
                         self.encounters.insert(key, eid.clone());
                     }
                     for d in r["diagnosis"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
-                        if d["rank"].as_u64() == Some(1) {
-                            if let Some(c) = d["condition"]["reference"].as_str() {
-                                self.main.insert(c.to_owned());
-                            }
+                        if let Some(c) = d["condition"]["reference"].as_str().filter(|_| d["rank"].as_u64() == Some(1))
+                        {
+                            self.main.insert(c.to_owned());
                         }
                     }
                 }
@@ -524,7 +519,8 @@ pub fn bundles(records: &[Record]) -> Vec<Value> {
         let main: HashSet<String> = recs
             .iter()
             .enumerate()
-            .filter_map(|(k, r)| matches!(r, Record::Diagnosis(d) if d.main).then(|| format!("{pref}:{k}")))
+            .filter(|(_, r)| matches!(r, Record::Diagnosis(d) if d.main))
+            .map(|(k, _)| format!("{pref}:{k}"))
             .collect();
         for (k, r) in recs.iter().enumerate() {
             let full = format!("{pref}:{k}");

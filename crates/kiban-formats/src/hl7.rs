@@ -412,7 +412,7 @@ fn map_message(msg: &Message<'_>, text: &str, loc: &str, origin: &Origin<'_>, si
             if prbs.is_empty() {
                 return quarantine_all(sink, "PRB", "missing segment PRB in PPR message".into());
             }
-            for (k, prb) in prbs.iter().enumerate() {
+            for prb in &prbs {
                 let code = prb.comp(3, 1, d);
                 let name = prb.comp(3, 2, d);
                 if code.is_empty() && name.is_empty() {
@@ -427,7 +427,6 @@ fn map_message(msg: &Message<'_>, text: &str, loc: &str, origin: &Origin<'_>, si
                 // The ZPR segment right after this PRB says whether it is the main diagnosis.
                 let next = msg.segments.get(prb.index);
                 let main = next.is_some_and(|z| z.name == "ZPR" && z.raw(1) == "Y");
-                let _ = k;
                 sink.record(Record::Diagnosis(Diagnosis {
                     provider_id: prov(),
                     patient_id: c.patient_id.clone(),

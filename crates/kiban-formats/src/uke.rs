@@ -205,11 +205,7 @@ impl Reader<'_> {
                         discharge = Some(d);
                     }
                 }
-                "SI" => {
-                    if first_day.is_none() {
-                        first_day = day_in_month(&f, 13);
-                    }
-                }
+                "SI" if first_day.is_none() => first_day = day_in_month(&f, 13),
                 "IY" => {
                     let code = g(3);
                     let Some(e) = self.masters.drug.get(code) else {
