@@ -11,6 +11,7 @@
 //! the quarantined ones); legacy encodings are decoded here ([`encoding`]), at the boundary, and
 //! nowhere else.
 
+pub mod bench;
 pub mod canonical;
 pub mod cda;
 pub mod convert;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use kiban_formats::canonical::{Counted, Record, records_from_synth};
+use kiban_formats::canonical::{Record, records_from_synth};
 use kiban_formats::convert::{InputFormat, convert, write_format};
 use kiban_formats::masters::Masters;
 use kiban_model::synth::{SynthConfig, generate_chunk, providers};
@@ -206,208 +206,15 @@ fn write_one_provider(cfg: &SynthConfig, provider: &str, f: InputFormat, dir: &P
 /// `kiban bench formats`: parse throughput per core of UKE, CSV and SS-MIX2 next to Python's
 /// `csv` and `hl7` on the same files, in the same run.
 pub fn bench(ctx: &Ctx, patients: u64, python: Option<PathBuf>) -> Result<()> {
-    let tmp = std::env::temp_dir().join(format!("kiban-bench-formats-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    let cfg = SynthConfig { patients, ..Default::default() };
-    // Files: one UKE file, one CSV, one SS-MIX2 storage (prov-a).
-    let recs: Vec<Record> = records_from_synth(&generate_chunk(&cfg, 0..patients));
-    let mine: Vec<Record> = recs.iter().filter(|r| provider_of(r) == "prov-a").cloned().collect();
-    let mut m = Masters::default();
-    let uke_dir = tmp.join("uke");
-    write_format(InputFormat::Uke, &mine, &uke_dir, 0, &mut m)?;
-    let uke_file = uke_dir.join("receipts-00000.uke");
-    let ss_dir = tmp.join("ssmix2");
-    write_format(InputFormat::Ssmix2, &mine, &ss_dir, 0, &mut m)?;
-    let csv_file = tmp.join("labs.csv");
-    {
-        use std::io::Write;
-        let mut w = std::io::BufWriter::new(std::fs::File::create(&csv_file)?);
-        writeln!(w, "patient_id,encounter_id,result_date,test_code,test_name,value,unit")?;
-        // Repeat the lab rows until the file is big enough to time (≥ 32 MB).
-        let labs: Vec<String> = recs
-            .iter()
-            .filter_map(|r| match r {
-                Record::Lab(l) => Some(format!(
-                    "{},{},{},{},{},{},{}",
-                    l.patient_id, l.encounter_id, l.result_date, l.test_code, l.test_name, l.value, l.unit
-                )),
-                _ => None,
-            })
-            .collect();
-        let mut bytes = 0usize;
-        while bytes < 32 << 20 && !labs.is_empty() {
-            for l in &labs {
-                writeln!(w, "{l}")?;
-                bytes += l.len() + 1;
-            }
-        }
-        w.flush()?;
-    }
-    let uke_bytes = std::fs::read(&uke_file)?;
-    let mut ss_files = Vec::new();
-    collect_files(&ss_dir, &mut ss_files);
-    ss_files.sort();
-    let ss_msgs: Vec<Vec<u8>> = ss_files.iter().map(std::fs::read).collect::<std::io::Result<_>>()?;
-    let csv_bytes = std::fs::read(&csv_file)?;
-
-    // UKE: repeat the in-memory file until ≥ 1 s.
-    let time = |f: &mut dyn FnMut() -> u64| -> (f64, u64) {
-        let t = Instant::now();
-        let mut units = 0;
-        let mut reps = 0;
-        while t.elapsed().as_secs_f64() < 1.0 || reps < 2 {
-            units += f();
-            reps += 1;
-        }
-        (t.elapsed().as_secs_f64(), units)
-    };
-    let (uke_s, uke_b) = time(&mut || {
-        let mut c = Counted::default();
-        kiban_formats::uke::read(&uke_bytes[..], "b.uke", "prov-a", &m, &mut c).expect("in memory");
-        uke_bytes.len() as u64
-    });
-    let (schema, table) = kiban_formats::tabular::SchemaFile::parse(
-        "table = \"labs\"\nprovider_id = \"prov-a\"\n[columns]\npatient_id = \"patient_id\"\nencounter_id = \"encounter_id\"\nresult_date = \"result_date\"\ntest_code = \"test_code\"\ntest_name = \"test_name\"\nvalue = \"value\"\nunit = \"unit\"",
-    )
-    .map_err(anyhow::Error::msg)?;
-    let (csv_s, csv_b) = time(&mut || {
-        let mut c = Counted::default();
-        kiban_formats::tabular::read_csv(&csv_bytes[..], &schema, table, "labs.csv", &mut c);
-        csv_bytes.len() as u64
-    });
-    let (ss_s, ss_n) = time(&mut || {
-        let mut c = Counted::default();
-        let o = kiban_formats::hl7::Origin { file: "m", provider_id: "prov-a" };
-        ss_msgs.iter().map(|b| kiban_formats::hl7::read_bytes(b, &o, &mut c)).sum()
-    });
-    // The storage walk (directory tree + file reads) as well, once.
-    let t = Instant::now();
-    let mut c = Counted::default();
-    let walked = kiban_formats::ssmix2::walk(&ss_dir, "prov-a", &mut c);
-    let walk_s = t.elapsed().as_secs_f64();
-
-    let rust = [
-        ("UKE (Shift_JIS receipts)", uke_b as f64 / uke_s / 1e6, "MB/s"),
-        ("CSV (schema-mapped)", csv_b as f64 / csv_s / 1e6, "MB/s"),
-        ("SS-MIX2 HL7 (parse+map)", ss_n as f64 / ss_s, "msg/s"),
-        ("SS-MIX2 walk (incl. file I/O)", walked.messages as f64 / walk_s, "msg/s"),
-    ];
-    let py = python_peers(python, &tmp, &uke_file, &csv_file, &ss_dir);
-    let peer = |k: usize| py.as_ref().ok().and_then(|v| v.get(k).copied().flatten());
+    let venv = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target"))
+        .join("peers-venv-formats");
+    let rep = kiban_formats::bench::run(patients, python, &venv).map_err(anyhow::Error::msg)?;
     if ctx.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "uke_mb_s": rust[0].1, "csv_mb_s": rust[1].1, "ssmix2_msg_s": rust[2].1, "ssmix2_walk_msg_s": rust[3].1,
-                "python_uke_mb_s": peer(0), "python_csv_mb_s": peer(1), "python_hl7_msg_s": peer(2),
-                "uke_bytes": uke_bytes.len(), "csv_bytes": csv_bytes.len(), "ssmix2_messages": ss_msgs.len(),
-            })
-        );
+        println!("{}", serde_json::to_string(&rep)?);
     } else {
-        println!("| bench (1 thread) | kiban | unit | Python peer | peer | ratio |");
-        println!("|---|---:|---|---|---:|---:|");
-        let names = ["csv.reader + decode('cp932')", "csv.DictReader", "hl7.parse (python-hl7)", "hl7.parse + os.walk"];
-        for (k, (what, v, unit)) in rust.iter().enumerate() {
-            let p = peer(k.min(2)).filter(|_| k < 3);
-            let ratio = p.map_or("—".to_owned(), |p| format!("{:.1}×", v / p));
-            let pv = p.map_or("—".to_owned(), |p| format!("{p:.1}"));
-            println!("| {what} | {v:.1} | {unit} | {} | {pv} | {ratio} |", if k < 3 { names[k] } else { "—" });
-        }
-        println!(
-            "files: UKE {:.1} MB, CSV {:.1} MB, SS-MIX2 {} messages; targets: UKE/CSV ≥ 200 MB/s, SS-MIX2 ≥ 20,000 msg/s per core",
-            uke_bytes.len() as f64 / 1e6,
-            csv_bytes.len() as f64 / 1e6,
-            ss_msgs.len()
-        );
-        if let Err(e) = &py {
-            println!("Python peers not run: {e}");
-        }
+        print!("{}", rep.table());
     }
-    let _ = std::fs::remove_dir_all(&tmp);
     Ok(())
-}
-
-fn collect_files(d: &Path, out: &mut Vec<PathBuf>) {
-    if let Ok(it) = std::fs::read_dir(d) {
-        for e in it.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                collect_files(&p, out);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-}
-
-const PEER_PY: &str = r#"
-import csv, io, os, sys, time
-import hl7
-uke, csvf, ssdir = sys.argv[1], sys.argv[2], sys.argv[3]
-def timed(f):
-    t = time.perf_counter(); n = 0; reps = 0
-    while time.perf_counter() - t < 1.0 or reps < 2:
-        n += f(); reps += 1
-    return n / (time.perf_counter() - t)
-ub = open(uke, 'rb').read()
-def u():
-    for row in csv.reader(io.StringIO(ub.decode('cp932'), newline='')):
-        pass
-    return len(ub)
-cb = open(csvf, 'rb').read()
-def c():
-    for row in csv.DictReader(io.StringIO(cb.decode('utf-8'), newline='')):
-        pass
-    return len(cb)
-msgs = []
-for root, _, files in os.walk(ssdir):
-    for f in files:
-        msgs.append(open(os.path.join(root, f), 'rb').read())
-def h():
-    for m in msgs:
-        hl7.parse(m.decode('iso2022_jp'))
-    return len(msgs)
-print(timed(u) / 1e6, timed(c) / 1e6, timed(h))
-"#;
-
-/// Runs the Python peers in a venv under the target dir (created on first use, `hl7` from PyPI).
-fn python_peers(python: Option<PathBuf>, tmp: &Path, uke: &Path, csv: &Path, ss: &Path) -> Result<Vec<Option<f64>>> {
-    let py = match python {
-        Some(p) => p,
-        None => {
-            let venv = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("target"))
-                .join("peers-venv-formats");
-            let py = venv.join("bin/python");
-            if !py.exists() {
-                let ok = std::process::Command::new("python3").arg("-m").arg("venv").arg(&venv).status()?.success();
-                if !ok {
-                    bail!("python3 -m venv failed");
-                }
-            }
-            let has = std::process::Command::new(&py).args(["-c", "import hl7"]).status()?.success();
-            if !has {
-                let mut ok = false;
-                for _ in 0..3 {
-                    if std::process::Command::new(&py).args(["-m", "pip", "install", "-q", "hl7"]).status()?.success() {
-                        ok = true;
-                        break;
-                    }
-                }
-                if !ok {
-                    bail!("pip install hl7 failed");
-                }
-            }
-            py
-        }
-    };
-    let script = tmp.join("peer.py");
-    std::fs::write(&script, PEER_PY)?;
-    let out = std::process::Command::new(py).arg(&script).arg(uke).arg(csv).arg(ss).output()?;
-    if !out.status.success() {
-        bail!("{}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("python failed"));
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    Ok(text.split_whitespace().map(|x| x.parse().ok()).collect())
 }
