@@ -122,7 +122,13 @@ pub fn convert(
                 let w = fs::create_dir_all(&dir)
                     .map_err(|e| ferr(&dir)(&e))
                     .and_then(|_| File::create(&path).map_err(|e| ferr(&path)(&e)))
-                    .and_then(|f| ArrowWriter::try_new(f, t.schema(), None).map_err(|e| ferr(&path)(&e)));
+                    .and_then(|f| {
+                        // Small row groups: the writer buffers one row group, so memory stays bounded.
+                        let props = parquet::file::properties::WriterProperties::builder()
+                            .set_max_row_group_row_count(Some(128 * 1024))
+                            .build();
+                        ArrowWriter::try_new(f, t.schema(), Some(props)).map_err(|e| ferr(&path)(&e))
+                    });
                 match w {
                     Ok(w) => writers[i] = Some((path, w)),
                     Err(e) => {

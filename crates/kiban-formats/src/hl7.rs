@@ -674,6 +674,7 @@ pub fn messages_for_patient(records: &[&Record]) -> Vec<Outgoing> {
         format!("{pid}-{seq}")
     };
     let ts = "20250401090000";
+    let mut ppr: std::collections::HashMap<(String, NaiveDate), usize> = std::collections::HashMap::new();
     let dept_of: std::collections::HashMap<&str, &str> = records
         .iter()
         .filter_map(|r| match r {
@@ -731,18 +732,27 @@ pub fn messages_for_patient(records: &[&Record]) -> Vec<Outgoing> {
                 });
             }
             Record::Diagnosis(x) => {
-                let mut t = msh("PPR^ZD1^PPR_ZD1", &control(&x.patient_id), ts);
-                t.push_str(&pid_min(&x.patient_id));
-                t.push_str(&pv1("O", &x.encounter_id));
-                t.push_str(&format!(
+                // One PPR^ZD1 per encounter and day, holding all its problems (PRB + ZPR each).
+                let mut prb = format!(
                     "PRB|AD|{}|{}^{}^I10|{}|||{}\r",
                     ymd(x.diagnosis_date),
                     escape(&x.icd10),
                     escape(&x.diagnosis_name),
                     escape(&x.encounter_id),
                     ymd(x.diagnosis_date)
-                ));
-                t.push_str(if x.main { "ZPR|Y\r" } else { "ZPR|N\r" });
+                );
+                prb.push_str(if x.main { "ZPR|Y\r" } else { "ZPR|N\r" });
+                let key = (x.encounter_id.clone(), x.diagnosis_date);
+                if let Some(&k) = ppr.get(&key) {
+                    let m: &mut Outgoing = &mut out[k];
+                    m.text.push_str(&prb);
+                    continue;
+                }
+                let mut t = msh("PPR^ZD1^PPR_ZD1", &control(&x.patient_id), ts);
+                t.push_str(&pid_min(&x.patient_id));
+                t.push_str(&pv1("O", &x.encounter_id));
+                t.push_str(&prb);
+                ppr.insert(key, out.len());
                 out.push(Outgoing {
                     kind: "PPR-01",
                     day: Some(x.diagnosis_date),

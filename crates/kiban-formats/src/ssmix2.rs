@@ -47,7 +47,9 @@ fn parse_name(name: &str) -> Result<[&str; 7], String> {
     Ok(p)
 }
 
-fn files_sorted(dir: &Path, out: &mut Vec<PathBuf>, sink: &mut dyn Sink, root: &Path) {
+/// Visits the files under `dir` in sorted order, one directory listing in memory at a time (a
+/// storage of millions of files never has its whole file list in memory).
+fn visit(dir: &Path, root: &Path, sink: &mut dyn Sink, f: &mut dyn FnMut(&Path, &mut dyn Sink)) {
     let mut entries: Vec<PathBuf> = match fs::read_dir(dir) {
         Ok(it) => it.filter_map(|e| e.ok().map(|e| e.path())).collect(),
         Err(e) => {
@@ -59,88 +61,75 @@ fn files_sorted(dir: &Path, out: &mut Vec<PathBuf>, sink: &mut dyn Sink, root: &
     entries.sort();
     for p in entries {
         if p.is_dir() {
-            files_sorted(&p, out, sink, root);
+            visit(&p, root, sink, f);
         } else {
-            out.push(p);
+            f(&p, sink);
         }
     }
 }
 
 /// Walks a storage root for one provider, streaming every message's records into `sink`.
 pub fn walk(root: &Path, provider_id: &str, sink: &mut dyn Sink) -> WalkStats {
-    let mut files = Vec::new();
-    files_sorted(root, &mut files, sink, root);
     let mut stats = WalkStats::default();
-    for path in files {
-        stats.files += 1;
-        let rel = path.strip_prefix(root).unwrap_or(&path).display().to_string();
-        let q = |sink: &mut dyn Sink, field: &str, problem: String| {
-            sink.quarantine(Quarantined::new(rel.clone(), "file", field, problem, ""));
-        };
-        let comps: Vec<String> = path
-            .strip_prefix(root)
-            .unwrap_or(&path)
-            .components()
-            .map(|c| c.as_os_str().to_string_lossy().into_owned())
-            .collect();
-        if comps.len() != 6 {
-            q(sink, "path", format!("not at <id3>/<id3>/<patient>/<day>/<kind>/<file> ({} levels)", comps.len()));
-            continue;
-        }
-        let name = &comps[5];
-        let p = match parse_name(name) {
-            Ok(p) => p,
-            Err(e) => {
-                q(sink, "file name", e);
-                continue;
-            }
-        };
-        let pid = &comps[2];
-        if p[0] != pid || p[1] != comps[3] || p[2] != comps[4] {
-            q(
-                sink,
-                "file name",
-                format!("name {name:?} does not match its directory {}/{}/{}", pid, comps[3], comps[4]),
-            );
-            continue;
-        }
-        let (a, b) = (pid.get(..3).unwrap_or(""), pid.get(3..6).unwrap_or(""));
-        let pad = |s: &str| if s.is_empty() { "-".to_string() } else { format!("{s:_<3}") };
-        if comps[0] != a && comps[0] != pad(a) || comps[1] != b && comps[1] != pad(b) {
-            q(sink, "path", format!("patient {pid} is filed under {}/{} instead of its id prefix", comps[0], comps[1]));
-            continue;
-        }
-        if !KINDS.contains(&p[2]) {
-            q(sink, "data kind", format!("data kind {} is not one kiban reads", p[2]));
-            continue;
-        }
-        if p[6] == "1" {
-            q(sink, "condition flag", "logically deleted by the provider (flag 1): not taken in".into());
-            continue;
-        }
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) => {
-                q(sink, "file", format!("cannot read: {e}"));
-                continue;
-            }
-        };
-        // Read into a small buffer first: the records must belong to the patient the path names.
-        let mut one = Collected::default();
-        stats.messages += hl7::read_bytes(&bytes, &Origin { file: &rel, provider_id }, &mut one);
-        for qq in one.quarantined {
-            sink.quarantine(qq);
-        }
-        for r in one.records {
-            if r.patient_id() != pid {
-                let problem = format!("PID-3 {} differs from the patient directory {pid}", r.patient_id());
-                sink.quarantine(Quarantined::new(rel.clone(), "message 1", "PID-3", problem, ""));
-            } else {
-                sink.record(r);
-            }
+    visit(root, root, sink, &mut |path, sink| read_file(root, path, provider_id, sink, &mut stats));
+    stats
+}
+
+fn read_file(root: &Path, path: &Path, provider_id: &str, sink: &mut dyn Sink, stats: &mut WalkStats) {
+    stats.files += 1;
+    let rel = path.strip_prefix(root).unwrap_or(path).display().to_string();
+    let q = |sink: &mut dyn Sink, field: &str, problem: String| {
+        sink.quarantine(Quarantined::new(rel.clone(), "file", field, problem, ""));
+    };
+    let comps: Vec<String> = path
+        .strip_prefix(root)
+        .unwrap_or(path)
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    if comps.len() != 6 {
+        return q(sink, "path", format!("not at <id3>/<id3>/<patient>/<day>/<kind>/<file> ({} levels)", comps.len()));
+    }
+    let name = &comps[5];
+    let p = match parse_name(name) {
+        Ok(p) => p,
+        Err(e) => return q(sink, "file name", e),
+    };
+    let pid = &comps[2];
+    if p[0] != pid || p[1] != comps[3] || p[2] != comps[4] {
+        let problem = format!("name {name:?} does not match its directory {}/{}/{}", pid, comps[3], comps[4]);
+        return q(sink, "file name", problem);
+    }
+    let (a, b) = (pid.get(..3).unwrap_or(""), pid.get(3..6).unwrap_or(""));
+    let pad = |s: &str| if s.is_empty() { "-".to_string() } else { format!("{s:_<3}") };
+    if comps[0] != a && comps[0] != pad(a) || comps[1] != b && comps[1] != pad(b) {
+        let problem = format!("patient {pid} is filed under {}/{} instead of its id prefix", comps[0], comps[1]);
+        return q(sink, "path", problem);
+    }
+    if !KINDS.contains(&p[2]) {
+        return q(sink, "data kind", format!("data kind {} is not one kiban reads", p[2]));
+    }
+    if p[6] == "1" {
+        return q(sink, "condition flag", "logically deleted by the provider (flag 1): not taken in".into());
+    }
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) => return q(sink, "file", format!("cannot read: {e}")),
+    };
+    // Read into a small buffer first: the records must belong to the patient the path names.
+    let mut one = Collected::default();
+    stats.messages += hl7::read_bytes(&bytes, &Origin { file: &rel, provider_id }, &mut one);
+    for qq in one.quarantined {
+        sink.quarantine(qq);
+    }
+    for r in one.records {
+        if r.patient_id() != pid {
+            let problem = format!("PID-3 {} differs from the patient directory {pid}", r.patient_id());
+            sink.quarantine(Quarantined::new(rel.clone(), "message 1", "PID-3", problem, ""));
+        } else {
+            sink.record(r);
         }
     }
-    stats
 }
 
 /// What [`write`] wrote.

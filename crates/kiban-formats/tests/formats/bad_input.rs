@@ -203,3 +203,58 @@ fn b2_uke_structure_errors_are_named() {
     assert_eq!(got, vec![("line 1", "record"), ("line 2", "IR"), ("line 3", "record"), ("line 4", "GO.1 総件数")]);
     assert_eq!(c.of(Table::Encounters).count(), 1);
 }
+
+#[test]
+fn b2_fhir_truncated_bom_and_bad_lines() {
+    let recs = of_provider(&synth_records(10), "prov-c");
+    let mut nd = Vec::new();
+    kiban_formats::fhir::write_ndjson(&mut nd, &recs).unwrap();
+    let first_line_end = nd.iter().position(|&b| b == b'\n').unwrap();
+    let first = &nd[..first_line_end];
+    // A whole Bundle cut in half: one clear entry, says truncated, no records.
+    let mut c = Collected::default();
+    kiban_formats::fhir::read_json(&first[..first.len() / 2], "b.json", "prov-c", &mut c);
+    assert!(c.records.is_empty());
+    assert!(c.quarantined[0].problem.contains("truncated"), "{}", c.quarantined[0].problem);
+    // With a BOM: read as usual.
+    let mut bom = b"\xEF\xBB\xBF".to_vec();
+    bom.extend_from_slice(first);
+    let mut c = Collected::default();
+    kiban_formats::fhir::read_json(&bom, "b.json", "prov-c", &mut c);
+    assert!(c.quarantined.is_empty() && !c.records.is_empty());
+    // NDJSON with one damaged line: only that line is quarantined, by its number.
+    let mut damaged = nd.clone();
+    damaged.truncate(first_line_end + 1);
+    damaged.extend_from_slice(b"{\"resourceType\": \"Bundle\", \"entry\": [\n");
+    damaged.extend_from_slice(&nd[first_line_end + 1..]);
+    let mut all = Collected::default();
+    kiban_formats::fhir::read_ndjson(&nd[..], "x.ndjson", "prov-c", &mut all).unwrap();
+    let mut c = Collected::default();
+    kiban_formats::fhir::read_ndjson(&damaged[..], "x.ndjson", "prov-c", &mut c).unwrap();
+    assert_eq!(c.records.len(), all.records.len());
+    assert_eq!((c.quarantined.len(), c.quarantined[0].location.as_str()), (1, "line 2"));
+}
+
+#[test]
+fn b2_dpc_wrong_encoding_is_named_per_line() {
+    let text = "131234567\t0001\t20240110\t20240101\t0\tA006010\t1\t0\t0000999\tI10\t\t\t\t\t\t\t本態性高血圧症\n";
+    let mut c = Collected::default();
+    kiban_formats::dpc::read(
+        text.as_bytes(),
+        kiban_formats::dpc::DpcFile::Form1,
+        "f.txt",
+        "p",
+        &Masters::default(),
+        &mut c,
+    )
+    .unwrap();
+    assert!(c.records.is_empty());
+    assert_eq!(c.quarantined[0].location, "line 1");
+    assert!(c.quarantined[0].problem.contains("UTF-8"));
+    let mut c = Collected::default();
+    let sj = encode_sjis(text).unwrap();
+    kiban_formats::dpc::read(&sj[..], kiban_formats::dpc::DpcFile::Form1, "f.txt", "p", &Masters::default(), &mut c)
+        .unwrap();
+    assert!(c.quarantined.is_empty());
+    assert_eq!(c.records.len(), 1);
+}
