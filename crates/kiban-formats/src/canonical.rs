@@ -91,7 +91,7 @@ impl Table {
 }
 
 /// A provider's identity record of a patient.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct Patient {
     /// Provider id.
     pub provider_id: String,

@@ -79,7 +79,22 @@ impl SchemaFile {
     }
 }
 
+/// `YYYY-MM-DD` without chrono's format interpreter (the common case, on the hot path).
+fn iso_date(v: &str) -> Option<NaiveDate> {
+    let b = v.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| -> Option<u32> {
+        b[r].iter().try_fold(0u32, |a, &c| c.is_ascii_digit().then(|| a * 10 + (c - b'0') as u32))
+    };
+    NaiveDate::from_ymd_opt(n(0..4)? as i32, n(5..7)?, n(8..10)?)
+}
+
 fn date(v: &str, fmt: &str) -> Option<NaiveDate> {
+    if let Some(d) = iso_date(v) {
+        return Some(d);
+    }
     NaiveDate::parse_from_str(v, fmt)
         .ok()
         .or_else(|| NaiveDate::parse_from_str(v, "%Y-%m-%d").ok())

@@ -252,7 +252,7 @@ impl Reader<'_> {
         let key = {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
-            format!("{patient:?}").hash(&mut h);
+            patient.hash(&mut h);
             h.finish()
         };
         if self.seen_patients.insert(key) {

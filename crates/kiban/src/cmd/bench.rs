@@ -26,7 +26,7 @@ enum What {
     /// Parse UKE, CSV and SS-MIX2 next to Python's csv and hl7 on the same files (targets: 200 MB/s, 20k msg/s per core).
     Formats {
         /// Persons whose records make the test files.
-        #[arg(long, default_value_t = 20_000)]
+        #[arg(long, default_value_t = 5_000)]
         patients: u64,
         /// Python interpreter with `hl7` installed (default: a venv under the target dir, made on first use).
         #[arg(long)]
