@@ -15,6 +15,7 @@
 //! Unmapped canonical columns are empty; a row whose value does not parse is quarantined with its
 //! line (CSV) or row (Parquet) and the file's column name.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
@@ -220,10 +221,10 @@ impl<'a> Mapper<'a> {
         }
         Ok(Mapper { schema, table, fmt: schema.date_format.clone().unwrap_or_else(|| "%Y-%m-%d".into()), index })
     }
-    fn map(&self, row: &[String]) -> Result<Record, (String, String)> {
+    fn map<S: AsRef<str>>(&self, row: &[S]) -> Result<Record, (String, String)> {
         let v = |k: &str| -> String {
             match self.index.get(k) {
-                Some(&i) => row.get(i).map(|s| s.trim().to_owned()).unwrap_or_default(),
+                Some(&i) => row.get(i).map(|s| s.as_ref().trim().to_owned()).unwrap_or_default(),
                 None if k == "provider_id" => self.schema.provider_id.clone().unwrap_or_default(),
                 None => String::new(),
             }
@@ -243,13 +244,6 @@ pub fn read_csv(input: impl Read, schema: &SchemaFile, table: Table, file: &str,
     let delim = schema.delimiter.as_deref().unwrap_or(",").bytes().next().unwrap_or(b',');
     let sjis = schema.encoding.as_deref() == Some("shift_jis");
     let mut rd = csv::ReaderBuilder::new().delimiter(delim).has_headers(false).flexible(true).from_reader(input);
-    let decode = |b: &[u8]| -> Result<String, String> {
-        if sjis {
-            decode_sjis(b).map(|c| c.into_owned())
-        } else {
-            std::str::from_utf8(b).map(str::to_owned).map_err(|e| format!("not UTF-8: {e}"))
-        }
-    };
     let mut rec = csv::ByteRecord::new();
     let mut mapper: Option<Mapper<'_>> = None;
     let mut n = 0;
@@ -263,21 +257,26 @@ pub fn read_csv(input: impl Read, schema: &SchemaFile, table: Table, file: &str,
                 continue;
             }
         }
-        // csv's own line counter drifts on mixed CR LF / LF endings; the record number and byte offset do not.
+        // csv's own line counter drifts on mixed CR LF / LF endings; the record number and byte
+        // offset do not. Built only when needed: this loop is the hot path.
         let line = rec.position().map_or(0, |p| p.record() + 1);
-        let at = format!("row {} (byte {})", line.saturating_sub(1), rec.position().map_or(0, |p| p.byte()));
+        let at = || format!("row {} (byte {})", line.saturating_sub(1), rec.position().map_or(0, |p| p.byte()));
         let raw = || String::from_utf8_lossy(rec.as_slice()).into_owned();
-        let fields: Result<Vec<String>, String> =
-            rec.iter().enumerate().map(|(i, f)| decode(if line == 1 && i == 0 { strip_bom(f).0 } else { f })).collect();
+        let fields: Result<Vec<Cow<'_, str>>, String> = rec
+            .iter()
+            .enumerate()
+            .map(|(i, f)| decode_field(if line == 1 && i == 0 { strip_bom(f).0 } else { f }, sjis))
+            .collect();
         let fields = match fields {
             Ok(f) => f,
             Err(e) => {
-                sink.quarantine(Quarantined::new(file, &at, "record", e, &raw()));
+                sink.quarantine(Quarantined::new(file, at(), "record", e, &raw()));
                 continue;
             }
         };
         let Some(m) = &mapper else {
-            match Mapper::new(schema, table, &fields) {
+            let header: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
+            match Mapper::new(schema, table, &header) {
                 Ok(m) => mapper = Some(m),
                 Err(e) => {
                     sink.quarantine(Quarantined::new(file, "line 1 (header)", "header", e, &raw()));
@@ -289,10 +288,17 @@ pub fn read_csv(input: impl Read, schema: &SchemaFile, table: Table, file: &str,
         n += 1;
         match m.map(&fields) {
             Ok(r) => sink.record(r),
-            Err((col, e)) => sink.quarantine(Quarantined::new(file, &at, col, e, &fields.join(","))),
+            Err((col, e)) => {
+                let joined = fields.iter().map(|f| f.as_ref()).collect::<Vec<_>>().join(",");
+                sink.quarantine(Quarantined::new(file, at(), col, e, &joined))
+            }
         }
     }
     n
+}
+
+fn decode_field(b: &[u8], sjis: bool) -> Result<Cow<'_, str>, String> {
+    if sjis { decode_sjis(b) } else { std::str::from_utf8(b).map(Cow::Borrowed).map_err(|e| format!("not UTF-8: {e}")) }
 }
 
 /// Reads a Parquet file through a schema, a batch at a time; returns rows read.
