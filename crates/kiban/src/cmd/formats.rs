@@ -143,47 +143,55 @@ pub fn demo_submissions(cfg: &SynthConfig, demo_dir: &Path) -> Result<String> {
     const FORMATS: [InputFormat; 3] = [InputFormat::Ssmix2, InputFormat::Uke, InputFormat::Fhir];
     let provs = providers(cfg);
     let files = demo_dir.join("provider-files");
-    let mut lines = Vec::new();
-    for (pi, p) in provs.iter().enumerate() {
-        let f = FORMATS[pi % 3];
-        let sub = demo_dir.join("submissions").join(&p.id);
-        if sub.exists() {
-            lines.push(format!("{} {} (reused)", p.id, format_name(f)));
-            continue;
-        }
-        let input = files.join(format_name(f)).join(&p.id);
-        if !input.exists() {
-            write_one_provider(cfg, p.id.as_str(), f, &input)?;
-        }
-        let staging = demo_dir.join("formats-staging").join(&p.id);
-        let _ = std::fs::remove_dir_all(&staging);
-        let rep = convert(
-            f,
-            &input,
-            &p.id,
-            &staging.join("clinical"),
-            &demo_dir.join("identity").join(&p.id),
-            &staging.join("q"),
-        )?;
-        std::fs::create_dir_all(&sub)?;
-        for t in ["encounters", "diagnoses"] {
-            let from = staging.join("clinical").join(t);
-            if from.exists() {
-                std::fs::rename(&from, sub.join(t))?;
-            }
-        }
-        let rows = |t: &str| rep.rows.iter().find(|r| r.0 == t).map_or(0, |r| r.1);
-        lines.push(format!(
-            "{} {} {} files → patients {} / encounters {} / diagnoses {} / quarantined {}",
-            p.id,
-            format_name(f),
-            rep.files,
-            rows("patients"),
-            rows("encounters"),
-            rows("diagnoses"),
-            rep.quarantined
-        ));
-    }
+    // The providers are independent: one thread each (the SS-MIX2 tree is many small files).
+    let lines: Vec<Result<String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = provs
+            .iter()
+            .enumerate()
+            .map(|(pi, p)| {
+                let files = &files;
+                s.spawn(move || -> Result<String> {
+                    let f = FORMATS[pi % 3];
+                    let sub = demo_dir.join("submissions").join(&p.id);
+                    if sub.exists() {
+                        return Ok(format!("{} {} (reused)", p.id, format_name(f)));
+                    }
+                    let input = files.join(format_name(f)).join(&p.id);
+                    if !input.exists() {
+                        write_one_provider(cfg, p.id.as_str(), f, &input)?;
+                    }
+                    let staging = demo_dir.join("formats-staging").join(&p.id);
+                    let _ = std::fs::remove_dir_all(&staging);
+                    let identity = demo_dir.join("identity").join(&p.id);
+                    let _ = std::fs::remove_dir_all(&identity);
+                    let rep = convert(f, &input, &p.id, &staging.join("clinical"), &identity, &staging.join("q"))?;
+                    std::fs::create_dir_all(&sub)?;
+                    for t in ["encounters", "diagnoses"] {
+                        let from = staging.join("clinical").join(t);
+                        if from.exists() {
+                            std::fs::rename(&from, sub.join(t))?;
+                        }
+                    }
+                    let rows = |t: &str| rep.rows.iter().find(|r| r.0 == t).map_or(0, |r| r.1);
+                    Ok(format!(
+                        "{} {} {} files → patients {} / encounters {} / diagnoses {} / quarantined {}",
+                        p.id,
+                        format_name(f),
+                        rep.files,
+                        rows("patients"),
+                        rows("encounters"),
+                        rows("diagnoses"),
+                        rep.quarantined
+                    ))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a format thread panicked"))))
+            .collect()
+    });
+    let lines = lines.into_iter().collect::<Result<Vec<String>>>()?;
     Ok(format!("形式 formats (identity → identity/, clinical → gate):\n             {}", lines.join("\n             ")))
 }
 
