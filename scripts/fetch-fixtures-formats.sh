@@ -8,6 +8,11 @@ dest="$target/fixtures/formats/fhir-r4-examples"
 if [ -f "$dest/.complete" ]; then
   exit 0
 fi
+if ! command -v npm >/dev/null 2>&1; then
+  echo "fetch-fixtures-formats: npm is needed to fetch hl7.fhir.r4.examples (Debian: apt-get install npm)" >&2
+  [ "${CI:-}" = "true" ] && exit 1
+  exit 0
+fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 for attempt in 1 2 3; do
