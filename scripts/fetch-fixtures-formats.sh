@@ -24,6 +24,12 @@ done
 tgz=$(ls "$tmp"/hl7.fhir.r4.examples-*.tgz)
 rm -rf "$dest"
 mkdir -p "$dest"
-tar -xzf "$tgz" -C "$dest" --strip-components=1
+# Only the resource types kiban-formats reads (the whole package is ~190 MB unpacked).
+tar -xzf "$tgz" -C "$dest" --strip-components=1 --wildcards \
+  'package/Patient-*.json' 'package/Encounter-*.json' 'package/Condition-*.json' \
+  'package/MedicationRequest-*.json' 'package/Observation-*.json' 'package/Coverage-*.json' 'package/Bundle-*.json'
+
+# The definition Bundles (profiles, value sets, data elements: 5–35 MB each) hold no patient data.
+find "$dest" -name 'Bundle-*.json' -size +1M -delete
 touch "$dest/.complete"
 echo "fetched hl7.fhir.r4.examples into $dest"
