@@ -305,9 +305,20 @@ pub fn read(
         last_ended = buf.last() == Some(&b'\n');
         // A lone CR also ends a line (mixed endings after hand edits).
         let chunk: &[u8] = if no == 0 { strip_bom(&buf).0 } else { &buf };
-        for piece in chunk.split(|&b| b == b'\n' || b == b'\r') {
+        let cut = !matches!(chunk.last(), Some(b'\n' | b'\r'));
+        let n_pieces = chunk.split(|&b| b == b'\n' || b == b'\r').count();
+        for (k, piece) in chunk.split(|&b| b == b'\n' || b == b'\r').enumerate() {
             let piece = piece.strip_suffix(b"\x1a").unwrap_or(piece);
             if piece.is_empty() {
+                continue;
+            }
+            if cut && k + 1 == n_pieces && !piece.starts_with(b"GO") {
+                // The file ends inside this line: whatever it holds may be cut short, so it is not read.
+                no += 1;
+                stats.lines += 1;
+                let raw = String::from_utf8_lossy(piece).into_owned();
+                let problem = "the file ends in the middle of this line (truncated): not read";
+                sink.quarantine(Quarantined::new(file, format!("line {no}"), "record", problem, &raw));
                 continue;
             }
             no += 1;

@@ -155,6 +155,8 @@ fn b2_uke_truncated_file_is_reported_at_its_end() {
     assert_eq!(last.field, "GO");
     assert!(last.problem.contains("truncated"), "{}", last.problem);
     assert!(last.location.starts_with("end of file"));
+    let partial = &c.quarantined[c.quarantined.len() - 2];
+    assert!(partial.problem.contains("middle of this line"), "{partial:?}");
     assert!(!c.records.is_empty(), "receipts before the cut are kept");
 }
 
