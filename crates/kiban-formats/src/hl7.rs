@@ -240,6 +240,12 @@ fn charset_is_utf8(raw: &[u8]) -> bool {
 
 fn read_message(raw: &[u8], k: usize, origin: &Origin<'_>, sink: &mut dyn Sink) {
     let loc = format!("message {k}");
+    let body = raw.strip_suffix(b"\x1b(B").unwrap_or(raw);
+    if !matches!(body.last(), Some(b'\r' | b'\n')) {
+        // Every segment ends with CR: a message that does not was cut, and its last field may be half.
+        let problem = "the message does not end with a segment terminator (CR): the file is truncated";
+        return sink.quarantine(Quarantined::new(origin.file, &loc, "segment", problem, &String::from_utf8_lossy(raw)));
+    }
     let text = if charset_is_utf8(raw) {
         match std::str::from_utf8(raw) {
             Ok(t) => std::borrow::Cow::Borrowed(t),

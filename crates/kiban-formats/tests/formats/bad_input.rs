@@ -47,6 +47,12 @@ fn b2_hl7_truncated_messages_are_quarantined() {
     let esc = bytes.windows(3).position(|w| w == b"\x1b$B").unwrap();
     let c = read(&bytes[..esc + 4]);
     assert!(c.records.is_empty());
+    assert!(c.quarantined[0].problem.contains("truncated"), "{:?}", c.quarantined);
+    // The same cut inside a message that still ends with CR: the decoder refuses the half character.
+    let mut half = bytes[..esc + 4].to_vec();
+    half.push(b'\r');
+    let c = read(&half);
+    assert!(c.records.is_empty());
     assert!(c.quarantined[0].problem.contains("ISO-2022-JP"), "{:?}", c.quarantined);
     // Cut right after MSH: the PID segment is missing.
     let cr = bytes.iter().position(|&b| b == b'\r').unwrap();
@@ -54,9 +60,12 @@ fn b2_hl7_truncated_messages_are_quarantined() {
     assert_eq!(c.quarantined.len(), 1);
     assert_eq!(c.quarantined[0].field, "PID");
     assert!(c.quarantined[0].problem.contains("missing segment PID"));
-    // Cut inside MSH-2.
+    // Cut inside MSH-2, or anywhere short of the last CR: never half a field.
     let c = read(&bytes[..5]);
     assert_eq!(c.quarantined[0].field, "segment");
+    let c = read(&bytes[..bytes.len() - 3]);
+    assert!(c.records.is_empty());
+    assert!(c.quarantined[0].problem.contains("truncated"), "{:?}", c.quarantined);
 }
 
 #[test]
