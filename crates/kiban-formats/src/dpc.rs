@@ -60,17 +60,20 @@ fn lines_of(mut input: impl BufRead, mut f: impl FnMut(u64, Result<String, (Stri
             return Ok(());
         }
         let chunk: &[u8] = if no == 0 { strip_bom(&buf).0 } else { &buf };
-        for piece in chunk.split(|&b| b == b'\n' || b == b'\r') {
+        let cut = !matches!(chunk.last(), Some(b'\n' | b'\r'));
+        let n_pieces = chunk.split(|&b| b == b'\n' || b == b'\r').count();
+        for (k, piece) in chunk.split(|&b| b == b'\n' || b == b'\r').enumerate() {
             if piece.is_empty() {
                 continue;
             }
             no += 1;
-            f(
-                no,
-                decode_sjis(piece)
-                    .map(|c| c.into_owned())
-                    .map_err(|e| (e, String::from_utf8_lossy(piece).into_owned())),
-            );
+            let raw = || String::from_utf8_lossy(piece).into_owned();
+            if cut && k + 1 == n_pieces {
+                // No line ending at the end of the file: the last column may be cut short.
+                f(no, Err(("the last line has no line ending: the file may be cut here; not read".into(), raw())));
+                continue;
+            }
+            f(no, decode_sjis(piece).map(|c| c.into_owned()).map_err(|e| (e, raw())));
         }
     }
 }

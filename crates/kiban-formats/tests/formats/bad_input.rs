@@ -268,4 +268,11 @@ fn b2_dpc_wrong_encoding_is_named_per_line() {
         .unwrap();
     assert!(c.quarantined.is_empty());
     assert_eq!(c.records.len(), 1);
+    // Cut at the end of the file (no line ending): the last line may be half, so it is not read.
+    let cut = encode_sjis(text.trim_end()).unwrap();
+    let mut c = Collected::default();
+    kiban_formats::dpc::read(&cut[..], kiban_formats::dpc::DpcFile::Form1, "f.txt", "p", &Masters::default(), &mut c)
+        .unwrap();
+    assert!(c.records.is_empty());
+    assert!(c.quarantined[0].problem.contains("no line ending"), "{:?}", c.quarantined);
 }
