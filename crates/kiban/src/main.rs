@@ -39,6 +39,8 @@ enum Command {
     Doctor(cmd::doctor::Args),
     /// Generate a deterministic synthetic Japanese patient population (never real data).
     Synth(cmd::synth::Args),
+    /// Convert files in a standard medical format (SS-MIX2, UKE, DPC, FHIR, CDA, CSV/Parquet) to canonical tables.
+    Formats(cmd::formats::Args),
     /// Run every pipeline stage on a fresh synthetic population and print a summary.
     Demo(cmd::demo::Args),
     /// Providers, their filings (届出) and publication: who may submit (P5, C1, C4).
@@ -136,6 +138,7 @@ fn main() -> ExitCode {
         Command::Init(a) => cmd::init::run(&ctx, a),
         Command::Doctor(a) => cmd::doctor::run(&ctx, a),
         Command::Synth(a) => cmd::synth::run(&ctx, a),
+        Command::Formats(a) => cmd::formats::run(&ctx, a),
         Command::Demo(a) => cmd::demo::run(&ctx, a),
         Command::Provider(a) => cmd::provider::run(&ctx, a),
         Command::Notice(a) => cmd::notice::run(&ctx, a),

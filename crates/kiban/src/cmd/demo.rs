@@ -111,6 +111,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
         }
         Ok(format!("検証 verified: data directory healthy, {n} datasets match their SHA-256 manifests"))
     })?;
+    stage("formats", &mut || crate::cmd::formats::demo_submissions(&cfg, &args.dir))?;
     stage("gate", &mut || crate::cmd::intake::demo_gate(&dd, &data, &cfg, &synth_dir, &args.dir))?;
 
     stage("identity", &mut || {

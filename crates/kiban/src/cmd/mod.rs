@@ -12,6 +12,7 @@ pub mod compliance;
 pub mod demo;
 pub mod dicom;
 pub mod doctor;
+pub mod formats;
 pub mod identity;
 pub mod incident;
 pub mod init;

@@ -41,6 +41,31 @@ pub enum Format {
     Parquet,
     /// CSV, UTF-8, with a header.
     Csv,
+    /// SS-MIX2 standardized storage (HL7 v2.5, ISO-2022-JP), one tree per provider.
+    Ssmix2,
+    /// UKE receipt files (Shift_JIS) with their code masters.
+    Uke,
+    /// DPC 様式1 and EF files.
+    Dpc,
+    /// FHIR R4 / JP-Core Bundles as NDJSON.
+    Fhir,
+    /// 特定健診 CDA XML documents (encounters with lab results).
+    Cda,
+}
+
+impl Format {
+    /// The medical file format, for the formats `kiban-formats` writes per provider.
+    fn medical(self) -> Option<kiban_formats::convert::InputFormat> {
+        use kiban_formats::convert::InputFormat as I;
+        Some(match self {
+            Format::Parquet | Format::Csv => return None,
+            Format::Ssmix2 => I::Ssmix2,
+            Format::Uke => I::Uke,
+            Format::Dpc => I::Dpc,
+            Format::Fhir => I::Fhir,
+            Format::Cda => I::Cda,
+        })
+    }
 }
 
 /// What was written.
@@ -66,10 +91,12 @@ pub fn write_population(cfg: &SynthConfig, out: &Path, formats: &[Format], show:
     }
     let start = Instant::now();
     let mut writers = Vec::new();
+    let medical: Vec<kiban_formats::convert::InputFormat> = formats.iter().filter_map(|f| f.medical()).collect();
     for f in formats {
         let (ff, sub) = match f {
             Format::Parquet => (FileFormat::Parquet, "parquet"),
             Format::Csv => (FileFormat::Csv, "csv"),
+            _ => continue,
         };
         for t in SynthTable::ALL {
             let dir = out.join(sub).join(t.name());
@@ -121,6 +148,7 @@ pub fn write_population(cfg: &SynthConfig, out: &Path, formats: &[Format], show:
     for (_, w) in writers {
         w.commit(provenance.clone())?;
     }
+    crate::cmd::formats::write_synth_formats(cfg, out, &medical)?;
     Ok(SynthSummary {
         patients: cfg.patients,
         rows: SynthTable::ALL

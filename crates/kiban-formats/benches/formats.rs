@@ -1,0 +1,14 @@
+//! `cargo bench -p kiban-formats`: the readers' throughput next to Python's csv and hl7 (the same
+//! figures as `kiban bench formats`). `KIBAN_BENCH_PATIENTS` sets the population (default 5,000).
+
+fn main() {
+    let patients = std::env::var("KIBAN_BENCH_PATIENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(5_000);
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| "target".into());
+    match kiban_formats::bench::run(patients, None, &target.join("peers-venv-formats")) {
+        Ok(r) => print!("{}", r.table()),
+        Err(e) => {
+            eprintln!("bench failed: {e}");
+            std::process::exit(1);
+        }
+    }
+}

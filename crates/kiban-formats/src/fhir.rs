@@ -1,0 +1,649 @@
+//! FHIR R4 / JP-Core: Bundles (or single resources), as `.json` files or `.ndjson` lines.
+//!
+//! Patient (identifier → patient id; names by the `iso21090-EN-representation` extension: `IDE`
+//! kanji, `SYL` kana; gender; birthDate; address text and postalCode; phone), Coverage (insurer from
+//! `payor.identifier` or the JP-Core insured-person identifier `insurer:symbol:number:branch`; the
+//! JP-Core symbol/number/branch extensions), Encounter (class `IMP`/`AMB`, period, serviceType
+//! text as department, `diagnosis.rank` 1 marks the main diagnosis), Condition (ICD-10 coding,
+//! code text, onset/recorded date), MedicationRequest (coding, authoredOn, route,
+//! expectedSupplyDuration days), Observation (valueQuantity → labs, valueString /
+//! valueCodeableConcept → texts). Within a Bundle, Coverage is merged into its Patient.
+//! A resource that misses what kiban needs is quarantined with its entry number and element.
+
+use std::collections::{HashMap, HashSet};
+use std::io::BufRead;
+
+use chrono::NaiveDate;
+use serde_json::{Value, json};
+
+use crate::canonical::{Diagnosis, Encounter, Lab, Patient, Prescription, Quarantined, Record, Sink, Text, by_patient};
+use crate::encoding::strip_bom;
+
+/// JP-Core name representation extension.
+pub const EN_REPRESENTATION: &str = "http://hl7.org/fhir/StructureDefinition/iso21090-EN-representation";
+/// ICD-10 code system.
+pub const ICD10: &str = "http://hl7.org/fhir/sid/icd-10";
+/// YJ code system (JP-Core medication).
+pub const YJ: &str = "urn:oid:1.2.392.100495.20.2.74";
+/// JLAC10 code system (JP-Core lab).
+pub const JLAC10: &str = "urn:oid:1.2.392.200119.4.504";
+/// JP-Core insured-person identifier system.
+pub const INSURED_ID: &str = "urn:oid:1.2.392.100495.20.3.61";
+const EXT_SYMBOL: &str = "http://jpfhir.jp/fhir/core/Extension/StructureDefinition/JP_Coverage_InsuredPersonSymbol";
+const EXT_NUMBER: &str = "http://jpfhir.jp/fhir/core/Extension/StructureDefinition/JP_Coverage_InsuredPersonNumber";
+const EXT_BRANCH: &str = "http://jpfhir.jp/fhir/core/Extension/StructureDefinition/JP_Coverage_InsuredPersonSubNumber";
+
+/// Counts of one read.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct FhirStats {
+    /// Resources seen.
+    pub resources: u64,
+}
+
+fn s<'a>(v: &'a Value, path: &[&str]) -> &'a str {
+    let mut cur = v;
+    for p in path {
+        cur = match p.parse::<usize>() {
+            Ok(i) => &cur[i],
+            Err(_) => &cur[*p],
+        };
+    }
+    cur.as_str().unwrap_or("")
+}
+
+fn date(v: &str) -> Option<NaiveDate> {
+    NaiveDate::parse_from_str(v.get(..10)?, "%Y-%m-%d").ok()
+}
+
+fn coding<'a>(cc: &'a Value, system: &str) -> (&'a str, &'a str) {
+    let codings = cc["coding"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    let c = codings.iter().find(|c| c["system"] == system).or(codings.first());
+    let code = c.map_or("", |c| c["code"].as_str().unwrap_or(""));
+    let mut name = cc["text"].as_str().unwrap_or("");
+    if name.is_empty() {
+        name = c.map_or("", |c| c["display"].as_str().unwrap_or(""));
+    }
+    (code, name)
+}
+
+fn ext<'a>(v: &'a Value, url: &str) -> Option<&'a Value> {
+    v["extension"].as_array()?.iter().find(|e| e["url"] == url)
+}
+
+struct Ctx<'a> {
+    file: &'a str,
+    provider_id: &'a str,
+    /// Reference (`Patient/x`, fullUrl) → patient id.
+    patients: HashMap<String, String>,
+    /// Encounter reference → encounter id.
+    encounters: HashMap<String, String>,
+    /// Condition references ranked 1 by an encounter.
+    main: HashSet<String>,
+}
+
+fn ref_keys(fullurl: &str, rtype: &str, id: &str) -> Vec<String> {
+    let mut v = Vec::new();
+    if !fullurl.is_empty() {
+        v.push(fullurl.to_owned());
+    }
+    if !id.is_empty() {
+        v.push(format!("{rtype}/{id}"));
+    }
+    v
+}
+
+fn patient_of(p: &Value) -> Patient {
+    let mut kanji = String::new();
+    let mut kana = String::new();
+    for n in p["name"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
+        let given: Vec<&str> =
+            n["given"].as_array().map(|g| g.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        let family = n["family"].as_str().unwrap_or("");
+        let full = if given.is_empty() {
+            if family.is_empty() { n["text"].as_str().unwrap_or("").to_owned() } else { family.to_owned() }
+        } else {
+            format!("{family}\u{3000}{}", given.join(" "))
+        };
+        match ext(n, EN_REPRESENTATION).and_then(|e| e["valueCode"].as_str()) {
+            Some("SYL") => kana = full,
+            Some("IDE") => kanji = full,
+            _ if kanji.is_empty() => kanji = full,
+            _ => {}
+        }
+    }
+    let addr = &p["address"][0];
+    let mut address = addr["text"].as_str().unwrap_or("").to_owned();
+    if address.is_empty() && addr.is_object() {
+        let lines: Vec<&str> =
+            addr["line"].as_array().map(|g| g.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        address = format!("{}{}{}", s(addr, &["state"]), s(addr, &["city"]), lines.join(""));
+    }
+    let phone = p["telecom"]
+        .as_array()
+        .and_then(|t| t.iter().find(|x| x["system"] == "phone"))
+        .map_or("", |x| x["value"].as_str().unwrap_or(""));
+    Patient {
+        name_kanji: kanji,
+        name_kana: kana,
+        sex: match s(p, &["gender"]) {
+            "male" => "1",
+            "female" => "2",
+            _ => "0",
+        }
+        .into(),
+        birth_date: s(p, &["birthDate"]).to_owned(),
+        postal_code: s(addr, &["postalCode"]).to_owned(),
+        address,
+        phone: phone.to_owned(),
+        ..Default::default()
+    }
+}
+
+fn coverage_into(c: &Value, p: &mut Patient) {
+    let ins = c["identifier"]
+        .as_array()
+        .and_then(|ids| ids.iter().find(|i| i["system"] == INSURED_ID))
+        .map_or("", |i| i["value"].as_str().unwrap_or(""));
+    let parts: Vec<&str> = ins.split(':').collect();
+    let part = |k: usize| parts.get(k).copied().unwrap_or("").to_owned();
+    let payor = c["payor"][0]["identifier"]["value"].as_str().unwrap_or("");
+    p.insurer_number = if payor.is_empty() { part(0) } else { payor.to_owned() };
+    let e = |url: &str, k: usize| {
+        ext(c, url).and_then(|e| e["valueString"].as_str()).map_or_else(|| part(k), str::to_owned)
+    };
+    p.card_symbol = e(EXT_SYMBOL, 1);
+    p.card_number = e(EXT_NUMBER, 2);
+    p.card_branch = e(EXT_BRANCH, 3);
+}
+
+impl Ctx<'_> {
+    fn q(&self, sink: &mut dyn Sink, loc: &str, field: &str, problem: impl Into<String>, raw: &Value) {
+        sink.quarantine(Quarantined::new(self.file, loc, field, problem, &raw.to_string()));
+    }
+
+    fn subject(&self, r: &Value) -> Option<String> {
+        let reference = r["subject"]["reference"].as_str().or(r["beneficiary"]["reference"].as_str())?;
+        self.patients.get(reference).cloned().or_else(|| reference.strip_prefix("Patient/").map(str::to_owned))
+    }
+
+    fn encounter(&self, r: &Value) -> String {
+        let e = r["encounter"]["reference"].as_str().unwrap_or("");
+        self.encounters.get(e).cloned().unwrap_or_else(|| e.rsplit('/').next().unwrap_or("").to_owned())
+    }
+
+    /// Maps the resources of one Bundle (or one lone resource) to records.
+    fn resources(&mut self, entries: &[(String, &Value)], loc: &str, sink: &mut dyn Sink) {
+        // Pass 1: identities and references, so entries may come in any order.
+        let mut patients: Vec<(usize, Patient)> = Vec::new();
+        for (k, (full, r)) in entries.iter().enumerate() {
+            let rtype = s(r, &["resourceType"]);
+            let id = s(r, &["id"]);
+            match rtype {
+                "Patient" => {
+                    let pid = r["identifier"][0]["value"].as_str().unwrap_or(id).to_owned();
+                    for key in ref_keys(full, rtype, id) {
+                        self.patients.insert(key, pid.clone());
+                    }
+                    let mut p = patient_of(r);
+                    p.patient_id = pid;
+                    patients.push((k, p));
+                }
+                "Encounter" => {
+                    let eid = r["identifier"][0]["value"].as_str().unwrap_or(id).to_owned();
+                    for key in ref_keys(full, rtype, id) {
+                        self.encounters.insert(key, eid.clone());
+                    }
+                    for d in r["diagnosis"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
+                        if let Some(c) = d["condition"]["reference"].as_str().filter(|_| d["rank"].as_u64() == Some(1))
+                        {
+                            self.main.insert(c.to_owned());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (k, (_, r)) in entries.iter().enumerate() {
+            if s(r, &["resourceType"]) == "Coverage" {
+                let benef = r["beneficiary"]["reference"].as_str().unwrap_or("");
+                let pid = self.patients.get(benef).cloned();
+                match patients.iter_mut().find(|(_, p)| Some(&p.patient_id) == pid.as_ref()) {
+                    Some((_, p)) => coverage_into(r, p),
+                    None => match self.subject(r) {
+                        Some(pid) => {
+                            // A Coverage without its Patient in the same Bundle: an identity fragment.
+                            let mut p = Patient { patient_id: pid, ..Default::default() };
+                            coverage_into(r, &mut p);
+                            patients.push((k, p));
+                        }
+                        None => {
+                            self.q(sink, &format!("{loc} entry {}", k + 1), "Coverage.beneficiary", "no beneficiary", r)
+                        }
+                    },
+                }
+            }
+        }
+        patients.sort_by_key(|p| p.0);
+        for (k, mut p) in patients {
+            p.provider_id = self.provider_id.to_owned();
+            if !p.birth_date.is_empty() && date(&p.birth_date).is_none() {
+                let raw = entries[k].1;
+                self.q(
+                    sink,
+                    &format!("{loc} entry {} (Patient)", k + 1),
+                    "Patient.birthDate",
+                    format!("{:?} is not a date", p.birth_date),
+                    raw,
+                );
+                continue;
+            }
+            sink.record(Record::Patient(p));
+        }
+        // Pass 2: clinical resources.
+        for (k, (full, r)) in entries.iter().enumerate() {
+            let rtype = s(r, &["resourceType"]);
+            let here = format!("{loc} entry {} ({rtype})", k + 1);
+            if matches!(rtype, "Patient" | "Coverage") {
+                continue;
+            }
+            if !matches!(rtype, "Encounter" | "Condition" | "MedicationRequest" | "Observation") {
+                // Other resources (Organization, Practitioner …) carry nothing for the canonical tables.
+                continue;
+            }
+            let Some(patient_id) = self.subject(r) else {
+                self.q(
+                    sink,
+                    &here,
+                    &format!("{rtype}.subject"),
+                    "no subject: the record cannot be tied to a patient",
+                    r,
+                );
+                continue;
+            };
+            let provider_id = self.provider_id.to_owned();
+            match rtype {
+                "Encounter" => {
+                    let Some(start) = date(s(r, &["period", "start"])) else {
+                        self.q(sink, &here, "Encounter.period.start", "missing or not a date", r);
+                        continue;
+                    };
+                    let end = s(r, &["period", "end"]);
+                    let id = s(r, &["id"]);
+                    let eid = r["identifier"][0]["value"].as_str().unwrap_or(id).to_owned();
+                    let class = s(r, &["class", "code"]);
+                    let mut dept = s(r, &["serviceType", "text"]).to_owned();
+                    if dept.is_empty() {
+                        dept = coding(&r["serviceType"], "").1.to_owned();
+                    }
+                    sink.record(Record::Encounter(Encounter {
+                        provider_id,
+                        patient_id,
+                        encounter_id: eid,
+                        encounter_type: if matches!(class, "IMP" | "ACUTE" | "NONAC") { "入院" } else { "外来" }.into(),
+                        department: dept,
+                        admission_date: start,
+                        discharge_date: date(end),
+                    }));
+                }
+                "Condition" => {
+                    let (code, name) = coding(&r["code"], ICD10);
+                    if code.is_empty() && name.is_empty() {
+                        self.q(sink, &here, "Condition.code", "no code and no text", r);
+                        continue;
+                    }
+                    let d = [s(r, &["onsetDateTime"]), s(r, &["recordedDate"]), s(r, &["onsetPeriod", "start"])]
+                        .into_iter()
+                        .find_map(date);
+                    let Some(d) = d else {
+                        self.q(sink, &here, "Condition.onsetDateTime", "no onset or recorded date", r);
+                        continue;
+                    };
+                    let id = s(r, &["id"]);
+                    let main = ref_keys(full, rtype, id).iter().any(|k| self.main.contains(k));
+                    sink.record(Record::Diagnosis(Diagnosis {
+                        provider_id,
+                        patient_id,
+                        encounter_id: self.encounter(r),
+                        diagnosis_date: d,
+                        icd10: code.into(),
+                        diagnosis_name: name.into(),
+                        main,
+                    }));
+                }
+                "MedicationRequest" => {
+                    let mut cc = &r["medicationCodeableConcept"];
+                    let mref = s(r, &["medicationReference", "reference"]);
+                    if !cc.is_object() {
+                        // A contained Medication (`#id`) carries the code; otherwise keep the reference itself.
+                        if let Some(m) = mref.strip_prefix('#').and_then(|id| {
+                            r["contained"]
+                                .as_array()?
+                                .iter()
+                                .find(|c| c["id"] == id && c["resourceType"] == "Medication")
+                        }) {
+                            cc = &m["code"];
+                        }
+                    }
+                    let (mut code, mut name) = coding(cc, YJ);
+                    if code.is_empty() && !mref.is_empty() && !cc.is_object() {
+                        (code, name) = (mref, s(r, &["medicationReference", "display"]));
+                    }
+                    if code.is_empty() {
+                        self.q(sink, &here, "MedicationRequest.medicationCodeableConcept", "no medication code", r);
+                        continue;
+                    }
+                    let Some(d) = date(s(r, &["authoredOn"])) else {
+                        self.q(sink, &here, "MedicationRequest.authoredOn", "missing or not a date", r);
+                        continue;
+                    };
+                    let route = coding(&r["dosageInstruction"][0]["route"], "").0;
+                    let days = r["dispenseRequest"]["expectedSupplyDuration"]["value"].as_f64().unwrap_or(0.0);
+                    sink.record(Record::Prescription(Prescription {
+                        provider_id,
+                        patient_id,
+                        encounter_id: self.encounter(r),
+                        prescribed_date: d,
+                        drug_code: code.into(),
+                        drug_name: name.into(),
+                        route: route.into(),
+                        days: days.max(0.0) as u64,
+                    }));
+                }
+                _ => {
+                    let (code, name) = coding(&r["code"], JLAC10);
+                    let d = [s(r, &["effectiveDateTime"]), s(r, &["effectivePeriod", "start"]), s(r, &["issued"])]
+                        .into_iter()
+                        .find_map(date);
+                    let Some(d) = d else {
+                        self.q(sink, &here, "Observation.effectiveDateTime", "no effective date", r);
+                        continue;
+                    };
+                    let encounter_id = self.encounter(r);
+                    if let Some(v) = r["valueQuantity"]["value"].as_f64() {
+                        sink.record(Record::Lab(Lab {
+                            provider_id,
+                            patient_id,
+                            encounter_id,
+                            result_date: d,
+                            test_code: code.into(),
+                            test_name: name.into(),
+                            value: v,
+                            unit: s(r, &["valueQuantity", "unit"]).into(),
+                        }));
+                    } else {
+                        let text = match (&r["valueString"], &r["valueCodeableConcept"]) {
+                            (Value::String(t), _) => t.clone(),
+                            (_, cc) if cc.is_object() => coding(cc, "").1.to_owned(),
+                            _ => {
+                                let other = r.as_object().and_then(|o| o.keys().find(|k| k.starts_with("value")));
+                                match other {
+                                    Some(k) => r[k].to_string(),
+                                    None if r["component"].is_array() => r["component"].to_string(),
+                                    None => {
+                                        self.q(sink, &here, "Observation.value[x]", "no value and no components", r);
+                                        continue;
+                                    }
+                                }
+                            }
+                        };
+                        sink.record(Record::Text(Text {
+                            provider_id,
+                            patient_id,
+                            encounter_id,
+                            observed_date: d,
+                            code: code.into(),
+                            name: name.into(),
+                            text,
+                        }));
+                    }
+                }
+            }
+        }
+    }
+
+    fn document(&mut self, v: &Value, loc: &str, sink: &mut dyn Sink) -> u64 {
+        if v["resourceType"] == "Bundle" {
+            let entries: Vec<(String, &Value)> = v["entry"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or(&[])
+                .iter()
+                .filter(|e| e["resource"].is_object())
+                .map(|e| (e["fullUrl"].as_str().unwrap_or("").to_owned(), &e["resource"]))
+                .collect();
+            let n = entries.len() as u64;
+            self.resources(&entries, loc, sink);
+            n
+        } else if v["resourceType"].is_string() {
+            self.resources(&[(String::new(), v)], loc, sink);
+            1
+        } else {
+            self.q(sink, loc, "resourceType", "not a FHIR resource (no resourceType)", v);
+            0
+        }
+    }
+}
+
+/// Reads one `.json` document (a Bundle or a resource).
+pub fn read_json(bytes: &[u8], file: &str, provider_id: &str, sink: &mut dyn Sink) -> FhirStats {
+    let mut c = Ctx { file, provider_id, patients: HashMap::new(), encounters: HashMap::new(), main: HashSet::new() };
+    let (bytes, _) = strip_bom(bytes);
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(v) => FhirStats { resources: c.document(&v, "document", sink) },
+        Err(e) => {
+            let what = if e.is_eof() { "the JSON ends early: the file is truncated" } else { "not valid JSON" };
+            let raw = String::from_utf8_lossy(bytes);
+            sink.quarantine(Quarantined::new(
+                file,
+                format!("line {} column {}", e.line(), e.column()),
+                "document",
+                format!("{what}: {e}"),
+                &raw,
+            ));
+            FhirStats::default()
+        }
+    }
+}
+
+/// Reads `.ndjson` (one Bundle or resource per line), streaming line by line.
+pub fn read_ndjson(
+    mut input: impl BufRead,
+    file: &str,
+    provider_id: &str,
+    sink: &mut dyn Sink,
+) -> std::io::Result<FhirStats> {
+    let mut st = FhirStats::default();
+    let mut buf = Vec::new();
+    let mut no = 0u64;
+    loop {
+        buf.clear();
+        if input.read_until(b'\n', &mut buf)? == 0 {
+            break;
+        }
+        no += 1;
+        let line = if no == 1 { strip_bom(&buf).0 } else { &buf[..] };
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        // References resolve within a line (one Bundle), so the context is fresh per line: memory stays bounded.
+        let mut c =
+            Ctx { file, provider_id, patients: HashMap::new(), encounters: HashMap::new(), main: HashSet::new() };
+        match serde_json::from_slice::<Value>(line) {
+            Ok(v) => st.resources += c.document(&v, &format!("line {no}"), sink),
+            Err(e) => {
+                let what = if e.is_eof() { "the line ends early (truncated)" } else { "not valid JSON" };
+                sink.quarantine(Quarantined::new(
+                    file,
+                    format!("line {no}"),
+                    "document",
+                    format!("{what}: {e}"),
+                    &String::from_utf8_lossy(line),
+                ));
+            }
+        }
+    }
+    Ok(st)
+}
+
+fn iso_birth(b: &str) -> String {
+    if NaiveDate::parse_from_str(b, "%Y-%m-%d").is_ok() {
+        return b.to_owned();
+    }
+    kiban_model::wareki::WarekiDate::parse(b).map(|w| w.date().to_string()).unwrap_or_else(|_| b.to_owned())
+}
+
+fn name_json(full: &str, rep: &str) -> Value {
+    let (family, given) = match full.find(['\u{3000}', ' ']) {
+        Some(i) => (&full[..i], full[i..].chars().skip(1).collect::<String>()),
+        None => (full, String::new()),
+    };
+    let mut n = json!({
+        "extension": [{"url": EN_REPRESENTATION, "valueCode": rep}],
+        "use": "official",
+        "text": full,
+        "family": family,
+    });
+    if !given.is_empty() {
+        n["given"] = json!([given]);
+    }
+    n
+}
+
+/// One Bundle (type `collection`) per patient of `records` (JP-Core shapes).
+pub fn bundles(records: &[Record]) -> Vec<Value> {
+    let mut out = Vec::new();
+    for (_, pid, recs) in by_patient(records) {
+        let mut entries = Vec::new();
+        let pref = format!("urn:kiban:{pid}");
+        let patient_url = format!("{pref}:Patient");
+        let main: HashSet<String> = recs
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| matches!(r, Record::Diagnosis(d) if d.main))
+            .map(|(k, _)| format!("{pref}:{k}"))
+            .collect();
+        for (k, r) in recs.iter().enumerate() {
+            let full = format!("{pref}:{k}");
+            let subject = json!({"reference": patient_url});
+            let enc_ref = |e: &str| json!({"reference": format!("{pref}:enc:{e}")});
+            let (url, res) = match r {
+                Record::Patient(p) => {
+                    let mut v = json!({
+                        "resourceType": "Patient",
+                        "identifier": [{"system": "urn:oid:1.2.392.100495.20.3.51.1", "value": p.patient_id}],
+                        "name": [name_json(&p.name_kanji, "IDE"), name_json(&p.name_kana, "SYL")],
+                        "gender": match p.sex.as_str() { "1" => "male", "2" => "female", _ => "unknown" },
+                        "birthDate": iso_birth(&p.birth_date),
+                        "address": [{"text": p.address, "postalCode": p.postal_code, "country": "JP"}],
+                        "telecom": [{"system": "phone", "value": p.phone, "use": "home"}],
+                    });
+                    if p.birth_date.is_empty() {
+                        v.as_object_mut().expect("object").remove("birthDate");
+                    }
+                    entries.push(json!({"fullUrl": patient_url, "resource": v}));
+                    let cov = json!({
+                        "resourceType": "Coverage",
+                        "status": "active",
+                        "identifier": [{"system": INSURED_ID, "value": format!("{}:{}:{}:{}", p.insurer_number, p.card_symbol, p.card_number, p.card_branch)}],
+                        "extension": [
+                            {"url": EXT_SYMBOL, "valueString": p.card_symbol},
+                            {"url": EXT_NUMBER, "valueString": p.card_number},
+                            {"url": EXT_BRANCH, "valueString": p.card_branch},
+                        ],
+                        "beneficiary": subject,
+                        "payor": [{"identifier": {"system": "urn:oid:1.2.392.100495.20.3.61", "value": p.insurer_number}}],
+                    });
+                    (full, cov)
+                }
+                Record::Encounter(e) => {
+                    let diag: Vec<Value> = recs
+                        .iter()
+                        .enumerate()
+                        .filter(|(j, d)| {
+                            matches!(d, Record::Diagnosis(d) if d.encounter_id == e.encounter_id)
+                                && main.contains(&format!("{pref}:{j}"))
+                        })
+                        .map(|(j, _)| json!({"condition": {"reference": format!("{pref}:{j}")}, "rank": 1}))
+                        .collect();
+                    let mut period = json!({"start": e.admission_date.to_string()});
+                    if let Some(d) = e.discharge_date {
+                        period["end"] = json!(d.to_string());
+                    }
+                    let v = json!({
+                        "resourceType": "Encounter",
+                        "status": "finished",
+                        "identifier": [{"value": e.encounter_id}],
+                        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": if e.encounter_type == "入院" { "IMP" } else { "AMB" }},
+                        "serviceType": {"text": e.department},
+                        "subject": subject,
+                        "period": period,
+                        "diagnosis": diag,
+                    });
+                    (format!("{pref}:enc:{}", e.encounter_id), v)
+                }
+                Record::Diagnosis(d) => (
+                    full,
+                    json!({
+                        "resourceType": "Condition",
+                        "code": {"coding": [{"system": ICD10, "code": d.icd10}], "text": d.diagnosis_name},
+                        "subject": subject,
+                        "encounter": enc_ref(&d.encounter_id),
+                        "onsetDateTime": d.diagnosis_date.to_string(),
+                    }),
+                ),
+                Record::Prescription(x) => (
+                    full,
+                    json!({
+                        "resourceType": "MedicationRequest",
+                        "status": "completed",
+                        "intent": "order",
+                        "medicationCodeableConcept": {"coding": [{"system": YJ, "code": x.drug_code, "display": x.drug_name}], "text": x.drug_name},
+                        "subject": subject,
+                        "encounter": enc_ref(&x.encounter_id),
+                        "authoredOn": x.prescribed_date.to_string(),
+                        "dosageInstruction": [{"route": {"coding": [{"code": x.route}]}}],
+                        "dispenseRequest": {"expectedSupplyDuration": {"value": x.days, "unit": "日", "system": "http://unitsofmeasure.org", "code": "d"}},
+                    }),
+                ),
+                Record::Lab(x) => (
+                    full,
+                    json!({
+                        "resourceType": "Observation",
+                        "status": "final",
+                        "code": {"coding": [{"system": JLAC10, "code": x.test_code}], "text": x.test_name},
+                        "subject": subject,
+                        "encounter": enc_ref(&x.encounter_id),
+                        "effectiveDateTime": x.result_date.to_string(),
+                        "valueQuantity": {"value": x.value, "unit": x.unit},
+                    }),
+                ),
+                Record::Text(x) => (
+                    full,
+                    json!({
+                        "resourceType": "Observation",
+                        "status": "final",
+                        "code": {"coding": [{"system": JLAC10, "code": x.code}], "text": x.name},
+                        "subject": subject,
+                        "encounter": enc_ref(&x.encounter_id),
+                        "effectiveDateTime": x.observed_date.to_string(),
+                        "valueString": x.text,
+                    }),
+                ),
+            };
+            entries.push(json!({"fullUrl": url, "resource": res}));
+        }
+        out.push(json!({"resourceType": "Bundle", "type": "collection", "entry": entries}));
+    }
+    out
+}
+
+/// Writes records as NDJSON, one Bundle per patient per line.
+pub fn write_ndjson(out: &mut impl std::io::Write, records: &[Record]) -> std::io::Result<u64> {
+    let mut n = 0;
+    for b in bundles(records) {
+        serde_json::to_writer(&mut *out, &b)?;
+        out.write_all(b"\n")?;
+        n += 1;
+    }
+    Ok(n)
+}

@@ -1,0 +1,82 @@
+//! DPC 様式1 and EF files: write → read → the inpatient stays, their diagnoses and drugs.
+
+use std::collections::HashSet;
+
+use kiban_formats::canonical::{Collected, Patient, Record};
+use kiban_formats::dpc::{self, DpcFile};
+use kiban_formats::masters::Masters;
+
+use crate::common::{iso_birth, of_provider, sorted, synth_records};
+
+#[test]
+fn b2_dpc_form1_and_ef_round_trip_inpatient_stays() {
+    let recs = of_provider(&synth_records(300), "prov-a");
+    let mut masters = Masters::default();
+    let (mut f1, mut ef) = (Vec::new(), Vec::new());
+    let (n1, n2) = dpc::write(&mut f1, &mut ef, &recs, "131234567", &mut masters).unwrap();
+    assert!(n1 > 0 && n2 > 0, "the population has inpatient stays");
+    let mut got = Collected::default();
+    dpc::read(&f1[..], DpcFile::Form1, "form1.txt", "prov-a", &masters, &mut got).unwrap();
+    dpc::read(&ef[..], DpcFile::Ef, "ef.txt", "prov-a", &masters, &mut got).unwrap();
+    assert!(got.quarantined.is_empty(), "{:?}", got.quarantined);
+    let stays: std::collections::HashMap<String, String> = recs
+        .iter()
+        .filter_map(|r| match r {
+            Record::Encounter(e) if e.encounter_type == "入院" => {
+                Some((e.encounter_id.clone(), format!("{}-{}", e.patient_id, e.admission_date.format("%Y%m%d"))))
+            }
+            _ => None,
+        })
+        .collect();
+    let in_stay: HashSet<&str> = recs
+        .iter()
+        .filter_map(|r| match r {
+            Record::Encounter(e) if stays.contains_key(&e.encounter_id) => Some(e.patient_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut want = Vec::new();
+    for r in &recs {
+        match r.clone() {
+            Record::Patient(p) if in_stay.contains(p.patient_id.as_str()) => want.push(Record::Patient(Patient {
+                provider_id: p.provider_id,
+                patient_id: p.patient_id,
+                sex: p.sex,
+                birth_date: iso_birth(&p.birth_date),
+                postal_code: p.postal_code,
+                ..Default::default()
+            })),
+            Record::Encounter(mut e) if stays.contains_key(&e.encounter_id) => {
+                e.encounter_id = stays[&e.encounter_id].clone();
+                want.push(Record::Encounter(e));
+            }
+            Record::Diagnosis(mut d) if stays.contains_key(&d.encounter_id) => {
+                d.encounter_id = stays[&d.encounter_id].clone();
+                want.push(Record::Diagnosis(d));
+            }
+            Record::Prescription(mut x) if stays.contains_key(&x.encounter_id) => {
+                x.encounter_id = stays[&x.encounter_id].clone();
+                want.push(Record::Prescription(x));
+            }
+            _ => {}
+        }
+    }
+    let (got, want) = (sorted(got.records), sorted(want));
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g, w);
+    }
+}
+
+#[test]
+fn b2_dpc_short_lines_and_bad_dates_are_quarantined_with_their_column() {
+    let text = "131234567\t0001\t20240110\t2024011\t0\tA000010\t1\t0\t19500101\t1\t100-0001\t\t\t\t\t\t\n131234567\t0001\t20240110\n";
+    let mut got = Collected::default();
+    dpc::read(text.as_bytes(), DpcFile::Form1, "f.txt", "p", &Masters::default(), &mut got).unwrap();
+    assert_eq!(got.quarantined.len(), 2, "{:?}", got.quarantined);
+    assert_eq!(
+        (got.quarantined[0].location.as_str(), got.quarantined[0].field.as_str()),
+        ("line 1", "3/4 退院・入院年月日")
+    );
+    assert!(got.quarantined[1].problem.contains("3 tab-separated columns"), "{}", got.quarantined[1].problem);
+}
