@@ -9,7 +9,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json};
 use chrono::{DateTime, NaiveDate, Utc};
-use kiban_audit::{Action, Actor, AuditSink, Event, Object, ObjectKind, Outcome};
+use kiban_audit::{Action, Actor, Event, Object, ObjectKind, Outcome};
 use kiban_registry::accounts::{AccessError, AccountRole, AccountStatus, Vetting};
 use kiban_registry::incidents::{Contract, LeakItems, RecordError};
 use serde::Deserialize;
@@ -66,8 +66,6 @@ pub fn descriptors() -> Vec<RouteDesc> {
     ]
 }
 
-type Res = Result<Response, Response>;
-
 fn internal<E: std::fmt::Display>(e: E) -> Response {
     error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
 }
@@ -92,18 +90,7 @@ fn record_err(e: RecordError) -> Response {
     }
 }
 
-/// Records an event; a failure to record fails the request (the operation is not reported done).
-fn audit(st: &AppState, ev: Event) -> Result<(), Response> {
-    st.audit.record(ev).map(|_| ()).map_err(|_| error(StatusCode::SERVICE_UNAVAILABLE, "the audit log is unavailable"))
-}
-
-fn ev(c: &Caller, action: Action, kind: ObjectKind, id: impl Into<String>) -> Event {
-    Event::new(c.actor(), &c.source, action, Object::new(kind, id))
-}
-
-fn ok(v: impl serde::Serialize) -> Res {
-    Ok(Json(v).into_response())
-}
+use crate::{Res, event_of as ev, ok, record_event as audit};
 
 // ---- login ---------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use axum::Json;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{Method, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use kiban_audit::{Action, Actor, AuditSink, Event, JobKind, Object, ObjectKind};
 use kiban_identity::mpi::RecordId;
@@ -26,7 +26,7 @@ use kiban_registry::review::workflow::Phase;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::{AppState, Caller, RouteDesc, error};
+use crate::{AppState, Caller, Res, RouteDesc, error, ok};
 
 /// The identity store shared by the server's requests.
 pub type SharedIdentity = Arc<Mutex<IdentityStore>>;
@@ -107,7 +107,6 @@ pub fn descriptors() -> Vec<RouteDesc> {
     ]
 }
 
-type Res = Result<Response, Response>;
 type Store = Option<Extension<SharedIdentity>>;
 
 fn store(s: Store) -> Result<SharedIdentity, Response> {
@@ -138,10 +137,6 @@ fn lock(s: &SharedIdentity) -> std::sync::MutexGuard<'_, IdentityStore> {
 
 fn person_key(s: &str) -> Result<PersonKey, Response> {
     PersonKey::parse(s).map_err(|e| error(StatusCode::BAD_REQUEST, &e.to_string()))
-}
-
-fn ok(v: serde_json::Value) -> Res {
-    Ok(Json(v).into_response())
 }
 
 /// `?provider=&patient=`.

@@ -24,9 +24,7 @@ use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::{AppState, Caller, RouteDesc, error};
-
-type Res = Result<Response, Response>;
+use crate::{AppState, Caller, Res, RouteDesc, error, ok};
 
 /// The registry and intake routes.
 pub fn descriptors() -> Vec<RouteDesc> {
@@ -65,18 +63,13 @@ fn intake_err(e: IntakeError) -> Response {
 
 /// Records an event; a failure to record fails the request (the operation is not reported done).
 fn audit(st: &AppState, c: &Caller, action: Action, kind: ObjectKind, id: impl Into<String>) -> Result<(), Response> {
-    let ev = Event::new(c.actor(), &c.source, action, Object::new(kind, id));
-    st.audit.record(ev).map(|_| ()).map_err(|_| error(StatusCode::SERVICE_UNAVAILABLE, "the audit log is unavailable"))
+    crate::record_event(st, crate::event_of(c, action, kind, id))
 }
 
 /// A patient as the audit log names them: provider and a digest, never the id itself.
 fn patient_ref(provider: &str, patient: &str) -> String {
     let d = Sha256::digest(format!("{provider}\u{1f}{patient}").as_bytes());
     format!("{provider}/patient-{}", hex::encode(&d[..8]))
-}
-
-fn ok(v: impl serde::Serialize) -> Res {
-    Ok(Json(v).into_response())
 }
 
 /// The server's key-store sealer, as the datasets' at-rest sealer (R12).

@@ -159,6 +159,27 @@ fn source_of(req: &Request) -> String {
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
+/// A handler's result: both sides are responses (axum's usual shape).
+pub type Res = Result<Response, Response>;
+
+/// A JSON 200 response.
+#[allow(clippy::result_large_err)] // axum's handler shape: both sides are responses
+pub fn ok(v: impl serde::Serialize) -> Res {
+    Ok(axum::Json(v).into_response())
+}
+
+/// The event of `c` doing `action` to the object `kind`/`id`.
+pub fn event_of(c: &Caller, action: Action, kind: ObjectKind, id: impl Into<String>) -> Event {
+    Event::new(c.actor(), &c.source, action, Object::new(kind, id))
+}
+
+/// Records an audit event; when the log cannot record, the request fails (the operation is not
+/// reported done).
+#[allow(clippy::result_large_err)] // axum's handler shape: the error is the response
+pub fn record_event(st: &AppState, ev: Event) -> Result<(), Response> {
+    st.audit.record(ev).map(|_| ()).map_err(|_| error(StatusCode::SERVICE_UNAVAILABLE, "the audit log is unavailable"))
+}
+
 /// An error response with a JSON body.
 pub fn error(status: StatusCode, msg: &str) -> Response {
     (status, axum::Json(serde_json::json!({ "error": msg }))).into_response()

@@ -8,10 +8,10 @@
 use axum::Json;
 use axum::extract::{Extension, Path, State};
 use axum::http::{Method, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use chrono::NaiveDate;
-use kiban_audit::{Action, AuditSink, Event, Object, ObjectKind};
+use kiban_audit::{Action, ObjectKind};
 use kiban_registry::records::{RecordError, today_jst};
 use kiban_registry::review::application::Application;
 use kiban_registry::review::db::ReviewError;
@@ -20,9 +20,7 @@ use kiban_registry::review::workflow::Command;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::{AppState, Caller, RouteDesc, error};
-
-type Res = Result<Response, Response>;
+use crate::{AppState, Caller, Res, RouteDesc, error, ok};
 
 /// The review routes.
 pub fn descriptors() -> Vec<RouteDesc> {
@@ -56,12 +54,7 @@ fn record_err(e: RecordError) -> Response {
 }
 
 fn audit(st: &AppState, c: &Caller, action: Action, id: impl Into<String>) -> Result<(), Response> {
-    let ev = Event::new(c.actor(), &c.source, action, Object::new(ObjectKind::Ledger, id));
-    st.audit.record(ev).map(|_| ()).map_err(|_| error(StatusCode::SERVICE_UNAVAILABLE, "the audit log is unavailable"))
-}
-
-fn ok(v: impl serde::Serialize) -> Res {
-    Ok(Json(v).into_response())
+    crate::record_event(st, crate::event_of(c, action, ObjectKind::Ledger, id))
 }
 
 async fn list(State(st): State<AppState>, Extension(c): Extension<Caller>) -> Res {
