@@ -18,16 +18,6 @@ use serde_json::{Value, json};
 use crate::auth::{self, totp_aad};
 use crate::{AppState, Caller, RouteDesc, SESSION_COOKIE, Source, audit_role, error, now};
 
-macro_rules! route {
-    ($m:ident, $path:literal, $h:expr) => {
-        RouteDesc {
-            method: Method::from_bytes(stringify!($m).to_uppercase().as_bytes()).expect("method"),
-            path: $path,
-            handler: $m($h),
-        }
-    };
-}
-
 /// Every route of the main server.
 pub fn descriptors() -> Vec<RouteDesc> {
     vec![

@@ -81,16 +81,6 @@ pub async fn linkage_approval(reg: &Registry, application: &str, database: &str)
     LinkageApproval::check(application, approved, &linked, database).map_err(|e| e.to_string())
 }
 
-macro_rules! route {
-    ($m:ident, $path:literal, $h:expr) => {
-        RouteDesc {
-            method: Method::from_bytes(stringify!($m).to_uppercase().as_bytes()).expect("method"),
-            path: $path,
-            handler: $m($h),
-        }
-    };
-}
-
 /// The identity routes.
 pub fn descriptors() -> Vec<RouteDesc> {
     vec![

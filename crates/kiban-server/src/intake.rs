@@ -28,21 +28,20 @@ use crate::{AppState, Caller, Res, RouteDesc, error, ok};
 
 /// The registry and intake routes.
 pub fn descriptors() -> Vec<RouteDesc> {
-    let r = |method: Method, path: &'static str, handler| RouteDesc { method, path, handler };
     vec![
-        r(Method::POST, "/api/providers", post(add_provider)),
-        r(Method::GET, "/api/providers/{provider}/filings", get(filings)),
-        r(Method::POST, "/api/providers/{provider}/publish", post(publish)),
-        r(Method::POST, "/api/notices", post(add_notice)),
-        r(Method::POST, "/api/notices/import", post(import_notices)),
-        r(Method::POST, "/api/optouts", post(add_optout)),
-        r(Method::POST, "/api/optouts/import", post(import_optouts)),
-        r(Method::POST, "/api/optouts/{id}/withdraw", post(withdraw)),
-        r(Method::GET, "/api/optouts/{id}/confirmation", get(confirmation)),
-        r(Method::GET, "/api/providers/{provider}/patients/{patient}", get(patient)),
-        r(Method::POST, "/api/batches", post(submit_batch)),
-        r(Method::GET, "/api/batches/{batch}", get(receipt)),
-        r(Method::POST, "/api/providers/{provider}/patients/{patient}/delete", post(delete_person)),
+        route!(post, "/api/providers", add_provider),
+        route!(get, "/api/providers/{provider}/filings", filings),
+        route!(post, "/api/providers/{provider}/publish", publish),
+        route!(post, "/api/notices", add_notice),
+        route!(post, "/api/notices/import", import_notices),
+        route!(post, "/api/optouts", add_optout),
+        route!(post, "/api/optouts/import", import_optouts),
+        route!(post, "/api/optouts/{id}/withdraw", withdraw),
+        route!(get, "/api/optouts/{id}/confirmation", confirmation),
+        route!(get, "/api/providers/{provider}/patients/{patient}", patient),
+        route!(post, "/api/batches", submit_batch),
+        route!(get, "/api/batches/{batch}", receipt),
+        route!(post, "/api/providers/{provider}/patients/{patient}/delete", delete_person),
     ]
 }
 

@@ -7,6 +7,18 @@
 //! ledgers, accounts or releases appends an audit event; no password, TOTP secret or session token
 //! appears in a log, an error, a `Debug` output or an audit event.
 
+/// A route descriptor from a method function (`get`, `post`), a path and a handler; the module
+/// using it imports `Method`, `RouteDesc` and the method function.
+macro_rules! route {
+    ($m:ident, $path:literal, $h:expr) => {
+        RouteDesc {
+            method: Method::from_bytes(stringify!($m).to_uppercase().as_bytes()).expect("method"),
+            path: $path,
+            handler: $m($h),
+        }
+    };
+}
+
 pub mod api;
 pub mod auth;
 pub mod authz;

@@ -24,20 +24,19 @@ use crate::{AppState, Caller, Res, RouteDesc, error, ok};
 
 /// The review routes.
 pub fn descriptors() -> Vec<RouteDesc> {
-    let r = |method: Method, path: &'static str, handler| RouteDesc { method, path, handler };
     vec![
-        r(Method::GET, "/api/applications", get(list)),
-        r(Method::POST, "/api/applications", post(submit)),
-        r(Method::GET, "/api/applications/{id}", get(show)),
-        r(Method::POST, "/api/applications/{id}/review", post(open_review)),
-        r(Method::POST, "/api/applications/{id}/committee", post(committee_step)),
-        r(Method::POST, "/api/applications/{id}/provision", post(provision_step)),
-        r(Method::POST, "/api/applications/{id}/use", post(use_step)),
-        r(Method::POST, "/api/applications/{id}/supervision", post(supervision_step)),
-        r(Method::POST, "/api/violations", post(violation)),
-        r(Method::POST, "/api/violations/{id}/sanction", post(sanction)),
-        r(Method::GET, "/api/ledger", get(ledger)),
-        r(Method::GET, "/api/contracts", get(contracts)),
+        route!(get, "/api/applications", list),
+        route!(post, "/api/applications", submit),
+        route!(get, "/api/applications/{id}", show),
+        route!(post, "/api/applications/{id}/review", open_review),
+        route!(post, "/api/applications/{id}/committee", committee_step),
+        route!(post, "/api/applications/{id}/provision", provision_step),
+        route!(post, "/api/applications/{id}/use", use_step),
+        route!(post, "/api/applications/{id}/supervision", supervision_step),
+        route!(post, "/api/violations", violation),
+        route!(post, "/api/violations/{id}/sanction", sanction),
+        route!(get, "/api/ledger", ledger),
+        route!(get, "/api/contracts", contracts),
     ]
 }
 
