@@ -336,14 +336,17 @@ fn digest(path: &Path) -> Result<(u64, String), DatasetError> {
     Ok((n, hex::encode(h.finalize())))
 }
 
-/// Reads a dataset's manifest and checks every file's size and SHA-256.
-pub fn verify_dataset(dir: &Path) -> Result<Manifest, DatasetError> {
+/// Reads a dataset's manifest without checking the files (each [`read_part`] checks its own).
+pub fn read_manifest(dir: &Path) -> Result<Manifest, DatasetError> {
     let mpath = dir.join("manifest.json");
     let text = fs::read(&mpath).map_err(io(&mpath))?;
-    let manifest: Manifest = serde_json::from_slice(&text).map_err(|e| DatasetError::Mismatch {
-        path: mpath.clone(),
-        problem: format!("manifest does not parse: {e}"),
-    })?;
+    serde_json::from_slice(&text)
+        .map_err(|e| DatasetError::Mismatch { path: mpath.clone(), problem: format!("manifest does not parse: {e}") })
+}
+
+/// Reads a dataset's manifest and checks every file's size and SHA-256.
+pub fn verify_dataset(dir: &Path) -> Result<Manifest, DatasetError> {
+    let manifest = read_manifest(dir)?;
     for f in &manifest.files {
         let path = dir.join(&f.path);
         let (bytes, sha) = digest(&path)?;
