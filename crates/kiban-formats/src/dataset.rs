@@ -357,6 +357,22 @@ pub fn verify_dataset(dir: &Path) -> Result<Manifest, DatasetError> {
     Ok(manifest)
 }
 
+/// [`verify_dataset`], and for a sealed dataset also opens every part with `sealer`: proves the
+/// keys in use still decrypt the data (after a key rotation, for instance), without parsing it.
+pub fn verify_dataset_opens(dir: &Path, sealer: &dyn Sealer) -> Result<Manifest, DatasetError> {
+    let manifest = verify_dataset(dir)?;
+    if manifest.sealed {
+        for f in &manifest.files {
+            let path = dir.join(&f.path);
+            let raw = fs::read(&path).map_err(io(&path))?;
+            sealer
+                .open(&part_aad(&manifest.name, &f.path), &raw)
+                .map_err(|e| DatasetError::Mismatch { path, problem: format!("does not decrypt: {e}") })?;
+        }
+    }
+    Ok(manifest)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -436,6 +452,8 @@ mod tests {
             assert!(!raw.windows(needle.len()).any(|w| w == needle), "plaintext on disk");
             let m = verify_dataset(&dir).unwrap();
             let got = read_part(&dir, &m, &m.files[0], Some(&XorSealer(0x5a))).unwrap();
+            assert!(verify_dataset_opens(&dir, &XorSealer(0x5a)).is_ok());
+            assert!(verify_dataset_opens(&dir, &XorSealer(0x11)).unwrap_err().to_string().contains("does not decrypt"));
             assert_eq!(got.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
             let text = format!("{:?}", got[0].column(1));
             assert!(text.contains("東京") && text.contains("ｶﾅ"), "{text}");

@@ -192,15 +192,17 @@ impl DataDir {
                 reg.close().await;
             }
         }
+        // With a working key store, sealed parts are also opened: the keys in use must decrypt them.
+        let sealer = KeyStore::open(&self.keys(), env.as_deref()).ok().map(StoreSealer);
         for area in ["clinical", "datasets", "quarantine"] {
-            check_datasets(&self.root.join(area), 0, &mut problems);
+            check_datasets(&self.root.join(area), 0, sealer.as_ref(), &mut problems);
         }
         problems
     }
 }
 
 /// Verifies every dataset below `dir` (datasets sit at most two levels down: `<batch>/<table>`).
-fn check_datasets(dir: &Path, depth: u8, problems: &mut Vec<String>) {
+fn check_datasets(dir: &Path, depth: u8, sealer: Option<&StoreSealer>, problems: &mut Vec<String>) {
     let Ok(entries) = fs::read_dir(dir) else { return };
     for e in entries.flatten() {
         let p = e.path();
@@ -213,11 +215,15 @@ fn check_datasets(dir: &Path, depth: u8, problems: &mut Vec<String>) {
                 p.display()
             ));
         } else if p.join("manifest.json").exists() {
-            if let Err(err) = kiban_formats::verify_dataset(&p) {
+            let checked = match sealer {
+                Some(s) => kiban_formats::verify_dataset_opens(&p, s),
+                None => kiban_formats::verify_dataset(&p),
+            };
+            if let Err(err) = checked {
                 problems.push(format!("dataset {}: {err}", p.display()));
             }
         } else if depth < 2 {
-            check_datasets(&p, depth + 1, problems);
+            check_datasets(&p, depth + 1, sealer, problems);
         }
     }
 }

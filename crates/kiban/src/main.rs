@@ -79,6 +79,8 @@ enum Command {
     Business(cmd::compliance::BusinessArgs),
     /// Retention rules of statutory records and the purge of records past retention (C5, P4, P6, C2, I3).
     Retention(cmd::retention::Args),
+    /// The key store: status, master-key rotation, new data-encryption keys (R12).
+    Keys(cmd::keys::Args),
     /// Make an encrypted, consistent snapshot of the data directory (X7).
     Backup(cmd::backup::Args),
     /// Restore a backup into an empty directory and check it (X7).
@@ -158,6 +160,7 @@ fn main() -> ExitCode {
         Command::Compliance(a) => cmd::compliance::run(&ctx, a),
         Command::Business(a) => cmd::compliance::run_business(&ctx, a),
         Command::Retention(a) => cmd::retention::run(&ctx, a),
+        Command::Keys(a) => cmd::keys::run(&ctx, a),
         Command::Backup(a) => cmd::backup::run(&ctx, a),
         Command::Restore(a) => cmd::backup::restore(&ctx, a),
         Command::Committee(a) => cmd::committee::run(&ctx, a),

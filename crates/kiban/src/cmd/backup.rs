@@ -61,6 +61,10 @@ struct Header {
     chunks: u64,
     /// `keys/keycheck.json`: lets restore confirm the master key before reading anything.
     keycheck: String,
+    /// `keys/keyring.json` (KEKs sealed under the master key): the chunks' data keys are wrapped
+    /// by a KEK, so restore needs it before it can open them.
+    #[serde(default)]
+    keyring: Option<String>,
 }
 
 fn aad(header_sha: &str, id: &str, i: u64, n: u64) -> Vec<u8> {
@@ -142,6 +146,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
     let tar_sha256 = sha256_file(&tar_path)?;
     let chunks = tar_bytes.div_ceil(CHUNK as u64).max(1);
     let keycheck = fs::read_to_string(dd.keys().join("keycheck.json")).context("key store has no keycheck.json")?;
+    let keyring = Some(fs::read_to_string(dd.keys().join("keyring.json")).context("key store has no keyring.json")?);
     let created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let header = Header {
         backup_id: format!("backup-{}", hex::encode(rnd)),
@@ -152,6 +157,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
         tar_sha256,
         chunks,
         keycheck,
+        keyring,
     };
     let header_line = serde_json::to_string(&header)?;
     let header_sha = hex::encode(Sha256::digest(header_line.as_bytes()));
@@ -338,6 +344,10 @@ pub fn restore(ctx: &Ctx, args: RestoreArgs) -> Result<ExitCode> {
     set_mode(into, 0o700)?;
     set_mode(&into.join("keys"), 0o700)?;
     fs::write(into.join("keys/keycheck.json"), &header.keycheck)?;
+    if let Some(ring) = &header.keyring {
+        fs::write(into.join("keys/keyring.json"), ring)?;
+        set_mode(&into.join("keys/keyring.json"), 0o600)?;
+    }
     if let Some(k) = &args.master_key_file {
         let text = fs::read(k).with_context(|| format!("cannot read {}", k.display()))?;
         let dst = into.join("keys/master.key");

@@ -17,6 +17,7 @@ pub mod identity;
 pub mod incident;
 pub mod init;
 pub mod intake;
+pub mod keys;
 pub mod ledger;
 pub mod notice;
 pub mod optout;
