@@ -109,6 +109,22 @@ async fn committee_step(
 ) -> Res {
     let allowed =
         |c: &Command| matches!(c, Command::DeclareConflict { .. } | Command::Vote { .. } | Command::Decide { .. });
+    if let Command::DeclareConflict { member_id, .. } | Command::Vote { member_id, .. } = &cmd {
+        // A member speaks only for themself: the roster entry must be linked to this account.
+        let s = st.reg.application_state(&id).await.map_err(review_err)?;
+        let linked = s.committee.iter().find(|m| &m.member_id == member_id).and_then(|m| m.account_id.as_deref());
+        if linked != Some(c.account_id.as_str()) {
+            let ev = crate::event_of(&c, Action::Write, ObjectKind::Ledger, format!("application/{id}/member/{member_id}"))
+                .outcome(kiban_audit::Outcome::Denied);
+            crate::record_event(&st, ev)?;
+            return Err(error(
+                StatusCode::FORBIDDEN,
+                &format!(
+                    "member_id {member_id}: this account is not linked to that roster member (rule R2: each member votes for themself; link with `kiban committee add-member --account`)"
+                ),
+            ));
+        }
+    }
     step(st, c, id, cmd, allowed, "declare_conflict, vote or decide").await
 }
 

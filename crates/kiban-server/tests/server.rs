@@ -738,6 +738,58 @@ async fn r2_d2_d8_applications_and_sanctions_over_http_each_route_takes_its_step
 }
 
 #[tokio::test]
+async fn r1_r2_a_committee_member_votes_only_as_the_roster_member_linked_to_their_account() {
+    use kiban_registry::review::application::sample_application;
+    use kiban_registry::review::committee::sample_committee;
+    let f = fixture().await;
+    let (_, sec) = enrolled(&f.st, "sec.v", AccountRole::Secretariat, PW).await;
+    let (a_id, a_totp) = enrolled(&f.st, "cm.a", AccountRole::CommitteeMember, PW).await;
+    let (b_id, b_totp) = enrolled(&f.st, "cm.b", AccountRole::CommitteeMember, PW).await;
+    let mut roster = sample_committee(6);
+    roster[0].account_id = Some(a_id);
+    roster[1].account_id = Some(b_id);
+    for m in &roster {
+        f.st.reg.add_committee_member(m).await.unwrap();
+    }
+    let main = spawn(kiban_server::router(f.st.clone())).await;
+    let cookie = |r: Resp| cookie_of(&r);
+    let sec = cookie(login(main, "sec.v", PW, &auth::totp_code(&sec, now_unix())).await);
+    let h = [("cookie", sec.as_str()), ("content-type", "application/json")];
+    let r = http(main, "POST", "/api/applications", &h, &serde_json::to_string(&sample_application()).unwrap()).await;
+    let id = serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["application_id"].as_str().unwrap().to_owned();
+    let r = http(main, "POST", &format!("/api/applications/{id}/review"), &h, r#"{"on":"2026-06-01"}"#).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let a = cookie(login(main, "cm.a", PW, &auth::totp_code(&a_totp, now_unix())).await);
+    let b = cookie(login(main, "cm.b", PW, &auth::totp_code(&b_totp, now_unix())).await);
+    let vote = |member: &str| format!(r#"{{"command":"vote","member_id":"{member}","vote":"approve","reason":"適切"}}"#);
+    let path = format!("/api/applications/{id}/committee");
+    let as_a = [("cookie", a.as_str()), ("content-type", "application/json")];
+    let as_b = [("cookie", b.as_str()), ("content-type", "application/json")];
+    // Voting for another member, or for a member no account is linked to, is refused and audited.
+    for other in ["m1", "m3"] {
+        let r = http(main, "POST", &path, &as_a, &vote(other)).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{other}: {}", r.body);
+        assert!(r.body.contains("not linked"), "{}", r.body);
+    }
+    let conflict = r#"{"command":"declare_conflict","member_id":"m0","reason":"x"}"#;
+    assert_eq!(http(main, "POST", &path, &as_b, conflict).await.status, StatusCode::FORBIDDEN);
+    // Each votes as themself.
+    let r = http(main, "POST", &path, &as_a, &vote("m0")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = http(main, "POST", &path, &as_b, &vote("m1")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let s = f.st.reg.application_state(&id).await.unwrap();
+    assert_eq!(s.votes.len(), 2, "only the two own votes count");
+    f.st.audit.flush().unwrap();
+    let entries =
+        f.st.audit.read(&kiban_audit::Actor::system(), "test", kiban_audit::Seq(1), kiban_audit::Seq(10_000)).unwrap();
+    assert!(
+        entries.iter().any(|e| e.event.object.id.ends_with("/member/m1") && e.event.outcome == Outcome::Denied),
+        "the refusal is audited"
+    );
+}
+
+#[tokio::test]
 async fn s5_deid_text_endpoint_returns_tagged_text_and_audits_no_content() {
     let f = fixture().await;
     let router = kiban_server::router(f.st.clone());

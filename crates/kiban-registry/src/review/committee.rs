@@ -46,6 +46,10 @@ pub struct Member {
     pub term_start: NaiveDate,
     /// Last day of the term.
     pub term_end: NaiveDate,
+    /// The login account that acts for this member: over HTTP a member may declare conflicts and
+    /// vote only as the roster member linked to their own account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
 }
 
 impl Member {
@@ -145,6 +149,7 @@ pub fn sample_committee(n: usize) -> Vec<Member> {
             engaged_in_business: false,
             term_start: d(2025, 4, 1),
             term_end: d(2028, 3, 31),
+            account_id: None,
         })
         .collect()
 }

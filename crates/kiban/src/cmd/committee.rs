@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use chrono::NaiveDate;
 use kiban_model::person::Sex;
 use kiban_registry::review::committee::{Expertise, Member, check_composition};
@@ -58,6 +58,10 @@ struct AddArgs {
     /// Last day of the term.
     #[arg(long)]
     term_end: NaiveDate,
+    /// The login account (see `kiban account`) that acts for this member in the console and API;
+    /// without it the member cannot vote over HTTP.
+    #[arg(long, value_name = "ACCOUNT_ID")]
+    account: Option<String>,
 }
 
 fn parse_expertise(s: &str) -> Result<Expertise> {
@@ -92,7 +96,14 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
                     engaged_in_business: a.engaged,
                     term_start: a.term_start,
                     term_end: a.term_end,
+                    account_id: a.account,
                 };
+                if let Some(acct) = &m.account_id {
+                    let a = reg.account(acct).await.with_context(|| format!("--account {acct}"))?;
+                    if a.role != kiban_registry::accounts::AccountRole::CommitteeMember {
+                        bail!("--account {acct} has role {:?}; a member's account must be a committee_member account", a.role);
+                    }
+                }
                 reg.add_committee_member(&m).await?;
                 if ctx.json {
                     println!("{}", serde_json::to_string(&m)?);
