@@ -31,6 +31,7 @@ pub fn descriptors() -> Vec<RouteDesc> {
         route!(post, "/api/applications/{id}/review", open_review),
         route!(post, "/api/applications/{id}/committee", committee_step),
         route!(post, "/api/applications/{id}/provision", provision_step),
+        route!(post, "/api/applications/{id}/package", package),
         route!(post, "/api/applications/{id}/use", use_step),
         route!(post, "/api/applications/{id}/supervision", supervision_step),
         route!(post, "/api/violations", violation),
@@ -114,8 +115,9 @@ async fn committee_step(
         let s = st.reg.application_state(&id).await.map_err(review_err)?;
         let linked = s.committee.iter().find(|m| &m.member_id == member_id).and_then(|m| m.account_id.as_deref());
         if linked != Some(c.account_id.as_str()) {
-            let ev = crate::event_of(&c, Action::Write, ObjectKind::Ledger, format!("application/{id}/member/{member_id}"))
-                .outcome(kiban_audit::Outcome::Denied);
+            let ev =
+                crate::event_of(&c, Action::Write, ObjectKind::Ledger, format!("application/{id}/member/{member_id}"))
+                    .outcome(kiban_audit::Outcome::Denied);
             crate::record_event(&st, ev)?;
             return Err(error(
                 StatusCode::FORBIDDEN,
@@ -176,6 +178,63 @@ async fn supervision_step(
     let allowed =
         |c: &Command| matches!(c, Command::DecideRequest { .. } | Command::Expire { .. } | Command::RecordAudit { .. });
     step(st, c, id, cmd, allowed, "request decision, audit or expiry").await
+}
+
+/// A release package to build (R9, D6): a dataset of the data directory for one recipient account.
+#[derive(Debug, Deserialize)]
+pub struct PackageBody {
+    /// The dataset's name under `datasets/`.
+    dataset: String,
+    /// The recipient's account id.
+    recipient: String,
+    #[serde(default)]
+    items: Vec<String>,
+    #[serde(default)]
+    media: Vec<kiban_registry::review::workflow::Medium>,
+    on: Option<NaiveDate>,
+}
+
+/// Builds the encrypted package, records the release and its ledger entry, and puts the package
+/// in the release gateway's outbox. The recipient key is in this response only (never stored,
+/// never cached, never audited): the secretariat hands it over apart from the package.
+async fn package(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<String>,
+    Json(b): Json<PackageBody>,
+) -> Res {
+    use kiban_registry::review::package::{PackageRequest, PackageStepError, is_plain_id, release_package};
+    if !is_plain_id(&b.dataset) {
+        return Err(error(StatusCode::UNPROCESSABLE_ENTITY, "dataset: a dataset name under datasets/, not a path"));
+    }
+    let dataset = st.data_dir.join("datasets").join(&b.dataset);
+    if !dataset.join("manifest.json").is_file() {
+        return Err(error(StatusCode::NOT_FOUND, &format!("dataset {}: no such dataset", b.dataset)));
+    }
+    let req = PackageRequest {
+        application_id: &id,
+        dataset: &dataset,
+        recipient: &b.recipient,
+        items: b.items,
+        media: b.media,
+        on: b.on.unwrap_or_else(today_jst),
+    };
+    let d = release_package(&st.reg, &st.data_dir, req).await.map_err(|e| match e {
+        PackageStepError::Review(r) => review_err(r),
+        PackageStepError::BadId { .. } => error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
+        other => error(StatusCode::INTERNAL_SERVER_ERROR, &other.to_string()),
+    })?;
+    crate::record_event(
+        &st,
+        crate::event_of(&c, Action::Export, ObjectKind::Release, format!("application/{id}/release/{}", d.release_id)),
+    )?;
+    let mut r = ok(json!({
+        "application_id": id, "phase": d.state.phase(), "release_id": d.release_id,
+        "package": d.package.file_name().map(|f| f.to_string_lossy().into_owned()),
+        "recipient_key_hex": hex::encode(&d.key[..]), "ledger": d.ledger,
+    }))?;
+    r.headers_mut().insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+    Ok(r)
 }
 
 /// A violation to record (D8).

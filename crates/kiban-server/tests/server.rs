@@ -761,7 +761,8 @@ async fn r1_r2_a_committee_member_votes_only_as_the_roster_member_linked_to_thei
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let a = cookie(login(main, "cm.a", PW, &auth::totp_code(&a_totp, now_unix())).await);
     let b = cookie(login(main, "cm.b", PW, &auth::totp_code(&b_totp, now_unix())).await);
-    let vote = |member: &str| format!(r#"{{"command":"vote","member_id":"{member}","vote":"approve","reason":"適切"}}"#);
+    let vote =
+        |member: &str| format!(r#"{{"command":"vote","member_id":"{member}","vote":"approve","reason":"適切"}}"#);
     let path = format!("/api/applications/{id}/committee");
     let as_a = [("cookie", a.as_str()), ("content-type", "application/json")];
     let as_b = [("cookie", b.as_str()), ("content-type", "application/json")];
@@ -787,6 +788,95 @@ async fn r1_r2_a_committee_member_votes_only_as_the_roster_member_linked_to_thei
         entries.iter().any(|e| e.event.object.id.ends_with("/member/m1") && e.event.outcome == Outcome::Denied),
         "the refusal is audited"
     );
+}
+
+#[tokio::test]
+async fn r9_d6_the_secretariat_builds_the_release_package_over_http_and_a_refused_release_leaves_none() {
+    use kiban_registry::review::agreement::sample_agreement_for;
+    use kiban_registry::review::application::sample_application;
+    use kiban_registry::review::committee::sample_committee;
+    use kiban_registry::review::workflow::{Command, Decision, VoteKind};
+    let f = fixture().await;
+    let reg = &f.st.reg;
+    let day = |s: &str| s.parse::<chrono::NaiveDate>().unwrap();
+    for m in sample_committee(6) {
+        reg.add_committee_member(&m).await.unwrap();
+    }
+    // An application approved, agreed and paid for, through the registry.
+    let (id, _) = reg.submit_application(&sample_application(), day("2026-06-01")).await.unwrap();
+    reg.open_review(&id, day("2026-06-10")).await.unwrap();
+    for i in 0..6 {
+        let vote = Command::Vote { member_id: format!("m{i}"), vote: VoteKind::Approve, reason: "妥当".into() };
+        reg.execute_review(&id, &vote).await.unwrap();
+    }
+    let decision = Decision::Approve {
+        expected_provision: "2026年7月".into(),
+        conditions: vec![],
+        guidelines: vec![],
+        remarks: String::new(),
+    };
+    reg.execute_review(&id, &Command::Decide { decision, on: day("2026-06-10") }).await.unwrap();
+    let app = reg.application_state(&id).await.unwrap().application.unwrap();
+    reg.execute_review(&id, &Command::ConcludeAgreement { agreement: Box::new(sample_agreement_for(&app)) })
+        .await
+        .unwrap();
+    reg.execute_review(&id, &Command::FinalFee { hourly_rate_yen: 1_000, minutes: 60 }).await.unwrap();
+    reg.execute_review(&id, &Command::RecordPayment { amount_yen: 1_000, on: day("2026-06-20") }).await.unwrap();
+    // The dataset to release, in the data directory.
+    let ds = f.st.data_dir.join("datasets").join("extract-1");
+    let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(vec![arrow::datatypes::Field::new(
+        "age_band",
+        arrow::datatypes::DataType::Utf8,
+        false,
+    )]));
+    let batch = arrow::record_batch::RecordBatch::try_new(
+        schema.clone(),
+        vec![std::sync::Arc::new(arrow::array::StringArray::from(vec!["40-44", "45-49"]))],
+    )
+    .unwrap();
+    let w = kiban_formats::DatasetWriter::create(&ds, "extract-1", schema, kiban_formats::FileFormat::Parquet).unwrap();
+    w.write_part("part-00000", &[batch]).unwrap();
+    w.commit(serde_json::json!({})).unwrap();
+
+    let (_, sec) = enrolled(&f.st, "sec.p", AccountRole::Secretariat, PW).await;
+    let main = spawn(kiban_server::router(f.st.clone())).await;
+    let sec = cookie_of(&login(main, "sec.p", PW, &auth::totp_code(&sec, now_unix())).await);
+    let h = [("cookie", sec.as_str()), ("content-type", "application/json")];
+    let path = format!("/api/applications/{id}/package");
+    // A path instead of a dataset name is refused before anything is read.
+    let r = http(main, "POST", &path, &h, r#"{"dataset":"../keys","recipient":"u-1","on":"2026-07-01"}"#).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    let item = &app.extraction.items[0].item;
+    let place = &app.places[0].place_id;
+    let body = format!(
+        r#"{{"dataset":"extract-1","recipient":"u-1","items":["{item}"],"media":[{{"medium_id":"hdd-1","place_id":"{place}"}}],"on":"2026-07-01"}}"#
+    );
+    let body = body.as_str();
+    let r = http(main, "POST", &path, &h, body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.headers.get("cache-control").unwrap(), "no-store", "the key is never cached");
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["ledger"].as_array().unwrap().len(), 1, "R9 ledger entry written: {v}");
+    let key_hex = v["recipient_key_hex"].as_str().unwrap().to_owned();
+    let pkg = f.st.data_dir.join("releases/outbox/u-1").join(v["package"].as_str().unwrap());
+    let key: [u8; 32] = hex::decode(&key_hex).unwrap().try_into().unwrap();
+    let into = f.st.data_dir.join("opened");
+    let (_, m) = kiban_formats::package::open_package(&pkg, &key, &into).unwrap();
+    assert_eq!(m.rows, 2, "the recipient opens what was released");
+    // Another application, never approved: refused, and nothing reaches the outbox.
+    let mut other = sample_application();
+    other.contact.name = "合成 次郎".into();
+    let (id2, _) = reg.submit_application(&other, day("2026-06-01")).await.unwrap();
+    let r = http(main, "POST", &format!("/api/applications/{id2}/package"), &h, body).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert_eq!(std::fs::read_dir(f.st.data_dir.join("releases/outbox/u-1")).unwrap().count(), 1);
+    assert_eq!(std::fs::read_dir(f.st.data_dir.join("staging")).unwrap().count(), 0, "no staged package left");
+    // The release is audited; the key is not.
+    f.st.audit.flush().unwrap();
+    let entries =
+        f.st.audit.read(&kiban_audit::Actor::system(), "test", kiban_audit::Seq(1), kiban_audit::Seq(10_000)).unwrap();
+    assert!(entries.iter().any(|e| e.event.action == Action::Export && e.event.object.kind == ObjectKind::Release));
+    assert!(!serde_json::to_string(&entries).unwrap().contains(&key_hex));
 }
 
 #[tokio::test]

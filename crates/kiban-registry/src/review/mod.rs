@@ -14,6 +14,7 @@ pub mod committee;
 pub mod contracts;
 pub mod db;
 pub mod notice;
+pub mod package;
 pub mod sanction;
 pub mod workflow;
 

@@ -101,7 +101,10 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
                 if let Some(acct) = &m.account_id {
                     let a = reg.account(acct).await.with_context(|| format!("--account {acct}"))?;
                     if a.role != kiban_registry::accounts::AccountRole::CommitteeMember {
-                        bail!("--account {acct} has role {:?}; a member's account must be a committee_member account", a.role);
+                        bail!(
+                            "--account {acct} has role {:?}; a member's account must be a committee_member account",
+                            a.role
+                        );
                     }
                 }
                 reg.add_committee_member(&m).await?;

@@ -137,13 +137,6 @@ fn parse_media(media: &[String]) -> Result<Vec<Medium>> {
         .collect()
 }
 
-fn safe_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 128
-        && !s.starts_with('.')
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-}
-
 /// Opens a package (recipient side).
 fn open(ctx: &Ctx, package: &Path, key_file: &Path, into: &Path) -> Result<ExitCode> {
     let text = std::fs::read_to_string(key_file).with_context(|| format!("cannot read {}", key_file.display()))?;
@@ -171,7 +164,9 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
         return open(ctx, package, key_file, into);
     }
     let dd = DataDir::open(&ctx.data_dir)?;
-    let mut delivered: Option<(PathBuf, PathBuf, PathBuf)> = None;
+    if let Verb::Package { id, dataset, recipient, items, media, on, key_out } = args.verb {
+        return package(ctx, &dd, id, dataset, recipient, items, media, on, key_out);
+    }
     crate::block_on(async {
         let reg = dd.registry().await?;
         let (id, cmd) = match args.verb {
@@ -208,77 +203,97 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
                 };
                 (id, Command::Release { spec })
             }
-            Verb::Package { id, dataset, recipient, items, media, on, key_out } => {
-                if !safe_name(&recipient) {
-                    bail!("--recipient {recipient:?} is not an account id");
-                }
-                if key_out.exists() {
-                    bail!("{} exists; the key is written to a new file only", key_out.display());
-                }
-                let media = parse_media(&media)?;
-                let release_id = format!("rel-{:016x}", rand::random::<u64>());
-                let key = kiban_formats::package::new_recipient_key();
-                let staged = ctx.data_dir.join("staging").join(format!("{release_id}.kbp"));
-                let h = kiban_formats::package::write_package(&dataset, &staged, &key, &id, &release_id, &recipient)?;
-                let spec = ReleaseSpec {
-                    release_id: release_id.clone(),
-                    on: on.unwrap_or_else(today_jst),
-                    manifest_sha256: h.manifest_sha256.clone(),
-                    items,
-                    media,
-                };
-                let outbox = ctx.data_dir.join("releases").join("outbox").join(&recipient);
-                delivered = Some((staged, outbox.join(format!("{release_id}.kbp")), key_out.clone()));
-                write_key(&key_out, &hex::encode(&key[..]))?;
-                (id, Command::Release { spec })
-            }
+            Verb::Package { .. } => unreachable!("handled above"),
             Verb::Open { .. } => unreachable!("handled above"),
             Verb::Ack { id, release, on } => {
                 (id, Command::AcknowledgeReceipt { release_id: release, on: on.unwrap_or_else(today_jst) })
             }
         };
-        let (s, ledger) = match reg.execute_review(&id, &cmd).await {
-            Ok(v) => v,
-            Err(e) => {
-                // Refused (not approved, period over, banned …): no package and no key remain.
-                if let Some((staged, _, key)) = &delivered {
-                    let _ = std::fs::remove_file(staged);
-                    let _ = std::fs::remove_file(key);
-                }
-                return Err(e.into());
-            }
-        };
-        if let Some((staged, out, key)) = &delivered {
-            std::fs::create_dir_all(out.parent().expect("outbox"))?;
-            std::fs::rename(staged, out)?;
-            if !ctx.json {
-                println!("package {} for the release gateway; recipient key in {}", out.display(), key.display());
-            }
-        }
-        if ctx.json {
-            println!("{}", serde_json::json!({"application_id": id, "phase": s.phase(), "ledger": ledger}));
-        } else {
-            println!("application {id}: {:?}", s.phase());
-            if let Some(f) = s.fee_estimate {
-                println!("  fee estimate: {f} yen");
-            }
-            if let Some((f, ex)) = &s.fee_final {
-                println!(
-                    "  fee: {f} yen{}; paid {} yen",
-                    ex.as_ref().map(|e| format!(" (exempt: {e})")).unwrap_or_default(),
-                    s.paid_yen
-                );
-            }
-            for e in &ledger {
-                println!(
-                    "  ledger entry {} for {} on {} (kept until {})",
-                    e.entry_id, e.input.party_name, e.input.event_date, e.retention_end
-                );
-            }
-        }
+        let (s, ledger) = reg.execute_review(&id, &cmd).await?;
+        print_outcome(ctx, &id, &s, &ledger);
         reg.close().await;
         anyhow::Ok(ExitCode::SUCCESS)
     })
+}
+
+/// `kiban release package`: the package, the release and its ledger entry in one step; the
+/// recipient key goes to a new owner-only file (reserved first, so a recorded release never
+/// loses its key to a name clash).
+#[allow(clippy::too_many_arguments)]
+fn package(
+    ctx: &Ctx,
+    dd: &DataDir,
+    id: String,
+    dataset: PathBuf,
+    recipient: String,
+    items: Vec<String>,
+    media: Vec<String>,
+    on: Option<NaiveDate>,
+    key_out: PathBuf,
+) -> Result<ExitCode> {
+    use kiban_registry::review::package::{PackageRequest, release_package};
+    let media = parse_media(&media)?;
+    let mut key_file = reserve_key_file(&key_out)?;
+    crate::block_on(async {
+        let reg = dd.registry().await?;
+        let req = PackageRequest {
+            application_id: &id,
+            dataset: &dataset,
+            recipient: &recipient,
+            items,
+            media,
+            on: on.unwrap_or_else(today_jst),
+        };
+        let d = match release_package(&reg, &ctx.data_dir, req).await {
+            Ok(d) => d,
+            Err(e) => {
+                // Refused (not approved, period over, banned …): no package and no key remain.
+                drop(key_file);
+                let _ = std::fs::remove_file(&key_out);
+                reg.close().await;
+                return Err(e.into());
+            }
+        };
+        use std::io::Write;
+        writeln!(key_file, "{}", hex::encode(&d.key[..]))
+            .and_then(|_| key_file.sync_all())
+            .with_context(|| format!("cannot write {}", key_out.display()))?;
+        if !ctx.json {
+            println!("package {} for the release gateway; recipient key in {}", d.package.display(), key_out.display());
+        }
+        print_outcome(ctx, &id, &d.state, &d.ledger);
+        reg.close().await;
+        anyhow::Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn print_outcome(
+    ctx: &Ctx,
+    id: &str,
+    s: &kiban_registry::review::workflow::State,
+    ledger: &[kiban_registry::ledger::LedgerEntry],
+) {
+    if ctx.json {
+        println!("{}", serde_json::json!({"application_id": id, "phase": s.phase(), "ledger": ledger}));
+    } else {
+        println!("application {id}: {:?}", s.phase());
+        if let Some(f) = s.fee_estimate {
+            println!("  fee estimate: {f} yen");
+        }
+        if let Some((f, ex)) = &s.fee_final {
+            println!(
+                "  fee: {f} yen{}; paid {} yen",
+                ex.as_ref().map(|e| format!(" (exempt: {e})")).unwrap_or_default(),
+                s.paid_yen
+            );
+        }
+        for e in ledger {
+            println!(
+                "  ledger entry {} for {} on {} (kept until {})",
+                e.entry_id, e.input.party_name, e.input.event_date, e.retention_end
+            );
+        }
+    }
 }
 
 /// Supervision (R5, D7): end entitlements whose usage period has passed and list what is due.
@@ -631,14 +646,11 @@ pub fn run_sanction(ctx: &Ctx, args: SanctionArgs) -> Result<ExitCode> {
     })
 }
 
-/// Writes the recipient key to a new file only its owner can read.
-fn write_key(path: &Path, hex_key: &str) -> Result<()> {
-    use std::io::Write;
+/// Creates the recipient key's file, new and readable by its owner only.
+fn reserve_key_file(path: &Path) -> Result<std::fs::File> {
     let mut o = std::fs::OpenOptions::new();
     o.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
-    let mut f = o.open(path).with_context(|| format!("cannot create {}", path.display()))?;
-    writeln!(f, "{hex_key}")?;
-    Ok(())
+    o.open(path).with_context(|| format!("cannot create {} (the key is written to a new file only)", path.display()))
 }
