@@ -131,6 +131,17 @@ impl Registry {
 
     /// Imports notices from CSV; `source` names the file in each row's provenance.
     pub async fn import_notices(&self, input: Box<dyn Read + Send>, source: &str) -> Result<ImportReport, RecordError> {
+        self.import_notices_for(input, source, None).await
+    }
+
+    /// [`Registry::import_notices`] for an account that acts only for the providers in `scope`
+    /// (a provider clerk): rows of any other provider are refused per row (X1).
+    pub async fn import_notices_for(
+        &self,
+        input: Box<dyn Read + Send>,
+        source: &str,
+        scope: Option<&[String]>,
+    ) -> Result<ImportReport, RecordError> {
         let mut rows =
             open(input, &["provider_id", "patient_id", "notice_date", "method", "recipient", "text_version"])?;
         let today = crate::records::today_jst();
@@ -173,6 +184,9 @@ impl Registry {
                 Err(e) => Err(e),
             };
             match checked {
+                Ok(n) if !in_scope(scope, &n.provider_id) => {
+                    rep.errors.push(row_error(line, out_of_scope(&n.provider_id)))
+                }
                 Ok(n) if !self.provider_cache(&mut known, &n.provider_id).await? => rep.errors.push(row_error(
                     line,
                     invalid("provider_id", "C1", format!("provider {} is not registered", n.provider_id)),
@@ -191,6 +205,17 @@ impl Registry {
 
     /// Imports opt-outs from CSV, issuing each one's confirmation document (P4).
     pub async fn import_optouts(&self, input: Box<dyn Read + Send>, source: &str) -> Result<ImportReport, RecordError> {
+        self.import_optouts_for(input, source, None).await
+    }
+
+    /// [`Registry::import_optouts`] for an account that acts only for the providers in `scope`
+    /// (a provider clerk): rows of any other provider are refused per row (X1).
+    pub async fn import_optouts_for(
+        &self,
+        input: Box<dyn Read + Send>,
+        source: &str,
+        scope: Option<&[String]>,
+    ) -> Result<ImportReport, RecordError> {
         let mut rows =
             open(input, &["provider_id", "patient_id", "requester_kind", "requester_name", "channel", "received_at"])?;
         let mut rep = ImportReport { encoding: rows.encoding.to_owned(), ..ImportReport::default() };
@@ -226,6 +251,9 @@ impl Registry {
                 Ok(o)
             });
             match checked {
+                Ok(o) if !in_scope(scope, &o.provider_id) => {
+                    rep.errors.push(row_error(line, out_of_scope(&o.provider_id)))
+                }
                 Ok(o) if !self.provider_cache(&mut known, &o.provider_id).await? => rep.errors.push(row_error(
                     line,
                     invalid("provider_id", "C1", format!("provider {} is not registered", o.provider_id)),
@@ -255,4 +283,12 @@ pub fn parse_instant(s: &str) -> Result<DateTime<Utc>, RecordError> {
         .single()
         .expect("fixed offset")
         .with_timezone(&Utc))
+}
+
+fn in_scope(scope: Option<&[String]>, provider: &str) -> bool {
+    scope.is_none_or(|s| s.iter().any(|p| p == provider))
+}
+
+fn out_of_scope(provider: &str) -> RecordError {
+    invalid("provider_id", "X1", format!("this account does not act for provider {provider}"))
 }

@@ -21,6 +21,7 @@ pub mod migrate;
 pub mod records;
 pub mod retention;
 pub mod review;
+pub mod scopes;
 mod store;
 
 pub use migrate::{MIGRATIONS, Migration, MigrationStatus};

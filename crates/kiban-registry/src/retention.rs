@@ -239,7 +239,7 @@ pub const RECORD_KINDS: &[RecordKind] = &[
         kind: "handler_record",
         requirements: "X2, X5",
         name_ja: "取扱者の確認・教育訓練・認証の記録",
-        table: "accounts, account_events, handler_vetting, training_records",
+        table: "accounts, account_events, account_provider_scopes, handler_vetting, training_records",
         rule: None,
         anchor: "recorded_at",
         disposal: Disposal::Keep,

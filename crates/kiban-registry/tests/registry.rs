@@ -141,6 +141,29 @@ mod security {
     }
 
     #[tokio::test]
+    async fn x1_provider_clerk_scope_grants_and_revocations_are_appended_and_the_latest_holds() {
+        use kiban_registry::scopes::ScopeError;
+        for f in fresh_backends().await {
+            let reg = migrated(&f.url).await;
+            for p in ["prov-a", "prov-b"] {
+                reg.register_provider(p, p, 13).await.unwrap();
+            }
+            let c =
+                reg.create_account("clerk.x", "事務 一郎", AccountRole::ProviderClerk, "admin", t0()).await.unwrap();
+            let o = reg.create_account("op.x", "受付 二郎", AccountRole::IntakeOperator, "admin", t0()).await.unwrap();
+            assert!(reg.provider_scope(&c.account_id).await.unwrap().is_empty(), "no provider until granted");
+            reg.set_provider_scope(&c.account_id, "prov-a", true, "admin", t0()).await.unwrap();
+            reg.set_provider_scope(&c.account_id, "prov-b", true, "admin", t0() + Duration::seconds(1)).await.unwrap();
+            reg.set_provider_scope(&c.account_id, "prov-a", false, "admin", t0() + Duration::seconds(2)).await.unwrap();
+            assert_eq!(reg.provider_scope(&c.account_id).await.unwrap(), vec!["prov-b".to_owned()], "{:?}", f.backend);
+            let e = reg.set_provider_scope(&o.account_id, "prov-a", true, "admin", t0()).await.unwrap_err();
+            assert!(matches!(e, ScopeError::NotAClerk { .. }), "{e}");
+            let e = reg.set_provider_scope(&c.account_id, "prov-z", true, "admin", t0()).await.unwrap_err();
+            assert!(matches!(e, ScopeError::UnknownProvider(_)), "{e}");
+        }
+    }
+
+    #[tokio::test]
     async fn x5_failed_logins_lock_out_with_exponential_backoff_on_every_backend() {
         assert_eq!((lockout_secs(1), lockout_secs(2)), (0, 0));
         assert_eq!((lockout_secs(3), lockout_secs(4), lockout_secs(5)), (30, 60, 120));

@@ -197,6 +197,7 @@ async fn add_notice(
     Extension(c): Extension<Caller>,
     Json(mut n): Json<NoticeInput>,
 ) -> Res {
+    c.require_provider(&st, &n.provider_id)?;
     n.source = source(&c);
     let notice = st.reg.add_notice(&n).await.map_err(record_err)?;
     audit(&st, &c, Action::Write, ObjectKind::Ledger, format!("notice/{}", notice.notice_id))?;
@@ -218,7 +219,7 @@ async fn import_notices(
     body: Bytes,
 ) -> Res {
     let input = csv_body(&headers, &body)?;
-    let rep = st.reg.import_notices(input, &source(&c)).await.map_err(record_err)?;
+    let rep = st.reg.import_notices_for(input, &source(&c), c.providers.as_deref()).await.map_err(record_err)?;
     audit(&st, &c, Action::Write, ObjectKind::Ledger, format!("notices/import/{}", rep.recorded))?;
     ok(rep)
 }
@@ -228,6 +229,7 @@ async fn add_optout(
     Extension(c): Extension<Caller>,
     Json(mut o): Json<OptOutInput>,
 ) -> Res {
+    c.require_provider(&st, &o.provider_id)?;
     o.source = source(&c);
     let (ev, conf) = st.reg.add_optout(&o).await.map_err(record_err)?;
     audit(&st, &c, Action::Write, ObjectKind::Ledger, format!("optout/{}", ev.event_id))?;
@@ -241,7 +243,7 @@ async fn import_optouts(
     body: Bytes,
 ) -> Res {
     let input = csv_body(&headers, &body)?;
-    let rep = st.reg.import_optouts(input, &source(&c)).await.map_err(record_err)?;
+    let rep = st.reg.import_optouts_for(input, &source(&c), c.providers.as_deref()).await.map_err(record_err)?;
     audit(&st, &c, Action::Write, ObjectKind::Ledger, format!("optouts/import/{}", rep.recorded))?;
     ok(rep)
 }
@@ -263,6 +265,8 @@ async fn withdraw(
     Path(id): Path<String>,
     Json(b): Json<WithdrawBody>,
 ) -> Res {
+    let of = st.reg.optout_event(&id).await.map_err(record_err)?;
+    c.require_provider(&st, &of.input.provider_id)?;
     let ev = st
         .reg
         .withdraw_optout(&id, b.requester_kind, &b.requester_name, &b.requester_detail, b.channel, b.received_at)
@@ -274,6 +278,8 @@ async fn withdraw(
 
 async fn confirmation(State(st): State<AppState>, Extension(c): Extension<Caller>, Path(id): Path<String>) -> Res {
     let conf = st.reg.confirmation(&id).await.map_err(record_err)?;
+    let of = st.reg.optout_event(&conf.event_id).await.map_err(record_err)?;
+    c.require_provider(&st, &of.input.provider_id)?;
     audit(&st, &c, Action::Read, ObjectKind::Ledger, format!("confirmation/{}", conf.confirmation_id))?;
     Ok(([(header::CACHE_CONTROL, "no-store")], Html(conf.html)).into_response())
 }
@@ -312,6 +318,7 @@ fn safe(s: &str) -> bool {
 }
 
 async fn submit_batch(State(st): State<AppState>, Extension(c): Extension<Caller>, Json(b): Json<BatchBody>) -> Res {
+    c.require_provider(&st, &b.provider_id)?;
     if !safe(&b.provider_id) || !safe(&b.inbox) || !safe(&b.table) {
         return Err(error(StatusCode::UNPROCESSABLE_ENTITY, "provider_id, inbox and table must be plain names"));
     }
@@ -363,6 +370,7 @@ async fn submit_batch(State(st): State<AppState>, Extension(c): Extension<Caller
 
 async fn receipt(State(st): State<AppState>, Extension(c): Extension<Caller>, Path(batch): Path<String>) -> Res {
     let mut r = st.reg.receipt(&batch).await.map_err(record_err)?;
+    c.require_provider(&st, &r.provider_id)?;
     audit(&st, &c, Action::Read, ObjectKind::Ledger, format!("receipt/{}", r.receipt_id))?;
     // The admitted persons are identifying: the API gives their count, the registry keeps the list.
     let persons = std::mem::take(&mut r.persons).len();

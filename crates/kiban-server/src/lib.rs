@@ -94,12 +94,38 @@ pub struct Caller {
     pub role: AccountRole,
     /// Source address.
     pub source: String,
+    /// For a provider clerk, the providers the account acts for; `None` for roles not scoped by
+    /// provider.
+    pub providers: Option<Vec<String>>,
 }
 
 impl Caller {
     /// The audit actor.
     pub fn actor(&self) -> Actor {
         Actor::new(&self.account_id, audit_role(self.role))
+    }
+
+    /// Whether this caller may act for `provider` (X1: a clerk only for their own providers).
+    pub fn acts_for(&self, provider: &str) -> bool {
+        self.providers.as_ref().is_none_or(|p| p.iter().any(|x| x == provider))
+    }
+
+    /// [`Caller::acts_for`] as a handler check: 403 naming the provider, and audited.
+    #[allow(clippy::result_large_err)] // axum's handler shape: the error is the response
+    pub fn require_provider(&self, st: &AppState, provider: &str) -> Result<(), Response> {
+        if self.acts_for(provider) {
+            return Ok(());
+        }
+        let ev = Event::new(self.actor(), &self.source, Action::Read, Object::new(ObjectKind::Ledger, provider))
+            .outcome(Outcome::Denied)
+            .note("provider outside the clerk's scope".to_owned());
+        if st.audit.record(ev).is_err() {
+            return Err(error(StatusCode::SERVICE_UNAVAILABLE, "the audit log is unavailable"));
+        }
+        Err(error(
+            StatusCode::FORBIDDEN,
+            &format!("provider_id {provider}: this account does not act for that provider"),
+        ))
     }
 }
 
@@ -229,7 +255,15 @@ pub async fn authorize(State(st): State<AppState>, mut req: Request, next: Next)
         Ok(None) => return error(StatusCode::UNAUTHORIZED, "the session ended: log in again"),
         Err(_) => return error(StatusCode::SERVICE_UNAVAILABLE, "the registry is unavailable"),
     };
-    let caller = Caller { account_id: session.account_id, role: session.role, source };
+    let providers = if session.role == AccountRole::ProviderClerk {
+        match st.reg.provider_scope(&session.account_id).await {
+            Ok(p) => Some(p),
+            Err(_) => return error(StatusCode::SERVICE_UNAVAILABLE, "the registry is unavailable"),
+        }
+    } else {
+        None
+    };
+    let caller = Caller { account_id: session.account_id, role: session.role, source, providers };
     if !st.authz.allows(&method, &path, caller.role) {
         let ev = Event::new(caller.actor(), &caller.source, Action::Read, Object::new(ObjectKind::Config, &path))
             .outcome(Outcome::Denied)
@@ -239,9 +273,38 @@ pub async fn authorize(State(st): State<AppState>, mut req: Request, next: Next)
         }
         return error(StatusCode::FORBIDDEN, "your role may not do this");
     }
+    // A `{provider}` in the route names whose records these are: a clerk's scope must hold it.
+    if let Some(i) = path.split('/').position(|seg| seg == "{provider}")
+        && let Some(seg) = req.uri().path().split('/').nth(i)
+    {
+        let provider = percent_decode(seg);
+        if let Err(r) = caller.require_provider(&st, &provider) {
+            return r;
+        }
+    }
     req.extensions_mut().insert(Source(caller.source.clone()));
     req.extensions_mut().insert(caller);
     next.run(req).await
+}
+
+/// Decodes `%XX` escapes of a path segment (ids are ASCII; anything odd simply fails the scope check).
+fn percent_decode(seg: &str) -> String {
+    let b = seg.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) = u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
+        {
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The source address of a request (set by the authorization layer on every route).

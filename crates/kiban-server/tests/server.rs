@@ -278,6 +278,11 @@ async fn x1_every_route_and_role_matches_the_authz_table() {
     let mut tokens = Vec::new();
     for role in AccountRole::ALL {
         let a = f.st.reg.create_account(&format!("r.{role}"), "r", role, "admin", Utc::now()).await.unwrap();
+        if role == AccountRole::ProviderClerk {
+            // The table is about roles; the provider scope (tested apart) is granted here.
+            f.st.reg.register_provider("p", "p", 13).await.unwrap();
+            f.st.reg.set_provider_scope(&a.account_id, "p", true, "admin", Utc::now()).await.unwrap();
+        }
         tokens.push((role, a.account_id));
     }
     let mut checked = 0;
@@ -339,7 +344,9 @@ fn r12_intake_gateway_returns_no_data_and_release_gateway_accepts_no_body() {
 #[tokio::test]
 async fn r12_intake_stores_into_the_inbox_and_release_serves_only_the_recipients_packages() {
     let f = fixture().await;
-    let (_, clerk) = enrolled(&f.st, "clerk.k", AccountRole::ProviderClerk, PW).await;
+    let (clerk_id, clerk) = enrolled(&f.st, "clerk.k", AccountRole::ProviderClerk, PW).await;
+    f.st.reg.register_provider("prov-a", "テスト病院", 13).await.unwrap();
+    f.st.reg.set_provider_scope(&clerk_id, "prov-a", true, "admin", Utc::now()).await.unwrap();
     let (hid, handler) = enrolled(&f.st, "user.u", AccountRole::Handler, PW).await;
     let main = spawn(kiban_server::router(f.st.clone())).await;
     let intake = spawn(kiban_server::build_router(f.st.clone(), gateway::intake_routes())).await;
@@ -347,6 +354,10 @@ async fn r12_intake_stores_into_the_inbox_and_release_serves_only_the_recipients
     let c1 = cookie_of(&login(main, "clerk.k", PW, &auth::totp_code(&clerk, now_unix())).await);
     let r = http(intake, "POST", "/intake/prov-a/batch1.csv", &[("cookie", &c1)], "a,b\n1,2\n").await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let r = http(intake, "POST", "/intake/prov-b/batch1.csv", &[("cookie", &c1)], "a,b\n1,2\n").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "X1: only the clerk's own provider: {}", r.body);
+    let r = http(intake, "POST", "/intake/prov%2Db/batch1.csv", &[("cookie", &c1)], "a,b\n1,2\n").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "an escaped id is the same id: {}", r.body);
     let inbox = f.st.data_dir.join("staging/inbox/prov-a");
     assert_eq!(std::fs::read_dir(&inbox).unwrap().count(), 1);
     assert_eq!(
@@ -463,7 +474,7 @@ fn claims_parquet(patients: &[&str]) -> Vec<u8> {
 async fn c1_c2_c3_p3_p4_p7_registry_and_intake_over_http() {
     let f = fixture().await;
     let (_, op) = enrolled(&f.st, "op.sato", AccountRole::IntakeOperator, PW).await;
-    let (_, clerk) = enrolled(&f.st, "clerk.k", AccountRole::ProviderClerk, PW).await;
+    let (clerk_id, clerk) = enrolled(&f.st, "clerk.k", AccountRole::ProviderClerk, PW).await;
     let main = spawn(kiban_server::router(f.st.clone())).await;
     let intake = spawn(kiban_server::build_router(f.st.clone(), gateway::intake_routes())).await;
     let op = cookie_of(&login(main, "op.sato", PW, &auth::totp_code(&op, now_unix())).await);
@@ -489,8 +500,20 @@ async fn c1_c2_c3_p3_p4_p7_registry_and_intake_over_http() {
     )
     .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    // X1: a clerk acts only for the providers granted to the account; none at first.
+    let r = call(main, "GET", "/api/providers/prov-a/filings".into(), clerk.clone(), String::new()).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "no scope, no access: {}", r.body);
+    f.st.reg.set_provider_scope(&clerk_id, "prov-a", true, "admin", Utc::now()).await.unwrap();
     let r = call(main, "GET", "/api/providers/prov-a/filings".into(), clerk.clone(), String::new()).await;
     assert!(r.body.contains("\"may_submit\":false"), "{}", r.body);
+    let r = call(main, "GET", "/api/providers/prov-b/filings".into(), clerk.clone(), String::new()).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "another provider's filings: {}", r.body);
+    assert!(r.body.contains("prov-b"), "the error names the provider: {}", r.body);
+    let other = serde_json::json!({"provider_id": "prov-b", "patient_id": "X1", "notice_date": ago(10), "method": "mail",
+        "recipient": "patient", "guardian_name": null, "patient_birth_date": null, "lacks_capacity": false,
+        "text_version": "v1", "corrects": null, "source": ""});
+    let r = call(main, "POST", "/api/notices".into(), clerk.clone(), other.to_string()).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "a notice for another provider: {}", r.body);
 
     let file = claims_parquet(&["P0001", "P0002", "P0003", "P0004", "P0001"]);
     let upload = |file: Vec<u8>| {
@@ -552,14 +575,16 @@ async fn c1_c2_c3_p3_p4_p7_registry_and_intake_over_http() {
     }
     let csv = format!(
         "provider_id,patient_id,notice_date,method,recipient,guardian_name,patient_birth_date,lacks_capacity,text_version\n\
-         prov-a,P0004,{},mail,patient,,,0,v1\nprov-a,P0005,2月30日,mail,patient,,,0,v1\n",
+         prov-a,P0004,{},mail,patient,,,0,v1\nprov-a,P0005,2月30日,mail,patient,,,0,v1\nprov-b,Q1,{},mail,patient,,,0,v1\n",
+        ago(90),
         ago(90)
     );
     let r = http(main, "POST", "/api/notices/import", &[("cookie", &clerk), ("content-type", "text/csv")], &csv).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let rep: serde_json::Value = serde_json::from_str(&r.body).unwrap();
-    assert_eq!((rep["recorded"].as_u64(), rep["errors"].as_array().unwrap().len()), (Some(1), 1), "{rep}");
+    assert_eq!((rep["recorded"].as_u64(), rep["errors"].as_array().unwrap().len()), (Some(1), 2), "{rep}");
     assert_eq!(rep["errors"][0]["line"], 3, "the bad row is named by its line: {rep}");
+    assert_eq!((rep["errors"][1]["line"].as_u64(), rep["errors"][1]["rule"].as_str()), (Some(4), Some("X1")), "{rep}");
 
     // P3/P4: an opt-out issues its confirmation document.
     let r = call(

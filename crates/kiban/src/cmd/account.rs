@@ -58,6 +58,18 @@ enum Cmd {
         #[arg(long, default_value = "")]
         reason: String,
     },
+    /// Let a provider clerk act for a provider (notices, opt-outs, batches of that provider only),
+    /// or stop it with --revoke. A clerk with no provider can do nothing provider-specific.
+    Scope {
+        /// Login name of a provider_clerk account.
+        login: String,
+        /// The provider id.
+        #[arg(long)]
+        provider: String,
+        /// Take the provider away instead of granting it.
+        #[arg(long)]
+        revoke: bool,
+    },
     /// Complete setup with the token: reads the new password from KIBAN_NEW_PASSWORD or stdin,
     /// prints the TOTP secret and recovery codes once.
     TotpSetup {
@@ -135,6 +147,15 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<ExitCode> {
                 let acct = find(login.clone()).await?;
                 reg.set_locked(&acct.account_id, false, &by, &reason, now).await?;
                 println!("unlocked {login}");
+            }
+            Cmd::Scope { login, provider, revoke } => {
+                let acct = find(login.clone()).await?;
+                reg.set_provider_scope(&acct.account_id, &provider, !revoke, &by, now).await?;
+                let now_for = reg.provider_scope(&acct.account_id).await?;
+                println!(
+                    "{login} acts for: {}",
+                    if now_for.is_empty() { "no provider".into() } else { now_for.join(", ") }
+                );
             }
             Cmd::TotpSetup { login, token } => {
                 let pw = match std::env::var("KIBAN_NEW_PASSWORD") {
