@@ -527,7 +527,7 @@ mod tests {
     }
 
     #[test]
-    fn c3_decide_person_follows_the_rule() {
+    fn c3_p2_decide_person_follows_the_rule_and_the_waiting_period() {
         let p = PersonFacts { notices: vec![d("2025-01-01")], optouts: vec![] };
         assert_eq!(decide_person(&p, d("2025-01-31"), 30), Verdict::Admitted);
         assert_eq!(decide_person(&p, d("2025-01-30"), 30), Verdict::NoticeTooRecent);

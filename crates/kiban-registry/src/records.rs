@@ -464,6 +464,31 @@ pub struct ReceiptRecord {
     pub retention_end: NaiveDate,
 }
 
+/// The provider's provision record (提供記録, 003 art.33–35, P6): one per provision.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ProvisionRecord {
+    /// Its id.
+    pub record_id: String,
+    /// The batch.
+    pub batch_id: String,
+    /// The provider.
+    pub provider_id: String,
+    /// Date of provision (art.34-1).
+    pub provided_on: NaiveDate,
+    /// The creator's name (art.34-2).
+    pub creator_name: String,
+    /// The creator's address (art.34-2).
+    pub creator_address: String,
+    /// The provided patients' ids, sorted (art.34-3).
+    pub persons: Vec<String>,
+    /// The items (art.34-4).
+    pub items: serde_json::Value,
+    /// The bulk record it belongs to, if provided continuously.
+    pub bulk_id: Option<String>,
+    /// Kept until (3 years; bulk: 3 years from the last provision it covers).
+    pub retention_end: NaiveDate,
+}
+
 /// What a new receipt writes (the intake fills it in).
 #[derive(Debug, Clone)]
 pub struct NewReceipt {
@@ -1206,6 +1231,31 @@ impl Registry {
             bulk_id: r.try_get(14)?,
             retention_end: date(&r.try_get::<String, _>(15)?)?,
         }))
+    }
+
+    /// The provision record (提供記録, P6) the provider's provision of a batch left.
+    pub async fn provision_record(&self, batch_id: &str) -> Result<ProvisionRecord, RecordError> {
+        let r = sqlx::query(
+            "SELECT record_id, batch_id, provider_id, provided_on, creator_name, creator_address, persons, \
+             items_json, bulk_id, retention_end FROM provision_records WHERE batch_id = $1",
+        )
+        .bind(batch_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| RecordError::NotFound { kind: "provision record of batch", id: batch_id.to_owned() })?;
+        let persons: String = r.try_get(6)?;
+        Ok(ProvisionRecord {
+            record_id: r.try_get(0)?,
+            batch_id: r.try_get(1)?,
+            provider_id: r.try_get(2)?,
+            provided_on: date(&r.try_get::<String, _>(3)?)?,
+            creator_name: r.try_get(4)?,
+            creator_address: r.try_get(5)?,
+            persons: persons.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect(),
+            items: serde_json::from_str(&r.try_get::<String, _>(7)?).unwrap_or_default(),
+            bulk_id: r.try_get(8)?,
+            retention_end: date(&r.try_get::<String, _>(9)?)?,
+        })
     }
 
     /// The receipt record of a batch.

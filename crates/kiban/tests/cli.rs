@@ -479,7 +479,7 @@ fn x7_backup_restores_into_an_empty_directory_that_passes_doctor_with_audit_chai
 }
 
 #[test]
-fn b1_b2_b3_compliance_matrix_assessment_attachments_and_business_documents() {
+fn b1_b2_b3_x3_compliance_matrix_assessment_attachments_and_business_documents() {
     let tmp = tempfile::tempdir().unwrap();
     let ws = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let m = json_of(&kiban(&["compliance", "matrix", "--workspace", ws.to_str().unwrap(), "--json"], &[]));
@@ -549,6 +549,18 @@ fn b1_b2_b3_compliance_matrix_assessment_attachments_and_business_documents() {
     assert_eq!(std::fs::read(&stored).unwrap(), std::fs::read(&policy).unwrap());
     let a = json_of(&kiban(&["compliance", "assess", "--data-dir", d, "--json"], &[]));
     assert_eq!(item(&a, "art6-1-i")["met"], true);
+    // X3: physical measures are shown only by the operator's evidence (floor plan, entry logs).
+    for id in ["art6-3-i", "art6-3-ro", "art6-3-ha"] {
+        assert_eq!(item(&a, id)["met"], false, "{id} without evidence");
+    }
+    let plan = tmp.path().join("区画図.txt");
+    std::fs::write(&plan, "取扱区域の区画図と入退室管理記録（架空）").unwrap();
+    assert!(
+        kiban(&["compliance", "attach", "art6-3-i", plan.to_str().unwrap(), "--data-dir", d], &[]).status.success()
+    );
+    let a = json_of(&kiban(&["compliance", "assess", "--data-dir", d, "--json"], &[]));
+    assert_eq!(item(&a, "art6-3-i")["met"], true);
+    assert_eq!(item(&a, "art6-3-ro")["met"], false, "one item's evidence does not close another");
     let txt = text(&kiban(&["compliance", "assess", "--data-dir", d], &[]));
     assert!(txt.contains("不足 gaps") && txt.contains("art5-7"), "{txt}");
 

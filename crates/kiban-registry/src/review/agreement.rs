@@ -312,6 +312,20 @@ mod tests {
     }
 
     #[test]
+    fn r11_an_agreement_without_security_fitting_the_processing_is_refused_naming_r11() {
+        let mut a = sample_agreement();
+        a.user_type = UserType::AnonymizedUser;
+        a.security_fit = "  ".into();
+        let v = a.check(&sample_application());
+        assert_eq!(
+            v.iter().map(|f| (f.field.as_str(), f.rule.as_str())).collect::<Vec<_>>(),
+            [("security_fit", "R11")]
+        );
+        a.security_fit = "匿名加工の程度に応じ、照合禁止・安全管理措置を契約で定める".into();
+        assert_eq!(a.check(&sample_application()), vec![]);
+    }
+
+    #[test]
     fn r4_type_ii_user_only_in_the_visiting_environment() {
         let mut a = sample_agreement();
         a.user_type = UserType::TypeII;

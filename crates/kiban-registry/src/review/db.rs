@@ -71,6 +71,21 @@ pub struct Sanction {
     pub applications_stopped: Vec<String>,
 }
 
+/// A sanction published with the offender's name (R14).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PublishedSanction {
+    /// The offender's name.
+    pub offender: String,
+    /// The violation, in the guideline's words.
+    pub violation_ja: String,
+    /// First day of the measure.
+    pub ban_from: NaiveDate,
+    /// Last day (None: indefinite or until a return is done).
+    pub ban_until: Option<NaiveDate>,
+    /// When it was decided.
+    pub decided_on: NaiveDate,
+}
+
 /// A due item found by supervision, per application.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DueItem {
@@ -306,6 +321,33 @@ impl Registry {
         .execute(&self.pool)
         .await?;
         Ok(Violation { violation_id, offender: offender.to_owned(), proposal })
+    }
+
+    /// The sanctions whose offender's name the committee decided to publish (R14, 004 第9), in force
+    /// or ended, newest first: what the public site lists.
+    pub async fn published_sanctions(&self) -> Result<Vec<PublishedSanction>, ReviewError> {
+        let rows = sqlx::query(
+            "SELECT s.offender, v.code, s.ban_from, s.ban_until, s.decided_on FROM sanctions s \
+             JOIN violations v ON v.violation_id = s.violation_id WHERE s.publish_name = 1 \
+             ORDER BY s.decided_on DESC, s.sanction_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::new();
+        for r in rows {
+            let code: String = r.try_get(1)?;
+            out.push(PublishedSanction {
+                offender: r.try_get(0)?,
+                violation_ja: sanction::rule(&code).map(|x| x.ja).unwrap_or(code),
+                ban_from: parse_date(&r.try_get::<String, _>(2)?, "ban_from", "R14")?,
+                ban_until: r
+                    .try_get::<Option<String>, _>(3)?
+                    .map(|d| parse_date(&d, "ban_until", "R14"))
+                    .transpose()?,
+                decided_on: parse_date(&r.try_get::<String, _>(4)?, "decided_on", "R14")?,
+            });
+        }
+        Ok(out)
     }
 
     /// Decides the measure for a violation: checks it against the table, records it, stops use on

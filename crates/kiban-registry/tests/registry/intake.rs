@@ -284,7 +284,7 @@ fn sub(input: &Path, date: &str) -> Submission {
 }
 
 #[tokio::test]
-async fn c2_c3_intake_admits_only_notified_persons_quarantines_the_rest_and_keeps_the_report() {
+async fn c2_c3_p2_p6_intake_admits_only_notified_persons_quarantines_the_rest_and_keeps_the_report() {
     for f in fresh_backends().await {
         let reg = ready(&f).await;
         reg.add_notice(&notice("00000001", "2024-01-01")).await.unwrap(); // admitted
@@ -345,6 +345,17 @@ async fn c2_c3_intake_admits_only_notified_persons_quarantines_the_rest_and_keep
             reg.bulk_retention_end(&bulk).await.unwrap(),
             kiban_model::retention::RetentionRule::ThreeYearsFromLast.end_date(rc.received_on)
         );
+        // P6: the provider's provision record, with the four items of 003 art.34, kept 3 years from
+        // the last provision of its bulk record.
+        let pr = reg.provision_record(&rc.batch_id).await.unwrap();
+        assert_eq!((pr.provider_id.as_str(), pr.provided_on), ("prov-a", d("2024-04-01")));
+        assert_eq!(
+            (pr.creator_name.as_str(), pr.creator_address.as_str()),
+            ("合成認定作成事業者（架空）", "東京都（架空）")
+        );
+        assert_eq!(pr.persons, vec!["00000001"], "only the admitted person was provided");
+        assert_eq!(pr.items, rc.items);
+        assert_eq!(pr.bulk_id.as_deref(), Some(bulk.as_str()));
         // The same input again is refused, by digest.
         let err = submit(&reg, &data, &sub(&input, "2024-04-01")).await.unwrap_err().to_string();
         assert!(err.contains("already received") && err.contains(&rc.batch_id), "{err}");

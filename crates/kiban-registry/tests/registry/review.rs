@@ -120,7 +120,7 @@ async fn r2_r9_application_to_release_writes_the_ledger_on_every_backend() {
 }
 
 #[tokio::test]
-async fn d8_sanction_stops_other_applications_and_blocks_new_ones_on_every_backend() {
+async fn d8_r14_sanction_stops_use_publishes_the_name_and_blocks_new_applications_on_every_backend() {
     for f in fresh_backends().await {
         let reg = Registry::open(&f.url).await.unwrap();
         reg.migrate().await.unwrap();
@@ -139,6 +139,15 @@ async fn d8_sanction_stops_other_applications_and_blocks_new_ones_on_every_backe
             .unwrap();
         assert_eq!(s.ban_until, Some(d("2026-10-31")));
         assert_eq!(s.applications_stopped, vec![id.clone()]);
+        // R14: the name is published because the decision said so; an unpublished one is not.
+        let v2 = reg.record_violation("架空研究所", "loss", d("2026-08-02"), "").await.unwrap();
+        reg.decide_sanction(&v2.violation_id, DecidedPeriod::Months { months: 1 }, false, d("2026-08-06"))
+            .await
+            .unwrap();
+        let published = reg.published_sanctions().await.unwrap();
+        assert_eq!(published.len(), 1, "{published:?}");
+        assert_eq!((published[0].offender.as_str(), published[0].ban_until), ("架空大学", Some(d("2026-10-31"))));
+        assert!(!published[0].violation_ja.is_empty());
         let err = reg.execute_review(&id, &release("rel-1", "2026-09-01")).await.unwrap_err();
         assert!(err.to_string().contains("D8"), "{err}");
         reg.execute_review(&id, &release("rel-1", "2026-11-01")).await.unwrap();
