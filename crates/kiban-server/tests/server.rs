@@ -839,6 +839,7 @@ async fn r9_d6_the_secretariat_builds_the_release_package_over_http_and_a_refuse
         conditions: vec![],
         guidelines: vec![],
         remarks: String::new(),
+        processing_policy_sha256: None,
     };
     reg.execute_review(&id, &Command::Decide { decision, on: day("2026-06-10") }).await.unwrap();
     let app = reg.application_state(&id).await.unwrap().application.unwrap();

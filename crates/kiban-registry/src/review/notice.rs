@@ -28,7 +28,7 @@ pub fn decision_notice_html(application_id: &str, s: &State, creator: &str) -> O
     let app = s.application.as_ref()?;
     let applicant = app.applicants.first().map(|a| a.name.as_str()).unwrap_or("");
     let (title, body) = match decision {
-        Decision::Approve { expected_provision, conditions, guidelines, remarks } => (
+        Decision::Approve { expected_provision, conditions, guidelines, remarks, .. } => (
             "承諾通知書",
             format!(
                 "<p>貴殿から申出のあった下記の提供申出について、審査委員会の審査を踏まえ、承諾したので通知します。</p>\

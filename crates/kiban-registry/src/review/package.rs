@@ -106,6 +106,10 @@ pub async fn release_package(
         manifest_sha256: h.manifest_sha256,
         items: req.items,
         media: req.media,
+        // A7: the policy the dataset was processed under, as its manifest records it.
+        policy_sha256: kiban_formats::read_manifest(req.dataset)
+            .ok()
+            .and_then(|m| m.provenance.get("policy_sha256").and_then(|v| v.as_str()).map(str::to_owned)),
     };
     let (state, ledger) = match reg.execute_review(req.application_id, &Command::Release { spec }).await {
         Ok(v) => v,

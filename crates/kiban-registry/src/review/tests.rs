@@ -52,6 +52,7 @@ fn approve() -> Decision {
         conditions: vec!["公表前に公表物確認を受けること".into()],
         guidelines: vec![],
         remarks: String::new(),
+        processing_policy_sha256: None,
     }
 }
 
@@ -63,6 +64,7 @@ fn release(id: &str, on: NaiveDate) -> Command {
             manifest_sha256: "ab".repeat(32),
             items: vec!["age_group".into()],
             media: vec![Medium { medium_id: "hdd-1".into(), place_id: "p1".into() }],
+            policy_sha256: None,
         },
     }
 }
@@ -99,6 +101,28 @@ fn r2_full_path_to_release_and_receipt() {
     run(&mut s, release("rel-1", d(2026, 7, 1))).unwrap();
     run(&mut s, Command::AcknowledgeReceipt { release_id: "rel-1".into(), on: d(2026, 7, 2) }).unwrap();
     assert_eq!(s.releases[0].acknowledged_on, Some(d(2026, 7, 2)));
+}
+
+#[test]
+fn a7_only_a_dataset_made_under_the_approved_processing_policy_is_released() {
+    let mut s = approved();
+    let want = "7a".repeat(32);
+    if let Some((Decision::Approve { processing_policy_sha256, .. }, _)) = &mut s.decision {
+        *processing_policy_sha256 = Some(want.clone());
+    }
+    let with = |p: Option<String>| {
+        let Command::Release { mut spec } = release("rel-a7", d(2026, 7, 1)) else { unreachable!() };
+        spec.policy_sha256 = p;
+        Command::Release { spec }
+    };
+    for bad in [None, Some("00".repeat(32))] {
+        let e = handle(&s, &with(bad.clone())).unwrap_err();
+        assert!(e.to_string().contains("A7"), "{bad:?}: {e}");
+    }
+    run(&mut s, with(Some(want))).unwrap();
+    // Without a policy in the decision, nothing is required (the committee set no degree).
+    let mut plain = approved();
+    run(&mut plain, release("rel-plain", d(2026, 7, 1))).unwrap();
 }
 
 #[test]

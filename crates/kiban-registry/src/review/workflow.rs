@@ -68,6 +68,10 @@ pub enum Decision {
         guidelines: Vec<String>,
         /// v) remarks.
         remarks: String,
+        /// The processing policy approved for this use, by its SHA-256 (A7: the degree of
+        /// processing is set per use); when set, only a dataset made under it may be released.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        processing_policy_sha256: Option<String>,
     },
     /// Revise and resubmit.
     Revise {
@@ -127,6 +131,9 @@ pub struct ReleaseSpec {
     pub items: Vec<String>,
     /// Media (portable media only; empty otherwise).
     pub media: Vec<Medium>,
+    /// SHA-256 of the processing policy the released dataset was made under (from its manifest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_sha256: Option<String>,
 }
 
 /// A command to the workflow.
@@ -768,6 +775,19 @@ pub fn handle(s: &State, cmd: &Command) -> Result<Vec<Event>, WorkflowError> {
             }
             if let Some(i) = spec.items.iter().find(|i| !agreement.items.contains(i)) {
                 return Err(rule("items", "R3", format!("{i} is not an agreed item")));
+            }
+            if let Some((Decision::Approve { processing_policy_sha256: Some(want), .. }, _)) = &s.decision
+                && spec.policy_sha256.as_deref() != Some(want.as_str())
+            {
+                return Err(rule(
+                    "policy_sha256",
+                    "A7",
+                    format!(
+                        "the committee approved processing policy {}; this dataset was made under {}",
+                        &want[..want.len().min(12)],
+                        spec.policy_sha256.as_deref().map(|p| &p[..p.len().min(12)]).unwrap_or("no recorded policy")
+                    ),
+                ));
             }
             if spec.manifest_sha256.len() != 64 || !spec.manifest_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(rule("manifest_sha256", "R12", "the package manifest digest must be a SHA-256 hex string"));

@@ -26,6 +26,7 @@ fn release(id: &str, on: &str) -> Command {
             manifest_sha256: "0f".repeat(32),
             items: vec!["age_group".into(), "sex".into()],
             media: vec![Medium { medium_id: "hdd-1".into(), place_id: "p1".into() }],
+            policy_sha256: None,
         },
     }
 }
@@ -42,6 +43,7 @@ async fn approve(reg: &Registry, id: &str) {
         conditions: vec![],
         guidelines: vec![],
         remarks: String::new(),
+        processing_policy_sha256: None,
     };
     reg.execute_review(id, &Command::Decide { decision, on: d("2026-06-10") }).await.unwrap();
     let app = reg.application_state(id).await.unwrap().application.unwrap();

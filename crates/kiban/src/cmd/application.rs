@@ -221,6 +221,10 @@ enum ReviewVerb {
         /// Other guideline to follow (repeatable).
         #[arg(long = "guideline")]
         guidelines: Vec<String>,
+        /// The processing policy (TOML) approved for this use (A7): only datasets made under it
+        /// (same policy hash, hierarchies included) can be released.
+        #[arg(long, value_name = "FILE")]
+        processing_policy: Option<PathBuf>,
         /// Remarks.
         #[arg(long, default_value = "")]
         remarks: String,
@@ -233,6 +237,15 @@ enum ReviewVerb {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+}
+
+/// The hash kiban-deid gives a processing policy (its text and its hierarchies).
+fn policy_hash(path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let p = kiban_deid::Policy::from_toml(&text, base, &Default::default())
+        .with_context(|| format!("--processing-policy {}", path.display()))?;
+    Ok(p.hash)
 }
 
 fn parse_vote(s: &str) -> Result<VoteKind> {
@@ -259,9 +272,29 @@ pub fn run_review(ctx: &Ctx, args: ReviewArgs) -> Result<ExitCode> {
             ReviewVerb::Vote { id, member, vote, reason } => {
                 (id, Command::Vote { member_id: member, vote: parse_vote(&vote)?, reason })
             }
-            ReviewVerb::Decide { id, outcome, on, conditions, reasons, expected_provision, guidelines, remarks } => {
+            ReviewVerb::Decide {
+                id,
+                outcome,
+                on,
+                conditions,
+                reasons,
+                expected_provision,
+                guidelines,
+                remarks,
+                processing_policy,
+            } => {
+                let processing_policy_sha256 = match &processing_policy {
+                    Some(p) => Some(policy_hash(p)?),
+                    None => None,
+                };
                 let decision = match outcome.as_str() {
-                    "approve" => Decision::Approve { expected_provision, conditions, guidelines, remarks },
+                    "approve" => Decision::Approve {
+                        expected_provision,
+                        conditions,
+                        guidelines,
+                        remarks,
+                        processing_policy_sha256,
+                    },
                     "revise" => Decision::Revise { requests: reasons },
                     "refuse" => Decision::Refuse { reasons },
                     o => bail!("--outcome {o:?} is not one of approve, revise, refuse (rule D3)"),
@@ -323,6 +356,7 @@ pub async fn demo_review(reg: &Registry, manifest_sha256: &str, out_dir: &Path) 
         conditions: vec!["成果の公表前に公表物確認を受けること".into()],
         guidelines: vec!["人を対象とする生命科学・医学系研究に関する倫理指針".into()],
         remarks: String::new(),
+        processing_policy_sha256: None,
     };
     reg.execute_review(&id, &Command::Decide { decision, on: d("2026-06-10") }).await?;
     let approved = reg.application_state(&id).await?;
@@ -337,6 +371,7 @@ pub async fn demo_review(reg: &Registry, manifest_sha256: &str, out_dir: &Path) 
         manifest_sha256: manifest_sha256.to_owned(),
         items: app.extraction.items.iter().map(|i| i.item.clone()).collect(),
         media: vec![Medium { medium_id: "hdd-0001".into(), place_id: app.places[0].place_id.clone() }],
+        policy_sha256: None,
     };
     let release_id = spec.release_id.clone();
     let (_, ledger) = reg.execute_review(&id, &Command::Release { spec }).await?;

@@ -200,6 +200,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
                     manifest_sha256: kiban_registry::ledger::sha256_hex(&bytes),
                     items,
                     media,
+                    policy_sha256: None,
                 };
                 (id, Command::Release { spec })
             }
