@@ -276,6 +276,23 @@ impl IdentityStore {
         Ok(self.views(self.vault.read_records(audit, actor, "lookup", person, &ids)?))
     }
 
+    /// The current person key of each of a provider's patient ids (the most recent live record's
+    /// person; `None` when none is registered). For intake: the clinical store gets these in place
+    /// of the patient ids. Reads the index only (no identity leaves the vault); audited as one read.
+    pub fn person_keys(
+        &self,
+        audit: &dyn VaultAudit,
+        actor: &str,
+        provider: &str,
+        patients: &[&str],
+    ) -> Result<Vec<Option<PersonKey>>, StoreError> {
+        self.live()?;
+        let out: Vec<Option<PersonKey>> =
+            patients.iter().map(|p| self.mpi.lookup(provider, p).last().map(|h| h.1)).collect();
+        audit.record(&ev(VaultAction::Read, actor, "intake person keys", None, out.iter().flatten().count()))?;
+        Ok(out)
+    }
+
     /// Every record of a person; audited.
     pub fn lookup_person(
         &self,
