@@ -75,6 +75,18 @@ enum Cmd {
         /// The domain (e.g. a release id).
         domain: String,
     },
+    /// The pseudonym domain of a release: its own (tokens cannot be joined with any other release's),
+    /// or with --link-to the earlier release's, which the review committee must have approved.
+    ReleaseDomain {
+        /// The release id.
+        release: String,
+        /// Reuse this earlier release's domain (linkage between releases).
+        #[arg(long, requires = "application")]
+        link_to: Option<String>,
+        /// The application whose approval allows the linkage.
+        #[arg(long, requires = "link_to")]
+        application: Option<String>,
+    },
     /// Import a shared linkage secret (64 hex digits on standard input) as domain linkage/DATABASE.
     ImportKey {
         /// The database (NDB, DPC, 介護DB…).
@@ -305,6 +317,41 @@ fn dispatch(ctx: &Ctx, dd: &DataDir, o: &mut Opened, cmd: Cmd) -> Result<ExitCod
                     .note(format!("rotated to v{v}")),
             )?;
             println!("鍵更新 domain {domain} now uses key version {v}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::ReleaseDomain { release, link_to, application } => {
+            let linkage = match (link_to, application) {
+                (Some(earlier), Some(app)) => {
+                    let approved = crate::block_on(async {
+                        let reg = dd.registry().await?;
+                        let st = reg.application_state(&app).await;
+                        reg.close().await;
+                        anyhow::Ok(st?.phase == Some(kiban_registry::review::workflow::Phase::Approved))
+                    })?;
+                    if !approved {
+                        bail!(
+                            "linkage with release {earlier} refused: application {app} is not approved (承諾されていません)"
+                        );
+                    }
+                    Some(kiban_identity::release::LinkageDecision { earlier_release: earlier, decision: app })
+                }
+                _ => None,
+            };
+            let (_, d) = kiban_identity::release::release_key(o.store.keys_mut(), &release, linkage.as_ref())?;
+            o.log.record(
+                Event::new(o.actor.clone(), "kiban identity", Action::KeyUse, Object::new(ObjectKind::Key, &d.domain))
+                    .note(format!("release {release} domain (linked to {:?})", d.linked_to)),
+            )?;
+            if ctx.json {
+                println!("{}", serde_json::to_string(&d)?);
+            } else {
+                println!(
+                    "公開単位 release {release}: pseudonym domain {} (root key v{}){}",
+                    d.domain,
+                    d.root_version,
+                    d.linked_to.as_ref().map_or(String::new(), |l| format!(", linked to {l} by {:?}", d.decision))
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::ImportKey { database } => {
