@@ -29,6 +29,10 @@ use crate::vault::{AuditFailed, StoredIdentity, Vault, VaultAction, VaultAudit, 
 /// The vault file's name inside the identity directory.
 pub const VAULT_FILE: &str = "vault.kbv";
 
+/// Entries appended after the last snapshot that make the store write a new one (at least; see
+/// `maybe_snapshot`).
+pub const SNAPSHOT_AFTER: usize = 50_000;
+
 /// Errors of the identity store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -203,7 +207,30 @@ impl IdentityStore {
             records.push((RecordId(s.record), PersonKey::from_u64(s.person), view));
         }
         let mpi = Mpi::restore(cfg, vault.next_record(), records, vault.log().iter().cloned())?;
-        Ok(IdentityStore { dir: dir.to_path_buf(), keys, vault, mpi, poisoned: false })
+        let mut s = IdentityStore { dir: dir.to_path_buf(), keys, vault, mpi, poisoned: false };
+        s.maybe_snapshot()?;
+        Ok(s)
+    }
+
+    /// Writes a snapshot when the entries since the last one are many, absolutely and against the
+    /// vault's size (so bulk loads write O(log n) snapshots, not one per batch).
+    fn maybe_snapshot(&mut self) -> Result<(), StoreError> {
+        let since = self.vault.since_snapshot();
+        if since >= SNAPSHOT_AFTER.max(self.vault.len() / 4) {
+            self.snapshot()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the vault's sealed snapshot now (see [`crate::vault::Vault::write_snapshot`]).
+    pub fn snapshot(&mut self) -> Result<(), StoreError> {
+        self.vault.write_snapshot(&self.keys)?;
+        Ok(())
+    }
+
+    /// How the vault was opened: snapshot used, absent or ignored, entries replayed.
+    pub fn open_stats(&self) -> &crate::vault::OpenStats {
+        self.vault.open_stats()
     }
 
     fn live(&self) -> Result<(), StoreError> {
@@ -212,6 +239,8 @@ impl IdentityStore {
 
     fn persist(&mut self, entries: Vec<VaultEntry>) -> Result<(), StoreError> {
         self.vault.append(&self.keys, entries).inspect_err(|_| self.poisoned = true)?;
+        // A snapshot that cannot be written costs the next open time, never data: not an error here.
+        let _ = self.maybe_snapshot();
         Ok(())
     }
 
