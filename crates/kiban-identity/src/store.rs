@@ -207,9 +207,7 @@ impl IdentityStore {
             records.push((RecordId(s.record), PersonKey::from_u64(s.person), view));
         }
         let mpi = Mpi::restore(cfg, vault.next_record(), records, vault.log().iter().cloned())?;
-        let mut s = IdentityStore { dir: dir.to_path_buf(), keys, vault, mpi, poisoned: false };
-        s.maybe_snapshot()?;
-        Ok(s)
+        Ok(IdentityStore { dir: dir.to_path_buf(), keys, vault, mpi, poisoned: false })
     }
 
     /// Writes a snapshot when the entries since the last one are many, absolutely and against the
