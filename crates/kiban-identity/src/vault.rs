@@ -183,11 +183,10 @@ pub enum VaultError {
         /// Cause.
         reason: String,
     },
-    /// Another process (or another handle in this one) has the vault open.
-    #[error(
-        "the identity vault {path} is in use by another kiban process (e.g. `kiban serve`); stop it or use its HTTP API"
-    )]
-    Busy {
+    /// The vault file was rewritten (compacted after an erasure) by another process since this one
+    /// read it; reopen.
+    #[error("the identity vault {path} was rewritten by another kiban process; reopen it")]
+    Changed {
         /// The vault file.
         path: PathBuf,
     },
@@ -211,8 +210,12 @@ pub struct Vault {
     since_snapshot: usize,
     /// How the last open went (for benchmarks and the demo).
     opened: OpenStats,
-    /// Exclusive lock on `<vault>.lock`, held while open: two writers would cut each other's frames.
-    _lock: fs::File,
+    /// `<vault>.lock`: held exclusively while writing (two writers would cut each other's frames).
+    lock_path: PathBuf,
+    /// The lock while this handle holds it.
+    held: Option<fs::File>,
+    /// Device and inode of the file read, to notice a rewrite by another process.
+    file_id: Option<(u64, u64)>,
 }
 
 impl std::fmt::Debug for Vault {
@@ -232,16 +235,15 @@ impl Vault {
             fs::create_dir_all(parent).map_err(io(parent))?;
         }
         let lock_path = path.with_extension("lock");
-        let lock =
-            fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io(&lock_path))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => return Err(VaultError::Busy { path: path.to_path_buf() }),
-            Err(fs::TryLockError::Error(e)) => return Err(VaultError::Io { path: lock_path, source: e }),
-        }
-        let bytes = match fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
+        let (bytes, file_id) = match fs::File::open(path) {
+            Ok(mut f) => {
+                use std::io::Read;
+                let id = file_id(&f.metadata().map_err(io(path))?);
+                let mut b = vec![];
+                f.read_to_end(&mut b).map_err(io(path))?;
+                (b, id)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (vec![], None),
             Err(e) => return Err(VaultError::Io { path: path.to_path_buf(), source: e }),
         };
         let mut v = Vault {
@@ -253,7 +255,9 @@ impl Vault {
             digest: blake3::Hasher::new(),
             since_snapshot: 0,
             opened: OpenStats::default(),
-            _lock: lock,
+            lock_path,
+            held: None,
+            file_id,
         };
         // A snapshot covers a prefix of the file: it is used only when it opens with this key and its
         // bound digest is that of the file's prefix now; anything else is ignored and rebuilt.
@@ -363,15 +367,103 @@ impl Vault {
         Ok(written)
     }
 
-    /// Appends entries as one frame, durably, and applies them.
+    /// Takes the write lock (blocking until another process's write is done); see [`Vault::end`].
+    pub fn begin(&mut self) -> Result<(), VaultError> {
+        if self.held.is_none() {
+            let lock = fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&self.lock_path)
+                .map_err(io(&self.lock_path))?;
+            lock.lock().map_err(io(&self.lock_path))?;
+            self.held = Some(lock);
+        }
+        Ok(())
+    }
+
+    /// Releases the write lock.
+    pub fn end(&mut self) {
+        self.held = None;
+    }
+
+    /// Reads what other processes appended since this handle last read or wrote, applies it and
+    /// returns it (so the caller can apply it to its index too). Frames still being written are
+    /// left for the next refresh.
+    pub fn refresh(&mut self, keys: &KeyStore) -> Result<Refresh, VaultError> {
+        use std::io::{Read, Seek};
+        let mut f = match fs::File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(if self.valid_len == 0 { Refresh::Same } else { Refresh::Replaced });
+            }
+            Err(e) => return Err(VaultError::Io { path: self.path.clone(), source: e }),
+        };
+        let meta = f.metadata().map_err(io(&self.path))?;
+        let id = file_id(&meta);
+        if self.file_id.is_some() && id != self.file_id || meta.len() < self.valid_len {
+            return Ok(Refresh::Replaced);
+        }
+        self.file_id = id;
+        if meta.len() == self.valid_len {
+            return Ok(Refresh::Same);
+        }
+        f.seek(std::io::SeekFrom::Start(self.valid_len)).map_err(io(&self.path))?;
+        let mut buf = vec![];
+        f.read_to_end(&mut buf).map_err(io(&self.path))?;
+        let mut pos = 0usize;
+        let mut out = vec![];
+        let mut index = 0;
+        while pos + 4 <= buf.len() {
+            let len = u32::from_le_bytes(buf[pos..pos + 4].try_into().expect("4 bytes")) as usize;
+            if pos + 4 + len > buf.len() {
+                break;
+            }
+            let plain = keys
+                .open_sealed(AAD, &buf[pos + 4..pos + 4 + len])
+                .map_err(|source| VaultError::Sealed { index, source })?;
+            let entries: Vec<VaultEntry> =
+                serde_json::from_slice(&plain).map_err(|e| VaultError::Malformed { index, reason: e.to_string() })?;
+            for e in entries {
+                out.push(e.clone());
+                self.apply(e);
+            }
+            pos += 4 + len;
+            index += 1;
+        }
+        self.digest.update(&buf[..pos]);
+        self.valid_len += pos as u64;
+        self.since_snapshot += out.len();
+        Ok(if out.is_empty() { Refresh::Same } else { Refresh::Appended(out) })
+    }
+
+    /// Hands the write lock to `other` (a reopened handle of the same vault).
+    pub fn pass_lock(&mut self, other: &mut Vault) {
+        other.held = self.held.take();
+    }
+
+    /// Appends entries as one frame, durably, and applies them. Outside [`Vault::begin`]/[`Vault::end`]
+    /// it takes the lock and reads other processes' appends first.
     pub fn append(&mut self, keys: &KeyStore, entries: Vec<VaultEntry>) -> Result<(), VaultError> {
         if entries.is_empty() {
             return Ok(());
+        }
+        if self.held.is_none() {
+            self.begin()?;
+            let r = self.refresh(keys).and_then(|r| match r {
+                Refresh::Replaced => Err(VaultError::Changed { path: self.path.clone() }),
+                _ => self.append(keys, entries),
+            });
+            self.end();
+            return r;
         }
         // The digest moves only once the write is durable; a failed write poisons the store anyway.
         let mut d = self.digest.clone();
         self.valid_len += Self::write_frames(&self.path, self.valid_len, keys, &entries, &mut d)?;
         self.digest = d;
+        if self.file_id.is_none() {
+            self.file_id = fs::metadata(&self.path).ok().as_ref().and_then(file_id);
+        }
         self.since_snapshot += entries.len();
         for e in entries {
             self.apply(e);
@@ -424,10 +516,23 @@ impl Vault {
         person: Option<PersonKey>,
         records: &[RecordId],
     ) -> Result<usize, VaultError> {
+        let own = self.held.is_none();
+        if own {
+            self.begin()?;
+            if let Refresh::Replaced = self.refresh(keys)? {
+                self.end();
+                return Err(VaultError::Changed { path: self.path.clone() });
+            }
+        }
         let before = self.records.len();
-        self.append(keys, vec![VaultEntry::Mpi(LogEntry::Forget { records: records.to_vec() })])?;
+        let r = self
+            .append(keys, vec![VaultEntry::Mpi(LogEntry::Forget { records: records.to_vec() })])
+            .and_then(|_| self.compact(keys));
+        if own {
+            self.end();
+        }
+        r?;
         let erased = before - self.records.len();
-        self.compact(keys)?;
         audit.record(&VaultEvent { action: VaultAction::Erase, actor, purpose, person, records: erased })?;
         Ok(erased)
     }
@@ -450,6 +555,7 @@ impl Vault {
             Err(e) => return Err(VaultError::Io { path: snap, source: e }),
         }
         fs::rename(&tmp, &self.path).map_err(io(&self.path))?;
+        self.file_id = fs::metadata(&self.path).ok().as_ref().and_then(file_id);
         self.valid_len = len;
         self.digest = d;
         self.since_snapshot = live.len();
@@ -459,6 +565,18 @@ impl Vault {
     /// Writes a sealed snapshot of the vault's state bound to the file's current length and digest
     /// (temporary file, then rename), so the next open replays only what is appended after it.
     pub fn write_snapshot(&mut self, keys: &KeyStore) -> Result<(), VaultError> {
+        let own = self.held.is_none();
+        if own {
+            self.begin()?;
+        }
+        let r = self.write_snapshot_locked(keys);
+        if own {
+            self.end();
+        }
+        r
+    }
+
+    fn write_snapshot_locked(&mut self, keys: &KeyStore) -> Result<(), VaultError> {
         let digest = *self.digest.finalize().as_bytes();
         snapshot::write(
             &snapshot_path(&self.path),
@@ -502,6 +620,28 @@ impl Vault {
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
     }
+}
+
+/// What [`Vault::refresh`] found.
+#[derive(Debug)]
+pub enum Refresh {
+    /// Nothing new.
+    Same,
+    /// Entries other processes appended (already applied to the vault).
+    Appended(Vec<VaultEntry>),
+    /// The file was rewritten (compaction): reopen.
+    Replaced,
+}
+
+#[cfg(unix)]
+fn file_id(m: &fs::Metadata) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    Some((m.dev(), m.ino()))
+}
+
+#[cfg(not(unix))]
+fn file_id(_: &fs::Metadata) -> Option<(u64, u64)> {
+    None
 }
 
 /// Whether an open used a snapshot.
@@ -596,7 +736,6 @@ mod tests {
         assert_eq!(v.len(), 2);
         assert_eq!(v.read_records(&audit, "op", "linkage", Some(p1), &[RecordId(0)]).unwrap()[0].kana, "ヤマダ ハナコ");
         assert_eq!(v.erase(&ks, &audit, "op", "P7 request 1", Some(p1), &[RecordId(0)]).unwrap(), 1);
-        assert!(matches!(Vault::open(&path, &ks, &audit, "op"), Err(VaultError::Busy { .. })), "one writer at a time");
         drop(v);
         let reopened = Vault::open(&path, &ks, &audit, "op").unwrap();
         assert_eq!(reopened.len(), 1);

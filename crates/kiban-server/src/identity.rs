@@ -177,6 +177,17 @@ fn lock(s: &SharedIdentity) -> std::sync::MutexGuard<'_, IdentityStore> {
     s.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The store, caught up with what other processes (the CLI) wrote to the vault since.
+fn fresh<'a>(
+    s: &'a SharedIdentity,
+    st: &AppState,
+    c: &Caller,
+) -> Result<std::sync::MutexGuard<'a, IdentityStore>, Response> {
+    let mut g = lock(s);
+    g.refresh(&bridge(st, c), &c.account_id).map_err(store_err)?;
+    Ok(g)
+}
+
 fn person_key(s: &str) -> Result<PersonKey, Response> {
     PersonKey::parse(s).map_err(|e| error(StatusCode::BAD_REQUEST, &e.to_string()))
 }
@@ -196,14 +207,16 @@ async fn lookup(
 ) -> Res {
     let s = store(s)?;
     let Ok(Query(q)) = q else { return Err(error(StatusCode::BAD_REQUEST, "give ?provider=…&patient=…")) };
-    let v = lock(&s).lookup_source(&bridge(&st, &c), &c.account_id, &q.provider, &q.patient).map_err(store_err)?;
+    let v = fresh(&s, &st, &c)?
+        .lookup_source(&bridge(&st, &c), &c.account_id, &q.provider, &q.patient)
+        .map_err(store_err)?;
     ok(json!({ "records": v }))
 }
 
 async fn person(State(st): State<AppState>, Extension(c): Extension<Caller>, s: Store, Path(p): Path<String>) -> Res {
     let s = store(s)?;
     let p = person_key(&p)?;
-    let v = lock(&s).lookup_person(&bridge(&st, &c), &c.account_id, p).map_err(store_err)?;
+    let v = fresh(&s, &st, &c)?.lookup_person(&bridge(&st, &c), &c.account_id, p).map_err(store_err)?;
     ok(json!({ "person": p.to_string(), "records": v }))
 }
 
@@ -224,7 +237,7 @@ async fn review_detail(
     Path(item): Path<u64>,
 ) -> Res {
     let s = store(s)?;
-    let v = lock(&s).review_detail(&bridge(&st, &c), &c.account_id, item).map_err(store_err)?;
+    let v = fresh(&s, &st, &c)?.review_detail(&bridge(&st, &c), &c.account_id, item).map_err(store_err)?;
     ok(json!(v))
 }
 
