@@ -10,6 +10,14 @@
 //! (P7) appends a `Forget` entry and then rewrites the file without the erased identities
 //! (temporary file, then rename), so the identifiers are physically gone; the MPI log is kept.
 //!
+//! Several processes may hold the vault open (`kiban serve` and the CLI): `<vault>.lock` is taken
+//! only for the length of a write, and a handle first reads what others appended since
+//! ([`Vault::refresh`]); a rewrite by compaction is noticed by the file's identity and means reopen.
+//! `vault.snap` ([`snapshot`]) is a sealed copy of the state as of a prefix of the file, bound to
+//! that prefix's length and BLAKE3 digest: an open uses it only when it still matches, then
+//! replays only the frames after it; a snapshot that does not open, does not match or is damaged is
+//! ignored and the whole file replayed. Compaction deletes it first (it holds erased identities).
+//!
 //! Every access — open, write, read, decide, export, erase — is reported to the caller's
 //! [`VaultAudit`]; events carry person keys and counts, never identifiers. A hook that cannot record
 //! fails the operation (reads return nothing).
