@@ -156,63 +156,6 @@ fn model(field: &'static str, e: kiban_model::ModelError) -> FieldError {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn input() -> IdentityInput {
-        IdentityInput {
-            provider_id: "prov-a".into(),
-            patient_id: "0001".into(),
-            name_kanji: "渡邊　太郎".into(),
-            name_kana: "ﾜﾀﾅﾍﾞ ﾀﾛｳ".into(),
-            sex: "1".into(),
-            birth_date: "昭和55年4月1日".into(),
-            postal_code: "100-0001".into(),
-            address: "東京都千代田区１－２".into(),
-            phone: "03-1234-5678".into(),
-            insurer_number: "1130012".into(),
-            card_symbol: "１２３４".into(),
-            card_number: "567".into(),
-            card_branch: "0".into(),
-        }
-    }
-
-    #[test]
-    fn a_messy_record_parses_to_canonical_fields() {
-        let id = Identity::parse(&input()).unwrap();
-        assert_eq!(id.kanji.as_str(), "渡辺 太郎");
-        assert_eq!(id.kana.as_str(), "ワタナベ タロウ");
-        assert_eq!(id.birth.to_string(), "1980-04-01");
-        assert_eq!(id.phone, "0312345678");
-        assert_eq!(id.address, "東京都千代田区1-2");
-        assert_eq!(id.card.unwrap().insurer.as_str(), "01130012");
-    }
-
-    #[test]
-    fn bad_fields_are_all_reported_with_field_and_rule() {
-        let bad = IdentityInput {
-            name_kanji: "𠮷田 太郎".into(),
-            name_kana: "".into(),
-            birth_date: "令和5年2月30日".into(),
-            insurer_number: "01130013".into(),
-            ..input()
-        };
-        let e = Identity::parse(&bad).unwrap_err();
-        let got: Vec<(&str, &str)> = e.errors.iter().map(|f| (f.field, f.rule_id)).collect();
-        assert_eq!(
-            got,
-            vec![
-                ("name_kanji", "N-JIS0208"),
-                ("name_kana", "N-KANA-EMPTY"),
-                ("birth_date", "N-DATE-WAREKI"),
-                ("insurer_number", "N-INSURER-CHECK")
-            ]
-        );
-        assert!(e.to_string().contains("check digit"), "{e}");
-    }
-}
-
 /// Reads the rows of an identity table (the canonical `patients` columns; any column may be
 /// missing, then it is empty; non-text columns such as a Date32 birth date are cast to text) into
 /// inputs, one per row in order. `provider_id` falls back to `provider` when the table has none.
@@ -269,4 +212,61 @@ pub fn inputs_from_batch(
             }
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input() -> IdentityInput {
+        IdentityInput {
+            provider_id: "prov-a".into(),
+            patient_id: "0001".into(),
+            name_kanji: "渡邊　太郎".into(),
+            name_kana: "ﾜﾀﾅﾍﾞ ﾀﾛｳ".into(),
+            sex: "1".into(),
+            birth_date: "昭和55年4月1日".into(),
+            postal_code: "100-0001".into(),
+            address: "東京都千代田区１－２".into(),
+            phone: "03-1234-5678".into(),
+            insurer_number: "1130012".into(),
+            card_symbol: "１２３４".into(),
+            card_number: "567".into(),
+            card_branch: "0".into(),
+        }
+    }
+
+    #[test]
+    fn a_messy_record_parses_to_canonical_fields() {
+        let id = Identity::parse(&input()).unwrap();
+        assert_eq!(id.kanji.as_str(), "渡辺 太郎");
+        assert_eq!(id.kana.as_str(), "ワタナベ タロウ");
+        assert_eq!(id.birth.to_string(), "1980-04-01");
+        assert_eq!(id.phone, "0312345678");
+        assert_eq!(id.address, "東京都千代田区1-2");
+        assert_eq!(id.card.unwrap().insurer.as_str(), "01130012");
+    }
+
+    #[test]
+    fn bad_fields_are_all_reported_with_field_and_rule() {
+        let bad = IdentityInput {
+            name_kanji: "𠮷田 太郎".into(),
+            name_kana: "".into(),
+            birth_date: "令和5年2月30日".into(),
+            insurer_number: "01130013".into(),
+            ..input()
+        };
+        let e = Identity::parse(&bad).unwrap_err();
+        let got: Vec<(&str, &str)> = e.errors.iter().map(|f| (f.field, f.rule_id)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("name_kanji", "N-JIS0208"),
+                ("name_kana", "N-KANA-EMPTY"),
+                ("birth_date", "N-DATE-WAREKI"),
+                ("insurer_number", "N-INSURER-CHECK")
+            ]
+        );
+        assert!(e.to_string().contains("check digit"), "{e}");
+    }
 }
