@@ -156,6 +156,64 @@ fn model(field: &'static str, e: kiban_model::ModelError) -> FieldError {
     }
 }
 
+/// Reads the rows of an identity table (the canonical `patients` columns; any column may be
+/// missing, then it is empty; non-text columns such as a Date32 birth date are cast to text) into
+/// inputs, one per row in order. `provider_id` falls back to `provider` when the table has none.
+pub fn inputs_from_batch(
+    provider: &str,
+    b: &arrow::record_batch::RecordBatch,
+) -> Result<Vec<IdentityInput>, arrow::error::ArrowError> {
+    use arrow::array::{Array, StringArray};
+    let names = [
+        "provider_id",
+        "patient_id",
+        "name_kanji",
+        "name_kana",
+        "sex",
+        "birth_date",
+        "postal_code",
+        "address",
+        "phone",
+        "insurer_number",
+        "card_symbol",
+        "card_number",
+        "card_branch",
+    ];
+    let mut cols: Vec<Option<StringArray>> = Vec::with_capacity(names.len());
+    for n in names {
+        cols.push(match b.column_by_name(n) {
+            None => None,
+            Some(c) => {
+                let c = arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8)?;
+                Some(c.as_any().downcast_ref::<StringArray>().expect("cast to Utf8").clone())
+            }
+        });
+    }
+    Ok((0..b.num_rows())
+        .map(|r| {
+            let v = |k: usize| match &cols[k] {
+                Some(a) if !a.is_null(r) => a.value(r).to_owned(),
+                _ => String::new(),
+            };
+            IdentityInput {
+                provider_id: if cols[0].is_some() { v(0) } else { provider.to_owned() },
+                patient_id: v(1),
+                name_kanji: v(2),
+                name_kana: v(3),
+                sex: v(4),
+                birth_date: v(5),
+                postal_code: v(6),
+                address: v(7),
+                phone: v(8),
+                insurer_number: v(9),
+                card_symbol: v(10),
+                card_number: v(11),
+                card_branch: v(12),
+            }
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

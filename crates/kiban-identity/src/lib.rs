@@ -17,5 +17,6 @@ pub mod linkage;
 pub mod mpi;
 pub mod normalize;
 pub mod pseudonym;
+pub mod release;
 pub mod store;
 pub mod vault;

@@ -726,8 +726,30 @@ impl Mpi {
         Ok(m)
     }
 
-    /// Applies one persisted log entry (used by [`Mpi::restore`]).
-    fn replay(&mut self, e: LogEntry) -> Result<(), MpiError> {
+    /// Adds one persisted record with the person it was registered to (catching up with a vault
+    /// another process appended to); ids skipped on the way were erased.
+    pub fn add_restored(&mut self, id: RecordId, person: PersonKey, view: MatchView) -> Result<(), MpiError> {
+        if (id.0 as usize) < self.recs.len() {
+            return Err(MpiError::UnknownRecord(id));
+        }
+        while (self.recs.len() as u32) < id.0 {
+            self.recs.push(Rec::tombstone());
+        }
+        let mut rec = view.0;
+        rec.person = person;
+        self.recs.push(rec);
+        self.persons.entry(person).or_default().push(id);
+        self.index(id.0);
+        Ok(())
+    }
+
+    /// The matching configuration.
+    pub fn config(&self) -> MatchConfig {
+        self.cfg
+    }
+
+    /// Applies one persisted log entry (used by [`Mpi::restore`] and when catching up).
+    pub fn replay(&mut self, e: LogEntry) -> Result<(), MpiError> {
         match e {
             LogEntry::Review(item) => {
                 if item.id != self.reviews.len() as u64 + 1 {

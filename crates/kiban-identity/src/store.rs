@@ -3,10 +3,12 @@
 //!
 //! Where things live (`<data-dir>/identity/`, read by this crate only):
 //! - `vault.kbv` — identities and the MPI log (review items, decisions, undos, erasures) in one
-//!   append-only sealed file ([`crate::vault`]). The index itself is not stored: on open it is
-//!   rebuilt from the identities (each record with the person it was registered to) and the log is
-//!   replayed in order ([`Mpi::restore`]), so after a restart every lookup answers as before and
-//!   every decision can still be undone.
+//!   append-only sealed file ([`crate::vault`]), with `vault.snap`, its sealed snapshot, so an open
+//!   replays only the tail. The index itself is not stored: on open it is rebuilt from the
+//!   identities (each record with the person it was registered to) and the log is replayed in order
+//!   ([`Mpi::restore`]), so after a restart every lookup answers as before and every decision can
+//!   still be undone. Writes run under the vault's lock after catching up with other processes'
+//!   writes, so the server and the CLI can both hold the store.
 //!
 //! Every operation takes the caller's [`VaultAudit`] hook and actor, so the CLI and the HTTP server
 //! record who did it; events name person keys and counts only. A write that fails half-way leaves
@@ -24,10 +26,16 @@ use crate::mpi::{
     Decision, LogEntry, MatchConfig, MatchView, Mpi, MpiError, Outcome, RecordId, Registration, ReviewItem, parse_bulk,
 };
 use crate::normalize::FieldError;
-use crate::vault::{AuditFailed, StoredIdentity, Vault, VaultAction, VaultAudit, VaultEntry, VaultError, VaultEvent};
+use crate::vault::{
+    AuditFailed, Refresh, StoredIdentity, Vault, VaultAction, VaultAudit, VaultEntry, VaultError, VaultEvent,
+};
 
 /// The vault file's name inside the identity directory.
 pub const VAULT_FILE: &str = "vault.kbv";
+
+/// Entries appended after the last snapshot that make the store write a new one (at least; see
+/// `maybe_snapshot`).
+pub const SNAPSHOT_AFTER: usize = 50_000;
 
 /// Errors of the identity store.
 #[derive(Debug, thiserror::Error)]
@@ -193,6 +201,12 @@ impl IdentityStore {
         actor: &str,
     ) -> Result<IdentityStore, StoreError> {
         let vault = Vault::open(&dir.join(VAULT_FILE), &keys, audit, actor)?;
+        let mpi = Self::index(cfg, &vault)?;
+        Ok(IdentityStore { dir: dir.to_path_buf(), keys, vault, mpi, poisoned: false })
+    }
+
+    /// Rebuilds the index from an opened vault.
+    fn index(cfg: MatchConfig, vault: &Vault) -> Result<Mpi, StoreError> {
         // Stored identities are canonical already: the matching view is rebuilt without re-parsing.
         let mut records = Vec::with_capacity(vault.len());
         for s in vault.records().values() {
@@ -202,8 +216,153 @@ impl IdentityStore {
             })?;
             records.push((RecordId(s.record), PersonKey::from_u64(s.person), view));
         }
-        let mpi = Mpi::restore(cfg, vault.next_record(), records, vault.log().iter().cloned())?;
-        Ok(IdentityStore { dir: dir.to_path_buf(), keys, vault, mpi, poisoned: false })
+        Ok(Mpi::restore(cfg, vault.next_record(), records, vault.log().iter().cloned())?)
+    }
+
+    /// Catches up with what other processes wrote to the vault since this one last read it (the
+    /// write lock is taken per write, so `kiban serve` and the CLI share one vault): appended
+    /// entries are applied to the index; a vault rewritten by an erasure is reopened (audited).
+    pub fn refresh(&mut self, audit: &dyn VaultAudit, actor: &str) -> Result<(), StoreError> {
+        self.live()?;
+        self.catch_up(audit, actor).inspect_err(|_| self.poisoned = true)
+    }
+
+    fn catch_up(&mut self, audit: &dyn VaultAudit, actor: &str) -> Result<(), StoreError> {
+        match self.vault.refresh(&self.keys)? {
+            Refresh::Same => {}
+            Refresh::Appended(entries) => {
+                for e in entries {
+                    match e {
+                        VaultEntry::Put(s) => {
+                            let view = MatchView::of_stored(&s).ok_or_else(|| StoreError::Stored {
+                                record: s.record,
+                                reason: "unreadable birth date or sex".into(),
+                            })?;
+                            self.mpi.add_restored(RecordId(s.record), PersonKey::from_u64(s.person), view)?;
+                        }
+                        VaultEntry::Mpi(l) => self.mpi.replay(l)?,
+                    }
+                }
+            }
+            Refresh::Replaced => {
+                let mut vault = Vault::open(&self.dir.join(VAULT_FILE), &self.keys, audit, actor)?;
+                self.vault.pass_lock(&mut vault);
+                self.mpi = Self::index(self.mpi.config(), &vault)?;
+                self.vault = vault;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs one write under the vault's lock, after catching up with other processes' writes.
+    fn txn<T>(
+        &mut self,
+        audit: &dyn VaultAudit,
+        actor: &str,
+        f: impl FnOnce(&mut Self) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.live()?;
+        self.vault.begin()?;
+        let r = match self.catch_up(audit, actor) {
+            Ok(()) => f(self),
+            Err(e) => {
+                self.poisoned = true;
+                Err(e)
+            }
+        };
+        self.vault.end();
+        r
+    }
+
+    /// Registers records (see `register_locked`): parse, match, store durably, audit.
+    pub fn register(
+        &mut self,
+        audit: &dyn VaultAudit,
+        actor: &str,
+        inputs: &[IdentityInput],
+    ) -> Result<Vec<Result<Registration, RecordError>>, StoreError> {
+        self.txn(audit, actor, |s| s.register_locked(audit, actor, inputs))
+    }
+
+    /// Decides a review item; returns the decision id (undo it with [`IdentityStore::undo`]).
+    pub fn decide(
+        &mut self,
+        audit: &dyn VaultAudit,
+        actor: &str,
+        item: u64,
+        decision: ReviewDecision,
+    ) -> Result<u64, StoreError> {
+        self.txn(audit, actor, |s| s.decide_locked(audit, actor, item, decision))
+    }
+
+    /// Merges person `from` into `into`; returns the decision id.
+    pub fn merge(
+        &mut self,
+        audit: &dyn VaultAudit,
+        actor: &str,
+        from: PersonKey,
+        into: PersonKey,
+    ) -> Result<u64, StoreError> {
+        self.txn(audit, actor, |s| s.merge_locked(audit, actor, from, into))
+    }
+
+    /// Splits one record out into a new person; returns the decision id and the new person.
+    pub fn split(
+        &mut self,
+        audit: &dyn VaultAudit,
+        actor: &str,
+        record: RecordId,
+    ) -> Result<(u64, PersonKey), StoreError> {
+        self.txn(audit, actor, |s| s.split_locked(audit, actor, record))
+    }
+
+    /// Undoes the latest decision not yet undone (recorded, so it survives a restart).
+    pub fn undo(&mut self, audit: &dyn VaultAudit, actor: &str, decision: u64) -> Result<(), StoreError> {
+        self.txn(audit, actor, |s| s.undo_locked(audit, actor, decision))
+    }
+
+    /// Erases every identity of a person (P7) from the vault file and the index.
+    pub fn erase_person(
+        &mut self,
+        audit: &dyn VaultAudit,
+        actor: &str,
+        purpose: &str,
+        person: PersonKey,
+    ) -> Result<usize, StoreError> {
+        self.txn(audit, actor, |s| s.erase_person_locked(audit, actor, purpose, person))
+    }
+
+    /// Erases what one provider submitted under one patient id (P7), those identity records only.
+    pub fn erase_source(
+        &mut self,
+        audit: &dyn VaultAudit,
+        actor: &str,
+        purpose: &str,
+        provider: &str,
+        patient: &str,
+    ) -> Result<usize, StoreError> {
+        self.txn(audit, actor, |s| s.erase_source_locked(audit, actor, purpose, provider, patient))
+    }
+
+    /// Writes a snapshot when the entries since the last one are many, absolutely and against the
+    /// vault's size (so bulk loads write O(log n) snapshots, not one per batch).
+    fn maybe_snapshot(&mut self) -> Result<(), StoreError> {
+        let since = self.vault.since_snapshot();
+        if since >= SNAPSHOT_AFTER.max(self.vault.len() / 4) {
+            self.snapshot()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the vault's sealed snapshot now (see [`crate::vault::Vault::write_snapshot`]).
+    pub fn snapshot(&mut self) -> Result<(), StoreError> {
+        self.vault.write_snapshot(&self.keys)?;
+        Ok(())
+    }
+
+    /// How the vault was opened: snapshot used, absent or ignored, entries replayed.
+    pub fn open_stats(&self) -> &crate::vault::OpenStats {
+        self.vault.open_stats()
     }
 
     fn live(&self) -> Result<(), StoreError> {
@@ -212,6 +371,8 @@ impl IdentityStore {
 
     fn persist(&mut self, entries: Vec<VaultEntry>) -> Result<(), StoreError> {
         self.vault.append(&self.keys, entries).inspect_err(|_| self.poisoned = true)?;
+        // A snapshot that cannot be written costs the next open time, never data: not an error here.
+        let _ = self.maybe_snapshot();
         Ok(())
     }
 
@@ -227,7 +388,7 @@ impl IdentityStore {
 
     /// Registers records: parses each (rejects come back per record, never stored), matches,
     /// stores the identities and any review items in one durable frame, and audits the write.
-    pub fn register(
+    fn register_locked(
         &mut self,
         audit: &dyn VaultAudit,
         actor: &str,
@@ -276,6 +437,23 @@ impl IdentityStore {
         Ok(self.views(self.vault.read_records(audit, actor, "lookup", person, &ids)?))
     }
 
+    /// The current person key of each of a provider's patient ids (the most recent live record's
+    /// person; `None` when none is registered). For intake: the clinical store gets these in place
+    /// of the patient ids. Reads the index only (no identity leaves the vault); audited as one read.
+    pub fn person_keys(
+        &mut self,
+        audit: &dyn VaultAudit,
+        actor: &str,
+        provider: &str,
+        patients: &[&str],
+    ) -> Result<Vec<Option<PersonKey>>, StoreError> {
+        self.refresh(audit, actor)?;
+        let out: Vec<Option<PersonKey>> =
+            patients.iter().map(|p| self.mpi.lookup(provider, p).last().map(|h| h.1)).collect();
+        audit.record(&ev(VaultAction::Read, actor, "intake person keys", None, out.iter().flatten().count()))?;
+        Ok(out)
+    }
+
     /// Every record of a person; audited.
     pub fn lookup_person(
         &self,
@@ -319,7 +497,7 @@ impl IdentityStore {
     }
 
     /// Decides a review item; returns the decision id (undo it with [`IdentityStore::undo`]).
-    pub fn decide(
+    fn decide_locked(
         &mut self,
         audit: &dyn VaultAudit,
         actor: &str,
@@ -336,7 +514,7 @@ impl IdentityStore {
     }
 
     /// Merges person `from` into `into`; returns the decision id.
-    pub fn merge(
+    fn merge_locked(
         &mut self,
         audit: &dyn VaultAudit,
         actor: &str,
@@ -349,7 +527,7 @@ impl IdentityStore {
     }
 
     /// Splits one record out into a new person; returns the decision id and the new person.
-    pub fn split(
+    fn split_locked(
         &mut self,
         audit: &dyn VaultAudit,
         actor: &str,
@@ -361,7 +539,7 @@ impl IdentityStore {
     }
 
     /// Undoes the latest decision not yet undone (recorded, so it survives a restart).
-    pub fn undo(&mut self, audit: &dyn VaultAudit, actor: &str, decision: u64) -> Result<(), StoreError> {
+    fn undo_locked(&mut self, audit: &dyn VaultAudit, actor: &str, decision: u64) -> Result<(), StoreError> {
         self.live()?;
         self.mpi.undo(decision, actor)?;
         self.persist(vec![VaultEntry::Mpi(LogEntry::Undo { decision, by: actor.to_owned() })])?;
@@ -370,7 +548,7 @@ impl IdentityStore {
     }
 
     /// Erases every identity of a person (P7) from the vault file and the index.
-    pub fn erase_person(
+    fn erase_person_locked(
         &mut self,
         audit: &dyn VaultAudit,
         actor: &str,
@@ -389,7 +567,7 @@ impl IdentityStore {
 
     /// Erases what one provider submitted under one patient id (P7 deletion at a provider's
     /// request): those identity records only; the person's records from other providers stay.
-    pub fn erase_source(
+    fn erase_source_locked(
         &mut self,
         audit: &dyn VaultAudit,
         actor: &str,

@@ -10,6 +10,14 @@
 //! (P7) appends a `Forget` entry and then rewrites the file without the erased identities
 //! (temporary file, then rename), so the identifiers are physically gone; the MPI log is kept.
 //!
+//! Several processes may hold the vault open (`kiban serve` and the CLI): `<vault>.lock` is taken
+//! only for the length of a write, and a handle first reads what others appended since
+//! ([`Vault::refresh`]); a rewrite by compaction is noticed by the file's identity and means reopen.
+//! `vault.snap` ([`snapshot`]) is a sealed copy of the state as of a prefix of the file, bound to
+//! that prefix's length and BLAKE3 digest: an open uses it only when it still matches, then
+//! replays only the frames after it; a snapshot that does not open, does not match or is damaged is
+//! ignored and the whole file replayed. Compaction deletes it first (it holds erased identities).
+//!
 //! Every access — open, write, read, decide, export, erase — is reported to the caller's
 //! [`VaultAudit`]; events carry person keys and counts, never identifiers. A hook that cannot record
 //! fails the operation (reads return nothing).
@@ -26,6 +34,8 @@ use crate::identity::Identity;
 use crate::keystore::{KeyStore, KeyStoreError};
 use crate::mpi::{LogEntry, RecordId};
 use crate::normalize::NORMALIZATION_VERSION;
+
+mod snapshot;
 
 const AAD: &[u8] = b"kiban/vault/v2";
 /// Entries per sealed frame: keeps frames far below the 4 GiB a length prefix can say, and a
@@ -181,11 +191,10 @@ pub enum VaultError {
         /// Cause.
         reason: String,
     },
-    /// Another process (or another handle in this one) has the vault open.
-    #[error(
-        "the identity vault {path} is in use by another kiban process (e.g. `kiban serve`); stop it or use its HTTP API"
-    )]
-    Busy {
+    /// The vault file was rewritten (compacted after an erasure) by another process since this one
+    /// read it; reopen.
+    #[error("the identity vault {path} was rewritten by another kiban process; reopen it")]
+    Changed {
         /// The vault file.
         path: PathBuf,
     },
@@ -203,8 +212,18 @@ pub struct Vault {
     next_record: u32,
     /// Length of the valid prefix of the file (a torn tail beyond it is cut on the next write).
     valid_len: u64,
-    /// Exclusive lock on `<vault>.lock`, held while open: two writers would cut each other's frames.
-    _lock: fs::File,
+    /// BLAKE3 of the valid prefix so far (what a snapshot is bound to).
+    digest: blake3::Hasher,
+    /// Entries applied since the last snapshot (or since open without one).
+    since_snapshot: usize,
+    /// How the last open went (for benchmarks and the demo).
+    opened: OpenStats,
+    /// `<vault>.lock`: held exclusively while writing (two writers would cut each other's frames).
+    lock_path: PathBuf,
+    /// The lock while this handle holds it.
+    held: Option<fs::File>,
+    /// Device and inode of the file read, to notice a rewrite by another process.
+    file_id: Option<(u64, u64)>,
 }
 
 impl std::fmt::Debug for Vault {
@@ -224,16 +243,15 @@ impl Vault {
             fs::create_dir_all(parent).map_err(io(parent))?;
         }
         let lock_path = path.with_extension("lock");
-        let lock =
-            fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io(&lock_path))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => return Err(VaultError::Busy { path: path.to_path_buf() }),
-            Err(fs::TryLockError::Error(e)) => return Err(VaultError::Io { path: lock_path, source: e }),
-        }
-        let bytes = match fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
+        let (bytes, file_id) = match fs::File::open(path) {
+            Ok(mut f) => {
+                use std::io::Read;
+                let id = file_id(&f.metadata().map_err(io(path))?);
+                let mut b = vec![];
+                f.read_to_end(&mut b).map_err(io(path))?;
+                (b, id)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (vec![], None),
             Err(e) => return Err(VaultError::Io { path: path.to_path_buf(), source: e }),
         };
         let mut v = Vault {
@@ -242,11 +260,31 @@ impl Vault {
             log: vec![],
             next_record: 0,
             valid_len: 0,
-            _lock: lock,
+            digest: blake3::Hasher::new(),
+            since_snapshot: 0,
+            opened: OpenStats::default(),
+            lock_path,
+            held: None,
+            file_id,
         };
+        // A snapshot covers a prefix of the file: it is used only when it opens with this key and its
+        // bound digest is that of the file's prefix now; anything else is ignored and rebuilt.
+        let mut pos = 0usize;
+        match snapshot::load(&snapshot_path(path), keys, &bytes) {
+            Ok(Some(snap)) => {
+                pos = snap.vault_len as usize;
+                v.records = snap.records;
+                v.log = snap.log;
+                v.next_record = snap.next_record;
+                v.digest = snap.hasher;
+                v.opened.snapshot = SnapshotUse::Used;
+            }
+            Ok(None) => v.opened.snapshot = SnapshotUse::Absent,
+            Err(reason) => v.opened.snapshot = SnapshotUse::Ignored(reason),
+        }
         // Frame boundaries first (cheap), then decrypt and parse frames on all cores, then apply in order.
         let mut frames = vec![];
-        let mut pos = 0usize;
+        let tail_start = pos;
         while pos + 4 <= bytes.len() {
             let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().expect("4 bytes")) as usize;
             if pos + 4 + len > bytes.len() {
@@ -274,8 +312,11 @@ impl Vault {
         for entries in decoded {
             for e in entries? {
                 v.apply(e);
+                v.since_snapshot += 1;
             }
         }
+        v.opened.tail_entries = v.since_snapshot;
+        v.digest.update(&bytes[tail_start..pos]);
         v.valid_len = pos as u64;
         audit.record(&VaultEvent {
             action: VaultAction::Open,
@@ -307,7 +348,13 @@ impl Vault {
 
     /// Writes `entries` as frames of at most [`FRAME_ENTRIES`] entries after the first `valid_len`
     /// bytes (cutting any torn tail), then syncs once; returns the bytes written.
-    fn write_frames(path: &Path, valid_len: u64, keys: &KeyStore, entries: &[VaultEntry]) -> Result<u64, VaultError> {
+    fn write_frames(
+        path: &Path,
+        valid_len: u64,
+        keys: &KeyStore,
+        entries: &[VaultEntry],
+        digest: &mut blake3::Hasher,
+    ) -> Result<u64, VaultError> {
         let mut f = fs::OpenOptions::new().create(true).write(true).truncate(false).open(path).map_err(io(path))?;
         f.set_len(valid_len).map_err(io(path))?;
         use std::io::Seek;
@@ -319,6 +366,8 @@ impl Vault {
             let len = u32::try_from(sealed.len()).expect("a frame of FRAME_ENTRIES entries is far below 4 GiB");
             w.write_all(&len.to_le_bytes()).map_err(io(path))?;
             w.write_all(&sealed).map_err(io(path))?;
+            digest.update(&len.to_le_bytes());
+            digest.update(&sealed);
             written += 4 + sealed.len() as u64;
         }
         let f = w.into_inner().map_err(|e| VaultError::Io { path: path.to_path_buf(), source: e.into_error() })?;
@@ -326,12 +375,104 @@ impl Vault {
         Ok(written)
     }
 
-    /// Appends entries as one frame, durably, and applies them.
+    /// Takes the write lock (blocking until another process's write is done); see [`Vault::end`].
+    pub fn begin(&mut self) -> Result<(), VaultError> {
+        if self.held.is_none() {
+            let lock = fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&self.lock_path)
+                .map_err(io(&self.lock_path))?;
+            lock.lock().map_err(io(&self.lock_path))?;
+            self.held = Some(lock);
+        }
+        Ok(())
+    }
+
+    /// Releases the write lock.
+    pub fn end(&mut self) {
+        self.held = None;
+    }
+
+    /// Reads what other processes appended since this handle last read or wrote, applies it and
+    /// returns it (so the caller can apply it to its index too). Frames still being written are
+    /// left for the next refresh.
+    pub fn refresh(&mut self, keys: &KeyStore) -> Result<Refresh, VaultError> {
+        use std::io::{Read, Seek};
+        let mut f = match fs::File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(if self.valid_len == 0 { Refresh::Same } else { Refresh::Replaced });
+            }
+            Err(e) => return Err(VaultError::Io { path: self.path.clone(), source: e }),
+        };
+        let meta = f.metadata().map_err(io(&self.path))?;
+        let id = file_id(&meta);
+        if self.file_id.is_some() && id != self.file_id || meta.len() < self.valid_len {
+            return Ok(Refresh::Replaced);
+        }
+        self.file_id = id;
+        if meta.len() == self.valid_len {
+            return Ok(Refresh::Same);
+        }
+        f.seek(std::io::SeekFrom::Start(self.valid_len)).map_err(io(&self.path))?;
+        let mut buf = vec![];
+        f.read_to_end(&mut buf).map_err(io(&self.path))?;
+        let mut pos = 0usize;
+        let mut out = vec![];
+        let mut index = 0;
+        while pos + 4 <= buf.len() {
+            let len = u32::from_le_bytes(buf[pos..pos + 4].try_into().expect("4 bytes")) as usize;
+            if pos + 4 + len > buf.len() {
+                break;
+            }
+            let plain = keys
+                .open_sealed(AAD, &buf[pos + 4..pos + 4 + len])
+                .map_err(|source| VaultError::Sealed { index, source })?;
+            let entries: Vec<VaultEntry> =
+                serde_json::from_slice(&plain).map_err(|e| VaultError::Malformed { index, reason: e.to_string() })?;
+            for e in entries {
+                out.push(e.clone());
+                self.apply(e);
+            }
+            pos += 4 + len;
+            index += 1;
+        }
+        self.digest.update(&buf[..pos]);
+        self.valid_len += pos as u64;
+        self.since_snapshot += out.len();
+        Ok(if out.is_empty() { Refresh::Same } else { Refresh::Appended(out) })
+    }
+
+    /// Hands the write lock to `other` (a reopened handle of the same vault).
+    pub fn pass_lock(&mut self, other: &mut Vault) {
+        other.held = self.held.take();
+    }
+
+    /// Appends entries as one frame, durably, and applies them. Outside [`Vault::begin`]/[`Vault::end`]
+    /// it takes the lock and reads other processes' appends first.
     pub fn append(&mut self, keys: &KeyStore, entries: Vec<VaultEntry>) -> Result<(), VaultError> {
         if entries.is_empty() {
             return Ok(());
         }
-        self.valid_len += Self::write_frames(&self.path, self.valid_len, keys, &entries)?;
+        if self.held.is_none() {
+            self.begin()?;
+            let r = self.refresh(keys).and_then(|r| match r {
+                Refresh::Replaced => Err(VaultError::Changed { path: self.path.clone() }),
+                _ => self.append(keys, entries),
+            });
+            self.end();
+            return r;
+        }
+        // The digest moves only once the write is durable; a failed write poisons the store anyway.
+        let mut d = self.digest.clone();
+        self.valid_len += Self::write_frames(&self.path, self.valid_len, keys, &entries, &mut d)?;
+        self.digest = d;
+        if self.file_id.is_none() {
+            self.file_id = fs::metadata(&self.path).ok().as_ref().and_then(file_id);
+        }
+        self.since_snapshot += entries.len();
         for e in entries {
             self.apply(e);
         }
@@ -383,10 +524,23 @@ impl Vault {
         person: Option<PersonKey>,
         records: &[RecordId],
     ) -> Result<usize, VaultError> {
+        let own = self.held.is_none();
+        if own {
+            self.begin()?;
+            if let Refresh::Replaced = self.refresh(keys)? {
+                self.end();
+                return Err(VaultError::Changed { path: self.path.clone() });
+            }
+        }
         let before = self.records.len();
-        self.append(keys, vec![VaultEntry::Mpi(LogEntry::Forget { records: records.to_vec() })])?;
+        let r = self
+            .append(keys, vec![VaultEntry::Mpi(LogEntry::Forget { records: records.to_vec() })])
+            .and_then(|_| self.compact(keys));
+        if own {
+            self.end();
+        }
+        r?;
         let erased = before - self.records.len();
-        self.compact(keys)?;
         audit.record(&VaultEvent { action: VaultAction::Erase, actor, purpose, person, records: erased })?;
         Ok(erased)
     }
@@ -397,10 +551,61 @@ impl Vault {
         let _ = fs::remove_file(&tmp);
         let mut live: Vec<VaultEntry> = self.records.values().cloned().map(|s| VaultEntry::Put(Box::new(s))).collect();
         live.extend(self.log.iter().cloned().map(VaultEntry::Mpi));
-        let len = Self::write_frames(&tmp, 0, keys, &live)?;
+        let mut d = blake3::Hasher::new();
+        let len = Self::write_frames(&tmp, 0, keys, &live, &mut d)?;
+        // The old snapshot describes the old file: gone first, so a crash never pairs it with the new one
+        // (it would be ignored anyway, its digest no longer matching).
+        // It also holds the erased identities (P7), so failing to remove it fails the erasure.
+        let snap = snapshot_path(&self.path);
+        match fs::remove_file(&snap) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(VaultError::Io { path: snap, source: e }),
+        }
         fs::rename(&tmp, &self.path).map_err(io(&self.path))?;
+        self.file_id = fs::metadata(&self.path).ok().as_ref().and_then(file_id);
         self.valid_len = len;
+        self.digest = d;
+        self.since_snapshot = live.len();
         Ok(())
+    }
+
+    /// Writes a sealed snapshot of the vault's state bound to the file's current length and digest
+    /// (temporary file, then rename), so the next open replays only what is appended after it.
+    pub fn write_snapshot(&mut self, keys: &KeyStore) -> Result<(), VaultError> {
+        let own = self.held.is_none();
+        if own {
+            self.begin()?;
+        }
+        let r = self.write_snapshot_locked(keys);
+        if own {
+            self.end();
+        }
+        r
+    }
+
+    fn write_snapshot_locked(&mut self, keys: &KeyStore) -> Result<(), VaultError> {
+        let digest = *self.digest.finalize().as_bytes();
+        snapshot::write(
+            &snapshot_path(&self.path),
+            keys,
+            &snapshot::Bound { vault_len: self.valid_len, digest, next_record: self.next_record },
+            &self.records,
+            &self.log,
+        )
+        .map_err(io(&self.path))?;
+        self.since_snapshot = 0;
+        Ok(())
+    }
+
+    /// Entries appended (or replayed) since the last snapshot.
+    pub fn since_snapshot(&self) -> usize {
+        self.since_snapshot
+    }
+
+    /// How the last open went: snapshot used, absent or ignored, and the entries replayed after it.
+    pub fn open_stats(&self) -> &OpenStats {
+        &self.opened
     }
 
     /// The live identities by record id.
@@ -423,6 +628,55 @@ impl Vault {
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
     }
+}
+
+/// What [`Vault::refresh`] found.
+#[derive(Debug)]
+pub enum Refresh {
+    /// Nothing new.
+    Same,
+    /// Entries other processes appended (already applied to the vault).
+    Appended(Vec<VaultEntry>),
+    /// The file was rewritten (compaction): reopen.
+    Replaced,
+}
+
+#[cfg(unix)]
+fn file_id(m: &fs::Metadata) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    Some((m.dev(), m.ino()))
+}
+
+#[cfg(not(unix))]
+fn file_id(_: &fs::Metadata) -> Option<(u64, u64)> {
+    None
+}
+
+/// Whether an open used a snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotUse {
+    /// None was there.
+    #[default]
+    Absent,
+    /// It was used; only the entries after it were replayed.
+    Used,
+    /// It was there and not trusted (the reason); the whole file was replayed.
+    Ignored(String),
+}
+
+/// How an open went.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct OpenStats {
+    /// The snapshot.
+    pub snapshot: SnapshotUse,
+    /// Entries replayed from the file (after the snapshot, or all of them).
+    pub tail_entries: usize,
+}
+
+/// The snapshot file beside a vault file (`vault.snap`).
+pub fn snapshot_path(vault: &Path) -> PathBuf {
+    vault.with_extension("snap")
 }
 
 impl StoredIdentity {
@@ -490,7 +744,6 @@ mod tests {
         assert_eq!(v.len(), 2);
         assert_eq!(v.read_records(&audit, "op", "linkage", Some(p1), &[RecordId(0)]).unwrap()[0].kana, "ヤマダ ハナコ");
         assert_eq!(v.erase(&ks, &audit, "op", "P7 request 1", Some(p1), &[RecordId(0)]).unwrap(), 1);
-        assert!(matches!(Vault::open(&path, &ks, &audit, "op"), Err(VaultError::Busy { .. })), "one writer at a time");
         drop(v);
         let reopened = Vault::open(&path, &ks, &audit, "op").unwrap();
         assert_eq!(reopened.len(), 1);
@@ -505,6 +758,75 @@ mod tests {
         let other = KeyStore::create(&t.path().join("keys2")).unwrap();
         let e = Vault::open(&path, &other, &MemoryAudit::default(), "x").unwrap_err();
         assert!(e.to_string().contains("wrong master key"), "{e}");
+    }
+
+    #[test]
+    fn p7_a_snapshot_is_used_only_when_it_matches_and_replay_covers_the_tail() {
+        let t = tempfile::tempdir().unwrap();
+        let ks = KeyStore::create(&t.path().join("keys")).unwrap();
+        let path = t.path().join("vault.kbv");
+        let a = MemoryAudit::default();
+        let put = |v: &mut Vault, i: u32, kana: &str| {
+            v.put(
+                &ks,
+                &a,
+                "op",
+                vec![StoredIdentity::new(RecordId(i), PersonKey::from_u64(i as u64 + 1), &identity(kana))],
+            )
+            .unwrap()
+        };
+        let mut v = Vault::open(&path, &ks, &a, "op").unwrap();
+        put(&mut v, 0, "ア");
+        put(&mut v, 1, "イ");
+        v.append(&ks, vec![VaultEntry::Mpi(LogEntry::Undo { decision: 9, by: "x".into() })]).unwrap();
+        v.write_snapshot(&ks).unwrap();
+        put(&mut v, 2, "ウ");
+        let want = (v.records().clone(), v.log().to_vec(), v.next_record());
+        drop(v);
+        let snap = snapshot_path(&path);
+        assert!(!fs::read(&snap).unwrap().windows("イ".len()).any(|w| w == "イ".as_bytes()), "sealed");
+        let v = Vault::open(&path, &ks, &a, "op").unwrap();
+        assert_eq!(v.open_stats(), &OpenStats { snapshot: SnapshotUse::Used, tail_entries: 1 });
+        assert_eq!((v.records().clone(), v.log().to_vec(), v.next_record()), want);
+        drop(v);
+        // A flipped byte anywhere, another key store's snapshot, or a vault that changed under it:
+        // ignored, the whole file replayed, same state.
+        let good = fs::read(&snap).unwrap();
+        let mut bad = good.clone();
+        let n = bad.len() - 40;
+        bad[n] ^= 1;
+        fs::write(&snap, &bad).unwrap();
+        let v = Vault::open(&path, &ks, &a, "op").unwrap();
+        assert!(matches!(v.open_stats().snapshot, SnapshotUse::Ignored(_)), "{:?}", v.open_stats());
+        assert_eq!((v.records().clone(), v.log().to_vec(), v.next_record()), want);
+        assert_eq!(v.open_stats().tail_entries, 4);
+        drop(v);
+        let other = KeyStore::create(&t.path().join("k2")).unwrap();
+        let p2 = t.path().join("other.kbv");
+        let mut o = Vault::open(&p2, &other, &a, "op").unwrap();
+        o.put(&other, &a, "op", vec![StoredIdentity::new(RecordId(0), PersonKey::from_u64(5), &identity("エ"))])
+            .unwrap();
+        o.write_snapshot(&other).unwrap();
+        drop(o);
+        fs::copy(snapshot_path(&p2), &snap).unwrap();
+        let v = Vault::open(&path, &ks, &a, "op").unwrap();
+        assert!(matches!(v.open_stats().snapshot, SnapshotUse::Ignored(_)));
+        assert_eq!(v.records().clone(), want.0);
+        drop(v);
+        // The right snapshot over a vault whose covered prefix changed (same length, other bytes).
+        fs::write(&snap, &good).unwrap();
+        let mut raw = fs::read(&path).unwrap();
+        raw[10] ^= 1;
+        let p3 = t.path().join("changed.kbv");
+        fs::write(&p3, &raw).unwrap();
+        fs::copy(&snap, snapshot_path(&p3)).unwrap();
+        let e = Vault::open(&p3, &ks, &a, "op").unwrap_err();
+        assert!(matches!(e, VaultError::Sealed { index: 0, .. }), "the snapshot is ignored, the damage reported: {e}");
+        // Erasure removes the snapshot, which held the erased identity.
+        let mut v = Vault::open(&path, &ks, &a, "op").unwrap();
+        assert_eq!(v.open_stats().snapshot, SnapshotUse::Used);
+        v.erase(&ks, &a, "op", "P7", None, &[RecordId(1)]).unwrap();
+        assert!(!snap.exists());
     }
 
     #[test]

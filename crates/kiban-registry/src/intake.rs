@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{Array, StringArray};
-use arrow::record_batch::{RecordBatch, RecordBatchReader};
+pub use arrow::record_batch::RecordBatch;
+use arrow::record_batch::RecordBatchReader;
 use chrono::NaiveDate;
 use kiban_formats::{DatasetError, DatasetWriter, FileFormat, Sealer};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -158,6 +159,15 @@ pub fn input_tables(input: &Path) -> Result<Vec<(String, Vec<PathBuf>)>, IntakeE
     if !input.is_dir() {
         return Err(file_err(input)(&"the input must be a directory of Parquet tables"));
     }
+    // `kiban formats convert` output: clinical tables and the identity table side by side.
+    if input.join("clinical").is_dir() && input.join("identity").is_dir() {
+        let mut out = input_tables(&input.join("clinical"))?;
+        if input.join("identity").join(IDENTITY_TABLE).is_dir() {
+            out.extend(input_tables(&input.join("identity"))?);
+        }
+        out.sort();
+        return Ok(out);
+    }
     let direct = parquet_in(input)?;
     if !direct.is_empty() {
         let name = input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "table".into());
@@ -223,11 +233,186 @@ fn patient_ids(b: &RecordBatch) -> Option<&StringArray> {
     b.column_by_name("patient_id").and_then(|c| c.as_any().downcast_ref::<StringArray>())
 }
 
-/// Takes in one batch. See the module documentation for the steps.
+/// The identity table of a submission: its rows go to the identity vault, never to `clinical/`.
+pub const IDENTITY_TABLE: &str = "patients";
+
+/// Direct identifiers (issue 4 item 1): only the identity vault holds them. A clinical table that
+/// carries one is refused; `patient_id` is replaced by the vault's person key.
+pub const IDENTITY_COLUMNS: [&str; 11] = [
+    "name_kanji",
+    "name_kana",
+    "sex",
+    "birth_date",
+    "postal_code",
+    "address",
+    "phone",
+    "insurer_number",
+    "card_symbol",
+    "card_number",
+    "card_branch",
+];
+
+/// The column that links clinical rows to a person in the identity vault, in place of `patient_id`.
+pub const PERSON_KEY_COLUMN: &str = "person_key";
+
+/// The identity vault's side of intake. `kiban-identity` owns the vault, so the binary and the
+/// server pass an implementation; the registry only moves rows and keys.
+pub trait IdentityRouting: Sync {
+    /// Registers the admitted rows of the identity table (through the master patient index) and
+    /// returns, per row, the person key or why the identity was rejected (field and rule).
+    fn register(&self, provider_id: &str, rows: &RecordBatch) -> Result<Vec<Result<String, String>>, String>;
+    /// The person keys of the provider's patient ids (`None`: no identity registered for it).
+    fn person_keys(&self, provider_id: &str, patient_ids: &[&str]) -> Result<Vec<Option<String>>, String>;
+}
+
+fn quarantine_rows(
+    rows: &RecordBatch,
+    reason: &str,
+    details: &[String],
+) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let reasons: StringArray = details.iter().map(|_| Some(reason)).collect();
+    let rules: StringArray = details.iter().map(|d| Some(d.as_str())).collect();
+    let mut fields: Vec<_> = rows.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(arrow::datatypes::Field::new("exclusion_reason", arrow::datatypes::DataType::Utf8, false));
+    fields.push(arrow::datatypes::Field::new("rule", arrow::datatypes::DataType::Utf8, false));
+    let mut cols: Vec<arrow::array::ArrayRef> = rows.columns().to_vec();
+    cols.push(Arc::new(reasons));
+    cols.push(Arc::new(rules));
+    RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), cols)
+}
+
+/// The clinical form of a table's schema: `patient_id` becomes `person_key`.
+fn clinical_schema(schema: &arrow::datatypes::SchemaRef) -> arrow::datatypes::SchemaRef {
+    let fields: Vec<arrow::datatypes::Field> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            if f.name() == "patient_id" {
+                arrow::datatypes::Field::new(PERSON_KEY_COLUMN, arrow::datatypes::DataType::Utf8, false)
+            } else {
+                f.as_ref().clone()
+            }
+        })
+        .collect();
+    Arc::new(arrow::datatypes::Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// Admitted rows routed through the vault: rows with a person key (patient id replaced), and the
+/// rows without one with their reasons (identity rejected, or never registered).
+struct Routed {
+    clinical: Option<RecordBatch>,
+    quarantine: Option<RecordBatch>,
+    rejected: u64,
+    reason: &'static str,
+}
+
+fn take(b: &RecordBatch, keep: &[bool]) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let mask: arrow::array::BooleanArray = keep.iter().map(|&k| Some(k)).collect();
+    arrow::compute::filter_record_batch(b, &mask)
+}
+
+fn route_rows(
+    ids: &dyn IdentityRouting,
+    provider: &str,
+    table: &str,
+    b: &RecordBatch,
+    out_schema: &arrow::datatypes::SchemaRef,
+) -> Result<Routed, String> {
+    let pids = patient_ids(b).ok_or("the table has no text patient_id column")?;
+    let pid = |i: usize| if pids.is_null(i) { "" } else { pids.value(i) };
+    if table == IDENTITY_TABLE {
+        let res = ids.register(provider, b)?;
+        if res.len() != b.num_rows() {
+            return Err(format!("the vault answered {} rows for {}", res.len(), b.num_rows()));
+        }
+        let bad: Vec<bool> = res.iter().map(|r| r.is_err()).collect();
+        let details: Vec<String> = res.iter().filter_map(|r| r.as_ref().err().cloned()).collect();
+        let quarantine = if details.is_empty() {
+            None
+        } else {
+            Some(
+                quarantine_rows(&take(b, &bad).map_err(|e| e.to_string())?, "identity_rejected", &details)
+                    .map_err(|e| e.to_string())?,
+            )
+        };
+        return Ok(Routed { clinical: None, quarantine, rejected: details.len() as u64, reason: "identity_rejected" });
+    }
+    let list: Vec<&str> = (0..b.num_rows()).map(pid).collect();
+    let keys = ids.person_keys(provider, &list)?;
+    if keys.len() != b.num_rows() {
+        return Err(format!("the vault answered {} rows for {}", keys.len(), b.num_rows()));
+    }
+    let known: Vec<bool> = keys.iter().map(|k| k.is_some()).collect();
+    let unknown: Vec<bool> = known.iter().map(|k| !k).collect();
+    let n_unknown = unknown.iter().filter(|&&u| u).count();
+    let quarantine = if n_unknown == 0 {
+        None
+    } else {
+        let rows = take(b, &unknown).map_err(|e| e.to_string())?;
+        let details = vec![
+            "vault: no identity registered for this patient id (submit it in the patients table)"
+                .to_owned();
+            n_unknown
+        ];
+        Some(quarantine_rows(&rows, "no_identity", &details).map_err(|e| e.to_string())?)
+    };
+    let kept = take(b, &known).map_err(|e| e.to_string())?;
+    let col: StringArray = keys.iter().flatten().map(|k| Some(k.as_str())).collect();
+    let pos = b.schema().index_of("patient_id").map_err(|e| e.to_string())?;
+    let mut cols = kept.columns().to_vec();
+    cols[pos] = Arc::new(col);
+    let clinical = RecordBatch::try_new(out_schema.clone(), cols).map_err(|e| e.to_string())?;
+    Ok(Routed { clinical: Some(clinical), quarantine, rejected: n_unknown as u64, reason: "no_identity" })
+}
+
+/// Takes in one batch without an identity vault: clinical rows keep the provider's patient id and
+/// an identity table or column is refused. For registry tests and dry runs; the product's paths
+/// (CLI, server, demo) use [`submit_routed`].
 pub async fn submit(reg: &Registry, data_dir: &Path, s: &Submission) -> Result<Outcome, IntakeError> {
+    submit_routed(reg, data_dir, s, None).await
+}
+
+/// Takes in one batch. See the module documentation for the steps. With `ids`, the identity table's
+/// admitted rows are registered in the vault and every clinical row's `patient_id` is replaced by
+/// its person key; rows whose identity the vault rejects or does not know go to quarantine (sealed,
+/// with the patient id, so the batch can be replayed). Identities registered before a failing SQL
+/// commit stay in the vault: registering the same identity again matches the same person.
+pub async fn submit_routed(
+    reg: &Registry,
+    data_dir: &Path,
+    s: &Submission,
+    ids: Option<&dyn IdentityRouting>,
+) -> Result<Outcome, IntakeError> {
     let standing = reg.standing(&s.provider_id, s.provision_date).await?;
-    let tables = input_tables(&s.input)?;
+    let mut tables = input_tables(&s.input)?;
     let digest = input_digest(&tables)?;
+    // Identities first, so the clinical tables of the same batch find their person keys.
+    tables.sort_by_key(|(t, _)| t != IDENTITY_TABLE);
+    for (table, files) in &tables {
+        let schema = read_parquet(&files[0])?.schema();
+        let id_col = schema.fields().iter().find(|f| IDENTITY_COLUMNS.contains(&f.name().as_str()));
+        let refuse = |message: String| -> Result<(), IntakeError> {
+            Err(RecordError::Invalid { field: "input", rule: "A3", message }.into())
+        };
+        if table == IDENTITY_TABLE && ids.is_none() && !s.dry_run {
+            refuse(format!("table {table} holds identities: only the identity vault may take them, and none is open"))?;
+        }
+        if table != IDENTITY_TABLE
+            && let Some(c) = id_col
+        {
+            refuse(format!(
+                "table {table} carries the direct identifier column {}: identities go in the {IDENTITY_TABLE} table, to the identity vault only",
+                c.name()
+            ))?;
+        }
+        if ids.is_some()
+            && schema
+                .column_with_name("patient_id")
+                .is_none_or(|(_, f)| f.data_type() != &arrow::datatypes::DataType::Utf8)
+        {
+            refuse(format!("table {table} has no text patient_id column to link its rows to the identity vault"))?;
+        }
+    }
     let batch = batch_id(&s.provider_id, s.provision_date, &digest);
     if !s.dry_run
         && let Some(prev) = reg.receipt_by_digest(&digest).await?
@@ -265,10 +450,17 @@ pub async fn submit(reg: &Registry, data_dir: &Path, s: &Submission) -> Result<O
         items.push(serde_json::json!({
             "table": table, "columns": schema.fields().iter().map(|f| f.name().clone()).collect::<Vec<_>>()
         }));
-        let clin = (!s.dry_run)
+        let routing = ids.filter(|_| !s.dry_run);
+        let out_schema = if routing.is_some() { clinical_schema(&schema) } else { schema.clone() };
+        let clin = (!s.dry_run && table != IDENTITY_TABLE)
             .then(|| {
-                DatasetWriter::create(&stage.join("clinical").join(table), table, schema.clone(), FileFormat::Parquet)
-                    .map(|w| seal(w, &s.sealer))
+                DatasetWriter::create(
+                    &stage.join("clinical").join(table),
+                    table,
+                    out_schema.clone(),
+                    FileFormat::Parquet,
+                )
+                .map(|w| seal(w, &s.sealer))
             })
             .transpose()?;
         let mut quar: Option<DatasetWriter> = None;
@@ -328,7 +520,29 @@ pub async fn submit(reg: &Registry, data_dir: &Path, s: &Submission) -> Result<O
                     any_quarantine = true;
                     pend_q.push(quarantine_batch(&split.excluded, &split.codes).map_err(|e| file_err(f)(&e))?);
                 }
-                if split.admitted.num_rows() > 0 {
+                if let Some(router) = routing
+                    && split.admitted.num_rows() > 0
+                {
+                    let r = route_rows(router, &s.provider_id, table, &split.admitted, &out_schema)
+                        .map_err(|e| file_err(f)(&format!("identity vault: {e}")))?;
+                    tc.admitted -= r.rejected;
+                    tc.excluded += r.rejected;
+                    if r.rejected > 0 {
+                        *by_reason.entry(r.reason.to_owned()).or_default() += r.rejected;
+                    }
+                    if let Some(q) = r.quarantine {
+                        any_quarantine = true;
+                        if let Some(qids) = patient_ids(&q) {
+                            for i in 0..qids.len() {
+                                excluded_persons.insert((qids.value(i).to_owned(), r.reason));
+                            }
+                        }
+                        pend_q.push(q);
+                    }
+                    if let Some(c) = r.clinical.filter(|c| c.num_rows() > 0) {
+                        pend_a.push(c);
+                    }
+                } else if split.admitted.num_rows() > 0 && table != IDENTITY_TABLE {
                     pend_a.push(split.admitted);
                 }
                 if pend_a.len() + pend_q.len() >= 16 {
@@ -430,6 +644,11 @@ pub struct Deletion {
 /// The identity-vault side of a deletion: `kiban-identity` owns the vault, so the binary passes a
 /// hook that deletes the person's identity there and says what it did.
 pub trait VaultDeletion: Sync {
+    /// The person keys the provider's patient id links to in the clinical store (asked before the
+    /// identity is deleted, so the clinical rows can still be found).
+    fn person_keys(&self, _provider_id: &str, _patient_id: &str) -> Result<Vec<String>, String> {
+        Ok(vec![])
+    }
     /// Deletes the person's identity records; returns a status line for the deletion record.
     fn delete_identity(&self, provider_id: &str, patient_id: &str) -> Result<String, String>;
 }
@@ -458,15 +677,21 @@ pub async fn delete_person(
     sealer: Option<Arc<dyn Sealer>>,
 ) -> Result<Deletion, IntakeError> {
     let batches = reg.batches_with_person(provider_id, patient_id).await?;
+    let keys = vault.person_keys(provider_id, patient_id).map_err(|e| IntakeError::File {
+        path: data_dir.join("identity"),
+        message: format!("the identity vault cannot say which person key to delete: {e}"),
+    })?;
     let mut removed = BTreeMap::new();
     for b in &batches {
-        strip_person(&data_dir.join("clinical").join(b), b, provider_id, patient_id, &sealer, &mut removed)?;
+        let who = Who { provider_id, patient_id, keys: &keys };
+        strip_person(&data_dir.join("clinical").join(b), b, &who, &sealer, &mut removed)?;
     }
     // Excluded records of the person sit in the quarantine of any of the provider's batches
     // (the receipt lists admitted persons only), so every one is searched.
     let mut quarantined = BTreeMap::new();
     for b in reg.batches_of(provider_id).await? {
-        strip_person(&data_dir.join("quarantine").join(&b), &b, provider_id, patient_id, &sealer, &mut quarantined)?;
+        let who = Who { provider_id, patient_id, keys: &[] };
+        strip_person(&data_dir.join("quarantine").join(&b), &b, &who, &sealer, &mut quarantined)?;
     }
     let vault_status = match vault.delete_identity(provider_id, patient_id) {
         Ok(s) => s,
@@ -482,11 +707,18 @@ pub async fn delete_person(
 
 /// Rewrites every dataset under `dir` (one batch's tables) without the patient's rows, swapping
 /// each in by rename; records the rows removed per `batch/table`.
+/// Whose rows a deletion removes: the provider's patient id (quarantine, stores without a vault) or
+/// the person keys it links to (the clinical store), in either case only rows the provider sent.
+struct Who<'a> {
+    provider_id: &'a str,
+    patient_id: &'a str,
+    keys: &'a [String],
+}
+
 fn strip_person(
     dir: &Path,
     batch: &str,
-    provider_id: &str,
-    patient_id: &str,
+    who: &Who<'_>,
     sealer: &Option<Arc<dyn Sealer>>,
     removed: &mut BTreeMap<String, u64>,
 ) -> Result<(), IntakeError> {
@@ -506,13 +738,20 @@ fn strip_person(
             let mut kept = Vec::new();
             let batches = kiban_formats::read_part(&t, &manifest, f, sealer.as_deref())?;
             for batch in batches {
-                let Some(ids) = patient_ids(&batch) else { continue };
-                // Patient ids are the provider's: the same id under another provider is someone else.
-                let provs = batch.column_by_name("provider_id").and_then(|c| c.as_any().downcast_ref::<StringArray>());
+                let text = |n: &str| batch.column_by_name(n).and_then(|c| c.as_any().downcast_ref::<StringArray>());
+                let (ids, wanted): (&StringArray, &dyn Fn(&str) -> bool) =
+                    match (patient_ids(&batch), text(PERSON_KEY_COLUMN)) {
+                        (Some(ids), _) => (ids, &|v: &str| v == who.patient_id),
+                        (None, Some(keys)) => (keys, &|v: &str| who.keys.iter().any(|k| k == v)),
+                        (None, None) => continue,
+                    };
+                // Patient ids are the provider's, and a person key spans providers: only this
+                // provider's rows go.
+                let provs = text("provider_id");
                 let theirs = |i: usize| {
                     !ids.is_null(i)
-                        && ids.value(i) == patient_id
-                        && provs.is_none_or(|p| !p.is_null(i) && p.value(i) == provider_id)
+                        && wanted(ids.value(i))
+                        && provs.is_none_or(|p| !p.is_null(i) && p.value(i) == who.provider_id)
                 };
                 let keep: arrow::array::BooleanArray = (0..ids.len()).map(|i| Some(!theirs(i))).collect();
                 let k = arrow::compute::filter_record_batch(&batch, &keep).map_err(|e| file_err(&path)(&e))?;

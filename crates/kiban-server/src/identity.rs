@@ -72,6 +72,58 @@ impl VaultAudit for AuditBridge<'_> {
     }
 }
 
+/// The identity vault's side of intake and deletion for the registry (issue 4 item 1): the
+/// identity table's rows are registered through the MPI, clinical rows get person keys, and a
+/// deletion request erases the provider's identity records. Every call is audited through `audit`.
+pub struct VaultRouting<'a> {
+    /// The store (the server's shared one, or the CLI's own).
+    pub store: &'a Mutex<IdentityStore>,
+    /// The audit hook.
+    pub audit: &'a dyn VaultAudit,
+    /// Who.
+    pub actor: String,
+}
+
+impl VaultRouting<'_> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, IdentityStore> {
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl kiban_registry::intake::IdentityRouting for VaultRouting<'_> {
+    fn register(
+        &self,
+        provider_id: &str,
+        rows: &kiban_registry::intake::RecordBatch,
+    ) -> Result<Vec<Result<String, String>>, String> {
+        let inputs = kiban_identity::identity::inputs_from_batch(provider_id, rows).map_err(|e| e.to_string())?;
+        let res = self.lock().register(self.audit, &self.actor, &inputs).map_err(|e| e.to_string())?;
+        Ok(res.into_iter().map(|r| r.map(|g| g.person.to_string()).map_err(|e| e.to_string())).collect())
+    }
+
+    fn person_keys(&self, provider_id: &str, patient_ids: &[&str]) -> Result<Vec<Option<String>>, String> {
+        let keys =
+            self.lock().person_keys(self.audit, &self.actor, provider_id, patient_ids).map_err(|e| e.to_string())?;
+        Ok(keys.into_iter().map(|k| k.map(|k| k.to_string())).collect())
+    }
+}
+
+impl kiban_registry::intake::VaultDeletion for VaultRouting<'_> {
+    fn person_keys(&self, provider_id: &str, patient_id: &str) -> Result<Vec<String>, String> {
+        let k =
+            self.lock().person_keys(self.audit, &self.actor, provider_id, &[patient_id]).map_err(|e| e.to_string())?;
+        Ok(k.into_iter().flatten().map(|k| k.to_string()).collect())
+    }
+
+    fn delete_identity(&self, provider_id: &str, patient_id: &str) -> Result<String, String> {
+        let n = self
+            .lock()
+            .erase_source(self.audit, &self.actor, "P7 deletion", provider_id, patient_id)
+            .map_err(|e| e.to_string())?;
+        Ok(format!("erased {n} identity records from the vault"))
+    }
+}
+
 /// Checks the review committee's record for a linkage-key export: the application must be approved
 /// (phase `approved`) and name `database` among its linked databases.
 pub async fn linkage_approval(reg: &Registry, application: &str, database: &str) -> Result<LinkageApproval, String> {
@@ -125,6 +177,17 @@ fn lock(s: &SharedIdentity) -> std::sync::MutexGuard<'_, IdentityStore> {
     s.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The store, caught up with what other processes (the CLI) wrote to the vault since.
+fn fresh<'a>(
+    s: &'a SharedIdentity,
+    st: &AppState,
+    c: &Caller,
+) -> Result<std::sync::MutexGuard<'a, IdentityStore>, Response> {
+    let mut g = lock(s);
+    g.refresh(&bridge(st, c), &c.account_id).map_err(store_err)?;
+    Ok(g)
+}
+
 fn person_key(s: &str) -> Result<PersonKey, Response> {
     PersonKey::parse(s).map_err(|e| error(StatusCode::BAD_REQUEST, &e.to_string()))
 }
@@ -144,14 +207,16 @@ async fn lookup(
 ) -> Res {
     let s = store(s)?;
     let Ok(Query(q)) = q else { return Err(error(StatusCode::BAD_REQUEST, "give ?provider=…&patient=…")) };
-    let v = lock(&s).lookup_source(&bridge(&st, &c), &c.account_id, &q.provider, &q.patient).map_err(store_err)?;
+    let v = fresh(&s, &st, &c)?
+        .lookup_source(&bridge(&st, &c), &c.account_id, &q.provider, &q.patient)
+        .map_err(store_err)?;
     ok(json!({ "records": v }))
 }
 
 async fn person(State(st): State<AppState>, Extension(c): Extension<Caller>, s: Store, Path(p): Path<String>) -> Res {
     let s = store(s)?;
     let p = person_key(&p)?;
-    let v = lock(&s).lookup_person(&bridge(&st, &c), &c.account_id, p).map_err(store_err)?;
+    let v = fresh(&s, &st, &c)?.lookup_person(&bridge(&st, &c), &c.account_id, p).map_err(store_err)?;
     ok(json!({ "person": p.to_string(), "records": v }))
 }
 
@@ -172,7 +237,7 @@ async fn review_detail(
     Path(item): Path<u64>,
 ) -> Res {
     let s = store(s)?;
-    let v = lock(&s).review_detail(&bridge(&st, &c), &c.account_id, item).map_err(store_err)?;
+    let v = fresh(&s, &st, &c)?.review_detail(&bridge(&st, &c), &c.account_id, item).map_err(store_err)?;
     ok(json!(v))
 }
 

@@ -317,8 +317,19 @@ fn safe(s: &str) -> bool {
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-async fn submit_batch(State(st): State<AppState>, Extension(c): Extension<Caller>, Json(b): Json<BatchBody>) -> Res {
+async fn submit_batch(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    vault: Option<Extension<crate::identity::SharedIdentity>>,
+    Json(b): Json<BatchBody>,
+) -> Res {
     c.require_provider(&st, &b.provider_id)?;
+    // Identities go to the vault and clinical rows get person keys: without the vault, nothing is taken in.
+    let vault = match (vault, b.dry_run) {
+        (Some(Extension(v)), _) => Some(v),
+        (None, true) => None,
+        (None, false) => return Err(error(StatusCode::SERVICE_UNAVAILABLE, "the identity store is not open")),
+    };
     if !safe(&b.provider_id) || !safe(&b.inbox) || !safe(&b.table) {
         return Err(error(StatusCode::UNPROCESSABLE_ENTITY, "provider_id, inbox and table must be plain names"));
     }
@@ -350,7 +361,19 @@ async fn submit_batch(State(st): State<AppState>, Extension(c): Extension<Caller
         creator_address,
         sealer: Some(dataset_sealer(&st)),
     };
-    let out = kiban_registry::intake::submit(&st.reg, &st.data_dir, &s).await;
+    let bridge = crate::identity::AuditBridge { sink: st.audit.as_ref(), actor: c.actor(), source: c.source.clone() };
+    let routing = vault.as_ref().map(|v| crate::identity::VaultRouting {
+        store: v.as_ref(),
+        audit: &bridge,
+        actor: c.actor().id.clone(),
+    });
+    let out = kiban_registry::intake::submit_routed(
+        &st.reg,
+        &st.data_dir,
+        &s,
+        routing.as_ref().map(|r| r as &dyn kiban_registry::intake::IdentityRouting),
+    )
+    .await;
     let _ = std::fs::remove_dir_all(&dir);
     let out = out.map_err(intake_err)?;
     let ev = Event::new(
@@ -392,10 +415,21 @@ fn default_reason() -> String {
 async fn delete_person(
     State(st): State<AppState>,
     Extension(c): Extension<Caller>,
+    vault: Option<Extension<crate::identity::SharedIdentity>>,
     Path((provider, patient)): Path<(String, String)>,
     Json(b): Json<DeleteBody>,
 ) -> Res {
     let on = b.requested_on.unwrap_or_else(kiban_registry::records::today_jst);
+    let bridge = crate::identity::AuditBridge { sink: st.audit.as_ref(), actor: c.actor(), source: c.source.clone() };
+    let routing = vault.as_ref().map(|Extension(v)| crate::identity::VaultRouting {
+        store: v.as_ref(),
+        audit: &bridge,
+        actor: c.actor().id.clone(),
+    });
+    let eraser: &dyn kiban_registry::intake::VaultDeletion = match &routing {
+        Some(r) => r,
+        None => &NoVault,
+    };
     let d = kiban_registry::intake::delete_person(
         &st.reg,
         &st.data_dir,
@@ -403,7 +437,7 @@ async fn delete_person(
         &patient,
         on,
         &b.reason,
-        &NoVault,
+        eraser,
         Some(dataset_sealer(&st)),
     )
     .await

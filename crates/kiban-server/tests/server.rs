@@ -10,6 +10,7 @@ use http_body_util::BodyExt;
 use kiban_audit::{Action, AuditLog, AuditSink, CheckpointKey, ObjectKind, Outcome};
 use kiban_registry::Registry;
 use kiban_registry::accounts::{AccountRole, Vetting};
+use kiban_server::identity::WithStore;
 use kiban_server::{AppState, Authz, Inner, RouteDesc, ServerConfig, auth, gateway};
 use proptest::prelude::*;
 use tower::ServiceExt;
@@ -448,6 +449,103 @@ fn strategy_tree<S: Strategy>(s: &S, r: &mut proptest::test_runner::TestRunner) 
 }
 
 /// A claims table as a provider's system would send it, as Parquet bytes.
+/// A fresh identity store under the data directory (what `kiban serve` opens).
+fn identity_store(data_dir: &std::path::Path) -> kiban_identity::store::IdentityStore {
+    let keys = kiban_identity::keystore::KeyStore::create(&data_dir.join("keys")).unwrap();
+    let audit = kiban_identity::vault::MemoryAudit::default();
+    kiban_identity::store::IdentityStore::open(
+        &data_dir.join("identity"),
+        keys,
+        kiban_identity::mpi::MatchConfig::default(),
+        &audit,
+        "test",
+    )
+    .unwrap()
+}
+
+/// The identifiers `patients_parquet` sends for a patient id (each a string no clinical value may contain).
+fn identifiers_of(patient: &str) -> Vec<String> {
+    let n: u32 = patient[1..].parse().unwrap();
+    vec![
+        patient.to_owned(),
+        format!("合成{}", ["一", "二", "三", "四", "五"][n as usize - 1]),
+        "ゴウセイ".to_owned(),
+        format!("198{n}-02-0{n}"),
+        format!("0312340{n}"),
+        format!("7700{n}"),
+        "東京都千代田区".to_owned(),
+    ]
+}
+
+/// The canonical identity table (`patients`) for the given patient ids of prov-a.
+fn patients_parquet(patients: &[&str]) -> Vec<u8> {
+    use arrow::array::{ArrayRef, StringArray};
+    let cols = [
+        "provider_id",
+        "patient_id",
+        "name_kanji",
+        "name_kana",
+        "sex",
+        "birth_date",
+        "postal_code",
+        "address",
+        "phone",
+        "insurer_number",
+        "card_symbol",
+        "card_number",
+        "card_branch",
+    ];
+    let schema = Arc::new(arrow::datatypes::Schema::new(
+        cols.iter()
+            .map(|c| arrow::datatypes::Field::new(*c, arrow::datatypes::DataType::Utf8, false))
+            .collect::<Vec<_>>(),
+    ));
+    let rows: Vec<Vec<String>> = patients
+        .iter()
+        .map(|p| {
+            let i = identifiers_of(p);
+            let n: u32 = p[1..].parse().unwrap();
+            let kana = ["イチ", "ニ", "サン", "シ", "ゴ"][n as usize - 1];
+            vec![
+                "prov-a".into(),
+                p.to_string(),
+                format!("山田 {}", i[1]),
+                format!("{} {kana}", i[2]),
+                "1".into(),
+                i[3].clone(),
+                "1000001".into(),
+                format!("{}千代田1-1", i[6]),
+                i[4].clone(),
+                String::new(),
+                String::new(),
+                i[5].clone(),
+                String::new(),
+            ]
+        })
+        .collect();
+    let arrays: Vec<ArrayRef> = (0..cols.len())
+        .map(|c| Arc::new(rows.iter().map(|r| Some(r[c].as_str())).collect::<StringArray>()) as ArrayRef)
+        .collect();
+    let b = arrow::record_batch::RecordBatch::try_new(schema.clone(), arrays).unwrap();
+    let mut out = Vec::new();
+    let mut w = parquet::arrow::ArrowWriter::try_new(&mut out, schema, None).unwrap();
+    w.write(&b).unwrap();
+    w.close().unwrap();
+    out
+}
+
+/// `TestSealer` as the datasets' sealer, to read clinical parts back.
+struct PlainSealer;
+
+impl kiban_formats::Sealer for PlainSealer {
+    fn seal(&self, aad: &[u8], plain: &[u8]) -> Vec<u8> {
+        kiban_server::Sealer::seal(&TestSealer, aad, plain)
+    }
+    fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, String> {
+        kiban_server::Sealer::open(&TestSealer, aad, sealed).ok_or_else(|| "does not open".to_owned())
+    }
+}
+
 fn claims_parquet(patients: &[&str]) -> Vec<u8> {
     use arrow::array::{ArrayRef, Int64Array, StringArray};
     let schema = Arc::new(arrow::datatypes::Schema::new(vec![
@@ -475,7 +573,8 @@ async fn c1_c2_c3_p3_p4_p7_registry_and_intake_over_http() {
     let f = fixture().await;
     let (_, op) = enrolled(&f.st, "op.sato", AccountRole::IntakeOperator, PW).await;
     let (clerk_id, clerk) = enrolled(&f.st, "clerk.k", AccountRole::ProviderClerk, PW).await;
-    let main = spawn(kiban_server::router(f.st.clone())).await;
+    let vault = identity_store(&f.st.data_dir);
+    let main = spawn(kiban_server::router(f.st.clone()).with_identity_store(vault)).await;
     let intake = spawn(kiban_server::build_router(f.st.clone(), gateway::intake_routes())).await;
     let op = cookie_of(&login(main, "op.sato", PW, &auth::totp_code(&op, now_unix())).await);
     let clerk = cookie_of(&login(main, "clerk.k", PW, &auth::totp_code(&clerk, now_unix())).await);
@@ -516,7 +615,7 @@ async fn c1_c2_c3_p3_p4_p7_registry_and_intake_over_http() {
     assert_eq!(r.status, StatusCode::FORBIDDEN, "a notice for another provider: {}", r.body);
 
     let file = claims_parquet(&["P0001", "P0002", "P0003", "P0004", "P0001"]);
-    let upload = |file: Vec<u8>| {
+    let upload_as = |name: &'static str, file: Vec<u8>| {
         let clerk = clerk.clone();
         async move {
             // `http` sends text bodies; the Parquet bytes go through hyper directly.
@@ -526,7 +625,7 @@ async fn c1_c2_c3_p3_p4_p7_registry_and_intake_over_http() {
             tokio::spawn(conn);
             let req = Request::builder()
                 .method("POST")
-                .uri("/intake/prov-a/claims.parquet")
+                .uri(format!("/intake/prov-a/{name}.parquet"))
                 .header("host", "127.0.0.1")
                 .header("cookie", clerk.as_str())
                 .body(http_body_util::Full::new(axum::body::Bytes::from(file)))
@@ -537,6 +636,7 @@ async fn c1_c2_c3_p3_p4_p7_registry_and_intake_over_http() {
             v["received"].as_str().unwrap().to_owned()
         }
     };
+    let upload = |file: Vec<u8>| upload_as("claims", file);
     let batch = |inbox: String| {
         serde_json::json!({"provider_id": "prov-a", "provision_date": today, "inbox": inbox, "table": "claims"})
             .to_string()
@@ -606,6 +706,17 @@ async fn c1_c2_c3_p3_p4_p7_registry_and_intake_over_http() {
     let r = call(main, "GET", "/api/providers/prov-a/patients/P0004".into(), clerk.clone(), String::new()).await;
     assert!(r.body.contains("\"notices\"") && r.body.contains("P0004"), "{}", r.body);
 
+    // Issue 4 item 1: the identities come first, as the patients table; the gate admits P0001 only,
+    // and its identity goes to the vault, not to the clinical store.
+    let ids = upload_as("patients", patients_parquet(&["P0001", "P0002", "P0003", "P0004", "P0005"])).await;
+    let body = serde_json::json!({"provider_id": "prov-a", "provision_date": today, "inbox": ids, "table": "patients"});
+    let r = call(main, "POST", "/api/batches".into(), op.clone(), body.to_string()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!((v["report"]["rows_in"].as_u64(), v["report"]["admitted"].as_u64()), (Some(5), Some(1)), "{v}");
+    let id_batch = v["report"]["batch_id"].as_str().unwrap().to_owned();
+    assert!(!f.st.data_dir.join("clinical").join(&id_batch).exists(), "identities never reach clinical/");
+
     // C3: the batch through the gate; each exclusion with its reason.
     let r = call(main, "POST", "/api/batches".into(), op.clone(), batch(first)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
@@ -629,6 +740,39 @@ async fn c1_c2_c3_p3_p4_p7_registry_and_intake_over_http() {
             assert!(!raw.windows(4).any(|w| w == b"P000"), "plaintext patient id in {area}/{}", file.path);
         }
     }
+    // Issue 4 item 1: every clinical part, column by column and value by value, holds none of the
+    // identifiers sent; rows carry the vault's person key instead of the patient id.
+    let sent = identifiers_of("P0001");
+    let (mut rows, mut parts) = (0, 0);
+    for entry in std::fs::read_dir(f.st.data_dir.join("clinical")).unwrap() {
+        for table in std::fs::read_dir(entry.unwrap().path()).unwrap() {
+            let dir = table.unwrap().path();
+            let m = kiban_formats::read_manifest(&dir).unwrap();
+            for file in &m.files {
+                parts += 1;
+                for b in kiban_formats::read_part(&dir, &m, file, Some(&PlainSealer)).unwrap() {
+                    let names: Vec<String> = b.schema().fields().iter().map(|f| f.name().clone()).collect();
+                    assert!(names.contains(&"person_key".to_owned()), "{names:?}");
+                    for id_col in ["patient_id", "name_kanji", "name_kana", "birth_date", "phone", "card_number"] {
+                        assert!(!names.iter().any(|n| n == id_col), "{id_col} in clinical/{}", dir.display());
+                    }
+                    for col in b.columns() {
+                        let col = arrow::compute::cast(col, &arrow::datatypes::DataType::Utf8).unwrap();
+                        let col = col.as_any().downcast_ref::<arrow::array::StringArray>().unwrap();
+                        for v in col.iter().flatten() {
+                            assert!(!sent.iter().any(|x| v.contains(x.as_str())), "identifier {v:?} in clinical/");
+                        }
+                    }
+                    let keys = b.column_by_name("person_key").unwrap();
+                    let keys = keys.as_any().downcast_ref::<arrow::array::StringArray>().unwrap();
+                    assert!(keys.iter().flatten().all(|k| kiban_model::id::PersonKey::parse(k).is_ok()));
+                    rows += b.num_rows();
+                }
+            }
+        }
+    }
+    assert_eq!((parts, rows), (1, 2), "P0001's two claims, linked by person key");
+
     // C2: the same file again is caught by its digest.
     let again = upload(file).await;
     let r = call(main, "POST", "/api/batches".into(), op.clone(), batch(again)).await;

@@ -3,3 +3,4 @@
 
 mod linkage_vectors;
 mod normalization_vectors;
+mod shared_vault;

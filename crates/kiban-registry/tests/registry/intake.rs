@@ -474,3 +474,117 @@ async fn statutory_tables_are_append_only_in_the_code() {
         assert!(!src.contains(&format!("DELETE FROM {table}")), "{table} has rows deleted");
     }
 }
+
+/// A stand-in for the identity vault: registers names in memory; a patient named `bad` is rejected.
+#[derive(Default)]
+struct FakeVault(std::sync::Mutex<std::collections::HashMap<String, String>>);
+
+impl kiban_registry::intake::IdentityRouting for FakeVault {
+    fn register(&self, _provider: &str, rows: &RecordBatch) -> Result<Vec<Result<String, String>>, String> {
+        let ids = rows.column_by_name("patient_id").unwrap().as_any().downcast_ref::<StringArray>().unwrap();
+        let names = rows.column_by_name("name_kana").unwrap().as_any().downcast_ref::<StringArray>().unwrap();
+        let mut m = self.0.lock().unwrap();
+        Ok((0..rows.num_rows())
+            .map(|i| {
+                if names.value(i) == "bad" {
+                    return Err("name_kana: N2 empty kana".to_owned());
+                }
+                let k = format!("pk-{:016x}", 0xabc0 + i as u64);
+                m.insert(ids.value(i).to_owned(), k.clone());
+                Ok(k)
+            })
+            .collect())
+    }
+    fn person_keys(&self, _provider: &str, ids: &[&str]) -> Result<Vec<Option<String>>, String> {
+        let m = self.0.lock().unwrap();
+        Ok(ids.iter().map(|i| m.get(*i).cloned()).collect())
+    }
+}
+
+fn write_patients(dir: &Path, rows: &[(&str, &str)]) {
+    let t = dir.join("patients");
+    std::fs::create_dir_all(&t).unwrap();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("provider_id", DataType::Utf8, false),
+        Field::new("patient_id", DataType::Utf8, false),
+        Field::new("name_kana", DataType::Utf8, false),
+    ]));
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(rows.iter().map(|_| "prov-a").collect::<Vec<_>>())),
+        Arc::new(StringArray::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
+        Arc::new(StringArray::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
+    ];
+    let b = RecordBatch::try_new(schema.clone(), cols).unwrap();
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(t.join("part-0.parquet")).unwrap(), schema, None)
+            .unwrap();
+    w.write(&b).unwrap();
+    w.close().unwrap();
+}
+
+fn read_rows(dir: &Path) -> Vec<RecordBatch> {
+    let m = kiban_formats::read_manifest(dir).unwrap();
+    m.files.iter().flat_map(|f| kiban_formats::read_part(dir, &m, f, None).unwrap()).collect()
+}
+
+#[tokio::test]
+async fn a3_intake_sends_identities_to_the_vault_and_person_keys_to_the_clinical_store() {
+    for f in fresh_backends().await {
+        let reg = ready(&f).await;
+        for p in ["00000001", "00000002", "00000003"] {
+            reg.add_notice(&notice(p, "2024-01-01")).await.unwrap();
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let input = tmp.path().join("in");
+        // 00000002's identity is rejected by the vault; 00000003 sends clinical rows but no identity.
+        write_patients(&input, &[("00000001", "ヤマダ タロウ"), ("00000002", "bad")]);
+        write_input(&input, &[("prov-a", "00000001"), ("prov-a", "00000002"), ("prov-a", "00000003")]);
+        // Without a vault an identity table is refused, and nothing is written.
+        let e = submit(&reg, &data, &sub(&input, "2024-04-01")).await.unwrap_err().to_string();
+        assert!(e.contains("identity vault"), "{e}");
+        assert!(!data.join("clinical").exists());
+
+        let vault = FakeVault::default();
+        let out =
+            kiban_registry::intake::submit_routed(&reg, &data, &sub(&input, "2024-04-01"), Some(&vault)).await.unwrap();
+        let r = &out.report;
+        assert_eq!((r.rows_in, r.admitted, r.excluded), (5, 2, 3), "{r:?}");
+        assert_eq!(r.excluded_by_reason.get("identity_rejected"), Some(&1));
+        assert_eq!(r.excluded_by_reason.get("no_identity"), Some(&2), "00000002 and 00000003's encounters");
+        let clinical = out.clinical.unwrap();
+        assert!(!clinical.join("patients").exists(), "identities never reach clinical/");
+        let rows = read_rows(&clinical.join("encounters"));
+        let schema = rows[0].schema();
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(names, ["provider_id", "person_key", "n"]);
+        let keys: Vec<String> = rows
+            .iter()
+            .flat_map(|b| {
+                let a = b.column(1).as_any().downcast_ref::<StringArray>().unwrap();
+                a.iter().map(|v| v.unwrap().to_owned()).collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(keys, [format!("pk-{:016x}", 0xabc0)]);
+        // What the vault did not take stays in quarantine with the patient id, for replay.
+        let q = read_rows(&out.quarantine.unwrap().join("encounters"));
+        let qids: Vec<&str> = q
+            .iter()
+            .flat_map(|b| {
+                b.column_by_name("patient_id").unwrap().as_any().downcast_ref::<StringArray>().unwrap().iter()
+            })
+            .map(|v| v.unwrap())
+            .collect();
+        assert_eq!(qids, ["00000002", "00000003"]);
+
+        // A clinical table with a direct identifier column is refused.
+        let bad = tmp.path().join("bad");
+        write_patients(&bad, &[("00000001", "ヤマダ タロウ")]);
+        std::fs::rename(bad.join("patients"), bad.join("encounters")).unwrap();
+        let e = kiban_registry::intake::submit_routed(&reg, &data, &sub(&bad, "2024-04-02"), Some(&vault))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("name_kana") && e.contains("A3"), "{e}");
+    }
+}

@@ -53,6 +53,17 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
             if out.exists() {
                 bail!("{} already exists; choose a new --out", out.display());
             }
+            // Identities may enter a data directory only through intake, into the vault.
+            let abs = std::path::absolute(&out)?;
+            if let Some(dd) = abs.ancestors().skip(1).find(|a| a.join("kiban.toml").is_file()) {
+                bail!(
+                    "{} is inside the data directory {}: converted identities must not land there in the clear; \
+                     convert elsewhere, then take the result in with `kiban intake submit --input <out>` \
+                     (identities go to the vault, clinical rows get person keys)",
+                    out.display(),
+                    dd.display()
+                );
+            }
             let t = Instant::now();
             let rep =
                 convert(f, &input, &provider, &out.join("clinical"), &out.join("identity"), &out.join("quarantine"))?;
@@ -136,9 +147,9 @@ pub fn provider_of(r: &Record) -> &str {
 
 /// The demo's providers send in three formats: the first SS-MIX2, the second UKE receipts, the
 /// third FHIR. Each provider's files are written from the synthetic population, read back by the
-/// format readers into `demo_dir/submissions/<provider>/` (encounters and diagnoses, what the gate
-/// stage submits) with identity to `demo_dir/identity/<provider>/`; the gate stage then takes them
-/// in. Returns the summary line.
+/// format readers into `demo_dir/submissions/<provider>/` (patients, encounters and diagnoses, what
+/// the gate stage submits; the patients table goes to the identity vault there); the gate stage then
+/// takes them in. Returns the summary line.
 pub fn demo_submissions(cfg: &SynthConfig, demo_dir: &Path) -> Result<String> {
     const FORMATS: [InputFormat; 3] = [InputFormat::Ssmix2, InputFormat::Uke, InputFormat::Fhir];
     let provs = providers(cfg);
@@ -166,8 +177,12 @@ pub fn demo_submissions(cfg: &SynthConfig, demo_dir: &Path) -> Result<String> {
                     let _ = std::fs::remove_dir_all(&identity);
                     let rep = convert(f, &input, &p.id, &staging.join("clinical"), &identity, &staging.join("q"))?;
                     std::fs::create_dir_all(&sub)?;
-                    for t in ["encounters", "diagnoses"] {
-                        let from = staging.join("clinical").join(t);
+                    // Identities travel in the submission's patients table: the gate stage routes them to the vault.
+                    for (from, t) in [
+                        (identity.join("patients"), "patients"),
+                        (staging.join("clinical").join("encounters"), "encounters"),
+                        (staging.join("clinical").join("diagnoses"), "diagnoses"),
+                    ] {
                         if from.exists() {
                             std::fs::rename(&from, sub.join(t))?;
                         }
@@ -192,7 +207,10 @@ pub fn demo_submissions(cfg: &SynthConfig, demo_dir: &Path) -> Result<String> {
             .collect()
     });
     let lines = lines.into_iter().collect::<Result<Vec<String>>>()?;
-    Ok(format!("形式 formats (identity → identity/, clinical → gate):\n             {}", lines.join("\n             ")))
+    Ok(format!(
+        "形式 formats (identity and clinical tables → gate → vault / clinical store):\n             {}",
+        lines.join("\n             ")
+    ))
 }
 
 fn write_one_provider(cfg: &SynthConfig, provider: &str, f: InputFormat, dir: &Path) -> Result<()> {

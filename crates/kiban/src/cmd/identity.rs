@@ -12,7 +12,7 @@ use kiban_identity::identity::IdentityInput;
 use kiban_identity::mpi::{MatchConfig, Outcome, RecordId};
 use kiban_identity::store::{IdentityStore, RecordView, ReviewDecision};
 use kiban_model::id::PersonKey;
-use kiban_server::identity::{AuditBridge, linkage_approval};
+use kiban_server::identity::{AuditBridge, VaultRouting, linkage_approval};
 
 use crate::Ctx;
 use crate::datadir::DataDir;
@@ -74,6 +74,18 @@ enum Cmd {
     RotateKey {
         /// The domain (e.g. a release id).
         domain: String,
+    },
+    /// The pseudonym domain of a release: its own (tokens cannot be joined with any other release's),
+    /// or with --link-to the earlier release's, which the review committee must have approved.
+    ReleaseDomain {
+        /// The release id.
+        release: String,
+        /// Reuse this earlier release's domain (linkage between releases).
+        #[arg(long, requires = "application")]
+        link_to: Option<String>,
+        /// The application whose approval allows the linkage.
+        #[arg(long, requires = "link_to")]
+        application: Option<String>,
     },
     /// Import a shared linkage secret (64 hex digits on standard input) as domain linkage/DATABASE.
     ImportKey {
@@ -307,6 +319,41 @@ fn dispatch(ctx: &Ctx, dd: &DataDir, o: &mut Opened, cmd: Cmd) -> Result<ExitCod
             println!("鍵更新 domain {domain} now uses key version {v}");
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::ReleaseDomain { release, link_to, application } => {
+            let linkage = match (link_to, application) {
+                (Some(earlier), Some(app)) => {
+                    let approved = crate::block_on(async {
+                        let reg = dd.registry().await?;
+                        let st = reg.application_state(&app).await;
+                        reg.close().await;
+                        anyhow::Ok(st?.phase == Some(kiban_registry::review::workflow::Phase::Approved))
+                    })?;
+                    if !approved {
+                        bail!(
+                            "linkage with release {earlier} refused: application {app} is not approved (承諾されていません)"
+                        );
+                    }
+                    Some(kiban_identity::release::LinkageDecision { earlier_release: earlier, decision: app })
+                }
+                _ => None,
+            };
+            let (_, d) = kiban_identity::release::release_key(o.store.keys_mut(), &release, linkage.as_ref())?;
+            o.log.record(
+                Event::new(o.actor.clone(), "kiban identity", Action::KeyUse, Object::new(ObjectKind::Key, &d.domain))
+                    .note(format!("release {release} domain (linked to {:?})", d.linked_to)),
+            )?;
+            if ctx.json {
+                println!("{}", serde_json::to_string(&d)?);
+            } else {
+                println!(
+                    "公開単位 release {release}: pseudonym domain {} (root key v{}){}",
+                    d.domain,
+                    d.root_version,
+                    d.linked_to.as_ref().map_or(String::new(), |l| format!(", linked to {l} by {:?}", d.decision))
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::ImportKey { database } => {
             let mut text = zeroize::Zeroizing::new(String::new());
             std::io::stdin().read_to_string(&mut text).context("cannot read the secret from standard input")?;
@@ -367,27 +414,45 @@ fn dispatch(ctx: &Ctx, dd: &DataDir, o: &mut Opened, cmd: Cmd) -> Result<ExitCod
     }
 }
 
-/// The vault side of `kiban intake delete-person` (P7): erases what the provider submitted under
-/// that patient id from the identity vault and the index.
-pub struct VaultEraser(std::sync::Mutex<Opened>);
-
-impl VaultEraser {
-    /// Opens the data directory's identity store for erasure.
-    pub fn open(dd: &DataDir, root: &std::path::Path) -> Result<VaultEraser> {
-        Ok(VaultEraser(std::sync::Mutex::new(Opened::open(dd, root, actor(Role::IntakeOperator))?)))
-    }
+/// The CLI's identity vault for intake and deletion (issue 4 item 1, P7): the store behind a mutex
+/// beside its audit log, lent to the registry as a [`VaultRouting`].
+pub struct IntakeVault {
+    log: AuditLog,
+    store: std::sync::Mutex<IdentityStore>,
+    actor: Actor,
 }
 
-impl kiban_registry::intake::VaultDeletion for VaultEraser {
-    fn delete_identity(&self, provider_id: &str, patient_id: &str) -> Result<String, String> {
-        let mut o = self.0.lock().map_err(|_| "identity store lock poisoned".to_owned())?;
-        let o = &mut *o;
-        let n = o
-            .store
-            .erase_source(&bridge(&o.log, &o.actor), &o.actor.id, "P7 deletion", provider_id, patient_id)
-            .map_err(|e| e.to_string())?;
-        o.log.flush().map_err(|e| e.to_string())?;
-        Ok(format!("erased {n} identity records from the vault"))
+impl IntakeVault {
+    /// Opens the data directory's identity store for intake (the open is audited).
+    pub fn open(dd: &DataDir, root: &std::path::Path) -> Result<IntakeVault> {
+        Self::open_as(dd, root, actor(Role::IntakeOperator))
+    }
+
+    /// Opens it for a given actor (the demo runs as the system).
+    pub fn open_as(dd: &DataDir, root: &std::path::Path, actor: Actor) -> Result<IntakeVault> {
+        let o = Opened::open(dd, root, actor)?;
+        Ok(IntakeVault { log: o.log, store: std::sync::Mutex::new(o.store), actor: o.actor })
+    }
+
+    /// The audit hook of this vault's accesses.
+    pub fn audit(&self) -> AuditBridge<'_> {
+        bridge(&self.log, &self.actor)
+    }
+
+    /// The registry's view of the vault, auditing through `audit` (from [`IntakeVault::audit`]).
+    pub fn routing<'a>(&'a self, audit: &'a AuditBridge<'a>) -> VaultRouting<'a> {
+        VaultRouting { store: &self.store, audit, actor: self.actor.id.clone() }
+    }
+
+    /// Persons and records in the vault now.
+    pub fn counts(&self) -> (usize, usize) {
+        let s = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        (s.mpi().person_count(), s.mpi().record_count())
+    }
+
+    /// Flushes the audit log.
+    pub fn finish(self) -> Result<()> {
+        self.log.flush().context("cannot flush the audit log")
     }
 }
 
@@ -405,27 +470,39 @@ where
     Ok(router.with_identity_store(o.store))
 }
 
-/// For `kiban demo`: registers the synthetic population into the data directory's identity store,
-/// reopens it (the index is rebuilt from the vault), checks one lookup answers the same, and
-/// merges then undoes one review item.
+/// For `kiban demo`: the gate stage registered the providers' identities into the data directory's
+/// vault (registering the synthetic population here only when it did not), then the store is
+/// reopened (the index is rebuilt from the vault), one lookup must answer the same, and one review
+/// item is merged and undone.
 pub fn demo(dd: &DataDir, root: &std::path::Path, cfg: &kiban_model::synth::SynthConfig) -> Result<String> {
     let n = cfg.patients.min(20_000);
-    let (inputs, _) = kiban_identity::eval::synth_inputs(cfg, 0..n);
     let actor = Actor::system();
-    let (first, regs) = {
+    let (probe, first, regs) = {
         let mut o = Opened::open(dd, root, actor.clone())?;
-        let res = o.store.register(&bridge(&o.log, &o.actor), &actor.id, &inputs)?;
-        let regs = res.iter().filter(|r| r.is_ok()).count();
-        let first = inputs.first().context("empty population")?;
-        let v = o.store.lookup_source(&bridge(&o.log, &o.actor), &actor.id, &first.provider_id, &first.patient_id)?;
+        let mut regs = o.store.mpi().record_count();
+        let probe = if regs > 0 {
+            // A source the intake registered: the first provider's first synthetic patient that has one.
+            let (inputs, _) = kiban_identity::eval::synth_inputs(cfg, 0..n.min(100));
+            inputs
+                .into_iter()
+                .find(|i| !o.store.mpi().lookup(&i.provider_id, &i.patient_id).is_empty())
+                .context("none of the first synthetic patients reached the vault through intake")?
+        } else {
+            let (inputs, _) = kiban_identity::eval::synth_inputs(cfg, 0..n);
+            let res = o.store.register(&bridge(&o.log, &o.actor), &actor.id, &inputs)?;
+            regs = res.iter().filter(|r| r.is_ok()).count();
+            inputs.into_iter().next().context("empty population")?
+        };
+        let v = o.store.lookup_source(&bridge(&o.log, &o.actor), &actor.id, &probe.provider_id, &probe.patient_id)?;
         o.log.flush()?;
-        (v.into_iter().map(|r| r.person).collect::<Vec<_>>(), regs)
+        (probe, v.into_iter().map(|r| r.person).collect::<Vec<_>>(), regs)
     };
+    let t = std::time::Instant::now();
     let mut o = Opened::open(dd, root, actor.clone())?;
-    let first_in = inputs.first().context("empty population")?;
+    let reopen = t.elapsed().as_secs_f64();
     let again: Vec<String> = o
         .store
-        .lookup_source(&bridge(&o.log, &o.actor), &actor.id, &first_in.provider_id, &first_in.patient_id)?
+        .lookup_source(&bridge(&o.log, &o.actor), &actor.id, &probe.provider_id, &probe.patient_id)?
         .into_iter()
         .map(|r| r.person)
         .collect();
@@ -440,8 +517,8 @@ pub fn demo(dd: &DataDir, root: &std::path::Path, cfg: &kiban_model::synth::Synt
     }
     o.log.flush()?;
     Ok(format!(
-        "本人確認情報庫 identity vault: {regs} records of {n} persons stored, {} persons, index rebuilt on reopen \
-         with the same answers, {} review items open ({undone} merged and undone), every access audited",
+        "本人確認情報庫 identity vault: {regs} records, {} persons, reopened in {reopen:.2} s with the same answers, \
+         {} review items open ({undone} merged and undone), every access audited",
         o.store.mpi().person_count(),
         o.store.review_queue().len()
     ))

@@ -7,9 +7,10 @@ use std::process::ExitCode;
 use anyhow::Result;
 use chrono::NaiveDate;
 use kiban_registry::Registry;
-use kiban_registry::intake::{GateReport, Submission, delete_person, submit};
+use kiban_registry::intake::{GateReport, IdentityRouting, Submission, delete_person, submit_routed};
 
 use crate::Ctx;
+use crate::cmd::identity::IntakeVault;
 use crate::datadir::DataDir;
 
 /// Take in batches through the fail-closed opt-out gate, and delete a person's records.
@@ -95,7 +96,11 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
             Verb::Submit(a) => {
                 let (creator_name, creator_address) = creator(&reg).await?;
                 let t = std::time::Instant::now();
-                let out = submit(
+                // A dry run writes nothing, so it needs no vault.
+                let vault = (!a.dry_run).then(|| IntakeVault::open(&dd, &ctx.data_dir)).transpose()?;
+                let audit = vault.as_ref().map(|v| v.audit());
+                let routing = vault.as_ref().zip(audit.as_ref()).map(|(v, a)| v.routing(a));
+                let out = submit_routed(
                     &reg,
                     &ctx.data_dir,
                     &Submission {
@@ -108,8 +113,14 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
                         creator_address,
                         sealer: Some(dd.sealer()?),
                     },
+                    routing.as_ref().map(|r| r as &dyn IdentityRouting),
                 )
                 .await?;
+                drop(routing);
+                drop(audit);
+                if let Some(v) = vault {
+                    v.finish()?;
+                }
                 if ctx.json {
                     println!("{}", serde_json::to_string(&out)?);
                 } else {
@@ -138,7 +149,9 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
             }
             Verb::DeletePerson(a) => {
                 let on = a.requested_on.unwrap_or_else(kiban_registry::records::today_jst);
-                let vault = crate::cmd::identity::VaultEraser::open(&dd, &ctx.data_dir)?;
+                let vault = IntakeVault::open(&dd, &ctx.data_dir)?;
+                let audit = vault.audit();
+                let routing = vault.routing(&audit);
                 let d = delete_person(
                     &reg,
                     &ctx.data_dir,
@@ -146,10 +159,13 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
                     &a.patient,
                     on,
                     &a.reason,
-                    &vault,
+                    &routing,
                     Some(dd.sealer()?),
                 )
                 .await?;
+                drop(routing);
+                drop(audit);
+                vault.finish()?;
                 if ctx.json {
                     println!("{}", serde_json::to_string(&d)?);
                 } else {
@@ -260,6 +276,9 @@ pub fn demo_gate(
     drop((notices, optouts));
 
     let sealer = dd.sealer()?;
+    let vault = IntakeVault::open_as(dd, data, kiban_audit::Actor::system())?;
+    let audit = vault.audit();
+    let routing = vault.routing(&audit);
     let lines = crate::block_on(async {
         let reg = dd.registry().await?;
         let fresh = reg.filings(&provs[0].id).await?.is_empty();
@@ -310,7 +329,7 @@ pub fn demo_gate(
         for p in &provs {
             let input = demo_dir.join("submissions").join(&p.id);
             if !input.exists() {
-                for table in ["encounters", "diagnoses"] {
+                for table in ["patients", "encounters", "diagnoses"] {
                     write_provider_slice(&synth_dir.join("parquet").join(table), &p.id, &input.join(table))?;
                 }
             }
@@ -327,7 +346,7 @@ pub fn demo_gate(
             let digest = kiban_registry::intake::input_digest(&kiban_registry::intake::input_tables(&input)?)?;
             let report: GateReport = match reg.receipt_by_digest(&digest).await? {
                 Some(prev) => serde_json::from_value(prev.gate_report)?,
-                None => submit(&reg, data, &sub).await?.report,
+                None => submit_routed(&reg, data, &sub, Some(&routing)).await?.report,
             };
             tin += report.rows_in;
             tadm += report.admitted;
@@ -343,13 +362,18 @@ pub fn demo_gate(
         } else {
             "registry and batches reused".to_owned()
         };
+        let (persons, records) = vault.counts();
         anyhow::Ok(format!(
-            "ゲート opt-out gate as of {provision}: {registry}; records in {tin} / admitted {tadm} / excluded {} ({})\n             {}",
+            "ゲート opt-out gate as of {provision}: {registry}; records in {tin} / admitted {tadm} / excluded {} ({})\n             \
+             本人確認情報 identities → vault ({records} records, {persons} persons); clinical rows carry person keys only\n             {}",
             tin - tadm,
             reasons.join(", "),
             lines.join("\n             ")
         ))
     })?;
+    drop(routing);
+    drop(audit);
+    vault.finish()?;
     Ok(lines)
 }
 
