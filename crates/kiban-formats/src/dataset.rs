@@ -279,22 +279,7 @@ pub fn read_part(
     sealer: Option<&dyn Sealer>,
 ) -> Result<Vec<RecordBatch>, DatasetError> {
     let path = dir.join(&file.path);
-    let raw = fs::read(&path).map_err(io(&path))?;
-    if raw.len() as u64 != file.bytes || hex::encode(Sha256::digest(&raw)) != file.sha256 {
-        return Err(DatasetError::Mismatch { path, problem: "SHA-256 differs from the manifest".into() });
-    }
-    let plain = if manifest.sealed {
-        let Some(s) = sealer else {
-            return Err(DatasetError::Mismatch {
-                path,
-                problem: "the dataset is encrypted at rest; open it with the data directory's key store".into(),
-            });
-        };
-        s.open(&part_aad(&manifest.name, &file.path), &raw)
-            .map_err(|e| DatasetError::Mismatch { path: path.clone(), problem: format!("does not decrypt: {e}") })?
-    } else {
-        raw
-    };
+    let plain = part_plaintext(dir, manifest, file, sealer)?;
     let dec = |e: &dyn std::fmt::Display| DatasetError::Mismatch { path: path.clone(), problem: e.to_string() };
     match manifest.format {
         FileFormat::Parquet => {
@@ -355,6 +340,32 @@ pub fn verify_dataset(dir: &Path) -> Result<Manifest, DatasetError> {
         }
     }
     Ok(manifest)
+}
+
+/// The bytes of one part as written before sealing (checked against the manifest, then opened with
+/// `sealer` if the dataset is sealed), without parsing them.
+pub fn part_plaintext(
+    dir: &Path,
+    manifest: &Manifest,
+    file: &ManifestFile,
+    sealer: Option<&dyn Sealer>,
+) -> Result<Vec<u8>, DatasetError> {
+    let path = dir.join(&file.path);
+    let raw = fs::read(&path).map_err(io(&path))?;
+    if raw.len() as u64 != file.bytes || hex::encode(Sha256::digest(&raw)) != file.sha256 {
+        return Err(DatasetError::Mismatch { path, problem: "SHA-256 differs from the manifest".into() });
+    }
+    if !manifest.sealed {
+        return Ok(raw);
+    }
+    let Some(s) = sealer else {
+        return Err(DatasetError::Mismatch {
+            path,
+            problem: "the dataset is encrypted at rest; open it with the data directory's key store".into(),
+        });
+    };
+    s.open(&part_aad(&manifest.name, &file.path), &raw)
+        .map_err(|e| DatasetError::Mismatch { path: path.clone(), problem: format!("does not decrypt: {e}") })
 }
 
 /// [`verify_dataset`], and for a sealed dataset also opens every part with `sealer`: proves the

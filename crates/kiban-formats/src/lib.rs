@@ -29,6 +29,6 @@ pub mod uke;
 
 pub use canonical::{Collected, Quarantined, Record, Sink, Table};
 pub use dataset::{
-    DatasetError, DatasetWriter, FileFormat, Manifest, ManifestFile, SEALED_EXT, Sealer, read_manifest, read_part,
-    verify_dataset, verify_dataset_opens,
+    DatasetError, DatasetWriter, FileFormat, Manifest, ManifestFile, SEALED_EXT, Sealer, part_plaintext, read_manifest,
+    read_part, verify_dataset, verify_dataset_opens,
 };

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::dataset::{Manifest, verify_dataset};
+use crate::dataset::{Manifest, ManifestFile, SEALED_EXT, Sealer, part_plaintext, verify_dataset};
 
 const MAGIC: &str = "kiban-release-package v1";
 const CHUNK: usize = 1 << 20;
@@ -78,7 +78,9 @@ fn aad(header_sha: &[u8], i: u64, n: u64) -> Vec<u8> {
     a
 }
 
-/// Seals the verified dataset at `dataset` (plain parts) into `out` for one recipient; returns the header.
+/// Seals the verified dataset at `dataset` into `out` for one recipient; returns the header. A dataset
+/// sealed at rest is opened with `sealer` and packed as the plain dataset it holds (parts under their
+/// plain names, a manifest of the plain parts): the recipient gets a dataset, never kiban's sealing.
 pub fn write_package(
     dataset: &Path,
     out: &Path,
@@ -86,23 +88,43 @@ pub fn write_package(
     application_id: &str,
     release_id: &str,
     recipient: &str,
+    sealer: Option<&dyn Sealer>,
 ) -> Result<PackageHeader, PackageError> {
     let manifest: Manifest = verify_dataset(dataset)?;
-    if manifest.sealed {
-        return Err(PackageError::Invalid(format!(
-            "{}: the dataset is sealed at rest; export it in the clear to a staging directory first",
-            dataset.display()
-        )));
+    let mut parts = Vec::with_capacity(manifest.files.len());
+    let mut plain_files = Vec::with_capacity(manifest.files.len());
+    for f in &manifest.files {
+        let bytes = part_plaintext(dataset, &manifest, f, sealer)?;
+        let name = f.path.strip_suffix(&format!(".{SEALED_EXT}")).unwrap_or(&f.path).to_owned();
+        plain_files.push(ManifestFile {
+            path: name.clone(),
+            rows: f.rows,
+            bytes: bytes.len() as u64,
+            sha256: hex::encode(Sha256::digest(&bytes)),
+        });
+        parts.push((name, bytes));
     }
-    let mpath = dataset.join("manifest.json");
-    let manifest_sha256 = hex::encode(Sha256::digest(fs::read(&mpath).map_err(io(&mpath))?));
+    let manifest_bytes = if manifest.sealed {
+        let plain = Manifest { files: plain_files, sealed: false, ..manifest.clone() };
+        serde_json::to_vec_pretty(&plain).expect("manifest serializes")
+    } else {
+        let mpath = dataset.join("manifest.json");
+        fs::read(&mpath).map_err(io(&mpath))?
+    };
+    let manifest_sha256 = hex::encode(Sha256::digest(&manifest_bytes));
     let mut tar_bytes = Vec::new();
     {
         let mut b = tar::Builder::new(&mut tar_bytes);
-        b.append_path_with_name(&mpath, "manifest.json").map_err(io(&mpath))?;
-        for f in &manifest.files {
-            let p = dataset.join(&f.path);
-            b.append_path_with_name(&p, &f.path).map_err(io(&p))?;
+        let mut entry = |name: &str, bytes: &[u8]| {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(bytes.len() as u64);
+            h.set_mode(0o600);
+            h.set_cksum();
+            b.append_data(&mut h, name, bytes).map_err(io(dataset))
+        };
+        entry("manifest.json", &manifest_bytes)?;
+        for (name, bytes) in &parts {
+            entry(name, bytes)?;
         }
         b.finish().map_err(io(dataset))?;
     }
@@ -214,6 +236,10 @@ mod tests {
     use std::sync::Arc;
 
     fn dataset(dir: &Path) {
+        dataset_with(dir, None)
+    }
+
+    fn dataset_with(dir: &Path, sealer: Option<Arc<dyn Sealer>>) {
         let schema = Arc::new(Schema::new(vec![
             Field::new("age_band", DataType::Utf8, false),
             Field::new("n", DataType::Int64, false),
@@ -223,7 +249,10 @@ mod tests {
             vec![Arc::new(StringArray::from(vec!["40-44", "45-49"])), Arc::new(Int64Array::from(vec![12, 30]))],
         )
         .unwrap();
-        let w = DatasetWriter::create(dir, "extract", schema, FileFormat::Csv).unwrap();
+        let mut w = DatasetWriter::create(dir, "extract", schema, FileFormat::Csv).unwrap();
+        if let Some(s) = sealer {
+            w = w.sealed(s);
+        }
         w.write_part("part-00000", &[b]).unwrap();
         w.commit(serde_json::json!({})).unwrap();
     }
@@ -235,7 +264,7 @@ mod tests {
         dataset(&ds);
         let key = new_recipient_key();
         let pkg = tmp.path().join("p.kbp");
-        let h = write_package(&ds, &pkg, &key, "app-1", "rel-1", "acct-9").unwrap();
+        let h = write_package(&ds, &pkg, &key, "app-1", "rel-1", "acct-9", None).unwrap();
         let raw = fs::read(&pkg).unwrap();
         assert!(!raw.windows(5).any(|w| w == b"40-44"), "the content is encrypted");
         assert_eq!(read_header(&pkg).unwrap(), h);
@@ -253,5 +282,35 @@ mod tests {
         fs::write(tmp.path().join("short.kbp"), &raw[..raw.len() - 10]).unwrap();
         let e = open_package(&tmp.path().join("short.kbp"), &key, &tmp.path().join("o4")).unwrap_err().to_string();
         assert!(e.contains("truncated"), "{e}");
+    }
+
+    struct Xor;
+    impl Sealer for Xor {
+        fn seal(&self, _: &[u8], p: &[u8]) -> Vec<u8> {
+            p.iter().map(|b| b ^ 0x5a).collect()
+        }
+        fn open(&self, _: &[u8], s: &[u8]) -> Result<Vec<u8>, String> {
+            Ok(s.iter().map(|b| b ^ 0x5a).collect())
+        }
+    }
+
+    #[test]
+    fn r12_a_dataset_sealed_at_rest_is_packed_as_the_plain_dataset_it_holds() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ds = tmp.path().join("ds");
+        dataset_with(&ds, Some(Arc::new(Xor)));
+        let key = new_recipient_key();
+        let pkg = tmp.path().join("p.kbp");
+        let e = write_package(&ds, &pkg, &key, "app-1", "rel-1", "acct-9", None).unwrap_err().to_string();
+        assert!(e.contains("encrypted at rest"), "{e}");
+        let h = write_package(&ds, &pkg, &key, "app-1", "rel-1", "acct-9", Some(&Xor)).unwrap();
+        let out = tmp.path().join("out");
+        let (_, m) = open_package(&pkg, &key, &out).unwrap();
+        assert!(!m.sealed && m.rows == 2 && m.files[0].path == "part-00000.csv", "{m:?}");
+        assert_eq!(h.manifest_sha256, hex::encode(Sha256::digest(fs::read(out.join("manifest.json")).unwrap())));
+        assert!(fs::read_to_string(out.join("part-00000.csv")).unwrap().contains("40-44"));
+        // The same sealed dataset packs to the same manifest digest every time (the ledger's key).
+        let h2 = write_package(&ds, &tmp.path().join("p2.kbp"), &key, "app-1", "rel-2", "acct-9", Some(&Xor)).unwrap();
+        assert_eq!(h.manifest_sha256, h2.manifest_sha256);
     }
 }

@@ -83,7 +83,7 @@ impl kiban_formats::Sealer for DatasetSealer {
     }
 }
 
-fn dataset_sealer(st: &AppState) -> std::sync::Arc<dyn kiban_formats::Sealer> {
+pub(crate) fn dataset_sealer(st: &AppState) -> std::sync::Arc<dyn kiban_formats::Sealer> {
     std::sync::Arc::new(DatasetSealer(st.sealer.clone()))
 }
 

@@ -211,7 +211,9 @@ async fn package(
     if !dataset.join("manifest.json").is_file() {
         return Err(error(StatusCode::NOT_FOUND, &format!("dataset {}: no such dataset", b.dataset)));
     }
+    let sealer = crate::intake::dataset_sealer(&st);
     let req = PackageRequest {
+        sealer: Some(sealer.as_ref()),
         application_id: &id,
         dataset: &dataset,
         recipient: &b.recipient,

@@ -31,6 +31,18 @@ impl kiban_server::Sealer for TestSealer {
     }
 }
 
+/// The same test sealer, as the datasets' at-rest sealer.
+struct TestDatasetSealer;
+
+impl kiban_formats::Sealer for TestDatasetSealer {
+    fn seal(&self, aad: &[u8], pt: &[u8]) -> Vec<u8> {
+        kiban_server::Sealer::seal(&TestSealer, aad, pt)
+    }
+    fn open(&self, aad: &[u8], s: &[u8]) -> Result<Vec<u8>, String> {
+        kiban_server::Sealer::open(&TestSealer, aad, s).ok_or_else(|| "does not open".to_owned())
+    }
+}
+
 struct Fixture {
     st: AppState,
     _dir: tempfile::TempDir,
@@ -1004,7 +1016,10 @@ async fn r9_d6_the_secretariat_builds_the_release_package_over_http_and_a_refuse
         vec![std::sync::Arc::new(arrow::array::StringArray::from(vec!["40-44", "45-49"]))],
     )
     .unwrap();
-    let w = kiban_formats::DatasetWriter::create(&ds, "extract-1", schema, kiban_formats::FileFormat::Parquet).unwrap();
+    // Sealed at rest, as processed datasets are: the package holds the plain dataset.
+    let w = kiban_formats::DatasetWriter::create(&ds, "extract-1", schema, kiban_formats::FileFormat::Parquet)
+        .unwrap()
+        .sealed(std::sync::Arc::new(TestDatasetSealer));
     w.write_part("part-00000", &[batch]).unwrap();
     w.commit(serde_json::json!({})).unwrap();
 
@@ -1032,7 +1047,7 @@ async fn r9_d6_the_secretariat_builds_the_release_package_over_http_and_a_refuse
     let key: [u8; 32] = hex::decode(&key_hex).unwrap().try_into().unwrap();
     let into = f.st.data_dir.join("opened");
     let (_, m) = kiban_formats::package::open_package(&pkg, &key, &into).unwrap();
-    assert_eq!(m.rows, 2, "the recipient opens what was released");
+    assert_eq!((m.rows, m.sealed), (2, false), "the recipient opens the plain dataset that was released");
     // Another application, never approved: refused, and nothing reaches the outbox.
     let mut other = sample_application();
     other.contact.name = "合成 次郎".into();

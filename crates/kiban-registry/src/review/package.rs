@@ -67,6 +67,8 @@ pub struct PackageRequest<'a> {
     pub media: Vec<Medium>,
     /// Date of provision.
     pub on: NaiveDate,
+    /// Opens a dataset sealed at rest (the data directory's key store).
+    pub sealer: Option<&'a dyn kiban_formats::Sealer>,
 }
 
 /// True for a plain id that cannot name a path outside its directory.
@@ -99,6 +101,7 @@ pub async fn release_package(
         req.application_id,
         &release_id,
         req.recipient,
+        req.sealer,
     )?;
     let spec = ReleaseSpec {
         release_id: release_id.clone(),

@@ -235,9 +235,11 @@ fn package(
     use kiban_registry::review::package::{PackageRequest, release_package};
     let media = parse_media(&media)?;
     let mut key_file = reserve_key_file(&key_out)?;
+    let sealer = dd.sealer()?;
     crate::block_on(async {
         let reg = dd.registry().await?;
         let req = PackageRequest {
+            sealer: Some(sealer.as_ref()),
             application_id: &id,
             dataset: &dataset,
             recipient: &recipient,
