@@ -362,6 +362,24 @@ fn c1_c3_c4_p4_p7_filing_notices_optouts_and_intake_through_the_cli() {
     assert!(text(&o).contains("erased 1 identity records"), "the vault too: {}", text(&o));
     let o = kiban(&["provider", "list", "--data-dir", d], &[]);
     assert!(text(&o).contains("may submit (filing #2"), "{}", text(&o));
+    // Converted identities never land in a data directory in the clear: intake takes them in.
+    let inside = dir.join("staging").join("converted");
+    let o = kiban(
+        &[
+            "formats",
+            "convert",
+            "--format",
+            "csv",
+            "--input",
+            "in",
+            "--provider",
+            "prov-a",
+            "--out",
+            inside.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_clean_failure(&o, "kiban intake submit");
 }
 
 #[test]
