@@ -743,6 +743,27 @@ impl Mpi {
         Ok(())
     }
 
+    /// The person a person key handed out earlier (e.g. at intake, now in the clinical store) stands
+    /// for today: merges not undone are followed (`from` → `into`), so clinical rows keyed before a
+    /// merge link to the merged person when a release is made. A split moves single records, which
+    /// person keys alone cannot follow; those persons answer themselves.
+    pub fn current_person(&self, mut p: PersonKey) -> PersonKey {
+        // Each hop follows a later decision than the last, so this ends.
+        let mut after = 0u64;
+        loop {
+            let next = self.decisions.iter().find(|d| {
+                d.id > after && !d.undone && matches!(&d.kind, DecisionKind::Merge { from, .. } if *from == p)
+            });
+            match next {
+                Some(Decision { id, kind: DecisionKind::Merge { into, .. }, .. }) => {
+                    after = *id;
+                    p = *into;
+                }
+                _ => return p,
+            }
+        }
+    }
+
     /// The matching configuration.
     pub fn config(&self) -> MatchConfig {
         self.cfg
@@ -1029,6 +1050,22 @@ mod tests {
         let b = reg(&mut m, other);
         assert_ne!(a.person, b.person);
         assert_eq!(b.outcome, Outcome::New);
+    }
+
+    #[test]
+    fn a3_an_intake_person_key_follows_merges_until_undone() {
+        let mut m = Mpi::with_seed(MatchConfig::default(), 7);
+        let a = reg(&mut m, input("山田 花子", "ヤマダ ハナコ", "1980-01-01", "0312345678", "01")).person;
+        let b = reg(&mut m, input("鈴木 一郎", "スズキ イチロウ", "1970-02-02", "0398765432", "02")).person;
+        let c = reg(&mut m, input("田中 次郎", "タナカ ジロウ", "1960-03-03", "0311112222", "03")).person;
+        assert_eq!(m.current_person(a), a);
+        let d1 = m.merge(a, b, None, "op").unwrap();
+        let d2 = m.merge(b, c, None, "op").unwrap();
+        assert_eq!(m.current_person(a), c, "a → b → c");
+        m.undo(d2, "op").unwrap();
+        assert_eq!(m.current_person(a), b, "an undone merge is not followed");
+        m.undo(d1, "op").unwrap();
+        assert_eq!((m.current_person(a), m.current_person(b)), (a, b));
     }
 
     #[test]
