@@ -113,6 +113,7 @@ fn main() {
     let store = IdentityStore::open(&dir.path().join("identity"), ks, MatchConfig::default(), &audit, "bench")
         .expect("store reopens");
     let reopen_s = t.elapsed().as_secs_f64();
+    let snap_phases = (store.open_stats().vault_seconds, store.open_stats().index_seconds);
     assert_eq!(store.open_stats().snapshot, kiban_identity::vault::SnapshotUse::Used, "register wrote a snapshot");
     assert_eq!(store.mpi().record_count(), inputs.len());
     drop(store);
@@ -125,6 +126,7 @@ fn main() {
     let store = IdentityStore::open(&dir.path().join("identity"), ks, MatchConfig::default(), &audit, "bench")
         .expect("store reopens");
     let replay_s = t.elapsed().as_secs_f64();
+    let replay_phases = (store.open_stats().vault_seconds, store.open_stats().index_seconds);
     assert_eq!(store.open_stats().snapshot, kiban_identity::vault::SnapshotUse::Absent);
     assert_eq!(store.mpi().record_count(), inputs.len());
     let vault_mib = std::fs::metadata(dir.path().join("identity/vault.kbv")).map_or(0, |m| m.len() >> 20);
@@ -204,6 +206,13 @@ fn main() {
         format!("store: reopen, full replay (s, {vault_mib} MiB vault)"),
         format!("{replay_s:.2}"),
         "-",
+        "-"
+    );
+    println!(
+        "{:<44} {:>16} {:>22} {:>8}",
+        "  vault / index rebuild (s), snapshot",
+        format!("{:.2} / {:.2}", snap_phases.0, snap_phases.1),
+        format!("{:.2} / {:.2} replay", replay_phases.0, replay_phases.1),
         "-"
     );
 }

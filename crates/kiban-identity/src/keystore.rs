@@ -296,6 +296,17 @@ impl std::fmt::Debug for KeyStore {
     }
 }
 
+/// The domain keys file as it is on disk now (another process may have added keys since).
+fn read_domains(dir: &Path) -> Result<Vec<DomainEntry>, KeyStoreError> {
+    let domain_path = dir.join(DOMAIN_FILE);
+    match fs::read(&domain_path) {
+        Ok(raw) => serde_json::from_slice(&raw)
+            .map_err(|e| KeyStoreError::BadDomainKeys { path: domain_path.clone(), reason: e.to_string() }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(vec![]),
+        Err(e) => Err(KeyStoreError::Io { path: domain_path, source: e }),
+    }
+}
+
 fn write_private(path: &Path, bytes: &[u8], create_new: bool) -> Result<(), KeyStoreError> {
     let mut o = fs::OpenOptions::new();
     o.write(true);
@@ -453,13 +464,7 @@ impl KeyStore {
             Some(p) if p == CHECK_PLAINTEXT => {}
             _ => return Err(KeyStoreError::WrongMasterKey),
         }
-        let domain_path = dir.join(DOMAIN_FILE);
-        let domains = match fs::read(&domain_path) {
-            Ok(raw) => serde_json::from_slice(&raw)
-                .map_err(|e| KeyStoreError::BadDomainKeys { path: domain_path.clone(), reason: e.to_string() })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
-            Err(e) => return Err(KeyStoreError::Io { path: domain_path, source: e }),
-        };
+        let domains = read_domains(dir)?;
         let ring = open_keyring(dir, &master)?;
         Ok(KeyStore { dir: dir.to_path_buf(), master, domains, ring })
     }
@@ -709,7 +714,20 @@ impl KeyStore {
         write_atomic(&self.dir.join(DOMAIN_FILE), &json)
     }
 
-    fn add_domain_key(&mut self, domain: &str, version: u32, key: &[u8; 32]) -> Result<(), KeyStoreError> {
+    /// Locks the domain keys file against other processes (the server and the CLI share it): a
+    /// change is read-modify-write of the whole file.
+    fn lock_domains(&self) -> Result<fs::File, KeyStoreError> {
+        let path = self.dir.join("pseudonym-keys.lock");
+        let f = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io(&path))?;
+        f.lock().map_err(io(&path))?;
+        Ok(f)
+    }
+
+    /// Adds a key as the domain's next version, under the lock and on the file as it is now;
+    /// returns the version.
+    fn add_domain_key_locked(&mut self, domain: &str, key: &[u8; 32]) -> Result<u32, KeyStoreError> {
+        self.domains = read_domains(&self.dir)?;
+        let version = self.domains.iter().filter(|d| d.domain == domain).map(|d| d.version).max().unwrap_or(0) + 1;
         for d in self.domains.iter_mut().filter(|d| d.domain == domain) {
             d.active = false;
         }
@@ -721,45 +739,59 @@ impl KeyStore {
             created: chrono::Utc::now().to_rfc3339(),
             active: true,
         });
-        self.save_domains()
+        self.save_domains()?;
+        Ok(version)
+    }
+
+    /// Finds a domain entry here, or else in the file (another process may have added it).
+    fn find(&self, pred: impl Fn(&DomainEntry) -> bool) -> Result<Option<DomainEntry>, KeyStoreError> {
+        if let Some(e) = self.domains.iter().find(|d| pred(d)) {
+            return Ok(Some(e.clone()));
+        }
+        Ok(read_domains(&self.dir)?.into_iter().filter(|d| pred(d)).last())
     }
 
     /// The active pseudonym key of `domain`, drawing and storing a new random one on first use.
     pub fn domain_key(&mut self, domain: &str) -> Result<PseudonymKey, KeyStoreError> {
+        // The file, not memory, says which version is active: another process may have rotated it.
+        self.domains = read_domains(&self.dir)?;
+        if let Some(e) = self.domains.iter().find(|d| d.domain == domain && d.active) {
+            return self.unwrap_domain(e);
+        }
+        let _lock = self.lock_domains()?;
+        self.domains = read_domains(&self.dir)?;
         if let Some(e) = self.domains.iter().find(|d| d.domain == domain && d.active) {
             return self.unwrap_domain(e);
         }
         let key = Zeroizing::new(random_bytes::<32>());
-        self.add_domain_key(domain, 1, &key)?;
-        Ok(PseudonymKey::from_bytes(domain, 1, *key))
+        let version = self.add_domain_key_locked(domain, &key)?;
+        Ok(PseudonymKey::from_bytes(domain, version, *key))
     }
 
     /// The active key of an existing domain; unlike [`KeyStore::domain_key`] it never creates one
     /// (a linkage secret must be imported, not invented).
     pub fn active_domain_key(&self, domain: &str) -> Result<PseudonymKey, KeyStoreError> {
-        let e = self
-            .domains
-            .iter()
-            .find(|d| d.domain == domain && d.active)
+        // The file, not memory, says which version is active: another process may have rotated it.
+        let e = read_domains(&self.dir)?
+            .into_iter()
+            .rfind(|d| d.domain == domain && d.active)
             .ok_or_else(|| KeyStoreError::UnknownDomain(domain.to_owned()))?;
-        self.unwrap_domain(e)
+        self.unwrap_domain(&e)
     }
 
     /// A specific version of a domain key (active or rotated out), for re-deriving an older release.
     pub fn domain_key_version(&self, domain: &str, version: u32) -> Result<PseudonymKey, KeyStoreError> {
         let e = self
-            .domains
-            .iter()
-            .find(|d| d.domain == domain && d.version == version)
+            .find(|d| d.domain == domain && d.version == version)?
             .ok_or_else(|| KeyStoreError::UnknownDomain(format!("{domain} v{version}")))?;
-        self.unwrap_domain(e)
+        self.unwrap_domain(&e)
     }
 
     /// Rotates `domain` to a new random key; the old version stays stored but inactive.
     pub fn rotate(&mut self, domain: &str) -> Result<PseudonymKey, KeyStoreError> {
-        let version = self.domains.iter().filter(|d| d.domain == domain).map(|d| d.version).max().unwrap_or(0) + 1;
         let key = Zeroizing::new(random_bytes::<32>());
-        self.add_domain_key(domain, version, &key)?;
+        let _lock = self.lock_domains()?;
+        let version = self.add_domain_key_locked(domain, &key)?;
         Ok(PseudonymKey::from_bytes(domain, version, *key))
     }
 
@@ -767,8 +799,8 @@ impl KeyStore {
     /// L1), given as 64 hex digits; it becomes the domain's active key.
     pub fn import_domain_key(&mut self, domain: &str, hex_key: &str) -> Result<PseudonymKey, KeyStoreError> {
         let k = MasterKey::parse(hex_key, "imported domain key")?;
-        let version = self.domains.iter().filter(|d| d.domain == domain).map(|d| d.version).max().unwrap_or(0) + 1;
-        self.add_domain_key(domain, version, &k.0)?;
+        let _lock = self.lock_domains()?;
+        let version = self.add_domain_key_locked(domain, &k.0)?;
         Ok(PseudonymKey::from_bytes(domain, version, *k.0))
     }
 
@@ -790,6 +822,28 @@ mod tests {
 
     fn key_hex(dir: &Path) -> String {
         fs::read_to_string(dir.join(MASTER_FILE)).unwrap().trim().to_owned()
+    }
+
+    #[test]
+    fn a3_two_handles_share_domain_keys_without_losing_or_staling_any() {
+        let (_t, mut a) = store();
+        let mut b = KeyStore::open(a.dir(), None).unwrap();
+        let x1 = a.domain_key("x").unwrap();
+        let p = kiban_model::id::PersonKey::from_u64(9);
+        assert_eq!(b.domain_key("x").unwrap().token(p), x1.token(p), "b sees a's new domain");
+        let x2 = a.rotate("x").unwrap();
+        assert_eq!(x2.version(), 2);
+        assert_eq!(b.active_domain_key("x").unwrap().token(p), x2.token(p), "b sees a's rotation");
+        b.domain_key("y").unwrap();
+        a.rotate("x").unwrap();
+        let c = KeyStore::open(a.dir(), None).unwrap();
+        let mut got: Vec<(String, u32, bool)> = c.domains();
+        got.sort();
+        assert_eq!(
+            got,
+            [("x".into(), 1, false), ("x".into(), 2, false), ("x".into(), 3, true), ("y".into(), 1, true)],
+            "a's later write kept b's domain"
+        );
     }
 
     #[test]

@@ -121,7 +121,7 @@ type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<PassThrough>>;
 /// One blocking index as chains: the newest record of each block, and per record the previous one
 /// in its block. Eight bytes per record and key instead of a vector per block, and walking a
 /// chain visits the most recent records first (what `max_block` keeps).
-#[derive(Default)]
+#[derive(Default, PartialEq)]
 struct Chains {
     head: FastMap<u64, u32>,
     prev: Vec<u32>,
@@ -612,6 +612,72 @@ impl Mpi {
         self.by_source.push(source, i);
     }
 
+    /// Builds every blocking index over all live records at once (restore): the keys on all cores,
+    /// then one thread per index. Gives the same chains as [`Mpi::index`] record by record.
+    fn index_all(&mut self) {
+        let recs = &self.recs;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+        let per = recs.len().div_ceil(threads).max(1);
+        type Keys = Option<([u64; 8], u64)>;
+        let keys: Vec<Keys> = std::thread::scope(|sc| {
+            let handles: Vec<_> = recs
+                .chunks(per)
+                .map(|chunk| {
+                    sc.spawn(move || {
+                        chunk
+                            .iter()
+                            .map(|r| {
+                                (!erased(r)).then(|| {
+                                    let k = r.block_keys();
+                                    let ks = [
+                                        k.birth_given,
+                                        k.birth_family,
+                                        k.birth,
+                                        k.kana[0],
+                                        k.kana[1],
+                                        k.kana[2],
+                                        r.phone,
+                                        k.card,
+                                    ];
+                                    (ks, r.source)
+                                })
+                            })
+                            .collect::<Vec<Keys>>()
+                    })
+                })
+                .collect();
+            handles.into_iter().flat_map(|h| h.join().expect("index key thread")).collect()
+        });
+        let keys = &keys;
+        let chains: Vec<Chains> = std::thread::scope(|sc| {
+            let handles: Vec<_> = (0..9)
+                .map(|c| {
+                    sc.spawn(move || {
+                        let mut ch = Chains::default();
+                        for (i, k) in keys.iter().enumerate() {
+                            if let Some((ks, source)) = k {
+                                ch.push(if c < 8 { ks[c] } else { *source }, i as u32);
+                            }
+                        }
+                        ch
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("index thread")).collect()
+        });
+        let mut it = chains.into_iter();
+        let mut next = || it.next().expect("nine indexes");
+        self.by_birth_given = next();
+        self.by_birth_family = next();
+        self.by_birth = next();
+        self.by_kana_ym = next();
+        self.by_kana_yd = next();
+        self.by_kana_md = next();
+        self.by_phone = next();
+        self.by_card = next();
+        self.by_source = next();
+    }
+
     /// Registers one parsed identity and returns the person it was assigned.
     pub fn register(&mut self, id: &Identity) -> Registration {
         let mut buf = Vec::new();
@@ -713,13 +779,13 @@ impl Mpi {
             rec.person = person;
             m.recs.push(rec);
             m.persons.entry(person).or_default().push(id);
-            m.index(id.0);
             next += 1;
         }
         while next < next_record {
             m.recs.push(Rec::tombstone());
             next += 1;
         }
+        m.index_all();
         for e in log {
             m.replay(e)?;
         }
@@ -741,6 +807,27 @@ impl Mpi {
         self.persons.entry(person).or_default().push(id);
         self.index(id.0);
         Ok(())
+    }
+
+    /// The person a person key handed out earlier (e.g. at intake, now in the clinical store) stands
+    /// for today: merges not undone are followed (`from` → `into`), so clinical rows keyed before a
+    /// merge link to the merged person when a release is made. A split moves single records, which
+    /// person keys alone cannot follow; those persons answer themselves.
+    pub fn current_person(&self, mut p: PersonKey) -> PersonKey {
+        // Each hop follows a later decision than the last, so this ends.
+        let mut after = 0u64;
+        loop {
+            let next = self.decisions.iter().find(|d| {
+                d.id > after && !d.undone && matches!(&d.kind, DecisionKind::Merge { from, .. } if *from == p)
+            });
+            match next {
+                Some(Decision { id, kind: DecisionKind::Merge { into, .. }, .. }) => {
+                    after = *id;
+                    p = *into;
+                }
+                _ => return p,
+            }
+        }
     }
 
     /// The matching configuration.
@@ -1029,6 +1116,73 @@ mod tests {
         let b = reg(&mut m, other);
         assert_ne!(a.person, b.person);
         assert_eq!(b.outcome, Outcome::New);
+    }
+
+    #[test]
+    fn p7_restore_builds_the_same_indexes_as_registration() {
+        let mut m = Mpi::with_seed(MatchConfig::default(), 3);
+        let (inputs, _) = crate::eval::synth_inputs(&kiban_model::synth::SynthConfig::default(), 0..300);
+        let ids: Vec<Identity> = inputs.iter().map(|i| Identity::parse(i).unwrap()).collect();
+        let regs: Vec<Registration> = ids.iter().map(|id| m.register(id)).collect();
+        // Erase one in the middle: restore sees a gap (tombstone) there.
+        let gone = regs[150].record;
+        m.forget(&[gone]);
+        let records = regs
+            .iter()
+            .zip(&ids)
+            .filter(|(r, _)| r.record != gone)
+            .map(|(r, id)| (r.record, m.person_of(r.record).unwrap(), MatchView::of(id)))
+            .collect();
+        let r = Mpi::restore(
+            MatchConfig::default(),
+            regs.len() as u32,
+            records,
+            m.reviews().iter().cloned().map(LogEntry::Review),
+        )
+        .unwrap();
+        let live = |c: &Chains| c.prev.len();
+        assert!(live(&r.by_source) > 0);
+        // Registration indexed the erased record too; restore never sees it: compare all but it.
+        let mut m2 = Mpi::with_seed(MatchConfig::default(), 3);
+        for (reg, id) in regs.iter().zip(&ids) {
+            if reg.record == gone {
+                m2.recs.push(Rec::tombstone());
+            } else {
+                let mut rec = Rec::new(id);
+                rec.person = m.person_of(reg.record).unwrap();
+                m2.recs.push(rec);
+                m2.index(reg.record.0);
+            }
+        }
+        for (a, b) in [
+            (&r.by_birth_given, &m2.by_birth_given),
+            (&r.by_birth_family, &m2.by_birth_family),
+            (&r.by_birth, &m2.by_birth),
+            (&r.by_kana_ym, &m2.by_kana_ym),
+            (&r.by_kana_yd, &m2.by_kana_yd),
+            (&r.by_kana_md, &m2.by_kana_md),
+            (&r.by_phone, &m2.by_phone),
+            (&r.by_card, &m2.by_card),
+            (&r.by_source, &m2.by_source),
+        ] {
+            assert!(a.head == b.head && a.prev[..] == b.prev[..a.prev.len()], "an index differs after restore");
+        }
+    }
+
+    #[test]
+    fn a3_an_intake_person_key_follows_merges_until_undone() {
+        let mut m = Mpi::with_seed(MatchConfig::default(), 7);
+        let a = reg(&mut m, input("山田 花子", "ヤマダ ハナコ", "1980-01-01", "0312345678", "01")).person;
+        let b = reg(&mut m, input("鈴木 一郎", "スズキ イチロウ", "1970-02-02", "0398765432", "02")).person;
+        let c = reg(&mut m, input("田中 次郎", "タナカ ジロウ", "1960-03-03", "0311112222", "03")).person;
+        assert_eq!(m.current_person(a), a);
+        let d1 = m.merge(a, b, None, "op").unwrap();
+        let d2 = m.merge(b, c, None, "op").unwrap();
+        assert_eq!(m.current_person(a), c, "a → b → c");
+        m.undo(d2, "op").unwrap();
+        assert_eq!(m.current_person(a), b, "an undone merge is not followed");
+        m.undo(d1, "op").unwrap();
+        assert_eq!((m.current_person(a), m.current_person(b)), (a, b));
     }
 
     #[test]

@@ -121,6 +121,15 @@ pub fn release_key(
         return Err(ReleaseError::BadId(release.to_owned()));
     }
     let path = register_path(ks);
+    // Read-modify-write of the register: one process at a time (the server and the CLI share it).
+    let lock_path = ks.dir().join("releases.lock");
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .and_then(|f| f.lock().map(|_| f))
+        .map_err(|e| ReleaseError::Register { path: lock_path.clone(), reason: e.to_string() })?;
     let mut all = releases(ks)?;
     if let Some(r) = all.iter().find(|r| r.release == release).cloned() {
         if linkage.map(|l| &l.earlier_release) != r.linked_to.as_ref() {
@@ -149,6 +158,7 @@ pub fn release_key(
     let key = derive(ks, &entry.domain, entry.root_version)?;
     all.push(entry.clone());
     save(&path, &all)?;
+    drop(lock);
     Ok((key, entry))
 }
 

@@ -200,22 +200,44 @@ impl IdentityStore {
         audit: &dyn VaultAudit,
         actor: &str,
     ) -> Result<IdentityStore, StoreError> {
-        let vault = Vault::open(&dir.join(VAULT_FILE), &keys, audit, actor)?;
+        let t = std::time::Instant::now();
+        let mut vault = Vault::open(&dir.join(VAULT_FILE), &keys, audit, actor)?;
+        let vault_s = t.elapsed().as_secs_f64();
+        let t = std::time::Instant::now();
         let mpi = Self::index(cfg, &vault)?;
+        vault.note_open_times(vault_s, t.elapsed().as_secs_f64());
         Ok(IdentityStore { dir: dir.to_path_buf(), keys, vault, mpi, poisoned: false })
     }
 
     /// Rebuilds the index from an opened vault.
     fn index(cfg: MatchConfig, vault: &Vault) -> Result<Mpi, StoreError> {
-        // Stored identities are canonical already: the matching view is rebuilt without re-parsing.
-        let mut records = Vec::with_capacity(vault.len());
-        for s in vault.records().values() {
-            let view = MatchView::of_stored(s).ok_or_else(|| StoreError::Stored {
-                record: s.record,
-                reason: "unreadable birth date or sex".into(),
-            })?;
-            records.push((RecordId(s.record), PersonKey::from_u64(s.person), view));
-        }
+        // Stored identities are canonical already: the matching view is rebuilt without re-parsing,
+        // on all cores (the index itself is then built in record order).
+        let all: Vec<&StoredIdentity> = vault.records().values().collect();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+        let per = all.len().div_ceil(threads).max(1);
+        type Viewed = Result<(RecordId, PersonKey, MatchView), StoreError>;
+        let views: Vec<Viewed> = std::thread::scope(|sc| {
+            let handles: Vec<_> = all
+                .chunks(per)
+                .map(|chunk| {
+                    sc.spawn(move || {
+                        chunk
+                            .iter()
+                            .map(|s| {
+                                let view = MatchView::of_stored(s).ok_or_else(|| StoreError::Stored {
+                                    record: s.record,
+                                    reason: "unreadable birth date or sex".into(),
+                                })?;
+                                Ok((RecordId(s.record), PersonKey::from_u64(s.person), view))
+                            })
+                            .collect::<Vec<Viewed>>()
+                    })
+                })
+                .collect();
+            handles.into_iter().flat_map(|h| h.join().expect("index thread")).collect()
+        });
+        let records = views.into_iter().collect::<Result<Vec<_>, _>>()?;
         Ok(Mpi::restore(cfg, vault.next_record(), records, vault.log().iter().cloned())?)
     }
 

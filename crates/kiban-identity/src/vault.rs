@@ -603,6 +603,12 @@ impl Vault {
         self.since_snapshot
     }
 
+    /// Records the open's timings (the store measures both phases).
+    pub fn note_open_times(&mut self, vault_seconds: f64, index_seconds: f64) {
+        self.opened.vault_seconds = vault_seconds;
+        self.opened.index_seconds = index_seconds;
+    }
+
     /// How the last open went: snapshot used, absent or ignored, and the entries replayed after it.
     pub fn open_stats(&self) -> &OpenStats {
         &self.opened
@@ -666,12 +672,16 @@ pub enum SnapshotUse {
 }
 
 /// How an open went.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct OpenStats {
     /// The snapshot.
     pub snapshot: SnapshotUse,
     /// Entries replayed from the file (after the snapshot, or all of them).
     pub tail_entries: usize,
+    /// Seconds to open the vault (snapshot and tail, or the whole file).
+    pub vault_seconds: f64,
+    /// Seconds to rebuild the index from it (set by the identity store).
+    pub index_seconds: f64,
 }
 
 /// The snapshot file beside a vault file (`vault.snap`).
@@ -786,7 +796,7 @@ mod tests {
         let snap = snapshot_path(&path);
         assert!(!fs::read(&snap).unwrap().windows("イ".len()).any(|w| w == "イ".as_bytes()), "sealed");
         let v = Vault::open(&path, &ks, &a, "op").unwrap();
-        assert_eq!(v.open_stats(), &OpenStats { snapshot: SnapshotUse::Used, tail_entries: 1 });
+        assert_eq!((&v.open_stats().snapshot, v.open_stats().tail_entries), (&SnapshotUse::Used, 1));
         assert_eq!((v.records().clone(), v.log().to_vec(), v.next_record()), want);
         drop(v);
         // A flipped byte anywhere, another key store's snapshot, or a vault that changed under it:

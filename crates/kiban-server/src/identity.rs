@@ -220,9 +220,9 @@ async fn person(State(st): State<AppState>, Extension(c): Extension<Caller>, s: 
     ok(json!({ "person": p.to_string(), "records": v }))
 }
 
-async fn reviews(s: Store) -> Res {
+async fn reviews(State(st): State<AppState>, Extension(c): Extension<Caller>, s: Store) -> Res {
     let s = store(s)?;
-    let q = lock(&s).review_queue();
+    let q = fresh(&s, &st, &c)?.review_queue();
     let items: Vec<_> = q
         .iter()
         .map(|i| json!({"item": i.id, "record": i.record.0, "candidate": i.candidate.to_string(), "score": i.score}))

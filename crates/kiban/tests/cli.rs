@@ -163,6 +163,38 @@ fn demo_runs_end_to_end_and_twice() {
     assert_clean_failure(&kiban(&["demo", "--dir", foreign.to_str().unwrap()], &[]), "not made by `kiban demo`");
 }
 
+/// The batch's identity table (`patients`): goes to the vault at intake, never to clinical/.
+fn write_patients(dir: &Path, ids: &[&str]) {
+    use std::sync::Arc;
+    let t = dir.join("patients");
+    std::fs::create_dir_all(&t).unwrap();
+    let cols = ["provider_id", "patient_id", "name_kanji", "name_kana", "sex", "birth_date"];
+    let schema = Arc::new(arrow::datatypes::Schema::new(
+        cols.iter()
+            .map(|c| arrow::datatypes::Field::new(*c, arrow::datatypes::DataType::Utf8, false))
+            .collect::<Vec<_>>(),
+    ));
+    let col = |f: &dyn Fn(usize) -> String| -> arrow::array::ArrayRef {
+        Arc::new(arrow::array::StringArray::from((0..ids.len()).map(f).collect::<Vec<_>>()))
+    };
+    let b = arrow::record_batch::RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            col(&|_| "prov-a".into()),
+            col(&|i| ids[i].into()),
+            col(&|_| "合成 花子".into()),
+            col(&|i| format!("ゴウセイ {}", ["イチ", "ニ", "サン", "シ"][i % 4])),
+            col(&|_| "2".into()),
+            col(&|i| format!("198{i}-04-0{}", i + 1)),
+        ],
+    )
+    .unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(t.join("p.parquet")).unwrap(), schema, None)
+        .unwrap();
+    w.write(&b).unwrap();
+    w.close().unwrap();
+}
+
 fn write_batch(dir: &Path, rows: &[(&str, &str)]) {
     use std::sync::Arc;
     let t = dir.join("encounters");
@@ -219,6 +251,7 @@ fn c1_c3_c4_p4_p7_filing_notices_optouts_and_intake_through_the_cli() {
         &input,
         &[("prov-a", "00000001"), ("prov-a", "00000002"), ("prov-a", "00000003"), ("prov-a", "bad id")],
     );
+    write_patients(&input, &["00000001", "00000002", "00000003", "bad id"]);
     let submit = || {
         kiban(
             &[
@@ -311,18 +344,42 @@ fn c1_c3_c4_p4_p7_filing_notices_optouts_and_intake_through_the_cli() {
     );
     assert!(o.status.success(), "{}", text(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v["report"]["rows_in"], 4);
-    assert_eq!(v["report"]["admitted"], 2);
-    assert_eq!(v["report"]["excluded_by_reason"]["notice_too_recent"], 1);
-    assert_eq!(v["report"]["excluded_by_reason"]["malformed_identity"], 1);
+    // Encounters and identities (patients): two persons admitted, their identities into the vault.
+    assert_eq!(v["report"]["rows_in"], 8);
+    assert_eq!(v["report"]["admitted"], 4);
+    assert_eq!(v["report"]["excluded_by_reason"]["notice_too_recent"], 2);
+    assert_eq!(v["report"]["excluded_by_reason"]["malformed_identity"], 2);
+    let batch = v["report"]["batch_id"].as_str().unwrap();
+    assert!(!dir.join("clinical").join(batch).join("patients").exists(), "identities never reach clinical/");
+    let o = kiban(&["identity", "lookup", "--data-dir", d, "--provider", "prov-a", "--patient", "00000001"], &[]);
+    assert!(o.status.success() && text(&o).contains("ゴウセイ イチ"), "in the vault: {}", text(&o));
     assert!(v["receipt"]["receipt_id"].is_string());
     assert_clean_failure(&submit(), "already received");
     let o = kiban(&["doctor", "--data-dir", d], &[]);
     assert!(o.status.success(), "{}", text(&o));
     let o = kiban(&["intake", "delete-person", "--data-dir", d, "--provider", "prov-a", "--patient", "00000001"], &[]);
     assert!(o.status.success() && text(&o).contains("deleted 1 rows"), "{}", text(&o));
+    assert!(text(&o).contains("erased 1 identity records"), "the vault too: {}", text(&o));
     let o = kiban(&["provider", "list", "--data-dir", d], &[]);
     assert!(text(&o).contains("may submit (filing #2"), "{}", text(&o));
+    // Converted identities never land in a data directory in the clear: intake takes them in.
+    let inside = dir.join("staging").join("converted");
+    let o = kiban(
+        &[
+            "formats",
+            "convert",
+            "--format",
+            "csv",
+            "--input",
+            "in",
+            "--provider",
+            "prov-a",
+            "--out",
+            inside.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_clean_failure(&o, "kiban intake submit");
 }
 
 #[test]

@@ -588,3 +588,16 @@ async fn a3_intake_sends_identities_to_the_vault_and_person_keys_to_the_clinical
         assert!(e.contains("name_kana") && e.contains("A3"), "{e}");
     }
 }
+
+#[test]
+fn a3_a_formats_convert_output_is_taken_in_with_its_identity_table() {
+    // `kiban formats convert --out X` writes X/clinical/<table> and X/identity/patients.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("converted");
+    write_input(&out.join("clinical"), &[("prov-a", "00000001")]);
+    write_patients(&out.join("identity"), &[("00000001", "ヤマダ タロウ")]);
+    std::fs::create_dir_all(out.join("quarantine")).unwrap();
+    let tables = kiban_registry::intake::input_tables(&out).unwrap();
+    let names: Vec<&str> = tables.iter().map(|t| t.0.as_str()).collect();
+    assert_eq!(names, ["encounters", "patients"]);
+}
