@@ -306,6 +306,48 @@ impl IdentityStore {
         self.txn(audit, actor, |s| s.register_locked(audit, actor, inputs))
     }
 
+    /// Registers the identities of an intake batch: a record identical in canonical form to one the
+    /// same provider registered under the same patient id is not stored again (monthly batches
+    /// repeat their patients), its current person is returned; anything else is registered.
+    pub fn register_intake(
+        &mut self,
+        audit: &dyn VaultAudit,
+        actor: &str,
+        inputs: &[IdentityInput],
+    ) -> Result<Vec<Result<PersonKey, RecordError>>, StoreError> {
+        self.txn(audit, actor, |s| {
+            let parsed = parse_bulk(inputs);
+            let mut out: Vec<Result<PersonKey, RecordError>> = Vec::with_capacity(inputs.len());
+            let (mut fresh_at, mut fresh) = (vec![], vec![]);
+            for (i, p) in parsed.iter().enumerate() {
+                match p {
+                    Err(e) => out.push(Err(e.clone())),
+                    Ok(id) => {
+                        let same =
+                            s.mpi.lookup(id.provider.as_str(), id.patient.as_str()).into_iter().rev().find(|(r, p)| {
+                                s.vault.records().get(&r.0).is_some_and(|st| {
+                                    StoredIdentity::new(*r, PersonKey::from_u64(st.person), id) == *st
+                                }) && p.as_u64() != 0
+                            });
+                        match same {
+                            Some((_, person)) => out.push(Ok(person)),
+                            None => {
+                                out.push(Ok(PersonKey::from_u64(0)));
+                                fresh_at.push(i);
+                                fresh.push(inputs[i].clone());
+                            }
+                        }
+                    }
+                }
+            }
+            let regs = s.register_locked(audit, actor, &fresh)?;
+            for (i, r) in fresh_at.into_iter().zip(regs) {
+                out[i] = r.map(|g| g.person);
+            }
+            Ok(out)
+        })
+    }
+
     /// Decides a review item; returns the decision id (undo it with [`IdentityStore::undo`]).
     pub fn decide(
         &mut self,
@@ -816,6 +858,28 @@ mod tests {
         let r = s.register(&a, "op", &[input("p1", "佐藤 花子", "サトウ ハナコ", "1985-01-02", "00")]).unwrap();
         assert_eq!(r[0].as_ref().unwrap().record, RecordId(2));
         assert_eq!(a.0.lock().unwrap().iter().filter(|e| e.0 == VaultAction::Erase).count(), 1);
+    }
+
+    #[test]
+    fn a3_a_repeated_intake_identity_is_not_stored_twice() {
+        let t = tempfile::tempdir().unwrap();
+        KeyStore::create(&t.path().join("keys")).unwrap();
+        let a = MemoryAudit::default();
+        let mut s = open(t.path(), MatchConfig::default(), &a);
+        let one = input("p1", "佐藤 花子", "サトウ ハナコ", "1985-01-02", "00");
+        let first = s.register_intake(&a, "op", std::slice::from_ref(&one)).unwrap();
+        // Next month's batch: the same identity, written differently (half-width kana): same canonical form.
+        let again = IdentityInput { name_kana: "ｻﾄｳ ﾊﾅｺ".into(), ..one.clone() };
+        let second = s.register_intake(&a, "op", &[again]).unwrap();
+        assert_eq!(second[0].as_ref().unwrap(), first[0].as_ref().unwrap());
+        assert_eq!(s.mpi().record_count(), 1, "not stored twice");
+        // A moved patient: a new record, matched to the same person.
+        let moved = IdentityInput { address: "大阪府大阪市北区1-1".into(), ..one };
+        let third = s.register_intake(&a, "op", &[moved]).unwrap();
+        assert_eq!(s.mpi().record_count(), 2);
+        assert_eq!(third[0].as_ref().unwrap(), first[0].as_ref().unwrap());
+        let bad = IdentityInput { name_kana: String::new(), ..input("p2", "佐藤 一郎", "", "1985-01-02", "00") };
+        assert!(s.register_intake(&a, "op", &[bad]).unwrap()[0].is_err(), "rejected per record");
     }
 
     #[test]

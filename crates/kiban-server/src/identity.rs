@@ -97,8 +97,8 @@ impl kiban_registry::intake::IdentityRouting for VaultRouting<'_> {
         rows: &kiban_registry::intake::RecordBatch,
     ) -> Result<Vec<Result<String, String>>, String> {
         let inputs = kiban_identity::identity::inputs_from_batch(provider_id, rows).map_err(|e| e.to_string())?;
-        let res = self.lock().register(self.audit, &self.actor, &inputs).map_err(|e| e.to_string())?;
-        Ok(res.into_iter().map(|r| r.map(|g| g.person.to_string()).map_err(|e| e.to_string())).collect())
+        let res = self.lock().register_intake(self.audit, &self.actor, &inputs).map_err(|e| e.to_string())?;
+        Ok(res.into_iter().map(|r| r.map(|p| p.to_string()).map_err(|e| e.to_string())).collect())
     }
 
     fn person_keys(&self, provider_id: &str, patient_ids: &[&str]) -> Result<Vec<Option<String>>, String> {
