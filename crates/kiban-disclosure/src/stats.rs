@@ -310,8 +310,11 @@ pub fn icd10_chapter(code: &str) -> Option<&'static str> {
     CHAPTERS.iter().find(|(a, b, _)| between(*a, *b)).map(|c| c.2)
 }
 
+/// An ICD-10 category position: its letter and two-digit number.
+type CodeAt = (char, u32);
+
 /// ICD-10 chapters: first and last (letter, number) and the label shown.
-const CHAPTERS: [((char, u32), (char, u32), &str); 22] = [
+const CHAPTERS: [(CodeAt, CodeAt, &str); 22] = [
     (('A', 0), ('B', 99), "I 感染症及び寄生虫症"),
     (('C', 0), ('D', 48), "II 新生物"),
     (('D', 50), ('D', 89), "III 血液及び造血器の疾患並びに免疫機構の障害"),
