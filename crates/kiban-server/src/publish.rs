@@ -30,9 +30,6 @@ pub enum PublishError {
     /// A dataset of the clinical store could not be read.
     #[error("clinical store: {0}")]
     Dataset(#[from] kiban_formats::dataset::DatasetError),
-    /// The statistics cube did not pass the publication check.
-    #[error("statistics: {0}")]
-    Stats(#[from] kiban_disclosure::DisclosureError),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PublishError + '_ {
@@ -50,6 +47,8 @@ pub struct Built {
     pub primary: usize,
     /// Secondary suppressions.
     pub secondary: usize,
+    /// Why no statistics were published (the cube did not pass the publication check).
+    pub stats_error: Option<String>,
 }
 
 /// Per-table accumulator over every batch.
@@ -204,21 +203,42 @@ pub fn build(
         let t = enc_type.get(&(p.clone(), e)).cloned().filter(|t| t == "外来" || t == "入院");
         Unit { levels: vec![y, ch, t.unwrap_or_else(|| "不明".into())], key: format!("{p}\u{1f}{pt}") }
     });
-    let rel = StatsRelease::build(
+    let stats_path = out.join("stats.json");
+    match StatsRelease::build(
         "傷病分類別 患者数（診断年×ICD-10章×外来・入院）",
         ("患者数（各セルの実人数。合計欄は各セルの延べ）", "patients (distinct per cell; totals add the cells)"),
         dims,
         units,
         note,
         at,
-    )?;
-    write_atomic(&out.join("stats.json"), serde_json::to_string(&rel).expect("JSON").as_bytes())?;
-    Ok(Built {
-        databases: cat.databases.len(),
-        stats_cells: rel.cells.len(),
-        primary: rel.primary,
-        secondary: rel.secondary,
-    })
+    ) {
+        Ok(rel) => {
+            write_atomic(&stats_path, serde_json::to_string(&rel).expect("JSON").as_bytes())?;
+            Ok(Built {
+                databases: cat.databases.len(),
+                stats_cells: rel.cells.len(),
+                primary: rel.primary,
+                secondary: rel.secondary,
+                stats_error: None,
+            })
+        }
+        Err(e) => {
+            // A cube that does not pass is not published, and an older one is withdrawn: the search
+            // must never answer from statistics that no longer match the store.
+            match std::fs::remove_file(&stats_path) {
+                Ok(()) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => return Err(io(&stats_path)(err)),
+            }
+            Ok(Built {
+                databases: cat.databases.len(),
+                stats_cells: 0,
+                primary: 0,
+                secondary: 0,
+                stats_error: Some(e.to_string()),
+            })
+        }
+    }
 }
 
 /// Every value of a column as text (None for nulls); floats to 3 decimals so a dummy value drawn

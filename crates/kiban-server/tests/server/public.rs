@@ -383,3 +383,19 @@ async fn o1_o9_d9_checker_page_shows_the_report_and_records_the_checkers_approva
         http(main, "POST", "/checker/approve", &[("cookie", chk.as_str()), ff], &format!("table_sha256={sha2}")).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+#[tokio::test]
+async fn k2_o1_a_tiny_store_publishes_no_count_between_1_and_9_not_even_a_total() {
+    let f = fixture().await;
+    clinical_store(&f.st.data_dir, 2);
+    let b = kiban_server::publish::build(&f.st.data_dir, None, None, "2026-11-22T00:00:00Z").unwrap();
+    assert!(b.stats_error.is_none() && b.primary > 0, "{b:?}");
+    let main = spawn(kiban_server::router(f.st.clone())).await;
+    let r = http(main, "GET", "/public/stats?format=json&by=year,chapter,setting", &[], "").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    assert!(rows.iter().all(|r| r["value"].as_i64().is_none_or(|x| x == 0 || x >= 10)), "{}", r.body);
+    let total = rows.iter().find(|r| r["levels"].as_object().unwrap().values().all(|l| l == TOTAL)).unwrap();
+    assert!(total["value"].is_null(), "the grand total of 2 patients is suppressed too");
+}

@@ -27,6 +27,9 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<ExitCode> {
     let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let built = kiban_server::publish::build(&ctx.data_dir, Some(sealer.as_ref()), note, &at)
         .context("cannot build the public files")?;
+    if let Some(e) = &built.stats_error {
+        eprintln!("統計検索は公表しません statistics not published: {e}");
+    }
     if ctx.json {
         println!("{}", serde_json::to_string_pretty(&built)?);
     } else {
@@ -49,6 +52,12 @@ pub fn demo(dd: &DataDir, data: &std::path::Path) -> Result<String> {
         Some("このデータは合成データです（実在の患者ではありません） / synthetic data, not real patients".to_owned());
     let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let b = kiban_server::publish::build(data, Some(sealer.as_ref()), note, &at)?;
+    if let Some(e) = &b.stats_error {
+        return Ok(format!(
+            "公開情報 public site: {} databases in the catalogue with dummy data; statistics NOT published (the cube did not pass: {e})",
+            b.databases
+        ));
+    }
     Ok(format!(
         "公開情報 public site: {} databases in the catalogue with dummy data; statistics table of {} cells, {} primary + {} secondary suppressions, audited",
         b.databases, b.stats_cells, b.primary, b.secondary
