@@ -16,12 +16,14 @@
 pub mod api;
 pub mod areas;
 pub mod audit;
+pub mod catalogue;
 pub mod decl;
 pub mod error;
 pub mod history;
 pub mod lpsup;
 pub mod report;
 pub mod rules;
+pub mod stats;
 pub mod suppress;
 pub mod table;
 pub mod workflow;

@@ -451,3 +451,122 @@ fn o9_audit_refuses_a_tampered_perturbation_witness() {
     assert!(!a.passed);
     assert!(a.entries.iter().any(|e| e.index == target && !e.protected));
 }
+
+mod public_site {
+    use std::collections::{BTreeMap, HashSet};
+
+    use kiban_disclosure::catalogue::{Database, ItemKind, RealValues, describe, dummy_csv};
+    use kiban_disclosure::stats::{Query, StatsDim, StatsRelease, TOTAL, Unit, icd10_chapter};
+
+    fn dims() -> Vec<StatsDim> {
+        let d = |n: &str, l: &[&str]| StatsDim {
+            name: n.into(),
+            label_ja: n.into(),
+            label_en: n.into(),
+            levels: l.iter().map(|s| s.to_string()).collect(),
+        };
+        vec![d("year", &["2023", "2024"]), d("sex", &["男", "女"]), d("area", &["A", "B", "C"])]
+    }
+
+    fn units() -> Vec<Unit> {
+        // Cell (2024, 女, C) holds 3 patients; the others 20–40.
+        let mut v = Vec::new();
+        let mut n = 0;
+        for (y, s, a, k) in [
+            ("2023", "男", "A", 30),
+            ("2023", "男", "B", 25),
+            ("2023", "男", "C", 20),
+            ("2023", "女", "A", 31),
+            ("2023", "女", "B", 26),
+            ("2023", "女", "C", 22),
+            ("2024", "男", "A", 33),
+            ("2024", "男", "B", 27),
+            ("2024", "男", "C", 21),
+            ("2024", "女", "A", 40),
+            ("2024", "女", "B", 29),
+            ("2024", "女", "C", 3),
+        ] {
+            for _ in 0..k {
+                n += 1;
+                v.push(Unit { levels: vec![y.into(), s.into(), a.into()], key: format!("p{n}") });
+                // The same patient twice in a cell counts once.
+                v.push(Unit { levels: vec![y.into(), s.into(), a.into()], key: format!("p{n}") });
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn k2_o1_o9_stats_cube_is_protected_once_and_answers_are_lookups_of_its_cells() {
+        let rel = StatsRelease::build("t", ("患者数", "patients"), dims(), units(), None, "2026-01-01").unwrap();
+        assert!(rel.primary == 1 && rel.secondary >= 3, "{} {}", rel.primary, rel.secondary);
+        let q = |by: &[&str], f: &[(&str, &str)]| Query {
+            by: by.iter().map(|s| s.to_string()).collect(),
+            filter: f.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
+        };
+        let small = rel.answer(&q(&[], &[("year", "2024"), ("sex", "女"), ("area", "C")])).unwrap();
+        assert_eq!(small[0].value, None, "the cell of 3 is suppressed");
+        let all = rel.answer(&q(&[], &[])).unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].value, Some(307), "grand total: distinct patients per cell, added up");
+        let rows = rel.answer(&q(&["area"], &[("year", "2023")])).unwrap();
+        assert_eq!(rows.len(), 4, "three areas and their total");
+        assert_eq!(rows[3].levels[2].1, TOTAL);
+        // Every answer row is a cell of the one protected table.
+        let csv = rel.to_csv();
+        for r in rel.answer(&q(&["year", "sex", "area"], &[])).unwrap() {
+            let line = format!(
+                "{},{}",
+                r.levels.iter().map(|(_, l)| l.as_str()).collect::<Vec<_>>().join(","),
+                r.value.map_or("X".into(), |v| v.to_string())
+            );
+            assert!(csv.lines().any(|l| l == line), "{line}");
+        }
+        assert!(rel.answer(&q(&["year"], &[("year", "2023")])).is_err(), "a dimension both broken down and filtered");
+        assert!(rel.answer(&q(&[], &[("area", "Z")])).is_err(), "an unknown level names itself");
+    }
+
+    #[test]
+    fn k2_icd10_chapters_follow_the_code_ranges() {
+        assert!(icd10_chapter("I10").unwrap().starts_with("IX "));
+        assert!(icd10_chapter("E119").unwrap().starts_with("IV "));
+        assert!(icd10_chapter("D50").unwrap().starts_with("III "));
+        assert!(icd10_chapter("D48").unwrap().starts_with("II "));
+        assert!(icd10_chapter("H60").unwrap().starts_with("VIII "));
+        assert!(icd10_chapter("T98").unwrap().starts_with("XIX "));
+        assert_eq!(icd10_chapter("?"), None);
+    }
+
+    #[test]
+    fn k1_dummy_rows_have_the_schema_and_redraw_every_real_value() {
+        let cols = [("provider_id", "Utf8"), ("icd10", "Utf8"), ("diagnosis_date", "Date32"), ("main", "Boolean")];
+        let db = Database {
+            name: "diagnoses".into(),
+            title_ja: "傷病名".into(),
+            title_en: "Diagnoses".into(),
+            patients: 1,
+            records: 1,
+            providers: 1,
+            period_from: Some("2024-01-01".into()),
+            period_to: Some("2024-01-03".into()),
+            updated_on: None,
+            batches: 1,
+            items: cols.iter().map(|(c, t)| describe(c, t)).collect(),
+        };
+        // Two of three days of the period are real: every dummy date must be the third.
+        let mut real = RealValues::new();
+        real.insert("diagnosis_date".into(), HashSet::from(["2024-01-01".to_owned(), "2024-01-02".to_owned()]));
+        let csv = dummy_csv(&db, 30, 9, &real);
+        let mut lines = csv.lines();
+        assert_eq!(lines.next(), Some("provider_id,icd10,diagnosis_date,main"));
+        for l in lines {
+            let f: Vec<&str> = l.split(',').collect();
+            assert!(f[0].starts_with("DUMMY-"), "{l}");
+            assert!(icd10_chapter(f[1]).is_some() || f[1].len() >= 3, "{l}");
+            assert_eq!(f[2], "2024-01-03", "{l}");
+            assert!(f[3] == "true" || f[3] == "false");
+        }
+        assert_eq!(db.items[3].kind, ItemKind::Vocabulary);
+        assert_eq!(db.items[1].code_system.as_deref(), Some("ICD-10 (2013)"));
+    }
+}

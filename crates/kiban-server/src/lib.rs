@@ -27,6 +27,8 @@ pub mod deid;
 pub mod gateway;
 pub mod identity;
 pub mod intake;
+pub mod public;
+pub mod publish;
 pub mod review;
 
 use std::net::SocketAddr;
@@ -166,6 +168,7 @@ pub fn routes() -> Vec<RouteDesc> {
     v.extend(review::descriptors());
     v.extend(checker::descriptors());
     v.extend(identity::descriptors());
+    v.extend(public::descriptors());
     v
 }
 

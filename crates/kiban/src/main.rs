@@ -71,6 +71,8 @@ enum Command {
     Audit(cmd::audit::Args),
     /// Run the HTTP API and login page (TLS with --tls-cert/--tls-key).
     Serve(cmd::serve::Args),
+    /// Build the public site's data catalogue and protected statistics (K1, K2) from the clinical store.
+    Publish(cmd::publish::Args),
     /// Run a gateway (R12): `intake` (receive-only) or `release` (send-only).
     Gateway(cmd::serve::GatewayArgs),
     /// Compliance evidence: requirements traceability, certification self-assessment (B2), documents.
@@ -155,6 +157,7 @@ fn main() -> ExitCode {
         Command::Account(a) => cmd::account::run(&ctx, a),
         Command::Audit(a) => cmd::audit::run(&ctx, a),
         Command::Serve(a) => cmd::serve::run(&ctx, a),
+        Command::Publish(a) => cmd::publish::run(&ctx, a),
         Command::Gateway(a) => cmd::serve::run_gateway(&ctx, a),
         Command::CheckOutput(a) => cmd::check_output::run(&ctx, a),
         Command::Compliance(a) => cmd::compliance::run(&ctx, a),

@@ -207,6 +207,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
             d.primary, d.secondary
         ))
     })?;
+    stage("public", &mut || crate::cmd::publish::demo(&dd, &data))?;
     stage("dicom", &mut || crate::cmd::dicom::demo_step(&dd, &cfg, &args.dir))?;
     stage("audit", &mut || {
         let key = crate::auditkey::audit_checkpoint_key(&dd)?;

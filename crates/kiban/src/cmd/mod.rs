@@ -23,6 +23,7 @@ pub mod notice;
 pub mod optout;
 pub mod provider;
 pub mod pseudonymize;
+pub mod publish;
 pub mod release;
 pub mod retention;
 pub mod serve;
