@@ -20,7 +20,7 @@ use chrono::{Datelike, NaiveDate};
 use kiban_model::wareki::WarekiDate;
 
 use crate::canonical::{Diagnosis, Encounter, Patient, Prescription, Quarantined, Record, Sink, Text, by_patient};
-use crate::encoding::{decode_sjis, encode_sjis, strip_bom};
+use crate::encoding::{decode_sjis, decode_sjis_into, encode_sjis, strip_bom};
 use crate::masters::{Masters, department_code, department_name};
 
 /// Record ids the reader knows.
@@ -40,32 +40,77 @@ pub struct UkeStats {
     pub bytes: u64,
 }
 
-fn gyymm(s: &str) -> Option<NaiveDate> {
-    if s.len() != 5 {
+fn digits(s: &str) -> Option<u32> {
+    if s.is_empty() || s.len() > 9 {
         return None;
     }
-    WarekiDate::parse(&format!("{s}01")).ok().map(|w| w.date())
+    s.bytes().try_fold(0u32, |a, c| c.is_ascii_digit().then(|| a * 10 + (c - b'0') as u32))
 }
 
-fn gyymmdd(s: &str) -> Option<NaiveDate> {
-    if s.len() != 7 {
-        return None;
+/// A year and month: `GYYMM` (和暦 with the era digit, as the 平成 記録条件仕様 define it) or
+/// `YYYYMM` (西暦, as receipts written under the 令和 revisions carry it); the month's first day.
+fn year_month(s: &str) -> Option<NaiveDate> {
+    match s.len() {
+        5 => WarekiDate::parse(&format!("{s}01")).ok().map(|w| w.date()),
+        6 => digits(s).and_then(|n| NaiveDate::from_ymd_opt((n / 100) as i32, n % 100, 1)),
+        _ => None,
     }
-    WarekiDate::parse(s).ok().map(|w| w.date())
+}
+
+/// A date: `GYYMMDD` (和暦) or `YYYYMMDD` (西暦); see [`year_month`].
+fn full_date(s: &str) -> Option<NaiveDate> {
+    match s.len() {
+        7 => WarekiDate::parse(s).ok().map(|w| w.date()),
+        8 => digits(s).and_then(|n| NaiveDate::from_ymd_opt((n / 10_000) as i32, n / 100 % 100, n % 100)),
+        _ => None,
+    }
 }
 
 fn receipt_form(d: NaiveDate) -> String {
     WarekiDate::from_date(d).map(|w| w.to_receipt_form()).unwrap_or_default()
 }
 
-struct Line {
-    no: u64,
-    text: String,
+/// Field `i` of a split record, trimmed (`""` when the record is shorter).
+fn at<'a>(f: &[&'a str], i: usize) -> &'a str {
+    f.get(i).copied().unwrap_or("").trim()
 }
 
+/// One receipt's lines (RE first), decoded into one buffer reused from receipt to receipt, so
+/// reading allocates nothing per line.
+#[derive(Default)]
 struct Receipt {
-    re: Line,
-    rest: Vec<Line>,
+    text: String,
+    /// Line number and byte range in `text`.
+    lines: Vec<(u64, usize, usize)>,
+}
+
+impl Receipt {
+    fn line(&self, k: usize) -> (u64, &str) {
+        let (n, a, b) = self.lines[k];
+        (n, &self.text[a..b])
+    }
+    fn clear(&mut self) {
+        self.text.clear();
+        self.lines.clear();
+    }
+    /// Decodes `raw` as the next line; on failure nothing is kept.
+    fn push(&mut self, no: u64, raw: &[u8]) -> Result<(), String> {
+        let a = self.text.len();
+        decode_sjis_into(raw, &mut self.text)?;
+        self.lines.push((no, a, self.text.len()));
+        Ok(())
+    }
+}
+
+/// The record id: the bytes before the first comma, trimmed.
+fn record_id(b: &[u8]) -> &[u8] {
+    let end = memchr::memchr(b',', b).unwrap_or(b.len());
+    b[..end].trim_ascii()
+}
+
+/// A line's text for a quarantine entry: decoded when it decodes, else lossily.
+fn raw_text(b: &[u8]) -> String {
+    decode_sjis(b).map(|c| c.into_owned()).unwrap_or_else(|_| String::from_utf8_lossy(b).into_owned())
 }
 
 struct Reader<'a> {
@@ -77,29 +122,37 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    fn q(&self, sink: &mut dyn Sink, line: &Line, field: &str, problem: impl Into<String>) {
-        sink.quarantine(Quarantined::new(self.file, format!("line {}", line.no), field, problem, &line.text));
+    fn q(&self, sink: &mut dyn Sink, no: u64, text: &str, field: &str, problem: impl Into<String>) {
+        sink.quarantine(Quarantined::new(self.file, format!("line {no}"), field, problem, text));
     }
 
-    fn receipt(&mut self, r: Receipt, sink: &mut dyn Sink) {
-        let f: Vec<&str> = r.re.text.split(',').collect();
-        let g = |i: usize| f.get(i).copied().unwrap_or("").trim();
+    fn receipt(&mut self, r: &Receipt, sink: &mut dyn Sink) {
+        let (re_no, re_text) = r.line(0);
+        let f: Vec<&str> = re_text.split(',').collect();
+        let g = |i: usize| at(&f, i);
         let bad_all = |this: &Self, sink: &mut dyn Sink, field: &str, problem: String| {
-            this.q(sink, &r.re, field, problem.clone());
-            for l in &r.rest {
-                this.q(sink, l, "record", format!("belongs to the receipt at line {} which is quarantined", r.re.no));
+            this.q(sink, re_no, re_text, field, problem);
+            for k in 1..r.lines.len() {
+                let (no, text) = r.line(k);
+                this.q(
+                    sink,
+                    no,
+                    text,
+                    "record",
+                    format!("belongs to the receipt at line {re_no} which is quarantined"),
+                );
             }
         };
         let patient_id = g(13);
         if patient_id.is_empty() {
             return bad_all(self, sink, "RE.13 カルテ番号等", "patient id (カルテ番号等) is empty".into());
         }
-        let Some(month) = gyymm(g(3)) else {
-            return bad_all(self, sink, "RE.3 診療年月", format!("{:?} is not GYYMM", g(3)));
+        let Some(month) = year_month(g(3)) else {
+            return bad_all(self, sink, "RE.3 診療年月", format!("{:?} is not GYYMM or YYYYMM", g(3)));
         };
         let birth = g(6);
-        let Some(birth_date) = gyymmdd(birth) else {
-            return bad_all(self, sink, "RE.6 生年月日", format!("{birth:?} is not GYYMMDD"));
+        let Some(birth_date) = full_date(birth) else {
+            return bad_all(self, sink, "RE.6 生年月日", format!("{birth:?} is not GYYMMDD or YYYYMMDD"));
         };
         let sex = match g(5) {
             "1" => "1",
@@ -110,14 +163,22 @@ impl Reader<'_> {
         let admitted = if admit.is_empty() {
             None
         } else {
-            match gyymmdd(admit) {
+            match full_date(admit) {
                 Some(d) => Some(d),
-                None => return bad_all(self, sink, "RE.8 入院年月日", format!("{admit:?} is not GYYMMDD")),
+                None => {
+                    return bad_all(self, sink, "RE.8 入院年月日", format!("{admit:?} is not GYYMMDD or YYYYMMDD"));
+                }
             }
         };
         let kind = g(2);
         let inpatient = admitted.is_some() || kind.len() == 4 && kind.ends_with(['1', '3', '5', '7', '9']);
-        let encounter_id = if g(18).is_empty() { format!("{patient_id}-R{}", g(1)) } else { g(18).to_owned() };
+        // RE.20 請求情報 is the provider's own field: kiban keeps the encounter id there. Files kiban
+        // wrote before carried it in RE.18 (検索番号, which the spec reserves for returned claims).
+        let encounter_id = match (g(20), g(18)) {
+            ("", "") => format!("{patient_id}-R{}", g(1)),
+            ("", old) => old.to_owned(),
+            (id, _) => id.to_owned(),
+        };
         let mut patient = Patient {
             provider_id: self.provider_id.into(),
             patient_id: patient_id.into(),
@@ -136,10 +197,13 @@ impl Reader<'_> {
                 .and_then(|k| NaiveDate::from_ymd_opt(month.year(), month.month(), k as u32 + 1))
         };
         let mut pending_main_dx = Vec::new();
-        for l in &r.rest {
-            let f: Vec<&str> = l.text.split(',').collect();
-            let g = |i: usize| f.get(i).copied().unwrap_or("").trim();
-            match f[0] {
+        let mut f: Vec<&str> = Vec::with_capacity(64);
+        for k in 1..r.lines.len() {
+            let (no, text) = r.line(k);
+            f.clear();
+            f.extend(text.split(','));
+            let g = |i: usize| at(&f, i);
+            match g(0) {
                 "HO" => {
                     patient.insurer_number = g(1).into();
                     patient.card_symbol = g(2).into();
@@ -148,15 +212,21 @@ impl Reader<'_> {
                 }
                 "SY" => {
                     let code = g(1);
-                    let Some(date) = gyymmdd(g(2)) else {
-                        self.q(sink, l, "SY.2 診療開始日", format!("{:?} is not GYYMMDD", g(2)));
+                    let Some(date) = full_date(g(2)) else {
+                        self.q(sink, no, text, "SY.2 診療開始日", format!("{:?} is not GYYMMDD or YYYYMMDD", g(2)));
                         continue;
                     };
                     let (name, icd10) = match self.masters.disease.get(code) {
                         Some(e) => (e.name.clone(), e.canonical.clone()),
                         None if code == "0000999" && !g(5).is_empty() => (g(5).to_owned(), String::new()),
                         None => {
-                            self.q(sink, l, "SY.1 傷病名コード", format!("{code:?} is not in the disease master"));
+                            self.q(
+                                sink,
+                                no,
+                                text,
+                                "SY.1 傷病名コード",
+                                format!("{code:?} is not in the disease master"),
+                            );
                             continue;
                         }
                     };
@@ -183,7 +253,7 @@ impl Reader<'_> {
                         g(3).to_owned()
                     };
                     if icd.is_empty() && name.is_empty() {
-                        self.q(sink, l, "SB.4 ICD10コード", "neither an ICD-10 code nor a name");
+                        self.q(sink, no, text, "SB.4 ICD10コード", "neither an ICD-10 code nor a name");
                         continue;
                     }
                     // SB has no date of its own: it is the stay's (set below, once the stay's first day is known).
@@ -201,7 +271,7 @@ impl Reader<'_> {
                     ));
                 }
                 "BU" => {
-                    if let Some(d) = gyymmdd(g(3)) {
+                    if let Some(d) = full_date(g(3)) {
                         discharge = Some(d);
                     }
                 }
@@ -209,19 +279,16 @@ impl Reader<'_> {
                 "IY" => {
                     let code = g(3);
                     let Some(e) = self.masters.drug.get(code) else {
-                        self.q(sink, l, "IY.3 医薬品コード", format!("{code:?} is not in the drug master"));
+                        self.q(sink, no, text, "IY.3 医薬品コード", format!("{code:?} is not in the drug master"));
                         continue;
                     };
                     let Some(day) = day_in_month(&f, 13) else {
-                        self.q(sink, l, "IY.13 算定日", "no day of the month is marked (算定日情報 empty)");
+                        self.q(sink, no, text, "IY.13 算定日", "no day of the month is marked (算定日情報 empty)");
                         continue;
                     };
-                    let days = match g(6).parse::<u64>() {
-                        Ok(n) => n,
-                        Err(_) => {
-                            self.q(sink, l, "IY.6 回数", format!("{:?} is not a whole number", g(6)));
-                            continue;
-                        }
+                    let Some(days) = digits(g(6)) else {
+                        self.q(sink, no, text, "IY.6 回数", format!("{:?} is not a whole number", g(6)));
+                        continue;
                     };
                     if first_day.is_none() {
                         first_day = Some(day);
@@ -234,7 +301,7 @@ impl Reader<'_> {
                         drug_code: e.canonical.clone(),
                         drug_name: e.name.clone(),
                         route: e.extra.clone(),
-                        days,
+                        days: days.into(),
                     }));
                 }
                 "SJ" => out.push(Record::Text(Text {
@@ -290,11 +357,14 @@ pub fn read(
 ) -> std::io::Result<UkeStats> {
     let mut rd = Reader { file, provider_id, masters, seen_patients: HashSet::new(), saw_ir: false };
     let mut stats = UkeStats::default();
-    let mut buf = Vec::with_capacity(256);
-    let mut current: Option<Receipt> = None;
-    let mut go: Option<Line> = None;
+    let mut buf = Vec::with_capacity(1024);
+    let mut cur = Receipt::default();
+    // The receipt being read: none yet, a good one (in `cur`), or one whose RE line was quarantined.
+    let mut state = State::Outside;
+    let mut go: Option<(u64, String)> = None;
     let mut no = 0u64;
     let mut last_ended = true;
+    let mut first = true;
     loop {
         buf.clear();
         let n = input.read_until(b'\n', &mut buf)?;
@@ -303,79 +373,102 @@ pub fn read(
         }
         stats.bytes += n as u64;
         last_ended = buf.last() == Some(&b'\n');
-        // A lone CR also ends a line (mixed endings after hand edits).
-        let chunk: &[u8] = if no == 0 { strip_bom(&buf).0 } else { &buf };
-        let cut = !matches!(chunk.last(), Some(b'\n' | b'\r'));
-        let n_pieces = chunk.split(|&b| b == b'\n' || b == b'\r').count();
-        for (k, piece) in chunk.split(|&b| b == b'\n' || b == b'\r').enumerate() {
+        let mut rest: &[u8] = if first { strip_bom(&buf).0 } else { &buf };
+        first = false;
+        while !rest.is_empty() {
+            // A lone CR also ends a line (mixed endings after hand edits).
+            let (piece, cut) = match memchr::memchr2(b'\r', b'\n', rest) {
+                Some(i) => {
+                    let p = &rest[..i];
+                    rest = &rest[i + 1..];
+                    (p, false)
+                }
+                None => (std::mem::take(&mut rest), true),
+            };
             let piece = piece.strip_suffix(b"\x1a").unwrap_or(piece);
             if piece.is_empty() {
                 continue;
             }
-            if cut && k + 1 == n_pieces && !piece.starts_with(b"GO") {
-                // The file ends inside this line: whatever it holds may be cut short, so it is not read.
-                no += 1;
-                stats.lines += 1;
-                let raw = String::from_utf8_lossy(piece).into_owned();
-                let problem = "the file ends in the middle of this line (truncated): not read";
-                sink.quarantine(Quarantined::new(file, format!("line {no}"), "record", problem, &raw));
-                continue;
-            }
             no += 1;
             stats.lines += 1;
-            let text = match decode_sjis(piece) {
-                Ok(t) => t.into_owned(),
-                Err(e) => {
-                    let raw = String::from_utf8_lossy(piece).into_owned();
-                    sink.quarantine(Quarantined::new(file, format!("line {no}"), "record", e, &raw));
-                    continue;
-                }
-            };
-            let line = Line { no, text };
-            let id = line.text.split(',').next().unwrap_or("").trim().to_owned();
-            if go.is_some() {
-                rd.q(sink, &line, "record", "record after the GO (end of claim) record");
+            let id = record_id(piece);
+            if cut && id != b"GO" {
+                // The file ends inside this line: whatever it holds may be cut short, so it is not read.
+                let problem = "the file ends in the middle of this line (truncated): not read";
+                sink.quarantine(Quarantined::new(file, format!("line {no}"), "record", problem, &raw_text(piece)));
                 continue;
             }
-            match id.as_str() {
-                "IR" => {
-                    if rd.saw_ir || current.is_some() {
-                        rd.q(sink, &line, "IR", "a second IR record: two files were concatenated?");
+            if go.is_some() {
+                rd.q(sink, no, &raw_text(piece), "record", "record after the GO (end of claim) record");
+                continue;
+            }
+            match id {
+                b"RE" => {
+                    if !rd.saw_ir {
+                        let problem = "missing IR record before the first receipt (file truncated at the start?)";
+                        rd.q(sink, no, &raw_text(piece), "IR", problem);
+                        rd.saw_ir = true;
+                    }
+                    if state == State::Good {
+                        rd.receipt(&cur, sink);
+                    }
+                    stats.receipts += 1;
+                    cur.clear();
+                    state = match cur.push(no, piece) {
+                        Ok(()) => State::Good,
+                        Err(e) => {
+                            rd.q(sink, no, &raw_text(piece), "record", e);
+                            State::Bad(no)
+                        }
+                    };
+                }
+                b"GO" => {
+                    if state == State::Good {
+                        rd.receipt(&cur, sink);
+                    }
+                    state = State::Outside;
+                    if let Err(e) = decode_sjis(piece) {
+                        rd.q(sink, no, &raw_text(piece), "record", e);
+                    }
+                    go = Some((no, raw_text(piece)));
+                }
+                b"IR" => {
+                    // Its name is the first Japanese a reader meets: a wrong encoding shows here first.
+                    if let Err(e) = decode_sjis(piece) {
+                        rd.q(sink, no, &raw_text(piece), "record", e);
+                    }
+                    if rd.saw_ir || state != State::Outside {
+                        rd.q(sink, no, &raw_text(piece), "IR", "a second IR record: two files were concatenated?");
                     }
                     rd.saw_ir = true;
                 }
-                "RE" => {
-                    if !rd.saw_ir {
-                        rd.q(
-                            sink,
-                            &line,
-                            "IR",
-                            "missing IR record before the first receipt (file truncated at the start?)",
-                        );
-                        rd.saw_ir = true;
+                x if KNOWN.iter().any(|k| k.as_bytes() == x) => match state {
+                    State::Good => {
+                        if let Err(e) = cur.push(no, piece) {
+                            rd.q(sink, no, &raw_text(piece), "record", e);
+                        }
                     }
-                    if let Some(r) = current.take() {
-                        rd.receipt(r, sink);
+                    State::Bad(re) => rd.q(
+                        sink,
+                        no,
+                        &raw_text(piece),
+                        "record",
+                        format!("belongs to the receipt at line {re} which is quarantined"),
+                    ),
+                    State::Outside => {
+                        let problem = format!("{} record outside any receipt (no RE before it)", raw_text(x));
+                        rd.q(sink, no, &raw_text(piece), "record", problem)
                     }
-                    stats.receipts += 1;
-                    current = Some(Receipt { re: line, rest: Vec::new() });
-                }
-                "GO" => {
-                    if let Some(r) = current.take() {
-                        rd.receipt(r, sink);
-                    }
-                    go = Some(line);
-                }
-                x if KNOWN.contains(&x) => match current.as_mut() {
-                    Some(r) => r.rest.push(line),
-                    None => rd.q(sink, &line, "record", format!("{x} record outside any receipt (no RE before it)")),
                 },
-                other => rd.q(sink, &line, "record", format!("unknown record id {other:?}")),
+                other => {
+                    let problem = format!("unknown record id {:?}", raw_text(other));
+                    rd.q(sink, no, &raw_text(piece), "record", problem)
+                }
             }
         }
     }
-    if let Some(r) = current.take() {
-        rd.receipt(r, sink);
+    if state == State::Good {
+        rd.receipt(&cur, sink);
     }
     match go {
         None => sink.quarantine(Quarantined::new(
@@ -389,14 +482,23 @@ pub fn read(
             },
             "",
         )),
-        Some(go) => {
-            let total = go.text.split(',').nth(1).unwrap_or("").trim();
+        Some((go_no, go_text)) => {
+            let total = go_text.split(',').nth(1).unwrap_or("").trim();
             if total.parse::<u64>().ok() != Some(stats.receipts) {
-                rd.q(sink, &go, "GO.1 総件数", format!("says {total} receipts, the file holds {}", stats.receipts));
+                let problem = format!("says {total} receipts, the file holds {}", stats.receipts);
+                rd.q(sink, go_no, &go_text, "GO.1 総件数", problem);
             }
         }
     }
     Ok(stats)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Outside,
+    Good,
+    /// The RE line (its number) could not be decoded.
+    Bad(u64),
 }
 
 /// Which UKE variant to write.
@@ -462,7 +564,7 @@ pub fn write(
                 re[8] = receipt_form(e.admission_date);
             }
             re[13] = pid.clone();
-            re[18] = e.encounter_id.clone();
+            re[20] = e.encounter_id.clone();
             re[21] = department_code(&e.department).into();
             re[36] = p.name_kana.clone();
             let mut block = vec![re.join(",")];
@@ -477,7 +579,7 @@ pub fn write(
             block.push(ho.join(","));
             if variant == Variant::Dpc {
                 let dis = e.discharge_date.map(receipt_form).unwrap_or_default();
-                block.push(format!("BU,000000000000000,{},{dis},,", receipt_form(e.admission_date)));
+                block.push(format!("BU,00000000000000,{},{dis},,", receipt_form(e.admission_date)));
             }
             let day_marks = |d: NaiveDate, v: &str| {
                 let mut m = vec![String::new(); 31];
