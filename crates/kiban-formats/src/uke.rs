@@ -47,11 +47,38 @@ fn digits(s: &str) -> Option<u32> {
     s.bytes().try_fold(0u32, |a, c| c.is_ascii_digit().then(|| a * 10 + (c - b'0') as u32))
 }
 
+/// `GYYMMDD` → date, with the era's bounds checked as [`WarekiDate::new`] does, without its
+/// message formatting (SY lines carry one each: this is on the hot path).
+fn wareki7(s: &str) -> Option<NaiveDate> {
+    // Era start as YYYYMMDD and the year its 元年 counts from (明治: Gregorian dates from 明治6年,
+    // as kiban_model::wareki::Era::start has it).
+    const ERAS: [(u32, i32); 5] =
+        [(18730101, 1868), (19120730, 1912), (19261225, 1926), (19890108, 1989), (20190501, 2019)];
+    let n = digits(s)?;
+    let (g, yy, mm, dd) = (n / 1_000_000, n / 10_000 % 100, n / 100 % 100, n % 100);
+    let &(start, base) = ERAS.get((g as usize).checked_sub(1)?)?;
+    if yy == 0 {
+        return None;
+    }
+    let y = base + yy as i32 - 1;
+    let key = y as u32 * 10_000 + mm * 100 + dd;
+    let next = ERAS.get(g as usize).map_or(u32::MAX, |e| e.0);
+    if key < start || key >= next {
+        return None;
+    }
+    NaiveDate::from_ymd_opt(y, mm, dd)
+}
+
 /// A year and month: `GYYMM` (和暦 with the era digit, as the 平成 記録条件仕様 define it) or
 /// `YYYYMM` (西暦, as receipts written under the 令和 revisions carry it); the month's first day.
 fn year_month(s: &str) -> Option<NaiveDate> {
     match s.len() {
-        5 => WarekiDate::parse(&format!("{s}01")).ok().map(|w| w.date()),
+        // The month's first day may precede the era's start (令和元年5月 is fine, 平成31年4月 too):
+        // take the month's last day for the era check.
+        5 => {
+            let first = (1..=31).rev().find_map(|d| wareki7(&format!("{s}{d:02}")))?;
+            NaiveDate::from_ymd_opt(first.year(), first.month(), 1)
+        }
         6 => digits(s).and_then(|n| NaiveDate::from_ymd_opt((n / 100) as i32, n % 100, 1)),
         _ => None,
     }
@@ -60,7 +87,7 @@ fn year_month(s: &str) -> Option<NaiveDate> {
 /// A date: `GYYMMDD` (和暦) or `YYYYMMDD` (西暦); see [`year_month`].
 fn full_date(s: &str) -> Option<NaiveDate> {
     match s.len() {
-        7 => WarekiDate::parse(s).ok().map(|w| w.date()),
+        7 => wareki7(s),
         8 => digits(s).and_then(|n| NaiveDate::from_ymd_opt((n / 10_000) as i32, n / 100 % 100, n % 100)),
         _ => None,
     }
@@ -70,9 +97,50 @@ fn receipt_form(d: NaiveDate) -> String {
     WarekiDate::from_date(d).map(|w| w.to_receipt_form()).unwrap_or_default()
 }
 
-/// Field `i` of a split record, trimmed (`""` when the record is shorter).
-fn at<'a>(f: &[&'a str], i: usize) -> &'a str {
-    f.get(i).copied().unwrap_or("").trim()
+/// A record split at its commas: the comma positions only (found by a byte loop, reused from
+/// line to line); a field is sliced out when asked for, so the many unused ones cost nothing.
+struct Fields<'a> {
+    text: &'a str,
+    cuts: Vec<usize>,
+}
+
+impl<'a> Fields<'a> {
+    fn new() -> Self {
+        Fields { text: "", cuts: Vec::with_capacity(64) }
+    }
+    fn split(&mut self, text: &'a str) {
+        self.text = text;
+        self.cuts.clear();
+        for (i, &c) in text.as_bytes().iter().enumerate() {
+            if c == b',' {
+                self.cuts.push(i);
+            }
+        }
+    }
+    /// Field `i`, untrimmed (`""` when the record is shorter).
+    fn raw(&self, i: usize) -> &'a str {
+        let start = match i {
+            0 => 0,
+            _ => match self.cuts.get(i - 1) {
+                Some(&c) => c + 1,
+                None => return "",
+            },
+        };
+        let end = self.cuts.get(i).copied().unwrap_or(self.text.len());
+        &self.text[start..end]
+    }
+    /// Field `i`, trimmed.
+    fn get(&self, i: usize) -> &'a str {
+        self.raw(i).trim()
+    }
+    /// Everything from field `i` on, commas included.
+    fn rest(&self, i: usize) -> &'a str {
+        match i.checked_sub(1).map(|k| self.cuts.get(k)) {
+            None => self.text,
+            Some(Some(&c)) => &self.text[c + 1..],
+            Some(None) => "",
+        }
+    }
 }
 
 /// One receipt's lines (RE first), decoded into one buffer reused from receipt to receipt, so
@@ -128,8 +196,10 @@ impl Reader<'_> {
 
     fn receipt(&mut self, r: &Receipt, sink: &mut dyn Sink) {
         let (re_no, re_text) = r.line(0);
-        let f: Vec<&str> = re_text.split(',').collect();
-        let g = |i: usize| at(&f, i);
+        let mut f = Fields::new();
+        f.split(re_text);
+        let f = f;
+        let g = |i: usize| f.get(i);
         let bad_all = |this: &Self, sink: &mut dyn Sink, field: &str, problem: String| {
             this.q(sink, re_no, re_text, field, problem);
             for k in 1..r.lines.len() {
@@ -191,18 +261,18 @@ impl Reader<'_> {
         let mut out: Vec<Record> = Vec::new();
         let mut first_day: Option<NaiveDate> = None;
         let mut discharge = None;
-        let day_in_month = |fields: &[&str], from: usize| -> Option<NaiveDate> {
-            (0..31)
-                .find(|k| fields.get(from + k).is_some_and(|v| !v.trim().is_empty() && v.trim() != "0"))
-                .and_then(|k| NaiveDate::from_ymd_opt(month.year(), month.month(), k as u32 + 1))
+        let day_in_month = |fields: &Fields<'_>, from: usize| -> Option<NaiveDate> {
+            // A marked day holds a count other than zero (most of the 31 fields are empty).
+            let marked = |k: &usize| fields.raw(from + k).bytes().any(|c| c.is_ascii_digit() && c != b'0');
+            let k = (0..31).find(marked)?;
+            NaiveDate::from_ymd_opt(month.year(), month.month(), k as u32 + 1)
         };
         let mut pending_main_dx = Vec::new();
-        let mut f: Vec<&str> = Vec::with_capacity(64);
+        let mut f = Fields::new();
         for k in 1..r.lines.len() {
             let (no, text) = r.line(k);
-            f.clear();
-            f.extend(text.split(','));
-            let g = |i: usize| at(&f, i);
+            f.split(text);
+            let g = |i: usize| f.get(i);
             match g(0) {
                 "HO" => {
                     patient.insurer_number = g(1).into();
@@ -311,17 +381,12 @@ impl Reader<'_> {
                     observed_date: admitted.or(first_day).unwrap_or(month),
                     code: g(1).into(),
                     name: "症状詳記".into(),
-                    text: f.get(2..).map(|x| x.join(",")).unwrap_or_default(),
+                    text: f.rest(2).to_owned(),
                 })),
                 _ => {}
             }
         }
-        let key = {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            patient.hash(&mut h);
-            h.finish()
-        };
+        let key = std::hash::BuildHasher::hash_one(&foldhash::quality::FixedState::with_seed(0), &patient);
         if self.seen_patients.insert(key) {
             sink.record(Record::Patient(patient));
         }
@@ -347,6 +412,102 @@ impl Reader<'_> {
     }
 }
 
+/// The state of one file being read, line by line.
+struct Parse<'a> {
+    rd: Reader<'a>,
+    stats: UkeStats,
+    cur: Receipt,
+    /// The receipt being read: none yet, a good one (in `cur`), or one whose RE line was quarantined.
+    state: State,
+    go: Option<(u64, String)>,
+    no: u64,
+}
+
+impl Parse<'_> {
+    /// One line without its ending; `cut` when the file ends inside it.
+    fn line(&mut self, piece: &[u8], cut: bool, sink: &mut dyn Sink) {
+        let piece = if self.no == 0 { strip_bom(piece).0 } else { piece };
+        let piece = piece.strip_suffix(b"\x1a").unwrap_or(piece);
+        if piece.is_empty() {
+            return;
+        }
+        self.no += 1;
+        self.stats.lines += 1;
+        let (no, rd) = (self.no, &mut self.rd);
+        let id = record_id(piece);
+        if cut && id != b"GO" {
+            // The file ends inside this line: whatever it holds may be cut short, so it is not read.
+            let problem = "the file ends in the middle of this line (truncated): not read";
+            sink.quarantine(Quarantined::new(rd.file, format!("line {no}"), "record", problem, &raw_text(piece)));
+            return;
+        }
+        if self.go.is_some() {
+            rd.q(sink, no, &raw_text(piece), "record", "record after the GO (end of claim) record");
+            return;
+        }
+        match id {
+            b"RE" => {
+                if !rd.saw_ir {
+                    let problem = "missing IR record before the first receipt (file truncated at the start?)";
+                    rd.q(sink, no, &raw_text(piece), "IR", problem);
+                    rd.saw_ir = true;
+                }
+                if self.state == State::Good {
+                    rd.receipt(&self.cur, sink);
+                }
+                self.stats.receipts += 1;
+                self.cur.clear();
+                self.state = match self.cur.push(no, piece) {
+                    Ok(()) => State::Good,
+                    Err(e) => {
+                        rd.q(sink, no, &raw_text(piece), "record", e);
+                        State::Bad(no)
+                    }
+                };
+            }
+            b"GO" => {
+                if self.state == State::Good {
+                    rd.receipt(&self.cur, sink);
+                }
+                self.state = State::Outside;
+                if let Err(e) = decode_sjis(piece) {
+                    rd.q(sink, no, &raw_text(piece), "record", e);
+                }
+                self.go = Some((no, raw_text(piece)));
+            }
+            b"IR" => {
+                // Its name is the first Japanese a reader meets: a wrong encoding shows here first.
+                if let Err(e) = decode_sjis(piece) {
+                    rd.q(sink, no, &raw_text(piece), "record", e);
+                }
+                if rd.saw_ir || self.state != State::Outside {
+                    rd.q(sink, no, &raw_text(piece), "IR", "a second IR record: two files were concatenated?");
+                }
+                rd.saw_ir = true;
+            }
+            x if x.len() == 2 && KNOWN.iter().any(|k| k.as_bytes() == x) => match self.state {
+                State::Good => {
+                    if let Err(e) = self.cur.push(no, piece) {
+                        rd.q(sink, no, &raw_text(piece), "record", e);
+                    }
+                }
+                State::Bad(re) => {
+                    let problem = format!("belongs to the receipt at line {re} which is quarantined");
+                    rd.q(sink, no, &raw_text(piece), "record", problem)
+                }
+                State::Outside => {
+                    let problem = format!("{} record outside any receipt (no RE before it)", raw_text(x));
+                    rd.q(sink, no, &raw_text(piece), "record", problem)
+                }
+            },
+            other => {
+                let problem = format!("unknown record id {:?}", raw_text(other));
+                rd.q(sink, no, &raw_text(piece), "record", problem)
+            }
+        }
+    }
+}
+
 /// Reads one UKE file (medical or DPC) from `input`, streaming receipts into `sink`.
 pub fn read(
     mut input: impl BufRead,
@@ -355,118 +516,47 @@ pub fn read(
     masters: &Masters,
     sink: &mut dyn Sink,
 ) -> std::io::Result<UkeStats> {
-    let mut rd = Reader { file, provider_id, masters, seen_patients: HashSet::new(), saw_ir: false };
-    let mut stats = UkeStats::default();
-    let mut buf = Vec::with_capacity(1024);
-    let mut cur = Receipt::default();
-    // The receipt being read: none yet, a good one (in `cur`), or one whose RE line was quarantined.
-    let mut state = State::Outside;
-    let mut go: Option<(u64, String)> = None;
-    let mut no = 0u64;
-    let mut last_ended = true;
-    let mut first = true;
+    let rd = Reader { file, provider_id, masters, seen_patients: HashSet::new(), saw_ir: false };
+    let mut p =
+        Parse { rd, stats: UkeStats::default(), cur: Receipt::default(), state: State::Outside, go: None, no: 0 };
+    // Lines are cut straight out of the reader's buffer; only a line across two buffers is copied.
+    let mut carry: Vec<u8> = Vec::new();
+    let mut last_byte = None;
     loop {
-        buf.clear();
-        let n = input.read_until(b'\n', &mut buf)?;
-        if n == 0 {
+        let chunk = input.fill_buf()?;
+        if chunk.is_empty() {
             break;
         }
-        stats.bytes += n as u64;
-        last_ended = buf.last() == Some(&b'\n');
-        let mut rest: &[u8] = if first { strip_bom(&buf).0 } else { &buf };
-        first = false;
-        while !rest.is_empty() {
-            // A lone CR also ends a line (mixed endings after hand edits).
-            let (piece, cut) = match memchr::memchr2(b'\r', b'\n', rest) {
+        let len = chunk.len();
+        p.stats.bytes += len as u64;
+        last_byte = chunk.last().copied();
+        let mut rest = chunk;
+        // A lone CR also ends a line (mixed endings after hand edits); CR LF gives an empty line, skipped.
+        if !carry.is_empty() {
+            match memchr::memchr2(b'\r', b'\n', rest) {
                 Some(i) => {
-                    let p = &rest[..i];
+                    carry.extend_from_slice(&rest[..i]);
+                    p.line(&carry, false, sink);
+                    carry.clear();
                     rest = &rest[i + 1..];
-                    (p, false)
                 }
-                None => (std::mem::take(&mut rest), true),
-            };
-            let piece = piece.strip_suffix(b"\x1a").unwrap_or(piece);
-            if piece.is_empty() {
-                continue;
-            }
-            no += 1;
-            stats.lines += 1;
-            let id = record_id(piece);
-            if cut && id != b"GO" {
-                // The file ends inside this line: whatever it holds may be cut short, so it is not read.
-                let problem = "the file ends in the middle of this line (truncated): not read";
-                sink.quarantine(Quarantined::new(file, format!("line {no}"), "record", problem, &raw_text(piece)));
-                continue;
-            }
-            if go.is_some() {
-                rd.q(sink, no, &raw_text(piece), "record", "record after the GO (end of claim) record");
-                continue;
-            }
-            match id {
-                b"RE" => {
-                    if !rd.saw_ir {
-                        let problem = "missing IR record before the first receipt (file truncated at the start?)";
-                        rd.q(sink, no, &raw_text(piece), "IR", problem);
-                        rd.saw_ir = true;
-                    }
-                    if state == State::Good {
-                        rd.receipt(&cur, sink);
-                    }
-                    stats.receipts += 1;
-                    cur.clear();
-                    state = match cur.push(no, piece) {
-                        Ok(()) => State::Good,
-                        Err(e) => {
-                            rd.q(sink, no, &raw_text(piece), "record", e);
-                            State::Bad(no)
-                        }
-                    };
-                }
-                b"GO" => {
-                    if state == State::Good {
-                        rd.receipt(&cur, sink);
-                    }
-                    state = State::Outside;
-                    if let Err(e) = decode_sjis(piece) {
-                        rd.q(sink, no, &raw_text(piece), "record", e);
-                    }
-                    go = Some((no, raw_text(piece)));
-                }
-                b"IR" => {
-                    // Its name is the first Japanese a reader meets: a wrong encoding shows here first.
-                    if let Err(e) = decode_sjis(piece) {
-                        rd.q(sink, no, &raw_text(piece), "record", e);
-                    }
-                    if rd.saw_ir || state != State::Outside {
-                        rd.q(sink, no, &raw_text(piece), "IR", "a second IR record: two files were concatenated?");
-                    }
-                    rd.saw_ir = true;
-                }
-                x if KNOWN.iter().any(|k| k.as_bytes() == x) => match state {
-                    State::Good => {
-                        if let Err(e) = cur.push(no, piece) {
-                            rd.q(sink, no, &raw_text(piece), "record", e);
-                        }
-                    }
-                    State::Bad(re) => rd.q(
-                        sink,
-                        no,
-                        &raw_text(piece),
-                        "record",
-                        format!("belongs to the receipt at line {re} which is quarantined"),
-                    ),
-                    State::Outside => {
-                        let problem = format!("{} record outside any receipt (no RE before it)", raw_text(x));
-                        rd.q(sink, no, &raw_text(piece), "record", problem)
-                    }
-                },
-                other => {
-                    let problem = format!("unknown record id {:?}", raw_text(other));
-                    rd.q(sink, no, &raw_text(piece), "record", problem)
+                None => {
+                    carry.extend_from_slice(rest);
+                    rest = &[];
                 }
             }
         }
+        while let Some(i) = memchr::memchr2(b'\r', b'\n', rest) {
+            p.line(&rest[..i], false, sink);
+            rest = &rest[i + 1..];
+        }
+        carry.extend_from_slice(rest);
+        input.consume(len);
     }
+    if !carry.is_empty() {
+        p.line(&carry, true, sink);
+    }
+    let Parse { mut rd, stats, cur, state, go, no } = p;
     if state == State::Good {
         rd.receipt(&cur, sink);
     }
@@ -475,7 +565,7 @@ pub fn read(
             file,
             format!("end of file (line {no})"),
             "GO",
-            if last_ended {
+            if last_byte.is_none_or(|b| b == b'\n') {
                 "missing GO record at the end: the file is truncated".to_owned()
             } else {
                 "missing GO record and the last line has no line ending: the file is truncated".to_owned()
@@ -499,6 +589,42 @@ enum State {
     Good,
     /// The RE line (its number) could not be decoded.
     Bad(u64),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wareki7_agrees_with_the_model_parser() {
+        for g in 0..=6 {
+            for yy in 0..100 {
+                for mm in [0, 1, 2, 4, 5, 7, 12, 13] {
+                    for dd in [0, 1, 7, 8, 24, 25, 28, 29, 30, 31, 32] {
+                        let s = format!("{g}{yy:02}{mm:02}{dd:02}");
+                        assert_eq!(wareki7(&s), WarekiDate::parse(&s).ok().map(|w| w.date()), "{s}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn lines_split_across_reader_buffers_read_the_same() {
+        let text = "IR,1,13,1,1234567,,x,50704,00,\r\nRE,1,1112,50704,ヤマダ,1,3500101,,,,,,,P1,\rHO,1\nGO,1,0,99\r\n";
+        let b = encode_sjis(text).unwrap();
+        let read_with = |cap: usize| {
+            let mut c = crate::canonical::Collected::default();
+            let st =
+                read(std::io::BufReader::with_capacity(cap, &b[..]), "t", "p", &Masters::default(), &mut c).unwrap();
+            (st, c.records, c.quarantined)
+        };
+        let whole = read_with(1 << 16);
+        assert_eq!(whole.0.lines, 4);
+        for cap in 1..12 {
+            assert_eq!(read_with(cap), whole, "buffer of {cap} bytes");
+        }
+    }
 }
 
 /// Which UKE variant to write.
