@@ -340,23 +340,32 @@ pub fn read_csv(input: impl Read, schema: &SchemaFile, table: Table, file: &str,
                         format!("the row has {} fields, the header {}", row.len(), m.width)
                     };
                     sink.quarantine(Quarantined::new(file, at(), "record", problem, &raw()));
-                } else if let Some(e) = row.iter().find_map(|f| decode_field(f, sjis).err()) {
-                    sink.quarantine(Quarantined::new(file, at(), "record", e, &raw()));
+                } else if sjis {
+                    let fields: Result<Vec<Cow<'_, str>>, String> = row.iter().map(|f| decode_sjis(f)).collect();
+                    match fields {
+                        Ok(f) => match m.map(|i| f.get(i).map(|c| c.as_ref())) {
+                            Ok(r) => sink.record(r),
+                            Err((col, e)) => sink.quarantine(Quarantined::new(file, at(), col, e, &raw())),
+                        },
+                        Err(e) => sink.quarantine(Quarantined::new(file, at(), "record", e, &raw())),
+                    }
                 } else {
-                    // Every field decodes (checked above); UTF-8 fields are borrowed, not copied.
-                    let cell = |i: usize| row.get(i).and_then(|f| decode_field(f, sjis).ok());
-                    let mapped = if sjis {
-                        let fields: Vec<Cow<'_, str>> = (0..row.len()).filter_map(cell).collect();
-                        m.map(|i| fields.get(i).map(|c| c.as_ref()))
-                    } else {
-                        m.map(|i| match cell(i) {
-                            Some(Cow::Borrowed(s)) => Some(s),
-                            _ => None,
-                        })
-                    };
-                    match mapped {
-                        Ok(r) => sink.record(r),
-                        Err((col, e)) => sink.quarantine(Quarantined::new(file, at(), col, e, &raw())),
+                    // One UTF-8 check of the whole row; fields are borrowed from it (a field edge
+                    // inside a character means a delimiter split one: not UTF-8).
+                    let whole = std::str::from_utf8(row.as_slice()).map_err(|e| format!("not UTF-8: {e}")).and_then(
+                        |w| match (0..row.len()).all(|i| {
+                            row.range(i).is_some_and(|r| w.is_char_boundary(r.start) && w.is_char_boundary(r.end))
+                        }) {
+                            true => Ok(w),
+                            false => Err("not UTF-8: a delimiter splits a character".to_owned()),
+                        },
+                    );
+                    match whole {
+                        Ok(w) => match m.map(|i| w.get(row.range(i)?)) {
+                            Ok(r) => sink.record(r),
+                            Err((col, e)) => sink.quarantine(Quarantined::new(file, at(), col, e, &raw())),
+                        },
+                        Err(e) => sink.quarantine(Quarantined::new(file, at(), "record", e, &raw())),
                     }
                 }
             }

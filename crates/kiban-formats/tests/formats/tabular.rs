@@ -141,3 +141,18 @@ fn b2_csv_row_cut_at_the_end_of_the_file_is_quarantined_naming_the_row() {
     assert_eq!(got.records.len(), 1);
     assert!(got.quarantined[0].problem.contains("3 fields, the header 7"), "{:?}", got.quarantined);
 }
+
+#[test]
+fn b2_csv_utf8_rows_that_do_not_decode_are_quarantined_whole() {
+    let (schema, table) = SchemaFile::parse(UTF8_LABS).unwrap();
+    let mut bytes = format!("{HEAD}{ROW}").into_bytes();
+    // A Shift_JIS test name in a UTF-8 file, and a character whose bytes a delimiter splits.
+    bytes.extend_from_slice(b"00000001,e1,2024-01-04,3D046000000,\x8c\x9f\x8d\xb8,5.5,%\n");
+    bytes.extend_from_slice(b"00000001,e1,2024-01-04,3D046000000,\xe6\xa4,\x9c,%\n");
+    let mut got = Collected::default();
+    read_csv(&bytes[..], &schema, table, "labs.csv", &mut got);
+    assert_eq!(got.records.len(), 1);
+    assert_eq!(got.quarantined.len(), 2, "{:?}", got.quarantined);
+    assert!(got.quarantined.iter().all(|q| q.problem.starts_with("not UTF-8") && q.field == "record"));
+    assert!(got.quarantined[0].location.starts_with("row 2 ") && got.quarantined[1].location.starts_with("row 3 "));
+}
