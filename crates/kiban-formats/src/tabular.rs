@@ -341,7 +341,7 @@ pub fn read_csv(input: impl Read, schema: &SchemaFile, table: Table, file: &str,
                     };
                     sink.quarantine(Quarantined::new(file, at(), "record", problem, &raw()));
                 } else if sjis {
-                    let fields: Result<Vec<Cow<'_, str>>, String> = row.iter().map(|f| decode_sjis(f)).collect();
+                    let fields: Result<Vec<Cow<'_, str>>, String> = row.iter().map(decode_sjis).collect();
                     match fields {
                         Ok(f) => match m.map(|i| f.get(i).map(|c| c.as_ref())) {
                             Ok(r) => sink.record(r),
