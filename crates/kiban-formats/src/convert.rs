@@ -185,8 +185,16 @@ pub fn convert(
                     if name(&f).ends_with(".ndjson") {
                         fhir::read_ndjson(open(&f)?, &name(&f), provider_id, &mut sink).map_err(|e| ferr(&f)(&e))?;
                     } else {
-                        let b = fs::read(&f).map_err(|e| ferr(&f)(&e))?;
-                        fhir::read_json(&b, &name(&f), provider_id, &mut sink);
+                        // Streamed twice from the file (a Bundle can be larger than memory).
+                        let bom_free = || -> std::io::Result<_> {
+                            let mut r = std::io::BufReader::new(fs::File::open(&f)?);
+                            if std::io::BufRead::fill_buf(&mut r)?.starts_with(b"\xEF\xBB\xBF") {
+                                std::io::BufRead::consume(&mut r, 3);
+                            }
+                            Ok(r)
+                        };
+                        fhir::read_json_stream(bom_free, &name(&f), provider_id, &mut sink)
+                            .map_err(|e| ferr(&f)(&e))?;
                     }
                 }
             }

@@ -70,6 +70,30 @@ pub fn decode_sjis(b: &[u8]) -> Result<Cow<'_, str>, String> {
         .ok_or_else(|| format!("not valid Shift_JIS ({})", guess(b)))
 }
 
+/// Decodes Shift_JIS onto the end of `out`, so a reader can reuse one buffer for every line
+/// (the hot path of UKE and DPC files: ASCII lines are copied, not decoded). On failure `out`
+/// is left as it was.
+pub fn decode_sjis_into(b: &[u8], out: &mut String) -> Result<(), String> {
+    match std::str::from_utf8(b) {
+        Ok(s) if s.is_ascii() => {
+            out.push_str(s);
+            return Ok(());
+        }
+        Ok(_) => return Err("not Shift_JIS: the bytes are UTF-8 (receipt files must be Shift_JIS)".into()),
+        Err(_) => {}
+    }
+    let mut d = SHIFT_JIS.new_decoder_without_bom_handling();
+    out.reserve(d.max_utf8_buffer_length_without_replacement(b.len()).unwrap_or(b.len() * 3));
+    let start = out.len();
+    match d.decode_to_string_without_replacement(b, out, true) {
+        (encoding_rs::DecoderResult::InputEmpty, _) => Ok(()),
+        _ => {
+            out.truncate(start);
+            Err(format!("not valid Shift_JIS ({})", guess(b)))
+        }
+    }
+}
+
 /// Encodes text as Shift_JIS; a character outside it is an error.
 pub fn encode_sjis(s: &str) -> Result<Vec<u8>, char> {
     if s.is_ascii() {
@@ -154,6 +178,12 @@ mod tests {
         assert!(decode_sjis("山田".as_bytes()).unwrap_err().contains("UTF-8"));
         let sj = encode_sjis("山田").unwrap();
         assert_eq!(decode_sjis(&sj).unwrap(), "山田");
+        let mut buf = String::from("RE,");
+        decode_sjis_into(&sj, &mut buf).unwrap();
+        assert_eq!(buf, "RE,山田");
+        assert!(decode_sjis_into(&sj[..3], &mut buf).is_err(), "cut inside a character");
+        assert!(decode_sjis_into("山田".as_bytes(), &mut buf).unwrap_err().contains("UTF-8"));
+        assert_eq!(buf, "RE,山田", "a failed decode leaves the buffer as it was");
         assert!(decode_iso2022jp(&sj).unwrap_err().contains("Shift_JIS"));
     }
 

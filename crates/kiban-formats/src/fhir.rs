@@ -16,7 +16,9 @@ use std::io::BufRead;
 use chrono::NaiveDate;
 use serde_json::{Value, json};
 
-use crate::canonical::{Diagnosis, Encounter, Lab, Patient, Prescription, Quarantined, Record, Sink, Text, by_patient};
+use crate::canonical::{
+    Diagnosis, Encounter, Lab, Patient, Prescription, Quarantined, RAW_LIMIT, Record, Sink, Text, by_patient,
+};
 use crate::encoding::strip_bom;
 
 /// JP-Core name representation extension.
@@ -172,7 +174,7 @@ impl Ctx<'_> {
     }
 
     /// Maps the resources of one Bundle (or one lone resource) to records.
-    fn resources(&mut self, entries: &[(String, &Value)], loc: &str, sink: &mut dyn Sink) {
+    fn resources(&mut self, entries: &[(String, &Value)], base: usize, loc: &str, sink: &mut dyn Sink) {
         // Pass 1: identities and references, so entries may come in any order.
         let mut patients: Vec<(usize, Patient)> = Vec::new();
         for (k, (full, r)) in entries.iter().enumerate() {
@@ -216,9 +218,13 @@ impl Ctx<'_> {
                             coverage_into(r, &mut p);
                             patients.push((k, p));
                         }
-                        None => {
-                            self.q(sink, &format!("{loc} entry {}", k + 1), "Coverage.beneficiary", "no beneficiary", r)
-                        }
+                        None => self.q(
+                            sink,
+                            &format!("{loc} entry {}", base + k + 1),
+                            "Coverage.beneficiary",
+                            "no beneficiary",
+                            r,
+                        ),
                     },
                 }
             }
@@ -230,7 +236,7 @@ impl Ctx<'_> {
                 let raw = entries[k].1;
                 self.q(
                     sink,
-                    &format!("{loc} entry {} (Patient)", k + 1),
+                    &format!("{loc} entry {} (Patient)", base + k + 1),
                     "Patient.birthDate",
                     format!("{:?} is not a date", p.birth_date),
                     raw,
@@ -242,7 +248,7 @@ impl Ctx<'_> {
         // Pass 2: clinical resources.
         for (k, (full, r)) in entries.iter().enumerate() {
             let rtype = s(r, &["resourceType"]);
-            let here = format!("{loc} entry {} ({rtype})", k + 1);
+            let here = format!("{loc} entry {} ({rtype})", base + k + 1);
             if matches!(rtype, "Patient" | "Coverage") {
                 continue;
             }
@@ -412,10 +418,10 @@ impl Ctx<'_> {
                 .map(|e| (e["fullUrl"].as_str().unwrap_or("").to_owned(), &e["resource"]))
                 .collect();
             let n = entries.len() as u64;
-            self.resources(&entries, loc, sink);
+            self.resources(&entries, 0, loc, sink);
             n
         } else if v["resourceType"].is_string() {
-            self.resources(&[(String::new(), v)], loc, sink);
+            self.resources(&[(String::new(), v)], 0, loc, sink);
             1
         } else {
             self.q(sink, loc, "resourceType", "not a FHIR resource (no resourceType)", v);
@@ -424,25 +430,167 @@ impl Ctx<'_> {
     }
 }
 
-/// Reads one `.json` document (a Bundle or a resource).
+/// Reads one `.json` document (a Bundle or a resource) held in memory.
 pub fn read_json(bytes: &[u8], file: &str, provider_id: &str, sink: &mut dyn Sink) -> FhirStats {
-    let mut c = Ctx { file, provider_id, patients: HashMap::new(), encounters: HashMap::new(), main: HashSet::new() };
     let (bytes, _) = strip_bom(bytes);
-    match serde_json::from_slice::<Value>(bytes) {
-        Ok(v) => FhirStats { resources: c.document(&v, "document", sink) },
+    read_json_stream(|| Ok(bytes), file, provider_id, sink).unwrap_or_default()
+}
+
+/// Calls `on_entry` with each element of a Bundle's `entry` array as it is parsed (one entry in
+/// memory at a time) and returns the document's other members.
+struct Doc<'f, F: FnMut(Value)> {
+    on_entry: &'f mut F,
+}
+
+impl<'de, F: FnMut(Value)> serde::de::DeserializeSeed<'de> for Doc<'_, F> {
+    type Value = serde_json::Map<String, Value>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, F: FnMut(Value)> serde::de::Visitor<'de> for Doc<'_, F> {
+    type Value = serde_json::Map<String, Value>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a FHIR resource (a JSON object)")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+        let mut rest = serde_json::Map::new();
+        while let Some(k) = m.next_key::<String>()? {
+            if k == "entry" {
+                m.next_value_seed(Entries { on_entry: &mut *self.on_entry })?;
+            } else {
+                rest.insert(k, m.next_value()?);
+            }
+        }
+        Ok(rest)
+    }
+}
+
+struct Entries<'f, F: FnMut(Value)> {
+    on_entry: &'f mut F,
+}
+
+impl<'de, F: FnMut(Value)> serde::de::DeserializeSeed<'de> for Entries<'_, F> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, F: FnMut(Value)> serde::de::Visitor<'de> for Entries<'_, F> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array of Bundle entries")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(e) = seq.next_element::<Value>()? {
+            (self.on_entry)(e);
+        }
+        Ok(())
+    }
+}
+
+/// Streams one document through `on_entry`; the document's members other than `entry`.
+fn stream_doc<R: std::io::Read>(input: R, on_entry: &mut impl FnMut(Value)) -> serde_json::Result<Value> {
+    let mut de = serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(1 << 16, input));
+    let rest = serde::de::DeserializeSeed::deserialize(Doc { on_entry }, &mut de)?;
+    de.end()?;
+    Ok(Value::Object(rest))
+}
+
+/// Reads one `.json` document (a Bundle or a resource) from a file of any size: Bundle entries
+/// are parsed one at a time, so memory holds one resource plus the Bundle's reference index
+/// (patient, encounter and main-condition references, and its Coverage resources, which are
+/// merged into their patients). Two passes over the input (`open` is called twice): the first
+/// checks the JSON and indexes references, so entries may refer forward; the second maps the
+/// entries. A document that is not valid JSON (cut short, damaged) is one quarantine entry and
+/// yields no records.
+pub fn read_json_stream<R: std::io::Read>(
+    open: impl Fn() -> std::io::Result<R>,
+    file: &str,
+    provider_id: &str,
+    sink: &mut dyn Sink,
+) -> std::io::Result<FhirStats> {
+    let mut c = Ctx { file, provider_id, patients: HashMap::new(), encounters: HashMap::new(), main: HashSet::new() };
+    // Pass 1: index references; keep Coverages by beneficiary reference (small, and merged into
+    // the Patient entry they describe in pass 2).
+    let mut coverages: Vec<(usize, Value)> = Vec::new();
+    let mut n = 0usize;
+    let pass1 = stream_doc(open()?, &mut |e: Value| {
+        let full = e["fullUrl"].as_str().unwrap_or("").to_owned();
+        let r = &e["resource"];
+        if r.is_object() {
+            match s(r, &["resourceType"]) {
+                "Patient" | "Encounter" => {
+                    let mut quiet = crate::canonical::Counted::default();
+                    c.resources(&[(full, r)], n, "document", &mut quiet);
+                }
+                "Coverage" => coverages.push((n, r.clone())),
+                _ => {}
+            }
+            n += 1;
+        }
+    });
+    let rest = match pass1 {
+        Ok(v) => v,
         Err(e) => {
             let what = if e.is_eof() { "the JSON ends early: the file is truncated" } else { "not valid JSON" };
-            let raw = String::from_utf8_lossy(bytes);
+            let mut raw = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::Read::take(open()?, RAW_LIMIT as u64), &mut raw)?;
             sink.quarantine(Quarantined::new(
                 file,
                 format!("line {} column {}", e.line(), e.column()),
                 "document",
                 format!("{what}: {e}"),
-                &raw,
+                &String::from_utf8_lossy(&raw),
             ));
-            FhirStats::default()
+            return Ok(FhirStats::default());
+        }
+    };
+    if n == 0 {
+        // Not a Bundle with entries: a lone resource (or an empty Bundle), held whole.
+        return Ok(FhirStats { resources: c.document(&rest, "document", sink) });
+    }
+    // Coverages whose beneficiary is a Patient of this Bundle go with that Patient's entry.
+    let mut with_patient: HashMap<String, Vec<(usize, Value)>> = HashMap::new();
+    let mut alone: HashSet<usize> = HashSet::new();
+    for (k, cov) in coverages {
+        let benef = cov["beneficiary"]["reference"].as_str().unwrap_or("");
+        match c.patients.get(benef) {
+            Some(pid) => with_patient.entry(pid.clone()).or_default().push((k, cov)),
+            None => {
+                alone.insert(k);
+            }
         }
     }
+    let mut k = 0usize;
+    let mut emitted = 0u64;
+    let pass2 = stream_doc(open()?, &mut |e: Value| {
+        let full = e["fullUrl"].as_str().unwrap_or("").to_owned();
+        let r = &e["resource"];
+        if !r.is_object() {
+            return;
+        }
+        match s(r, &["resourceType"]) {
+            "Patient" => {
+                let pid = r["identifier"][0]["value"].as_str().unwrap_or(s(r, &["id"])).to_owned();
+                let covs = with_patient.remove(&pid).unwrap_or_default();
+                let mut entries: Vec<(String, &Value)> = vec![(full, r)];
+                entries.extend(covs.iter().map(|(_, v)| (String::new(), v)));
+                c.resources(&entries, k, "document", sink);
+            }
+            "Coverage" if !alone.contains(&k) => {}
+            _ => c.resources(&[(full, r)], k, "document", sink),
+        }
+        k += 1;
+        emitted += 1;
+    });
+    if let Err(e) = pass2 {
+        // The same bytes parsed in pass 1: only a changed file gets here.
+        sink.quarantine(Quarantined::new(file, "document", "document", format!("changed while read: {e}"), ""));
+    }
+    Ok(FhirStats { resources: emitted })
 }
 
 /// Reads `.ndjson` (one Bundle or resource per line), streaming line by line.

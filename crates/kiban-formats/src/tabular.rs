@@ -205,26 +205,35 @@ struct Mapper<'a> {
     schema: &'a SchemaFile,
     table: Table,
     fmt: String,
-    /// canonical column → index in the file.
-    index: HashMap<String, usize>,
+    /// canonical column → index in the file; a short list searched linearly (cheaper than
+    /// hashing the name on every cell of the hot loop).
+    index: Vec<(String, usize)>,
+    /// Columns in the header.
+    width: usize,
 }
 
 impl<'a> Mapper<'a> {
     fn new(schema: &'a SchemaFile, table: Table, header: &[String]) -> Result<Self, String> {
-        let mut index = HashMap::new();
+        let mut index = Vec::new();
         for (canon, col) in &schema.columns {
             let i = header
                 .iter()
                 .position(|h| h == col)
                 .ok_or_else(|| format!("the file has no column {col:?} (mapped to {canon})"))?;
-            index.insert(canon.clone(), i);
+            index.push((canon.clone(), i));
         }
-        Ok(Mapper { schema, table, fmt: schema.date_format.clone().unwrap_or_else(|| "%Y-%m-%d".into()), index })
+        Ok(Mapper {
+            schema,
+            table,
+            fmt: schema.date_format.clone().unwrap_or_else(|| "%Y-%m-%d".into()),
+            index,
+            width: header.len(),
+        })
     }
-    fn map<S: AsRef<str>>(&self, row: &[S]) -> Result<Record, (String, String)> {
+    fn map<'r>(&self, cell: impl Fn(usize) -> Option<&'r str>) -> Result<Record, (String, String)> {
         let v = |k: &str| -> String {
-            match self.index.get(k) {
-                Some(&i) => row.get(i).map(|s| s.as_ref().trim().to_owned()).unwrap_or_default(),
+            match self.index.iter().find(|(c, _)| c == k) {
+                Some(&(_, i)) => cell(i).map(|s| s.trim().to_owned()).unwrap_or_default(),
                 None if k == "provider_id" => self.schema.provider_id.clone().unwrap_or_default(),
                 None => String::new(),
             }
@@ -238,63 +247,156 @@ impl<'a> Mapper<'a> {
     }
 }
 
+/// Passes reads through, remembering the last byte and counting quote characters, so the reader
+/// can tell a file cut inside its last row (no line ending, or a quote left open) from a whole one.
+struct Tail<R> {
+    inner: R,
+    last: Option<u8>,
+    quote: u8,
+    quotes: u64,
+}
+
+impl<R: Read> Read for Tail<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n > 0 {
+            self.last = Some(buf[n - 1]);
+            self.quotes += memchr::memchr_iter(self.quote, &buf[..n]).count() as u64;
+        }
+        Ok(n)
+    }
+}
+
 /// Reads a CSV file through a schema, streaming; returns rows read. A file-level problem (header
-/// lacks a mapped column) is one quarantine entry for the whole file.
+/// lacks a mapped column) is one quarantine entry for the whole file. A row with another number
+/// of fields than the header is quarantined; so is a last row the file cuts short (no line
+/// ending and too few fields, or a quoted field never closed).
 pub fn read_csv(input: impl Read, schema: &SchemaFile, table: Table, file: &str, sink: &mut dyn Sink) -> u64 {
     let delim = schema.delimiter.as_deref().unwrap_or(",").bytes().next().unwrap_or(b',');
     let sjis = schema.encoding.as_deref() == Some("shift_jis");
-    let mut rd = csv::ReaderBuilder::new().delimiter(delim).has_headers(false).flexible(true).from_reader(input);
+    let tail = Tail { inner: input, last: None, quote: b'"', quotes: 0 };
+    let mut rd = csv::ReaderBuilder::new().delimiter(delim).has_headers(false).flexible(true).from_reader(tail);
+    // One row of look-ahead: whether a row is the file's last is known only once the next read ends.
     let mut rec = csv::ByteRecord::new();
+    let mut next = csv::ByteRecord::new();
+    let mut have = match read_one(&mut rd, &mut rec, file, sink) {
+        Some(h) => h,
+        None => return 0,
+    };
     let mut mapper: Option<Mapper<'_>> = None;
     let mut n = 0;
-    loop {
-        match rd.read_byte_record(&mut rec) {
-            Ok(false) => break,
-            Ok(true) => {}
-            Err(e) => {
-                let at = format!("byte {}", rd.position().byte());
-                sink.quarantine(Quarantined::new(file, at, "record", e.to_string(), ""));
-                continue;
-            }
-        }
+    while have {
+        let more = read_one(&mut rd, &mut next, file, sink).unwrap_or(false);
+        let last = !more;
+        let row = &rec;
         // csv's own line counter drifts on mixed CR LF / LF endings; the record number and byte
         // offset do not. Built only when needed: this loop is the hot path.
-        let line = rec.position().map_or(0, |p| p.record() + 1);
-        let at = || format!("row {} (byte {})", line.saturating_sub(1), rec.position().map_or(0, |p| p.byte()));
-        let raw = || String::from_utf8_lossy(rec.as_slice()).into_owned();
-        let fields: Result<Vec<Cow<'_, str>>, String> = rec
-            .iter()
-            .enumerate()
-            .map(|(i, f)| decode_field(if line == 1 && i == 0 { strip_bom(f).0 } else { f }, sjis))
-            .collect();
-        let fields = match fields {
-            Ok(f) => f,
-            Err(e) => {
-                sink.quarantine(Quarantined::new(file, at(), "record", e, &raw()));
-                continue;
-            }
-        };
-        let Some(m) = &mapper else {
-            let header: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
-            match Mapper::new(schema, table, &header) {
-                Ok(m) => mapper = Some(m),
-                Err(e) => {
-                    sink.quarantine(Quarantined::new(file, "line 1 (header)", "header", e, &raw()));
-                    return 0;
+        let line = row.position().map_or(0, |p| p.record() + 1);
+        let at = || format!("row {} (byte {})", line.saturating_sub(1), row.position().map_or(0, |p| p.byte()));
+        let raw = || {
+            let mut s = String::new();
+            for (i, f) in row.iter().enumerate() {
+                if i > 0 {
+                    s.push(delim as char);
+                }
+                match decode_field(f, sjis) {
+                    Ok(c) => s.push_str(&c),
+                    Err(_) => s.push_str(&String::from_utf8_lossy(f)),
                 }
             }
-            continue;
+            s
         };
-        n += 1;
-        match m.map(&fields) {
-            Ok(r) => sink.record(r),
-            Err((col, e)) => {
-                let joined = fields.iter().map(|f| f.as_ref()).collect::<Vec<_>>().join(",");
-                sink.quarantine(Quarantined::new(file, at(), col, e, &joined))
+        match &mapper {
+            None => {
+                let header: Result<Vec<String>, String> = row
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| decode_field(if i == 0 { strip_bom(f).0 } else { f }, sjis).map(|c| c.into_owned()))
+                    .collect();
+                match header.and_then(|h| Mapper::new(schema, table, &h)) {
+                    Ok(m) => mapper = Some(m),
+                    Err(e) => {
+                        sink.quarantine(Quarantined::new(file, "line 1 (header)", "header", e, &raw()));
+                        return 0;
+                    }
+                }
+            }
+            Some(m) => {
+                n += 1;
+                let tail = rd.get_ref();
+                let cut_open = last && tail.quotes % 2 == 1;
+                let cut_short = last && row.len() < m.width && !matches!(tail.last, Some(b'\n' | b'\r'));
+                if cut_open {
+                    let problem = "the file ends inside a quoted field of this row (truncated): not read";
+                    sink.quarantine(Quarantined::new(file, at(), "record", problem, &raw()));
+                } else if row.len() != m.width {
+                    let problem = if cut_short {
+                        format!(
+                            "the file ends in the middle of this row (truncated): {} of {} fields, no line ending",
+                            row.len(),
+                            m.width
+                        )
+                    } else {
+                        format!("the row has {} fields, the header {}", row.len(), m.width)
+                    };
+                    sink.quarantine(Quarantined::new(file, at(), "record", problem, &raw()));
+                } else if sjis {
+                    let fields: Result<Vec<Cow<'_, str>>, String> = row.iter().map(decode_sjis).collect();
+                    match fields {
+                        Ok(f) => match m.map(|i| f.get(i).map(|c| c.as_ref())) {
+                            Ok(r) => sink.record(r),
+                            Err((col, e)) => sink.quarantine(Quarantined::new(file, at(), col, e, &raw())),
+                        },
+                        Err(e) => sink.quarantine(Quarantined::new(file, at(), "record", e, &raw())),
+                    }
+                } else {
+                    // One UTF-8 check of the whole row; fields are borrowed from it (a field edge
+                    // inside a character means a delimiter split one: not UTF-8).
+                    let whole = std::str::from_utf8(row.as_slice()).map_err(|e| format!("not UTF-8: {e}")).and_then(
+                        |w| match (0..row.len()).all(|i| {
+                            row.range(i).is_some_and(|r| w.is_char_boundary(r.start) && w.is_char_boundary(r.end))
+                        }) {
+                            true => Ok(w),
+                            false => Err("not UTF-8: a delimiter splits a character".to_owned()),
+                        },
+                    );
+                    match whole {
+                        Ok(w) => match m.map(|i| w.get(row.range(i)?)) {
+                            Ok(r) => sink.record(r),
+                            Err((col, e)) => sink.quarantine(Quarantined::new(file, at(), col, e, &raw())),
+                        },
+                        Err(e) => sink.quarantine(Quarantined::new(file, at(), "record", e, &raw())),
+                    }
+                }
+            }
+        }
+        std::mem::swap(&mut rec, &mut next);
+        have = more;
+    }
+    n
+}
+
+/// Reads the next record; a CSV-level error is quarantined and reading goes on. `None` when the
+/// input cannot be read at all.
+fn read_one<R: Read>(
+    rd: &mut csv::Reader<R>,
+    rec: &mut csv::ByteRecord,
+    file: &str,
+    sink: &mut dyn Sink,
+) -> Option<bool> {
+    loop {
+        match rd.read_byte_record(rec) {
+            Ok(b) => return Some(b),
+            Err(e) => {
+                let at = format!("byte {}", rd.position().byte());
+                let io = matches!(e.kind(), csv::ErrorKind::Io(_));
+                sink.quarantine(Quarantined::new(file, at, "record", e.to_string(), ""));
+                if io {
+                    return None;
+                }
             }
         }
     }
-    n
 }
 
 fn decode_field(b: &[u8], sjis: bool) -> Result<Cow<'_, str>, String> {
@@ -356,7 +458,7 @@ pub fn read_parquet(path: &Path, schema: &SchemaFile, table: Table, sink: &mut d
             n += 1;
             let row: Vec<String> =
                 cols.iter().map(|c| if c.is_null(i) { String::new() } else { c.value(i).to_owned() }).collect();
-            match m.map(&row) {
+            match m.map(|i| row.get(i).map(String::as_str)) {
                 Ok(r) => sink.record(r),
                 Err((col, e)) => sink.quarantine(Quarantined::new(&file, format!("row {n}"), col, e, &row.join(","))),
             }

@@ -20,7 +20,7 @@ use chrono::{Datelike, NaiveDate};
 use kiban_model::wareki::WarekiDate;
 
 use crate::canonical::{Diagnosis, Encounter, Patient, Prescription, Quarantined, Record, Sink, Text, by_patient};
-use crate::encoding::{decode_sjis, encode_sjis, strip_bom};
+use crate::encoding::{decode_sjis, decode_sjis_into, encode_sjis, strip_bom};
 use crate::masters::{Masters, department_code, department_name};
 
 /// Record ids the reader knows.
@@ -40,32 +40,145 @@ pub struct UkeStats {
     pub bytes: u64,
 }
 
-fn gyymm(s: &str) -> Option<NaiveDate> {
-    if s.len() != 5 {
+fn digits(s: &str) -> Option<u32> {
+    if s.is_empty() || s.len() > 9 {
         return None;
     }
-    WarekiDate::parse(&format!("{s}01")).ok().map(|w| w.date())
+    s.bytes().try_fold(0u32, |a, c| c.is_ascii_digit().then(|| a * 10 + (c - b'0') as u32))
 }
 
-fn gyymmdd(s: &str) -> Option<NaiveDate> {
-    if s.len() != 7 {
+/// `GYYMMDD` → date, with the era's bounds checked as [`WarekiDate::new`] does, without its
+/// message formatting (SY lines carry one each: this is on the hot path).
+fn wareki7(s: &str) -> Option<NaiveDate> {
+    // Era start as YYYYMMDD and the year its 元年 counts from (明治: Gregorian dates from 明治6年,
+    // as kiban_model::wareki::Era::start has it).
+    const ERAS: [(u32, i32); 5] =
+        [(18730101, 1868), (19120730, 1912), (19261225, 1926), (19890108, 1989), (20190501, 2019)];
+    let n = digits(s)?;
+    let (g, yy, mm, dd) = (n / 1_000_000, n / 10_000 % 100, n / 100 % 100, n % 100);
+    let &(start, base) = ERAS.get((g as usize).checked_sub(1)?)?;
+    if yy == 0 {
         return None;
     }
-    WarekiDate::parse(s).ok().map(|w| w.date())
+    let y = base + yy as i32 - 1;
+    let key = y as u32 * 10_000 + mm * 100 + dd;
+    let next = ERAS.get(g as usize).map_or(u32::MAX, |e| e.0);
+    if key < start || key >= next {
+        return None;
+    }
+    NaiveDate::from_ymd_opt(y, mm, dd)
+}
+
+/// A year and month: `GYYMM` (和暦 with the era digit, as the 平成 記録条件仕様 define it) or
+/// `YYYYMM` (西暦, as receipts written under the 令和 revisions carry it); the month's first day.
+fn year_month(s: &str) -> Option<NaiveDate> {
+    match s.len() {
+        // The month's first day may precede the era's start (令和元年5月 is fine, 平成31年4月 too):
+        // take the month's last day for the era check.
+        5 => {
+            let first = (1..=31).rev().find_map(|d| wareki7(&format!("{s}{d:02}")))?;
+            NaiveDate::from_ymd_opt(first.year(), first.month(), 1)
+        }
+        6 => digits(s).and_then(|n| NaiveDate::from_ymd_opt((n / 100) as i32, n % 100, 1)),
+        _ => None,
+    }
+}
+
+/// A date: `GYYMMDD` (和暦) or `YYYYMMDD` (西暦); see [`year_month`].
+fn full_date(s: &str) -> Option<NaiveDate> {
+    match s.len() {
+        7 => wareki7(s),
+        8 => digits(s).and_then(|n| NaiveDate::from_ymd_opt((n / 10_000) as i32, n / 100 % 100, n % 100)),
+        _ => None,
+    }
 }
 
 fn receipt_form(d: NaiveDate) -> String {
     WarekiDate::from_date(d).map(|w| w.to_receipt_form()).unwrap_or_default()
 }
 
-struct Line {
-    no: u64,
-    text: String,
+/// A record split at its commas: the comma positions only (found by a byte loop, reused from
+/// line to line); a field is sliced out when asked for, so the many unused ones cost nothing.
+struct Fields<'a> {
+    text: &'a str,
+    cuts: Vec<usize>,
 }
 
+impl<'a> Fields<'a> {
+    fn new() -> Self {
+        Fields { text: "", cuts: Vec::with_capacity(64) }
+    }
+    fn split(&mut self, text: &'a str) {
+        self.text = text;
+        self.cuts.clear();
+        for (i, &c) in text.as_bytes().iter().enumerate() {
+            if c == b',' {
+                self.cuts.push(i);
+            }
+        }
+    }
+    /// Field `i`, untrimmed (`""` when the record is shorter).
+    fn raw(&self, i: usize) -> &'a str {
+        let start = match i {
+            0 => 0,
+            _ => match self.cuts.get(i - 1) {
+                Some(&c) => c + 1,
+                None => return "",
+            },
+        };
+        let end = self.cuts.get(i).copied().unwrap_or(self.text.len());
+        &self.text[start..end]
+    }
+    /// Field `i`, trimmed.
+    fn get(&self, i: usize) -> &'a str {
+        self.raw(i).trim()
+    }
+    /// Everything from field `i` on, commas included.
+    fn rest(&self, i: usize) -> &'a str {
+        match i.checked_sub(1).map(|k| self.cuts.get(k)) {
+            None => self.text,
+            Some(Some(&c)) => &self.text[c + 1..],
+            Some(None) => "",
+        }
+    }
+}
+
+/// One receipt's lines (RE first), decoded into one buffer reused from receipt to receipt, so
+/// reading allocates nothing per line.
+#[derive(Default)]
 struct Receipt {
-    re: Line,
-    rest: Vec<Line>,
+    text: String,
+    /// Line number and byte range in `text`.
+    lines: Vec<(u64, usize, usize)>,
+}
+
+impl Receipt {
+    fn line(&self, k: usize) -> (u64, &str) {
+        let (n, a, b) = self.lines[k];
+        (n, &self.text[a..b])
+    }
+    fn clear(&mut self) {
+        self.text.clear();
+        self.lines.clear();
+    }
+    /// Decodes `raw` as the next line; on failure nothing is kept.
+    fn push(&mut self, no: u64, raw: &[u8]) -> Result<(), String> {
+        let a = self.text.len();
+        decode_sjis_into(raw, &mut self.text)?;
+        self.lines.push((no, a, self.text.len()));
+        Ok(())
+    }
+}
+
+/// The record id: the bytes before the first comma, trimmed.
+fn record_id(b: &[u8]) -> &[u8] {
+    let end = memchr::memchr(b',', b).unwrap_or(b.len());
+    b[..end].trim_ascii()
+}
+
+/// A line's text for a quarantine entry: decoded when it decodes, else lossily.
+fn raw_text(b: &[u8]) -> String {
+    decode_sjis(b).map(|c| c.into_owned()).unwrap_or_else(|_| String::from_utf8_lossy(b).into_owned())
 }
 
 struct Reader<'a> {
@@ -77,29 +190,39 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    fn q(&self, sink: &mut dyn Sink, line: &Line, field: &str, problem: impl Into<String>) {
-        sink.quarantine(Quarantined::new(self.file, format!("line {}", line.no), field, problem, &line.text));
+    fn q(&self, sink: &mut dyn Sink, no: u64, text: &str, field: &str, problem: impl Into<String>) {
+        sink.quarantine(Quarantined::new(self.file, format!("line {no}"), field, problem, text));
     }
 
-    fn receipt(&mut self, r: Receipt, sink: &mut dyn Sink) {
-        let f: Vec<&str> = r.re.text.split(',').collect();
-        let g = |i: usize| f.get(i).copied().unwrap_or("").trim();
+    fn receipt(&mut self, r: &Receipt, sink: &mut dyn Sink) {
+        let (re_no, re_text) = r.line(0);
+        let mut f = Fields::new();
+        f.split(re_text);
+        let f = f;
+        let g = |i: usize| f.get(i);
         let bad_all = |this: &Self, sink: &mut dyn Sink, field: &str, problem: String| {
-            this.q(sink, &r.re, field, problem.clone());
-            for l in &r.rest {
-                this.q(sink, l, "record", format!("belongs to the receipt at line {} which is quarantined", r.re.no));
+            this.q(sink, re_no, re_text, field, problem);
+            for k in 1..r.lines.len() {
+                let (no, text) = r.line(k);
+                this.q(
+                    sink,
+                    no,
+                    text,
+                    "record",
+                    format!("belongs to the receipt at line {re_no} which is quarantined"),
+                );
             }
         };
         let patient_id = g(13);
         if patient_id.is_empty() {
             return bad_all(self, sink, "RE.13 カルテ番号等", "patient id (カルテ番号等) is empty".into());
         }
-        let Some(month) = gyymm(g(3)) else {
-            return bad_all(self, sink, "RE.3 診療年月", format!("{:?} is not GYYMM", g(3)));
+        let Some(month) = year_month(g(3)) else {
+            return bad_all(self, sink, "RE.3 診療年月", format!("{:?} is not GYYMM or YYYYMM", g(3)));
         };
         let birth = g(6);
-        let Some(birth_date) = gyymmdd(birth) else {
-            return bad_all(self, sink, "RE.6 生年月日", format!("{birth:?} is not GYYMMDD"));
+        let Some(birth_date) = full_date(birth) else {
+            return bad_all(self, sink, "RE.6 生年月日", format!("{birth:?} is not GYYMMDD or YYYYMMDD"));
         };
         let sex = match g(5) {
             "1" => "1",
@@ -110,14 +233,22 @@ impl Reader<'_> {
         let admitted = if admit.is_empty() {
             None
         } else {
-            match gyymmdd(admit) {
+            match full_date(admit) {
                 Some(d) => Some(d),
-                None => return bad_all(self, sink, "RE.8 入院年月日", format!("{admit:?} is not GYYMMDD")),
+                None => {
+                    return bad_all(self, sink, "RE.8 入院年月日", format!("{admit:?} is not GYYMMDD or YYYYMMDD"));
+                }
             }
         };
         let kind = g(2);
         let inpatient = admitted.is_some() || kind.len() == 4 && kind.ends_with(['1', '3', '5', '7', '9']);
-        let encounter_id = if g(18).is_empty() { format!("{patient_id}-R{}", g(1)) } else { g(18).to_owned() };
+        // RE.20 請求情報 is the provider's own field: kiban keeps the encounter id there. Files kiban
+        // wrote before carried it in RE.18 (検索番号, which the spec reserves for returned claims).
+        let encounter_id = match (g(20), g(18)) {
+            ("", "") => format!("{patient_id}-R{}", g(1)),
+            ("", old) => old.to_owned(),
+            (id, _) => id.to_owned(),
+        };
         let mut patient = Patient {
             provider_id: self.provider_id.into(),
             patient_id: patient_id.into(),
@@ -130,16 +261,19 @@ impl Reader<'_> {
         let mut out: Vec<Record> = Vec::new();
         let mut first_day: Option<NaiveDate> = None;
         let mut discharge = None;
-        let day_in_month = |fields: &[&str], from: usize| -> Option<NaiveDate> {
-            (0..31)
-                .find(|k| fields.get(from + k).is_some_and(|v| !v.trim().is_empty() && v.trim() != "0"))
-                .and_then(|k| NaiveDate::from_ymd_opt(month.year(), month.month(), k as u32 + 1))
+        let day_in_month = |fields: &Fields<'_>, from: usize| -> Option<NaiveDate> {
+            // A marked day holds a count other than zero (most of the 31 fields are empty).
+            let marked = |k: &usize| fields.raw(from + k).bytes().any(|c| c.is_ascii_digit() && c != b'0');
+            let k = (0..31).find(marked)?;
+            NaiveDate::from_ymd_opt(month.year(), month.month(), k as u32 + 1)
         };
         let mut pending_main_dx = Vec::new();
-        for l in &r.rest {
-            let f: Vec<&str> = l.text.split(',').collect();
-            let g = |i: usize| f.get(i).copied().unwrap_or("").trim();
-            match f[0] {
+        let mut f = Fields::new();
+        for k in 1..r.lines.len() {
+            let (no, text) = r.line(k);
+            f.split(text);
+            let g = |i: usize| f.get(i);
+            match g(0) {
                 "HO" => {
                     patient.insurer_number = g(1).into();
                     patient.card_symbol = g(2).into();
@@ -148,15 +282,21 @@ impl Reader<'_> {
                 }
                 "SY" => {
                     let code = g(1);
-                    let Some(date) = gyymmdd(g(2)) else {
-                        self.q(sink, l, "SY.2 診療開始日", format!("{:?} is not GYYMMDD", g(2)));
+                    let Some(date) = full_date(g(2)) else {
+                        self.q(sink, no, text, "SY.2 診療開始日", format!("{:?} is not GYYMMDD or YYYYMMDD", g(2)));
                         continue;
                     };
                     let (name, icd10) = match self.masters.disease.get(code) {
                         Some(e) => (e.name.clone(), e.canonical.clone()),
                         None if code == "0000999" && !g(5).is_empty() => (g(5).to_owned(), String::new()),
                         None => {
-                            self.q(sink, l, "SY.1 傷病名コード", format!("{code:?} is not in the disease master"));
+                            self.q(
+                                sink,
+                                no,
+                                text,
+                                "SY.1 傷病名コード",
+                                format!("{code:?} is not in the disease master"),
+                            );
                             continue;
                         }
                     };
@@ -183,7 +323,7 @@ impl Reader<'_> {
                         g(3).to_owned()
                     };
                     if icd.is_empty() && name.is_empty() {
-                        self.q(sink, l, "SB.4 ICD10コード", "neither an ICD-10 code nor a name");
+                        self.q(sink, no, text, "SB.4 ICD10コード", "neither an ICD-10 code nor a name");
                         continue;
                     }
                     // SB has no date of its own: it is the stay's (set below, once the stay's first day is known).
@@ -201,7 +341,7 @@ impl Reader<'_> {
                     ));
                 }
                 "BU" => {
-                    if let Some(d) = gyymmdd(g(3)) {
+                    if let Some(d) = full_date(g(3)) {
                         discharge = Some(d);
                     }
                 }
@@ -209,19 +349,16 @@ impl Reader<'_> {
                 "IY" => {
                     let code = g(3);
                     let Some(e) = self.masters.drug.get(code) else {
-                        self.q(sink, l, "IY.3 医薬品コード", format!("{code:?} is not in the drug master"));
+                        self.q(sink, no, text, "IY.3 医薬品コード", format!("{code:?} is not in the drug master"));
                         continue;
                     };
                     let Some(day) = day_in_month(&f, 13) else {
-                        self.q(sink, l, "IY.13 算定日", "no day of the month is marked (算定日情報 empty)");
+                        self.q(sink, no, text, "IY.13 算定日", "no day of the month is marked (算定日情報 empty)");
                         continue;
                     };
-                    let days = match g(6).parse::<u64>() {
-                        Ok(n) => n,
-                        Err(_) => {
-                            self.q(sink, l, "IY.6 回数", format!("{:?} is not a whole number", g(6)));
-                            continue;
-                        }
+                    let Some(days) = digits(g(6)) else {
+                        self.q(sink, no, text, "IY.6 回数", format!("{:?} is not a whole number", g(6)));
+                        continue;
                     };
                     if first_day.is_none() {
                         first_day = Some(day);
@@ -234,7 +371,7 @@ impl Reader<'_> {
                         drug_code: e.canonical.clone(),
                         drug_name: e.name.clone(),
                         route: e.extra.clone(),
-                        days,
+                        days: days.into(),
                     }));
                 }
                 "SJ" => out.push(Record::Text(Text {
@@ -244,17 +381,12 @@ impl Reader<'_> {
                     observed_date: admitted.or(first_day).unwrap_or(month),
                     code: g(1).into(),
                     name: "症状詳記".into(),
-                    text: f.get(2..).map(|x| x.join(",")).unwrap_or_default(),
+                    text: f.rest(2).to_owned(),
                 })),
                 _ => {}
             }
         }
-        let key = {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            patient.hash(&mut h);
-            h.finish()
-        };
+        let key = std::hash::BuildHasher::hash_one(&foldhash::quality::FixedState::with_seed(0), &patient);
         if self.seen_patients.insert(key) {
             sink.record(Record::Patient(patient));
         }
@@ -280,6 +412,102 @@ impl Reader<'_> {
     }
 }
 
+/// The state of one file being read, line by line.
+struct Parse<'a> {
+    rd: Reader<'a>,
+    stats: UkeStats,
+    cur: Receipt,
+    /// The receipt being read: none yet, a good one (in `cur`), or one whose RE line was quarantined.
+    state: State,
+    go: Option<(u64, String)>,
+    no: u64,
+}
+
+impl Parse<'_> {
+    /// One line without its ending; `cut` when the file ends inside it.
+    fn line(&mut self, piece: &[u8], cut: bool, sink: &mut dyn Sink) {
+        let piece = if self.no == 0 { strip_bom(piece).0 } else { piece };
+        let piece = piece.strip_suffix(b"\x1a").unwrap_or(piece);
+        if piece.is_empty() {
+            return;
+        }
+        self.no += 1;
+        self.stats.lines += 1;
+        let (no, rd) = (self.no, &mut self.rd);
+        let id = record_id(piece);
+        if cut && id != b"GO" {
+            // The file ends inside this line: whatever it holds may be cut short, so it is not read.
+            let problem = "the file ends in the middle of this line (truncated): not read";
+            sink.quarantine(Quarantined::new(rd.file, format!("line {no}"), "record", problem, &raw_text(piece)));
+            return;
+        }
+        if self.go.is_some() {
+            rd.q(sink, no, &raw_text(piece), "record", "record after the GO (end of claim) record");
+            return;
+        }
+        match id {
+            b"RE" => {
+                if !rd.saw_ir {
+                    let problem = "missing IR record before the first receipt (file truncated at the start?)";
+                    rd.q(sink, no, &raw_text(piece), "IR", problem);
+                    rd.saw_ir = true;
+                }
+                if self.state == State::Good {
+                    rd.receipt(&self.cur, sink);
+                }
+                self.stats.receipts += 1;
+                self.cur.clear();
+                self.state = match self.cur.push(no, piece) {
+                    Ok(()) => State::Good,
+                    Err(e) => {
+                        rd.q(sink, no, &raw_text(piece), "record", e);
+                        State::Bad(no)
+                    }
+                };
+            }
+            b"GO" => {
+                if self.state == State::Good {
+                    rd.receipt(&self.cur, sink);
+                }
+                self.state = State::Outside;
+                if let Err(e) = decode_sjis(piece) {
+                    rd.q(sink, no, &raw_text(piece), "record", e);
+                }
+                self.go = Some((no, raw_text(piece)));
+            }
+            b"IR" => {
+                // Its name is the first Japanese a reader meets: a wrong encoding shows here first.
+                if let Err(e) = decode_sjis(piece) {
+                    rd.q(sink, no, &raw_text(piece), "record", e);
+                }
+                if rd.saw_ir || self.state != State::Outside {
+                    rd.q(sink, no, &raw_text(piece), "IR", "a second IR record: two files were concatenated?");
+                }
+                rd.saw_ir = true;
+            }
+            x if x.len() == 2 && KNOWN.iter().any(|k| k.as_bytes() == x) => match self.state {
+                State::Good => {
+                    if let Err(e) = self.cur.push(no, piece) {
+                        rd.q(sink, no, &raw_text(piece), "record", e);
+                    }
+                }
+                State::Bad(re) => {
+                    let problem = format!("belongs to the receipt at line {re} which is quarantined");
+                    rd.q(sink, no, &raw_text(piece), "record", problem)
+                }
+                State::Outside => {
+                    let problem = format!("{} record outside any receipt (no RE before it)", raw_text(x));
+                    rd.q(sink, no, &raw_text(piece), "record", problem)
+                }
+            },
+            other => {
+                let problem = format!("unknown record id {:?}", raw_text(other));
+                rd.q(sink, no, &raw_text(piece), "record", problem)
+            }
+        }
+    }
+}
+
 /// Reads one UKE file (medical or DPC) from `input`, streaming receipts into `sink`.
 pub fn read(
     mut input: impl BufRead,
@@ -288,115 +516,115 @@ pub fn read(
     masters: &Masters,
     sink: &mut dyn Sink,
 ) -> std::io::Result<UkeStats> {
-    let mut rd = Reader { file, provider_id, masters, seen_patients: HashSet::new(), saw_ir: false };
-    let mut stats = UkeStats::default();
-    let mut buf = Vec::with_capacity(256);
-    let mut current: Option<Receipt> = None;
-    let mut go: Option<Line> = None;
-    let mut no = 0u64;
-    let mut last_ended = true;
+    let rd = Reader { file, provider_id, masters, seen_patients: HashSet::new(), saw_ir: false };
+    let mut p =
+        Parse { rd, stats: UkeStats::default(), cur: Receipt::default(), state: State::Outside, go: None, no: 0 };
+    // Lines are cut straight out of the reader's buffer; only a line across two buffers is copied.
+    let mut carry: Vec<u8> = Vec::new();
+    let mut last_byte = None;
     loop {
-        buf.clear();
-        let n = input.read_until(b'\n', &mut buf)?;
-        if n == 0 {
+        let chunk = input.fill_buf()?;
+        if chunk.is_empty() {
             break;
         }
-        stats.bytes += n as u64;
-        last_ended = buf.last() == Some(&b'\n');
-        // A lone CR also ends a line (mixed endings after hand edits).
-        let chunk: &[u8] = if no == 0 { strip_bom(&buf).0 } else { &buf };
-        let cut = !matches!(chunk.last(), Some(b'\n' | b'\r'));
-        let n_pieces = chunk.split(|&b| b == b'\n' || b == b'\r').count();
-        for (k, piece) in chunk.split(|&b| b == b'\n' || b == b'\r').enumerate() {
-            let piece = piece.strip_suffix(b"\x1a").unwrap_or(piece);
-            if piece.is_empty() {
-                continue;
-            }
-            if cut && k + 1 == n_pieces && !piece.starts_with(b"GO") {
-                // The file ends inside this line: whatever it holds may be cut short, so it is not read.
-                no += 1;
-                stats.lines += 1;
-                let raw = String::from_utf8_lossy(piece).into_owned();
-                let problem = "the file ends in the middle of this line (truncated): not read";
-                sink.quarantine(Quarantined::new(file, format!("line {no}"), "record", problem, &raw));
-                continue;
-            }
-            no += 1;
-            stats.lines += 1;
-            let text = match decode_sjis(piece) {
-                Ok(t) => t.into_owned(),
-                Err(e) => {
-                    let raw = String::from_utf8_lossy(piece).into_owned();
-                    sink.quarantine(Quarantined::new(file, format!("line {no}"), "record", e, &raw));
-                    continue;
+        let len = chunk.len();
+        p.stats.bytes += len as u64;
+        last_byte = chunk.last().copied();
+        let mut rest = chunk;
+        // A lone CR also ends a line (mixed endings after hand edits); CR LF gives an empty line, skipped.
+        if !carry.is_empty() {
+            match memchr::memchr2(b'\r', b'\n', rest) {
+                Some(i) => {
+                    carry.extend_from_slice(&rest[..i]);
+                    p.line(&carry, false, sink);
+                    carry.clear();
+                    rest = &rest[i + 1..];
                 }
-            };
-            let line = Line { no, text };
-            let id = line.text.split(',').next().unwrap_or("").trim().to_owned();
-            if go.is_some() {
-                rd.q(sink, &line, "record", "record after the GO (end of claim) record");
-                continue;
-            }
-            match id.as_str() {
-                "IR" => {
-                    if rd.saw_ir || current.is_some() {
-                        rd.q(sink, &line, "IR", "a second IR record: two files were concatenated?");
-                    }
-                    rd.saw_ir = true;
+                None => {
+                    carry.extend_from_slice(rest);
+                    rest = &[];
                 }
-                "RE" => {
-                    if !rd.saw_ir {
-                        rd.q(
-                            sink,
-                            &line,
-                            "IR",
-                            "missing IR record before the first receipt (file truncated at the start?)",
-                        );
-                        rd.saw_ir = true;
-                    }
-                    if let Some(r) = current.take() {
-                        rd.receipt(r, sink);
-                    }
-                    stats.receipts += 1;
-                    current = Some(Receipt { re: line, rest: Vec::new() });
-                }
-                "GO" => {
-                    if let Some(r) = current.take() {
-                        rd.receipt(r, sink);
-                    }
-                    go = Some(line);
-                }
-                x if KNOWN.contains(&x) => match current.as_mut() {
-                    Some(r) => r.rest.push(line),
-                    None => rd.q(sink, &line, "record", format!("{x} record outside any receipt (no RE before it)")),
-                },
-                other => rd.q(sink, &line, "record", format!("unknown record id {other:?}")),
             }
         }
+        while let Some(i) = memchr::memchr2(b'\r', b'\n', rest) {
+            p.line(&rest[..i], false, sink);
+            rest = &rest[i + 1..];
+        }
+        carry.extend_from_slice(rest);
+        input.consume(len);
     }
-    if let Some(r) = current.take() {
-        rd.receipt(r, sink);
+    if !carry.is_empty() {
+        p.line(&carry, true, sink);
+    }
+    let Parse { mut rd, stats, cur, state, go, no } = p;
+    if state == State::Good {
+        rd.receipt(&cur, sink);
     }
     match go {
         None => sink.quarantine(Quarantined::new(
             file,
             format!("end of file (line {no})"),
             "GO",
-            if last_ended {
+            if last_byte.is_none_or(|b| b == b'\n') {
                 "missing GO record at the end: the file is truncated".to_owned()
             } else {
                 "missing GO record and the last line has no line ending: the file is truncated".to_owned()
             },
             "",
         )),
-        Some(go) => {
-            let total = go.text.split(',').nth(1).unwrap_or("").trim();
+        Some((go_no, go_text)) => {
+            let total = go_text.split(',').nth(1).unwrap_or("").trim();
             if total.parse::<u64>().ok() != Some(stats.receipts) {
-                rd.q(sink, &go, "GO.1 総件数", format!("says {total} receipts, the file holds {}", stats.receipts));
+                let problem = format!("says {total} receipts, the file holds {}", stats.receipts);
+                rd.q(sink, go_no, &go_text, "GO.1 総件数", problem);
             }
         }
     }
     Ok(stats)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Outside,
+    Good,
+    /// The RE line (its number) could not be decoded.
+    Bad(u64),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wareki7_agrees_with_the_model_parser() {
+        for g in 0..=6 {
+            for yy in 0..100 {
+                for mm in [0, 1, 2, 4, 5, 7, 12, 13] {
+                    for dd in [0, 1, 7, 8, 24, 25, 28, 29, 30, 31, 32] {
+                        let s = format!("{g}{yy:02}{mm:02}{dd:02}");
+                        assert_eq!(wareki7(&s), WarekiDate::parse(&s).ok().map(|w| w.date()), "{s}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn lines_split_across_reader_buffers_read_the_same() {
+        let text = "IR,1,13,1,1234567,,x,50704,00,\r\nRE,1,1112,50704,ヤマダ,1,3500101,,,,,,,P1,\rHO,1\nGO,1,0,99\r\n";
+        let b = encode_sjis(text).unwrap();
+        let read_with = |cap: usize| {
+            let mut c = crate::canonical::Collected::default();
+            let st =
+                read(std::io::BufReader::with_capacity(cap, &b[..]), "t", "p", &Masters::default(), &mut c).unwrap();
+            (st, c.records, c.quarantined)
+        };
+        let whole = read_with(1 << 16);
+        assert_eq!(whole.0.lines, 4);
+        for cap in 1..12 {
+            assert_eq!(read_with(cap), whole, "buffer of {cap} bytes");
+        }
+    }
 }
 
 /// Which UKE variant to write.
@@ -462,7 +690,7 @@ pub fn write(
                 re[8] = receipt_form(e.admission_date);
             }
             re[13] = pid.clone();
-            re[18] = e.encounter_id.clone();
+            re[20] = e.encounter_id.clone();
             re[21] = department_code(&e.department).into();
             re[36] = p.name_kana.clone();
             let mut block = vec![re.join(",")];
@@ -477,7 +705,7 @@ pub fn write(
             block.push(ho.join(","));
             if variant == Variant::Dpc {
                 let dis = e.discharge_date.map(receipt_form).unwrap_or_default();
-                block.push(format!("BU,000000000000000,{},{dis},,", receipt_form(e.admission_date)));
+                block.push(format!("BU,00000000000000,{},{dis},,", receipt_form(e.admission_date)));
             }
             let day_marks = |d: NaiveDate, v: &str| {
                 let mut m = vec![String::new(); 31];

@@ -108,3 +108,75 @@ fn b2_fhir_public_r4_examples_read_or_quarantine_never_vanish() {
     eprintln!("{} files: {records} records, {quarantined} quarantined", files.len());
     assert!(records > 150, "{records}");
 }
+
+/// A Bundle of `n` Patient entries produced on the fly, counting the bytes handed out.
+struct BigBundle {
+    n: usize,
+    next: usize,
+    pending: Vec<u8>,
+    served: std::rc::Rc<std::cell::Cell<u64>>,
+}
+
+impl std::io::Read for BigBundle {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.pending.is_empty() {
+            let i = self.next;
+            self.next += 1;
+            self.pending = if i == 0 {
+                b"{\"resourceType\":\"Bundle\",\"type\":\"collection\",\"entry\":[".to_vec()
+            } else if i <= self.n {
+                format!(
+                    "{}{{\"fullUrl\":\"urn:uuid:p{i}\",\"resource\":{{\"resourceType\":\"Patient\",\"id\":\"p{i}\",\
+                     \"identifier\":[{{\"value\":\"P{i}\"}}],\"gender\":\"female\",\"birthDate\":\"1970-01-01\"}}}}",
+                    if i > 1 { "," } else { "" }
+                )
+                .into_bytes()
+            } else if i == self.n + 1 {
+                b"]}".to_vec()
+            } else {
+                return Ok(0);
+            };
+        }
+        let k = buf.len().min(self.pending.len());
+        buf[..k].copy_from_slice(&self.pending[..k]);
+        self.pending.drain(..k);
+        self.served.set(self.served.get() + k as u64);
+        Ok(k)
+    }
+}
+
+#[test]
+fn b2_fhir_bundle_json_streams_entry_by_entry() {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    let n = 20_000;
+    let served = Rc::new(Cell::new(0u64));
+    let open = || {
+        served.set(0);
+        Ok(BigBundle { n, next: 0, pending: Vec::new(), served: served.clone() })
+    };
+    // Learn the document's size from one full read.
+    std::io::copy(&mut open().unwrap(), &mut std::io::sink()).unwrap();
+    let total = served.get();
+    struct FirstAt {
+        served: Rc<Cell<u64>>,
+        first: Option<u64>,
+        n: u64,
+    }
+    impl kiban_formats::Sink for FirstAt {
+        fn record(&mut self, _: Record) {
+            self.first.get_or_insert(self.served.get());
+            self.n += 1;
+        }
+        fn quarantine(&mut self, q: kiban_formats::Quarantined) {
+            panic!("{q:?}");
+        }
+    }
+    let mut sink = FirstAt { served: served.clone(), first: None, n: 0 };
+    let st = fhir::read_json_stream(open, "big.json", "prov-x", &mut sink).unwrap();
+    assert_eq!((st.resources, sink.n), (n as u64, n as u64));
+    // The first Patient came out when a small part of the document had been read: the Bundle is
+    // never held whole (each pass holds one entry).
+    let first = sink.first.unwrap();
+    assert!(first < total / 100, "first record after {first} of {total} bytes");
+}

@@ -92,3 +92,67 @@ fn b2_schema_file_errors_name_the_key() {
         .unwrap_err();
     assert!(e.contains("bogus"), "{e}");
 }
+
+const UTF8_LABS: &str = r#"
+table = "labs"
+provider_id = "prov-a"
+[columns]
+patient_id = "patient_id"
+encounter_id = "encounter_id"
+result_date = "result_date"
+test_code = "test_code"
+test_name = "test_name"
+value = "value"
+unit = "unit"
+"#;
+
+fn csv_read(text: &str) -> (u64, Collected) {
+    let (schema, table) = SchemaFile::parse(UTF8_LABS).unwrap();
+    let mut got = Collected::default();
+    let n = read_csv(text.as_bytes(), &schema, table, "labs.csv", &mut got);
+    (n, got)
+}
+
+const HEAD: &str = "patient_id,encounter_id,result_date,test_code,test_name,value,unit\n";
+const ROW: &str = "00000001,e1,2024-01-04,3D046000000,HbA1c,5.5,%\n";
+
+#[test]
+fn b2_csv_row_cut_at_the_end_of_the_file_is_quarantined_naming_the_row() {
+    // Whole file, and a last row without line ending but with every field: both read.
+    let (_, got) = csv_read(&format!("{HEAD}{ROW}{ROW}"));
+    assert_eq!((got.records.len(), got.quarantined.len()), (2, 0));
+    let (_, got) = csv_read(&format!("{HEAD}{ROW}{}", ROW.trim_end()));
+    assert_eq!((got.records.len(), got.quarantined.len()), (2, 0), "{:?}", got.quarantined);
+    // Cut inside the last row: fewer fields, no line ending.
+    let (n, got) = csv_read(&format!("{HEAD}{ROW}00000001,e1,2024-01-04,3D04"));
+    assert_eq!(n, 2);
+    assert_eq!(got.records.len(), 1);
+    let q = &got.quarantined[0];
+    assert!(q.location.starts_with("row 2 "), "{q:?}");
+    assert!(q.problem.contains("truncated") && q.problem.contains("4 of 7"), "{q:?}");
+    assert_eq!(q.raw, "00000001,e1,2024-01-04,3D04");
+    // Cut inside a quoted field of the last row (the quote is never closed).
+    let (_, got) = csv_read(&format!("{HEAD}{ROW}00000001,e1,2024-01-04,3D046000000,\"HbA1c (NGSP"));
+    assert_eq!(got.records.len(), 1);
+    assert!(got.quarantined[0].problem.contains("inside a quoted field"), "{:?}", got.quarantined);
+    assert!(got.quarantined[0].location.starts_with("row 2 "));
+    // A short row in the middle is quarantined too (its cells would otherwise shift silently).
+    let (_, got) = csv_read(&format!("{HEAD}00000001,e1,2024-01-04\n{ROW}"));
+    assert_eq!(got.records.len(), 1);
+    assert!(got.quarantined[0].problem.contains("3 fields, the header 7"), "{:?}", got.quarantined);
+}
+
+#[test]
+fn b2_csv_utf8_rows_that_do_not_decode_are_quarantined_whole() {
+    let (schema, table) = SchemaFile::parse(UTF8_LABS).unwrap();
+    let mut bytes = format!("{HEAD}{ROW}").into_bytes();
+    // A Shift_JIS test name in a UTF-8 file, and a character whose bytes a delimiter splits.
+    bytes.extend_from_slice(b"00000001,e1,2024-01-04,3D046000000,\x8c\x9f\x8d\xb8,5.5,%\n");
+    bytes.extend_from_slice(b"00000001,e1,2024-01-04,3D046000000,\xe6\xa4,\x9c,%\n");
+    let mut got = Collected::default();
+    read_csv(&bytes[..], &schema, table, "labs.csv", &mut got);
+    assert_eq!(got.records.len(), 1);
+    assert_eq!(got.quarantined.len(), 2, "{:?}", got.quarantined);
+    assert!(got.quarantined.iter().all(|q| q.problem.starts_with("not UTF-8") && q.field == "record"));
+    assert!(got.quarantined[0].location.starts_with("row 2 ") && got.quarantined[1].location.starts_with("row 3 "));
+}
