@@ -1363,3 +1363,31 @@ fn s4_dicom_deid_cli_reports_per_file_and_never_copies_bad_files() {
     assert!(!std::fs::read_dir(&out).unwrap().flatten().any(|e| e.file_name() == "notes.txt"));
     assert!(out.join("report.json").exists());
 }
+
+#[test]
+fn x4_r12_serve_starts_on_a_data_directory_with_a_vault_and_answers_the_login_page() {
+    use std::io::{BufRead, Read, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let d = dir.to_str().unwrap();
+    assert!(kiban(&["init", d], &[]).status.success());
+    // A vault exists and the audit log has a writer's history: the server holds both at once.
+    assert!(kiban(&["identity", "review", "list", "--data-dir", d], &[]).status.success());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kiban"))
+        .args(["serve", "--data-dir", d, "--bind", "127.0.0.1:0"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    let addr = line.trim().rsplit("http://").next().unwrap().to_owned();
+    assert!(line.contains("listening"), "the server did not start: {line}");
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    write!(s, "GET /login HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{}", &resp[..resp.len().min(200)]);
+}

@@ -458,16 +458,26 @@ impl IntakeVault {
 
 /// For `kiban serve`: the main server gets the identity store (opened once, audited as kiban
 /// itself); the gateways never do.
-pub fn serve_layer<R>(dd: &DataDir, root: &std::path::Path, which: &str, router: R) -> Result<R>
+pub fn serve_layer<R>(
+    dd: &DataDir,
+    root: &std::path::Path,
+    which: &str,
+    audit: &dyn kiban_audit::AuditSink,
+    router: R,
+) -> Result<R>
 where
     R: kiban_server::identity::WithStore,
 {
     if which != "server" {
         return Ok(router);
     }
-    let o = Opened::open(dd, root, Actor::system())?;
-    o.log.flush()?;
-    Ok(router.with_identity_store(o.store))
+    // The server's own audit log: a process holds one writer of the log, never two.
+    let actor = Actor::system();
+    let bridge = AuditBridge { sink: audit, actor: actor.clone(), source: "kiban serve".into() };
+    let store =
+        IdentityStore::open(&root.join("identity"), dd.key_store()?, MatchConfig::default(), &bridge, &actor.id)
+            .context("cannot open the identity store")?;
+    Ok(router.with_identity_store(store))
 }
 
 /// For `kiban demo`: the gate stage registered the providers' identities into the data directory's

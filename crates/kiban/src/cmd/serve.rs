@@ -74,8 +74,9 @@ fn serve(ctx: &Ctx, a: Args, which: &str) -> Result<ExitCode> {
             "release" => kiban_server::gateway::release_routes(),
             _ => kiban_server::routes(),
         };
+        let audit = st.audit.clone();
         let router = kiban_server::build_router(st, descs);
-        let router = crate::cmd::identity::serve_layer(&dd, &ctx.data_dir, which, router)?;
+        let router = crate::cmd::identity::serve_layer(&dd, &ctx.data_dir, which, audit.as_ref(), router)?;
         match (&a.tls_cert, &a.tls_key) {
             (Some(c), Some(k)) => {
                 eprintln!("kiban {which} listening on https://{}", a.bind);
