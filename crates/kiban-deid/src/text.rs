@@ -691,8 +691,183 @@ pub fn find_financial(value: &str) -> Vec<Span> {
         .collect()
 }
 
+// ---------------------------------------------------------------- the record's own identity
+
+/// The identity of the record being processed, from the identity vault: its own name (kanji and
+/// kana), address and phone. The processing knows whose record it is, so these are caught in the
+/// record's text whatever their context — names in no list, with no honorific, in any script.
+#[derive(Debug, Clone, Default)]
+pub struct KnownIdentity {
+    /// Name forms (normalized, katakana folded): full names and parts, each with whether it may
+    /// stand alone anywhere (false: only next to a non-name character).
+    names: Vec<(String, bool)>,
+    /// Address forms (normalized, without spaces).
+    addresses: Vec<String>,
+    /// Phone numbers as digits.
+    phones: Vec<Vec<u8>>,
+}
+
+/// Text normalized for matching a known identity: full-width ASCII and half-width kana folded,
+/// hiragana turned into katakana, spaces and middle dots between name parts dropped.
+fn fold_known(s: &str) -> String {
+    normalize(s)
+        .text
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '　' | '・' | '\t'))
+        .map(|c| if ('\u{3041}'..='\u{3096}').contains(&c) { char::from_u32(c as u32 + 0x60).unwrap_or(c) } else { c })
+        .collect()
+}
+
+/// Splits a name into family and given parts: at a space (or middle dot), else after the longest
+/// known family name (kanji or kana) that leaves a given name.
+fn split_name(d: &Dicts, name: &str) -> Option<(String, String)> {
+    let n = normalize(name.trim()).text;
+    if let Some((f, g)) = n.split_once([' ', '　', '・']) {
+        let (f, g) = (fold_known(f), fold_known(g));
+        return (!f.is_empty() && !g.is_empty()).then_some((f, g));
+    }
+    let k = fold_known(&n);
+    let idx: Vec<usize> = k.char_indices().map(|(i, _)| i).chain([k.len()]).collect();
+    (1..idx.len().saturating_sub(1))
+        .rev()
+        .map(|l| (&k[..idx[l]], &k[idx[l]..]))
+        .find(|(f, _)| d.family.contains(*f) || d.family_kana.contains(*f))
+        .map(|(f, g)| (f.to_owned(), g.to_owned()))
+}
+
+impl KnownIdentity {
+    /// The record's identity from its vault fields (any may be empty): kanji name, kana name
+    /// (katakana, half-width or hiragana, with or without a space), address and phone.
+    pub fn new(name_kanji: &str, name_kana: &str, address: &str, phone: &str) -> Self {
+        let d = dicts();
+        let mut names: Vec<(String, bool)> = Vec::new();
+        for n in [name_kanji, name_kana] {
+            let full = fold_known(n);
+            if full.chars().count() >= 2 {
+                names.push((full, true));
+            }
+            if let Some((f, g)) = split_name(d, n) {
+                // Given name first: "太郎 山田" in romanized order, or family name after the given.
+                names.push((format!("{g}{f}"), true));
+                for part in [f, g] {
+                    // A part of two or more characters is caught anywhere; one character only alone.
+                    let alone = part.chars().count() >= 2;
+                    names.push((part, alone));
+                }
+            }
+        }
+        names.retain(|(n, _)| !n.is_empty() && !NOT_NAMES.contains(&n.as_str()));
+        // Longest first: the full name wins over its parts.
+        names.sort_by_key(|(n, _)| std::cmp::Reverse(n.len()));
+        names.dedup_by(|a, b| a.0 == b.0);
+        let mut addresses = Vec::new();
+        let a = fold_known(address);
+        let a =
+            a.strip_prefix('〒').map_or(a.as_str(), |r| r.trim_start_matches(|c: char| c.is_ascii_digit() || c == '-'));
+        if a.chars().count() >= 4 {
+            addresses.push(a.to_owned());
+            // Without the prefecture, and the town and street number after the municipality.
+            for (pref, _) in crate::pseudo::prefectures() {
+                if let Some(rest) = a.strip_prefix(pref.as_str())
+                    && rest.chars().count() >= 4
+                {
+                    addresses.push(rest.to_owned());
+                }
+            }
+            if let Some(p) = a.rfind(['市', '区', '町', '村', '郡'])
+                && a[p..].chars().count() > 4
+            {
+                addresses.push(a[p + '市'.len_utf8()..].to_owned());
+            }
+        }
+        let ph = digits_of(&normalize(phone).text);
+        let phones = if ph.len() >= 7 { vec![ph] } else { Vec::new() };
+        KnownIdentity { names, addresses, phones }
+    }
+
+    /// True when nothing is known.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty() && self.addresses.is_empty() && self.phones.is_empty()
+    }
+
+    /// Spans of the normalized text `t` holding this identity.
+    fn find(&self, t: &str, push: &mut impl FnMut(usize, usize, Tag, u8)) {
+        if self.is_empty() {
+            return;
+        }
+        // Fold the text the same way, keeping a map from folded bytes back to `t`.
+        let mut folded = String::with_capacity(t.len());
+        let mut map: Vec<usize> = Vec::with_capacity(t.len() + 1);
+        for (i, c) in t.char_indices() {
+            if matches!(c, ' ' | '　' | '・' | '\t') {
+                continue;
+            }
+            let c =
+                if ('\u{3041}'..='\u{3096}').contains(&c) { char::from_u32(c as u32 + 0x60).unwrap_or(c) } else { c };
+            for _ in 0..c.len_utf8() {
+                map.push(i);
+            }
+            folded.push(c);
+        }
+        map.push(t.len());
+        // The end in `t` of folded byte `e` (exclusive): after the last character of the match.
+        let end_of = |e: usize| -> usize {
+            if e == 0 {
+                return 0;
+            }
+            let s = map[e - 1];
+            s + t[s..].chars().next().map_or(0, char::len_utf8)
+        };
+        let name_char = |c: Option<char>| c.is_some_and(|c| is_kanji(c) || is_katakana(c));
+        for (n, alone) in &self.names {
+            for (i, _) in folded.match_indices(n.as_str()) {
+                let e = i + n.len();
+                if !alone
+                    && (name_char(folded[..i].chars().next_back()) || name_char(folded[e..].chars().next()))
+                    && honorific_at(&folded, e).is_none()
+                {
+                    continue;
+                }
+                push(map[i], end_of(e), Tag::Person, 97);
+            }
+        }
+        for a in &self.addresses {
+            for (i, _) in folded.match_indices(a.as_str()) {
+                push(map[i], end_of(i + a.len()), Tag::Location, 97);
+            }
+        }
+        if !self.phones.is_empty() {
+            // Runs of digits and phone separators whose digits are the phone's.
+            let b = folded.as_bytes();
+            let mut i = 0;
+            while i < b.len() {
+                if !b[i].is_ascii_digit() {
+                    i += 1;
+                    continue;
+                }
+                let mut e = i;
+                while e < b.len() && (b[e].is_ascii_digit() || matches!(b[e], b'-' | b'(' | b')')) {
+                    e += 1;
+                }
+                let run = &folded[i..e];
+                let ds = digits_of(run.trim_end_matches(['-', '(']));
+                if self.phones.iter().any(|p| ds.ends_with(p) || p.ends_with(&ds) && ds.len() >= 7) {
+                    push(map[i], end_of(i + run.trim_end_matches(['-', '(']).len()), Tag::Phone, 97);
+                }
+                i = e;
+            }
+        }
+    }
+}
+
 /// Finds the identifying spans of `text`, sorted and non-overlapping, as byte offsets of `text`.
 pub fn detect(text: &str) -> Vec<Span> {
+    detect_with(text, None)
+}
+
+/// [`detect`] knowing whose record the text belongs to: the record's own name, address and phone
+/// (from the identity vault) are always caught.
+pub fn detect_with(text: &str, known: Option<&KnownIdentity>) -> Vec<Span> {
     let n = normalize(text);
     let t = n.text.as_str();
     let d = dicts();
@@ -817,6 +992,9 @@ pub fn detect(text: &str) -> Vec<Span> {
     hospitals(t, &mut push);
     locations(t, d, &mut push);
     persons(t, d, &mut push);
+    if let Some(k) = known {
+        k.find(t, &mut push);
+    }
 
     // Resolve overlaps: longer first, then priority.
     let mut chosen: Vec<Cand> = Vec::new();
@@ -1637,7 +1815,12 @@ pub struct Deidentified {
 
 /// De-identifies `text`: detects and replaces per `cfg` (surrogates consistent within the document).
 pub fn deidentify(text: &str, cfg: &TextConfig, ctx: &DocContext) -> Deidentified {
-    let spans = detect(text);
+    deidentify_with(text, cfg, ctx, None)
+}
+
+/// [`deidentify`] knowing whose record the text belongs to (see [`detect_with`]).
+pub fn deidentify_with(text: &str, cfg: &TextConfig, ctx: &DocContext, known: Option<&KnownIdentity>) -> Deidentified {
+    let spans = detect_with(text, known);
     let mut out = String::with_capacity(text.len());
     let mut last = 0;
     let mut surrogates: HashMap<(Tag, String), String> = HashMap::new();
