@@ -399,7 +399,15 @@ const REL_LABELS: [&str; 20] = [
     "妹",
 ];
 
-const NAME_LABELS: [&str; 32] = [
+const NAME_LABELS: [&str; 40] = [
+    "文責",
+    "通訳",
+    "通訳者",
+    "付き添い",
+    "付添者",
+    "同席者",
+    "介護者",
+    "保護者",
     "記載",
     "依頼医",
     "診断医",
@@ -1375,7 +1383,7 @@ fn honorific_at(t: &str, i: usize) -> Option<&'static str> {
     }
     // One space before 先生/様/さん/医師 (山田 先生).
     let rest = rest.strip_prefix(' ').or_else(|| rest.strip_prefix('　'))?;
-    let h = ["先生", "様", "さん", "医師", "殿", "Dr", "Ns", "NS", "御机下", "御侍史", "机下", "侍史"]
+    let h = ["先生", "様", "さん", "医師", "殿", "Dr", "Ns", "NS", "御机下", "御侍史", "机下", "侍史", "拝"]
         .into_iter()
         .find(|h| rest.starts_with(h))?;
     // "X Dr." is a signature; "X Dr.Y" introduces Y.
@@ -1408,7 +1416,8 @@ fn hiragana_given(d: &Dicts, t: &str, i: usize) -> Option<usize> {
 }
 
 fn label_before(t: &str, i: usize) -> bool {
-    let pre = t[..i].trim_end_matches([' ', '　', ':', '：', '\t']);
+    // Table cells too: `| 氏名 | X |`, `氏名｜X`.
+    let pre = t[..i].trim_end_matches([' ', '　', ':', '：', '\t', '|', '｜', '│']);
     NAME_LABELS.iter().any(|l| pre.ends_with(l))
 }
 
@@ -1419,6 +1428,29 @@ fn after_facility(t: &str, i: usize) -> bool {
     ["病院", "クリニック", "医院", "診療所", "センター", "科", "苑", "園", "荘", "ホーム", "薬局"]
         .iter()
         .any(|s| pre.ends_with(s))
+}
+
+/// A foreign name written in katakana with middle dots (マリア・サントス, グエン・ティ・ラン): the
+/// span `i..end` of one part widened over the parts joined to it by `・`.
+fn kana_name_extent(t: &str, i: usize, end: usize) -> (usize, usize) {
+    let mut s = i;
+    while let Some(p) = t[..s].strip_suffix('・') {
+        let b = p.char_indices().rev().take_while(|&(_, c)| is_katakana(c)).last().map_or(p.len(), |(k, _)| k);
+        if p[b..].chars().count() < 2 {
+            break;
+        }
+        s = b;
+    }
+    let mut e = end;
+    while t[e..].starts_with('・') {
+        let g0 = e + '・'.len_utf8();
+        let ge = run_at(t, g0, is_katakana);
+        if ge == g0 {
+            break;
+        }
+        e = ge;
+    }
+    (s, e)
 }
 
 fn rel_before(t: &str, i: usize) -> bool {
@@ -1491,9 +1523,22 @@ fn persons(t: &str, d: &Dicts, outer: &mut impl FnMut(usize, usize, Tag, u8)) {
         } else if d.family_kana.contains(w) && d.given_kana.contains(w) && label_before(t, i) {
             push(i, end, Tag::Person, 62);
         } else if w.chars().count() >= 2 && honorific_at(t, end).is_some() && !NOT_NAMES_KANA.contains(&w) {
-            push(i, end, Tag::Person, 61);
+            let (s, _) = kana_name_extent(t, i, end);
+            push(s, end, Tag::Person, 61);
         } else if label_before(t, i) && w.chars().count() >= 2 {
-            push(i, if sep && !next.is_empty() { next_end } else { end }, Tag::Person, 60);
+            let (_, e) = kana_name_extent(t, i, end);
+            push(
+                i,
+                if e > end {
+                    e
+                } else if sep && !next.is_empty() {
+                    next_end
+                } else {
+                    end
+                },
+                Tag::Person,
+                60,
+            );
         }
         i = end.max(i + c.len_utf8());
     }
@@ -1523,6 +1568,32 @@ fn person_in_run(t: &str, d: &Dicts, start: usize, end: usize, push: &mut impl F
     let idx: Vec<usize> = t[start..end].char_indices().map(|(k, _)| start + k).chain([end]).collect();
     let n = idx.len() - 1;
     let honor_end = honorific_at(t, end).is_some();
+    // An honorific written in kanji ends the run (勘解由小路様より): the name is the run before it.
+    for h in ["様", "氏", "殿", "君", "先生", "医師"] {
+        if let Some(p) = t[start..end].strip_suffix(h)
+            && !p.is_empty()
+            && !t[end..].starts_with(is_kanji)
+        {
+            return person_in_run(t, d, start, start + p.len(), push);
+        }
+    }
+    // A rare surname ending in a known one (薬袋 ⊃ 袋): one surname-like character before the known
+    // family name at the start of a short run, in a name context, belongs to the name.
+    let widen = |k: usize, honored: bool| -> usize {
+        let pre = &t[start..idx[k]];
+        if (1..=3).contains(&k)
+            && n <= 6
+            && pre.chars().all(|c| is_kanji(c) && !"故元前現新旧対各両計約全和同本当今昨来毎".contains(c))
+            && (k == 1 && pre.chars().all(|c| d.surname_chars.contains(&c)) || honored)
+            && !pre.chars().any(|c| NOT_FAMILY.iter().any(|x| x.starts_with(c)))
+            && !NAME_LABELS.iter().chain(REL_LABELS.iter()).chain(NOT_NAMES.iter()).any(|x| pre.ends_with(x))
+            && (label_before(t, start) || rel_before(t, start) || honored)
+        {
+            start
+        } else {
+            idx[k]
+        }
+    };
     let mut k = 0;
     let mut found = false;
     while k < n {
@@ -1575,7 +1646,7 @@ fn person_in_run(t: &str, d: &Dicts, start: usize, end: usize, push: &mut impl F
                         || honorific_at(t, gend).is_some()
                         || (l >= 2 && glen <= 3))
                 {
-                    push(idx[k], gend, Tag::Person, 65);
+                    push(widen(k, honorific_at(t, gend).is_some()), gend, Tag::Person, 65);
                     matched = true;
                     k = n;
                     break;
@@ -1587,7 +1658,7 @@ fn person_in_run(t: &str, d: &Dicts, start: usize, end: usize, push: &mut impl F
                 let gend = run_at(t, g0, is_katakana);
                 let glen = t[g0..gend].chars().count();
                 if (2..=6).contains(&glen) && (d.given_kana.contains(&t[g0..gend]) || pre_label) {
-                    push(idx[k], gend, Tag::Person, 65);
+                    push(widen(k, honorific_at(t, gend).is_some()), gend, Tag::Person, 65);
                     matched = true;
                     k = n;
                     break;
@@ -1604,7 +1675,7 @@ fn person_in_run(t: &str, d: &Dicts, start: usize, end: usize, push: &mut impl F
                 break;
             }
             if (fe == end && (honor_end || pre_label)) || honor_in {
-                push(idx[k], fe, Tag::Person, 64);
+                push(widen(k, honor_end || honor_in), fe, Tag::Person, 64);
                 k += l;
                 matched = true;
                 break;
@@ -1624,6 +1695,21 @@ fn person_in_run(t: &str, d: &Dicts, start: usize, end: usize, push: &mut impl F
     }
     if found {
         return;
+    }
+    // An unknown surname, a space and a short given name before an honorific or 拝 (百目鬼 真澄 拝).
+    if (1..=5).contains(&n)
+        && let Some(sp) = t[end..].chars().next().filter(|&c| c == ' ' || c == '　')
+    {
+        let g0 = end + sp.len_utf8();
+        let ge = run_at(t, g0, is_kanji);
+        if (1..=3).contains(&t[g0..ge].chars().count())
+            && honorific_at(t, ge).is_some()
+            && !NOT_NAMES.contains(&&t[start..end])
+            && !NAME_LABELS.contains(&&t[start..end])
+        {
+            push(start, ge, Tag::Person, 58);
+            return;
+        }
     }
     // A run before an honorific whose family name we do not know (rare surnames): strip label words.
     if honor_end && n <= 6 {
@@ -1650,9 +1736,19 @@ fn person_in_run(t: &str, d: &Dicts, start: usize, end: usize, push: &mut impl F
         push(start, end, Tag::Person, 57);
         return;
     }
-    // Labelled name (主治医：X, 氏名 X).
+    // Labelled name (主治医：X, 氏名 X), with a short given name after a space (| 氏名 | 一尺八寸 環 |).
     if label_before(t, start) && (2..=6).contains(&n) {
-        push(start, end, Tag::Person, 57);
+        let mut e = end;
+        let run = &t[start..end];
+        let word = NAME_LABELS.contains(&run) || NOT_NAMES.contains(&run) || REL_LABELS.contains(&run);
+        if let Some(sp) = t[end..].chars().next().filter(|&c| !word && (c == ' ' || c == '　')) {
+            let g0 = end + sp.len_utf8();
+            let ge = run_at(t, g0, is_kanji);
+            if (1..=3).contains(&t[g0..ge].chars().count()) && !NOT_NAMES.contains(&&t[g0..ge]) {
+                e = ge;
+            }
+        }
+        push(start, e, Tag::Person, 57);
         return;
     }
     // After a relation (長女（X）): a known given name, or surname-like kanji + a known given name.

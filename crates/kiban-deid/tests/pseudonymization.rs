@@ -591,3 +591,26 @@ fn s5_patients_own_name_from_the_vault_is_caught_in_every_writing_without_contex
     assert!(s.iter().any(|x| &t[x.start..x.end] == "茜"), "{s:?}");
     assert!(!s.iter().any(|x| t[x.start..x.end].contains("林檎")), "{s:?}");
 }
+
+#[test]
+fn s5_names_in_no_list_foreign_katakana_signatures_and_tables_are_found() {
+    for (t, want) in [
+        ("百目鬼様より電話あり。", "百目鬼"),
+        ("薬袋氏に説明。", "薬袋"),
+        ("勘解由小路様より電話あり。", "勘解由小路"),
+        ("通訳のマリア・サントスさん同席。", "マリア・サントス"),
+        ("通訳 グエン・ティ・ラン 同席。", "グエン・ティ・ラン"),
+        ("（文責：百目鬼 真澄）", "百目鬼 真澄"),
+        ("記載者：薬袋 一颯", "薬袋 一颯"),
+        ("| 氏名 | 一尺八寸 環 |", "一尺八寸 環"),
+        ("\n左右来 玖瑠 拝\n", "左右来 玖瑠"),
+    ] {
+        let got = found(t, Tag::Person);
+        assert!(got.iter().any(|g| g == want), "{t:?}: want {want:?}, got {got:?}");
+    }
+    // Katakana terms joined by a middle dot are not names without a person context.
+    for t in ["アセトアミノフェン・ロキソプロフェン併用。", "ステロイド・パルス療法を施行。"]
+    {
+        assert!(found(t, Tag::Person).is_empty(), "{t:?}: {:?}", found(t, Tag::Person));
+    }
+}
