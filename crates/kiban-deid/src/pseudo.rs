@@ -7,7 +7,7 @@
 //! refused with the rule it breaks. Kept columns are still scanned: a card number (Luhn), a My
 //! Number (check digit) or a bank account found inside any kept value is removed (S2, S3).
 //!
-//! Tokens are HMAC-SHA256 under a caller-supplied per-release key that is never written to the
+//! Tokens are keyed BLAKE3 under a caller-supplied per-release key that is never written to the
 //! output, the report, an error or a log; no token-to-value mapping is stored anywhere.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
