@@ -7,7 +7,7 @@
 //! refused with the rule it breaks. Kept columns are still scanned: a card number (Luhn), a My
 //! Number (check digit) or a bank account found inside any kept value is removed (S2, S3).
 //!
-//! Tokens are HMAC-SHA256 under a caller-supplied per-release key that is never written to the
+//! Tokens are keyed BLAKE3 under a caller-supplied per-release key that is never written to the
 //! output, the report, an error or a log; no token-to-value mapping is stored anywhere.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{DeidError, Result};
 use crate::io::{Input, Output, Sink, column_digest, digest_batch_columns, file_sha256, for_each_batch, strings};
-use crate::text::{DocContext, Tag, TextConfig, deidentify, find_financial};
+use crate::text::{DocContext, KnownIdentity, Tag, TextConfig, deidentify_with, find_financial};
 
 /// The per-release key of tokens and date offsets. Never printed, serialized or stored by this crate;
 /// wiped on drop. Tokens are keyed BLAKE3 (the identity crate's token scheme v2): a 32-byte key is
@@ -404,7 +404,7 @@ pub enum AddressLevel {
     Removed,
 }
 
-fn prefectures() -> &'static [(String, Vec<String>)] {
+pub(crate) fn prefectures() -> &'static [(String, Vec<String>)] {
     static P: std::sync::OnceLock<Vec<(String, Vec<String>)>> = std::sync::OnceLock::new();
     P.get_or_init(|| {
         let mut v: Vec<(String, Vec<String>)> = Vec::new();
@@ -523,6 +523,10 @@ fn write_iso(out: &mut String, d: chrono::NaiveDate, sep: u8) {
 
 /// Moves a date by `days` into `out`, in the form it was written; false when unreadable.
 fn shift_date_into(s: &str, days: i64, out: &mut String) -> bool {
+    if let Some(x) = shift_iso_fast(s.as_bytes(), days) {
+        out.push_str(std::str::from_utf8(&x).expect("ASCII digits and separator"));
+        return true;
+    }
     let s = s.trim();
     if let Some((d, Some(sep))) = iso_date(s) {
         write_iso(out, d + chrono::Duration::days(days), sep);
@@ -535,6 +539,70 @@ fn shift_date_into(s: &str, days: i64, out: &mut String) -> bool {
         }
         None => false,
     }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's `days_from_civil`).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m as i64 + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The date of a day number (inverse of [`days_from_civil`]) for dates from 0000-03-01 on; unsigned
+/// 32-bit arithmetic so that every division by a constant is a multiplication.
+fn civil_from_days(z: i64) -> Option<(i64, u32, u32)> {
+    let z = u32::try_from(z + 719_468).ok()?;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    Some(((yoe + era * 400) as i64 + (m <= 2) as i64, m, d))
+}
+
+/// `YYYY-MM-DD` or `YYYY/MM/DD` moved by `days` with integer arithmetic only (the common case of a
+/// structured date column); `None` for anything else, which takes the general path.
+fn shift_iso_fast(b: &[u8], days: i64) -> Option<[u8; 10]> {
+    if b.len() != 10 || !(b[4] == b'-' || b[4] == b'/') || b[7] != b[4] {
+        return None;
+    }
+    let num = |x: &[u8]| x.iter().try_fold(0u32, |a, &c| c.is_ascii_digit().then(|| a * 10 + (c - b'0') as u32));
+    let (y, m, d) = (num(&b[..4])?, num(&b[5..7])?, num(&b[8..])?);
+    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    let dim = match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return None,
+    };
+    if d == 0 || d > dim {
+        return None;
+    }
+    let (y, m, d) = civil_from_days(days_from_civil(y as i64, m, d) + days)?;
+    if !(0..=9999).contains(&y) {
+        return None;
+    }
+    let y = y as u32;
+    let sep = b[4];
+    Some([
+        b'0' + (y / 1000) as u8,
+        b'0' + (y / 100 % 10) as u8,
+        b'0' + (y / 10 % 10) as u8,
+        b'0' + (y % 10) as u8,
+        sep,
+        b'0' + (m / 10) as u8,
+        b'0' + (m % 10) as u8,
+        sep,
+        b'0' + (d / 10) as u8,
+        b'0' + (d % 10) as u8,
+    ])
 }
 
 fn shift_date(s: &str, days: i64) -> Option<String> {
@@ -555,13 +623,47 @@ pub struct PseudoOptions {
     pub key: ReleaseKey,
     /// Text replacement per tag for free-text columns.
     pub text: TextConfig,
+    /// The identity of each person (keyed by the policy's person column value) from the identity
+    /// vault: a person's own name, address and phone are always removed from their free text.
+    pub identities: HashMap<String, KnownIdentity>,
 }
 
 impl PseudoOptions {
     /// Options with the pseudonymization defaults for text.
     pub fn new(key: ReleaseKey) -> Self {
-        PseudoOptions { key, text: TextConfig::pseudonymization() }
+        PseudoOptions { key, text: TextConfig::pseudonymization(), identities: HashMap::new() }
     }
+}
+
+/// The identities of an identity table (the canonical `patients` table of a conversion, or any
+/// table with these columns): `id_column` keys them; `name_kanji`, `name_kana`, `address` and
+/// `phone` are read when present. A table without `id_column` is refused, naming it.
+pub fn identities_from(input: &Input, id_column: &str) -> Result<HashMap<String, KnownIdentity>> {
+    let mut out = HashMap::new();
+    for_each_batch(input, b',', |b| {
+        let schema = b.schema();
+        let id = schema.index_of(id_column).map_err(|_| DeidError::Schema {
+            column: id_column.to_owned(),
+            rule: "is missing from the identity table (rule: identities are keyed by the person column)".into(),
+        })?;
+        let col = |n: &str| schema.index_of(n).ok().map(|i| strings(b, i));
+        let (kanji, kana, addr, phone) = (col("name_kanji"), col("name_kana"), col("address"), col("phone"));
+        let ids = strings(b, id);
+        let get = |a: Option<&arrow::array::StringArray>, r: usize| {
+            a.filter(|a| a.is_valid(r)).map_or(String::new(), |a| a.value(r).to_owned())
+        };
+        for r in 0..b.num_rows() {
+            if !ids.is_valid(r) {
+                continue;
+            }
+            let k = KnownIdentity::new(&get(kanji, r), &get(kana, r), &get(addr, r), &get(phone, r));
+            if !k.is_empty() {
+                out.insert(ids.value(r).to_owned(), k);
+            }
+        }
+        Ok(())
+    })?;
+    Ok(out)
 }
 
 /// What was done to one column.
@@ -641,7 +743,7 @@ pub fn pseudonymize(
     let col_pos: HashMap<&str, usize> = policy.columns.iter().enumerate().map(|(i, c)| (c.name.as_str(), i)).collect();
     let mut levels: BTreeMap<String, u64> = BTreeMap::new();
     // Reduced addresses for the whole run (a person's address recurs on every claim line), bounded.
-    let mut address_cache: HashMap<String, usize> = HashMap::new();
+    let mut address_cache: FastMap<String, usize> = FastMap::default();
     let mut reduced: Vec<(String, AddressLevel)> = Vec::new();
     let (mut records_in, mut records_out) = (0u64, 0u64);
     let mut in_hash = blake3::Hasher::new();
@@ -698,7 +800,7 @@ pub fn pseudonymize(
                 .is_some_and(|c| matches!(c.treatment, PseudoTreatment::Shift | PseudoTreatment::Deidentify))
         });
         let offsets: Vec<i64> = if needs_offsets {
-            let mut per_person: HashMap<&str, i64> = HashMap::new();
+            let mut per_person: FastMap<&str, i64> = FastMap::default();
             let offset_mac = opts.key.column_mac("\u{1}date-offset");
             let mut last: (&str, i64) = ("\u{0}", 0);
             (0..rows)
@@ -706,7 +808,7 @@ pub fn pseudonymize(
                     Some(p) if strings(batch, p).is_valid(r) => {
                         let v = strings(batch, p).value(r);
                         // Lines of one person are usually consecutive: reuse the last answer first.
-                        if v != last.0 {
+                        if !same(v, last.0) {
                             last = (v, *per_person.entry(v).or_insert_with(|| offset_of(&offset_mac, v)));
                         }
                         last.1
@@ -731,6 +833,39 @@ pub fn pseudonymize(
                 out_known.push(in_digests.get(ci).copied().flatten());
                 continue;
             }
+            // Tokens have a fixed width: the value and offset buffers are written directly (one
+            // 32-byte copy per row, no builder) and the input's validity is reused.
+            if cp.treatment == PseudoTreatment::Token && rows < (i32::MAX as usize) / 32 {
+                let mac = opts.key.column_mac(&cp.name);
+                let mut cache: FastMap<&str, [u8; 32]> = FastMap::default();
+                let mut last: &str = "\u{0}";
+                let mut cur = [b'0'; 32];
+                let mut values: Vec<u8> = Vec::with_capacity(rows * 32);
+                let mut offs: Vec<i32> = Vec::with_capacity(rows + 1);
+                offs.push(0);
+                for r in 0..rows {
+                    if a.is_valid(r) {
+                        let v = a.value(r);
+                        // Lines of one person are consecutive: one look-up per change of value.
+                        if !same(v, last) {
+                            last = v;
+                            cur = *cache.entry(v).or_insert_with(|| token_hex(&mac, v));
+                        }
+                        values.extend_from_slice(&cur);
+                    }
+                    offs.push(values.len() as i32);
+                }
+                let arr = arrow::array::StringArray::try_new(
+                    arrow::buffer::OffsetBuffer::new(arrow::buffer::ScalarBuffer::from(offs)),
+                    arrow::buffer::Buffer::from_vec(values),
+                    a.nulls().cloned(),
+                )
+                .map_err(|e| DeidError::format("output", e))?;
+                rep.changed += (rows - a.null_count()) as u64;
+                cols.push(Arc::new(arr));
+                out_known.push(None);
+                continue;
+            }
             // Output bytes known up front: no regrowth while appending.
             let bytes = match cp.treatment {
                 PseudoTreatment::Token => rows * 32,
@@ -743,18 +878,23 @@ pub fn pseudonymize(
             match cp.treatment {
                 PseudoTreatment::Token => {
                     let mac = opts.key.column_mac(&cp.name);
-                    let mut cache: HashMap<&str, [u8; 32]> = HashMap::new();
-                    let mut last: (&str, [u8; 32]) = ("\u{0}", [b'0'; 32]);
+                    let mut cache: FastMap<&str, [u8; 32]> = FastMap::default();
+                    let mut last: &str = "\u{0}";
+                    let mut tok = String::with_capacity(32);
                     for r in 0..rows {
                         if !a.is_valid(r) {
                             b.append_null();
                             continue;
                         }
                         let v = a.value(r);
-                        if v != last.0 {
-                            last = (v, *cache.entry(v).or_insert_with(|| token_hex(&mac, v)));
+                        // Lines of one person are consecutive: the hex text is rebuilt only on a change.
+                        if !same(v, last) {
+                            last = v;
+                            let h = cache.entry(v).or_insert_with(|| token_hex(&mac, v));
+                            tok.clear();
+                            tok.push_str(std::str::from_utf8(h).expect("hex is ASCII"));
                         }
-                        b.append_value(std::str::from_utf8(&last.1).expect("hex is ASCII"));
+                        b.append_value(&tok);
                     }
                     rep.changed += (rows - a.null_count()) as u64;
                 }
@@ -765,13 +905,14 @@ pub fn pseudonymize(
                     }
                     let mut per_level = [0u64; 3];
                     let mut last: (&str, usize) = ("\u{0}", 0);
+                    let mut last_changed = false;
                     for r in 0..rows {
                         if !a.is_valid(r) {
                             b.append_null();
                             continue;
                         }
                         let v = a.value(r);
-                        if v != last.0 {
+                        if !same(v, last.0) {
                             let i = match address_cache.get(v) {
                                 Some(&i) => i,
                                 None => {
@@ -781,12 +922,11 @@ pub fn pseudonymize(
                                 }
                             };
                             last = (v, i);
+                            last_changed = reduced[i].0 != v;
                         }
                         let (out, l) = &reduced[last.1];
                         per_level[*l as usize] += 1;
-                        if out != v {
-                            rep.changed += 1;
-                        }
+                        rep.changed += last_changed as u64;
                         b.append_value(out.as_str());
                     }
                     for (l, n) in [AddressLevel::Municipality, AddressLevel::Prefecture, AddressLevel::Removed]
@@ -799,6 +939,10 @@ pub fn pseudonymize(
                     }
                 }
                 _ => {
+                    // Dates of consecutive lines of one person repeat (birth date, a visit's lines):
+                    // the last converted value is reused when the input (and the offset) is the same.
+                    let reuse = matches!(cp.treatment, PseudoTreatment::Year | PseudoTreatment::Shift);
+                    let mut prev: Option<(&str, i64)> = None;
                     // `offsets` is empty unless a shift or free-text column needs it: index, don't zip.
                     #[allow(clippy::needless_range_loop)]
                     for r in 0..rows {
@@ -807,6 +951,16 @@ pub fn pseudonymize(
                             continue;
                         }
                         let v = a.value(r);
+                        let off = offsets.get(r).copied().unwrap_or(0);
+                        if let Some((pv, po)) = prev
+                            && po == off
+                            && same(pv, v)
+                        {
+                            rep.changed += 1;
+                            b.append_value(&buf);
+                            continue;
+                        }
+                        prev = None;
                         buf.clear();
                         let out: &str = match cp.treatment {
                             PseudoTreatment::Delete | PseudoTreatment::Token | PseudoTreatment::ReduceAddress => {
@@ -843,7 +997,12 @@ pub fn pseudonymize(
                             }
                             PseudoTreatment::Deidentify => {
                                 let ctx = DocContext { date_offset_days: offsets[r], surrogate_seed: 0 };
-                                let d = deidentify(v, &opts.text, &ctx);
+                                // Whose record this is: their own name, address and phone are always caught.
+                                let known = person_idx
+                                    .map(|p| strings(batch, p))
+                                    .filter(|p| p.is_valid(r))
+                                    .and_then(|p| opts.identities.get(p.value(r)));
+                                let d = deidentify_with(v, &opts.text, &ctx, known);
                                 for s in &d.spans {
                                     *rep.findings.entry(s.tag.name().to_owned()).or_default() += 1;
                                 }
@@ -871,10 +1030,15 @@ pub fn pseudonymize(
                                 }
                             }
                         };
-                        if out != v {
+                        let changed = out != v;
+                        if changed {
                             rep.changed += 1;
                         }
                         b.append_value(out);
+                        // Only a readable date converted into `buf` is reused (findings stay per cell).
+                        if reuse && changed && !buf.is_empty() && std::ptr::eq(out, buf.as_str()) {
+                            prev = Some((v, off));
+                        }
                     }
                 }
             }
@@ -939,10 +1103,37 @@ fn may_hold_financial(v: &str) -> bool {
 fn column_may_hold_financial(a: &arrow::array::StringArray) -> bool {
     let offs = a.value_offsets();
     let data = &a.value_data()[offs[0] as usize..offs[a.len()] as usize];
-    if data.is_ascii() && offs.windows(2).all(|w| w[1] - w[0] < 12) {
+    // Branch-free maximum over the lengths (vectorizes), then one ASCII pass over the bytes.
+    let longest = offs[1..].iter().zip(&offs[..offs.len() - 1]).map(|(e, s)| e - s).fold(0, i32::max);
+    if longest < 12 && data.is_ascii() {
         return false;
     }
     (0..a.len()).any(|r| a.is_valid(r) && may_hold_financial(a.value(r)))
+}
+
+/// A hash map with a fast seeded hasher (foldhash) for the per-value caches of a run.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Equality of two short strings without a `memcmp` call per row: length first, then 8-byte words.
+#[inline]
+fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if n < 8 {
+        return a == b;
+    }
+    let w = |x: &[u8], i: usize| u64::from_ne_bytes(x[i..i + 8].try_into().expect("8 bytes"));
+    let mut i = 0;
+    while i + 8 <= n {
+        if w(a, i) != w(b, i) {
+            return false;
+        }
+        i += 8;
+    }
+    w(a, n - 8) == w(b, n - 8)
 }
 
 fn offset_from_mac(m: &[u8; 32]) -> i64 {
@@ -1051,4 +1242,37 @@ pub fn rows_of(batches: &[RecordBatch]) -> (Vec<String>, Vec<Vec<Option<String>>
         }
     }
     (columns, rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_date_shift_agrees_with_chrono_across_leap_years_and_offsets() {
+        let mut d = chrono::NaiveDate::from_ymd_opt(1895, 1, 1).expect("valid");
+        let end = chrono::NaiveDate::from_ymd_opt(2105, 1, 1).expect("valid");
+        while d < end {
+            for off in [-180, -61, -1, 1, 29, 180] {
+                let s = d.format("%Y-%m-%d").to_string();
+                let fast = shift_iso_fast(s.as_bytes(), off).expect("ISO date");
+                let want = (d + chrono::Duration::days(off)).format("%Y-%m-%d").to_string();
+                assert_eq!(std::str::from_utf8(&fast).expect("ASCII"), want, "{s} {off:+}");
+            }
+            d += chrono::Duration::days(3);
+        }
+        assert!(shift_iso_fast(b"2023-02-29", 1).is_none(), "not a date");
+        assert!(shift_iso_fast(b"2024-13-01", 1).is_none());
+        assert_eq!(&shift_iso_fast(b"2024/02/28", 1).expect("date"), b"2024/02/29");
+    }
+
+    #[test]
+    fn short_string_equality_matches_slices() {
+        let v = ["", "a", "P0000001", "P00000012", "P00000013", "東京都千代田区", "東京都千代田町", "1234567"];
+        for a in v {
+            for b in v {
+                assert_eq!(same(a, b), a == b, "{a:?} {b:?}");
+            }
+        }
+    }
 }

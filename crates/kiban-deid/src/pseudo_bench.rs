@@ -1,7 +1,7 @@
 //! Benchmark of structured pseudonymization (仮名加工): a synthetic 20-column claims table (one
 //! line per claim item, ten lines per patient on average) pseudonymized in memory under a policy
 //! with the guideline's defaults — claim serial, insurer number and name deleted, patient id
-//! tokenized (keyed HMAC-SHA256), birth date to year, address reduced by population, service date
+//! tokenized (keyed BLAKE3), birth date to year, address reduced by population, service date
 //! shifted per person, clinical codes and values kept (and scanned for card numbers and My Numbers).
 //! Reports rows per second per core from the thread's CPU time (target ≥ 5 million).
 

@@ -399,7 +399,15 @@ const REL_LABELS: [&str; 20] = [
     "妹",
 ];
 
-const NAME_LABELS: [&str; 32] = [
+const NAME_LABELS: [&str; 40] = [
+    "文責",
+    "通訳",
+    "通訳者",
+    "付き添い",
+    "付添者",
+    "同席者",
+    "介護者",
+    "保護者",
     "記載",
     "依頼医",
     "診断医",
@@ -691,8 +699,183 @@ pub fn find_financial(value: &str) -> Vec<Span> {
         .collect()
 }
 
+// ---------------------------------------------------------------- the record's own identity
+
+/// The identity of the record being processed, from the identity vault: its own name (kanji and
+/// kana), address and phone. The processing knows whose record it is, so these are caught in the
+/// record's text whatever their context — names in no list, with no honorific, in any script.
+#[derive(Debug, Clone, Default)]
+pub struct KnownIdentity {
+    /// Name forms (normalized, katakana folded): full names and parts, each with whether it may
+    /// stand alone anywhere (false: only next to a non-name character).
+    names: Vec<(String, bool)>,
+    /// Address forms (normalized, without spaces).
+    addresses: Vec<String>,
+    /// Phone numbers as digits.
+    phones: Vec<Vec<u8>>,
+}
+
+/// Text normalized for matching a known identity: full-width ASCII and half-width kana folded,
+/// hiragana turned into katakana, spaces and middle dots between name parts dropped.
+fn fold_known(s: &str) -> String {
+    normalize(s)
+        .text
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '　' | '・' | '\t'))
+        .map(|c| if ('\u{3041}'..='\u{3096}').contains(&c) { char::from_u32(c as u32 + 0x60).unwrap_or(c) } else { c })
+        .collect()
+}
+
+/// Splits a name into family and given parts: at a space (or middle dot), else after the longest
+/// known family name (kanji or kana) that leaves a given name.
+fn split_name(d: &Dicts, name: &str) -> Option<(String, String)> {
+    let n = normalize(name.trim()).text;
+    if let Some((f, g)) = n.split_once([' ', '　', '・']) {
+        let (f, g) = (fold_known(f), fold_known(g));
+        return (!f.is_empty() && !g.is_empty()).then_some((f, g));
+    }
+    let k = fold_known(&n);
+    let idx: Vec<usize> = k.char_indices().map(|(i, _)| i).chain([k.len()]).collect();
+    (1..idx.len().saturating_sub(1))
+        .rev()
+        .map(|l| (&k[..idx[l]], &k[idx[l]..]))
+        .find(|(f, _)| d.family.contains(*f) || d.family_kana.contains(*f))
+        .map(|(f, g)| (f.to_owned(), g.to_owned()))
+}
+
+impl KnownIdentity {
+    /// The record's identity from its vault fields (any may be empty): kanji name, kana name
+    /// (katakana, half-width or hiragana, with or without a space), address and phone.
+    pub fn new(name_kanji: &str, name_kana: &str, address: &str, phone: &str) -> Self {
+        let d = dicts();
+        let mut names: Vec<(String, bool)> = Vec::new();
+        for n in [name_kanji, name_kana] {
+            let full = fold_known(n);
+            if full.chars().count() >= 2 {
+                names.push((full, true));
+            }
+            if let Some((f, g)) = split_name(d, n) {
+                // Given name first: "太郎 山田" in romanized order, or family name after the given.
+                names.push((format!("{g}{f}"), true));
+                for part in [f, g] {
+                    // A part of two or more characters is caught anywhere; one character only alone.
+                    let alone = part.chars().count() >= 2;
+                    names.push((part, alone));
+                }
+            }
+        }
+        names.retain(|(n, _)| !n.is_empty() && !NOT_NAMES.contains(&n.as_str()));
+        // Longest first: the full name wins over its parts.
+        names.sort_by_key(|(n, _)| std::cmp::Reverse(n.len()));
+        names.dedup_by(|a, b| a.0 == b.0);
+        let mut addresses = Vec::new();
+        let a = fold_known(address);
+        let a =
+            a.strip_prefix('〒').map_or(a.as_str(), |r| r.trim_start_matches(|c: char| c.is_ascii_digit() || c == '-'));
+        if a.chars().count() >= 4 {
+            addresses.push(a.to_owned());
+            // Without the prefecture, and the town and street number after the municipality.
+            for (pref, _) in crate::pseudo::prefectures() {
+                if let Some(rest) = a.strip_prefix(pref.as_str())
+                    && rest.chars().count() >= 4
+                {
+                    addresses.push(rest.to_owned());
+                }
+            }
+            if let Some(p) = a.rfind(['市', '区', '町', '村', '郡'])
+                && a[p..].chars().count() > 4
+            {
+                addresses.push(a[p + '市'.len_utf8()..].to_owned());
+            }
+        }
+        let ph = digits_of(&normalize(phone).text);
+        let phones = if ph.len() >= 7 { vec![ph] } else { Vec::new() };
+        KnownIdentity { names, addresses, phones }
+    }
+
+    /// True when nothing is known.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty() && self.addresses.is_empty() && self.phones.is_empty()
+    }
+
+    /// Spans of the normalized text `t` holding this identity.
+    fn find(&self, t: &str, push: &mut impl FnMut(usize, usize, Tag, u8)) {
+        if self.is_empty() {
+            return;
+        }
+        // Fold the text the same way, keeping a map from folded bytes back to `t`.
+        let mut folded = String::with_capacity(t.len());
+        let mut map: Vec<usize> = Vec::with_capacity(t.len() + 1);
+        for (i, c) in t.char_indices() {
+            if matches!(c, ' ' | '　' | '・' | '\t') {
+                continue;
+            }
+            let c =
+                if ('\u{3041}'..='\u{3096}').contains(&c) { char::from_u32(c as u32 + 0x60).unwrap_or(c) } else { c };
+            for _ in 0..c.len_utf8() {
+                map.push(i);
+            }
+            folded.push(c);
+        }
+        map.push(t.len());
+        // The end in `t` of folded byte `e` (exclusive): after the last character of the match.
+        let end_of = |e: usize| -> usize {
+            if e == 0 {
+                return 0;
+            }
+            let s = map[e - 1];
+            s + t[s..].chars().next().map_or(0, char::len_utf8)
+        };
+        let name_char = |c: Option<char>| c.is_some_and(|c| is_kanji(c) || is_katakana(c));
+        for (n, alone) in &self.names {
+            for (i, _) in folded.match_indices(n.as_str()) {
+                let e = i + n.len();
+                if !alone
+                    && (name_char(folded[..i].chars().next_back()) || name_char(folded[e..].chars().next()))
+                    && honorific_at(&folded, e).is_none()
+                {
+                    continue;
+                }
+                push(map[i], end_of(e), Tag::Person, 97);
+            }
+        }
+        for a in &self.addresses {
+            for (i, _) in folded.match_indices(a.as_str()) {
+                push(map[i], end_of(i + a.len()), Tag::Location, 97);
+            }
+        }
+        if !self.phones.is_empty() {
+            // Runs of digits and phone separators whose digits are the phone's.
+            let b = folded.as_bytes();
+            let mut i = 0;
+            while i < b.len() {
+                if !b[i].is_ascii_digit() {
+                    i += 1;
+                    continue;
+                }
+                let mut e = i;
+                while e < b.len() && (b[e].is_ascii_digit() || matches!(b[e], b'-' | b'(' | b')')) {
+                    e += 1;
+                }
+                let run = &folded[i..e];
+                let ds = digits_of(run.trim_end_matches(['-', '(']));
+                if self.phones.iter().any(|p| ds.ends_with(p) || p.ends_with(&ds) && ds.len() >= 7) {
+                    push(map[i], end_of(i + run.trim_end_matches(['-', '(']).len()), Tag::Phone, 97);
+                }
+                i = e;
+            }
+        }
+    }
+}
+
 /// Finds the identifying spans of `text`, sorted and non-overlapping, as byte offsets of `text`.
 pub fn detect(text: &str) -> Vec<Span> {
+    detect_with(text, None)
+}
+
+/// [`detect`] knowing whose record the text belongs to: the record's own name, address and phone
+/// (from the identity vault) are always caught.
+pub fn detect_with(text: &str, known: Option<&KnownIdentity>) -> Vec<Span> {
     let n = normalize(text);
     let t = n.text.as_str();
     let d = dicts();
@@ -817,6 +1000,9 @@ pub fn detect(text: &str) -> Vec<Span> {
     hospitals(t, &mut push);
     locations(t, d, &mut push);
     persons(t, d, &mut push);
+    if let Some(k) = known {
+        k.find(t, &mut push);
+    }
 
     // Resolve overlaps: longer first, then priority.
     let mut chosen: Vec<Cand> = Vec::new();
@@ -1197,7 +1383,7 @@ fn honorific_at(t: &str, i: usize) -> Option<&'static str> {
     }
     // One space before 先生/様/さん/医師 (山田 先生).
     let rest = rest.strip_prefix(' ').or_else(|| rest.strip_prefix('　'))?;
-    let h = ["先生", "様", "さん", "医師", "殿", "Dr", "Ns", "NS", "御机下", "御侍史", "机下", "侍史"]
+    let h = ["先生", "様", "さん", "医師", "殿", "Dr", "Ns", "NS", "御机下", "御侍史", "机下", "侍史", "拝"]
         .into_iter()
         .find(|h| rest.starts_with(h))?;
     // "X Dr." is a signature; "X Dr.Y" introduces Y.
@@ -1230,7 +1416,8 @@ fn hiragana_given(d: &Dicts, t: &str, i: usize) -> Option<usize> {
 }
 
 fn label_before(t: &str, i: usize) -> bool {
-    let pre = t[..i].trim_end_matches([' ', '　', ':', '：', '\t']);
+    // Table cells too: `| 氏名 | X |`, `氏名｜X`.
+    let pre = t[..i].trim_end_matches([' ', '　', ':', '：', '\t', '|', '｜', '│']);
     NAME_LABELS.iter().any(|l| pre.ends_with(l))
 }
 
@@ -1241,6 +1428,29 @@ fn after_facility(t: &str, i: usize) -> bool {
     ["病院", "クリニック", "医院", "診療所", "センター", "科", "苑", "園", "荘", "ホーム", "薬局"]
         .iter()
         .any(|s| pre.ends_with(s))
+}
+
+/// A foreign name written in katakana with middle dots (マリア・サントス, グエン・ティ・ラン): the
+/// span `i..end` of one part widened over the parts joined to it by `・`.
+fn kana_name_extent(t: &str, i: usize, end: usize) -> (usize, usize) {
+    let mut s = i;
+    while let Some(p) = t[..s].strip_suffix('・') {
+        let b = p.char_indices().rev().take_while(|&(_, c)| is_katakana(c)).last().map_or(p.len(), |(k, _)| k);
+        if p[b..].chars().count() < 2 {
+            break;
+        }
+        s = b;
+    }
+    let mut e = end;
+    while t[e..].starts_with('・') {
+        let g0 = e + '・'.len_utf8();
+        let ge = run_at(t, g0, is_katakana);
+        if ge == g0 {
+            break;
+        }
+        e = ge;
+    }
+    (s, e)
 }
 
 fn rel_before(t: &str, i: usize) -> bool {
@@ -1313,9 +1523,22 @@ fn persons(t: &str, d: &Dicts, outer: &mut impl FnMut(usize, usize, Tag, u8)) {
         } else if d.family_kana.contains(w) && d.given_kana.contains(w) && label_before(t, i) {
             push(i, end, Tag::Person, 62);
         } else if w.chars().count() >= 2 && honorific_at(t, end).is_some() && !NOT_NAMES_KANA.contains(&w) {
-            push(i, end, Tag::Person, 61);
+            let (s, _) = kana_name_extent(t, i, end);
+            push(s, end, Tag::Person, 61);
         } else if label_before(t, i) && w.chars().count() >= 2 {
-            push(i, if sep && !next.is_empty() { next_end } else { end }, Tag::Person, 60);
+            let (_, e) = kana_name_extent(t, i, end);
+            push(
+                i,
+                if e > end {
+                    e
+                } else if sep && !next.is_empty() {
+                    next_end
+                } else {
+                    end
+                },
+                Tag::Person,
+                60,
+            );
         }
         i = end.max(i + c.len_utf8());
     }
@@ -1345,6 +1568,32 @@ fn person_in_run(t: &str, d: &Dicts, start: usize, end: usize, push: &mut impl F
     let idx: Vec<usize> = t[start..end].char_indices().map(|(k, _)| start + k).chain([end]).collect();
     let n = idx.len() - 1;
     let honor_end = honorific_at(t, end).is_some();
+    // An honorific written in kanji ends the run (勘解由小路様より): the name is the run before it.
+    for h in ["様", "氏", "殿", "君", "先生", "医師"] {
+        if let Some(p) = t[start..end].strip_suffix(h)
+            && !p.is_empty()
+            && !t[end..].starts_with(is_kanji)
+        {
+            return person_in_run(t, d, start, start + p.len(), push);
+        }
+    }
+    // A rare surname ending in a known one (薬袋 ⊃ 袋): one surname-like character before the known
+    // family name at the start of a short run, in a name context, belongs to the name.
+    let widen = |k: usize, honored: bool| -> usize {
+        let pre = &t[start..idx[k]];
+        if (1..=3).contains(&k)
+            && n <= 6
+            && pre.chars().all(|c| is_kanji(c) && !"故元前現新旧対各両計約全和同本当今昨来毎".contains(c))
+            && (k == 1 && pre.chars().all(|c| d.surname_chars.contains(&c)) || honored)
+            && !pre.chars().any(|c| NOT_FAMILY.iter().any(|x| x.starts_with(c)))
+            && !NAME_LABELS.iter().chain(REL_LABELS.iter()).chain(NOT_NAMES.iter()).any(|x| pre.ends_with(x))
+            && (label_before(t, start) || rel_before(t, start) || honored)
+        {
+            start
+        } else {
+            idx[k]
+        }
+    };
     let mut k = 0;
     let mut found = false;
     while k < n {
@@ -1397,7 +1646,7 @@ fn person_in_run(t: &str, d: &Dicts, start: usize, end: usize, push: &mut impl F
                         || honorific_at(t, gend).is_some()
                         || (l >= 2 && glen <= 3))
                 {
-                    push(idx[k], gend, Tag::Person, 65);
+                    push(widen(k, honorific_at(t, gend).is_some()), gend, Tag::Person, 65);
                     matched = true;
                     k = n;
                     break;
@@ -1409,7 +1658,7 @@ fn person_in_run(t: &str, d: &Dicts, start: usize, end: usize, push: &mut impl F
                 let gend = run_at(t, g0, is_katakana);
                 let glen = t[g0..gend].chars().count();
                 if (2..=6).contains(&glen) && (d.given_kana.contains(&t[g0..gend]) || pre_label) {
-                    push(idx[k], gend, Tag::Person, 65);
+                    push(widen(k, honorific_at(t, gend).is_some()), gend, Tag::Person, 65);
                     matched = true;
                     k = n;
                     break;
@@ -1426,7 +1675,7 @@ fn person_in_run(t: &str, d: &Dicts, start: usize, end: usize, push: &mut impl F
                 break;
             }
             if (fe == end && (honor_end || pre_label)) || honor_in {
-                push(idx[k], fe, Tag::Person, 64);
+                push(widen(k, honor_end || honor_in), fe, Tag::Person, 64);
                 k += l;
                 matched = true;
                 break;
@@ -1446,6 +1695,21 @@ fn person_in_run(t: &str, d: &Dicts, start: usize, end: usize, push: &mut impl F
     }
     if found {
         return;
+    }
+    // An unknown surname, a space and a short given name before an honorific or 拝 (百目鬼 真澄 拝).
+    if (1..=5).contains(&n)
+        && let Some(sp) = t[end..].chars().next().filter(|&c| c == ' ' || c == '　')
+    {
+        let g0 = end + sp.len_utf8();
+        let ge = run_at(t, g0, is_kanji);
+        if (1..=3).contains(&t[g0..ge].chars().count())
+            && honorific_at(t, ge).is_some()
+            && !NOT_NAMES.contains(&&t[start..end])
+            && !NAME_LABELS.contains(&&t[start..end])
+        {
+            push(start, ge, Tag::Person, 58);
+            return;
+        }
     }
     // A run before an honorific whose family name we do not know (rare surnames): strip label words.
     if honor_end && n <= 6 {
@@ -1472,9 +1736,19 @@ fn person_in_run(t: &str, d: &Dicts, start: usize, end: usize, push: &mut impl F
         push(start, end, Tag::Person, 57);
         return;
     }
-    // Labelled name (主治医：X, 氏名 X).
+    // Labelled name (主治医：X, 氏名 X), with a short given name after a space (| 氏名 | 一尺八寸 環 |).
     if label_before(t, start) && (2..=6).contains(&n) {
-        push(start, end, Tag::Person, 57);
+        let mut e = end;
+        let run = &t[start..end];
+        let word = NAME_LABELS.contains(&run) || NOT_NAMES.contains(&run) || REL_LABELS.contains(&run);
+        if let Some(sp) = t[end..].chars().next().filter(|&c| !word && (c == ' ' || c == '　')) {
+            let g0 = end + sp.len_utf8();
+            let ge = run_at(t, g0, is_kanji);
+            if (1..=3).contains(&t[g0..ge].chars().count()) && !NOT_NAMES.contains(&&t[g0..ge]) {
+                e = ge;
+            }
+        }
+        push(start, e, Tag::Person, 57);
         return;
     }
     // After a relation (長女（X）): a known given name, or surname-like kanji + a known given name.
@@ -1637,7 +1911,12 @@ pub struct Deidentified {
 
 /// De-identifies `text`: detects and replaces per `cfg` (surrogates consistent within the document).
 pub fn deidentify(text: &str, cfg: &TextConfig, ctx: &DocContext) -> Deidentified {
-    let spans = detect(text);
+    deidentify_with(text, cfg, ctx, None)
+}
+
+/// [`deidentify`] knowing whose record the text belongs to (see [`detect_with`]).
+pub fn deidentify_with(text: &str, cfg: &TextConfig, ctx: &DocContext, known: Option<&KnownIdentity>) -> Deidentified {
+    let spans = detect_with(text, known);
     let mut out = String::with_capacity(text.len());
     let mut last = 0;
     let mut surrogates: HashMap<(Tag, String), String> = HashMap::new();

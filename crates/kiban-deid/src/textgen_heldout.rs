@@ -557,6 +557,51 @@ fn nursing(g: &mut G, b: &mut B) {
     b.s("\n");
 }
 
+/// Surnames in no name list kiban has (kiban-model's, IPADIC's): the detector can only find them
+/// from their shape and position.
+const UNLISTED_FAMILY: [&str; 10] =
+    ["百目鬼", "薬袋", "月見里", "一尺八寸", "四月一日", "勘解由小路", "御薬袋", "穂積谷", "鵜殿原", "左右来"];
+/// Given names in no name list.
+const UNLISTED_GIVEN: [&str; 8] = ["紗耶", "澪士", "燈真", "凪咲", "瑛麻", "颯汰朗", "玖瑠", "葵衣"];
+/// Foreign names written in katakana only (interpreters, patients from abroad, family).
+const FOREIGN: [&str; 10] = [
+    "マリア・サントス",
+    "グエン・ティ・ラン",
+    "ヴィクトル・ミハイロフ",
+    "アナ・ミハイロワ",
+    "ラジェシュ・クマール",
+    "チェン・メイリン",
+    "ファティマ・ハサン",
+    "ジョアン・ペレイラ",
+    "ルシア・ゴメス",
+    "アフマド・ラフマン",
+];
+
+/// A section with names in no list and weak context, appended to every fifth note from its own
+/// random stream (the rest of the note is as before): foreign katakana names, unlisted surnames
+/// before 様/氏/さん, signature lines, and names in a table.
+fn unlisted_names(r: &mut Rng8, b: &mut B) {
+    let pick = |r: &mut Rng8, v: &[&'static str]| v[r.random_range(0..v.len())];
+    let f = pick(r, &UNLISTED_FAMILY);
+    let g = pick(r, &UNLISTED_GIVEN);
+    match r.random_range(0..3) {
+        0 => b.s("通訳：").t(pick(r, &FOREIGN), Tag::Person).s(" 同席。"),
+        1 => b.s("通訳の").t(pick(r, &FOREIGN), Tag::Person).s("さんを介して説明。"),
+        _ => b.s("付き添い ").t(pick(r, &FOREIGN), Tag::Person).s("（友人）。"),
+    };
+    match r.random_range(0..3) {
+        0 => b.t(f, Tag::Person).s("様より電話あり。"),
+        1 => b.s("隣人の").t(f, Tag::Person).s("氏が発見。"),
+        _ => b.t(f, Tag::Person).s("さんに内服を確認。"),
+    };
+    match r.random_range(0..4) {
+        0 => b.s("\n| 氏名 | ").t(&format!("{f} {g}"), Tag::Person).s(" |\n"),
+        1 => b.s("\n（文責：").t(&format!("{f} {g}"), Tag::Person).s("）\n"),
+        2 => b.s("\n記載者：").t(&format!("{f}{g}"), Tag::Person).s("\n"),
+        _ => b.s("\n").t(&format!("{f} {g}"), Tag::Person).s(" 拝\n"),
+    };
+}
+
 /// Generates `n` held-out notes deterministically from `seed` (styles differ from [`crate::textgen::generate`]).
 pub fn generate(seed: u64, n: usize) -> Vec<Note> {
     let p = pools();
@@ -570,6 +615,10 @@ pub fn generate(seed: u64, n: usize) -> Vec<Note> {
                 1 => pathology(&mut g, &mut b),
                 2 => letter(&mut g, &mut b),
                 _ => nursing(&mut g, &mut b),
+            }
+            if i % 5 == 4 {
+                let mut r = Rng8::seed_from_u64(seed ^ 0x0a11_57ed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                unlisted_names(&mut r, &mut b);
             }
             b.gold.sort_by_key(|s| s.start);
             Note { text: b.text, gold: b.gold }

@@ -1,5 +1,8 @@
 //! Pseudonymization (S1–S3, S5–S8) and the Japanese free-text de-identifier.
 
+#[path = "pseudonymization/free_text_in_formats.rs"]
+mod free_text_in_formats;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -551,5 +554,63 @@ fn s5_span_boundaries_follow_the_written_name() {
     let l = found(t, Tag::Location);
     for x in ["石川県 白山市 錦6丁目2番12号", "直方市光が丘5丁目2-6 ハイツ107号室"] {
         assert!(l.iter().any(|y| y == x), "{x} not in {l:?}");
+    }
+}
+
+#[test]
+fn s5_patients_own_name_from_the_vault_is_caught_in_every_writing_without_context() {
+    use kiban_deid::text::{KnownIdentity, detect_with};
+    let k = KnownIdentity::new("鵜飼 紗耶", "ｳｶｲ ｻﾔ", "〒060-0001 北海道札幌市中央区北一条西9丁目2-13", "011-231-4466");
+    // No honorific, no label, names in no list; kanji with and without a space, katakana,
+    // half-width kana, hiragana, family or given name alone, address without the prefecture, phone.
+    for (text, planted) in [
+        ("経過良好。鵜飼紗耶、独歩で退院。", "鵜飼紗耶"),
+        ("記載者メモ 鵜飼 紗耶 外来継続", "鵜飼 紗耶"),
+        ("ウカイサヤ 再診予約済み", "ウカイサヤ"),
+        ("ｳｶｲ ｻﾔ 再診予約済み", "ｳｶｲ ｻﾔ"),
+        ("うかい さや 再診予約済み", "うかい さや"),
+        ("紗耶は夜間に咳嗽あり", "紗耶"),
+        ("鵜飼より連絡", "鵜飼"),
+        ("自宅（札幌市中央区北一条西9丁目2-13）で転倒", "札幌市中央区北一条西9丁目2-13"),
+        ("折り返し 0112314466 まで", "0112314466"),
+    ] {
+        let spans = detect_with(text, Some(&k));
+        let start = text.find(planted).expect("planted");
+        let end = start + planted.len();
+        assert!(
+            spans.iter().any(|s| s.start <= start && s.end >= end),
+            "{planted:?} not caught in {text:?}: {:?}",
+            spans.iter().map(|s| (&text[s.start..s.end], s.tag)).collect::<Vec<_>>()
+        );
+    }
+    // A one-character given name is caught only standing alone or before an honorific, so that
+    // the same character inside a word stays.
+    let k = KnownIdentity::new("林 茜", "ハヤシ アカネ", "", "");
+    let t = "茜さんは林檎アレルギー。";
+    let s = detect_with(t, Some(&k));
+    assert!(s.iter().any(|x| &t[x.start..x.end] == "茜"), "{s:?}");
+    assert!(!s.iter().any(|x| t[x.start..x.end].contains("林檎")), "{s:?}");
+}
+
+#[test]
+fn s5_names_in_no_list_foreign_katakana_signatures_and_tables_are_found() {
+    for (t, want) in [
+        ("百目鬼様より電話あり。", "百目鬼"),
+        ("薬袋氏に説明。", "薬袋"),
+        ("勘解由小路様より電話あり。", "勘解由小路"),
+        ("通訳のマリア・サントスさん同席。", "マリア・サントス"),
+        ("通訳 グエン・ティ・ラン 同席。", "グエン・ティ・ラン"),
+        ("（文責：百目鬼 真澄）", "百目鬼 真澄"),
+        ("記載者：薬袋 一颯", "薬袋 一颯"),
+        ("| 氏名 | 一尺八寸 環 |", "一尺八寸 環"),
+        ("\n左右来 玖瑠 拝\n", "左右来 玖瑠"),
+    ] {
+        let got = found(t, Tag::Person);
+        assert!(got.iter().any(|g| g == want), "{t:?}: want {want:?}, got {got:?}");
+    }
+    // Katakana terms joined by a middle dot are not names without a person context.
+    for t in ["アセトアミノフェン・ロキソプロフェン併用。", "ステロイド・パルス療法を施行。"]
+    {
+        assert!(found(t, Tag::Person).is_empty(), "{t:?}: {:?}", found(t, Tag::Person));
     }
 }

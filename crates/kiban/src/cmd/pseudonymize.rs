@@ -34,6 +34,11 @@ pub struct Args {
     /// Where to write report.json (default: <output stem>.report/ next to the output).
     #[arg(long, value_name = "DIR")]
     report: Option<PathBuf>,
+    /// Identity table (.csv or .parquet, e.g. <convert out>/identity/patients/part-00000.parquet):
+    /// each person's own name (kanji, kana), address and phone are always removed from their free
+    /// text, whatever the context. Keyed by the policy's person column.
+    #[arg(long, value_name = "FILE")]
+    identity: Option<PathBuf>,
 }
 
 fn release_key(file: Option<&Path>) -> Result<ReleaseKey> {
@@ -51,7 +56,12 @@ fn release_key(file: Option<&Path>) -> Result<ReleaseKey> {
 /// Runs `kiban pseudonymize`.
 pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
     let policy = PseudoPolicy::load(&args.policy).with_context(|| format!("policy {}", args.policy.display()))?;
-    let opts = PseudoOptions::new(release_key(args.key_file.as_deref())?);
+    let mut opts = PseudoOptions::new(release_key(args.key_file.as_deref())?);
+    if let Some(id) = &args.identity {
+        let person = policy.person_column.as_deref().context("--identity needs person_column in the policy")?;
+        opts.identities = kiban_deid::pseudo::identities_from(&Input::from_path(id), person)
+            .with_context(|| format!("identity table {}", id.display()))?;
+    }
     let out = pseudonymize(&policy, &Input::from_path(&args.input), &Output::from_path(&args.output), &opts)?;
     let report_dir = args.report.unwrap_or_else(|| {
         let stem = args.output.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
