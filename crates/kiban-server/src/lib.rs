@@ -23,6 +23,7 @@ pub mod api;
 pub mod auth;
 pub mod authz;
 pub mod checker;
+pub mod console;
 pub mod deid;
 pub mod gateway;
 pub mod identity;
@@ -140,6 +141,7 @@ pub fn routes() -> Vec<RouteDesc> {
     v.extend(review::descriptors());
     v.extend(checker::descriptors());
     v.extend(identity::descriptors());
+    v.extend(console::descriptors());
     v
 }
 
@@ -222,11 +224,11 @@ pub async fn authorize(State(st): State<AppState>, mut req: Request, next: Next)
             .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
     });
     let Some(token) = token else {
-        return error(StatusCode::UNAUTHORIZED, "log in first");
+        return unauthorized(&path, "log in first");
     };
     let session = match st.reg.live_session(&auth::sha256_hex(token), st.cfg.idle_timeout, now()).await {
         Ok(Some(s)) => s,
-        Ok(None) => return error(StatusCode::UNAUTHORIZED, "the session ended: log in again"),
+        Ok(None) => return unauthorized(&path, "the session ended: log in again"),
         Err(_) => return error(StatusCode::SERVICE_UNAVAILABLE, "the registry is unavailable"),
     };
     let caller = Caller { account_id: session.account_id, role: session.role, source };
@@ -242,6 +244,16 @@ pub async fn authorize(State(st): State<AppState>, mut req: Request, next: Next)
     req.extensions_mut().insert(Source(caller.source.clone()));
     req.extensions_mut().insert(caller);
     next.run(req).await
+}
+
+/// 401: the console's pages answer with the login form, the API with JSON.
+fn unauthorized(path: &str, msg: &str) -> Response {
+    if path.starts_with("/console") {
+        let page = api::login_html(None);
+        return (StatusCode::UNAUTHORIZED, [(header::CACHE_CONTROL, "no-store")], axum::response::Html(page))
+            .into_response();
+    }
+    error(StatusCode::UNAUTHORIZED, msg)
 }
 
 /// The source address of a request (set by the authorization layer on every route).

@@ -862,3 +862,5 @@ async fn o1_o9_d9_the_checker_over_http_finds_small_cells_and_protects_the_table
         .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+mod console;

@@ -25,4 +25,5 @@ pub mod pseudonymize;
 pub mod release;
 pub mod retention;
 pub mod serve;
+pub mod serve_demo;
 pub mod synth;
