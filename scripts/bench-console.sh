@@ -8,13 +8,14 @@ cd "$(dirname "$0")/.."
 secs=${1:-10}
 target=${CARGO_TARGET_DIR:-target}
 scripts/fetch-browser.sh   # installs wrk too
-bin="$target/release/kiban"
+bin=${KIBAN_BIN:-$target/release/kiban}
 [ -x "$bin" ] || cargo build --release -p kiban
 work="$target/bench-console"
+demo_dir=${KIBAN_DEMO_DIR:-$work/demo}
 mkdir -p "$work"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 log="$work/serve.log"
-"$bin" serve --demo --demo-dir "$work/demo" --bind "127.0.0.1:$port" --idle-minutes 60 >"$log" 2>&1 &
+"$bin" serve --demo --demo-dir "$demo_dir" --bind "127.0.0.1:$port" --idle-minutes 60 >"$log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 for _ in $(seq 1 600); do
@@ -23,7 +24,7 @@ for _ in $(seq 1 600); do
   sleep 1
 done
 # The intake operator may read the providers list; the printed "code now" column is its current TOTP.
-line=$(grep -E '^\s+intake_operator\s' "$log")
+line=$(grep -E "^ +intake_operator " "$log")
 login=$(awk '{print $2}' <<<"$line"); code=$(awk '{print $4}' <<<"$line")
 password=$(sed -n 's/^パスワード password (all accounts): //p' "$log")
 cookie=$(curl -s -D - -o /dev/null -X POST "http://127.0.0.1:$port/login" \

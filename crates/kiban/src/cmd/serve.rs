@@ -81,6 +81,9 @@ fn serve(ctx: &Ctx, a: Args, which: &str) -> Result<ExitCode> {
     };
     let dd = DataDir::open(&ctx.data_dir)?;
     crate::block_on(async {
+        // The identity store opens (and replays) the vault under its own audit log handle, which
+        // must be closed before the server opens the log: the log has one writer at a time.
+        let identity = crate::cmd::identity::serve_layer(&dd, &ctx.data_dir, which, TakeStore(None))?;
         let reg = dd.registry().await?;
         let st = state(&dd, &ctx.data_dir, reg, &a)?;
         if a.demo {
@@ -92,7 +95,10 @@ fn serve(ctx: &Ctx, a: Args, which: &str) -> Result<ExitCode> {
             _ => kiban_server::routes(),
         };
         let router = kiban_server::build_router(st, descs);
-        let router = crate::cmd::identity::serve_layer(&dd, &ctx.data_dir, which, router)?;
+        let router = match identity.0 {
+            Some(store) => kiban_server::identity::WithStore::with_identity_store(router, store),
+            None => router,
+        };
         match (&a.tls_cert, &a.tls_key) {
             (Some(c), Some(k)) => {
                 eprintln!("kiban {which} listening on https://{}", a.bind);
@@ -111,6 +117,15 @@ fn serve(ctx: &Ctx, a: Args, which: &str) -> Result<ExitCode> {
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Holds the identity store until the router exists.
+struct TakeStore(Option<kiban_identity::store::IdentityStore>);
+
+impl kiban_server::identity::WithStore for TakeStore {
+    fn with_identity_store(self, store: kiban_identity::store::IdentityStore) -> Self {
+        TakeStore(Some(store))
+    }
 }
 
 /// Runs `kiban serve`.

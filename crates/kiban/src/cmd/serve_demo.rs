@@ -31,10 +31,10 @@ pub async fn seed(st: &kiban_server::AppState, url: &str) -> Result<()> {
     println!("\nkiban デモ — open {url}/login  (then {url}/console)");
     println!("パスワード password (all accounts): {}", demo::DEMO_PASSWORD);
     println!("確認コードは認証アプリに TOTP シークレットを登録して表示 (or run `oathtool --totp -b SECRET`)\n");
-    println!("  {:<28} {:<22} {:<34} code now", "role", "login", "TOTP secret (base32)");
+    println!("  {:<22} {:<26} {:<34} code now", "role", "login", "TOTP secret (base32)");
     for a in &accounts {
         let code = kiban_server::auth::totp_code(&a.totp_secret, now);
-        println!("  {:<28} {:<22} {:<34} {code}", a.role.to_string(), a.login, a.totp_base32);
+        println!("  {:<22} {:<26} {:<34} {code}", a.role.to_string(), a.login, a.totp_base32);
     }
     println!("\n審査中の利用申出 application under review: {url}/console/applications/{app}\n");
     Ok(())
