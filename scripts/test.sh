@@ -8,5 +8,6 @@ if ! command -v cargo-nextest >/dev/null 2>&1; then
 fi
 scripts/fetch-fixtures-dicom.sh
 scripts/fetch-fixtures-formats.sh
+scripts/fetch-browser.sh
 export KIBAN_TEST_POSTGRES_URL=${KIBAN_TEST_POSTGRES_URL:-$(scripts/pg-start.sh)}
 exec cargo nextest run --workspace --no-fail-fast "$@"

@@ -230,7 +230,7 @@ async fn login(
             let cookie = format!("{SESSION_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/{secure}", token.as_str());
             let mut h = HeaderMap::new();
             h.insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).map_err(internal)?);
-            h.insert(header::LOCATION, HeaderValue::from_static("/api/me"));
+            h.insert(header::LOCATION, HeaderValue::from_static("/console"));
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             Ok((StatusCode::SEE_OTHER, h).into_response())
         }

@@ -66,7 +66,7 @@ fn audit(st: &AppState, c: &Caller, action: Action, kind: ObjectKind, id: impl I
 }
 
 /// A patient as the audit log names them: provider and a digest, never the id itself.
-fn patient_ref(provider: &str, patient: &str) -> String {
+pub(crate) fn patient_ref(provider: &str, patient: &str) -> String {
     let d = Sha256::digest(format!("{provider}\u{1f}{patient}").as_bytes());
     format!("{provider}/patient-{}", hex::encode(&d[..8]))
 }
@@ -420,6 +420,11 @@ async fn delete_person(
     Json(b): Json<DeleteBody>,
 ) -> Res {
     let on = b.requested_on.unwrap_or_else(kiban_registry::records::today_jst);
+    // An unknown provider is the caller's mistake (404), not a failed foreign key (500).
+    if st.reg.provider(&provider).await.map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))?.is_none()
+    {
+        return Err(error(StatusCode::NOT_FOUND, &format!("provider {provider} is not in the registry")));
+    }
     let bridge = crate::identity::AuditBridge { sink: st.audit.as_ref(), actor: c.actor(), source: c.source.clone() };
     let routing = vault.as_ref().map(|Extension(v)| crate::identity::VaultRouting {
         store: v.as_ref(),

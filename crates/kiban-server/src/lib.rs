@@ -23,6 +23,7 @@ pub mod api;
 pub mod auth;
 pub mod authz;
 pub mod checker;
+pub mod console;
 pub mod deid;
 pub mod gateway;
 pub mod identity;
@@ -169,6 +170,7 @@ pub fn routes() -> Vec<RouteDesc> {
     v.extend(checker::descriptors());
     v.extend(identity::descriptors());
     v.extend(public::descriptors());
+    v.extend(console::descriptors());
     v
 }
 
@@ -251,11 +253,11 @@ pub async fn authorize(State(st): State<AppState>, mut req: Request, next: Next)
             .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
     });
     let Some(token) = token else {
-        return error(StatusCode::UNAUTHORIZED, "log in first");
+        return unauthorized(&path, "log in first");
     };
     let session = match st.reg.live_session(&auth::sha256_hex(token), st.cfg.idle_timeout, now()).await {
         Ok(Some(s)) => s,
-        Ok(None) => return error(StatusCode::UNAUTHORIZED, "the session ended: log in again"),
+        Ok(None) => return unauthorized(&path, "the session ended: log in again"),
         Err(_) => return error(StatusCode::SERVICE_UNAVAILABLE, "the registry is unavailable"),
     };
     let providers = if session.role == AccountRole::ProviderClerk {
@@ -308,6 +310,16 @@ fn percent_decode(seg: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// 401: the console's pages answer with the login form, the API with JSON.
+fn unauthorized(path: &str, msg: &str) -> Response {
+    if path.starts_with("/console") {
+        let page = api::login_html(None);
+        return (StatusCode::UNAUTHORIZED, [(header::CACHE_CONTROL, "no-store")], axum::response::Html(page))
+            .into_response();
+    }
+    error(StatusCode::UNAUTHORIZED, msg)
 }
 
 /// The source address of a request (set by the authorization layer on every route).

@@ -1192,3 +1192,4 @@ async fn o1_o9_d9_the_checker_over_http_finds_small_cells_and_protects_the_table
 
 #[path = "server/public.rs"]
 mod public;
+mod console;

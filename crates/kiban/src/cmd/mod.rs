@@ -27,4 +27,5 @@ pub mod publish;
 pub mod release;
 pub mod retention;
 pub mod serve;
+pub mod serve_demo;
 pub mod synth;

@@ -25,6 +25,13 @@ pub struct Args {
     /// Minutes of inactivity after which a session ends.
     #[arg(long, default_value_t = 15)]
     idle_minutes: i64,
+    /// Serve the demo: uses (or first makes, with `kiban demo`) the demo directory's data and
+    /// creates one account per role with a known password and TOTP secret, printed at start.
+    #[arg(long)]
+    demo: bool,
+    /// The demo directory for --demo.
+    #[arg(long, default_value = "./kiban-demo", requires = "demo")]
+    demo_dir: PathBuf,
 }
 
 /// `kiban gateway`
@@ -65,10 +72,20 @@ fn state(
 }
 
 fn serve(ctx: &Ctx, a: Args, which: &str) -> Result<ExitCode> {
+    let demo_ctx;
+    let ctx = if a.demo {
+        demo_ctx = crate::cmd::serve_demo::prepare(ctx, &a.demo_dir)?;
+        &demo_ctx
+    } else {
+        ctx
+    };
     let dd = DataDir::open(&ctx.data_dir)?;
     crate::block_on(async {
         let reg = dd.registry().await?;
         let st = state(&dd, &ctx.data_dir, reg, &a)?;
+        if a.demo {
+            crate::cmd::serve_demo::seed(&st, &format!("http://{}", a.bind)).await?;
+        }
         let descs = match which {
             "intake" => kiban_server::gateway::intake_routes(),
             "release" => kiban_server::gateway::release_routes(),
