@@ -23,7 +23,12 @@ pub fn documented_statuses(method: &str, path: &str, public: bool) -> Vec<u16> {
     if method == "GET" && (path.contains("lookup") || path == "/console/optouts") {
         v.extend([400, 422]);
     }
-    if path.contains('{') || path.starts_with("/api/batches") || path.starts_with("/api/identity") {
+    if path.contains('{')
+        || path.starts_with("/api/batches")
+        || path.starts_with("/api/identity")
+        || path.starts_with("/public/stats")
+    {
+        // For /public/stats*: nothing is published yet (`kiban publish` has not run).
         // The record named does not exist (404), or its id breaks the id's rule (422).
         v.extend([404, 422]);
     }
@@ -53,7 +58,7 @@ fn reason(code: u16) -> &'static str {
         400 => "Malformed request",
         401 => "Not logged in, or the session ended",
         403 => "The role may not call this route (authz.toml), or the form token is wrong",
-        404 => "The record named in the path does not exist",
+        404 => "The record named in the path does not exist (or nothing is published yet)",
         409 => "Conflicts with the current state",
         413 => "Too large",
         415 => "Wrong content type",
