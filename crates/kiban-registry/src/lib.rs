@@ -22,6 +22,7 @@ pub mod records;
 pub mod retention;
 pub mod review;
 mod store;
+pub mod workspace;
 
 pub use migrate::{MIGRATIONS, Migration, MigrationStatus};
 pub use store::{Backend, Provider, Registry, RegistryError, Run};
