@@ -28,6 +28,7 @@ pub mod gateway;
 pub mod identity;
 pub mod intake;
 pub mod review;
+pub mod workspace;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -140,6 +141,7 @@ pub fn routes() -> Vec<RouteDesc> {
     v.extend(review::descriptors());
     v.extend(checker::descriptors());
     v.extend(identity::descriptors());
+    v.extend(workspace::descriptors());
     v
 }
 

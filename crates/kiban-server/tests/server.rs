@@ -14,6 +14,10 @@ use kiban_server::{AppState, Authz, Inner, RouteDesc, ServerConfig, auth, gatewa
 use proptest::prelude::*;
 use tower::ServiceExt;
 
+mod server {
+    pub mod workspace;
+}
+
 /// A test-only sealer (XOR with a fixed pad plus a tag); the binary uses the key store.
 struct TestSealer;
 
@@ -266,6 +270,9 @@ fn fill(path: &str) -> String {
         .replace("{name}", "n")
         .replace("{patient}", "x")
         .replace("{batch}", "b")
+        .replace("{index}", "0")
+        .replace("{tko}", "t")
+        .replace("{rid}", "r")
 }
 
 #[tokio::test]

@@ -26,3 +26,4 @@ pub mod release;
 pub mod retention;
 pub mod serve;
 pub mod synth;
+pub mod workspace;

@@ -69,6 +69,7 @@ fn serve(ctx: &Ctx, a: Args, which: &str) -> Result<ExitCode> {
     crate::block_on(async {
         let reg = dd.registry().await?;
         let st = state(&dd, &ctx.data_dir, reg, &a)?;
+        let st2 = st.clone();
         let descs = match which {
             "intake" => kiban_server::gateway::intake_routes(),
             "release" => kiban_server::gateway::release_routes(),
@@ -76,6 +77,7 @@ fn serve(ctx: &Ctx, a: Args, which: &str) -> Result<ExitCode> {
         };
         let router = kiban_server::build_router(st, descs);
         let router = crate::cmd::identity::serve_layer(&dd, &ctx.data_dir, which, router)?;
+        let router = crate::cmd::workspace::serve_layer(&dd, &ctx.data_dir, which, &st2, router)?;
         match (&a.tls_cert, &a.tls_key) {
             (Some(c), Some(k)) => {
                 eprintln!("kiban {which} listening on https://{}", a.bind);
