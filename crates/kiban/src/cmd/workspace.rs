@@ -437,7 +437,7 @@ pub fn demo_stage(dd: &DataDir, root: &std::path::Path, cfg: &kiban_model::synth
             refused.chars().take(40).collect::<String>(),
             ok.takeout_id,
             small.takeout_id,
-            small.findings.first().map(|f| f.chars().take(50).collect::<String>()).unwrap_or_default(),
+            small.findings.first().map(|f| f.chars().take(80).collect::<String>()).unwrap_or_default(),
             deleted["deleted"]["files"],
             deleted["ledger_entry"].as_str().unwrap_or("-"),
         ))
