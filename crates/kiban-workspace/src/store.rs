@@ -70,6 +70,9 @@ pub struct Page {
     pub rows: Vec<Vec<String>>,
 }
 
+/// A table's name and its columns (name, Arrow type).
+pub type TableColumns = (String, Vec<(String, String)>);
+
 /// What deleting a workspace removed (for the deletion record, R5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct DeletionSummary {
@@ -173,7 +176,7 @@ impl Workspace {
     }
 
     /// Columns of each table (name, Arrow type), for the SQL editor's help.
-    pub fn schema(&self) -> Result<Vec<(String, Vec<(String, String)>)>, WorkspaceError> {
+    pub fn schema(&self) -> Result<Vec<TableColumns>, WorkspaceError> {
         let mut v = Vec::new();
         for t in self.tables()? {
             let m = read_manifest(&self.table_dir(&t))?;

@@ -350,7 +350,7 @@ pub fn demo_stage(dd: &DataDir, root: &std::path::Path, cfg: &kiban_model::synth
             &reg,
             &env,
             &id,
-            &[acct.account_id.clone()],
+            std::slice::from_ref(&acct.account_id),
             &release_id,
             &[("claims".into(), dataset.clone())],
             d("2026-07-02"),
