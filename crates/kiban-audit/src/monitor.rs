@@ -138,6 +138,9 @@ pub struct Rule {
     /// Only these outcomes (empty: any).
     #[serde(default)]
     pub outcomes: Vec<Outcome>,
+    /// Only objects whose id starts with this (e.g. `ws-query/`: queries in Visiting workspaces).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_prefix: Option<String>,
     /// The check.
     pub check: Check,
 }
@@ -150,6 +153,7 @@ impl Rule {
             && (self.actions.is_empty() || self.actions.contains(&ev.action))
             && (self.objects.is_empty() || self.objects.contains(&ev.object.kind))
             && (self.outcomes.is_empty() || self.outcomes.contains(&ev.outcome))
+            && self.object_prefix.as_ref().is_none_or(|p| ev.object.id.starts_with(p.as_str()))
     }
 }
 

@@ -142,6 +142,17 @@ fn attack(day: NaiveDate, out: &mut Vec<(DateTime<Utc>, Event)>) {
             .volume(80_000)
             .outcome(Outcome::Denied),
     ));
+    // A Type II handler in a Visiting workspace: a huge result, a burst of scripted queries, a query
+    // naming another workspace's table, and paging through row-level results.
+    let u2 = |object: String| ev("u2-02", Role::UserType2, "term-u2-02", Action::Read, ObjectKind::Clinical, &object);
+    out.push((jst(day, 15, 0), u2("ws-query/ws-1/res-big".into()).volume(60_000)));
+    for i in 0..130 {
+        out.push((jst(day, 15, 10) + Duration::seconds(4 * i), u2(format!("ws-query/ws-1/res-{i}")).volume(10)));
+    }
+    out.push((jst(day, 15, 30), u2("ws-query/ws-1/refused".into()).outcome(Outcome::Denied)));
+    for i in 0..30 {
+        out.push((jst(day, 15, 40) + Duration::seconds(10 * i), u2("ws-rows/ws-1/res-7".into()).volume(20)));
+    }
 }
 
 /// Three weeks (two to learn baselines, one to judge) through a real log with a fast-forwarded clock.
@@ -191,6 +202,10 @@ fn r6_synthetic_attack_raises_an_alert_on_every_rule_and_a_normal_week_almost_no
         "repeated-login-failures",
         "vault-outside-linkage",
         "type2-take-out",
+        "workspace-result-volume",
+        "workspace-query-frequency",
+        "workspace-outside-reach",
+        "workspace-bulk-row-views",
     ] {
         assert!(fired.contains(rule), "rule {rule} did not fire; fired: {fired:?}");
     }
@@ -206,7 +221,10 @@ fn r6_synthetic_attack_raises_an_alert_on_every_rule_and_a_normal_week_almost_no
     );
     assert_eq!(t2.escalate_by - t2.raised_at, Duration::hours(1), "I2: the deadline follows the rule");
     // Every attack alert is about the attack, not about ordinary traffic.
-    let attackers = ["eng-03", "admin", "ops-02", "u2-01"];
+    for rule in ["workspace-result-volume", "workspace-query-frequency", "workspace-outside-reach"] {
+        assert_eq!(by(rule).actor.id, "u2-02", "{rule}");
+    }
+    let attackers = ["eng-03", "admin", "ops-02", "u2-01", "u2-02"];
     let stray: Vec<_> = alerts.iter().filter(|a| !attackers.contains(&a.actor.id.as_str())).collect();
     assert!(stray.len() <= 1, "alerts about ordinary users: {stray:#?}");
 }

@@ -23,6 +23,7 @@ pub mod retention;
 pub mod review;
 pub mod scopes;
 mod store;
+pub mod workspace;
 
 pub use migrate::{MIGRATIONS, Migration, MigrationStatus};
 pub use store::{Backend, Provider, Registry, RegistryError, Run};

@@ -9,6 +9,7 @@ mod registry {
     pub mod gate_props;
     pub mod intake;
     pub mod review;
+    pub mod workspace;
 }
 
 /// A fresh registry per backend: a temp SQLite file, and a new database on the PostgreSQL server.

@@ -31,6 +31,7 @@ pub mod intake;
 pub mod public;
 pub mod publish;
 pub mod review;
+pub mod workspace;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -171,6 +172,7 @@ pub fn routes() -> Vec<RouteDesc> {
     v.extend(identity::descriptors());
     v.extend(public::descriptors());
     v.extend(console::descriptors());
+    v.extend(workspace::descriptors());
     v
 }
 

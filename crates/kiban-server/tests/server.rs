@@ -15,6 +15,10 @@ use kiban_server::{AppState, Authz, Inner, RouteDesc, ServerConfig, auth, gatewa
 use proptest::prelude::*;
 use tower::ServiceExt;
 
+mod server {
+    pub mod workspace;
+}
+
 /// A test-only sealer (XOR with a fixed pad plus a tag); the binary uses the key store.
 struct TestSealer;
 
@@ -279,6 +283,9 @@ fn fill(path: &str) -> String {
         .replace("{name}", "n")
         .replace("{patient}", "x")
         .replace("{batch}", "b")
+        .replace("{index}", "0")
+        .replace("{tko}", "t")
+        .replace("{rid}", "r")
 }
 
 #[tokio::test]
@@ -1190,6 +1197,6 @@ async fn o1_o9_d9_the_checker_over_http_finds_small_cells_and_protects_the_table
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
 }
 
+mod console;
 #[path = "server/public.rs"]
 mod public;
-mod console;

@@ -114,6 +114,8 @@ enum Command {
     Contractor(cmd::incident::ContractorArgs),
     /// Identity vault and MPI: register, lookup, review, merge, split, undo, keys, linkage export (L1, P7).
     Identity(cmd::identity::Args),
+    /// The Visiting environment for Type II users: workspaces, end of use, requests, take-outs (R4–R7, R13, D9).
+    Workspace(cmd::workspace::Args),
 }
 
 /// Global options every command sees.
@@ -179,6 +181,7 @@ fn main() -> ExitCode {
         Command::Complaint(a) => cmd::incident::run_complaint(&ctx, a),
         Command::Contractor(a) => cmd::incident::run_contractor(&ctx, a),
         Command::Identity(a) => cmd::identity::run(&ctx, a),
+        Command::Workspace(a) => cmd::workspace::run(&ctx, a),
     };
     match result {
         Ok(code) => code,

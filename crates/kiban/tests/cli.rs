@@ -146,12 +146,21 @@ fn demo_runs_end_to_end_and_twice() {
         "anonymize",
         "pseudonymize",
         "review",
+        "visiting",
         "publication",
         "dicom",
         "audit",
     ] {
         assert!(stages.contains(&s), "stage {s} ran: {stages:?}");
     }
+    // R13, D9, R5: a Type II handler's query, a refused file read, one take-out approved and one
+    // refused for a small cell, and the workspace deleted by the sweep with its ledger entry.
+    let visiting = v["stages"].as_array().unwrap().iter().find(|s| s["stage"] == "visiting").unwrap();
+    let r = visiting["result"].as_str().unwrap();
+    assert!(
+        r.contains("refused for a small cell") && r.contains("approved by checker") && r.contains("ledger ldg-"),
+        "{r}"
+    );
     let identity = v["stages"].as_array().unwrap().iter().find(|s| s["stage"] == "identity").unwrap();
     assert!(identity["result"].as_str().unwrap().contains("precision"), "{identity}");
     assert!(kiban(&["demo", "--dir", d, "--patients", "2000"], &[]).status.success(), "fresh again");

@@ -194,6 +194,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
             r
         })
     })?;
+    stage("visiting", &mut || crate::cmd::workspace::demo_stage(&dd, &data, &cfg))?;
     stage("publication", &mut || {
         let rows = kiban_disclosure::api::demo_rows(args.patients.min(5_000) as usize, args.seed);
         let d = kiban_disclosure::api::demo(&rows)?;

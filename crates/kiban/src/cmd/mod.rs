@@ -29,3 +29,4 @@ pub mod retention;
 pub mod serve;
 pub mod serve_demo;
 pub mod synth;
+pub mod workspace;

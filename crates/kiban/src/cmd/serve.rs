@@ -86,6 +86,7 @@ fn serve(ctx: &Ctx, a: Args, which: &str) -> Result<ExitCode> {
         if a.demo {
             crate::cmd::serve_demo::seed(&st, &format!("http://{}", a.bind)).await?;
         }
+        let st2 = st.clone();
         let descs = match which {
             "intake" => kiban_server::gateway::intake_routes(),
             "release" => kiban_server::gateway::release_routes(),
@@ -94,6 +95,7 @@ fn serve(ctx: &Ctx, a: Args, which: &str) -> Result<ExitCode> {
         let audit = st.audit.clone();
         let router = kiban_server::build_router(st, descs);
         let router = crate::cmd::identity::serve_layer(&dd, &ctx.data_dir, which, audit.as_ref(), router)?;
+        let router = crate::cmd::workspace::serve_layer(&dd, &ctx.data_dir, which, &st2, router)?;
         match (&a.tls_cert, &a.tls_key) {
             (Some(c), Some(k)) => {
                 eprintln!("kiban {which} listening on https://{}", a.bind);
