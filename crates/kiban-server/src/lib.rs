@@ -19,6 +19,7 @@ macro_rules! route {
     };
 }
 
+pub mod anonymize;
 pub mod api;
 pub mod auth;
 pub mod authz;
@@ -140,6 +141,7 @@ pub fn routes() -> Vec<RouteDesc> {
     v.extend(review::descriptors());
     v.extend(checker::descriptors());
     v.extend(identity::descriptors());
+    v.extend(anonymize::descriptors());
     v
 }
 
