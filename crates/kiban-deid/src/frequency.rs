@@ -86,7 +86,7 @@ pub fn plan(source: DataFrame, columns: &[String]) -> Result<DataFrame> {
     source
         .select(exprs)
         .map_err(df_err)?
-        .aggregate(columns.iter().map(|c| ident(c)).collect(), vec![count(lit(1)).alias("__n")])
+        .aggregate(columns.iter().map(ident).collect(), vec![count(lit(1)).alias("__n")])
         .map_err(df_err)
 }
 

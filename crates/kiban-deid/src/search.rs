@@ -278,6 +278,8 @@ pub struct Lattice<'a> {
     colcost: Vec<Vec<f64>>,
     /// `cost[c][level][code]`: generalization cost of one cell of original code `code`.
     cost: Vec<Vec<Vec<f64>>>,
+    /// `min_delta[c][level]`: the least `delta[c][level][g]` over the values present.
+    min_delta: Vec<Vec<f64>>,
     sens_global: Vec<f64>,
     dense: Vec<u32>,
     /// For each pair of columns, records in pair-classes smaller than k at each level pair: a lower
@@ -345,6 +347,30 @@ impl<'a> Lattice<'a> {
             colcost.push(cc);
             cost.push(cl);
         }
+        // Only generalized values that occur count (an absent value's delta is never added).
+        let min_delta: Vec<Vec<f64>> = doms
+            .iter()
+            .enumerate()
+            .map(|(c, d)| {
+                (0..d.levels())
+                    .map(|l| {
+                        let mut present = vec![false; d.size(l)];
+                        for (code, &m) in marg[c].iter().enumerate() {
+                            if m > 0 {
+                                present[d.map[l][code] as usize] = true;
+                            }
+                        }
+                        delta[c][l]
+                            .iter()
+                            .zip(&present)
+                            .filter(|(_, p)| **p)
+                            .map(|(x, _)| *x)
+                            .reduce(f64::min)
+                            .map_or(0.0, |x| x.max(0.0))
+                    })
+                    .collect()
+            })
+            .collect();
         let mut sens_global = vec![0.0; table.sens_domain];
         if let Some(hist) = &table.sens {
             for h in hist {
@@ -367,6 +393,7 @@ impl<'a> Lattice<'a> {
             delta,
             colcost,
             cost,
+            min_delta,
             sens_global,
             dense: Vec::new(),
             pair_lb,
@@ -375,10 +402,27 @@ impl<'a> Lattice<'a> {
 
     /// Whether the pairwise bound already proves the node cannot meet k within the suppression limit.
     pub fn surely_fails(&self, levels: &[u8]) -> bool {
-        self.pair_lb.iter().any(|(a, b, v)| {
-            let hb = self.doms[*b].levels();
-            v[levels[*a] as usize * hb + levels[*b] as usize] > self.max_suppressed
-        })
+        self.suppressed_bound(levels) > self.max_suppressed
+    }
+
+    /// Records any node with these levels must suppress, by the pairwise marginals.
+    fn suppressed_bound(&self, levels: &[u8]) -> u64 {
+        self.pair_lb
+            .iter()
+            .map(|(a, b, v)| v[levels[*a] as usize * self.doms[*b].levels() + levels[*b] as usize])
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// A lower bound of the loss with suppression: the generalization loss plus, for the records the
+    /// pairwise bound says must be suppressed, the least a suppressed record adds at these levels.
+    fn loss_bound(&self, levels: &[u8], suppressed: u64) -> f64 {
+        let lb = self.lower_bound(levels);
+        if suppressed == 0 || !self.additive() {
+            return lb;
+        }
+        let least: f64 = levels.iter().enumerate().map(|(c, &l)| self.min_delta[c][l as usize]).sum();
+        lb + suppressed as f64 * least
     }
 
     /// Number of records.
@@ -649,7 +693,13 @@ impl<'a> Lattice<'a> {
                 }
                 continue;
             }
-            if self.surely_fails(&lv) {
+            let sup_lb = self.suppressed_bound(&lv);
+            if sup_lb > self.max_suppressed {
+                continue;
+            }
+            if let Some((b, _)) = best
+                && self.loss_bound(&lv, sup_lb) >= b - 1e-9
+            {
                 continue;
             }
             if self.monotone() && non_anon.iter().any(|m| m.iter().zip(&lv).all(|(a, b)| b <= a)) {
@@ -837,6 +887,7 @@ impl Lattice<'_> {
     }
 
     /// Recomputes the output classes, suppression and loss of an assignment.
+    #[allow(clippy::needless_range_loop)]
     fn finish_assignment(&self, a: &mut Assignment) {
         let table = self.table;
         let q = table.q;
