@@ -1,10 +1,13 @@
 //! Scale benchmark (not a test): a synthetic admissions extract (8 QIs: age, sex, prefecture,
 //! secondary area, admission date, ICD-10, department, encounter type) of `KIBAN_SCALE_ROWS` rows
-//! (default 1,000,000), k=10 with 5% suppression; prints rows/s and peak RSS.
+//! (default 1,000,000; several sizes comma-separated), k=10 with 5% suppression. The extract is
+//! written once as Parquet (streamed, under `KIBAN_SCALE_DIR`, default the system temp dir), then a
+//! fresh process (this bench re-executing itself) anonymizes it Parquet → Parquet, so the time is
+//! end to end and the peak RSS is that of the run alone.
 //! Run: `CARGO_TARGET_DIR=target/h-deid cargo bench -p kiban-deid --bench scale`.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -66,9 +69,8 @@ fn peak_rss_mb() -> Option<f64> {
     line.split_whitespace().nth(1)?.parse::<f64>().ok().map(|kb| kb / 1024.0)
 }
 
-fn main() {
-    let rows: usize = std::env::var("KIBAN_SCALE_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
-    let policy = Policy::from_toml(POLICY, Path::new("."), &BTreeMap::new()).expect("policy");
+/// Writes the synthetic extract of `rows` rows to `path` (Parquet), one batch at a time.
+fn generate(rows: usize, path: &Path) {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
     let icd: Vec<String> =
         (0..300).map(|i| format!("{}{:02}.{}", (b'A' + (i % 26) as u8) as char, i % 100, i % 10)).collect();
@@ -78,8 +80,12 @@ fn main() {
             .map(|n| Field::new(n, DataType::Utf8, false))
             .to_vec(),
     ));
-    let t = Instant::now();
-    let mut batches = Vec::new();
+    let partial = path.with_extension("partial");
+    let file = std::fs::File::create(&partial).expect("create");
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::SNAPPY)
+        .build();
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, schema.clone(), Some(props)).expect("writer");
     let mut left = rows;
     while left > 0 {
         let n = left.min(65_536);
@@ -103,24 +109,68 @@ fn main() {
             b[7].append_value(if rng.random_bool(0.3) { "入院" } else { "外来" });
         }
         let cols: Vec<ArrayRef> = b.iter_mut().map(|x| Arc::new(x.finish()) as ArrayRef).collect();
-        batches.push(RecordBatch::try_new(schema.clone(), cols).expect("batch"));
+        w.write(&RecordBatch::try_new(schema.clone(), cols).expect("batch")).expect("write");
     }
-    println!("generated {rows} rows in {:.1} s", t.elapsed().as_secs_f64());
+    w.close().expect("close");
+    std::fs::rename(&partial, path).expect("rename");
+}
+
+/// One run in this process: anonymize `input` into `output` and print the figures.
+fn one_run(input: &Path, output: &Path, rows: usize) {
+    let policy = Policy::from_toml(POLICY, Path::new("."), &BTreeMap::new()).expect("policy");
     let t = Instant::now();
-    let out = anonymize(&policy, &Input::Batches(batches), &Output::Memory, &RunOptions::default()).expect("anonymize");
+    let out = anonymize(&policy, &Input::from_path(input), &Output::from_path(output), &RunOptions::default())
+        .expect("anonymize");
     let secs = t.elapsed().as_secs_f64();
     let r = &out.report;
     println!(
-        "kiban-deid scale: {rows} rows, 8 QIs, k=10, 5%: {:.2} s total ({:.0} rows/s), search {:.0} ms over {} distinct tuples, {} of {} nodes, levels {:?}, loss {:.4}, suppressed {}, peak RSS {} MB",
+        "{:>11} {:>9.1} {:>11.0} {:>9.1} {:>11} {:>9} {:<22} {:>7.4} {:>10} {:>9}",
+        rows,
         secs,
         rows as f64 / secs,
-        r.search.millis,
+        r.search.millis / 1000.0,
         r.search.distinct_tuples,
-        r.search.evaluated,
-        r.search.lattice_size,
-        r.levels.iter().map(|(_, l)| *l).collect::<Vec<_>>(),
+        format!("{}/{}", r.search.evaluated, r.search.lattice_size),
+        format!("{:?}", r.levels.iter().map(|(_, l)| *l).collect::<Vec<_>>()),
         r.information_loss,
         r.records_suppressed,
         peak_rss_mb().map_or("n/a".into(), |m| format!("{m:.0}"))
     );
+}
+
+fn main() {
+    if let (Ok(i), Ok(o), Ok(n)) =
+        (std::env::var("KIBAN_SCALE_IN"), std::env::var("KIBAN_SCALE_OUT"), std::env::var("KIBAN_SCALE_N"))
+    {
+        one_run(Path::new(&i), Path::new(&o), n.parse().expect("rows"));
+        return;
+    }
+    let sizes: Vec<usize> = std::env::var("KIBAN_SCALE_ROWS")
+        .unwrap_or_else(|_| "1000000".into())
+        .split(',')
+        .map(|x| x.trim().parse().expect("KIBAN_SCALE_ROWS: numbers"))
+        .collect();
+    let dir = std::env::var_os("KIBAN_SCALE_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    println!("kiban-deid scale: synthetic admissions, 8 QIs, k=10, 5% suppression, Parquet → Parquet, fresh process");
+    println!(
+        "{:>11} {:>9} {:>11} {:>9} {:>11} {:>9} {:<22} {:>7} {:>10} {:>9}",
+        "rows", "total s", "rows/s", "search s", "tuples", "nodes", "levels", "loss", "suppressed", "peak MB"
+    );
+    for rows in sizes {
+        let input = dir.join(format!("kiban-scale-{rows}.parquet"));
+        if !input.exists() {
+            let t = Instant::now();
+            generate(rows, &input);
+            eprintln!("generated {rows} rows in {:.1} s: {}", t.elapsed().as_secs_f64(), input.display());
+        }
+        let output = dir.join(format!("kiban-scale-{rows}.out.parquet"));
+        let st = std::process::Command::new(std::env::current_exe().expect("exe"))
+            .env("KIBAN_SCALE_IN", &input)
+            .env("KIBAN_SCALE_OUT", &output)
+            .env("KIBAN_SCALE_N", rows.to_string())
+            .status()
+            .expect("re-exec");
+        assert!(st.success(), "run of {rows} rows failed");
+        let _ = std::fs::remove_file(&output);
+    }
 }

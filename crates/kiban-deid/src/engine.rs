@@ -24,12 +24,43 @@ use crate::search::{FreqBuilder, Lattice, QiDomain};
 /// A caller-supplied per-release keyed function `(column, value) -> code` for link_code columns (A3).
 pub type Rekey = dyn Fn(&str, &str) -> String + Send + Sync;
 
+/// A step of a run, reported to [`RunOptions::progress`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Pass 1: records read and counted so far.
+    Counted(u64),
+    /// The lattice search started over this many distinct quasi-identifier tuples.
+    Searching(u64),
+    /// Pass 2: records processed so far, of `total`.
+    Written {
+        /// Records processed.
+        done: u64,
+        /// Records in the input.
+        total: u64,
+    },
+}
+
+/// A progress callback.
+pub type ProgressFn = dyn Fn(Progress) + Send + Sync;
+
 /// Options of one run.
 #[derive(Default)]
 pub struct RunOptions {
     /// Re-keying of link_code columns for this release; `None` uses a random key destroyed after the run,
     /// so no two releases can be joined.
     pub rekey: Option<Box<Rekey>>,
+    /// Called after every batch of each pass and when the search starts.
+    pub progress: Option<Box<ProgressFn>>,
+    /// Run the frequency pass (pass 1) as a DataFusion plan instead of the in-process stream.
+    pub datafusion: bool,
+}
+
+impl RunOptions {
+    fn report(&self, p: Progress) {
+        if let Some(f) = &self.progress {
+            f(p);
+        }
+    }
 }
 
 /// The result of a run.
@@ -70,9 +101,15 @@ impl Drop for EphemeralKey {
 
 const MISSING: u32 = u32::MAX;
 
+/// Rounds of local recoding at most (each searches the still-suppressed records again).
+const LOCAL_RECODING_ROUNDS: usize = 8;
+
+/// String-keyed map with a fast seeded hash (keys are data values; the seed is fixed per build).
+type StrMap<V> = HashMap<String, V, foldhash::fast::FixedState>;
+
 struct QiState {
     col: usize,
-    dict: HashMap<String, u32>,
+    dict: StrMap<u32>,
     chains: Vec<Vec<String>>,
 }
 
@@ -122,6 +159,45 @@ fn code_of(q: &mut QiState, h: &Hierarchy, column: &str, v: &str) -> Result<u32>
     Ok(code)
 }
 
+type Setup = (Vec<QiState>, Option<usize>, Vec<RareState>);
+
+/// Checks the input's columns against the policy and prepares the per-column state of pass 1.
+fn setup_columns(policy: &Policy, qis: &[(&str, &Hierarchy)], sens_col: Option<&str>, s: &Schema) -> Result<Setup> {
+    for f in s.fields() {
+        if policy.column(f.name()).is_none() {
+            return Err(DeidError::Schema {
+                column: f.name().clone(),
+                rule: "has no role in the policy (rule: every column needs a role; none is kept silently)".into(),
+            });
+        }
+    }
+    let idx = |name: &str| -> Result<usize> {
+        s.index_of(name).map_err(|_| DeidError::Schema {
+            column: name.to_owned(),
+            rule: "is declared in the policy but missing from the input".into(),
+        })
+    };
+    for c in &policy.columns {
+        idx(&c.name)?;
+    }
+    let mut qstate = Vec::new();
+    for (name, _) in qis {
+        qstate.push(QiState { col: idx(name)?, dict: StrMap::default(), chains: Vec::new() });
+    }
+    let sens_idx = sens_col.map(idx).transpose()?;
+    let mut rare = Vec::new();
+    for c in &policy.columns {
+        if let Treatment::Rare { group_by, .. } = &c.treatment {
+            rare.push(RareState {
+                col: idx(&c.name)?,
+                group_cols: group_by.iter().map(|g| idx(g)).collect::<Result<_>>()?,
+                ..Default::default()
+            });
+        }
+    }
+    Ok((qstate, sens_idx, rare))
+}
+
 /// Anonymizes `input` by `policy` into `output` and returns the processing report.
 #[allow(clippy::needless_range_loop)]
 pub fn anonymize(policy: &Policy, input: &Input, output: &Output, opts: &RunOptions) -> Result<Outcome> {
@@ -150,79 +226,107 @@ pub fn anonymize(policy: &Policy, input: &Input, output: &Output, opts: &RunOpti
     let mut records_in = 0u64;
     let mut missing_suppressed = 0u64;
     let mut input_hash = Sha256::new();
-    for_each_batch(input, policy.input_delimiter, |batch| {
-        if schema.is_none() {
-            let s = batch.schema();
-            for f in s.fields() {
-                if policy.column(f.name()).is_none() {
-                    return Err(DeidError::Schema {
-                        column: f.name().clone(),
-                        rule: "has no role in the policy (rule: every column needs a role; none is kept silently)"
-                            .into(),
-                    });
-                }
-            }
-            let idx = |name: &str| -> Result<usize> {
-                s.index_of(name).map_err(|_| DeidError::Schema {
-                    column: name.to_owned(),
-                    rule: "is declared in the policy but missing from the input".into(),
-                })
-            };
-            for c in &policy.columns {
-                idx(&c.name)?;
-            }
-            for (name, _) in &qis {
-                qstate.push(QiState { col: idx(name)?, dict: HashMap::new(), chains: Vec::new() });
-            }
-            sens_idx = sens_col.as_deref().map(idx).transpose()?;
-            for c in &policy.columns {
-                if let Treatment::Rare { group_by, .. } = &c.treatment {
-                    rare.push(RareState {
-                        col: idx(&c.name)?,
-                        group_cols: group_by.iter().map(|g| idx(g)).collect::<Result<_>>()?,
-                        ..Default::default()
-                    });
-                }
-            }
+    if opts.datafusion {
+        #[cfg(not(feature = "datafusion"))]
+        return Err(DeidError::policy(
+            "run options",
+            "this build has no DataFusion frequency pass (feature datafusion)",
+        ));
+        #[cfg(feature = "datafusion")]
+        {
+            let s = crate::frequency::input_schema(input, policy.input_delimiter)?;
+            (qstate, _, rare) = setup_columns(policy, &qis, sens_col.as_deref(), &s)?;
             schema = Some(s);
-        }
-        if matches!(input, Input::Batches(_)) {
-            hash_batch(&mut input_hash, batch);
-        }
-        let arrays: Vec<_> = qstate.iter().map(|q| strings(batch, q.col)).collect();
-        let sens_arr = sens_idx.map(|i| strings(batch, i));
-        for r in 0..batch.num_rows() {
-            records_in += 1;
-            let mut skip = false;
-            for (i, (q, (name, h))) in qstate.iter_mut().zip(&qis).enumerate() {
-                let a = arrays[i];
-                let v = if a.is_valid(r) { a.value(r) } else { "" };
-                let code = code_of(q, h, name, v)?;
-                skip |= code == MISSING;
-                tuple[i] = code;
+            if let Input::Batches(b) = input {
+                for batch in b {
+                    hash_batch(&mut input_hash, batch);
+                }
             }
-            if skip {
-                missing_suppressed += 1;
-                continue;
+            let mut cols: Vec<String> = qis.iter().map(|(n, _)| (*n).to_owned()).collect();
+            cols.extend(sens_col.clone());
+            let g = crate::frequency::group_count(input, policy.input_delimiter, &cols)?;
+            for (row, &n) in g.counts.iter().enumerate() {
+                records_in += n;
+                let mut skip = false;
+                for (i, (q, (name, h))) in qstate.iter_mut().zip(&qis).enumerate() {
+                    let code = code_of(q, h, name, &g.columns[i][row])?;
+                    skip |= code == MISSING;
+                    tuple[i] = code;
+                }
+                if skip {
+                    missing_suppressed += n;
+                    continue;
+                }
+                let s = sens_col.as_ref().map(|_| {
+                    let v = &g.columns[qis.len()][row];
+                    let next = sens_dict.len() as u32;
+                    *sens_dict.entry(v.clone()).or_insert(next)
+                });
+                freq.add_n(&tuple, s, n);
             }
-            let s = sens_arr.map(|a| {
-                let v = if a.is_valid(r) { a.value(r) } else { "" };
-                let next = sens_dict.len() as u32;
-                *sens_dict.entry(v.to_owned()).or_insert(next)
-            });
-            freq.add(&tuple, s);
-        }
-        for st in &mut rare {
-            let a = strings(batch, st.col);
-            for r in 0..batch.num_rows() {
-                if a.is_valid(r) {
-                    let g = group_key(batch, &st.group_cols, r);
-                    *st.counts.entry((g, a.value(r).to_owned())).or_default() += 1;
+            opts.report(Progress::Counted(records_in));
+            let schema = schema.as_ref().expect("set up");
+            for st in &mut rare {
+                let mut cols: Vec<String> = st.group_cols.iter().map(|&c| schema.field(c).name().clone()).collect();
+                cols.push(schema.field(st.col).name().clone());
+                let g = crate::frequency::group_count(input, policy.input_delimiter, &cols)?;
+                let last = cols.len() - 1;
+                for (row, &n) in g.counts.iter().enumerate() {
+                    let mut key = String::new();
+                    for col in &g.columns[..last] {
+                        key.push_str(&col[row]);
+                        key.push('\u{1f}');
+                    }
+                    *st.counts.entry((key, g.columns[last][row].clone())).or_default() += n;
                 }
             }
         }
-        Ok(())
-    })?;
+    } else {
+        for_each_batch(input, policy.input_delimiter, |batch| {
+            if schema.is_none() {
+                let s = batch.schema();
+                (qstate, sens_idx, rare) = setup_columns(policy, &qis, sens_col.as_deref(), &s)?;
+                schema = Some(s);
+            }
+            if matches!(input, Input::Batches(_)) {
+                hash_batch(&mut input_hash, batch);
+            }
+            let arrays: Vec<_> = qstate.iter().map(|q| strings(batch, q.col)).collect();
+            let sens_arr = sens_idx.map(|i| strings(batch, i));
+            for r in 0..batch.num_rows() {
+                records_in += 1;
+                let mut skip = false;
+                for (i, (q, (name, h))) in qstate.iter_mut().zip(&qis).enumerate() {
+                    let a = arrays[i];
+                    let v = if a.is_valid(r) { a.value(r) } else { "" };
+                    let code = code_of(q, h, name, v)?;
+                    skip |= code == MISSING;
+                    tuple[i] = code;
+                }
+                if skip {
+                    missing_suppressed += 1;
+                    continue;
+                }
+                let s = sens_arr.map(|a| {
+                    let v = if a.is_valid(r) { a.value(r) } else { "" };
+                    let next = sens_dict.len() as u32;
+                    *sens_dict.entry(v.to_owned()).or_insert(next)
+                });
+                freq.add(&tuple, s);
+            }
+            opts.report(Progress::Counted(records_in));
+            for st in &mut rare {
+                let a = strings(batch, st.col);
+                for r in 0..batch.num_rows() {
+                    if a.is_valid(r) {
+                        let g = group_key(batch, &st.group_cols, r);
+                        *st.counts.entry((g, a.value(r).to_owned())).or_default() += 1;
+                    }
+                }
+            }
+            Ok(())
+        })?;
+    }
     let Some(schema) = schema else {
         return Err(DeidError::format("input", "no records and no header"));
     };
@@ -230,6 +334,7 @@ pub fn anonymize(policy: &Policy, input: &Input, output: &Output, opts: &RunOpti
     let doms: Vec<QiDomain> = qis.iter().zip(&qstate).map(|((n, _), q)| QiDomain::new(n, &q.chains)).collect();
 
     // ---- search ----
+    opts.report(Progress::Searching(table.tuples() as u64));
     let search_started = Instant::now();
     let mut lattice = Lattice::new(&table, &doms, &policy.privacy);
     let bottom = lattice.evaluate(&vec![0u8; doms.len()]);
@@ -241,18 +346,18 @@ pub fn anonymize(policy: &Policy, input: &Input, output: &Output, opts: &RunOpti
             table.records()
         ))
     })?;
-    let search_ms = search_started.elapsed().as_secs_f64() * 1000.0;
     let best = &outcome.best;
-    let info_loss = lattice.normalized(best.loss);
+    let assign = if policy.privacy.local_recoding {
+        lattice.local_recode(best, LOCAL_RECODING_ROUNDS)
+    } else {
+        lattice.global(best)
+    };
+    let search_ms = search_started.elapsed().as_secs_f64() * 1000.0;
+    let info_loss = lattice.normalized(assign.loss);
     let n = table.records();
 
-    // Failing tuples: map from original code tuple to "suppressed".
-    let tuple_failing: Vec<bool> = best.class_of.iter().map(|&c| best.failing[c as usize]).collect();
-    let mut index: HashMap<Vec<u32>, bool> = HashMap::with_capacity(table.tuples());
-    for t in 0..table.tuples() {
-        let key: Vec<u32> = table.cols.iter().map(|c| c[t]).collect();
-        index.insert(key, tuple_failing[t]);
-    }
+    // Suppressed tuples.
+    let tuple_failing: Vec<bool> = assign.node_of.iter().map(Option::is_none).collect();
 
     // Rare-value thresholds.
     let rare_policy: Vec<&Treatment> =
@@ -272,6 +377,7 @@ pub fn anonymize(policy: &Policy, input: &Input, output: &Output, opts: &RunOpti
     let qi_pos: HashMap<usize, usize> = qstate.iter().enumerate().map(|(i, q)| (q.col, i)).collect();
     let rare_pos: HashMap<usize, usize> = rare.iter().enumerate().map(|(i, r)| (r.col, i)).collect();
     let mut records_out = 0u64;
+    let mut done = 0u64;
     let mut coarsen_invalid: HashMap<usize, u64> = HashMap::new();
     let mask = policy.privacy.suppressed_records == SuppressedRecords::Mask;
     let coarseners: HashMap<String, Hierarchy> = policy
@@ -290,18 +396,22 @@ pub fn anonymize(policy: &Policy, input: &Input, output: &Output, opts: &RunOpti
         // Which rows are suppressed, and the QI codes of each row.
         let mut codes = vec![vec![0u32; rows]; qstate.len()];
         let mut suppressed = vec![false; rows];
+        let mut row_node = vec![0u32; rows];
         let mut key = vec![0u32; qstate.len()];
+        let arrays: Vec<_> = qstate.iter().map(|q| strings(batch, q.col)).collect();
         for r in 0..rows {
             let mut missing = false;
             for (i, q) in qstate.iter().enumerate() {
-                let a = strings(batch, q.col);
+                let a = arrays[i];
                 let v = if a.is_valid(r) { a.value(r) } else { "" };
                 let c = q.dict.get(v).copied().unwrap_or(MISSING);
                 missing |= c == MISSING;
                 key[i] = c;
                 codes[i][r] = c;
             }
-            suppressed[r] = missing || index.get(&key).copied().unwrap_or(true);
+            let t = if missing { None } else { table.find(&key) };
+            suppressed[r] = t.is_none_or(|t| tuple_failing[t]);
+            row_node[r] = t.and_then(|t| assign.node_of[t]).unwrap_or(0);
         }
         let keep_row = |r: usize| mask || !suppressed[r];
         let mut cols: Vec<ArrayRef> = Vec::with_capacity(kept_cols.len());
@@ -329,7 +439,7 @@ pub fn anonymize(policy: &Policy, input: &Input, output: &Output, opts: &RunOpti
                             b.append_value("*");
                         } else {
                             let d = &doms[i];
-                            let l = best.levels[i] as usize;
+                            let l = assign.nodes[row_node[r] as usize][i] as usize;
                             b.append_value(&d.labels[l][d.map[l][codes[i][r] as usize] as usize]);
                         }
                     }
@@ -374,6 +484,8 @@ pub fn anonymize(policy: &Policy, input: &Input, output: &Output, opts: &RunOpti
         }
         let out = RecordBatch::try_new(out_schema.clone(), cols).map_err(|e| DeidError::format("output", e))?;
         records_out += out.num_rows() as u64;
+        done += rows as u64;
+        opts.report(Progress::Written { done, total: records_in });
         if matches!(output, Output::Memory) {
             hash_batch(&mut out_hash, &out);
         }
@@ -391,21 +503,22 @@ pub fn anonymize(policy: &Policy, input: &Input, output: &Output, opts: &RunOpti
     // ---- report ----
     let p = &policy.privacy;
     let before_sizes: Vec<u64> = bottom.class_sizes.clone();
-    let after_sizes: Vec<u64> =
-        best.class_sizes.iter().zip(&best.failing).filter(|(_, f)| !**f).map(|(s, _)| *s).collect();
+    let after_sizes: Vec<u64> = assign.class_sizes.iter().copied().filter(|&s| s > 0).collect();
     let mut risk_after_sizes = after_sizes.clone();
     if mask {
-        let sup: u64 = best.suppressed;
+        let sup: u64 = assign.suppressed;
         if sup > 0 {
             risk_after_sizes.push(sup);
         }
     }
     let l_achieved = table.sens.as_ref().map(|hist| {
-        let mut distinct: Vec<HashSet<u32>> = vec![HashSet::new(); best.class_sizes.len()];
-        for (t, &c) in best.class_of.iter().enumerate() {
-            distinct[c as usize].extend(hist[t].iter().map(|(s, _)| *s));
+        let mut distinct: Vec<HashSet<u32>> = vec![HashSet::new(); assign.class_sizes.len()];
+        for (t, c) in assign.class_of.iter().enumerate() {
+            if let Some(c) = c {
+                distinct[*c as usize].extend(hist[t].iter().map(|(s, _)| *s));
+            }
         }
-        distinct.iter().zip(&best.failing).filter(|(_, f)| !**f).map(|(d, _)| d.len() as u64).min().unwrap_or(0)
+        distinct.iter().filter(|d| !d.is_empty()).map(|d| d.len() as u64).min().unwrap_or(0)
     });
     let mut columns = Vec::new();
     for c in &policy.columns {
@@ -429,16 +542,24 @@ pub fn anonymize(policy: &Policy, input: &Input, output: &Output, opts: &RunOpti
                 let (mut lm, mut prec) = (0.0, 0.0);
                 for t in 0..table.tuples() {
                     let cnt = table.counts[t] as f64;
-                    if tuple_failing[t] {
-                        lm += cnt;
-                        prec += cnt;
-                    } else {
-                        let g = d.map[l][table.cols[i][t] as usize] as usize;
+                    if let Some(node) = assign.node_of[t] {
+                        let l = assign.nodes[node as usize][i] as usize;
+                        let g = d.map[l][table.code(t, i) as usize] as usize;
                         lm += cnt * if dsize > 1.0 { (d.leaves[l][g] as f64 - 1.0) / (dsize - 1.0) } else { 0.0 };
                         prec += cnt * l as f64 / (d.levels() - 1).max(1) as f64;
+                    } else {
+                        lm += cnt;
+                        prec += cnt;
                     }
                 }
                 cr.action = format!("generalized to level {l} of {}", d.levels() - 1);
+                if assign.nodes.len() > 1 {
+                    let other: Vec<String> = assign.nodes[1..].iter().map(|lv| lv[i].to_string()).collect();
+                    cr.action.push_str(&format!(
+                        "; locally recoded records at levels {} (local recoding)",
+                        other.join(", ")
+                    ));
+                }
                 cr.hierarchy = Some(hierarchy.clone());
                 cr.level = Some(l as u8);
                 cr.max_level = Some((d.levels() - 1) as u8);
@@ -485,7 +606,8 @@ pub fn anonymize(policy: &Policy, input: &Input, output: &Output, opts: &RunOpti
         output_sha256,
         records_in,
         records_out,
-        records_suppressed: best.suppressed,
+        records_suppressed: assign.suppressed,
+        records_recoded: assign.recoded,
         records_suppressed_missing: missing_suppressed,
         suppressed_records: p.suppressed_records,
         k_required: p.k,

@@ -14,6 +14,8 @@
 
 pub mod engine;
 pub mod error;
+#[cfg(feature = "datafusion")]
+pub mod frequency;
 pub mod hierarchy;
 pub mod io;
 pub mod policy;
@@ -27,7 +29,7 @@ pub mod text;
 pub mod textgen;
 pub mod textgen_heldout;
 
-pub use engine::{Outcome, Rekey, RunOptions, anonymize};
+pub use engine::{Outcome, Progress, Rekey, RunOptions, anonymize};
 pub use error::{DeidError, Result};
 pub use hierarchy::{Builder, Hierarchy, MissingRule};
 pub use io::{Input, Output};

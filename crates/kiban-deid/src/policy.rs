@@ -97,6 +97,10 @@ pub struct Privacy {
     /// Removal or masking of suppressed records.
     #[serde(default)]
     pub suppressed_records: SuppressedRecords,
+    /// Local recoding: records the global solution would suppress are generalized again on their
+    /// own (to a coarser node where they form classes meeting the model) instead of suppressed.
+    #[serde(default)]
+    pub local_recoding: bool,
     /// Lattices larger than this are searched by a greedy heuristic, not exhaustively.
     #[serde(default = "default_max_nodes")]
     pub max_lattice_nodes: u64,

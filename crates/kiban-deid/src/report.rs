@@ -94,6 +94,8 @@ pub struct Report {
     pub records_suppressed: u64,
     /// Records suppressed because a value was outside its hierarchy (rule `missing = "suppress"`).
     pub records_suppressed_missing: u64,
+    /// Records released through local recoding (at a node other than `levels`) instead of suppressed.
+    pub records_recoded: u64,
     /// Whether suppressed records were removed or masked.
     pub suppressed_records: SuppressedRecords,
     /// Required k.
@@ -227,6 +229,9 @@ td,th{{border:1px solid #bbb;padding:3px 8px;text-align:left}}th{{background:#ee
                 self.records_suppressed_missing
             ),
         );
+        if self.records_recoded > 0 {
+            row(&mut h, "Records locally recoded", self.records_recoded.to_string());
+        }
         row(&mut h, "k required / achieved", format!("{} / {}", self.k_required, self.k_achieved));
         if let Some(l) = self.l_required {
             row(&mut h, "ℓ required / achieved (distinct)", format!("{l} / {}", self.l_achieved.unwrap_or(0)));

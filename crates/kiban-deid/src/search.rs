@@ -6,10 +6,16 @@
 //! suppression), so the search stops as soon as the bound reaches the best loss found; a node
 //! dominated by a known non-anonymous node is skipped without evaluation (k-anonymity and
 //! ℓ-diversity with suppression are monotone: generalizing never adds records to failing
-//! classes). Lattices above `max_lattice_nodes` are searched by a greedy ascent instead.
+//! classes), and so is a node whose pairwise marginals already suppress too many records.
+//! A node is grouped by rolling up the classes of its smallest evaluated specialization (a node's
+//! classes are unions of any specialization's classes), not the whole table, so evaluations get
+//! cheaper as the search climbs. Lattices above `max_lattice_nodes` are searched by a greedy
+//! ascent instead.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+
+use hashbrown::HashTable;
 
 use crate::policy::{LVariant, Metric, Privacy};
 
@@ -88,18 +94,31 @@ impl QiDomain {
     }
 }
 
-/// The frequency table of distinct quasi-identifier tuples (codes, column-major) with counts and,
+/// The frequency table of distinct quasi-identifier tuples (codes, row-major) with counts and,
 /// when a sensitive criterion is set, the sensitive value histogram of each tuple.
 #[derive(Debug, Clone, Default)]
 pub struct FreqTable {
-    /// `cols[c][t]`: code of column c in tuple t.
-    pub cols: Vec<Vec<u32>>,
+    /// Number of quasi-identifiers.
+    pub q: usize,
+    /// `codes[t * q + c]`: code of column c in tuple t.
+    pub codes: Vec<u32>,
     /// Records per tuple.
     pub counts: Vec<u64>,
     /// Sensitive histogram per tuple (code, count), when needed.
     pub sens: Option<Vec<Vec<(u32, u64)>>>,
     /// Number of distinct sensitive values.
     pub sens_domain: usize,
+    index: HashTable<u32>,
+}
+
+fn hash_tuple(t: &[u32]) -> u64 {
+    let mut h: u64 = 0x243F_6A88_85A3_08D3;
+    for &v in t {
+        h = (h ^ v as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        h ^= h >> 31;
+    }
+    h = h.wrapping_mul(0xD6E8_FEB8_6659_FD93);
+    h ^ (h >> 32)
 }
 
 impl FreqTable {
@@ -111,54 +130,75 @@ impl FreqTable {
     pub fn tuples(&self) -> usize {
         self.counts.len()
     }
+    /// Code of column `c` in tuple `t`.
+    #[inline]
+    pub fn code(&self, t: usize, c: usize) -> u32 {
+        self.codes[t * self.q + c]
+    }
+    /// The codes of tuple `t`.
+    pub fn tuple(&self, t: usize) -> &[u32] {
+        &self.codes[t * self.q..(t + 1) * self.q]
+    }
+    /// The index of a tuple of codes, if it was counted.
+    pub fn find(&self, tuple: &[u32]) -> Option<usize> {
+        let q = self.q;
+        let codes = &self.codes;
+        self.index
+            .find(hash_tuple(tuple), |&id| &codes[id as usize * q..(id as usize + 1) * q] == tuple)
+            .map(|&id| id as usize)
+    }
+    /// The column `c` of every tuple.
+    pub fn column(&self, c: usize) -> impl Iterator<Item = u32> + '_ {
+        self.codes.iter().skip(c).step_by(self.q.max(1)).copied()
+    }
 }
 
 /// Builds a [`FreqTable`] incrementally from rows of codes.
 #[derive(Debug, Default)]
 pub struct FreqBuilder {
-    index: HashMap<Vec<u32>, u32, BuildHasherDefault<FastHasher>>,
     table: FreqTable,
-    q: usize,
 }
 
 impl FreqBuilder {
     /// A builder for `q` columns, tracking sensitive histograms when `sensitive`.
     pub fn new(q: usize, sensitive: bool) -> Self {
-        FreqBuilder {
-            index: Default::default(),
-            table: FreqTable { cols: vec![Vec::new(); q], sens: sensitive.then(Vec::new), ..Default::default() },
-            q,
-        }
+        FreqBuilder { table: FreqTable { q, sens: sensitive.then(Vec::new), ..Default::default() } }
     }
     /// Counts one record with QI codes `tuple` and sensitive code `sens`.
     pub fn add(&mut self, tuple: &[u32], sens: Option<u32>) {
+        self.add_n(tuple, sens, 1);
+    }
+    /// Counts `n` records with QI codes `tuple` and sensitive code `sens`.
+    pub fn add_n(&mut self, tuple: &[u32], sens: Option<u32>, n: u64) {
         let t = &mut self.table;
-        let id = match self.index.get(tuple) {
-            Some(&id) => id,
+        let q = t.q;
+        let h = hash_tuple(tuple);
+        let codes = &mut t.codes;
+        let id = match t.index.find(h, |&id| &codes[id as usize * q..(id as usize + 1) * q] == tuple) {
+            Some(&id) => id as usize,
             None => {
-                let id = t.counts.len() as u32;
-                for (c, v) in tuple.iter().enumerate().take(self.q) {
-                    t.cols[c].push(*v);
-                }
+                let id = t.counts.len();
+                codes.extend_from_slice(&tuple[..q]);
                 t.counts.push(0);
                 if let Some(s) = &mut t.sens {
                     s.push(Vec::new());
                 }
-                self.index.insert(tuple.to_vec(), id);
+                let codes = &*codes;
+                t.index.insert_unique(h, id as u32, |&i| hash_tuple(&codes[i as usize * q..(i as usize + 1) * q]));
                 id
             }
-        } as usize;
-        t.counts[id] += 1;
+        };
+        t.counts[id] += n;
         if let (Some(hist), Some(sv)) = (&mut t.sens, sens) {
             let h = &mut hist[id];
             match h.iter_mut().find(|(v, _)| *v == sv) {
-                Some(e) => e.1 += 1,
-                None => h.push((sv, 1)),
+                Some(e) => e.1 += n,
+                None => h.push((sv, n)),
             }
             t.sens_domain = t.sens_domain.max(sv as usize + 1);
         }
     }
-    /// The finished table.
+    /// The finished table (it keeps its index for [`FreqTable::find`]).
     pub fn finish(self) -> FreqTable {
         self.table
     }
@@ -196,6 +236,34 @@ pub struct SearchOutcome {
     pub optimal: bool,
 }
 
+/// The classes of an evaluated node, kept to roll up its generalizations: per class, one original
+/// tuple (any member: every member generalizes alike), its records and its sensitive histogram.
+#[derive(Debug, Clone, Default)]
+struct Snap {
+    rep: Vec<u32>,
+    cnt: Vec<u64>,
+    sens: Option<Vec<Vec<(u32, u64)>>>,
+}
+
+/// Classes of a node grouped from a source (the table or a snapshot).
+struct Grouped {
+    snap: Snap,
+    /// Class of each source entry, when asked for.
+    class_of: Option<Vec<u32>>,
+}
+
+/// What a node's classes give: failing classes, suppressed records, loss.
+struct Judged {
+    failing: Vec<bool>,
+    suppressed: u64,
+    anonymous: bool,
+    loss: f64,
+    /// Σ class size², the discernibility of the node without suppression.
+    sumsq: f64,
+}
+
+const NONE: u32 = u32::MAX;
+
 /// The lattice search over a frequency table.
 pub struct Lattice<'a> {
     table: &'a FreqTable,
@@ -203,11 +271,15 @@ pub struct Lattice<'a> {
     privacy: &'a Privacy,
     n: u64,
     max_suppressed: u64,
-    /// `cost[c][level][code]` per-cell cost for additive metrics; `sup[c][code]` when suppressed.
-    cost: Vec<Vec<Vec<f64>>>,
-    sup: Vec<Vec<f64>>,
-    /// `colcost[c][level]` = Σ count × cost.
+    /// `delta[c][level][gcode]`: what suppressing a record adds to its generalization cost in column c
+    /// (for every metric it depends only on the generalized value).
+    delta: Vec<Vec<Vec<f64>>>,
+    /// `colcost[c][level]` = Σ records × generalization cost.
     colcost: Vec<Vec<f64>>,
+    /// `cost[c][level][code]`: generalization cost of one cell of original code `code`.
+    cost: Vec<Vec<Vec<f64>>>,
+    /// `min_delta[c][level]`: the least `delta[c][level][g]` over the values present.
+    min_delta: Vec<Vec<f64>>,
     sens_global: Vec<f64>,
     dense: Vec<u32>,
     /// For each pair of columns, records in pair-classes smaller than k at each level pair: a lower
@@ -222,61 +294,83 @@ impl<'a> Lattice<'a> {
         let n = table.records();
         let q = doms.len();
         let mut marg: Vec<Vec<u64>> = doms.iter().map(|d| vec![0; d.codes()]).collect();
-        for c in 0..q {
-            for (t, &code) in table.cols[c].iter().enumerate() {
-                marg[c][code as usize] += table.counts[t];
+        for t in 0..table.tuples() {
+            for c in 0..q {
+                marg[c][table.code(t, c) as usize] += table.counts[t];
             }
         }
-        let mut cost = Vec::with_capacity(q);
-        let mut sup = Vec::with_capacity(q);
+        let mut delta = Vec::with_capacity(q);
         let mut colcost = Vec::with_capacity(q);
+        let mut cost = Vec::with_capacity(q);
         for (c, d) in doms.iter().enumerate() {
             let dsize = d.size(0) as f64;
             let h = (d.levels() - 1).max(1) as f64;
-            // Marginal of each generalized value per level, for entropy.
-            let mut per_level = Vec::with_capacity(d.levels());
+            let mut dl = Vec::with_capacity(d.levels());
             let mut cc = Vec::with_capacity(d.levels());
+            let mut cl = Vec::with_capacity(d.levels());
             for l in 0..d.levels() {
                 let mut gfreq = vec![0u64; d.size(l)];
                 for (code, &m) in marg[c].iter().enumerate() {
                     gfreq[d.map[l][code] as usize] += m;
                 }
-                let v: Vec<f64> = (0..d.codes())
-                    .map(|code| {
+                // Per generalized value: the cost of a record generalized to it, and of suppressing it.
+                let (gcost, sup): (Vec<f64>, Vec<f64>) = (0..d.size(l))
+                    .map(|g| match privacy.metric {
+                        Metric::Loss | Metric::Discernibility => {
+                            let x = if dsize > 1.0 { (d.leaves[l][g] as f64 - 1.0) / (dsize - 1.0) } else { 0.0 };
+                            (x, 1.0 - x)
+                        }
+                        Metric::Precision => (l as f64 / h, 1.0 - l as f64 / h),
+                        // A cell costs log2(f(gen)/f(orig)), suppressed log2(n/f(orig)): the difference
+                        // depends on the generalized value only.
+                        Metric::Entropy if gfreq[g] > 0 => (0.0, (n as f64 / gfreq[g] as f64).log2()),
+                        Metric::Entropy => (0.0, 0.0),
+                    })
+                    .unzip();
+                let per_code: Vec<f64> = marg[c]
+                    .iter()
+                    .enumerate()
+                    .map(|(code, &m)| {
                         let g = d.map[l][code] as usize;
                         match privacy.metric {
-                            Metric::Loss | Metric::Discernibility => {
-                                if dsize > 1.0 {
-                                    (d.leaves[l][g] as f64 - 1.0) / (dsize - 1.0)
-                                } else {
-                                    0.0
-                                }
-                            }
-                            Metric::Precision => l as f64 / h,
-                            Metric::Entropy => {
-                                if marg[c][code] == 0 {
-                                    0.0
-                                } else {
-                                    (gfreq[g] as f64 / marg[c][code] as f64).log2()
-                                }
-                            }
+                            Metric::Entropy if m > 0 => (gfreq[g] as f64 / m as f64).log2(),
+                            Metric::Entropy => 0.0,
+                            _ => gcost[g],
                         }
                     })
                     .collect();
-                cc.push(v.iter().zip(&marg[c]).map(|(x, m)| x * *m as f64).sum());
-                per_level.push(v);
+                cc.push(per_code.iter().zip(&marg[c]).map(|(x, &m)| x * m as f64).sum());
+                cl.push(per_code);
+                dl.push(sup);
             }
-            let s: Vec<f64> = (0..d.codes())
-                .map(|code| match privacy.metric {
-                    Metric::Entropy if marg[c][code] > 0 => (n as f64 / marg[c][code] as f64).log2(),
-                    Metric::Entropy => 0.0,
-                    _ => 1.0,
-                })
-                .collect();
-            cost.push(per_level);
-            sup.push(s);
+            delta.push(dl);
             colcost.push(cc);
+            cost.push(cl);
         }
+        // Only generalized values that occur count (an absent value's delta is never added).
+        let min_delta: Vec<Vec<f64>> = doms
+            .iter()
+            .enumerate()
+            .map(|(c, d)| {
+                (0..d.levels())
+                    .map(|l| {
+                        let mut present = vec![false; d.size(l)];
+                        for (code, &m) in marg[c].iter().enumerate() {
+                            if m > 0 {
+                                present[d.map[l][code] as usize] = true;
+                            }
+                        }
+                        delta[c][l]
+                            .iter()
+                            .zip(&present)
+                            .filter(|(_, p)| **p)
+                            .map(|(x, _)| *x)
+                            .reduce(f64::min)
+                            .map_or(0.0, |x| x.max(0.0))
+                    })
+                    .collect()
+            })
+            .collect();
         let mut sens_global = vec![0.0; table.sens_domain];
         if let Some(hist) = &table.sens {
             for h in hist {
@@ -290,15 +384,45 @@ impl<'a> Lattice<'a> {
         }
         let max_suppressed = (privacy.suppression_limit * n as f64 + 1e-9).floor() as u64;
         let pair_lb = pair_bounds(table, doms, privacy.k);
-        Lattice { table, doms, privacy, n, max_suppressed, cost, sup, colcost, sens_global, dense: Vec::new(), pair_lb }
+        Lattice {
+            table,
+            doms,
+            privacy,
+            n,
+            max_suppressed,
+            delta,
+            colcost,
+            cost,
+            min_delta,
+            sens_global,
+            dense: Vec::new(),
+            pair_lb,
+        }
     }
 
     /// Whether the pairwise bound already proves the node cannot meet k within the suppression limit.
     pub fn surely_fails(&self, levels: &[u8]) -> bool {
-        self.pair_lb.iter().any(|(a, b, v)| {
-            let hb = self.doms[*b].levels();
-            v[levels[*a] as usize * hb + levels[*b] as usize] > self.max_suppressed
-        })
+        self.suppressed_bound(levels) > self.max_suppressed
+    }
+
+    /// Records any node with these levels must suppress, by the pairwise marginals.
+    fn suppressed_bound(&self, levels: &[u8]) -> u64 {
+        self.pair_lb
+            .iter()
+            .map(|(a, b, v)| v[levels[*a] as usize * self.doms[*b].levels() + levels[*b] as usize])
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// A lower bound of the loss with suppression: the generalization loss plus, for the records the
+    /// pairwise bound says must be suppressed, the least a suppressed record adds at these levels.
+    fn loss_bound(&self, levels: &[u8], suppressed: u64) -> f64 {
+        let lb = self.lower_bound(levels);
+        if suppressed == 0 || !self.additive() {
+            return lb;
+        }
+        let least: f64 = levels.iter().enumerate().map(|(c, &l)| self.min_delta[c][l as usize]).sum();
+        lb + suppressed as f64 * least
     }
 
     /// Number of records.
@@ -316,13 +440,15 @@ impl<'a> Lattice<'a> {
         if self.additive() { levels.iter().enumerate().map(|(c, &l)| self.colcost[c][l as usize]).sum() } else { 0.0 }
     }
 
-    /// Groups the table at `levels` and checks the privacy model.
-    pub fn evaluate(&mut self, levels: &[u8]) -> NodeEval {
-        let nt = self.table.tuples();
-        let mut class_of = vec![0u32; nt];
-        let mut class_sizes: Vec<u64> = Vec::new();
+    /// Groups the entries of `src` (the table when `None`) by their generalization at `levels`.
+    fn group(&mut self, levels: &[u8], src: Option<&Snap>, want_class_of: bool) -> Grouped {
+        let table = self.table;
+        let q = table.q;
+        let m = src.map_or(table.tuples(), |s| s.rep.len());
+        let rep_of = |e: usize| -> usize { src.map_or(e, |s| s.rep[e] as usize) };
+        let cnt_of = |e: usize| -> u64 { src.map_or(table.counts[e], |s| s.cnt[e]) };
         // Mixed-radix keys; fold to dense ids when the radix would overflow.
-        let mut keys = vec![0u64; nt];
+        let mut keys = vec![0u64; m];
         let mut radix: u128 = 1;
         for (c, &l) in levels.iter().enumerate() {
             let g = &self.doms[c].map[l as usize];
@@ -331,126 +457,160 @@ impl<'a> Lattice<'a> {
                 continue;
             }
             if radix * size > u64::MAX as u128 {
-                radix = self.densify(&mut keys) as u128;
+                radix = densify(&mut keys) as u128;
             }
-            let col = &self.table.cols[c];
             let s = size as u64;
-            for (k, &code) in keys.iter_mut().zip(col) {
-                *k = *k * s + g[code as usize] as u64;
+            match src {
+                None => {
+                    for (k, row) in keys.iter_mut().zip(table.codes.chunks_exact(q)) {
+                        *k = *k * s + g[row[c] as usize] as u64;
+                    }
+                }
+                Some(sn) => {
+                    for (k, &r) in keys.iter_mut().zip(&sn.rep) {
+                        *k = *k * s + g[table.codes[r as usize * q + c] as usize] as u64;
+                    }
+                }
             }
             radix *= size;
         }
+        let mut class_of = vec![0u32; m];
+        let mut rep: Vec<u32> = Vec::new();
+        let mut cnt: Vec<u64> = Vec::new();
         if radix <= (1 << 22) {
             let r = radix as usize;
             if self.dense.len() < r {
-                self.dense.resize(r, u32::MAX);
+                self.dense.resize(r, NONE);
             }
-            for (t, &k) in keys.iter().enumerate() {
+            for (e, &k) in keys.iter().enumerate() {
                 let slot = &mut self.dense[k as usize];
-                if *slot == u32::MAX {
-                    *slot = class_sizes.len() as u32;
-                    class_sizes.push(0);
+                if *slot == NONE {
+                    *slot = cnt.len() as u32;
+                    cnt.push(0);
+                    rep.push(rep_of(e) as u32);
                 }
-                class_of[t] = *slot;
-                class_sizes[*slot as usize] += self.table.counts[t];
+                class_of[e] = *slot;
+                cnt[*slot as usize] += cnt_of(e);
             }
             for &k in &keys {
-                self.dense[k as usize] = u32::MAX;
+                self.dense[k as usize] = NONE;
             }
         } else {
-            let mut map: FastMap<u64, u32> = FastMap::with_capacity_and_hasher(nt, Default::default());
-            for (t, &k) in keys.iter().enumerate() {
-                let next = class_sizes.len() as u32;
+            let mut map: FastMap<u64, u32> = FastMap::with_capacity_and_hasher(m / 2, Default::default());
+            for (e, &k) in keys.iter().enumerate() {
+                let next = cnt.len() as u32;
                 let id = *map.entry(k).or_insert(next);
                 if id == next {
-                    class_sizes.push(0);
+                    cnt.push(0);
+                    rep.push(rep_of(e) as u32);
                 }
-                class_of[t] = id;
-                class_sizes[id as usize] += self.table.counts[t];
+                class_of[e] = id;
+                cnt[id as usize] += cnt_of(e);
             }
         }
-        let failing = self.failing(&class_of, &class_sizes);
-        let suppressed: u64 = class_sizes.iter().zip(&failing).filter(|(_, f)| **f).map(|(s, _)| s).sum();
-        let anonymous = suppressed <= self.max_suppressed;
-        let loss = self.loss(levels, &class_of, &class_sizes, &failing);
-        NodeEval { levels: levels.to_vec(), class_of, class_sizes, failing, suppressed, anonymous, loss }
-    }
-
-    fn densify(&self, keys: &mut [u64]) -> usize {
-        let mut map: FastMap<u64, u64> = FastMap::with_capacity_and_hasher(keys.len(), Default::default());
-        for k in keys.iter_mut() {
-            let next = map.len() as u64;
-            *k = *map.entry(*k).or_insert(next);
-        }
-        map.len().max(1)
-    }
-
-    fn failing(&self, class_of: &[u32], sizes: &[u64]) -> Vec<bool> {
-        let k = self.privacy.k;
-        let mut failing: Vec<bool> = sizes.iter().map(|&s| s < k).collect();
-        let (Some(hist), true) =
-            (&self.table.sens, self.privacy.l_diversity.is_some() || self.privacy.t_closeness.is_some())
-        else {
-            return failing;
+        let source_sens = match src {
+            None => table.sens.as_ref(),
+            Some(s) => s.sens.as_ref(),
         };
-        let mut class_hist: Vec<Vec<(u32, u64)>> = vec![Vec::new(); sizes.len()];
-        for (t, &c) in class_of.iter().enumerate() {
-            let ch = &mut class_hist[c as usize];
-            for &(s, cnt) in &hist[t] {
-                match ch.iter_mut().find(|(v, _)| *v == s) {
-                    Some(e) => e.1 += cnt,
-                    None => ch.push((s, cnt)),
-                }
-            }
-        }
-        for (c, ch) in class_hist.iter().enumerate() {
-            if failing[c] {
-                continue;
-            }
-            let size = sizes[c] as f64;
-            if let Some(l) = &self.privacy.l_diversity {
-                let ok = match l.variant {
-                    LVariant::Distinct => ch.len() as f64 >= l.l,
-                    LVariant::Entropy => {
-                        let h: f64 = ch.iter().map(|&(_, n)| n as f64 / size).map(|p| -p * p.log2()).sum();
-                        h + 1e-12 >= l.l.log2()
+        let sens = source_sens
+            .filter(|_| self.privacy.l_diversity.is_some() || self.privacy.t_closeness.is_some())
+            .map(|hist| {
+                let mut out: Vec<Vec<(u32, u64)>> = vec![Vec::new(); cnt.len()];
+                for (e, &c) in class_of.iter().enumerate() {
+                    let ch = &mut out[c as usize];
+                    for &(s, n) in &hist[e] {
+                        match ch.iter_mut().find(|(v, _)| *v == s) {
+                            Some(x) => x.1 += n,
+                            None => ch.push((s, n)),
+                        }
                     }
-                };
-                failing[c] |= !ok;
-            }
-            if let Some(t) = &self.privacy.t_closeness {
-                let mut d = 0.0;
-                let mut covered = 0.0;
-                for &(s, n) in ch {
-                    let g = self.sens_global[s as usize];
-                    d += (n as f64 / size - g).abs();
-                    covered += g;
                 }
-                d += 1.0 - covered;
-                failing[c] |= d / 2.0 > t.t + 1e-12;
-            }
-        }
-        failing
+                out
+            });
+        Grouped { snap: Snap { rep, cnt, sens }, class_of: want_class_of.then_some(class_of) }
     }
 
-    fn loss(&self, levels: &[u8], class_of: &[u32], sizes: &[u64], failing: &[bool]) -> f64 {
-        if self.privacy.metric == Metric::Discernibility {
-            let n = self.n as f64;
-            return sizes.iter().zip(failing).map(|(&s, &f)| if f { s as f64 * n } else { (s * s) as f64 }).sum();
-        }
-        let mut total = self.lower_bound(levels);
-        if failing.iter().any(|f| *f) {
-            for (t, &c) in class_of.iter().enumerate() {
-                if failing[c as usize] {
-                    let cnt = self.table.counts[t] as f64;
-                    for (col, &l) in levels.iter().enumerate() {
-                        let code = self.table.cols[col][t] as usize;
-                        total += cnt * (self.sup[col][code] - self.cost[col][l as usize][code]);
-                    }
+    /// Checks the privacy model on each class and computes the suppression and the loss.
+    fn judge(&self, levels: &[u8], s: &Snap, stop_early: bool) -> Judged {
+        let k = self.privacy.k;
+        let mut failing: Vec<bool> = s.cnt.iter().map(|&x| x < k).collect();
+        if let Some(hist) = &s.sens {
+            for (c, ch) in hist.iter().enumerate() {
+                if !failing[c] {
+                    failing[c] = !self.diverse(ch, s.cnt[c]);
                 }
             }
         }
-        total
+        let suppressed: u64 = s.cnt.iter().zip(&failing).filter(|(_, f)| **f).map(|(x, _)| x).sum();
+        let anonymous = suppressed <= self.max_suppressed;
+        let sumsq: f64 = if self.additive() { 0.0 } else { s.cnt.iter().map(|&x| (x * x) as f64).sum() };
+        if !anonymous && stop_early {
+            return Judged { failing, suppressed, anonymous, loss: f64::INFINITY, sumsq };
+        }
+        let loss = if self.privacy.metric == Metric::Discernibility {
+            let n = self.n as f64;
+            s.cnt.iter().zip(&failing).map(|(&x, &f)| if f { x as f64 * n } else { (x * x) as f64 }).sum()
+        } else {
+            let q = self.table.q;
+            let mut total = self.lower_bound(levels);
+            for (c, _) in failing.iter().enumerate().filter(|(_, f)| **f) {
+                let row = &self.table.codes[s.rep[c] as usize * q..(s.rep[c] as usize + 1) * q];
+                let mut add = 0.0;
+                for (col, &l) in levels.iter().enumerate() {
+                    let g = self.doms[col].map[l as usize][row[col] as usize] as usize;
+                    add += self.delta[col][l as usize][g];
+                }
+                total += s.cnt[c] as f64 * add;
+            }
+            total
+        };
+        Judged { failing, suppressed, anonymous, loss, sumsq }
+    }
+
+    /// Whether a class with sensitive histogram `ch` of `size` records meets ℓ-diversity and t-closeness.
+    fn diverse(&self, ch: &[(u32, u64)], size: u64) -> bool {
+        let size = size as f64;
+        if let Some(l) = &self.privacy.l_diversity {
+            let ok = match l.variant {
+                LVariant::Distinct => ch.len() as f64 >= l.l,
+                LVariant::Entropy => {
+                    let h: f64 = ch.iter().map(|&(_, n)| n as f64 / size).map(|p| -p * p.log2()).sum();
+                    h + 1e-12 >= l.l.log2()
+                }
+            };
+            if !ok {
+                return false;
+            }
+        }
+        if let Some(t) = &self.privacy.t_closeness {
+            let mut d = 0.0;
+            let mut covered = 0.0;
+            for &(s, n) in ch {
+                let g = self.sens_global[s as usize];
+                d += (n as f64 / size - g).abs();
+                covered += g;
+            }
+            d += 1.0 - covered;
+            if d / 2.0 > t.t + 1e-12 {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Groups the table at `levels` and checks the privacy model.
+    pub fn evaluate(&mut self, levels: &[u8]) -> NodeEval {
+        let g = self.group(levels, None, true);
+        let j = self.judge(levels, &g.snap, false);
+        NodeEval {
+            levels: levels.to_vec(),
+            class_of: g.class_of.unwrap_or_default(),
+            class_sizes: g.snap.cnt,
+            failing: j.failing,
+            suppressed: j.suppressed,
+            anonymous: j.anonymous,
+            loss: j.loss,
+        }
     }
 
     /// The metric normalized for reporting: Loss and precision as a share 0–1 of cells; others raw.
@@ -494,18 +654,37 @@ impl<'a> Lattice<'a> {
         for c in (0..q.saturating_sub(1)).rev() {
             strides[c] = strides[c + 1] * heights[c + 1];
         }
+        // Roll-up sources: `src[node]` is the evaluated specialization with the fewest classes
+        // reachable through its predecessors (every predecessor sorts before the node).
+        let nt = self.table.tuples();
+        let mut src: Vec<u32> = vec![NONE; total];
+        let mut snaps: FastMap<u32, Snap> = FastMap::default();
+        let mut snap_entries = 0usize;
+        let budget = (4 * nt).max(1 << 20);
         let mut non_anon: Vec<Vec<u8>> = Vec::new();
-        let mut best: Option<NodeEval> = None;
+        let mut best: Option<(f64, usize)> = None;
         let mut evaluated = 0;
         for &(lb, _, idx) in &nodes {
             let idx = idx as usize;
             decode(idx, &mut lv);
-            if let Some(b) = &best
+            if let Some((b, _)) = best
                 && additive
-                && lb >= b.loss - 1e-9
+                && lb >= b - 1e-9
             {
                 break;
             }
+            let (mut s, mut s_len) = (NONE, nt);
+            for c in 0..q {
+                if lv[c] > 0 {
+                    let p = idx - strides[c];
+                    let cand = if snaps.contains_key(&(p as u32)) { p as u32 } else { src[p] };
+                    let len = if cand == NONE { nt } else { snaps[&cand].rep.len() };
+                    if len < s_len {
+                        (s, s_len) = (cand, len);
+                    }
+                }
+            }
+            src[idx] = s;
             if !additive && pruned[idx] {
                 for c in 0..q {
                     if (lv[c] as usize) + 1 < heights[c] {
@@ -514,80 +693,102 @@ impl<'a> Lattice<'a> {
                 }
                 continue;
             }
-            if self.surely_fails(&lv) {
+            let sup_lb = self.suppressed_bound(&lv);
+            if sup_lb > self.max_suppressed {
+                continue;
+            }
+            if let Some((b, _)) = best
+                && self.loss_bound(&lv, sup_lb) >= b - 1e-9
+            {
                 continue;
             }
             if self.monotone() && non_anon.iter().any(|m| m.iter().zip(&lv).all(|(a, b)| b <= a)) {
                 continue;
             }
-            let e = self.evaluate(&lv);
+            let g = self.group(&lv, if s == NONE { None } else { snaps.get(&s) }, false);
+            let j = self.judge(&lv, &g.snap, true);
             evaluated += 1;
-            if !additive {
+            if !additive && best.is_some_and(|(b, _)| j.sumsq >= b) {
                 // Discernibility without suppression bounds every generalization of this node.
-                let bound: f64 = e.class_sizes.iter().map(|&s| (s * s) as f64).sum();
-                if best.as_ref().is_some_and(|b| bound >= b.loss) {
-                    for c in 0..q {
-                        if (lv[c] as usize) + 1 < heights[c] {
-                            pruned[idx + strides[c]] = true;
-                        }
+                for c in 0..q {
+                    if (lv[c] as usize) + 1 < heights[c] {
+                        pruned[idx + strides[c]] = true;
                     }
                 }
             }
-            if !e.anonymous {
+            let classes = g.snap.rep.len();
+            if (classes as f64) < 0.7 * s_len as f64 && snap_entries + classes <= budget {
+                snap_entries += classes;
+                snaps.insert(idx as u32, g.snap);
+            }
+            if !j.anonymous {
                 if self.monotone() && non_anon.len() < 256 {
                     non_anon.retain(|m| !m.iter().zip(&lv).all(|(a, b)| a <= b));
                     non_anon.push(lv.clone());
                 }
                 continue;
             }
-            if best.as_ref().is_none_or(|b| e.loss < b.loss - 1e-9) {
-                best = Some(e);
+            if best.is_none_or(|(b, _)| j.loss < b - 1e-9) {
+                best = Some((j.loss, idx));
             }
         }
-        best.map(|best| SearchOutcome { best, lattice_size: size, evaluated, optimal: true })
+        drop(snaps);
+        let (_, idx) = best?;
+        decode(idx, &mut lv);
+        let best = self.evaluate(&lv);
+        Some(SearchOutcome { best, lattice_size: size, evaluated, optimal: true })
     }
 
     fn greedy(&mut self, size: u128) -> Option<SearchOutcome> {
         let heights: Vec<usize> = self.doms.iter().map(|d| d.levels()).collect();
         let q = heights.len();
-        let mut cur = self.evaluate(&vec![0u8; q]);
+        let mut lv = vec![0u8; q];
+        let g = self.group(&lv, None, false);
+        let mut cur = (self.judge(&lv, &g.snap, false), g.snap);
         let mut evaluated = 1;
-        while !cur.anonymous {
-            let mut next: Option<NodeEval> = None;
+        // Ascend one level at a time, rolling up from the current node's classes.
+        while !cur.0.anonymous {
+            let mut next: Option<(Vec<u8>, Judged, Snap)> = None;
             for c in 0..q {
-                if (cur.levels[c] as usize) + 1 >= heights[c] {
+                if (lv[c] as usize) + 1 >= heights[c] {
                     continue;
                 }
-                let mut lv = cur.levels.clone();
-                lv[c] += 1;
-                let e = self.evaluate(&lv);
+                let mut up = lv.clone();
+                up[c] += 1;
+                let g = self.group(&up, Some(&cur.1), false);
+                let j = self.judge(&up, &g.snap, false);
                 evaluated += 1;
                 let better = match &next {
                     None => true,
-                    Some(b) => {
-                        (e.anonymous, std::cmp::Reverse(e.suppressed), -e.loss)
+                    Some((_, b, _)) => {
+                        (j.anonymous, std::cmp::Reverse(j.suppressed), -j.loss)
                             > (b.anonymous, std::cmp::Reverse(b.suppressed), -b.loss)
                     }
                 };
                 if better {
-                    next = Some(e);
+                    next = Some((up, j, g.snap));
                 }
             }
-            cur = next?;
+            let (up, j, s) = next?;
+            lv = up;
+            cur = (j, s);
         }
         // Descend while a specialization stays anonymous with lower loss.
+        let mut loss = cur.0.loss;
         loop {
             let mut improved = false;
             for c in 0..q {
-                if cur.levels[c] == 0 {
+                if lv[c] == 0 {
                     continue;
                 }
-                let mut lv = cur.levels.clone();
-                lv[c] -= 1;
-                let e = self.evaluate(&lv);
+                let mut down = lv.clone();
+                down[c] -= 1;
+                let g = self.group(&down, None, false);
+                let j = self.judge(&down, &g.snap, true);
                 evaluated += 1;
-                if e.anonymous && e.loss < cur.loss - 1e-9 {
-                    cur = e;
+                if j.anonymous && j.loss < loss - 1e-9 {
+                    lv = down;
+                    loss = j.loss;
                     improved = true;
                     break;
                 }
@@ -596,41 +797,229 @@ impl<'a> Lattice<'a> {
                 break;
             }
         }
-        Some(SearchOutcome { best: cur, lattice_size: size, evaluated, optimal: false })
+        let best = self.evaluate(&lv);
+        Some(SearchOutcome { best, lattice_size: size, evaluated, optimal: false })
     }
 }
 
+/// The transformation of every tuple: the global node, or for locally recoded tuples another node.
+#[derive(Debug, Clone)]
+pub struct Assignment {
+    /// Level vectors used; `nodes[0]` is the global (full-domain) solution.
+    pub nodes: Vec<Vec<u8>>,
+    /// Per tuple, its index in `nodes`, or `None` when suppressed.
+    pub node_of: Vec<Option<u32>>,
+    /// Output class of each kept tuple (tuples whose released values are equal share a class).
+    pub class_of: Vec<Option<u32>>,
+    /// Records per output class.
+    pub class_sizes: Vec<u64>,
+    /// Records suppressed.
+    pub suppressed: u64,
+    /// Records released through a node other than the global one.
+    pub recoded: u64,
+    /// The metric over the whole output (lower is better; raw, as [`NodeEval::loss`]).
+    pub loss: f64,
+}
+
+impl Lattice<'_> {
+    /// The assignment of the global solution alone: every tuple at `best`'s levels or suppressed.
+    pub fn global(&self, best: &NodeEval) -> Assignment {
+        let node_of = best.class_of.iter().map(|&c| (!best.failing[c as usize]).then_some(0)).collect();
+        let class_of = best.class_of.iter().map(|&c| (!best.failing[c as usize]).then_some(c)).collect();
+        Assignment {
+            nodes: vec![best.levels.clone()],
+            node_of,
+            class_of,
+            class_sizes: best.class_sizes.iter().zip(&best.failing).map(|(&s, &f)| if f { 0 } else { s }).collect(),
+            suppressed: best.suppressed,
+            recoded: 0,
+            loss: best.loss,
+        }
+    }
+
+    /// Local recoding: the records the global solution suppresses are searched again on their own,
+    /// round after round, each time releasing the classes that now meet the model at the node best
+    /// for them; what no round can release stays suppressed. Released values of different nodes
+    /// may coincide, which only merges classes (each already meets k and ℓ).
+    pub fn local_recode(&self, best: &NodeEval, rounds: usize) -> Assignment {
+        let mut a = self.global(best);
+        // t-closeness is relative to the whole table's distribution, which a subset does not have.
+        if self.privacy.t_closeness.is_some() {
+            return a;
+        }
+        let table = self.table;
+        let mut sub_privacy = self.privacy.clone();
+        sub_privacy.suppression_limit = 1.0;
+        for _ in 0..rounds {
+            let left: Vec<usize> = (0..table.tuples()).filter(|&t| a.node_of[t].is_none()).collect();
+            if left.is_empty() {
+                break;
+            }
+            let mut b = FreqBuilder::new(table.q, table.sens.is_some());
+            for &t in &left {
+                match &table.sens {
+                    Some(h) => {
+                        for &(s, n) in &h[t] {
+                            b.add_n(table.tuple(t), Some(s), n);
+                        }
+                    }
+                    None => b.add_n(table.tuple(t), None, table.counts[t]),
+                }
+            }
+            let sub = b.finish();
+            let mut lat = Lattice::new(&sub, self.doms, &sub_privacy);
+            let Some(out) = lat.search() else { break };
+            let e = out.best;
+            if e.failing.iter().all(|f| *f) {
+                break;
+            }
+            let node = a.nodes.len() as u32;
+            a.nodes.push(e.levels.clone());
+            for (st, &c) in e.class_of.iter().enumerate() {
+                if !e.failing[c as usize] {
+                    let t = table.find(sub.tuple(st)).expect("subset of the table");
+                    a.node_of[t] = Some(node);
+                }
+            }
+        }
+        self.finish_assignment(&mut a);
+        a
+    }
+
+    /// Recomputes the output classes, suppression and loss of an assignment.
+    #[allow(clippy::needless_range_loop)]
+    fn finish_assignment(&self, a: &mut Assignment) {
+        let table = self.table;
+        let q = table.q;
+        // Output values are compared by text: intern every label of every level per column.
+        let lab: Vec<Vec<Vec<u32>>> = self
+            .doms
+            .iter()
+            .map(|d| {
+                let mut ids: HashMap<&str, u32> = HashMap::new();
+                d.labels
+                    .iter()
+                    .map(|ls| {
+                        ls.iter()
+                            .map(|x| {
+                                let next = ids.len() as u32;
+                                *ids.entry(x.as_str()).or_insert(next)
+                            })
+                            .collect()
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut index: HashMap<Vec<u32>, u32> = HashMap::new();
+        let mut sizes: Vec<u64> = Vec::new();
+        let mut key = vec![0u32; q];
+        let (mut suppressed, mut recoded, mut loss_add) = (0u64, 0u64, 0.0f64);
+        let mut class_of = vec![None; table.tuples()];
+        for t in 0..table.tuples() {
+            let row = table.tuple(t);
+            let n = table.counts[t];
+            let Some(node) = a.node_of[t] else {
+                suppressed += n;
+                if self.additive() {
+                    loss_add += n as f64
+                        * (0..q)
+                            .map(|c| {
+                                let g = self.doms[c].map[0][row[c] as usize] as usize;
+                                self.cost[c][0][row[c] as usize] + self.delta[c][0][g]
+                            })
+                            .sum::<f64>();
+                }
+                continue;
+            };
+            let lv = &a.nodes[node as usize];
+            if node > 0 {
+                recoded += n;
+            }
+            for c in 0..q {
+                let l = lv[c] as usize;
+                key[c] = lab[c][l][self.doms[c].map[l][row[c] as usize] as usize];
+                if self.additive() {
+                    loss_add += n as f64 * self.cost[c][l][row[c] as usize];
+                }
+            }
+            let next = sizes.len() as u32;
+            let id = *index.entry(key.clone()).or_insert(next);
+            if id == next {
+                sizes.push(0);
+            }
+            sizes[id as usize] += n;
+            class_of[t] = Some(id);
+        }
+        a.loss = if self.additive() {
+            loss_add
+        } else {
+            sizes.iter().map(|&s| (s * s) as f64).sum::<f64>() + suppressed as f64 * self.n as f64
+        };
+        a.class_of = class_of;
+        a.class_sizes = sizes;
+        a.suppressed = suppressed;
+        a.recoded = recoded;
+    }
+}
+
+fn densify(keys: &mut [u64]) -> usize {
+    let mut map: FastMap<u64, u64> = FastMap::with_capacity_and_hasher(keys.len(), Default::default());
+    for k in keys.iter_mut() {
+        let next = map.len() as u64;
+        *k = *map.entry(*k).or_insert(next);
+    }
+    map.len().max(1)
+}
+
+/// Records in pair-classes smaller than k, per pair of columns and level pair, computed from the
+/// distinct value pairs of each column pair (far fewer than the tuples).
 fn pair_bounds(table: &FreqTable, doms: &[QiDomain], k: u64) -> Vec<(usize, usize, Vec<u64>)> {
     let q = doms.len();
     let mut out = Vec::new();
     let mut counts: Vec<u64> = Vec::new();
     for a in 0..q {
         for b in (a + 1)..q {
+            let (da, db) = (doms[a].codes().max(1), doms[b].codes().max(1));
+            // Distinct (a, b) code pairs with their records.
+            let mut pairs: Vec<(u32, u32, u64)> = Vec::new();
+            if da * db <= 1 << 22 {
+                counts.clear();
+                counts.resize(da * db, 0);
+                for (row, &n) in table.codes.chunks_exact(q).zip(&table.counts) {
+                    counts[row[a] as usize * db + row[b] as usize] += n;
+                }
+                for (i, &n) in counts.iter().enumerate() {
+                    if n > 0 {
+                        pairs.push(((i / db) as u32, (i % db) as u32, n));
+                    }
+                }
+            } else {
+                let mut m: FastMap<u64, u64> = FastMap::default();
+                for (row, &n) in table.codes.chunks_exact(q).zip(&table.counts) {
+                    *m.entry(((row[a] as u64) << 32) | row[b] as u64).or_default() += n;
+                }
+                pairs.extend(m.into_iter().map(|(key, n)| ((key >> 32) as u32, key as u32, n)));
+            }
             let (ha, hb) = (doms[a].levels(), doms[b].levels());
             let mut v = vec![0u64; ha * hb];
             for la in 0..ha {
                 for lb in 0..hb {
                     let (sa, sb) = (doms[a].size(la), doms[b].size(lb));
                     let (ma, mb) = (&doms[a].map[la], &doms[b].map[lb]);
-                    let mut small = 0;
-                    if sa * sb <= 1 << 22 {
+                    let small: u64 = if sa * sb <= 1 << 22 {
                         counts.clear();
                         counts.resize(sa * sb, 0);
-                        for t in 0..table.tuples() {
-                            let key =
-                                ma[table.cols[a][t] as usize] as usize * sb + mb[table.cols[b][t] as usize] as usize;
-                            counts[key] += table.counts[t];
+                        for &(x, y, n) in &pairs {
+                            counts[ma[x as usize] as usize * sb + mb[y as usize] as usize] += n;
                         }
-                        small = counts.iter().filter(|&&c| c > 0 && c < k).sum();
+                        counts.iter().filter(|&&c| c > 0 && c < k).sum()
                     } else {
                         let mut m: FastMap<u64, u64> = FastMap::default();
-                        for t in 0..table.tuples() {
-                            let key =
-                                ma[table.cols[a][t] as usize] as u64 * sb as u64 + mb[table.cols[b][t] as usize] as u64;
-                            *m.entry(key).or_default() += table.counts[t];
+                        for &(x, y, n) in &pairs {
+                            *m.entry(ma[x as usize] as u64 * sb as u64 + mb[y as usize] as u64).or_default() += n;
                         }
-                        small = m.values().filter(|&&c| c < k).sum::<u64>().max(small);
-                    }
+                        m.values().filter(|&&c| c < k).sum()
+                    };
                     v[la * hb + lb] = small;
                 }
             }

@@ -1,7 +1,7 @@
 //! The lattice search is optimal: on random small tables its choice equals the best anonymous node
 //! found by brute force over every node (A5), and it handles 16 quasi-identifiers.
 
-use kiban_deid::policy::{Metric, Privacy, SuppressedRecords};
+use kiban_deid::policy::{LDiversity, LVariant, Metric, Privacy, SuppressedRecords, TCloseness};
 use kiban_deid::search::{FreqBuilder, Lattice, QiDomain};
 use proptest::prelude::*;
 
@@ -13,6 +13,7 @@ fn privacy(k: u64, limit: f64, metric: Metric) -> Privacy {
         l_diversity: None,
         t_closeness: None,
         suppressed_records: SuppressedRecords::Remove,
+        local_recoding: false,
         max_lattice_nodes: 2_000_000,
         sampling_fraction: 1.0,
         risk_threshold: 0.2,
@@ -25,6 +26,14 @@ fn domain(name: &str, n: u32, levels: usize) -> QiDomain {
         .map(|v| (0..levels).map(|l| if l + 1 == levels { "*".to_owned() } else { format!("{}", v >> l) }).collect())
         .collect();
     QiDomain::new(name, &chains)
+}
+
+fn table_with_sensitive(rows: &[(Vec<u32>, u32)]) -> kiban_deid::search::FreqTable {
+    let mut b = FreqBuilder::new(rows[0].0.len(), true);
+    for (r, s) in rows {
+        b.add(r, Some(*s));
+    }
+    b.finish()
 }
 
 fn table(rows: &[Vec<u32>]) -> kiban_deid::search::FreqTable {
@@ -108,4 +117,73 @@ fn a5_sixteen_quasi_identifiers_exhaustive_and_heuristic() {
     let mut lat2 = Lattice::new(&t2, &doms2, &p);
     let out2 = lat2.search().expect("solution");
     assert!(out2.optimal && out2.best.anonymous);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+    /// The search rolls classes up from evaluated specializations (with their sensitive
+    /// histograms); with ℓ-diversity or t-closeness it still equals brute force from the table.
+    #[test]
+    fn a5_rollup_with_l_diversity_and_t_closeness_equals_brute_force(
+        rows in prop::collection::vec((prop::collection::vec(0u32..6, 3), 0u32..4), 8..60),
+        k in 2u64..4,
+        limit in prop::sample::select(vec![0.0, 0.1, 0.3]),
+        criterion in 0usize..3,
+    ) {
+        let doms = vec![domain("a", 6, 4), domain("b", 6, 3), domain("c", 6, 2)];
+        let t = table_with_sensitive(&rows);
+        let mut p = privacy(k, limit, Metric::Loss);
+        match criterion {
+            0 => p.l_diversity = Some(LDiversity { column: "s".into(), l: 2.0, variant: LVariant::Distinct }),
+            1 => p.l_diversity = Some(LDiversity { column: "s".into(), l: 1.5, variant: LVariant::Entropy }),
+            _ => p.t_closeness = Some(TCloseness { column: "s".into(), t: 0.4 }),
+        }
+        let mut lat = Lattice::new(&t, &doms, &p);
+        let found = lat.search();
+        let mut best: Option<f64> = None;
+        for node in all_nodes(&[4, 3, 2]) {
+            let e = lat.evaluate(&node);
+            if e.anonymous {
+                best = Some(best.map_or(e.loss, |b: f64| b.min(e.loss)));
+            }
+        }
+        match (found, best) {
+            (Some(f), Some(b)) => prop_assert!((f.best.loss - b).abs() < 1e-6, "search {} vs brute force {}", f.best.loss, b),
+            (None, None) => {}
+            (f, b) => prop_assert!(false, "search {:?} vs brute force {:?}", f.map(|x| x.best.loss), b),
+        }
+    }
+
+    /// Local recoding releases some of what the global solution suppresses, never more than it
+    /// suppressed, and every released class (compared by released values) still has k records.
+    #[test]
+    fn a5_local_recoding_keeps_k_and_suppresses_no_more(
+        rows in prop::collection::vec(prop::collection::vec(0u32..6, 3), 8..80),
+        k in 2u64..5,
+    ) {
+        let doms = vec![domain("a", 6, 4), domain("b", 6, 3), domain("c", 6, 2)];
+        let t = table(&rows);
+        let p = privacy(k, 0.3, Metric::Loss);
+        let mut lat = Lattice::new(&t, &doms, &p);
+        let Some(out) = lat.search() else { return Ok(()) };
+        let global = lat.global(&out.best);
+        let local = lat.local_recode(&out.best, 8);
+        prop_assert!(local.suppressed <= global.suppressed);
+        // A recoded cell costs at most what a suppressed one does under Loss.
+        prop_assert!(local.loss <= global.loss + 1e-9, "{} > {}", local.loss, global.loss);
+        prop_assert_eq!(local.suppressed + local.class_sizes.iter().sum::<u64>(), t.records());
+        // Independent count over released labels.
+        let mut m = std::collections::HashMap::<Vec<String>, u64>::new();
+        for ti in 0..t.tuples() {
+            if let Some(node) = local.node_of[ti] {
+                let lv = &local.nodes[node as usize];
+                let key: Vec<String> = (0..3).map(|c| {
+                    let l = lv[c] as usize;
+                    doms[c].labels[l][doms[c].map[l][t.code(ti, c) as usize] as usize].clone()
+                }).collect();
+                *m.entry(key).or_default() += t.counts[ti];
+            }
+        }
+        prop_assert!(m.values().all(|&s| s >= k), "{:?}", m);
+    }
 }

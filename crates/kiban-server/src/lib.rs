@@ -19,6 +19,7 @@ macro_rules! route {
     };
 }
 
+pub mod anonymize;
 pub mod api;
 pub mod auth;
 pub mod authz;
@@ -173,6 +174,7 @@ pub fn routes() -> Vec<RouteDesc> {
     v.extend(public::descriptors());
     v.extend(console::descriptors());
     v.extend(workspace::descriptors());
+    v.extend(anonymize::descriptors());
     v
 }
 

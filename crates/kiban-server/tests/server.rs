@@ -1170,6 +1170,57 @@ async fn s1_s3_pseudonymize_endpoint_applies_the_policy_and_refuses_naming_the_c
 }
 
 #[tokio::test]
+async fn a1_a5_anonymize_endpoint_returns_a_k_anonymous_table_and_refuses_file_paths() {
+    let f = fixture().await;
+    let router = kiban_server::router(f.st.clone());
+    let a =
+        f.st.reg.create_account("pe.anon", "r", AccountRole::ProcessingEngineer, "admin", Utc::now()).await.unwrap();
+    let post = |body: serde_json::Value| {
+        let router = router.clone();
+        let st = f.st.clone();
+        let id = a.account_id.clone();
+        async move {
+            let token = auth::new_token();
+            st.reg
+                .create_session(&auth::sha256_hex(&token), &id, AccountRole::ProcessingEngineer, "t", Utc::now())
+                .await
+                .unwrap();
+            let req = Request::builder()
+                .method("POST")
+                .uri("/api/anonymize")
+                .header("cookie", format!("kiban_session={}", token.as_str()))
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap();
+            let res = router.oneshot(req).await.unwrap();
+            let status = res.status();
+            let v: serde_json::Value =
+                serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap_or_default();
+            (status, v)
+        }
+    };
+    let policy = "version = 1\nname = \"http-anon\"\n[privacy]\nk = 2\n\
+        [hierarchies]\nage = { builder = \"age\", widths = [10] }\nsex = { builder = \"flat\" }\n\
+        [[columns]]\nname = \"name\"\nrole = \"identifier\"\n\
+        [[columns]]\nname = \"age\"\nrole = \"quasi_identifier\"\nhierarchy = \"age\"\n\
+        [[columns]]\nname = \"sex\"\nrole = \"quasi_identifier\"\nhierarchy = \"sex\"\n";
+    let (status, v) = post(serde_json::json!({
+        "policy": policy,
+        "columns": ["name", "age", "sex"],
+        "rows": [["山田太郎", "31", "M"], ["佐藤花子", "35", "F"], ["鈴木一郎", "38", "M"], ["田中次郎", "33", "F"]],
+    }))
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["columns"], serde_json::json!(["age", "sex"]), "identifier deleted (A1)");
+    assert_eq!(v["report"]["k_achieved"], 2, "{v}");
+    assert!(!v.to_string().contains("山田"), "no identifier anywhere in the answer");
+    let with_file = policy.replace("sex = { builder = \"flat\" }", "sex = { file = \"/etc/passwd\" }");
+    let (status, v) = post(serde_json::json!({"policy": with_file, "columns": ["name"], "rows": []})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(v.to_string().contains("hierarchy sex"), "{v}");
+}
+
+#[tokio::test]
 async fn o1_o9_d9_the_checker_over_http_finds_small_cells_and_protects_the_table() {
     let f = fixture().await;
     let (_, user) = enrolled(&f.st, "user.h", AccountRole::Handler, PW).await;

@@ -1,10 +1,13 @@
 //! `kiban anonymize`: apply a processing policy (匿名加工) to a dataset.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use kiban_deid::{Input, Output, Policy, RunOptions, anonymize};
+use indicatif::{ProgressBar, ProgressStyle};
+use kiban_deid::engine::ProgressFn;
+use kiban_deid::{Input, Output, Policy, Progress, RunOptions, anonymize};
 
 use crate::Ctx;
 
@@ -27,13 +30,62 @@ pub struct Args {
     /// Where to write report.json and report.html (default: next to the output).
     #[arg(long, value_name = "DIR")]
     report: Option<PathBuf>,
+    /// A `${NAME}` path variable of the policy (e.g. `--path adult=/data/adult`); repeatable.
+    #[arg(long = "path", value_name = "NAME=DIR", value_parser = parse_path_var)]
+    paths: Vec<(String, String)>,
+    /// Hide the progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn parse_path_var(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{s:?}: expected NAME=DIR")),
+    }
+}
+
+/// A progress display for the two passes: a spinner counting records while reading, then a bar.
+fn progress_bar(hidden: bool) -> (ProgressBar, Box<ProgressFn>) {
+    let pb = ProgressBar::new_spinner();
+    if hidden {
+        pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    pb.set_style(
+        ProgressStyle::with_template("{prefix:>12} {spinner} {pos} records {msg} ({elapsed})").expect("static"),
+    );
+    pb.set_prefix("anonymize");
+    pb.set_message("counting");
+    let bar = pb.clone();
+    let f = move |p: Progress| match p {
+        Progress::Counted(n) => bar.set_position(n),
+        Progress::Searching(t) => bar.set_message(format!("searching the lattice over {t} distinct tuples")),
+        Progress::Written { done, total } => {
+            if bar.length() != Some(total) {
+                bar.set_style(
+                    ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} records {msg} ({elapsed})")
+                        .expect("static")
+                        .progress_chars("=> "),
+                );
+                bar.set_length(total);
+                bar.set_message("writing");
+            }
+            bar.set_position(done);
+        }
+    };
+    (pb, Box::new(f))
 }
 
 /// Runs `kiban anonymize`.
 pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
-    let policy = Policy::load(&args.policy).with_context(|| format!("policy {}", args.policy.display()))?;
-    let out =
-        anonymize(&policy, &Input::from_path(&args.input), &Output::from_path(&args.output), &RunOptions::default())?;
+    let vars: BTreeMap<String, String> = args.paths.iter().cloned().collect();
+    let policy =
+        Policy::load_with_paths(&args.policy, &vars).with_context(|| format!("policy {}", args.policy.display()))?;
+    let (pb, progress) = progress_bar(ctx.json || args.quiet);
+    let opts = RunOptions { progress: Some(progress), ..Default::default() };
+    let out = anonymize(&policy, &Input::from_path(&args.input), &Output::from_path(&args.output), &opts);
+    pb.finish_and_clear();
+    let out = out?;
     let report_dir = args.report.unwrap_or_else(|| {
         let stem = args.output.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         args.output.with_file_name(format!("{stem}.report"))
