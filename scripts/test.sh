@@ -9,4 +9,5 @@ fi
 scripts/fetch-fixtures-dicom.sh
 scripts/fetch-fixtures-formats.sh
 export KIBAN_TEST_POSTGRES_URL=${KIBAN_TEST_POSTGRES_URL:-$(scripts/pg-start.sh)}
+cargo nextest run -p kiban-cluster --features cluster --no-fail-fast  # Ballista cluster on loopback (issue 14)
 exec cargo nextest run --workspace --no-fail-fast "$@"
