@@ -75,6 +75,9 @@ enum Cmd {
         /// In-process memory limit in MiB (sorts spill past it).
         #[arg(long, default_value_t = 2048)]
         memory_mib: usize,
+        /// A Python with the `duckdb` package: runs the same gate join and QI group-by as the peer.
+        #[arg(long)]
+        duckdb_python: Option<PathBuf>,
     },
 }
 
@@ -90,8 +93,8 @@ fn main() -> anyhow_free::Result {
                 run_executor(ExecutorOptions { scheduler, host, flight_port, grpc_port, work_dir, key_file, vcores })
                     .await?
             }
-            Cmd::Bench { rows, files, work, cluster, key_file, memory_mib } => {
-                bench(rows, files, &work, cluster, key_file, memory_mib).await?
+            Cmd::Bench { rows, files, work, cluster, key_file, memory_mib, duckdb_python } => {
+                bench(rows, files, &work, cluster, key_file, memory_mib, duckdb_python).await?
             }
         }
         Ok(())
@@ -105,6 +108,7 @@ async fn bench(
     cluster: Option<String>,
     key_file: Option<PathBuf>,
     memory_mib: usize,
+    duckdb_python: Option<PathBuf>,
 ) -> anyhow_free::Result {
     use kiban_cluster::bench::{peak_rss, run_passes, same_bytes};
     use kiban_cluster::runner::Runner;
@@ -138,6 +142,16 @@ async fn bench(
         }
     }
     println!("{{\"peak_rss_bytes\":{}}}", peak_rss().unwrap_or(0));
+    if let Some(py) = &duckdb_python {
+        for (pass, secs) in kiban_cluster::bench::duckdb_peer(py, &input, rows, &work.join("duckdb"))? {
+            let ours = figs.iter().find(|f| f.pass == pass).expect("same pass in-process");
+            println!(
+                "{{\"pass\":\"{pass}\",\"engine\":\"duckdb\",\"seconds\":{secs:.3},\"rows_per_s\":{:.0},\"in_process_over_duckdb\":{:.3}}}",
+                rows as f64 / secs,
+                ours.rows_per_s / (rows as f64 / secs)
+            );
+        }
+    }
     std::fs::remove_dir_all(work).ok();
     Ok(())
 }
