@@ -294,10 +294,21 @@ impl GateUdf {
         if let Some(s) = self.state.get() {
             return Ok(s.clone());
         }
+        // Every task of a job decodes its own copy of the UDF: share the opened facts and compiled
+        // gates between them through a small per-process cache (the last few jobs only).
+        static OPENED: Mutex<Vec<(SealedJob, Arc<GateState>)>> = Mutex::new(Vec::new());
+        let mut cache = OPENED.lock().expect("no panics while holding the lock");
+        if let Some((_, st)) = cache.iter().find(|(k, _)| *k == self.sealed) {
+            return Ok(self.state.get_or_init(|| st.clone()).clone());
+        }
         let plain = open_on_node(&self.sealed).map_err(secret_err)?;
         let facts: GateFacts = serde_json::from_slice(&plain)
             .map_err(|e| DataFusionError::Execution(format!("{GATE_UDF}: the job's gate facts are malformed: {e}")))?;
         let s = Arc::new(GateState::new(facts));
+        if cache.len() >= 4 {
+            cache.remove(0);
+        }
+        cache.push((self.sealed.clone(), s.clone()));
         Ok(self.state.get_or_init(|| s).clone())
     }
 }
@@ -348,22 +359,23 @@ impl ScalarUDFImpl for GateUdf {
         let (prov, pat): (&StringArray, &StringArray) = (prov.as_string(), pat.as_string());
         let dates: &Date32Array = dates.as_primitive::<Date32Type>();
         let mut out = StringBuilder::with_capacity(n, n * 9);
-        let mut last: Option<(i32, Arc<Gate>)> = None;
+        // Provision dates vary row by row: keep this batch's gates by date without the shared lock.
+        let mut local: HashMap<i32, Arc<Gate>> = HashMap::new();
         for i in 0..n {
             if dates.is_null(i) {
                 out.append_value(INVALID_PROVISION_DATE);
                 continue;
             }
             let d = dates.value(i);
-            let gate = match &last {
-                Some((ld, g)) if *ld == d => g.clone(),
-                _ => {
+            let gate = match local.get(&d) {
+                Some(g) => g.clone(),
+                None => {
                     let Some(date) = Date32Type::to_naive_date_opt(d) else {
                         out.append_value(INVALID_PROVISION_DATE);
                         continue;
                     };
                     let g = state.gate(date);
-                    last = Some((d, g.clone()));
+                    local.insert(d, g.clone());
                     g
                 }
             };

@@ -110,6 +110,9 @@ enum Command {
     Contractor(cmd::incident::ContractorArgs),
     /// Identity vault and MPI: register, lookup, review, merge, split, undo, keys, linkage export (L1, P7).
     Identity(cmd::identity::Args),
+    /// The bulk passes on a DataFusion Ballista cluster: scheduler, executor, gate, tokenize, QI counts.
+    #[cfg(feature = "cluster")]
+    Cluster(cmd::cluster::Args),
 }
 
 /// Global options every command sees.
@@ -173,6 +176,8 @@ fn main() -> ExitCode {
         Command::Complaint(a) => cmd::incident::run_complaint(&ctx, a),
         Command::Contractor(a) => cmd::incident::run_contractor(&ctx, a),
         Command::Identity(a) => cmd::identity::run(&ctx, a),
+        #[cfg(feature = "cluster")]
+        Command::Cluster(a) => cmd::cluster::run(&ctx, a),
     };
     match result {
         Ok(code) => code,
