@@ -189,7 +189,12 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
                 let cols: Vec<&str> = qi.iter().map(String::as_str).collect();
                 let plan = qi_frequency(r.read_parquet(&input).await?, &cols)?;
                 let rep = r.write(plan, &cols, &Output::new(&out, "qi_frequency")).await?;
-                println!("準識別子の頻度表 / QI frequency: {} tuples in {:.1} s → {}", rep.rows, rep.seconds, out.display());
+                println!(
+                    "準識別子の頻度表 / QI frequency: {} tuples in {:.1} s → {}",
+                    rep.rows,
+                    rep.seconds,
+                    out.display()
+                );
             }
         }
         Ok(ExitCode::SUCCESS)
