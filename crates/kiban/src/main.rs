@@ -116,6 +116,9 @@ enum Command {
     Identity(cmd::identity::Args),
     /// The Visiting environment for Type II users: workspaces, end of use, requests, take-outs (R4–R7, R13, D9).
     Workspace(cmd::workspace::Args),
+    /// The bulk passes on a DataFusion Ballista cluster: scheduler, executor, gate, tokenize, QI counts.
+    #[cfg(feature = "cluster")]
+    Cluster(cmd::cluster::Args),
 }
 
 /// Global options every command sees.
@@ -182,6 +185,8 @@ fn main() -> ExitCode {
         Command::Contractor(a) => cmd::incident::run_contractor(&ctx, a),
         Command::Identity(a) => cmd::identity::run(&ctx, a),
         Command::Workspace(a) => cmd::workspace::run(&ctx, a),
+        #[cfg(feature = "cluster")]
+        Command::Cluster(a) => cmd::cluster::run(&ctx, a),
     };
     match result {
         Ok(code) => code,

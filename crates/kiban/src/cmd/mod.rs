@@ -7,6 +7,8 @@ pub mod audit;
 pub mod backup;
 pub mod bench;
 pub mod check_output;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod committee;
 pub mod compliance;
 pub mod demo;

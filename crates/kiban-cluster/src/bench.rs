@@ -1,0 +1,181 @@
+//! The passes' throughput: the same three passes on the same data, in-process and on a cluster.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::plans::{gate_pass, qi_frequency, tokenize_pass};
+use crate::runner::{Output, Runner};
+use crate::seal::ClusterSecret;
+use crate::udf::{GateUdf, TokenUdf};
+use crate::{Result, synth};
+
+/// One pass's figure on one engine.
+#[derive(Debug, Clone, Serialize)]
+pub struct PassFigure {
+    /// `gate`, `tokenize` or `qi_frequency`.
+    pub pass: &'static str,
+    /// `in-process` or the cluster URL.
+    pub engine: String,
+    /// Input rows.
+    pub rows: u64,
+    /// Output rows.
+    pub output_rows: u64,
+    /// Wall-clock seconds (plan, run, ordered write).
+    pub seconds: f64,
+    /// Input rows per second.
+    pub rows_per_s: f64,
+}
+
+/// The pseudonym key of a benchmark or test job (fixed, so tokens can be checked).
+pub const BENCH_TOKEN_KEY: [u8; 32] = [0x5a; 32];
+
+/// Runs the three passes over the synthetic claims at `input` (of `rows` rows) with `runner`, writing
+/// datasets `gate`, `tokenize`, `qi_frequency` under `out` (created; must not hold them yet).
+pub async fn run_passes(
+    runner: &Runner,
+    secret: &ClusterSecret,
+    input: &Path,
+    rows: u64,
+    out: &Path,
+) -> Result<Vec<PassFigure>> {
+    let engine = runner.cluster_url().unwrap_or("in-process").to_owned();
+    let job = format!("bench-{}", std::process::id());
+    let mut figures = Vec::new();
+    let mut record = |pass: &'static str, r: crate::runner::RunReport| {
+        figures.push(PassFigure {
+            pass,
+            engine: engine.clone(),
+            rows,
+            output_rows: r.rows,
+            seconds: r.seconds,
+            rows_per_s: rows as f64 / r.seconds.max(1e-9),
+        })
+    };
+
+    let gate = GateUdf::new(secret, &format!("{job}-gate"), synth::gate_facts(rows)).into_udf();
+    let plan = gate_pass(runner.read_parquet(input).await?, gate, "provision_date")?;
+    record("gate", runner.write(plan, &["claim_id"], &Output::new(&out.join("gate"), "gate")).await?);
+
+    let token = TokenUdf::new(secret, &format!("{job}-token"), &BENCH_TOKEN_KEY)?.into_udf();
+    let plan = tokenize_pass(runner.read_parquet(input).await?, token, &["patient_id", "person_key"])?;
+    record("tokenize", runner.write(plan, &["claim_id"], &Output::new(&out.join("tokenize"), "tokenize")).await?);
+
+    let plan = qi_frequency(runner.read_parquet(input).await?, &synth::QI)?;
+    let o = Output::new(&out.join("qi_frequency"), "qi_frequency");
+    record("qi_frequency", runner.write(plan, &synth::QI, &o).await?);
+    Ok(figures)
+}
+
+/// Whether two datasets hold the same files with the same bytes (manifests included).
+pub fn same_bytes(a: &Path, b: &Path) -> Result<bool> {
+    let list = |d: &Path| -> Result<Vec<(String, Vec<u8>)>> {
+        let io = |source| crate::ClusterError::Io { path: d.display().to_string(), source };
+        let mut v = Vec::new();
+        for e in std::fs::read_dir(d).map_err(io)? {
+            let e = e.map_err(io)?;
+            v.push((e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).map_err(io)?));
+        }
+        v.sort();
+        Ok(v)
+    };
+    Ok(list(a)? == list(b)?)
+}
+
+/// This process's peak resident memory in bytes (Linux `VmHWM`), if known.
+pub fn peak_rss() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// The DuckDB peer: the same gate (a join with the facts and the same verdict rules, as of each
+/// row's provision date) and the same QI group-by, each ordered and written to zstd Parquet.
+const DUCKDB_PEER: &str = r#"
+import duckdb, json, sys, time
+inp, facts, out, waiting = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+con = duckdb.connect()
+res = {}
+t = time.perf_counter()
+con.execute(f"""COPY (
+  SELECT c.*, CASE
+    WHEN c.provider_id <> '{sys.argv[5]}' THEN 'provider_mismatch'
+    WHEN f.optout_from IS NOT NULL AND f.optout_from <= c.provision_date THEN 'opted_out'
+    WHEN f.first_notice IS NULL OR f.first_notice > c.provision_date THEN
+      CASE WHEN f.optout_from IS NOT NULL AND f.optout_from <= c.provision_date THEN 'not_notified' ELSE 'unknown_person' END
+    WHEN date_diff('day', f.first_notice, c.provision_date) < {waiting} THEN 'notice_too_recent'
+    ELSE 'admitted' END AS gate_verdict
+  FROM read_parquet('{inp}/*.parquet') c LEFT JOIN read_parquet('{facts}') f USING (patient_id)
+  ORDER BY claim_id) TO '{out}/gate.parquet' (FORMAT parquet, COMPRESSION zstd)""")
+res["gate"] = time.perf_counter() - t
+t = time.perf_counter()
+con.execute(f"""COPY (
+  SELECT sex, birth_year, municipality, diagnosis, count(*) AS n
+  FROM read_parquet('{inp}/*.parquet') GROUP BY ALL ORDER BY ALL
+) TO '{out}/qi.parquet' (FORMAT parquet, COMPRESSION zstd)""")
+res["qi_frequency"] = time.perf_counter() - t
+print(json.dumps(res))
+"#;
+
+/// Runs the DuckDB peer with `python` (which has the `duckdb` package) on the same input; returns
+/// seconds per pass (`gate`, `qi_frequency`).
+pub fn duckdb_peer(python: &Path, input: &Path, rows: u64, work: &Path) -> Result<Vec<(String, f64)>> {
+    use datafusion::arrow::array::{Date32Array, RecordBatch, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    let io = |p: &Path| {
+        let p = p.display().to_string();
+        move |source| crate::ClusterError::Io { path: p, source }
+    };
+    std::fs::create_dir_all(work).map_err(io(work))?;
+    // The facts as a table: first notice and first opt-out in force per patient (the synthetic facts
+    // have at most one of each and no withdrawals, so this is the same rule).
+    let facts = synth::gate_facts(rows);
+    let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("date");
+    let days = |d: &chrono::NaiveDate| (*d - epoch).num_days() as i32;
+    let (mut ids, mut notice, mut optout) = (vec![], vec![], vec![]);
+    for (id, p) in &facts.persons {
+        ids.push(id.as_str());
+        notice.push(p.notices.iter().min().map(days));
+        optout.push(p.optouts.iter().map(|o| o.1).min().as_ref().map(days));
+    }
+    let schema = std::sync::Arc::new(Schema::new(vec![
+        Field::new("patient_id", DataType::Utf8, false),
+        Field::new("first_notice", DataType::Date32, true),
+        Field::new("optout_from", DataType::Date32, true),
+    ]));
+    let b = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            std::sync::Arc::new(StringArray::from(ids)),
+            std::sync::Arc::new(Date32Array::from(notice)),
+            std::sync::Arc::new(Date32Array::from(optout)),
+        ],
+    )
+    .map_err(|e| crate::df("facts table")(e.into()))?;
+    let fpath = work.join("facts.parquet");
+    let f = std::fs::File::create(&fpath).map_err(io(&fpath))?;
+    let mut w = datafusion::parquet::arrow::ArrowWriter::try_new(f, schema, None)
+        .map_err(|e| crate::df("facts table")(e.into()))?;
+    w.write(&b).map_err(|e| crate::df("facts table")(e.into()))?;
+    w.close().map_err(|e| crate::df("facts table")(e.into()))?;
+    let out = std::process::Command::new(python)
+        .arg("-c")
+        .arg(DUCKDB_PEER)
+        .arg(input)
+        .arg(&fpath)
+        .arg(work)
+        .arg(facts.waiting_days.to_string())
+        .arg(&facts.provider_id)
+        .output()
+        .map_err(io(python))?;
+    if !out.status.success() {
+        return Err(crate::ClusterError::Input {
+            field: "duckdb peer".into(),
+            rule: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
+    }
+    let v: std::collections::BTreeMap<String, f64> = serde_json::from_slice(&out.stdout)
+        .map_err(|e| crate::ClusterError::Input { field: "duckdb peer output".into(), rule: e.to_string() })?;
+    Ok(v.into_iter().collect())
+}

@@ -1,0 +1,163 @@
+//! `kiban-cluster-node`: a Ballista scheduler or executor with kiban's UDF codecs, a cluster key
+//! generator, and the cluster benchmark. The `kiban cluster …` subcommands call the same functions.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use kiban_cluster::ClusterSecret;
+use kiban_cluster::node::{ExecutorOptions, run_executor, run_scheduler};
+
+#[derive(Parser)]
+#[command(about = "Runs a node of a kiban Ballista cluster")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Writes a new cluster key file (mode 0600); copy it to every executor and the submitting host.
+    Keygen {
+        /// The key file to create (must not exist).
+        out: PathBuf,
+    },
+    /// Runs the scheduler (holds no key).
+    Scheduler {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:50050")]
+        bind: SocketAddr,
+        /// Seconds after a job ends before executors delete its shuffle files.
+        #[arg(long, default_value_t = 5)]
+        job_data_cleanup_s: u64,
+    },
+    /// Runs an executor.
+    Executor {
+        /// The scheduler's address.
+        #[arg(long, default_value = "127.0.0.1:50050")]
+        scheduler: SocketAddr,
+        /// Host to bind and advertise.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Arrow Flight port.
+        #[arg(long)]
+        flight_port: u16,
+        /// gRPC port.
+        #[arg(long)]
+        grpc_port: u16,
+        /// Shuffle directory (put it on an encrypted volume).
+        #[arg(long)]
+        work_dir: PathBuf,
+        /// The cluster key file (mode 0600).
+        #[arg(long)]
+        key_file: PathBuf,
+        /// Task slots.
+        #[arg(long, default_value_t = 2)]
+        vcores: usize,
+    },
+    /// Benchmarks the passes in-process and, with --cluster, on the cluster; prints JSON lines.
+    Bench {
+        /// Input rows.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        /// Input Parquet files.
+        #[arg(long, default_value_t = 8)]
+        files: u64,
+        /// Scratch directory (input and outputs; removed at the end).
+        #[arg(long)]
+        work: PathBuf,
+        /// Ballista scheduler URL (df://host:port).
+        #[arg(long)]
+        cluster: Option<String>,
+        /// The cluster key file (needed with --cluster; a fresh secret is used otherwise).
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+        /// In-process memory limit in MiB (sorts spill past it).
+        #[arg(long, default_value_t = 2048)]
+        memory_mib: usize,
+        /// A Python with the `duckdb` package: runs the same gate join and QI group-by as the peer.
+        #[arg(long)]
+        duckdb_python: Option<PathBuf>,
+    },
+}
+
+fn main() -> anyhow_free::Result {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().thread_stack_size(32 << 20).build()?;
+    rt.block_on(async move {
+        match cli.cmd {
+            Cmd::Keygen { out } => ClusterSecret::generate().write_new(&out)?,
+            Cmd::Scheduler { bind, job_data_cleanup_s } => run_scheduler(bind, job_data_cleanup_s).await?,
+            Cmd::Executor { scheduler, host, flight_port, grpc_port, work_dir, key_file, vcores } => {
+                run_executor(ExecutorOptions { scheduler, host, flight_port, grpc_port, work_dir, key_file, vcores })
+                    .await?
+            }
+            Cmd::Bench { rows, files, work, cluster, key_file, memory_mib, duckdb_python } => {
+                bench(rows, files, &work, cluster, key_file, memory_mib, duckdb_python).await?
+            }
+        }
+        Ok(())
+    })
+}
+
+async fn bench(
+    rows: u64,
+    files: u64,
+    work: &std::path::Path,
+    cluster: Option<String>,
+    key_file: Option<PathBuf>,
+    memory_mib: usize,
+    duckdb_python: Option<PathBuf>,
+) -> anyhow_free::Result {
+    use kiban_cluster::bench::{peak_rss, run_passes, same_bytes};
+    use kiban_cluster::runner::Runner;
+    let secret = match &key_file {
+        Some(k) => ClusterSecret::read(k)?,
+        None => ClusterSecret::generate(),
+    };
+    let input = work.join("input");
+    let t = std::time::Instant::now();
+    kiban_cluster::synth::write_claims(&input, rows, files)?;
+    eprintln!("synthetic input: {rows} rows in {files} files, {:.1} s", t.elapsed().as_secs_f64());
+    let local = Runner::in_process(Some(memory_mib << 20))?;
+    let figs = run_passes(&local, &secret, &input, rows, &work.join("in-process")).await?;
+    let mut all = figs.clone();
+    if let Some(url) = &cluster {
+        let remote = Runner::cluster(url).await?;
+        all.extend(run_passes(&remote, &secret, &input, rows, &work.join("cluster")).await?);
+    }
+    for f in &all {
+        println!("{}", serde_json::to_string(f)?);
+    }
+    if cluster.is_some() {
+        for f in &figs {
+            let c = all.iter().find(|g| g.pass == f.pass && g.engine != "in-process").expect("cluster figure");
+            let same = same_bytes(&work.join("in-process").join(f.pass), &work.join("cluster").join(f.pass))?;
+            println!(
+                "{{\"pass\":\"{}\",\"cluster_over_in_process\":{:.3},\"byte_identical\":{same}}}",
+                f.pass,
+                c.rows_per_s / f.rows_per_s
+            );
+        }
+    }
+    println!("{{\"peak_rss_bytes\":{}}}", peak_rss().unwrap_or(0));
+    if let Some(py) = &duckdb_python {
+        for (pass, secs) in kiban_cluster::bench::duckdb_peer(py, &input, rows, &work.join("duckdb"))? {
+            let ours = figs.iter().find(|f| f.pass == pass).expect("same pass in-process");
+            println!(
+                "{{\"pass\":\"{pass}\",\"engine\":\"duckdb\",\"seconds\":{secs:.3},\"rows_per_s\":{:.0},\"in_process_over_duckdb\":{:.3}}}",
+                rows as f64 / secs,
+                ours.rows_per_s / (rows as f64 / secs)
+            );
+        }
+    }
+    std::fs::remove_dir_all(work).ok();
+    Ok(())
+}
+
+/// A boxed error is enough for a node's main.
+mod anyhow_free {
+    /// The node's result.
+    pub type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+}

@@ -1,0 +1,172 @@
+//! A real Ballista cluster on loopback: one scheduler and two executors, each its own process
+//! (`kiban-cluster-node`), against the same passes in-process.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kiban_cluster::runner::Runner;
+use kiban_cluster::{ClusterSecret, bench, synth};
+
+struct Nodes(Vec<Child>);
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn spawn(args: &[&str], log: &Path) -> Child {
+    let f = std::fs::File::create(log).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_kiban-cluster-node"))
+        .args(args)
+        // Debug logging on, so the check below also covers what Ballista logs about plans and tasks.
+        .env("RUST_LOG", "info,ballista=debug,ballista_executor=debug,ballista_scheduler=debug,kiban_cluster=debug")
+        .stdout(Stdio::from(f.try_clone().unwrap()))
+        .stderr(Stdio::from(f))
+        .spawn()
+        .unwrap()
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() { out.extend(files_under(&p)) } else { out.push(p) }
+        }
+    }
+    out
+}
+
+fn holding(files: &[PathBuf], needle: &[u8]) -> Vec<PathBuf> {
+    files
+        .iter()
+        .filter(|p| std::fs::read(p).map(|b| b.windows(needle.len()).any(|w| w == needle)).unwrap_or(false))
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s4_passes_on_a_two_executor_cluster_match_in_process_bytes_and_leak_no_secrets() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    let key_file = root.join("cluster.key");
+    let secret_bytes = [0x3cu8; 32];
+    ClusterSecret::from_bytes(secret_bytes).write_new(&key_file).unwrap();
+    let secret = ClusterSecret::read(&key_file).unwrap();
+    let logs = root.join("logs");
+    std::fs::create_dir(&logs).unwrap();
+
+    let sched = free_port();
+    let sched_addr = format!("127.0.0.1:{sched}");
+    let mut nodes = Nodes(vec![spawn(
+        &["scheduler", "--bind", &sched_addr, "--job-data-cleanup-s", "1"],
+        &logs.join("scheduler.log"),
+    )]);
+    let mut work_dirs = Vec::new();
+    for i in 0..2 {
+        let (fp, gp) = (free_port().to_string(), free_port().to_string());
+        let work = root.join(format!("work-{i}"));
+        nodes.0.push(spawn(
+            &[
+                "executor",
+                "--scheduler",
+                &sched_addr,
+                "--flight-port",
+                &fp,
+                "--grpc-port",
+                &gp,
+                "--work-dir",
+                work.to_str().unwrap(),
+                "--key-file",
+                key_file.to_str().unwrap(),
+                "--vcores",
+                "2",
+            ],
+            &logs.join(format!("executor-{i}.log")),
+        ));
+        work_dirs.push(work);
+    }
+
+    let rows = 40_000;
+    let input = root.join("input");
+    synth::write_claims(&input, rows, 4).unwrap();
+    let planted = synth::patient_id(7);
+
+    let local = Runner::in_process(None).unwrap();
+    let local_figs = bench::run_passes(&local, &secret, &input, rows, &root.join("local")).await.unwrap();
+
+    // The scheduler may take a moment to listen, and executors to register.
+    let url = format!("df://{sched_addr}");
+    let start = Instant::now();
+    let remote = loop {
+        match Runner::cluster(&url).await {
+            Ok(r) => break r,
+            Err(e) if start.elapsed() < Duration::from_secs(30) => {
+                eprintln!("waiting for the scheduler: {e}");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            Err(e) => panic!("scheduler never came up: {e}"),
+        }
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let remote_figs = bench::run_passes(&remote, &secret, &input, rows, &root.join("remote")).await.unwrap();
+
+    for (l, r) in local_figs.iter().zip(&remote_figs) {
+        assert_eq!(l.output_rows, r.output_rows, "{}", l.pass);
+        assert!(
+            bench::same_bytes(&root.join("local").join(l.pass), &root.join("remote").join(r.pass)).unwrap(),
+            "{}: cluster output differs from in-process output",
+            l.pass
+        );
+    }
+    // The executors really ran the tasks (each logged work, and the scheduler saw both).
+    for i in 0..2 {
+        let log = std::fs::read_to_string(logs.join(format!("executor-{i}.log"))).unwrap();
+        assert!(log.to_lowercase().contains("task"), "executor {i} ran no task:\n{log}");
+    }
+
+    // Secrets: neither the pseudonym key nor the cluster secret, in hex or raw, in any log or work file;
+    // no patient id in any log.
+    let log_files = files_under(&logs);
+    let mut all = log_files.clone();
+    for w in &work_dirs {
+        all.extend(files_under(w));
+    }
+    for needle in [
+        hex::encode(bench::BENCH_TOKEN_KEY).into_bytes(),
+        bench::BENCH_TOKEN_KEY.to_vec(),
+        hex::encode(secret_bytes).into_bytes(),
+        secret_bytes.to_vec(),
+    ] {
+        assert!(holding(&all, &needle).is_empty(), "key bytes found in {:?}", holding(&all, &needle));
+    }
+    assert!(holding(&log_files, planted.as_bytes()).is_empty(), "a patient id was logged");
+    assert!(!log_files.is_empty());
+
+    // Shuffle files hold medical data while a job runs; the scheduler has the executors delete them
+    // soon after the job ends.
+    let start = Instant::now();
+    loop {
+        let mut work_files = Vec::new();
+        for w in &work_dirs {
+            work_files.extend(files_under(w));
+        }
+        let left = holding(&work_files, planted.as_bytes());
+        if left.is_empty() {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "shuffle files with patient ids were not removed: {left:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    drop(nodes);
+}
