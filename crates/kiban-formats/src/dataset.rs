@@ -439,11 +439,13 @@ mod tests {
     impl Sealer for XorSealer {
         fn seal(&self, aad: &[u8], plain: &[u8]) -> Vec<u8> {
             let mut v: Vec<u8> = plain.iter().map(|b| b ^ self.0).collect();
+            v.push(self.0);
             v.extend_from_slice(aad);
             v
         }
         fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, String> {
             let body = sealed.strip_suffix(aad).ok_or("wrong associated data")?;
+            let body = body.strip_suffix(&[self.0]).ok_or("wrong key")?;
             Ok(body.iter().map(|b| b ^ self.0).collect())
         }
     }

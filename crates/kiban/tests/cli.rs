@@ -593,6 +593,11 @@ fn b1_b2_b3_x3_compliance_matrix_assessment_attachments_and_business_documents()
     let dir = tmp.path().join("data");
     let d = dir.to_str().unwrap();
     assert!(kiban(&["init", d], &[]).status.success());
+    // The matrix published into the data directory, for the console's compliance page.
+    let o = kiban(&["compliance", "matrix", "--workspace", ws.to_str().unwrap(), "--publish", "--data-dir", d], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let page = std::fs::read_to_string(dir.join("compliance/matrix.html")).unwrap();
+    assert!(page.contains("要件トレーサビリティ表") && page.contains("C3"));
     let a = json_of(&kiban(&["compliance", "assess", "--data-dir", d, "--json"], &[]));
     let item = |a: &serde_json::Value, id: &str| {
         a["items"].as_array().unwrap().iter().find(|i| i["id"] == id).unwrap().clone()

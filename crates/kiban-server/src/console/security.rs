@@ -109,6 +109,50 @@ pub(super) async fn audit_verify(State(st): State<AppState>, p: Page, Form(f): F
     Ok(render(&p, &AuditPage { p: &p, result }))
 }
 
+// ---- compliance -----------------------------------------------------------------------------------
+
+#[derive(Template)]
+#[template(path = "console/compliance.html")]
+struct CompliancePage<'a> {
+    p: &'a Page,
+    made: Option<String>,
+}
+
+fn matrix_path(st: &AppState) -> std::path::PathBuf {
+    st.data_dir.join("compliance").join("matrix.html")
+}
+
+/// The traceability matrix as last published (B2): when it was made, and a link to it.
+pub(super) async fn compliance(State(st): State<AppState>, p: Page) -> Res {
+    let made = std::fs::metadata(matrix_path(&st)).and_then(|m| m.modified()).ok().map(|t| {
+        chrono::DateTime::<chrono::Utc>::from(t).with_timezone(&chrono_tz_jst()).format("%Y-%m-%d %H:%M").to_string()
+    });
+    Ok(render(&p, &CompliancePage { p: &p, made }))
+}
+
+/// The published matrix page itself (self-contained HTML, no scripts), never cached.
+pub(super) async fn compliance_matrix(State(st): State<AppState>, p: Page) -> Res {
+    let _ = &p;
+    match std::fs::read_to_string(matrix_path(&st)) {
+        Ok(html) => Ok((
+            [
+                (axum::http::header::CACHE_CONTROL, "no-store"),
+                (axum::http::header::CONTENT_SECURITY_POLICY, "default-src 'none'; style-src 'unsafe-inline'"),
+            ],
+            axum::response::Html(html),
+        )
+            .into_response()),
+        Err(_) => Err(crate::error(
+            axum::http::StatusCode::NOT_FOUND,
+            "the matrix is not published yet (kiban compliance matrix --publish)",
+        )),
+    }
+}
+
+fn chrono_tz_jst() -> chrono::FixedOffset {
+    chrono::FixedOffset::east_opt(9 * 3600).expect("valid offset")
+}
+
 // ---- incidents ------------------------------------------------------------------------------------
 
 /// The incident form.

@@ -1,6 +1,7 @@
 //! The web console (issue 12): pages over HTTP (language switch, no-store, CSRF, field errors), the
 //! OpenAPI document with every endpoint called, and a journey per role in real Chromium.
 
+use kiban_server::workspace::{WithWorkspaces, WorkspaceEnv};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration as StdDuration, Instant};
@@ -23,7 +24,14 @@ async fn demo_server() -> Demo {
     let f = fixture().await;
     let accounts = demo::demo_accounts(&f.st.reg, f.st.sealer.as_ref()).await.unwrap();
     let app = demo::demo_records(&f.st.reg, "test").await.unwrap();
-    let addr = spawn(kiban_server::router(f.st.clone())).await;
+    // As `kiban serve` does: the Visiting environment attached to the router.
+    let env = WorkspaceEnv {
+        base: f.st.data_dir.join("workspaces"),
+        datasets: f.st.data_dir.join("datasets"),
+        sealer: std::sync::Arc::new(super::TestDatasetSealer),
+        limits: kiban_workspace::Limits::default(),
+    };
+    let addr = spawn(kiban_server::router(f.st.clone()).with_workspaces(env)).await;
     Demo { f, addr, accounts, app }
 }
 
@@ -114,6 +122,28 @@ async fn k12_forms_need_the_session_csrf_token_and_show_errors_next_to_the_field
     let r = http(d.addr, "POST", "/console/optouts", &[("cookie", clerk.as_str()), FORM], &body).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(r.body.contains("id=\"channel-error\""), "{}", r.body);
+}
+
+#[tokio::test]
+async fn b2_the_published_traceability_matrix_is_a_console_page_for_auditors_only() {
+    let d = demo_server().await;
+    let (cookie, _) = http_login(&d, AccountRole::Auditor).await;
+    let h = [("cookie", cookie.as_str())];
+    let r = http(d.addr, "GET", "/console/compliance", &h, "").await;
+    assert!(r.status == StatusCode::OK && r.body.contains("まだ作成されていません"), "{}", r.body);
+    assert_eq!(http(d.addr, "GET", "/console/compliance/matrix", &h, "").await.status, StatusCode::NOT_FOUND);
+    let dir = d.f.st.data_dir.join("compliance");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("matrix.html"), "<!doctype html><html lang=\"ja\"><h1>要件トレーサビリティ表</h1></html>")
+        .unwrap();
+    let r = http(d.addr, "GET", "/console/compliance", &h, "").await;
+    assert!(r.body.contains("/console/compliance/matrix") && r.body.contains("作成日時"), "{}", r.body);
+    let r = http(d.addr, "GET", "/console/compliance/matrix", &h, "").await;
+    assert!(r.status == StatusCode::OK && r.body.contains("要件トレーサビリティ表"));
+    assert_eq!(r.headers.get("cache-control").unwrap(), "no-store");
+    let (handler, _) = http_login(&d, AccountRole::Handler).await;
+    let r = http(d.addr, "GET", "/console/compliance/matrix", &[("cookie", handler.as_str())], "").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
 }
 
 #[tokio::test]

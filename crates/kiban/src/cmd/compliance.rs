@@ -43,6 +43,10 @@ enum Cmd {
         /// Also write a self-contained HTML page (Japanese first).
         #[arg(long, value_name = "FILE")]
         html: Option<PathBuf>,
+        /// Also keep the HTML page in the data directory (`compliance/matrix.html`), where the
+        /// console's compliance page shows it to auditors.
+        #[arg(long)]
+        publish: bool,
     },
     /// Certification self-assessment (B2): each criterion of Act art.8-3 and ordinance art.5–6 with
     /// the evidence in the data directory and the documents attached; the gaps are listed.
@@ -847,7 +851,7 @@ fn attach(ctx: &Ctx, item: &str, file: &Path) -> Result<ExitCode> {
 /// Runs `kiban compliance`.
 pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
     match args.cmd {
-        Cmd::Matrix { results, workspace, html } => {
+        Cmd::Matrix { results, workspace, html, publish } => {
             let root = workspace_root(workspace);
             if !root.join("crates").is_dir() {
                 bail!("{} is not the kiban workspace (no crates/); pass --workspace DIR", root.display());
@@ -867,10 +871,18 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
                 None => None,
             };
             let rows = matrix(&root, parsed.as_ref());
+            let label = results.as_ref().map(|p| p.display().to_string());
             if let Some(h) = &html {
-                let label = results.as_ref().map(|p| p.display().to_string());
                 fs::write(h, matrix_html(&rows, label.as_deref()))
                     .with_context(|| format!("cannot write {}", h.display()))?;
+            }
+            if publish {
+                DataDir::open(&ctx.data_dir)?;
+                let dir = ctx.data_dir.join("compliance");
+                fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+                let tmp = dir.join("matrix.html.tmp");
+                fs::write(&tmp, matrix_html(&rows, label.as_deref()))?;
+                fs::rename(&tmp, dir.join("matrix.html"))?;
             }
             if ctx.json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
