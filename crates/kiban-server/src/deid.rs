@@ -75,19 +75,73 @@ pub async fn deid_text(
     Ok(Json(json!({"text": d.text, "spans": spans})).into_response())
 }
 
-/// The body of `POST /api/pseudonymize`: a pseudonymization policy and a small table.
+/// The body of the table routes (`POST /api/pseudonymize`, `POST /api/anonymize`): a policy and a
+/// small table.
 #[derive(Deserialize)]
-pub struct PseudoRequest {
-    /// The policy (TOML, kind = "pseudonymization"); a `population_table` path is not accepted here.
-    policy: String,
+pub struct TableRequest {
+    /// The policy (TOML); no file path in it is accepted over HTTP.
+    pub(crate) policy: String,
     /// Column names.
-    columns: Vec<String>,
+    pub(crate) columns: Vec<String>,
     /// Rows of text values (`null` for a missing value).
-    rows: Vec<Vec<Option<String>>>,
+    pub(crate) rows: Vec<Vec<Option<String>>>,
 }
 
-/// Largest table accepted in one request (rows); bulk runs use `kiban pseudonymize`.
+/// Largest table accepted in one request (rows); bulk runs use the CLI.
 const MAX_ROWS: usize = 100_000;
+
+/// A table route's request, checked at the boundary: the size, the policy as TOML (for the caller's
+/// no-file-path rule) and the table as a batch. A failure is the 4xx response naming the field.
+pub(crate) fn table_request(
+    body: Result<Json<TableRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<(TableRequest, toml::Value, arrow::record_batch::RecordBatch), Response> {
+    let Json(req) = body.map_err(|e| error(StatusCode::UNPROCESSABLE_ENTITY, &format!("request body: {e}")))?;
+    if req.rows.len() > MAX_ROWS {
+        return Err(error(StatusCode::PAYLOAD_TOO_LARGE, "rows: more than 100000 (rule: bulk runs use the CLI)"));
+    }
+    let value: toml::Value = toml::from_str(&req.policy)
+        .map_err(|e| error(StatusCode::UNPROCESSABLE_ENTITY, &format!("policy: not valid TOML: {e}")))?;
+    let batch = kiban_deid::pseudo::table_from_rows(&req.columns, &req.rows).map_err(unprocessable)?;
+    Ok((req, value, batch))
+}
+
+/// A kiban-deid refusal as 422 (its message names the column and the rule).
+pub(crate) fn unprocessable(e: kiban_deid::DeidError) -> Response {
+    error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string())
+}
+
+/// Runs a table route's work off the async threads; a refusal is 422.
+pub(crate) async fn run_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, kiban_deid::DeidError> + Send + 'static,
+) -> Result<T, Response> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))?
+        .map_err(unprocessable)
+}
+
+/// Audits a table route's run (`{what}/{policy}`, the row count as volume; no data) and answers the
+/// table with its report.
+pub(crate) fn table_response(
+    st: &AppState,
+    c: &Caller,
+    what: &str,
+    policy_name: &str,
+    rows: usize,
+    batches: &[arrow::record_batch::RecordBatch],
+    report: impl serde::Serialize,
+) -> Result<Response, Response> {
+    let ev = Event::new(
+        c.actor(),
+        &c.source,
+        Action::Write,
+        Object::new(ObjectKind::Clinical, format!("{what}/{policy_name}")),
+    )
+    .volume(rows as u64);
+    st.audit.record(ev).map_err(|_| error(StatusCode::SERVICE_UNAVAILABLE, "the audit log is unavailable"))?;
+    let (columns, rows) = kiban_deid::pseudo::rows_of(batches);
+    Ok(Json(json!({"columns": columns, "rows": rows, "report": report})).into_response())
+}
 
 /// Pseudonymizes a small table under a policy checked against S1–S3 (refused naming the column) with
 /// a fresh random release key (tokens link nothing across requests); returns the table and the
@@ -96,16 +150,10 @@ const MAX_ROWS: usize = 100_000;
 pub async fn pseudonymize(
     State(st): State<AppState>,
     Extension(c): Extension<Caller>,
-    body: Result<Json<PseudoRequest>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<TableRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, Response> {
-    use kiban_deid::pseudo::{PseudoOptions, PseudoPolicy, ReleaseKey, rows_of, table_from_rows};
-    let Json(req) = body.map_err(|e| error(StatusCode::UNPROCESSABLE_ENTITY, &format!("request body: {e}")))?;
-    if req.rows.len() > MAX_ROWS {
-        return Err(error(StatusCode::PAYLOAD_TOO_LARGE, "rows: more than 100000 (rule: bulk runs use the CLI)"));
-    }
-    let unprocessable = |e: kiban_deid::DeidError| error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string());
-    let value: toml::Value = toml::from_str(&req.policy)
-        .map_err(|e| error(StatusCode::UNPROCESSABLE_ENTITY, &format!("policy: not valid TOML: {e}")))?;
+    use kiban_deid::pseudo::{PseudoOptions, PseudoPolicy, ReleaseKey};
+    let (req, value, batch) = table_request(body)?;
     if value.get("address").and_then(|a| a.get("population_table")).is_some() {
         return Err(error(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -113,9 +161,7 @@ pub async fn pseudonymize(
         ));
     }
     let policy = PseudoPolicy::from_toml(&req.policy, std::path::Path::new("/nonexistent")).map_err(unprocessable)?;
-    let batch = table_from_rows(&req.columns, &req.rows).map_err(unprocessable)?;
-    let rows = req.rows.len() as u64;
-    let out = tokio::task::spawn_blocking(move || {
+    let out = run_blocking(move || {
         kiban_deid::pseudonymize(
             &policy,
             &kiban_deid::Input::Batches(vec![batch]),
@@ -123,17 +169,6 @@ pub async fn pseudonymize(
             &PseudoOptions::new(ReleaseKey::random()),
         )
     })
-    .await
-    .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))?
-    .map_err(unprocessable)?;
-    let ev = Event::new(
-        c.actor(),
-        &c.source,
-        Action::Write,
-        Object::new(ObjectKind::Clinical, format!("pseudonymize/{}", out.report.policy_name)),
-    )
-    .volume(rows);
-    st.audit.record(ev).map_err(|_| error(StatusCode::SERVICE_UNAVAILABLE, "the audit log is unavailable"))?;
-    let (columns, rows) = rows_of(&out.batches);
-    Ok(Json(json!({"columns": columns, "rows": rows, "report": out.report})).into_response())
+    .await?;
+    table_response(&st, &c, "pseudonymize", &out.report.policy_name, req.rows.len(), &out.batches, &out.report)
 }
