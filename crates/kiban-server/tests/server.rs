@@ -1114,6 +1114,31 @@ async fn s5_deid_text_endpoint_returns_tagged_text_and_audits_no_content() {
     assert!(!logged.contains("山田") && !logged.contains("03-1234-5678"), "no content in the audit log");
 }
 
+/// POSTs `body` as JSON to `uri` in a fresh session of `account` acting as `role`; returns the status
+/// and the JSON answer (null when the answer is not JSON).
+async fn post_json_as(
+    st: AppState,
+    router: axum::Router,
+    account: String,
+    role: AccountRole,
+    uri: &str,
+    body: serde_json::Value,
+) -> (StatusCode, serde_json::Value) {
+    let token = auth::new_token();
+    st.reg.create_session(&auth::sha256_hex(&token), &account, role, "t", Utc::now()).await.unwrap();
+    let req = Request::builder()
+        .method("POST")
+        .uri(uri)
+        .header("cookie", format!("kiban_session={}", token.as_str()))
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let res = router.oneshot(req).await.unwrap();
+    let status = res.status();
+    let v = serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap_or_default();
+    (status, v)
+}
+
 #[tokio::test]
 async fn s1_s3_pseudonymize_endpoint_applies_the_policy_and_refuses_naming_the_column() {
     let f = fixture().await;
@@ -1121,28 +1146,14 @@ async fn s1_s3_pseudonymize_endpoint_applies_the_policy_and_refuses_naming_the_c
     let a =
         f.st.reg.create_account("pe.pseudo", "r", AccountRole::ProcessingEngineer, "admin", Utc::now()).await.unwrap();
     let post = |body: serde_json::Value| {
-        let router = router.clone();
-        let st = f.st.clone();
-        let id = a.account_id.clone();
-        async move {
-            let token = auth::new_token();
-            st.reg
-                .create_session(&auth::sha256_hex(&token), &id, AccountRole::ProcessingEngineer, "t", Utc::now())
-                .await
-                .unwrap();
-            let req = Request::builder()
-                .method("POST")
-                .uri("/api/pseudonymize")
-                .header("cookie", format!("kiban_session={}", token.as_str()))
-                .header("content-type", "application/json")
-                .body(Body::from(body.to_string()))
-                .unwrap();
-            let res = router.oneshot(req).await.unwrap();
-            let status = res.status();
-            let v: serde_json::Value =
-                serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap_or_default();
-            (status, v)
-        }
+        post_json_as(
+            f.st.clone(),
+            router.clone(),
+            a.account_id.clone(),
+            AccountRole::ProcessingEngineer,
+            "/api/pseudonymize",
+            body,
+        )
     };
     let policy = "version = 1\nname = \"http\"\nkind = \"pseudonymization\"\n\
         [[columns]]\nname = \"name\"\nrole = \"identifier\"\n\
@@ -1176,28 +1187,14 @@ async fn a1_a5_anonymize_endpoint_returns_a_k_anonymous_table_and_refuses_file_p
     let a =
         f.st.reg.create_account("pe.anon", "r", AccountRole::ProcessingEngineer, "admin", Utc::now()).await.unwrap();
     let post = |body: serde_json::Value| {
-        let router = router.clone();
-        let st = f.st.clone();
-        let id = a.account_id.clone();
-        async move {
-            let token = auth::new_token();
-            st.reg
-                .create_session(&auth::sha256_hex(&token), &id, AccountRole::ProcessingEngineer, "t", Utc::now())
-                .await
-                .unwrap();
-            let req = Request::builder()
-                .method("POST")
-                .uri("/api/anonymize")
-                .header("cookie", format!("kiban_session={}", token.as_str()))
-                .header("content-type", "application/json")
-                .body(Body::from(body.to_string()))
-                .unwrap();
-            let res = router.oneshot(req).await.unwrap();
-            let status = res.status();
-            let v: serde_json::Value =
-                serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap_or_default();
-            (status, v)
-        }
+        post_json_as(
+            f.st.clone(),
+            router.clone(),
+            a.account_id.clone(),
+            AccountRole::ProcessingEngineer,
+            "/api/anonymize",
+            body,
+        )
     };
     let policy = "version = 1\nname = \"http-anon\"\n[privacy]\nk = 2\n\
         [hierarchies]\nage = { builder = \"age\", widths = [10] }\nsex = { builder = \"flat\" }\n\
