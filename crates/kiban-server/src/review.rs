@@ -30,10 +30,22 @@ pub fn descriptors() -> Vec<RouteDesc> {
         route!(get, "/api/applications/{id}", show),
         route!(post, "/api/applications/{id}/review", open_review),
         route!(post, "/api/applications/{id}/committee", committee_step),
-        route!(post, "/api/applications/{id}/provision", provision_step),
+        route!(
+            post,
+            "/api/applications/{id}/provision",
+            step_route(provision_commands, "agreement, fee, payment, release or receipt")
+        ),
         route!(post, "/api/applications/{id}/package", package),
-        route!(post, "/api/applications/{id}/use", use_step),
-        route!(post, "/api/applications/{id}/supervision", supervision_step),
+        route!(
+            post,
+            "/api/applications/{id}/use",
+            step_route(use_commands, "change, publication, report, deletion certificate or user request")
+        ),
+        route!(
+            post,
+            "/api/applications/{id}/supervision",
+            step_route(supervision_commands, "request decision, audit or expiry")
+        ),
         route!(post, "/api/violations", violation),
         route!(post, "/api/violations/{id}/sanction", sanction),
         route!(get, "/api/ledger", ledger),
@@ -130,54 +142,46 @@ async fn committee_step(
     step(st, c, id, cmd, allowed, "declare_conflict, vote or decide").await
 }
 
-async fn provision_step(
-    State(st): State<AppState>,
-    Extension(c): Extension<Caller>,
-    Path(id): Path<String>,
-    Json(cmd): Json<Command>,
-) -> Res {
-    let allowed = |c: &Command| {
-        matches!(
-            c,
-            Command::ConcludeAgreement { .. }
-                | Command::EstimateFee { .. }
-                | Command::FinalFee { .. }
-                | Command::RecordPayment { .. }
-                | Command::Release { .. }
-                | Command::AcknowledgeReceipt { .. }
-        )
-    };
-    step(st, c, id, cmd, allowed, "agreement, fee, payment, release or receipt").await
+/// Commands of the provision step (secretariat): agreement, fees, payment, release, receipt.
+fn provision_commands(c: &Command) -> bool {
+    matches!(
+        c,
+        Command::ConcludeAgreement { .. }
+            | Command::EstimateFee { .. }
+            | Command::FinalFee { .. }
+            | Command::RecordPayment { .. }
+            | Command::Release { .. }
+            | Command::AcknowledgeReceipt { .. }
+    )
 }
 
-async fn use_step(
-    State(st): State<AppState>,
-    Extension(c): Extension<Caller>,
-    Path(id): Path<String>,
-    Json(cmd): Json<Command>,
-) -> Res {
-    let allowed = |c: &Command| {
-        matches!(
-            c,
-            Command::RequestChange { .. }
-                | Command::RecordPublication { .. }
-                | Command::FileReport { .. }
-                | Command::DeletionCertificate { .. }
-                | Command::UserRequest { .. }
-        )
-    };
-    step(st, c, id, cmd, allowed, "change, publication, report, deletion certificate or user request").await
+/// Commands of the use step (the user): changes, publications, reports, deletion certificates, requests.
+fn use_commands(c: &Command) -> bool {
+    matches!(
+        c,
+        Command::RequestChange { .. }
+            | Command::RecordPublication { .. }
+            | Command::FileReport { .. }
+            | Command::DeletionCertificate { .. }
+            | Command::UserRequest { .. }
+    )
 }
 
-async fn supervision_step(
-    State(st): State<AppState>,
-    Extension(c): Extension<Caller>,
-    Path(id): Path<String>,
-    Json(cmd): Json<Command>,
-) -> Res {
-    let allowed =
-        |c: &Command| matches!(c, Command::DecideRequest { .. } | Command::Expire { .. } | Command::RecordAudit { .. });
-    step(st, c, id, cmd, allowed, "request decision, audit or expiry").await
+/// Commands of supervision: request decisions, audits, expiry.
+fn supervision_commands(c: &Command) -> bool {
+    matches!(c, Command::DecideRequest { .. } | Command::Expire { .. } | Command::RecordAudit { .. })
+}
+
+/// What a step route's handler returns.
+type StepFuture = std::pin::Pin<Box<dyn Future<Output = Res> + Send>>;
+
+/// The handler of a step route that carries only the commands `allowed` accepts.
+fn step_route(
+    allowed: fn(&Command) -> bool,
+    what: &'static str,
+) -> impl Fn(State<AppState>, Extension<Caller>, Path<String>, Json<Command>) -> StepFuture + Clone + Send + Sync + 'static
+{
+    move |State(st), Extension(c), Path(id), Json(cmd)| Box::pin(step(st, c, id, cmd, allowed, what))
 }
 
 /// A release package to build (R9, D6): a dataset of the data directory for one recipient account.
