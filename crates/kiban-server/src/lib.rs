@@ -286,7 +286,7 @@ pub async fn authorize(State(st): State<AppState>, mut req: Request, next: Next)
     if let Some(i) = path.split('/').position(|seg| seg == "{provider}")
         && let Some(seg) = req.uri().path().split('/').nth(i)
     {
-        let provider = percent_decode(seg);
+        let provider = percent_encoding::percent_decode_str(seg).decode_utf8_lossy();
         if let Err(r) = caller.require_provider(&st, &provider) {
             return r;
         }
@@ -294,26 +294,6 @@ pub async fn authorize(State(st): State<AppState>, mut req: Request, next: Next)
     req.extensions_mut().insert(Source(caller.source.clone()));
     req.extensions_mut().insert(caller);
     next.run(req).await
-}
-
-/// Decodes `%XX` escapes of a path segment (ids are ASCII; anything odd simply fails the scope check).
-fn percent_decode(seg: &str) -> String {
-    let b = seg.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let Ok(v) = u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
-        {
-            out.push(v);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// 401: the console's pages answer with the login form, the API with JSON.
