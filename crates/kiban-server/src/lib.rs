@@ -26,6 +26,7 @@ pub mod authz;
 pub mod checker;
 pub mod console;
 pub mod deid;
+pub mod drill;
 pub mod gateway;
 pub mod identity;
 pub mod intake;

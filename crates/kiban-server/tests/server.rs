@@ -1245,6 +1245,38 @@ async fn o1_o9_d9_the_checker_over_http_finds_small_cells_and_protects_the_table
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
 }
 
+/// The demo's security drill (issue 11 item 9): a brute force is locked out and alerted, the officer
+/// logs in with TOTP and unlocks, and every step is in the verified audit log.
+#[tokio::test]
+async fn x4_x5_i2_the_security_drill_locks_out_a_brute_force_alerts_and_is_audited() {
+    let f = fixture().await;
+    let r = kiban_server::drill::run(&f.st).await.unwrap();
+    assert!(r.passed(), "{}", r.summary());
+    assert!(r.attempt_statuses.iter().all(|s| *s == 401), "{:?}", r.attempt_statuses);
+    assert_eq!((r.totp_enrolled, r.totp_required), (9, 9));
+    assert!(r.alerts.contains(&"repeated-login-failures".to_owned()), "{:?}", r.alerts);
+    let target = f.st.reg.account_by_login(&r.target).await.unwrap().unwrap();
+    let kinds: Vec<String> =
+        f.st.reg.account_events(&target.account_id).await.unwrap().into_iter().map(|e| e.kind).collect();
+    assert!(kinds.contains(&"lockout".to_owned()) && kinds.contains(&"unlocked".to_owned()), "{kinds:?}");
+    assert!(!target.locked_out_at(Utc::now()), "the officer's unlock holds");
+    let mut failures_from_attacker = 0;
+    kiban_audit::for_each_entry(&f.st.audit.dir().to_owned(), |e| {
+        if e.event.action == Action::Login
+            && e.event.outcome == Outcome::Failure
+            && e.event.source == kiban_server::drill::ATTACKER
+        {
+            failures_from_attacker += 1;
+        }
+        std::ops::ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!(failures_from_attacker, r.attempt_statuses.len());
+    // A second drill straight after still logs the officer in: the used TOTP step is not replayed.
+    let again = kiban_server::drill::run(&f.st).await.unwrap();
+    assert!(again.officer_login && again.unlocked, "{}", again.summary());
+}
+
 mod console;
 #[path = "server/public.rs"]
 mod public;

@@ -149,6 +149,7 @@ fn demo_runs_end_to_end_and_twice() {
         "visiting",
         "publication",
         "dicom",
+        "security",
         "audit",
     ] {
         assert!(stages.contains(&s), "stage {s} ran: {stages:?}");
@@ -161,6 +162,19 @@ fn demo_runs_end_to_end_and_twice() {
         r.contains("refused for a small cell") && r.contains("approved by checker") && r.contains("ledger ldg-"),
         "{r}"
     );
+    // X5, X4, I2: the security summary — 2FA coverage, a brute force locked out and alerted, the chain verified.
+    let security = v["stages"].as_array().unwrap().iter().find(|s| s["stage"] == "security").unwrap();
+    let r = security["result"].as_str().unwrap();
+    assert!(
+        r.contains("2FA 9/9")
+            && r.contains("locked out")
+            && r.contains("repeated-login-failures")
+            && r.contains("verified"),
+        "{r}"
+    );
+    let drill: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("security-drill.json")).unwrap()).unwrap();
+    assert_eq!(drill["audit_intact"], true, "{drill}");
     let identity = v["stages"].as_array().unwrap().iter().find(|s| s["stage"] == "identity").unwrap();
     assert!(identity["result"].as_str().unwrap().contains("precision"), "{identity}");
     assert!(kiban(&["demo", "--dir", d, "--patients", "2000"], &[]).status.success(), "fresh again");

@@ -210,6 +210,18 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
     })?;
     stage("public", &mut || crate::cmd::publish::demo(&dd, &data))?;
     stage("dicom", &mut || crate::cmd::dicom::demo_step(&dd, &cfg, &args.dir))?;
+    stage("security", &mut || {
+        let r = crate::block_on(async {
+            let reg = dd.registry().await?;
+            let st = crate::cmd::serve::app_state(&dd, &data, reg, false, 15)?;
+            kiban_server::drill::run(&st).await.map_err(anyhow::Error::msg)
+        })?;
+        fs::write(args.dir.join("security-drill.json"), serde_json::to_vec_pretty(&r)?)?;
+        if !r.passed() {
+            bail!("the security drill did not go as expected: {}", r.summary());
+        }
+        Ok(r.summary())
+    })?;
     stage("audit", &mut || {
         let key = crate::auditkey::audit_checkpoint_key(&dd)?;
         let log = kiban_audit::AuditLog::open(dd.audit_dir(), key.clone())?;

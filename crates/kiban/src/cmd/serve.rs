@@ -49,11 +49,13 @@ enum Gateway {
     Release(Args),
 }
 
-fn state(
+/// The server's state on `dd`: the registry, the audit log, the sealer and the route table.
+pub(crate) fn app_state(
     dd: &DataDir,
     root: &std::path::Path,
     reg: kiban_registry::Registry,
-    a: &Args,
+    secure_cookie: bool,
+    idle_minutes: i64,
 ) -> Result<kiban_server::AppState> {
     let key = crate::auditkey::audit_checkpoint_key(dd)?;
     let audit = kiban_audit::AuditLog::open(dd.audit_dir(), key.clone()).context("cannot open the audit log")?;
@@ -62,10 +64,7 @@ fn state(
         audit: Arc::new(audit),
         sealer: crate::cmd::account::sealer(dd)?,
         authz: kiban_server::Authz::builtin(),
-        cfg: kiban_server::ServerConfig {
-            secure_cookie: a.tls_cert.is_some(),
-            idle_timeout: chrono::Duration::minutes(a.idle_minutes.max(1)),
-        },
+        cfg: kiban_server::ServerConfig { secure_cookie, idle_timeout: chrono::Duration::minutes(idle_minutes.max(1)) },
         audit_key: key,
         data_dir: root.to_owned(),
     }))
@@ -82,7 +81,7 @@ fn serve(ctx: &Ctx, a: Args, which: &str) -> Result<ExitCode> {
     let dd = DataDir::open(&ctx.data_dir)?;
     crate::block_on(async {
         let reg = dd.registry().await?;
-        let st = state(&dd, &ctx.data_dir, reg, &a)?;
+        let st = app_state(&dd, &ctx.data_dir, reg, a.tls_cert.is_some(), a.idle_minutes)?;
         if a.demo {
             crate::cmd::serve_demo::seed(&st, &format!("http://{}", a.bind)).await?;
         }
