@@ -1261,7 +1261,7 @@ async fn x4_x5_i2_the_security_drill_locks_out_a_brute_force_alerts_and_is_audit
     assert!(kinds.contains(&"lockout".to_owned()) && kinds.contains(&"unlocked".to_owned()), "{kinds:?}");
     assert!(!target.locked_out_at(Utc::now()), "the officer's unlock holds");
     let mut failures_from_attacker = 0;
-    kiban_audit::for_each_entry(&f.st.audit.dir().to_owned(), |e| {
+    kiban_audit::for_each_entry(f.st.audit.dir(), |e| {
         if e.event.action == Action::Login
             && e.event.outcome == Outcome::Failure
             && e.event.source == kiban_server::drill::ATTACKER
