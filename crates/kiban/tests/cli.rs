@@ -710,31 +710,48 @@ fn b1_b2_b3_x3_compliance_matrix_assessment_attachments_and_business_documents()
     assert_eq!((row["submitted_on"].as_str(), row["published_on"].as_str()), (Some("2026-10-01"), Some("2026-10-03")));
 }
 
+/// Adds a roster member through `kiban committee add-member`.
+fn add_member(d: &str, m: &kiban_registry::review::committee::Member) {
+    use kiban_registry::review::committee::Expertise;
+    let sex = if m.sex == kiban_model::person::Sex::Male { "male" } else { "female" };
+    let exp = match m.expertise {
+        Expertise::NaturalScience => "natural_science",
+        Expertise::HumanitiesSocialScience => "humanities_social_science",
+        Expertise::LayPatientPerspective => "lay_patient_perspective",
+    };
+    let (ts, te) = (m.term_start.to_string(), m.term_end.to_string());
+    let mut a = vec!["committee", "add-member", "--data-dir", d, "--id", &m.member_id, "--name", &m.name];
+    a.extend(["--sex", sex, "--expertise", exp, "--term-start", &ts, "--term-end", &te]);
+    if m.external {
+        a.push("--external");
+    }
+    let o = kiban(&a, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+/// Members m0–m4 vote to approve the application under review, then the committee decides.
+fn approve_by_votes(d: &str, id: &str) {
+    for m in ["m0", "m1", "m2", "m3", "m4"] {
+        let o = kiban(
+            &["review", "vote", id, "--member", m, "--vote", "approve", "--reason", "妥当", "--data-dir", d],
+            &[],
+        );
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let o = kiban(&["review", "decide", id, "--outcome", "approve", "--on", "2026-06-10", "--data-dir", d], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
 #[test]
 fn r1_r2_r9_committee_review_release_and_ledger_through_the_cli() {
     use kiban_registry::review::agreement::sample_agreement_for;
     use kiban_registry::review::application::sample_application;
-    use kiban_registry::review::committee::{Expertise, sample_committee};
+    use kiban_registry::review::committee::sample_committee;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     let d = dir.to_str().unwrap();
     assert!(kiban(&["init", d], &[]).status.success());
-    let add = |m: &kiban_registry::review::committee::Member| {
-        let sex = if m.sex == kiban_model::person::Sex::Male { "male" } else { "female" };
-        let exp = match m.expertise {
-            Expertise::NaturalScience => "natural_science",
-            Expertise::HumanitiesSocialScience => "humanities_social_science",
-            Expertise::LayPatientPerspective => "lay_patient_perspective",
-        };
-        let (ts, te) = (m.term_start.to_string(), m.term_end.to_string());
-        let mut a = vec!["committee", "add-member", "--data-dir", d, "--id", &m.member_id, "--name", &m.name];
-        a.extend(["--sex", sex, "--expertise", exp, "--term-start", &ts, "--term-end", &te]);
-        if m.external {
-            a.push("--external");
-        }
-        let o = kiban(&a, &[]);
-        assert!(o.status.success(), "{}", text(&o));
-    };
+    let add = |m: &kiban_registry::review::committee::Member| add_member(d, m);
     let roster = sample_committee(6);
     roster[..4].iter().for_each(add);
     let o = kiban(&["committee", "check", "--on", "2026-06-10", "--data-dir", d], &[]);
@@ -765,13 +782,6 @@ fn r1_r2_r9_committee_review_release_and_ledger_through_the_cli() {
         &kiban(&["review", "vote", &id, "--member", "m5", "--vote", "approve", "--reason", "可", "--data-dir", d], &[]),
         "conflict of interest",
     );
-    for m in ["m0", "m1", "m2", "m3", "m4"] {
-        let o = kiban(
-            &["review", "vote", &id, "--member", m, "--vote", "approve", "--reason", "妥当", "--data-dir", d],
-            &[],
-        );
-        assert!(o.status.success(), "{}", text(&o));
-    }
     let release = |extra: &[&str]| {
         let manifest = tmp.path().join("manifest.json");
         std::fs::write(&manifest, "{\"files\":[]}").unwrap();
@@ -781,8 +791,7 @@ fn r1_r2_r9_committee_review_release_and_ledger_through_the_cli() {
         kiban(&a, &[])
     };
     assert_clean_failure(&release(&[]), "not allowed while the application is UnderReview");
-    let o = kiban(&["review", "decide", &id, "--outcome", "approve", "--on", "2026-06-10", "--data-dir", d], &[]);
-    assert!(o.status.success(), "{}", text(&o));
+    approve_by_votes(d, &id);
     let notice = text(&kiban(&["review", "notice", &id, "--data-dir", d], &[]));
     assert!(notice.contains("承諾通知書") && notice.contains("提供予定時期"), "{notice}");
     assert_clean_failure(&release(&[]), "no agreement signed");
@@ -1265,26 +1274,12 @@ fn p7_l1_identity_register_lookup_review_across_processes_audited_without_identi
 
 #[test]
 fn l1_linkage_export_needs_an_approved_application_that_names_the_database() {
-    use kiban_registry::review::committee::{Expertise, sample_committee};
+    use kiban_registry::review::committee::sample_committee;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     let d = dir.to_str().unwrap();
     assert!(kiban(&["init", d], &[]).status.success());
-    for m in sample_committee(6) {
-        let sex = if m.sex == kiban_model::person::Sex::Male { "male" } else { "female" };
-        let exp = match m.expertise {
-            Expertise::NaturalScience => "natural_science",
-            Expertise::HumanitiesSocialScience => "humanities_social_science",
-            Expertise::LayPatientPerspective => "lay_patient_perspective",
-        };
-        let (ts, te) = (m.term_start.to_string(), m.term_end.to_string());
-        let mut a = vec!["committee", "add-member", "--data-dir", d, "--id", &m.member_id, "--name", &m.name];
-        a.extend(["--sex", sex, "--expertise", exp, "--term-start", &ts, "--term-end", &te]);
-        if m.external {
-            a.push("--external");
-        }
-        assert!(kiban(&a, &[]).status.success());
-    }
+    sample_committee(6).iter().for_each(|m| add_member(d, m));
     let mut app: serde_json::Value = serde_json::from_slice(&kiban(&["application", "template"], &[]).stdout).unwrap();
     app["plan"]["linkage"] = serde_json::json!(["NDB"]);
     let path = tmp.path().join("app.json");
@@ -1312,12 +1307,7 @@ fn l1_linkage_export_needs_an_approved_application_that_names_the_database() {
     };
     assert_clean_failure(&export("NDB"), "not approved");
     assert!(kiban(&["review", "open", &id, "--on", "2026-06-10", "--data-dir", d], &[]).status.success());
-    for m in ["m0", "m1", "m2", "m3", "m4"] {
-        let a = ["review", "vote", &id, "--member", m, "--vote", "approve", "--reason", "妥当", "--data-dir", d];
-        assert!(kiban(&a, &[]).status.success());
-    }
-    let o = kiban(&["review", "decide", &id, "--outcome", "approve", "--on", "2026-06-10", "--data-dir", d], &[]);
-    assert!(o.status.success(), "{}", text(&o));
+    approve_by_votes(d, &id);
     assert_clean_failure(&export("DPC"), "does not name DPC");
     // Approved, but the shared secret has not been imported yet.
     assert_clean_failure(&export("NDB"), "linkage/NDB");
