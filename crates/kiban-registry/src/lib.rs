@@ -10,6 +10,7 @@
 //! (migration 2 adds the intake records: see [`records`]).
 
 pub mod accounts;
+pub mod anchor;
 pub mod business;
 pub mod confirmation;
 pub mod gate;

@@ -446,7 +446,8 @@ pub struct PurgeRecord {
     pub recorded_at: String,
 }
 
-fn digest(ids: &[String]) -> String {
+/// SHA-256 (hex) of ids, sorted, one a line: what a purge record keeps of the rows it removed.
+pub(crate) fn ids_digest(ids: &[String]) -> String {
     let mut h = Sha256::new();
     for id in ids {
         h.update(id.as_bytes());
@@ -563,7 +564,7 @@ impl Registry {
                 // Rows whose stored end has passed but that are still here (in force, referred to, or
                 // in a bulk record whose last entry is recent).
                 held: held_in_force as u64,
-                ids_sha256: digest(&purged),
+                ids_sha256: ids_digest(&purged),
                 ids: purged,
             };
             if !dry_run {

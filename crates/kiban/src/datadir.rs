@@ -134,6 +134,11 @@ impl DataDir {
         Ok(std::sync::Arc::new(StoreSealer(self.key_store()?)))
     }
 
+    /// Where the registry's anchor files live (their digests are in the audit log).
+    pub fn anchors_dir(&self) -> PathBuf {
+        self.root.join("anchors")
+    }
+
     /// The audit log directory.
     pub fn audit_dir(&self) -> PathBuf {
         self.root.join("audit")

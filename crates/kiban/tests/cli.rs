@@ -1409,3 +1409,35 @@ fn x4_r12_serve_starts_on_a_data_directory_with_a_vault_and_answers_the_login_pa
     let _ = child.wait();
     assert!(resp.starts_with("HTTP/1.1 200"), "{}", &resp[..resp.len().min(200)]);
 }
+
+/// X6, I2: a statutory row edited in the registry's database file behind kiban's back is named by
+/// `kiban audit verify`, which fails and records a failed verification that raises the integrity alert.
+#[test]
+fn x6_a_registry_row_edited_behind_kibans_back_is_caught_by_audit_verify() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let d = dir.to_str().unwrap();
+    assert!(kiban(&["init", d], &[]).status.success());
+    assert!(kiban(&["account", "add", "au.sato", "--role", "auditor", "--data-dir", d], &[]).status.success());
+    let o = kiban(&["audit", "verify", "--data-dir", d], &[]);
+    assert!(o.status.success() && text(&o).contains("first anchor"), "{}", text(&o));
+    let o = kiban(&["audit", "verify", "--data-dir", d], &[]);
+    assert!(o.status.success() && text(&o).contains("anchored rows intact"), "{}", text(&o));
+
+    // Edit the account's creation event in the SQLite file directly, as an attacker with the file would.
+    let url = kiban_registry::Registry::sqlite_url(&dir.join("registry.sqlite"));
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let reg = kiban_registry::Registry::open(&url).await.unwrap();
+        let sql = "UPDATE account_events SET by_account = 'nobody' WHERE event_id = (SELECT MIN(event_id) FROM account_events)";
+        assert_eq!(reg.execute_admin(sql).await.unwrap(), 1);
+        reg.close().await;
+    });
+    let o = kiban(&["audit", "verify", "--data-dir", d, "--json"], &[]);
+    assert!(!o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["intact"], false);
+    let f = &v["registry"]["check"]["findings"][0];
+    assert!(f["table"] == "account_events" && f["what"] == "changed", "{v}");
+    let alerts = std::fs::read_to_string(dir.join("audit/alerts.jsonl")).unwrap();
+    assert!(alerts.contains("audit-integrity"), "{alerts}");
+}

@@ -280,3 +280,41 @@ async fn r9_d8_retention_purges_ledger_and_sanctions_only_after_their_period_and
         reg.close().await;
     }
 }
+
+/// X6: a row of an append-only table edited or deleted in the database behind kiban's back is named
+/// by the anchor check; rows written since, and rows the retention job purged, are not findings.
+#[tokio::test]
+async fn x6_rows_edited_or_deleted_behind_kibans_back_are_caught_by_the_anchor_and_purges_are_not() {
+    for f in fresh_backends().await {
+        let reg = ready(&f.url).await;
+        let old = reg.add_notice(&notice("p-1", "2024-02-01")).await.unwrap();
+        let newer = reg.add_notice(&notice("p-1", "2025-01-10")).await.unwrap();
+        let a1 = reg.anchor().await.unwrap();
+        assert!(a1.tables["notices"].iter().any(|(k, _)| *k == old.notice_id), "{:?}", f.backend);
+        let c = reg.check_anchor(&a1, &reg.anchor().await.unwrap()).await.unwrap();
+        assert!(c.is_intact() && c.new_rows == 0 && c.anchored == a1.rows(), "{c:?}");
+
+        let only = reg.add_notice(&notice("p-2", "2024-03-01")).await.unwrap();
+        // The retention job purges p-1's superseded notice: explained by its purge record.
+        assert_eq!(reg.purge_expired(d("2027-03-15"), "test", false).await.unwrap().total_purged(), 1);
+        let c = reg.check_anchor(&a1, &reg.anchor().await.unwrap()).await.unwrap();
+        assert!(c.is_intact(), "{:?}: {c:?}", f.backend);
+        assert_eq!(c.purged, 1);
+        assert!(c.new_rows >= 2, "the new notice and the purge record are new: {c:?}");
+
+        let a2 = reg.anchor().await.unwrap();
+        reg.execute_admin(&format!(
+            "UPDATE notices SET notice_date = '2020-01-01' WHERE notice_id = '{}'",
+            newer.notice_id
+        ))
+        .await
+        .unwrap();
+        reg.execute_admin(&format!("DELETE FROM notices WHERE notice_id = '{}'", only.notice_id)).await.unwrap();
+        let c = reg.check_anchor(&a2, &reg.anchor().await.unwrap()).await.unwrap();
+        let found: Vec<(String, &str)> = c.findings.iter().map(|f| (f.key.clone(), f.what)).collect();
+        assert!(found.contains(&(newer.notice_id.clone(), "changed")), "{:?}: {found:?}", f.backend);
+        assert!(found.contains(&(only.notice_id.clone(), "missing")), "{found:?}");
+        assert_eq!(found.len(), 2, "nothing else is reported: {found:?}");
+        assert!(c.findings.iter().all(|f| f.table == "notices"));
+    }
+}

@@ -236,12 +236,26 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
             log.append(Event::new(actor.clone(), "kiban demo", action, Object::new(kind, id)))?;
         }
         log.flush()?;
+        // X6: the registry's append-only tables are anchored in the log, so an edit behind kiban is caught.
+        let registry = crate::block_on(async {
+            let reg = dd.registry().await?;
+            let r = crate::cmd::audit::check_registry(&dd, &reg, Some(&log), &actor, "kiban demo").await;
+            reg.close().await;
+            r
+        })?;
+        if !registry.check.is_intact() {
+            bail!("registry check failed: {}", registry.summary());
+        }
         drop(log);
         let (report, _) = kiban_audit::verify_summary(&dd.audit_dir(), &key, &actor, "kiban demo")?;
         if !report.is_intact() {
             bail!("audit chain verification failed: {}", report.summary());
         }
-        Ok(format!("監査ログ audit log: {} entries, hash chain and signed checkpoints verified", report.entries))
+        Ok(format!(
+            "監査ログ audit log: {} entries, hash chain and signed checkpoints verified; registry anchored ({} rows of the append-only tables)",
+            report.entries,
+            registry.anchored_now.unwrap_or_default()
+        ))
     })?;
 
     let summary = serde_json::json!({

@@ -86,6 +86,7 @@ fn serve(ctx: &Ctx, a: Args, which: &str) -> Result<ExitCode> {
             crate::cmd::serve_demo::seed(&st, &format!("http://{}", a.bind)).await?;
         }
         let st2 = st.clone();
+        spawn_anchoring(DataDir::open(&ctx.data_dir)?, st.clone());
         let descs = match which {
             "intake" => kiban_server::gateway::intake_routes(),
             "release" => kiban_server::gateway::release_routes(),
@@ -113,6 +114,26 @@ fn serve(ctx: &Ctx, a: Args, which: &str) -> Result<ExitCode> {
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// How often the server checks the registry against its last anchor and records a new one (X6).
+const ANCHOR_EVERY: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// Checks and anchors the registry at start and every [`ANCHOR_EVERY`]; a tampered registry is
+/// recorded as a failed verification (the `audit-integrity` alert) and printed.
+fn spawn_anchoring(dd: DataDir, st: kiban_server::AppState) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(ANCHOR_EVERY);
+        loop {
+            every.tick().await;
+            let by = kiban_audit::Actor::system();
+            match crate::cmd::audit::check_registry(&dd, &st.reg, Some(st.audit.as_ref()), &by, "kiban serve").await {
+                Ok(r) if !r.check.is_intact() => eprintln!("kiban serve: {}", r.summary()),
+                Ok(_) => {}
+                Err(e) => eprintln!("kiban serve: registry anchor failed: {e:#}"),
+            }
+        }
+    });
 }
 
 /// Runs `kiban serve`.
