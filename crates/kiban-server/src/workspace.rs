@@ -256,6 +256,17 @@ pub async fn submit_request(
     }
 }
 
+/// The creator's answer to R7 request `index`.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestDecision<'a> {
+    /// The request's index.
+    pub index: usize,
+    /// Granted (otherwise refused).
+    pub granted: bool,
+    /// Why.
+    pub reason: &'a str,
+}
+
 /// The creator decides an R7 request (shared by the CLI and the API). A granted upload is brought in
 /// only if its bytes still hash to the digest recorded with the request — data as a table of this
 /// workspace only, a tool as a named view — and recorded; a refused upload is deleted from quarantine.
@@ -264,11 +275,10 @@ pub async fn decide_request(
     audit: &dyn AuditSink,
     env: &WorkspaceEnv,
     id: &str,
-    index: usize,
-    granted: bool,
-    reason: &str,
+    d: RequestDecision<'_>,
     by: &Actor,
 ) -> Result<WsState, String> {
+    let RequestDecision { index, granted, reason } = d;
     let cmd = WsCommand::DecideRequest { index, granted, reason: reason.to_owned(), by: by.id.clone() };
     let mut s = reg.execute_workspace(id, &cmd).await.map_err(|e| e.to_string())?;
     let note = if granted { "R7 request granted" } else { "R7 request refused" };
@@ -438,9 +448,16 @@ async fn decide(
     Path((id, index)): Path<(String, usize)>,
     Json(b): Json<DecideBody>,
 ) -> Res {
-    let s = decide_request(&st.reg, st.audit.as_ref(), &env, &id, index, b.granted, &b.reason, &c.actor())
-        .await
-        .map_err(|e| error(StatusCode::UNPROCESSABLE_ENTITY, &e))?;
+    let s = decide_request(
+        &st.reg,
+        st.audit.as_ref(),
+        &env,
+        &id,
+        RequestDecision { index, granted: b.granted, reason: &b.reason },
+        &c.actor(),
+    )
+    .await
+    .map_err(|e| error(StatusCode::UNPROCESSABLE_ENTITY, &e))?;
     ok(json!({"requests": s.requests, "tables": s.tables, "tools": s.tools}))
 }
 

@@ -470,7 +470,7 @@ async fn d9_saved_scripts_run_and_aggregate_results_chart_as_svg_but_row_level_o
     let svg = e.a.add_chart(&r.result_id, &spec).unwrap();
     assert!(svg.starts_with("<svg") && svg.matches("<rect").count() == 2, "{svg}");
     assert!(svg.contains("男") && !svg.contains("<script"));
-    assert_eq!(e.a.charts(&r.result_id).unwrap(), [spec.clone()], "kept with the result");
+    assert_eq!(e.a.charts(&r.result_id).unwrap(), vec![spec.clone()], "kept with the result");
     let line = ChartSpec { kind: ChartKind::Line, ..spec.clone() };
     assert!(e.a.add_chart(&r.result_id, &line).unwrap().contains("<polyline"));
     assert!(e.a.add_chart(&r.result_id, &ChartSpec { y: "sex".into(), ..spec.clone() }).is_err(), "y is numeric");

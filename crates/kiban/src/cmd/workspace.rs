@@ -13,8 +13,8 @@ use kiban_audit::{Action, Actor, AuditLog, AuditSink, Event, Object, ObjectKind,
 use kiban_registry::records::today_jst;
 use kiban_registry::workspace::WsCommand;
 use kiban_server::workspace::{
-    Bring, WorkspaceEnv, add_handler, decide_request, end_workspace, open_workspace, request_review, submit_request,
-    sweep,
+    Bring, RequestDecision, WorkspaceEnv, add_handler, decide_request, end_workspace, open_workspace, request_review,
+    submit_request, sweep,
 };
 use kiban_workspace::{Limits, TakeoutStatus, Workspace};
 
@@ -247,9 +247,16 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
             }
             Verb::Decide { id, index, grant, reason, by } => {
                 let actor = Actor::new(&by, Role::Secretariat);
-                let s = decide_request(&reg, &log, &env, &id, index, grant, &reason, &actor)
-                    .await
-                    .map_err(anyhow::Error::msg)?;
+                let s = decide_request(
+                    &reg,
+                    &log,
+                    &env,
+                    &id,
+                    RequestDecision { index, granted: grant, reason: &reason },
+                    &actor,
+                )
+                .await
+                .map_err(anyhow::Error::msg)?;
                 serde_json::json!({"requests": s.requests, "tables": s.tables, "tools": s.tools})
             }
             Verb::Suspend { id, reason } => {
@@ -458,9 +465,8 @@ pub fn demo_stage(dd: &DataDir, root: &std::path::Path, cfg: &kiban_model::synth
         }
         let secretariat = Actor::new("demo.secretariat", Role::Secretariat);
         let index = rs.requests.len() - 1;
-        decide_request(&reg, &log, &env, &wid, index, true, "対応表のみで個人情報を含まない", &secretariat)
-            .await
-            .map_err(anyhow::Error::msg)?;
+        let answer = RequestDecision { index, granted: true, reason: "対応表のみで個人情報を含まない" };
+        decide_request(&reg, &log, &env, &wid, answer, &secretariat).await.map_err(anyhow::Error::msg)?;
         let joined = ws
             .query(
                 &acct.account_id,
