@@ -218,11 +218,18 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
             Verb::List => serde_json::to_value(reg.workspaces().await?)?,
             Verb::Show { id } => {
                 let s = reg.workspace_state(&id).await?;
-                let (results, takeouts) = match Workspace::open(&env.base, &id, env.sealer.clone()) {
-                    Ok(ws) => (serde_json::to_value(ws.results()?)?, serde_json::to_value(ws.takeouts()?)?),
-                    Err(_) => (serde_json::json!([]), serde_json::json!([])),
+                let (results, takeouts, quarantine, tools) = match Workspace::open(&env.base, &id, env.sealer.clone()) {
+                    Ok(ws) => (
+                        serde_json::to_value(ws.results()?)?,
+                        serde_json::to_value(ws.takeouts()?)?,
+                        serde_json::to_value(ws.staged_all()?)?,
+                        serde_json::to_value(ws.tools()?)?,
+                    ),
+                    Err(_) => {
+                        (serde_json::json!([]), serde_json::json!([]), serde_json::json!([]), serde_json::json!([]))
+                    }
                 };
-                serde_json::json!({"state": s, "results": results, "takeouts": takeouts})
+                serde_json::json!({"state": s, "results": results, "takeouts": takeouts, "quarantine": quarantine, "tools": tools})
             }
             Verb::Close { id, reason, on } => {
                 end_workspace(&reg, &log, &env, &id, on.unwrap_or_else(today_jst), &reason, &operator)
