@@ -26,6 +26,25 @@ pub struct WsHandler {
     pub name: String,
 }
 
+/// An upload carried by an R7 request, as recorded (no values): the digest the creator approves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WsUpload {
+    /// The quarantine id in the workspace (`upl-…`).
+    pub staged_id: String,
+    /// The table or tool name it will have.
+    pub name: String,
+    /// SHA-256 of the uploaded bytes or tool text.
+    pub sha256: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// `csv`, `parquet` or `sql`.
+    pub format: String,
+    /// Rows (own data).
+    pub rows: u64,
+    /// Column names (own data) or tables read (tool).
+    pub columns: Vec<String>,
+}
+
 /// Where a workspace stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -59,6 +78,9 @@ pub enum WsCommand {
         kind: RequestKind,
         /// What and why.
         detail: String,
+        /// The file or tool text that came with it, held in quarantine.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        upload: Option<WsUpload>,
     },
     /// The creator decides a request (R7).
     DecideRequest {
@@ -79,6 +101,15 @@ pub enum WsCommand {
         table: String,
         /// Rows.
         rows: u64,
+    },
+    /// An own tool approved under request `index` was installed (R7): exactly the text of `sha256`.
+    AddTool {
+        /// The granted request.
+        index: usize,
+        /// Tool name.
+        name: String,
+        /// SHA-256 of the approved text.
+        sha256: String,
     },
     /// A take-out was checked (D9).
     TakeoutChecked {
@@ -101,6 +132,38 @@ pub enum WsCommand {
         checker: String,
         /// SHA-256 of the approved table (approved only).
         table_sha256: Option<String>,
+    },
+    /// Stop use for now (R6: unexpected use is controlled); data stay, nobody may work in it.
+    Suspend {
+        /// Day.
+        on: NaiveDate,
+        /// Why.
+        reason: String,
+        /// Who (account id).
+        by: String,
+    },
+    /// Lift a stop.
+    Resume {
+        /// Day.
+        on: NaiveDate,
+        /// Who.
+        by: String,
+    },
+    /// A handler joins the roster (R5: each handler change is checked against the application).
+    AddHandler {
+        /// The handler.
+        handler: WsHandler,
+        /// Day.
+        on: NaiveDate,
+    },
+    /// A handler leaves the roster.
+    RemoveHandler {
+        /// Account id.
+        account_id: String,
+        /// Day.
+        on: NaiveDate,
+        /// Why.
+        reason: String,
     },
     /// Close the workspace.
     Close {
@@ -156,6 +219,9 @@ pub enum WsEvent {
         kind: RequestKind,
         /// Detail.
         detail: String,
+        /// The upload held in quarantine.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        upload: Option<WsUpload>,
     },
     /// See [`WsCommand::DecideRequest`].
     RequestDecided {
@@ -176,6 +242,47 @@ pub enum WsEvent {
         table: String,
         /// Rows.
         rows: u64,
+    },
+    /// See [`WsCommand::AddTool`].
+    ToolAdded {
+        /// Request index.
+        index: usize,
+        /// Tool.
+        name: String,
+        /// Approved digest.
+        sha256: String,
+    },
+    /// See [`WsCommand::Suspend`].
+    Suspended {
+        /// Day.
+        on: NaiveDate,
+        /// Why.
+        reason: String,
+        /// By.
+        by: String,
+    },
+    /// See [`WsCommand::Resume`].
+    Resumed {
+        /// Day.
+        on: NaiveDate,
+        /// By.
+        by: String,
+    },
+    /// See [`WsCommand::AddHandler`].
+    HandlerAdded {
+        /// The handler.
+        handler: WsHandler,
+        /// Day.
+        on: NaiveDate,
+    },
+    /// See [`WsCommand::RemoveHandler`].
+    HandlerRemoved {
+        /// Account id.
+        account_id: String,
+        /// Day.
+        on: NaiveDate,
+        /// Why.
+        reason: String,
     },
     /// See [`WsCommand::TakeoutChecked`].
     TakeoutChecked {
@@ -226,6 +333,11 @@ impl WsEvent {
             WsEvent::RequestReceived { .. } => "request_received",
             WsEvent::RequestDecided { .. } => "request_decided",
             WsEvent::OwnDataAdded { .. } => "own_data_added",
+            WsEvent::ToolAdded { .. } => "tool_added",
+            WsEvent::Suspended { .. } => "suspended",
+            WsEvent::Resumed { .. } => "resumed",
+            WsEvent::HandlerAdded { .. } => "handler_added",
+            WsEvent::HandlerRemoved { .. } => "handler_removed",
             WsEvent::TakeoutChecked { .. } => "takeout_checked",
             WsEvent::TakeoutDecided { .. } => "takeout_decided",
             WsEvent::Closed { .. } => "closed",
@@ -245,8 +357,10 @@ pub struct WsRequest {
     pub detail: String,
     /// Granted, reason, by.
     pub decision: Option<(bool, String, String)>,
-    /// Own data brought in under it (table name).
+    /// Own data or tool brought in under it (table or tool name).
     pub fulfilled: Option<String>,
+    /// The upload it carries (held in quarantine until decided).
+    pub upload: Option<WsUpload>,
 }
 
 /// A take-out as the registry records it.
@@ -283,6 +397,12 @@ pub struct WsState {
     pub release_ids: Vec<String>,
     /// Tables (released datasets and approved own data).
     pub tables: Vec<String>,
+    /// Approved tools: name and the SHA-256 of the approved text.
+    pub tools: Vec<(String, String)>,
+    /// Use stopped on, and why (R6); `None` when not stopped.
+    pub suspended: Option<(NaiveDate, String)>,
+    /// Roster changes after opening: day, account, `added`/`removed: why`.
+    pub roster_changes: Vec<(NaiveDate, String, String)>,
     /// Requests.
     pub requests: Vec<WsRequest>,
     /// Take-outs.
@@ -338,6 +458,13 @@ impl WsState {
         if self.phase != WsPhase::Open {
             return Err(rule("workspace", "R5", format!("workspace {} is {:?}", self.workspace_id, self.phase)));
         }
+        if let Some((on, why)) = &self.suspended {
+            return Err(rule(
+                "workspace",
+                "R6",
+                format!("use of workspace {} is stopped since {on}: {why}", self.workspace_id),
+            ));
+        }
         if on < self.usage_from || on > self.usage_to {
             return Err(rule(
                 "on",
@@ -369,7 +496,7 @@ pub fn handle(s: &WsState, cmd: &WsCommand) -> Result<Vec<WsEvent>, WsError> {
             }
             Ok(vec![WsEvent::DatasetAdded { table: table.clone(), release_id: release_id.clone(), rows: *rows }])
         }
-        WsCommand::Request { account_id, kind, detail } => {
+        WsCommand::Request { account_id, kind, detail, upload } => {
             open("request")?;
             if s.handler(account_id).is_none() {
                 return Err(rule("account_id", "R5", format!("{account_id} is not a handler here")));
@@ -384,7 +511,22 @@ pub fn handle(s: &WsState, cmd: &WsCommand) -> Result<Vec<WsEvent>, WsError> {
             if detail.trim().is_empty() {
                 return Err(rule("detail", "R7", "a request says what is to be brought in and why"));
             }
-            Ok(vec![WsEvent::RequestReceived { account_id: account_id.clone(), kind: *kind, detail: detail.clone() }])
+            if let Some(u) = upload {
+                if *kind == RequestKind::OwnData && u.format == "sql"
+                    || *kind == RequestKind::OwnTools && u.format != "sql"
+                {
+                    return Err(rule("upload", "R7", format!("a {} upload does not fit a {kind:?} request", u.format)));
+                }
+                if u.sha256.len() != 64 || !u.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(rule("upload", "R7", "the upload's SHA-256 is not 64 hex digits"));
+                }
+            }
+            Ok(vec![WsEvent::RequestReceived {
+                account_id: account_id.clone(),
+                kind: *kind,
+                detail: detail.clone(),
+                upload: upload.clone(),
+            }])
         }
         WsCommand::DecideRequest { index, granted, reason, by } => match s.requests.get(*index) {
             None => Err(rule("index", "R7", format!("no request #{index}"))),
@@ -405,8 +547,18 @@ pub fn handle(s: &WsState, cmd: &WsCommand) -> Result<Vec<WsEvent>, WsError> {
             open("add own data")?;
             match s.requests.get(*index) {
                 Some(WsRequest {
-                    kind: RequestKind::OwnData, decision: Some((true, _, _)), fulfilled: None, ..
-                }) => {}
+                    kind: RequestKind::OwnData,
+                    decision: Some((true, _, _)),
+                    fulfilled: None,
+                    upload,
+                    ..
+                }) => {
+                    if let Some(u) = upload
+                        && &u.name != table
+                    {
+                        return Err(rule("table", "R7", format!("request #{index} was granted for table {}", u.name)));
+                    }
+                }
                 _ => {
                     return Err(rule(
                         "index",
@@ -419,6 +571,63 @@ pub fn handle(s: &WsState, cmd: &WsCommand) -> Result<Vec<WsEvent>, WsError> {
                 return Err(rule("table", "R13", format!("table {table} already exists")));
             }
             Ok(vec![WsEvent::OwnDataAdded { index: *index, table: table.clone(), rows: *rows }])
+        }
+        WsCommand::AddTool { index, name, sha256 } => {
+            open("add tool")?;
+            match s.requests.get(*index) {
+                Some(WsRequest {
+                    kind: RequestKind::OwnTools,
+                    decision: Some((true, _, _)),
+                    fulfilled: None,
+                    upload: Some(u),
+                    ..
+                }) if &u.name == name && &u.sha256 == sha256 => {}
+                _ => {
+                    return Err(rule(
+                        "index",
+                        "R7",
+                        format!("request #{index} is not a granted, unused request for tool {name} with this text"),
+                    ));
+                }
+            }
+            if s.tables.contains(name) {
+                return Err(rule("name", "R13", format!("a table {name} exists")));
+            }
+            Ok(vec![WsEvent::ToolAdded { index: *index, name: name.clone(), sha256: sha256.clone() }])
+        }
+        WsCommand::Suspend { on, reason, by } => {
+            open("stop use")?;
+            if s.suspended.is_some() {
+                return Err(rule("workspace", "R6", "use is already stopped"));
+            }
+            if reason.trim().is_empty() {
+                return Err(rule("reason", "R6", "stopping use states its reason"));
+            }
+            Ok(vec![WsEvent::Suspended { on: *on, reason: reason.clone(), by: by.clone() }])
+        }
+        WsCommand::Resume { on, by } => {
+            open("resume use")?;
+            if s.suspended.is_none() {
+                return Err(rule("workspace", "R6", "use is not stopped"));
+            }
+            Ok(vec![WsEvent::Resumed { on: *on, by: by.clone() }])
+        }
+        WsCommand::AddHandler { handler, on } => {
+            open("add handler")?;
+            if s.handler(&handler.account_id).is_some() {
+                return Err(rule("account_id", "R5", format!("{} is already a handler here", handler.account_id)));
+            }
+            Ok(vec![WsEvent::HandlerAdded { handler: handler.clone(), on: *on }])
+        }
+        WsCommand::RemoveHandler { account_id, on, reason } => {
+            open("remove handler")?;
+            if s.handler(account_id).is_none() {
+                return Err(rule("account_id", "R5", format!("{account_id} is not a handler here")));
+            }
+            if reason.trim().is_empty() {
+                return Err(rule("reason", "R5", "a roster change states its reason"));
+            }
+            Ok(vec![WsEvent::HandlerRemoved { account_id: account_id.clone(), on: *on, reason: reason.clone() }])
         }
         WsCommand::TakeoutChecked { takeout_id, result_id, account_id, passed } => {
             open("take-out")?;
@@ -481,12 +690,13 @@ pub fn apply(s: &mut WsState, e: &WsEvent) {
             s.phase = WsPhase::Open;
         }
         WsEvent::DatasetAdded { table, .. } => s.tables.push(table.clone()),
-        WsEvent::RequestReceived { account_id, kind, detail } => s.requests.push(WsRequest {
+        WsEvent::RequestReceived { account_id, kind, detail, upload } => s.requests.push(WsRequest {
             account_id: account_id.clone(),
             kind: *kind,
             detail: detail.clone(),
             decision: None,
             fulfilled: None,
+            upload: upload.clone(),
         }),
         WsEvent::RequestDecided { index, granted, reason, by } => {
             if let Some(r) = s.requests.get_mut(*index) {
@@ -498,6 +708,25 @@ pub fn apply(s: &mut WsState, e: &WsEvent) {
                 r.fulfilled = Some(table.clone());
             }
             s.tables.push(table.clone());
+        }
+        WsEvent::ToolAdded { index, name, sha256 } => {
+            if let Some(r) = s.requests.get_mut(*index) {
+                r.fulfilled = Some(name.clone());
+            }
+            match s.tools.iter_mut().find(|t| &t.0 == name) {
+                Some(t) => t.1 = sha256.clone(),
+                None => s.tools.push((name.clone(), sha256.clone())),
+            }
+        }
+        WsEvent::Suspended { on, reason, .. } => s.suspended = Some((*on, reason.clone())),
+        WsEvent::Resumed { .. } => s.suspended = None,
+        WsEvent::HandlerAdded { handler, on } => {
+            s.roster_changes.push((*on, handler.account_id.clone(), "added".into()));
+            s.handlers.push(handler.clone());
+        }
+        WsEvent::HandlerRemoved { account_id, on, reason } => {
+            s.roster_changes.push((*on, account_id.clone(), format!("removed: {reason}")));
+            s.handlers.retain(|h| &h.account_id != account_id);
         }
         WsEvent::TakeoutChecked { takeout_id, result_id, account_id, passed } => s.takeouts.push(WsTakeout {
             takeout_id: takeout_id.clone(),
@@ -533,6 +762,9 @@ pub fn replay(id: &str, events: &[WsEvent]) -> WsState {
         handlers: Vec::new(),
         release_ids: Vec::new(),
         tables: Vec::new(),
+        tools: Vec::new(),
+        suspended: None,
+        roster_changes: Vec::new(),
         requests: Vec::new(),
         takeouts: Vec::new(),
         closed: None,
@@ -573,12 +805,7 @@ pub fn check_open(
         return Err(rule("handlers", "R5", "a workspace has at least one handler"));
     }
     for h in handlers {
-        if !a.handlers.iter().any(|x| x.name.trim() == h.name.trim()) {
-            return Err(rule("handlers", "R5", format!("{} is not a handler on the application", h.name)));
-        }
-        if !agreement.handlers.iter().any(|x| x.trim() == h.name.trim()) {
-            return Err(rule("handlers", "R3", format!("{} is not a handler under the agreement", h.name)));
-        }
+        check_handler(app, h)?;
     }
     if release_ids.is_empty() {
         return Err(rule("release_ids", "R4", "a workspace holds at least one release"));
@@ -587,6 +814,19 @@ pub fn check_open(
         if !app.releases.iter().any(|x| &x.spec.release_id == r) {
             return Err(rule("release_ids", "R4", format!("{r} is not a release of this application")));
         }
+    }
+    Ok(())
+}
+
+/// Checks that `h` is a handler named on the application and under its agreement (R5, R3).
+pub fn check_handler(app: &AppState, h: &WsHandler) -> Result<(), WsError> {
+    let a = app.application.as_ref().ok_or_else(|| rule("application", "R4", "no application"))?;
+    let agreement = app.agreement.as_ref().ok_or_else(|| rule("agreement", "R3", "no agreement signed"))?;
+    if !a.handlers.iter().any(|x| x.name.trim() == h.name.trim()) {
+        return Err(rule("handlers", "R5", format!("{} is not a handler on the application", h.name)));
+    }
+    if !agreement.handlers.iter().any(|x| x.trim() == h.name.trim()) {
+        return Err(rule("handlers", "R3", format!("{} is not a handler under the agreement", h.name)));
     }
     Ok(())
 }
@@ -644,6 +884,19 @@ impl Registry {
         append(&mut tx, &id, 0, std::slice::from_ref(&ev)).await?;
         tx.commit().await?;
         self.workspace_state(&id).await
+    }
+
+    /// Adds a handler to a workspace's roster, checked against the application and agreement (R5).
+    pub async fn add_workspace_handler(
+        &self,
+        id: &str,
+        handler: &WsHandler,
+        on: NaiveDate,
+    ) -> Result<WsState, WsError> {
+        let s = self.workspace_state(id).await?;
+        let app = self.application_state(&s.application_id).await?;
+        check_handler(&app, handler)?;
+        self.execute_workspace(id, &WsCommand::AddHandler { handler: handler.clone(), on }).await
     }
 
     /// A workspace's events.

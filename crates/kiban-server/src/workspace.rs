@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use askama::Template;
 use axum::Json;
-use axum::extract::{Extension, Form, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Extension, Form, Multipart, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -25,7 +25,8 @@ use kiban_registry::Registry;
 use kiban_registry::accounts::AccountRole;
 use kiban_registry::records::today_jst;
 use kiban_registry::review::workflow::RequestKind;
-use kiban_registry::workspace::{WsCommand, WsError, WsHandler, WsState};
+use kiban_registry::workspace::{WsCommand, WsError, WsHandler, WsState, WsUpload};
+use kiban_workspace::chart::{ChartKind, ChartSpec};
 use kiban_workspace::{Limits, TakeoutStatus, Workspace, WorkspaceError};
 use serde::Deserialize;
 use serde_json::json;
@@ -66,7 +67,12 @@ pub fn descriptors() -> Vec<RouteDesc> {
         route!(post, "/api/workspaces/expire", expire),
         route!(get, "/api/workspaces/{id}", show),
         route!(post, "/api/workspaces/{id}/close", close),
-        route!(post, "/api/workspaces/{id}/requests/{index}", decide_request),
+        route!(get, "/api/workspaces/{id}/requests/{index}", review_request),
+        route!(post, "/api/workspaces/{id}/requests/{index}", decide),
+        route!(post, "/api/workspaces/{id}/suspend", suspend),
+        route!(post, "/api/workspaces/{id}/resume", resume),
+        route!(post, "/api/workspaces/{id}/handlers", roster_add),
+        route!(post, "/api/workspaces/{id}/handlers/remove", roster_remove),
         route!(post, "/api/workspaces/{id}/takeouts/{tko}", decide_takeout),
         route!(get, "/workspace", page_index),
         route!(get, "/workspace/{id}", page_home),
@@ -75,7 +81,16 @@ pub fn descriptors() -> Vec<RouteDesc> {
         route!(post, "/workspace/{id}/takeouts", page_takeout_request),
         route!(get, "/workspace/{id}/takeouts/{tko}", page_takeout),
         route!(get, "/workspace/{id}/takeouts/{tko}/output", page_output),
-        route!(post, "/workspace/{id}/requests", page_request),
+        RouteDesc {
+            method: Method::POST,
+            path: "/workspace/{id}/requests",
+            // The own-data file rides on this form: the body limit is the upload cap plus the form.
+            handler: post(page_request)
+                .layer(DefaultBodyLimit::max(kiban_workspace::own::MAX_UPLOAD_BYTES + (256 << 10))),
+        },
+        route!(post, "/workspace/{id}/scripts/{name}/run", page_run_script),
+        route!(post, "/workspace/{id}/tools/{name}/run", page_run_tool),
+        route!(post, "/workspace/{id}/results/{rid}/charts", page_chart),
     ]
 }
 
@@ -176,6 +191,146 @@ pub fn spawn_sweeper(st: AppState, env: WorkspaceEnv, every: std::time::Duration
             }
         }
     })
+}
+
+/// What a handler's R7 request brings along.
+#[derive(Debug, Clone, Copy)]
+pub enum Bring<'a> {
+    /// Nothing yet (a request in words only).
+    Nothing,
+    /// A file of own data (CSV or Parquet) to become `table`.
+    Data {
+        /// The table name asked for.
+        table: &'a str,
+        /// The uploaded file's name (for messages).
+        file_name: &'a str,
+        /// Its bytes.
+        bytes: &'a [u8],
+    },
+    /// A tool: a named SQL view.
+    Tool {
+        /// The tool's name.
+        name: &'a str,
+        /// Its text.
+        sql: &'a str,
+    },
+}
+
+/// A handler's R7 request (shared by the pages and the demo): the upload is checked and held in
+/// quarantine, then the request is recorded with its digest; if the registry refuses the request the
+/// upload is removed again.
+pub async fn submit_request(
+    reg: &Registry,
+    ws: &Workspace,
+    id: &str,
+    account_id: &str,
+    kind: RequestKind,
+    detail: &str,
+    bring: Bring<'_>,
+) -> Result<(WsState, Option<kiban_workspace::Staged>), String> {
+    let staged = match bring {
+        Bring::Nothing => None,
+        Bring::Data { table, file_name, bytes } => {
+            Some(ws.stage_own_data(table, file_name, bytes).map_err(|e| e.to_string())?)
+        }
+        Bring::Tool { name, sql } => Some(ws.stage_tool(name, sql).map_err(|e| e.to_string())?),
+    };
+    let upload = staged.as_ref().map(|s| WsUpload {
+        staged_id: s.staged_id.clone(),
+        name: s.name.clone(),
+        sha256: s.sha256.clone(),
+        bytes: s.bytes,
+        format: s.format.clone(),
+        rows: s.rows,
+        columns: s.columns.iter().map(|(c, _)| c.clone()).collect(),
+    });
+    let cmd = WsCommand::Request { account_id: account_id.to_owned(), kind, detail: detail.to_owned(), upload };
+    match reg.execute_workspace(id, &cmd).await {
+        Ok(s) => Ok((s, staged)),
+        Err(e) => {
+            if let Some(s) = &staged {
+                let _ = ws.discard(&s.staged_id);
+            }
+            Err(e.to_string())
+        }
+    }
+}
+
+/// The creator's answer to R7 request `index`.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestDecision<'a> {
+    /// The request's index.
+    pub index: usize,
+    /// Granted (otherwise refused).
+    pub granted: bool,
+    /// Why.
+    pub reason: &'a str,
+}
+
+/// The creator decides an R7 request (shared by the CLI and the API). A granted upload is brought in
+/// only if its bytes still hash to the digest recorded with the request — data as a table of this
+/// workspace only, a tool as a named view — and recorded; a refused upload is deleted from quarantine.
+pub async fn decide_request(
+    reg: &Registry,
+    audit: &dyn AuditSink,
+    env: &WorkspaceEnv,
+    id: &str,
+    d: RequestDecision<'_>,
+    by: &Actor,
+) -> Result<WsState, String> {
+    let RequestDecision { index, granted, reason } = d;
+    let cmd = WsCommand::DecideRequest { index, granted, reason: reason.to_owned(), by: by.id.clone() };
+    let mut s = reg.execute_workspace(id, &cmd).await.map_err(|e| e.to_string())?;
+    let note = if granted { "R7 request granted" } else { "R7 request refused" };
+    let ev = Event::new(
+        by.clone(),
+        "kiban",
+        Action::Write,
+        Object::new(ObjectKind::Ledger, format!("ws-request/{id}/{index}")),
+    )
+    .note(note);
+    audit.record(ev).map_err(|e| e.to_string())?;
+    let Some(u) = s.requests.get(index).and_then(|r| r.upload.clone()) else { return Ok(s) };
+    let kind = s.requests[index].kind;
+    let ws = Workspace::open(&env.base, id, env.sealer.clone()).map_err(|e| e.to_string())?;
+    if !granted {
+        ws.discard(&u.staged_id).map_err(|e| e.to_string())?;
+        return Ok(s);
+    }
+    let admitted = ws.admit(&u.staged_id, &u.sha256).map_err(|e| e.to_string())?;
+    let cmd = match kind {
+        RequestKind::OwnTools => WsCommand::AddTool { index, name: u.name.clone(), sha256: u.sha256.clone() },
+        _ => WsCommand::AddOwnData { index, table: u.name.clone(), rows: admitted.rows },
+    };
+    s = reg.execute_workspace(id, &cmd).await.map_err(|e| e.to_string())?;
+    let ev = Event::new(
+        by.clone(),
+        "kiban",
+        Action::Write,
+        Object::new(ObjectKind::Clinical, format!("ws/{id}/{}", u.name)),
+    )
+    .volume(admitted.rows)
+    .note(format!("R7 {} admitted, sha256 {}", admitted.format, &u.sha256[..16]));
+    audit.record(ev).map_err(|e| e.to_string())?;
+    Ok(s)
+}
+
+/// An R7 request for the creator's review: the request, what its upload holds (schema and size; a
+/// tool's whole text, which is what is approved).
+pub fn request_review(env: &WorkspaceEnv, s: &WsState, index: usize) -> Result<serde_json::Value, String> {
+    let r = s.requests.get(index).ok_or_else(|| format!("index: no request #{index} (R7)"))?;
+    let mut v = json!({"index": index, "request": r});
+    if let Some(u) = &r.upload
+        && r.decision.is_none()
+    {
+        let ws = Workspace::open(&env.base, &s.workspace_id, env.sealer.clone()).map_err(|e| e.to_string())?;
+        let staged = ws.staged(&u.staged_id).map_err(|e| e.to_string())?;
+        v["staged"] = serde_json::to_value(&staged).expect("json");
+        if staged.kind == kiban_workspace::StagedKind::Tool {
+            v["tool_sql"] = json!(ws.staged_tool_text(&u.staged_id).map_err(|e| e.to_string())?);
+        }
+    }
+    Ok(v)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -286,16 +441,109 @@ pub struct DecideBody {
     reason: String,
 }
 
-async fn decide_request(
+async fn decide(
     State(st): State<AppState>,
     Extension(c): Extension<Caller>,
+    Extension(env): Extension<WorkspaceEnv>,
     Path((id, index)): Path<(String, usize)>,
     Json(b): Json<DecideBody>,
 ) -> Res {
-    let cmd = WsCommand::DecideRequest { index, granted: b.granted, reason: b.reason, by: c.account_id.clone() };
+    let s = decide_request(
+        &st.reg,
+        st.audit.as_ref(),
+        &env,
+        &id,
+        RequestDecision { index, granted: b.granted, reason: &b.reason },
+        &c.actor(),
+    )
+    .await
+    .map_err(|e| error(StatusCode::UNPROCESSABLE_ENTITY, &e))?;
+    ok(json!({"requests": s.requests, "tables": s.tables, "tools": s.tools}))
+}
+
+async fn review_request(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Extension(env): Extension<WorkspaceEnv>,
+    Path((id, index)): Path<(String, usize)>,
+) -> Res {
+    let s = st.reg.workspace_state(&id).await.map_err(ws_err)?;
+    let v = request_review(&env, &s, index).map_err(|e| error(StatusCode::NOT_FOUND, &e))?;
+    crate::record_event(
+        &st,
+        crate::event_of(&c, Action::Read, ObjectKind::Ledger, format!("ws-request/{id}/{index}")),
+    )?;
+    ok(v)
+}
+
+/// Stopping use: why.
+#[derive(Debug, Deserialize)]
+pub struct SuspendBody {
+    reason: String,
+    on: Option<NaiveDate>,
+}
+
+async fn suspend(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<String>,
+    Json(b): Json<SuspendBody>,
+) -> Res {
+    let cmd = WsCommand::Suspend { on: b.on.unwrap_or_else(today_jst), reason: b.reason, by: c.account_id.clone() };
     let s = st.reg.execute_workspace(&id, &cmd).await.map_err(ws_err)?;
-    audit_write(&st, &c, format!("ws-request/{id}/{index}"))?;
-    ok(s.requests)
+    audit_write(&st, &c, format!("ws/{id}/suspend"))?;
+    ok(s)
+}
+
+async fn resume(State(st): State<AppState>, Extension(c): Extension<Caller>, Path(id): Path<String>) -> Res {
+    let cmd = WsCommand::Resume { on: today_jst(), by: c.account_id.clone() };
+    let s = st.reg.execute_workspace(&id, &cmd).await.map_err(ws_err)?;
+    audit_write(&st, &c, format!("ws/{id}/resume"))?;
+    ok(s)
+}
+
+/// A roster change: the handler's account, and why (removal).
+#[derive(Debug, Deserialize)]
+pub struct RosterBody {
+    account_id: String,
+    #[serde(default)]
+    reason: String,
+}
+
+/// Adds a handler account to a workspace's roster (shared by the CLI and the API): the account must be
+/// a handler account named on the application and its agreement (R5).
+pub async fn add_handler(reg: &Registry, id: &str, account_id: &str, on: NaiveDate) -> Result<WsState, String> {
+    let acct = reg.account(account_id).await.map_err(|e| e.to_string())?;
+    if acct.role != AccountRole::Handler {
+        return Err(format!("account {account_id} is not a handler account (R5)"));
+    }
+    let h = WsHandler { account_id: acct.account_id, name: acct.display_name };
+    reg.add_workspace_handler(id, &h, on).await.map_err(|e| e.to_string())
+}
+
+async fn roster_add(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<String>,
+    Json(b): Json<RosterBody>,
+) -> Res {
+    let s = add_handler(&st.reg, &id, &b.account_id, today_jst())
+        .await
+        .map_err(|e| error(StatusCode::UNPROCESSABLE_ENTITY, &e))?;
+    audit_write(&st, &c, format!("ws/{id}/handler/{}", b.account_id))?;
+    ok(s.handlers)
+}
+
+async fn roster_remove(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<String>,
+    Json(b): Json<RosterBody>,
+) -> Res {
+    let cmd = WsCommand::RemoveHandler { account_id: b.account_id.clone(), on: today_jst(), reason: b.reason };
+    let s = st.reg.execute_workspace(&id, &cmd).await.map_err(ws_err)?;
+    audit_write(&st, &c, format!("ws/{id}/handler/{}", b.account_id))?;
+    ok(s.handlers)
 }
 
 async fn decide_takeout(
@@ -351,7 +599,7 @@ impl Tr {
     }
 }
 
-/// The `lang` query parameter.
+/// The query parameters of the handler's pages.
 #[derive(Debug, Deserialize, Default)]
 pub struct LangQuery {
     lang: Option<String>,
@@ -439,48 +687,132 @@ impl EventB {
     }
 }
 
-/// The caller's workspace, if they may use it today; otherwise a recorded denial (URL tampering is
-/// an attempt to reach another workspace, R6/R13) and a page saying no.
-async fn entered(
-    st: &AppState,
-    env: &WorkspaceEnv,
-    c: &Caller,
+/// A handler inside their workspace: what every handler page starts from. Extracting it checks the
+/// session's caller, the workspace id of the path, that the caller is a handler of that open,
+/// unstopped workspace today, and opens the workspace's store; any failure is a recorded denial
+/// (URL tampering is an attempt to reach another workspace, R6/R13) and a page saying no.
+pub struct Entered {
+    st: AppState,
+    env: WorkspaceEnv,
+    c: Caller,
     t: Tr,
-    id: &str,
-) -> Result<(WsState, WsHandler, Workspace), Response> {
-    let deny = |msg: String| {
-        let _ = record(st, c, Action::Read, ObjectKind::Clinical, format!("ws-access/{id}"))
-            .outcome(Outcome::Denied)
-            .note("not a handler of this open workspace today")
-            .done();
-        let html = MessagePage {
-            t,
-            wm: watermark(&c.account_id, &c.account_id),
-            title: t.s("利用できません", "Not available"),
-            message: msg,
-            back: format!("/workspace{}", t.q()),
+    q: LangQuery,
+    id: String,
+    s: WsState,
+    h: WsHandler,
+    ws: Workspace,
+}
+
+impl axum::extract::FromRequestParts<AppState> for Entered {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, st: &AppState) -> Result<Self, Response> {
+        let c =
+            parts.extensions.get::<Caller>().cloned().ok_or_else(|| error(StatusCode::UNAUTHORIZED, "log in first"))?;
+        let env = parts
+            .extensions
+            .get::<WorkspaceEnv>()
+            .cloned()
+            .ok_or_else(|| error(StatusCode::SERVICE_UNAVAILABLE, "the Visiting environment is not configured"))?;
+        let q = Query::<LangQuery>::try_from_uri(&parts.uri).map(|q| q.0).unwrap_or_default();
+        let t = tr(&q, &parts.headers);
+        let id = axum::extract::RawPathParams::from_request_parts(parts, st)
+            .await
+            .ok()
+            .and_then(|p| p.iter().find(|(k, _)| *k == "id").map(|(_, v)| v.to_owned()))
+            .unwrap_or_default();
+        let deny = |msg: String| {
+            let _ = record(st, &c, Action::Read, ObjectKind::Clinical, format!("ws-access/{id}"))
+                .outcome(Outcome::Denied)
+                .note("not a handler of this open workspace today")
+                .done();
+            let html = MessagePage {
+                t,
+                wm: watermark(&c.account_id, &c.account_id),
+                title: t.s("利用できません", "Not available"),
+                message: msg,
+                back: format!("/workspace{}", t.q()),
+            }
+            .render()
+            .unwrap_or_default();
+            let mut r = page(html);
+            *r.status_mut() = StatusCode::FORBIDDEN;
+            r
+        };
+        let unavailable =
+            || deny(t.s("このワークスペースは利用できません。", "This workspace is not available.").into());
+        if !kiban_workspace::valid_id(&id, "ws") {
+            return Err(unavailable());
         }
-        .render()
-        .unwrap_or_default();
-        let mut r = page(html);
-        *r.status_mut() = StatusCode::FORBIDDEN;
-        r
-    };
-    if !kiban_workspace::valid_id(id, "ws") {
-        return Err(deny(t.s("このワークスペースは利用できません。", "This workspace is not available.").into()));
+        let Ok(s) = st.reg.workspace_state(&id).await else { return Err(unavailable()) };
+        let h = s.may_use(&c.account_id, today_jst()).map_err(|e| deny(e.to_string()))?.clone();
+        let ws = Workspace::open(&env.base, &id, env.sealer.clone()).map_err(|e| deny(e.to_string()))?;
+        Ok(Entered { st: st.clone(), env, c, t, q, id, s, h, ws })
     }
-    let s = match st.reg.workspace_state(id).await {
-        Ok(s) => s,
-        Err(_) => {
-            return Err(deny(t.s("このワークスペースは利用できません。", "This workspace is not available.").into()));
+}
+
+impl Entered {
+    /// An audit event of this handler's operation.
+    fn record(&self, action: Action, kind: ObjectKind, object: String) -> EventB {
+        record(&self.st, &self.c, action, kind, object)
+    }
+
+    /// The watermark of this handler's pages.
+    fn wm(&self) -> String {
+        watermark(&self.h.name, &self.c.account_id)
+    }
+
+    /// A link inside this workspace, keeping the language.
+    fn link(&self, rest: &str) -> String {
+        format!("/workspace/{}{rest}{}", self.id, self.t.q())
+    }
+
+    /// A watermarked message page with `status`.
+    fn message(&self, status: StatusCode, title: &str, message: String) -> Res {
+        let html = MessagePage { t: self.t, wm: self.wm(), title, message, back: self.link("") }
+            .render()
+            .map_err(render_err)?;
+        let mut r = page(html);
+        *r.status_mut() = status;
+        Ok(r)
+    }
+
+    /// Runs a query (typed, a saved script or a tool) and answers with its result page or a refusal,
+    /// audited either way.
+    async fn run(&self, what: &str, sql: Result<String, WorkspaceError>) -> Res {
+        let out = match sql {
+            Ok(sql) => self.ws.query(&self.c.account_id, &sql, self.env.limits).await,
+            Err(e) => Err(e),
+        };
+        match out {
+            Ok(info) => {
+                self.record(Action::Read, ObjectKind::Clinical, format!("ws-query/{}/{}", self.id, info.result_id))
+                    .volume(info.rows)
+                    .note(format!("{what}; sql sha256 {} ({} ms)", &info.sql_sha256[..16], info.elapsed_ms))
+                    .done()?;
+                Ok(see_other(self.link(&format!("/results/{}", info.result_id))))
+            }
+            Err(e) => {
+                let outside = e.is_outside_reach() || matches!(e, WorkspaceError::Refused { .. });
+                self.record(Action::Read, ObjectKind::Clinical, format!("ws-query/{}/refused", self.id))
+                    .outcome(if outside { Outcome::Denied } else { Outcome::Failure })
+                    .note(match &e {
+                        WorkspaceError::Refused { rule, .. } => format!("{what}: refused ({rule})"),
+                        WorkspaceError::Limit { limit, .. } => format!("{what}: stopped by the {limit} limit"),
+                        _ => format!("{what}: query error"),
+                    })
+                    .done()?;
+                let status = if outside {
+                    StatusCode::FORBIDDEN
+                } else if matches!(e, WorkspaceError::NotFound { .. }) {
+                    StatusCode::NOT_FOUND
+                } else {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                };
+                self.message(status, self.t.s("クエリを実行できませんでした", "The query did not run"), e.to_string())
+            }
         }
-    };
-    let h = match s.may_use(&c.account_id, today_jst()) {
-        Ok(h) => h.clone(),
-        Err(e) => return Err(deny(e.to_string())),
-    };
-    let ws = Workspace::open(&env.base, id, env.sealer.clone()).map_err(|e| deny(e.to_string()))?;
-    Ok((s, h, ws))
+    }
 }
 
 #[derive(Template)]
@@ -505,12 +837,14 @@ async fn page_index(
         .iter()
         .map(|s| {
             let usable = s.may_use(&c.account_id, today).is_ok();
-            (
-                s.workspace_id.clone(),
-                s.application_id.clone(),
-                format!("{} – {}", s.usage_from, s.usage_to),
-                if usable { t.s("利用可", "open").to_owned() } else { format!("{:?}", s.phase) },
-            )
+            let state = if usable {
+                t.s("利用可", "open").to_owned()
+            } else if s.suspended.is_some() {
+                t.s("利用停止中", "use stopped").to_owned()
+            } else {
+                format!("{:?}", s.phase)
+            };
+            (s.workspace_id.clone(), s.application_id.clone(), format!("{} – {}", s.usage_from, s.usage_to), state)
         })
         .collect();
     record(&st, &c, Action::Read, ObjectKind::Ledger, "ws-list".into()).done()?;
@@ -519,6 +853,14 @@ async fn page_index(
 
 fn render_err(e: askama::Error) -> Response {
     error(StatusCode::INTERNAL_SERVER_ERROR, &format!("template: {e}"))
+}
+
+/// One R7 request as the handler's page lists it.
+struct RequestRow {
+    kind: String,
+    detail: String,
+    upload: String,
+    status: String,
 }
 
 #[derive(Template)]
@@ -530,71 +872,75 @@ struct HomePage {
     period: String,
     tables: Vec<(String, String)>,
     scripts: Vec<String>,
+    tools: Vec<(String, String)>,
     sql: String,
     results: Vec<kiban_workspace::ResultInfo>,
     takeouts: Vec<(String, String, String)>,
-    requests: Vec<(String, String, String)>,
+    requests: Vec<RequestRow>,
     limits: String,
+    max_upload_mib: usize,
 }
 
-async fn page_home(
-    State(st): State<AppState>,
-    Extension(c): Extension<Caller>,
-    Extension(env): Extension<WorkspaceEnv>,
-    Path(id): Path<String>,
-    Query(q): Query<LangQuery>,
-    headers: HeaderMap,
-) -> Res {
-    let t = tr(&q, &headers);
-    let (s, h, ws) = entered(&st, &env, &c, t, &id).await?;
+async fn page_home(w: Entered) -> Res {
+    let t = w.t;
     let fail = |e: WorkspaceError| error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
-    let tables = ws
-        .schema()
-        .map_err(fail)?
-        .into_iter()
-        .map(|(n, cols)| (n, cols.iter().map(|(c, ty)| format!("{c} ({ty})")).collect::<Vec<_>>().join(", ")))
-        .collect();
-    let sql = match &q.script {
+    let tables =
+        w.ws.schema()
+            .map_err(fail)?
+            .into_iter()
+            .map(|(n, cols)| (n, cols.iter().map(|(c, ty)| format!("{c} ({ty})")).collect::<Vec<_>>().join(", ")))
+            .collect();
+    let sql = match &w.q.script {
         Some(name) => {
-            let text = ws.script(name).map_err(|e| error(StatusCode::NOT_FOUND, &e.to_string()))?;
-            record(&st, &c, Action::Read, ObjectKind::Clinical, format!("ws-script/{id}/{name}")).done()?;
+            let text = w.ws.script(name).map_err(|e| error(StatusCode::NOT_FOUND, &e.to_string()))?;
+            w.record(Action::Read, ObjectKind::Clinical, format!("ws-script/{}/{name}", w.id)).done()?;
             text
         }
         None => String::new(),
     };
-    let takeouts = ws
-        .takeouts()
-        .map_err(fail)?
-        .into_iter()
-        .map(|k| (k.takeout_id, k.result_id, takeout_label(t, k.status).to_owned()))
-        .collect();
-    let requests = s
-        .requests
-        .iter()
-        .map(|r| {
-            let kind = match r.kind {
-                RequestKind::OwnData => t.s("自己データの持込み", "own data"),
-                RequestKind::OwnTools => t.s("自己ツールの持込み", "own tools"),
-                RequestKind::OutputTakeOut => t.s("成果物の持出し", "output take-out"),
-            };
-            let status = match &r.decision {
-                None => t.s("審査中", "pending").to_owned(),
-                Some((true, why, _)) => format!("{}: {why}", t.s("承認", "granted")),
-                Some((false, why, _)) => format!("{}: {why}", t.s("不承認", "refused")),
-            };
-            (kind.to_owned(), r.detail.clone(), status)
-        })
-        .collect();
-    let l = env.limits;
+    let takeouts =
+        w.ws.takeouts()
+            .map_err(fail)?
+            .into_iter()
+            .map(|k| (k.takeout_id, k.result_id, takeout_label(t, k.status).to_owned()))
+            .collect();
+    let requests =
+        w.s.requests
+            .iter()
+            .map(|r| {
+                let kind = match r.kind {
+                    RequestKind::OwnData => t.s("自己データの持込み", "own data"),
+                    RequestKind::OwnTools => t.s("自己ツールの持込み", "own tools"),
+                    RequestKind::OutputTakeOut => t.s("成果物の持出し", "output take-out"),
+                };
+                let status = match (&r.decision, &r.fulfilled) {
+                    (None, _) => t.s("審査中（隔離保管）", "pending (held in quarantine)").to_owned(),
+                    (Some((true, why, _)), Some(name)) => {
+                        format!("{}: {why} → {name}", t.s("承認・利用可", "granted, in use"))
+                    }
+                    (Some((true, why, _)), None) => format!("{}: {why}", t.s("承認", "granted")),
+                    (Some((false, why, _)), _) => format!("{}: {why}", t.s("不承認（削除済み）", "refused (deleted)")),
+                };
+                let upload = r
+                    .upload
+                    .as_ref()
+                    .map(|u| format!("{} ({}, {} B, SHA-256 {}…)", u.name, u.format, u.bytes, &u.sha256[..12]))
+                    .unwrap_or_default();
+                RequestRow { kind: kind.to_owned(), detail: r.detail.clone(), upload, status }
+            })
+            .collect();
+    let tools = w.ws.tools().map_err(fail)?.into_iter().map(|x| (x.name, x.sha256[..12].to_owned())).collect();
+    let l = w.env.limits;
     let page_html = HomePage {
         t,
-        wm: watermark(&h.name, &c.account_id),
-        id: id.clone(),
-        period: format!("{} – {}", s.usage_from, s.usage_to),
+        wm: w.wm(),
+        id: w.id.clone(),
+        period: format!("{} – {}", w.s.usage_from, w.s.usage_to),
         tables,
-        scripts: ws.scripts().map_err(fail)?,
+        scripts: w.ws.scripts().map_err(fail)?,
+        tools,
         sql,
-        results: ws.results().map_err(fail)?,
+        results: w.ws.results().map_err(fail)?,
         takeouts,
         requests,
         limits: format!(
@@ -604,10 +950,11 @@ async fn page_home(
             t.s("行", "rows"),
             l.timeout.as_secs()
         ),
+        max_upload_mib: kiban_workspace::own::MAX_UPLOAD_BYTES >> 20,
     }
     .render()
     .map_err(render_err)?;
-    record(&st, &c, Action::Read, ObjectKind::Ledger, format!("ws-home/{id}")).done()?;
+    w.record(Action::Read, ObjectKind::Ledger, format!("ws-home/{}", w.id)).done()?;
     Ok(page(page_html))
 }
 
@@ -630,54 +977,25 @@ pub struct QueryForm {
     save_as: String,
 }
 
-async fn page_query(
-    State(st): State<AppState>,
-    Extension(c): Extension<Caller>,
-    Extension(env): Extension<WorkspaceEnv>,
-    Path(id): Path<String>,
-    Query(q): Query<LangQuery>,
-    headers: HeaderMap,
-    Form(f): Form<QueryForm>,
-) -> Res {
-    let t = tr(&q, &headers);
-    let (_, h, ws) = entered(&st, &env, &c, t, &id).await?;
-    if !f.save_as.trim().is_empty() {
-        ws.save_script(f.save_as.trim(), &f.sql)
-            .map_err(|e| error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()))?;
-        record(&st, &c, Action::Write, ObjectKind::Clinical, format!("ws-script/{id}/{}", f.save_as.trim())).done()?;
+async fn page_query(w: Entered, Form(f): Form<QueryForm>) -> Res {
+    let name = f.save_as.trim();
+    if !name.is_empty() {
+        w.ws.save_script(name, &f.sql).map_err(|e| error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()))?;
+        w.record(Action::Write, ObjectKind::Clinical, format!("ws-script/{}/{name}", w.id)).done()?;
     }
-    match ws.query(&c.account_id, &f.sql, env.limits).await {
-        Ok(info) => {
-            record(&st, &c, Action::Read, ObjectKind::Clinical, format!("ws-query/{id}/{}", info.result_id))
-                .volume(info.rows)
-                .note(format!("sql sha256 {} ({} ms)", &info.sql_sha256[..16], info.elapsed_ms))
-                .done()?;
-            Ok(see_other(format!("/workspace/{id}/results/{}{}", info.result_id, t.q())))
-        }
-        Err(e) => {
-            let outside = e.is_outside_reach() || matches!(e, WorkspaceError::Refused { .. });
-            let ev = record(&st, &c, Action::Read, ObjectKind::Clinical, format!("ws-query/{id}/refused"))
-                .outcome(if outside { Outcome::Denied } else { Outcome::Failure })
-                .note(match &e {
-                    WorkspaceError::Refused { rule, .. } => format!("refused ({rule})"),
-                    WorkspaceError::Limit { limit, .. } => format!("stopped by the {limit} limit"),
-                    _ => "query error".to_owned(),
-                });
-            ev.done()?;
-            let html = MessagePage {
-                t,
-                wm: watermark(&h.name, &c.account_id),
-                title: t.s("クエリを実行できませんでした", "The query did not run"),
-                message: e.to_string(),
-                back: format!("/workspace/{id}{}", t.q()),
-            }
-            .render()
-            .map_err(render_err)?;
-            let mut r = page(html);
-            *r.status_mut() = if outside { StatusCode::FORBIDDEN } else { StatusCode::UNPROCESSABLE_ENTITY };
-            Ok(r)
-        }
-    }
+    w.run("query", Ok(f.sql)).await
+}
+
+/// A saved script run from the console: its stored text runs as a query.
+async fn page_run_script(w: Entered, Path((_, name)): Path<(String, String)>) -> Res {
+    let sql = w.ws.script(&name);
+    w.run(&format!("script {name}"), sql).await
+}
+
+/// An approved tool (R7) run alone.
+async fn page_run_tool(w: Entered, Path((_, name)): Path<(String, String)>) -> Res {
+    let sql = w.ws.tool(&name).map(|_| format!("SELECT * FROM {name}"));
+    w.run(&format!("tool {name}"), sql).await
 }
 
 #[derive(Template)]
@@ -690,31 +1008,67 @@ struct ResultPage {
     prev: Option<usize>,
     next: Option<usize>,
     kinds: Vec<(&'static str, &'static str)>,
+    charts: Vec<String>,
+    chart_error: Option<String>,
 }
 
-async fn page_result(
-    State(st): State<AppState>,
-    Extension(c): Extension<Caller>,
-    Extension(env): Extension<WorkspaceEnv>,
-    Path((id, rid)): Path<(String, String)>,
-    Query(q): Query<LangQuery>,
-    headers: HeaderMap,
-) -> Res {
-    let t = tr(&q, &headers);
-    let (_, h, ws) = entered(&st, &env, &c, t, &id).await?;
-    let n = q.page.unwrap_or(0);
-    let p = ws.page(&rid, n, 100).map_err(|e| error(StatusCode::NOT_FOUND, &e.to_string()))?;
-    let object = if p.info.row_level { format!("ws-rows/{id}/{rid}") } else { format!("ws-view/{id}/{rid}") };
-    record(&st, &c, Action::Read, ObjectKind::Clinical, object)
+async fn page_result(w: Entered, Path((_, rid)): Path<(String, String)>) -> Res {
+    let n = w.q.page.unwrap_or(0);
+    let p = w.ws.page(&rid, n, 100).map_err(|e| error(StatusCode::NOT_FOUND, &e.to_string()))?;
+    let object = if p.info.row_level { format!("ws-rows/{}/{rid}", w.id) } else { format!("ws-view/{}/{rid}", w.id) };
+    w.record(Action::Read, ObjectKind::Clinical, object)
         .volume(p.rows.len() as u64)
         .note(format!("page {n} of {}", p.pages))
         .done()?;
+    let mut charts = Vec::new();
+    let mut chart_error = None;
+    for spec in w.ws.charts(&rid).map_err(|e| error(StatusCode::NOT_FOUND, &e.to_string()))? {
+        match w.ws.chart_svg(&rid, &spec) {
+            Ok(svg) => charts.push(svg),
+            Err(e) => chart_error = Some(e.to_string()),
+        }
+    }
     let prev = n.checked_sub(1);
     let next = (n + 1 < p.pages).then_some(n + 1);
-    let html = ResultPage { t, wm: watermark(&h.name, &c.account_id), id, p, prev, next, kinds: DIM_KINDS.to_vec() }
-        .render()
-        .map_err(render_err)?;
+    let html = ResultPage {
+        t: w.t,
+        wm: w.wm(),
+        id: w.id.clone(),
+        p,
+        prev,
+        next,
+        kinds: DIM_KINDS.to_vec(),
+        charts,
+        chart_error,
+    }
+    .render()
+    .map_err(render_err)?;
     Ok(page(html))
+}
+
+/// A chart of a result: kind (`bar`/`line`), the label column and the value column.
+#[derive(Debug, Deserialize)]
+pub struct ChartForm {
+    kind: String,
+    x: String,
+    y: String,
+}
+
+async fn page_chart(w: Entered, Path((_, rid)): Path<(String, String)>, Form(f): Form<ChartForm>) -> Res {
+    let kind = match f.kind.as_str() {
+        "bar" => ChartKind::Bar,
+        "line" => ChartKind::Line,
+        _ => return Err(error(StatusCode::UNPROCESSABLE_ENTITY, "kind: bar or line")),
+    };
+    let spec = ChartSpec { kind, x: f.x, y: f.y };
+    match w.ws.add_chart(&rid, &spec) {
+        Ok(_) => {
+            w.record(Action::Write, ObjectKind::Clinical, format!("ws-chart/{}/{rid}", w.id)).done()?;
+            Ok(see_other(w.link(&format!("/results/{rid}"))))
+        }
+        Err(WorkspaceError::NotFound { kind, id }) => Err(error(StatusCode::NOT_FOUND, &format!("{kind} {id}"))),
+        Err(e) => w.message(StatusCode::UNPROCESSABLE_ENTITY, w.t.s("グラフを作れません", "No chart"), e.to_string()),
+    }
 }
 
 /// Dimension kinds a handler can declare for a take-out (as kiban-disclosure names them).
@@ -752,17 +1106,7 @@ fn parse_dims(text: &str) -> Result<Vec<DimensionDecl>, String> {
     Ok(v)
 }
 
-async fn page_takeout_request(
-    State(st): State<AppState>,
-    Extension(c): Extension<Caller>,
-    Extension(env): Extension<WorkspaceEnv>,
-    Path(id): Path<String>,
-    Query(q): Query<LangQuery>,
-    headers: HeaderMap,
-    Form(f): Form<TakeoutForm>,
-) -> Res {
-    let t = tr(&q, &headers);
-    let (_, h, ws) = entered(&st, &env, &c, t, &id).await?;
+async fn page_takeout_request(w: Entered, Form(f): Form<TakeoutForm>) -> Res {
     let bad = |m: String| error(StatusCode::UNPROCESSABLE_ENTITY, &m);
     let dims = parse_dims(&f.dimensions).map_err(bad)?;
     let mut decl: Declaration = toml_decl(&f.count_column).map_err(bad)?;
@@ -770,19 +1114,18 @@ async fn page_takeout_request(
     decl.title = if f.title.trim().is_empty() { f.result_id.clone() } else { f.title.trim().to_owned() };
     decl.user_made_label = Some("利用者が独自に作成・加工した資料であり、公的な統計ではない".into());
     let checked =
-        ws.request_takeout(&f.result_id, &c.account_id, &decl, crate::now()).map_err(|e| bad(e.to_string()))?;
+        w.ws.request_takeout(&f.result_id, &w.c.account_id, &decl, crate::now()).map_err(|e| bad(e.to_string()))?;
     let cmd = WsCommand::TakeoutChecked {
         takeout_id: checked.takeout_id.clone(),
         result_id: f.result_id.clone(),
-        account_id: c.account_id.clone(),
+        account_id: w.c.account_id.clone(),
         passed: checked.status == TakeoutStatus::AwaitingApproval,
     };
-    st.reg.execute_workspace(&id, &cmd).await.map_err(ws_err)?;
-    record(&st, &c, Action::Write, ObjectKind::Release, format!("ws-takeout/{id}/{}", checked.takeout_id))
+    w.st.reg.execute_workspace(&w.id, &cmd).await.map_err(ws_err)?;
+    w.record(Action::Write, ObjectKind::Release, format!("ws-takeout/{}/{}", w.id, checked.takeout_id))
         .note(format!("publication check: {:?}", checked.status))
         .done()?;
-    let _ = h;
-    Ok(see_other(format!("/workspace/{id}/takeouts/{}{}", checked.takeout_id, t.q())))
+    Ok(see_other(w.link(&format!("/takeouts/{}", checked.takeout_id))))
 }
 
 fn toml_decl(count: &str) -> Result<Declaration, String> {
@@ -807,28 +1150,20 @@ struct TakeoutPage {
     approved: bool,
 }
 
-async fn page_takeout(
-    State(st): State<AppState>,
-    Extension(c): Extension<Caller>,
-    Extension(env): Extension<WorkspaceEnv>,
-    Path((id, tko)): Path<(String, String)>,
-    Query(q): Query<LangQuery>,
-    headers: HeaderMap,
-) -> Res {
-    let t = tr(&q, &headers);
-    let (_, h, ws) = entered(&st, &env, &c, t, &id).await?;
-    let k = ws.takeout(&tko).map_err(|e| error(StatusCode::NOT_FOUND, &e.to_string()))?;
-    let report = ws.takeout_report(&tko).map_err(|e| error(StatusCode::NOT_FOUND, &e.to_string()))?;
+async fn page_takeout(w: Entered, Path((_, tko)): Path<(String, String)>) -> Res {
+    let k = w.ws.takeout(&tko).map_err(|e| error(StatusCode::NOT_FOUND, &e.to_string()))?;
+    let report = w.ws.takeout_report(&tko).map_err(|e| error(StatusCode::NOT_FOUND, &e.to_string()))?;
+    let t = w.t;
     let findings = report
         .findings
         .iter()
         .map(|f| format!("{:?}: {}", f.rule, if t.en { &f.message_en } else { &f.message_ja }))
         .collect();
-    record(&st, &c, Action::Read, ObjectKind::Release, format!("ws-takeout/{id}/{tko}")).done()?;
+    w.record(Action::Read, ObjectKind::Release, format!("ws-takeout/{}/{tko}", w.id)).done()?;
     let html = TakeoutPage {
         t,
-        wm: watermark(&h.name, &c.account_id),
-        id,
+        wm: w.wm(),
+        id: w.id.clone(),
         status: takeout_label(t, k.status),
         approved: k.status == TakeoutStatus::Approved,
         k,
@@ -839,20 +1174,11 @@ async fn page_takeout(
     Ok(page(html))
 }
 
-async fn page_output(
-    State(st): State<AppState>,
-    Extension(c): Extension<Caller>,
-    Extension(env): Extension<WorkspaceEnv>,
-    Path((id, tko)): Path<(String, String)>,
-    Query(q): Query<LangQuery>,
-    headers: HeaderMap,
-) -> Res {
-    let t = tr(&q, &headers);
-    let (_, _, ws) = entered(&st, &env, &c, t, &id).await?;
-    match ws.approved_output(&tko) {
+async fn page_output(w: Entered, Path((_, tko)): Path<(String, String)>) -> Res {
+    match w.ws.approved_output(&tko) {
         Ok((bytes, a)) => {
             // An approved output is no longer medical information; its leaving is recorded, not alerted.
-            record(&st, &c, Action::Read, ObjectKind::Release, format!("ws-output/{id}/{tko}"))
+            w.record(Action::Read, ObjectKind::Release, format!("ws-output/{}/{tko}", w.id))
                 .volume(bytes.len() as u64)
                 .note(format!("approved output (D9) sha256 {}", &a.table_sha256[..16]))
                 .done()?;
@@ -868,7 +1194,7 @@ async fn page_output(
             Ok(r)
         }
         Err(e) => {
-            record(&st, &c, Action::Download, ObjectKind::Release, format!("ws-output/{id}/{tko}"))
+            w.record(Action::Download, ObjectKind::Release, format!("ws-output/{}/{tko}", w.id))
                 .outcome(Outcome::Denied)
                 .note("not an approved output")
                 .done()?;
@@ -877,33 +1203,56 @@ async fn page_output(
     }
 }
 
-/// An R7 request from a handler.
-#[derive(Debug, Deserialize)]
-pub struct RequestForm {
-    kind: String,
-    detail: String,
-}
-
-async fn page_request(
-    State(st): State<AppState>,
-    Extension(c): Extension<Caller>,
-    Extension(env): Extension<WorkspaceEnv>,
-    Path(id): Path<String>,
-    Query(q): Query<LangQuery>,
-    headers: HeaderMap,
-    Form(f): Form<RequestForm>,
-) -> Res {
-    let t = tr(&q, &headers);
-    entered(&st, &env, &c, t, &id).await?;
-    let kind = match f.kind.as_str() {
-        "own_data" => RequestKind::OwnData,
-        "own_tools" => RequestKind::OwnTools,
-        _ => return Err(error(StatusCode::UNPROCESSABLE_ENTITY, "kind must be own_data or own_tools")),
+/// An R7 request from a handler (multipart form): `kind` (`own_data`/`own_tools`), `detail`, and
+/// `name` with either `file` (CSV/Parquet, own data) or `sql` (a tool's text).
+async fn page_request(w: Entered, mut mp: Multipart) -> Res {
+    let bad = |m: String| error(StatusCode::UNPROCESSABLE_ENTITY, &m);
+    let (mut kind, mut detail, mut name, mut sql) = (String::new(), String::new(), String::new(), String::new());
+    let mut file: Option<(String, Vec<u8>)> = None;
+    while let Some(f) = mp.next_field().await.map_err(|e| bad(format!("the upload could not be read: {e}")))? {
+        let field = f.name().unwrap_or("").to_owned();
+        let file_name = f.file_name().map(str::to_owned);
+        let bytes = f.bytes().await.map_err(|e| bad(format!("{field}: the upload could not be read: {e}")))?;
+        let text = || String::from_utf8_lossy(&bytes).into_owned();
+        match field.as_str() {
+            "kind" => kind = text(),
+            "detail" => detail = text(),
+            "name" => name = text().trim().to_owned(),
+            "sql" => sql = text(),
+            "file" if !bytes.is_empty() => file = Some((file_name.unwrap_or_else(|| "upload".into()), bytes.to_vec())),
+            _ => {}
+        }
+    }
+    let (kind, bring) = match kind.as_str() {
+        "own_data" => {
+            let bring = match &file {
+                Some((file_name, bytes)) => Bring::Data { table: &name, file_name, bytes },
+                None => Bring::Nothing,
+            };
+            (RequestKind::OwnData, bring)
+        }
+        "own_tools" if sql.trim().is_empty() => (RequestKind::OwnTools, Bring::Nothing),
+        "own_tools" => (RequestKind::OwnTools, Bring::Tool { name: &name, sql: &sql }),
+        _ => return Err(bad("kind must be own_data or own_tools".into())),
     };
-    let cmd = WsCommand::Request { account_id: c.account_id.clone(), kind, detail: f.detail };
-    let s = st.reg.execute_workspace(&id, &cmd).await.map_err(ws_err)?;
-    record(&st, &c, Action::Write, ObjectKind::Ledger, format!("ws-request/{id}/{}", s.requests.len() - 1)).done()?;
-    Ok(see_other(format!("/workspace/{id}{}", t.q())))
+    match submit_request(&w.st.reg, &w.ws, &w.id, &w.c.account_id, kind, &detail, bring).await {
+        Ok((s, staged)) => {
+            w.record(Action::Write, ObjectKind::Ledger, format!("ws-request/{}/{}", w.id, s.requests.len() - 1))
+                .volume(staged.as_ref().map_or(0, |x| x.bytes))
+                .note(
+                    staged.map_or("R7 request".to_owned(), |x| {
+                        format!("R7 request with upload sha256 {}", &x.sha256[..16])
+                    }),
+                )
+                .done()?;
+            Ok(see_other(w.link("")))
+        }
+        Err(e) => w.message(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            w.t.s("申請できませんでした", "The request was not accepted"),
+            e,
+        ),
+    }
 }
 
 #[cfg(test)]

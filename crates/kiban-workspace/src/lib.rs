@@ -13,10 +13,13 @@
 //! and kiban-registry); plaintext of a dataset or a result exists only in memory; results are shown
 //! paged, never offered as files; errors name the table, result or rule, never a medical value.
 
+pub mod chart;
+pub mod own;
 pub mod sandbox;
 pub mod store;
 pub mod takeout;
 
+pub use own::{Staged, StagedKind, Tool};
 pub use sandbox::{Limits, QueryOutcome};
 pub use store::{DeletionSummary, Page, ResultInfo, Workspace};
 pub use takeout::{TakeoutCheck, TakeoutStatus};

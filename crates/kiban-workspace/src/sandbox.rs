@@ -130,13 +130,34 @@ pub fn check_sql(sql: &str, tables: &[String]) -> Result<DfStatement, WorkspaceE
     Ok(stmt)
 }
 
-/// Runs `sql` over `tables` (name, schema, batches) under `limits`.
+/// The tables a query names (bare names, sorted, once each), for describing a tool to the creator.
+pub fn tables_read(sql: &str) -> Result<Vec<String>, WorkspaceError> {
+    let stmt = DFParser::parse_sql(sql)
+        .map_err(|e| WorkspaceError::Sql(e.to_string()))?
+        .pop_front()
+        .ok_or_else(|| WorkspaceError::Sql("no statement".into()))?;
+    let (refs, _) = resolve_table_references(&stmt, true).map_err(|e| WorkspaceError::Sql(e.to_string()))?;
+    let mut v: Vec<String> = refs.iter().map(|r| r.table().to_owned()).collect();
+    v.sort();
+    v.dedup();
+    Ok(v)
+}
+
+/// Runs `sql` over `tables` (name, schema, batches) and the approved tools `views` (name, SQL over
+/// the tables only) under `limits`.
 pub async fn run(
     sql: &str,
     tables: Vec<(String, SchemaRef, Vec<RecordBatch>)>,
+    views: Vec<(String, String)>,
     limits: Limits,
 ) -> Result<QueryOutcome, WorkspaceError> {
-    let names: Vec<String> = tables.iter().map(|(n, _, _)| n.clone()).collect();
+    let table_names: Vec<String> = tables.iter().map(|(n, _, _)| n.clone()).collect();
+    // A view reads tables only, never another view, so no order or cycle matters.
+    for (_, text) in &views {
+        check_sql(text, &table_names)?;
+    }
+    let mut names = table_names;
+    names.extend(views.iter().map(|(n, _)| n.clone()));
     check_sql(sql, &names)?;
     let start = Instant::now();
     let runtime = RuntimeEnvBuilder::new()
@@ -154,6 +175,10 @@ pub async fn run(
         ctx.register_table(name.as_str(), Arc::new(t)).map_err(|e| WorkspaceError::Sql(e.to_string()))?;
     }
     let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+    for (name, text) in &views {
+        let df = ctx.sql_with_options(text, options).await.map_err(df_err)?;
+        ctx.register_table(name.as_str(), df.into_view()).map_err(|e| WorkspaceError::Sql(e.to_string()))?;
+    }
     let work = async {
         let df = ctx.sql_with_options(sql, options).await.map_err(df_err)?;
         let row_level = !df

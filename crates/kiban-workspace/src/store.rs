@@ -86,6 +86,12 @@ pub struct DeletionSummary {
     pub takeouts: u64,
     /// Own data brought in (R7).
     pub imports: u64,
+    /// Own tools approved (R7).
+    #[serde(default)]
+    pub tools: u64,
+    /// Uploads still in quarantine (pending or never admitted, R7).
+    #[serde(default)]
+    pub quarantined: u64,
     /// Files removed.
     pub files: u64,
     /// Bytes removed.
@@ -103,7 +109,7 @@ impl Workspace {
             return Err(WorkspaceError::NotFound { kind: "workspace", id: id.to_owned() });
         }
         let root = base.join(id);
-        for d in ["datasets", "results", "scripts", "takeouts", "outputs", "imports"] {
+        for d in ["datasets", "results", "scripts", "takeouts", "outputs", "imports", "quarantine", "tools"] {
             fs::create_dir_all(root.join(d)).map_err(io(&root))?;
         }
         Ok(Workspace { id: id.to_owned(), root, sealer })
@@ -141,7 +147,7 @@ impl Workspace {
                 reason: format!("{table:?} is not a table name ([a-z][a-z0-9_]*)"),
             });
         }
-        if self.tables()?.iter().any(|t| t == table) {
+        if self.tables()?.iter().any(|t| t == table) || self.tools()?.iter().any(|t| t.name == table) {
             return Err(WorkspaceError::Refused { rule: "R13", reason: format!("table {table} already exists") });
         }
         let m = read_manifest(source)?;
@@ -200,17 +206,25 @@ impl Workspace {
         Ok((schema, batches))
     }
 
-    /// Runs `sql` for `handler` under `limits`; the result is stored sealed and described.
+    /// Runs `sql` for `handler` under `limits`; the result is stored sealed and described. Approved
+    /// tools (R7) are there as views.
     pub async fn query(&self, handler: &str, sql: &str, limits: Limits) -> Result<ResultInfo, WorkspaceError> {
         let names = self.tables()?;
+        let tools = self.tools()?;
+        let mut all = names.clone();
+        all.extend(tools.iter().map(|t| t.name.clone()));
         // Refuse before decrypting anything.
-        sandbox::check_sql(sql, &names)?;
+        sandbox::check_sql(sql, &all)?;
+        let mut views = Vec::new();
+        for t in &tools {
+            views.push((t.name.clone(), self.tool(&t.name)?.1));
+        }
         let mut tables = Vec::new();
         for t in names {
             let (schema, batches) = self.load(&self.table_dir(&t))?;
             tables.push((t, schema, batches));
         }
-        let out = sandbox::run(sql, tables, limits).await?;
+        let out = sandbox::run(sql, tables, views, limits).await?;
         let result_id = new_id("res");
         let info = ResultInfo {
             result_id: result_id.clone(),
@@ -266,6 +280,16 @@ impl Workspace {
             return Err(WorkspaceError::NotFound { kind: "result", id: id.to_owned() });
         }
         Ok(dir)
+    }
+
+    pub(crate) fn result_path(&self, id: &str) -> Result<PathBuf, WorkspaceError> {
+        self.result_dir(id)
+    }
+
+    /// Every row of result `id` as text (for charts; never handed out whole).
+    pub(crate) fn all_cells(&self, id: &str) -> Result<Vec<Vec<String>>, WorkspaceError> {
+        let (_, batches) = self.load(&self.result_dir(id)?)?;
+        cells(&batches, 0, usize::MAX)
     }
 
     /// The query text of result `id` (sealed at rest).
@@ -351,6 +375,22 @@ impl Workspace {
         self.sealer.as_ref()
     }
 
+    pub(crate) fn sealer_arc(&self) -> Arc<dyn Sealer> {
+        self.sealer.clone()
+    }
+
+    /// Runs saved script `name` as a query for `handler` (its result is stored like any query's).
+    pub async fn run_script(&self, handler: &str, name: &str, limits: Limits) -> Result<ResultInfo, WorkspaceError> {
+        let sql = self.script(name)?;
+        self.query(handler, &sql, limits).await
+    }
+
+    /// Runs approved tool `name` alone for `handler`.
+    pub async fn run_tool(&self, handler: &str, name: &str, limits: Limits) -> Result<ResultInfo, WorkspaceError> {
+        self.tool(name)?;
+        self.query(handler, &format!("SELECT * FROM {name}"), limits).await
+    }
+
     /// Deletes everything in the workspace — datasets, results, scripts, take-outs, own data — and
     /// says what went (R5: the creator deletes data and scripts at the end of use).
     pub fn destroy(self) -> Result<DeletionSummary, WorkspaceError> {
@@ -363,6 +403,10 @@ impl Workspace {
         s.scripts = count("scripts");
         s.takeouts = count("takeouts");
         s.imports = count("imports");
+        s.tools = fs::read_dir(self.root.join("tools"))
+            .map(|r| r.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().ends_with(".json")).count())
+            .unwrap_or(0) as u64;
+        s.quarantined = count("quarantine");
         fn walk(p: &Path, s: &mut DeletionSummary) {
             if let Ok(rd) = fs::read_dir(p) {
                 for e in rd.filter_map(|e| e.ok()) {

@@ -11,7 +11,8 @@ use datafusion::arrow::record_batch::RecordBatch;
 use kiban_disclosure::decl::Declaration;
 use kiban_formats::Sealer;
 use kiban_formats::dataset::{DatasetWriter, FileFormat};
-use kiban_workspace::{Limits, TakeoutStatus, Workspace, WorkspaceError, new_id};
+use kiban_workspace::chart::{ChartKind, ChartSpec};
+use kiban_workspace::{Limits, StagedKind, TakeoutStatus, Workspace, WorkspaceError, new_id};
 use sha2::{Digest, Sha256};
 
 /// A test key store: SHA-256 counter-mode keystream and a keyed tag over AAD and ciphertext, so a
@@ -321,4 +322,164 @@ async fn r7_own_data_is_queryable_once_brought_in() {
             .unwrap();
     assert_eq!(e.a.page(&r.result_id, 0, 10).unwrap().rows[0][0], "200");
     assert_eq!(e.a.tables().unwrap(), ["claims", "own_cohort"]);
+}
+
+/// A hospital's own code list as CSV.
+const OWN_CSV: &str = "code,group_name,weight\nE11,糖尿病,1.5\nI10,高血圧,1\nQ87.1,希少疾患,2\n";
+
+fn scan_for(root: &Path, needle: &[u8]) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        for entry in std::fs::read_dir(&p).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if std::fs::read(&path).unwrap().windows(needle.len()).any(|w| w == needle) {
+                found.push(path.display().to_string());
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn r7_own_data_upload_is_quarantined_sealed_and_queryable_only_after_approval_in_its_own_workspace() {
+    let e = env();
+    let lim = Limits::default();
+    // Checked at upload: names, size, format, schema.
+    let bad = |r: Result<kiban_workspace::Staged, WorkspaceError>| match r {
+        Err(WorkspaceError::Refused { rule: "R7" | "R13", reason }) => reason,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    assert!(bad(e.a.stage_own_data("../x", "x.csv", OWN_CSV.as_bytes())).contains("not a table name"));
+    assert!(bad(e.a.stage_own_data("claims", "x.csv", OWN_CSV.as_bytes())).contains("exists"));
+    assert!(bad(e.a.stage_own_data("own", "x.csv", b"")).contains("empty"));
+    let big = vec![b'a'; kiban_workspace::own::MAX_UPLOAD_BYTES + 1];
+    assert!(bad(e.a.stage_own_data("own", "big.csv", &big)).contains("over the limit"));
+    assert!(bad(e.a.stage_own_data("own", "x.csv", "Code,名前\nE11,a\n".as_bytes())).contains("column \"Code\""));
+    assert!(bad(e.a.stage_own_data("own", "x.csv", b"a,a\n1,2\n")).contains("twice"));
+    let ragged = bad(e.a.stage_own_data("own", "ragged.csv", b"a,b\n1,2\n3\n4,5\n"));
+    assert!(ragged.contains("ragged.csv"), "names the file: {ragged}");
+    assert!(bad(e.a.stage_own_data("own", "x.csv", b"a,b\n")).contains("no rows"));
+    assert!(bad(e.a.stage_own_data("own", "x.csv", &[0xff, 0xfe, b',', b'\n'])).contains("UTF-8"));
+    // Held in quarantine: sealed, not a table, not queryable, not visible to the other workspace.
+    let staged = e.a.stage_own_data("own_groups", "own_groups.csv", OWN_CSV.as_bytes()).unwrap();
+    assert_eq!((staged.kind, staged.rows, staged.format.as_str()), (StagedKind::Data, 3, "csv"));
+    assert_eq!(staged.columns[2], ("weight".to_owned(), "Float64".to_owned()));
+    assert_eq!(staged.sha256, hex::encode(Sha256::digest(OWN_CSV.as_bytes())));
+    assert!(!e.a.tables().unwrap().contains(&"own_groups".to_owned()));
+    assert!(
+        refused(e.a.query("h1", "SELECT * FROM own_groups", lim).await).is_outside_reach(),
+        "pending: not queryable"
+    );
+    assert!(scan_for(&e.base, "希少疾患".as_bytes()).is_empty(), "sealed in quarantine");
+    // Approval is of the digest: another digest admits nothing.
+    assert!(e.a.admit(&staged.staged_id, &"00".repeat(32)).is_err());
+    assert!(e.a.tables().unwrap().iter().all(|t| t != "own_groups"));
+    assert!(e.b.admit(&staged.staged_id, &staged.sha256).is_err(), "another workspace cannot admit it");
+    e.a.admit(&staged.staged_id, &staged.sha256).unwrap();
+    assert!(e.a.staged_all().unwrap().is_empty(), "quarantine emptied");
+    let r = e.a
+        .query("h1", "SELECT g.group_name, count(*) AS n FROM claims c JOIN own_groups g ON c.icd10 = g.code GROUP BY g.group_name ORDER BY n", lim)
+        .await
+        .unwrap();
+    let rows = e.a.page(&r.result_id, 0, 10).unwrap().rows;
+    assert_eq!(rows[0], ["希少疾患", "3"]);
+    assert!(scan_for(&e.base, "希少疾患".as_bytes()).is_empty(), "sealed once admitted, and in results");
+    // Never visible to another workspace.
+    assert!(refused(e.b.query("h2", "SELECT * FROM own_groups", lim).await).is_outside_reach());
+    assert!(!e.b.tables().unwrap().contains(&"own_groups".to_owned()));
+    // A refused upload is deleted and never queryable.
+    let other = e.a.stage_own_data("refused_one", "r.csv", OWN_CSV.as_bytes()).unwrap();
+    e.a.discard(&other.staged_id).unwrap();
+    assert!(e.a.staged(&other.staged_id).is_err());
+    assert!(refused(e.a.query("h1", "SELECT * FROM refused_one", lim).await).is_outside_reach());
+    // Parquet works too; end of use deletes own data and what waits in quarantine.
+    let pq = {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("code", DataType::Utf8, false),
+            Field::new("n", DataType::Int64, false),
+        ]));
+        let b = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(StringArray::from(vec!["E11", "I10"])) as ArrayRef, Arc::new(Int64Array::from(vec![1, 2]))],
+        )
+        .unwrap();
+        let mut buf = Vec::new();
+        let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, schema, None).unwrap();
+        w.write(&b).unwrap();
+        w.close().unwrap();
+        buf
+    };
+    let p = e.a.stage_own_data("own_pq", "own.parquet", &pq).unwrap();
+    assert_eq!((p.format.as_str(), p.rows), ("parquet", 2));
+    let s = e.a.clone().destroy().unwrap();
+    assert_eq!((s.imports, s.quarantined), (1, 1), "{s:?}");
+}
+
+#[tokio::test]
+async fn r7_a_tool_is_a_named_view_approved_by_its_digest_and_a_changed_text_needs_a_new_approval() {
+    let e = env();
+    let lim = Limits::default();
+    // Checked like a query: only this workspace's tables, one SELECT, no files.
+    assert!(e.a.stage_tool("steal", "SELECT * FROM secret_b").unwrap_err().is_outside_reach());
+    assert!(e.a.stage_tool("steal", "SELECT * FROM read_csv('/etc/passwd')").is_err());
+    assert!(e.a.stage_tool("drop", "DROP TABLE claims").is_err());
+    assert!(e.a.stage_tool("claims", "SELECT 1").is_err(), "no tool may shadow a table");
+    let v1 = "SELECT icd10, count(*) AS n FROM claims GROUP BY icd10";
+    let staged = e.a.stage_tool("by_icd", v1).unwrap();
+    assert_eq!(staged.columns, [("claims".to_owned(), "table".to_owned())]);
+    assert_eq!(e.a.staged_tool_text(&staged.staged_id).unwrap(), v1, "the creator reads what is approved");
+    assert!(e.a.query("h1", "SELECT * FROM by_icd", lim).await.is_err(), "not before approval");
+    assert!(e.a.run_tool("h1", "by_icd", lim).await.is_err());
+    e.a.admit(&staged.staged_id, &staged.sha256).unwrap();
+    let r = e.a.query("h1", "SELECT n FROM by_icd WHERE icd10 = 'Q87.1'", lim).await.unwrap();
+    assert_eq!(e.a.page(&r.result_id, 0, 10).unwrap().rows[0][0], "3");
+    let r = e.a.run_tool("h1", "by_icd", lim).await.unwrap();
+    assert_eq!(r.rows, 3);
+    // A changed text is a new request: the approved version stays in force until that is approved.
+    let v2 = "SELECT icd10, count(*) AS n FROM claims WHERE sex = '男' GROUP BY icd10";
+    let changed = e.a.stage_tool("by_icd", v2).unwrap();
+    assert_ne!(changed.sha256, staged.sha256);
+    assert_eq!(e.a.tool("by_icd").unwrap().1, v1);
+    assert!(e.a.admit(&changed.staged_id, &staged.sha256).is_err(), "the old approval does not cover the new text");
+    e.a.admit(&changed.staged_id, &changed.sha256).unwrap();
+    assert_eq!(e.a.tool("by_icd").unwrap().1, v2);
+    // Other workspaces know nothing of it; the text is sealed at rest.
+    assert!(refused(e.b.query("h2", "SELECT * FROM by_icd", lim).await).is_outside_reach());
+    assert!(scan_for(&e.base, b"WHERE sex").is_empty());
+    // A tool cannot reach outside even if its stored text were swapped: the sealed text is bound to its digest.
+    let tools = e.base.join(e.a.id()).join("tools");
+    std::fs::write(tools.join("by_icd.sql.kbs"), TestSealer([7; 32]).seal(b"other", b"SELECT * FROM secret_b"))
+        .unwrap();
+    assert!(e.a.query("h1", "SELECT * FROM claims LIMIT 1", lim).await.is_err(), "a tampered tool stops every query");
+    let s = e.a.clone().destroy().unwrap();
+    assert_eq!(s.tools, 1);
+}
+
+#[tokio::test]
+async fn d9_saved_scripts_run_and_aggregate_results_chart_as_svg_but_row_level_ones_do_not() {
+    let e = env();
+    let lim = Limits::default();
+    e.a.save_script("by_sex", "SELECT sex, count(*) AS n FROM claims GROUP BY sex ORDER BY sex").unwrap();
+    let r = e.a.run_script("h1", "by_sex", lim).await.unwrap();
+    assert_eq!(e.a.page(&r.result_id, 0, 10).unwrap().rows, [["女", "100"], ["男", "100"]]);
+    assert!(matches!(e.a.run_script("h1", "missing", lim).await, Err(WorkspaceError::NotFound { .. })));
+    let spec = ChartSpec { kind: ChartKind::Bar, x: "sex".into(), y: "n".into() };
+    let svg = e.a.add_chart(&r.result_id, &spec).unwrap();
+    assert!(svg.starts_with("<svg") && svg.matches("<rect").count() == 2, "{svg}");
+    assert!(svg.contains("男") && !svg.contains("<script"));
+    assert_eq!(e.a.charts(&r.result_id).unwrap(), vec![spec.clone()], "kept with the result");
+    let line = ChartSpec { kind: ChartKind::Line, ..spec.clone() };
+    assert!(e.a.add_chart(&r.result_id, &line).unwrap().contains("<polyline"));
+    assert!(e.a.add_chart(&r.result_id, &ChartSpec { y: "sex".into(), ..spec.clone() }).is_err(), "y is numeric");
+    assert!(e.a.add_chart(&r.result_id, &ChartSpec { x: "nope".into(), ..spec.clone() }).is_err());
+    let rows = e.a.query("h1", "SELECT patient, cost FROM claims", lim).await.unwrap();
+    let err =
+        e.a.add_chart(&rows.result_id, &ChartSpec { kind: ChartKind::Line, x: "patient".into(), y: "cost".into() });
+    assert!(err.unwrap_err().to_string().contains("row-level"));
+    // Labels are escaped: a value cannot inject markup.
+    let svg = kiban_workspace::chart::svg(&spec, &[("<script>x</script>".into(), 1.0)]);
+    assert!(!svg.contains("<script>") && svg.contains("&lt;script&gt;"));
 }

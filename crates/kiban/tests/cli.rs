@@ -180,10 +180,88 @@ fn demo_runs_end_to_end_and_twice() {
     assert!(kiban(&["demo", "--dir", d, "--patients", "2000"], &[]).status.success(), "fresh again");
     let o = kiban(&["demo", "--dir", d, "--patients", "2000", "--reuse"], &[]);
     assert!(o.status.success() && text(&o).contains("reused"), "{}", text(&o));
+    visiting_creator_side_over_the_cli(&dir.join("data"));
     // The demo never clears a directory it did not make.
     let foreign = tmp.path().join("foreign");
     std::fs::create_dir(&foreign).unwrap();
     assert_clean_failure(&kiban(&["demo", "--dir", foreign.to_str().unwrap()], &[]), "not made by `kiban demo`");
+}
+
+/// R4–R7: every creator-side action on a workspace through `kiban workspace`: open for the demo's
+/// approved Type II application, stop and resume use (R6), roster changes checked against the
+/// application (R5), an R7 request reviewed and decided, close with its deletion record.
+fn visiting_creator_side_over_the_cli(data: &Path) {
+    let d = data.to_str().unwrap();
+    let ws = |args: &[&str]| {
+        let mut a = vec!["workspace"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["--data-dir", d, "--json"]);
+        kiban(&a, &[])
+    };
+    let json = |o: Output| -> serde_json::Value {
+        assert!(o.status.success(), "{}", text(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let list = json(ws(&["list"]));
+    let app = list.as_array().unwrap().last().unwrap()["application_id"].as_str().unwrap().to_owned();
+    let accounts = json(kiban(&["account", "list", "--data-dir", d, "--json"], &[]));
+    let handler = accounts
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|a| a["login"].as_str().unwrap().starts_with("demo.visiting"))
+        .unwrap();
+    let hid = handler["account_id"].as_str().unwrap().to_owned();
+    let extract = std::fs::read_dir(data.join("datasets"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .find(|e| e.file_name().to_string_lossy().starts_with("visiting-extract-"))
+        .unwrap()
+        .path();
+    let today = chrono::Utc::now().date_naive().to_string();
+    let release = format!("rel-{}", &app[4..]);
+    let opened = json(ws(&[
+        "open",
+        &app,
+        "--handler",
+        &hid,
+        "--release",
+        &release,
+        "--dataset",
+        &format!("claims={}", extract.display()),
+        "--on",
+        &today,
+    ]));
+    let wid = opened["workspace_id"].as_str().unwrap().to_owned();
+    let query = |sql: &str| ws(&["query", &wid, "--as", &hid, sql]);
+    assert!(query("SELECT count(*) AS n FROM claims").status.success());
+    // R6: stopped means nobody works in it.
+    json(ws(&["suspend", &wid, "--reason", "深夜の大量閲覧"]));
+    assert_clean_failure(&query("SELECT count(*) AS n FROM claims"), "R6");
+    json(ws(&["resume", &wid]));
+    assert!(query("SELECT count(*) AS n FROM claims").status.success());
+    // R5: only someone named on the application joins the roster; removal takes effect at once.
+    let o = kiban(&["account", "add", "cli.stranger", "--role", "handler", "--name", "部外者", "--data-dir", d], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let accounts = json(kiban(&["account", "list", "--data-dir", d, "--json"], &[]));
+    let stranger = accounts.as_array().unwrap().iter().find(|a| a["login"] == "cli.stranger").unwrap()["account_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_clean_failure(&ws(&["add-handler", &wid, "--account", &stranger]), "R5");
+    // R7: the creator reviews and decides a request (made by the handler in the pages; here in words).
+    let shown = json(ws(&["show", &wid]));
+    assert_eq!(shown["state"]["handlers"][0]["account_id"], hid.as_str());
+    assert!(shown["quarantine"].as_array().unwrap().is_empty() && shown["tools"].as_array().unwrap().is_empty());
+    assert_clean_failure(&ws(&["request", &wid, "--index", "0"]), "no request #0");
+    let removed = json(ws(&["remove-handler", &wid, "--account", &hid, "--reason", "異動"]));
+    assert!(removed.as_array().unwrap().is_empty(), "{removed}");
+    assert_clean_failure(&query("SELECT 1"), "not a handler");
+    // Close: deleted, with the deletion record.
+    let closed = json(ws(&["close", &wid, "--reason", "利用終了"]));
+    assert!(closed["ledger_entry"].as_str().unwrap().starts_with("ldg-"), "{closed}");
+    assert!(!data.join("workspaces").join(&wid).exists());
 }
 
 /// The batch's identity table (`patients`): goes to the vault at intake, never to clinical/.

@@ -15,6 +15,7 @@ pub mod contracts;
 pub mod db;
 pub mod notice;
 pub mod package;
+pub mod sample;
 pub mod sanction;
 pub mod workflow;
 

@@ -6,11 +6,12 @@
 use chrono::NaiveDate;
 use kiban_registry::Registry;
 use kiban_registry::ledger::LedgerKind;
-use kiban_registry::review::agreement::{UserType, sample_agreement_for};
+use kiban_registry::review::agreement::UserType;
 use kiban_registry::review::application::{ProvisionMethod, sample_application};
 use kiban_registry::review::committee::sample_committee;
-use kiban_registry::review::workflow::{Command, Decision, ReleaseSpec, RequestKind, VoteKind};
-use kiban_registry::workspace::{WsCommand, WsHandler, WsPhase};
+use kiban_registry::review::sample::{SampleApproval, approve_and_release};
+use kiban_registry::review::workflow::{ReleaseSpec, RequestKind};
+use kiban_registry::workspace::{WsCommand, WsHandler, WsPhase, WsUpload};
 
 use crate::fresh_backends;
 
@@ -22,36 +23,22 @@ fn d(s: &str) -> NaiveDate {
 async fn approved(reg: &Registry, type1: bool) -> String {
     let mut app = sample_application();
     app.provision_method = ProvisionMethod::Vdi;
-    let (id, _) = reg.submit_application(&app, d("2026-06-01")).await.unwrap();
-    reg.open_review(&id, d("2026-06-10")).await.unwrap();
-    for i in 0..6 {
-        let vote =
-            Command::Vote { member_id: format!("m{i}"), vote: VoteKind::Approve, reason: "公益性あり".into() };
-        reg.execute_review(&id, &vote).await.unwrap();
+    let mut second = app.handlers[0].clone();
+    second.name = "合成 次郎".into();
+    app.handlers.push(second);
+    let mut s = SampleApproval::type2(d("2026-06-01"), d("2026-06-10"), d("2026-06-20"));
+    if type1 {
+        s.user_type = UserType::TypeI;
     }
-    let decision = Decision::Approve {
-        expected_provision: "2026年7月".into(),
-        conditions: vec![],
-        guidelines: vec![],
-        remarks: String::new(),
-        processing_policy_sha256: None,
-    };
-    reg.execute_review(&id, &Command::Decide { decision, on: d("2026-06-10") }).await.unwrap();
-    let mut agreement = sample_agreement_for(&app);
-    agreement.user_type = if type1 { UserType::TypeI } else { UserType::TypeII };
-    reg.execute_review(&id, &Command::ConcludeAgreement { agreement: Box::new(agreement) }).await.unwrap();
-    reg.execute_review(&id, &Command::FinalFee { hourly_rate_yen: 8_000, minutes: 60 }).await.unwrap();
-    reg.execute_review(&id, &Command::RecordPayment { amount_yen: 8_000, on: d("2026-06-20") }).await.unwrap();
-    let spec = ReleaseSpec {
+    s.release = Some(ReleaseSpec {
         release_id: "rel-1".into(),
         on: d("2026-07-01"),
         manifest_sha256: "0f".repeat(32),
         items: vec!["age_group".into()],
         media: vec![],
         policy_sha256: None,
-    };
-    reg.execute_review(&id, &Command::Release { spec }).await.unwrap();
-    id
+    });
+    approve_and_release(reg, &app, &s, |_| {}).await.unwrap()
 }
 
 fn hanako() -> Vec<WsHandler> {
@@ -142,6 +129,7 @@ async fn r7_d9_requests_need_the_creators_decision_and_takeouts_a_checker_on_eve
             account_id: "acct-hanako".into(),
             kind: RequestKind::OwnData,
             detail: "自施設のコホート表を結合したい".into(),
+            upload: None,
         };
         reg.execute_workspace(&wid, &ask).await.unwrap();
         let add = WsCommand::AddOwnData { index: 0, table: "own_cohort".into(), rows: 10 };
@@ -176,6 +164,93 @@ async fn r7_d9_requests_need_the_creators_decision_and_takeouts_a_checker_on_eve
         assert!(reg.execute_workspace(&wid, &approve("tko-2", "acct-chk")).await.is_err(), "failed tables stay in");
         let s = reg.execute_workspace(&wid, &approve("tko-1", "acct-chk")).await.unwrap();
         assert_eq!(s.takeouts[0].decision, Some((true, "acct-chk".into())));
+        assert_eq!(reg.workspace_state(&wid).await.unwrap(), s, "the stored log replays to the same state");
+        reg.close().await;
+    }
+}
+
+fn upload(name: &str, format: &str, sha: &str) -> WsUpload {
+    WsUpload {
+        staged_id: "upl-0123456789abcdef".into(),
+        name: name.into(),
+        sha256: sha.repeat(32),
+        bytes: 10,
+        format: format.into(),
+        rows: if format == "sql" { 0 } else { 3 },
+        columns: vec!["patient".into()],
+    }
+}
+
+#[tokio::test]
+async fn r7_r6_r5_uploads_bind_the_approved_digest_use_can_be_stopped_and_the_roster_changes_are_checked() {
+    for f in fresh_backends().await {
+        let reg = Registry::open(&f.url).await.unwrap();
+        reg.migrate().await.unwrap();
+        for m in sample_committee(6) {
+            reg.add_committee_member(&m).await.unwrap();
+        }
+        let id = approved(&reg, false).await;
+        let wid = reg.open_workspace(&id, &hanako(), &["rel-1".into()], d("2026-07-02")).await.unwrap().workspace_id;
+        let ask = |kind, up: WsUpload| WsCommand::Request {
+            account_id: "acct-hanako".into(),
+            kind,
+            detail: "検証済みのコホート定義".into(),
+            upload: Some(up),
+        };
+        // A tool request must carry SQL, own data must not.
+        assert!(reg.execute_workspace(&wid, &ask(RequestKind::OwnTools, upload("cohort", "csv", "ab"))).await.is_err());
+        assert!(reg.execute_workspace(&wid, &ask(RequestKind::OwnData, upload("cohort", "sql", "ab"))).await.is_err());
+        reg.execute_workspace(&wid, &ask(RequestKind::OwnTools, upload("cohort", "sql", "ab"))).await.unwrap();
+        reg.execute_workspace(&wid, &ask(RequestKind::OwnData, upload("own_cohort", "csv", "cd"))).await.unwrap();
+        let tool = |sha: &str| WsCommand::AddTool { index: 0, name: "cohort".into(), sha256: sha.repeat(32) };
+        assert!(
+            reg.execute_workspace(&wid, &tool("ab")).await.unwrap_err().to_string().contains("R7"),
+            "not before approval"
+        );
+        let grant =
+            |index| WsCommand::DecideRequest {
+                index, granted: true, reason: "審査済み".into(), by: "acct-sec".into()
+            };
+        reg.execute_workspace(&wid, &grant(0)).await.unwrap();
+        assert!(reg.execute_workspace(&wid, &tool("ef")).await.is_err(), "only the approved text");
+        let s = reg.execute_workspace(&wid, &tool("ab")).await.unwrap();
+        assert_eq!(s.tools, [("cohort".to_owned(), "ab".repeat(32))]);
+        reg.execute_workspace(&wid, &grant(1)).await.unwrap();
+        let wrong = WsCommand::AddOwnData { index: 1, table: "other_name".into(), rows: 3 };
+        assert!(reg.execute_workspace(&wid, &wrong).await.is_err(), "the granted table name only");
+        let s = reg
+            .execute_workspace(&wid, &WsCommand::AddOwnData { index: 1, table: "own_cohort".into(), rows: 3 })
+            .await
+            .unwrap();
+        assert_eq!(s.tables, ["own_cohort"]);
+        assert_eq!(s.requests[1].upload.as_ref().unwrap().sha256, "cd".repeat(32));
+        // R6: use can be stopped and resumed; while stopped nobody works in it.
+        let stop =
+            WsCommand::Suspend { on: d("2026-08-01"), reason: "深夜の大量閲覧".into(), by: "acct-sec".into() };
+        let s = reg.execute_workspace(&wid, &stop).await.unwrap();
+        assert!(s.may_use("acct-hanako", d("2026-08-01")).unwrap_err().to_string().contains("R6"));
+        assert!(reg.execute_workspace(&wid, &stop).await.is_err(), "already stopped");
+        let s = reg
+            .execute_workspace(&wid, &WsCommand::Resume { on: d("2026-08-02"), by: "acct-sec".into() })
+            .await
+            .unwrap();
+        assert!(s.may_use("acct-hanako", d("2026-08-02")).is_ok());
+        // R5: a roster change is checked against the application's handlers.
+        let stranger = WsHandler { account_id: "acct-x".into(), name: "部外者".into() };
+        assert!(
+            reg.add_workspace_handler(&wid, &stranger, d("2026-08-03")).await.unwrap_err().to_string().contains("R5")
+        );
+        let app = reg.application_state(&id).await.unwrap().application.unwrap();
+        if let Some(second) = app.handlers.get(1) {
+            let h = WsHandler { account_id: "acct-second".into(), name: second.name.clone() };
+            let s = reg.add_workspace_handler(&wid, &h, d("2026-08-03")).await.unwrap();
+            assert!(s.may_use("acct-second", d("2026-08-03")).is_ok());
+        }
+        let rm =
+            WsCommand::RemoveHandler { account_id: "acct-hanako".into(), on: d("2026-08-04"), reason: "異動".into() };
+        let s = reg.execute_workspace(&wid, &rm).await.unwrap();
+        assert!(s.may_use("acct-hanako", d("2026-08-04")).is_err(), "a removed handler is out");
+        assert!(s.roster_changes.iter().any(|(_, a, why)| a == "acct-hanako" && why.contains("異動")));
         assert_eq!(reg.workspace_state(&wid).await.unwrap(), s, "the stored log replays to the same state");
         reg.close().await;
     }

@@ -11,10 +11,10 @@ use chrono::{Duration, NaiveDate, Utc};
 use kiban_registry::Registry;
 use kiban_registry::accounts::AccountRole;
 use kiban_registry::ledger::LedgerKind;
-use kiban_registry::review::agreement::{UserType, sample_agreement_for};
 use kiban_registry::review::application::{ProvisionMethod, sample_application};
 use kiban_registry::review::committee::sample_committee;
-use kiban_registry::review::workflow::{Command, Decision, ReleaseSpec, VoteKind};
+use kiban_registry::review::sample::{SampleApproval, approve_and_release};
+use kiban_registry::review::workflow::ReleaseSpec;
 use kiban_server::auth;
 use kiban_server::workspace::{WithWorkspaces, WorkspaceEnv};
 
@@ -72,41 +72,23 @@ async fn approved_type2(reg: &Registry) -> String {
     for p in &mut app.publications {
         p.planned_on = today + Duration::days(100);
     }
+    let mut second = app.handlers[0].clone();
+    second.name = "合成 次郎".into();
+    app.handlers.push(second);
     for m in sample_committee(6) {
         reg.add_committee_member(&m).await.unwrap();
     }
-    let (id, s) = reg.submit_application(&app, today - Duration::days(60)).await.unwrap();
-    assert!(s.precheck_failures.is_empty(), "{:?}", s.precheck_failures);
-    reg.open_review(&id, today - Duration::days(50)).await.unwrap();
-    for i in 0..6 {
-        let vote = Command::Vote { member_id: format!("m{i}"), vote: VoteKind::Approve, reason: "可".into() };
-        reg.execute_review(&id, &vote).await.unwrap();
-    }
-    let decision = Decision::Approve {
-        expected_provision: "-".into(),
-        conditions: vec![],
-        guidelines: vec![],
-        remarks: String::new(),
-        processing_policy_sha256: None,
-    };
-    reg.execute_review(&id, &Command::Decide { decision, on: today - Duration::days(50) }).await.unwrap();
-    let mut agreement = sample_agreement_for(&app);
-    agreement.user_type = UserType::TypeII;
-    reg.execute_review(&id, &Command::ConcludeAgreement { agreement: Box::new(agreement) }).await.unwrap();
-    reg.execute_review(&id, &Command::FinalFee { hourly_rate_yen: 8_000, minutes: 60 }).await.unwrap();
-    reg.execute_review(&id, &Command::RecordPayment { amount_yen: 8_000, on: today - Duration::days(40) })
-        .await
-        .unwrap();
-    let spec = ReleaseSpec {
+    let mut s =
+        SampleApproval::type2(today - Duration::days(60), today - Duration::days(50), today - Duration::days(40));
+    s.release = Some(ReleaseSpec {
         release_id: "rel-ws".into(),
         on: today - Duration::days(29),
         manifest_sha256: "0f".repeat(32),
         items: vec!["age_group".into()],
         media: vec![],
         policy_sha256: None,
-    };
-    reg.execute_review(&id, &Command::Release { spec }).await.unwrap();
-    id
+    });
+    approve_and_release(reg, &app, &s, |_| {}).await.unwrap()
 }
 
 fn write_dataset(dir: &std::path::Path) {
@@ -140,6 +122,33 @@ fn write_dataset(dir: &std::path::Path) {
     .sealed(Arc::new(DataSealer));
     w.write_part("part-00000", &[b]).unwrap();
     w.commit(serde_json::json!({})).unwrap();
+}
+
+/// A multipart form body: (field, file name, value); returns the content type and the body.
+fn multipart(fields: &[(&str, Option<&str>, &str)]) -> (String, String) {
+    let b = "kibanBOUNDARY7MA4YWxk";
+    let mut s = String::new();
+    for (name, file, value) in fields {
+        s.push_str(&format!("--{b}\r\nContent-Disposition: form-data; name=\"{name}\""));
+        if let Some(f) = file {
+            s.push_str(&format!("; filename=\"{f}\"\r\nContent-Type: application/octet-stream"));
+        }
+        s.push_str(&format!("\r\n\r\n{value}\r\n"));
+    }
+    s.push_str(&format!("--{b}--\r\n"));
+    (format!("multipart/form-data; boundary={b}"), s)
+}
+
+async fn send_multipart(
+    addr: std::net::SocketAddr,
+    cookies: &[(String, String)],
+    path: &str,
+    fields: &[(&str, Option<&str>, &str)],
+) -> crate::Resp {
+    let (ct, body) = multipart(fields);
+    let mut h = hdr(cookies);
+    h.push(("content-type", &ct));
+    http(addr, "POST", path, &h, &body).await
 }
 
 fn hdr(c: &[(String, String)]) -> Vec<(&str, &str)> {
@@ -287,15 +296,9 @@ async fn r4_r13_d9_r5_handler_works_only_in_their_workspace_and_outputs_leave_on
     assert_eq!(http(addr, "GET", &format!("{small_page}/output"), &hdr(&hc), "").await.status, StatusCode::FORBIDDEN);
 
     // R7: a request waits for the creator.
-    let r = http(
-        addr,
-        "POST",
-        &format!("/workspace/{wid}/requests"),
-        &fh,
-        &form(&[("kind", "own_tools"), ("detail", "R 4.4")]),
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let fields = [("kind", None, "own_tools"), ("detail", None, "R 4.4")];
+    let r = send_multipart(addr, &hc, &format!("/workspace/{wid}/requests"), &fields).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
     let r = http(
         addr,
         "POST",
@@ -339,4 +342,206 @@ async fn r4_r13_d9_r5_handler_works_only_in_their_workspace_and_outputs_leave_on
     let list = http(addr, "GET", "/api/workspaces", &hdr(&sec), "").await;
     assert!(list.body.contains("deleted") && list.body.contains("合成 花子"), "{}", list.body);
     let _ = NaiveDate::MIN;
+}
+
+/// One workspace opened over HTTP with a handler logged in: (fixture, address, workspace id, handler's
+/// cookie headers, secretariat's cookie headers, the handler's account id).
+async fn opened() -> (crate::Fixture, std::net::SocketAddr, String, Vec<(String, String)>, Vec<(String, String)>, String)
+{
+    let f = fixture().await;
+    let st = f.st.clone();
+    let app_id = approved_type2(&st.reg).await;
+    let data = st.data_dir.clone();
+    write_dataset(&data.join("datasets").join("rel-ws-claims"));
+    let env = WorkspaceEnv {
+        base: data.join("workspaces"),
+        datasets: data.join("datasets"),
+        sealer: Arc::new(DataSealer),
+        limits: kiban_workspace::Limits::default(),
+    };
+    let addr = spawn(kiban_server::router(st.clone()).with_workspaces(env)).await;
+    let (hid, hsecret) = account(&st, "h.hanako", "合成 花子", AccountRole::Handler).await;
+    let (_, ssecret) = account(&st, "sec.s", "事務局", AccountRole::Secretariat).await;
+    let cookie = |r: &crate::Resp| vec![("cookie".to_owned(), cookie_of(r))];
+    let sec = cookie(&login(addr, "sec.s", PW, &auth::totp_code(&ssecret, now_unix())).await);
+    let mut h = hdr(&sec);
+    h.push(("content-type", "application/json"));
+    let body = format!(
+        r#"{{"application_id":"{app_id}","handlers":["{hid}"],"release_id":"rel-ws","datasets":{{"claims":"rel-ws-claims"}}}}"#
+    );
+    let r = http(addr, "POST", "/api/workspaces", &h, &body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let wid = serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["workspace_id"].as_str().unwrap().to_owned();
+    let hc = cookie(&login(addr, "h.hanako", PW, &auth::totp_code(&hsecret, now_unix())).await);
+    (f, addr, wid, hc, sec, hid)
+}
+
+#[tokio::test]
+async fn r7_own_data_and_tools_come_in_over_http_only_after_the_creator_approves_their_digest() {
+    let (f, addr, wid, hc, sec, _) = opened().await;
+    let mut json_h = hdr(&sec);
+    json_h.push(("content-type", "application/json"));
+    let csv = "code,group_name\nE11,糖尿病\nQ87.1,希少疾患\n";
+    // A file with a bad schema is refused at once, naming the column.
+    let req_path = format!("/workspace/{wid}/requests");
+    let fields = [
+        ("kind", None, "own_data"),
+        ("detail", None, "x"),
+        ("name", None, "own"),
+        ("file", Some("x.csv"), "Code\n1\n"),
+    ];
+    let r = send_multipart(addr, &hc, &req_path, &fields).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.body.contains("Code"), "{}", r.body);
+    // Own data: held in quarantine, not queryable while pending.
+    let fields = [
+        ("kind", None, "own_data"),
+        ("detail", None, "自施設の疾患群対応表"),
+        ("name", None, "own_groups"),
+        ("file", Some("own_groups.csv"), csv),
+    ];
+    let r = send_multipart(addr, &hc, &req_path, &fields).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let mut fh = hdr(&hc);
+    fh.push(FORM);
+    let q = |sql: &str| form(&[("sql", sql), ("save_as", "")]);
+    let r = http(addr, "POST", &format!("/workspace/{wid}/query"), &fh, &q("SELECT * FROM own_groups")).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "pending uploads are never queryable");
+    let home = http(addr, "GET", &format!("/workspace/{wid}"), &hdr(&hc), "").await;
+    assert!(home.body.contains("審査中") && home.body.contains("own_groups (csv"), "{}", home.body);
+    // A tool: a named view.
+    let tool = [
+        ("kind", None, "own_tools"),
+        ("detail", None, "性別集計ビュー"),
+        ("name", None, "by_sex"),
+        ("sql", None, "SELECT sex, count(*) AS n FROM claims GROUP BY sex"),
+    ];
+    let r = send_multipart(addr, &hc, &req_path, &tool).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    // The creator reviews: the schema of the data, the whole text of the tool.
+    let r = http(addr, "GET", &format!("/api/workspaces/{wid}/requests/0"), &hdr(&sec), "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["staged"]["rows"], 2);
+    let r = http(addr, "GET", &format!("/api/workspaces/{wid}/requests/1"), &hdr(&sec), "").await;
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert!(v["tool_sql"].as_str().unwrap().contains("GROUP BY sex"), "{v}");
+    // A handler cannot decide; the creator grants the data and refuses the tool.
+    let mut hj = hdr(&hc);
+    hj.push(("content-type", "application/json"));
+    let grant = r#"{"granted":true,"reason":"個人情報を含まない対応表"}"#;
+    assert_eq!(
+        http(addr, "POST", &format!("/api/workspaces/{wid}/requests/0"), &hj, grant).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let r = http(addr, "POST", &format!("/api/workspaces/{wid}/requests/0"), &json_h, grant).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body.contains("own_groups"), "{}", r.body);
+    let r = http(
+        addr,
+        "POST",
+        &format!("/api/workspaces/{wid}/requests/1"),
+        &json_h,
+        r#"{"granted":false,"reason":"既存機能で足りる"}"#,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = http(
+        addr,
+        "POST",
+        &format!("/workspace/{wid}/query"),
+        &fh,
+        &q("SELECT g.group_name, count(*) AS n FROM claims c JOIN own_groups g ON c.icd10 = g.code GROUP BY g.group_name"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "approved data is a table now: {}", r.body);
+    let page = http(addr, "GET", &location(&r), &hdr(&hc), "").await;
+    assert!(page.body.contains("希少疾患") && page.body.contains("<td>2</td>"), "{}", page.body);
+    let r = http(addr, "POST", &format!("/workspace/{wid}/tools/by_sex/run"), &fh, "").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "a refused tool does not exist");
+    let r = http(addr, "POST", &format!("/workspace/{wid}/query"), &fh, &q("SELECT * FROM by_sex")).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // The tool asked again, granted this time, runs from the console.
+    let r = send_multipart(addr, &hc, &req_path, &tool).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let r = http(addr, "POST", &format!("/api/workspaces/{wid}/requests/2"), &json_h, grant).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = http(addr, "POST", &format!("/workspace/{wid}/tools/by_sex/run"), &fh, "").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert!(http(addr, "GET", &location(&r), &hdr(&hc), "").await.body.contains("<td>60</td>"));
+    // Audited: the upload and the admission.
+    f.st.audit.flush().unwrap();
+    let mut admitted = 0;
+    kiban_audit::log::for_each_entry(&f.st.data_dir.join("audit"), |e| {
+        if e.event.object.id.ends_with("/own_groups") && e.event.note.as_deref().is_some_and(|n| n.contains("admitted"))
+        {
+            admitted += 1;
+        }
+        std::ops::ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!(admitted, 1);
+    // Closing deletes own data and tools with the rest.
+    let r = http(addr, "POST", &format!("/api/workspaces/{wid}/close"), &json_h, r#"{"reason":"利用終了"}"#).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!((v["deleted"]["imports"].as_u64(), v["deleted"]["tools"].as_u64()), (Some(1), Some(1)), "{v}");
+}
+
+#[tokio::test]
+async fn d9_r6_r5_scripts_run_charts_draw_use_stops_and_the_roster_changes_over_http() {
+    let (f, addr, wid, hc, sec, hid) = opened().await;
+    let mut fh = hdr(&hc);
+    fh.push(FORM);
+    // A saved script runs from the console; its result is paged and charted as inline SVG.
+    let r = http(
+        addr,
+        "POST",
+        &format!("/workspace/{wid}/query"),
+        &fh,
+        &form(&[("sql", "SELECT sex, count(*) AS n FROM claims GROUP BY sex ORDER BY sex"), ("save_as", "by_sex")]),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let r = http(addr, "POST", &format!("/workspace/{wid}/scripts/by_sex/run"), &fh, "").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let result = location(&r);
+    let r =
+        http(addr, "POST", &format!("{result}/charts"), &fh, &form(&[("kind", "bar"), ("x", "sex"), ("y", "n")])).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let p = http(addr, "GET", &result, &hdr(&hc), "").await;
+    assert!(p.body.contains("<svg") && p.body.matches("<rect").count() == 2, "{}", p.body);
+    assert!(p.headers.get("content-disposition").is_none() && !p.body.contains("<script"));
+    let r =
+        http(addr, "POST", &format!("{result}/charts"), &fh, &form(&[("kind", "bar"), ("x", "n"), ("y", "sex")])).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "y must be numeric");
+    let r = http(addr, "POST", &format!("/workspace/{wid}/scripts/..%2Fx/run"), &fh, "").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // R6: the creator stops use; the handler is out until it resumes.
+    let mut json_h = hdr(&sec);
+    json_h.push(("content-type", "application/json"));
+    let r =
+        http(addr, "POST", &format!("/api/workspaces/{wid}/suspend"), &json_h, r#"{"reason":"大量閲覧の調査"}"#).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = http(addr, "GET", &format!("/workspace/{wid}"), &hdr(&hc), "").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(r.body.contains("R6"), "{}", r.body);
+    let r = http(addr, "POST", &format!("/api/workspaces/{wid}/resume"), &json_h, "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(http(addr, "GET", &format!("/workspace/{wid}"), &hdr(&hc), "").await.status, StatusCode::OK);
+    // R5: the roster: an account not named on the application is refused; a named one joins; removal
+    // takes effect at once.
+    let (stranger, _) = account(&f.st, "h.stranger", "部外者", AccountRole::Handler).await;
+    let (jiro, _) = account(&f.st, "h.jiro", "合成 次郎", AccountRole::Handler).await;
+    let body = |a: &str| format!(r#"{{"account_id":"{a}","reason":"異動"}}"#);
+    let r = http(addr, "POST", &format!("/api/workspaces/{wid}/handlers"), &json_h, &body(&stranger)).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    let r = http(addr, "POST", &format!("/api/workspaces/{wid}/handlers"), &json_h, &body(&jiro)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body.contains("合成 次郎"));
+    let r = http(addr, "POST", &format!("/api/workspaces/{wid}/handlers/remove"), &json_h, &body(&hid)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(http(addr, "GET", &format!("/workspace/{wid}"), &hdr(&hc), "").await.status, StatusCode::FORBIDDEN);
+    let r = http(addr, "GET", &format!("/api/workspaces/{wid}"), &hdr(&sec), "").await;
+    assert!(r.body.contains("removed: 異動") && r.body.contains("合成 次郎"), "{}", r.body);
 }

@@ -12,7 +12,10 @@ use chrono::NaiveDate;
 use kiban_audit::{Action, Actor, AuditLog, AuditSink, Event, Object, ObjectKind, Role};
 use kiban_registry::records::today_jst;
 use kiban_registry::workspace::WsCommand;
-use kiban_server::workspace::{WorkspaceEnv, end_workspace, open_workspace, sweep};
+use kiban_server::workspace::{
+    Bring, RequestDecision, WorkspaceEnv, add_handler, decide_request, end_workspace, open_workspace, request_review,
+    submit_request, sweep,
+};
 use kiban_workspace::{Limits, TakeoutStatus, Workspace};
 
 use crate::Ctx;
@@ -68,7 +71,16 @@ enum Verb {
         #[arg(long)]
         as_of: Option<NaiveDate>,
     },
-    /// Decide a handler's request to bring in own data or tools (R7).
+    /// Show a handler's R7 request for review: the upload's schema and size, or a tool's whole text.
+    Request {
+        /// Workspace id.
+        id: String,
+        /// Request index (from `show`).
+        #[arg(long)]
+        index: usize,
+    },
+    /// Decide a handler's request to bring in own data or tools (R7); a granted upload comes in only
+    /// if it still hashes to the digest recorded with the request, a refused one is deleted.
     Decide {
         /// Workspace id.
         id: String,
@@ -84,6 +96,38 @@ enum Verb {
         /// The deciding account.
         #[arg(long)]
         by: String,
+    },
+    /// Stop use for now (R6: unexpected use); data stay, nobody may work in it until `resume`.
+    Suspend {
+        /// Workspace id.
+        id: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Lift a stop.
+    Resume {
+        /// Workspace id.
+        id: String,
+    },
+    /// Add a handler account to the roster (must be named on the application and agreement, R5).
+    AddHandler {
+        /// Workspace id.
+        id: String,
+        /// The handler's account id.
+        #[arg(long)]
+        account: String,
+    },
+    /// Remove a handler from the roster (R5).
+    RemoveHandler {
+        /// Workspace id.
+        id: String,
+        /// The handler's account id.
+        #[arg(long)]
+        account: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
     },
     /// Bring in own data under a granted request (R7): a kiban dataset directory.
     Import {
@@ -174,11 +218,18 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
             Verb::List => serde_json::to_value(reg.workspaces().await?)?,
             Verb::Show { id } => {
                 let s = reg.workspace_state(&id).await?;
-                let (results, takeouts) = match Workspace::open(&env.base, &id, env.sealer.clone()) {
-                    Ok(ws) => (serde_json::to_value(ws.results()?)?, serde_json::to_value(ws.takeouts()?)?),
-                    Err(_) => (serde_json::json!([]), serde_json::json!([])),
+                let (results, takeouts, quarantine, tools) = match Workspace::open(&env.base, &id, env.sealer.clone()) {
+                    Ok(ws) => (
+                        serde_json::to_value(ws.results()?)?,
+                        serde_json::to_value(ws.takeouts()?)?,
+                        serde_json::to_value(ws.staged_all()?)?,
+                        serde_json::to_value(ws.tools()?)?,
+                    ),
+                    Err(_) => {
+                        (serde_json::json!([]), serde_json::json!([]), serde_json::json!([]), serde_json::json!([]))
+                    }
                 };
-                serde_json::json!({"state": s, "results": results, "takeouts": takeouts})
+                serde_json::json!({"state": s, "results": results, "takeouts": takeouts, "quarantine": quarantine, "tools": tools})
             }
             Verb::Close { id, reason, on } => {
                 end_workspace(&reg, &log, &env, &id, on.unwrap_or_else(today_jst), &reason, &operator)
@@ -190,11 +241,53 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
                     sweep(&reg, &log, &env, as_of.unwrap_or_else(today_jst)).await.map_err(anyhow::Error::msg)?;
                 serde_json::json!({"ended": ended})
             }
+            Verb::Request { id, index } => {
+                let s = reg.workspace_state(&id).await?;
+                let v = request_review(&env, &s, index).map_err(anyhow::Error::msg)?;
+                log.record(Event::new(
+                    operator.clone(),
+                    "cli",
+                    Action::Read,
+                    Object::new(ObjectKind::Ledger, format!("ws-request/{id}/{index}")),
+                ))?;
+                v
+            }
             Verb::Decide { id, index, grant, reason, by } => {
+                let actor = Actor::new(&by, Role::Secretariat);
+                let s = decide_request(
+                    &reg,
+                    &log,
+                    &env,
+                    &id,
+                    RequestDecision { index, granted: grant, reason: &reason },
+                    &actor,
+                )
+                .await
+                .map_err(anyhow::Error::msg)?;
+                serde_json::json!({"requests": s.requests, "tables": s.tables, "tools": s.tools})
+            }
+            Verb::Suspend { id, reason } => {
+                let cmd = WsCommand::Suspend { on: today_jst(), reason, by: operator.id.clone() };
+                let s = reg.execute_workspace(&id, &cmd).await?;
+                log.record(write_event(&operator, &format!("ws/{id}/suspend"), "use stopped (R6)"))?;
+                serde_json::to_value(&s)?
+            }
+            Verb::Resume { id } => {
                 let s =
-                    reg.execute_workspace(&id, &WsCommand::DecideRequest { index, granted: grant, reason, by }).await?;
-                log.record(write_event(&operator, &format!("ws-request/{id}/{index}"), "decided"))?;
-                serde_json::to_value(&s.requests)?
+                    reg.execute_workspace(&id, &WsCommand::Resume { on: today_jst(), by: operator.id.clone() }).await?;
+                log.record(write_event(&operator, &format!("ws/{id}/resume"), "use resumed"))?;
+                serde_json::to_value(&s)?
+            }
+            Verb::AddHandler { id, account } => {
+                let s = add_handler(&reg, &id, &account, today_jst()).await.map_err(anyhow::Error::msg)?;
+                log.record(write_event(&operator, &format!("ws/{id}/handler/{account}"), "handler added (R5)"))?;
+                serde_json::to_value(&s.handlers)?
+            }
+            Verb::RemoveHandler { id, account, reason } => {
+                let cmd = WsCommand::RemoveHandler { account_id: account.clone(), on: today_jst(), reason };
+                let s = reg.execute_workspace(&id, &cmd).await?;
+                log.record(write_event(&operator, &format!("ws/{id}/handler/{account}"), "handler removed (R5)"))?;
+                serde_json::to_value(&s.handlers)?
             }
             Verb::Import { id, index, table, dataset } => {
                 let s = reg.workspace_state(&id).await?;
@@ -283,10 +376,10 @@ fn write_event(actor: &Actor, id: &str, note: &str) -> Event {
 /// take-outs — one passes and a checker approves it, one is refused for a small cell; then the sweep,
 /// fast-forwarded past the usage period, deletes the workspace and writes the deletion record.
 pub fn demo_stage(dd: &DataDir, root: &std::path::Path, cfg: &kiban_model::synth::SynthConfig) -> Result<String> {
-    use kiban_registry::review::agreement::{UserType, sample_agreement_for};
     use kiban_registry::review::application::{ProvisionMethod, sample_application};
     use kiban_registry::review::committee::sample_committee;
-    use kiban_registry::review::workflow::{Command, Decision, ReleaseSpec, VoteKind};
+    use kiban_registry::review::sample::{SampleApproval, approve_and_release};
+    use kiban_registry::review::workflow::{Command, ReleaseSpec, RequestKind};
     let d = |s: &str| s.parse::<NaiveDate>().expect("valid date");
     let env = env(dd, root)?;
     let log = open_log(dd)?;
@@ -303,30 +396,12 @@ pub fn demo_stage(dd: &DataDir, root: &std::path::Path, cfg: &kiban_model::synth
         let mut app = sample_application();
         app.contact.name = format!("合成 三郎{n}");
         app.provision_method = ProvisionMethod::Vdi;
-        let (id, s) = reg.submit_application(&app, d("2026-06-01")).await?;
-        if !s.precheck_failures.is_empty() {
-            bail!("demo Type II application failed its pre-check: {:?}", s.precheck_failures);
-        }
-        reg.open_review(&id, d("2026-06-10")).await?;
-        for i in 0..6 {
-            let reason = "Ⅱ型利用者としてVisiting環境に限り利用を認める".to_owned();
-            reg.execute_review(&id, &Command::Vote { member_id: format!("m{i}"), vote: VoteKind::Approve, reason })
-                .await?;
-        }
-        let decision = Decision::Approve {
-            expected_provision: "2026年7月上旬".into(),
-            conditions: vec!["Visiting環境内でのみ利用し、成果物は公表物確認を経ること".into()],
-            guidelines: vec![],
-            remarks: String::new(),
-            processing_policy_sha256: None,
-        };
-        reg.execute_review(&id, &Command::Decide { decision, on: d("2026-06-10") }).await?;
-        let mut agreement = sample_agreement_for(&app);
-        agreement.user_type = UserType::TypeII;
-        agreement.output_takeout = "Visiting環境から公表物確認で承認された成果物のみ".into();
-        reg.execute_review(&id, &Command::ConcludeAgreement { agreement: Box::new(agreement) }).await?;
-        reg.execute_review(&id, &Command::FinalFee { hourly_rate_yen: 8_000, minutes: 60 }).await?;
-        reg.execute_review(&id, &Command::RecordPayment { amount_yen: 8_000, on: d("2026-06-25") }).await?;
+        let mut approval = SampleApproval::type2(d("2026-06-01"), d("2026-06-10"), d("2026-06-25"));
+        approval.conditions = vec!["Visiting環境内でのみ利用し、成果物は公表物確認を経ること".into()];
+        let id = approve_and_release(&reg, &app, &approval, |a| {
+            a.output_takeout = "Visiting環境から公表物確認で承認された成果物のみ".into();
+        })
+        .await?;
         let release_id = format!("rel-{}", &id[4..]);
         let spec = ReleaseSpec {
             release_id: release_id.clone(),
@@ -383,6 +458,40 @@ pub fn demo_stage(dd: &DataDir, root: &std::path::Path, cfg: &kiban_model::synth
             ev(Action::Read, ObjectKind::Clinical, format!("ws-query/{wid}/refused"))
                 .outcome(kiban_audit::Outcome::Denied),
         )?;
+        // R7: the handler brings in their own code list with a request; it waits in quarantine until
+        // the creator approves its digest, then becomes a table of this workspace only.
+        let own_csv = "code3,group_name\nE11,糖尿病\nE10,糖尿病\nI10,高血圧\nI11,高血圧\nE78,脂質異常症\nJ45,喘息\n";
+        let bring = Bring::Data { table: "own_groups", file_name: "own_groups.csv", bytes: own_csv.as_bytes() };
+        let detail = "自施設で定義した疾患群の対応表を結合したい";
+        let (rs, staged) = submit_request(&reg, &ws, &wid, &acct.account_id, RequestKind::OwnData, detail, bring)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        let staged = staged.context("upload")?;
+        if ws.query(&acct.account_id, "SELECT * FROM own_groups", env.limits).await.is_ok() {
+            bail!("a pending upload was queryable");
+        }
+        let secretariat = Actor::new("demo.secretariat", Role::Secretariat);
+        let index = rs.requests.len() - 1;
+        let answer = RequestDecision { index, granted: true, reason: "対応表のみで個人情報を含まない" };
+        decide_request(&reg, &log, &env, &wid, answer, &secretariat).await.map_err(anyhow::Error::msg)?;
+        let joined = ws
+            .query(
+                &acct.account_id,
+                "SELECT g.group_name, count(*) AS n FROM claims c JOIN own_groups g ON substr(c.icd10, 1, 3) = g.code3 \
+                 GROUP BY g.group_name ORDER BY g.group_name",
+                env.limits,
+            )
+            .await?;
+        log.record(
+            ev(Action::Read, ObjectKind::Clinical, format!("ws-query/{wid}/{}", joined.result_id)).volume(joined.rows),
+        )?;
+        let own_note = format!(
+            "own data (R7) {} ({} rows, sha256 {}…) approved and joined: {} groups",
+            staged.name,
+            staged.rows,
+            &staged.sha256[..12],
+            joined.rows
+        );
         let by_icd = ws
             .query(
                 &acct.account_id,
@@ -435,7 +544,7 @@ pub fn demo_stage(dd: &DataDir, root: &std::path::Path, cfg: &kiban_model::synth
         let deleted = ended.iter().find(|e| e["workspace_id"] == wid.as_str()).context("workspace not swept")?;
         reg.close().await;
         anyhow::Ok(format!(
-            "Visiting環境 workspace {wid}: query {} rows; file read refused ({}); take-outs: {} approved by checker, {} refused for a small cell ({}); swept at period end: {} files deleted, ledger {}",
+            "Visiting環境 workspace {wid}: query {} rows; file read refused ({}); {own_note}; take-outs: {} approved by checker, {} refused for a small cell ({}); swept at period end: {} files deleted, ledger {}",
             by_sex.rows,
             refused.chars().take(40).collect::<String>(),
             ok.takeout_id,
