@@ -28,12 +28,13 @@ pub fn documented_statuses(method: &str, path: &str, public: bool) -> Vec<u16> {
         || path.starts_with("/api/identity")
         || path.starts_with("/public/stats")
         || path == "/console/compliance/matrix"
+        || path == "/console/identity"
     {
         // For /public/stats*: nothing is published yet (`kiban publish` has not run).
         // The record named does not exist (404), or its id breaks the id's rule (422).
         v.extend([404, 422]);
     }
-    if path.starts_with("/api/identity") {
+    if path.starts_with("/api/identity") || path.starts_with("/console/identity") {
         // The store's refusals: a conflicting merge, an unapproved export.
         v.extend([409, 422]);
     }

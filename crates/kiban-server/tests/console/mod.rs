@@ -199,6 +199,284 @@ async fn k12_openapi_lists_every_route_and_every_endpoint_answers_as_documented(
     assert_eq!(called, n_ops);
 }
 
+// ---- registers: batches and quarantine replay, leaks, contractors, vetting, supervision --------
+
+/// A provider's submission with an identity table and a claims table, as Parquet files in `dir`.
+fn submission(dir: &std::path::Path, provider: &str, patients: &[&str]) {
+    use arrow::array::{ArrayRef, Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+    let write = |table: &str, schema: Arc<Schema>, cols: Vec<ArrayRef>| {
+        let b = arrow::record_batch::RecordBatch::try_new(schema.clone(), cols).unwrap();
+        std::fs::create_dir_all(dir.join(table)).unwrap();
+        let f = std::fs::File::create(dir.join(table).join("part-00000.parquet")).unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(f, schema, None).unwrap();
+        w.write(&b).unwrap();
+        w.close().unwrap();
+    };
+    let cols = [
+        "provider_id",
+        "patient_id",
+        "name_kanji",
+        "name_kana",
+        "sex",
+        "birth_date",
+        "postal_code",
+        "address",
+        "phone",
+        "insurer_number",
+        "card_symbol",
+        "card_number",
+        "card_branch",
+    ];
+    let rows: Vec<Vec<String>> = patients
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let n = i + 1;
+            let given = ["一", "二", "三"][i];
+            let kana = ["イチ", "ニ", "サン"][i];
+            vec![
+                provider.into(),
+                p.to_string(),
+                format!("山田 合成{given}"),
+                format!("ゴウセイ {kana}"),
+                "1".into(),
+                format!("198{n}-02-0{n}"),
+                "1000001".into(),
+                "東京都千代田区千代田1-1".into(),
+                format!("0312340{n}"),
+                String::new(),
+                String::new(),
+                format!("7700{n}"),
+                String::new(),
+            ]
+        })
+        .collect();
+    let schema = Arc::new(Schema::new(cols.iter().map(|c| Field::new(*c, DataType::Utf8, false)).collect::<Vec<_>>()));
+    let arrays: Vec<ArrayRef> = (0..cols.len())
+        .map(|c| Arc::new(rows.iter().map(|r| Some(r[c].as_str())).collect::<StringArray>()) as ArrayRef)
+        .collect();
+    write("patients", schema, arrays);
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("provider_id", DataType::Utf8, false),
+        Field::new("patient_id", DataType::Utf8, false),
+        Field::new("points", DataType::Int64, false),
+    ]));
+    let prov: StringArray = patients.iter().map(|_| Some(provider)).collect();
+    let pat: StringArray = patients.iter().map(|p| Some(*p)).collect();
+    let pts: Int64Array = (0..patients.len() as i64).map(|i| Some(100 + i)).collect();
+    write("claims", schema, vec![Arc::new(prov), Arc::new(pat), Arc::new(pts)]);
+}
+
+async fn notice(d: &Demo, patient: &str, days_ago: i64) {
+    use kiban_registry::records::{NoticeInput, NoticeMethod, Recipient, today_jst};
+    d.f.st
+        .reg
+        .add_notice(&NoticeInput {
+            provider_id: demo::DEMO_PROVIDER.into(),
+            patient_id: patient.into(),
+            notice_date: today_jst() - chrono::Duration::days(days_ago),
+            method: NoticeMethod::parse("mail").unwrap(),
+            recipient: Recipient::parse("patient").unwrap(),
+            guardian_name: None,
+            patient_birth_date: None,
+            lacks_capacity: false,
+            text_version: "v1".into(),
+            corrects: None,
+            source: "test".into(),
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn c2_c3_k12_batch_pages_show_the_gate_report_and_a_replay_admits_what_was_fixed() {
+    let f = fixture().await;
+    let accounts = demo::demo_accounts(&f.st.reg, f.st.sealer.as_ref()).await.unwrap();
+    let app = demo::demo_records(&f.st.reg, "test").await.unwrap();
+    // The vault the server routes identities through, shared with the first submission below.
+    let vault: kiban_server::identity::SharedIdentity =
+        std::sync::Arc::new(std::sync::Mutex::new(super::identity_store(&f.st.data_dir)));
+    let addr = spawn(kiban_server::router(f.st.clone()).layer(axum::Extension(vault.clone()))).await;
+    let d = Demo { f, addr, accounts, app };
+    notice(&d, "P0001", 60).await;
+    // P0002 has no notice yet: excluded by the gate (P1) and quarantined with its identity.
+    let input = d.f.st.data_dir.join("staging/test-input");
+    submission(&input, demo::DEMO_PROVIDER, &["P0001", "P0002"]);
+    let provision = kiban_registry::records::today_jst() - chrono::Duration::days(1);
+    let s = kiban_registry::intake::Submission {
+        provider_id: demo::DEMO_PROVIDER.into(),
+        provision_date: provision,
+        input: input.clone(),
+        bulk: false,
+        dry_run: false,
+        creator_name: "テスト作成事業者".into(),
+        creator_address: "東京都".into(),
+        sealer: Some(std::sync::Arc::new(super::TestDatasetSealer)),
+    };
+    let bridge = kiban_server::identity::AuditBridge {
+        sink: d.f.st.audit.as_ref(),
+        actor: kiban_audit::Actor::system(),
+        source: "test".into(),
+    };
+    let routing = kiban_server::identity::VaultRouting { store: vault.as_ref(), audit: &bridge, actor: "test".into() };
+    let out = kiban_registry::intake::submit_routed(&d.f.st.reg, &d.f.st.data_dir, &s, Some(&routing)).await.unwrap();
+    let batch = out.report.batch_id.clone();
+    assert_eq!((out.report.admitted, out.report.excluded), (2, 2), "{:?}", out.report);
+
+    let (op, csrf) = http_login(&d, AccountRole::IntakeOperator).await;
+    let h = [("cookie", op.as_str())];
+    let r = http(d.addr, "GET", "/console/batches", &h, "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body.contains(&format!("/console/batches/{batch}")) && r.body.contains("取込バッチ"), "{}", r.body);
+    let r = http(d.addr, "GET", &format!("/console/batches/{batch}"), &h, "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    // The gate report (C3): the reason by name, the receipt record (C2), the quarantined tables.
+    assert!(r.body.contains("通知の記録なし（unknown_person）"), "{}", r.body);
+    assert!(r.body.contains(&out.receipt.as_ref().unwrap().receipt_id));
+    let q = r.body.split("id=\"quarantine\"").nth(1).expect("a quarantine table");
+    assert!(q.contains("<td>claims</td><td>1</td>") && q.contains("<td>patients</td><td>1</td>"), "{q}");
+    assert!(r.body.contains(&format!("action=\"/console/batches/{batch}/replay\"")));
+    // The auditor sees the batch but may not replay.
+    let (aud, _) = http_login(&d, AccountRole::Auditor).await;
+    let r = http(d.addr, "GET", &format!("/console/batches/{batch}"), &[("cookie", aud.as_str())], "").await;
+    assert!(r.status == StatusCode::OK && !r.body.contains("/replay\""), "{}", r.body);
+
+    let hp = [("cookie", op.as_str()), FORM];
+    let replay = format!("/console/batches/{batch}/replay");
+    let r = http(d.addr, "POST", &replay, &hp, &form(&[("csrf", "0")])).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "a replay needs the form token");
+    // The cause is fixed: P0002's notice (made long ago) is recorded late. The replay admits it.
+    notice(&d, "P0002", 60).await;
+    let r = http(d.addr, "POST", &replay, &hp, &form(&[("csrf", &csrf)])).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let to = r.headers.get("location").unwrap().to_str().unwrap().to_owned();
+    let new = to.trim_start_matches("/console/batches/").trim_end_matches("?saved=1").to_owned();
+    assert_ne!(new, batch);
+    let receipt = d.f.st.reg.receipt(&new).await.unwrap();
+    assert_eq!(receipt.persons, vec!["P0002".to_owned()], "the replayed person is admitted");
+    assert_eq!(receipt.provision_date, provision, "decided as of the original provision date");
+    let r = http(d.addr, "GET", &to, &h, "").await;
+    assert!(r.body.contains("再投入しました") && r.body.contains(&format!("/console/batches/{batch}\"")), "{}", r.body);
+    assert!(r.body.contains("このバッチに隔離されたレコードはありません"), "{}", r.body);
+    // The same records again: refused as an input already received, shown on the page.
+    let r = http(d.addr, "POST", &replay, &hp, &form(&[("csrf", &csrf)])).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert!(r.body.contains("role=\"alert\""), "{}", r.body);
+    let r = http(d.addr, "GET", &format!("/console/batches/{batch}"), &h, "").await;
+    assert!(r.body.contains("id=\"replays\"") && r.body.contains(&format!("/console/batches/{new}\"")), "{}", r.body);
+    // The replay is a run with its report, and audited.
+    let r = http(d.addr, "GET", &format!("/console/runs/replay-{new}"), &h, "").await;
+    assert!(r.status == StatusCode::OK && r.body.contains("from_batch") && r.body.contains(&batch), "{}", r.body);
+    d.f.st.audit.flush().unwrap();
+    let entries = d
+        .f
+        .st
+        .audit
+        .read(&kiban_audit::Actor::system(), "test", kiban_audit::Seq(1), kiban_audit::Seq(100_000))
+        .unwrap();
+    assert!(entries.iter().any(|e| e.event.note.as_deref().is_some_and(|n| n.contains("quarantine replay"))));
+}
+
+#[tokio::test]
+async fn i1_i4_x2_leak_reports_contractors_and_vetting_are_recorded_from_their_pages() {
+    let d = demo_server().await;
+    let (so, csrf) = http_login(&d, AccountRole::SecurityOfficer).await;
+    let h = [("cookie", so.as_str()), FORM];
+    let today = kiban_registry::records::today_jst();
+    let body = form(&[("csrf", &csrf), ("detected_on", &today.to_string()), ("summary", " "), ("persons", "x")]);
+    let r = http(d.addr, "POST", "/console/leaks", &h, &body).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.body.contains("id=\"summary-error\"") && r.body.contains("id=\"persons-error\""), "{}", r.body);
+    let body = form(&[
+        ("csrf", &csrf),
+        ("detected_on", &today.to_string()),
+        ("possibly_malicious", "1"),
+        ("summary", "委託先での媒体紛失"),
+        ("persons", "12"),
+    ]);
+    let r = http(d.addr, "POST", "/console/leaks", &h, &body).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let r = http(d.addr, "GET", "/console/leaks", &h, "").await;
+    assert!(r.body.contains("委託先での媒体紛失") && r.body.contains("<td>12</td>"), "{}", r.body);
+    // I1: the confirmed report is due 60 days after detection when it may be malicious.
+    let due = kiban_server::console::dual_date(kiban_server::console::Lang::Ja, today + chrono::Duration::days(60));
+    assert!(r.body.contains(&due), "deadline {due}: {}", r.body);
+
+    // I4: every item of the written contract is required; the missing one is named.
+    let (sec, scsrf) = http_login(&d, AccountRole::Secretariat).await;
+    let hs = [("cookie", sec.as_str()), FORM];
+    let mut fields = vec![
+        ("csrf", scsrf.as_str()),
+        ("name", "合成データ処理株式会社"),
+        ("certification", ""),
+        ("scope", "データの変換"),
+        ("procedures", "手順書による"),
+        ("right_to_verify", "随時立入り"),
+        ("instructions", "書面で指示"),
+        ("instruction_checks", "月次報告"),
+        ("reporting", "漏えい等は直ちに報告"),
+        ("contracted_on", "2026-04-01"),
+    ];
+    let r = http(d.addr, "POST", "/console/contractors", &hs, &form(&fields)).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.body.contains("id=\"certification-error\""), "{}", r.body);
+    fields[2] = ("certification", "認定-0001");
+    let r = http(d.addr, "POST", "/console/contractors", &hs, &form(&fields)).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let r = http(d.addr, "GET", "/console/contractors", &[("cookie", so.as_str())], "").await;
+    assert!(r.body.contains("合成データ処理株式会社") && r.body.contains("監査記録なし"), "{}", r.body);
+    assert!(!r.body.contains("action=\"/console/contractors\""), "the security officer reads, the secretariat records");
+
+    // X2: a disqualification recorded for a handler makes the account not cleared.
+    let target = account(&d, AccountRole::Handler).account_id.clone();
+    let page = format!("/console/accounts/{target}");
+    let r = http(d.addr, "GET", &page, &[("cookie", so.as_str())], "").await;
+    assert!(r.status == StatusCode::OK && r.body.contains("可（資格確認・研修とも有効）"), "{}", r.body);
+    let body = form(&[("csrf", &csrf), ("checked_on", &today.to_string()), ("bankruptcy", "1"), ("note", "登記事項証明書")]);
+    let r = http(d.addr, "POST", &format!("{page}/vetting"), &h, &body).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let r = http(d.addr, "GET", &page, &[("cookie", so.as_str())], "").await;
+    assert!(r.body.contains("<strong>不可</strong>") && r.body.contains("bankrupt"), "{}", r.body);
+    let (admin, acsrf) = http_login(&d, AccountRole::Administrator).await;
+    let r = http(d.addr, "POST", &format!("{page}/vetting"), &[("cookie", admin.as_str()), FORM], &body.replace(&csrf, &acsrf)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "vetting is the security officer's");
+}
+
+#[tokio::test]
+async fn r5_d5_d7_r9_application_shows_agreement_fees_releases_and_the_calendar_what_is_due() {
+    let d = demo_server().await;
+    let approved = d
+        .f
+        .st
+        .reg
+        .applications()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|a| a.phase == kiban_registry::review::workflow::Phase::Approved)
+        .expect("the demo has an approved application")
+        .application_id;
+    let (sec, _) = http_login(&d, AccountRole::Secretariat).await;
+    let h = [("cookie", sec.as_str())];
+    let r = http(d.addr, "GET", &format!("/console/applications/{approved}"), &h, "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let agreement = r.body.split("id=\"agreement\"").nth(1).expect("the agreement");
+    assert!(agreement.contains("利用目的") && agreement.contains("取扱者"), "{agreement}");
+    let fees = r.body.split("id=\"fees\"").nth(1).expect("the fees");
+    assert!(fees.contains("12000 円") && fees.contains("16000 円") && fees.contains("<td>はい</td>"), "{fees}");
+    let rel = r.body.split("id=\"releases\"").nth(1).expect("the releases");
+    assert!(rel.contains("demo-release-1") && rel.contains("2026年7月1日"), "{rel}");
+    // D7: the usage report was due 3 months after the publication of 2026-08-01: overdue, listed first.
+    let r = http(d.addr, "GET", "/console/supervision", &h, "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let due = r.body.split("id=\"due\"").nth(1).expect("a calendar");
+    assert!(due.contains("利用実績報告") && due.contains("期限超過") && due.contains(&approved), "{due}");
+    let r = http(d.addr, "GET", "/console/supervision", &[("cookie", http_login(&d, AccountRole::Handler).await.0.as_str())], "").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+}
+
 // ---- the browser -------------------------------------------------------------------------------
 
 fn artifacts() -> PathBuf {
