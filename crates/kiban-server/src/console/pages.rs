@@ -600,7 +600,11 @@ async fn identity_page(
         };
         return Ok(render_status(p, status, &page));
     };
-    let bridge = crate::identity::AuditBridge { sink: st.audit.as_ref(), actor: p.caller.actor(), source: p.caller.source.clone() };
+    let bridge = crate::identity::AuditBridge {
+        sink: st.audit.as_ref(),
+        actor: p.caller.actor(),
+        source: p.caller.source.clone(),
+    };
     let mut g = store.lock().unwrap_or_else(|e| e.into_inner());
     // Catch up with what the CLI wrote to the vault since.
     g.refresh(&bridge, &p.caller.account_id).map_err(internal)?;
@@ -680,7 +684,11 @@ pub(super) async fn identity_decide(
         errs.add("_form", p.tr.s("err.choice"));
         return identity_page(&st, &p, store, Some(item), errs, false, StatusCode::UNPROCESSABLE_ENTITY).await;
     };
-    let bridge = crate::identity::AuditBridge { sink: st.audit.as_ref(), actor: p.caller.actor(), source: p.caller.source.clone() };
+    let bridge = crate::identity::AuditBridge {
+        sink: st.audit.as_ref(),
+        actor: p.caller.actor(),
+        source: p.caller.source.clone(),
+    };
     let res = shared.lock().unwrap_or_else(|e| e.into_inner()).decide(&bridge, &p.caller.account_id, item, d);
     match res {
         Ok(id) => {
@@ -723,7 +731,11 @@ pub(super) async fn identity_undo(
         errs.add("_form", p.tr.s("err.number"));
         return identity_page(&st, &p, store, None, errs, false, StatusCode::UNPROCESSABLE_ENTITY).await;
     };
-    let bridge = crate::identity::AuditBridge { sink: st.audit.as_ref(), actor: p.caller.actor(), source: p.caller.source.clone() };
+    let bridge = crate::identity::AuditBridge {
+        sink: st.audit.as_ref(),
+        actor: p.caller.actor(),
+        source: p.caller.source.clone(),
+    };
     let res = shared.lock().unwrap_or_else(|e| e.into_inner()).undo(&bridge, &p.caller.account_id, id);
     match res {
         Ok(()) => {

@@ -195,15 +195,20 @@ async fn batch_page(st: &AppState, p: &Page, batch: &str, errs: Errors, done: bo
     };
     record_event(st, event_of(&p.caller, Action::Read, ObjectKind::Ledger, format!("receipt/{}", r.receipt_id)))?;
     let g = gate_report(&r);
-    let reasons =
-        g.as_ref().map(|g| g.excluded_by_reason.iter().map(|(k, v)| (reason_label(p, k), *v)).collect()).unwrap_or_default();
+    let reasons = g
+        .as_ref()
+        .map(|g| g.excluded_by_reason.iter().map(|(k, v)| (reason_label(p, k), *v)).collect())
+        .unwrap_or_default();
     let sealer = crate::intake::dataset_sealer(st);
     let quarantine = quarantine_tables(&quarantine_dir(st, batch))
         .into_iter()
         .map(|(table, dir, m)| QuarantineRow {
             table,
             rows: m.rows,
-            reasons: count_reasons(&dir, &m, sealer.as_ref()).into_iter().map(|(k, v)| (reason_label(p, &k), v)).collect(),
+            reasons: count_reasons(&dir, &m, sealer.as_ref())
+                .into_iter()
+                .map(|(k, v)| (reason_label(p, &k), v))
+                .collect(),
         })
         .collect::<Vec<_>>();
     let mut replays = Vec::new();
@@ -230,7 +235,8 @@ async fn batch_page(st: &AppState, p: &Page, batch: &str, errs: Errors, done: bo
             replayed_from = Some(from.to_owned());
         }
     }
-    let may_replay = !quarantine.is_empty() && st.authz.allows("POST", "/console/batches/{batch}/replay", p.caller.role);
+    let may_replay =
+        !quarantine.is_empty() && st.authz.allows("POST", "/console/batches/{batch}/replay", p.caller.role);
     let page = BatchPage {
         p,
         persons: r.persons.len(),
@@ -278,9 +284,8 @@ fn stage_table(
         .filter(|(n, _)| n != "exclusion_reason" && n != "rule")
         .map(|(n, t)| (n.clone(), t.parse::<DataType>().unwrap_or(DataType::Utf8)))
         .collect();
-    let schema = std::sync::Arc::new(Schema::new(
-        keep.iter().map(|(n, t)| Field::new(n, t.clone(), true)).collect::<Vec<_>>(),
-    ));
+    let schema =
+        std::sync::Arc::new(Schema::new(keep.iter().map(|(n, t)| Field::new(n, t.clone(), true)).collect::<Vec<_>>()));
     let opts = arrow::compute::CastOptions { safe: true, ..Default::default() };
     let mut batches = Vec::new();
     for f in &m.files {
@@ -352,8 +357,13 @@ pub(super) async fn replay(
         creator_address,
         sealer: Some(sealer),
     };
-    let bridge = crate::identity::AuditBridge { sink: st.audit.as_ref(), actor: p.caller.actor(), source: p.caller.source.clone() };
-    let routing = crate::identity::VaultRouting { store: vault.as_ref(), audit: &bridge, actor: p.caller.actor().id.clone() };
+    let bridge = crate::identity::AuditBridge {
+        sink: st.audit.as_ref(),
+        actor: p.caller.actor(),
+        source: p.caller.source.clone(),
+    };
+    let routing =
+        crate::identity::VaultRouting { store: vault.as_ref(), audit: &bridge, actor: p.caller.actor().id.clone() };
     let out = kiban_registry::intake::submit_routed(&st.reg, &st.data_dir, &s, Some(&routing)).await;
     let _ = std::fs::remove_dir_all(&stage);
     let out = match out {
@@ -365,10 +375,15 @@ pub(super) async fn replay(
         Err(e) => return Err(internal(e)),
     };
     let new = out.report.batch_id.clone();
-    let ev = Event::new(p.caller.actor(), &p.caller.source, Action::Write, Object::new(ObjectKind::Clinical, format!("batch/{new}")))
-        .volume(out.report.rows_in)
-        .job(JobKind::Intake, &new)
-        .note(format!("quarantine replay of batch {batch}"));
+    let ev = Event::new(
+        p.caller.actor(),
+        &p.caller.source,
+        Action::Write,
+        Object::new(ObjectKind::Clinical, format!("batch/{new}")),
+    )
+    .volume(out.report.rows_in)
+    .job(JobKind::Intake, &new)
+    .note(format!("quarantine replay of batch {batch}"));
     record_event(&st, ev)?;
     let run_id = format!("replay-{new}");
     let summary = serde_json::json!({"from_batch": batch, "batch_id": new, "rows_in": out.report.rows_in,
@@ -403,7 +418,8 @@ fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>)
         }
         serde_json::Value::Array(a) if a.iter().all(|x| x.is_object()) && !a.is_empty() => {
             for (i, x) in a.iter().enumerate() {
-                let name = x.get("stage").or_else(|| x.get("table")).or_else(|| x.get("column")).and_then(|s| s.as_str());
+                let name =
+                    x.get("stage").or_else(|| x.get("table")).or_else(|| x.get("column")).and_then(|s| s.as_str());
                 let key = match name {
                     Some(n) => format!("{prefix}[{n}]"),
                     None => format!("{prefix}[{i}]"),
@@ -478,7 +494,9 @@ pub(super) async fn supervision(State(st): State<AppState>, p: Page) -> Res {
                     format!("{}（{} {}）", p.tr.s("due.usage_report"), p.tr.s("due.published"), p.date(*published_on)),
                     *overdue,
                 ),
-                Due::ManagementReport { due_on } => (Some(*due_on), p.tr.s("due.management_report").to_owned(), *due_on < today),
+                Due::ManagementReport { due_on } => {
+                    (Some(*due_on), p.tr.s("due.management_report").to_owned(), *due_on < today)
+                }
                 Due::EntitlementExpired { usage_to } => (
                     Some(*usage_to),
                     format!("{}（{} {}）", p.tr.s("due.expired"), p.tr.s("due.usage_to"), p.date(*usage_to)),
@@ -498,7 +516,7 @@ pub(super) async fn supervision(State(st): State<AppState>, p: Page) -> Res {
             });
         }
     }
-    rows.sort_by(|a, b| (!a.overdue, a.on).cmp(&(!b.overdue, b.on)));
+    rows.sort_by_key(|r| (!r.overdue, r.on));
     record_event(&st, event_of(&p.caller, Action::Read, ObjectKind::Ledger, "supervision").volume(rows.len() as u64))?;
     Ok(render(&p, &SupervisionPage { p: &p, today: p.date(today), rows }))
 }
@@ -618,7 +636,10 @@ pub(super) async fn add_leak(State(st): State<AppState>, p: Page, Form(f): Form<
             cause: f.cause.trim().to_owned(),
             ..Default::default()
         };
-        match st.reg.open_leak_report(at, f.possibly_malicious.is_some(), &items, &p.caller.account_id, crate::now()).await
+        match st
+            .reg
+            .open_leak_report(at, f.possibly_malicious.is_some(), &items, &p.caller.account_id, crate::now())
+            .await
         {
             Ok(r) => {
                 record_event(
@@ -775,7 +796,8 @@ pub(super) async fn add_contractor(State(st): State<AppState>, p: Page, Form(f):
             Ok(r) => {
                 record_event(
                     &st,
-                    event_of(&p.caller, Action::Write, ObjectKind::Ledger, &r.contractor_id).note("contractor recorded"),
+                    event_of(&p.caller, Action::Write, ObjectKind::Ledger, &r.contractor_id)
+                        .note("contractor recorded"),
                 )?;
                 return Ok(see_other("/console/contractors?saved=1"));
             }
@@ -850,10 +872,20 @@ impl VettingForm {
     }
 }
 
-async fn account_page(st: &AppState, p: &Page, id: &str, f: VettingForm, errs: Errors, done: bool, status: StatusCode) -> Res {
+async fn account_page(
+    st: &AppState,
+    p: &Page,
+    id: &str,
+    f: VettingForm,
+    errs: Errors,
+    done: bool,
+    status: StatusCode,
+) -> Res {
     let a = match st.reg.account(id).await {
         Ok(a) => a,
-        Err(kiban_registry::RegistryError::NotFound { .. }) => return Err(not_found(&format!("account {id} not found"))),
+        Err(kiban_registry::RegistryError::NotFound { .. }) => {
+            return Err(not_found(&format!("account {id} not found")));
+        }
         Err(e) => return Err(internal(e)),
     };
     record_event(st, event_of(&p.caller, Action::Read, ObjectKind::Session, id).note("vetting and training"))?;
@@ -862,8 +894,14 @@ async fn account_page(st: &AppState, p: &Page, id: &str, f: VettingForm, errs: E
         let d = v.disqualifications(today);
         (p.date(v.checked_on), d, v.pledge_signed, v.note)
     });
-    let trainings =
-        st.reg.trainings(id).await.map_err(internal)?.into_iter().map(|t| (t.course, p.time(&t.completed_on), p.time(&t.expires_on))).collect();
+    let trainings = st
+        .reg
+        .trainings(id)
+        .await
+        .map_err(internal)?
+        .into_iter()
+        .map(|t| (t.course, p.time(&t.completed_on), p.time(&t.expires_on)))
+        .collect();
     let clearance = st.reg.clearance(id, a.role, today).await.map_err(internal)?;
     let page = AccountPage {
         p,
@@ -889,7 +927,12 @@ pub(super) async fn account(State(st): State<AppState>, p: Page, Path(id): Path<
 }
 
 /// Records a disqualification check (append-only).
-pub(super) async fn add_vetting(State(st): State<AppState>, p: Page, Path(id): Path<String>, Form(f): Form<VettingForm>) -> Res {
+pub(super) async fn add_vetting(
+    State(st): State<AppState>,
+    p: Page,
+    Path(id): Path<String>,
+    Form(f): Form<VettingForm>,
+) -> Res {
     p.check_csrf(&f.csrf)?;
     let tr = p.tr;
     let mut errs = Errors::default();
@@ -920,11 +963,14 @@ pub(super) async fn add_vetting(State(st): State<AppState>, p: Page, Path(id): P
             Ok(vid) => {
                 record_event(
                     &st,
-                    event_of(&p.caller, Action::Write, ObjectKind::Ledger, &vid).note("disqualification check recorded"),
+                    event_of(&p.caller, Action::Write, ObjectKind::Ledger, &vid)
+                        .note("disqualification check recorded"),
                 )?;
                 return Ok(see_other(&format!("/console/accounts/{id}?saved=1")));
             }
-            Err(kiban_registry::RegistryError::NotFound { .. }) => return Err(not_found(&format!("account {id} not found"))),
+            Err(kiban_registry::RegistryError::NotFound { .. }) => {
+                return Err(not_found(&format!("account {id} not found")));
+            }
             Err(e) => return Err(internal(e)),
         }
     }

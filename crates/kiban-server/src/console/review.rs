@@ -194,7 +194,12 @@ async fn detail(st: &AppState, p: &Page, id: &str, f: VoteForm, errs: Errors, st
                 on: p.date(r.spec.on),
                 items: r.spec.items.join("、"),
                 manifest: r.spec.manifest_sha256.chars().take(16).collect(),
-                policy: r.spec.policy_sha256.as_deref().map(|x| x.chars().take(16).collect()).unwrap_or_else(|| "—".into()),
+                policy: r
+                    .spec
+                    .policy_sha256
+                    .as_deref()
+                    .map(|x| x.chars().take(16).collect())
+                    .unwrap_or_else(|| "—".into()),
                 acknowledged: r.acknowledged_on.map(|d| p.date(d)).unwrap_or_else(|| "—".into()),
             })
             .collect(),

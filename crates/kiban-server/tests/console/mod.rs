@@ -370,12 +370,11 @@ async fn c2_c3_k12_batch_pages_show_the_gate_report_and_a_replay_admits_what_was
     let r = http(d.addr, "GET", &format!("/console/runs/replay-{new}"), &h, "").await;
     assert!(r.status == StatusCode::OK && r.body.contains("from_batch") && r.body.contains(&batch), "{}", r.body);
     d.f.st.audit.flush().unwrap();
-    let entries = d
-        .f
-        .st
-        .audit
-        .read(&kiban_audit::Actor::system(), "test", kiban_audit::Seq(1), kiban_audit::Seq(100_000))
-        .unwrap();
+    let entries =
+        d.f.st
+            .audit
+            .read(&kiban_audit::Actor::system(), "test", kiban_audit::Seq(1), kiban_audit::Seq(100_000))
+            .unwrap();
     assert!(entries.iter().any(|e| e.event.note.as_deref().is_some_and(|n| n.contains("quarantine replay"))));
 }
 
@@ -434,30 +433,37 @@ async fn i1_i4_x2_leak_reports_contractors_and_vetting_are_recorded_from_their_p
     let page = format!("/console/accounts/{target}");
     let r = http(d.addr, "GET", &page, &[("cookie", so.as_str())], "").await;
     assert!(r.status == StatusCode::OK && r.body.contains("可（資格確認・研修とも有効）"), "{}", r.body);
-    let body = form(&[("csrf", &csrf), ("checked_on", &today.to_string()), ("bankruptcy", "1"), ("note", "登記事項証明書")]);
+    let body =
+        form(&[("csrf", &csrf), ("checked_on", &today.to_string()), ("bankruptcy", "1"), ("note", "登記事項証明書")]);
     let r = http(d.addr, "POST", &format!("{page}/vetting"), &h, &body).await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
     let r = http(d.addr, "GET", &page, &[("cookie", so.as_str())], "").await;
     assert!(r.body.contains("<strong>不可</strong>") && r.body.contains("bankrupt"), "{}", r.body);
     let (admin, acsrf) = http_login(&d, AccountRole::Administrator).await;
-    let r = http(d.addr, "POST", &format!("{page}/vetting"), &[("cookie", admin.as_str()), FORM], &body.replace(&csrf, &acsrf)).await;
+    let r = http(
+        d.addr,
+        "POST",
+        &format!("{page}/vetting"),
+        &[("cookie", admin.as_str()), FORM],
+        &body.replace(&csrf, &acsrf),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "vetting is the security officer's");
 }
 
 #[tokio::test]
 async fn r5_d5_d7_r9_application_shows_agreement_fees_releases_and_the_calendar_what_is_due() {
     let d = demo_server().await;
-    let approved = d
-        .f
-        .st
-        .reg
-        .applications()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|a| a.phase == kiban_registry::review::workflow::Phase::Approved)
-        .expect("the demo has an approved application")
-        .application_id;
+    let approved =
+        d.f.st
+            .reg
+            .applications()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|a| a.phase == kiban_registry::review::workflow::Phase::Approved)
+            .expect("the demo has an approved application")
+            .application_id;
     let (sec, _) = http_login(&d, AccountRole::Secretariat).await;
     let h = [("cookie", sec.as_str())];
     let r = http(d.addr, "GET", &format!("/console/applications/{approved}"), &h, "").await;
@@ -473,7 +479,111 @@ async fn r5_d5_d7_r9_application_shows_agreement_fees_releases_and_the_calendar_
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let due = r.body.split("id=\"due\"").nth(1).expect("a calendar");
     assert!(due.contains("利用実績報告") && due.contains("期限超過") && due.contains(&approved), "{due}");
-    let r = http(d.addr, "GET", "/console/supervision", &[("cookie", http_login(&d, AccountRole::Handler).await.0.as_str())], "").await;
+    let r = http(
+        d.addr,
+        "GET",
+        "/console/supervision",
+        &[("cookie", http_login(&d, AccountRole::Handler).await.0.as_str())],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn k12_identity_review_decisions_are_made_shown_and_undone_from_the_console() {
+    use kiban_identity::identity::IdentityInput;
+    let f = fixture().await;
+    let accounts = demo::demo_accounts(&f.st.reg, f.st.sealer.as_ref()).await.unwrap();
+    let app = demo::demo_records(&f.st.reg, "test").await.unwrap();
+    let keys = kiban_identity::keystore::KeyStore::create(&f.st.data_dir.join("keys")).unwrap();
+    let m = kiban_identity::vault::MemoryAudit::default();
+    // Every pair scores between the bounds: a review item rather than an automatic decision.
+    let cfg = kiban_identity::mpi::MatchConfig { upper: 100.0, lower: 0.0, ..Default::default() };
+    let mut store =
+        kiban_identity::store::IdentityStore::open(&f.st.data_dir.join("identity"), keys, cfg, &m, "t").unwrap();
+    let input = |patient: &str, kana: &str, branch: &str| IdentityInput {
+        provider_id: demo::DEMO_PROVIDER.into(),
+        patient_id: patient.into(),
+        name_kanji: "佐藤 花子".into(),
+        name_kana: kana.into(),
+        sex: "2".into(),
+        birth_date: "1985-01-02".into(),
+        phone: "0312345678".into(),
+        insurer_number: "01130012".into(),
+        card_symbol: "1234".into(),
+        card_number: "567".into(),
+        card_branch: branch.into(),
+        ..Default::default()
+    };
+    store.register(&m, "t", &[input("p1", "サトウ ハナコ", "00"), input("p2", "ｻﾄｳ ﾊﾅｺ", "01")]).unwrap();
+    let item = store.review_queue()[0].id;
+    let vault: kiban_server::identity::SharedIdentity = std::sync::Arc::new(std::sync::Mutex::new(store));
+    let addr = spawn(kiban_server::router(f.st.clone()).layer(axum::Extension(vault.clone()))).await;
+    let d = Demo { f, addr, accounts, app };
+    let (op, csrf) = http_login(&d, AccountRole::IntakeOperator).await;
+    let h = [("cookie", op.as_str())];
+    let r = http(d.addr, "GET", "/console/identity", &h, "").await;
+    assert!(r.body.contains(&format!("action=\"/console/identity/{item}\"")), "{}", r.body);
+    // Both sides of the item, for the reviewer to compare.
+    let r = http(d.addr, "GET", &format!("/console/identity?item={item}"), &h, "").await;
+    let detail = r.body.split("id=\"detail\"").nth(1).expect("the item's detail");
+    assert!(detail.matches("1985-01-02").count() >= 2, "{detail}");
+    let hp = [("cookie", op.as_str()), FORM];
+    let r = http(
+        d.addr,
+        "POST",
+        &format!("/console/identity/{item}"),
+        &hp,
+        &form(&[("csrf", &csrf), ("decision", "nonsense")]),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let r = http(
+        d.addr,
+        "POST",
+        &format!("/console/identity/{item}"),
+        &hp,
+        &form(&[("csrf", &csrf), ("decision", "keep-apart")]),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let decision = {
+        let g = vault.lock().unwrap();
+        assert!(g.review_queue().is_empty(), "the item is decided");
+        g.mpi().decisions().last().unwrap().id
+    };
+    let r = http(d.addr, "GET", "/console/identity", &h, "").await;
+    let table = r.body.split("id=\"decisions\"").nth(1).expect("the decisions");
+    assert!(table.contains("別人として区別") && table.contains("action=\"/console/identity/undo\""), "{table}");
+    // Reversible: the undo is recorded beside the decision, and the item is open again.
+    let r = http(
+        d.addr,
+        "POST",
+        "/console/identity/undo",
+        &hp,
+        &form(&[("csrf", &csrf), ("decision", &decision.to_string())]),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    {
+        let g = vault.lock().unwrap();
+        assert!(g.mpi().decisions().iter().find(|x| x.id == decision).unwrap().undone);
+    }
+    let r = http(d.addr, "GET", "/console/identity", &h, "").await;
+    assert!(r.body.contains("取消済み"), "{}", r.body);
+    // The auditor reads the queue but decides nothing.
+    let (aud, acsrf) = http_login(&d, AccountRole::Auditor).await;
+    let r = http(d.addr, "GET", "/console/identity", &[("cookie", aud.as_str())], "").await;
+    assert!(r.status == StatusCode::OK && !r.body.contains("action=\"/console/identity/"), "{}", r.body);
+    let r = http(
+        d.addr,
+        "POST",
+        &format!("/console/identity/{item}"),
+        &[("cookie", aud.as_str()), FORM],
+        &form(&[("csrf", &acsrf), ("decision", "merge")]),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
 }
 
@@ -707,6 +817,8 @@ async fn journeys(d: &Demo, driver: &Driver, chromium: &std::path::Path) -> Vec<
     b.shot("intake_operator-runs", "実行記録").await;
     b.go("/console/identity").await;
     b.shot("intake_operator-identity", "名寄せ").await;
+    b.go("/console/batches").await;
+    b.shot("intake_operator-batches", "取込バッチ").await;
     b.logout().await;
 
     // Processing engineer: de-identifies a clinical note.
@@ -749,6 +861,12 @@ async fn journeys(d: &Demo, driver: &Driver, chromium: &std::path::Path) -> Vec<
     b.shot("secretariat-complaints", "苦情").await;
     b.go("/console/ledger").await;
     b.shot("secretariat-ledger", "提供記録台帳").await;
+    b.go("/console/supervision").await;
+    assert!(b.html().await.contains("期限超過"), "the demo's overdue usage report is on the calendar");
+    b.shot("secretariat-supervision", "監督予定表").await;
+    b.go("/console/contractors").await;
+    b.labels_ok("contractors").await;
+    b.shot("secretariat-contractors", "委託先").await;
     b.logout().await;
 
     // Security officer: records an incident; sees the alerts.
@@ -765,6 +883,15 @@ async fn journeys(d: &Demo, driver: &Driver, chromium: &std::path::Path) -> Vec<
     b.shot("security_officer-incidents", "インシデント").await;
     b.go("/console/alerts").await;
     b.shot("security_officer-alerts", "監視アラート").await;
+    b.go("/console/leaks").await;
+    b.labels_ok("leaks").await;
+    b.tab_reaches("/console/leaks").await;
+    b.fill("summary", "委託先での USB 媒体紛失").await;
+    b.fill("persons", "3").await;
+    b.submit("/console/leaks").await;
+    let html = b.html().await;
+    assert!(html.contains("登録しました") && html.contains("委託先での USB 媒体紛失"), "{html}");
+    b.shot("security_officer-leaks", "漏えい等報告").await;
     b.logout().await;
 
     // Auditor: verifies the audit chain.
@@ -821,7 +948,7 @@ async fn k12_every_role_logs_in_with_totp_and_does_its_task_in_chromium() {
     d.f.st.audit.flush().unwrap();
     let report = d.f.st.audit.verify(&kiban_audit::Actor::system(), "test").unwrap();
     assert!(report.is_intact(), "{}", report.summary());
-    assert_eq!(shots.len(), 15, "a screenshot of each main page");
+    assert_eq!(shots.len(), 19, "a screenshot of each main page");
     assert!(shots.iter().all(|p| p.is_file()));
     eprintln!("browser journeys: {:.1} s", started.elapsed().as_secs_f64());
 }
