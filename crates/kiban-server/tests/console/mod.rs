@@ -402,6 +402,8 @@ async fn i1_i4_x2_leak_reports_contractors_and_vetting_are_recorded_from_their_p
     // I1: the confirmed report is due 60 days after detection when it may be malicious.
     let due = kiban_server::console::dual_date(kiban_server::console::Lang::Ja, today + chrono::Duration::days(60));
     assert!(r.body.contains(&due), "deadline {due}: {}", r.body);
+    let r = http(d.addr, "GET", "/console/leaks?lang=en", &h, "").await;
+    assert!(r.body.contains("Leak reports") && r.body.contains("Confirmed report due"), "{}", r.body);
 
     // I4: every item of the written contract is required; the missing one is named.
     let (sec, scsrf) = http_login(&d, AccountRole::Secretariat).await;
