@@ -147,7 +147,7 @@ async fn b2_the_published_traceability_matrix_is_a_console_page_for_auditors_onl
 }
 
 #[tokio::test]
-async fn k12_openapi_lists_every_route_and_every_endpoint_answers_as_documented() {
+async fn k12_openapi_lists_every_route_and_every_endpoint_answers_as_documented_and_matches_its_schema() {
     let d = demo_server().await;
     let (cookie, _) = http_login(&d, AccountRole::Auditor).await;
     let r = http(d.addr, "GET", "/api/openapi.json", &[("cookie", cookie.as_str())], "").await;
@@ -164,6 +164,7 @@ async fn k12_openapi_lists_every_route_and_every_endpoint_answers_as_documented(
         sessions.push((a.role, a.account_id.clone()));
     }
     let mut called = 0;
+    let mut validated = 0;
     let mut wrong = Vec::new();
     for (path, ops) in paths {
         for (method, op) in ops.as_object().unwrap() {
@@ -192,11 +193,97 @@ async fn k12_openapi_lists_every_route_and_every_endpoint_answers_as_documented(
             if code == 405 || (code == 404 && !r.body.starts_with('{')) || !documented.contains(&code) {
                 wrong.push(format!("{method} {path} as {}: {code} (documented {documented:?}): {}", roles[0], r.body));
             }
+            // The body is of a documented media type and, when JSON, valid against its schema.
+            let content = &op["responses"][code.to_string()]["content"];
+            if let Some(media) = content.as_object().filter(|m| !m.is_empty()) {
+                let got = r.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+                let got = got.split(';').next().unwrap_or("").trim();
+                match media.get(got) {
+                    None => {
+                        wrong.push(format!("{method} {path}: {code} answered {got:?}, documented {:?}", media.keys()))
+                    }
+                    Some(m) if got == "application/json" => {
+                        let schema = resolve(&doc, &m["schema"]);
+                        let body: serde_json::Value = serde_json::from_str(&r.body).unwrap_or(serde_json::Value::Null);
+                        if let Err(e) = conforms(&schema, &body) {
+                            wrong.push(format!(
+                                "{method} {path}: {code} body does not match its schema: {e}: {}",
+                                r.body
+                            ));
+                        }
+                        validated += 1;
+                    }
+                    Some(_) => {}
+                }
+            }
             called += 1;
         }
     }
     assert!(wrong.is_empty(), "endpoints answering other than documented:\n{}", wrong.join("\n"));
     assert_eq!(called, n_ops);
+    assert!(validated > n_ops / 2, "most answers are JSON checked against a schema ({validated} of {n_ops})");
+    // The error schema is not vacuous: a body without the message fails it.
+    let error = resolve(&doc, &serde_json::json!({"$ref": "#/components/schemas/Error"}));
+    assert!(conforms(&error, &serde_json::json!({"message": "x"})).is_err());
+    assert!(conforms(&error, &serde_json::json!({"error": ""})).is_err());
+    assert!(conforms(&error, &serde_json::json!({"error": "x"})).is_ok());
+}
+
+/// Checks `v` against the JSON Schema keywords the document uses (type, required, properties,
+/// additionalProperties, minLength). A validator crate (`jsonschema`) would change the features of
+/// serde_json and chrono for the whole workspace and rebuild it, so this subset is checked here.
+fn conforms(schema: &serde_json::Value, v: &serde_json::Value) -> Result<(), String> {
+    use serde_json::Value;
+    if let Some(t) = schema.get("type") {
+        let types: Vec<&str> = match t {
+            Value::String(s) => vec![s.as_str()],
+            Value::Array(a) => a.iter().filter_map(|x| x.as_str()).collect(),
+            _ => return Err(format!("bad type keyword {t}")),
+        };
+        let kind = match v {
+            Value::Null => "null",
+            Value::Bool(_) => "boolean",
+            Value::Number(_) => "number",
+            Value::String(_) => "string",
+            Value::Array(_) => "array",
+            Value::Object(_) => "object",
+        };
+        if !types.contains(&kind) {
+            return Err(format!("{kind} is not of type {types:?}"));
+        }
+    }
+    if let (Some(min), Some(s)) = (schema.get("minLength").and_then(Value::as_u64), v.as_str())
+        && (s.chars().count() as u64) < min
+    {
+        return Err(format!("shorter than {min}"));
+    }
+    if let Some(o) = v.as_object() {
+        for r in schema.get("required").and_then(Value::as_array).into_iter().flatten() {
+            let r = r.as_str().unwrap_or_default();
+            if !o.contains_key(r) {
+                return Err(format!("{r} is required"));
+            }
+        }
+        let props = schema.get("properties").and_then(Value::as_object);
+        for (k, x) in o {
+            match props.and_then(|p| p.get(k)) {
+                Some(s) => conforms(s, x).map_err(|e| format!("{k}: {e}"))?,
+                None if schema.get("additionalProperties") == Some(&Value::Bool(false)) => {
+                    return Err(format!("{k} is not allowed"));
+                }
+                None => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A schema with a local `$ref` (`#/components/schemas/…`) replaced by what it names.
+fn resolve(doc: &serde_json::Value, schema: &serde_json::Value) -> serde_json::Value {
+    match schema.get("$ref").and_then(|r| r.as_str()).and_then(|r| r.strip_prefix('#')) {
+        Some(ptr) => doc.pointer(ptr).cloned().expect("the reference resolves"),
+        None => schema.clone(),
+    }
 }
 
 // ---- registers: batches and quarantine replay, leaks, contractors, vetting, supervision --------
