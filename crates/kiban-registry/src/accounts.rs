@@ -386,6 +386,9 @@ pub struct Lockout {
 }
 
 /// The lockout after `failed` consecutive failures: none for the first [`FREE_FAILURES`], then
+/// How stale a session's last-seen time may get before a request writes it again.
+pub const LAST_SEEN_RESOLUTION_SECS: i64 = 10;
+
 /// [`FIRST_LOCKOUT_SECS`] doubling with each failure up to [`MAX_LOCKOUT_SECS`].
 pub fn lockout_secs(failed: i64) -> i64 {
     if failed < FREE_FAILURES {
@@ -929,7 +932,8 @@ impl Registry {
         Ok(())
     }
 
-    /// A session by token hash, if open and seen within `idle` of `now`; an idle one is ended.
+    /// A session by token hash, if open and seen within `idle` of `now`; an idle one is ended. The
+    /// last-seen time is written at most every [`LAST_SEEN_RESOLUTION_SECS`].
     pub async fn live_session(
         &self,
         token_hash: &str,
@@ -960,11 +964,15 @@ impl Registry {
             self.end_session(token_hash, "idle timeout", now).await?;
             return Ok(None);
         }
-        sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE token_hash = $2")
-            .bind(ts(now))
-            .bind(token_hash)
-            .execute(&self.pool)
-            .await?;
+        // A write per request would serialize every page view on the database's one writer; the
+        // idle clock only needs seconds of resolution against a timeout of minutes.
+        if parse_ts(&s.last_seen_at).is_none_or(|t| now - t >= Duration::seconds(LAST_SEEN_RESOLUTION_SECS)) {
+            sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE token_hash = $2")
+                .bind(ts(now))
+                .bind(token_hash)
+                .execute(&self.pool)
+                .await?;
+        }
         Ok(Some(s))
     }
 

@@ -142,6 +142,33 @@ mod security {
     }
 
     #[tokio::test]
+    async fn x5_x6_an_idle_session_ends_and_last_seen_is_written_at_most_every_few_seconds() {
+        use kiban_registry::accounts::LAST_SEEN_RESOLUTION_SECS;
+        for f in fresh_backends().await {
+            let reg = migrated(&f.url).await;
+            let a = reg.create_account("s.idle", "s", AccountRole::Auditor, "admin", t0()).await.unwrap();
+            reg.create_session("h1", &a.account_id, AccountRole::Auditor, "t", t0()).await.unwrap();
+            let idle = Duration::minutes(15);
+            // A request within the resolution writes nothing: last seen stays t0.
+            let s = reg.live_session("h1", idle, t0() + Duration::seconds(1)).await.unwrap().unwrap();
+            assert!(s.last_seen_at.starts_with("2026-04-01T09:00:00"), "{}", s.last_seen_at);
+            let later = t0() + Duration::seconds(LAST_SEEN_RESOLUTION_SECS + 1);
+            assert!(reg.live_session("h1", idle, later).await.unwrap().is_some());
+            // Seen at `later`, so 14 minutes after it the session is still live, and the clock moves.
+            let s = reg.live_session("h1", idle, later + Duration::minutes(14)).await.unwrap().unwrap();
+            assert_eq!(s.last_seen_at, reg_ts(later), "the write at `later` was kept");
+            // 16 idle minutes later it has ended, for good.
+            let end = later + Duration::minutes(14 + 16);
+            assert!(reg.live_session("h1", idle, end).await.unwrap().is_none(), "{}", f.url);
+            assert!(reg.live_session("h1", idle, end + Duration::seconds(1)).await.unwrap().is_none());
+        }
+    }
+
+    fn reg_ts(t: chrono::DateTime<Utc>) -> String {
+        t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    }
+
+    #[tokio::test]
     async fn x1_provider_clerk_scope_grants_and_revocations_are_appended_and_the_latest_holds() {
         use kiban_registry::scopes::ScopeError;
         for f in fresh_backends().await {

@@ -185,7 +185,9 @@ pub fn build_router(state: AppState, descs: Vec<RouteDesc>) -> Router {
     for d in descs {
         r = r.route(d.path, d.handler);
     }
-    r.route_layer(middleware::from_fn_with_state(state.clone(), authorize)).with_state(state)
+    r.route_layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .layer(middleware::from_fn(console::openapi::json_rejections))
+        .with_state(state)
 }
 
 /// The main server's router.

@@ -286,6 +286,7 @@ fn fill(path: &str) -> String {
         .replace("{index}", "0")
         .replace("{tko}", "t")
         .replace("{rid}", "r")
+        .replace("{item}", "1")
 }
 
 #[tokio::test]

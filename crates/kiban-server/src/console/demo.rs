@@ -153,6 +153,9 @@ pub async fn demo_records(reg: &Registry, by: &str) -> Result<String, String> {
             id
         }
     };
+    if !apps.iter().any(|a| a.phase == Phase::Approved) {
+        demo_released(reg).await?;
+    }
     if reg.incidents().await.map_err(|x| e(&x))?.is_empty() {
         reg.record_incident(now, by, "不正アクセスの試み", "デモ: 夜間のログイン失敗の連続を検知", "medium", now)
             .await
@@ -172,4 +175,55 @@ pub async fn demo_records(reg: &Registry, by: &str) -> Result<String, String> {
         .map_err(|x| e(&x))?;
     }
     Ok(open)
+}
+
+/// An application taken through review, agreement, fee, one release and a publication, so the
+/// application page shows the agreement, fees and release, and the supervision calendar has a
+/// usage report due (D7) and the yearly audit (R5).
+async fn demo_released(reg: &Registry) -> Result<String, String> {
+    use kiban_registry::review::agreement::sample_agreement_for;
+    use kiban_registry::review::workflow::{Command, Decision, Medium, ReleaseSpec, VoteKind};
+    let e = |e: &dyn std::fmt::Display| e.to_string();
+    let day = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).expect("date");
+    let mut app = sample_application();
+    app.contact.name = "デモ 承認済み申出者".into();
+    let (id, _) = reg.submit_application(&app, day(2026, 6, 1)).await.map_err(|x| e(&x))?;
+    reg.open_review(&id, day(2026, 6, 10)).await.map_err(|x| e(&x))?;
+    let committee = reg.application_state(&id).await.map_err(|x| e(&x))?.committee;
+    for m in committee {
+        let vote = Command::Vote { member_id: m.member_id, vote: VoteKind::Approve, reason: "デモ: 妥当".into() };
+        reg.execute_review(&id, &vote).await.map_err(|x| e(&x))?;
+    }
+    let decision = Decision::Approve {
+        expected_provision: "2026年7月".into(),
+        conditions: vec![],
+        guidelines: vec![],
+        remarks: String::new(),
+        processing_policy_sha256: None,
+    };
+    let app = reg.application_state(&id).await.map_err(|x| e(&x))?.application.ok_or("no application")?;
+    let item = app.extraction.items.first().map(|i| i.item.clone()).unwrap_or_default();
+    let place = app.places.first().map(|p| p.place_id.clone()).unwrap_or_default();
+    for cmd in [
+        Command::Decide { decision, on: day(2026, 6, 10) },
+        Command::ConcludeAgreement { agreement: Box::new(sample_agreement_for(&app)) },
+        Command::EstimateFee { hourly_rate_yen: 8_000, minutes: 90 },
+        Command::FinalFee { hourly_rate_yen: 8_000, minutes: 120 },
+        Command::RecordPayment { amount_yen: 16_000, on: day(2026, 6, 25) },
+        Command::Release {
+            spec: ReleaseSpec {
+                release_id: "demo-release-1".into(),
+                on: day(2026, 7, 1),
+                manifest_sha256: "0".repeat(64),
+                items: vec![item],
+                media: vec![Medium { medium_id: "demo-hdd-1".into(), place_id: place }],
+                policy_sha256: None,
+            },
+        },
+        Command::AcknowledgeReceipt { release_id: "demo-release-1".into(), on: day(2026, 7, 3) },
+        Command::RecordPublication { on: day(2026, 8, 1), citation: "デモ: 学会発表".into() },
+    ] {
+        reg.execute_review(&id, &cmd).await.map_err(|x| e(&x))?;
+    }
+    Ok(id)
 }

@@ -13,6 +13,7 @@ pub mod demo;
 pub mod i18n;
 pub mod openapi;
 mod pages;
+mod registers;
 mod review;
 mod security;
 
@@ -43,7 +44,20 @@ pub fn descriptors() -> Vec<RouteDesc> {
         route!(post, "/console/optouts", pages::add_optout),
         route!(post, "/console/notices", pages::add_notice),
         route!(get, "/console/runs", pages::runs),
+        route!(get, "/console/runs/{id}", registers::run),
+        route!(get, "/console/batches", registers::batches),
+        route!(get, "/console/batches/{batch}", registers::batch),
+        route!(post, "/console/batches/{batch}/replay", registers::replay),
         route!(get, "/console/identity", pages::identity),
+        route!(post, "/console/identity/undo", pages::identity_undo),
+        route!(post, "/console/identity/{item}", pages::identity_decide),
+        route!(get, "/console/supervision", registers::supervision),
+        route!(get, "/console/leaks", registers::leaks),
+        route!(post, "/console/leaks", registers::add_leak),
+        route!(get, "/console/contractors", registers::contractors),
+        route!(post, "/console/contractors", registers::add_contractor),
+        route!(get, "/console/accounts/{id}", registers::account),
+        route!(post, "/console/accounts/{id}/vetting", registers::add_vetting),
         route!(get, "/console/deid", pages::deid_page),
         route!(post, "/console/deid", pages::deid_run),
         route!(get, "/console/applications", review::applications),
@@ -73,16 +87,20 @@ pub const NAV: &[(&str, &str)] = &[
     ("/console", "nav.home"),
     ("/console/providers", "nav.providers"),
     ("/console/optouts", "nav.optouts"),
+    ("/console/batches", "nav.batches"),
     ("/console/runs", "nav.runs"),
     ("/console/identity", "nav.identity"),
     ("/console/deid", "nav.deid"),
     ("/console/applications", "nav.applications"),
     ("/console/ledger", "nav.ledger"),
+    ("/console/supervision", "nav.supervision"),
     ("/console/alerts", "nav.alerts"),
     ("/console/audit", "nav.audit"),
     ("/console/compliance", "nav.compliance"),
     ("/console/incidents", "nav.incidents"),
+    ("/console/leaks", "nav.leaks"),
     ("/console/complaints", "nav.complaints"),
+    ("/console/contractors", "nav.contractors"),
     ("/console/accounts", "nav.accounts"),
 ];
 

@@ -28,12 +28,13 @@ pub fn documented_statuses(method: &str, path: &str, public: bool) -> Vec<u16> {
         || path.starts_with("/api/identity")
         || path.starts_with("/public/stats")
         || path == "/console/compliance/matrix"
+        || path == "/console/identity"
     {
         // For /public/stats*: nothing is published yet (`kiban publish` has not run).
         // The record named does not exist (404), or its id breaks the id's rule (422).
         v.extend([404, 422]);
     }
-    if path.starts_with("/api/identity") {
+    if path.starts_with("/api/identity") || path.starts_with("/console/identity") {
         // The store's refusals: a conflicting merge, an unapproved export.
         v.extend([409, 422]);
     }
@@ -69,6 +70,71 @@ fn reason(code: u16) -> &'static str {
     }
 }
 
+/// The body of every JSON error: `{"error": "…"}`, the message naming the field and the rule.
+pub fn error_schema() -> Value {
+    json!({
+        "type": "object",
+        "required": ["error"],
+        "properties": {"error": {"type": "string", "minLength": 1}},
+        "additionalProperties": false,
+    })
+}
+
+/// What a route answers in, by family: the JSON API answers JSON; the console, the login pages,
+/// the checker, the public site and the workspace answer HTML pages (the public site also CSV).
+fn answers_html(path: &str) -> bool {
+    !(path.starts_with("/api/") || path.starts_with("/intake/") || path.starts_with("/release/") || path == "/logout")
+}
+
+/// Turns a plain-text client error (axum's rejection of a malformed body, query or path, whose
+/// message names the field) into the documented JSON error, so every error of every route has
+/// the one `Error` shape.
+pub async fn json_rejections(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let res = next.run(req).await;
+    let plain = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
+    if !res.status().is_client_error() || !plain {
+        return res;
+    }
+    let (parts, body) = res.into_parts();
+    let bytes = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+    let msg = String::from_utf8_lossy(&bytes);
+    let msg = if msg.trim().is_empty() { reason(parts.status.as_u16()) } else { msg.trim() };
+    crate::error(parts.status, msg)
+}
+
+/// The media types (with schemas where the body is JSON) of one response of a route.
+pub fn response_content(method: &str, path: &str, code: u16) -> Value {
+    let error = json!({"schema": {"$ref": "#/components/schemas/Error"}});
+    let any_json = json!({"schema": {"type": ["object", "array"]}});
+    let html = json!({"schema": {"type": "string"}});
+    match (code, answers_html(path)) {
+        // A redirect has no body worth a schema.
+        (303, _) => json!({}),
+        (200, false) => json!({"application/json": any_json}),
+        (200, true) => {
+            let mut m = json!({"text/html": html});
+            if path.ends_with(".csv") {
+                m["text/csv"] = json!({"schema": {"type": "string"}});
+            }
+            if path.starts_with("/public/stats") {
+                m["application/json"] = any_json;
+            }
+            if method == "GET" && path.contains("/output") {
+                m["application/octet-stream"] = json!({"schema": {"type": "string"}});
+            }
+            m
+        }
+        // The authorization layer and the handlers' refusals answer JSON; a page also answers
+        // its form again (422, 403 for a stale form token) or the login form (401) as HTML.
+        (_, false) => json!({"application/json": error}),
+        (_, true) => json!({"application/json": error, "text/html": html}),
+    }
+}
+
 /// Builds the document from the route list and the table.
 pub fn build(routes: &[(String, String)], authz: &Authz) -> Value {
     let mut paths: Map<String, Value> = Map::new();
@@ -87,7 +153,10 @@ pub fn build(routes: &[(String, String)], authz: &Authz) -> Value {
             .collect();
         let mut responses = Map::new();
         for code in documented_statuses(method, path, public) {
-            responses.insert(code.to_string(), json!({"description": reason(code)}));
+            responses.insert(
+                code.to_string(),
+                json!({"description": reason(code), "content": response_content(method, path, code)}),
+            );
         }
         let op_id = format!(
             "{}{}",
@@ -132,7 +201,7 @@ pub fn build(routes: &[(String, String)], authz: &Authz) -> Value {
             "version": env!("CARGO_PKG_VERSION"),
             "description": "kiban の JSON API と管理コンソール。The JSON API and console of kiban; generated from the route table and authz.toml.",
         },
-        "components": {"securitySchemes": {
+        "components": {"schemas": {"Error": error_schema()}, "securitySchemes": {
             "session": {"type": "apiKey", "in": "cookie", "name": crate::SESSION_COOKIE},
             "bearer": {"type": "http", "scheme": "bearer"},
         }},

@@ -498,20 +498,118 @@ pub struct ReviewRow {
     pub score: String,
 }
 
+/// One recorded decision (newest first); the latest not undone may be undone.
+pub struct DecisionRow {
+    /// Decision id.
+    pub id: u64,
+    /// The review item it resolved.
+    pub item: String,
+    /// What was decided (label and persons).
+    pub what: String,
+    /// Who decided.
+    pub by: String,
+    /// Undone since.
+    pub undone: bool,
+    /// Whether this is the one decision that may be undone now (the latest standing one).
+    pub undoable: bool,
+}
+
+/// One side of a review item: its records with their stored identity fields.
+pub struct SideRecord {
+    /// Record id.
+    pub record: u32,
+    /// Current person.
+    pub person: String,
+    /// Fields (name, value).
+    pub fields: Vec<(String, String)>,
+}
+
 #[derive(Template)]
 #[template(path = "console/identity.html")]
 struct IdentityPage<'a> {
     p: &'a Page,
     open: bool,
     rows: Vec<ReviewRow>,
+    decisions: Vec<DecisionRow>,
+    detail: Option<(u64, Vec<SideRecord>, Vec<SideRecord>)>,
+    may_decide: bool,
+    errs: Errors,
+    saved: bool,
 }
 
-pub(super) async fn identity(State(st): State<AppState>, p: Page, store: Option<Extension<SharedIdentity>>) -> Res {
+/// Review decisions with their label keys (the store's names).
+pub const DECISIONS: &[(&str, &str)] =
+    &[("merge", "identity.merge"), ("keep-apart", "identity.keep_apart"), ("split", "identity.split")];
+
+/// Which item to show in full.
+#[derive(Debug, Default, Deserialize)]
+pub struct IdentityQuery {
+    #[serde(default)]
+    item: Option<u64>,
+    #[serde(default)]
+    saved: Option<String>,
+}
+
+fn side(v: &[kiban_identity::store::RecordView]) -> Vec<SideRecord> {
+    v.iter()
+        .map(|r| {
+            let fields = match serde_json::to_value(&r.identity) {
+                Ok(serde_json::Value::Object(o)) => o
+                    .into_iter()
+                    .map(|(k, v)| (k, v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            SideRecord { record: r.record, person: r.person.clone(), fields }
+        })
+        .collect()
+}
+
+fn decision_text(p: &Page, k: &kiban_identity::mpi::DecisionKind) -> String {
+    use kiban_identity::mpi::DecisionKind;
+    match k {
+        DecisionKind::Merge { from, into, records } => {
+            format!("{}: {from} → {into} ({} {})", p.tr.s("identity.merge"), records.len(), p.tr.s("identity.records"))
+        }
+        DecisionKind::Split { record, from, to } => {
+            format!("{}: {} {} ({from} → {to})", p.tr.s("identity.split"), p.tr.s("identity.records"), record.0)
+        }
+        DecisionKind::KeepApart { a, b } => format!("{}: {a} / {b}", p.tr.s("identity.keep_apart"), a = a, b = b),
+    }
+}
+
+async fn identity_page(
+    st: &AppState,
+    p: &Page,
+    store: Option<Extension<SharedIdentity>>,
+    item: Option<u64>,
+    errs: Errors,
+    done: bool,
+    status: StatusCode,
+) -> Res {
     let Some(Extension(store)) = store else {
-        return Ok(render(&p, &IdentityPage { p: &p, open: false, rows: Vec::new() }));
+        let page = IdentityPage {
+            p,
+            open: false,
+            rows: Vec::new(),
+            decisions: Vec::new(),
+            detail: None,
+            may_decide: false,
+            errs,
+            saved: false,
+        };
+        return Ok(render_status(p, status, &page));
     };
-    let q = store.lock().map_err(|_| internal("the identity store is poisoned"))?.review_queue();
-    record_event(&st, event_of(&p.caller, Action::Read, ObjectKind::Identity, "review-queue").volume(q.len() as u64))?;
+    let bridge = crate::identity::AuditBridge {
+        sink: st.audit.as_ref(),
+        actor: p.caller.actor(),
+        source: p.caller.source.clone(),
+    };
+    let mut g = store.lock().unwrap_or_else(|e| e.into_inner());
+    // Catch up with what the CLI wrote to the vault since.
+    g.refresh(&bridge, &p.caller.account_id).map_err(internal)?;
+    let q = g.review_queue();
+    record_event(st, event_of(&p.caller, Action::Read, ObjectKind::Identity, "review-queue").volume(q.len() as u64))?;
     let rows = q
         .iter()
         .take(500)
@@ -522,7 +620,136 @@ pub(super) async fn identity(State(st): State<AppState>, p: Page, store: Option<
             score: format!("{:.2}", i.score),
         })
         .collect();
-    Ok(render(&p, &IdentityPage { p: &p, open: true, rows }))
+    let all = g.mpi().decisions();
+    let latest = all.iter().rev().find(|d| !d.undone).map(|d| d.id);
+    let decisions = all
+        .iter()
+        .rev()
+        .take(50)
+        .map(|d| DecisionRow {
+            id: d.id,
+            item: d.item.map(|i| i.to_string()).unwrap_or_else(|| "—".into()),
+            what: decision_text(p, &d.kind),
+            by: d.by.clone(),
+            undone: d.undone,
+            undoable: Some(d.id) == latest,
+        })
+        .collect();
+    // Both sides' identities are shown only for the item asked for (each view is a vault read, audited).
+    let detail = match item {
+        Some(i) => match g.review_detail(&bridge, &p.caller.account_id, i) {
+            Ok(v) => Some((i, side(&v.record), side(&v.candidate))),
+            Err(e) => return Err(crate::error(StatusCode::NOT_FOUND, &e.to_string())),
+        },
+        None => None,
+    };
+    drop(g);
+    let may_decide = st.authz.allows("POST", "/console/identity/{item}", p.caller.role);
+    let page = IdentityPage { p, open: true, rows, decisions, detail, may_decide, errs, saved: done };
+    Ok(render_status(p, status, &page))
+}
+
+pub(super) async fn identity(
+    State(st): State<AppState>,
+    p: Page,
+    store: Option<Extension<SharedIdentity>>,
+    Query(q): Query<IdentityQuery>,
+) -> Res {
+    identity_page(&st, &p, store, q.item, Errors::default(), q.saved.is_some(), StatusCode::OK).await
+}
+
+/// The decision form of a review item.
+#[derive(Debug, Default, Deserialize)]
+pub struct DecideForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    decision: String,
+}
+
+/// Decides a review item: merge, keep apart, or split (recorded in the vault log, reversible).
+pub(super) async fn identity_decide(
+    State(st): State<AppState>,
+    p: Page,
+    axum::extract::Path(item): axum::extract::Path<u64>,
+    store: Option<Extension<SharedIdentity>>,
+    Form(f): Form<DecideForm>,
+) -> Res {
+    p.check_csrf(&f.csrf)?;
+    let mut errs = Errors::default();
+    let Some(Extension(shared)) = store.clone() else {
+        return Err(crate::error(StatusCode::SERVICE_UNAVAILABLE, "the identity store is not open"));
+    };
+    let Some(d) = kiban_identity::store::ReviewDecision::parse(&f.decision) else {
+        errs.add("_form", p.tr.s("err.choice"));
+        return identity_page(&st, &p, store, Some(item), errs, false, StatusCode::UNPROCESSABLE_ENTITY).await;
+    };
+    let bridge = crate::identity::AuditBridge {
+        sink: st.audit.as_ref(),
+        actor: p.caller.actor(),
+        source: p.caller.source.clone(),
+    };
+    let res = shared.lock().unwrap_or_else(|e| e.into_inner()).decide(&bridge, &p.caller.account_id, item, d);
+    match res {
+        Ok(id) => {
+            record_event(
+                &st,
+                event_of(&p.caller, Action::Write, ObjectKind::Identity, format!("review/{item}"))
+                    .note(format!("decision {id}: {}", f.decision)),
+            )?;
+            Ok(see_other("/console/identity?saved=1"))
+        }
+        Err(e) => {
+            errs.add("_form", e.to_string());
+            identity_page(&st, &p, store, None, errs, false, StatusCode::CONFLICT).await
+        }
+    }
+}
+
+/// The undo form.
+#[derive(Debug, Default, Deserialize)]
+pub struct UndoForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    decision: String,
+}
+
+/// Undoes the latest standing decision (the log keeps both).
+pub(super) async fn identity_undo(
+    State(st): State<AppState>,
+    p: Page,
+    store: Option<Extension<SharedIdentity>>,
+    Form(f): Form<UndoForm>,
+) -> Res {
+    p.check_csrf(&f.csrf)?;
+    let mut errs = Errors::default();
+    let Some(Extension(shared)) = store.clone() else {
+        return Err(crate::error(StatusCode::SERVICE_UNAVAILABLE, "the identity store is not open"));
+    };
+    let Ok(id) = f.decision.trim().parse::<u64>() else {
+        errs.add("_form", p.tr.s("err.number"));
+        return identity_page(&st, &p, store, None, errs, false, StatusCode::UNPROCESSABLE_ENTITY).await;
+    };
+    let bridge = crate::identity::AuditBridge {
+        sink: st.audit.as_ref(),
+        actor: p.caller.actor(),
+        source: p.caller.source.clone(),
+    };
+    let res = shared.lock().unwrap_or_else(|e| e.into_inner()).undo(&bridge, &p.caller.account_id, id);
+    match res {
+        Ok(()) => {
+            record_event(
+                &st,
+                event_of(&p.caller, Action::Write, ObjectKind::Identity, format!("decision/{id}")).note("undone"),
+            )?;
+            Ok(see_other("/console/identity?saved=1"))
+        }
+        Err(e) => {
+            errs.add("_form", e.to_string());
+            identity_page(&st, &p, store, None, errs, false, StatusCode::CONFLICT).await
+        }
+    }
 }
 
 // ---- free-text de-identification ---------------------------------------------------------------

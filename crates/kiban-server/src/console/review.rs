@@ -103,6 +103,44 @@ struct DetailPage<'a> {
     f: VoteForm,
     errs: Errors,
     saved: bool,
+    agreement: Vec<(&'static str, String)>,
+    fees: Vec<(&'static str, String)>,
+    releases: Vec<ReleaseRow>,
+}
+
+/// One release of an application (R9).
+pub struct ReleaseRow {
+    /// Release id.
+    pub id: String,
+    /// Provided on (shown).
+    pub on: String,
+    /// Items.
+    pub items: String,
+    /// Manifest digest.
+    pub manifest: String,
+    /// Policy digest.
+    pub policy: String,
+    /// Acknowledged on (shown).
+    pub acknowledged: String,
+}
+
+/// The agreement's terms (R3) as label key and text.
+fn agreement_rows(p: &Page, a: &kiban_registry::review::agreement::Agreement) -> Vec<(&'static str, String)> {
+    vec![
+        ("apps.user", format!("{}（{}）{}", a.user_name, a.user_detail, a.user_address)),
+        ("apps.user_type", enum_name(&a.user_type)),
+        ("apps.purpose", a.purpose.clone()),
+        ("apps.handlers", a.handlers.join("、")),
+        ("apps.places", a.places.join("、")),
+        ("apps.items", a.items.join("、")),
+        ("apps.method", enum_name(&a.method)),
+        ("apps.period_end", p.date(a.period_end)),
+    ]
+}
+
+/// A unit enum's serde name.
+fn enum_name<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_else(|| "—".into())
 }
 
 async fn detail(st: &AppState, p: &Page, id: &str, f: VoteForm, errs: Errors, status: StatusCode, done: bool) -> Res {
@@ -146,8 +184,46 @@ async fn detail(st: &AppState, p: &Page, id: &str, f: VoteForm, errs: Errors, st
         f,
         errs,
         saved: done,
+        agreement: s.agreement.as_ref().map(|a| agreement_rows(p, a)).unwrap_or_default(),
+        fees: fee_rows(p, &s),
+        releases: s
+            .releases
+            .iter()
+            .map(|r| ReleaseRow {
+                id: r.spec.release_id.clone(),
+                on: p.date(r.spec.on),
+                items: r.spec.items.join("、"),
+                manifest: r.spec.manifest_sha256.chars().take(16).collect(),
+                policy: r
+                    .spec
+                    .policy_sha256
+                    .as_deref()
+                    .map(|x| x.chars().take(16).collect())
+                    .unwrap_or_else(|| "—".into()),
+                acknowledged: r.acknowledged_on.map(|d| p.date(d)).unwrap_or_else(|| "—".into()),
+            })
+            .collect(),
     };
     Ok(render_status(p, status, &page))
+}
+
+/// The fee lines (D5): estimate, amount due or exemption, paid, settled.
+fn fee_rows(p: &Page, s: &kiban_registry::review::workflow::State) -> Vec<(&'static str, String)> {
+    let yen = |n: u64| format!("{n} 円");
+    let mut v = Vec::new();
+    if let Some(e) = s.fee_estimate {
+        v.push(("apps.fee_estimate", yen(e)));
+    }
+    match &s.fee_final {
+        Some((amount, Some(why))) => v.push(("apps.fee_exempt", format!("{}（{why}）", yen(*amount)))),
+        Some((amount, None)) => v.push(("apps.fee_final", yen(*amount))),
+        None => {}
+    }
+    if s.fee_final.is_some() {
+        v.push(("apps.paid", yen(s.paid_yen)));
+        v.push(("apps.settled", p.tr.s(if s.fee_settled() { "yes" } else { "no" }).to_owned()));
+    }
+    v
 }
 
 fn vote_name(k: VoteKind) -> &'static str {

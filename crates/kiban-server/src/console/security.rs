@@ -365,6 +365,8 @@ pub struct AccountForm {
 
 /// One account row.
 pub struct AccountRow {
+    /// Account id.
+    pub id: String,
     /// Login.
     pub login: String,
     /// Name.
@@ -408,6 +410,7 @@ async fn accounts_page(
             status: format!("{:?}", a.status),
             totp: a.totp_enrolled,
             last_login: a.last_login_at.as_deref().map(|t| p.time(t)).unwrap_or_else(|| "—".into()),
+            id: a.account_id,
             login: a.login,
             name: a.display_name,
         })

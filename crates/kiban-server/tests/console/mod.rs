@@ -147,7 +147,7 @@ async fn b2_the_published_traceability_matrix_is_a_console_page_for_auditors_onl
 }
 
 #[tokio::test]
-async fn k12_openapi_lists_every_route_and_every_endpoint_answers_as_documented() {
+async fn k12_openapi_lists_every_route_and_every_endpoint_answers_as_documented_and_matches_its_schema() {
     let d = demo_server().await;
     let (cookie, _) = http_login(&d, AccountRole::Auditor).await;
     let r = http(d.addr, "GET", "/api/openapi.json", &[("cookie", cookie.as_str())], "").await;
@@ -164,6 +164,7 @@ async fn k12_openapi_lists_every_route_and_every_endpoint_answers_as_documented(
         sessions.push((a.role, a.account_id.clone()));
     }
     let mut called = 0;
+    let mut validated = 0;
     let mut wrong = Vec::new();
     for (path, ops) in paths {
         for (method, op) in ops.as_object().unwrap() {
@@ -192,11 +193,487 @@ async fn k12_openapi_lists_every_route_and_every_endpoint_answers_as_documented(
             if code == 405 || (code == 404 && !r.body.starts_with('{')) || !documented.contains(&code) {
                 wrong.push(format!("{method} {path} as {}: {code} (documented {documented:?}): {}", roles[0], r.body));
             }
+            // The body is of a documented media type and, when JSON, valid against its schema.
+            let content = &op["responses"][code.to_string()]["content"];
+            if let Some(media) = content.as_object().filter(|m| !m.is_empty()) {
+                let got = r.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+                let got = got.split(';').next().unwrap_or("").trim();
+                match media.get(got) {
+                    None => {
+                        wrong.push(format!("{method} {path}: {code} answered {got:?}, documented {:?}", media.keys()))
+                    }
+                    Some(m) if got == "application/json" => {
+                        let schema = resolve(&doc, &m["schema"]);
+                        let body: serde_json::Value = serde_json::from_str(&r.body).unwrap_or(serde_json::Value::Null);
+                        if let Err(e) = conforms(&schema, &body) {
+                            wrong.push(format!(
+                                "{method} {path}: {code} body does not match its schema: {e}: {}",
+                                r.body
+                            ));
+                        }
+                        validated += 1;
+                    }
+                    Some(_) => {}
+                }
+            }
             called += 1;
         }
     }
     assert!(wrong.is_empty(), "endpoints answering other than documented:\n{}", wrong.join("\n"));
     assert_eq!(called, n_ops);
+    assert!(validated > n_ops / 2, "most answers are JSON checked against a schema ({validated} of {n_ops})");
+    // The error schema is not vacuous: a body without the message fails it.
+    let error = resolve(&doc, &serde_json::json!({"$ref": "#/components/schemas/Error"}));
+    assert!(conforms(&error, &serde_json::json!({"message": "x"})).is_err());
+    assert!(conforms(&error, &serde_json::json!({"error": ""})).is_err());
+    assert!(conforms(&error, &serde_json::json!({"error": "x"})).is_ok());
+}
+
+/// Checks `v` against the JSON Schema keywords the document uses (type, required, properties,
+/// additionalProperties, minLength). A validator crate (`jsonschema`) would change the features of
+/// serde_json and chrono for the whole workspace and rebuild it, so this subset is checked here.
+fn conforms(schema: &serde_json::Value, v: &serde_json::Value) -> Result<(), String> {
+    use serde_json::Value;
+    if let Some(t) = schema.get("type") {
+        let types: Vec<&str> = match t {
+            Value::String(s) => vec![s.as_str()],
+            Value::Array(a) => a.iter().filter_map(|x| x.as_str()).collect(),
+            _ => return Err(format!("bad type keyword {t}")),
+        };
+        let kind = match v {
+            Value::Null => "null",
+            Value::Bool(_) => "boolean",
+            Value::Number(_) => "number",
+            Value::String(_) => "string",
+            Value::Array(_) => "array",
+            Value::Object(_) => "object",
+        };
+        if !types.contains(&kind) {
+            return Err(format!("{kind} is not of type {types:?}"));
+        }
+    }
+    if let (Some(min), Some(s)) = (schema.get("minLength").and_then(Value::as_u64), v.as_str())
+        && (s.chars().count() as u64) < min
+    {
+        return Err(format!("shorter than {min}"));
+    }
+    if let Some(o) = v.as_object() {
+        for r in schema.get("required").and_then(Value::as_array).into_iter().flatten() {
+            let r = r.as_str().unwrap_or_default();
+            if !o.contains_key(r) {
+                return Err(format!("{r} is required"));
+            }
+        }
+        let props = schema.get("properties").and_then(Value::as_object);
+        for (k, x) in o {
+            match props.and_then(|p| p.get(k)) {
+                Some(s) => conforms(s, x).map_err(|e| format!("{k}: {e}"))?,
+                None if schema.get("additionalProperties") == Some(&Value::Bool(false)) => {
+                    return Err(format!("{k} is not allowed"));
+                }
+                None => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A schema with a local `$ref` (`#/components/schemas/…`) replaced by what it names.
+fn resolve(doc: &serde_json::Value, schema: &serde_json::Value) -> serde_json::Value {
+    match schema.get("$ref").and_then(|r| r.as_str()).and_then(|r| r.strip_prefix('#')) {
+        Some(ptr) => doc.pointer(ptr).cloned().expect("the reference resolves"),
+        None => schema.clone(),
+    }
+}
+
+// ---- registers: batches and quarantine replay, leaks, contractors, vetting, supervision --------
+
+/// A provider's submission with an identity table and a claims table, as Parquet files in `dir`.
+fn submission(dir: &std::path::Path, provider: &str, patients: &[&str]) {
+    use arrow::array::{ArrayRef, Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+    let write = |table: &str, schema: Arc<Schema>, cols: Vec<ArrayRef>| {
+        let b = arrow::record_batch::RecordBatch::try_new(schema.clone(), cols).unwrap();
+        std::fs::create_dir_all(dir.join(table)).unwrap();
+        let f = std::fs::File::create(dir.join(table).join("part-00000.parquet")).unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(f, schema, None).unwrap();
+        w.write(&b).unwrap();
+        w.close().unwrap();
+    };
+    let cols = [
+        "provider_id",
+        "patient_id",
+        "name_kanji",
+        "name_kana",
+        "sex",
+        "birth_date",
+        "postal_code",
+        "address",
+        "phone",
+        "insurer_number",
+        "card_symbol",
+        "card_number",
+        "card_branch",
+    ];
+    let rows: Vec<Vec<String>> = patients
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let n = i + 1;
+            let given = ["一", "二", "三"][i];
+            let kana = ["イチ", "ニ", "サン"][i];
+            vec![
+                provider.into(),
+                p.to_string(),
+                format!("山田 合成{given}"),
+                format!("ゴウセイ {kana}"),
+                "1".into(),
+                format!("198{n}-02-0{n}"),
+                "1000001".into(),
+                "東京都千代田区千代田1-1".into(),
+                format!("0312340{n}"),
+                String::new(),
+                String::new(),
+                format!("7700{n}"),
+                String::new(),
+            ]
+        })
+        .collect();
+    let schema = Arc::new(Schema::new(cols.iter().map(|c| Field::new(*c, DataType::Utf8, false)).collect::<Vec<_>>()));
+    let arrays: Vec<ArrayRef> = (0..cols.len())
+        .map(|c| Arc::new(rows.iter().map(|r| Some(r[c].as_str())).collect::<StringArray>()) as ArrayRef)
+        .collect();
+    write("patients", schema, arrays);
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("provider_id", DataType::Utf8, false),
+        Field::new("patient_id", DataType::Utf8, false),
+        Field::new("points", DataType::Int64, false),
+    ]));
+    let prov: StringArray = patients.iter().map(|_| Some(provider)).collect();
+    let pat: StringArray = patients.iter().map(|p| Some(*p)).collect();
+    let pts: Int64Array = (0..patients.len() as i64).map(|i| Some(100 + i)).collect();
+    write("claims", schema, vec![Arc::new(prov), Arc::new(pat), Arc::new(pts)]);
+}
+
+async fn notice(d: &Demo, patient: &str, days_ago: i64) {
+    use kiban_registry::records::{NoticeInput, NoticeMethod, Recipient, today_jst};
+    d.f.st
+        .reg
+        .add_notice(&NoticeInput {
+            provider_id: demo::DEMO_PROVIDER.into(),
+            patient_id: patient.into(),
+            notice_date: today_jst() - chrono::Duration::days(days_ago),
+            method: NoticeMethod::parse("mail").unwrap(),
+            recipient: Recipient::parse("patient").unwrap(),
+            guardian_name: None,
+            patient_birth_date: None,
+            lacks_capacity: false,
+            text_version: "v1".into(),
+            corrects: None,
+            source: "test".into(),
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn c2_c3_k12_batch_pages_show_the_gate_report_and_a_replay_admits_what_was_fixed() {
+    let f = fixture().await;
+    let accounts = demo::demo_accounts(&f.st.reg, f.st.sealer.as_ref()).await.unwrap();
+    let app = demo::demo_records(&f.st.reg, "test").await.unwrap();
+    // The vault the server routes identities through, shared with the first submission below.
+    let vault: kiban_server::identity::SharedIdentity =
+        std::sync::Arc::new(std::sync::Mutex::new(super::identity_store(&f.st.data_dir)));
+    let addr = spawn(kiban_server::router(f.st.clone()).layer(axum::Extension(vault.clone()))).await;
+    let d = Demo { f, addr, accounts, app };
+    notice(&d, "P0001", 60).await;
+    // P0002 has no notice yet: excluded by the gate (P1) and quarantined with its identity.
+    let input = d.f.st.data_dir.join("staging/test-input");
+    submission(&input, demo::DEMO_PROVIDER, &["P0001", "P0002"]);
+    let provision = kiban_registry::records::today_jst() - chrono::Duration::days(1);
+    let s = kiban_registry::intake::Submission {
+        provider_id: demo::DEMO_PROVIDER.into(),
+        provision_date: provision,
+        input: input.clone(),
+        bulk: false,
+        dry_run: false,
+        creator_name: "テスト作成事業者".into(),
+        creator_address: "東京都".into(),
+        sealer: Some(std::sync::Arc::new(super::TestDatasetSealer)),
+    };
+    let bridge = kiban_server::identity::AuditBridge {
+        sink: d.f.st.audit.as_ref(),
+        actor: kiban_audit::Actor::system(),
+        source: "test".into(),
+    };
+    let routing = kiban_server::identity::VaultRouting { store: vault.as_ref(), audit: &bridge, actor: "test".into() };
+    let out = kiban_registry::intake::submit_routed(&d.f.st.reg, &d.f.st.data_dir, &s, Some(&routing)).await.unwrap();
+    let batch = out.report.batch_id.clone();
+    assert_eq!((out.report.admitted, out.report.excluded), (2, 2), "{:?}", out.report);
+
+    let (op, csrf) = http_login(&d, AccountRole::IntakeOperator).await;
+    let h = [("cookie", op.as_str())];
+    let r = http(d.addr, "GET", "/console/batches", &h, "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body.contains(&format!("/console/batches/{batch}")) && r.body.contains("取込バッチ"), "{}", r.body);
+    let r = http(d.addr, "GET", &format!("/console/batches/{batch}"), &h, "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    // The gate report (C3): the reason by name, the receipt record (C2), the quarantined tables.
+    assert!(r.body.contains("通知の記録なし（unknown_person）"), "{}", r.body);
+    assert!(r.body.contains(&out.receipt.as_ref().unwrap().receipt_id));
+    let q = r.body.split("id=\"quarantine\"").nth(1).expect("a quarantine table");
+    assert!(q.contains("<td>claims</td><td>1</td>") && q.contains("<td>patients</td><td>1</td>"), "{q}");
+    assert!(r.body.contains(&format!("action=\"/console/batches/{batch}/replay\"")));
+    // The auditor sees the batch but may not replay.
+    let (aud, _) = http_login(&d, AccountRole::Auditor).await;
+    let r = http(d.addr, "GET", &format!("/console/batches/{batch}"), &[("cookie", aud.as_str())], "").await;
+    assert!(r.status == StatusCode::OK && !r.body.contains("/replay\""), "{}", r.body);
+
+    let hp = [("cookie", op.as_str()), FORM];
+    let replay = format!("/console/batches/{batch}/replay");
+    let r = http(d.addr, "POST", &replay, &hp, &form(&[("csrf", "0")])).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "a replay needs the form token");
+    // The cause is fixed: P0002's notice (made long ago) is recorded late. The replay admits it.
+    notice(&d, "P0002", 60).await;
+    let r = http(d.addr, "POST", &replay, &hp, &form(&[("csrf", &csrf)])).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let to = r.headers.get("location").unwrap().to_str().unwrap().to_owned();
+    let new = to.trim_start_matches("/console/batches/").trim_end_matches("?saved=1").to_owned();
+    assert_ne!(new, batch);
+    let receipt = d.f.st.reg.receipt(&new).await.unwrap();
+    assert_eq!(receipt.persons, vec!["P0002".to_owned()], "the replayed person is admitted");
+    assert_eq!(receipt.provision_date, provision, "decided as of the original provision date");
+    let r = http(d.addr, "GET", &to, &h, "").await;
+    assert!(r.body.contains("再投入しました") && r.body.contains(&format!("/console/batches/{batch}\"")), "{}", r.body);
+    assert!(r.body.contains("このバッチに隔離されたレコードはありません"), "{}", r.body);
+    // The same records again: refused as an input already received, shown on the page.
+    let r = http(d.addr, "POST", &replay, &hp, &form(&[("csrf", &csrf)])).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert!(r.body.contains("role=\"alert\""), "{}", r.body);
+    let r = http(d.addr, "GET", &format!("/console/batches/{batch}"), &h, "").await;
+    assert!(r.body.contains("id=\"replays\"") && r.body.contains(&format!("/console/batches/{new}\"")), "{}", r.body);
+    // The replay is a run with its report, and audited.
+    let r = http(d.addr, "GET", &format!("/console/runs/replay-{new}"), &h, "").await;
+    assert!(r.status == StatusCode::OK && r.body.contains("from_batch") && r.body.contains(&batch), "{}", r.body);
+    d.f.st.audit.flush().unwrap();
+    let entries =
+        d.f.st
+            .audit
+            .read(&kiban_audit::Actor::system(), "test", kiban_audit::Seq(1), kiban_audit::Seq(100_000))
+            .unwrap();
+    assert!(entries.iter().any(|e| e.event.note.as_deref().is_some_and(|n| n.contains("quarantine replay"))));
+}
+
+#[tokio::test]
+async fn i1_i4_x2_leak_reports_contractors_and_vetting_are_recorded_from_their_pages() {
+    let d = demo_server().await;
+    let (so, csrf) = http_login(&d, AccountRole::SecurityOfficer).await;
+    let h = [("cookie", so.as_str()), FORM];
+    let today = kiban_registry::records::today_jst();
+    let body = form(&[("csrf", &csrf), ("detected_on", &today.to_string()), ("summary", " "), ("persons", "x")]);
+    let r = http(d.addr, "POST", "/console/leaks", &h, &body).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.body.contains("id=\"summary-error\"") && r.body.contains("id=\"persons-error\""), "{}", r.body);
+    let body = form(&[
+        ("csrf", &csrf),
+        ("detected_on", &today.to_string()),
+        ("possibly_malicious", "1"),
+        ("summary", "委託先での媒体紛失"),
+        ("persons", "12"),
+    ]);
+    let r = http(d.addr, "POST", "/console/leaks", &h, &body).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let r = http(d.addr, "GET", "/console/leaks", &h, "").await;
+    assert!(r.body.contains("委託先での媒体紛失") && r.body.contains("<td>12</td>"), "{}", r.body);
+    // I1: the confirmed report is due 60 days after detection when it may be malicious.
+    let due = kiban_server::console::dual_date(kiban_server::console::Lang::Ja, today + chrono::Duration::days(60));
+    assert!(r.body.contains(&due), "deadline {due}: {}", r.body);
+    let r = http(d.addr, "GET", "/console/leaks?lang=en", &h, "").await;
+    assert!(r.body.contains("Leak reports") && r.body.contains("Confirmed report due"), "{}", r.body);
+
+    // I4: every item of the written contract is required; the missing one is named.
+    let (sec, scsrf) = http_login(&d, AccountRole::Secretariat).await;
+    let hs = [("cookie", sec.as_str()), FORM];
+    let mut fields = vec![
+        ("csrf", scsrf.as_str()),
+        ("name", "合成データ処理株式会社"),
+        ("certification", ""),
+        ("scope", "データの変換"),
+        ("procedures", "手順書による"),
+        ("right_to_verify", "随時立入り"),
+        ("instructions", "書面で指示"),
+        ("instruction_checks", "月次報告"),
+        ("reporting", "漏えい等は直ちに報告"),
+        ("contracted_on", "2026-04-01"),
+    ];
+    let r = http(d.addr, "POST", "/console/contractors", &hs, &form(&fields)).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.body.contains("id=\"certification-error\""), "{}", r.body);
+    fields[2] = ("certification", "認定-0001");
+    let r = http(d.addr, "POST", "/console/contractors", &hs, &form(&fields)).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let r = http(d.addr, "GET", "/console/contractors", &[("cookie", so.as_str())], "").await;
+    assert!(r.body.contains("合成データ処理株式会社") && r.body.contains("監査記録なし"), "{}", r.body);
+    assert!(!r.body.contains("action=\"/console/contractors\""), "the security officer reads, the secretariat records");
+
+    // X2: a disqualification recorded for a handler makes the account not cleared.
+    let target = account(&d, AccountRole::Handler).account_id.clone();
+    let page = format!("/console/accounts/{target}");
+    let r = http(d.addr, "GET", &page, &[("cookie", so.as_str())], "").await;
+    assert!(r.status == StatusCode::OK && r.body.contains("可（資格確認・研修とも有効）"), "{}", r.body);
+    let body =
+        form(&[("csrf", &csrf), ("checked_on", &today.to_string()), ("bankruptcy", "1"), ("note", "登記事項証明書")]);
+    let r = http(d.addr, "POST", &format!("{page}/vetting"), &h, &body).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let r = http(d.addr, "GET", &page, &[("cookie", so.as_str())], "").await;
+    assert!(r.body.contains("<strong>不可</strong>") && r.body.contains("bankrupt"), "{}", r.body);
+    let (admin, acsrf) = http_login(&d, AccountRole::Administrator).await;
+    let r = http(
+        d.addr,
+        "POST",
+        &format!("{page}/vetting"),
+        &[("cookie", admin.as_str()), FORM],
+        &body.replace(&csrf, &acsrf),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "vetting is the security officer's");
+}
+
+#[tokio::test]
+async fn r5_d5_d7_r9_application_shows_agreement_fees_releases_and_the_calendar_what_is_due() {
+    let d = demo_server().await;
+    let approved =
+        d.f.st
+            .reg
+            .applications()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|a| a.phase == kiban_registry::review::workflow::Phase::Approved)
+            .expect("the demo has an approved application")
+            .application_id;
+    let (sec, _) = http_login(&d, AccountRole::Secretariat).await;
+    let h = [("cookie", sec.as_str())];
+    let r = http(d.addr, "GET", &format!("/console/applications/{approved}"), &h, "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let agreement = r.body.split("id=\"agreement\"").nth(1).expect("the agreement");
+    assert!(agreement.contains("利用目的") && agreement.contains("取扱者"), "{agreement}");
+    let fees = r.body.split("id=\"fees\"").nth(1).expect("the fees");
+    assert!(fees.contains("12000 円") && fees.contains("16000 円") && fees.contains("<td>はい</td>"), "{fees}");
+    let rel = r.body.split("id=\"releases\"").nth(1).expect("the releases");
+    assert!(rel.contains("demo-release-1") && rel.contains("2026年7月1日"), "{rel}");
+    // D7: the usage report was due 3 months after the publication of 2026-08-01: overdue, listed first.
+    let r = http(d.addr, "GET", "/console/supervision", &h, "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let due = r.body.split("id=\"due\"").nth(1).expect("a calendar");
+    assert!(due.contains("利用実績報告") && due.contains("期限超過") && due.contains(&approved), "{due}");
+    let r = http(
+        d.addr,
+        "GET",
+        "/console/supervision",
+        &[("cookie", http_login(&d, AccountRole::Handler).await.0.as_str())],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn k12_identity_review_decisions_are_made_shown_and_undone_from_the_console() {
+    use kiban_identity::identity::IdentityInput;
+    let f = fixture().await;
+    let accounts = demo::demo_accounts(&f.st.reg, f.st.sealer.as_ref()).await.unwrap();
+    let app = demo::demo_records(&f.st.reg, "test").await.unwrap();
+    let keys = kiban_identity::keystore::KeyStore::create(&f.st.data_dir.join("keys")).unwrap();
+    let m = kiban_identity::vault::MemoryAudit::default();
+    // Every pair scores between the bounds: a review item rather than an automatic decision.
+    let cfg = kiban_identity::mpi::MatchConfig { upper: 100.0, lower: 0.0, ..Default::default() };
+    let mut store =
+        kiban_identity::store::IdentityStore::open(&f.st.data_dir.join("identity"), keys, cfg, &m, "t").unwrap();
+    let input = |patient: &str, kana: &str, branch: &str| IdentityInput {
+        provider_id: demo::DEMO_PROVIDER.into(),
+        patient_id: patient.into(),
+        name_kanji: "佐藤 花子".into(),
+        name_kana: kana.into(),
+        sex: "2".into(),
+        birth_date: "1985-01-02".into(),
+        phone: "0312345678".into(),
+        insurer_number: "01130012".into(),
+        card_symbol: "1234".into(),
+        card_number: "567".into(),
+        card_branch: branch.into(),
+        ..Default::default()
+    };
+    store.register(&m, "t", &[input("p1", "サトウ ハナコ", "00"), input("p2", "ｻﾄｳ ﾊﾅｺ", "01")]).unwrap();
+    let item = store.review_queue()[0].id;
+    let vault: kiban_server::identity::SharedIdentity = std::sync::Arc::new(std::sync::Mutex::new(store));
+    let addr = spawn(kiban_server::router(f.st.clone()).layer(axum::Extension(vault.clone()))).await;
+    let d = Demo { f, addr, accounts, app };
+    let (op, csrf) = http_login(&d, AccountRole::IntakeOperator).await;
+    let h = [("cookie", op.as_str())];
+    let r = http(d.addr, "GET", "/console/identity", &h, "").await;
+    assert!(r.body.contains(&format!("action=\"/console/identity/{item}\"")), "{}", r.body);
+    // Both sides of the item, for the reviewer to compare.
+    let r = http(d.addr, "GET", &format!("/console/identity?item={item}"), &h, "").await;
+    let detail = r.body.split("id=\"detail\"").nth(1).expect("the item's detail");
+    assert!(detail.matches("1985-01-02").count() >= 2, "{detail}");
+    let hp = [("cookie", op.as_str()), FORM];
+    let r = http(
+        d.addr,
+        "POST",
+        &format!("/console/identity/{item}"),
+        &hp,
+        &form(&[("csrf", &csrf), ("decision", "nonsense")]),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let r = http(
+        d.addr,
+        "POST",
+        &format!("/console/identity/{item}"),
+        &hp,
+        &form(&[("csrf", &csrf), ("decision", "keep-apart")]),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let decision = {
+        let g = vault.lock().unwrap();
+        assert!(g.review_queue().is_empty(), "the item is decided");
+        g.mpi().decisions().last().unwrap().id
+    };
+    let r = http(d.addr, "GET", "/console/identity", &h, "").await;
+    let table = r.body.split("id=\"decisions\"").nth(1).expect("the decisions");
+    assert!(table.contains("別人として区別") && table.contains("action=\"/console/identity/undo\""), "{table}");
+    // Reversible: the undo is recorded beside the decision, and the item is open again.
+    let r = http(
+        d.addr,
+        "POST",
+        "/console/identity/undo",
+        &hp,
+        &form(&[("csrf", &csrf), ("decision", &decision.to_string())]),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    {
+        let g = vault.lock().unwrap();
+        assert!(g.mpi().decisions().iter().find(|x| x.id == decision).unwrap().undone);
+    }
+    let r = http(d.addr, "GET", "/console/identity", &h, "").await;
+    assert!(r.body.contains("取消済み"), "{}", r.body);
+    // The auditor reads the queue but decides nothing.
+    let (aud, acsrf) = http_login(&d, AccountRole::Auditor).await;
+    let r = http(d.addr, "GET", "/console/identity", &[("cookie", aud.as_str())], "").await;
+    assert!(r.status == StatusCode::OK && !r.body.contains("action=\"/console/identity/"), "{}", r.body);
+    let r = http(
+        d.addr,
+        "POST",
+        &format!("/console/identity/{item}"),
+        &[("cookie", aud.as_str()), FORM],
+        &form(&[("csrf", &acsrf), ("decision", "merge")]),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
 }
 
 // ---- the browser -------------------------------------------------------------------------------
@@ -429,6 +906,8 @@ async fn journeys(d: &Demo, driver: &Driver, chromium: &std::path::Path) -> Vec<
     b.shot("intake_operator-runs", "実行記録").await;
     b.go("/console/identity").await;
     b.shot("intake_operator-identity", "名寄せ").await;
+    b.go("/console/batches").await;
+    b.shot("intake_operator-batches", "取込バッチ").await;
     b.logout().await;
 
     // Processing engineer: de-identifies a clinical note.
@@ -471,6 +950,12 @@ async fn journeys(d: &Demo, driver: &Driver, chromium: &std::path::Path) -> Vec<
     b.shot("secretariat-complaints", "苦情").await;
     b.go("/console/ledger").await;
     b.shot("secretariat-ledger", "提供記録台帳").await;
+    b.go("/console/supervision").await;
+    assert!(b.html().await.contains("期限超過"), "the demo's overdue usage report is on the calendar");
+    b.shot("secretariat-supervision", "監督予定表").await;
+    b.go("/console/contractors").await;
+    b.labels_ok("contractors").await;
+    b.shot("secretariat-contractors", "委託先").await;
     b.logout().await;
 
     // Security officer: records an incident; sees the alerts.
@@ -487,6 +972,15 @@ async fn journeys(d: &Demo, driver: &Driver, chromium: &std::path::Path) -> Vec<
     b.shot("security_officer-incidents", "インシデント").await;
     b.go("/console/alerts").await;
     b.shot("security_officer-alerts", "監視アラート").await;
+    b.go("/console/leaks").await;
+    b.labels_ok("leaks").await;
+    b.tab_reaches("/console/leaks").await;
+    b.fill("summary", "委託先での USB 媒体紛失").await;
+    b.fill("persons", "3").await;
+    b.submit("/console/leaks").await;
+    let html = b.html().await;
+    assert!(html.contains("登録しました") && html.contains("委託先での USB 媒体紛失"), "{html}");
+    b.shot("security_officer-leaks", "漏えい等報告").await;
     b.logout().await;
 
     // Auditor: verifies the audit chain.
@@ -543,7 +1037,7 @@ async fn k12_every_role_logs_in_with_totp_and_does_its_task_in_chromium() {
     d.f.st.audit.flush().unwrap();
     let report = d.f.st.audit.verify(&kiban_audit::Actor::system(), "test").unwrap();
     assert!(report.is_intact(), "{}", report.summary());
-    assert_eq!(shots.len(), 15, "a screenshot of each main page");
+    assert_eq!(shots.len(), 19, "a screenshot of each main page");
     assert!(shots.iter().all(|p| p.is_file()));
     eprintln!("browser journeys: {:.1} s", started.elapsed().as_secs_f64());
 }
