@@ -71,14 +71,7 @@ impl BenchReport {
 }
 
 fn provider_of(r: &Record) -> &str {
-    match r {
-        Record::Patient(x) => &x.provider_id,
-        Record::Encounter(x) => &x.provider_id,
-        Record::Diagnosis(x) => &x.provider_id,
-        Record::Prescription(x) => &x.provider_id,
-        Record::Lab(x) => &x.provider_id,
-        Record::Text(x) => &x.provider_id,
-    }
+    r.provider_id()
 }
 
 fn collect_files(d: &Path, out: &mut Vec<PathBuf>) {

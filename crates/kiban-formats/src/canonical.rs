@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use arrow::array::{
     Array, ArrayRef, BooleanArray, BooleanBuilder, Date32Array, Date32Builder, Float64Array, Float64Builder,
-    StringArray, StringBuilder, UInt64Array, UInt64Builder,
+    Int64Array, Int64Builder, StringArray, StringBuilder, UInt64Array, UInt64Builder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
@@ -32,14 +32,33 @@ pub enum Table {
     Prescriptions,
     /// Numeric lab results.
     Labs,
-    /// Free-text observations and reports (OBX-5 TX/FT, FHIR valueString).
+    /// Free-text observations and reports (OBX-5 TX/FT, FHIR valueString, receipt comments).
     Texts,
+    /// Procedures (UKE SI 診療行為, EF acts, 様式1 手術), one row per day done.
+    Procedures,
+    /// Materials (UKE TO 特定器材, EF materials), one row per day used.
+    Materials,
+    /// Public expense programmes of a receipt (UKE KO 公費): which programme paid and how much;
+    /// the payer and recipient numbers are identifiers and live in [`Table::PublicExpenseIds`].
+    PublicExpenses,
+    /// Identity: a patient's public expense payer and recipient numbers (負担者番号, 受給者番号).
+    PublicExpenseIds,
 }
 
 impl Table {
     /// All tables.
-    pub const ALL: [Table; 6] =
-        [Table::Patients, Table::Encounters, Table::Diagnoses, Table::Prescriptions, Table::Labs, Table::Texts];
+    pub const ALL: [Table; 10] = [
+        Table::Patients,
+        Table::Encounters,
+        Table::Diagnoses,
+        Table::Prescriptions,
+        Table::Labs,
+        Table::Texts,
+        Table::Procedures,
+        Table::Materials,
+        Table::PublicExpenses,
+        Table::PublicExpenseIds,
+    ];
     /// File-system name.
     pub fn name(self) -> &'static str {
         match self {
@@ -49,31 +68,92 @@ impl Table {
             Table::Prescriptions => "prescriptions",
             Table::Labs => "labs",
             Table::Texts => "texts",
+            Table::Procedures => "procedures",
+            Table::Materials => "materials",
+            Table::PublicExpenses => "public_expenses",
+            Table::PublicExpenseIds => "public_expense_ids",
         }
     }
-    /// True for the identity table (routed to the identity vault).
+    /// True for the identity tables (routed to the identity vault, never the clinical store).
     pub fn is_identity(self) -> bool {
-        self == Table::Patients
+        matches!(self, Table::Patients | Table::PublicExpenseIds)
     }
     /// Arrow schema (the synthetic population's for the tables it has).
     pub fn schema(self) -> SchemaRef {
+        let s = |n: &str| Field::new(n, DataType::Utf8, false);
+        let d = |n: &str| Field::new(n, DataType::Date32, false);
+        let b = |n: &str| Field::new(n, DataType::Boolean, false);
+        let u = |n: &str| Field::new(n, DataType::UInt64, false);
+        let uo = |n: &str| Field::new(n, DataType::UInt64, true);
+        let io = |n: &str| Field::new(n, DataType::Int64, true);
+        let fo = |n: &str| Field::new(n, DataType::Float64, true);
         match self {
             Table::Patients => SynthTable::Patients.schema(),
             Table::Encounters => SynthTable::Encounters.schema(),
             Table::Diagnoses => SynthTable::Diagnoses.schema(),
             Table::Prescriptions => SynthTable::Prescriptions.schema(),
             Table::Labs => SynthTable::Labs.schema(),
-            Table::Texts => {
-                let s = |n: &str| Field::new(n, DataType::Utf8, false);
-                Arc::new(Schema::new(vec![
-                    s("provider_id"),
-                    s("patient_id"),
-                    s("encounter_id"),
-                    Field::new("observed_date", DataType::Date32, false),
-                    s("code"),
-                    s("name"),
-                    s("text"),
-                ]))
+            Table::Texts => Arc::new(Schema::new(vec![
+                s("provider_id"),
+                s("patient_id"),
+                s("encounter_id"),
+                d("observed_date"),
+                s("code"),
+                s("name"),
+                s("text"),
+            ])),
+            Table::Procedures => Arc::new(Schema::new(vec![
+                s("provider_id"),
+                s("patient_id"),
+                s("encounter_id"),
+                d("procedure_date"),
+                b("day_known"),
+                s("source"),
+                s("care_category"),
+                s("burden_category"),
+                s("procedure_code"),
+                s("procedure_name"),
+                fo("quantity"),
+                io("points"),
+                u("count"),
+            ])),
+            Table::Materials => Arc::new(Schema::new(vec![
+                s("provider_id"),
+                s("patient_id"),
+                s("encounter_id"),
+                d("used_date"),
+                b("day_known"),
+                s("source"),
+                s("care_category"),
+                s("burden_category"),
+                s("material_code"),
+                s("material_name"),
+                s("product_name"),
+                fo("quantity"),
+                s("unit_code"),
+                fo("unit_price"),
+                io("points"),
+                u("count"),
+            ])),
+            Table::PublicExpenses => Arc::new(Schema::new(vec![
+                s("provider_id"),
+                s("patient_id"),
+                s("encounter_id"),
+                d("service_month"),
+                u("rank"),
+                s("program_code"),
+                s("prefecture_code"),
+                s("benefit_class"),
+                uo("days"),
+                io("points"),
+                io("public_burden"),
+                io("outpatient_copay"),
+                io("inpatient_copay"),
+                uo("times"),
+                io("amount"),
+            ])),
+            Table::PublicExpenseIds => {
+                Arc::new(Schema::new(vec![s("provider_id"), s("patient_id"), s("payer_number"), s("recipient_number")]))
             }
         }
     }
@@ -220,6 +300,124 @@ pub struct Text {
     pub text: String,
 }
 
+/// A procedure done (診療行為), one row per day it was done.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Procedure {
+    /// Provider id.
+    pub provider_id: String,
+    /// Patient id.
+    pub patient_id: String,
+    /// Encounter id.
+    pub encounter_id: String,
+    /// The day done (the month's first day when the source marks no day: see `day_known`).
+    pub procedure_date: NaiveDate,
+    /// False when the source gives only the month.
+    pub day_known: bool,
+    /// Where the row comes from: `UKE SI`, `EF`, `様式1 A007010`.
+    pub source: String,
+    /// 診療識別 (UKE) or データ区分 (EF).
+    pub care_category: String,
+    /// 負担区分 (which payer of the receipt bears it), UKE only.
+    pub burden_category: String,
+    /// レセプト電算 診療行為コード (9 digits) or 点数表コード (様式1, `K…`).
+    pub procedure_code: String,
+    /// Name (from the file, else the procedure master, else `""`).
+    pub procedure_name: String,
+    /// 数量データ, when given.
+    pub quantity: Option<f64>,
+    /// Points (点数) of one unit, when given.
+    pub points: Option<i64>,
+    /// Times done that day (算定日 count; the 回数 when no day is marked).
+    pub count: u64,
+}
+
+/// A material used (特定器材), one row per day used.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Material {
+    /// Provider id.
+    pub provider_id: String,
+    /// Patient id.
+    pub patient_id: String,
+    /// Encounter id.
+    pub encounter_id: String,
+    /// The day used (the month's first day when no day is marked: see `day_known`).
+    pub used_date: NaiveDate,
+    /// False when the source gives only the month.
+    pub day_known: bool,
+    /// `UKE TO` or `EF`.
+    pub source: String,
+    /// 診療識別 (UKE) or データ区分 (EF).
+    pub care_category: String,
+    /// 負担区分, UKE only.
+    pub burden_category: String,
+    /// 特定器材コード (9 digits).
+    pub material_code: String,
+    /// 特定器材名称 (from the file, else the master, else `""`).
+    pub material_name: String,
+    /// 商品名及び規格.
+    pub product_name: String,
+    /// 使用量.
+    pub quantity: Option<f64>,
+    /// 単位コード.
+    pub unit_code: String,
+    /// 単価 (yen).
+    pub unit_price: Option<f64>,
+    /// Points.
+    pub points: Option<i64>,
+    /// Times used that day.
+    pub count: u64,
+}
+
+/// One public expense programme (公費) of a receipt: which programme and what it paid. The payer
+/// and recipient numbers identify the person's local office and the person: they are in
+/// [`PublicExpenseId`], for the identity vault.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PublicExpense {
+    /// Provider id.
+    pub provider_id: String,
+    /// Patient id.
+    pub patient_id: String,
+    /// Encounter id.
+    pub encounter_id: String,
+    /// The receipt's month (first day).
+    pub service_month: NaiveDate,
+    /// 1 for 第一公費 … 4 for 第四公費 (order of the KO records in the receipt).
+    pub rank: u64,
+    /// 法別番号: the programme (first two digits of the 負担者番号; `12` 生活保護, `54` 難病 …).
+    pub program_code: String,
+    /// 都道府県番号 (digits 3–4 of the 負担者番号).
+    pub prefecture_code: String,
+    /// 任意給付区分.
+    pub benefit_class: String,
+    /// 診療実日数.
+    pub days: Option<u64>,
+    /// 合計点数.
+    pub points: Option<i64>,
+    /// 公費負担金額.
+    pub public_burden: Option<i64>,
+    /// 外来一部負担金.
+    pub outpatient_copay: Option<i64>,
+    /// 入院一部負担金.
+    pub inpatient_copay: Option<i64>,
+    /// 食事療養・生活療養 回数.
+    pub times: Option<u64>,
+    /// 食事療養・生活療養 合計金額.
+    pub amount: Option<i64>,
+}
+
+/// A patient's public expense numbers (identity: for the vault, never the clinical store).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
+pub struct PublicExpenseId {
+    /// Provider id.
+    pub provider_id: String,
+    /// Patient id.
+    pub patient_id: String,
+    /// 負担者番号 (8 digits).
+    pub payer_number: String,
+    /// 受給者番号 (7 digits).
+    pub recipient_number: String,
+}
+
 /// One canonical record.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "table", rename_all = "snake_case")]
@@ -236,6 +434,14 @@ pub enum Record {
     Lab(Lab),
     /// Free text.
     Text(Text),
+    /// Procedure.
+    Procedure(Procedure),
+    /// Material.
+    Material(Material),
+    /// Public expense programme of a receipt.
+    PublicExpense(PublicExpense),
+    /// Public expense numbers (identity).
+    PublicExpenseId(PublicExpenseId),
 }
 
 impl Record {
@@ -248,6 +454,25 @@ impl Record {
             Record::Prescription(_) => Table::Prescriptions,
             Record::Lab(_) => Table::Labs,
             Record::Text(_) => Table::Texts,
+            Record::Procedure(_) => Table::Procedures,
+            Record::Material(_) => Table::Materials,
+            Record::PublicExpense(_) => Table::PublicExpenses,
+            Record::PublicExpenseId(_) => Table::PublicExpenseIds,
+        }
+    }
+    /// The provider id.
+    pub fn provider_id(&self) -> &str {
+        match self {
+            Record::Patient(r) => &r.provider_id,
+            Record::Encounter(r) => &r.provider_id,
+            Record::Diagnosis(r) => &r.provider_id,
+            Record::Prescription(r) => &r.provider_id,
+            Record::Lab(r) => &r.provider_id,
+            Record::Text(r) => &r.provider_id,
+            Record::Procedure(r) => &r.provider_id,
+            Record::Material(r) => &r.provider_id,
+            Record::PublicExpense(r) => &r.provider_id,
+            Record::PublicExpenseId(r) => &r.provider_id,
         }
     }
     /// The provider's patient id.
@@ -259,6 +484,10 @@ impl Record {
             Record::Prescription(r) => &r.patient_id,
             Record::Lab(r) => &r.patient_id,
             Record::Text(r) => &r.patient_id,
+            Record::Procedure(r) => &r.patient_id,
+            Record::Material(r) => &r.patient_id,
+            Record::PublicExpense(r) => &r.patient_id,
+            Record::PublicExpenseId(r) => &r.patient_id,
         }
     }
 }
@@ -370,30 +599,50 @@ fn date(v: i32) -> NaiveDate {
     NaiveDate::from_num_days_from_ce_opt(v + 719_163).unwrap_or_default()
 }
 
+/// One column's builder, by Arrow type.
+enum Col {
+    S(StringBuilder),
+    D(Date32Builder),
+    U(UInt64Builder),
+    I(Int64Builder),
+    F(Float64Builder),
+    B(BooleanBuilder),
+}
+
+/// One cell of a row, in schema order.
+enum V<'a> {
+    S(&'a str),
+    D(Option<NaiveDate>),
+    U(Option<u64>),
+    I(Option<i64>),
+    F(Option<f64>),
+    B(bool),
+}
+
 /// Builds Arrow batches of one table from records.
 pub struct TableBuilder {
     table: Table,
-    s: Vec<StringBuilder>,
-    d: Vec<Date32Builder>,
-    u: UInt64Builder,
-    f: Float64Builder,
-    b: BooleanBuilder,
+    cols: Vec<Col>,
     rows: usize,
 }
 
 impl TableBuilder {
     /// An empty builder for `table`.
     pub fn new(table: Table) -> Self {
-        let n = table.schema().fields().iter().filter(|f| f.data_type() == &DataType::Utf8).count();
-        TableBuilder {
-            table,
-            s: (0..n).map(|_| StringBuilder::new()).collect(),
-            d: (0..2).map(|_| Date32Builder::new()).collect(),
-            u: UInt64Builder::new(),
-            f: Float64Builder::new(),
-            b: BooleanBuilder::new(),
-            rows: 0,
-        }
+        let cols = table
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::Utf8 => Col::S(StringBuilder::new()),
+                DataType::Date32 => Col::D(Date32Builder::new()),
+                DataType::UInt64 => Col::U(UInt64Builder::new()),
+                DataType::Int64 => Col::I(Int64Builder::new()),
+                DataType::Float64 => Col::F(Float64Builder::new()),
+                _ => Col::B(BooleanBuilder::new()),
+            })
+            .collect();
+        TableBuilder { table, cols, rows: 0 }
     }
     /// Rows buffered.
     pub fn len(&self) -> usize {
@@ -403,82 +652,161 @@ impl TableBuilder {
     pub fn is_empty(&self) -> bool {
         self.rows == 0
     }
-    fn strs(&mut self, v: &[&str]) {
-        for (b, s) in self.s.iter_mut().zip(v) {
-            b.append_value(s);
+    fn row(&mut self, v: &[V<'_>]) {
+        debug_assert_eq!(v.len(), self.cols.len(), "{:?}", self.table);
+        for (c, v) in self.cols.iter_mut().zip(v) {
+            match (c, v) {
+                (Col::S(b), V::S(x)) => b.append_value(x),
+                (Col::D(b), V::D(x)) => b.append_option(x.map(days)),
+                (Col::U(b), V::U(x)) => b.append_option(*x),
+                (Col::I(b), V::I(x)) => b.append_option(*x),
+                (Col::F(b), V::F(x)) => b.append_option(*x),
+                (Col::B(b), V::B(x)) => b.append_value(*x),
+                _ => unreachable!("cells follow the schema of {:?}", self.table),
+            }
         }
     }
     /// Appends a record (it must belong to this table).
     pub fn push(&mut self, r: &Record) {
         debug_assert_eq!(r.table(), self.table);
         self.rows += 1;
+        use V::{B, D, F, I, S, U};
         match r {
-            Record::Patient(p) => self.strs(&[
-                &p.provider_id,
-                &p.patient_id,
-                &p.name_kanji,
-                &p.name_kana,
-                &p.sex,
-                &p.birth_date,
-                &p.postal_code,
-                &p.address,
-                &p.phone,
-                &p.insurer_number,
-                &p.card_symbol,
-                &p.card_number,
-                &p.card_branch,
+            Record::Patient(p) => self.row(&[
+                S(&p.provider_id),
+                S(&p.patient_id),
+                S(&p.name_kanji),
+                S(&p.name_kana),
+                S(&p.sex),
+                S(&p.birth_date),
+                S(&p.postal_code),
+                S(&p.address),
+                S(&p.phone),
+                S(&p.insurer_number),
+                S(&p.card_symbol),
+                S(&p.card_number),
+                S(&p.card_branch),
             ]),
-            Record::Encounter(e) => {
-                self.strs(&[&e.provider_id, &e.patient_id, &e.encounter_id, &e.encounter_type, &e.department]);
-                self.d[0].append_value(days(e.admission_date));
-                self.d[1].append_option(e.discharge_date.map(days));
-            }
-            Record::Diagnosis(x) => {
-                self.strs(&[&x.provider_id, &x.patient_id, &x.encounter_id, &x.icd10, &x.diagnosis_name]);
-                self.d[0].append_value(days(x.diagnosis_date));
-                self.b.append_value(x.main);
-            }
-            Record::Prescription(x) => {
-                self.strs(&[&x.provider_id, &x.patient_id, &x.encounter_id, &x.drug_code, &x.drug_name, &x.route]);
-                self.d[0].append_value(days(x.prescribed_date));
-                self.u.append_value(x.days);
-            }
-            Record::Lab(x) => {
-                self.strs(&[&x.provider_id, &x.patient_id, &x.encounter_id, &x.test_code, &x.test_name, &x.unit]);
-                self.d[0].append_value(days(x.result_date));
-                self.f.append_value(x.value);
-            }
-            Record::Text(x) => {
-                self.strs(&[&x.provider_id, &x.patient_id, &x.encounter_id, &x.code, &x.name, &x.text]);
-                self.d[0].append_value(days(x.observed_date));
+            Record::Encounter(e) => self.row(&[
+                S(&e.provider_id),
+                S(&e.patient_id),
+                S(&e.encounter_id),
+                S(&e.encounter_type),
+                S(&e.department),
+                D(Some(e.admission_date)),
+                D(e.discharge_date),
+            ]),
+            Record::Diagnosis(x) => self.row(&[
+                S(&x.provider_id),
+                S(&x.patient_id),
+                S(&x.encounter_id),
+                D(Some(x.diagnosis_date)),
+                S(&x.icd10),
+                S(&x.diagnosis_name),
+                B(x.main),
+            ]),
+            Record::Prescription(x) => self.row(&[
+                S(&x.provider_id),
+                S(&x.patient_id),
+                S(&x.encounter_id),
+                D(Some(x.prescribed_date)),
+                S(&x.drug_code),
+                S(&x.drug_name),
+                S(&x.route),
+                U(Some(x.days)),
+            ]),
+            Record::Lab(x) => self.row(&[
+                S(&x.provider_id),
+                S(&x.patient_id),
+                S(&x.encounter_id),
+                D(Some(x.result_date)),
+                S(&x.test_code),
+                S(&x.test_name),
+                F(Some(x.value)),
+                S(&x.unit),
+            ]),
+            Record::Text(x) => self.row(&[
+                S(&x.provider_id),
+                S(&x.patient_id),
+                S(&x.encounter_id),
+                D(Some(x.observed_date)),
+                S(&x.code),
+                S(&x.name),
+                S(&x.text),
+            ]),
+            Record::Procedure(x) => self.row(&[
+                S(&x.provider_id),
+                S(&x.patient_id),
+                S(&x.encounter_id),
+                D(Some(x.procedure_date)),
+                B(x.day_known),
+                S(&x.source),
+                S(&x.care_category),
+                S(&x.burden_category),
+                S(&x.procedure_code),
+                S(&x.procedure_name),
+                F(x.quantity),
+                I(x.points),
+                U(Some(x.count)),
+            ]),
+            Record::Material(x) => self.row(&[
+                S(&x.provider_id),
+                S(&x.patient_id),
+                S(&x.encounter_id),
+                D(Some(x.used_date)),
+                B(x.day_known),
+                S(&x.source),
+                S(&x.care_category),
+                S(&x.burden_category),
+                S(&x.material_code),
+                S(&x.material_name),
+                S(&x.product_name),
+                F(x.quantity),
+                S(&x.unit_code),
+                F(x.unit_price),
+                I(x.points),
+                U(Some(x.count)),
+            ]),
+            Record::PublicExpense(x) => self.row(&[
+                S(&x.provider_id),
+                S(&x.patient_id),
+                S(&x.encounter_id),
+                D(Some(x.service_month)),
+                U(Some(x.rank)),
+                S(&x.program_code),
+                S(&x.prefecture_code),
+                S(&x.benefit_class),
+                U(x.days),
+                I(x.points),
+                I(x.public_burden),
+                I(x.outpatient_copay),
+                I(x.inpatient_copay),
+                U(x.times),
+                I(x.amount),
+            ]),
+            Record::PublicExpenseId(x) => {
+                self.row(&[S(&x.provider_id), S(&x.patient_id), S(&x.payer_number), S(&x.recipient_number)])
             }
         }
     }
     /// Takes the buffered rows as one batch.
     pub fn finish(&mut self) -> RecordBatch {
-        let schema = self.table.schema();
-        let (mut si, mut di) = (0, 0);
-        let cols: Vec<ArrayRef> = schema
-            .fields()
-            .iter()
-            .map(|f| -> ArrayRef {
-                match f.data_type() {
-                    DataType::Utf8 => {
-                        si += 1;
-                        Arc::new(self.s[si - 1].finish())
-                    }
-                    DataType::Date32 => {
-                        di += 1;
-                        Arc::new(self.d[di - 1].finish())
-                    }
-                    DataType::UInt64 => Arc::new(self.u.finish()),
-                    DataType::Float64 => Arc::new(self.f.finish()),
-                    _ => Arc::new(self.b.finish()),
+        let cols: Vec<ArrayRef> = self
+            .cols
+            .iter_mut()
+            .map(|c| -> ArrayRef {
+                match c {
+                    Col::S(b) => Arc::new(b.finish()),
+                    Col::D(b) => Arc::new(b.finish()),
+                    Col::U(b) => Arc::new(b.finish()),
+                    Col::I(b) => Arc::new(b.finish()),
+                    Col::F(b) => Arc::new(b.finish()),
+                    Col::B(b) => Arc::new(b.finish()),
                 }
             })
             .collect();
         self.rows = 0;
-        RecordBatch::try_new(schema, cols).expect("builders follow the schema")
+        RecordBatch::try_new(self.table.schema(), cols).expect("builders follow the schema")
     }
 }
 
@@ -606,6 +934,77 @@ pub fn records_from_batch(table: Table, batch: &RecordBatch) -> Vec<Record> {
                 }));
             }
         }
+        Table::Procedures | Table::Materials | Table::PublicExpenses | Table::PublicExpenseIds => {
+            let u = |n: &str| batch.column_by_name(n).and_then(|c| c.as_any().downcast_ref::<UInt64Array>().cloned());
+            let uv = |a: &Option<UInt64Array>, i: usize| a.as_ref().filter(|a| !a.is_null(i)).map(|a| a.value(i));
+            let n = |n: &str| batch.column_by_name(n).and_then(|c| c.as_any().downcast_ref::<Int64Array>().cloned());
+            let nv = |a: &Option<Int64Array>, i: usize| a.as_ref().filter(|a| !a.is_null(i)).map(|a| a.value(i));
+            let f = |n: &str| batch.column_by_name(n).and_then(|c| c.as_any().downcast_ref::<Float64Array>().cloned());
+            let fv = |a: &Option<Float64Array>, i: usize| a.as_ref().filter(|a| !a.is_null(i)).map(|a| a.value(i));
+            let b = |n: &str| batch.column_by_name(n).and_then(|c| c.as_any().downcast_ref::<BooleanArray>().cloned());
+            let bv = |a: &Option<BooleanArray>, i: usize| a.as_ref().is_some_and(|a| !a.is_null(i) && a.value(i));
+            let e = s("encounter_id");
+            for i in 0..batch.num_rows() {
+                out.push(match table {
+                    Table::Procedures => Record::Procedure(Procedure {
+                        provider_id: sv(&pv, i),
+                        patient_id: sv(&pa, i),
+                        encounter_id: sv(&e, i),
+                        procedure_date: dv(&d("procedure_date"), i).unwrap_or_default(),
+                        day_known: bv(&b("day_known"), i),
+                        source: sv(&s("source"), i),
+                        care_category: sv(&s("care_category"), i),
+                        burden_category: sv(&s("burden_category"), i),
+                        procedure_code: sv(&s("procedure_code"), i),
+                        procedure_name: sv(&s("procedure_name"), i),
+                        quantity: fv(&f("quantity"), i),
+                        points: nv(&n("points"), i),
+                        count: uv(&u("count"), i).unwrap_or(0),
+                    }),
+                    Table::Materials => Record::Material(Material {
+                        provider_id: sv(&pv, i),
+                        patient_id: sv(&pa, i),
+                        encounter_id: sv(&e, i),
+                        used_date: dv(&d("used_date"), i).unwrap_or_default(),
+                        day_known: bv(&b("day_known"), i),
+                        source: sv(&s("source"), i),
+                        care_category: sv(&s("care_category"), i),
+                        burden_category: sv(&s("burden_category"), i),
+                        material_code: sv(&s("material_code"), i),
+                        material_name: sv(&s("material_name"), i),
+                        product_name: sv(&s("product_name"), i),
+                        quantity: fv(&f("quantity"), i),
+                        unit_code: sv(&s("unit_code"), i),
+                        unit_price: fv(&f("unit_price"), i),
+                        points: nv(&n("points"), i),
+                        count: uv(&u("count"), i).unwrap_or(0),
+                    }),
+                    Table::PublicExpenses => Record::PublicExpense(PublicExpense {
+                        provider_id: sv(&pv, i),
+                        patient_id: sv(&pa, i),
+                        encounter_id: sv(&e, i),
+                        service_month: dv(&d("service_month"), i).unwrap_or_default(),
+                        rank: uv(&u("rank"), i).unwrap_or(0),
+                        program_code: sv(&s("program_code"), i),
+                        prefecture_code: sv(&s("prefecture_code"), i),
+                        benefit_class: sv(&s("benefit_class"), i),
+                        days: uv(&u("days"), i),
+                        points: nv(&n("points"), i),
+                        public_burden: nv(&n("public_burden"), i),
+                        outpatient_copay: nv(&n("outpatient_copay"), i),
+                        inpatient_copay: nv(&n("inpatient_copay"), i),
+                        times: uv(&u("times"), i),
+                        amount: nv(&n("amount"), i),
+                    }),
+                    _ => Record::PublicExpenseId(PublicExpenseId {
+                        provider_id: sv(&pv, i),
+                        patient_id: sv(&pa, i),
+                        payer_number: sv(&s("payer_number"), i),
+                        recipient_number: sv(&s("recipient_number"), i),
+                    }),
+                });
+            }
+        }
     }
     out
 }
@@ -626,16 +1025,9 @@ pub fn by_patient(records: &[Record]) -> Vec<(String, String, Vec<&Record>)> {
     let mut index: std::collections::HashMap<(&str, &str), usize> = Default::default();
     let mut out: Vec<(String, String, Vec<&Record>)> = Vec::new();
     for r in records {
-        let prov = match r {
-            Record::Patient(x) => &x.provider_id,
-            Record::Encounter(x) => &x.provider_id,
-            Record::Diagnosis(x) => &x.provider_id,
-            Record::Prescription(x) => &x.provider_id,
-            Record::Lab(x) => &x.provider_id,
-            Record::Text(x) => &x.provider_id,
-        };
-        let k = *index.entry((prov.as_str(), r.patient_id())).or_insert_with(|| {
-            out.push((prov.clone(), r.patient_id().to_owned(), Vec::new()));
+        let prov = r.provider_id();
+        let k = *index.entry((prov, r.patient_id())).or_insert_with(|| {
+            out.push((prov.to_owned(), r.patient_id().to_owned(), Vec::new()));
             out.len() - 1
         });
         out[k].2.push(r);

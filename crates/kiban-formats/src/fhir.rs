@@ -777,6 +777,10 @@ pub fn bundles(records: &[Record]) -> Vec<Value> {
                         "valueString": x.text,
                     }),
                 ),
+                // Receipt-only tables (procedures, materials, 公費) have no JP-Core shape here yet.
+                Record::Procedure(_) | Record::Material(_) | Record::PublicExpense(_) | Record::PublicExpenseId(_) => {
+                    continue;
+                }
             };
             entries.push(json!({"fullUrl": url, "resource": res}));
         }

@@ -3,7 +3,8 @@
 //!
 //! Schema file (TOML):
 //! ```toml
-//! table = "labs"              # patients, encounters, diagnoses, prescriptions, labs, texts
+//! table = "labs"              # patients, encounters, diagnoses, prescriptions, labs, texts,
+//!                             # procedures, materials, public_expenses, public_expense_ids
 //! encoding = "shift_jis"      # or "utf-8" (default); CSV only
 //! delimiter = ","             # CSV only
 //! provider_id = "prov-a"      # when the file has no provider column
@@ -27,7 +28,10 @@ use arrow::datatypes::DataType;
 use chrono::NaiveDate;
 use serde::Deserialize;
 
-use crate::canonical::{Diagnosis, Encounter, Lab, Patient, Prescription, Quarantined, Record, Sink, Table, Text};
+use crate::canonical::{
+    Diagnosis, Encounter, Lab, Material, Patient, Prescription, Procedure, PublicExpense, PublicExpenseId, Quarantined,
+    Record, Sink, Table, Text,
+};
 use crate::encoding::{decode_sjis, strip_bom};
 
 /// A schema file.
@@ -198,7 +202,100 @@ fn record(table: Table, v: &dyn Fn(&str) -> String, fmt: &str) -> Result<Record,
             name: v("name"),
             text: v("text"),
         }),
+        Table::Procedures => Record::Procedure(Procedure {
+            provider_id: v("provider_id"),
+            patient_id: v("patient_id"),
+            encounter_id: v("encounter_id"),
+            procedure_date: d("procedure_date")?,
+            day_known: yes_no(v, "day_known", true)?,
+            source: v("source"),
+            care_category: v("care_category"),
+            burden_category: v("burden_category"),
+            procedure_code: v("procedure_code"),
+            procedure_name: v("procedure_name"),
+            quantity: num(v, "quantity")?,
+            points: int(v, "points")?,
+            count: int(v, "count")?.map_or(Ok(1), |n| u64::try_from(n).map_err(|_| neg("count")))?,
+        }),
+        Table::Materials => Record::Material(Material {
+            provider_id: v("provider_id"),
+            patient_id: v("patient_id"),
+            encounter_id: v("encounter_id"),
+            used_date: d("used_date")?,
+            day_known: yes_no(v, "day_known", true)?,
+            source: v("source"),
+            care_category: v("care_category"),
+            burden_category: v("burden_category"),
+            material_code: v("material_code"),
+            material_name: v("material_name"),
+            product_name: v("product_name"),
+            quantity: num(v, "quantity")?,
+            unit_code: v("unit_code"),
+            unit_price: num(v, "unit_price")?,
+            points: int(v, "points")?,
+            count: int(v, "count")?.map_or(Ok(1), |n| u64::try_from(n).map_err(|_| neg("count")))?,
+        }),
+        Table::PublicExpenses => {
+            let u = |k: &str| int(v, k)?.map(|n| u64::try_from(n).map_err(|_| neg(k))).transpose();
+            Record::PublicExpense(PublicExpense {
+                provider_id: v("provider_id"),
+                patient_id: v("patient_id"),
+                encounter_id: v("encounter_id"),
+                service_month: d("service_month")?,
+                rank: u("rank")?.unwrap_or(1),
+                program_code: v("program_code"),
+                prefecture_code: v("prefecture_code"),
+                benefit_class: v("benefit_class"),
+                days: u("days")?,
+                points: int(v, "points")?,
+                public_burden: int(v, "public_burden")?,
+                outpatient_copay: int(v, "outpatient_copay")?,
+                inpatient_copay: int(v, "inpatient_copay")?,
+                times: u("times")?,
+                amount: int(v, "amount")?,
+            })
+        }
+        Table::PublicExpenseIds => Record::PublicExpenseId(PublicExpenseId {
+            provider_id: v("provider_id"),
+            patient_id: v("patient_id"),
+            payer_number: v("payer_number"),
+            recipient_number: v("recipient_number"),
+        }),
     })
+}
+
+fn neg(k: &str) -> (String, String) {
+    (k.to_owned(), "must not be negative".to_owned())
+}
+
+/// An optional whole number (empty → `None`).
+fn int(v: &dyn Fn(&str) -> String, k: &str) -> Result<Option<i64>, (String, String)> {
+    let x = v(k);
+    if x.is_empty() {
+        return Ok(None);
+    }
+    x.parse().map(Some).map_err(|_| (k.to_owned(), format!("{x:?} is not a whole number")))
+}
+
+/// An optional finite number (empty → `None`).
+fn num(v: &dyn Fn(&str) -> String, k: &str) -> Result<Option<f64>, (String, String)> {
+    let x = v(k);
+    if x.is_empty() {
+        return Ok(None);
+    }
+    match x.parse::<f64>() {
+        Ok(f) if f.is_finite() => Ok(Some(f)),
+        _ => Err((k.to_owned(), format!("{x:?} is not a number"))),
+    }
+}
+
+fn yes_no(v: &dyn Fn(&str) -> String, k: &str, default: bool) -> Result<bool, (String, String)> {
+    match v(k).to_ascii_lowercase().as_str() {
+        "" => Ok(default),
+        "1" | "true" | "y" | "yes" => Ok(true),
+        "0" | "false" | "n" | "no" => Ok(false),
+        other => Err((k.to_owned(), format!("{other:?} is not a yes/no value"))),
+    }
 }
 
 struct Mapper<'a> {

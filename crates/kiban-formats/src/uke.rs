@@ -3,14 +3,24 @@
 //! `IR` (医療機関) opens the file and `GO` (請求書) closes it; each receipt starts with `RE` and
 //! holds `HO` (医療保険), `KO` (公費), `SY` (傷病名), `SI` (診療行為), `IY` (医薬品), `TO` (特定器材),
 //! `CO` (コメント), `SJ` (症状詳記); the DPC variant adds `BU` (診断群分類), `SB` (傷病),
-//! `KK`, `GA`, `HH`, `GT`, `CD`, `GR`, `TK`, `NK`, `SK`, `JD`, `MF` (read for counts only).
-//! Field positions (0 = record id): RE.1 レセプト番号, .2 種別, .3 診療年月 (GYYMM), .4 氏名,
-//! .5 男女, .6 生年月日 (GYYMMDD), .8 入院年月日, .13 カルテ番号等 (the patient id), .18 検索番号
-//! (kiban writes the encounter id there), .21 診療科, .36 カタカナ氏名; HO.1 保険者番号, .2 記号,
-//! .3 番号, .15 枝番; SY.1 傷病名コード, .2 診療開始日, .5 傷病名称, .6 主傷病 (`01`); IY.3 医薬品コード,
-//! .6 回数 (days for 内服), .13–.43 算定日 1–31; SJ.1 区分, .2 text; BU.2 入院年月日, .3 退院年月日;
-//! SB.1 傷病名コード, .3 傷病名称, .4 ICD-10, .5 区分 (`01` 主傷病); GO.1 総件数.
-//! Codes are named through [`Masters`]; a code missing from the master quarantines its record.
+//! `KK`, `GA`, `HH`, `GT`, `CD`, `GR`, `TK`, `NK`, `SK`, `JD`, `MF` (read for counts only; `CD`
+//! repeats the SI/IY/TO lines per day).
+//! Field positions (0 = record id; `SPEC-CHECK.md` says which were checked against the spec):
+//! RE.1 レセプト番号, .2 種別, .3 診療年月 (GYYMM or YYYYMM), .4 氏名, .5 男女, .6 生年月日, .8 入院年月日,
+//! .13 カルテ番号等 (the patient id), .20 請求情報 (the encounter id kiban writes; .18 検索番号 in
+//! older files), .21 診療科, .36 カタカナ氏名; HO.1 保険者番号, .2 記号, .3 番号, .15 枝番;
+//! KO.1 負担者番号, .2 受給者番号, .3 任意給付区分, .4 診療実日数, .5 合計点数, .6 公費負担金額,
+//! .7/.8 外来/入院一部負担金, .10 回数, .11 合計金額; SY.1 傷病名コード, .2 診療開始日, .5 傷病名称,
+//! .6 主傷病 (`01`); SI.1 診療識別, .2 負担区分, .3 診療行為コード, .4 数量データ, .5 点数, .6 回数,
+//! .7–.12 コメント×3, .13–.43 算定日 1–31; IY the same with .3 医薬品コード, .4 使用量 (.6 回数 = days
+//! for 内服); TO.3 特定器材コード, .4 使用量, .5 点数, .6 回数, .7 単位コード, .8 単価, .9 名称,
+//! .10 商品名及び規格, .11–.16 コメント×3, .17–.47 算定日; CO.1 診療識別, .2 負担区分, .3 コメントコード,
+//! .4 文字データ; SJ.1 区分, .2 text; BU.2 入院年月日, .3 退院年月日; SB.1 傷病名コード, .3 傷病名称,
+//! .4 ICD-10, .5 区分 (`01` 主傷病); GO.1 総件数.
+//! Tables: SI → procedures and TO → materials (one row per marked 算定日), KO → public_expenses
+//! (programme and amounts) and public_expense_ids (負担者番号 and 受給者番号, identity), CO and the
+//! comments of SI/IY/TO → texts. Disease and drug codes are named through [`Masters`] (a code
+//! missing there quarantines its record); procedure and material masters are optional.
 //! The reader streams: memory holds one receipt at a time.
 
 use std::collections::HashSet;
@@ -19,7 +29,10 @@ use std::io::{BufRead, Write};
 use chrono::{Datelike, NaiveDate};
 use kiban_model::wareki::WarekiDate;
 
-use crate::canonical::{Diagnosis, Encounter, Patient, Prescription, Quarantined, Record, Sink, Text, by_patient};
+use crate::canonical::{
+    Diagnosis, Encounter, Material, Patient, Prescription, Procedure, PublicExpense, PublicExpenseId, Quarantined,
+    Record, Sink, Text, by_patient,
+};
 use crate::encoding::{decode_sjis, decode_sjis_into, encode_sjis, strip_bom};
 use crate::masters::{Masters, department_code, department_name};
 
@@ -45,6 +58,60 @@ fn digits(s: &str) -> Option<u32> {
         return None;
     }
     s.bytes().try_fold(0u32, |a, c| c.is_ascii_digit().then(|| a * 10 + (c - b'0') as u32))
+}
+
+/// An optional whole number (`""` → `None`), sign allowed (points may be negative on returns).
+fn opt_int(s: &str) -> Result<Option<i64>, ()> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    let (neg, d) = match s.strip_prefix('-') {
+        Some(d) => (true, d),
+        None => (false, s),
+    };
+    if d.is_empty() || d.len() > 15 {
+        return Err(());
+    }
+    let n =
+        d.bytes().try_fold(0i64, |a, c| if c.is_ascii_digit() { Ok(a * 10 + (c - b'0') as i64) } else { Err(()) })?;
+    Ok(Some(if neg { -n } else { n }))
+}
+
+/// An optional count (`""` → `None`).
+fn opt_uint(s: &str) -> Result<Option<u64>, ()> {
+    match opt_int(s)? {
+        Some(n) if n < 0 => Err(()),
+        n => Ok(n.map(|n| n as u64)),
+    }
+}
+
+/// An optional decimal quantity (`""` → `None`): digits with at most one point.
+fn opt_num(s: &str) -> Result<Option<f64>, ()> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    if !s.bytes().all(|c| c.is_ascii_digit() || c == b'.') || s.bytes().filter(|&c| c == b'.').count() > 1 || s == "." {
+        return Err(());
+    }
+    s.parse().map(Some).map_err(|_| ())
+}
+
+/// The 31 算定日 fields from `from`: the days (1–31) with a count other than zero, into `out`;
+/// `Err(k)` when day `k + 1` holds something that is not a count.
+fn marked_days(f: &Fields<'_>, from: usize, out: &mut Vec<(u32, u64)>) -> Result<(), usize> {
+    out.clear();
+    for k in 0..31 {
+        let v = f.get(from + k);
+        if v.is_empty() {
+            continue;
+        }
+        match digits(v) {
+            Some(0) => {}
+            Some(n) => out.push((k as u32 + 1, n.into())),
+            None => return Err(k),
+        }
+    }
+    Ok(())
 }
 
 /// `GYYMMDD` → date, with the era's bounds checked as [`WarekiDate::new`] does, without its
@@ -187,11 +254,43 @@ struct Reader<'a> {
     masters: &'a Masters,
     seen_patients: HashSet<u64>,
     saw_ir: bool,
+    /// Marked days of the current SI/TO line (reused).
+    days: Vec<(u32, u64)>,
 }
 
 impl Reader<'_> {
     fn q(&self, sink: &mut dyn Sink, no: u64, text: &str, field: &str, problem: impl Into<String>) {
         sink.quarantine(Quarantined::new(self.file, format!("line {no}"), field, problem, text));
+    }
+
+    /// The comment pairs (コメントコード, 文字データ) of an SI, IY or TO line from field `from`, as
+    /// texts dated `date`; an empty pair is skipped.
+    #[allow(clippy::too_many_arguments)]
+    fn comments(
+        &self,
+        f: &Fields<'_>,
+        from: usize,
+        pairs: usize,
+        date: NaiveDate,
+        about: &str,
+        (patient_id, encounter_id): (&str, &str),
+        out: &mut Vec<Record>,
+    ) {
+        for k in 0..pairs {
+            let (code, text) = (f.get(from + 2 * k), f.get(from + 2 * k + 1));
+            if code.is_empty() && text.is_empty() {
+                continue;
+            }
+            out.push(Record::Text(Text {
+                provider_id: self.provider_id.into(),
+                patient_id: patient_id.into(),
+                encounter_id: encounter_id.into(),
+                observed_date: date,
+                code: code.into(),
+                name: about.into(),
+                text: text.into(),
+            }));
+        }
     }
 
     fn receipt(&mut self, r: &Receipt, sink: &mut dyn Sink) {
@@ -268,6 +367,7 @@ impl Reader<'_> {
             NaiveDate::from_ymd_opt(month.year(), month.month(), k as u32 + 1)
         };
         let mut pending_main_dx = Vec::new();
+        let mut rank = 0u64;
         let mut f = Fields::new();
         for k in 1..r.lines.len() {
             let (no, text) = r.line(k);
@@ -345,7 +445,164 @@ impl Reader<'_> {
                         discharge = Some(d);
                     }
                 }
-                "SI" if first_day.is_none() => first_day = day_in_month(&f, 13),
+                "SI" | "TO" => {
+                    let to = g(0) == "TO";
+                    let (rec, days_from) = if to { ("TO", 17) } else { ("SI", 13) };
+                    let times = match digits(g(6)) {
+                        Some(n) => u64::from(n),
+                        None => {
+                            self.q(
+                                sink,
+                                no,
+                                text,
+                                &format!("{rec}.6 回数"),
+                                format!("{:?} is not a whole number", g(6)),
+                            );
+                            continue;
+                        }
+                    };
+                    let (Ok(quantity), Ok(points)) = (opt_num(g(4)), opt_int(g(5))) else {
+                        let (field, v) = if opt_num(g(4)).is_err() { (4, g(4)) } else { (5, g(5)) };
+                        let name = if field == 4 { if to { "使用量" } else { "数量データ" } } else { "点数" };
+                        self.q(sink, no, text, &format!("{rec}.{field} {name}"), format!("{v:?} is not a number"));
+                        continue;
+                    };
+                    let unit_price = if to { opt_num(g(8)) } else { Ok(None) };
+                    let Ok(unit_price) = unit_price else {
+                        self.q(sink, no, text, "TO.8 単価", format!("{:?} is not a number", g(8)));
+                        continue;
+                    };
+                    if let Err(k) = marked_days(&f, days_from, &mut self.days) {
+                        let problem = format!("{:?} is not a count of times", f.get(days_from + k));
+                        self.q(sink, no, text, &format!("{rec}.{} 算定日 {}日", days_from + k, k + 1), problem);
+                        continue;
+                    }
+                    if first_day.is_none() && !to {
+                        first_day = self.days.first().and_then(|&(d, _)| month.with_day(d));
+                    }
+                    // No marked day: one row for the month, with the line's 回数.
+                    let per_day: &[(u32, u64)] = if self.days.is_empty() { &[(0, times)] } else { &self.days };
+                    for &(day, count) in per_day {
+                        let (date, day_known) = match month.with_day(day) {
+                            Some(d) if day > 0 => (d, true),
+                            _ => (month, false),
+                        };
+                        let (care_category, burden_category, code) = (g(1).to_owned(), g(2).to_owned(), g(3));
+                        out.push(if to {
+                            let name = match g(9) {
+                                "" => self.masters.material.get(code).map(|e| e.name.clone()).unwrap_or_default(),
+                                n => n.to_owned(),
+                            };
+                            Record::Material(Material {
+                                provider_id: self.provider_id.into(),
+                                patient_id: patient_id.into(),
+                                encounter_id: encounter_id.clone(),
+                                used_date: date,
+                                day_known,
+                                source: "UKE TO".into(),
+                                care_category,
+                                burden_category,
+                                material_code: code.into(),
+                                material_name: name,
+                                product_name: g(10).into(),
+                                quantity,
+                                unit_code: g(7).into(),
+                                unit_price,
+                                points,
+                                count,
+                            })
+                        } else {
+                            Record::Procedure(Procedure {
+                                provider_id: self.provider_id.into(),
+                                patient_id: patient_id.into(),
+                                encounter_id: encounter_id.clone(),
+                                procedure_date: date,
+                                day_known,
+                                source: "UKE SI".into(),
+                                care_category,
+                                burden_category,
+                                procedure_code: code.into(),
+                                procedure_name: self
+                                    .masters
+                                    .procedure
+                                    .get(code)
+                                    .map(|e| e.name.clone())
+                                    .unwrap_or_default(),
+                                quantity,
+                                points,
+                                count,
+                            })
+                        });
+                    }
+                    let date = self.days.first().and_then(|&(d, _)| month.with_day(d)).unwrap_or(month);
+                    let about = format!("コメント（{rec} {}）", g(3));
+                    self.comments(&f, if to { 11 } else { 7 }, 3, date, &about, (patient_id, &encounter_id), &mut out);
+                }
+                "CO" => {
+                    let date = admitted.or(first_day).unwrap_or(month);
+                    out.push(Record::Text(Text {
+                        provider_id: self.provider_id.into(),
+                        patient_id: patient_id.into(),
+                        encounter_id: encounter_id.clone(),
+                        observed_date: date,
+                        code: g(3).into(),
+                        name: "コメント".into(),
+                        text: f.rest(4).to_owned(),
+                    }));
+                }
+                "KO" => {
+                    let payer = g(1);
+                    if payer.len() != 8 || !payer.bytes().all(|b| b.is_ascii_digit()) {
+                        self.q(sink, no, text, "KO.1 負担者番号", format!("{payer:?} is not 8 digits"));
+                        continue;
+                    }
+                    let ints = [
+                        (5, "合計点数"),
+                        (6, "公費負担金額"),
+                        (7, "外来一部負担金"),
+                        (8, "入院一部負担金"),
+                        (11, "合計金額"),
+                    ];
+                    let uints = [(4, "診療実日数"), (10, "回数")];
+                    let bad = ints
+                        .iter()
+                        .find(|(i, _)| opt_int(g(*i)).is_err())
+                        .or_else(|| uints.iter().find(|(i, _)| opt_uint(g(*i)).is_err()));
+                    if let Some((i, name)) = bad {
+                        self.q(sink, no, text, &format!("KO.{i} {name}"), format!("{:?} is not a whole number", g(*i)));
+                        continue;
+                    }
+                    let int = |i: usize| opt_int(g(i)).unwrap_or_default();
+                    let uint = |i: usize| opt_uint(g(i)).unwrap_or_default();
+                    rank += 1;
+                    out.push(Record::PublicExpense(PublicExpense {
+                        provider_id: self.provider_id.into(),
+                        patient_id: patient_id.into(),
+                        encounter_id: encounter_id.clone(),
+                        service_month: month,
+                        rank,
+                        program_code: payer[..2].into(),
+                        prefecture_code: payer[2..4].into(),
+                        benefit_class: g(3).into(),
+                        days: uint(4),
+                        points: int(5),
+                        public_burden: int(6),
+                        outpatient_copay: int(7),
+                        inpatient_copay: int(8),
+                        times: uint(10),
+                        amount: int(11),
+                    }));
+                    let id = PublicExpenseId {
+                        provider_id: self.provider_id.into(),
+                        patient_id: patient_id.into(),
+                        payer_number: payer.into(),
+                        recipient_number: g(2).into(),
+                    };
+                    let key = std::hash::BuildHasher::hash_one(&foldhash::quality::FixedState::with_seed(1), &id);
+                    if self.seen_patients.insert(key) {
+                        out.push(Record::PublicExpenseId(id));
+                    }
+                }
                 "IY" => {
                     let code = g(3);
                     let Some(e) = self.masters.drug.get(code) else {
@@ -363,6 +620,8 @@ impl Reader<'_> {
                     if first_day.is_none() {
                         first_day = Some(day);
                     }
+                    let about = format!("コメント（IY {code}）");
+                    self.comments(&f, 7, 3, day, &about, (patient_id, &encounter_id), &mut out);
                     out.push(Record::Prescription(Prescription {
                         provider_id: self.provider_id.into(),
                         patient_id: patient_id.into(),
@@ -516,7 +775,7 @@ pub fn read(
     masters: &Masters,
     sink: &mut dyn Sink,
 ) -> std::io::Result<UkeStats> {
-    let rd = Reader { file, provider_id, masters, seen_patients: HashSet::new(), saw_ir: false };
+    let rd = Reader { file, provider_id, masters, seen_patients: HashSet::new(), saw_ir: false, days: Vec::new() };
     let mut p =
         Parse { rd, stats: UkeStats::default(), cur: Receipt::default(), state: State::Outside, go: None, no: 0 };
     // Lines are cut straight out of the reader's buffer; only a line across two buffers is copied.
@@ -712,6 +971,7 @@ pub fn write(
                 m[d.day() as usize - 1] = v.to_owned();
                 m.join(",")
             };
+            masters.procedure.insert("112007410", "初診料", "", "");
             block.push(format!("SI,12,1,112007410,,73,1,,,,,,,{}", day_marks(e.admission_date, "1")));
             for r in &recs {
                 match r {

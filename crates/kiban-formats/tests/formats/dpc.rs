@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use kiban_formats::canonical::{Collected, Patient, Record};
+use kiban_formats::canonical::{Collected, Patient, Procedure, Record};
 use kiban_formats::dpc::{self, DpcFile};
 use kiban_formats::masters::Masters;
 
@@ -48,6 +48,22 @@ fn b2_dpc_form1_and_ef_round_trip_inpatient_stays() {
             })),
             Record::Encounter(mut e) if stays.contains_key(&e.encounter_id) => {
                 e.encounter_id = stays[&e.encounter_id].clone();
+                // The writer gives every stay one EF 入院基本料 line: a procedure on the first day.
+                want.push(Record::Procedure(Procedure {
+                    provider_id: e.provider_id.clone(),
+                    patient_id: e.patient_id.clone(),
+                    encounter_id: e.encounter_id.clone(),
+                    procedure_date: e.admission_date,
+                    day_known: true,
+                    source: "EF".into(),
+                    care_category: "90".into(),
+                    burden_category: String::new(),
+                    procedure_code: "190077410".into(),
+                    procedure_name: "入院基本料".into(),
+                    quantity: None,
+                    points: None,
+                    count: 1,
+                }));
                 want.push(Record::Encounter(e));
             }
             Record::Diagnosis(mut d) if stays.contains_key(&d.encounter_id) => {
