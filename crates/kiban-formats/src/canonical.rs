@@ -172,48 +172,48 @@ impl Table {
 
 /// A provider's identity record of a patient.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
-pub struct Patient {
+pub struct Patient<S = String> {
     /// Provider id.
-    pub provider_id: String,
+    pub provider_id: S,
     /// The provider's patient id.
-    pub patient_id: String,
+    pub patient_id: S,
     /// Kanji name as written.
-    pub name_kanji: String,
+    pub name_kanji: S,
     /// Kana name as written.
-    pub name_kana: String,
+    pub name_kana: S,
     /// Sex, ISO 5218 digit (`1`, `2`, `0`).
-    pub sex: String,
+    pub sex: S,
     /// Birth date as written (ISO `YYYY-MM-DD` unless the source wrote 和暦).
-    pub birth_date: String,
+    pub birth_date: S,
     /// Postal code.
-    pub postal_code: String,
+    pub postal_code: S,
     /// Address line.
-    pub address: String,
+    pub address: S,
     /// Phone.
-    pub phone: String,
+    pub phone: S,
     /// Insurer number (保険者番号).
-    pub insurer_number: String,
+    pub insurer_number: S,
     /// Card symbol (記号).
-    pub card_symbol: String,
+    pub card_symbol: S,
     /// Card number (番号).
-    pub card_number: String,
+    pub card_number: S,
     /// Branch (枝番).
-    pub card_branch: String,
+    pub card_branch: S,
 }
 
 /// An encounter.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Encounter {
+pub struct Encounter<S = String> {
     /// Provider id.
-    pub provider_id: String,
+    pub provider_id: S,
     /// Patient id.
-    pub patient_id: String,
+    pub patient_id: S,
     /// Encounter id.
-    pub encounter_id: String,
+    pub encounter_id: S,
     /// `外来` or `入院`.
-    pub encounter_type: String,
+    pub encounter_type: S,
     /// Department name.
-    pub department: String,
+    pub department: S,
     /// Admission (or visit) date.
     pub admission_date: NaiveDate,
     /// Discharge date.
@@ -222,107 +222,107 @@ pub struct Encounter {
 
 /// A diagnosis.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Diagnosis {
+pub struct Diagnosis<S = String> {
     /// Provider id.
-    pub provider_id: String,
+    pub provider_id: S,
     /// Patient id.
-    pub patient_id: String,
+    pub patient_id: S,
     /// Encounter id.
-    pub encounter_id: String,
+    pub encounter_id: S,
     /// Date of diagnosis.
     pub diagnosis_date: NaiveDate,
     /// ICD-10 code (`""` when the source has only a local code with no master to map it).
-    pub icd10: String,
+    pub icd10: S,
     /// Name.
-    pub diagnosis_name: String,
+    pub diagnosis_name: S,
     /// Main diagnosis (主病名).
     pub main: bool,
 }
 
 /// A prescription.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Prescription {
+pub struct Prescription<S = String> {
     /// Provider id.
-    pub provider_id: String,
+    pub provider_id: S,
     /// Patient id.
-    pub patient_id: String,
+    pub patient_id: S,
     /// Encounter id.
-    pub encounter_id: String,
+    pub encounter_id: S,
     /// Date prescribed.
     pub prescribed_date: NaiveDate,
     /// Drug code (YJ-shaped).
-    pub drug_code: String,
+    pub drug_code: S,
     /// Drug name.
-    pub drug_name: String,
+    pub drug_name: S,
     /// `oral`, `external`, `injection`.
-    pub route: String,
+    pub route: S,
     /// Days supplied.
     pub days: u64,
 }
 
 /// A numeric lab result.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Lab {
+pub struct Lab<S = String> {
     /// Provider id.
-    pub provider_id: String,
+    pub provider_id: S,
     /// Patient id.
-    pub patient_id: String,
+    pub patient_id: S,
     /// Encounter id.
-    pub encounter_id: String,
+    pub encounter_id: S,
     /// Result date.
     pub result_date: NaiveDate,
     /// Test code (JLAC10-shaped).
-    pub test_code: String,
+    pub test_code: S,
     /// Test name.
-    pub test_name: String,
+    pub test_name: S,
     /// Value.
     pub value: f64,
     /// Unit.
-    pub unit: String,
+    pub unit: S,
 }
 
 /// A free-text observation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Text {
+pub struct Text<S = String> {
     /// Provider id.
-    pub provider_id: String,
+    pub provider_id: S,
     /// Patient id.
-    pub patient_id: String,
+    pub patient_id: S,
     /// Encounter id.
-    pub encounter_id: String,
+    pub encounter_id: S,
     /// Date observed.
     pub observed_date: NaiveDate,
     /// Observation code.
-    pub code: String,
+    pub code: S,
     /// Observation name.
-    pub name: String,
+    pub name: S,
     /// The text.
-    pub text: String,
+    pub text: S,
 }
 
 /// A procedure done (診療行為), one row per day it was done.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Procedure {
+pub struct Procedure<S = String> {
     /// Provider id.
-    pub provider_id: String,
+    pub provider_id: S,
     /// Patient id.
-    pub patient_id: String,
+    pub patient_id: S,
     /// Encounter id.
-    pub encounter_id: String,
+    pub encounter_id: S,
     /// The day done (the month's first day when the source marks no day: see `day_known`).
     pub procedure_date: NaiveDate,
     /// False when the source gives only the month.
     pub day_known: bool,
     /// Where the row comes from: `UKE SI`, `EF`, `様式1 A007010`.
-    pub source: String,
+    pub source: S,
     /// 診療識別 (UKE) or データ区分 (EF).
-    pub care_category: String,
+    pub care_category: S,
     /// 負担区分 (which payer of the receipt bears it), UKE only.
-    pub burden_category: String,
+    pub burden_category: S,
     /// レセプト電算 診療行為コード (9 digits) or 点数表コード (様式1, `K…`).
-    pub procedure_code: String,
+    pub procedure_code: S,
     /// Name (from the file, else the procedure master, else `""`).
-    pub procedure_name: String,
+    pub procedure_name: S,
     /// 数量データ, when given.
     pub quantity: Option<f64>,
     /// Points (点数) of one unit, when given.
@@ -333,33 +333,33 @@ pub struct Procedure {
 
 /// A material used (特定器材), one row per day used.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Material {
+pub struct Material<S = String> {
     /// Provider id.
-    pub provider_id: String,
+    pub provider_id: S,
     /// Patient id.
-    pub patient_id: String,
+    pub patient_id: S,
     /// Encounter id.
-    pub encounter_id: String,
+    pub encounter_id: S,
     /// The day used (the month's first day when no day is marked: see `day_known`).
     pub used_date: NaiveDate,
     /// False when the source gives only the month.
     pub day_known: bool,
     /// `UKE TO` or `EF`.
-    pub source: String,
+    pub source: S,
     /// 診療識別 (UKE) or データ区分 (EF).
-    pub care_category: String,
+    pub care_category: S,
     /// 負担区分, UKE only.
-    pub burden_category: String,
+    pub burden_category: S,
     /// 特定器材コード (9 digits).
-    pub material_code: String,
+    pub material_code: S,
     /// 特定器材名称 (from the file, else the master, else `""`).
-    pub material_name: String,
+    pub material_name: S,
     /// 商品名及び規格.
-    pub product_name: String,
+    pub product_name: S,
     /// 使用量.
     pub quantity: Option<f64>,
     /// 単位コード.
-    pub unit_code: String,
+    pub unit_code: S,
     /// 単価 (yen).
     pub unit_price: Option<f64>,
     /// Points.
@@ -372,23 +372,23 @@ pub struct Material {
 /// and recipient numbers identify the person's local office and the person: they are in
 /// [`PublicExpenseId`], for the identity vault.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PublicExpense {
+pub struct PublicExpense<S = String> {
     /// Provider id.
-    pub provider_id: String,
+    pub provider_id: S,
     /// Patient id.
-    pub patient_id: String,
+    pub patient_id: S,
     /// Encounter id.
-    pub encounter_id: String,
+    pub encounter_id: S,
     /// The receipt's month (first day).
     pub service_month: NaiveDate,
     /// 1 for 第一公費 … 4 for 第四公費 (order of the KO records in the receipt).
     pub rank: u64,
     /// 法別番号: the programme (first two digits of the 負担者番号; `12` 生活保護, `54` 難病 …).
-    pub program_code: String,
+    pub program_code: S,
     /// 都道府県番号 (digits 3–4 of the 負担者番号).
-    pub prefecture_code: String,
+    pub prefecture_code: S,
     /// 任意給付区分.
-    pub benefit_class: String,
+    pub benefit_class: S,
     /// 診療実日数.
     pub days: Option<u64>,
     /// 合計点数.
@@ -407,44 +407,156 @@ pub struct PublicExpense {
 
 /// A patient's public expense numbers (identity: for the vault, never the clinical store).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
-pub struct PublicExpenseId {
+pub struct PublicExpenseId<S = String> {
     /// Provider id.
-    pub provider_id: String,
+    pub provider_id: S,
     /// Patient id.
-    pub patient_id: String,
+    pub patient_id: S,
     /// 負担者番号 (8 digits).
-    pub payer_number: String,
+    pub payer_number: S,
     /// 受給者番号 (7 digits).
-    pub recipient_number: String,
+    pub recipient_number: S,
+}
+
+/// An owned copy of a field: text borrowed from a reader's buffer becomes a `String`; other
+/// values are copied.
+pub trait Own {
+    /// The owned type.
+    type O;
+    /// The owned copy.
+    fn own(&self) -> Self::O;
+}
+
+impl Own for &str {
+    type O = String;
+    fn own(&self) -> String {
+        (*self).to_owned()
+    }
+}
+
+impl Own for String {
+    type O = String;
+    fn own(&self) -> String {
+        self.clone()
+    }
+}
+
+macro_rules! own_copy {
+    ($($t:ty),*) => {$(
+        impl Own for $t {
+            type O = $t;
+            fn own(&self) -> $t {
+                *self
+            }
+        }
+    )*};
+}
+own_copy!(NaiveDate, bool, u64, i64, f64);
+
+impl<T: Own> Own for Option<T> {
+    type O = Option<T::O>;
+    fn own(&self) -> Self::O {
+        self.as_ref().map(Own::own)
+    }
+}
+
+impl<S: Own<O = String>> Patient<S> {
+    /// An owned copy.
+    pub fn owned(&self) -> Patient {
+        Patient { provider_id: self.provider_id.own(), patient_id: self.patient_id.own(), name_kanji: self.name_kanji.own(), name_kana: self.name_kana.own(), sex: self.sex.own(), birth_date: self.birth_date.own(), postal_code: self.postal_code.own(), address: self.address.own(), phone: self.phone.own(), insurer_number: self.insurer_number.own(), card_symbol: self.card_symbol.own(), card_number: self.card_number.own(), card_branch: self.card_branch.own() }
+    }
+}
+
+impl<S: Own<O = String>> Encounter<S> {
+    /// An owned copy.
+    pub fn owned(&self) -> Encounter {
+        Encounter { provider_id: self.provider_id.own(), patient_id: self.patient_id.own(), encounter_id: self.encounter_id.own(), encounter_type: self.encounter_type.own(), department: self.department.own(), admission_date: self.admission_date.own(), discharge_date: self.discharge_date.own() }
+    }
+}
+
+impl<S: Own<O = String>> Diagnosis<S> {
+    /// An owned copy.
+    pub fn owned(&self) -> Diagnosis {
+        Diagnosis { provider_id: self.provider_id.own(), patient_id: self.patient_id.own(), encounter_id: self.encounter_id.own(), diagnosis_date: self.diagnosis_date.own(), icd10: self.icd10.own(), diagnosis_name: self.diagnosis_name.own(), main: self.main.own() }
+    }
+}
+
+impl<S: Own<O = String>> Prescription<S> {
+    /// An owned copy.
+    pub fn owned(&self) -> Prescription {
+        Prescription { provider_id: self.provider_id.own(), patient_id: self.patient_id.own(), encounter_id: self.encounter_id.own(), prescribed_date: self.prescribed_date.own(), drug_code: self.drug_code.own(), drug_name: self.drug_name.own(), route: self.route.own(), days: self.days.own() }
+    }
+}
+
+impl<S: Own<O = String>> Lab<S> {
+    /// An owned copy.
+    pub fn owned(&self) -> Lab {
+        Lab { provider_id: self.provider_id.own(), patient_id: self.patient_id.own(), encounter_id: self.encounter_id.own(), result_date: self.result_date.own(), test_code: self.test_code.own(), test_name: self.test_name.own(), value: self.value.own(), unit: self.unit.own() }
+    }
+}
+
+impl<S: Own<O = String>> Text<S> {
+    /// An owned copy.
+    pub fn owned(&self) -> Text {
+        Text { provider_id: self.provider_id.own(), patient_id: self.patient_id.own(), encounter_id: self.encounter_id.own(), observed_date: self.observed_date.own(), code: self.code.own(), name: self.name.own(), text: self.text.own() }
+    }
+}
+
+impl<S: Own<O = String>> Procedure<S> {
+    /// An owned copy.
+    pub fn owned(&self) -> Procedure {
+        Procedure { provider_id: self.provider_id.own(), patient_id: self.patient_id.own(), encounter_id: self.encounter_id.own(), procedure_date: self.procedure_date.own(), day_known: self.day_known.own(), source: self.source.own(), care_category: self.care_category.own(), burden_category: self.burden_category.own(), procedure_code: self.procedure_code.own(), procedure_name: self.procedure_name.own(), quantity: self.quantity.own(), points: self.points.own(), count: self.count.own() }
+    }
+}
+
+impl<S: Own<O = String>> Material<S> {
+    /// An owned copy.
+    pub fn owned(&self) -> Material {
+        Material { provider_id: self.provider_id.own(), patient_id: self.patient_id.own(), encounter_id: self.encounter_id.own(), used_date: self.used_date.own(), day_known: self.day_known.own(), source: self.source.own(), care_category: self.care_category.own(), burden_category: self.burden_category.own(), material_code: self.material_code.own(), material_name: self.material_name.own(), product_name: self.product_name.own(), quantity: self.quantity.own(), unit_code: self.unit_code.own(), unit_price: self.unit_price.own(), points: self.points.own(), count: self.count.own() }
+    }
+}
+
+impl<S: Own<O = String>> PublicExpense<S> {
+    /// An owned copy.
+    pub fn owned(&self) -> PublicExpense {
+        PublicExpense { provider_id: self.provider_id.own(), patient_id: self.patient_id.own(), encounter_id: self.encounter_id.own(), service_month: self.service_month.own(), rank: self.rank.own(), program_code: self.program_code.own(), prefecture_code: self.prefecture_code.own(), benefit_class: self.benefit_class.own(), days: self.days.own(), points: self.points.own(), public_burden: self.public_burden.own(), outpatient_copay: self.outpatient_copay.own(), inpatient_copay: self.inpatient_copay.own(), times: self.times.own(), amount: self.amount.own() }
+    }
+}
+
+impl<S: Own<O = String>> PublicExpenseId<S> {
+    /// An owned copy.
+    pub fn owned(&self) -> PublicExpenseId {
+        PublicExpenseId { provider_id: self.provider_id.own(), patient_id: self.patient_id.own(), payer_number: self.payer_number.own(), recipient_number: self.recipient_number.own() }
+    }
 }
 
 /// One canonical record.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "table", rename_all = "snake_case")]
-pub enum Record {
+pub enum Record<S = String> {
     /// Identity.
-    Patient(Patient),
+    Patient(Patient<S>),
     /// Encounter.
-    Encounter(Encounter),
+    Encounter(Encounter<S>),
     /// Diagnosis.
-    Diagnosis(Diagnosis),
+    Diagnosis(Diagnosis<S>),
     /// Prescription.
-    Prescription(Prescription),
+    Prescription(Prescription<S>),
     /// Lab result.
-    Lab(Lab),
+    Lab(Lab<S>),
     /// Free text.
-    Text(Text),
+    Text(Text<S>),
     /// Procedure.
-    Procedure(Procedure),
+    Procedure(Procedure<S>),
     /// Material.
-    Material(Material),
+    Material(Material<S>),
     /// Public expense programme of a receipt.
-    PublicExpense(PublicExpense),
+    PublicExpense(PublicExpense<S>),
     /// Public expense numbers (identity).
-    PublicExpenseId(PublicExpenseId),
+    PublicExpenseId(PublicExpenseId<S>),
 }
 
-impl Record {
+impl<S: AsRef<str>> Record<S> {
     /// The table it belongs to.
     pub fn table(&self) -> Table {
         match self {
@@ -463,31 +575,49 @@ impl Record {
     /// The provider id.
     pub fn provider_id(&self) -> &str {
         match self {
-            Record::Patient(r) => &r.provider_id,
-            Record::Encounter(r) => &r.provider_id,
-            Record::Diagnosis(r) => &r.provider_id,
-            Record::Prescription(r) => &r.provider_id,
-            Record::Lab(r) => &r.provider_id,
-            Record::Text(r) => &r.provider_id,
-            Record::Procedure(r) => &r.provider_id,
-            Record::Material(r) => &r.provider_id,
-            Record::PublicExpense(r) => &r.provider_id,
-            Record::PublicExpenseId(r) => &r.provider_id,
+            Record::Patient(r) => r.provider_id.as_ref(),
+            Record::Encounter(r) => r.provider_id.as_ref(),
+            Record::Diagnosis(r) => r.provider_id.as_ref(),
+            Record::Prescription(r) => r.provider_id.as_ref(),
+            Record::Lab(r) => r.provider_id.as_ref(),
+            Record::Text(r) => r.provider_id.as_ref(),
+            Record::Procedure(r) => r.provider_id.as_ref(),
+            Record::Material(r) => r.provider_id.as_ref(),
+            Record::PublicExpense(r) => r.provider_id.as_ref(),
+            Record::PublicExpenseId(r) => r.provider_id.as_ref(),
         }
     }
     /// The provider's patient id.
     pub fn patient_id(&self) -> &str {
         match self {
-            Record::Patient(r) => &r.patient_id,
-            Record::Encounter(r) => &r.patient_id,
-            Record::Diagnosis(r) => &r.patient_id,
-            Record::Prescription(r) => &r.patient_id,
-            Record::Lab(r) => &r.patient_id,
-            Record::Text(r) => &r.patient_id,
-            Record::Procedure(r) => &r.patient_id,
-            Record::Material(r) => &r.patient_id,
-            Record::PublicExpense(r) => &r.patient_id,
-            Record::PublicExpenseId(r) => &r.patient_id,
+            Record::Patient(r) => r.patient_id.as_ref(),
+            Record::Encounter(r) => r.patient_id.as_ref(),
+            Record::Diagnosis(r) => r.patient_id.as_ref(),
+            Record::Prescription(r) => r.patient_id.as_ref(),
+            Record::Lab(r) => r.patient_id.as_ref(),
+            Record::Text(r) => r.patient_id.as_ref(),
+            Record::Procedure(r) => r.patient_id.as_ref(),
+            Record::Material(r) => r.patient_id.as_ref(),
+            Record::PublicExpense(r) => r.patient_id.as_ref(),
+            Record::PublicExpenseId(r) => r.patient_id.as_ref(),
+        }
+    }
+    /// An owned copy (a record borrowed from a reader's buffer, for a sink that keeps it).
+    pub fn owned(&self) -> Record
+    where
+        S: Own<O = String>,
+    {
+        match self {
+            Record::Patient(x) => Record::Patient(x.owned()),
+            Record::Encounter(x) => Record::Encounter(x.owned()),
+            Record::Diagnosis(x) => Record::Diagnosis(x.owned()),
+            Record::Prescription(x) => Record::Prescription(x.owned()),
+            Record::Lab(x) => Record::Lab(x.owned()),
+            Record::Text(x) => Record::Text(x.owned()),
+            Record::Procedure(x) => Record::Procedure(x.owned()),
+            Record::Material(x) => Record::Material(x.owned()),
+            Record::PublicExpense(x) => Record::PublicExpense(x.owned()),
+            Record::PublicExpenseId(x) => Record::PublicExpenseId(x.owned()),
         }
     }
 }
@@ -544,6 +674,11 @@ impl std::fmt::Display for Quarantined {
 pub trait Sink {
     /// A parsed record.
     fn record(&mut self, r: Record);
+    /// A parsed record borrowing the reader's buffer (the hot path of the big formats: a sink that
+    /// copies the text into Arrow builders needs no `String` per field).
+    fn record_ref(&mut self, r: Record<&str>) {
+        self.record(r.owned())
+    }
     /// A record that could not be parsed.
     fn quarantine(&mut self, q: Quarantined);
 }
@@ -584,6 +719,9 @@ pub struct Counted {
 
 impl Sink for Counted {
     fn record(&mut self, _: Record) {
+        self.records += 1;
+    }
+    fn record_ref(&mut self, _: Record<&str>) {
         self.records += 1;
     }
     fn quarantine(&mut self, _: Quarantined) {
@@ -667,115 +805,115 @@ impl TableBuilder {
         }
     }
     /// Appends a record (it must belong to this table).
-    pub fn push(&mut self, r: &Record) {
+    pub fn push<T: AsRef<str>>(&mut self, r: &Record<T>) {
         debug_assert_eq!(r.table(), self.table);
         self.rows += 1;
         use V::{B, D, F, I, S, U};
         match r {
             Record::Patient(p) => self.row(&[
-                S(&p.provider_id),
-                S(&p.patient_id),
-                S(&p.name_kanji),
-                S(&p.name_kana),
-                S(&p.sex),
-                S(&p.birth_date),
-                S(&p.postal_code),
-                S(&p.address),
-                S(&p.phone),
-                S(&p.insurer_number),
-                S(&p.card_symbol),
-                S(&p.card_number),
-                S(&p.card_branch),
+                S(p.provider_id.as_ref()),
+                S(p.patient_id.as_ref()),
+                S(p.name_kanji.as_ref()),
+                S(p.name_kana.as_ref()),
+                S(p.sex.as_ref()),
+                S(p.birth_date.as_ref()),
+                S(p.postal_code.as_ref()),
+                S(p.address.as_ref()),
+                S(p.phone.as_ref()),
+                S(p.insurer_number.as_ref()),
+                S(p.card_symbol.as_ref()),
+                S(p.card_number.as_ref()),
+                S(p.card_branch.as_ref()),
             ]),
             Record::Encounter(e) => self.row(&[
-                S(&e.provider_id),
-                S(&e.patient_id),
-                S(&e.encounter_id),
-                S(&e.encounter_type),
-                S(&e.department),
+                S(e.provider_id.as_ref()),
+                S(e.patient_id.as_ref()),
+                S(e.encounter_id.as_ref()),
+                S(e.encounter_type.as_ref()),
+                S(e.department.as_ref()),
                 D(Some(e.admission_date)),
                 D(e.discharge_date),
             ]),
             Record::Diagnosis(x) => self.row(&[
-                S(&x.provider_id),
-                S(&x.patient_id),
-                S(&x.encounter_id),
+                S(x.provider_id.as_ref()),
+                S(x.patient_id.as_ref()),
+                S(x.encounter_id.as_ref()),
                 D(Some(x.diagnosis_date)),
-                S(&x.icd10),
-                S(&x.diagnosis_name),
+                S(x.icd10.as_ref()),
+                S(x.diagnosis_name.as_ref()),
                 B(x.main),
             ]),
             Record::Prescription(x) => self.row(&[
-                S(&x.provider_id),
-                S(&x.patient_id),
-                S(&x.encounter_id),
+                S(x.provider_id.as_ref()),
+                S(x.patient_id.as_ref()),
+                S(x.encounter_id.as_ref()),
                 D(Some(x.prescribed_date)),
-                S(&x.drug_code),
-                S(&x.drug_name),
-                S(&x.route),
+                S(x.drug_code.as_ref()),
+                S(x.drug_name.as_ref()),
+                S(x.route.as_ref()),
                 U(Some(x.days)),
             ]),
             Record::Lab(x) => self.row(&[
-                S(&x.provider_id),
-                S(&x.patient_id),
-                S(&x.encounter_id),
+                S(x.provider_id.as_ref()),
+                S(x.patient_id.as_ref()),
+                S(x.encounter_id.as_ref()),
                 D(Some(x.result_date)),
-                S(&x.test_code),
-                S(&x.test_name),
+                S(x.test_code.as_ref()),
+                S(x.test_name.as_ref()),
                 F(Some(x.value)),
-                S(&x.unit),
+                S(x.unit.as_ref()),
             ]),
             Record::Text(x) => self.row(&[
-                S(&x.provider_id),
-                S(&x.patient_id),
-                S(&x.encounter_id),
+                S(x.provider_id.as_ref()),
+                S(x.patient_id.as_ref()),
+                S(x.encounter_id.as_ref()),
                 D(Some(x.observed_date)),
-                S(&x.code),
-                S(&x.name),
-                S(&x.text),
+                S(x.code.as_ref()),
+                S(x.name.as_ref()),
+                S(x.text.as_ref()),
             ]),
             Record::Procedure(x) => self.row(&[
-                S(&x.provider_id),
-                S(&x.patient_id),
-                S(&x.encounter_id),
+                S(x.provider_id.as_ref()),
+                S(x.patient_id.as_ref()),
+                S(x.encounter_id.as_ref()),
                 D(Some(x.procedure_date)),
                 B(x.day_known),
-                S(&x.source),
-                S(&x.care_category),
-                S(&x.burden_category),
-                S(&x.procedure_code),
-                S(&x.procedure_name),
+                S(x.source.as_ref()),
+                S(x.care_category.as_ref()),
+                S(x.burden_category.as_ref()),
+                S(x.procedure_code.as_ref()),
+                S(x.procedure_name.as_ref()),
                 F(x.quantity),
                 I(x.points),
                 U(Some(x.count)),
             ]),
             Record::Material(x) => self.row(&[
-                S(&x.provider_id),
-                S(&x.patient_id),
-                S(&x.encounter_id),
+                S(x.provider_id.as_ref()),
+                S(x.patient_id.as_ref()),
+                S(x.encounter_id.as_ref()),
                 D(Some(x.used_date)),
                 B(x.day_known),
-                S(&x.source),
-                S(&x.care_category),
-                S(&x.burden_category),
-                S(&x.material_code),
-                S(&x.material_name),
-                S(&x.product_name),
+                S(x.source.as_ref()),
+                S(x.care_category.as_ref()),
+                S(x.burden_category.as_ref()),
+                S(x.material_code.as_ref()),
+                S(x.material_name.as_ref()),
+                S(x.product_name.as_ref()),
                 F(x.quantity),
-                S(&x.unit_code),
+                S(x.unit_code.as_ref()),
                 F(x.unit_price),
                 I(x.points),
                 U(Some(x.count)),
             ]),
             Record::PublicExpense(x) => self.row(&[
-                S(&x.provider_id),
-                S(&x.patient_id),
-                S(&x.encounter_id),
+                S(x.provider_id.as_ref()),
+                S(x.patient_id.as_ref()),
+                S(x.encounter_id.as_ref()),
                 D(Some(x.service_month)),
                 U(Some(x.rank)),
-                S(&x.program_code),
-                S(&x.prefecture_code),
-                S(&x.benefit_class),
+                S(x.program_code.as_ref()),
+                S(x.prefecture_code.as_ref()),
+                S(x.benefit_class.as_ref()),
                 U(x.days),
                 I(x.points),
                 I(x.public_burden),
@@ -785,7 +923,7 @@ impl TableBuilder {
                 I(x.amount),
             ]),
             Record::PublicExpenseId(x) => {
-                self.row(&[S(&x.provider_id), S(&x.patient_id), S(&x.payer_number), S(&x.recipient_number)])
+                self.row(&[S(x.provider_id.as_ref()), S(x.patient_id.as_ref()), S(x.payer_number.as_ref()), S(x.recipient_number.as_ref())])
             }
         }
     }
@@ -1059,14 +1197,23 @@ impl<F: FnMut(Table, RecordBatch), Q: FnMut(Quarantined)> BatchSink<F, Q> {
     }
 }
 
-impl<F: FnMut(Table, RecordBatch), Q: FnMut(Quarantined)> Sink for BatchSink<F, Q> {
-    fn record(&mut self, r: Record) {
+impl<F: FnMut(Table, RecordBatch), Q: FnMut(Quarantined)> BatchSink<F, Q> {
+    fn add<T: AsRef<str>>(&mut self, r: &Record<T>) {
         let i = Table::ALL.iter().position(|&t| t == r.table()).expect("every table listed");
         let b = &mut self.builders[i];
-        b.push(&r);
+        b.push(r);
         if b.len() >= self.batch_rows {
             (self.flush)(Table::ALL[i], b.finish());
         }
+    }
+}
+
+impl<F: FnMut(Table, RecordBatch), Q: FnMut(Quarantined)> Sink for BatchSink<F, Q> {
+    fn record(&mut self, r: Record) {
+        self.add(&r)
+    }
+    fn record_ref(&mut self, r: Record<&str>) {
+        self.add(&r)
     }
     fn quarantine(&mut self, q: Quarantined) {
         (self.q)(q)

@@ -172,8 +172,12 @@ struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
-    fn new() -> Self {
-        Fields { text: "", cuts: Vec::with_capacity(64) }
+    /// Fields over a recycled buffer of comma positions.
+    fn with(cuts: Vec<usize>) -> Self {
+        Fields { text: "", cuts }
+    }
+    fn into_cuts(self) -> Vec<usize> {
+        self.cuts
     }
     fn split(&mut self, text: &'a str) {
         self.text = text;
@@ -254,8 +258,11 @@ struct Reader<'a> {
     masters: &'a Masters,
     seen_patients: HashSet<u64>,
     saw_ir: bool,
-    /// Marked days of the current SI/TO line (reused).
+    /// Marked days of the current SI/TO/IY line (reused).
     days: Vec<(u32, u64)>,
+    /// Comma positions of the RE line and of the other lines (reused).
+    cuts: Vec<usize>,
+    line_cuts: Vec<usize>,
 }
 
 impl Reader<'_> {
@@ -264,52 +271,43 @@ impl Reader<'_> {
     }
 
     /// The comment pairs (コメントコード, 文字データ) of an SI, IY or TO line from field `from`, as
-    /// texts dated `date`; an empty pair is skipped.
-    #[allow(clippy::too_many_arguments)]
-    fn comments(
-        &self,
-        f: &Fields<'_>,
-        from: usize,
-        pairs: usize,
-        date: NaiveDate,
-        about: &str,
-        (patient_id, encounter_id): (&str, &str),
-        out: &mut Vec<Record>,
-    ) {
-        for k in 0..pairs {
+    /// texts dated `date`, named after the line's record and code; an empty pair is skipped.
+    fn comments(&self, f: &Fields<'_>, from: usize, date: NaiveDate, ids: (&str, &str), sink: &mut dyn Sink) {
+        let mut about = String::new();
+        for k in 0..3 {
             let (code, text) = (f.get(from + 2 * k), f.get(from + 2 * k + 1));
             if code.is_empty() && text.is_empty() {
                 continue;
             }
-            out.push(Record::Text(Text {
-                provider_id: self.provider_id.into(),
-                patient_id: patient_id.into(),
-                encounter_id: encounter_id.into(),
+            if about.is_empty() {
+                about = format!("コメント（{} {}）", f.get(0), f.get(3));
+            }
+            sink.record_ref(Record::Text(Text {
+                provider_id: self.provider_id,
+                patient_id: ids.0,
+                encounter_id: ids.1,
                 observed_date: date,
-                code: code.into(),
-                name: about.into(),
-                text: text.into(),
+                code,
+                name: &about,
+                text,
             }));
         }
     }
 
+    /// Maps one receipt (its RE line first). Clinical rows borrow the receipt's text and go to the
+    /// sink as they are read; the patient and encounter, known only at the end, follow them.
     fn receipt(&mut self, r: &Receipt, sink: &mut dyn Sink) {
         let (re_no, re_text) = r.line(0);
-        let mut f = Fields::new();
+        let mut f = Fields::with(std::mem::take(&mut self.cuts));
         f.split(re_text);
-        let f = f;
-        let g = |i: usize| f.get(i);
+        let re = f;
+        let g = |i: usize| re.get(i);
         let bad_all = |this: &Self, sink: &mut dyn Sink, field: &str, problem: String| {
             this.q(sink, re_no, re_text, field, problem);
             for k in 1..r.lines.len() {
                 let (no, text) = r.line(k);
-                this.q(
-                    sink,
-                    no,
-                    text,
-                    "record",
-                    format!("belongs to the receipt at line {re_no} which is quarantined"),
-                );
+                let problem = format!("belongs to the receipt at line {re_no} which is quarantined");
+                this.q(sink, no, text, "record", problem);
             }
         };
         let patient_id = g(13);
@@ -343,42 +341,42 @@ impl Reader<'_> {
         let inpatient = admitted.is_some() || kind.len() == 4 && kind.ends_with(['1', '3', '5', '7', '9']);
         // RE.20 請求情報 is the provider's own field: kiban keeps the encounter id there. Files kiban
         // wrote before carried it in RE.18 (検索番号, which the spec reserves for returned claims).
-        let encounter_id = match (g(20), g(18)) {
-            ("", "") => format!("{patient_id}-R{}", g(1)),
-            ("", old) => old.to_owned(),
-            (id, _) => id.to_owned(),
+        let made_id;
+        let encounter_id: &str = match (g(20), g(18)) {
+            ("", "") => {
+                made_id = format!("{patient_id}-R{}", g(1));
+                &made_id
+            }
+            ("", old) => old,
+            (id, _) => id,
         };
+        let ids = (patient_id, encounter_id);
+        let birth_text = birth_date.to_string();
         let mut patient = Patient {
-            provider_id: self.provider_id.into(),
-            patient_id: patient_id.into(),
-            name_kanji: g(4).into(),
-            name_kana: g(36).into(),
-            sex: sex.into(),
-            birth_date: birth_date.to_string(),
+            provider_id: self.provider_id,
+            patient_id,
+            name_kanji: g(4),
+            name_kana: g(36),
+            sex,
+            birth_date: &birth_text,
             ..Default::default()
         };
-        let mut out: Vec<Record> = Vec::new();
         let mut first_day: Option<NaiveDate> = None;
         let mut discharge = None;
-        let day_in_month = |fields: &Fields<'_>, from: usize| -> Option<NaiveDate> {
-            // A marked day holds a count other than zero (most of the 31 fields are empty).
-            let marked = |k: &usize| fields.raw(from + k).bytes().any(|c| c.is_ascii_digit() && c != b'0');
-            let k = (0..31).find(marked)?;
-            NaiveDate::from_ymd_opt(month.year(), month.month(), k as u32 + 1)
-        };
-        let mut pending_main_dx = Vec::new();
+        // Diagnoses wait for the stay's first day (SB lines have no date of their own).
+        let mut diagnoses: Vec<(bool, Diagnosis<&str>)> = Vec::new();
         let mut rank = 0u64;
-        let mut f = Fields::new();
+        let mut f = Fields::with(std::mem::take(&mut self.line_cuts));
         for k in 1..r.lines.len() {
             let (no, text) = r.line(k);
             f.split(text);
             let g = |i: usize| f.get(i);
             match g(0) {
                 "HO" => {
-                    patient.insurer_number = g(1).into();
-                    patient.card_symbol = g(2).into();
-                    patient.card_number = g(3).into();
-                    patient.card_branch = g(15).into();
+                    patient.insurer_number = g(1);
+                    patient.card_symbol = g(2);
+                    patient.card_number = g(3);
+                    patient.card_branch = g(15);
                 }
                 "SY" => {
                     let code = g(1);
@@ -386,59 +384,49 @@ impl Reader<'_> {
                         self.q(sink, no, text, "SY.2 診療開始日", format!("{:?} is not GYYMMDD or YYYYMMDD", g(2)));
                         continue;
                     };
+                    // 未コード化傷病名 (0000999) is named by SY.5.
+                    let uncoded = code == "0000999" && !g(5).is_empty();
                     let (name, icd10) = match self.masters.disease.get(code) {
-                        Some(e) => (e.name.clone(), e.canonical.clone()),
-                        None if code == "0000999" && !g(5).is_empty() => (g(5).to_owned(), String::new()),
+                        Some(e) => (if uncoded { g(5) } else { e.name.as_str() }, e.canonical.as_str()),
+                        None if uncoded => (g(5), ""),
                         None => {
-                            self.q(
-                                sink,
-                                no,
-                                text,
-                                "SY.1 傷病名コード",
-                                format!("{code:?} is not in the disease master"),
-                            );
+                            let problem = format!("{code:?} is not in the disease master");
+                            self.q(sink, no, text, "SY.1 傷病名コード", problem);
                             continue;
                         }
                     };
-                    let name = if code == "0000999" && !g(5).is_empty() { g(5).to_owned() } else { name };
-                    pending_main_dx.push((
-                        false,
-                        Diagnosis {
-                            provider_id: self.provider_id.into(),
-                            patient_id: patient_id.into(),
-                            encounter_id: encounter_id.clone(),
-                            diagnosis_date: date,
-                            icd10,
-                            diagnosis_name: name,
-                            main: g(6) == "01",
-                        },
-                    ));
+                    let (provider_id, encounter_id) = (self.provider_id, encounter_id);
+                    let d = Diagnosis {
+                        provider_id,
+                        patient_id,
+                        encounter_id,
+                        diagnosis_date: date,
+                        icd10,
+                        diagnosis_name: name,
+                        main: g(6) == "01",
+                    };
+                    diagnoses.push((false, d));
                 }
                 "SB" => {
-                    let code = g(1);
-                    let icd = g(4);
-                    let name = if g(3).is_empty() {
-                        self.masters.disease.get(code).map(|e| e.name.clone()).unwrap_or_default()
-                    } else {
-                        g(3).to_owned()
+                    let (code, icd) = (g(1), g(4));
+                    let name = match g(3) {
+                        "" => self.masters.disease.get(code).map_or("", |e| e.name.as_str()),
+                        n => n,
                     };
                     if icd.is_empty() && name.is_empty() {
                         self.q(sink, no, text, "SB.4 ICD10コード", "neither an ICD-10 code nor a name");
                         continue;
                     }
-                    // SB has no date of its own: it is the stay's (set below, once the stay's first day is known).
-                    pending_main_dx.push((
-                        true,
-                        Diagnosis {
-                            provider_id: self.provider_id.into(),
-                            patient_id: patient_id.into(),
-                            encounter_id: encounter_id.clone(),
-                            diagnosis_date: month,
-                            icd10: icd.into(),
-                            diagnosis_name: name,
-                            main: g(5) == "01",
-                        },
-                    ));
+                    let d = Diagnosis {
+                        provider_id: self.provider_id,
+                        patient_id,
+                        encounter_id,
+                        diagnosis_date: month,
+                        icd10: icd,
+                        diagnosis_name: name,
+                        main: g(5) == "01",
+                    };
+                    diagnoses.push((true, d));
                 }
                 "BU" => {
                     if let Some(d) = full_date(g(3)) {
@@ -448,18 +436,10 @@ impl Reader<'_> {
                 "SI" | "TO" => {
                     let to = g(0) == "TO";
                     let (rec, days_from) = if to { ("TO", 17) } else { ("SI", 13) };
-                    let times = match digits(g(6)) {
-                        Some(n) => u64::from(n),
-                        None => {
-                            self.q(
-                                sink,
-                                no,
-                                text,
-                                &format!("{rec}.6 回数"),
-                                format!("{:?} is not a whole number", g(6)),
-                            );
-                            continue;
-                        }
+                    let Some(times) = digits(g(6)) else {
+                        let problem = format!("{:?} is not a whole number", g(6));
+                        self.q(sink, no, text, &format!("{rec}.6 回数"), problem);
+                        continue;
                     };
                     let (Ok(quantity), Ok(points)) = (opt_num(g(4)), opt_int(g(5))) else {
                         let (field, v) = if opt_num(g(4)).is_err() { (4, g(4)) } else { (5, g(5)) };
@@ -477,92 +457,78 @@ impl Reader<'_> {
                         self.q(sink, no, text, &format!("{rec}.{} 算定日 {}日", days_from + k, k + 1), problem);
                         continue;
                     }
+                    let first_marked = self.days.first().and_then(|&(d, _)| month.with_day(d));
                     if first_day.is_none() && !to {
-                        first_day = self.days.first().and_then(|&(d, _)| month.with_day(d));
+                        first_day = first_marked;
                     }
                     // No marked day: one row for the month, with the line's 回数.
-                    let per_day: &[(u32, u64)] = if self.days.is_empty() { &[(0, times)] } else { &self.days };
+                    let no_day = [(0, u64::from(times))];
+                    let per_day: &[(u32, u64)] = if self.days.is_empty() { &no_day } else { &self.days };
+                    let (care_category, burden_category, code) = (g(1), g(2), g(3));
                     for &(day, count) in per_day {
                         let (date, day_known) = match month.with_day(day) {
                             Some(d) if day > 0 => (d, true),
                             _ => (month, false),
                         };
-                        let (care_category, burden_category, code) = (g(1).to_owned(), g(2).to_owned(), g(3));
-                        out.push(if to {
-                            let name = match g(9) {
-                                "" => self.masters.material.get(code).map(|e| e.name.clone()).unwrap_or_default(),
-                                n => n.to_owned(),
-                            };
+                        sink.record_ref(if to {
                             Record::Material(Material {
-                                provider_id: self.provider_id.into(),
-                                patient_id: patient_id.into(),
-                                encounter_id: encounter_id.clone(),
+                                provider_id: self.provider_id,
+                                patient_id,
+                                encounter_id,
                                 used_date: date,
                                 day_known,
-                                source: "UKE TO".into(),
+                                source: "UKE TO",
                                 care_category,
                                 burden_category,
-                                material_code: code.into(),
-                                material_name: name,
-                                product_name: g(10).into(),
+                                material_code: code,
+                                material_name: match g(9) {
+                                    "" => self.masters.material.get(code).map_or("", |e| e.name.as_str()),
+                                    n => n,
+                                },
+                                product_name: g(10),
                                 quantity,
-                                unit_code: g(7).into(),
+                                unit_code: g(7),
                                 unit_price,
                                 points,
                                 count,
                             })
                         } else {
                             Record::Procedure(Procedure {
-                                provider_id: self.provider_id.into(),
-                                patient_id: patient_id.into(),
-                                encounter_id: encounter_id.clone(),
+                                provider_id: self.provider_id,
+                                patient_id,
+                                encounter_id,
                                 procedure_date: date,
                                 day_known,
-                                source: "UKE SI".into(),
+                                source: "UKE SI",
                                 care_category,
                                 burden_category,
-                                procedure_code: code.into(),
-                                procedure_name: self
-                                    .masters
-                                    .procedure
-                                    .get(code)
-                                    .map(|e| e.name.clone())
-                                    .unwrap_or_default(),
+                                procedure_code: code,
+                                procedure_name: self.masters.procedure.get(code).map_or("", |e| e.name.as_str()),
                                 quantity,
                                 points,
                                 count,
                             })
                         });
                     }
-                    let date = self.days.first().and_then(|&(d, _)| month.with_day(d)).unwrap_or(month);
-                    let about = format!("コメント（{rec} {}）", g(3));
-                    self.comments(&f, if to { 11 } else { 7 }, 3, date, &about, (patient_id, &encounter_id), &mut out);
+                    self.comments(&f, if to { 11 } else { 7 }, first_marked.unwrap_or(month), ids, sink);
                 }
-                "CO" => {
-                    let date = admitted.or(first_day).unwrap_or(month);
-                    out.push(Record::Text(Text {
-                        provider_id: self.provider_id.into(),
-                        patient_id: patient_id.into(),
-                        encounter_id: encounter_id.clone(),
-                        observed_date: date,
-                        code: g(3).into(),
-                        name: "コメント".into(),
-                        text: f.rest(4).to_owned(),
-                    }));
-                }
+                "CO" => sink.record_ref(Record::Text(Text {
+                    provider_id: self.provider_id,
+                    patient_id,
+                    encounter_id,
+                    observed_date: admitted.or(first_day).unwrap_or(month),
+                    code: g(3),
+                    name: "コメント",
+                    text: f.rest(4),
+                })),
                 "KO" => {
                     let payer = g(1);
                     if payer.len() != 8 || !payer.bytes().all(|b| b.is_ascii_digit()) {
                         self.q(sink, no, text, "KO.1 負担者番号", format!("{payer:?} is not 8 digits"));
                         continue;
                     }
-                    let ints = [
-                        (5, "合計点数"),
-                        (6, "公費負担金額"),
-                        (7, "外来一部負担金"),
-                        (8, "入院一部負担金"),
-                        (11, "合計金額"),
-                    ];
+                    let ints =
+                        [(5, "合計点数"), (6, "公費負担金額"), (7, "外来一部負担金"), (8, "入院一部負担金"), (11, "合計金額")];
                     let uints = [(4, "診療実日数"), (10, "回数")];
                     let bad = ints
                         .iter()
@@ -575,15 +541,15 @@ impl Reader<'_> {
                     let int = |i: usize| opt_int(g(i)).unwrap_or_default();
                     let uint = |i: usize| opt_uint(g(i)).unwrap_or_default();
                     rank += 1;
-                    out.push(Record::PublicExpense(PublicExpense {
-                        provider_id: self.provider_id.into(),
-                        patient_id: patient_id.into(),
-                        encounter_id: encounter_id.clone(),
+                    sink.record_ref(Record::PublicExpense(PublicExpense {
+                        provider_id: self.provider_id,
+                        patient_id,
+                        encounter_id,
                         service_month: month,
                         rank,
-                        program_code: payer[..2].into(),
-                        prefecture_code: payer[2..4].into(),
-                        benefit_class: g(3).into(),
+                        program_code: &payer[..2],
+                        prefecture_code: &payer[2..4],
+                        benefit_class: g(3),
                         days: uint(4),
                         points: int(5),
                         public_burden: int(6),
@@ -593,14 +559,14 @@ impl Reader<'_> {
                         amount: int(11),
                     }));
                     let id = PublicExpenseId {
-                        provider_id: self.provider_id.into(),
-                        patient_id: patient_id.into(),
-                        payer_number: payer.into(),
-                        recipient_number: g(2).into(),
+                        provider_id: self.provider_id,
+                        patient_id,
+                        payer_number: payer,
+                        recipient_number: g(2),
                     };
                     let key = std::hash::BuildHasher::hash_one(&foldhash::quality::FixedState::with_seed(1), &id);
                     if self.seen_patients.insert(key) {
-                        out.push(Record::PublicExpenseId(id));
+                        sink.record_ref(Record::PublicExpenseId(id));
                     }
                 }
                 "IY" => {
@@ -609,7 +575,12 @@ impl Reader<'_> {
                         self.q(sink, no, text, "IY.3 医薬品コード", format!("{code:?} is not in the drug master"));
                         continue;
                     };
-                    let Some(day) = day_in_month(&f, 13) else {
+                    if let Err(k) = marked_days(&f, 13, &mut self.days) {
+                        let problem = format!("{:?} is not a count of times", f.get(13 + k));
+                        self.q(sink, no, text, &format!("IY.{} 算定日 {}日", 13 + k, k + 1), problem);
+                        continue;
+                    }
+                    let Some(day) = self.days.first().and_then(|&(d, _)| month.with_day(d)) else {
                         self.q(sink, no, text, "IY.13 算定日", "no day of the month is marked (算定日情報 empty)");
                         continue;
                     };
@@ -620,54 +591,56 @@ impl Reader<'_> {
                     if first_day.is_none() {
                         first_day = Some(day);
                     }
-                    let about = format!("コメント（IY {code}）");
-                    self.comments(&f, 7, 3, day, &about, (patient_id, &encounter_id), &mut out);
-                    out.push(Record::Prescription(Prescription {
-                        provider_id: self.provider_id.into(),
-                        patient_id: patient_id.into(),
-                        encounter_id: encounter_id.clone(),
+                    self.comments(&f, 7, day, ids, sink);
+                    sink.record_ref(Record::Prescription(Prescription {
+                        provider_id: self.provider_id,
+                        patient_id,
+                        encounter_id,
                         prescribed_date: day,
-                        drug_code: e.canonical.clone(),
-                        drug_name: e.name.clone(),
-                        route: e.extra.clone(),
+                        drug_code: &e.canonical,
+                        drug_name: &e.name,
+                        route: &e.extra,
                         days: days.into(),
                     }));
                 }
-                "SJ" => out.push(Record::Text(Text {
-                    provider_id: self.provider_id.into(),
-                    patient_id: patient_id.into(),
-                    encounter_id: encounter_id.clone(),
+                "SJ" => sink.record_ref(Record::Text(Text {
+                    provider_id: self.provider_id,
+                    patient_id,
+                    encounter_id,
                     observed_date: admitted.or(first_day).unwrap_or(month),
-                    code: g(1).into(),
-                    name: "症状詳記".into(),
-                    text: f.rest(2).to_owned(),
+                    code: g(1),
+                    name: "症状詳記",
+                    text: f.rest(2),
                 })),
                 _ => {}
             }
         }
         let key = std::hash::BuildHasher::hash_one(&foldhash::quality::FixedState::with_seed(0), &patient);
         if self.seen_patients.insert(key) {
-            sink.record(Record::Patient(patient));
+            sink.record_ref(Record::Patient(patient));
         }
-        sink.record(Record::Encounter(Encounter {
-            provider_id: self.provider_id.into(),
-            patient_id: patient_id.into(),
+        let department = match g(21) {
+            "" => String::new(),
+            d => department_name(d),
+        };
+        let first = admitted.or(first_day).unwrap_or(month);
+        sink.record_ref(Record::Encounter(Encounter {
+            provider_id: self.provider_id,
+            patient_id,
             encounter_id,
-            encounter_type: if inpatient { "入院" } else { "外来" }.into(),
-            department: if g(21).is_empty() { String::new() } else { department_name(g(21)) },
-            admission_date: admitted.or(first_day).unwrap_or(month),
+            encounter_type: if inpatient { "入院" } else { "外来" },
+            department: &department,
+            admission_date: first,
             discharge_date: discharge,
         }));
-        let first = admitted.or(first_day).unwrap_or(month);
-        for (stay_dated, mut d) in pending_main_dx {
+        for (stay_dated, mut d) in diagnoses {
             if stay_dated {
                 d.diagnosis_date = first;
             }
-            sink.record(Record::Diagnosis(d));
+            sink.record_ref(Record::Diagnosis(d));
         }
-        for r in out {
-            sink.record(r);
-        }
+        self.cuts = re.into_cuts();
+        self.line_cuts = f.into_cuts();
     }
 }
 
@@ -775,7 +748,7 @@ pub fn read(
     masters: &Masters,
     sink: &mut dyn Sink,
 ) -> std::io::Result<UkeStats> {
-    let rd = Reader { file, provider_id, masters, seen_patients: HashSet::new(), saw_ir: false, days: Vec::new() };
+    let rd = Reader { file, provider_id, masters, seen_patients: HashSet::new(), saw_ir: false, days: Vec::new(), cuts: Vec::new(), line_cuts: Vec::new() };
     let mut p =
         Parse { rd, stats: UkeStats::default(), cur: Receipt::default(), state: State::Outside, go: None, no: 0 };
     // Lines are cut straight out of the reader's buffer; only a line across two buffers is copied.
