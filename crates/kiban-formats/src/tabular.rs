@@ -107,10 +107,10 @@ fn date(v: &str, fmt: &str) -> Option<NaiveDate> {
 }
 
 /// Builds a record of `table` from canonical column values; the error names the column.
-fn record(table: Table, v: &dyn Fn(&str) -> String, fmt: &str) -> Result<Record, (String, String)> {
+fn record<'r>(table: Table, v: &dyn Fn(&str) -> &'r str, fmt: &str) -> Result<Record<&'r str>, (String, String)> {
     let d = |k: &str| -> Result<NaiveDate, (String, String)> {
         let x = v(k);
-        date(&x, fmt).ok_or_else(|| (k.to_owned(), format!("{x:?} is not a date ({fmt} or 和暦)")))
+        date(x, fmt).ok_or_else(|| (k.to_owned(), format!("{x:?} is not a date ({fmt} or 和暦)")))
     };
     let od = |k: &str| -> Result<Option<NaiveDate>, (String, String)> {
         if v(k).is_empty() { Ok(None) } else { d(k).map(Some) }
@@ -126,7 +126,7 @@ fn record(table: Table, v: &dyn Fn(&str) -> String, fmt: &str) -> Result<Record,
                 if s.is_empty() {
                     s
                 } else {
-                    kiban_model::person::Sex::parse(&s).map_err(|e| ("sex".to_owned(), e.to_string()))?.code().into()
+                    kiban_model::person::Sex::parse(s).map_err(|e| ("sex".to_owned(), e.to_string()))?.code()
                 }
             },
             birth_date: v("birth_date"),
@@ -154,9 +154,10 @@ fn record(table: Table, v: &dyn Fn(&str) -> String, fmt: &str) -> Result<Record,
             diagnosis_date: d("diagnosis_date")?,
             icd10: v("icd10"),
             diagnosis_name: v("diagnosis_name"),
-            main: match v("main").to_ascii_lowercase().as_str() {
-                "1" | "true" | "y" | "yes" | "主" => true,
-                "" | "0" | "false" | "n" | "no" => false,
+            main: match v("main") {
+                "主" => true,
+                m if ["1", "true", "y", "yes"].iter().any(|y| m.eq_ignore_ascii_case(y)) => true,
+                m if ["", "0", "false", "n", "no"].iter().any(|n| m.eq_ignore_ascii_case(n)) => false,
                 other => return Err(("main".into(), format!("{other:?} is not a yes/no value"))),
             },
         }),
@@ -269,7 +270,7 @@ fn neg(k: &str) -> (String, String) {
 }
 
 /// An optional whole number (empty → `None`).
-fn int(v: &dyn Fn(&str) -> String, k: &str) -> Result<Option<i64>, (String, String)> {
+fn int<'r>(v: &dyn Fn(&str) -> &'r str, k: &str) -> Result<Option<i64>, (String, String)> {
     let x = v(k);
     if x.is_empty() {
         return Ok(None);
@@ -278,7 +279,7 @@ fn int(v: &dyn Fn(&str) -> String, k: &str) -> Result<Option<i64>, (String, Stri
 }
 
 /// An optional finite number (empty → `None`).
-fn num(v: &dyn Fn(&str) -> String, k: &str) -> Result<Option<f64>, (String, String)> {
+fn num<'r>(v: &dyn Fn(&str) -> &'r str, k: &str) -> Result<Option<f64>, (String, String)> {
     let x = v(k);
     if x.is_empty() {
         return Ok(None);
@@ -289,11 +290,11 @@ fn num(v: &dyn Fn(&str) -> String, k: &str) -> Result<Option<f64>, (String, Stri
     }
 }
 
-fn yes_no(v: &dyn Fn(&str) -> String, k: &str, default: bool) -> Result<bool, (String, String)> {
-    match v(k).to_ascii_lowercase().as_str() {
+fn yes_no<'r>(v: &dyn Fn(&str) -> &'r str, k: &str, default: bool) -> Result<bool, (String, String)> {
+    match v(k) {
         "" => Ok(default),
-        "1" | "true" | "y" | "yes" => Ok(true),
-        "0" | "false" | "n" | "no" => Ok(false),
+        x if ["1", "true", "y", "yes"].iter().any(|y| x.eq_ignore_ascii_case(y)) => Ok(true),
+        x if ["0", "false", "n", "no"].iter().any(|n| x.eq_ignore_ascii_case(n)) => Ok(false),
         other => Err((k.to_owned(), format!("{other:?} is not a yes/no value"))),
     }
 }
@@ -327,12 +328,12 @@ impl<'a> Mapper<'a> {
             width: header.len(),
         })
     }
-    fn map<'r>(&self, cell: impl Fn(usize) -> Option<&'r str>) -> Result<Record, (String, String)> {
-        let v = |k: &str| -> String {
+    fn map<'r>(&'r self, cell: impl Fn(usize) -> Option<&'r str>) -> Result<Record<&'r str>, (String, String)> {
+        let v = |k: &str| -> &'r str {
             match self.index.iter().find(|(c, _)| c == k) {
-                Some(&(_, i)) => cell(i).map(|s| s.trim().to_owned()).unwrap_or_default(),
-                None if k == "provider_id" => self.schema.provider_id.clone().unwrap_or_default(),
-                None => String::new(),
+                Some(&(_, i)) => cell(i).map(str::trim).unwrap_or_default(),
+                None if k == "provider_id" => self.schema.provider_id.as_deref().unwrap_or_default(),
+                None => "",
             }
         };
         let r = record(self.table, &v, &self.fmt)
@@ -441,7 +442,7 @@ pub fn read_csv(input: impl Read, schema: &SchemaFile, table: Table, file: &str,
                     let fields: Result<Vec<Cow<'_, str>>, String> = row.iter().map(decode_sjis).collect();
                     match fields {
                         Ok(f) => match m.map(|i| f.get(i).map(|c| c.as_ref())) {
-                            Ok(r) => sink.record(r),
+                            Ok(r) => sink.record_ref(r),
                             Err((col, e)) => sink.quarantine(Quarantined::new(file, at(), col, e, &raw())),
                         },
                         Err(e) => sink.quarantine(Quarantined::new(file, at(), "record", e, &raw())),
@@ -459,7 +460,7 @@ pub fn read_csv(input: impl Read, schema: &SchemaFile, table: Table, file: &str,
                     );
                     match whole {
                         Ok(w) => match m.map(|i| w.get(row.range(i)?)) {
-                            Ok(r) => sink.record(r),
+                            Ok(r) => sink.record_ref(r),
                             Err((col, e)) => sink.quarantine(Quarantined::new(file, at(), col, e, &raw())),
                         },
                         Err(e) => sink.quarantine(Quarantined::new(file, at(), "record", e, &raw())),
@@ -556,7 +557,7 @@ pub fn read_parquet(path: &Path, schema: &SchemaFile, table: Table, sink: &mut d
             let row: Vec<String> =
                 cols.iter().map(|c| if c.is_null(i) { String::new() } else { c.value(i).to_owned() }).collect();
             match m.map(|i| row.get(i).map(String::as_str)) {
-                Ok(r) => sink.record(r),
+                Ok(r) => sink.record_ref(r),
                 Err((col, e)) => sink.quarantine(Quarantined::new(&file, format!("row {n}"), col, e, &row.join(","))),
             }
         }
