@@ -53,8 +53,20 @@ impl BenchReport {
             "| bench (1 thread, CPU time) | kiban | unit | Python peer | peer | kiban/peer |\n|---|---:|---|---|---:|---:|\n",
         );
         let rows = [
-            ("UKE receipts (Shift_JIS) → Arrow", self.uke_mb_s, "MB/s", "csv.reader + decode('cp932')", self.python_uke_mb_s),
-            ("UKE receipts, parse+map only", self.uke_parse_mb_s, "MB/s", "csv.reader + decode('cp932')", self.python_uke_mb_s),
+            (
+                "UKE receipts (Shift_JIS) → Arrow",
+                self.uke_mb_s,
+                "MB/s",
+                "csv.reader + decode('cp932')",
+                self.python_uke_mb_s,
+            ),
+            (
+                "UKE receipts, parse+map only",
+                self.uke_parse_mb_s,
+                "MB/s",
+                "csv.reader + decode('cp932')",
+                self.python_uke_mb_s,
+            ),
             ("CSV (schema-mapped) → Arrow", self.csv_mb_s, "MB/s", "csv.DictReader", self.python_csv_mb_s),
             ("CSV, parse+map only", self.csv_parse_mb_s, "MB/s", "csv.DictReader", self.python_csv_mb_s),
             ("SS-MIX2 HL7 parse+map", self.ssmix2_msg_s, "msg/s", "hl7.parse (python-hl7)", self.python_hl7_msg_s),

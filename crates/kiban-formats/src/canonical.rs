@@ -43,11 +43,13 @@ pub enum Table {
     PublicExpenses,
     /// Identity: a patient's public expense payer and recipient numbers (負担者番号, 受給者番号).
     PublicExpenseIds,
+    /// Receipts (UKE RE with its HO and BU): type, month, days, points, copay, DPC code.
+    Receipts,
 }
 
 impl Table {
     /// All tables.
-    pub const ALL: [Table; 10] = [
+    pub const ALL: [Table; 11] = [
         Table::Patients,
         Table::Encounters,
         Table::Diagnoses,
@@ -58,6 +60,7 @@ impl Table {
         Table::Materials,
         Table::PublicExpenses,
         Table::PublicExpenseIds,
+        Table::Receipts,
     ];
     /// File-system name.
     pub fn name(self) -> &'static str {
@@ -72,6 +75,7 @@ impl Table {
             Table::Materials => "materials",
             Table::PublicExpenses => "public_expenses",
             Table::PublicExpenseIds => "public_expense_ids",
+            Table::Receipts => "receipts",
         }
     }
     /// True for the identity tables (routed to the identity vault, never the clinical store).
@@ -155,6 +159,24 @@ impl Table {
             Table::PublicExpenseIds => {
                 Arc::new(Schema::new(vec![s("provider_id"), s("patient_id"), s("payer_number"), s("recipient_number")]))
             }
+            Table::Receipts => Arc::new(Schema::new(vec![
+                s("provider_id"),
+                s("patient_id"),
+                s("encounter_id"),
+                s("receipt_number"),
+                s("receipt_type"),
+                d("service_month"),
+                s("benefit_ratio"),
+                s("copay_class"),
+                s("special_notes"),
+                uo("insurance_days"),
+                io("insurance_points"),
+                uo("meal_times"),
+                io("meal_amount"),
+                io("patient_copay"),
+                s("dpc_code"),
+                s("dpc_outcome"),
+            ])),
         }
     }
     /// The canonical table a synthetic table maps to (none for the ground truth).
@@ -463,70 +485,239 @@ impl<T: Own> Own for Option<T> {
 impl<S: Own<O = String>> Patient<S> {
     /// An owned copy.
     pub fn owned(&self) -> Patient {
-        Patient { provider_id: self.provider_id.own(), patient_id: self.patient_id.own(), name_kanji: self.name_kanji.own(), name_kana: self.name_kana.own(), sex: self.sex.own(), birth_date: self.birth_date.own(), postal_code: self.postal_code.own(), address: self.address.own(), phone: self.phone.own(), insurer_number: self.insurer_number.own(), card_symbol: self.card_symbol.own(), card_number: self.card_number.own(), card_branch: self.card_branch.own() }
+        Patient {
+            provider_id: self.provider_id.own(),
+            patient_id: self.patient_id.own(),
+            name_kanji: self.name_kanji.own(),
+            name_kana: self.name_kana.own(),
+            sex: self.sex.own(),
+            birth_date: self.birth_date.own(),
+            postal_code: self.postal_code.own(),
+            address: self.address.own(),
+            phone: self.phone.own(),
+            insurer_number: self.insurer_number.own(),
+            card_symbol: self.card_symbol.own(),
+            card_number: self.card_number.own(),
+            card_branch: self.card_branch.own(),
+        }
     }
 }
 
 impl<S: Own<O = String>> Encounter<S> {
     /// An owned copy.
     pub fn owned(&self) -> Encounter {
-        Encounter { provider_id: self.provider_id.own(), patient_id: self.patient_id.own(), encounter_id: self.encounter_id.own(), encounter_type: self.encounter_type.own(), department: self.department.own(), admission_date: self.admission_date.own(), discharge_date: self.discharge_date.own() }
+        Encounter {
+            provider_id: self.provider_id.own(),
+            patient_id: self.patient_id.own(),
+            encounter_id: self.encounter_id.own(),
+            encounter_type: self.encounter_type.own(),
+            department: self.department.own(),
+            admission_date: self.admission_date.own(),
+            discharge_date: self.discharge_date.own(),
+        }
     }
 }
 
 impl<S: Own<O = String>> Diagnosis<S> {
     /// An owned copy.
     pub fn owned(&self) -> Diagnosis {
-        Diagnosis { provider_id: self.provider_id.own(), patient_id: self.patient_id.own(), encounter_id: self.encounter_id.own(), diagnosis_date: self.diagnosis_date.own(), icd10: self.icd10.own(), diagnosis_name: self.diagnosis_name.own(), main: self.main.own() }
+        Diagnosis {
+            provider_id: self.provider_id.own(),
+            patient_id: self.patient_id.own(),
+            encounter_id: self.encounter_id.own(),
+            diagnosis_date: self.diagnosis_date.own(),
+            icd10: self.icd10.own(),
+            diagnosis_name: self.diagnosis_name.own(),
+            main: self.main.own(),
+        }
     }
 }
 
 impl<S: Own<O = String>> Prescription<S> {
     /// An owned copy.
     pub fn owned(&self) -> Prescription {
-        Prescription { provider_id: self.provider_id.own(), patient_id: self.patient_id.own(), encounter_id: self.encounter_id.own(), prescribed_date: self.prescribed_date.own(), drug_code: self.drug_code.own(), drug_name: self.drug_name.own(), route: self.route.own(), days: self.days.own() }
+        Prescription {
+            provider_id: self.provider_id.own(),
+            patient_id: self.patient_id.own(),
+            encounter_id: self.encounter_id.own(),
+            prescribed_date: self.prescribed_date.own(),
+            drug_code: self.drug_code.own(),
+            drug_name: self.drug_name.own(),
+            route: self.route.own(),
+            days: self.days.own(),
+        }
     }
 }
 
 impl<S: Own<O = String>> Lab<S> {
     /// An owned copy.
     pub fn owned(&self) -> Lab {
-        Lab { provider_id: self.provider_id.own(), patient_id: self.patient_id.own(), encounter_id: self.encounter_id.own(), result_date: self.result_date.own(), test_code: self.test_code.own(), test_name: self.test_name.own(), value: self.value.own(), unit: self.unit.own() }
+        Lab {
+            provider_id: self.provider_id.own(),
+            patient_id: self.patient_id.own(),
+            encounter_id: self.encounter_id.own(),
+            result_date: self.result_date.own(),
+            test_code: self.test_code.own(),
+            test_name: self.test_name.own(),
+            value: self.value.own(),
+            unit: self.unit.own(),
+        }
     }
 }
 
 impl<S: Own<O = String>> Text<S> {
     /// An owned copy.
     pub fn owned(&self) -> Text {
-        Text { provider_id: self.provider_id.own(), patient_id: self.patient_id.own(), encounter_id: self.encounter_id.own(), observed_date: self.observed_date.own(), code: self.code.own(), name: self.name.own(), text: self.text.own() }
+        Text {
+            provider_id: self.provider_id.own(),
+            patient_id: self.patient_id.own(),
+            encounter_id: self.encounter_id.own(),
+            observed_date: self.observed_date.own(),
+            code: self.code.own(),
+            name: self.name.own(),
+            text: self.text.own(),
+        }
     }
 }
 
 impl<S: Own<O = String>> Procedure<S> {
     /// An owned copy.
     pub fn owned(&self) -> Procedure {
-        Procedure { provider_id: self.provider_id.own(), patient_id: self.patient_id.own(), encounter_id: self.encounter_id.own(), procedure_date: self.procedure_date.own(), day_known: self.day_known.own(), source: self.source.own(), care_category: self.care_category.own(), burden_category: self.burden_category.own(), procedure_code: self.procedure_code.own(), procedure_name: self.procedure_name.own(), quantity: self.quantity.own(), points: self.points.own(), count: self.count.own() }
+        Procedure {
+            provider_id: self.provider_id.own(),
+            patient_id: self.patient_id.own(),
+            encounter_id: self.encounter_id.own(),
+            procedure_date: self.procedure_date.own(),
+            day_known: self.day_known.own(),
+            source: self.source.own(),
+            care_category: self.care_category.own(),
+            burden_category: self.burden_category.own(),
+            procedure_code: self.procedure_code.own(),
+            procedure_name: self.procedure_name.own(),
+            quantity: self.quantity.own(),
+            points: self.points.own(),
+            count: self.count.own(),
+        }
     }
 }
 
 impl<S: Own<O = String>> Material<S> {
     /// An owned copy.
     pub fn owned(&self) -> Material {
-        Material { provider_id: self.provider_id.own(), patient_id: self.patient_id.own(), encounter_id: self.encounter_id.own(), used_date: self.used_date.own(), day_known: self.day_known.own(), source: self.source.own(), care_category: self.care_category.own(), burden_category: self.burden_category.own(), material_code: self.material_code.own(), material_name: self.material_name.own(), product_name: self.product_name.own(), quantity: self.quantity.own(), unit_code: self.unit_code.own(), unit_price: self.unit_price.own(), points: self.points.own(), count: self.count.own() }
+        Material {
+            provider_id: self.provider_id.own(),
+            patient_id: self.patient_id.own(),
+            encounter_id: self.encounter_id.own(),
+            used_date: self.used_date.own(),
+            day_known: self.day_known.own(),
+            source: self.source.own(),
+            care_category: self.care_category.own(),
+            burden_category: self.burden_category.own(),
+            material_code: self.material_code.own(),
+            material_name: self.material_name.own(),
+            product_name: self.product_name.own(),
+            quantity: self.quantity.own(),
+            unit_code: self.unit_code.own(),
+            unit_price: self.unit_price.own(),
+            points: self.points.own(),
+            count: self.count.own(),
+        }
     }
 }
 
 impl<S: Own<O = String>> PublicExpense<S> {
     /// An owned copy.
     pub fn owned(&self) -> PublicExpense {
-        PublicExpense { provider_id: self.provider_id.own(), patient_id: self.patient_id.own(), encounter_id: self.encounter_id.own(), service_month: self.service_month.own(), rank: self.rank.own(), program_code: self.program_code.own(), prefecture_code: self.prefecture_code.own(), benefit_class: self.benefit_class.own(), days: self.days.own(), points: self.points.own(), public_burden: self.public_burden.own(), outpatient_copay: self.outpatient_copay.own(), inpatient_copay: self.inpatient_copay.own(), times: self.times.own(), amount: self.amount.own() }
+        PublicExpense {
+            provider_id: self.provider_id.own(),
+            patient_id: self.patient_id.own(),
+            encounter_id: self.encounter_id.own(),
+            service_month: self.service_month.own(),
+            rank: self.rank.own(),
+            program_code: self.program_code.own(),
+            prefecture_code: self.prefecture_code.own(),
+            benefit_class: self.benefit_class.own(),
+            days: self.days.own(),
+            points: self.points.own(),
+            public_burden: self.public_burden.own(),
+            outpatient_copay: self.outpatient_copay.own(),
+            inpatient_copay: self.inpatient_copay.own(),
+            times: self.times.own(),
+            amount: self.amount.own(),
+        }
     }
 }
 
 impl<S: Own<O = String>> PublicExpenseId<S> {
     /// An owned copy.
     pub fn owned(&self) -> PublicExpenseId {
-        PublicExpenseId { provider_id: self.provider_id.own(), patient_id: self.patient_id.own(), payer_number: self.payer_number.own(), recipient_number: self.recipient_number.own() }
+        PublicExpenseId {
+            provider_id: self.provider_id.own(),
+            patient_id: self.patient_id.own(),
+            payer_number: self.payer_number.own(),
+            recipient_number: self.recipient_number.own(),
+        }
+    }
+}
+
+/// One receipt (レセプト): its kind, month and the insurance totals (RE, HO, and BU of DPC receipts).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Receipt<S = String> {
+    /// Provider id.
+    pub provider_id: S,
+    /// Patient id.
+    pub patient_id: S,
+    /// Encounter id.
+    pub encounter_id: S,
+    /// RE.1 レセプト番号 (sequence in the file).
+    pub receipt_number: S,
+    /// RE.2 レセプト種別 (4 digits: 医科/DPC, 本人/家族, 入院/外来 …).
+    pub receipt_type: S,
+    /// RE.3 診療年月 (first day).
+    pub service_month: NaiveDate,
+    /// RE.7 給付割合.
+    pub benefit_ratio: S,
+    /// RE.10 一部負担金・食事療養費・生活療養費標準負担額区分.
+    pub copay_class: S,
+    /// RE.11 特記事項.
+    pub special_notes: S,
+    /// HO.4 診療実日数.
+    pub insurance_days: Option<u64>,
+    /// HO.5 合計点数.
+    pub insurance_points: Option<i64>,
+    /// HO.7 食事療養・生活療養 回数.
+    pub meal_times: Option<u64>,
+    /// HO.8 食事療養・生活療養 合計金額.
+    pub meal_amount: Option<i64>,
+    /// HO.11 負担金額 (医療保険).
+    pub patient_copay: Option<i64>,
+    /// BU.1 診断群分類番号 (DPC receipts).
+    pub dpc_code: S,
+    /// BU.4 DPC転帰区分.
+    pub dpc_outcome: S,
+}
+
+impl<S: Own<O = String>> Receipt<S> {
+    /// An owned copy.
+    pub fn owned(&self) -> Receipt {
+        Receipt {
+            provider_id: self.provider_id.own(),
+            patient_id: self.patient_id.own(),
+            encounter_id: self.encounter_id.own(),
+            receipt_number: self.receipt_number.own(),
+            receipt_type: self.receipt_type.own(),
+            service_month: self.service_month,
+            benefit_ratio: self.benefit_ratio.own(),
+            copay_class: self.copay_class.own(),
+            special_notes: self.special_notes.own(),
+            insurance_days: self.insurance_days,
+            insurance_points: self.insurance_points,
+            meal_times: self.meal_times,
+            meal_amount: self.meal_amount,
+            patient_copay: self.patient_copay,
+            dpc_code: self.dpc_code.own(),
+            dpc_outcome: self.dpc_outcome.own(),
+        }
     }
 }
 
@@ -554,6 +745,8 @@ pub enum Record<S = String> {
     PublicExpense(PublicExpense<S>),
     /// Public expense numbers (identity).
     PublicExpenseId(PublicExpenseId<S>),
+    /// Receipt.
+    Receipt(Receipt<S>),
 }
 
 impl<S: AsRef<str>> Record<S> {
@@ -570,6 +763,7 @@ impl<S: AsRef<str>> Record<S> {
             Record::Material(_) => Table::Materials,
             Record::PublicExpense(_) => Table::PublicExpenses,
             Record::PublicExpenseId(_) => Table::PublicExpenseIds,
+            Record::Receipt(_) => Table::Receipts,
         }
     }
     /// The provider id.
@@ -585,6 +779,7 @@ impl<S: AsRef<str>> Record<S> {
             Record::Material(r) => r.provider_id.as_ref(),
             Record::PublicExpense(r) => r.provider_id.as_ref(),
             Record::PublicExpenseId(r) => r.provider_id.as_ref(),
+            Record::Receipt(r) => r.provider_id.as_ref(),
         }
     }
     /// The provider's patient id.
@@ -600,6 +795,7 @@ impl<S: AsRef<str>> Record<S> {
             Record::Material(r) => r.patient_id.as_ref(),
             Record::PublicExpense(r) => r.patient_id.as_ref(),
             Record::PublicExpenseId(r) => r.patient_id.as_ref(),
+            Record::Receipt(r) => r.patient_id.as_ref(),
         }
     }
     /// An owned copy (a record borrowed from a reader's buffer, for a sink that keeps it).
@@ -618,6 +814,7 @@ impl<S: AsRef<str>> Record<S> {
             Record::Material(x) => Record::Material(x.owned()),
             Record::PublicExpense(x) => Record::PublicExpense(x.owned()),
             Record::PublicExpenseId(x) => Record::PublicExpenseId(x.owned()),
+            Record::Receipt(x) => Record::Receipt(x.owned()),
         }
     }
 }
@@ -922,9 +1119,30 @@ impl TableBuilder {
                 U(x.times),
                 I(x.amount),
             ]),
-            Record::PublicExpenseId(x) => {
-                self.row(&[S(x.provider_id.as_ref()), S(x.patient_id.as_ref()), S(x.payer_number.as_ref()), S(x.recipient_number.as_ref())])
-            }
+            Record::PublicExpenseId(x) => self.row(&[
+                S(x.provider_id.as_ref()),
+                S(x.patient_id.as_ref()),
+                S(x.payer_number.as_ref()),
+                S(x.recipient_number.as_ref()),
+            ]),
+            Record::Receipt(x) => self.row(&[
+                S(x.provider_id.as_ref()),
+                S(x.patient_id.as_ref()),
+                S(x.encounter_id.as_ref()),
+                S(x.receipt_number.as_ref()),
+                S(x.receipt_type.as_ref()),
+                D(Some(x.service_month)),
+                S(x.benefit_ratio.as_ref()),
+                S(x.copay_class.as_ref()),
+                S(x.special_notes.as_ref()),
+                U(x.insurance_days),
+                I(x.insurance_points),
+                U(x.meal_times),
+                I(x.meal_amount),
+                I(x.patient_copay),
+                S(x.dpc_code.as_ref()),
+                S(x.dpc_outcome.as_ref()),
+            ]),
         }
     }
     /// Takes the buffered rows as one batch.
@@ -1072,7 +1290,7 @@ pub fn records_from_batch(table: Table, batch: &RecordBatch) -> Vec<Record> {
                 }));
             }
         }
-        Table::Procedures | Table::Materials | Table::PublicExpenses | Table::PublicExpenseIds => {
+        Table::Procedures | Table::Materials | Table::PublicExpenses | Table::PublicExpenseIds | Table::Receipts => {
             let u = |n: &str| batch.column_by_name(n).and_then(|c| c.as_any().downcast_ref::<UInt64Array>().cloned());
             let uv = |a: &Option<UInt64Array>, i: usize| a.as_ref().filter(|a| !a.is_null(i)).map(|a| a.value(i));
             let n = |n: &str| batch.column_by_name(n).and_then(|c| c.as_any().downcast_ref::<Int64Array>().cloned());
@@ -1133,6 +1351,24 @@ pub fn records_from_batch(table: Table, batch: &RecordBatch) -> Vec<Record> {
                         inpatient_copay: nv(&n("inpatient_copay"), i),
                         times: uv(&u("times"), i),
                         amount: nv(&n("amount"), i),
+                    }),
+                    Table::Receipts => Record::Receipt(Receipt {
+                        provider_id: sv(&pv, i),
+                        patient_id: sv(&pa, i),
+                        encounter_id: sv(&e, i),
+                        receipt_number: sv(&s("receipt_number"), i),
+                        receipt_type: sv(&s("receipt_type"), i),
+                        service_month: dv(&d("service_month"), i).unwrap_or_default(),
+                        benefit_ratio: sv(&s("benefit_ratio"), i),
+                        copay_class: sv(&s("copay_class"), i),
+                        special_notes: sv(&s("special_notes"), i),
+                        insurance_days: uv(&u("insurance_days"), i),
+                        insurance_points: nv(&n("insurance_points"), i),
+                        meal_times: uv(&u("meal_times"), i),
+                        meal_amount: nv(&n("meal_amount"), i),
+                        patient_copay: nv(&n("patient_copay"), i),
+                        dpc_code: sv(&s("dpc_code"), i),
+                        dpc_outcome: sv(&s("dpc_outcome"), i),
                     }),
                     _ => Record::PublicExpenseId(PublicExpenseId {
                         provider_id: sv(&pv, i),

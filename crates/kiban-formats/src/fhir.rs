@@ -778,7 +778,11 @@ pub fn bundles(records: &[Record]) -> Vec<Value> {
                     }),
                 ),
                 // Receipt-only tables (procedures, materials, 公費) have no JP-Core shape here yet.
-                Record::Procedure(_) | Record::Material(_) | Record::PublicExpense(_) | Record::PublicExpenseId(_) => {
+                Record::Procedure(_)
+                | Record::Material(_)
+                | Record::PublicExpense(_)
+                | Record::PublicExpenseId(_)
+                | Record::Receipt(_) => {
                     continue;
                 }
             };

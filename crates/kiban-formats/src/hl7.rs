@@ -826,7 +826,11 @@ pub fn messages_for_patient(records: &[&Record]) -> Vec<Outgoing> {
                 });
             }
             // Receipt-only tables (procedures, materials, 公費) are not written as HL7 messages.
-            Record::Procedure(_) | Record::Material(_) | Record::PublicExpense(_) | Record::PublicExpenseId(_) => {}
+            Record::Procedure(_)
+            | Record::Material(_)
+            | Record::PublicExpense(_)
+            | Record::PublicExpenseId(_)
+            | Record::Receipt(_) => {}
         }
     }
     out

@@ -4,7 +4,7 @@
 //! Schema file (TOML):
 //! ```toml
 //! table = "labs"              # patients, encounters, diagnoses, prescriptions, labs, texts,
-//!                             # procedures, materials, public_expenses, public_expense_ids
+//!                             # procedures, materials, public_expenses, public_expense_ids, receipts
 //! encoding = "shift_jis"      # or "utf-8" (default); CSV only
 //! delimiter = ","             # CSV only
 //! provider_id = "prov-a"      # when the file has no provider column
@@ -30,7 +30,7 @@ use serde::Deserialize;
 
 use crate::canonical::{
     Diagnosis, Encounter, Lab, Material, Patient, Prescription, Procedure, PublicExpense, PublicExpenseId, Quarantined,
-    Record, Sink, Table, Text,
+    Receipt, Record, Sink, Table, Text,
 };
 use crate::encoding::{decode_sjis, strip_bom};
 
@@ -254,6 +254,27 @@ fn record<'r>(table: Table, v: &dyn Fn(&str) -> &'r str, fmt: &str) -> Result<Re
                 inpatient_copay: int(v, "inpatient_copay")?,
                 times: u("times")?,
                 amount: int(v, "amount")?,
+            })
+        }
+        Table::Receipts => {
+            let u = |k: &str| int(v, k)?.map(|n| u64::try_from(n).map_err(|_| neg(k))).transpose();
+            Record::Receipt(Receipt {
+                provider_id: v("provider_id"),
+                patient_id: v("patient_id"),
+                encounter_id: v("encounter_id"),
+                receipt_number: v("receipt_number"),
+                receipt_type: v("receipt_type"),
+                service_month: d("service_month")?,
+                benefit_ratio: v("benefit_ratio"),
+                copay_class: v("copay_class"),
+                special_notes: v("special_notes"),
+                insurance_days: u("insurance_days")?,
+                insurance_points: int(v, "insurance_points")?,
+                meal_times: u("meal_times")?,
+                meal_amount: int(v, "meal_amount")?,
+                patient_copay: int(v, "patient_copay")?,
+                dpc_code: v("dpc_code"),
+                dpc_outcome: v("dpc_outcome"),
             })
         }
         Table::PublicExpenseIds => Record::PublicExpenseId(PublicExpenseId {

@@ -31,7 +31,7 @@ use kiban_model::wareki::WarekiDate;
 
 use crate::canonical::{
     Diagnosis, Encounter, Material, Patient, Prescription, Procedure, PublicExpense, PublicExpenseId, Quarantined,
-    Record, Sink, Text, by_patient,
+    Receipt as ReceiptRow, Record, Sink, Text, by_patient,
 };
 use crate::encoding::{decode_sjis, decode_sjis_into, encode_sjis, strip_bom};
 use crate::masters::{Masters, department_code, department_name};
@@ -363,6 +363,18 @@ impl Reader<'_> {
         };
         let mut first_day: Option<NaiveDate> = None;
         let mut discharge = None;
+        let mut row = ReceiptRow {
+            provider_id: self.provider_id,
+            patient_id,
+            encounter_id,
+            receipt_number: g(1),
+            receipt_type: kind,
+            service_month: month,
+            benefit_ratio: g(7),
+            copay_class: g(10),
+            special_notes: g(11),
+            ..Default::default()
+        };
         // Diagnoses wait for the stay's first day (SB lines have no date of their own).
         let mut diagnoses: Vec<(bool, Diagnosis<&str>)> = Vec::new();
         let mut rank = 0u64;
@@ -377,6 +389,24 @@ impl Reader<'_> {
                     patient.card_symbol = g(2);
                     patient.card_number = g(3);
                     patient.card_branch = g(15);
+                    // The totals: a bad one is quarantined by name and left empty; the card is still read.
+                    let named = [(4, "診療実日数"), (5, "合計点数"), (7, "回数"), (8, "合計金額"), (11, "負担金額")];
+                    for (i, name) in named {
+                        if opt_int(g(i)).is_err() || matches!(i, 4 | 7) && opt_uint(g(i)).is_err() {
+                            self.q(
+                                sink,
+                                no,
+                                text,
+                                &format!("HO.{i} {name}"),
+                                format!("{:?} is not a whole number", g(i)),
+                            );
+                        }
+                    }
+                    row.insurance_days = opt_uint(g(4)).unwrap_or_default();
+                    row.insurance_points = opt_int(g(5)).unwrap_or_default();
+                    row.meal_times = opt_uint(g(7)).unwrap_or_default();
+                    row.meal_amount = opt_int(g(8)).unwrap_or_default();
+                    row.patient_copay = opt_int(g(11)).unwrap_or_default();
                 }
                 "SY" => {
                     let code = g(1);
@@ -429,9 +459,16 @@ impl Reader<'_> {
                     diagnoses.push((true, d));
                 }
                 "BU" => {
-                    if let Some(d) = full_date(g(3)) {
-                        discharge = Some(d);
+                    match (g(3), full_date(g(3))) {
+                        (_, Some(d)) => discharge = Some(d),
+                        ("", None) => {}
+                        (x, None) => {
+                            let problem = format!("{x:?} is not GYYMMDD or YYYYMMDD");
+                            self.q(sink, no, text, "BU.3 今回退院年月日", problem);
+                        }
                     }
+                    row.dpc_code = g(1);
+                    row.dpc_outcome = g(4);
                 }
                 "SI" | "TO" => {
                     let to = g(0) == "TO";
@@ -527,8 +564,13 @@ impl Reader<'_> {
                         self.q(sink, no, text, "KO.1 負担者番号", format!("{payer:?} is not 8 digits"));
                         continue;
                     }
-                    let ints =
-                        [(5, "合計点数"), (6, "公費負担金額"), (7, "外来一部負担金"), (8, "入院一部負担金"), (11, "合計金額")];
+                    let ints = [
+                        (5, "合計点数"),
+                        (6, "公費負担金額"),
+                        (7, "外来一部負担金"),
+                        (8, "入院一部負担金"),
+                        (11, "合計金額"),
+                    ];
                     let uints = [(4, "診療実日数"), (10, "回数")];
                     let bad = ints
                         .iter()
@@ -633,6 +675,7 @@ impl Reader<'_> {
             admission_date: first,
             discharge_date: discharge,
         }));
+        sink.record_ref(Record::Receipt(row));
         for (stay_dated, mut d) in diagnoses {
             if stay_dated {
                 d.diagnosis_date = first;
@@ -748,7 +791,16 @@ pub fn read(
     masters: &Masters,
     sink: &mut dyn Sink,
 ) -> std::io::Result<UkeStats> {
-    let rd = Reader { file, provider_id, masters, seen_patients: HashSet::new(), saw_ir: false, days: Vec::new(), cuts: Vec::new(), line_cuts: Vec::new() };
+    let rd = Reader {
+        file,
+        provider_id,
+        masters,
+        seen_patients: HashSet::new(),
+        saw_ir: false,
+        days: Vec::new(),
+        cuts: Vec::new(),
+        line_cuts: Vec::new(),
+    };
     let mut p =
         Parse { rd, stats: UkeStats::default(), cur: Receipt::default(), state: State::Outside, go: None, no: 0 };
     // Lines are cut straight out of the reader's buffer; only a line across two buffers is copied.

@@ -61,6 +61,17 @@ fn round_trip(variant: Variant) {
     let st = uke::read(&bytes[..], "test.uke", "prov-b", &masters, &mut got).unwrap();
     assert!(got.quarantined.is_empty(), "{:?}", got.quarantined);
     assert_eq!(st.receipts, n);
+    // One receipts row per receipt, with what the writer put in RE and HO.
+    let (receipts, records): (Vec<Record>, Vec<Record>) =
+        got.records.into_iter().partition(|r| matches!(r, Record::Receipt(_)));
+    got.records = records;
+    assert_eq!(receipts.len() as u64, n);
+    for r in &receipts {
+        let Record::Receipt(r) = r else { unreachable!() };
+        assert_eq!((r.benefit_ratio.as_str(), r.insurance_days, r.insurance_points), ("70", Some(1), Some(0)));
+        let dpc = if variant == Variant::Dpc { "00000000000000" } else { "" };
+        assert_eq!(r.dpc_code, dpc);
+    }
     let want = sorted(receipt_view(&recs, variant));
     let got = sorted(got.records);
     assert_eq!(got.len(), want.len());
@@ -237,4 +248,31 @@ fn b2_uke_bad_ko_si_and_to_fields_are_quarantined_by_name() {
     assert_eq!(q, [("line 14", "KO.1 負担者番号"), ("line 16", "SI.17 算定日 5日"), ("line 17", "TO.4 使用量")]);
     // The rest of that receipt is read: its encounter and month-only procedure are there.
     assert!(got.records.iter().any(|r| matches!(r, Record::Encounter(e) if e.encounter_id == "ENC-0002")));
+}
+
+#[test]
+fn b2_uke_re_ho_totals_become_one_receipt_row_each() {
+    let (got, _) = sample();
+    let rows: Vec<_> = got
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Receipt(x) => Some((
+                x.encounter_id.as_str(),
+                x.receipt_type.as_str(),
+                x.service_month,
+                x.benefit_ratio.as_str(),
+                x.insurance_days,
+                x.insurance_points,
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("ENC-0001", "1112", day(1), "70", Some(2), Some(612)),
+            ("ENC-0002", "1111", day(1), "70", Some(30), Some(9000))
+        ]
+    );
 }
