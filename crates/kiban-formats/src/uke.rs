@@ -117,11 +117,15 @@ fn marked_days(f: &Fields<'_>, from: usize, out: &mut Vec<(u32, u64)>) -> Result
 /// `GYYMMDD` → date, with the era's bounds checked as [`WarekiDate::new`] does, without its
 /// message formatting (SY lines carry one each: this is on the hot path).
 fn wareki7(s: &str) -> Option<NaiveDate> {
+    wareki_n(digits(s)?)
+}
+
+/// [`wareki7`] of the number `GYYMMDD`.
+fn wareki_n(n: u32) -> Option<NaiveDate> {
     // Era start as YYYYMMDD and the year its 元年 counts from (明治: Gregorian dates from 明治6年,
     // as kiban_model::wareki::Era::start has it).
     const ERAS: [(u32, i32); 5] =
         [(18730101, 1868), (19120730, 1912), (19261225, 1926), (19890108, 1989), (20190501, 2019)];
-    let n = digits(s)?;
     let (g, yy, mm, dd) = (n / 1_000_000, n / 10_000 % 100, n / 100 % 100, n % 100);
     let &(start, base) = ERAS.get((g as usize).checked_sub(1)?)?;
     if yy == 0 {
@@ -143,8 +147,10 @@ fn year_month(s: &str) -> Option<NaiveDate> {
         // The month's first day may precede the era's start (令和元年5月 is fine, 平成31年4月 too):
         // take the month's last day for the era check.
         5 => {
-            let first = (1..=31).rev().find_map(|d| wareki7(&format!("{s}{d:02}")))?;
-            NaiveDate::from_ymd_opt(first.year(), first.month(), 1)
+            let n = digits(s)?;
+            // Any day of the month inside the era will do (昭和64年1月 ends on the 7th).
+            let last = (1..=31).rev().find_map(|d| wareki_n(n * 100 + d))?;
+            NaiveDate::from_ymd_opt(last.year(), last.month(), 1)
         }
         6 => digits(s).and_then(|n| NaiveDate::from_ymd_opt((n / 100) as i32, n % 100, 1)),
         _ => None,
@@ -891,6 +897,18 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn year_month_takes_months_an_era_holds_only_in_part() {
+        let ym = |y, m| NaiveDate::from_ymd_opt(y, m, 1);
+        assert_eq!(year_month("36401"), ym(1989, 1), "昭和64年1月 (1st–7th)");
+        assert_eq!(year_month("40101"), ym(1989, 1), "平成元年1月 (8th–31st)");
+        assert_eq!(year_month("30101"), None, "昭和 began on 25 December 1926");
+        assert_eq!(year_month("43104"), ym(2019, 4));
+        assert_eq!(year_month("50105"), ym(2019, 5));
+        assert_eq!(year_month("50104"), None, "令和 began in May");
+        assert_eq!(year_month("202406"), ym(2024, 6));
     }
 
     #[test]
