@@ -130,7 +130,7 @@ pub fn read(
                         patient_id: pid.into(),
                         encounter_id: eid.clone(),
                         encounter_type: if g(30) == "1" { "外来" } else { "入院" }.into(),
-                        department: department_name(g(26)),
+                        department: department_name(g(26)).into(),
                         admission_date: admit,
                         discharge_date: discharge,
                     }));

@@ -143,8 +143,8 @@ pub const DEPARTMENTS: [(&str, &str); 14] = [
 ];
 
 /// Department name of a code (the code itself when unknown, so nothing is lost).
-pub fn department_name(code: &str) -> String {
-    DEPARTMENTS.iter().find(|d| d.0 == code).map_or_else(|| code.to_owned(), |d| d.1.to_owned())
+pub fn department_name(code: &str) -> &str {
+    DEPARTMENTS.iter().find(|d| d.0 == code).map_or(code, |d| d.1)
 }
 
 /// Department code of a name (`""` when unknown).

@@ -352,7 +352,7 @@ impl<'a> Mapper<'a> {
     fn map<'r>(&'r self, cell: impl Fn(usize) -> Option<&'r str>) -> Result<Record<&'r str>, (String, String)> {
         let v = |k: &str| -> &'r str {
             match self.index.iter().find(|(c, _)| c == k) {
-                Some(&(_, i)) => cell(i).map(str::trim).unwrap_or_default(),
+                Some(&(_, i)) => cell(i).map(crate::uke::trim).unwrap_or_default(),
                 None if k == "provider_id" => self.schema.provider_id.as_deref().unwrap_or_default(),
                 None => "",
             }

@@ -114,6 +114,25 @@ fn marked_days(f: &Fields<'_>, from: usize, out: &mut Vec<(u32, u64)>) -> Result
     Ok(())
 }
 
+/// `s` without white space at either end; most fields start and end with a visible ASCII
+/// character and are returned as they are, without `str::trim`'s Unicode scan.
+pub(crate) fn trim(s: &str) -> &str {
+    match (s.as_bytes().first(), s.as_bytes().last()) {
+        (Some(a), Some(b)) if !(a.is_ascii_graphic() && b.is_ascii_graphic()) => s.trim(),
+        _ => s,
+    }
+}
+
+/// `YYYY-MM-DD` of a date (years 0–9999), written into `buf` (a birth date per receipt: no allocation).
+fn iso_date(d: NaiveDate, buf: &mut [u8; 10]) -> &str {
+    let (y, m, day) = (d.year().clamp(0, 9999) as u32, d.month(), d.day());
+    let digits = [y / 1000, y / 100 % 10, y / 10 % 10, y % 10, 10, m / 10, m % 10, 10, day / 10, day % 10];
+    for (b, v) in buf.iter_mut().zip(digits) {
+        *b = if v == 10 { b'-' } else { b'0' + v as u8 };
+    }
+    std::str::from_utf8(buf).expect("ASCII digits")
+}
+
 /// `GYYMMDD` → date, with the era's bounds checked as [`WarekiDate::new`] does, without its
 /// message formatting (SY lines carry one each: this is on the hot path).
 fn wareki7(s: &str) -> Option<NaiveDate> {
@@ -208,7 +227,7 @@ impl<'a> Fields<'a> {
     }
     /// Field `i`, trimmed.
     fn get(&self, i: usize) -> &'a str {
-        self.raw(i).trim()
+        trim(self.raw(i))
     }
     /// Everything from field `i` on, commas included.
     fn rest(&self, i: usize) -> &'a str {
@@ -357,14 +376,15 @@ impl Reader<'_> {
             (id, _) => id,
         };
         let ids = (patient_id, encounter_id);
-        let birth_text = birth_date.to_string();
+        let mut birth_buf = [0u8; 10];
+        let birth_text = iso_date(birth_date, &mut birth_buf);
         let mut patient = Patient {
             provider_id: self.provider_id,
             patient_id,
             name_kanji: g(4),
             name_kana: g(36),
             sex,
-            birth_date: &birth_text,
+            birth_date: birth_text,
             ..Default::default()
         };
         let mut first_day: Option<NaiveDate> = None;
@@ -668,7 +688,7 @@ impl Reader<'_> {
             sink.record_ref(Record::Patient(patient));
         }
         let department = match g(21) {
-            "" => String::new(),
+            "" => "",
             d => department_name(d),
         };
         let first = admitted.or(first_day).unwrap_or(month);
@@ -677,7 +697,7 @@ impl Reader<'_> {
             patient_id,
             encounter_id,
             encounter_type: if inpatient { "入院" } else { "外来" },
-            department: &department,
+            department,
             admission_date: first,
             discharge_date: discharge,
         }));
@@ -896,6 +916,17 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn iso_date_and_trim_agree_with_the_library() {
+        for d in ["1868-01-01", "1989-01-07", "2024-02-29", "0999-12-31"] {
+            let date: NaiveDate = d.parse().unwrap();
+            assert_eq!(iso_date(date, &mut [0; 10]), date.to_string());
+        }
+        for s in ["", " ", "a", " a ", "\u{3000}山田\u{3000}", "山田", "12 ", "\t1"] {
+            assert_eq!(trim(s), s.trim(), "{s:?}");
         }
     }
 

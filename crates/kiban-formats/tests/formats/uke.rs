@@ -162,7 +162,7 @@ fn b2_uke_si_and_to_lines_become_procedures_and_materials_per_marked_day() {
     assert_eq!(st.receipts, 2);
     let procs: Vec<&Procedure> =
         got.records.iter().filter_map(|r| if let Record::Procedure(p) = r { Some(p) } else { None }).collect();
-    let brief: Vec<(&str, &str, chrono::NaiveDate, bool, u64, Option<i64>)> = procs
+    let brief: Vec<_> = procs
         .iter()
         .map(|p| (p.encounter_id.as_str(), p.procedure_code.as_str(), p.procedure_date, p.day_known, p.count, p.points))
         .collect();
