@@ -193,9 +193,9 @@ pub fn run(patients: u64, python: Option<PathBuf>, venv: &Path) -> Result<BenchR
         ss_files.iter().map(std::fs::read).collect::<std::io::Result<_>>().map_err(|x| e(&x))?;
     let csv_bytes = std::fs::read(&csv_file).map_err(|x| e(&x))?;
 
-    // As `convert` does it: records copied into Arrow builders, BATCH_ROWS a batch (the batches are
+    // As `convert` does it: records copied into Arrow builders, 64 Ki rows a batch (the batches are
     // dropped here instead of written to Parquet).
-    let arrow_sink = || BatchSink::new(crate::canonical::BATCH_ROWS, |_, b: RecordBatch| drop(b), |_| {});
+    let arrow_sink = || BatchSink::new(64 * 1024, |_, b: RecordBatch| drop(b), |_| {});
     let (uke_s, uke_b) = timed(&mut || {
         let mut c = arrow_sink();
         crate::uke::read(&uke_bytes[..], "b.uke", "prov-a", &m, &mut c).expect("in memory");

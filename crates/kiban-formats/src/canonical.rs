@@ -1409,11 +1409,6 @@ pub fn by_patient(records: &[Record]) -> Vec<(String, String, Vec<&Record>)> {
     out
 }
 
-/// Rows per Arrow batch when reading a submission: small enough that each builder's buffers stay in
-/// cache and are reused from the allocator's free lists instead of fresh pages (measured by
-/// `kiban bench formats`), large enough that per-batch costs vanish.
-pub const BATCH_ROWS: usize = 8 * 1024;
-
 /// A sink that turns records into Arrow batches of at most `batch_rows` rows per table and hands
 /// each full batch to `flush` (bounded memory whatever the input size), quarantined entries to `q`.
 pub struct BatchSink<F: FnMut(Table, RecordBatch), Q: FnMut(Quarantined)> {

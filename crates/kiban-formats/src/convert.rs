@@ -153,7 +153,7 @@ pub fn convert(
                 let _ = f.write_all(b"\n");
             }
         };
-        let mut sink = BatchSink::new(crate::canonical::BATCH_ROWS, flush, q);
+        let mut sink = BatchSink::new(64 * 1024, flush, q);
         let masters = || -> Result<Masters, ConvertError> {
             let m = input.join("masters");
             if m.exists() { Masters::load_dir(&m).map_err(|e| ferr(&m)(&e)) } else { Ok(Masters::default()) }
