@@ -10,7 +10,7 @@ if ! command -v cargo-fuzz >/dev/null 2>&1 || ! rustup toolchain list | grep -q 
   [ "${CI:-}" = "true" ] && exit 1
   exit 0
 fi
-for t in hl7 uke dpc fhir cda tabular; do
+for t in hl7 uke dpc fhir cda tabular dicom; do
   echo "== fuzz $t (${secs}s)"
   cargo +nightly fuzz run "$t" -- -max_total_time="$secs" -rss_limit_mb=1024 -timeout=5
 done

@@ -1,6 +1,7 @@
 //! Throughput of the readers next to the reference Python parsers on the same files, in the same
 //! run (`kiban bench formats`, `cargo bench -p kiban-formats`). Speed targets live here, never in
-//! tests: UKE and CSV ≥ 200 MB/s and SS-MIX2 ≥ 20,000 messages/s per core.
+//! tests: UKE and CSV ≥ 200 MB/s, SS-MIX2 ≥ 20,000 messages/s and DICOM metadata ≥ 2,000 files/s per
+//! core.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -9,7 +10,9 @@ use std::time::Instant;
 
 use kiban_model::synth::{SynthConfig, generate_chunk};
 
-use crate::canonical::{Counted, Record, records_from_synth};
+use arrow::record_batch::RecordBatch;
+
+use crate::canonical::{BatchSink, Counted, Record, records_from_synth};
 use crate::convert::{InputFormat, write_format};
 use crate::masters::Masters;
 
@@ -22,10 +25,14 @@ pub struct BenchReport {
     pub csv_bytes: u64,
     /// SS-MIX2 messages.
     pub ssmix2_messages: u64,
-    /// kiban UKE MB/s (one thread).
+    /// kiban UKE MB/s (one thread), records built into Arrow batches as `convert` does.
     pub uke_mb_s: f64,
-    /// kiban CSV MB/s.
+    /// kiban CSV MB/s, records built into Arrow batches.
     pub csv_mb_s: f64,
+    /// kiban UKE MB/s, records counted only (parse and map).
+    pub uke_parse_mb_s: f64,
+    /// kiban CSV MB/s, records counted only.
+    pub csv_parse_mb_s: f64,
     /// kiban HL7 messages/s (parse and map, files in memory).
     pub ssmix2_msg_s: f64,
     /// kiban storage walk messages/s (directory tree and file reads included).
@@ -36,6 +43,12 @@ pub struct BenchReport {
     pub python_csv_mb_s: Option<f64>,
     /// Python `hl7.parse` on the SS-MIX2 messages, messages/s.
     pub python_hl7_msg_s: Option<f64>,
+    /// DICOM files timed (the fixture corpus; 0 when it is absent).
+    pub dicom_files: u64,
+    /// kiban DICOM metadata (Part 10 parse and every attribute decoded to text), files/s.
+    pub dicom_files_s: Option<f64>,
+    /// pydicom `dcmread(stop_before_pixels=True)` with every value turned to text, files/s.
+    pub python_dicom_files_s: Option<f64>,
     /// Why the Python peers did not run, if they did not.
     pub python_error: Option<String>,
 }
@@ -47,22 +60,43 @@ impl BenchReport {
             "| bench (1 thread, CPU time) | kiban | unit | Python peer | peer | kiban/peer |\n|---|---:|---|---|---:|---:|\n",
         );
         let rows = [
-            ("UKE receipts (Shift_JIS)", self.uke_mb_s, "MB/s", "csv.reader + decode('cp932')", self.python_uke_mb_s),
-            ("CSV (schema-mapped)", self.csv_mb_s, "MB/s", "csv.DictReader", self.python_csv_mb_s),
+            (
+                "UKE receipts (Shift_JIS) → Arrow",
+                self.uke_mb_s,
+                "MB/s",
+                "csv.reader + decode('cp932')",
+                self.python_uke_mb_s,
+            ),
+            (
+                "UKE receipts, parse+map only",
+                self.uke_parse_mb_s,
+                "MB/s",
+                "csv.reader + decode('cp932')",
+                self.python_uke_mb_s,
+            ),
+            ("CSV (schema-mapped) → Arrow", self.csv_mb_s, "MB/s", "csv.DictReader", self.python_csv_mb_s),
+            ("CSV, parse+map only", self.csv_parse_mb_s, "MB/s", "csv.DictReader", self.python_csv_mb_s),
             ("SS-MIX2 HL7 parse+map", self.ssmix2_msg_s, "msg/s", "hl7.parse (python-hl7)", self.python_hl7_msg_s),
             ("SS-MIX2 storage walk", self.ssmix2_walk_msg_s, "msg/s", "—", None),
         ];
-        for (what, v, unit, peer, p) in rows {
+        let dicom = self
+            .dicom_files_s
+            .map(|v| ("DICOM metadata (every attribute)", v, "files/s", "pydicom.dcmread", self.python_dicom_files_s));
+        for (what, v, unit, peer, p) in rows.into_iter().chain(dicom) {
             let (pv, ratio) =
                 p.map_or(("—".to_owned(), "—".to_owned()), |p| (format!("{p:.1}"), format!("{:.1}×", v / p)));
             s += &format!("| {what} | {v:.1} | {unit} | {peer} | {pv} | {ratio} |\n");
         }
         s += &format!(
-            "files: UKE {:.1} MB, CSV {:.1} MB, SS-MIX2 {} messages; targets: UKE/CSV ≥ 200 MB/s, SS-MIX2 ≥ 20,000 msg/s per core\n",
+            "files: UKE {:.1} MB, CSV {:.1} MB, SS-MIX2 {} messages, DICOM {} files; targets: UKE/CSV ≥ 200 MB/s, SS-MIX2 ≥ 20,000 msg/s, DICOM ≥ 2,000 files/s per core\n",
             self.uke_bytes as f64 / 1e6,
             self.csv_bytes as f64 / 1e6,
-            self.ssmix2_messages
+            self.ssmix2_messages,
+            self.dicom_files
         );
+        if self.dicom_files == 0 {
+            s += "DICOM not timed: no fixture corpus (scripts/fetch-fixtures-dicom.sh, or KIBAN_BENCH_DICOM_DIR)\n";
+        }
         if let Some(e) = &self.python_error {
             s += &format!("Python peers not run: {e}\n");
         }
@@ -71,14 +105,7 @@ impl BenchReport {
 }
 
 fn provider_of(r: &Record) -> &str {
-    match r {
-        Record::Patient(x) => &x.provider_id,
-        Record::Encounter(x) => &x.provider_id,
-        Record::Diagnosis(x) => &x.provider_id,
-        Record::Prescription(x) => &x.provider_id,
-        Record::Lab(x) => &x.provider_id,
-        Record::Text(x) => &x.provider_id,
-    }
+    r.provider_id()
 }
 
 fn collect_files(d: &Path, out: &mut Vec<PathBuf>) {
@@ -166,7 +193,16 @@ pub fn run(patients: u64, python: Option<PathBuf>, venv: &Path) -> Result<BenchR
         ss_files.iter().map(std::fs::read).collect::<std::io::Result<_>>().map_err(|x| e(&x))?;
     let csv_bytes = std::fs::read(&csv_file).map_err(|x| e(&x))?;
 
+    // As `convert` does it: records copied into Arrow builders, 64 Ki rows a batch (the batches are
+    // dropped here instead of written to Parquet).
+    let arrow_sink = || BatchSink::new(64 * 1024, |_, b: RecordBatch| drop(b), |_| {});
     let (uke_s, uke_b) = timed(&mut || {
+        let mut c = arrow_sink();
+        crate::uke::read(&uke_bytes[..], "b.uke", "prov-a", &m, &mut c).expect("in memory");
+        c.finish();
+        uke_bytes.len() as u64
+    });
+    let (uke_ps, uke_pb) = timed(&mut || {
         let mut c = Counted::default();
         crate::uke::read(&uke_bytes[..], "b.uke", "prov-a", &m, &mut c).expect("in memory");
         uke_bytes.len() as u64
@@ -175,6 +211,12 @@ pub fn run(patients: u64, python: Option<PathBuf>, venv: &Path) -> Result<BenchR
         "table = \"labs\"\nprovider_id = \"prov-a\"\n[columns]\npatient_id = \"patient_id\"\nencounter_id = \"encounter_id\"\nresult_date = \"result_date\"\ntest_code = \"test_code\"\ntest_name = \"test_name\"\nvalue = \"value\"\nunit = \"unit\"",
     )?;
     let (csv_s, csv_b) = timed(&mut || {
+        let mut c = arrow_sink();
+        crate::tabular::read_csv(&csv_bytes[..], &schema, table, "labs.csv", &mut c);
+        c.finish();
+        csv_bytes.len() as u64
+    });
+    let (csv_ps, csv_pb) = timed(&mut || {
         let mut c = Counted::default();
         crate::tabular::read_csv(&csv_bytes[..], &schema, table, "labs.csv", &mut c);
         csv_bytes.len() as u64
@@ -184,11 +226,35 @@ pub fn run(patients: u64, python: Option<PathBuf>, venv: &Path) -> Result<BenchR
         let o = crate::hl7::Origin { file: "m", provider_id: "prov-a" };
         ss_msgs.iter().map(|b| crate::hl7::read_bytes(b, &o, &mut c)).sum()
     });
+    // DICOM: the fixture corpus (KIBAN_BENCH_DICOM_DIR, else <target>/fixtures/dicom), files in memory.
+    let dicom_dir = std::env::var_os("KIBAN_BENCH_DICOM_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        std::env::var_os("CARGO_TARGET_DIR")
+            .map_or_else(|| PathBuf::from("target"), PathBuf::from)
+            .join("fixtures/dicom")
+    });
+    let mut dicom_paths = Vec::new();
+    collect_files(&dicom_dir, &mut dicom_paths);
+    dicom_paths.sort();
+    let dicom: Vec<Vec<u8>> = dicom_paths.iter().filter_map(|p| std::fs::read(p).ok()).collect();
+    let dicom_files_s = (!dicom.is_empty()).then(|| {
+        let (s, n) = timed(&mut || {
+            for b in &dicom {
+                if let Ok((f, px)) = crate::dicom::parse::read_metadata(b) {
+                    std::hint::black_box(crate::dicom::metadata_rows("f", &f, px));
+                }
+            }
+            dicom.len() as u64
+        });
+        n as f64 / s
+    });
+    let list = tmp.join("dicom-files.txt");
+    let names: Vec<String> = dicom_paths.iter().map(|p| p.display().to_string()).collect();
+    std::fs::write(&list, names.join("\n")).map_err(|x| e(&x))?;
     let (t, c0) = (Instant::now(), cpu_seconds());
     let mut c = Counted::default();
     let walked = crate::ssmix2::walk(&ss_dir, "prov-a", &mut c);
     let walk_s = c0.and_then(|c0| Some(cpu_seconds()? - c0)).unwrap_or_else(|| t.elapsed().as_secs_f64());
-    let py = python_peers(python, venv, &tmp, &uke_file, &csv_file, &ss_dir);
+    let py = python_peers(python, venv, &tmp, &[&uke_file, &csv_file, &ss_dir, &list]);
     let _ = std::fs::remove_dir_all(&tmp);
     let peer = |k: usize| py.as_ref().ok().and_then(|v| v.get(k).copied().flatten());
     Ok(BenchReport {
@@ -197,19 +263,24 @@ pub fn run(patients: u64, python: Option<PathBuf>, venv: &Path) -> Result<BenchR
         ssmix2_messages: ss_msgs.len() as u64,
         uke_mb_s: uke_b as f64 / uke_s / 1e6,
         csv_mb_s: csv_b as f64 / csv_s / 1e6,
+        uke_parse_mb_s: uke_pb as f64 / uke_ps / 1e6,
+        csv_parse_mb_s: csv_pb as f64 / csv_ps / 1e6,
         ssmix2_msg_s: ss_n as f64 / ss_s,
         ssmix2_walk_msg_s: walked.messages as f64 / walk_s,
         python_uke_mb_s: peer(0),
         python_csv_mb_s: peer(1),
         python_hl7_msg_s: peer(2),
+        dicom_files: dicom.len() as u64,
+        dicom_files_s,
+        python_dicom_files_s: peer(3).filter(|_| !dicom.is_empty()),
         python_error: py.err(),
     })
 }
 
 const PEER_PY: &str = r#"
 import csv, io, os, sys, time
-import hl7
-uke, csvf, ssdir = sys.argv[1], sys.argv[2], sys.argv[3]
+import hl7, pydicom
+uke, csvf, ssdir, dlist = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 def timed(f):
     # Thread CPU time, like the Rust side: per-core figures on a shared machine.
     t = time.thread_time(); w = time.perf_counter(); n = 0; reps = 0
@@ -235,17 +306,21 @@ def h():
         # Python's iso2022_jp lacks the IBM extension kanji (髙, 﨑) kiban decodes; replace them.
         hl7.parse(m.decode('iso2022_jp', errors='replace'))
     return len(msgs)
-print(timed(u) / 1e6, timed(c) / 1e6, timed(h))
+dcm = [open(p, 'rb').read() for p in open(dlist).read().split('\n') if p]
+def d():
+    # As kiban's metadata table: the data set without pixels, every value turned to text.
+    for b in dcm:
+        try:
+            ds = pydicom.dcmread(io.BytesIO(b), stop_before_pixels=True, force=True)
+            for el in ds.iterall():
+                str(el.value)
+        except Exception:
+            pass
+    return len(dcm)
+print(timed(u) / 1e6, timed(c) / 1e6, timed(h), timed(d) if dcm else 0)
 "#;
 
-fn python_peers(
-    python: Option<PathBuf>,
-    venv: &Path,
-    tmp: &Path,
-    uke: &Path,
-    csv: &Path,
-    ss: &Path,
-) -> Result<Vec<Option<f64>>, String> {
+fn python_peers(python: Option<PathBuf>, venv: &Path, tmp: &Path, args: &[&Path]) -> Result<Vec<Option<f64>>, String> {
     let e = |e: std::io::Error| e.to_string();
     let py = match python {
         Some(p) => p,
@@ -254,13 +329,16 @@ fn python_peers(
             if !py.exists() && !Command::new("python3").arg("-m").arg("venv").arg(venv).status().map_err(e)?.success() {
                 return Err("python3 -m venv failed".into());
             }
-            if !Command::new(&py).args(["-c", "import hl7"]).status().map_err(e)?.success() {
+            if !Command::new(&py).args(["-c", "import hl7, pydicom"]).status().map_err(e)?.success() {
                 // pip meets transient connection resets: retry.
                 let ok = (0..3).any(|_| {
-                    Command::new(&py).args(["-m", "pip", "install", "-q", "hl7"]).status().is_ok_and(|s| s.success())
+                    Command::new(&py)
+                        .args(["-m", "pip", "install", "-q", "hl7", "pydicom"])
+                        .status()
+                        .is_ok_and(|s| s.success())
                 });
                 if !ok {
-                    return Err("pip install hl7 failed".into());
+                    return Err("pip install hl7 pydicom failed".into());
                 }
             }
             py
@@ -268,7 +346,7 @@ fn python_peers(
     };
     let script = tmp.join("peer.py");
     std::fs::write(&script, PEER_PY).map_err(e)?;
-    let out = Command::new(py).arg(&script).arg(uke).arg(csv).arg(ss).output().map_err(e)?;
+    let out = Command::new(py).arg(&script).args(args).output().map_err(e)?;
     if !out.status.success() {
         return Err(String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("python failed").to_owned());
     }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use arrow::array::{
     Array, ArrayRef, BooleanArray, BooleanBuilder, Date32Array, Date32Builder, Float64Array, Float64Builder,
-    StringArray, StringBuilder, UInt64Array, UInt64Builder,
+    Int64Array, Int64Builder, StringArray, StringBuilder, UInt64Array, UInt64Builder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
@@ -32,14 +32,36 @@ pub enum Table {
     Prescriptions,
     /// Numeric lab results.
     Labs,
-    /// Free-text observations and reports (OBX-5 TX/FT, FHIR valueString).
+    /// Free-text observations and reports (OBX-5 TX/FT, FHIR valueString, receipt comments).
     Texts,
+    /// Procedures (UKE SI 診療行為, EF acts, 様式1 手術), one row per day done.
+    Procedures,
+    /// Materials (UKE TO 特定器材, EF materials), one row per day used.
+    Materials,
+    /// Public expense programmes of a receipt (UKE KO 公費): which programme paid and how much;
+    /// the payer and recipient numbers are identifiers and live in [`Table::PublicExpenseIds`].
+    PublicExpenses,
+    /// Identity: a patient's public expense payer and recipient numbers (負担者番号, 受給者番号).
+    PublicExpenseIds,
+    /// Receipts (UKE RE with its HO and BU): type, month, days, points, copay, DPC code.
+    Receipts,
 }
 
 impl Table {
     /// All tables.
-    pub const ALL: [Table; 6] =
-        [Table::Patients, Table::Encounters, Table::Diagnoses, Table::Prescriptions, Table::Labs, Table::Texts];
+    pub const ALL: [Table; 11] = [
+        Table::Patients,
+        Table::Encounters,
+        Table::Diagnoses,
+        Table::Prescriptions,
+        Table::Labs,
+        Table::Texts,
+        Table::Procedures,
+        Table::Materials,
+        Table::PublicExpenses,
+        Table::PublicExpenseIds,
+        Table::Receipts,
+    ];
     /// File-system name.
     pub fn name(self) -> &'static str {
         match self {
@@ -49,32 +71,112 @@ impl Table {
             Table::Prescriptions => "prescriptions",
             Table::Labs => "labs",
             Table::Texts => "texts",
+            Table::Procedures => "procedures",
+            Table::Materials => "materials",
+            Table::PublicExpenses => "public_expenses",
+            Table::PublicExpenseIds => "public_expense_ids",
+            Table::Receipts => "receipts",
         }
     }
-    /// True for the identity table (routed to the identity vault).
+    /// True for the identity tables (routed to the identity vault, never the clinical store).
     pub fn is_identity(self) -> bool {
-        self == Table::Patients
+        matches!(self, Table::Patients | Table::PublicExpenseIds)
     }
     /// Arrow schema (the synthetic population's for the tables it has).
     pub fn schema(self) -> SchemaRef {
+        let s = |n: &str| Field::new(n, DataType::Utf8, false);
+        let d = |n: &str| Field::new(n, DataType::Date32, false);
+        let b = |n: &str| Field::new(n, DataType::Boolean, false);
+        let u = |n: &str| Field::new(n, DataType::UInt64, false);
+        let uo = |n: &str| Field::new(n, DataType::UInt64, true);
+        let io = |n: &str| Field::new(n, DataType::Int64, true);
+        let fo = |n: &str| Field::new(n, DataType::Float64, true);
         match self {
             Table::Patients => SynthTable::Patients.schema(),
             Table::Encounters => SynthTable::Encounters.schema(),
             Table::Diagnoses => SynthTable::Diagnoses.schema(),
             Table::Prescriptions => SynthTable::Prescriptions.schema(),
             Table::Labs => SynthTable::Labs.schema(),
-            Table::Texts => {
-                let s = |n: &str| Field::new(n, DataType::Utf8, false);
-                Arc::new(Schema::new(vec![
-                    s("provider_id"),
-                    s("patient_id"),
-                    s("encounter_id"),
-                    Field::new("observed_date", DataType::Date32, false),
-                    s("code"),
-                    s("name"),
-                    s("text"),
-                ]))
+            Table::Texts => Arc::new(Schema::new(vec![
+                s("provider_id"),
+                s("patient_id"),
+                s("encounter_id"),
+                d("observed_date"),
+                s("code"),
+                s("name"),
+                s("text"),
+            ])),
+            Table::Procedures => Arc::new(Schema::new(vec![
+                s("provider_id"),
+                s("patient_id"),
+                s("encounter_id"),
+                d("procedure_date"),
+                b("day_known"),
+                s("source"),
+                s("care_category"),
+                s("burden_category"),
+                s("procedure_code"),
+                s("procedure_name"),
+                fo("quantity"),
+                io("points"),
+                u("count"),
+            ])),
+            Table::Materials => Arc::new(Schema::new(vec![
+                s("provider_id"),
+                s("patient_id"),
+                s("encounter_id"),
+                d("used_date"),
+                b("day_known"),
+                s("source"),
+                s("care_category"),
+                s("burden_category"),
+                s("material_code"),
+                s("material_name"),
+                s("product_name"),
+                fo("quantity"),
+                s("unit_code"),
+                fo("unit_price"),
+                io("points"),
+                u("count"),
+            ])),
+            Table::PublicExpenses => Arc::new(Schema::new(vec![
+                s("provider_id"),
+                s("patient_id"),
+                s("encounter_id"),
+                d("service_month"),
+                u("rank"),
+                s("program_code"),
+                s("prefecture_code"),
+                s("benefit_class"),
+                uo("days"),
+                io("points"),
+                io("public_burden"),
+                io("outpatient_copay"),
+                io("inpatient_copay"),
+                uo("times"),
+                io("amount"),
+            ])),
+            Table::PublicExpenseIds => {
+                Arc::new(Schema::new(vec![s("provider_id"), s("patient_id"), s("payer_number"), s("recipient_number")]))
             }
+            Table::Receipts => Arc::new(Schema::new(vec![
+                s("provider_id"),
+                s("patient_id"),
+                s("encounter_id"),
+                s("receipt_number"),
+                s("receipt_type"),
+                d("service_month"),
+                s("benefit_ratio"),
+                s("copay_class"),
+                s("special_notes"),
+                uo("insurance_days"),
+                io("insurance_points"),
+                uo("meal_times"),
+                io("meal_amount"),
+                io("patient_copay"),
+                s("dpc_code"),
+                s("dpc_outcome"),
+            ])),
         }
     }
     /// The canonical table a synthetic table maps to (none for the ground truth).
@@ -92,48 +194,48 @@ impl Table {
 
 /// A provider's identity record of a patient.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
-pub struct Patient {
+pub struct Patient<S = String> {
     /// Provider id.
-    pub provider_id: String,
+    pub provider_id: S,
     /// The provider's patient id.
-    pub patient_id: String,
+    pub patient_id: S,
     /// Kanji name as written.
-    pub name_kanji: String,
+    pub name_kanji: S,
     /// Kana name as written.
-    pub name_kana: String,
+    pub name_kana: S,
     /// Sex, ISO 5218 digit (`1`, `2`, `0`).
-    pub sex: String,
+    pub sex: S,
     /// Birth date as written (ISO `YYYY-MM-DD` unless the source wrote 和暦).
-    pub birth_date: String,
+    pub birth_date: S,
     /// Postal code.
-    pub postal_code: String,
+    pub postal_code: S,
     /// Address line.
-    pub address: String,
+    pub address: S,
     /// Phone.
-    pub phone: String,
+    pub phone: S,
     /// Insurer number (保険者番号).
-    pub insurer_number: String,
+    pub insurer_number: S,
     /// Card symbol (記号).
-    pub card_symbol: String,
+    pub card_symbol: S,
     /// Card number (番号).
-    pub card_number: String,
+    pub card_number: S,
     /// Branch (枝番).
-    pub card_branch: String,
+    pub card_branch: S,
 }
 
 /// An encounter.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Encounter {
+pub struct Encounter<S = String> {
     /// Provider id.
-    pub provider_id: String,
+    pub provider_id: S,
     /// Patient id.
-    pub patient_id: String,
+    pub patient_id: S,
     /// Encounter id.
-    pub encounter_id: String,
+    pub encounter_id: S,
     /// `外来` or `入院`.
-    pub encounter_type: String,
+    pub encounter_type: S,
     /// Department name.
-    pub department: String,
+    pub department: S,
     /// Admission (or visit) date.
     pub admission_date: NaiveDate,
     /// Discharge date.
@@ -142,103 +244,512 @@ pub struct Encounter {
 
 /// A diagnosis.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Diagnosis {
+pub struct Diagnosis<S = String> {
     /// Provider id.
-    pub provider_id: String,
+    pub provider_id: S,
     /// Patient id.
-    pub patient_id: String,
+    pub patient_id: S,
     /// Encounter id.
-    pub encounter_id: String,
+    pub encounter_id: S,
     /// Date of diagnosis.
     pub diagnosis_date: NaiveDate,
     /// ICD-10 code (`""` when the source has only a local code with no master to map it).
-    pub icd10: String,
+    pub icd10: S,
     /// Name.
-    pub diagnosis_name: String,
+    pub diagnosis_name: S,
     /// Main diagnosis (主病名).
     pub main: bool,
 }
 
 /// A prescription.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Prescription {
+pub struct Prescription<S = String> {
     /// Provider id.
-    pub provider_id: String,
+    pub provider_id: S,
     /// Patient id.
-    pub patient_id: String,
+    pub patient_id: S,
     /// Encounter id.
-    pub encounter_id: String,
+    pub encounter_id: S,
     /// Date prescribed.
     pub prescribed_date: NaiveDate,
     /// Drug code (YJ-shaped).
-    pub drug_code: String,
+    pub drug_code: S,
     /// Drug name.
-    pub drug_name: String,
+    pub drug_name: S,
     /// `oral`, `external`, `injection`.
-    pub route: String,
+    pub route: S,
     /// Days supplied.
     pub days: u64,
 }
 
 /// A numeric lab result.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Lab {
+pub struct Lab<S = String> {
     /// Provider id.
-    pub provider_id: String,
+    pub provider_id: S,
     /// Patient id.
-    pub patient_id: String,
+    pub patient_id: S,
     /// Encounter id.
-    pub encounter_id: String,
+    pub encounter_id: S,
     /// Result date.
     pub result_date: NaiveDate,
     /// Test code (JLAC10-shaped).
-    pub test_code: String,
+    pub test_code: S,
     /// Test name.
-    pub test_name: String,
+    pub test_name: S,
     /// Value.
     pub value: f64,
     /// Unit.
-    pub unit: String,
+    pub unit: S,
 }
 
 /// A free-text observation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Text {
+pub struct Text<S = String> {
     /// Provider id.
-    pub provider_id: String,
+    pub provider_id: S,
     /// Patient id.
-    pub patient_id: String,
+    pub patient_id: S,
     /// Encounter id.
-    pub encounter_id: String,
+    pub encounter_id: S,
     /// Date observed.
     pub observed_date: NaiveDate,
     /// Observation code.
-    pub code: String,
+    pub code: S,
     /// Observation name.
-    pub name: String,
+    pub name: S,
     /// The text.
-    pub text: String,
+    pub text: S,
+}
+
+/// A procedure done (診療行為), one row per day it was done.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Procedure<S = String> {
+    /// Provider id.
+    pub provider_id: S,
+    /// Patient id.
+    pub patient_id: S,
+    /// Encounter id.
+    pub encounter_id: S,
+    /// The day done (the month's first day when the source marks no day: see `day_known`).
+    pub procedure_date: NaiveDate,
+    /// False when the source gives only the month.
+    pub day_known: bool,
+    /// Where the row comes from: `UKE SI`, `EF`, `様式1 A007010`.
+    pub source: S,
+    /// 診療識別 (UKE) or データ区分 (EF).
+    pub care_category: S,
+    /// 負担区分 (which payer of the receipt bears it), UKE only.
+    pub burden_category: S,
+    /// レセプト電算 診療行為コード (9 digits) or 点数表コード (様式1, `K…`).
+    pub procedure_code: S,
+    /// Name (from the file, else the procedure master, else `""`).
+    pub procedure_name: S,
+    /// 数量データ, when given.
+    pub quantity: Option<f64>,
+    /// Points (点数) of one unit, when given.
+    pub points: Option<i64>,
+    /// Times done that day (算定日 count; the 回数 when no day is marked).
+    pub count: u64,
+}
+
+/// A material used (特定器材), one row per day used.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Material<S = String> {
+    /// Provider id.
+    pub provider_id: S,
+    /// Patient id.
+    pub patient_id: S,
+    /// Encounter id.
+    pub encounter_id: S,
+    /// The day used (the month's first day when no day is marked: see `day_known`).
+    pub used_date: NaiveDate,
+    /// False when the source gives only the month.
+    pub day_known: bool,
+    /// `UKE TO` or `EF`.
+    pub source: S,
+    /// 診療識別 (UKE) or データ区分 (EF).
+    pub care_category: S,
+    /// 負担区分, UKE only.
+    pub burden_category: S,
+    /// 特定器材コード (9 digits).
+    pub material_code: S,
+    /// 特定器材名称 (from the file, else the master, else `""`).
+    pub material_name: S,
+    /// 商品名及び規格.
+    pub product_name: S,
+    /// 使用量.
+    pub quantity: Option<f64>,
+    /// 単位コード.
+    pub unit_code: S,
+    /// 単価 (yen).
+    pub unit_price: Option<f64>,
+    /// Points.
+    pub points: Option<i64>,
+    /// Times used that day.
+    pub count: u64,
+}
+
+/// One public expense programme (公費) of a receipt: which programme and what it paid. The payer
+/// and recipient numbers identify the person's local office and the person: they are in
+/// [`PublicExpenseId`], for the identity vault.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PublicExpense<S = String> {
+    /// Provider id.
+    pub provider_id: S,
+    /// Patient id.
+    pub patient_id: S,
+    /// Encounter id.
+    pub encounter_id: S,
+    /// The receipt's month (first day).
+    pub service_month: NaiveDate,
+    /// 1 for 第一公費 … 4 for 第四公費 (order of the KO records in the receipt).
+    pub rank: u64,
+    /// 法別番号: the programme (first two digits of the 負担者番号; `12` 生活保護, `54` 難病 …).
+    pub program_code: S,
+    /// 都道府県番号 (digits 3–4 of the 負担者番号).
+    pub prefecture_code: S,
+    /// 任意給付区分.
+    pub benefit_class: S,
+    /// 診療実日数.
+    pub days: Option<u64>,
+    /// 合計点数.
+    pub points: Option<i64>,
+    /// 公費負担金額.
+    pub public_burden: Option<i64>,
+    /// 外来一部負担金.
+    pub outpatient_copay: Option<i64>,
+    /// 入院一部負担金.
+    pub inpatient_copay: Option<i64>,
+    /// 食事療養・生活療養 回数.
+    pub times: Option<u64>,
+    /// 食事療養・生活療養 合計金額.
+    pub amount: Option<i64>,
+}
+
+/// A patient's public expense numbers (identity: for the vault, never the clinical store).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
+pub struct PublicExpenseId<S = String> {
+    /// Provider id.
+    pub provider_id: S,
+    /// Patient id.
+    pub patient_id: S,
+    /// 負担者番号 (8 digits).
+    pub payer_number: S,
+    /// 受給者番号 (7 digits).
+    pub recipient_number: S,
+}
+
+/// An owned copy of a field: text borrowed from a reader's buffer becomes a `String`; other
+/// values are copied.
+pub trait Own {
+    /// The owned type.
+    type O;
+    /// The owned copy.
+    fn own(&self) -> Self::O;
+}
+
+impl Own for &str {
+    type O = String;
+    fn own(&self) -> String {
+        (*self).to_owned()
+    }
+}
+
+impl Own for String {
+    type O = String;
+    fn own(&self) -> String {
+        self.clone()
+    }
+}
+
+macro_rules! own_copy {
+    ($($t:ty),*) => {$(
+        impl Own for $t {
+            type O = $t;
+            fn own(&self) -> $t {
+                *self
+            }
+        }
+    )*};
+}
+own_copy!(NaiveDate, bool, u64, i64, f64);
+
+impl<T: Own> Own for Option<T> {
+    type O = Option<T::O>;
+    fn own(&self) -> Self::O {
+        self.as_ref().map(Own::own)
+    }
+}
+
+impl<S: Own<O = String>> Patient<S> {
+    /// An owned copy.
+    pub fn owned(&self) -> Patient {
+        Patient {
+            provider_id: self.provider_id.own(),
+            patient_id: self.patient_id.own(),
+            name_kanji: self.name_kanji.own(),
+            name_kana: self.name_kana.own(),
+            sex: self.sex.own(),
+            birth_date: self.birth_date.own(),
+            postal_code: self.postal_code.own(),
+            address: self.address.own(),
+            phone: self.phone.own(),
+            insurer_number: self.insurer_number.own(),
+            card_symbol: self.card_symbol.own(),
+            card_number: self.card_number.own(),
+            card_branch: self.card_branch.own(),
+        }
+    }
+}
+
+impl<S: Own<O = String>> Encounter<S> {
+    /// An owned copy.
+    pub fn owned(&self) -> Encounter {
+        Encounter {
+            provider_id: self.provider_id.own(),
+            patient_id: self.patient_id.own(),
+            encounter_id: self.encounter_id.own(),
+            encounter_type: self.encounter_type.own(),
+            department: self.department.own(),
+            admission_date: self.admission_date.own(),
+            discharge_date: self.discharge_date.own(),
+        }
+    }
+}
+
+impl<S: Own<O = String>> Diagnosis<S> {
+    /// An owned copy.
+    pub fn owned(&self) -> Diagnosis {
+        Diagnosis {
+            provider_id: self.provider_id.own(),
+            patient_id: self.patient_id.own(),
+            encounter_id: self.encounter_id.own(),
+            diagnosis_date: self.diagnosis_date.own(),
+            icd10: self.icd10.own(),
+            diagnosis_name: self.diagnosis_name.own(),
+            main: self.main.own(),
+        }
+    }
+}
+
+impl<S: Own<O = String>> Prescription<S> {
+    /// An owned copy.
+    pub fn owned(&self) -> Prescription {
+        Prescription {
+            provider_id: self.provider_id.own(),
+            patient_id: self.patient_id.own(),
+            encounter_id: self.encounter_id.own(),
+            prescribed_date: self.prescribed_date.own(),
+            drug_code: self.drug_code.own(),
+            drug_name: self.drug_name.own(),
+            route: self.route.own(),
+            days: self.days.own(),
+        }
+    }
+}
+
+impl<S: Own<O = String>> Lab<S> {
+    /// An owned copy.
+    pub fn owned(&self) -> Lab {
+        Lab {
+            provider_id: self.provider_id.own(),
+            patient_id: self.patient_id.own(),
+            encounter_id: self.encounter_id.own(),
+            result_date: self.result_date.own(),
+            test_code: self.test_code.own(),
+            test_name: self.test_name.own(),
+            value: self.value.own(),
+            unit: self.unit.own(),
+        }
+    }
+}
+
+impl<S: Own<O = String>> Text<S> {
+    /// An owned copy.
+    pub fn owned(&self) -> Text {
+        Text {
+            provider_id: self.provider_id.own(),
+            patient_id: self.patient_id.own(),
+            encounter_id: self.encounter_id.own(),
+            observed_date: self.observed_date.own(),
+            code: self.code.own(),
+            name: self.name.own(),
+            text: self.text.own(),
+        }
+    }
+}
+
+impl<S: Own<O = String>> Procedure<S> {
+    /// An owned copy.
+    pub fn owned(&self) -> Procedure {
+        Procedure {
+            provider_id: self.provider_id.own(),
+            patient_id: self.patient_id.own(),
+            encounter_id: self.encounter_id.own(),
+            procedure_date: self.procedure_date.own(),
+            day_known: self.day_known.own(),
+            source: self.source.own(),
+            care_category: self.care_category.own(),
+            burden_category: self.burden_category.own(),
+            procedure_code: self.procedure_code.own(),
+            procedure_name: self.procedure_name.own(),
+            quantity: self.quantity.own(),
+            points: self.points.own(),
+            count: self.count.own(),
+        }
+    }
+}
+
+impl<S: Own<O = String>> Material<S> {
+    /// An owned copy.
+    pub fn owned(&self) -> Material {
+        Material {
+            provider_id: self.provider_id.own(),
+            patient_id: self.patient_id.own(),
+            encounter_id: self.encounter_id.own(),
+            used_date: self.used_date.own(),
+            day_known: self.day_known.own(),
+            source: self.source.own(),
+            care_category: self.care_category.own(),
+            burden_category: self.burden_category.own(),
+            material_code: self.material_code.own(),
+            material_name: self.material_name.own(),
+            product_name: self.product_name.own(),
+            quantity: self.quantity.own(),
+            unit_code: self.unit_code.own(),
+            unit_price: self.unit_price.own(),
+            points: self.points.own(),
+            count: self.count.own(),
+        }
+    }
+}
+
+impl<S: Own<O = String>> PublicExpense<S> {
+    /// An owned copy.
+    pub fn owned(&self) -> PublicExpense {
+        PublicExpense {
+            provider_id: self.provider_id.own(),
+            patient_id: self.patient_id.own(),
+            encounter_id: self.encounter_id.own(),
+            service_month: self.service_month.own(),
+            rank: self.rank.own(),
+            program_code: self.program_code.own(),
+            prefecture_code: self.prefecture_code.own(),
+            benefit_class: self.benefit_class.own(),
+            days: self.days.own(),
+            points: self.points.own(),
+            public_burden: self.public_burden.own(),
+            outpatient_copay: self.outpatient_copay.own(),
+            inpatient_copay: self.inpatient_copay.own(),
+            times: self.times.own(),
+            amount: self.amount.own(),
+        }
+    }
+}
+
+impl<S: Own<O = String>> PublicExpenseId<S> {
+    /// An owned copy.
+    pub fn owned(&self) -> PublicExpenseId {
+        PublicExpenseId {
+            provider_id: self.provider_id.own(),
+            patient_id: self.patient_id.own(),
+            payer_number: self.payer_number.own(),
+            recipient_number: self.recipient_number.own(),
+        }
+    }
+}
+
+/// One receipt (レセプト): its kind, month and the insurance totals (RE, HO, and BU of DPC receipts).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Receipt<S = String> {
+    /// Provider id.
+    pub provider_id: S,
+    /// Patient id.
+    pub patient_id: S,
+    /// Encounter id.
+    pub encounter_id: S,
+    /// RE.1 レセプト番号 (sequence in the file).
+    pub receipt_number: S,
+    /// RE.2 レセプト種別 (4 digits: 医科/DPC, 本人/家族, 入院/外来 …).
+    pub receipt_type: S,
+    /// RE.3 診療年月 (first day).
+    pub service_month: NaiveDate,
+    /// RE.7 給付割合.
+    pub benefit_ratio: S,
+    /// RE.10 一部負担金・食事療養費・生活療養費標準負担額区分.
+    pub copay_class: S,
+    /// RE.11 特記事項.
+    pub special_notes: S,
+    /// HO.4 診療実日数.
+    pub insurance_days: Option<u64>,
+    /// HO.5 合計点数.
+    pub insurance_points: Option<i64>,
+    /// HO.7 食事療養・生活療養 回数.
+    pub meal_times: Option<u64>,
+    /// HO.8 食事療養・生活療養 合計金額.
+    pub meal_amount: Option<i64>,
+    /// HO.11 負担金額 (医療保険).
+    pub patient_copay: Option<i64>,
+    /// BU.1 診断群分類番号 (DPC receipts).
+    pub dpc_code: S,
+    /// BU.4 DPC転帰区分.
+    pub dpc_outcome: S,
+}
+
+impl<S: Own<O = String>> Receipt<S> {
+    /// An owned copy.
+    pub fn owned(&self) -> Receipt {
+        Receipt {
+            provider_id: self.provider_id.own(),
+            patient_id: self.patient_id.own(),
+            encounter_id: self.encounter_id.own(),
+            receipt_number: self.receipt_number.own(),
+            receipt_type: self.receipt_type.own(),
+            service_month: self.service_month,
+            benefit_ratio: self.benefit_ratio.own(),
+            copay_class: self.copay_class.own(),
+            special_notes: self.special_notes.own(),
+            insurance_days: self.insurance_days,
+            insurance_points: self.insurance_points,
+            meal_times: self.meal_times,
+            meal_amount: self.meal_amount,
+            patient_copay: self.patient_copay,
+            dpc_code: self.dpc_code.own(),
+            dpc_outcome: self.dpc_outcome.own(),
+        }
+    }
 }
 
 /// One canonical record.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "table", rename_all = "snake_case")]
-pub enum Record {
+pub enum Record<S = String> {
     /// Identity.
-    Patient(Patient),
+    Patient(Patient<S>),
     /// Encounter.
-    Encounter(Encounter),
+    Encounter(Encounter<S>),
     /// Diagnosis.
-    Diagnosis(Diagnosis),
+    Diagnosis(Diagnosis<S>),
     /// Prescription.
-    Prescription(Prescription),
+    Prescription(Prescription<S>),
     /// Lab result.
-    Lab(Lab),
+    Lab(Lab<S>),
     /// Free text.
-    Text(Text),
+    Text(Text<S>),
+    /// Procedure.
+    Procedure(Procedure<S>),
+    /// Material.
+    Material(Material<S>),
+    /// Public expense programme of a receipt.
+    PublicExpense(PublicExpense<S>),
+    /// Public expense numbers (identity).
+    PublicExpenseId(PublicExpenseId<S>),
+    /// Receipt.
+    Receipt(Receipt<S>),
 }
 
-impl Record {
+impl<S: AsRef<str>> Record<S> {
     /// The table it belongs to.
     pub fn table(&self) -> Table {
         match self {
@@ -248,17 +759,62 @@ impl Record {
             Record::Prescription(_) => Table::Prescriptions,
             Record::Lab(_) => Table::Labs,
             Record::Text(_) => Table::Texts,
+            Record::Procedure(_) => Table::Procedures,
+            Record::Material(_) => Table::Materials,
+            Record::PublicExpense(_) => Table::PublicExpenses,
+            Record::PublicExpenseId(_) => Table::PublicExpenseIds,
+            Record::Receipt(_) => Table::Receipts,
+        }
+    }
+    /// The provider id.
+    pub fn provider_id(&self) -> &str {
+        match self {
+            Record::Patient(r) => r.provider_id.as_ref(),
+            Record::Encounter(r) => r.provider_id.as_ref(),
+            Record::Diagnosis(r) => r.provider_id.as_ref(),
+            Record::Prescription(r) => r.provider_id.as_ref(),
+            Record::Lab(r) => r.provider_id.as_ref(),
+            Record::Text(r) => r.provider_id.as_ref(),
+            Record::Procedure(r) => r.provider_id.as_ref(),
+            Record::Material(r) => r.provider_id.as_ref(),
+            Record::PublicExpense(r) => r.provider_id.as_ref(),
+            Record::PublicExpenseId(r) => r.provider_id.as_ref(),
+            Record::Receipt(r) => r.provider_id.as_ref(),
         }
     }
     /// The provider's patient id.
     pub fn patient_id(&self) -> &str {
         match self {
-            Record::Patient(r) => &r.patient_id,
-            Record::Encounter(r) => &r.patient_id,
-            Record::Diagnosis(r) => &r.patient_id,
-            Record::Prescription(r) => &r.patient_id,
-            Record::Lab(r) => &r.patient_id,
-            Record::Text(r) => &r.patient_id,
+            Record::Patient(r) => r.patient_id.as_ref(),
+            Record::Encounter(r) => r.patient_id.as_ref(),
+            Record::Diagnosis(r) => r.patient_id.as_ref(),
+            Record::Prescription(r) => r.patient_id.as_ref(),
+            Record::Lab(r) => r.patient_id.as_ref(),
+            Record::Text(r) => r.patient_id.as_ref(),
+            Record::Procedure(r) => r.patient_id.as_ref(),
+            Record::Material(r) => r.patient_id.as_ref(),
+            Record::PublicExpense(r) => r.patient_id.as_ref(),
+            Record::PublicExpenseId(r) => r.patient_id.as_ref(),
+            Record::Receipt(r) => r.patient_id.as_ref(),
+        }
+    }
+    /// An owned copy (a record borrowed from a reader's buffer, for a sink that keeps it).
+    pub fn owned(&self) -> Record
+    where
+        S: Own<O = String>,
+    {
+        match self {
+            Record::Patient(x) => Record::Patient(x.owned()),
+            Record::Encounter(x) => Record::Encounter(x.owned()),
+            Record::Diagnosis(x) => Record::Diagnosis(x.owned()),
+            Record::Prescription(x) => Record::Prescription(x.owned()),
+            Record::Lab(x) => Record::Lab(x.owned()),
+            Record::Text(x) => Record::Text(x.owned()),
+            Record::Procedure(x) => Record::Procedure(x.owned()),
+            Record::Material(x) => Record::Material(x.owned()),
+            Record::PublicExpense(x) => Record::PublicExpense(x.owned()),
+            Record::PublicExpenseId(x) => Record::PublicExpenseId(x.owned()),
+            Record::Receipt(x) => Record::Receipt(x.owned()),
         }
     }
 }
@@ -315,6 +871,11 @@ impl std::fmt::Display for Quarantined {
 pub trait Sink {
     /// A parsed record.
     fn record(&mut self, r: Record);
+    /// A parsed record borrowing the reader's buffer (the hot path of the big formats: a sink that
+    /// copies the text into Arrow builders needs no `String` per field).
+    fn record_ref(&mut self, r: Record<&str>) {
+        self.record(r.owned())
+    }
     /// A record that could not be parsed.
     fn quarantine(&mut self, q: Quarantined);
 }
@@ -357,6 +918,9 @@ impl Sink for Counted {
     fn record(&mut self, _: Record) {
         self.records += 1;
     }
+    fn record_ref(&mut self, _: Record<&str>) {
+        self.records += 1;
+    }
     fn quarantine(&mut self, _: Quarantined) {
         self.quarantined += 1;
     }
@@ -370,30 +934,50 @@ fn date(v: i32) -> NaiveDate {
     NaiveDate::from_num_days_from_ce_opt(v + 719_163).unwrap_or_default()
 }
 
+/// One column's builder, by Arrow type.
+enum Col {
+    S(StringBuilder),
+    D(Date32Builder),
+    U(UInt64Builder),
+    I(Int64Builder),
+    F(Float64Builder),
+    B(BooleanBuilder),
+}
+
+/// One cell of a row, in schema order.
+enum V<'a> {
+    S(&'a str),
+    D(Option<NaiveDate>),
+    U(Option<u64>),
+    I(Option<i64>),
+    F(Option<f64>),
+    B(bool),
+}
+
 /// Builds Arrow batches of one table from records.
 pub struct TableBuilder {
     table: Table,
-    s: Vec<StringBuilder>,
-    d: Vec<Date32Builder>,
-    u: UInt64Builder,
-    f: Float64Builder,
-    b: BooleanBuilder,
+    cols: Vec<Col>,
     rows: usize,
 }
 
 impl TableBuilder {
     /// An empty builder for `table`.
     pub fn new(table: Table) -> Self {
-        let n = table.schema().fields().iter().filter(|f| f.data_type() == &DataType::Utf8).count();
-        TableBuilder {
-            table,
-            s: (0..n).map(|_| StringBuilder::new()).collect(),
-            d: (0..2).map(|_| Date32Builder::new()).collect(),
-            u: UInt64Builder::new(),
-            f: Float64Builder::new(),
-            b: BooleanBuilder::new(),
-            rows: 0,
-        }
+        let cols = table
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::Utf8 => Col::S(StringBuilder::new()),
+                DataType::Date32 => Col::D(Date32Builder::new()),
+                DataType::UInt64 => Col::U(UInt64Builder::new()),
+                DataType::Int64 => Col::I(Int64Builder::new()),
+                DataType::Float64 => Col::F(Float64Builder::new()),
+                _ => Col::B(BooleanBuilder::new()),
+            })
+            .collect();
+        TableBuilder { table, cols, rows: 0 }
     }
     /// Rows buffered.
     pub fn len(&self) -> usize {
@@ -403,82 +987,182 @@ impl TableBuilder {
     pub fn is_empty(&self) -> bool {
         self.rows == 0
     }
-    fn strs(&mut self, v: &[&str]) {
-        for (b, s) in self.s.iter_mut().zip(v) {
-            b.append_value(s);
+    fn row(&mut self, v: &[V<'_>]) {
+        debug_assert_eq!(v.len(), self.cols.len(), "{:?}", self.table);
+        for (c, v) in self.cols.iter_mut().zip(v) {
+            match (c, v) {
+                (Col::S(b), V::S(x)) => b.append_value(x),
+                (Col::D(b), V::D(x)) => b.append_option(x.map(days)),
+                (Col::U(b), V::U(x)) => b.append_option(*x),
+                (Col::I(b), V::I(x)) => b.append_option(*x),
+                (Col::F(b), V::F(x)) => b.append_option(*x),
+                (Col::B(b), V::B(x)) => b.append_value(*x),
+                _ => unreachable!("cells follow the schema of {:?}", self.table),
+            }
         }
     }
     /// Appends a record (it must belong to this table).
-    pub fn push(&mut self, r: &Record) {
+    pub fn push<T: AsRef<str>>(&mut self, r: &Record<T>) {
         debug_assert_eq!(r.table(), self.table);
         self.rows += 1;
+        use V::{B, D, F, I, S, U};
         match r {
-            Record::Patient(p) => self.strs(&[
-                &p.provider_id,
-                &p.patient_id,
-                &p.name_kanji,
-                &p.name_kana,
-                &p.sex,
-                &p.birth_date,
-                &p.postal_code,
-                &p.address,
-                &p.phone,
-                &p.insurer_number,
-                &p.card_symbol,
-                &p.card_number,
-                &p.card_branch,
+            Record::Patient(p) => self.row(&[
+                S(p.provider_id.as_ref()),
+                S(p.patient_id.as_ref()),
+                S(p.name_kanji.as_ref()),
+                S(p.name_kana.as_ref()),
+                S(p.sex.as_ref()),
+                S(p.birth_date.as_ref()),
+                S(p.postal_code.as_ref()),
+                S(p.address.as_ref()),
+                S(p.phone.as_ref()),
+                S(p.insurer_number.as_ref()),
+                S(p.card_symbol.as_ref()),
+                S(p.card_number.as_ref()),
+                S(p.card_branch.as_ref()),
             ]),
-            Record::Encounter(e) => {
-                self.strs(&[&e.provider_id, &e.patient_id, &e.encounter_id, &e.encounter_type, &e.department]);
-                self.d[0].append_value(days(e.admission_date));
-                self.d[1].append_option(e.discharge_date.map(days));
-            }
-            Record::Diagnosis(x) => {
-                self.strs(&[&x.provider_id, &x.patient_id, &x.encounter_id, &x.icd10, &x.diagnosis_name]);
-                self.d[0].append_value(days(x.diagnosis_date));
-                self.b.append_value(x.main);
-            }
-            Record::Prescription(x) => {
-                self.strs(&[&x.provider_id, &x.patient_id, &x.encounter_id, &x.drug_code, &x.drug_name, &x.route]);
-                self.d[0].append_value(days(x.prescribed_date));
-                self.u.append_value(x.days);
-            }
-            Record::Lab(x) => {
-                self.strs(&[&x.provider_id, &x.patient_id, &x.encounter_id, &x.test_code, &x.test_name, &x.unit]);
-                self.d[0].append_value(days(x.result_date));
-                self.f.append_value(x.value);
-            }
-            Record::Text(x) => {
-                self.strs(&[&x.provider_id, &x.patient_id, &x.encounter_id, &x.code, &x.name, &x.text]);
-                self.d[0].append_value(days(x.observed_date));
-            }
+            Record::Encounter(e) => self.row(&[
+                S(e.provider_id.as_ref()),
+                S(e.patient_id.as_ref()),
+                S(e.encounter_id.as_ref()),
+                S(e.encounter_type.as_ref()),
+                S(e.department.as_ref()),
+                D(Some(e.admission_date)),
+                D(e.discharge_date),
+            ]),
+            Record::Diagnosis(x) => self.row(&[
+                S(x.provider_id.as_ref()),
+                S(x.patient_id.as_ref()),
+                S(x.encounter_id.as_ref()),
+                D(Some(x.diagnosis_date)),
+                S(x.icd10.as_ref()),
+                S(x.diagnosis_name.as_ref()),
+                B(x.main),
+            ]),
+            Record::Prescription(x) => self.row(&[
+                S(x.provider_id.as_ref()),
+                S(x.patient_id.as_ref()),
+                S(x.encounter_id.as_ref()),
+                D(Some(x.prescribed_date)),
+                S(x.drug_code.as_ref()),
+                S(x.drug_name.as_ref()),
+                S(x.route.as_ref()),
+                U(Some(x.days)),
+            ]),
+            Record::Lab(x) => self.row(&[
+                S(x.provider_id.as_ref()),
+                S(x.patient_id.as_ref()),
+                S(x.encounter_id.as_ref()),
+                D(Some(x.result_date)),
+                S(x.test_code.as_ref()),
+                S(x.test_name.as_ref()),
+                F(Some(x.value)),
+                S(x.unit.as_ref()),
+            ]),
+            Record::Text(x) => self.row(&[
+                S(x.provider_id.as_ref()),
+                S(x.patient_id.as_ref()),
+                S(x.encounter_id.as_ref()),
+                D(Some(x.observed_date)),
+                S(x.code.as_ref()),
+                S(x.name.as_ref()),
+                S(x.text.as_ref()),
+            ]),
+            Record::Procedure(x) => self.row(&[
+                S(x.provider_id.as_ref()),
+                S(x.patient_id.as_ref()),
+                S(x.encounter_id.as_ref()),
+                D(Some(x.procedure_date)),
+                B(x.day_known),
+                S(x.source.as_ref()),
+                S(x.care_category.as_ref()),
+                S(x.burden_category.as_ref()),
+                S(x.procedure_code.as_ref()),
+                S(x.procedure_name.as_ref()),
+                F(x.quantity),
+                I(x.points),
+                U(Some(x.count)),
+            ]),
+            Record::Material(x) => self.row(&[
+                S(x.provider_id.as_ref()),
+                S(x.patient_id.as_ref()),
+                S(x.encounter_id.as_ref()),
+                D(Some(x.used_date)),
+                B(x.day_known),
+                S(x.source.as_ref()),
+                S(x.care_category.as_ref()),
+                S(x.burden_category.as_ref()),
+                S(x.material_code.as_ref()),
+                S(x.material_name.as_ref()),
+                S(x.product_name.as_ref()),
+                F(x.quantity),
+                S(x.unit_code.as_ref()),
+                F(x.unit_price),
+                I(x.points),
+                U(Some(x.count)),
+            ]),
+            Record::PublicExpense(x) => self.row(&[
+                S(x.provider_id.as_ref()),
+                S(x.patient_id.as_ref()),
+                S(x.encounter_id.as_ref()),
+                D(Some(x.service_month)),
+                U(Some(x.rank)),
+                S(x.program_code.as_ref()),
+                S(x.prefecture_code.as_ref()),
+                S(x.benefit_class.as_ref()),
+                U(x.days),
+                I(x.points),
+                I(x.public_burden),
+                I(x.outpatient_copay),
+                I(x.inpatient_copay),
+                U(x.times),
+                I(x.amount),
+            ]),
+            Record::PublicExpenseId(x) => self.row(&[
+                S(x.provider_id.as_ref()),
+                S(x.patient_id.as_ref()),
+                S(x.payer_number.as_ref()),
+                S(x.recipient_number.as_ref()),
+            ]),
+            Record::Receipt(x) => self.row(&[
+                S(x.provider_id.as_ref()),
+                S(x.patient_id.as_ref()),
+                S(x.encounter_id.as_ref()),
+                S(x.receipt_number.as_ref()),
+                S(x.receipt_type.as_ref()),
+                D(Some(x.service_month)),
+                S(x.benefit_ratio.as_ref()),
+                S(x.copay_class.as_ref()),
+                S(x.special_notes.as_ref()),
+                U(x.insurance_days),
+                I(x.insurance_points),
+                U(x.meal_times),
+                I(x.meal_amount),
+                I(x.patient_copay),
+                S(x.dpc_code.as_ref()),
+                S(x.dpc_outcome.as_ref()),
+            ]),
         }
     }
     /// Takes the buffered rows as one batch.
     pub fn finish(&mut self) -> RecordBatch {
-        let schema = self.table.schema();
-        let (mut si, mut di) = (0, 0);
-        let cols: Vec<ArrayRef> = schema
-            .fields()
-            .iter()
-            .map(|f| -> ArrayRef {
-                match f.data_type() {
-                    DataType::Utf8 => {
-                        si += 1;
-                        Arc::new(self.s[si - 1].finish())
-                    }
-                    DataType::Date32 => {
-                        di += 1;
-                        Arc::new(self.d[di - 1].finish())
-                    }
-                    DataType::UInt64 => Arc::new(self.u.finish()),
-                    DataType::Float64 => Arc::new(self.f.finish()),
-                    _ => Arc::new(self.b.finish()),
+        let cols: Vec<ArrayRef> = self
+            .cols
+            .iter_mut()
+            .map(|c| -> ArrayRef {
+                match c {
+                    Col::S(b) => Arc::new(b.finish()),
+                    Col::D(b) => Arc::new(b.finish()),
+                    Col::U(b) => Arc::new(b.finish()),
+                    Col::I(b) => Arc::new(b.finish()),
+                    Col::F(b) => Arc::new(b.finish()),
+                    Col::B(b) => Arc::new(b.finish()),
                 }
             })
             .collect();
         self.rows = 0;
-        RecordBatch::try_new(schema, cols).expect("builders follow the schema")
+        RecordBatch::try_new(self.table.schema(), cols).expect("builders follow the schema")
     }
 }
 
@@ -606,6 +1290,95 @@ pub fn records_from_batch(table: Table, batch: &RecordBatch) -> Vec<Record> {
                 }));
             }
         }
+        Table::Procedures | Table::Materials | Table::PublicExpenses | Table::PublicExpenseIds | Table::Receipts => {
+            let u = |n: &str| batch.column_by_name(n).and_then(|c| c.as_any().downcast_ref::<UInt64Array>().cloned());
+            let uv = |a: &Option<UInt64Array>, i: usize| a.as_ref().filter(|a| !a.is_null(i)).map(|a| a.value(i));
+            let n = |n: &str| batch.column_by_name(n).and_then(|c| c.as_any().downcast_ref::<Int64Array>().cloned());
+            let nv = |a: &Option<Int64Array>, i: usize| a.as_ref().filter(|a| !a.is_null(i)).map(|a| a.value(i));
+            let f = |n: &str| batch.column_by_name(n).and_then(|c| c.as_any().downcast_ref::<Float64Array>().cloned());
+            let fv = |a: &Option<Float64Array>, i: usize| a.as_ref().filter(|a| !a.is_null(i)).map(|a| a.value(i));
+            let b = |n: &str| batch.column_by_name(n).and_then(|c| c.as_any().downcast_ref::<BooleanArray>().cloned());
+            let bv = |a: &Option<BooleanArray>, i: usize| a.as_ref().is_some_and(|a| !a.is_null(i) && a.value(i));
+            let e = s("encounter_id");
+            for i in 0..batch.num_rows() {
+                out.push(match table {
+                    Table::Procedures => Record::Procedure(Procedure {
+                        provider_id: sv(&pv, i),
+                        patient_id: sv(&pa, i),
+                        encounter_id: sv(&e, i),
+                        procedure_date: dv(&d("procedure_date"), i).unwrap_or_default(),
+                        day_known: bv(&b("day_known"), i),
+                        source: sv(&s("source"), i),
+                        care_category: sv(&s("care_category"), i),
+                        burden_category: sv(&s("burden_category"), i),
+                        procedure_code: sv(&s("procedure_code"), i),
+                        procedure_name: sv(&s("procedure_name"), i),
+                        quantity: fv(&f("quantity"), i),
+                        points: nv(&n("points"), i),
+                        count: uv(&u("count"), i).unwrap_or(0),
+                    }),
+                    Table::Materials => Record::Material(Material {
+                        provider_id: sv(&pv, i),
+                        patient_id: sv(&pa, i),
+                        encounter_id: sv(&e, i),
+                        used_date: dv(&d("used_date"), i).unwrap_or_default(),
+                        day_known: bv(&b("day_known"), i),
+                        source: sv(&s("source"), i),
+                        care_category: sv(&s("care_category"), i),
+                        burden_category: sv(&s("burden_category"), i),
+                        material_code: sv(&s("material_code"), i),
+                        material_name: sv(&s("material_name"), i),
+                        product_name: sv(&s("product_name"), i),
+                        quantity: fv(&f("quantity"), i),
+                        unit_code: sv(&s("unit_code"), i),
+                        unit_price: fv(&f("unit_price"), i),
+                        points: nv(&n("points"), i),
+                        count: uv(&u("count"), i).unwrap_or(0),
+                    }),
+                    Table::PublicExpenses => Record::PublicExpense(PublicExpense {
+                        provider_id: sv(&pv, i),
+                        patient_id: sv(&pa, i),
+                        encounter_id: sv(&e, i),
+                        service_month: dv(&d("service_month"), i).unwrap_or_default(),
+                        rank: uv(&u("rank"), i).unwrap_or(0),
+                        program_code: sv(&s("program_code"), i),
+                        prefecture_code: sv(&s("prefecture_code"), i),
+                        benefit_class: sv(&s("benefit_class"), i),
+                        days: uv(&u("days"), i),
+                        points: nv(&n("points"), i),
+                        public_burden: nv(&n("public_burden"), i),
+                        outpatient_copay: nv(&n("outpatient_copay"), i),
+                        inpatient_copay: nv(&n("inpatient_copay"), i),
+                        times: uv(&u("times"), i),
+                        amount: nv(&n("amount"), i),
+                    }),
+                    Table::Receipts => Record::Receipt(Receipt {
+                        provider_id: sv(&pv, i),
+                        patient_id: sv(&pa, i),
+                        encounter_id: sv(&e, i),
+                        receipt_number: sv(&s("receipt_number"), i),
+                        receipt_type: sv(&s("receipt_type"), i),
+                        service_month: dv(&d("service_month"), i).unwrap_or_default(),
+                        benefit_ratio: sv(&s("benefit_ratio"), i),
+                        copay_class: sv(&s("copay_class"), i),
+                        special_notes: sv(&s("special_notes"), i),
+                        insurance_days: uv(&u("insurance_days"), i),
+                        insurance_points: nv(&n("insurance_points"), i),
+                        meal_times: uv(&u("meal_times"), i),
+                        meal_amount: nv(&n("meal_amount"), i),
+                        patient_copay: nv(&n("patient_copay"), i),
+                        dpc_code: sv(&s("dpc_code"), i),
+                        dpc_outcome: sv(&s("dpc_outcome"), i),
+                    }),
+                    _ => Record::PublicExpenseId(PublicExpenseId {
+                        provider_id: sv(&pv, i),
+                        patient_id: sv(&pa, i),
+                        payer_number: sv(&s("payer_number"), i),
+                        recipient_number: sv(&s("recipient_number"), i),
+                    }),
+                });
+            }
+        }
     }
     out
 }
@@ -626,16 +1399,9 @@ pub fn by_patient(records: &[Record]) -> Vec<(String, String, Vec<&Record>)> {
     let mut index: std::collections::HashMap<(&str, &str), usize> = Default::default();
     let mut out: Vec<(String, String, Vec<&Record>)> = Vec::new();
     for r in records {
-        let prov = match r {
-            Record::Patient(x) => &x.provider_id,
-            Record::Encounter(x) => &x.provider_id,
-            Record::Diagnosis(x) => &x.provider_id,
-            Record::Prescription(x) => &x.provider_id,
-            Record::Lab(x) => &x.provider_id,
-            Record::Text(x) => &x.provider_id,
-        };
-        let k = *index.entry((prov.as_str(), r.patient_id())).or_insert_with(|| {
-            out.push((prov.clone(), r.patient_id().to_owned(), Vec::new()));
+        let prov = r.provider_id();
+        let k = *index.entry((prov, r.patient_id())).or_insert_with(|| {
+            out.push((prov.to_owned(), r.patient_id().to_owned(), Vec::new()));
             out.len() - 1
         });
         out[k].2.push(r);
@@ -667,14 +1433,23 @@ impl<F: FnMut(Table, RecordBatch), Q: FnMut(Quarantined)> BatchSink<F, Q> {
     }
 }
 
-impl<F: FnMut(Table, RecordBatch), Q: FnMut(Quarantined)> Sink for BatchSink<F, Q> {
-    fn record(&mut self, r: Record) {
+impl<F: FnMut(Table, RecordBatch), Q: FnMut(Quarantined)> BatchSink<F, Q> {
+    fn add<T: AsRef<str>>(&mut self, r: &Record<T>) {
         let i = Table::ALL.iter().position(|&t| t == r.table()).expect("every table listed");
         let b = &mut self.builders[i];
-        b.push(&r);
+        b.push(r);
         if b.len() >= self.batch_rows {
             (self.flush)(Table::ALL[i], b.finish());
         }
+    }
+}
+
+impl<F: FnMut(Table, RecordBatch), Q: FnMut(Quarantined)> Sink for BatchSink<F, Q> {
+    fn record(&mut self, r: Record) {
+        self.add(&r)
+    }
+    fn record_ref(&mut self, r: Record<&str>) {
+        self.add(&r)
     }
     fn quarantine(&mut self, q: Quarantined) {
         (self.q)(q)

@@ -103,7 +103,7 @@ pub fn convert(
     quarantine: &Path,
 ) -> Result<ConvertReport, ConvertError> {
     let mut writers: Vec<Option<(PathBuf, ArrowWriter<File>)>> = Table::ALL.iter().map(|_| None).collect();
-    let mut counts = [0u64; 6];
+    let mut counts = [0u64; Table::ALL.len()];
     let mut qfile: Option<BufWriter<File>> = None;
     let qpath = quarantine.join("quarantine.jsonl");
     let mut nq = 0u64;

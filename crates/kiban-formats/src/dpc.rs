@@ -8,18 +8,22 @@
 //! 22 保険者番号, 23 レセプト種別コード, 24 実施年月日, 25 レセプト科区分, 26 診療科区分, 27 医師コード,
 //! 28 病棟コード, 29 病棟区分, 30 入外区分 (`0` 入院), 31 施設タイプ. Drug lines (データ区分 21–33,
 //! 行為明細番号 ≠ 0, a 医薬品 code) become prescriptions (days = 行為回数); every stay an encounter.
-//! Other acts are counted, not yet mapped (no canonical table for procedures).
+//! 診療行為 lines (a `1…` code) become procedures and 特定器材 lines (`7…`) materials, dated 実施年月日;
+//! other lines (comments, drugs outside 21–33) are counted as unmapped.
 //! 様式1 columns: 1 施設コード, 2 データ識別番号, 3 退院年月日, 4 入院年月日, 5 回数管理番号,
 //! 6 コード, 7 バージョン, 8 連番, 9–17 ペイロード1–9. `A000010` → identity (payload 1 生年月日,
 //! 2 性別, 3 郵便番号); `A006010` 主傷病名 and `A006020/30/31/40/50` → diagnoses (payload 1
-//! 傷病名コード, 2 ICD-10, 9 傷病名). Dates are `YYYYMMDD` (`00000000` = not discharged yet).
+//! 傷病名コード, 2 ICD-10, 9 傷病名); `A007010` 手術 → procedures (payload 1 手術日, 2 点数表コード,
+//! 4 回数, 9 手術名). Dates are `YYYYMMDD` (`00000000` = not discharged yet).
 
 use std::collections::HashSet;
 use std::io::{BufRead, Write};
 
 use chrono::NaiveDate;
 
-use crate::canonical::{Diagnosis, Encounter, Patient, Prescription, Quarantined, Record, Sink, by_patient};
+use crate::canonical::{
+    Diagnosis, Encounter, Material, Patient, Prescription, Procedure, Quarantined, Record, Sink, by_patient,
+};
 use crate::encoding::{decode_sjis, encode_sjis, strip_bom};
 use crate::masters::{Masters, department_code, department_name};
 
@@ -126,7 +130,7 @@ pub fn read(
                         patient_id: pid.into(),
                         encounter_id: eid.clone(),
                         encounter_type: if g(30) == "1" { "外来" } else { "入院" }.into(),
-                        department: department_name(g(26)),
+                        department: department_name(g(26)).into(),
                         admission_date: admit,
                         discharge_date: discharge,
                     }));
@@ -158,6 +162,70 @@ pub fn read(
                         }),
                         days,
                     }));
+                } else if code.starts_with('1') || code.starts_with('7') {
+                    // 診療行為 (1…) and 特定器材 (7…) details: one row per line, dated 実施年月日.
+                    let Ok(Some(day)) = ymd(g(24)) else {
+                        return q(sink, "24 実施年月日", format!("{:?} is not YYYYMMDD", g(24)));
+                    };
+                    let count = match g(21) {
+                        "" => 1,
+                        c => match c.parse::<u64>() {
+                            Ok(n) => n,
+                            Err(_) => return q(sink, "21 行為回数", format!("{c:?} is not a whole number")),
+                        },
+                    };
+                    let quantity = match g(12) {
+                        "" => None,
+                        x => match x.parse::<f64>() {
+                            Ok(v) if v.is_finite() => Some(v),
+                            _ => return q(sink, "12 使用量", format!("{x:?} is not a number")),
+                        },
+                    };
+                    // 明細点数・金額 in points only when 円・点区分 says points (`1` = 円).
+                    let points = match (g(14), g(15)) {
+                        ("", _) | (_, "1") => None,
+                        (x, _) => match x.parse::<i64>() {
+                            Ok(v) => Some(v),
+                            Err(_) => return q(sink, "14 明細点数・金額", format!("{x:?} is not a whole number")),
+                        },
+                    };
+                    let (pid, eid, care) = (pid.to_owned(), eid, g(5).to_owned());
+                    sink.record(if code.starts_with('1') {
+                        Record::Procedure(Procedure {
+                            provider_id: provider_id.into(),
+                            patient_id: pid,
+                            encounter_id: eid,
+                            procedure_date: day,
+                            day_known: true,
+                            source: "EF".into(),
+                            care_category: care,
+                            burden_category: String::new(),
+                            procedure_code: code.into(),
+                            procedure_name: g(11).into(),
+                            quantity,
+                            points,
+                            count,
+                        })
+                    } else {
+                        Record::Material(Material {
+                            provider_id: provider_id.into(),
+                            patient_id: pid,
+                            encounter_id: eid,
+                            used_date: day,
+                            day_known: true,
+                            source: "EF".into(),
+                            care_category: care,
+                            burden_category: String::new(),
+                            material_code: code.into(),
+                            material_name: g(11).into(),
+                            product_name: String::new(),
+                            quantity,
+                            unit_code: g(13).into(),
+                            unit_price: if g(15) == "1" { g(14).parse().ok() } else { None },
+                            points,
+                            count,
+                        })
+                    });
                 } else {
                     st.unmapped += 1;
                 }
@@ -197,6 +265,40 @@ pub fn read(
                         icd10: icd.into(),
                         diagnosis_name: name.into(),
                         main: c == "A006010",
+                    }));
+                }
+                "A007010" => {
+                    // 手術: payload 1 手術日, 2 点数表コード, 4 回数, 9 手術名 (5 側数, 6 麻酔 are not kept).
+                    let (date, day_known) = match ymd(g(9)) {
+                        Ok(Some(d)) => (d, true),
+                        Ok(None) => (admit, false),
+                        Err(()) => return q(sink, "9 ペイロード1 手術日", format!("{:?} is not YYYYMMDD", g(9))),
+                    };
+                    let (code, name) = (g(10), g(17));
+                    if code.is_empty() && name.is_empty() {
+                        return q(sink, "10 ペイロード2 点数表コード", "neither a code nor a name".into());
+                    }
+                    let count = match g(12) {
+                        "" => 1,
+                        c => match c.parse::<u64>() {
+                            Ok(n) => n,
+                            Err(_) => return q(sink, "12 ペイロード4 回数", format!("{c:?} is not a whole number")),
+                        },
+                    };
+                    sink.record(Record::Procedure(Procedure {
+                        provider_id: provider_id.into(),
+                        patient_id: pid.into(),
+                        encounter_id: eid,
+                        procedure_date: date,
+                        day_known,
+                        source: "様式1 A007010".into(),
+                        care_category: "手術".into(),
+                        burden_category: String::new(),
+                        procedure_code: code.into(),
+                        procedure_name: name.into(),
+                        quantity: None,
+                        points: None,
+                        count,
                     }));
                 }
                 _ => st.unmapped += 1,

@@ -777,6 +777,14 @@ pub fn bundles(records: &[Record]) -> Vec<Value> {
                         "valueString": x.text,
                     }),
                 ),
+                // Receipt-only tables (procedures, materials, 公費) have no JP-Core shape here yet.
+                Record::Procedure(_)
+                | Record::Material(_)
+                | Record::PublicExpense(_)
+                | Record::PublicExpenseId(_)
+                | Record::Receipt(_) => {
+                    continue;
+                }
             };
             entries.push(json!({"fullUrl": url, "resource": res}));
         }

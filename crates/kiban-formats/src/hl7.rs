@@ -825,6 +825,12 @@ pub fn messages_for_patient(records: &[&Record]) -> Vec<Outgoing> {
                     text: t,
                 });
             }
+            // Receipt-only tables (procedures, materials, 公費) are not written as HL7 messages.
+            Record::Procedure(_)
+            | Record::Material(_)
+            | Record::PublicExpense(_)
+            | Record::PublicExpenseId(_)
+            | Record::Receipt(_) => {}
         }
     }
     out

@@ -89,18 +89,38 @@ pub struct Masters {
     pub disease: Master,
     /// 医薬品マスター: レセ電 code → name, YJ code, route.
     pub drug: Master,
+    /// 診療行為マスター: code → name (optional: a procedure not in it keeps its code, name empty).
+    pub procedure: Master,
+    /// 特定器材マスター: code → name (optional, as `procedure`).
+    pub material: Master,
 }
 
 impl Masters {
-    /// Loads `disease.csv` and `drug.csv` from a directory.
+    /// Loads `disease.csv` and `drug.csv` from a directory, and `procedure.csv` and `material.csv`
+    /// when present.
     pub fn load_dir(dir: &Path) -> Result<Masters, String> {
-        Ok(Masters { disease: Master::load(&dir.join("disease.csv"))?, drug: Master::load(&dir.join("drug.csv"))? })
+        let optional = |name: &str| {
+            let p = dir.join(name);
+            if p.exists() { Master::load(&p) } else { Ok(Master::default()) }
+        };
+        Ok(Masters {
+            disease: Master::load(&dir.join("disease.csv"))?,
+            drug: Master::load(&dir.join("drug.csv"))?,
+            procedure: optional("procedure.csv")?,
+            material: optional("material.csv")?,
+        })
     }
-    /// Saves them to a directory.
+    /// Saves them to a directory (the optional masters only when they have entries).
     pub fn save_dir(&self, dir: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
         self.disease.save(&dir.join("disease.csv"))?;
-        self.drug.save(&dir.join("drug.csv"))
+        self.drug.save(&dir.join("drug.csv"))?;
+        for (m, name) in [(&self.procedure, "procedure.csv"), (&self.material, "material.csv")] {
+            if !m.is_empty() {
+                m.save(&dir.join(name))?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -123,8 +143,8 @@ pub const DEPARTMENTS: [(&str, &str); 14] = [
 ];
 
 /// Department name of a code (the code itself when unknown, so nothing is lost).
-pub fn department_name(code: &str) -> String {
-    DEPARTMENTS.iter().find(|d| d.0 == code).map_or_else(|| code.to_owned(), |d| d.1.to_owned())
+pub fn department_name(code: &str) -> &str {
+    DEPARTMENTS.iter().find(|d| d.0 == code).map_or(code, |d| d.1)
 }
 
 /// Department code of a name (`""` when unknown).

@@ -3,7 +3,8 @@
 //!
 //! Schema file (TOML):
 //! ```toml
-//! table = "labs"              # patients, encounters, diagnoses, prescriptions, labs, texts
+//! table = "labs"              # patients, encounters, diagnoses, prescriptions, labs, texts,
+//!                             # procedures, materials, public_expenses, public_expense_ids, receipts
 //! encoding = "shift_jis"      # or "utf-8" (default); CSV only
 //! delimiter = ","             # CSV only
 //! provider_id = "prov-a"      # when the file has no provider column
@@ -27,7 +28,10 @@ use arrow::datatypes::DataType;
 use chrono::NaiveDate;
 use serde::Deserialize;
 
-use crate::canonical::{Diagnosis, Encounter, Lab, Patient, Prescription, Quarantined, Record, Sink, Table, Text};
+use crate::canonical::{
+    Diagnosis, Encounter, Lab, Material, Patient, Prescription, Procedure, PublicExpense, PublicExpenseId, Quarantined,
+    Receipt, Record, Sink, Table, Text,
+};
 use crate::encoding::{decode_sjis, strip_bom};
 
 /// A schema file.
@@ -103,10 +107,10 @@ fn date(v: &str, fmt: &str) -> Option<NaiveDate> {
 }
 
 /// Builds a record of `table` from canonical column values; the error names the column.
-fn record(table: Table, v: &dyn Fn(&str) -> String, fmt: &str) -> Result<Record, (String, String)> {
+fn record<'r>(table: Table, v: &dyn Fn(&str) -> &'r str, fmt: &str) -> Result<Record<&'r str>, (String, String)> {
     let d = |k: &str| -> Result<NaiveDate, (String, String)> {
         let x = v(k);
-        date(&x, fmt).ok_or_else(|| (k.to_owned(), format!("{x:?} is not a date ({fmt} or 和暦)")))
+        date(x, fmt).ok_or_else(|| (k.to_owned(), format!("{x:?} is not a date ({fmt} or 和暦)")))
     };
     let od = |k: &str| -> Result<Option<NaiveDate>, (String, String)> {
         if v(k).is_empty() { Ok(None) } else { d(k).map(Some) }
@@ -122,7 +126,7 @@ fn record(table: Table, v: &dyn Fn(&str) -> String, fmt: &str) -> Result<Record,
                 if s.is_empty() {
                     s
                 } else {
-                    kiban_model::person::Sex::parse(&s).map_err(|e| ("sex".to_owned(), e.to_string()))?.code().into()
+                    kiban_model::person::Sex::parse(s).map_err(|e| ("sex".to_owned(), e.to_string()))?.code()
                 }
             },
             birth_date: v("birth_date"),
@@ -150,9 +154,10 @@ fn record(table: Table, v: &dyn Fn(&str) -> String, fmt: &str) -> Result<Record,
             diagnosis_date: d("diagnosis_date")?,
             icd10: v("icd10"),
             diagnosis_name: v("diagnosis_name"),
-            main: match v("main").to_ascii_lowercase().as_str() {
-                "1" | "true" | "y" | "yes" | "主" => true,
-                "" | "0" | "false" | "n" | "no" => false,
+            main: match v("main") {
+                "主" => true,
+                m if ["1", "true", "y", "yes"].iter().any(|y| m.eq_ignore_ascii_case(y)) => true,
+                m if ["", "0", "false", "n", "no"].iter().any(|n| m.eq_ignore_ascii_case(n)) => false,
                 other => return Err(("main".into(), format!("{other:?} is not a yes/no value"))),
             },
         }),
@@ -198,7 +203,121 @@ fn record(table: Table, v: &dyn Fn(&str) -> String, fmt: &str) -> Result<Record,
             name: v("name"),
             text: v("text"),
         }),
+        Table::Procedures => Record::Procedure(Procedure {
+            provider_id: v("provider_id"),
+            patient_id: v("patient_id"),
+            encounter_id: v("encounter_id"),
+            procedure_date: d("procedure_date")?,
+            day_known: yes_no(v, "day_known", true)?,
+            source: v("source"),
+            care_category: v("care_category"),
+            burden_category: v("burden_category"),
+            procedure_code: v("procedure_code"),
+            procedure_name: v("procedure_name"),
+            quantity: num(v, "quantity")?,
+            points: int(v, "points")?,
+            count: int(v, "count")?.map_or(Ok(1), |n| u64::try_from(n).map_err(|_| neg("count")))?,
+        }),
+        Table::Materials => Record::Material(Material {
+            provider_id: v("provider_id"),
+            patient_id: v("patient_id"),
+            encounter_id: v("encounter_id"),
+            used_date: d("used_date")?,
+            day_known: yes_no(v, "day_known", true)?,
+            source: v("source"),
+            care_category: v("care_category"),
+            burden_category: v("burden_category"),
+            material_code: v("material_code"),
+            material_name: v("material_name"),
+            product_name: v("product_name"),
+            quantity: num(v, "quantity")?,
+            unit_code: v("unit_code"),
+            unit_price: num(v, "unit_price")?,
+            points: int(v, "points")?,
+            count: int(v, "count")?.map_or(Ok(1), |n| u64::try_from(n).map_err(|_| neg("count")))?,
+        }),
+        Table::PublicExpenses => {
+            let u = |k: &str| int(v, k)?.map(|n| u64::try_from(n).map_err(|_| neg(k))).transpose();
+            Record::PublicExpense(PublicExpense {
+                provider_id: v("provider_id"),
+                patient_id: v("patient_id"),
+                encounter_id: v("encounter_id"),
+                service_month: d("service_month")?,
+                rank: u("rank")?.unwrap_or(1),
+                program_code: v("program_code"),
+                prefecture_code: v("prefecture_code"),
+                benefit_class: v("benefit_class"),
+                days: u("days")?,
+                points: int(v, "points")?,
+                public_burden: int(v, "public_burden")?,
+                outpatient_copay: int(v, "outpatient_copay")?,
+                inpatient_copay: int(v, "inpatient_copay")?,
+                times: u("times")?,
+                amount: int(v, "amount")?,
+            })
+        }
+        Table::Receipts => {
+            let u = |k: &str| int(v, k)?.map(|n| u64::try_from(n).map_err(|_| neg(k))).transpose();
+            Record::Receipt(Receipt {
+                provider_id: v("provider_id"),
+                patient_id: v("patient_id"),
+                encounter_id: v("encounter_id"),
+                receipt_number: v("receipt_number"),
+                receipt_type: v("receipt_type"),
+                service_month: d("service_month")?,
+                benefit_ratio: v("benefit_ratio"),
+                copay_class: v("copay_class"),
+                special_notes: v("special_notes"),
+                insurance_days: u("insurance_days")?,
+                insurance_points: int(v, "insurance_points")?,
+                meal_times: u("meal_times")?,
+                meal_amount: int(v, "meal_amount")?,
+                patient_copay: int(v, "patient_copay")?,
+                dpc_code: v("dpc_code"),
+                dpc_outcome: v("dpc_outcome"),
+            })
+        }
+        Table::PublicExpenseIds => Record::PublicExpenseId(PublicExpenseId {
+            provider_id: v("provider_id"),
+            patient_id: v("patient_id"),
+            payer_number: v("payer_number"),
+            recipient_number: v("recipient_number"),
+        }),
     })
+}
+
+fn neg(k: &str) -> (String, String) {
+    (k.to_owned(), "must not be negative".to_owned())
+}
+
+/// An optional whole number (empty → `None`).
+fn int<'r>(v: &dyn Fn(&str) -> &'r str, k: &str) -> Result<Option<i64>, (String, String)> {
+    let x = v(k);
+    if x.is_empty() {
+        return Ok(None);
+    }
+    x.parse().map(Some).map_err(|_| (k.to_owned(), format!("{x:?} is not a whole number")))
+}
+
+/// An optional finite number (empty → `None`).
+fn num<'r>(v: &dyn Fn(&str) -> &'r str, k: &str) -> Result<Option<f64>, (String, String)> {
+    let x = v(k);
+    if x.is_empty() {
+        return Ok(None);
+    }
+    match x.parse::<f64>() {
+        Ok(f) if f.is_finite() => Ok(Some(f)),
+        _ => Err((k.to_owned(), format!("{x:?} is not a number"))),
+    }
+}
+
+fn yes_no<'r>(v: &dyn Fn(&str) -> &'r str, k: &str, default: bool) -> Result<bool, (String, String)> {
+    match v(k) {
+        "" => Ok(default),
+        x if ["1", "true", "y", "yes"].iter().any(|y| x.eq_ignore_ascii_case(y)) => Ok(true),
+        x if ["0", "false", "n", "no"].iter().any(|n| x.eq_ignore_ascii_case(n)) => Ok(false),
+        other => Err((k.to_owned(), format!("{other:?} is not a yes/no value"))),
+    }
 }
 
 struct Mapper<'a> {
@@ -230,12 +349,12 @@ impl<'a> Mapper<'a> {
             width: header.len(),
         })
     }
-    fn map<'r>(&self, cell: impl Fn(usize) -> Option<&'r str>) -> Result<Record, (String, String)> {
-        let v = |k: &str| -> String {
+    fn map<'r>(&'r self, cell: impl Fn(usize) -> Option<&'r str>) -> Result<Record<&'r str>, (String, String)> {
+        let v = |k: &str| -> &'r str {
             match self.index.iter().find(|(c, _)| c == k) {
-                Some(&(_, i)) => cell(i).map(|s| s.trim().to_owned()).unwrap_or_default(),
-                None if k == "provider_id" => self.schema.provider_id.clone().unwrap_or_default(),
-                None => String::new(),
+                Some(&(_, i)) => cell(i).map(crate::uke::trim).unwrap_or_default(),
+                None if k == "provider_id" => self.schema.provider_id.as_deref().unwrap_or_default(),
+                None => "",
             }
         };
         let r = record(self.table, &v, &self.fmt)
@@ -344,7 +463,7 @@ pub fn read_csv(input: impl Read, schema: &SchemaFile, table: Table, file: &str,
                     let fields: Result<Vec<Cow<'_, str>>, String> = row.iter().map(decode_sjis).collect();
                     match fields {
                         Ok(f) => match m.map(|i| f.get(i).map(|c| c.as_ref())) {
-                            Ok(r) => sink.record(r),
+                            Ok(r) => sink.record_ref(r),
                             Err((col, e)) => sink.quarantine(Quarantined::new(file, at(), col, e, &raw())),
                         },
                         Err(e) => sink.quarantine(Quarantined::new(file, at(), "record", e, &raw())),
@@ -362,7 +481,7 @@ pub fn read_csv(input: impl Read, schema: &SchemaFile, table: Table, file: &str,
                     );
                     match whole {
                         Ok(w) => match m.map(|i| w.get(row.range(i)?)) {
-                            Ok(r) => sink.record(r),
+                            Ok(r) => sink.record_ref(r),
                             Err((col, e)) => sink.quarantine(Quarantined::new(file, at(), col, e, &raw())),
                         },
                         Err(e) => sink.quarantine(Quarantined::new(file, at(), "record", e, &raw())),
@@ -459,7 +578,7 @@ pub fn read_parquet(path: &Path, schema: &SchemaFile, table: Table, sink: &mut d
             let row: Vec<String> =
                 cols.iter().map(|c| if c.is_null(i) { String::new() } else { c.value(i).to_owned() }).collect();
             match m.map(|i| row.get(i).map(String::as_str)) {
-                Ok(r) => sink.record(r),
+                Ok(r) => sink.record_ref(r),
                 Err((col, e)) => sink.quarantine(Quarantined::new(&file, format!("row {n}"), col, e, &row.join(","))),
             }
         }

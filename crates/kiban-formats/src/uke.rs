@@ -3,14 +3,24 @@
 //! `IR` (医療機関) opens the file and `GO` (請求書) closes it; each receipt starts with `RE` and
 //! holds `HO` (医療保険), `KO` (公費), `SY` (傷病名), `SI` (診療行為), `IY` (医薬品), `TO` (特定器材),
 //! `CO` (コメント), `SJ` (症状詳記); the DPC variant adds `BU` (診断群分類), `SB` (傷病),
-//! `KK`, `GA`, `HH`, `GT`, `CD`, `GR`, `TK`, `NK`, `SK`, `JD`, `MF` (read for counts only).
-//! Field positions (0 = record id): RE.1 レセプト番号, .2 種別, .3 診療年月 (GYYMM), .4 氏名,
-//! .5 男女, .6 生年月日 (GYYMMDD), .8 入院年月日, .13 カルテ番号等 (the patient id), .18 検索番号
-//! (kiban writes the encounter id there), .21 診療科, .36 カタカナ氏名; HO.1 保険者番号, .2 記号,
-//! .3 番号, .15 枝番; SY.1 傷病名コード, .2 診療開始日, .5 傷病名称, .6 主傷病 (`01`); IY.3 医薬品コード,
-//! .6 回数 (days for 内服), .13–.43 算定日 1–31; SJ.1 区分, .2 text; BU.2 入院年月日, .3 退院年月日;
-//! SB.1 傷病名コード, .3 傷病名称, .4 ICD-10, .5 区分 (`01` 主傷病); GO.1 総件数.
-//! Codes are named through [`Masters`]; a code missing from the master quarantines its record.
+//! `KK`, `GA`, `HH`, `GT`, `CD`, `GR`, `TK`, `NK`, `SK`, `JD`, `MF` (read for counts only; `CD`
+//! repeats the SI/IY/TO lines per day).
+//! Field positions (0 = record id; `SPEC-CHECK.md` says which were checked against the spec):
+//! RE.1 レセプト番号, .2 種別, .3 診療年月 (GYYMM or YYYYMM), .4 氏名, .5 男女, .6 生年月日, .8 入院年月日,
+//! .13 カルテ番号等 (the patient id), .20 請求情報 (the encounter id kiban writes; .18 検索番号 in
+//! older files), .21 診療科, .36 カタカナ氏名; HO.1 保険者番号, .2 記号, .3 番号, .15 枝番;
+//! KO.1 負担者番号, .2 受給者番号, .3 任意給付区分, .4 診療実日数, .5 合計点数, .6 公費負担金額,
+//! .7/.8 外来/入院一部負担金, .10 回数, .11 合計金額; SY.1 傷病名コード, .2 診療開始日, .5 傷病名称,
+//! .6 主傷病 (`01`); SI.1 診療識別, .2 負担区分, .3 診療行為コード, .4 数量データ, .5 点数, .6 回数,
+//! .7–.12 コメント×3, .13–.43 算定日 1–31; IY the same with .3 医薬品コード, .4 使用量 (.6 回数 = days
+//! for 内服); TO.3 特定器材コード, .4 使用量, .5 点数, .6 回数, .7 単位コード, .8 単価, .9 名称,
+//! .10 商品名及び規格, .11–.16 コメント×3, .17–.47 算定日; CO.1 診療識別, .2 負担区分, .3 コメントコード,
+//! .4 文字データ; SJ.1 区分, .2 text; BU.2 入院年月日, .3 退院年月日; SB.1 傷病名コード, .3 傷病名称,
+//! .4 ICD-10, .5 区分 (`01` 主傷病); GO.1 総件数.
+//! Tables: SI → procedures and TO → materials (one row per marked 算定日), KO → public_expenses
+//! (programme and amounts) and public_expense_ids (負担者番号 and 受給者番号, identity), CO and the
+//! comments of SI/IY/TO → texts. Disease and drug codes are named through [`Masters`] (a code
+//! missing there quarantines its record); procedure and material masters are optional.
 //! The reader streams: memory holds one receipt at a time.
 
 use std::collections::HashSet;
@@ -19,7 +29,10 @@ use std::io::{BufRead, Write};
 use chrono::{Datelike, NaiveDate};
 use kiban_model::wareki::WarekiDate;
 
-use crate::canonical::{Diagnosis, Encounter, Patient, Prescription, Quarantined, Record, Sink, Text, by_patient};
+use crate::canonical::{
+    Diagnosis, Encounter, Material, Patient, Prescription, Procedure, PublicExpense, PublicExpenseId, Quarantined,
+    Receipt as ReceiptRow, Record, Sink, Text, by_patient,
+};
 use crate::encoding::{decode_sjis, decode_sjis_into, encode_sjis, strip_bom};
 use crate::masters::{Masters, department_code, department_name};
 
@@ -47,14 +60,91 @@ fn digits(s: &str) -> Option<u32> {
     s.bytes().try_fold(0u32, |a, c| c.is_ascii_digit().then(|| a * 10 + (c - b'0') as u32))
 }
 
+/// An optional whole number (`""` → `None`), sign allowed (points may be negative on returns).
+fn opt_int(s: &str) -> Result<Option<i64>, ()> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    let (neg, d) = match s.strip_prefix('-') {
+        Some(d) => (true, d),
+        None => (false, s),
+    };
+    if d.is_empty() || d.len() > 15 {
+        return Err(());
+    }
+    let n =
+        d.bytes().try_fold(0i64, |a, c| if c.is_ascii_digit() { Ok(a * 10 + (c - b'0') as i64) } else { Err(()) })?;
+    Ok(Some(if neg { -n } else { n }))
+}
+
+/// An optional count (`""` → `None`).
+fn opt_uint(s: &str) -> Result<Option<u64>, ()> {
+    match opt_int(s)? {
+        Some(n) if n < 0 => Err(()),
+        n => Ok(n.map(|n| n as u64)),
+    }
+}
+
+/// An optional decimal quantity (`""` → `None`): digits with at most one point.
+fn opt_num(s: &str) -> Result<Option<f64>, ()> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    if !s.bytes().all(|c| c.is_ascii_digit() || c == b'.') || s.bytes().filter(|&c| c == b'.').count() > 1 || s == "." {
+        return Err(());
+    }
+    s.parse().map(Some).map_err(|_| ())
+}
+
+/// The 31 算定日 fields from `from`: the days (1–31) with a count other than zero, into `out`;
+/// `Err(k)` when day `k + 1` holds something that is not a count.
+fn marked_days(f: &Fields<'_>, from: usize, out: &mut Vec<(u32, u64)>) -> Result<(), usize> {
+    out.clear();
+    for k in 0..31 {
+        let v = f.get(from + k);
+        if v.is_empty() {
+            continue;
+        }
+        match digits(v) {
+            Some(0) => {}
+            Some(n) => out.push((k as u32 + 1, n.into())),
+            None => return Err(k),
+        }
+    }
+    Ok(())
+}
+
+/// `s` without white space at either end; most fields start and end with a visible ASCII
+/// character and are returned as they are, without `str::trim`'s Unicode scan.
+pub(crate) fn trim(s: &str) -> &str {
+    match (s.as_bytes().first(), s.as_bytes().last()) {
+        (Some(a), Some(b)) if !(a.is_ascii_graphic() && b.is_ascii_graphic()) => s.trim(),
+        _ => s,
+    }
+}
+
+/// `YYYY-MM-DD` of a date (years 0–9999), written into `buf` (a birth date per receipt: no allocation).
+fn iso_date(d: NaiveDate, buf: &mut [u8; 10]) -> &str {
+    let (y, m, day) = (d.year().clamp(0, 9999) as u32, d.month(), d.day());
+    let digits = [y / 1000, y / 100 % 10, y / 10 % 10, y % 10, 10, m / 10, m % 10, 10, day / 10, day % 10];
+    for (b, v) in buf.iter_mut().zip(digits) {
+        *b = if v == 10 { b'-' } else { b'0' + v as u8 };
+    }
+    std::str::from_utf8(buf).expect("ASCII digits")
+}
+
 /// `GYYMMDD` → date, with the era's bounds checked as [`WarekiDate::new`] does, without its
 /// message formatting (SY lines carry one each: this is on the hot path).
 fn wareki7(s: &str) -> Option<NaiveDate> {
+    wareki_n(digits(s)?)
+}
+
+/// [`wareki7`] of the number `GYYMMDD`.
+fn wareki_n(n: u32) -> Option<NaiveDate> {
     // Era start as YYYYMMDD and the year its 元年 counts from (明治: Gregorian dates from 明治6年,
     // as kiban_model::wareki::Era::start has it).
     const ERAS: [(u32, i32); 5] =
         [(18730101, 1868), (19120730, 1912), (19261225, 1926), (19890108, 1989), (20190501, 2019)];
-    let n = digits(s)?;
     let (g, yy, mm, dd) = (n / 1_000_000, n / 10_000 % 100, n / 100 % 100, n % 100);
     let &(start, base) = ERAS.get((g as usize).checked_sub(1)?)?;
     if yy == 0 {
@@ -76,8 +166,10 @@ fn year_month(s: &str) -> Option<NaiveDate> {
         // The month's first day may precede the era's start (令和元年5月 is fine, 平成31年4月 too):
         // take the month's last day for the era check.
         5 => {
-            let first = (1..=31).rev().find_map(|d| wareki7(&format!("{s}{d:02}")))?;
-            NaiveDate::from_ymd_opt(first.year(), first.month(), 1)
+            let n = digits(s)?;
+            // Any day of the month inside the era will do (昭和64年1月 ends on the 7th).
+            let last = (1..=31).rev().find_map(|d| wareki_n(n * 100 + d))?;
+            NaiveDate::from_ymd_opt(last.year(), last.month(), 1)
         }
         6 => digits(s).and_then(|n| NaiveDate::from_ymd_opt((n / 100) as i32, n % 100, 1)),
         _ => None,
@@ -105,8 +197,12 @@ struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
-    fn new() -> Self {
-        Fields { text: "", cuts: Vec::with_capacity(64) }
+    /// Fields over a recycled buffer of comma positions.
+    fn with(cuts: Vec<usize>) -> Self {
+        Fields { text: "", cuts }
+    }
+    fn into_cuts(self) -> Vec<usize> {
+        self.cuts
     }
     fn split(&mut self, text: &'a str) {
         self.text = text;
@@ -131,7 +227,7 @@ impl<'a> Fields<'a> {
     }
     /// Field `i`, trimmed.
     fn get(&self, i: usize) -> &'a str {
-        self.raw(i).trim()
+        trim(self.raw(i))
     }
     /// Everything from field `i` on, commas included.
     fn rest(&self, i: usize) -> &'a str {
@@ -187,6 +283,11 @@ struct Reader<'a> {
     masters: &'a Masters,
     seen_patients: HashSet<u64>,
     saw_ir: bool,
+    /// Marked days of the current SI/TO/IY line (reused).
+    days: Vec<(u32, u64)>,
+    /// Comma positions of the RE line and of the other lines (reused).
+    cuts: Vec<usize>,
+    line_cuts: Vec<usize>,
 }
 
 impl Reader<'_> {
@@ -194,23 +295,44 @@ impl Reader<'_> {
         sink.quarantine(Quarantined::new(self.file, format!("line {no}"), field, problem, text));
     }
 
+    /// The comment pairs (コメントコード, 文字データ) of an SI, IY or TO line from field `from`, as
+    /// texts dated `date`, named after the line's record and code; an empty pair is skipped.
+    fn comments(&self, f: &Fields<'_>, from: usize, date: NaiveDate, ids: (&str, &str), sink: &mut dyn Sink) {
+        let mut about = String::new();
+        for k in 0..3 {
+            let (code, text) = (f.get(from + 2 * k), f.get(from + 2 * k + 1));
+            if code.is_empty() && text.is_empty() {
+                continue;
+            }
+            if about.is_empty() {
+                about = format!("コメント（{} {}）", f.get(0), f.get(3));
+            }
+            sink.record_ref(Record::Text(Text {
+                provider_id: self.provider_id,
+                patient_id: ids.0,
+                encounter_id: ids.1,
+                observed_date: date,
+                code,
+                name: &about,
+                text,
+            }));
+        }
+    }
+
+    /// Maps one receipt (its RE line first). Clinical rows borrow the receipt's text and go to the
+    /// sink as they are read; the patient and encounter, known only at the end, follow them.
     fn receipt(&mut self, r: &Receipt, sink: &mut dyn Sink) {
         let (re_no, re_text) = r.line(0);
-        let mut f = Fields::new();
+        let mut f = Fields::with(std::mem::take(&mut self.cuts));
         f.split(re_text);
-        let f = f;
-        let g = |i: usize| f.get(i);
+        let re = f;
+        let g = |i: usize| re.get(i);
         let bad_all = |this: &Self, sink: &mut dyn Sink, field: &str, problem: String| {
             this.q(sink, re_no, re_text, field, problem);
             for k in 1..r.lines.len() {
                 let (no, text) = r.line(k);
-                this.q(
-                    sink,
-                    no,
-                    text,
-                    "record",
-                    format!("belongs to the receipt at line {re_no} which is quarantined"),
-                );
+                let problem = format!("belongs to the receipt at line {re_no} which is quarantined");
+                this.q(sink, no, text, "record", problem);
             }
         };
         let patient_id = g(13);
@@ -244,41 +366,73 @@ impl Reader<'_> {
         let inpatient = admitted.is_some() || kind.len() == 4 && kind.ends_with(['1', '3', '5', '7', '9']);
         // RE.20 請求情報 is the provider's own field: kiban keeps the encounter id there. Files kiban
         // wrote before carried it in RE.18 (検索番号, which the spec reserves for returned claims).
-        let encounter_id = match (g(20), g(18)) {
-            ("", "") => format!("{patient_id}-R{}", g(1)),
-            ("", old) => old.to_owned(),
-            (id, _) => id.to_owned(),
+        let made_id;
+        let encounter_id: &str = match (g(20), g(18)) {
+            ("", "") => {
+                made_id = format!("{patient_id}-R{}", g(1));
+                &made_id
+            }
+            ("", old) => old,
+            (id, _) => id,
         };
+        let ids = (patient_id, encounter_id);
+        let mut birth_buf = [0u8; 10];
+        let birth_text = iso_date(birth_date, &mut birth_buf);
         let mut patient = Patient {
-            provider_id: self.provider_id.into(),
-            patient_id: patient_id.into(),
-            name_kanji: g(4).into(),
-            name_kana: g(36).into(),
-            sex: sex.into(),
-            birth_date: birth_date.to_string(),
+            provider_id: self.provider_id,
+            patient_id,
+            name_kanji: g(4),
+            name_kana: g(36),
+            sex,
+            birth_date: birth_text,
             ..Default::default()
         };
-        let mut out: Vec<Record> = Vec::new();
         let mut first_day: Option<NaiveDate> = None;
         let mut discharge = None;
-        let day_in_month = |fields: &Fields<'_>, from: usize| -> Option<NaiveDate> {
-            // A marked day holds a count other than zero (most of the 31 fields are empty).
-            let marked = |k: &usize| fields.raw(from + k).bytes().any(|c| c.is_ascii_digit() && c != b'0');
-            let k = (0..31).find(marked)?;
-            NaiveDate::from_ymd_opt(month.year(), month.month(), k as u32 + 1)
+        let mut row = ReceiptRow {
+            provider_id: self.provider_id,
+            patient_id,
+            encounter_id,
+            receipt_number: g(1),
+            receipt_type: kind,
+            service_month: month,
+            benefit_ratio: g(7),
+            copay_class: g(10),
+            special_notes: g(11),
+            ..Default::default()
         };
-        let mut pending_main_dx = Vec::new();
-        let mut f = Fields::new();
+        // Diagnoses wait for the stay's first day (SB lines have no date of their own).
+        let mut diagnoses: Vec<(bool, Diagnosis<&str>)> = Vec::new();
+        let mut rank = 0u64;
+        let mut f = Fields::with(std::mem::take(&mut self.line_cuts));
         for k in 1..r.lines.len() {
             let (no, text) = r.line(k);
             f.split(text);
             let g = |i: usize| f.get(i);
             match g(0) {
                 "HO" => {
-                    patient.insurer_number = g(1).into();
-                    patient.card_symbol = g(2).into();
-                    patient.card_number = g(3).into();
-                    patient.card_branch = g(15).into();
+                    patient.insurer_number = g(1);
+                    patient.card_symbol = g(2);
+                    patient.card_number = g(3);
+                    patient.card_branch = g(15);
+                    // The totals: a bad one is quarantined by name and left empty; the card is still read.
+                    let named = [(4, "診療実日数"), (5, "合計点数"), (7, "回数"), (8, "合計金額"), (11, "負担金額")];
+                    for (i, name) in named {
+                        if opt_int(g(i)).is_err() || matches!(i, 4 | 7) && opt_uint(g(i)).is_err() {
+                            self.q(
+                                sink,
+                                no,
+                                text,
+                                &format!("HO.{i} {name}"),
+                                format!("{:?} is not a whole number", g(i)),
+                            );
+                        }
+                    }
+                    row.insurance_days = opt_uint(g(4)).unwrap_or_default();
+                    row.insurance_points = opt_int(g(5)).unwrap_or_default();
+                    row.meal_times = opt_uint(g(7)).unwrap_or_default();
+                    row.meal_amount = opt_int(g(8)).unwrap_or_default();
+                    row.patient_copay = opt_int(g(11)).unwrap_or_default();
                 }
                 "SY" => {
                     let code = g(1);
@@ -286,73 +440,215 @@ impl Reader<'_> {
                         self.q(sink, no, text, "SY.2 診療開始日", format!("{:?} is not GYYMMDD or YYYYMMDD", g(2)));
                         continue;
                     };
+                    // 未コード化傷病名 (0000999) is named by SY.5.
+                    let uncoded = code == "0000999" && !g(5).is_empty();
                     let (name, icd10) = match self.masters.disease.get(code) {
-                        Some(e) => (e.name.clone(), e.canonical.clone()),
-                        None if code == "0000999" && !g(5).is_empty() => (g(5).to_owned(), String::new()),
+                        Some(e) => (if uncoded { g(5) } else { e.name.as_str() }, e.canonical.as_str()),
+                        None if uncoded => (g(5), ""),
                         None => {
-                            self.q(
-                                sink,
-                                no,
-                                text,
-                                "SY.1 傷病名コード",
-                                format!("{code:?} is not in the disease master"),
-                            );
+                            let problem = format!("{code:?} is not in the disease master");
+                            self.q(sink, no, text, "SY.1 傷病名コード", problem);
                             continue;
                         }
                     };
-                    let name = if code == "0000999" && !g(5).is_empty() { g(5).to_owned() } else { name };
-                    pending_main_dx.push((
-                        false,
-                        Diagnosis {
-                            provider_id: self.provider_id.into(),
-                            patient_id: patient_id.into(),
-                            encounter_id: encounter_id.clone(),
-                            diagnosis_date: date,
-                            icd10,
-                            diagnosis_name: name,
-                            main: g(6) == "01",
-                        },
-                    ));
+                    let (provider_id, encounter_id) = (self.provider_id, encounter_id);
+                    let d = Diagnosis {
+                        provider_id,
+                        patient_id,
+                        encounter_id,
+                        diagnosis_date: date,
+                        icd10,
+                        diagnosis_name: name,
+                        main: g(6) == "01",
+                    };
+                    diagnoses.push((false, d));
                 }
                 "SB" => {
-                    let code = g(1);
-                    let icd = g(4);
-                    let name = if g(3).is_empty() {
-                        self.masters.disease.get(code).map(|e| e.name.clone()).unwrap_or_default()
-                    } else {
-                        g(3).to_owned()
+                    let (code, icd) = (g(1), g(4));
+                    let name = match g(3) {
+                        "" => self.masters.disease.get(code).map_or("", |e| e.name.as_str()),
+                        n => n,
                     };
                     if icd.is_empty() && name.is_empty() {
                         self.q(sink, no, text, "SB.4 ICD10コード", "neither an ICD-10 code nor a name");
                         continue;
                     }
-                    // SB has no date of its own: it is the stay's (set below, once the stay's first day is known).
-                    pending_main_dx.push((
-                        true,
-                        Diagnosis {
-                            provider_id: self.provider_id.into(),
-                            patient_id: patient_id.into(),
-                            encounter_id: encounter_id.clone(),
-                            diagnosis_date: month,
-                            icd10: icd.into(),
-                            diagnosis_name: name,
-                            main: g(5) == "01",
-                        },
-                    ));
+                    let d = Diagnosis {
+                        provider_id: self.provider_id,
+                        patient_id,
+                        encounter_id,
+                        diagnosis_date: month,
+                        icd10: icd,
+                        diagnosis_name: name,
+                        main: g(5) == "01",
+                    };
+                    diagnoses.push((true, d));
                 }
                 "BU" => {
-                    if let Some(d) = full_date(g(3)) {
-                        discharge = Some(d);
+                    match (g(3), full_date(g(3))) {
+                        (_, Some(d)) => discharge = Some(d),
+                        ("", None) => {}
+                        (x, None) => {
+                            let problem = format!("{x:?} is not GYYMMDD or YYYYMMDD");
+                            self.q(sink, no, text, "BU.3 今回退院年月日", problem);
+                        }
+                    }
+                    row.dpc_code = g(1);
+                    row.dpc_outcome = g(4);
+                }
+                "SI" | "TO" => {
+                    let to = g(0) == "TO";
+                    let (rec, days_from) = if to { ("TO", 17) } else { ("SI", 13) };
+                    let Some(times) = digits(g(6)) else {
+                        let problem = format!("{:?} is not a whole number", g(6));
+                        self.q(sink, no, text, &format!("{rec}.6 回数"), problem);
+                        continue;
+                    };
+                    let (Ok(quantity), Ok(points)) = (opt_num(g(4)), opt_int(g(5))) else {
+                        let (field, v) = if opt_num(g(4)).is_err() { (4, g(4)) } else { (5, g(5)) };
+                        let name = if field == 4 { if to { "使用量" } else { "数量データ" } } else { "点数" };
+                        self.q(sink, no, text, &format!("{rec}.{field} {name}"), format!("{v:?} is not a number"));
+                        continue;
+                    };
+                    let unit_price = if to { opt_num(g(8)) } else { Ok(None) };
+                    let Ok(unit_price) = unit_price else {
+                        self.q(sink, no, text, "TO.8 単価", format!("{:?} is not a number", g(8)));
+                        continue;
+                    };
+                    if let Err(k) = marked_days(&f, days_from, &mut self.days) {
+                        let problem = format!("{:?} is not a count of times", f.get(days_from + k));
+                        self.q(sink, no, text, &format!("{rec}.{} 算定日 {}日", days_from + k, k + 1), problem);
+                        continue;
+                    }
+                    let first_marked = self.days.first().and_then(|&(d, _)| month.with_day(d));
+                    if first_day.is_none() && !to {
+                        first_day = first_marked;
+                    }
+                    // No marked day: one row for the month, with the line's 回数.
+                    let no_day = [(0, u64::from(times))];
+                    let per_day: &[(u32, u64)] = if self.days.is_empty() { &no_day } else { &self.days };
+                    let (care_category, burden_category, code) = (g(1), g(2), g(3));
+                    for &(day, count) in per_day {
+                        let (date, day_known) = match month.with_day(day) {
+                            Some(d) if day > 0 => (d, true),
+                            _ => (month, false),
+                        };
+                        sink.record_ref(if to {
+                            Record::Material(Material {
+                                provider_id: self.provider_id,
+                                patient_id,
+                                encounter_id,
+                                used_date: date,
+                                day_known,
+                                source: "UKE TO",
+                                care_category,
+                                burden_category,
+                                material_code: code,
+                                material_name: match g(9) {
+                                    "" => self.masters.material.get(code).map_or("", |e| e.name.as_str()),
+                                    n => n,
+                                },
+                                product_name: g(10),
+                                quantity,
+                                unit_code: g(7),
+                                unit_price,
+                                points,
+                                count,
+                            })
+                        } else {
+                            Record::Procedure(Procedure {
+                                provider_id: self.provider_id,
+                                patient_id,
+                                encounter_id,
+                                procedure_date: date,
+                                day_known,
+                                source: "UKE SI",
+                                care_category,
+                                burden_category,
+                                procedure_code: code,
+                                procedure_name: self.masters.procedure.get(code).map_or("", |e| e.name.as_str()),
+                                quantity,
+                                points,
+                                count,
+                            })
+                        });
+                    }
+                    self.comments(&f, if to { 11 } else { 7 }, first_marked.unwrap_or(month), ids, sink);
+                }
+                "CO" => sink.record_ref(Record::Text(Text {
+                    provider_id: self.provider_id,
+                    patient_id,
+                    encounter_id,
+                    observed_date: admitted.or(first_day).unwrap_or(month),
+                    code: g(3),
+                    name: "コメント",
+                    text: f.rest(4),
+                })),
+                "KO" => {
+                    let payer = g(1);
+                    if payer.len() != 8 || !payer.bytes().all(|b| b.is_ascii_digit()) {
+                        self.q(sink, no, text, "KO.1 負担者番号", format!("{payer:?} is not 8 digits"));
+                        continue;
+                    }
+                    let ints = [
+                        (5, "合計点数"),
+                        (6, "公費負担金額"),
+                        (7, "外来一部負担金"),
+                        (8, "入院一部負担金"),
+                        (11, "合計金額"),
+                    ];
+                    let uints = [(4, "診療実日数"), (10, "回数")];
+                    let bad = ints
+                        .iter()
+                        .find(|(i, _)| opt_int(g(*i)).is_err())
+                        .or_else(|| uints.iter().find(|(i, _)| opt_uint(g(*i)).is_err()));
+                    if let Some((i, name)) = bad {
+                        self.q(sink, no, text, &format!("KO.{i} {name}"), format!("{:?} is not a whole number", g(*i)));
+                        continue;
+                    }
+                    let int = |i: usize| opt_int(g(i)).unwrap_or_default();
+                    let uint = |i: usize| opt_uint(g(i)).unwrap_or_default();
+                    rank += 1;
+                    sink.record_ref(Record::PublicExpense(PublicExpense {
+                        provider_id: self.provider_id,
+                        patient_id,
+                        encounter_id,
+                        service_month: month,
+                        rank,
+                        program_code: &payer[..2],
+                        prefecture_code: &payer[2..4],
+                        benefit_class: g(3),
+                        days: uint(4),
+                        points: int(5),
+                        public_burden: int(6),
+                        outpatient_copay: int(7),
+                        inpatient_copay: int(8),
+                        times: uint(10),
+                        amount: int(11),
+                    }));
+                    let id = PublicExpenseId {
+                        provider_id: self.provider_id,
+                        patient_id,
+                        payer_number: payer,
+                        recipient_number: g(2),
+                    };
+                    let key = std::hash::BuildHasher::hash_one(&foldhash::quality::FixedState::with_seed(1), &id);
+                    if self.seen_patients.insert(key) {
+                        sink.record_ref(Record::PublicExpenseId(id));
                     }
                 }
-                "SI" if first_day.is_none() => first_day = day_in_month(&f, 13),
                 "IY" => {
                     let code = g(3);
                     let Some(e) = self.masters.drug.get(code) else {
                         self.q(sink, no, text, "IY.3 医薬品コード", format!("{code:?} is not in the drug master"));
                         continue;
                     };
-                    let Some(day) = day_in_month(&f, 13) else {
+                    if let Err(k) = marked_days(&f, 13, &mut self.days) {
+                        let problem = format!("{:?} is not a count of times", f.get(13 + k));
+                        self.q(sink, no, text, &format!("IY.{} 算定日 {}日", 13 + k, k + 1), problem);
+                        continue;
+                    }
+                    let Some(day) = self.days.first().and_then(|&(d, _)| month.with_day(d)) else {
                         self.q(sink, no, text, "IY.13 算定日", "no day of the month is marked (算定日情報 empty)");
                         continue;
                     };
@@ -363,52 +659,57 @@ impl Reader<'_> {
                     if first_day.is_none() {
                         first_day = Some(day);
                     }
-                    out.push(Record::Prescription(Prescription {
-                        provider_id: self.provider_id.into(),
-                        patient_id: patient_id.into(),
-                        encounter_id: encounter_id.clone(),
+                    self.comments(&f, 7, day, ids, sink);
+                    sink.record_ref(Record::Prescription(Prescription {
+                        provider_id: self.provider_id,
+                        patient_id,
+                        encounter_id,
                         prescribed_date: day,
-                        drug_code: e.canonical.clone(),
-                        drug_name: e.name.clone(),
-                        route: e.extra.clone(),
+                        drug_code: &e.canonical,
+                        drug_name: &e.name,
+                        route: &e.extra,
                         days: days.into(),
                     }));
                 }
-                "SJ" => out.push(Record::Text(Text {
-                    provider_id: self.provider_id.into(),
-                    patient_id: patient_id.into(),
-                    encounter_id: encounter_id.clone(),
+                "SJ" => sink.record_ref(Record::Text(Text {
+                    provider_id: self.provider_id,
+                    patient_id,
+                    encounter_id,
                     observed_date: admitted.or(first_day).unwrap_or(month),
-                    code: g(1).into(),
-                    name: "症状詳記".into(),
-                    text: f.rest(2).to_owned(),
+                    code: g(1),
+                    name: "症状詳記",
+                    text: f.rest(2),
                 })),
                 _ => {}
             }
         }
         let key = std::hash::BuildHasher::hash_one(&foldhash::quality::FixedState::with_seed(0), &patient);
         if self.seen_patients.insert(key) {
-            sink.record(Record::Patient(patient));
+            sink.record_ref(Record::Patient(patient));
         }
-        sink.record(Record::Encounter(Encounter {
-            provider_id: self.provider_id.into(),
-            patient_id: patient_id.into(),
+        let department = match g(21) {
+            "" => "",
+            d => department_name(d),
+        };
+        let first = admitted.or(first_day).unwrap_or(month);
+        sink.record_ref(Record::Encounter(Encounter {
+            provider_id: self.provider_id,
+            patient_id,
             encounter_id,
-            encounter_type: if inpatient { "入院" } else { "外来" }.into(),
-            department: if g(21).is_empty() { String::new() } else { department_name(g(21)) },
-            admission_date: admitted.or(first_day).unwrap_or(month),
+            encounter_type: if inpatient { "入院" } else { "外来" },
+            department,
+            admission_date: first,
             discharge_date: discharge,
         }));
-        let first = admitted.or(first_day).unwrap_or(month);
-        for (stay_dated, mut d) in pending_main_dx {
+        sink.record_ref(Record::Receipt(row));
+        for (stay_dated, mut d) in diagnoses {
             if stay_dated {
                 d.diagnosis_date = first;
             }
-            sink.record(Record::Diagnosis(d));
+            sink.record_ref(Record::Diagnosis(d));
         }
-        for r in out {
-            sink.record(r);
-        }
+        self.cuts = re.into_cuts();
+        self.line_cuts = f.into_cuts();
     }
 }
 
@@ -516,7 +817,16 @@ pub fn read(
     masters: &Masters,
     sink: &mut dyn Sink,
 ) -> std::io::Result<UkeStats> {
-    let rd = Reader { file, provider_id, masters, seen_patients: HashSet::new(), saw_ir: false };
+    let rd = Reader {
+        file,
+        provider_id,
+        masters,
+        seen_patients: HashSet::new(),
+        saw_ir: false,
+        days: Vec::new(),
+        cuts: Vec::new(),
+        line_cuts: Vec::new(),
+    };
     let mut p =
         Parse { rd, stats: UkeStats::default(), cur: Receipt::default(), state: State::Outside, go: None, no: 0 };
     // Lines are cut straight out of the reader's buffer; only a line across two buffers is copied.
@@ -607,6 +917,29 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn iso_date_and_trim_agree_with_the_library() {
+        for d in ["1868-01-01", "1989-01-07", "2024-02-29", "0999-12-31"] {
+            let date: NaiveDate = d.parse().unwrap();
+            assert_eq!(iso_date(date, &mut [0; 10]), date.to_string());
+        }
+        for s in ["", " ", "a", " a ", "\u{3000}山田\u{3000}", "山田", "12 ", "\t1"] {
+            assert_eq!(trim(s), s.trim(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn year_month_takes_months_an_era_holds_only_in_part() {
+        let ym = |y, m| NaiveDate::from_ymd_opt(y, m, 1);
+        assert_eq!(year_month("36401"), ym(1989, 1), "昭和64年1月 (1st–7th)");
+        assert_eq!(year_month("40101"), ym(1989, 1), "平成元年1月 (8th–31st)");
+        assert_eq!(year_month("30101"), None, "昭和 began on 25 December 1926");
+        assert_eq!(year_month("43104"), ym(2019, 4));
+        assert_eq!(year_month("50105"), ym(2019, 5));
+        assert_eq!(year_month("50104"), None, "令和 began in May");
+        assert_eq!(year_month("202406"), ym(2024, 6));
     }
 
     #[test]
@@ -712,6 +1045,7 @@ pub fn write(
                 m[d.day() as usize - 1] = v.to_owned();
                 m.join(",")
             };
+            masters.procedure.insert("112007410", "初診料", "", "");
             block.push(format!("SI,12,1,112007410,,73,1,,,,,,,{}", day_marks(e.admission_date, "1")));
             for r in &recs {
                 match r {

@@ -238,7 +238,7 @@ pub const IDENTITY_TABLE: &str = "patients";
 
 /// Direct identifiers (issue 4 item 1): only the identity vault holds them. A clinical table that
 /// carries one is refused; `patient_id` is replaced by the vault's person key.
-pub const IDENTITY_COLUMNS: [&str; 11] = [
+pub const IDENTITY_COLUMNS: [&str; 13] = [
     "name_kanji",
     "name_kana",
     "sex",
@@ -250,6 +250,9 @@ pub const IDENTITY_COLUMNS: [&str; 11] = [
     "card_symbol",
     "card_number",
     "card_branch",
+    // 公費 負担者番号 and 受給者番号 (kiban-formats `public_expense_ids`): no vault route yet, so refused.
+    "payer_number",
+    "recipient_number",
 ];
 
 /// The column that links clinical rows to a person in the identity vault, in place of `patient_id`.

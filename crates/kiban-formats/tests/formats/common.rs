@@ -18,14 +18,7 @@ pub fn of_provider(records: &[Record], provider: &str) -> Vec<Record> {
 
 /// The provider of a record.
 pub fn provider_of(r: &Record) -> &str {
-    match r {
-        Record::Patient(x) => &x.provider_id,
-        Record::Encounter(x) => &x.provider_id,
-        Record::Diagnosis(x) => &x.provider_id,
-        Record::Prescription(x) => &x.provider_id,
-        Record::Lab(x) => &x.provider_id,
-        Record::Text(x) => &x.provider_id,
-    }
+    r.provider_id()
 }
 
 /// Sorts records into a stable order for comparison (by debug text).

@@ -43,3 +43,30 @@ fn b2_each_format_converts_to_clinical_tables_with_identity_apart() {
         }
     }
 }
+
+#[test]
+fn b2_uke_receipt_tables_convert_with_public_expense_numbers_apart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/RECEIPTC-synthetic.UKE");
+    // convert reads `*.uke` (lower case), as kiban's own writer names them.
+    std::fs::copy(sample, input.join("receiptc.uke")).unwrap();
+    let mut m = Masters::default();
+    m.drug.insert("620000001", "合成錠（架空）", "9999999F1000", "oral");
+    m.procedure.insert("111000110", "初診料", "", "");
+    m.save_dir(&input.join("masters")).unwrap();
+    let (c, i, q) = (tmp.path().join("clinical"), tmp.path().join("identity"), tmp.path().join("q"));
+    let rep = convert(InputFormat::Uke, &input, "prov-x", &c, &i, &q).unwrap();
+    assert_eq!(rep.quarantined, 3, "the sample's three bad lines");
+    let mut direct = kiban_formats::canonical::Collected::default();
+    let masters = Masters::load_dir(&input.join("masters")).unwrap();
+    kiban_formats::uke::read(&std::fs::read(sample).unwrap()[..], "s", "prov-x", &masters, &mut direct).unwrap();
+    for t in [Table::Procedures, Table::Materials, Table::PublicExpenses, Table::Texts, Table::PublicExpenseIds] {
+        let dir = if t.is_identity() { &i } else { &c };
+        let want: Vec<Record> = direct.of(t).cloned().collect();
+        assert!(!want.is_empty(), "{t:?}");
+        assert_eq!(read_table(dir, t), want, "{t:?} through Parquet");
+    }
+    assert!(!c.join("public_expense_ids").exists(), "payer and recipient numbers never in the clinical tables");
+}

@@ -27,7 +27,8 @@ pub fn all_parsers(b: &[u8], masters: &Masters) {
     check(&c, 4);
     let mut c = Collected::default();
     uke::read(b, "f", "p", masters, &mut c).unwrap();
-    check(&c, 4);
+    // An SI or TO line gives one row per marked 算定日 (31 at most) and up to three comments.
+    check(&c, 36);
     for kind in [DpcFile::Ef, DpcFile::Form1] {
         let mut c = Collected::default();
         dpc::read(b, kind, "f", "p", masters, &mut c).unwrap();
@@ -47,6 +48,17 @@ pub fn all_parsers(b: &[u8], masters: &Masters) {
     let mut c = Collected::default();
     kiban_formats::tabular::read_csv(b, &schema, table, "f", &mut c);
     check(&c, 2);
+    // DICOM: as given, and behind a Part 10 preamble so the bytes reach the data set parser.
+    let mut p10 = vec![0u8; 128];
+    p10.extend_from_slice(b"DICM");
+    p10.extend_from_slice(b);
+    for bytes in [b, &p10[..]] {
+        if let Ok((f, px)) = kiban_formats::dicom::parse::read_metadata(bytes) {
+            let rows = kiban_formats::dicom::metadata_rows("f", &f, px);
+            assert!(rows.len() <= bytes.len(), "{} rows from {} bytes", rows.len(), bytes.len());
+        }
+        let _ = kiban_formats::dicom::parse::read(bytes);
+    }
 }
 
 fn samples() -> (Vec<Vec<u8>>, Masters) {

@@ -1,6 +1,6 @@
 //! UKE receipts (医科 and DPC): write → read → the same records; bad input → quarantine.
 
-use kiban_formats::canonical::{Collected, Record};
+use kiban_formats::canonical::{Collected, Material, Procedure, PublicExpense, Record, Table};
 use kiban_formats::masters::Masters;
 use kiban_formats::uke::{self, Variant};
 
@@ -17,17 +17,34 @@ pub fn receipt_view(records: &[Record], variant: Variant) -> Vec<Record> {
                 p.postal_code.clear();
                 p.address.clear();
                 p.phone.clear();
-                Some(Record::Patient(p))
+                Some(vec![Record::Patient(p)])
             }
             Record::Encounter(mut e) => {
                 if variant == Variant::Medical {
                     e.discharge_date = None;
                 }
-                Some(Record::Encounter(e))
+                // The writer dates each encounter by one SI 初診料 line: a procedure on its first day.
+                let si = Record::Procedure(Procedure {
+                    provider_id: e.provider_id.clone(),
+                    patient_id: e.patient_id.clone(),
+                    encounter_id: e.encounter_id.clone(),
+                    procedure_date: e.admission_date,
+                    day_known: true,
+                    source: "UKE SI".into(),
+                    care_category: "12".into(),
+                    burden_category: "1".into(),
+                    procedure_code: "112007410".into(),
+                    procedure_name: "初診料".into(),
+                    quantity: None,
+                    points: Some(73),
+                    count: 1,
+                });
+                Some(vec![Record::Encounter(e), si])
             }
             Record::Lab(_) => None,
-            other => Some(other),
+            other => Some(vec![other]),
         })
+        .flatten()
         .collect()
 }
 
@@ -44,6 +61,17 @@ fn round_trip(variant: Variant) {
     let st = uke::read(&bytes[..], "test.uke", "prov-b", &masters, &mut got).unwrap();
     assert!(got.quarantined.is_empty(), "{:?}", got.quarantined);
     assert_eq!(st.receipts, n);
+    // One receipts row per receipt, with what the writer put in RE and HO.
+    let (receipts, records): (Vec<Record>, Vec<Record>) =
+        got.records.into_iter().partition(|r| matches!(r, Record::Receipt(_)));
+    got.records = records;
+    assert_eq!(receipts.len() as u64, n);
+    for r in &receipts {
+        let Record::Receipt(r) = r else { unreachable!() };
+        assert_eq!((r.benefit_ratio.as_str(), r.insurance_days, r.insurance_points), ("70", Some(1), Some(0)));
+        let dpc = if variant == Variant::Dpc { "00000000000000" } else { "" };
+        assert_eq!(r.dpc_code, dpc);
+    }
     let want = sorted(receipt_view(&recs, variant));
     let got = sorted(got.records);
     assert_eq!(got.len(), want.len());
@@ -111,4 +139,140 @@ fn b2_uke_reads_seireki_dates_of_current_files() {
     uke::read(&sj[..], "s.uke", "prov-b", &masters, &mut s).unwrap();
     assert!(s.quarantined.is_empty(), "{:?}", s.quarantined);
     assert_eq!(sorted(s.records), sorted(w.records));
+}
+
+fn sample() -> (Collected, uke::UkeStats) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/RECEIPTC-synthetic.UKE");
+    let bytes = std::fs::read(path).unwrap();
+    let mut masters = Masters::default();
+    masters.drug.insert("620000001", "合成錠（架空）", "9999999F1000", "oral");
+    masters.procedure.insert("111000110", "初診料", "", "");
+    let mut got = Collected::default();
+    let st = uke::read(&bytes[..], "RECEIPTC-synthetic.UKE", "prov-x", &masters, &mut got).unwrap();
+    (got, st)
+}
+
+fn day(d: u32) -> chrono::NaiveDate {
+    chrono::NaiveDate::from_ymd_opt(2024, 6, d).unwrap()
+}
+
+#[test]
+fn b2_uke_si_and_to_lines_become_procedures_and_materials_per_marked_day() {
+    let (got, st) = sample();
+    assert_eq!(st.receipts, 2);
+    let procs: Vec<&Procedure> =
+        got.records.iter().filter_map(|r| if let Record::Procedure(p) = r { Some(p) } else { None }).collect();
+    let brief: Vec<_> = procs
+        .iter()
+        .map(|p| (p.encounter_id.as_str(), p.procedure_code.as_str(), p.procedure_date, p.day_known, p.count, p.points))
+        .collect();
+    assert_eq!(
+        brief,
+        [
+            ("ENC-0001", "111000110", day(3), true, 1, Some(291)),
+            ("ENC-0001", "160000310", day(3), true, 1, Some(11)),
+            ("ENC-0001", "160000310", day(17), true, 2, Some(11)),
+            // No 算定日 marked: the month, with the line's 回数.
+            ("ENC-0002", "190077410", day(1), false, 30, Some(1500)),
+        ]
+    );
+    assert_eq!((procs[0].procedure_name.as_str(), procs[0].care_category.as_str()), ("初診料", "12"));
+    assert_eq!(
+        (procs[1].quantity, procs[1].source.as_str(), procs[1].burden_category.as_str()),
+        (Some(2.0), "UKE SI", "1")
+    );
+    let mats: Vec<&Material> =
+        got.records.iter().filter_map(|r| if let Record::Material(m) = r { Some(m) } else { None }).collect();
+    assert_eq!(mats.len(), 1, "{mats:?}");
+    let m = mats[0];
+    assert_eq!(
+        (m.material_code.as_str(), m.used_date, m.quantity, m.unit_code.as_str(), m.unit_price, m.points, m.count),
+        ("730000001", day(17), Some(1.5), "019", Some(120.5), Some(24), 1)
+    );
+    assert_eq!((m.material_name.as_str(), m.product_name.as_str()), ("合成カテーテル（架空）", "架空社　合成－０１"));
+}
+
+#[test]
+fn b2_uke_ko_lines_give_public_expenses_with_the_numbers_on_the_identity_side() {
+    let (got, _) = sample();
+    let ko: Vec<&PublicExpense> =
+        got.records.iter().filter_map(|r| if let Record::PublicExpense(k) = r { Some(k) } else { None }).collect();
+    let brief: Vec<_> = ko
+        .iter()
+        .map(|k| (k.rank, k.program_code.as_str(), k.prefecture_code.as_str(), k.days, k.points, k.public_burden))
+        .collect();
+    assert_eq!(brief, [(1, "54", "13", Some(2), Some(612), Some(1200)), (2, "21", "13", Some(1), Some(291), None)]);
+    assert_eq!((ko[0].outpatient_copay, ko[0].service_month), (Some(500), day(1)));
+    let ids: Vec<(&str, &str)> = got
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            Record::PublicExpenseId(i) => Some((i.payer_number.as_str(), i.recipient_number.as_str())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids, [("54136015", "1234566"), ("21136011", "7654321")]);
+    assert!(Table::PublicExpenseIds.is_identity() && !Table::PublicExpenses.is_identity());
+    // The clinical table carries no payer or recipient number.
+    for f in Table::PublicExpenses.schema().fields() {
+        assert!(!["payer_number", "recipient_number"].contains(&f.name().as_str()), "{}", f.name());
+    }
+}
+
+#[test]
+fn b2_uke_co_and_inline_comments_become_texts() {
+    let (got, _) = sample();
+    let texts: Vec<(&str, &str, chrono::NaiveDate, &str)> = got
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Text(t) => Some((t.code.as_str(), t.name.as_str(), t.observed_date, t.text.as_str())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            ("820100001", "コメント（SI 111000110）", day(3), "初診時刻１０時"),
+            ("830100002", "コメント（TO 730000001）", day(17), "左手背"),
+            ("810000001", "コメント", day(3), "病状説明を行った"),
+            ("820100005", "コメント（IY 620000001）", day(3), "一包化"),
+        ]
+    );
+}
+
+#[test]
+fn b2_uke_bad_ko_si_and_to_fields_are_quarantined_by_name() {
+    let (got, _) = sample();
+    let q: Vec<(&str, &str)> = got.quarantined.iter().map(|q| (q.location.as_str(), q.field.as_str())).collect();
+    assert_eq!(q, [("line 14", "KO.1 負担者番号"), ("line 16", "SI.17 算定日 5日"), ("line 17", "TO.4 使用量")]);
+    // The rest of that receipt is read: its encounter and month-only procedure are there.
+    assert!(got.records.iter().any(|r| matches!(r, Record::Encounter(e) if e.encounter_id == "ENC-0002")));
+}
+
+#[test]
+fn b2_uke_re_ho_totals_become_one_receipt_row_each() {
+    let (got, _) = sample();
+    let rows: Vec<_> = got
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Receipt(x) => Some((
+                x.encounter_id.as_str(),
+                x.receipt_type.as_str(),
+                x.service_month,
+                x.benefit_ratio.as_str(),
+                x.insurance_days,
+                x.insurance_points,
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("ENC-0001", "1112", day(1), "70", Some(2), Some(612)),
+            ("ENC-0002", "1111", day(1), "70", Some(30), Some(9000))
+        ]
+    );
 }

@@ -135,14 +135,7 @@ pub fn format_name(f: InputFormat) -> &'static str {
 
 /// The provider of a record.
 pub fn provider_of(r: &Record) -> &str {
-    match r {
-        Record::Patient(x) => &x.provider_id,
-        Record::Encounter(x) => &x.provider_id,
-        Record::Diagnosis(x) => &x.provider_id,
-        Record::Prescription(x) => &x.provider_id,
-        Record::Lab(x) => &x.provider_id,
-        Record::Text(x) => &x.provider_id,
-    }
+    r.provider_id()
 }
 
 /// The demo's providers send in three formats: the first SS-MIX2, the second UKE receipts, the
