@@ -21,6 +21,7 @@ pub mod decl;
 pub mod error;
 pub mod history;
 pub mod lpsup;
+pub mod modular;
 pub mod report;
 pub mod rules;
 pub mod stats;

@@ -7,7 +7,7 @@ use kiban_disclosure::decl::{Declaration, DimensionKind, Protection};
 use kiban_disclosure::history::{PublishedTable, append_history, read_history};
 use kiban_disclosure::report::Mode;
 use kiban_disclosure::rules::{RuleId, Severity, check};
-use kiban_disclosure::suppress::{SuppressOptions, protect, protect_hypercube, uses_lp};
+use kiban_disclosure::suppress::{Method, SuppressOptions, method, protect, protect_hypercube, uses_lp};
 use kiban_disclosure::table::{Cube, Dim, RawTable};
 use kiban_disclosure::workflow::{ProductStatus, approve};
 use proptest::prelude::*;
@@ -506,6 +506,31 @@ fn o9_lp_suppression_costs_no_more_than_the_hypercube_method() {
     // The LP method's perturbations alone prove every primary (the audit's fallback for big tables).
     let w = audit(cs, &lp, &p, AuditOptions { lp_max_component: 0 }).expect("witness audit");
     assert!(w.passed, "{:?}", w.entries.iter().find(|e| !e.protected));
+}
+
+#[test]
+fn o9_modular_method_protects_tables_above_the_lp_size_and_passes_both_audits() {
+    // 2-D and 3-D tables taken by the modular method (sub-table LPs per primary) instead of one LP.
+    let vals: Vec<i64> = (0..37).map(|i| if i == 5 { 4 } else { 12 + (i * 17) % 80 }).collect();
+    for sizes in [&[45usize, 35][..], &[14, 10, 9][..]] {
+        let c = cube(sizes, &vals);
+        let p = Protection { percent: 0.0, absolute: 1.0, ..Protection::default() };
+        let primary: Vec<bool> = c.values.iter().map(|&v| v > 0 && v < 10).collect();
+        let (cs, ps) = (std::slice::from_ref(&c), std::slice::from_ref(&primary));
+        let o = SuppressOptions::default();
+        assert!(c.len() > o.exact_max_cells && method(cs, o) == Method::Modular);
+        let m = protect(cs, ps, &p, o);
+        assert!(m.unprotected.is_empty() && m.witnesses.is_empty() && !m.perturbations.is_empty());
+        // The exact attacker intervals by LP, and the sub-table perturbations alone, each prove it.
+        let a = audit(cs, &m, &p, AuditOptions { lp_max_component: usize::MAX }).expect("audit");
+        assert!(a.passed, "{sizes:?}: {:?}", a.entries.iter().find(|e| !e.protected));
+        let w = audit(cs, &m, &p, AuditOptions { lp_max_component: 0 }).expect("witness audit");
+        assert!(w.passed && w.entries.iter().all(|e| e.method != AuditMethod::Lp), "{sizes:?}");
+        // No costlier than one hypercube per primary.
+        let hc = protect_hypercube(cs, ps, &p, o);
+        let (mt, ht) = (m.totals(cs, 0), hc.totals(cs, 0));
+        assert!(mt.secondary_value <= ht.secondary_value, "{sizes:?}: modular {mt:?} vs hypercube {ht:?}");
+    }
 }
 
 #[test]
