@@ -107,10 +107,12 @@ fn with_hidden_lines(cube: &Cube, idx: usize, levels: &[Vec<usize>], hidden: &[b
         .collect()
 }
 
+/// Perturbations by direction (upward or not), each as (full-table cell, delta).
+type Found = Vec<(bool, Vec<(usize, f64)>)>;
+
 /// Perturbations of the sub-table moving its target up by `up` and down by `lo` (either may be 0:
 /// that side needs none), using only cells of finite weight; in full-table indices.
-#[allow(clippy::type_complexity)]
-fn solve(sub: &Sub, up: f64, lo: f64, weight: &[f64]) -> Option<Vec<(bool, Vec<(usize, f64)>)>> {
+fn solve(sub: &Sub, up: f64, lo: f64, weight: &[f64]) -> Option<Found> {
     let full = |v: Vec<(usize, f64)>| v.into_iter().map(|(i, x)| (sub.map[i], x)).collect::<Vec<_>>();
     if up > 0.0
         && lo > 0.0
@@ -185,7 +187,7 @@ pub(crate) fn protect_modular(cube: &Cube, primary: &[bool], prot: &Protection, 
             let new_cost: f64 = cs.iter().filter(|c| !suppressed[c.0]).map(|c| cst[c.0]).sum();
             (partner, cs, new_cost)
         });
-        let mut chosen: Option<(Vec<(bool, Vec<(usize, f64)>)>, Vec<Vec<usize>>)> = None;
+        let mut chosen: Option<(Found, Vec<Vec<usize>>)> = None;
         if started.elapsed().as_secs_f64() <= opts.lp_seconds {
             // Widen the sub-table up to twice when it holds no perturbation.
             for widen in [1usize, 2, 4] {
