@@ -161,7 +161,7 @@ pub(crate) fn protect_modular(cube: &Cube, primary: &[bool], prot: &Protection, 
     let st = cube.strides();
     let margin_dims = |i: usize| (0..nd).filter(|&d| (i / st[d]) % cube.dims[d].size() == totals[d]).count();
     let cst: Vec<f64> = (0..n).map(|i| cost(cube.values[i] as f64, margin_dims(i), prot.cost)).collect();
-    let per_dim = ((opts.cells.max(1) as f64).powf(1.0 / nd as f64).floor() as usize).max(3);
+    let mut per_dim = ((opts.cells.max(1) as f64).powf(1.0 / nd as f64).floor() as usize).max(3);
     let mut suppressed = primary.to_vec();
     let mut prims: Vec<usize> = (0..n).filter(|&i| primary[i]).collect();
     prims.sort_by(|&a, &b| {
@@ -174,7 +174,12 @@ pub(crate) fn protect_modular(cube: &Cube, primary: &[bool], prot: &Protection, 
     let mut pinned = vec![false; n];
     let mut hyper: Vec<Witness> = Vec::new();
     let mut unprotected = Vec::new();
-    for &p in &prims {
+    for (done_n, &p) in prims.iter().enumerate() {
+        // Smaller sub-tables when the rest would not fit in the LP time at the pace so far.
+        let secs = started.elapsed().as_secs_f64();
+        if done_n >= 3 && per_dim > 3 && secs / done_n as f64 * (prims.len() - done_n) as f64 > opts.lp_seconds - secs {
+            per_dim = (per_dim * 3 / 4).max(3);
+        }
         let (lo, up) = prot.required(cube.values[p]);
         if lo == 0.0 && up == 0.0 {
             continue;
@@ -267,9 +272,7 @@ pub(crate) fn protect_modular(cube: &Cube, primary: &[bool], prot: &Protection, 
     let cleanup_started = Instant::now();
     let mut secs: Vec<usize> = (0..n).filter(|&i| suppressed[i] && !primary[i] && !pinned[i]).collect();
     secs.sort_by(|&a, &b| cst[b].total_cmp(&cst[a]).then(a.cmp(&b)));
-    let (mut tried, mut freed) = (0, 0);
     for s in secs {
-        tried += 1;
         if cleanup_started.elapsed().as_secs_f64() > opts.cleanup_seconds {
             break;
         }
@@ -293,18 +296,12 @@ pub(crate) fn protect_modular(cube: &Cube, primary: &[bool], prot: &Protection, 
                 }
             }
         }
-        if !suppressed[s] {
-            freed += 1;
-        }
         for (p, ds, levels) in fresh {
             for (dir, d) in ds {
                 wit.set((p, dir), d);
             }
             levels_of.insert(p, levels);
         }
-    }
-    if std::env::var_os("KIBAN_DEBUG_MODULAR").is_some() {
-        eprintln!("modular: {} primaries, {} hypercubes, cleanup freed {freed}/{tried}", prims.len(), hyper.len());
     }
     let status = (0..n)
         .map(|i| {

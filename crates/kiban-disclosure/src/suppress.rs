@@ -255,21 +255,28 @@ pub struct SuppressOptions {
     /// Wall-clock seconds after which the cleanup pass stops (every step leaves a protected table).
     pub cleanup_seconds: f64,
     /// Single tables above `exact_max_cells` use the modular method ([`crate::modular`]) with
-    /// sub-tables of about this many cells per primary (0: the hypercube method instead).
+    /// sub-tables of up to about this many cells per primary (0: the hypercube method instead).
     pub modular_cells: usize,
+    /// Wall-clock seconds of sub-table LPs in the modular method (smaller sub-tables when short of
+    /// time; hypercubes for the primaries left after it).
+    pub modular_lp_seconds: f64,
+    /// Wall-clock seconds of the modular method's cleanup pass.
+    pub modular_cleanup_seconds: f64,
 }
 
 impl Default for SuppressOptions {
     fn default() -> Self {
         SuppressOptions {
             budget: 4096,
-            exact_max_cells: 1500,
+            exact_max_cells: 2500,
             cleanup: true,
             neighbourhood: 4,
             full_seconds: 20.0,
             lp_seconds: 30.0,
             cleanup_seconds: 20.0,
-            modular_cells: 343,
+            modular_cells: 1000,
+            modular_lp_seconds: 25.0,
+            modular_cleanup_seconds: 10.0,
         }
     }
 }
@@ -367,8 +374,8 @@ pub fn protect_modular(
 ) -> Suppression {
     let m = ModularOptions {
         cells: opts.modular_cells.max(1),
-        lp_seconds: opts.lp_seconds,
-        cleanup_seconds: opts.cleanup_seconds,
+        lp_seconds: opts.modular_lp_seconds,
+        cleanup_seconds: opts.modular_cleanup_seconds,
         budget: opts.budget,
     };
     crate::modular::protect_modular(&tables[0], &primary[0], prot, m)

@@ -517,7 +517,8 @@ fn o9_modular_method_protects_tables_above_the_lp_size_and_passes_both_audits() 
         let p = Protection { percent: 0.0, absolute: 1.0, ..Protection::default() };
         let primary: Vec<bool> = c.values.iter().map(|&v| v > 0 && v < 10).collect();
         let (cs, ps) = (std::slice::from_ref(&c), std::slice::from_ref(&primary));
-        let o = SuppressOptions::default();
+        // Tables this small use the whole-table LP by default; the modular method is forced here.
+        let o = SuppressOptions { exact_max_cells: 1000, ..SuppressOptions::default() };
         assert!(c.len() > o.exact_max_cells && method(cs, o) == Method::Modular);
         let m = protect(cs, ps, &p, o);
         assert!(m.unprotected.is_empty() && m.witnesses.is_empty() && !m.perturbations.is_empty());
