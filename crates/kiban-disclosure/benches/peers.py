@@ -33,7 +33,7 @@ for t in spec["tables"]:
         out.append({"peer": "acro", "table": t["name"], "masked": masked, "secs": time.time() - t0})
     except Exception as e:  # noqa: BLE001
         out.append({"peer": "acro", "table": t["name"], "unavailable": f"{type(e).__name__}: {e}"[:300]})
-    for method in ("MOD(1)", "OPT(1)"):
+    for method in t.get("methods", ["MOD(1)", "OPT(1)"]):
         try:
             import pytauargus
             micro = {d: [] for d in t["dims"]}

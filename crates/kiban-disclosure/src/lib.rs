@@ -2,8 +2,9 @@
 //! a table (CSV, Parquet or XLSX, long or wide, with or without margins) and a TOML declaration of what
 //! each dimension and the count are, applies rules O1–O8 exactly as worded (each finding names the
 //! cell, the rule id and the threshold), chooses secondary suppressions by linear programming one primary
-//! at a time with a cleanup pass (the hypercube method for tables too large for it) over cubes with
-//! all margins and linked tables sharing margins, audits every suppressed cell with the
+//! at a time with a cleanup pass over cubes with all margins and linked tables sharing margins (single
+//! tables above 2,500 cells by the same LP over a small sub-table around each primary, weighed against
+//! the cheapest hypercube), audits every suppressed cell with the
 //! interval an attacker can infer by linear programming (or a verified feasible perturbation when a
 //! component is too large), flags differencing against a project's publication history, and writes a
 //! JSON report, a self-contained Japanese HTML page and the protected CSV; its invariants are that a
@@ -21,6 +22,7 @@ pub mod decl;
 pub mod error;
 pub mod history;
 pub mod lpsup;
+pub mod modular;
 pub mod report;
 pub mod rules;
 pub mod stats;

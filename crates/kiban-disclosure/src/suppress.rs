@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::decl::{CostKind, Protection};
 use crate::lpsup::{LpOptions, Perturbation, System, protect_lp};
+use crate::modular::ModularOptions;
 use crate::table::Cube;
 
 /// A cell's identity across linked tables: its non-total (dimension, level) pairs.
@@ -137,7 +138,7 @@ fn cell_cost(cube: &Cube, idx: usize, cost: CostKind, margin_pen: f64) -> f64 {
 }
 
 /// Finds the cheapest hypercube protecting `idx` given current suppressions; `None` if none exists.
-fn best_hypercube(
+pub(crate) fn best_hypercube(
     cube: &Cube,
     idx: usize,
     suppressed: &[bool],
@@ -253,23 +254,57 @@ pub struct SuppressOptions {
     pub lp_seconds: f64,
     /// Wall-clock seconds after which the cleanup pass stops (every step leaves a protected table).
     pub cleanup_seconds: f64,
+    /// Single tables above `exact_max_cells` use the modular method ([`crate::modular`]) with
+    /// sub-tables of up to about this many cells per primary (0: the hypercube method instead).
+    pub modular_cells: usize,
+    /// Wall-clock seconds of sub-table LPs in the modular method (smaller sub-tables when short of
+    /// time; hypercubes for the primaries left after it).
+    pub modular_lp_seconds: f64,
+    /// Wall-clock seconds of the modular method's cleanup pass.
+    pub modular_cleanup_seconds: f64,
 }
 
 impl Default for SuppressOptions {
     fn default() -> Self {
         SuppressOptions {
             budget: 4096,
-            exact_max_cells: 1500,
+            exact_max_cells: 2500,
             cleanup: true,
             neighbourhood: 4,
             full_seconds: 20.0,
             lp_seconds: 30.0,
             cleanup_seconds: 20.0,
+            modular_cells: 1000,
+            modular_lp_seconds: 25.0,
+            modular_cleanup_seconds: 10.0,
         }
     }
 }
 
-/// Which method [`protect`] used.
+/// The method [`protect`] uses for some tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// One LP over all linked tables per primary, with cleanup ([`crate::lpsup`]).
+    Lp,
+    /// LPs over a sub-table around each primary, with cleanup ([`crate::modular`]).
+    Modular,
+    /// Cheapest hypercube per primary.
+    Hypercube,
+}
+
+/// The method [`protect`] uses for these tables.
+pub fn method(tables: &[Cube], opts: SuppressOptions) -> Method {
+    if uses_lp(tables, opts) {
+        Method::Lp
+    } else if tables.len() == 1 && opts.modular_cells > 0 {
+        Method::Modular
+    } else {
+        Method::Hypercube
+    }
+}
+
+/// Whether [`protect`] uses the LP method over the whole tables.
 pub fn uses_lp(tables: &[Cube], opts: SuppressOptions) -> bool {
     tables.iter().map(|t| t.len()).sum::<usize>() <= opts.exact_max_cells
 }
@@ -323,10 +358,27 @@ fn protect_exact(tables: &[Cube], primary: &[Vec<bool>], prot: &Protection, opts
 /// Chooses secondary suppressions so that every primary (and every cell suppressed in a table it
 /// shares with another) has a hypercube meeting the protection interval.
 pub fn protect(tables: &[Cube], primary: &[Vec<bool>], prot: &Protection, opts: SuppressOptions) -> Suppression {
-    if uses_lp(tables, opts) {
-        return protect_exact(tables, primary, prot, opts);
+    match method(tables, opts) {
+        Method::Lp => protect_exact(tables, primary, prot, opts),
+        Method::Modular => protect_modular(tables, primary, prot, opts),
+        Method::Hypercube => protect_hypercube(tables, primary, prot, opts),
     }
-    protect_hypercube(tables, primary, prot, opts)
+}
+
+/// The modular method on one table (see [`crate::modular`]).
+pub fn protect_modular(
+    tables: &[Cube],
+    primary: &[Vec<bool>],
+    prot: &Protection,
+    opts: SuppressOptions,
+) -> Suppression {
+    let m = ModularOptions {
+        cells: opts.modular_cells.max(1),
+        lp_seconds: opts.modular_lp_seconds,
+        cleanup_seconds: opts.modular_cleanup_seconds,
+        budget: opts.budget,
+    };
+    crate::modular::protect_modular(&tables[0], &primary[0], prot, m)
 }
 
 /// The hypercube method (for tables too large for the LP method).

@@ -6,8 +6,8 @@ use kiban_disclosure::audit::{AuditMethod, AuditOptions, audit};
 use kiban_disclosure::decl::{Declaration, DimensionKind, Protection};
 use kiban_disclosure::history::{PublishedTable, append_history, read_history};
 use kiban_disclosure::report::Mode;
-use kiban_disclosure::rules::{RuleId, check};
-use kiban_disclosure::suppress::{SuppressOptions, protect, protect_hypercube, uses_lp};
+use kiban_disclosure::rules::{RuleId, Severity, check};
+use kiban_disclosure::suppress::{Method, SuppressOptions, method, protect, protect_hypercube, uses_lp};
 use kiban_disclosure::table::{Cube, Dim, RawTable};
 use kiban_disclosure::workflow::{ProductStatus, approve};
 use proptest::prelude::*;
@@ -83,6 +83,101 @@ fn o2_population_table_errors_name_the_row() {
     let ok = AreaTable::from_csv_str("a.csv", "code,name,population\nS1,a,100\n").expect("ok");
     let missing = ok.require_all(&["S1".to_string(), "S9".to_string()]).unwrap_err().to_string();
     assert!(missing.contains("S9") && !missing.contains("\"S1\""), "{missing}");
+}
+
+/// (cell, threshold, value) of every finding of `rule`, in cell order.
+fn cells_of(f: &[kiban_disclosure::rules::Finding], rule: RuleId) -> Vec<(String, Option<i64>, Option<i64>)> {
+    f.iter()
+        .filter(|x| x.rule == rule)
+        .map(|x| (x.cell.as_ref().map(|c| c.to_string()).unwrap_or_default(), x.threshold, x.value))
+        .collect()
+}
+
+#[test]
+fn o3_facility_counts_under_3_are_hidden_and_zero_is_allowed() {
+    let raw = RawTable::from_csv_str("t", "attr,n\n病院,0\n診療所,1\n薬局,2\n歯科,3\n").expect("csv");
+    let d = decl("measure = \"facilities\"", &[("attr", "facility_attribute")]);
+    let (c, _) = raw.to_cube(&d).expect("cube");
+    let (f, primary) = check(&c, &d, None);
+    assert_eq!(
+        cells_of(&f, RuleId::O3),
+        vec![("[attr=診療所]".into(), Some(3), Some(1)), ("[attr=薬局]".into(), Some(3), Some(2))]
+    );
+    assert_eq!(primary.iter().filter(|p| **p).count(), 2);
+    // Counts of 3 facilities are not under the O1 patient minimum: facilities are not patients.
+    assert!(cells_of(&f, RuleId::O1).is_empty());
+}
+
+#[test]
+fn o3_patient_cells_of_an_insurer_breakdown_need_3_contributors() {
+    let csv = "ins,n,k\n国保,50,2\n協会,50,3\n組合,0,0\n共済,40,\n";
+    let raw = RawTable::from_csv_str("t", csv).expect("csv");
+    let d = decl("contributors_column = \"k\"", &[("ins", "insurer_type")]);
+    let (c, _) = raw.to_cube(&d).expect("cube");
+    let (f, primary) = check(&c, &d, None);
+    // Two contributors hide a cell of 50 patients; zero patients (no contributors) may be shown.
+    assert_eq!(cells_of(&f, RuleId::O3), vec![("[ins=国保]".into(), Some(3), Some(2))]);
+    assert_eq!(primary.iter().filter(|p| **p).count(), 1);
+    // Without the contributors column the rule cannot be checked, and the check says so.
+    let blind = decl("", &[("ins", "insurer_type")]);
+    let raw = RawTable::from_csv_str("t", "ins,n\n国保,50\n").expect("csv");
+    let (c, _) = raw.to_cube(&blind).expect("cube");
+    let f = check(&c, &blind, None).0;
+    assert!(f.iter().any(|x| x.rule == RuleId::O3 && x.severity == Severity::Warning && x.cell.is_none()));
+}
+
+#[test]
+fn o4_drug_thresholds_1000_oral_external_400_injection_when_patients_unknown() {
+    let csv = "kind,n\n内服,999\n外用,1000\n注射,399\n";
+    let raw = RawTable::from_csv_str("t", csv).expect("csv");
+    let d = decl("measure = \"drug\"", &[("kind", "drug_kind")]);
+    let (c, _) = raw.to_cube(&d).expect("cube");
+    let (f, _) = check(&c, &d, None);
+    assert_eq!(
+        cells_of(&f, RuleId::O4),
+        vec![("[kind=内服]".into(), Some(1000), Some(999)), ("[kind=注射]".into(), Some(400), Some(399))]
+    );
+    // 400 injections may be shown, 999 of an external drug may not.
+    let raw = RawTable::from_csv_str("t", "kind,n\n注射,400\n外用,999\n").expect("csv");
+    let (c, _) = raw.to_cube(&d).expect("cube");
+    let got = cells_of(&check(&c, &d, None).0, RuleId::O4);
+    assert_eq!(got, vec![("[kind=外用]".into(), Some(1000), Some(999))]);
+    // A declared route without a drug dimension: an injection table of 399 is hidden, 400 shown.
+    let inj = decl("measure = \"drug\"\ndrug_route = \"injection\"", &[("y", "other")]);
+    let raw = RawTable::from_csv_str("t", "y,n\n2024,399\n2025,400\n").expect("csv");
+    let (c, _) = raw.to_cube(&inj).expect("cube");
+    assert_eq!(cells_of(&check(&c, &inj, None).0, RuleId::O4), vec![("[y=2024]".into(), Some(400), Some(399))]);
+}
+
+#[test]
+fn o4_drug_figure_hidden_when_its_known_patient_count_is_under_10() {
+    // Known patient counts replace the volume thresholds: 5,000 prescriptions of 9 patients are hidden,
+    // 50 prescriptions of 10 patients are shown; an unknown count falls back to 1,000.
+    let csv = "kind,n,p\n内服,5000,9\n外用,50,10\n注射,300,\n";
+    let raw = RawTable::from_csv_str("t", csv).expect("csv");
+    let d = decl("measure = \"drug\"\npatient_count_column = \"p\"", &[("kind", "drug_kind")]);
+    let (c, _) = raw.to_cube(&d).expect("cube");
+    let (f, primary) = check(&c, &d, None);
+    let got = cells_of(&f, RuleId::O4);
+    assert!(got.contains(&("[kind=内服]".into(), Some(10), Some(5000))), "{got:?}");
+    assert!(got.contains(&("[kind=注射]".into(), Some(400), Some(300))), "{got:?}");
+    assert!(!got.iter().any(|x| x.0 == "[kind=外用]"), "{got:?}");
+    let idx = |l: &str| (0..c.len()).find(|&i| c.cell_ref(i).to_string() == format!("[kind={l}]")).expect("cell");
+    assert!(primary[idx("内服")] && !primary[idx("外用")]);
+}
+
+#[test]
+fn o5_rehabilitation_under_100_hidden_unless_10_patients_are_known() {
+    let csv = "y,n,p\n2023,99,\n2024,100,\n2025,40,10\n2026,500,9\n";
+    let raw = RawTable::from_csv_str("t", csv).expect("csv");
+    let d = decl("measure = \"rehabilitation\"\npatient_count_column = \"p\"", &[("y", "other")]);
+    let (c, _) = raw.to_cube(&d).expect("cube");
+    let (f, _) = check(&c, &d, None);
+    let got = cells_of(&f, RuleId::O5);
+    assert_eq!(
+        got.into_iter().filter(|x| !x.0.contains('計')).collect::<Vec<_>>(),
+        vec![("[y=2023]".into(), Some(100), Some(99)), ("[y=2026]".into(), Some(10), Some(500))]
+    );
 }
 
 #[test]
@@ -411,6 +506,32 @@ fn o9_lp_suppression_costs_no_more_than_the_hypercube_method() {
     // The LP method's perturbations alone prove every primary (the audit's fallback for big tables).
     let w = audit(cs, &lp, &p, AuditOptions { lp_max_component: 0 }).expect("witness audit");
     assert!(w.passed, "{:?}", w.entries.iter().find(|e| !e.protected));
+}
+
+#[test]
+fn o9_modular_method_protects_tables_above_the_lp_size_and_passes_both_audits() {
+    // 2-D and 3-D tables taken by the modular method (sub-table LPs per primary) instead of one LP.
+    let vals: Vec<i64> = (0..37).map(|i| if i == 5 { 4 } else { 12 + (i * 17) % 80 }).collect();
+    for sizes in [&[45usize, 35][..], &[14, 10, 9][..]] {
+        let c = cube(sizes, &vals);
+        let p = Protection { percent: 0.0, absolute: 1.0, ..Protection::default() };
+        let primary: Vec<bool> = c.values.iter().map(|&v| v > 0 && v < 10).collect();
+        let (cs, ps) = (std::slice::from_ref(&c), std::slice::from_ref(&primary));
+        // Tables this small use the whole-table LP by default; the modular method is forced here.
+        let o = SuppressOptions { exact_max_cells: 1000, ..SuppressOptions::default() };
+        assert!(c.len() > o.exact_max_cells && method(cs, o) == Method::Modular);
+        let m = protect(cs, ps, &p, o);
+        assert!(m.unprotected.is_empty() && m.witnesses.is_empty() && !m.perturbations.is_empty());
+        // The exact attacker intervals by LP, and the sub-table perturbations alone, each prove it.
+        let a = audit(cs, &m, &p, AuditOptions { lp_max_component: usize::MAX }).expect("audit");
+        assert!(a.passed, "{sizes:?}: {:?}", a.entries.iter().find(|e| !e.protected));
+        let w = audit(cs, &m, &p, AuditOptions { lp_max_component: 0 }).expect("witness audit");
+        assert!(w.passed && w.entries.iter().all(|e| e.method != AuditMethod::Lp), "{sizes:?}");
+        // No costlier than one hypercube per primary.
+        let hc = protect_hypercube(cs, ps, &p, o);
+        let (mt, ht) = (m.totals(cs, 0), hc.totals(cs, 0));
+        assert!(mt.secondary_value <= ht.secondary_value, "{sizes:?}: modular {mt:?} vs hypercube {ht:?}");
+    }
 }
 
 #[test]

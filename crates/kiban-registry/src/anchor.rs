@@ -41,6 +41,7 @@ pub const ANCHORED_TABLES: &[&str] = &[
     "handler_vetting",
     "training_records",
     "purge_records",
+    "output_approvals",
 ];
 
 /// The format tag of an anchor file.

@@ -19,6 +19,7 @@ pub mod incidents;
 pub mod intake;
 pub mod ledger;
 pub mod migrate;
+pub mod outputs;
 pub mod records;
 pub mod retention;
 pub mod review;

@@ -30,6 +30,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 40, name: "contracts", sql: include_str!("../migrations/0040_contracts.sql") },
     Migration { version: 41, name: "account_scopes", sql: include_str!("../migrations/0041_account_scopes.sql") },
     Migration { version: 50, name: "workspace", sql: include_str!("../migrations/0050_workspace.sql") },
+    Migration { version: 60, name: "output_approvals", sql: include_str!("../migrations/0060_output_approvals.sql") },
 ];
 
 /// Where a registry stands against this build's migrations.

@@ -226,6 +226,16 @@ pub const RECORD_KINDS: &[RecordKind] = &[
         source: "003 art.22-2",
     },
     RecordKind {
+        kind: "output_approval",
+        requirements: "D9",
+        name_ja: "公表物確認の承認記録（成果物）",
+        table: "output_approvals",
+        rule: None,
+        anchor: "recorded_at",
+        disposal: Disposal::Keep,
+        source: "004 第2-13, 第7",
+    },
+    RecordKind {
         kind: "incident",
         requirements: "I2",
         name_ja: "インシデント記録",

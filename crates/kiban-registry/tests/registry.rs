@@ -8,6 +8,7 @@ mod registry {
     pub mod compliance;
     pub mod gate_props;
     pub mod intake;
+    pub mod outputs;
     pub mod review;
     pub mod workspace;
 }

@@ -325,14 +325,16 @@ async fn page_approve(
     if st.audit.record(ev).is_err() {
         return error(StatusCode::SERVICE_UNAVAILABLE, "the audit log is unavailable");
     }
-    let line = serde_json::json!({"approval": rec, "comment": f.comment}).to_string() + "\n";
-    let log = st.data_dir.join("outputs").join("approvals.jsonl");
-    let appended = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log)
-        .and_then(|mut w| std::io::Write::write_all(&mut w, line.as_bytes()));
-    if appended.is_err() {
+    // The approval is a row of the registry's append-only output_approvals table, bound to the
+    // table version (SHA-256) and the report it rests on.
+    let row = kiban_registry::outputs::NewOutputApproval {
+        table_sha256: rec.table_sha256.clone(),
+        report_sha256: rec.report_sha256.clone(),
+        checker: rec.checker.clone(),
+        comment: f.comment.clone(),
+        kiban_version: rec.kiban_version.clone(),
+    };
+    if st.reg.record_output_approval(&row, rec.approved_at).await.is_err() {
         return error(StatusCode::SERVICE_UNAVAILABLE, "the approval could not be recorded");
     }
     p.message = Some(format!(

@@ -370,9 +370,9 @@ async fn o1_o9_d9_checker_page_shows_the_report_and_records_the_checkers_approva
     let r = http(main, "POST", "/checker/approve", &[("cookie", chk.as_str()), ff], &form).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert!(r.body.contains("承認を記録しました"), "{}", r.body);
-    let log = std::fs::read_to_string(f.st.data_dir.join("outputs/approvals.jsonl")).unwrap();
-    let v: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
-    assert_eq!(v["approval"]["table_sha256"], sha.as_str());
+    // D9: the approval is a registry row bound to this table version.
+    let a = f.st.reg.output_approval_in_force(&sha).await.unwrap().expect("approval row");
+    assert_eq!((a.table_sha256.as_str(), a.comment.as_str()), (sha.as_str(), "ok"));
     // A table that does not pass stays intermediate: no approval.
     let (ct, body) =
         multipart(&[("table", Some("table.csv"), &table), ("declaration", None, &decl), ("mode", None, "check")]);
