@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::identity::{Identity, IdentityInput, RecordError};
 use crate::normalize::UNKNOWN;
-use crate::vault::StoredIdentity;
+use crate::vault::{StoredIdentity, StoredRef};
 
 /// Agreement and disagreement weights (log2 m/u) per field.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -185,6 +185,32 @@ fn erased(r: &Rec) -> bool {
     r.person.as_u64() == 0
 }
 
+/// The fingerprint of a kanji name without its separator, hashed in place (no joined copy): the
+/// same as `fp` of the joined text, since the hasher streams.
+fn kanji_fp(s: &str) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    h.write_usize(s.len() - s.bytes().filter(|b| *b == b' ').count());
+    for part in s.split(' ') {
+        h.write(part.as_bytes());
+    }
+    h.finish()
+}
+
+/// A canonical `YYYY-MM-DD` date as (year, month, day), checked as a calendar date; without
+/// chrono's format parser, which dominated reopening a large vault.
+fn iso_date(s: &str) -> Option<(i32, u32, u32)> {
+    let b = s.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        b[r].iter().try_fold(0u32, |n, c| c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0')))
+    };
+    let (y, m, d) = (num(0..4)? as i32, num(5..7)?, num(8..10)?);
+    chrono::NaiveDate::from_ymd_opt(y, m, d)?;
+    Some((y, m, d))
+}
+
 fn opt_fp(s: &str) -> u64 {
     if s.is_empty() { NONE } else { fp(&[s.as_bytes()]).max(1) }
 }
@@ -196,7 +222,7 @@ impl Rec {
         Rec {
             source: fp(&[id.provider.as_str().as_bytes(), id.patient.as_str().as_bytes()]),
             kana: id.kana.as_str().into(),
-            kanji: fp(&[id.kanji.joined().as_bytes()]),
+            kanji: kanji_fp(id.kanji.as_str()),
             birth: (id.birth.year(), id.birth.month(), id.birth.day()),
             sex: id.sex,
             phone: opt_fp(&id.phone),
@@ -211,23 +237,22 @@ impl Rec {
     }
     /// The same view built straight from a stored (already canonical) identity, without parsing it
     /// again: what makes reopening a large vault fast. Proven equal to [`Rec::new`] by a test.
-    fn from_stored(s: &StoredIdentity) -> Option<Rec> {
-        let birth = chrono::NaiveDate::parse_from_str(&s.birth, "%Y-%m-%d").ok()?;
-        use chrono::Datelike;
-        let has_card = !s.card[0].is_empty();
-        let kanji: String = s.kanji.chars().filter(|c| *c != ' ').collect();
+    fn from_stored(s: &StoredRef<'_>) -> Option<Rec> {
+        let birth = iso_date(s.birth())?;
+        let card = s.card();
+        let has_card = !card[0].is_empty();
         Some(Rec {
-            source: fp(&[s.provider.as_bytes(), s.patient.as_bytes()]),
-            kana: s.kana.as_str().into(),
-            kanji: fp(&[kanji.as_bytes()]),
-            birth: (birth.year(), birth.month(), birth.day()),
-            sex: Sex::parse(&s.sex).ok()?,
-            phone: opt_fp(&s.phone),
-            postal: opt_fp(&s.postal),
-            address: opt_fp(&s.address),
-            insurer: if has_card { opt_fp(&s.card[0]) } else { NONE },
-            card: if has_card { fp(&[s.card[1].as_bytes(), s.card[2].as_bytes()]) } else { NONE },
-            branch: if has_card { s.card[3].parse().unwrap_or(0) } else { 0 },
+            source: fp(&[s.provider().as_bytes(), s.patient().as_bytes()]),
+            kana: s.kana().into(),
+            kanji: kanji_fp(s.kanji()),
+            birth,
+            sex: Sex::parse(s.sex()).ok()?,
+            phone: opt_fp(s.phone()),
+            postal: opt_fp(s.postal()),
+            address: opt_fp(s.address()),
+            insurer: if has_card { opt_fp(card[0]) } else { NONE },
+            card: if has_card { fp(&[card[1].as_bytes(), card[2].as_bytes()]) } else { NONE },
+            branch: if has_card { card[3].parse().unwrap_or(0) } else { 0 },
             has_card,
             person: PersonKey::from_u64(0),
         })
@@ -368,6 +393,10 @@ impl MatchView {
     }
     /// From a stored identity, without re-parsing; `None` if its birth date or sex is unreadable.
     pub fn of_stored(s: &StoredIdentity) -> Option<MatchView> {
+        Rec::from_stored(&s.as_ref()).map(MatchView)
+    }
+    /// From a stored identity borrowed from the vault, without re-parsing or copying it.
+    pub fn of_stored_ref(s: &StoredRef<'_>) -> Option<MatchView> {
         Rec::from_stored(s).map(MatchView)
     }
 }
@@ -653,7 +682,13 @@ impl Mpi {
             let handles: Vec<_> = (0..9)
                 .map(|c| {
                     sc.spawn(move || {
-                        let mut ch = Chains::default();
+                        // Sized once: growing by doubling would hold the old and new tables at once.
+                        // The (birth, sex) index has few blocks; every other one about one per record.
+                        let heads = if c == 2 { 1 << 16 } else { keys.len() };
+                        let mut ch = Chains {
+                            head: FastMap::with_capacity_and_hasher(heads, Default::default()),
+                            prev: Vec::with_capacity(keys.len()),
+                        };
                         for (i, k) in keys.iter().enumerate() {
                             if let Some((ks, source)) = k {
                                 ch.push(if c < 8 { ks[c] } else { *source }, i as u32);
@@ -766,6 +801,25 @@ impl Mpi {
     ) -> Result<Mpi, MpiError> {
         let mut m = Mpi::new(cfg);
         let mut next = 0u32;
+        let records = if records.iter().enumerate().all(|(i, r)| r.0.0 as usize == i) {
+            // Dense ids (no erasure): turned into the record table in place, no second copy.
+            m.recs = records
+                .into_iter()
+                .map(|(_, person, view)| {
+                    let mut rec = view.0;
+                    rec.person = person;
+                    rec
+                })
+                .collect();
+            m.persons.reserve(m.recs.len());
+            for (i, r) in m.recs.iter().enumerate() {
+                m.persons.entry(r.person).or_default().push(RecordId(i as u32));
+            }
+            next = m.recs.len() as u32;
+            vec![]
+        } else {
+            records
+        };
         for (id, person, identity) in records {
             while next < id.0 {
                 // Erased (P7): a placeholder keeps record ids stable; it is never indexed.
