@@ -216,8 +216,8 @@ impl IdentityStore {
         let all = vault.records();
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
         let per = all.id_bound().div_ceil(threads).max(1);
-        type Viewed = Result<(RecordId, PersonKey, MatchView), StoreError>;
-        let views: Vec<Viewed> = std::thread::scope(|sc| {
+        type Viewed = Result<Vec<(RecordId, PersonKey, MatchView)>, StoreError>;
+        let parts: Vec<Viewed> = std::thread::scope(|sc| {
             let handles: Vec<_> = (0..threads)
                 .map(|t| {
                     sc.spawn(move || {
@@ -229,14 +229,14 @@ impl IdentityStore {
                                 })?;
                                 Ok((RecordId(s.record), PersonKey::from_u64(s.person), view))
                             })
-                            .collect::<Vec<Viewed>>()
+                            .collect::<Viewed>()
                     })
                 })
                 .collect();
-            handles.into_iter().flat_map(|h| h.join().expect("index thread")).collect()
+            handles.into_iter().map(|h| h.join().expect("index thread")).collect()
         });
-        let records = views.into_iter().collect::<Result<Vec<_>, _>>()?;
-        Ok(Mpi::restore(cfg, vault.next_record(), records, vault.log().iter().cloned())?)
+        let parts = parts.into_iter().collect::<Result<Vec<_>, _>>()?;
+        Ok(Mpi::restore_parts(cfg, vault.next_record(), parts, vault.log().iter().cloned())?)
     }
 
     /// Catches up with what other processes wrote to the vault since this one last read it (the

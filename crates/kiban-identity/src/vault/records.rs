@@ -1,12 +1,12 @@
 //! The vault's live identities in memory, in the snapshot's compact binary encoding: records packed
 //! one after another into large blocks, with a record-id → place table. Thirteen `String`s and a
 //! B-tree node per record cost about 800 bytes at 10 million records; this layout costs the
-//! encoded bytes plus 8, and a snapshot chunk becomes a block as it is, without per-record work.
+//! encoded bytes plus 8, and a snapshot chunk becomes a block as it is (checked, not copied).
 //!
 //! Encoding of one record (little-endian): record u32, person u64, normalization u32, then provider,
-//! patient, kanji, kana, sex, birth, postal, address, phone and the four card fields, each a u32
-//! length and UTF-8 bytes. Every block is checked when it is taken in (lengths and UTF-8), so
-//! decoding a record later cannot fail.
+//! patient, kanji, kana, sex, birth, postal, address, phone and the four card fields, each a
+//! LEB128 length (one byte below 128) and UTF-8 bytes. Every block is checked when it is taken in
+//! (lengths and UTF-8), so decoding a record later cannot fail.
 
 use super::StoredIdentity;
 
@@ -142,9 +142,27 @@ pub(super) fn encode_into(out: &mut Vec<u8>, s: &StoredIdentity) {
     out.extend_from_slice(&s.person.to_le_bytes());
     out.extend_from_slice(&s.normalization.to_le_bytes());
     for f in fields_of(s) {
-        out.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        let mut n = f.len();
+        while n >= 0x80 {
+            out.push((n as u8 & 0x7f) | 0x80);
+            n >>= 7;
+        }
+        out.push(n as u8);
         out.extend_from_slice(f.as_bytes());
     }
+}
+
+/// A LEB128 length at `p` of `b`: (value, bytes it took), or `None` if truncated or over 2^28.
+fn varint(b: &[u8], p: usize) -> Option<(usize, usize)> {
+    let mut v = 0usize;
+    for i in 0..4 {
+        let c = *b.get(p + i)?;
+        v |= usize::from(c & 0x7f) << (7 * i);
+        if c < 0x80 {
+            return Some((v, i + 1));
+        }
+    }
+    None
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -158,11 +176,8 @@ fn check(b: &[u8], at: usize) -> Result<usize, String> {
         return Err("a record is truncated".into());
     }
     for _ in 0..FIELDS {
-        if p + 4 > b.len() {
-            return Err("a record is truncated".into());
-        }
-        let n = u32_at(b, p) as usize;
-        p += 4;
+        let (n, w) = varint(b, p).ok_or("a record field length is truncated")?;
+        p += w;
         let s = b.get(p..p + n).ok_or("a record field is truncated")?;
         std::str::from_utf8(s).map_err(|_| "a record field is not UTF-8".to_owned())?;
         p += n;
@@ -174,9 +189,9 @@ fn check(b: &[u8], at: usize) -> Result<usize, String> {
 fn decode(b: &[u8], at: usize) -> StoredRef<'_> {
     let mut p = at + 16;
     let fields = std::array::from_fn(|_| {
-        let n = u32_at(b, p) as usize;
-        let s = std::str::from_utf8(&b[p + 4..p + 4 + n]).expect("blocks are checked when taken in");
-        p += 4 + n;
+        let (n, w) = varint(b, p).expect("blocks are checked when taken in");
+        let s = std::str::from_utf8(&b[p + w..p + w + n]).expect("blocks are checked when taken in");
+        p += w + n;
         s
     });
     StoredRef {
@@ -260,9 +275,9 @@ impl Records {
         b[offset as usize + 4..offset as usize + 16].fill(0);
         let mut p = offset as usize + 16;
         for _ in 0..FIELDS {
-            let n = u32_at(b, p) as usize;
-            b[p + 4..p + 4 + n].fill(0);
-            p += 4 + n;
+            let (n, w) = varint(b, p).expect("blocks are checked when taken in");
+            b[p + w..p + w + n].fill(0);
+            p += w + n;
         }
         debug_assert_eq!(p - offset as usize, len);
     }
@@ -384,5 +399,13 @@ mod tests {
         assert!(bad.take_block(block[..n - 1].to_vec()).is_err(), "truncated");
         block[n - 1] = 0xff;
         assert!(bad.take_block(block).is_err(), "not UTF-8");
+        // A field of 300 bytes takes a two-byte length and round-trips.
+        let mut long = s(3, "カ");
+        long.address = "あ".repeat(100);
+        let mut block = vec![];
+        encode_into(&mut block, &long);
+        let mut r = Records::default();
+        r.take_block(block).unwrap();
+        assert_eq!(r.to_vec(), vec![long]);
     }
 }

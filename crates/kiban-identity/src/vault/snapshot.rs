@@ -2,8 +2,8 @@
 //! as of a prefix of the vault file, so an open decrypts compact chunks instead of parsing every
 //! frame's JSON, and replays only the frames appended after it.
 //!
-//! Layout: `KBVSNAP1`, then length-prefixed sealed parts: a JSON header (vault length covered, its
-//! BLAKE3 digest, next record id, counts), the identity chunks (a compact binary encoding, 100,000
+//! Layout: `KBVSNAP2` (`KBVSNAP1`, with fixed-width string lengths, is ignored and rebuilt), then length-prefixed sealed parts: a JSON header (vault length covered, its
+//! BLAKE3 digest, next record id, counts), the identity chunks (the encoding of `records.rs`, 100,000
 //! records each) and the JSON log. Every part's associated data names the snapshot's digest and the
 //! part's index, so parts cannot be swapped between snapshots or reordered. The snapshot is trusted
 //! only if every part opens with the key store's master key, the counts agree, nothing trails, and
@@ -21,7 +21,7 @@ use super::records::Records;
 use crate::keystore::KeyStore;
 use crate::mpi::LogEntry;
 
-const MAGIC: &[u8; 8] = b"KBVSNAP1";
+const MAGIC: &[u8; 8] = b"KBVSNAP2";
 const CHUNK: usize = 100_000;
 
 /// What a snapshot is bound to.
