@@ -30,7 +30,12 @@ use sha2::{Digest, Sha256};
 fn main() {
     // Only the persistent store (its registration, reopen from snapshot and memory): the large-scale run.
     if std::env::var("KIBAN_BENCH_STORE_ONLY").is_ok_and(|v| v == "1") {
-        store_bench(tempfile::tempdir().expect("temp dir").path());
+        // KIBAN_BENCH_STORE_DIR keeps the store (for KIBAN_BENCH_OPEN_ONLY in a fresh process).
+        match std::env::var_os("KIBAN_BENCH_STORE_DIR") {
+            Some(d) if std::path::Path::new(&d).join("identity").exists() => open_bench(std::path::Path::new(&d)),
+            Some(d) => store_bench(std::path::Path::new(&d)),
+            None => store_bench(tempfile::tempdir().expect("temp dir").path()),
+        }
         return;
     }
     let persons: u64 = std::env::var("KIBAN_BENCH_PERSONS").ok().and_then(|v| v.parse().ok()).unwrap_or(300_000);
@@ -263,6 +268,28 @@ fn store_bench(dir: &std::path::Path) {
             format!("{:.1}x", replay_cpu / reopen_cpu)
         );
     }
+}
+
+/// Opens a store kept by an earlier run in this fresh process: the open's wall and CPU time and its
+/// memory, with nothing else ever allocated in the process (so the peak is the open's own).
+fn open_bench(dir: &std::path::Path) {
+    let audit = MemoryAudit::default();
+    let base = rss_mib("VmRSS:");
+    let ks = KeyStore::open(&dir.join("keys"), None).expect("key store");
+    let (t, c) = (Instant::now(), cpu_seconds());
+    let store =
+        IdentityStore::open(&dir.join("identity"), ks, MatchConfig::default(), &audit, "bench").expect("store reopens");
+    let (s, cpu) = (t.elapsed().as_secs_f64(), cpu_seconds() - c);
+    let n = store.mpi().record_count();
+    println!(
+        "store open in a fresh process: {n} records, snapshot {:?}, {s:.2} s wall / {cpu:.2} s CPU \
+         ({:.0} records per CPU-second); memory before / peak / after {base} / {} / {} MiB ({:.0} bytes per record)",
+        store.open_stats().snapshot,
+        n as f64 / cpu,
+        rss_mib("VmHWM:"),
+        rss_mib("VmRSS:"),
+        (rss_mib("VmRSS:") - base) as f64 * 1048576.0 / n as f64
+    );
 }
 
 /// CPU seconds (user + system, all threads) this process has used (Linux `/proc/self/stat`).
