@@ -725,3 +725,63 @@ mod pixel {
         assert!(pixels::is_head_volume(&ds));
     }
 }
+
+mod release {
+    use super::*;
+    use kiban_dicom::ReleaseKeys;
+    use kiban_identity::release::LinkageDecision;
+    use kiban_model::id::PersonKey;
+
+    fn synth_file() -> DicomFile {
+        let p = kiban_dicom::synth::SynthPatient {
+            kanji: ("山田".into(), "太郎".into()),
+            kana: ("ヤマダ".into(), "タロウ".into()),
+            patient_id: "H123456".into(),
+            birth: "19550607".into(),
+            sex: "M".into(),
+            study_date: "20240415".into(),
+            hospital: "合成市立病院".into(),
+        };
+        dicom::read(&kiban_dicom::synth::head_ct_series(&p, 1).remove(0)).unwrap()
+    }
+
+    /// What a release makes of the file: Patient ID, Study and SOP Instance UIDs, Study Date.
+    fn outcome(f: &DicomFile, keys: &Keyring) -> [Option<String>; 4] {
+        let (o, _) = deidentify_attributes(f, &Profile::standard(), &attrs_only(), keys).unwrap();
+        [Tag(0x0010, 0x0020), Tag(0x0020, 0x000D), Tag(0x0008, 0x0018), Tag(0x0008, 0x0020)].map(|t| o.dataset.ascii(t))
+    }
+
+    #[test]
+    fn a3_two_releases_get_unlinkable_dicom_tokens_and_a_linked_release_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ks = KeyStore::create(&dir.path().join("keys")).unwrap();
+        let f = synth_file();
+        let r1 = ReleaseKeys::for_release(&mut ks, "rel-2026-001", None).unwrap();
+        let r2 = ReleaseKeys::for_release(&mut ks, "rel-2026-002", None).unwrap();
+        let allowed = LinkageDecision { earlier_release: "rel-2026-001".into(), decision: "app-3/decision-9".into() };
+        let r3 = ReleaseKeys::for_release(&mut ks, "rel-2026-003", Some(&allowed)).unwrap();
+        let (o1, o2, o3) =
+            (outcome(&f, &r1.keyring(None)), outcome(&f, &r2.keyring(None)), outcome(&f, &r3.keyring(None)));
+        for (i, what) in ["Patient ID", "Study Instance UID", "SOP Instance UID", "Study Date"].iter().enumerate() {
+            assert!(o1[i].is_some(), "{what} present");
+            assert_ne!(o1[i], o2[i], "{what}: two releases cannot be joined");
+            assert_eq!(o1[i], o3[i], "{what}: the allowed linkage reuses the earlier release's domain");
+        }
+        assert_ne!(o1[0].as_deref(), Some("H123456"));
+        assert_eq!(r3.domain().domain, r1.domain().domain);
+        assert_eq!(r3.domain().decision.as_deref(), Some("app-3/decision-9"));
+        // A person known to the vault: the Patient ID is the person's token in the release's domain,
+        // the same key kiban-identity gives the release's tables.
+        let pk = PersonKey::from_u64(0x5eed);
+        let resolve = move |_: &str, _: &str| Some(pk);
+        let (v1, v2) = (outcome(&f, &r1.keyring(Some(&resolve))), outcome(&f, &r2.keyring(Some(&resolve))));
+        let (table_key, _) = kiban_identity::release::release_key(&mut ks, "rel-2026-001", None).unwrap();
+        assert_eq!(v1[0], Some(table_key.token(pk).to_string()));
+        assert_ne!(v1[0], v2[0]);
+        assert_eq!(outcome(&f, &r3.keyring(Some(&resolve)))[0], v1[0]);
+        // Reopening the key store gives the same release's keys again (derived, not stored).
+        let again = ReleaseKeys::for_release(&mut ks, "rel-2026-002", None).unwrap();
+        assert_eq!(outcome(&f, &again.keyring(None)), o2);
+        assert!(!format!("{again:?}").contains(&table_key.token(pk).to_string()));
+    }
+}

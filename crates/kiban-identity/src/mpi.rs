@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::identity::{Identity, IdentityInput, RecordError};
 use crate::normalize::UNKNOWN;
-use crate::vault::StoredIdentity;
+use crate::vault::{StoredIdentity, StoredRef};
 
 /// Agreement and disagreement weights (log2 m/u) per field.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -118,12 +118,80 @@ impl Hasher for PassThrough {
 
 type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<PassThrough>>;
 
+/// The newest record of each block: an open-addressing table of block keys (well-mixed 64-bit
+/// hashes, never `NONE`, which marks a free slot) and records in two arrays, linear probing, at most
+/// 7/8 full. Twelve bytes a slot against a hash map's seventeen and its power-of-two rounding: the
+/// heads of nine indexes are most of the index's memory at ten million records.
+#[derive(Default)]
+struct HeadMap {
+    keys: Vec<u64>,
+    vals: Vec<u32>,
+    len: usize,
+}
+
+impl HeadMap {
+    fn with_capacity(n: usize) -> HeadMap {
+        let cap = (n + n / 4).max(16);
+        HeadMap { keys: vec![NONE; cap], vals: vec![0; cap], len: 0 }
+    }
+    /// The home slot: the key's high bits scaled to the capacity (any capacity, no power of two).
+    fn home(&self, key: u64) -> usize {
+        ((u128::from(key) * self.keys.len() as u128) >> 64) as usize
+    }
+    fn get(&self, key: u64) -> Option<u32> {
+        if self.keys.is_empty() {
+            return None;
+        }
+        let mut i = self.home(key);
+        loop {
+            match self.keys[i] {
+                k if k == key => return Some(self.vals[i]),
+                NONE => return None,
+                _ => i = if i + 1 == self.keys.len() { 0 } else { i + 1 },
+            }
+        }
+    }
+    /// Sets the head of block `key`, returning the previous one.
+    fn insert(&mut self, key: u64, v: u32) -> Option<u32> {
+        debug_assert_ne!(key, NONE);
+        if (self.len + 1) * 8 > self.keys.len() * 7 {
+            let mut bigger = HeadMap::with_capacity(self.keys.len().max(16) * 2 * 4 / 5);
+            for (k, v) in self.keys.iter().zip(&self.vals) {
+                if *k != NONE {
+                    bigger.insert(*k, *v);
+                }
+            }
+            *self = bigger;
+        }
+        let mut i = self.home(key);
+        loop {
+            match self.keys[i] {
+                k if k == key => return Some(std::mem::replace(&mut self.vals[i], v)),
+                NONE => {
+                    self.keys[i] = key;
+                    self.vals[i] = v;
+                    self.len += 1;
+                    return None;
+                }
+                _ => i = if i + 1 == self.keys.len() { 0 } else { i + 1 },
+            }
+        }
+    }
+}
+
+impl PartialEq for HeadMap {
+    /// The same blocks with the same heads, whatever the capacity and insertion order.
+    fn eq(&self, other: &HeadMap) -> bool {
+        self.len == other.len && self.keys.iter().zip(&self.vals).all(|(k, v)| *k == NONE || other.get(*k) == Some(*v))
+    }
+}
+
 /// One blocking index as chains: the newest record of each block, and per record the previous one
 /// in its block. Eight bytes per record and key instead of a vector per block, and walking a
 /// chain visits the most recent records first (what `max_block` keeps).
 #[derive(Default, PartialEq)]
 struct Chains {
-    head: FastMap<u64, u32>,
+    head: HeadMap,
     prev: Vec<u32>,
 }
 
@@ -139,7 +207,7 @@ impl Chains {
     }
     /// Appends up to `max` records of block `key`, newest first.
     fn walk(&self, key: u64, max: usize, out: &mut Vec<u32>) {
-        let mut at = self.head.get(&key).copied().unwrap_or(END);
+        let mut at = self.head.get(key).unwrap_or(END);
         let mut n = 0;
         while at != END && n < max {
             out.push(at);
@@ -185,6 +253,32 @@ fn erased(r: &Rec) -> bool {
     r.person.as_u64() == 0
 }
 
+/// The fingerprint of a kanji name without its separator, hashed in place (no joined copy): the
+/// same as `fp` of the joined text, since the hasher streams.
+fn kanji_fp(s: &str) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    h.write_usize(s.len() - s.bytes().filter(|b| *b == b' ').count());
+    for part in s.split(' ') {
+        h.write(part.as_bytes());
+    }
+    h.finish()
+}
+
+/// A canonical `YYYY-MM-DD` date as (year, month, day), checked as a calendar date; without
+/// chrono's format parser, which dominated reopening a large vault.
+fn iso_date(s: &str) -> Option<(i32, u32, u32)> {
+    let b = s.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        b[r].iter().try_fold(0u32, |n, c| c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0')))
+    };
+    let (y, m, d) = (num(0..4)? as i32, num(5..7)?, num(8..10)?);
+    chrono::NaiveDate::from_ymd_opt(y, m, d)?;
+    Some((y, m, d))
+}
+
 fn opt_fp(s: &str) -> u64 {
     if s.is_empty() { NONE } else { fp(&[s.as_bytes()]).max(1) }
 }
@@ -196,7 +290,7 @@ impl Rec {
         Rec {
             source: fp(&[id.provider.as_str().as_bytes(), id.patient.as_str().as_bytes()]),
             kana: id.kana.as_str().into(),
-            kanji: fp(&[id.kanji.joined().as_bytes()]),
+            kanji: kanji_fp(id.kanji.as_str()),
             birth: (id.birth.year(), id.birth.month(), id.birth.day()),
             sex: id.sex,
             phone: opt_fp(&id.phone),
@@ -211,23 +305,22 @@ impl Rec {
     }
     /// The same view built straight from a stored (already canonical) identity, without parsing it
     /// again: what makes reopening a large vault fast. Proven equal to [`Rec::new`] by a test.
-    fn from_stored(s: &StoredIdentity) -> Option<Rec> {
-        let birth = chrono::NaiveDate::parse_from_str(&s.birth, "%Y-%m-%d").ok()?;
-        use chrono::Datelike;
-        let has_card = !s.card[0].is_empty();
-        let kanji: String = s.kanji.chars().filter(|c| *c != ' ').collect();
+    fn from_stored(s: &StoredRef<'_>) -> Option<Rec> {
+        let birth = iso_date(s.birth())?;
+        let card = s.card();
+        let has_card = !card[0].is_empty();
         Some(Rec {
-            source: fp(&[s.provider.as_bytes(), s.patient.as_bytes()]),
-            kana: s.kana.as_str().into(),
-            kanji: fp(&[kanji.as_bytes()]),
-            birth: (birth.year(), birth.month(), birth.day()),
-            sex: Sex::parse(&s.sex).ok()?,
-            phone: opt_fp(&s.phone),
-            postal: opt_fp(&s.postal),
-            address: opt_fp(&s.address),
-            insurer: if has_card { opt_fp(&s.card[0]) } else { NONE },
-            card: if has_card { fp(&[s.card[1].as_bytes(), s.card[2].as_bytes()]) } else { NONE },
-            branch: if has_card { s.card[3].parse().unwrap_or(0) } else { 0 },
+            source: fp(&[s.provider().as_bytes(), s.patient().as_bytes()]),
+            kana: s.kana().into(),
+            kanji: kanji_fp(s.kanji()),
+            birth,
+            sex: Sex::parse(s.sex()).ok()?,
+            phone: opt_fp(s.phone()),
+            postal: opt_fp(s.postal()),
+            address: opt_fp(s.address()),
+            insurer: if has_card { opt_fp(card[0]) } else { NONE },
+            card: if has_card { fp(&[card[1].as_bytes(), card[2].as_bytes()]) } else { NONE },
+            branch: if has_card { card[3].parse().unwrap_or(0) } else { 0 },
             has_card,
             person: PersonKey::from_u64(0),
         })
@@ -368,6 +461,10 @@ impl MatchView {
     }
     /// From a stored identity, without re-parsing; `None` if its birth date or sex is unreadable.
     pub fn of_stored(s: &StoredIdentity) -> Option<MatchView> {
+        Rec::from_stored(&s.as_ref()).map(MatchView)
+    }
+    /// From a stored identity borrowed from the vault, without re-parsing or copying it.
+    pub fn of_stored_ref(s: &StoredRef<'_>) -> Option<MatchView> {
         Rec::from_stored(s).map(MatchView)
     }
 }
@@ -617,19 +714,29 @@ impl Mpi {
     fn index_all(&mut self) {
         let recs = &self.recs;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
-        let per = recs.len().div_ceil(threads).max(1);
-        type Keys = Option<([u64; 8], u64)>;
-        let keys: Vec<Keys> = std::thread::scope(|sc| {
-            let handles: Vec<_> = recs
-                .chunks(per)
-                .map(|chunk| {
-                    sc.spawn(move || {
-                        chunk
-                            .iter()
-                            .map(|r| {
-                                (!erased(r)).then(|| {
+        // Sized once: growing by doubling would hold the old and new tables at once. The (birth,
+        // sex) index has few blocks; every other one about one per record.
+        let mut chains: Vec<Chains> = (0..9)
+            .map(|c| Chains {
+                head: HeadMap::with_capacity(if c == 2 { 1 << 16 } else { recs.len() }),
+                prev: Vec::with_capacity(recs.len()),
+            })
+            .collect();
+        // Keys are made a batch at a time (bounded memory at any size), then each index takes them.
+        const BATCH: usize = 1 << 20;
+        for start in (0..recs.len()).step_by(BATCH) {
+            let batch = &recs[start..(start + BATCH).min(recs.len())];
+            let per = batch.len().div_ceil(threads).max(1);
+            let keys: Vec<[u64; 9]> = std::thread::scope(|sc| {
+                let handles: Vec<_> = batch
+                    .chunks(per)
+                    .map(|chunk| {
+                        sc.spawn(move || {
+                            chunk
+                                .iter()
+                                .map(|r| {
                                     let k = r.block_keys();
-                                    let ks = [
+                                    [
                                         k.birth_given,
                                         k.birth_family,
                                         k.birth,
@@ -638,33 +745,28 @@ impl Mpi {
                                         k.kana[2],
                                         r.phone,
                                         k.card,
-                                    ];
-                                    (ks, r.source)
+                                        r.source,
+                                    ]
                                 })
-                            })
-                            .collect::<Vec<Keys>>()
+                                .collect::<Vec<_>>()
+                        })
                     })
-                })
-                .collect();
-            handles.into_iter().flat_map(|h| h.join().expect("index key thread")).collect()
-        });
-        let keys = &keys;
-        let chains: Vec<Chains> = std::thread::scope(|sc| {
-            let handles: Vec<_> = (0..9)
-                .map(|c| {
+                    .collect();
+                handles.into_iter().flat_map(|h| h.join().expect("index key thread")).collect()
+            });
+            let keys = &keys;
+            std::thread::scope(|sc| {
+                for (c, ch) in chains.iter_mut().enumerate() {
                     sc.spawn(move || {
-                        let mut ch = Chains::default();
-                        for (i, k) in keys.iter().enumerate() {
-                            if let Some((ks, source)) = k {
-                                ch.push(if c < 8 { ks[c] } else { *source }, i as u32);
+                        for (j, (k, r)) in keys.iter().zip(batch).enumerate() {
+                            if !erased(r) {
+                                ch.push(k[c], (start + j) as u32);
                             }
                         }
-                        ch
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().expect("index thread")).collect()
-        });
+                    });
+                }
+            });
+        }
         let mut it = chains.into_iter();
         let mut next = || it.next().expect("nine indexes");
         self.by_birth_given = next();
@@ -764,9 +866,21 @@ impl Mpi {
         records: Vec<(RecordId, PersonKey, MatchView)>,
         log: impl IntoIterator<Item = LogEntry>,
     ) -> Result<Mpi, MpiError> {
+        Self::restore_parts(cfg, next_record, vec![records], log)
+    }
+
+    /// [`Mpi::restore`] from consecutive runs of records (one per thread that made them); each run is
+    /// moved into the index and freed before the next, so the views are never held twice.
+    pub fn restore_parts(
+        cfg: MatchConfig,
+        next_record: u32,
+        parts: Vec<Vec<(RecordId, PersonKey, MatchView)>>,
+        log: impl IntoIterator<Item = LogEntry>,
+    ) -> Result<Mpi, MpiError> {
         let mut m = Mpi::new(cfg);
         let mut next = 0u32;
-        for (id, person, identity) in records {
+        m.recs.reserve_exact(next_record as usize);
+        for (id, person, identity) in parts.into_iter().flatten() {
             while next < id.0 {
                 // Erased (P7): a placeholder keeps record ids stable; it is never indexed.
                 m.recs.push(Rec::tombstone());
@@ -1057,6 +1171,27 @@ impl Mpi {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn head_map_finds_replaces_grows_and_compares_by_content() {
+        let mut a = HeadMap::default();
+        let mut b = HeadMap::with_capacity(5000);
+        // Keys crowded into few home slots (small high bits) and spread ones, through several growths.
+        let keys: Vec<u64> =
+            (1..3000u64).map(|i| if i % 2 == 0 { i } else { i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1 }).collect();
+        for (n, k) in keys.iter().enumerate() {
+            assert_eq!(a.insert(*k, n as u32), None);
+        }
+        for (n, k) in keys.iter().enumerate().rev() {
+            b.insert(*k, n as u32);
+        }
+        assert!(a == b, "same content, other capacity and order");
+        assert_eq!(a.insert(keys[7], 99), Some(7));
+        assert!(a != b);
+        assert_eq!((a.get(keys[7]), a.get(keys[8]), a.get(4_000_000)), (Some(99), Some(8), None));
+        assert_eq!(a.len, keys.len());
+        assert_eq!(HeadMap::default().get(5), None);
+    }
 
     fn input(kanji: &str, kana: &str, birth: &str, phone: &str, branch: &str) -> IdentityInput {
         IdentityInput {

@@ -213,32 +213,30 @@ impl IdentityStore {
     fn index(cfg: MatchConfig, vault: &Vault) -> Result<Mpi, StoreError> {
         // Stored identities are canonical already: the matching view is rebuilt without re-parsing,
         // on all cores (the index itself is then built in record order).
-        let all: Vec<&StoredIdentity> = vault.records().values().collect();
+        let all = vault.records();
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
-        let per = all.len().div_ceil(threads).max(1);
-        type Viewed = Result<(RecordId, PersonKey, MatchView), StoreError>;
-        let views: Vec<Viewed> = std::thread::scope(|sc| {
-            let handles: Vec<_> = all
-                .chunks(per)
-                .map(|chunk| {
+        let per = all.id_bound().div_ceil(threads).max(1);
+        type Viewed = Result<Vec<(RecordId, PersonKey, MatchView)>, StoreError>;
+        let parts: Vec<Viewed> = std::thread::scope(|sc| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
                     sc.spawn(move || {
-                        chunk
-                            .iter()
+                        all.range(t * per..(t + 1) * per)
                             .map(|s| {
-                                let view = MatchView::of_stored(s).ok_or_else(|| StoreError::Stored {
+                                let view = MatchView::of_stored_ref(&s).ok_or_else(|| StoreError::Stored {
                                     record: s.record,
                                     reason: "unreadable birth date or sex".into(),
                                 })?;
                                 Ok((RecordId(s.record), PersonKey::from_u64(s.person), view))
                             })
-                            .collect::<Vec<Viewed>>()
+                            .collect::<Viewed>()
                     })
                 })
                 .collect();
-            handles.into_iter().flat_map(|h| h.join().expect("index thread")).collect()
+            handles.into_iter().map(|h| h.join().expect("index thread")).collect()
         });
-        let records = views.into_iter().collect::<Result<Vec<_>, _>>()?;
-        Ok(Mpi::restore(cfg, vault.next_record(), records, vault.log().iter().cloned())?)
+        let parts = parts.into_iter().collect::<Result<Vec<_>, _>>()?;
+        Ok(Mpi::restore_parts(cfg, vault.next_record(), parts, vault.log().iter().cloned())?)
     }
 
     /// Catches up with what other processes wrote to the vault since this one last read it (the
@@ -325,8 +323,8 @@ impl IdentityStore {
                     Ok(id) => {
                         let same =
                             s.mpi.lookup(id.provider.as_str(), id.patient.as_str()).into_iter().rev().find(|(r, p)| {
-                                s.vault.records().get(&r.0).is_some_and(|st| {
-                                    StoredIdentity::new(*r, PersonKey::from_u64(st.person), id) == *st
+                                s.vault.records().get(r.0).is_some_and(|st| {
+                                    st.same_as(&StoredIdentity::new(*r, PersonKey::from_u64(st.person), id))
                                 }) && p.as_u64() != 0
                             });
                         match same {
@@ -677,7 +675,7 @@ impl IdentityStore {
         let mut rows = Vec::with_capacity(persons.len());
         for &person in persons {
             let Some(first) = self.mpi.records_of(person).iter().min() else { continue };
-            let Some(stored) = self.vault.records().get(&first.0) else { continue };
+            let Some(stored) = self.vault.records().get(first.0).map(|s| s.to_owned()) else { continue };
             let id = Identity::parse(&stored.to_input())
                 .map_err(|e| StoreError::Stored { record: stored.record, reason: e.to_string() })?;
             let id1 = keyer.id1(&id.kana, id.birth, id.sex).map(|k| k.to_string());

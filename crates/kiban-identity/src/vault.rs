@@ -22,7 +22,6 @@
 //! [`VaultAudit`]; events carry person keys and counts, never identifiers. A hook that cannot record
 //! fails the operation (reads return nothing).
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -35,7 +34,10 @@ use crate::keystore::{KeyStore, KeyStoreError};
 use crate::mpi::{LogEntry, RecordId};
 use crate::normalize::NORMALIZATION_VERSION;
 
+mod records;
 mod snapshot;
+
+pub use records::{Records, StoredRef};
 
 const AAD: &[u8] = b"kiban/vault/v2";
 /// Entries per sealed frame: keeps frames far below the 4 GiB a length prefix can say, and a
@@ -206,7 +208,7 @@ pub enum VaultError {
 /// The opened vault: live identities by record id and the MPI log, in file order.
 pub struct Vault {
     path: PathBuf,
-    records: BTreeMap<u32, StoredIdentity>,
+    records: Records,
     log: Vec<LogEntry>,
     /// One past the highest record id ever written (erased ids included).
     next_record: u32,
@@ -243,20 +245,9 @@ impl Vault {
             fs::create_dir_all(parent).map_err(io(parent))?;
         }
         let lock_path = path.with_extension("lock");
-        let (bytes, file_id) = match fs::File::open(path) {
-            Ok(mut f) => {
-                use std::io::Read;
-                let id = file_id(&f.metadata().map_err(io(path))?);
-                let mut b = vec![];
-                f.read_to_end(&mut b).map_err(io(path))?;
-                (b, id)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (vec![], None),
-            Err(e) => return Err(VaultError::Io { path: path.to_path_buf(), source: e }),
-        };
         let mut v = Vault {
             path: path.to_path_buf(),
-            records: BTreeMap::new(),
+            records: Records::default(),
             log: vec![],
             next_record: 0,
             valid_len: 0,
@@ -265,26 +256,40 @@ impl Vault {
             opened: OpenStats::default(),
             lock_path,
             held: None,
-            file_id,
+            file_id: None,
         };
         // A snapshot covers a prefix of the file: it is used only when it opens with this key and its
-        // bound digest is that of the file's prefix now; anything else is ignored and rebuilt.
-        let mut pos = 0usize;
-        match snapshot::load(&snapshot_path(path), keys, &bytes) {
-            Ok(Some(snap)) => {
-                pos = snap.vault_len as usize;
-                v.records = snap.records;
-                v.log = snap.log;
-                v.next_record = snap.next_record;
-                v.digest = snap.hasher;
-                v.opened.snapshot = SnapshotUse::Used;
+        // bound digest is that of the file's prefix now; anything else is ignored and rebuilt. Only
+        // the part of the file after it is read into memory.
+        let (base, bytes) = match fs::File::open(path) {
+            Ok(mut f) => {
+                use std::io::{Read, Seek};
+                let meta = f.metadata().map_err(io(path))?;
+                v.file_id = file_id(&meta);
+                let mut base = 0u64;
+                match snapshot::load(&snapshot_path(path), keys, &mut f, meta.len()) {
+                    Ok(Some(snap)) => {
+                        base = snap.vault_len;
+                        v.records = snap.records;
+                        v.log = snap.log;
+                        v.next_record = snap.next_record;
+                        v.digest = snap.hasher;
+                        v.opened.snapshot = SnapshotUse::Used;
+                    }
+                    Ok(None) => v.opened.snapshot = SnapshotUse::Absent,
+                    Err(reason) => v.opened.snapshot = SnapshotUse::Ignored(reason),
+                }
+                f.seek(std::io::SeekFrom::Start(base)).map_err(io(path))?;
+                let mut b = Vec::with_capacity(meta.len().saturating_sub(base) as usize);
+                f.read_to_end(&mut b).map_err(io(path))?;
+                (base, b)
             }
-            Ok(None) => v.opened.snapshot = SnapshotUse::Absent,
-            Err(reason) => v.opened.snapshot = SnapshotUse::Ignored(reason),
-        }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (0, vec![]),
+            Err(e) => return Err(VaultError::Io { path: path.to_path_buf(), source: e }),
+        };
         // Frame boundaries first (cheap), then decrypt and parse frames on all cores, then apply in order.
         let mut frames = vec![];
-        let tail_start = pos;
+        let mut pos = 0usize;
         while pos + 4 <= bytes.len() {
             let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().expect("4 bytes")) as usize;
             if pos + 4 + len > bytes.len() {
@@ -316,8 +321,8 @@ impl Vault {
             }
         }
         v.opened.tail_entries = v.since_snapshot;
-        v.digest.update(&bytes[tail_start..pos]);
-        v.valid_len = pos as u64;
+        v.digest.update(&bytes[..pos]);
+        v.valid_len = base + pos as u64;
         audit.record(&VaultEvent {
             action: VaultAction::Open,
             actor,
@@ -332,13 +337,13 @@ impl Vault {
         match e {
             VaultEntry::Put(s) => {
                 self.next_record = self.next_record.max(s.record + 1);
-                self.records.insert(s.record, *s);
+                self.records.put(&s);
             }
             VaultEntry::Mpi(l) => {
                 if let LogEntry::Forget { records } = &l {
                     for r in records {
                         self.next_record = self.next_record.max(r.0 + 1);
-                        self.records.remove(&r.0);
+                        self.records.remove(r.0);
                     }
                 }
                 self.log.push(l);
@@ -346,13 +351,13 @@ impl Vault {
         }
     }
 
-    /// Writes `entries` as frames of at most [`FRAME_ENTRIES`] entries after the first `valid_len`
-    /// bytes (cutting any torn tail), then syncs once; returns the bytes written.
+    /// Writes frames (their JSON plaintexts, each at most [`FRAME_ENTRIES`] entries) after the first
+    /// `valid_len` bytes (cutting any torn tail), then syncs once; returns the bytes written.
     fn write_frames(
         path: &Path,
         valid_len: u64,
         keys: &KeyStore,
-        entries: &[VaultEntry],
+        frames: impl Iterator<Item = Vec<u8>>,
         digest: &mut blake3::Hasher,
     ) -> Result<u64, VaultError> {
         let mut f = fs::OpenOptions::new().create(true).write(true).truncate(false).open(path).map_err(io(path))?;
@@ -361,8 +366,8 @@ impl Vault {
         f.seek(std::io::SeekFrom::End(0)).map_err(io(path))?;
         let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
         let mut written = 0u64;
-        for chunk in entries.chunks(FRAME_ENTRIES) {
-            let sealed = keys.seal(AAD, &serde_json::to_vec(chunk).expect("serializable"));
+        for plain in frames {
+            let sealed = keys.seal(AAD, &plain);
             let len = u32::try_from(sealed.len()).expect("a frame of FRAME_ENTRIES entries is far below 4 GiB");
             w.write_all(&len.to_le_bytes()).map_err(io(path))?;
             w.write_all(&sealed).map_err(io(path))?;
@@ -467,7 +472,7 @@ impl Vault {
         }
         // The digest moves only once the write is durable; a failed write poisons the store anyway.
         let mut d = self.digest.clone();
-        self.valid_len += Self::write_frames(&self.path, self.valid_len, keys, &entries, &mut d)?;
+        self.valid_len += Self::write_frames(&self.path, self.valid_len, keys, json_frames(&entries), &mut d)?;
         self.digest = d;
         if self.file_id.is_none() {
             self.file_id = fs::metadata(&self.path).ok().as_ref().and_then(file_id);
@@ -508,7 +513,8 @@ impl Vault {
         person: Option<PersonKey>,
         records: &[RecordId],
     ) -> Result<Vec<StoredIdentity>, VaultError> {
-        let out: Vec<StoredIdentity> = records.iter().filter_map(|r| self.records.get(&r.0)).cloned().collect();
+        let out: Vec<StoredIdentity> =
+            records.iter().filter_map(|r| self.records.get(r.0)).map(|s| s.to_owned()).collect();
         audit.record(&VaultEvent { action: VaultAction::Read, actor, purpose, person, records: out.len() })?;
         Ok(out)
     }
@@ -549,10 +555,18 @@ impl Vault {
     fn compact(&mut self, keys: &KeyStore) -> Result<(), VaultError> {
         let tmp = self.path.with_extension("kbv.tmp");
         let _ = fs::remove_file(&tmp);
-        let mut live: Vec<VaultEntry> = self.records.values().cloned().map(|s| VaultEntry::Put(Box::new(s))).collect();
-        live.extend(self.log.iter().cloned().map(VaultEntry::Mpi));
+        // Streamed a frame at a time: the live identities are never all expanded at once.
+        let ids: Vec<u32> = self.records.iter().map(|r| r.record).collect();
+        let records = &self.records;
+        let puts = ids.chunks(FRAME_ENTRIES).map(|c| {
+            let e: Vec<VaultEntry> =
+                c.iter().filter_map(|i| records.get(*i)).map(|r| VaultEntry::Put(Box::new(r.to_owned()))).collect();
+            serde_json::to_vec(&e).expect("serializable")
+        });
+        let log: Vec<VaultEntry> = self.log.iter().cloned().map(VaultEntry::Mpi).collect();
         let mut d = blake3::Hasher::new();
-        let len = Self::write_frames(&tmp, 0, keys, &live, &mut d)?;
+        let len = Self::write_frames(&tmp, 0, keys, puts.chain(json_frames(&log)), &mut d)?;
+        let live = ids.len() + log.len();
         // The old snapshot describes the old file: gone first, so a crash never pairs it with the new one
         // (it would be ignored anyway, its digest no longer matching).
         // It also holds the erased identities (P7), so failing to remove it fails the erasure.
@@ -566,7 +580,7 @@ impl Vault {
         self.file_id = fs::metadata(&self.path).ok().as_ref().and_then(file_id);
         self.valid_len = len;
         self.digest = d;
-        self.since_snapshot = live.len();
+        self.since_snapshot = live;
         Ok(())
     }
 
@@ -615,7 +629,7 @@ impl Vault {
     }
 
     /// The live identities by record id.
-    pub fn records(&self) -> &BTreeMap<u32, StoredIdentity> {
+    pub fn records(&self) -> &Records {
         &self.records
     }
     /// The MPI log, oldest first.
@@ -634,6 +648,11 @@ impl Vault {
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
     }
+}
+
+/// The JSON plaintexts of `entries` in frames of at most [`FRAME_ENTRIES`].
+fn json_frames(entries: &[VaultEntry]) -> impl Iterator<Item = Vec<u8>> + '_ {
+    entries.chunks(FRAME_ENTRIES).map(|c| serde_json::to_vec(c).expect("serializable"))
 }
 
 /// What [`Vault::refresh`] found.
@@ -791,13 +810,13 @@ mod tests {
         v.append(&ks, vec![VaultEntry::Mpi(LogEntry::Undo { decision: 9, by: "x".into() })]).unwrap();
         v.write_snapshot(&ks).unwrap();
         put(&mut v, 2, "ウ");
-        let want = (v.records().clone(), v.log().to_vec(), v.next_record());
+        let want = (v.records().to_vec(), v.log().to_vec(), v.next_record());
         drop(v);
         let snap = snapshot_path(&path);
         assert!(!fs::read(&snap).unwrap().windows("イ".len()).any(|w| w == "イ".as_bytes()), "sealed");
         let v = Vault::open(&path, &ks, &a, "op").unwrap();
         assert_eq!((&v.open_stats().snapshot, v.open_stats().tail_entries), (&SnapshotUse::Used, 1));
-        assert_eq!((v.records().clone(), v.log().to_vec(), v.next_record()), want);
+        assert_eq!((v.records().to_vec(), v.log().to_vec(), v.next_record()), want);
         drop(v);
         // A flipped byte anywhere, another key store's snapshot, or a vault that changed under it:
         // ignored, the whole file replayed, same state.
@@ -808,7 +827,7 @@ mod tests {
         fs::write(&snap, &bad).unwrap();
         let v = Vault::open(&path, &ks, &a, "op").unwrap();
         assert!(matches!(v.open_stats().snapshot, SnapshotUse::Ignored(_)), "{:?}", v.open_stats());
-        assert_eq!((v.records().clone(), v.log().to_vec(), v.next_record()), want);
+        assert_eq!((v.records().to_vec(), v.log().to_vec(), v.next_record()), want);
         assert_eq!(v.open_stats().tail_entries, 4);
         drop(v);
         let other = KeyStore::create(&t.path().join("k2")).unwrap();
@@ -821,7 +840,7 @@ mod tests {
         fs::copy(snapshot_path(&p2), &snap).unwrap();
         let v = Vault::open(&path, &ks, &a, "op").unwrap();
         assert!(matches!(v.open_stats().snapshot, SnapshotUse::Ignored(_)));
-        assert_eq!(v.records().clone(), want.0);
+        assert_eq!(v.records().to_vec(), want.0);
         drop(v);
         // The right snapshot over a vault whose covered prefix changed (same length, other bytes).
         fs::write(&snap, &good).unwrap();

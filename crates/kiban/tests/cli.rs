@@ -1461,6 +1461,49 @@ fn s4_dicom_deid_cli_reports_per_file_and_never_copies_bad_files() {
 }
 
 #[test]
+fn a3_dicom_deid_per_release_domains_are_unlinkable_unless_linkage_is_allowed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let d = dir.to_str().unwrap();
+    assert!(kiban(&["init", d], &[]).status.success());
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let p = kiban_dicom::synth::SynthPatient {
+        kanji: ("山田".into(), "太郎".into()),
+        kana: ("ヤマダ".into(), "タロウ".into()),
+        patient_id: "H123456".into(),
+        birth: "19550607".into(),
+        sex: "M".into(),
+        study_date: "20240415".into(),
+        hospital: "合成市立病院".into(),
+    };
+    std::fs::write(input.join("0.dcm"), kiban_dicom::synth::head_ct_series(&p, 1).remove(0)).unwrap();
+    let run = |name: &str, extra: &[&str]| {
+        let out = tmp.path().join(name);
+        let mut args = vec!["dicom", "deid", input.to_str().unwrap(), "--out", out.to_str().unwrap(), "--no-ocr"];
+        args.extend_from_slice(&["--data-dir", d, "--json"]);
+        args.extend_from_slice(extra);
+        let o = kiban(&args, &[]);
+        assert!(o.status.success(), "{}", text(&o));
+        let reps: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let f = kiban_formats::dicom::read(&std::fs::read(reps[0]["output"].as_str().unwrap()).unwrap()).unwrap();
+        (
+            f.dataset.ascii(kiban_formats::dicom::Tag(0x0010, 0x0020)),
+            f.dataset.ascii(kiban_formats::dicom::Tag(0x0020, 0x000D)),
+        )
+    };
+    let r1 = run("o1", &["--release", "r1"]);
+    let r2 = run("o2", &["--release", "r2"]);
+    let r3 = run("o3", &["--release", "r3", "--link-to", "r1", "--decision", "app-1/decision-2"]);
+    assert!(r1.0.is_some() && r1.1.is_some());
+    assert!(r1.0 != r2.0 && r1.1 != r2.1, "two releases cannot be joined");
+    assert_eq!(r1, r3, "the allowed linkage reuses the earlier release's domain");
+    assert_eq!(run("o1b", &["--release", "r1"]), r1, "a release's keys are made again");
+    let o = kiban(&["dicom", "deid", input.to_str().unwrap(), "--out", "x", "--data-dir", d, "--link-to", "r1"], &[]);
+    assert!(!o.status.success(), "linkage needs a release and a decision");
+}
+
+#[test]
 fn x4_r12_serve_starts_on_a_data_directory_with_a_vault_and_answers_the_login_page() {
     use std::io::{BufRead, Read, Write};
     let tmp = tempfile::tempdir().unwrap();

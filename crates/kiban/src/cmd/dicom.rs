@@ -43,9 +43,20 @@ pub struct DeidArgs {
     /// Output folder (relative paths kept); a report.json is written there.
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
-    /// Release domain: UIDs, pseudonyms and date offsets are consistent within one domain.
-    #[arg(long, default_value = "dicom-default")]
+    /// Standing domain shared by every run that names it (without --release): UIDs, pseudonyms and
+    /// date offsets are consistent within one domain.
+    #[arg(long, default_value = "dicom-default", conflicts_with = "release")]
     domain: String,
+    /// Release id: the release's own pseudonym domain of the identity vault's key store, so two
+    /// releases' Patient IDs, UIDs and date offsets cannot be joined (unless --link-to).
+    #[arg(long, value_name = "ID", conflicts_with = "ephemeral_key")]
+    release: Option<String>,
+    /// With --release: reuse this earlier release's domain, as the review committee's decision allows.
+    #[arg(long, value_name = "RELEASE", requires_all = ["release", "decision"])]
+    link_to: Option<String>,
+    /// With --link-to: the committee's decision allowing the linkage (recorded in the release register).
+    #[arg(long, value_name = "REF", requires = "link_to")]
+    decision: Option<String>,
     /// Options instead of kiban's pseudonymization default (repeatable): clean-pixel-data,
     /// clean-recognizable-visual-features, clean-graphics, clean-structured-content, clean-descriptors,
     /// retain-longitudinal-full-dates, retain-longitudinal-modified-dates, retain-patient-characteristics,
@@ -88,6 +99,19 @@ impl Drop for KeyHolder {
             let _ = std::fs::remove_dir_all(t);
         }
     }
+}
+
+/// The release's own domain key (kiban-identity's release register), or the standing domain's.
+fn key_for(ctx: &Ctx, args: &DeidArgs) -> Result<KeyHolder> {
+    let Some(release) = &args.release else { return domain_key(ctx, &args.domain, args.ephemeral_key) };
+    let dd = DataDir::open(&ctx.data_dir).context("no data directory: run `kiban init` first")?;
+    let mut ks = dd.key_store()?;
+    let linkage = args.link_to.as_ref().map(|l| kiban_identity::release::LinkageDecision {
+        earlier_release: l.clone(),
+        decision: args.decision.clone().unwrap_or_default(),
+    });
+    let (key, _) = kiban_identity::release::release_key(&mut ks, release, linkage.as_ref())?;
+    Ok(KeyHolder { _tmp: None, key })
 }
 
 fn domain_key(ctx: &Ctx, domain: &str, ephemeral: bool) -> Result<KeyHolder> {
@@ -153,7 +177,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
 /// De-identifies `args.input` into `args.out`; prints the per-file report.
 pub fn run_deid(ctx: &Ctx, args: &DeidArgs) -> Result<ExitCode> {
     let cfg = config(args)?;
-    let holder = domain_key(ctx, &args.domain, args.ephemeral_key)?;
+    let holder = key_for(ctx, args)?;
     let map = match &args.person_map {
         Some(p) => person_map(p)?,
         None => Default::default(),
