@@ -285,6 +285,8 @@ pub struct Lattice<'a> {
     /// For each pair of columns, records in pair-classes smaller than k at each level pair: a lower
     /// bound of the records any node with those levels must suppress.
     pair_lb: Vec<(usize, usize, Vec<u64>)>,
+    /// Chain probing forced on or off; `None` decides by the number of distinct tuples.
+    probing: Option<bool>,
 }
 
 impl<'a> Lattice<'a> {
@@ -397,7 +399,14 @@ impl<'a> Lattice<'a> {
             sens_global,
             dense: Vec::new(),
             pair_lb,
+            probing: None,
         }
+    }
+
+    /// Forces chain probing on or off (by default it runs on tables of many distinct tuples); the
+    /// result is the same optimum either way, only the number of groupings differs.
+    pub fn set_probing(&mut self, on: bool) {
+        self.probing = Some(on);
     }
 
     /// Whether the pairwise bound already proves the node cannot meet k within the suppression limit.
@@ -634,109 +643,158 @@ impl<'a> Lattice<'a> {
         }
         let q = heights.len();
         let total = size as usize;
-        let decode = |mut i: usize, out: &mut [u8]| {
-            for c in (0..q).rev() {
-                out[c] = (i % heights[c]) as u8;
-                i /= heights[c];
-            }
-        };
+        let mut strides = vec![1usize; q];
+        for c in (0..q.saturating_sub(1)).rev() {
+            strides[c] = strides[c + 1] * heights[c + 1];
+        }
         let mut nodes: Vec<(f64, u32, u32)> = Vec::with_capacity(total);
         let mut lv = vec![0u8; q];
         for i in 0..total {
-            decode(i, &mut lv);
+            decode(i, &heights, &mut lv);
             let h: u32 = lv.iter().map(|&x| x as u32).sum();
             nodes.push((self.lower_bound(&lv), h, i as u32));
         }
         nodes.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
         let additive = self.additive();
-        let mut pruned = vec![false; if additive { 0 } else { total }];
-        let mut strides = vec![1usize; q];
-        for c in (0..q.saturating_sub(1)).rev() {
-            strides[c] = strides[c + 1] * heights[c + 1];
-        }
-        // Roll-up sources: `src[node]` is the evaluated specialization with the fewest classes
-        // reachable through its predecessors (every predecessor sorts before the node).
         let nt = self.table.tuples();
-        let mut src: Vec<u32> = vec![NONE; total];
-        let mut snaps: FastMap<u32, Snap> = FastMap::default();
-        let mut snap_entries = 0usize;
-        let budget = (4 * nt).max(1 << 20);
-        let mut non_anon: Vec<Vec<u8>> = Vec::new();
-        let mut best: Option<(f64, usize)> = None;
-        let mut evaluated = 0;
+        let mut st = SearchState {
+            status: vec![UNKNOWN; total],
+            pruned: vec![false; if additive { 0 } else { total }],
+            snaps: FastMap::default(),
+            snap_levels: Vec::new(),
+            snap_entries: 0,
+            budget: (4 * nt).max(1 << 20),
+            non_anon: Vec::new(),
+            best: None,
+            evaluated: 0,
+            heights: heights.clone(),
+            strides,
+        };
+        // Probing along a chain pays off when evaluations are dear (many distinct tuples) and the
+        // model is monotone (a failing node proves all its specializations fail).
+        let probe = self.monotone() && self.probing.unwrap_or(nt >= PROBE_MIN_TUPLES);
         for &(lb, _, idx) in &nodes {
             let idx = idx as usize;
-            decode(idx, &mut lv);
-            if let Some((b, _)) = best
+            decode(idx, &heights, &mut lv);
+            if let Some((b, _)) = st.best
                 && additive
                 && lb >= b - 1e-9
             {
                 break;
             }
-            let (mut s, mut s_len) = (NONE, nt);
-            for c in 0..q {
-                if lv[c] > 0 {
-                    let p = idx - strides[c];
-                    let cand = if snaps.contains_key(&(p as u32)) { p as u32 } else { src[p] };
-                    let len = if cand == NONE { nt } else { snaps[&cand].rep.len() };
-                    if len < s_len {
-                        (s, s_len) = (cand, len);
-                    }
-                }
-            }
-            src[idx] = s;
-            if !additive && pruned[idx] {
-                for c in 0..q {
-                    if (lv[c] as usize) + 1 < heights[c] {
-                        pruned[idx + strides[c]] = true;
-                    }
-                }
+            if !additive && st.pruned[idx] {
+                st.prune_up(idx, &lv);
                 continue;
             }
-            let sup_lb = self.suppressed_bound(&lv);
-            if sup_lb > self.max_suppressed {
+            if st.status[idx] != UNKNOWN {
                 continue;
             }
-            if let Some((b, _)) = best
-                && self.loss_bound(&lv, sup_lb) >= b - 1e-9
-            {
+            if !self.worth(&st, &lv) {
                 continue;
             }
-            if self.monotone() && non_anon.iter().any(|m| m.iter().zip(&lv).all(|(a, b)| b <= a)) {
+            if probe && !self.chain_probe(&mut st, &lv) {
                 continue;
             }
-            let g = self.group(&lv, if s == NONE { None } else { snaps.get(&s) }, false);
-            let j = self.judge(&lv, &g.snap, true);
-            evaluated += 1;
-            if !additive && best.is_some_and(|(b, _)| j.sumsq >= b) {
-                // Discernibility without suppression bounds every generalization of this node.
-                for c in 0..q {
-                    if (lv[c] as usize) + 1 < heights[c] {
-                        pruned[idx + strides[c]] = true;
-                    }
-                }
-            }
-            let classes = g.snap.rep.len();
-            if (classes as f64) < 0.7 * s_len as f64 && snap_entries + classes <= budget {
-                snap_entries += classes;
-                snaps.insert(idx as u32, g.snap);
-            }
-            if !j.anonymous {
-                if self.monotone() && non_anon.len() < 256 {
-                    non_anon.retain(|m| !m.iter().zip(&lv).all(|(a, b)| a <= b));
-                    non_anon.push(lv.clone());
-                }
-                continue;
-            }
-            if best.is_none_or(|(b, _)| j.loss < b - 1e-9) {
-                best = Some((j.loss, idx));
-            }
+            self.eval_node(&mut st, idx, &lv);
         }
-        drop(snaps);
-        let (_, idx) = best?;
-        decode(idx, &mut lv);
+        let evaluated = st.evaluated;
+        let (_, idx) = st.best?;
+        drop(st);
+        decode(idx, &heights, &mut lv);
         let best = self.evaluate(&lv);
         Some(SearchOutcome { best, lattice_size: size, evaluated, optimal: true })
+    }
+
+    /// Whether a node can still be the optimum: not known to fail by the bounds or a failing
+    /// generalization, and its loss bound below the best found.
+    fn worth(&self, st: &SearchState, lv: &[u8]) -> bool {
+        let sup_lb = self.suppressed_bound(lv);
+        if sup_lb > self.max_suppressed {
+            return false;
+        }
+        if let Some((b, _)) = st.best
+            && self.loss_bound(lv, sup_lb) >= b - 1e-9
+        {
+            return false;
+        }
+        !(self.monotone() && st.known_failing(lv))
+    }
+
+    /// Binary search for the anonymity boundary on a chain of generalizations of `lv` (each step
+    /// raises the column whose generalization costs least), Flash-style: a failing node on the
+    /// chain proves `lv` and every node below it fail without grouping them, an anonymous one may
+    /// improve the best loss. Returns whether `lv` itself still needs evaluating.
+    fn chain_probe(&mut self, st: &mut SearchState, lv: &[u8]) -> bool {
+        let additive = self.additive();
+        let mut chain: Vec<Vec<u8>> = Vec::new();
+        let mut cur = lv.to_vec();
+        loop {
+            let step = (0..cur.len()).filter(|&c| (cur[c] as usize) + 1 < st.heights[c]).min_by(|&a, &b| {
+                let da = self.colcost[a][cur[a] as usize + 1] - self.colcost[a][cur[a] as usize];
+                let db = self.colcost[b][cur[b] as usize + 1] - self.colcost[b][cur[b] as usize];
+                da.total_cmp(&db)
+            });
+            let Some(c) = step else { break };
+            cur[c] += 1;
+            if let Some((b, _)) = st.best
+                && additive
+                && self.lower_bound(&cur) >= b - 1e-9
+            {
+                break;
+            }
+            chain.push(cur.clone());
+        }
+        // Invariant: chain[lo] fails (lo = -1: unknown), chain[hi] is anonymous (hi = len: unknown).
+        let (mut lo, mut hi) = (-1isize, chain.len() as isize);
+        while hi - lo > 1 {
+            let mid = (lo + hi) / 2;
+            let node = &chain[mid as usize];
+            let idx = st.index(node);
+            let fails = match st.status[idx] {
+                FAILING => true,
+                ANONYMOUS => false,
+                _ if self.surely_fails(node) || st.known_failing(node) => true,
+                _ => !self.eval_node(st, idx, &node.clone()),
+            };
+            if fails {
+                st.mark_failing(&chain[mid as usize]);
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        lo < 0
+    }
+
+    /// Groups and judges one node (rolled up from the smallest evaluated specialization), records
+    /// the outcome and returns whether the node is anonymous.
+    fn eval_node(&mut self, st: &mut SearchState, idx: usize, lv: &[u8]) -> bool {
+        let (s, s_len) = st.source(lv, self.table.tuples());
+        let g = self.group(lv, s.and_then(|s| st.snaps.get(&s)), false);
+        let j = self.judge(lv, &g.snap, true);
+        st.evaluated += 1;
+        if !self.additive() && st.best.is_some_and(|(b, _)| j.sumsq >= b) {
+            // Discernibility without suppression bounds every generalization of this node.
+            st.prune_up(idx, lv);
+        }
+        let classes = g.snap.rep.len();
+        if (classes as f64) < 0.7 * s_len as f64 && st.snap_entries + classes <= st.budget {
+            st.snap_entries += classes;
+            st.snaps.insert(idx as u32, g.snap);
+            st.snap_levels.push((lv.to_vec(), idx as u32, classes));
+        }
+        if !j.anonymous {
+            st.status[idx] = FAILING;
+            if self.monotone() {
+                st.mark_failing(lv);
+            }
+            return false;
+        }
+        st.status[idx] = ANONYMOUS;
+        if st.best.is_none_or(|(b, _)| j.loss < b - 1e-9) {
+            st.best = Some((j.loss, idx));
+        }
+        true
     }
 
     fn greedy(&mut self, size: u128) -> Option<SearchOutcome> {
@@ -799,6 +857,83 @@ impl<'a> Lattice<'a> {
         }
         let best = self.evaluate(&lv);
         Some(SearchOutcome { best, lattice_size: size, evaluated, optimal: false })
+    }
+}
+
+/// Fewest distinct tuples for which the search probes chains before evaluating a node (below it a
+/// plain best-first pass is cheaper).
+const PROBE_MIN_TUPLES: usize = 50_000;
+
+/// Maximal failing nodes remembered at most.
+const MAX_FAILING_KEPT: usize = 1024;
+
+const UNKNOWN: u8 = 0;
+const ANONYMOUS: u8 = 1;
+const FAILING: u8 = 2;
+
+/// Decodes a node index (mixed radix over the column heights) into levels.
+fn decode(mut i: usize, heights: &[usize], out: &mut [u8]) {
+    for c in (0..heights.len()).rev() {
+        out[c] = (i % heights[c]) as u8;
+        i /= heights[c];
+    }
+}
+
+/// What the exhaustive search knows so far.
+struct SearchState {
+    /// Per node: unknown, anonymous (evaluated) or failing.
+    status: Vec<u8>,
+    /// Per node (discernibility only): cannot beat the best found.
+    pruned: Vec<bool>,
+    /// Classes of evaluated nodes kept for roll-ups, by node index.
+    snaps: FastMap<u32, Snap>,
+    /// Levels, node index and class count of each kept snapshot.
+    snap_levels: Vec<(Vec<u8>, u32, usize)>,
+    snap_entries: usize,
+    budget: usize,
+    /// Maximal known failing nodes: every specialization of one fails too.
+    non_anon: Vec<Vec<u8>>,
+    best: Option<(f64, usize)>,
+    evaluated: usize,
+    heights: Vec<usize>,
+    strides: Vec<usize>,
+}
+
+impl SearchState {
+    fn index(&self, lv: &[u8]) -> usize {
+        lv.iter().zip(&self.strides).map(|(&l, &s)| l as usize * s).sum()
+    }
+    fn known_failing(&self, lv: &[u8]) -> bool {
+        self.non_anon.iter().any(|m| m.iter().zip(lv).all(|(a, b)| b <= a))
+    }
+    fn mark_failing(&mut self, lv: &[u8]) {
+        if self.known_failing(lv) {
+            return;
+        }
+        self.non_anon.retain(|m| !m.iter().zip(lv).all(|(a, b)| a <= b));
+        // The list is scanned for every node: past a cap, forgetting only costs evaluations.
+        if self.non_anon.len() < MAX_FAILING_KEPT {
+            self.non_anon.push(lv.to_vec());
+        }
+    }
+    /// Marks the direct generalizations of a node as unable to beat the best (discernibility).
+    fn prune_up(&mut self, idx: usize, lv: &[u8]) {
+        for c in 0..lv.len() {
+            if (lv[c] as usize) + 1 < self.heights[c] {
+                self.pruned[idx + self.strides[c]] = true;
+            }
+        }
+    }
+    /// The kept snapshot with the fewest classes among the specializations of `lv` (its classes
+    /// roll up into `lv`'s), and the number of entries the grouping will read.
+    fn source(&self, lv: &[u8], tuples: usize) -> (Option<u32>, usize) {
+        let mut out = (None, tuples);
+        for (l, idx, n) in &self.snap_levels {
+            if *n < out.1 && l.iter().zip(lv).all(|(a, b)| a <= b) {
+                out = (Some(*idx), *n);
+            }
+        }
+        out
     }
 }
 
