@@ -160,7 +160,7 @@ fn one_run(input: &Path, output: &Path, rows: usize) {
         format!("{:.1}/{:.1}/{:.1}", s0 - cpu0, w0 - s0, cpu_end - w0),
         r.search.millis / 1000.0,
         r.search.distinct_tuples,
-        format!("{}/{}", r.search.evaluated, r.search.lattice_size),
+        format!("{}+{}/{}", r.search.evaluated, r.search.projected, r.search.lattice_size),
         format!("{:?}", r.levels.iter().map(|(_, l)| *l).collect::<Vec<_>>()),
         r.information_loss,
         r.records_suppressed,

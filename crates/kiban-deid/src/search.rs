@@ -232,6 +232,8 @@ pub struct SearchOutcome {
     pub lattice_size: u128,
     /// Nodes evaluated (grouped).
     pub evaluated: usize,
+    /// Nodes proven failing by a projection count (not grouped).
+    pub projected: usize,
     /// Whether the result is proven optimal (exhaustive search with bounds) or heuristic.
     pub optimal: bool,
 }
@@ -287,6 +289,8 @@ pub struct Lattice<'a> {
     pair_lb: Vec<(usize, usize, Vec<u64>)>,
     /// Chain probing forced on or off; `None` decides by the number of distinct tuples.
     probing: Option<bool>,
+    /// Fewest entries to group for which a projection check is tried first.
+    projection_min: usize,
 }
 
 impl<'a> Lattice<'a> {
@@ -400,13 +404,15 @@ impl<'a> Lattice<'a> {
             dense: Vec::new(),
             pair_lb,
             probing: None,
+            projection_min: PROJECTION_MIN_ENTRIES,
         }
     }
 
-    /// Forces chain probing on or off (by default it runs on tables of many distinct tuples); the
-    /// result is the same optimum either way, only the number of groupings differs.
+    /// Forces chain probing and projection checks on or off (by default they run on tables of many
+    /// distinct tuples); the result is the same optimum either way, only the work differs.
     pub fn set_probing(&mut self, on: bool) {
         self.probing = Some(on);
+        self.projection_min = if on { 0 } else { usize::MAX };
     }
 
     /// Whether the pairwise bound already proves the node cannot meet k within the suppression limit.
@@ -449,11 +455,76 @@ impl<'a> Lattice<'a> {
         if self.additive() { levels.iter().enumerate().map(|(c, &l)| self.colcost[c][l as usize]).sum() } else { 0.0 }
     }
 
+    /// A cheap proof of failure: the node's classes projected on the columns that split them most,
+    /// grouped column by column into dense ids through small remap arrays (no hashing; nested
+    /// columns such as prefecture and 二次医療圏 add no ids), as many columns as the arrays allow.
+    /// A projected class is a union of the node's classes, so the records in projected classes
+    /// under k are suppressed in the node too; if they exceed the limit the node fails. For
+    /// ℓ-diversity and t-closeness the k test alone is a valid necessary condition.
+    fn projection_fails(&mut self, levels: &[u8], src: Option<&Snap>) -> bool {
+        let table = self.table;
+        let q = table.q;
+        let m = src.map_or(table.tuples(), |s| s.rep.len());
+        if m < self.projection_min {
+            return false;
+        }
+        let mut cols: Vec<(usize, usize)> = levels
+            .iter()
+            .enumerate()
+            .map(|(c, &l)| (c, self.doms[c].size(l as usize)))
+            .filter(|&(_, n)| n > 1)
+            .collect();
+        cols.sort_by(|a, b| b.1.cmp(&a.1));
+        let row_of = |e: usize| -> usize { src.map_or(e, |s| s.rep[e] as usize) };
+        let k = self.privacy.k.max(1);
+        let mut ids = vec![0u32; m];
+        let mut distinct = 1usize;
+        let mut remap: Vec<u32> = Vec::new();
+        for &(c, n) in &cols {
+            if distinct * n > PROJECTION_CELLS {
+                continue;
+            }
+            let g = &self.doms[c].map[levels[c] as usize];
+            remap.clear();
+            remap.resize(distinct * n, NONE);
+            let mut next = 0u32;
+            for (e, id) in ids.iter_mut().enumerate() {
+                let slot = &mut remap[*id as usize * n + g[table.codes[row_of(e) * q + c] as usize] as usize];
+                if *slot == NONE {
+                    *slot = next;
+                    next += 1;
+                }
+                *id = *slot;
+            }
+            distinct = next as usize;
+            // At most n/k classes hold k records or more, and every other class holds at least
+            // one suppressed record; refining only adds classes, so stop as soon as this proves it.
+            if distinct as u64 > self.n / k + self.max_suppressed {
+                return true;
+            }
+        }
+        let mut counts = vec![0u64; distinct];
+        for (e, &id) in ids.iter().enumerate() {
+            counts[id as usize] += src.map_or(table.counts[e], |s| s.cnt[e]);
+        }
+        let small: u64 = counts.iter().filter(|&&c| c < k).sum();
+        small > self.max_suppressed
+    }
+
     /// Groups the entries of `src` (the table when `None`) by their generalization at `levels`.
     fn group(&mut self, levels: &[u8], src: Option<&Snap>, want_class_of: bool) -> Grouped {
         let table = self.table;
         let q = table.q;
         let m = src.map_or(table.tuples(), |s| s.rep.len());
+        if src.is_none() && levels.iter().all(|&l| l == 0) && self.doms.iter().all(|d| d.size(0) == d.codes()) {
+            // The bottom node with one label per code: its classes are the distinct tuples themselves.
+            let sens =
+                table.sens.clone().filter(|_| self.privacy.l_diversity.is_some() || self.privacy.t_closeness.is_some());
+            return Grouped {
+                snap: Snap { rep: (0..m as u32).collect(), cnt: table.counts.clone(), sens },
+                class_of: want_class_of.then(|| (0..m as u32).collect()),
+            };
+        }
         let rep_of = |e: usize| -> usize { src.map_or(e, |s| s.rep[e] as usize) };
         let cnt_of = |e: usize| -> u64 { src.map_or(table.counts[e], |s| s.cnt[e]) };
         // Mixed-radix keys; fold to dense ids when the radix would overflow.
@@ -667,6 +738,7 @@ impl<'a> Lattice<'a> {
             non_anon: Vec::new(),
             best: None,
             evaluated: 0,
+            projected: 0,
             heights: heights.clone(),
             strides,
         };
@@ -697,12 +769,12 @@ impl<'a> Lattice<'a> {
             }
             self.eval_node(&mut st, idx, &lv);
         }
-        let evaluated = st.evaluated;
+        let (evaluated, projected) = (st.evaluated, st.projected);
         let (_, idx) = st.best?;
         drop(st);
         decode(idx, &heights, &mut lv);
         let best = self.evaluate(&lv);
-        Some(SearchOutcome { best, lattice_size: size, evaluated, optimal: true })
+        Some(SearchOutcome { best, lattice_size: size, evaluated, projected, optimal: true })
     }
 
     /// Whether a node can still be the optimum: not known to fail by the bounds or a failing
@@ -770,6 +842,12 @@ impl<'a> Lattice<'a> {
     /// the outcome and returns whether the node is anonymous.
     fn eval_node(&mut self, st: &mut SearchState, idx: usize, lv: &[u8]) -> bool {
         let (s, s_len) = st.source(lv, self.table.tuples());
+        if self.monotone() && self.projection_fails(lv, s.and_then(|s| st.snaps.get(&s))) {
+            st.projected += 1;
+            st.status[idx] = FAILING;
+            st.mark_failing(lv);
+            return false;
+        }
         let g = self.group(lv, s.and_then(|s| st.snaps.get(&s)), false);
         let j = self.judge(lv, &g.snap, true);
         st.evaluated += 1;
@@ -856,13 +934,19 @@ impl<'a> Lattice<'a> {
             }
         }
         let best = self.evaluate(&lv);
-        Some(SearchOutcome { best, lattice_size: size, evaluated, optimal: false })
+        Some(SearchOutcome { best, lattice_size: size, evaluated, projected: 0, optimal: false })
     }
 }
 
 /// Fewest distinct tuples for which the search probes chains before evaluating a node (below it a
 /// plain best-first pass is cheaper).
 const PROBE_MIN_TUPLES: usize = 50_000;
+
+/// Cells of a remap array of a projection check (small enough to stay near the cache).
+const PROJECTION_CELLS: usize = 1 << 21;
+
+/// Fewest entries (tuples or classes) to group for which a projection check is tried first.
+const PROJECTION_MIN_ENTRIES: usize = 1 << 15;
 
 /// Maximal failing nodes remembered at most.
 const MAX_FAILING_KEPT: usize = 1024;
@@ -895,6 +979,8 @@ struct SearchState {
     non_anon: Vec<Vec<u8>>,
     best: Option<(f64, usize)>,
     evaluated: usize,
+    /// Nodes proven failing by a projection count instead of a full grouping.
+    projected: usize,
     heights: Vec<usize>,
     strides: Vec<usize>,
 }
