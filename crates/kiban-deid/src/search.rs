@@ -474,7 +474,7 @@ impl<'a> Lattice<'a> {
             .map(|(c, &l)| (c, self.doms[c].size(l as usize)))
             .filter(|&(_, n)| n > 1)
             .collect();
-        cols.sort_by(|a, b| b.1.cmp(&a.1));
+        cols.sort_by_key(|&(_, n)| std::cmp::Reverse(n));
         let row_of = |e: usize| -> usize { src.map_or(e, |s| s.rep[e] as usize) };
         let k = self.privacy.k.max(1);
         let mut ids = vec![0u32; m];
@@ -1004,8 +1004,8 @@ impl SearchState {
     }
     /// Marks the direct generalizations of a node as unable to beat the best (discernibility).
     fn prune_up(&mut self, idx: usize, lv: &[u8]) {
-        for c in 0..lv.len() {
-            if (lv[c] as usize) + 1 < self.heights[c] {
+        for (c, &l) in lv.iter().enumerate() {
+            if (l as usize) + 1 < self.heights[c] {
                 self.pruned[idx + self.strides[c]] = true;
             }
         }
