@@ -14,7 +14,7 @@ use std::time::Instant;
 use arrow::array::{ArrayRef, StringBuilder};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
-use kiban_deid::{Input, Output, Policy, RunOptions, anonymize};
+use kiban_deid::{Input, Output, Policy, Progress, RunOptions, anonymize};
 use rand::{RngExt, SeedableRng};
 
 const POLICY: &str = r#"
@@ -69,6 +69,17 @@ fn peak_rss_mb() -> Option<f64> {
     line.split_whitespace().nth(1)?.parse::<f64>().ok().map(|kb| kb / 1024.0)
 }
 
+/// User + system CPU seconds of this process so far (`/proc/self/stat`, clock ticks of 1/100 s):
+/// on a shared machine the wall time is noisy, the CPU time less so.
+fn cpu_seconds() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
 /// Writes the synthetic extract of `rows` rows to `path` (Parquet), one batch at a time.
 fn generate(rows: usize, path: &Path) {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
@@ -119,18 +130,37 @@ fn generate(rows: usize, path: &Path) {
 fn one_run(input: &Path, output: &Path, rows: usize) {
     let policy = Policy::from_toml(POLICY, Path::new("."), &BTreeMap::new()).expect("policy");
     let t = Instant::now();
-    let out = anonymize(&policy, &Input::from_path(input), &Output::from_path(output), &RunOptions::default())
-        .expect("anonymize");
+    // CPU seconds when the search starts and when pass 2 writes its first batch: the phases' CPU time.
+    let marks: Arc<std::sync::Mutex<(Option<f64>, Option<f64>)>> = Arc::default();
+    let m = marks.clone();
+    let opts = RunOptions {
+        progress: Some(Box::new(move |p| {
+            let mut m = m.lock().expect("marks");
+            match p {
+                Progress::Searching(_) if m.0.is_none() => m.0 = cpu_seconds(),
+                Progress::Written { .. } if m.1.is_none() => m.1 = cpu_seconds(),
+                _ => {}
+            }
+        })),
+        ..Default::default()
+    };
+    let cpu0 = cpu_seconds().unwrap_or(0.0);
+    let out = anonymize(&policy, &Input::from_path(input), &Output::from_path(output), &opts).expect("anonymize");
+    let cpu_end = cpu_seconds().unwrap_or(0.0);
+    let (s0, w0) = *marks.lock().expect("marks");
+    let (s0, w0) = (s0.unwrap_or(cpu0), w0.unwrap_or(cpu_end));
     let secs = t.elapsed().as_secs_f64();
     let r = &out.report;
     println!(
-        "{:>11} {:>9.1} {:>11.0} {:>9.1} {:>11} {:>9} {:<22} {:>7.4} {:>10} {:>9}",
+        "{:>11} {:>9.1} {:>9.1} {:>11.0} {:>11} {:>9.1} {:>11} {:>9} {:<22} {:>7.4} {:>10} {:>9}",
         rows,
         secs,
+        cpu_end - cpu0,
         rows as f64 / secs,
+        format!("{:.1}/{:.1}/{:.1}", s0 - cpu0, w0 - s0, cpu_end - w0),
         r.search.millis / 1000.0,
         r.search.distinct_tuples,
-        format!("{}/{}", r.search.evaluated, r.search.lattice_size),
+        format!("{}+{}/{}", r.search.evaluated, r.search.projected, r.search.lattice_size),
         format!("{:?}", r.levels.iter().map(|(_, l)| *l).collect::<Vec<_>>()),
         r.information_loss,
         r.records_suppressed,
@@ -153,8 +183,19 @@ fn main() {
     let dir = std::env::var_os("KIBAN_SCALE_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
     println!("kiban-deid scale: synthetic admissions, 8 QIs, k=10, 5% suppression, Parquet → Parquet, fresh process");
     println!(
-        "{:>11} {:>9} {:>11} {:>9} {:>11} {:>9} {:<22} {:>7} {:>10} {:>9}",
-        "rows", "total s", "rows/s", "search s", "tuples", "nodes", "levels", "loss", "suppressed", "peak MB"
+        "{:>11} {:>9} {:>9} {:>11} {:>11} {:>9} {:>11} {:>9} {:<22} {:>7} {:>10} {:>9}",
+        "rows",
+        "total s",
+        "cpu s",
+        "rows/s",
+        "cpu p1/s/p2",
+        "search s",
+        "tuples",
+        "nodes",
+        "levels",
+        "loss",
+        "suppressed",
+        "peak MB"
     );
     for rows in sizes {
         let input = dir.join(format!("kiban-scale-{rows}.parquet"));

@@ -621,6 +621,7 @@ pub fn anonymize(policy: &Policy, input: &Input, output: &Output, opts: &RunOpti
         search: SearchReport {
             lattice_size: outcome.lattice_size.min(u64::MAX as u128) as u64,
             evaluated: outcome.evaluated as u64,
+            projected: outcome.projected as u64,
             optimal: outcome.optimal,
             distinct_tuples: table.tuples() as u64,
             millis: search_ms,

@@ -1,5 +1,6 @@
 //! Generalization hierarchies: from ARX-format CSV files (`value;level1;level2;...`) or from
-//! builders (age bands, numeric intervals, dates, prefix masking, ICD-10, flat). A hierarchy need
+//! builders (age bands, numeric intervals, dates, prefix masking, ICD-10, YJ drug codes,
+//! Japanese addresses, flat). A hierarchy need
 //! not list every value: a value it does not cover is handled by the declared [`MissingRule`].
 
 use std::collections::HashMap;
@@ -77,6 +78,17 @@ pub enum Builder {
     },
     /// ICD-10 codes: code → 3-character category → chapter → `*`.
     Icd10,
+    /// YJ drug codes (薬価基準収載医薬品コード, 12 characters): code → ingredient and dosage form
+    /// (8) → ingredient (7) → therapeutic class (薬効分類, 4) → 3 → 1 → `*`.
+    Yj,
+    /// Japanese addresses: address → 町域 → 市区町村 → 二次医療圏 (only when `areas` is given) →
+    /// 都道府県 → 地方 → `*`. Labels keep the prefecture (市区町村 names repeat across prefectures).
+    Address {
+        /// 二次医療圏 of each 市区町村, keyed by prefecture + municipality (`東京都千代田区`); a
+        /// municipality missing from a non-empty map is a value outside the hierarchy.
+        #[serde(default)]
+        areas: std::collections::BTreeMap<String, String>,
+    },
     /// One level: value → `*`.
     Flat,
 }
@@ -199,6 +211,8 @@ impl Hierarchy {
                 keep.len()
             }
             Builder::Icd10 => 2,
+            Builder::Yj => 5,
+            Builder::Address { areas } => 4 + usize::from(!areas.is_empty()),
             Builder::Flat => 0,
         };
         Ok(Hierarchy { name: name.to_owned(), missing, kind: Kind::Built(builder), levels: above + 2 })
@@ -308,10 +322,156 @@ fn build_chain(b: &Builder, v: &str) -> Option<Vec<String>> {
             out.push(cat.to_owned());
             out.push(icd10_chapter(cat)?.to_owned());
         }
+        Builder::Yj => {
+            let b = v.as_bytes();
+            if b.len() != 12 || !b[..7].iter().all(u8::is_ascii_digit) || !b.iter().all(u8::is_ascii_alphanumeric) {
+                return None;
+            }
+            for k in [8, 7, 4, 3, 1] {
+                out.push(v[..k].to_owned());
+            }
+        }
+        Builder::Address { areas } => {
+            let a = parse_address(v)?;
+            out.push(format!("{}{}{}", a.prefecture, a.municipality, a.town));
+            out.push(format!("{}{}", a.prefecture, a.municipality));
+            if !areas.is_empty() {
+                let area = areas.get(&format!("{}{}", a.prefecture, a.municipality))?;
+                out.push(format!("{}/{area}", a.prefecture));
+            }
+            out.push(a.prefecture.to_owned());
+            out.push(region_of(a.prefecture)?.to_owned());
+        }
         Builder::Flat => {}
     }
     out.push("*".to_owned());
     Some(out)
+}
+
+/// The 47 prefectures with their region (地方), in JIS order.
+const PREFECTURES: [(&str, &str); 47] = [
+    ("北海道", "北海道"),
+    ("青森県", "東北"),
+    ("岩手県", "東北"),
+    ("宮城県", "東北"),
+    ("秋田県", "東北"),
+    ("山形県", "東北"),
+    ("福島県", "東北"),
+    ("茨城県", "関東"),
+    ("栃木県", "関東"),
+    ("群馬県", "関東"),
+    ("埼玉県", "関東"),
+    ("千葉県", "関東"),
+    ("東京都", "関東"),
+    ("神奈川県", "関東"),
+    ("新潟県", "中部"),
+    ("富山県", "中部"),
+    ("石川県", "中部"),
+    ("福井県", "中部"),
+    ("山梨県", "中部"),
+    ("長野県", "中部"),
+    ("岐阜県", "中部"),
+    ("静岡県", "中部"),
+    ("愛知県", "中部"),
+    ("三重県", "近畿"),
+    ("滋賀県", "近畿"),
+    ("京都府", "近畿"),
+    ("大阪府", "近畿"),
+    ("兵庫県", "近畿"),
+    ("奈良県", "近畿"),
+    ("和歌山県", "近畿"),
+    ("鳥取県", "中国"),
+    ("島根県", "中国"),
+    ("岡山県", "中国"),
+    ("広島県", "中国"),
+    ("山口県", "中国"),
+    ("徳島県", "四国"),
+    ("香川県", "四国"),
+    ("愛媛県", "四国"),
+    ("高知県", "四国"),
+    ("福岡県", "九州・沖縄"),
+    ("佐賀県", "九州・沖縄"),
+    ("長崎県", "九州・沖縄"),
+    ("熊本県", "九州・沖縄"),
+    ("大分県", "九州・沖縄"),
+    ("宮崎県", "九州・沖縄"),
+    ("鹿児島県", "九州・沖縄"),
+    ("沖縄県", "九州・沖縄"),
+];
+
+/// The region (地方) of a prefecture's full name.
+pub fn region_of(prefecture: &str) -> Option<&'static str> {
+    PREFECTURES.iter().find(|(p, _)| *p == prefecture).map(|(_, r)| *r)
+}
+
+/// A Japanese address split into prefecture, municipality (市区町村, with the ward of a designated
+/// city or the 郡 of a town) and 町域 (the place name before the 丁目/番地 numbers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Address<'a> {
+    /// 都道府県.
+    pub prefecture: &'static str,
+    /// 市区町村.
+    pub municipality: &'a str,
+    /// 町域 (may be empty).
+    pub town: &'a str,
+}
+
+/// Cities whose names hold 市 or 郡 inside (a plain "first 市" rule would cut them short).
+const ODD_CITIES: [&str; 8] =
+    ["四日市市", "廿日市市", "野々市市", "大和郡山市", "郡山市", "郡上市", "蒲郡市", "小郡市"];
+
+/// Splits an address; `None` when it does not start with a prefecture or has no municipality.
+pub fn parse_address(v: &str) -> Option<Address<'_>> {
+    let v = v.trim();
+    let (prefecture, rest) = PREFECTURES.iter().find_map(|(p, _)| v.strip_prefix(p).map(|r| (*p, r)))?;
+    // Byte offset just past the first `c` found after at least one character.
+    let after = |s: &str, c: char| s.char_indices().skip(1).find(|(_, x)| *x == c).map(|(i, x)| i + x.len_utf8());
+    let (municipality, tail) = if let Some(city) = ODD_CITIES.iter().find(|c| rest.starts_with(**c)) {
+        rest.split_at(city.len())
+    } else if let Some(g) = after(rest, '郡') {
+        let t = rest[g..].char_indices().find(|(_, x)| *x == '町' || *x == '村').map(|(i, x)| g + i + x.len_utf8())?;
+        rest.split_at(t)
+    } else if let Some(c) = after(rest, '市') {
+        // A designated city's ward (横浜市中区) belongs to the municipality.
+        let ward = rest[c..]
+            .char_indices()
+            .take(5)
+            .take_while(|(_, x)| !x.is_numeric())
+            .find(|(_, x)| *x == '区')
+            .map(|(i, x)| c + i + x.len_utf8());
+        rest.split_at(ward.unwrap_or(c))
+    } else if let Some(w) = after(rest, '区') {
+        rest.split_at(w)
+    } else {
+        let t = rest.char_indices().skip(1).find(|(_, x)| *x == '町' || *x == '村').map(|(i, x)| i + x.len_utf8())?;
+        rest.split_at(t)
+    };
+    Some(Address { prefecture, municipality, town: &tail[..town_end(tail)] })
+}
+
+/// Where the 町域 ends: at the first number (Arabic, full-width or kanji) followed by 丁目, 番,
+/// 号, a dash or the end; kanji numerals inside place names (三田, 九段) are kept.
+fn town_end(s: &str) -> usize {
+    let is_num = |c: char| c.is_ascii_digit() || ('０'..='９').contains(&c) || "一二三四五六七八九十〇".contains(c);
+    let chars: Vec<(usize, char)> = s.char_indices().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        if is_num(chars[i].1) {
+            let mut j = i;
+            while j < chars.len() && is_num(chars[j].1) {
+                j += 1;
+            }
+            let next = &s[chars.get(j).map_or(s.len(), |c| c.0)..];
+            if next.is_empty() || ["丁目", "番", "号", "-", "－", "‐", "ー", "の"].iter().any(|m| next.starts_with(m))
+            {
+                return chars[i].0;
+            }
+            i = j;
+        } else {
+            i += 1;
+        }
+    }
+    s.len()
 }
 
 /// Parses `YYYY-MM-DD`, `YYYY/MM/DD` or `YYYYMMDD` into (year, month, day).

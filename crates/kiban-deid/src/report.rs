@@ -63,6 +63,8 @@ pub struct SearchReport {
     pub lattice_size: u64,
     /// Nodes evaluated.
     pub evaluated: u64,
+    /// Nodes proven failing by a cheap projection count instead of a full grouping.
+    pub projected: u64,
     /// Whether the optimum is proven (false: greedy heuristic on a very large lattice).
     pub optimal: bool,
     /// Distinct quasi-identifier tuples in the input.

@@ -232,6 +232,8 @@ pub struct SearchOutcome {
     pub lattice_size: u128,
     /// Nodes evaluated (grouped).
     pub evaluated: usize,
+    /// Nodes proven failing by a projection count (not grouped).
+    pub projected: usize,
     /// Whether the result is proven optimal (exhaustive search with bounds) or heuristic.
     pub optimal: bool,
 }
@@ -285,6 +287,10 @@ pub struct Lattice<'a> {
     /// For each pair of columns, records in pair-classes smaller than k at each level pair: a lower
     /// bound of the records any node with those levels must suppress.
     pair_lb: Vec<(usize, usize, Vec<u64>)>,
+    /// Chain probing forced on or off; `None` decides by the number of distinct tuples.
+    probing: Option<bool>,
+    /// Fewest entries to group for which a projection check is tried first.
+    projection_min: usize,
 }
 
 impl<'a> Lattice<'a> {
@@ -397,7 +403,16 @@ impl<'a> Lattice<'a> {
             sens_global,
             dense: Vec::new(),
             pair_lb,
+            probing: None,
+            projection_min: PROJECTION_MIN_ENTRIES,
         }
+    }
+
+    /// Forces chain probing and projection checks on or off (by default they run on tables of many
+    /// distinct tuples); the result is the same optimum either way, only the work differs.
+    pub fn set_probing(&mut self, on: bool) {
+        self.probing = Some(on);
+        self.projection_min = if on { 0 } else { usize::MAX };
     }
 
     /// Whether the pairwise bound already proves the node cannot meet k within the suppression limit.
@@ -440,11 +455,76 @@ impl<'a> Lattice<'a> {
         if self.additive() { levels.iter().enumerate().map(|(c, &l)| self.colcost[c][l as usize]).sum() } else { 0.0 }
     }
 
+    /// A cheap proof of failure: the node's classes projected on the columns that split them most,
+    /// grouped column by column into dense ids through small remap arrays (no hashing; nested
+    /// columns such as prefecture and 二次医療圏 add no ids), as many columns as the arrays allow.
+    /// A projected class is a union of the node's classes, so the records in projected classes
+    /// under k are suppressed in the node too; if they exceed the limit the node fails. For
+    /// ℓ-diversity and t-closeness the k test alone is a valid necessary condition.
+    fn projection_fails(&mut self, levels: &[u8], src: Option<&Snap>) -> bool {
+        let table = self.table;
+        let q = table.q;
+        let m = src.map_or(table.tuples(), |s| s.rep.len());
+        if m < self.projection_min {
+            return false;
+        }
+        let mut cols: Vec<(usize, usize)> = levels
+            .iter()
+            .enumerate()
+            .map(|(c, &l)| (c, self.doms[c].size(l as usize)))
+            .filter(|&(_, n)| n > 1)
+            .collect();
+        cols.sort_by_key(|&(_, n)| std::cmp::Reverse(n));
+        let row_of = |e: usize| -> usize { src.map_or(e, |s| s.rep[e] as usize) };
+        let k = self.privacy.k.max(1);
+        let mut ids = vec![0u32; m];
+        let mut distinct = 1usize;
+        let mut remap: Vec<u32> = Vec::new();
+        for &(c, n) in &cols {
+            if distinct * n > PROJECTION_CELLS {
+                continue;
+            }
+            let g = &self.doms[c].map[levels[c] as usize];
+            remap.clear();
+            remap.resize(distinct * n, NONE);
+            let mut next = 0u32;
+            for (e, id) in ids.iter_mut().enumerate() {
+                let slot = &mut remap[*id as usize * n + g[table.codes[row_of(e) * q + c] as usize] as usize];
+                if *slot == NONE {
+                    *slot = next;
+                    next += 1;
+                }
+                *id = *slot;
+            }
+            distinct = next as usize;
+            // At most n/k classes hold k records or more, and every other class holds at least
+            // one suppressed record; refining only adds classes, so stop as soon as this proves it.
+            if distinct as u64 > self.n / k + self.max_suppressed {
+                return true;
+            }
+        }
+        let mut counts = vec![0u64; distinct];
+        for (e, &id) in ids.iter().enumerate() {
+            counts[id as usize] += src.map_or(table.counts[e], |s| s.cnt[e]);
+        }
+        let small: u64 = counts.iter().filter(|&&c| c < k).sum();
+        small > self.max_suppressed
+    }
+
     /// Groups the entries of `src` (the table when `None`) by their generalization at `levels`.
     fn group(&mut self, levels: &[u8], src: Option<&Snap>, want_class_of: bool) -> Grouped {
         let table = self.table;
         let q = table.q;
         let m = src.map_or(table.tuples(), |s| s.rep.len());
+        if src.is_none() && levels.iter().all(|&l| l == 0) && self.doms.iter().all(|d| d.size(0) == d.codes()) {
+            // The bottom node with one label per code: its classes are the distinct tuples themselves.
+            let sens =
+                table.sens.clone().filter(|_| self.privacy.l_diversity.is_some() || self.privacy.t_closeness.is_some());
+            return Grouped {
+                snap: Snap { rep: (0..m as u32).collect(), cnt: table.counts.clone(), sens },
+                class_of: want_class_of.then(|| (0..m as u32).collect()),
+            };
+        }
         let rep_of = |e: usize| -> usize { src.map_or(e, |s| s.rep[e] as usize) };
         let cnt_of = |e: usize| -> u64 { src.map_or(table.counts[e], |s| s.cnt[e]) };
         // Mixed-radix keys; fold to dense ids when the radix would overflow.
@@ -634,109 +714,165 @@ impl<'a> Lattice<'a> {
         }
         let q = heights.len();
         let total = size as usize;
-        let decode = |mut i: usize, out: &mut [u8]| {
-            for c in (0..q).rev() {
-                out[c] = (i % heights[c]) as u8;
-                i /= heights[c];
-            }
-        };
+        let mut strides = vec![1usize; q];
+        for c in (0..q.saturating_sub(1)).rev() {
+            strides[c] = strides[c + 1] * heights[c + 1];
+        }
         let mut nodes: Vec<(f64, u32, u32)> = Vec::with_capacity(total);
         let mut lv = vec![0u8; q];
         for i in 0..total {
-            decode(i, &mut lv);
+            decode(i, &heights, &mut lv);
             let h: u32 = lv.iter().map(|&x| x as u32).sum();
             nodes.push((self.lower_bound(&lv), h, i as u32));
         }
         nodes.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
         let additive = self.additive();
-        let mut pruned = vec![false; if additive { 0 } else { total }];
-        let mut strides = vec![1usize; q];
-        for c in (0..q.saturating_sub(1)).rev() {
-            strides[c] = strides[c + 1] * heights[c + 1];
-        }
-        // Roll-up sources: `src[node]` is the evaluated specialization with the fewest classes
-        // reachable through its predecessors (every predecessor sorts before the node).
         let nt = self.table.tuples();
-        let mut src: Vec<u32> = vec![NONE; total];
-        let mut snaps: FastMap<u32, Snap> = FastMap::default();
-        let mut snap_entries = 0usize;
-        let budget = (4 * nt).max(1 << 20);
-        let mut non_anon: Vec<Vec<u8>> = Vec::new();
-        let mut best: Option<(f64, usize)> = None;
-        let mut evaluated = 0;
+        let mut st = SearchState {
+            status: vec![UNKNOWN; total],
+            pruned: vec![false; if additive { 0 } else { total }],
+            snaps: FastMap::default(),
+            snap_levels: Vec::new(),
+            snap_entries: 0,
+            budget: (4 * nt).max(1 << 20),
+            non_anon: Vec::new(),
+            best: None,
+            evaluated: 0,
+            projected: 0,
+            heights: heights.clone(),
+            strides,
+        };
+        // Probing along a chain pays off when evaluations are dear (many distinct tuples) and the
+        // model is monotone (a failing node proves all its specializations fail).
+        let probe = self.monotone() && self.probing.unwrap_or(nt >= PROBE_MIN_TUPLES);
         for &(lb, _, idx) in &nodes {
             let idx = idx as usize;
-            decode(idx, &mut lv);
-            if let Some((b, _)) = best
+            decode(idx, &heights, &mut lv);
+            if let Some((b, _)) = st.best
                 && additive
                 && lb >= b - 1e-9
             {
                 break;
             }
-            let (mut s, mut s_len) = (NONE, nt);
-            for c in 0..q {
-                if lv[c] > 0 {
-                    let p = idx - strides[c];
-                    let cand = if snaps.contains_key(&(p as u32)) { p as u32 } else { src[p] };
-                    let len = if cand == NONE { nt } else { snaps[&cand].rep.len() };
-                    if len < s_len {
-                        (s, s_len) = (cand, len);
-                    }
-                }
-            }
-            src[idx] = s;
-            if !additive && pruned[idx] {
-                for c in 0..q {
-                    if (lv[c] as usize) + 1 < heights[c] {
-                        pruned[idx + strides[c]] = true;
-                    }
-                }
+            if !additive && st.pruned[idx] {
+                st.prune_up(idx, &lv);
                 continue;
             }
-            let sup_lb = self.suppressed_bound(&lv);
-            if sup_lb > self.max_suppressed {
+            if st.status[idx] != UNKNOWN {
                 continue;
             }
-            if let Some((b, _)) = best
-                && self.loss_bound(&lv, sup_lb) >= b - 1e-9
+            if !self.worth(&st, &lv) {
+                continue;
+            }
+            if probe && !self.chain_probe(&mut st, &lv) {
+                continue;
+            }
+            self.eval_node(&mut st, idx, &lv);
+        }
+        let (evaluated, projected) = (st.evaluated, st.projected);
+        let (_, idx) = st.best?;
+        drop(st);
+        decode(idx, &heights, &mut lv);
+        let best = self.evaluate(&lv);
+        Some(SearchOutcome { best, lattice_size: size, evaluated, projected, optimal: true })
+    }
+
+    /// Whether a node can still be the optimum: not known to fail by the bounds or a failing
+    /// generalization, and its loss bound below the best found.
+    fn worth(&self, st: &SearchState, lv: &[u8]) -> bool {
+        let sup_lb = self.suppressed_bound(lv);
+        if sup_lb > self.max_suppressed {
+            return false;
+        }
+        if let Some((b, _)) = st.best
+            && self.loss_bound(lv, sup_lb) >= b - 1e-9
+        {
+            return false;
+        }
+        !(self.monotone() && st.known_failing(lv))
+    }
+
+    /// Binary search for the anonymity boundary on a chain of generalizations of `lv` (each step
+    /// raises the column whose generalization costs least), Flash-style: a failing node on the
+    /// chain proves `lv` and every node below it fail without grouping them, an anonymous one may
+    /// improve the best loss. Returns whether `lv` itself still needs evaluating.
+    fn chain_probe(&mut self, st: &mut SearchState, lv: &[u8]) -> bool {
+        let additive = self.additive();
+        let mut chain: Vec<Vec<u8>> = Vec::new();
+        let mut cur = lv.to_vec();
+        loop {
+            let step = (0..cur.len()).filter(|&c| (cur[c] as usize) + 1 < st.heights[c]).min_by(|&a, &b| {
+                let da = self.colcost[a][cur[a] as usize + 1] - self.colcost[a][cur[a] as usize];
+                let db = self.colcost[b][cur[b] as usize + 1] - self.colcost[b][cur[b] as usize];
+                da.total_cmp(&db)
+            });
+            let Some(c) = step else { break };
+            cur[c] += 1;
+            if let Some((b, _)) = st.best
+                && additive
+                && self.lower_bound(&cur) >= b - 1e-9
             {
-                continue;
+                break;
             }
-            if self.monotone() && non_anon.iter().any(|m| m.iter().zip(&lv).all(|(a, b)| b <= a)) {
-                continue;
-            }
-            let g = self.group(&lv, if s == NONE { None } else { snaps.get(&s) }, false);
-            let j = self.judge(&lv, &g.snap, true);
-            evaluated += 1;
-            if !additive && best.is_some_and(|(b, _)| j.sumsq >= b) {
-                // Discernibility without suppression bounds every generalization of this node.
-                for c in 0..q {
-                    if (lv[c] as usize) + 1 < heights[c] {
-                        pruned[idx + strides[c]] = true;
-                    }
-                }
-            }
-            let classes = g.snap.rep.len();
-            if (classes as f64) < 0.7 * s_len as f64 && snap_entries + classes <= budget {
-                snap_entries += classes;
-                snaps.insert(idx as u32, g.snap);
-            }
-            if !j.anonymous {
-                if self.monotone() && non_anon.len() < 256 {
-                    non_anon.retain(|m| !m.iter().zip(&lv).all(|(a, b)| a <= b));
-                    non_anon.push(lv.clone());
-                }
-                continue;
-            }
-            if best.is_none_or(|(b, _)| j.loss < b - 1e-9) {
-                best = Some((j.loss, idx));
+            chain.push(cur.clone());
+        }
+        // Invariant: chain[lo] fails (lo = -1: unknown), chain[hi] is anonymous (hi = len: unknown).
+        let (mut lo, mut hi) = (-1isize, chain.len() as isize);
+        while hi - lo > 1 {
+            let mid = (lo + hi) / 2;
+            let node = &chain[mid as usize];
+            let idx = st.index(node);
+            let fails = match st.status[idx] {
+                FAILING => true,
+                ANONYMOUS => false,
+                _ if self.surely_fails(node) || st.known_failing(node) => true,
+                _ => !self.eval_node(st, idx, &node.clone()),
+            };
+            if fails {
+                st.mark_failing(&chain[mid as usize]);
+                lo = mid;
+            } else {
+                hi = mid;
             }
         }
-        drop(snaps);
-        let (_, idx) = best?;
-        decode(idx, &mut lv);
-        let best = self.evaluate(&lv);
-        Some(SearchOutcome { best, lattice_size: size, evaluated, optimal: true })
+        lo < 0
+    }
+
+    /// Groups and judges one node (rolled up from the smallest evaluated specialization), records
+    /// the outcome and returns whether the node is anonymous.
+    fn eval_node(&mut self, st: &mut SearchState, idx: usize, lv: &[u8]) -> bool {
+        let (s, s_len) = st.source(lv, self.table.tuples());
+        if self.monotone() && self.projection_fails(lv, s.and_then(|s| st.snaps.get(&s))) {
+            st.projected += 1;
+            st.status[idx] = FAILING;
+            st.mark_failing(lv);
+            return false;
+        }
+        let g = self.group(lv, s.and_then(|s| st.snaps.get(&s)), false);
+        let j = self.judge(lv, &g.snap, true);
+        st.evaluated += 1;
+        if !self.additive() && st.best.is_some_and(|(b, _)| j.sumsq >= b) {
+            // Discernibility without suppression bounds every generalization of this node.
+            st.prune_up(idx, lv);
+        }
+        let classes = g.snap.rep.len();
+        if (classes as f64) < 0.7 * s_len as f64 && st.snap_entries + classes <= st.budget {
+            st.snap_entries += classes;
+            st.snaps.insert(idx as u32, g.snap);
+            st.snap_levels.push((lv.to_vec(), idx as u32, classes));
+        }
+        if !j.anonymous {
+            st.status[idx] = FAILING;
+            if self.monotone() {
+                st.mark_failing(lv);
+            }
+            return false;
+        }
+        st.status[idx] = ANONYMOUS;
+        if st.best.is_none_or(|(b, _)| j.loss < b - 1e-9) {
+            st.best = Some((j.loss, idx));
+        }
+        true
     }
 
     fn greedy(&mut self, size: u128) -> Option<SearchOutcome> {
@@ -798,7 +934,92 @@ impl<'a> Lattice<'a> {
             }
         }
         let best = self.evaluate(&lv);
-        Some(SearchOutcome { best, lattice_size: size, evaluated, optimal: false })
+        Some(SearchOutcome { best, lattice_size: size, evaluated, projected: 0, optimal: false })
+    }
+}
+
+/// Fewest distinct tuples for which the search probes chains before evaluating a node (below it a
+/// plain best-first pass is cheaper).
+const PROBE_MIN_TUPLES: usize = 50_000;
+
+/// Cells of a remap array of a projection check (small enough to stay near the cache).
+const PROJECTION_CELLS: usize = 1 << 21;
+
+/// Fewest entries (tuples or classes) to group for which a projection check is tried first.
+const PROJECTION_MIN_ENTRIES: usize = 1 << 15;
+
+/// Maximal failing nodes remembered at most.
+const MAX_FAILING_KEPT: usize = 1024;
+
+const UNKNOWN: u8 = 0;
+const ANONYMOUS: u8 = 1;
+const FAILING: u8 = 2;
+
+/// Decodes a node index (mixed radix over the column heights) into levels.
+fn decode(mut i: usize, heights: &[usize], out: &mut [u8]) {
+    for c in (0..heights.len()).rev() {
+        out[c] = (i % heights[c]) as u8;
+        i /= heights[c];
+    }
+}
+
+/// What the exhaustive search knows so far.
+struct SearchState {
+    /// Per node: unknown, anonymous (evaluated) or failing.
+    status: Vec<u8>,
+    /// Per node (discernibility only): cannot beat the best found.
+    pruned: Vec<bool>,
+    /// Classes of evaluated nodes kept for roll-ups, by node index.
+    snaps: FastMap<u32, Snap>,
+    /// Levels, node index and class count of each kept snapshot.
+    snap_levels: Vec<(Vec<u8>, u32, usize)>,
+    snap_entries: usize,
+    budget: usize,
+    /// Maximal known failing nodes: every specialization of one fails too.
+    non_anon: Vec<Vec<u8>>,
+    best: Option<(f64, usize)>,
+    evaluated: usize,
+    /// Nodes proven failing by a projection count instead of a full grouping.
+    projected: usize,
+    heights: Vec<usize>,
+    strides: Vec<usize>,
+}
+
+impl SearchState {
+    fn index(&self, lv: &[u8]) -> usize {
+        lv.iter().zip(&self.strides).map(|(&l, &s)| l as usize * s).sum()
+    }
+    fn known_failing(&self, lv: &[u8]) -> bool {
+        self.non_anon.iter().any(|m| m.iter().zip(lv).all(|(a, b)| b <= a))
+    }
+    fn mark_failing(&mut self, lv: &[u8]) {
+        if self.known_failing(lv) {
+            return;
+        }
+        self.non_anon.retain(|m| !m.iter().zip(lv).all(|(a, b)| a <= b));
+        // The list is scanned for every node: past a cap, forgetting only costs evaluations.
+        if self.non_anon.len() < MAX_FAILING_KEPT {
+            self.non_anon.push(lv.to_vec());
+        }
+    }
+    /// Marks the direct generalizations of a node as unable to beat the best (discernibility).
+    fn prune_up(&mut self, idx: usize, lv: &[u8]) {
+        for (c, &l) in lv.iter().enumerate() {
+            if (l as usize) + 1 < self.heights[c] {
+                self.pruned[idx + self.strides[c]] = true;
+            }
+        }
+    }
+    /// The kept snapshot with the fewest classes among the specializations of `lv` (its classes
+    /// roll up into `lv`'s), and the number of entries the grouping will read.
+    fn source(&self, lv: &[u8], tuples: usize) -> (Option<u32>, usize) {
+        let mut out = (None, tuples);
+        for (l, idx, n) in &self.snap_levels {
+            if *n < out.1 && l.iter().zip(lv).all(|(a, b)| a <= b) {
+                out = (Some(*idx), *n);
+            }
+        }
+        out
     }
 }
 
