@@ -18,6 +18,7 @@ pub mod incidents;
 pub mod intake;
 pub mod ledger;
 pub mod migrate;
+pub mod processing;
 pub mod records;
 pub mod retention;
 pub mod review;
