@@ -1172,7 +1172,6 @@ async fn s2_a3_two_releases_of_the_same_data_give_unlinkable_tokens_unless_the_a
     let sec = cookie_of(&login(main, "sec.l", PW, &auth::totp_code(&sec, now_unix())).await);
     let h = [("cookie", sec.as_str()), ("content-type", "application/json")];
     let release = |id: String, link: Option<String>| {
-        let h = h;
         async move {
             let app = reg.application_state(&id).await.unwrap().application.unwrap();
             let link = link.map(|l| format!(r#","link_to":"{l}""#)).unwrap_or_default();
