@@ -1171,17 +1171,15 @@ async fn s2_a3_two_releases_of_the_same_data_give_unlinkable_tokens_unless_the_a
     let main = spawn(router.clone()).await;
     let sec = cookie_of(&login(main, "sec.l", PW, &auth::totp_code(&sec, now_unix())).await);
     let h = [("cookie", sec.as_str()), ("content-type", "application/json")];
-    let release = |id: String, link: Option<String>| {
-        async move {
-            let app = reg.application_state(&id).await.unwrap().application.unwrap();
-            let link = link.map(|l| format!(r#","link_to":"{l}""#)).unwrap_or_default();
-            let body = format!(
-                r#"{{"source":"datasets/claims","policy":"extract.toml"{link},"recipient":"u-1","items":["{}"],"media":[{{"medium_id":"hdd-1","place_id":"{}"}}],"on":"2026-07-01"}}"#,
-                app.extraction.items[0].item, app.places[0].place_id
-            );
-            let r = http(main, "POST", &format!("/api/applications/{id}/package"), &h, &body).await;
-            (r.status, serde_json::from_str::<serde_json::Value>(&r.body).unwrap_or_default(), r.body)
-        }
+    let release = |id: String, link: Option<String>| async move {
+        let app = reg.application_state(&id).await.unwrap().application.unwrap();
+        let link = link.map(|l| format!(r#","link_to":"{l}""#)).unwrap_or_default();
+        let body = format!(
+            r#"{{"source":"datasets/claims","policy":"extract.toml"{link},"recipient":"u-1","items":["{}"],"media":[{{"medium_id":"hdd-1","place_id":"{}"}}],"on":"2026-07-01"}}"#,
+            app.extraction.items[0].item, app.places[0].place_id
+        );
+        let r = http(main, "POST", &format!("/api/applications/{id}/package"), &h, &body).await;
+        (r.status, serde_json::from_str::<serde_json::Value>(&r.body).unwrap_or_default(), r.body)
     };
     let contact = |n: &str| {
         let mut a = sample_application();
@@ -1237,6 +1235,45 @@ async fn s2_a3_two_releases_of_the_same_data_give_unlinkable_tokens_unless_the_a
     assert_eq!(a["rows"][0][0], a2["rows"][0][0], "one release, one domain");
     assert_ne!(a["rows"][0][0], b2["rows"][0][0], "two releases, unlinkable");
     assert_eq!(a["report"]["pseudonym_domain"], "release/api-rel-a");
+}
+
+#[tokio::test]
+async fn a7_an_anonymized_release_is_made_under_its_approved_anonymization_policy() {
+    use kiban_registry::review::application::{ApplicationKind, sample_application};
+    use kiban_registry::review::committee::sample_committee;
+    let f = fixture().await;
+    let reg = &f.st.reg;
+    for m in sample_committee(6) {
+        reg.add_committee_member(&m).await.unwrap();
+    }
+    let dd = &f.st.data_dir;
+    std::fs::create_dir_all(dd.join("policies")).unwrap();
+    let policy = "version = 1\nname = \"release-anon\"\n[privacy]\nk = 2\n\
+        [hierarchies]\nage = { builder = \"flat\" }\n\
+        [[columns]]\nname = \"patient_id\"\nrole = \"identifier\"\n\
+        [[columns]]\nname = \"name\"\nrole = \"identifier\"\n\
+        [[columns]]\nname = \"age_band\"\nrole = \"quasi_identifier\"\nhierarchy = \"age\"\n";
+    std::fs::write(dd.join("policies/anon.toml"), policy).unwrap();
+    let hash = kiban_deid::Policy::load(&dd.join("policies/anon.toml")).unwrap().hash;
+    let mut app = sample_application();
+    app.kind = ApplicationKind::Anonymized;
+    let id = approved_application(reg, &app, Some(hash)).await;
+    let app = reg.application_state(&id).await.unwrap().application.unwrap();
+    source_dataset(dd, "extract-a");
+    let (_, sec) = enrolled(&f.st, "sec.a", AccountRole::Secretariat, PW).await;
+    let main = spawn(kiban_server::router(f.st.clone())).await;
+    let sec = cookie_of(&login(main, "sec.a", PW, &auth::totp_code(&sec, now_unix())).await);
+    let h = [("cookie", sec.as_str()), ("content-type", "application/json")];
+    let body = format!(
+        r#"{{"source":"datasets/extract-a","policy":"anon.toml","recipient":"u-2","items":["{}"],"media":[{{"medium_id":"hdd-1","place_id":"{}"}}],"on":"2026-07-01"}}"#,
+        app.extraction.items[0].item, app.places[0].place_id
+    );
+    let r = http(main, "POST", &format!("/api/applications/{id}/package"), &h, &body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    let made = kiban_formats::read_manifest(&dd.join("datasets").join(v["release_id"].as_str().unwrap())).unwrap();
+    assert_eq!(made.provenance["process"], "anonymization");
+    assert!(made.sealed && made.columns.iter().all(|(c, _)| c != "patient_id" && c != "name"), "{made:?}");
 }
 
 #[tokio::test]

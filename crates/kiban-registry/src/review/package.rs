@@ -7,6 +7,7 @@
 //! data with the release's own token key — derived by the caller from the release's pseudonym
 //! domain (kiban-identity `release.rs`), shared with an earlier release only when the approved
 //! application asks for that linkage — and the result is sealed under `<data-dir>/datasets/<release>`.
+//! An anonymized release may be made the same way under its approved anonymization policy.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -100,7 +101,8 @@ pub type ReleaseKeyFn<'a> =
 pub struct Processing<'a> {
     /// The source dataset directory (e.g. a clinical table), sealed or plain.
     pub source: &'a Path,
-    /// The pseudonymization policy file (its hash must be the one the committee approved, A7).
+    /// The policy file (its hash must be the one the committee approved, A7): pseudonymization for
+    /// a pseudonymized application, anonymization for an anonymized one.
     pub policy: &'a Path,
     /// Join the tokens of this earlier release (the approved application must name it under linkage).
     pub link_to: Option<&'a str>,
@@ -112,9 +114,11 @@ pub struct Processing<'a> {
 
 /// What is released.
 pub enum ReleaseData<'a> {
-    /// A processed dataset directory (with its manifest): anonymized applications only.
+    /// A processed dataset directory (with its manifest, whose policy hash is checked, A7):
+    /// anonymized applications only.
     Dataset(&'a Path),
-    /// Made now by running the approved policy over source data (required for pseudonymized data).
+    /// Made now by running the approved policy over source data (required for pseudonymized data;
+    /// an anonymization policy for anonymized applications).
     Process(Processing<'a>),
 }
 
@@ -197,16 +201,17 @@ async fn process(
         return Err(refused("application", "R2", format!("{application_id} is {:?}, not approved", st.phase())));
     }
     let app = st.application.as_ref().expect("an approved application has its content");
-    if app.kind != ApplicationKind::Pseudonymized {
-        return Err(refused(
-            "policy",
-            "A7",
-            "processing at release runs pseudonymization policies; an anonymized dataset is made with \
-             `kiban anonymize` and released by name"
-                .into(),
-        ));
-    }
-    let policy = kiban_deid::PseudoPolicy::load(p.policy).map_err(crate::processing::ProcessingError::from)?;
+    let perr = crate::processing::ProcessingError::from;
+    // Anonymized data (004 style): the approved anonymization policy over the whole source (k-anonymity
+    // needs every record at once); its codes are re-keyed by a key destroyed after the run (A3).
+    let anonymized = app.kind == ApplicationKind::Anonymized;
+    let (hash, pseudo, anon) = if anonymized {
+        let policy = kiban_deid::Policy::load(p.policy).map_err(perr)?;
+        (policy.hash.clone(), None, Some(policy))
+    } else {
+        let policy = kiban_deid::PseudoPolicy::load(p.policy).map_err(perr)?;
+        (policy.hash.clone(), Some(policy), None)
+    };
     let approved = match &st.decision {
         Some((Decision::Approve { processing_policy_sha256: Some(h), .. }, _)) => h.clone(),
         _ => {
@@ -217,7 +222,7 @@ async fn process(
             ));
         }
     };
-    if policy.hash != approved {
+    if hash != approved {
         return Err(refused(
             "policy",
             "A7",
@@ -225,16 +230,33 @@ async fn process(
                 "the committee approved processing policy {}; {} is {}",
                 &approved[..approved.len().min(12)],
                 p.policy.display(),
-                &policy.hash[..12]
+                &hash[..hash.len().min(12)]
             ),
         ));
     }
+    let dir = data_dir.join("datasets").join(release_id);
+    if let Some(policy) = anon {
+        if p.link_to.is_some() {
+            return Err(refused("link_to", "A3", "anonymized releases are never linked with another release".into()));
+        }
+        let derr = crate::processing::ProcessingError::from;
+        let m = kiban_formats::verify_dataset(p.source).map_err(derr)?;
+        let mut batches = Vec::new();
+        for f in &m.files {
+            batches.extend(kiban_formats::read_part(p.source, &m, f, source_sealer).map_err(derr)?);
+        }
+        let extra = serde_json::json!({"application": application_id, "release": release_id});
+        let input = kiban_deid::Input::Batches(batches);
+        let opts = kiban_deid::RunOptions::default();
+        crate::processing::anonymize_to_dataset(&policy, &input, &opts, &dir, release_id, p.sealer.clone(), extra)?;
+        return Ok(dir);
+    }
+    let policy = pseudo.expect("pseudonymization policy");
     let linkage = match p.link_to {
         None => None,
         Some(earlier) => Some(linkage_allowed(&st, application_id, earlier)?),
     };
     let key = (p.release_key)(release_id, linkage.as_ref()).map_err(|reason| refused("release_key", "A3", reason))?;
-    let dir = data_dir.join("datasets").join(release_id);
     let extra = serde_json::json!({
         "application": application_id,
         "release": release_id,
