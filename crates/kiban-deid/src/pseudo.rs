@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{DeidError, Result};
-use crate::io::{Input, Output, Sink, column_digest, digest_batch_columns, file_sha256, for_each_batch, strings};
+use crate::io::{Input, Output, Sink, file_sha256, for_each_batch, strings};
 use crate::text::{DocContext, KnownIdentity, Tag, TextConfig, deidentify_with, find_financial};
 
 /// The per-release key of tokens and date offsets. Never printed, serialized or stored by this crate;
@@ -748,6 +748,8 @@ pub fn pseudonymize(
     let (mut records_in, mut records_out) = (0u64, 0u64);
     let mut in_hash = blake3::Hasher::new();
     let mut out_hash = blake3::Hasher::new();
+    // Per-row lengths of variable-width columns for the digests, reused by every column and batch.
+    let mut scratch: Vec<u8> = Vec::new();
     for_each_batch(input, policy.input_delimiter, |batch| {
         let schema = batch.schema();
         if sink.is_none() {
@@ -783,8 +785,8 @@ pub fn pseudonymize(
         // Column digests of in-memory input; a column passed through unchanged reuses its digest.
         let in_digests: Vec<Option<[u8; 32]>> = if matches!(input, Input::Batches(_)) {
             let d: Vec<Option<[u8; 32]>> =
-                (0..batch.num_columns()).map(|c| Some(column_digest(strings(batch, c)))).collect();
-            digest_batch_columns(&mut in_hash, batch, &d);
+                (0..batch.num_columns()).map(|c| Some(text_digest(strings(batch, c), &mut scratch))).collect();
+            digest_columns(&mut in_hash, batch, &d, &mut scratch);
             d
         } else {
             Vec::new()
@@ -1048,7 +1050,7 @@ pub fn pseudonymize(
         let s = out_schema.clone().expect("set with the sink");
         let out = RecordBatch::try_new(s, cols).map_err(|e| DeidError::format("output", e))?;
         if matches!(output, Output::Memory) {
-            digest_batch_columns(&mut out_hash, &out, &out_known);
+            digest_columns(&mut out_hash, &out, &out_known, &mut scratch);
         }
         records_out += out.num_rows() as u64;
         sink.as_mut().expect("opened").write(out)
@@ -1085,6 +1087,57 @@ pub fn pseudonymize(
         },
         batches,
     })
+}
+
+/// The BLAKE3 digest of one text column of an in-memory batch: the row count; then for a column
+/// whose values all have one width (codes, dates, tokens) that width once, else each value's length
+/// (one byte when all are shorter than 255, else the rebased offsets); then the value bytes as one
+/// slice of the Arrow buffer; then the validity when there are nulls. Fixed-width columns, most of
+/// a claims table, so cost one pass over their bytes and no length buffer.
+fn text_digest(a: &arrow::array::StringArray, scratch: &mut Vec<u8>) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(&(a.len() as u64).to_le_bytes());
+    let offs = a.value_offsets();
+    let n = a.len();
+    let width = if n > 0 { offs[1] - offs[0] } else { 0 };
+    // Branch-free over the lengths (vectorizes): zero when every length equals the first.
+    let differ = offs[1..].iter().zip(&offs[..n]).fold(0i32, |acc, (e, s)| acc | ((e - s) ^ width));
+    if differ == 0 {
+        h.update(&[0x02]);
+        h.update(&width.to_le_bytes());
+    } else {
+        scratch.clear();
+        scratch.extend(offs[1..].iter().zip(&offs[..n]).map(|(e, s)| (e - s).min(255) as u8));
+        if !scratch.contains(&255) {
+            h.update(&[0x01]);
+            h.update(scratch);
+        } else {
+            h.update(&[0x04]);
+            scratch.clear();
+            for o in offs {
+                scratch.extend_from_slice(&(o - offs[0]).to_le_bytes());
+            }
+            h.update(scratch);
+        }
+    }
+    h.update(&a.value_data()[offs[0] as usize..offs[n] as usize]);
+    if a.null_count() > 0 {
+        scratch.clear();
+        scratch.extend((0..n).map(|r| a.is_valid(r) as u8));
+        h.update(scratch);
+    }
+    *h.finalize().as_bytes()
+}
+
+/// Feeds a batch into a run's digest: per column its name, 0x1f and its [`text_digest`] (given in
+/// `known` when already computed, e.g. a column passed through from the input).
+fn digest_columns(h: &mut blake3::Hasher, batch: &RecordBatch, known: &[Option<[u8; 32]>], scratch: &mut Vec<u8>) {
+    for (c, f) in batch.schema().fields().iter().enumerate() {
+        let d = known.get(c).copied().flatten().unwrap_or_else(|| text_digest(strings(batch, c), scratch));
+        h.update(f.name().as_bytes());
+        h.update(&[0x1f]);
+        h.update(&d);
+    }
 }
 
 fn unreachable_delete() -> &'static str {
@@ -1264,6 +1317,25 @@ mod tests {
         assert!(shift_iso_fast(b"2023-02-29", 1).is_none(), "not a date");
         assert!(shift_iso_fast(b"2024-13-01", 1).is_none());
         assert_eq!(&shift_iso_fast(b"2024/02/28", 1).expect("date"), b"2024/02/29");
+    }
+
+    #[test]
+    fn s2_column_digest_binds_values_their_boundaries_and_nulls() {
+        use arrow::array::StringArray;
+        let mut scratch = Vec::new();
+        let mut d = |v: Vec<Option<&str>>| text_digest(&StringArray::from(v), &mut scratch);
+        let fixed = d(vec![Some("ab"), Some("cd")]);
+        assert_eq!(fixed, d(vec![Some("ab"), Some("cd")]), "same content, same digest");
+        assert_ne!(fixed, d(vec![Some("a"), Some("bcd")]), "same bytes, other boundaries");
+        assert_ne!(fixed, d(vec![Some("abc"), Some("d")]));
+        assert_ne!(fixed, d(vec![Some("ab"), Some("ce")]));
+        assert_ne!(d(vec![Some(""), Some("ab")]), d(vec![None, Some("ab")]), "a null is not an empty value");
+        assert_ne!(d(vec![Some("ab")]), d(vec![Some("ab"), Some("")]), "row count");
+        // A sliced array digests as its own values.
+        let whole = StringArray::from(vec!["xx", "ab", "cd"]);
+        assert_eq!(text_digest(&whole.slice(1, 2), &mut Vec::new()), fixed);
+        let long = "x".repeat(300);
+        assert_ne!(d(vec![Some(&long), Some("a")]), d(vec![Some(&long[..299]), Some("xa")]), "long values");
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod intake;
 pub mod ledger;
 pub mod migrate;
 pub mod outputs;
+pub mod processing;
 pub mod records;
 pub mod retention;
 pub mod review;

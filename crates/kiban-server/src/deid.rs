@@ -85,6 +85,37 @@ pub struct TableRequest {
     pub(crate) columns: Vec<String>,
     /// Rows of text values (`null` for a missing value).
     pub(crate) rows: Vec<Vec<Option<String>>>,
+    /// `/api/pseudonymize`: the release whose pseudonym domain keys the tokens (default: a fresh
+    /// domain of its own, so tokens link nothing across requests).
+    #[serde(default)]
+    pub(crate) release: Option<String>,
+    /// `/api/pseudonymize`: join the tokens of this earlier release (needs `application`).
+    #[serde(default)]
+    pub(crate) link_to: Option<String>,
+    /// The approved application whose linkage names `link_to`.
+    #[serde(default)]
+    pub(crate) application: Option<String>,
+}
+
+/// The `keyed_digest` purpose of table-token keys under a release's pseudonym key.
+const TABLE_TOKENS: &str = "deid/table-tokens/v1";
+
+/// The token key of a release for table pseudonymization (S2, A3): derived from the release's
+/// pseudonym domain (kiban-identity `release.rs`, registered on first use), or from the earlier
+/// release's domain when the linkage is allowed. The CLI, `/api/pseudonymize` and the release
+/// pipeline all take their key from here, so the same release gives the same tokens everywhere.
+pub fn release_table_key(
+    ks: &mut kiban_identity::keystore::KeyStore,
+    release: &str,
+    linkage: Option<&kiban_registry::review::package::LinkageAllowed>,
+) -> Result<kiban_registry::review::package::ReleaseDomainKey, String> {
+    let l = linkage.map(|l| kiban_identity::release::LinkageDecision {
+        earlier_release: l.earlier_release.clone(),
+        decision: l.decision.clone(),
+    });
+    let (pk, d) = kiban_identity::release::release_key(ks, release, l.as_ref()).map_err(|e| e.to_string())?;
+    let key = kiban_deid::ReleaseKey::new(pk.keyed_digest(TABLE_TOKENS, &[]).to_vec()).map_err(|e| e.to_string())?;
+    Ok(kiban_registry::review::package::ReleaseDomainKey { key, domain: d.domain })
 }
 
 /// Largest table accepted in one request (rows); bulk runs use the CLI.
@@ -143,13 +174,18 @@ pub(crate) fn table_response(
     Ok(Json(json!({"columns": columns, "rows": rows, "report": report})).into_response())
 }
 
-/// Pseudonymizes a small table under a policy checked against S1–S3 (refused naming the column) with
-/// a fresh random release key (tokens link nothing across requests); returns the table and the
-/// report. Addresses fall to the prefecture unless the operator's population table is configured
-/// for CLI runs: over HTTP no file path is taken from the request.
+/// Pseudonymizes a small table under a policy checked against S1–S3 (refused naming the column);
+/// returns the table and the report. With `release` the tokens' key comes from that release's
+/// pseudonym domain (`link_to` + `application` join an earlier
+/// release's domain when the approved application names that linkage), so two releases of the same
+/// data give unlinkable tokens unless linkage was approved. Without the key store (no identity
+/// store attached) only a one-request random key is possible, and only when no release is named.
+/// Addresses fall to the prefecture unless the operator's population table is configured for CLI
+/// runs: over HTTP no file path is taken from the request.
 pub async fn pseudonymize(
     State(st): State<AppState>,
     Extension(c): Extension<Caller>,
+    store: Option<Extension<crate::identity::SharedIdentity>>,
     body: Result<Json<TableRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, Response> {
     use kiban_deid::pseudo::{PseudoOptions, PseudoPolicy, ReleaseKey};
@@ -161,14 +197,58 @@ pub async fn pseudonymize(
         ));
     }
     let policy = PseudoPolicy::from_toml(&req.policy, std::path::Path::new("/nonexistent")).map_err(unprocessable)?;
+    let linkage = match (&req.link_to, &req.application) {
+        (None, None) => None,
+        (Some(earlier), Some(app)) => {
+            let s = st.reg.application_state(app).await.map_err(|e| error(StatusCode::NOT_FOUND, &e.to_string()))?;
+            Some(
+                kiban_registry::review::package::linkage_allowed(&s, app, earlier)
+                    .map_err(|e| error(StatusCode::FORBIDDEN, &e.to_string()))?,
+            )
+        }
+        _ => {
+            return Err(error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "link_to: needs application, and application needs link_to",
+            ));
+        }
+    };
+    let (key, domain) = match (&store, &req.release, &linkage) {
+        // No release named: a one-request key, so the tokens link nothing (and nothing is registered).
+        (_, None, None) => (ReleaseKey::random(), None),
+        (None, _, _) => {
+            return Err(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "release: the key store is not attached to this server (rule A3: release keys come from it)",
+            ));
+        }
+        (Some(Extension(s)), release, linkage) => {
+            let Some(release) = release.clone() else {
+                return Err(error(StatusCode::UNPROCESSABLE_ENTITY, "link_to: needs the new release's id in release"));
+            };
+            let mut g = s.lock().unwrap_or_else(|p| p.into_inner());
+            let k = release_table_key(g.keys_mut(), &release, linkage.as_ref())
+                .map_err(|e| error(StatusCode::UNPROCESSABLE_ENTITY, &format!("release: {e}")))?;
+            drop(g);
+            let ev = Event::new(c.actor(), &c.source, Action::KeyUse, Object::new(ObjectKind::Key, &k.domain))
+                .note(format!("release {release} table tokens"));
+            st.audit.record(ev).map_err(|_| error(StatusCode::SERVICE_UNAVAILABLE, "the audit log is unavailable"))?;
+            (k.key, Some((release, k.domain)))
+        }
+    };
     let out = run_blocking(move || {
         kiban_deid::pseudonymize(
             &policy,
             &kiban_deid::Input::Batches(vec![batch]),
             &kiban_deid::Output::Memory,
-            &PseudoOptions::new(ReleaseKey::random()),
+            &PseudoOptions::new(key),
         )
     })
     .await?;
-    table_response(&st, &c, "pseudonymize", &out.report.policy_name, req.rows.len(), &out.batches, &out.report)
+    let mut report = serde_json::to_value(&out.report).expect("report serializes");
+    if let Some((release, domain)) = domain {
+        report["release"] = json!(release);
+        report["pseudonym_domain"] = json!(domain);
+    }
+    table_response(&st, &c, "pseudonymize", &out.report.policy_name, req.rows.len(), &out.batches, &report)
 }

@@ -187,8 +187,19 @@ fn step_route(
 /// A release package to build (R9, D6): a dataset of the data directory for one recipient account.
 #[derive(Debug, Deserialize)]
 pub struct PackageBody {
-    /// The dataset's name under `datasets/`.
-    dataset: String,
+    /// The dataset's name under `datasets/` (anonymized applications).
+    #[serde(default)]
+    dataset: Option<String>,
+    /// Make the release now (pseudonymized applications): the source dataset under the data
+    /// directory, as plain names (`clinical/<batch>/<table>` or `datasets/<name>`).
+    #[serde(default)]
+    source: Option<String>,
+    /// The approved pseudonymization policy: a file name under `<data-dir>/policies/` (`NAME.toml`).
+    #[serde(default)]
+    policy: Option<String>,
+    /// Join the tokens of this earlier release (the approved application must name it).
+    #[serde(default)]
+    link_to: Option<String>,
     /// The recipient's account id.
     recipient: String,
     #[serde(default)]
@@ -204,30 +215,80 @@ pub struct PackageBody {
 async fn package(
     State(st): State<AppState>,
     Extension(c): Extension<Caller>,
+    identity: Option<Extension<crate::identity::SharedIdentity>>,
     Path(id): Path<String>,
     Json(b): Json<PackageBody>,
 ) -> Res {
-    use kiban_registry::review::package::{PackageRequest, PackageStepError, is_plain_id, release_package};
-    if !is_plain_id(&b.dataset) {
-        return Err(error(StatusCode::UNPROCESSABLE_ENTITY, "dataset: a dataset name under datasets/, not a path"));
-    }
-    let dataset = st.data_dir.join("datasets").join(&b.dataset);
-    if !dataset.join("manifest.json").is_file() {
-        return Err(error(StatusCode::NOT_FOUND, &format!("dataset {}: no such dataset", b.dataset)));
-    }
+    use kiban_registry::review::package::{
+        PackageRequest, PackageStepError, Processing, ReleaseData, is_plain_id, release_package,
+    };
+    let unprocessable = |m: &str| error(StatusCode::UNPROCESSABLE_ENTITY, m);
     let sealer = crate::intake::dataset_sealer(&st);
+    let (dataset, source, policy) = match (&b.dataset, &b.source, &b.policy) {
+        (Some(name), None, None) => {
+            if !is_plain_id(name) {
+                return Err(unprocessable("dataset: a dataset name under datasets/, not a path"));
+            }
+            let dataset = st.data_dir.join("datasets").join(name);
+            if !dataset.join("manifest.json").is_file() {
+                return Err(error(StatusCode::NOT_FOUND, &format!("dataset {name}: no such dataset")));
+            }
+            (Some(dataset), None, None)
+        }
+        (None, Some(src), Some(pol)) => {
+            // Names, never paths: only the clinical store and the datasets are reachable.
+            let parts: Vec<&str> = src.split('/').collect();
+            if !matches!(parts[0], "clinical" | "datasets") || parts.len() < 2 || !parts.iter().all(|p| is_plain_id(p))
+            {
+                return Err(unprocessable("source: clinical/<batch>/<table> or datasets/<name>, not a path"));
+            }
+            let source = parts.iter().fold(st.data_dir.clone(), |d, p| d.join(p));
+            if !source.join("manifest.json").is_file() {
+                return Err(error(StatusCode::NOT_FOUND, &format!("source {src}: no such dataset")));
+            }
+            if !is_plain_id(pol) || !pol.ends_with(".toml") {
+                return Err(unprocessable("policy: a file name NAME.toml under <data-dir>/policies/, not a path"));
+            }
+            (None, Some(source), Some(st.data_dir.join("policies").join(pol)))
+        }
+        _ => return Err(unprocessable("dataset, or source with policy: one of the two")),
+    };
+    let identity = identity.map(|Extension(s)| s);
+    let release_key = |release: &str, linkage: Option<&kiban_registry::review::package::LinkageAllowed>| {
+        let s = identity.as_ref().ok_or("the key store is not attached to this server (release keys come from it)")?;
+        let mut g = s.lock().unwrap_or_else(|p| p.into_inner());
+        let k = crate::deid::release_table_key(g.keys_mut(), release, linkage)?;
+        drop(g);
+        let ev = crate::event_of(&c, Action::KeyUse, ObjectKind::Key, k.domain.clone());
+        kiban_audit::AuditSink::record(st.audit.as_ref(), ev.note(format!("release {release} table tokens")))
+            .map_err(|e| e.to_string())?;
+        Ok(k)
+    };
+    let data = match (&dataset, &source, &policy) {
+        (Some(d), _, _) => ReleaseData::Dataset(d),
+        (None, Some(source), Some(policy)) => ReleaseData::Process(Processing {
+            source,
+            policy,
+            link_to: b.link_to.as_deref(),
+            release_key: &release_key,
+            sealer: sealer.clone(),
+        }),
+        _ => unreachable!("matched above"),
+    };
     let req = PackageRequest {
         sealer: Some(sealer.as_ref()),
         application_id: &id,
-        dataset: &dataset,
+        data,
         recipient: &b.recipient,
-        items: b.items,
-        media: b.media,
+        items: b.items.clone(),
+        media: b.media.clone(),
         on: b.on.unwrap_or_else(today_jst),
     };
     let d = release_package(&st.reg, &st.data_dir, req).await.map_err(|e| match e {
         PackageStepError::Review(r) => review_err(r),
-        PackageStepError::BadId { .. } => error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
+        PackageStepError::BadId { .. } | PackageStepError::Refused { .. } | PackageStepError::Processing(_) => {
+            error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string())
+        }
         other => error(StatusCode::INTERNAL_SERVER_ERROR, &other.to_string()),
     })?;
     crate::record_event(

@@ -979,20 +979,25 @@ async fn r1_r2_a_committee_member_votes_only_as_the_roster_member_linked_to_thei
     );
 }
 
-#[tokio::test]
-async fn r9_d6_the_secretariat_builds_the_release_package_over_http_and_a_refused_release_leaves_none() {
+/// The pseudonymization policy of the release tests: patient ids tokenized, names deleted, the
+/// age band kept.
+const RELEASE_POLICY: &str = "version = 1\nname = \"release-extract\"\nkind = \"pseudonymization\"\n\
+    [[columns]]\nname = \"patient_id\"\nrole = \"link_code\"\ntreatment = \"token\"\n\
+    [[columns]]\nname = \"name\"\nrole = \"identifier\"\n\
+    [[columns]]\nname = \"age_band\"\nrole = \"keep\"\n";
+
+/// An application submitted, reviewed by six members, approved (with `policy_sha256` as the
+/// approved processing policy), agreed and paid for, through the registry (the committee must be
+/// seated). Returns its id.
+async fn approved_application(
+    reg: &kiban_registry::Registry,
+    app: &kiban_registry::review::application::Application,
+    policy_sha256: Option<String>,
+) -> String {
     use kiban_registry::review::agreement::sample_agreement_for;
-    use kiban_registry::review::application::sample_application;
-    use kiban_registry::review::committee::sample_committee;
     use kiban_registry::review::workflow::{Command, Decision, VoteKind};
-    let f = fixture().await;
-    let reg = &f.st.reg;
     let day = |s: &str| s.parse::<chrono::NaiveDate>().unwrap();
-    for m in sample_committee(6) {
-        reg.add_committee_member(&m).await.unwrap();
-    }
-    // An application approved, agreed and paid for, through the registry.
-    let (id, _) = reg.submit_application(&sample_application(), day("2026-06-01")).await.unwrap();
+    let (id, _) = reg.submit_application(app, day("2026-06-01")).await.unwrap();
     reg.open_review(&id, day("2026-06-10")).await.unwrap();
     for i in 0..6 {
         let vote = Command::Vote { member_id: format!("m{i}"), vote: VoteKind::Approve, reason: "妥当".into() };
@@ -1003,7 +1008,7 @@ async fn r9_d6_the_secretariat_builds_the_release_package_over_http_and_a_refuse
         conditions: vec![],
         guidelines: vec![],
         remarks: String::new(),
-        processing_policy_sha256: None,
+        processing_policy_sha256: policy_sha256,
     };
     reg.execute_review(&id, &Command::Decide { decision, on: day("2026-06-10") }).await.unwrap();
     let app = reg.application_state(&id).await.unwrap().application.unwrap();
@@ -1012,64 +1017,264 @@ async fn r9_d6_the_secretariat_builds_the_release_package_over_http_and_a_refuse
         .unwrap();
     reg.execute_review(&id, &Command::FinalFee { hourly_rate_yen: 1_000, minutes: 60 }).await.unwrap();
     reg.execute_review(&id, &Command::RecordPayment { amount_yen: 1_000, on: day("2026-06-20") }).await.unwrap();
-    // The dataset to release, in the data directory.
-    let ds = f.st.data_dir.join("datasets").join("extract-1");
-    let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(vec![arrow::datatypes::Field::new(
-        "age_band",
-        arrow::datatypes::DataType::Utf8,
-        false,
-    )]));
+    id
+}
+
+/// The source table of the release tests, sealed at rest under `datasets/<name>`: each patient id
+/// and name is a planted string that must never reach a released dataset or the package.
+fn source_dataset(data_dir: &std::path::Path, name: &str) {
+    use arrow::array::StringArray;
+    let ds = data_dir.join("datasets").join(name);
+    let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(
+        ["patient_id", "name", "age_band"]
+            .map(|c| arrow::datatypes::Field::new(c, arrow::datatypes::DataType::Utf8, false))
+            .to_vec(),
+    ));
     let batch = arrow::record_batch::RecordBatch::try_new(
         schema.clone(),
-        vec![std::sync::Arc::new(arrow::array::StringArray::from(vec!["40-44", "45-49"]))],
+        vec![
+            std::sync::Arc::new(StringArray::from(vec!["PLANTED-PID-0001", "PLANTED-PID-0002"])),
+            std::sync::Arc::new(StringArray::from(vec!["植田PLANTED花子", "森PLANTED太郎"])),
+            std::sync::Arc::new(StringArray::from(vec!["40-44", "45-49"])),
+        ],
     )
     .unwrap();
-    // Sealed at rest, as processed datasets are: the package holds the plain dataset.
-    let w = kiban_formats::DatasetWriter::create(&ds, "extract-1", schema, kiban_formats::FileFormat::Parquet)
+    // Sealed at rest, as the clinical store's tables are.
+    let w = kiban_formats::DatasetWriter::create(&ds, name, schema, kiban_formats::FileFormat::Parquet)
         .unwrap()
         .sealed(std::sync::Arc::new(TestDatasetSealer));
     w.write_part("part-00000", &[batch]).unwrap();
     w.commit(serde_json::json!({})).unwrap();
+}
+
+/// Opens a delivered package and returns its table's column `patient_id` (as released).
+fn released_tokens(pkg: &std::path::Path, key_hex: &str, into: &std::path::Path) -> Vec<String> {
+    let key: [u8; 32] = hex::decode(key_hex).unwrap().try_into().unwrap();
+    let (_, m) = kiban_formats::package::open_package(pkg, &key, into).unwrap();
+    assert!(!m.sealed, "the recipient opens the plain dataset that was released");
+    let mut out = Vec::new();
+    for f in &m.files {
+        for b in kiban_formats::read_part(into, &m, f, None).unwrap() {
+            let a = b.column_by_name("patient_id").unwrap();
+            let a = arrow::array::cast::AsArray::as_string::<i32>(a);
+            out.extend(a.iter().map(|v| v.unwrap().to_owned()));
+        }
+        assert!(
+            !std::fs::read(into.join(&f.path)).unwrap().windows(7).any(|w| w == b"PLANTED"),
+            "no patient id or name is released"
+        );
+    }
+    out
+}
+
+#[tokio::test]
+async fn r9_d6_a7_the_secretariat_builds_the_release_package_over_http_by_running_the_approved_policy() {
+    use kiban_registry::review::application::sample_application;
+    use kiban_registry::review::committee::sample_committee;
+    let f = fixture().await;
+    let reg = &f.st.reg;
+    for m in sample_committee(6) {
+        reg.add_committee_member(&m).await.unwrap();
+    }
+    let dd = &f.st.data_dir;
+    std::fs::create_dir_all(dd.join("policies")).unwrap();
+    std::fs::write(dd.join("policies/extract.toml"), RELEASE_POLICY).unwrap();
+    std::fs::write(dd.join("policies/other.toml"), RELEASE_POLICY.replace("release-extract", "other")).unwrap();
+    let hash = kiban_deid::PseudoPolicy::load(&dd.join("policies/extract.toml")).unwrap().hash;
+    let id = approved_application(reg, &sample_application(), Some(hash)).await;
+    let app = reg.application_state(&id).await.unwrap().application.unwrap();
+    source_dataset(dd, "extract-1");
 
     let (_, sec) = enrolled(&f.st, "sec.p", AccountRole::Secretariat, PW).await;
-    let main = spawn(kiban_server::router(f.st.clone())).await;
+    let router = kiban_server::router(f.st.clone()).with_identity_store(identity_store(dd));
+    let main = spawn(router).await;
     let sec = cookie_of(&login(main, "sec.p", PW, &auth::totp_code(&sec, now_unix())).await);
     let h = [("cookie", sec.as_str()), ("content-type", "application/json")];
     let path = format!("/api/applications/{id}/package");
     // A path instead of a dataset name is refused before anything is read.
     let r = http(main, "POST", &path, &h, r#"{"dataset":"../keys","recipient":"u-1","on":"2026-07-01"}"#).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    let r = http(main, "POST", &path, &h, r#"{"source":"../keys","policy":"extract.toml","recipient":"u-1"}"#).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
     let item = &app.extraction.items[0].item;
     let place = &app.places[0].place_id;
-    let body = format!(
-        r#"{{"dataset":"extract-1","recipient":"u-1","items":["{item}"],"media":[{{"medium_id":"hdd-1","place_id":"{place}"}}],"on":"2026-07-01"}}"#
-    );
-    let body = body.as_str();
-    let r = http(main, "POST", &path, &h, body).await;
+    let body = |data: &str| {
+        format!(
+            r#"{{{data},"recipient":"u-1","items":["{item}"],"media":[{{"medium_id":"hdd-1","place_id":"{place}"}}],"on":"2026-07-01"}}"#
+        )
+    };
+    // A pseudonymized release is made by the pipeline, not packaged from a dataset made elsewhere.
+    let r = http(main, "POST", &path, &h, &body(r#""dataset":"extract-1""#)).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert!(r.body.contains("A7"), "{}", r.body);
+    // A7: another policy than the approved one is refused before any work.
+    let r = http(main, "POST", &path, &h, &body(r#""source":"datasets/extract-1","policy":"other.toml""#)).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert!(r.body.contains("A7") && r.body.contains("approved processing policy"), "{}", r.body);
+    let r = http(main, "POST", &path, &h, &body(r#""source":"datasets/extract-1","policy":"extract.toml""#)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.headers.get("cache-control").unwrap(), "no-store", "the key is never cached");
     let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(v["ledger"].as_array().unwrap().len(), 1, "R9 ledger entry written: {v}");
+    let release = v["release_id"].as_str().unwrap().to_owned();
     let key_hex = v["recipient_key_hex"].as_str().unwrap().to_owned();
-    let pkg = f.st.data_dir.join("releases/outbox/u-1").join(v["package"].as_str().unwrap());
-    let key: [u8; 32] = hex::decode(&key_hex).unwrap().try_into().unwrap();
-    let into = f.st.data_dir.join("opened");
-    let (_, m) = kiban_formats::package::open_package(&pkg, &key, &into).unwrap();
-    assert_eq!((m.rows, m.sealed), (2, false), "the recipient opens the plain dataset that was released");
+    // The processed dataset is kept sealed under datasets/<release>, its manifest naming the policy.
+    let made = kiban_formats::read_manifest(&dd.join("datasets").join(&release)).unwrap();
+    assert!(made.sealed);
+    assert_eq!(
+        made.provenance["policy_sha256"],
+        reg.application_state(&id).await.unwrap().releases[0].spec.policy_sha256.clone().unwrap()
+    );
+    assert_eq!(made.provenance["pseudonym_domain"], format!("release/{release}"));
+    let pkg = dd.join("releases/outbox/u-1").join(v["package"].as_str().unwrap());
+    let tokens = released_tokens(&pkg, &key_hex, &dd.join("opened"));
+    assert_eq!(tokens.len(), 2);
+    assert!(tokens.iter().all(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit())), "{tokens:?}");
     // Another application, never approved: refused, and nothing reaches the outbox.
     let mut other = sample_application();
     other.contact.name = "合成 次郎".into();
-    let (id2, _) = reg.submit_application(&other, day("2026-06-01")).await.unwrap();
-    let r = http(main, "POST", &format!("/api/applications/{id2}/package"), &h, body).await;
+    let (id2, _) = reg.submit_application(&other, "2026-06-01".parse().unwrap()).await.unwrap();
+    let r = http(
+        main,
+        "POST",
+        &format!("/api/applications/{id2}/package"),
+        &h,
+        &body(r#""source":"datasets/extract-1","policy":"extract.toml""#),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
-    assert_eq!(std::fs::read_dir(f.st.data_dir.join("releases/outbox/u-1")).unwrap().count(), 1);
-    assert_eq!(std::fs::read_dir(f.st.data_dir.join("staging")).unwrap().count(), 0, "no staged package left");
+    assert_eq!(std::fs::read_dir(dd.join("releases/outbox/u-1")).unwrap().count(), 1);
+    assert_eq!(std::fs::read_dir(dd.join("staging")).unwrap().count(), 0, "no staged package left");
     // The release is audited; the key is not.
     f.st.audit.flush().unwrap();
     let entries =
         f.st.audit.read(&kiban_audit::Actor::system(), "test", kiban_audit::Seq(1), kiban_audit::Seq(10_000)).unwrap();
     assert!(entries.iter().any(|e| e.event.action == Action::Export && e.event.object.kind == ObjectKind::Release));
     assert!(!serde_json::to_string(&entries).unwrap().contains(&key_hex));
+}
+
+#[tokio::test]
+async fn s2_a3_two_releases_of_the_same_data_give_unlinkable_tokens_unless_the_approved_application_links_them() {
+    use kiban_registry::review::application::sample_application;
+    use kiban_registry::review::committee::sample_committee;
+    let f = fixture().await;
+    let reg = &f.st.reg;
+    for m in sample_committee(6) {
+        reg.add_committee_member(&m).await.unwrap();
+    }
+    let dd = &f.st.data_dir;
+    std::fs::create_dir_all(dd.join("policies")).unwrap();
+    std::fs::write(dd.join("policies/extract.toml"), RELEASE_POLICY).unwrap();
+    let hash = kiban_deid::PseudoPolicy::load(&dd.join("policies/extract.toml")).unwrap().hash;
+    source_dataset(dd, "claims");
+    let router = kiban_server::router(f.st.clone()).with_identity_store(identity_store(dd));
+    let (_, sec) = enrolled(&f.st, "sec.l", AccountRole::Secretariat, PW).await;
+    let main = spawn(router.clone()).await;
+    let sec = cookie_of(&login(main, "sec.l", PW, &auth::totp_code(&sec, now_unix())).await);
+    let h = [("cookie", sec.as_str()), ("content-type", "application/json")];
+    let release = |id: String, link: Option<String>| async move {
+        let app = reg.application_state(&id).await.unwrap().application.unwrap();
+        let link = link.map(|l| format!(r#","link_to":"{l}""#)).unwrap_or_default();
+        let body = format!(
+            r#"{{"source":"datasets/claims","policy":"extract.toml"{link},"recipient":"u-1","items":["{}"],"media":[{{"medium_id":"hdd-1","place_id":"{}"}}],"on":"2026-07-01"}}"#,
+            app.extraction.items[0].item, app.places[0].place_id
+        );
+        let r = http(main, "POST", &format!("/api/applications/{id}/package"), &h, &body).await;
+        (r.status, serde_json::from_str::<serde_json::Value>(&r.body).unwrap_or_default(), r.body)
+    };
+    let contact = |n: &str| {
+        let mut a = sample_application();
+        a.contact.name = n.into();
+        a
+    };
+    let tokens = |v: &serde_json::Value, tag: &str| {
+        let pkg = dd.join("releases/outbox/u-1").join(v["package"].as_str().unwrap());
+        released_tokens(&pkg, v["recipient_key_hex"].as_str().unwrap(), &dd.join(format!("opened-{tag}")))
+    };
+    let first = approved_application(reg, &contact("合成 一郎"), Some(hash.clone())).await;
+    let (st, v1, b) = release(first, None).await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let r1 = v1["release_id"].as_str().unwrap().to_owned();
+    let t1 = tokens(&v1, "1");
+    // A second release of the same data: its own domain, tokens that cannot be joined with the first.
+    let second = approved_application(reg, &contact("合成 二郎"), Some(hash.clone())).await;
+    let (st, v2, b) = release(second.clone(), None).await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let t2 = tokens(&v2, "2");
+    assert!(t1.iter().all(|t| !t2.contains(t)), "unlinkable: {t1:?} {t2:?}");
+    // Linkage the approved application does not name is refused (A3) …
+    let (st, _, b) = release(second, Some(r1.clone())).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert!(b.contains("A3") && b.contains(&r1), "{b}");
+    // … and allowed when the committee approved an application naming it: the tokens match.
+    let mut linked = contact("合成 三郎");
+    linked.plan.linkage = vec![format!("release:{r1}")];
+    let third = approved_application(reg, &linked, Some(hash)).await;
+    let (st, v3, b) = release(third, Some(r1.clone())).await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    assert_eq!(tokens(&v3, "3"), t1, "linkage allowed: the earlier release's tokens");
+    let made = kiban_formats::read_manifest(&dd.join("datasets").join(v3["release_id"].as_str().unwrap())).unwrap();
+    assert_eq!(made.provenance["linked_to"], r1.as_str());
+    // /api/pseudonymize: the same release gives the same tokens, another release other tokens.
+    let pe =
+        f.st.reg.create_account("pe.rel", "r", AccountRole::ProcessingEngineer, "admin", Utc::now()).await.unwrap();
+    let post = |release: &str| {
+        post_json_as(
+            f.st.clone(),
+            router.clone(),
+            pe.account_id.clone(),
+            AccountRole::ProcessingEngineer,
+            "/api/pseudonymize",
+            serde_json::json!({"policy": RELEASE_POLICY, "release": release,
+                "columns": ["patient_id", "name", "age_band"], "rows": [["PLANTED-PID-0001", "x", "40-44"]]}),
+        )
+    };
+    let (s1, a) = post("api-rel-a").await;
+    assert_eq!(s1, StatusCode::OK, "{a}");
+    let (_, a2) = post("api-rel-a").await;
+    let (_, b2) = post("api-rel-b").await;
+    assert_eq!(a["rows"][0][0], a2["rows"][0][0], "one release, one domain");
+    assert_ne!(a["rows"][0][0], b2["rows"][0][0], "two releases, unlinkable");
+    assert_eq!(a["report"]["pseudonym_domain"], "release/api-rel-a");
+}
+
+#[tokio::test]
+async fn a7_an_anonymized_release_is_made_under_its_approved_anonymization_policy() {
+    use kiban_registry::review::application::{ApplicationKind, sample_application};
+    use kiban_registry::review::committee::sample_committee;
+    let f = fixture().await;
+    let reg = &f.st.reg;
+    for m in sample_committee(6) {
+        reg.add_committee_member(&m).await.unwrap();
+    }
+    let dd = &f.st.data_dir;
+    std::fs::create_dir_all(dd.join("policies")).unwrap();
+    let policy = "version = 1\nname = \"release-anon\"\n[privacy]\nk = 2\n\
+        [hierarchies]\nage = { builder = \"flat\" }\n\
+        [[columns]]\nname = \"patient_id\"\nrole = \"identifier\"\n\
+        [[columns]]\nname = \"name\"\nrole = \"identifier\"\n\
+        [[columns]]\nname = \"age_band\"\nrole = \"quasi_identifier\"\nhierarchy = \"age\"\n";
+    std::fs::write(dd.join("policies/anon.toml"), policy).unwrap();
+    let hash = kiban_deid::Policy::load(&dd.join("policies/anon.toml")).unwrap().hash;
+    let mut app = sample_application();
+    app.kind = ApplicationKind::Anonymized;
+    let id = approved_application(reg, &app, Some(hash)).await;
+    let app = reg.application_state(&id).await.unwrap().application.unwrap();
+    source_dataset(dd, "extract-a");
+    let (_, sec) = enrolled(&f.st, "sec.a", AccountRole::Secretariat, PW).await;
+    let main = spawn(kiban_server::router(f.st.clone())).await;
+    let sec = cookie_of(&login(main, "sec.a", PW, &auth::totp_code(&sec, now_unix())).await);
+    let h = [("cookie", sec.as_str()), ("content-type", "application/json")];
+    let body = format!(
+        r#"{{"source":"datasets/extract-a","policy":"anon.toml","recipient":"u-2","items":["{}"],"media":[{{"medium_id":"hdd-1","place_id":"{}"}}],"on":"2026-07-01"}}"#,
+        app.extraction.items[0].item, app.places[0].place_id
+    );
+    let r = http(main, "POST", &format!("/api/applications/{id}/package"), &h, &body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    let made = kiban_formats::read_manifest(&dd.join("datasets").join(v["release_id"].as_str().unwrap())).unwrap();
+    assert_eq!(made.provenance["process"], "anonymization");
+    assert!(made.sealed && made.columns.iter().all(|(c, _)| c != "patient_id" && c != "name"), "{made:?}");
 }
 
 #[tokio::test]

@@ -807,8 +807,8 @@ fn add_member(d: &str, m: &kiban_registry::review::committee::Member) {
     assert!(o.status.success(), "{}", text(&o));
 }
 
-/// Members m0–m4 vote to approve the application under review, then the committee decides.
-fn approve_by_votes(d: &str, id: &str) {
+/// Members m0–m4 vote to approve the application under review.
+fn vote_approve(d: &str, id: &str) {
     for m in ["m0", "m1", "m2", "m3", "m4"] {
         let o = kiban(
             &["review", "vote", id, "--member", m, "--vote", "approve", "--reason", "妥当", "--data-dir", d],
@@ -816,6 +816,11 @@ fn approve_by_votes(d: &str, id: &str) {
         );
         assert!(o.status.success(), "{}", text(&o));
     }
+}
+
+/// Members m0–m4 vote to approve the application under review, then the committee decides.
+fn approve_by_votes(d: &str, id: &str) {
+    vote_approve(d, id);
     let o = kiban(&["review", "decide", id, "--outcome", "approve", "--on", "2026-06-10", "--data-dir", d], &[]);
     assert!(o.status.success(), "{}", text(&o));
 }
@@ -869,7 +874,34 @@ fn r1_r2_r9_committee_review_release_and_ledger_through_the_cli() {
         kiban(&a, &[])
     };
     assert_clean_failure(&release(&[]), "not allowed while the application is UnderReview");
-    approve_by_votes(d, &id);
+    vote_approve(d, &id);
+    // The committee approves the pseudonymization policy the release is to be made under (A7).
+    let policy = tmp.path().join("release-policy.toml");
+    std::fs::write(
+        &policy,
+        "version = 1\nname = \"release\"\nkind = \"pseudonymization\"\n\
+         [[columns]]\nname = \"patient_id\"\nrole = \"link_code\"\ntreatment = \"token\"\n\
+         [[columns]]\nname = \"age_group\"\nrole = \"keep\"\n[[columns]]\nname = \"n\"\nrole = \"keep\"\n",
+    )
+    .unwrap();
+    let pol = policy.to_str().unwrap();
+    let o = kiban(
+        &[
+            "review",
+            "decide",
+            &id,
+            "--outcome",
+            "approve",
+            "--on",
+            "2026-06-10",
+            "--processing-policy",
+            pol,
+            "--data-dir",
+            d,
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
     let notice = text(&kiban(&["review", "notice", &id, "--data-dir", d], &[]));
     assert!(notice.contains("承諾通知書") && notice.contains("提供予定時期"), "{notice}");
     assert_clean_failure(&release(&[]), "no agreement signed");
@@ -883,39 +915,34 @@ fn r1_r2_r9_committee_review_release_and_ledger_through_the_cli() {
     ok(&["release", "fee", &id, "--rate", "8000", "--minutes", "90", "--final", "--data-dir", d]);
     assert_clean_failure(&release(&[]), "payment of the fee");
     ok(&["release", "pay", &id, "--amount", "12000", "--on", "2026-06-20", "--data-dir", d]);
-    // R3/R12: an encrypted package for one recipient, in the release gateway's outbox for them.
+    // R3/R12: an encrypted package for one recipient, in the release gateway's outbox for them. The
+    // source table (plain here, as a provider's extract); the release is made from it by the approved
+    // policy with the release's own key (S2, A7).
     let ds = tmp.path().join("extract");
     std::fs::create_dir_all(&ds).unwrap();
-    let part = b"age_group,n\n40-44,12\n45-49,30\n";
+    let part = b"patient_id,age_group,n\nPLANTED-PID-1,40-44,12\nPLANTED-PID-2,45-49,30\n";
     std::fs::write(ds.join("part-00000.csv"), part).unwrap();
     let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(part));
     let manifest = serde_json::json!({"manifest_version": 1, "name": "extract", "format": "csv",
-        "columns": [["age_group", "Utf8"], ["n", "Int64"]], "rows": 2,
+        "columns": [["patient_id", "Utf8"], ["age_group", "Utf8"], ["n", "Int64"]], "rows": 2,
         "files": [{"path": "part-00000.csv", "rows": 2, "bytes": part.len(), "sha256": sha}], "provenance": {}});
     std::fs::write(ds.join("manifest.json"), manifest.to_string()).unwrap();
     let key = tmp.path().join("recipient.key");
-    let o = kiban(
-        &[
-            "release",
-            "package",
-            &id,
-            "--dataset",
-            ds.to_str().unwrap(),
-            "--recipient",
-            "acct-user1",
-            "--item",
-            "age_group",
-            "--medium",
-            "hdd-1:p1",
-            "--on",
-            "2026-07-01",
-            "--key-out",
-            key.to_str().unwrap(),
-            "--data-dir",
-            d,
-        ],
-        &[],
-    );
+    let package = |data: &[&str]| {
+        let mut a = vec!["release", "package", &id];
+        a.extend(data);
+        a.extend(["--recipient", "acct-user1", "--item", "age_group", "--medium", "hdd-1:p1", "--on", "2026-07-01"]);
+        a.extend(["--key-out", key.to_str().unwrap(), "--data-dir", d]);
+        kiban(&a, &[])
+    };
+    // A pseudonymized release is not packaged from a dataset made elsewhere …
+    assert_clean_failure(&package(&["--dataset", ds.to_str().unwrap()]), "A7");
+    // … nor made under another policy than the approved one.
+    let other = tmp.path().join("other-policy.toml");
+    std::fs::write(&other, std::fs::read_to_string(&policy).unwrap().replace("\"release\"", "\"other\"")).unwrap();
+    assert_clean_failure(&package(&["--source", ds.to_str().unwrap(), "--policy", other.to_str().unwrap()]), "A7");
+    assert!(!key.exists(), "a refused release leaves no key file");
+    let o = package(&["--source", ds.to_str().unwrap(), "--policy", pol]);
     assert!(o.status.success() && text(&o).contains("ledger entry"), "{}", text(&o));
     let outbox = dir.join("releases/outbox/acct-user1");
     let pkg = std::fs::read_dir(&outbox).unwrap().next().unwrap().unwrap().path();
@@ -944,7 +971,11 @@ fn r1_r2_r9_committee_review_release_and_ledger_through_the_cli() {
         &[],
     );
     assert!(o.status.success() && text(&o).contains("verified"), "{}", text(&o));
-    assert_eq!(std::fs::read(opened.join("part-00000.csv")).unwrap(), part);
+    let m = kiban_formats::read_manifest(&opened).unwrap();
+    assert_eq!(m.rows, 2);
+    let released: Vec<u8> = m.files.iter().flat_map(|f| std::fs::read(opened.join(&f.path)).unwrap()).collect();
+    assert!(!released.windows(7).any(|w| w == b"PLANTED"), "patient ids are released as tokens only");
+    assert_eq!(m.provenance["process"], "pseudonymization");
     let wrong = tmp.path().join("wrong.key");
     std::fs::write(&wrong, "00".repeat(32)).unwrap();
     assert_clean_failure(
@@ -1529,6 +1560,162 @@ fn x4_r12_serve_starts_on_a_data_directory_with_a_vault_and_answers_the_login_pa
     let _ = child.kill();
     let _ = child.wait();
     assert!(resp.starts_with("HTTP/1.1 200"), "{}", &resp[..resp.len().min(200)]);
+}
+
+/// Opens a dataset of a data directory with its key store (as the server and `kiban release` do).
+struct StoreSealer(kiban_identity::keystore::KeyStore);
+
+impl kiban_formats::Sealer for StoreSealer {
+    fn seal(&self, aad: &[u8], plain: &[u8]) -> Vec<u8> {
+        self.0.seal(aad, plain)
+    }
+    fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, String> {
+        self.0.open_sealed(aad, sealed).map_err(|e| e.to_string())
+    }
+}
+
+/// The values of `column` in a (sealed) dataset of the data directory.
+fn dataset_column(data: &Path, name: &str, column: &str) -> Vec<String> {
+    let s = StoreSealer(kiban_identity::keystore::KeyStore::open(&data.join("keys"), None).unwrap());
+    let dir = data.join("datasets").join(name);
+    let m = kiban_formats::verify_dataset(&dir).unwrap();
+    assert!(m.sealed, "{name} is sealed at rest");
+    let mut out = Vec::new();
+    for f in &m.files {
+        for b in kiban_formats::read_part(&dir, &m, f, Some(&s)).unwrap() {
+            let a = b.column_by_name(column).unwrap();
+            out.extend(arrow::array::cast::AsArray::as_string::<i32>(a).iter().map(|v| v.unwrap_or("").to_owned()));
+        }
+    }
+    out
+}
+
+/// Every file under `root` whose bytes hold `needle`.
+fn files_holding(root: &Path, needle: &[u8]) -> Vec<String> {
+    let mut hits = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if std::fs::read(&p).unwrap().windows(needle.len()).any(|w| w == needle) {
+                hits.push(p.display().to_string());
+            }
+        }
+    }
+    hits
+}
+
+#[test]
+fn s2_a3_r12_pseudonymize_and_anonymize_key_tokens_by_release_domain_and_keep_output_sealed_in_the_data_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let d = dir.to_str().unwrap();
+    assert!(kiban(&["init", d], &[]).status.success());
+    let policy = tmp.path().join("pseudo.toml");
+    std::fs::write(
+        &policy,
+        "version = 1\nname = \"cli-pseudo\"\nkind = \"pseudonymization\"\n\
+         [[columns]]\nname = \"patient_id\"\nrole = \"link_code\"\ntreatment = \"token\"\n\
+         [[columns]]\nname = \"name\"\nrole = \"identifier\"\n\
+         [[columns]]\nname = \"age\"\nrole = \"quasi_identifier\"\n\
+         [[columns]]\nname = \"sex\"\nrole = \"quasi_identifier\"\n\
+         [[columns]]\nname = \"finding\"\nrole = \"sensitive\"\n",
+    )
+    .unwrap();
+    // Planted values: a name that must go, and a clinical finding that is kept, so it must be sealed.
+    let input = tmp.path().join("claims.csv");
+    std::fs::write(
+        &input,
+        "patient_id,name,age,sex,finding\n\
+         P-0001,植田PLANTNAME花子,31,M,PLANTFINDING-7781\nP-0002,森PLANTNAME太郎,35,F,PLANTFINDING-7781\n\
+         P-0003,林PLANTNAME一郎,38,M,PLANTFINDING-7781\nP-0004,原PLANTNAME次郎,33,F,PLANTFINDING-7781\n",
+    )
+    .unwrap();
+    let (p, i) = (policy.to_str().unwrap(), input.to_str().unwrap());
+    let run = |extra: &[&str]| {
+        let mut a = vec!["pseudonymize", "--policy", p, "--input", i, "--data-dir", d];
+        a.extend(extra);
+        kiban(&a, &[])
+    };
+    let o = run(&["--dataset", "rel-a-extract", "--release", "rel-a"]);
+    assert!(o.status.success() && text(&o).contains("release/rel-a"), "{}", text(&o));
+    assert!(run(&["--dataset", "rel-b-extract", "--release", "rel-b"]).status.success());
+    assert!(run(&["--dataset", "rel-a-again", "--release", "rel-a"]).status.success());
+    let (a, b) =
+        (dataset_column(&dir, "rel-a-extract", "patient_id"), dataset_column(&dir, "rel-b-extract", "patient_id"));
+    assert_eq!(a.len(), 4);
+    assert!(
+        a.iter().all(|t| t.len() == 32) && a.iter().all(|t| !b.contains(t)),
+        "two releases, unlinkable: {a:?} {b:?}"
+    );
+    assert_eq!(a, dataset_column(&dir, "rel-a-again", "patient_id"), "one release, one pseudonym domain");
+    assert_eq!(dataset_column(&dir, "rel-a-extract", "finding")[0], "PLANTFINDING-7781", "clinical values kept (S1)");
+    let m = kiban_formats::read_manifest(&dir.join("datasets/rel-a-extract")).unwrap();
+    assert_eq!(m.provenance["process"], "pseudonymization");
+    assert_eq!(m.provenance["policy_sha256"].as_str().unwrap().len(), 64, "the manifest names the policy hash");
+    // Linkage needs an approved application that names the earlier release.
+    assert_clean_failure(
+        &run(&["--dataset", "x", "--release", "rel-c", "--link-to", "rel-a", "--application", "app-none"]),
+        "app-none",
+    );
+    // The anonymizer writes sealed datasets too.
+    let anon = tmp.path().join("anon.toml");
+    std::fs::write(
+        &anon,
+        "version = 1\nname = \"cli-anon\"\n[privacy]\nk = 2\n\
+         [hierarchies]\nage = { builder = \"age\", widths = [10] }\nsex = { builder = \"flat\" }\n\
+         [[columns]]\nname = \"patient_id\"\nrole = \"identifier\"\n\
+         [[columns]]\nname = \"name\"\nrole = \"identifier\"\n\
+         [[columns]]\nname = \"age\"\nrole = \"quasi_identifier\"\nhierarchy = \"age\"\n\
+         [[columns]]\nname = \"sex\"\nrole = \"quasi_identifier\"\nhierarchy = \"sex\"\n\
+         [[columns]]\nname = \"finding\"\nrole = \"sensitive\"\n",
+    )
+    .unwrap();
+    let an = anon.to_str().unwrap();
+    let o = kiban(
+        &["anonymize", "--policy", an, "--input", i, "--dataset", "anon-extract", "--quiet", "--data-dir", d],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(dataset_column(&dir, "anon-extract", "finding").len(), 4);
+    // No plain medical value anywhere in the data directory after the runs (R12).
+    for planted in ["PLANTFINDING-7781", "PLANTNAME", "P-0001"] {
+        assert_eq!(files_holding(&dir, planted.as_bytes()), Vec::<String>::new(), "{planted} in plain");
+    }
+    // A plain file export with a data directory is refused, or done with --export-plain and audited.
+    let out = tmp.path().join("export.csv");
+    let o = out.to_str().unwrap();
+    assert_clean_failure(&run(&["--output", o]), "--export-plain");
+    assert_clean_failure(
+        &kiban(&["anonymize", "--policy", an, "--input", i, "--output", o, "--data-dir", d], &[]),
+        "--export-plain",
+    );
+    assert!(!out.exists());
+    let r = run(&["--output", o, "--export-plain", "--release", "rel-a"]);
+    assert!(r.status.success(), "{}", text(&r));
+    assert!(std::fs::read_to_string(&out).unwrap().contains(&a[0]), "the export carries the release's tokens");
+    assert!(!files_holding(&dir.join("audit"), b"plain-export/cli-pseudo").is_empty(), "the export is audited");
+    // Without a data directory the output is a plain file under a one-run key.
+    let none = tmp.path().join("no-data");
+    let o2 = tmp.path().join("standalone.csv");
+    let r = kiban(
+        &[
+            "pseudonymize",
+            "--policy",
+            p,
+            "--input",
+            i,
+            "--output",
+            o2.to_str().unwrap(),
+            "--data-dir",
+            none.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(r.status.success(), "{}", text(&r));
+    assert!(!std::fs::read_to_string(&o2).unwrap().contains(&a[0]));
 }
 
 /// X6, I2: a statutory row edited in the registry's database file behind kiban's back is named by

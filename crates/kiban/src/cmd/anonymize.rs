@@ -9,13 +9,17 @@ use indicatif::{ProgressBar, ProgressStyle};
 use kiban_deid::engine::ProgressFn;
 use kiban_deid::{Input, Output, Policy, Progress, RunOptions, anonymize};
 
+use kiban_audit::{Action, AuditSink, Event, Object, ObjectKind};
+
 use crate::Ctx;
 
 /// Anonymize a table under a policy: identifiers deleted (A1), identification codes deleted or
 /// replaced by tokens whose mapping is destroyed (A2), linking codes re-keyed per release (A3),
 /// rare values treated (A4), and the quasi-identifiers generalized to the optimal k-anonymous
 /// transformation within the suppression limit (A5). Writes the output and a processing report
-/// (JSON and HTML) that never contains keys or mappings (A6).
+/// (JSON and HTML) that never contains keys or mappings (A6). With a data directory the result is
+/// a dataset sealed at rest under <data-dir>/datasets/NAME (report in its manifest); a plain
+/// --output file then needs --export-plain and is audited.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Policy file (TOML).
@@ -24,9 +28,17 @@ pub struct Args {
     /// Input table (.csv with a header, or .parquet).
     #[arg(long, value_name = "FILE")]
     input: PathBuf,
-    /// Output table (.csv or .parquet); written next to it first, then renamed into place.
+    /// Write the result as a dataset sealed at rest under <data-dir>/datasets/NAME.
+    #[arg(long, value_name = "NAME", conflicts_with = "output", required_unless_present = "output")]
+    dataset: Option<String>,
+    /// Output table (.csv or .parquet); written next to it first, then renamed into place. With a
+    /// data directory only with --export-plain.
     #[arg(long, value_name = "FILE")]
-    output: PathBuf,
+    output: Option<PathBuf>,
+    /// Allow --output although a data directory exists: a plain export of medical data, recorded in
+    /// the audit log before it is written.
+    #[arg(long, requires = "output")]
+    export_plain: bool,
     /// Where to write report.json and report.html (default: next to the output).
     #[arg(long, value_name = "DIR")]
     report: Option<PathBuf>,
@@ -83,12 +95,65 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
         Policy::load_with_paths(&args.policy, &vars).with_context(|| format!("policy {}", args.policy.display()))?;
     let (pb, progress) = progress_bar(ctx.json || args.quiet);
     let opts = RunOptions { progress: Some(progress), ..Default::default() };
-    let out = anonymize(&policy, &Input::from_path(&args.input), &Output::from_path(&args.output), &opts);
+    use super::pseudonymize::{dataset_dir, has_data_dir, open_log, operator, plain_export_allowed};
+    let output = match &args.output {
+        Some(o) if has_data_dir(&ctx.data_dir) => {
+            let dd = crate::datadir::DataDir::open(&ctx.data_dir)?;
+            plain_export_allowed(&open_log(&dd)?, "kiban anonymize", o, args.export_plain, &policy.name)?;
+            o.clone()
+        }
+        Some(o) => o.clone(),
+        None => {
+            let name = args.dataset.as_deref().expect("clap: --dataset or --output");
+            let dd = crate::datadir::DataDir::open(&ctx.data_dir).context("--dataset needs a data directory")?;
+            let dir = dataset_dir(&ctx.data_dir, name)?;
+            let log = open_log(&dd)?;
+            let p = kiban_registry::processing::anonymize_to_dataset(
+                &policy,
+                &Input::from_path(&args.input),
+                &opts,
+                &dir,
+                name,
+                dd.sealer()?,
+                serde_json::json!({}),
+            );
+            pb.finish_and_clear();
+            let p = p?;
+            log.record(
+                Event::new(
+                    operator(),
+                    "kiban anonymize",
+                    Action::Write,
+                    Object::new(ObjectKind::Clinical, format!("dataset/{name}")),
+                )
+                .volume(p.records_out)
+                .note(format!("policy {}", &p.policy_sha256[..12])),
+            )?;
+            log.flush()?;
+            if ctx.json {
+                println!("{}", p.report);
+            } else {
+                let r = &p.report;
+                println!(
+                    "anonymized {} → {} records (k required {}, achieved {}; {} suppressed; policy {})",
+                    r["records_in"],
+                    r["records_out"],
+                    r["k_required"],
+                    r["k_achieved"],
+                    r["records_suppressed"],
+                    &p.policy_sha256[..12]
+                );
+                println!("dataset: {} (sealed at rest; report in its manifest)", dir.display());
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    let out = anonymize(&policy, &Input::from_path(&args.input), &Output::from_path(&output), &opts);
     pb.finish_and_clear();
     let out = out?;
     let report_dir = args.report.unwrap_or_else(|| {
-        let stem = args.output.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        args.output.with_file_name(format!("{stem}.report"))
+        let stem = output.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        output.with_file_name(format!("{stem}.report"))
     });
     std::fs::create_dir_all(&report_dir).with_context(|| format!("cannot create {}", report_dir.display()))?;
     std::fs::write(report_dir.join("report.json"), out.report.to_json())?;

@@ -239,10 +239,18 @@ enum ReviewVerb {
     },
 }
 
-/// The hash kiban-deid gives a processing policy (its text and its hierarchies).
+/// The hash kiban-deid gives a processing policy (its text and its hierarchies, or for a
+/// pseudonymization policy its population table).
 fn policy_hash(path: &Path) -> Result<String> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let base = path.parent().unwrap_or(Path::new("."));
+    if toml::from_str::<toml::Value>(&text).ok().and_then(|v| v.get("kind").cloned())
+        == Some(toml::Value::String("pseudonymization".into()))
+    {
+        let p = kiban_deid::PseudoPolicy::from_toml(&text, base)
+            .with_context(|| format!("--processing-policy {}", path.display()))?;
+        return Ok(p.hash);
+    }
     let p = kiban_deid::Policy::from_toml(&text, base, &Default::default())
         .with_context(|| format!("--processing-policy {}", path.display()))?;
     Ok(p.hash)

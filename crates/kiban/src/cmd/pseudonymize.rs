@@ -6,17 +6,22 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
+use kiban_audit::{Action, Actor, AuditLog, AuditSink, Event, Object, ObjectKind, Role};
 use kiban_deid::text::{DocContext, Replace, Tag, TextConfig, deidentify};
 use kiban_deid::{Input, Output, PseudoOptions, PseudoPolicy, ReleaseKey, pseudonymize};
 
 use crate::Ctx;
+use crate::datadir::DataDir;
 
 /// Pseudonymize a table under a pseudonymization policy: names deleted or replaced by keyed
 /// tokens, addresses reduced by the area's population, birth dates reduced to the year, id codes
 /// deleted or tokenized, financial descriptions deleted even inside other columns, free text
 /// de-identified; clinical values kept. A policy that would keep a name, code or card number is
-/// refused with the rule (S1, S2, S3). The release key is read from --key-file (hex, ≥ 32 bytes) or
-/// KIBAN_RELEASE_KEY; without one a random key is used and destroyed (tokens then link nothing).
+/// refused with the rule (S1, S2, S3). With a data directory the tokens are keyed by the release's
+/// pseudonym domain (--release; another release's tokens cannot be joined unless an approved
+/// application names the linkage) and the result is a dataset sealed at rest under
+/// <data-dir>/datasets/NAME; a plain --output file needs --export-plain and is audited. Without a
+/// data directory the output is a plain file under a one-run random key (tokens link nothing).
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Pseudonymization policy (TOML, kind = "pseudonymization").
@@ -25,13 +30,29 @@ pub struct Args {
     /// Input table (.csv with a header, or .parquet).
     #[arg(long, value_name = "FILE")]
     input: PathBuf,
-    /// Output table (.csv or .parquet).
+    /// Write the result as a dataset sealed at rest under <data-dir>/datasets/NAME.
+    #[arg(long, value_name = "NAME", conflicts_with = "output", required_unless_present = "output")]
+    dataset: Option<String>,
+    /// Write a plain table (.csv or .parquet) instead; with a data directory only with --export-plain.
     #[arg(long, value_name = "FILE")]
-    output: PathBuf,
-    /// File holding the per-release key in hex (never printed or stored in the output).
-    #[arg(long, value_name = "FILE")]
-    key_file: Option<PathBuf>,
-    /// Where to write report.json (default: <output stem>.report/ next to the output).
+    output: Option<PathBuf>,
+    /// Allow --output although a data directory exists: a plain export of medical data, recorded in
+    /// the audit log before it is written.
+    #[arg(long, requires = "output")]
+    export_plain: bool,
+    /// The release whose pseudonym domain keys the tokens and date offsets (default: a new release
+    /// id of its own). Needs a data directory.
+    #[arg(long, value_name = "ID")]
+    release: Option<String>,
+    /// Join the tokens of this earlier release: the approved --application must name it under
+    /// linkage (e.g. `release:rel-…`).
+    #[arg(long, value_name = "RELEASE", requires = "application", requires = "release")]
+    link_to: Option<String>,
+    /// The approved application that allows --link-to.
+    #[arg(long, value_name = "ID", requires = "link_to")]
+    application: Option<String>,
+    /// Where to write report.json with --output (default: <output stem>.report/ next to it); a
+    /// dataset keeps its report in its manifest.
     #[arg(long, value_name = "DIR")]
     report: Option<PathBuf>,
     /// Identity table (.csv or .parquet, e.g. <convert out>/identity/patients/part-00000.parquet):
@@ -41,59 +62,182 @@ pub struct Args {
     identity: Option<PathBuf>,
 }
 
-fn release_key(file: Option<&Path>) -> Result<ReleaseKey> {
-    let hex_text = match file {
-        Some(f) => std::fs::read_to_string(f).with_context(|| format!("key file {}", f.display()))?,
-        None => match std::env::var("KIBAN_RELEASE_KEY") {
-            Ok(v) => v,
-            Err(_) => return Ok(ReleaseKey::random()),
-        },
-    };
-    let bytes = hex::decode(hex_text.trim()).map_err(|_| anyhow::anyhow!("release key: not hexadecimal"))?;
-    Ok(ReleaseKey::new(bytes)?)
+/// Whether `root` is a data directory (its config is written last, so it is complete).
+pub(crate) fn has_data_dir(root: &Path) -> bool {
+    root.join(crate::datadir::CONFIG).is_file()
+}
+
+/// The audit log of a data directory, for the processing commands.
+pub(crate) fn open_log(dd: &DataDir) -> Result<AuditLog> {
+    let key = crate::auditkey::audit_checkpoint_key(dd)?;
+    AuditLog::open(dd.audit_dir(), key).context("cannot open the audit log")
+}
+
+/// The CLI operator as the audit log names them.
+pub(crate) fn operator() -> Actor {
+    Actor::new(format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "operator".into())), Role::ProcessingEngineer)
+}
+
+/// Refuses a plain export where a data directory exists unless `--export-plain` was given; with it,
+/// records the export (what, which policy; no data) before anything is written.
+pub(crate) fn plain_export_allowed(
+    log: &AuditLog,
+    command: &str,
+    output: &Path,
+    export_plain: bool,
+    policy: &str,
+) -> Result<()> {
+    if !export_plain {
+        bail!(
+            "--output {}: refused: with a data directory the result is a dataset sealed at rest \
+             (--dataset NAME); a plain file of medical data outside it needs --export-plain, which is audited (R12, X4)",
+            output.display()
+        );
+    }
+    log.record(
+        Event::new(
+            operator(),
+            command,
+            Action::Export,
+            Object::new(ObjectKind::Clinical, format!("plain-export/{policy}")),
+        )
+        .note(format!("plain file export with --export-plain to {}", output.display())),
+    )?;
+    log.flush()?;
+    Ok(())
+}
+
+/// A dataset name under `<data-dir>/datasets/`: a plain id, never a path.
+pub(crate) fn dataset_dir(root: &Path, name: &str) -> Result<PathBuf> {
+    if !kiban_registry::review::package::is_plain_id(name) {
+        bail!("--dataset {name:?}: a dataset name (letters, digits, '-', '_', '.'), not a path");
+    }
+    Ok(root.join("datasets").join(name))
+}
+
+fn print_report(ctx: &Ctx, r: &serde_json::Value, report_path: Option<&Path>) {
+    if ctx.json {
+        println!("{r}");
+        return;
+    }
+    let s = |k: &str| r[k].as_str().unwrap_or_default().to_owned();
+    let checks: Vec<String> =
+        r["checks"].as_array().into_iter().flatten().filter_map(|c| c.as_str().map(str::to_owned)).collect();
+    println!(
+        "pseudonymized {} → {} records under {} (checks {}; policy {})",
+        r["records_in"],
+        r["records_out"],
+        s("policy_name"),
+        checks.join(", "),
+        &s("policy_hash").get(..12).unwrap_or_default()
+    );
+    for c in r["columns"].as_array().into_iter().flatten() {
+        let f: Vec<String> = c["findings"].as_object().into_iter().flatten().map(|(k, v)| format!("{k} {v}")).collect();
+        println!(
+            "  {:<24} {:<12} changed {:>8}  {}",
+            c["name"].as_str().unwrap_or_default(),
+            c["treatment"].as_str().unwrap_or_default(),
+            c["changed"],
+            f.join(", ")
+        );
+    }
+    if let Some(p) = report_path {
+        println!("report: {}", p.display());
+    }
 }
 
 /// Runs `kiban pseudonymize`.
 pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
     let policy = PseudoPolicy::load(&args.policy).with_context(|| format!("policy {}", args.policy.display()))?;
-    let mut opts = PseudoOptions::new(release_key(args.key_file.as_deref())?);
-    if let Some(id) = &args.identity {
-        let person = policy.person_column.as_deref().context("--identity needs person_column in the policy")?;
-        opts.identities = kiban_deid::pseudo::identities_from(&Input::from_path(id), person)
-            .with_context(|| format!("identity table {}", id.display()))?;
+    let identities = match &args.identity {
+        Some(id) => {
+            let person = policy.person_column.as_deref().context("--identity needs person_column in the policy")?;
+            kiban_deid::pseudo::identities_from(&Input::from_path(id), person)
+                .with_context(|| format!("identity table {}", id.display()))?
+        }
+        None => Default::default(),
+    };
+    if !has_data_dir(&ctx.data_dir) {
+        if args.dataset.is_some() || args.release.is_some() {
+            // Sealing and release domains live in the data directory: say which one is missing.
+            DataDir::open(&ctx.data_dir).context("--dataset and --release need a data directory")?;
+        }
+        let output = args.output.as_deref().context("--output FILE (no data directory)")?;
+        let mut opts = PseudoOptions::new(ReleaseKey::random());
+        opts.identities = identities;
+        return write_plain(ctx, &policy, &args.input, output, args.report, &opts);
     }
-    let out = pseudonymize(&policy, &Input::from_path(&args.input), &Output::from_path(&args.output), &opts)?;
-    let report_dir = args.report.unwrap_or_else(|| {
-        let stem = args.output.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        args.output.with_file_name(format!("{stem}.report"))
+    let dd = DataDir::open(&ctx.data_dir)?;
+    let log = open_log(&dd)?;
+    let release = args.release.clone().unwrap_or_else(|| format!("rel-{:016x}", rand::random::<u64>()));
+    let linkage = match (&args.link_to, &args.application) {
+        (Some(earlier), Some(app)) => Some(crate::block_on(async {
+            let reg = dd.registry().await?;
+            let st = reg.application_state(app).await;
+            reg.close().await;
+            anyhow::Ok(kiban_registry::review::package::linkage_allowed(&st?, app, earlier)?)
+        })?),
+        _ => None,
+    };
+    let mut ks = dd.key_store()?;
+    let k = kiban_server::deid::release_table_key(&mut ks, &release, linkage.as_ref())
+        .map_err(|e| anyhow::anyhow!("release {release}: {e}"))?;
+    log.record(
+        Event::new(operator(), "kiban pseudonymize", Action::KeyUse, Object::new(ObjectKind::Key, &k.domain))
+            .note(format!("release {release} table tokens (linked to {:?})", args.link_to)),
+    )?;
+    let domain = k.domain.clone();
+    let mut opts = PseudoOptions::new(k.key);
+    opts.identities = identities;
+    if let Some(output) = &args.output {
+        plain_export_allowed(&log, "kiban pseudonymize", output, args.export_plain, &policy.name)?;
+        return write_plain(ctx, &policy, &args.input, output, args.report, &opts);
+    }
+    let name = args.dataset.as_deref().expect("clap: --dataset or --output");
+    let dir = dataset_dir(&ctx.data_dir, name)?;
+    let extra = serde_json::json!({"release": release, "pseudonym_domain": domain, "linked_to": args.link_to});
+    let source = kiban_registry::processing::Source::File(&args.input);
+    let p =
+        kiban_registry::processing::pseudonymize_to_dataset(&policy, source, &opts, &dir, name, dd.sealer()?, extra)?;
+    log.record(
+        Event::new(
+            operator(),
+            "kiban pseudonymize",
+            Action::Write,
+            Object::new(ObjectKind::Clinical, format!("dataset/{name}")),
+        )
+        .volume(p.records_out)
+        .note(format!("policy {} release {release}", &p.policy_sha256[..12])),
+    )?;
+    log.flush()?;
+    print_report(ctx, &p.report, None);
+    if !ctx.json {
+        println!(
+            "dataset: {} (sealed at rest; release {release}, pseudonym domain {domain}; report in its manifest)",
+            dir.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes a plain output file and its report (no data directory, or an audited --export-plain).
+fn write_plain(
+    ctx: &Ctx,
+    policy: &PseudoPolicy,
+    input: &Path,
+    output: &Path,
+    report: Option<PathBuf>,
+    opts: &PseudoOptions,
+) -> Result<ExitCode> {
+    let out = pseudonymize(policy, &Input::from_path(input), &Output::from_path(output), opts)?;
+    let report_dir = report.unwrap_or_else(|| {
+        let stem = output.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        output.with_file_name(format!("{stem}.report"))
     });
     std::fs::create_dir_all(&report_dir).with_context(|| format!("cannot create {}", report_dir.display()))?;
     let json = serde_json::to_string_pretty(&out.report)?;
     std::fs::write(report_dir.join("report.json"), &json)?;
-    let r = &out.report;
-    if ctx.json {
-        println!("{json}");
-    } else {
-        println!(
-            "pseudonymized {} → {} records under {} (checks {}; policy {})",
-            r.records_in,
-            r.records_out,
-            r.policy_name,
-            r.checks.join(", "),
-            &r.policy_hash[..12]
-        );
-        for c in &r.columns {
-            let f: Vec<String> = c.findings.iter().map(|(k, v)| format!("{k} {v}")).collect();
-            println!(
-                "  {:<24} {:<12} changed {:>8}  {}",
-                c.name,
-                format!("{:?}", c.treatment).to_lowercase(),
-                c.changed,
-                f.join(", ")
-            );
-        }
-        println!("report: {}", report_dir.join("report.json").display());
-    }
+    print_report(ctx, &serde_json::to_value(&out.report)?, Some(&report_dir.join("report.json")));
     Ok(ExitCode::SUCCESS)
 }
 

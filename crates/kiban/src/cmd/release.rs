@@ -83,9 +83,19 @@ enum Verb {
     Package {
         /// Application id (must be approved and within its period).
         id: String,
-        /// The processed dataset directory (a verified kiban dataset).
-        #[arg(long)]
-        dataset: PathBuf,
+        /// The processed dataset directory (a verified kiban dataset; anonymized applications).
+        #[arg(long, conflicts_with = "source", required_unless_present = "source")]
+        dataset: Option<PathBuf>,
+        /// Make the release now (pseudonymized applications): the source dataset (e.g. a clinical
+        /// table under <data-dir>/clinical/) that --policy runs over with the release's own key.
+        #[arg(long, requires = "policy")]
+        source: Option<PathBuf>,
+        /// The pseudonymization policy the committee approved (its hash must match, A7).
+        #[arg(long, value_name = "FILE", requires = "source")]
+        policy: Option<PathBuf>,
+        /// Join the tokens of this earlier release (the approved application must name it under linkage).
+        #[arg(long, value_name = "RELEASE", requires = "source")]
+        link_to: Option<String>,
         /// The recipient's account id (the release gateway serves the package only to them).
         #[arg(long)]
         recipient: String,
@@ -164,8 +174,13 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
         return open(ctx, package, key_file, into);
     }
     let dd = DataDir::open(&ctx.data_dir)?;
-    if let Verb::Package { id, dataset, recipient, items, media, on, key_out } = args.verb {
-        return package(ctx, &dd, id, dataset, recipient, items, media, on, key_out);
+    if let Verb::Package { id, dataset, source, policy, link_to, recipient, items, media, on, key_out } = args.verb {
+        let data = match (dataset, source, policy) {
+            (Some(d), _, _) => Data::Dataset(d),
+            (None, Some(s), Some(p)) => Data::Process { source: s, policy: p, link_to },
+            _ => bail!("give --dataset DIR, or --source DIR with --policy FILE"),
+        };
+        return package(ctx, &dd, id, data, recipient, items, media, on, key_out);
     }
     crate::block_on(async {
         let reg = dd.registry().await?;
@@ -217,6 +232,14 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
     })
 }
 
+/// What `kiban release package` releases.
+enum Data {
+    /// A processed dataset directory.
+    Dataset(PathBuf),
+    /// Made now: the source and the approved policy, maybe linked with an earlier release.
+    Process { source: PathBuf, policy: PathBuf, link_to: Option<String> },
+}
+
 /// `kiban release package`: the package, the release and its ledger entry in one step; the
 /// recipient key goes to a new owner-only file (reserved first, so a recorded release never
 /// loses its key to a name clash).
@@ -225,23 +248,54 @@ fn package(
     ctx: &Ctx,
     dd: &DataDir,
     id: String,
-    dataset: PathBuf,
+    data: Data,
     recipient: String,
     items: Vec<String>,
     media: Vec<String>,
     on: Option<NaiveDate>,
     key_out: PathBuf,
 ) -> Result<ExitCode> {
-    use kiban_registry::review::package::{PackageRequest, release_package};
+    use kiban_registry::review::package::{PackageRequest, Processing, ReleaseData, release_package};
     let media = parse_media(&media)?;
     let mut key_file = reserve_key_file(&key_out)?;
     let sealer = dd.sealer()?;
+    // The release's token key comes from its pseudonym domain in the key store (used, and audited,
+    // only when the release is made from source data).
+    let keys = std::sync::Mutex::new(None);
+    let log = super::pseudonymize::open_log(dd)?;
+    let release_key = |release: &str, linkage: Option<&kiban_registry::review::package::LinkageAllowed>| {
+        let mut g = keys.lock().unwrap_or_else(|p| p.into_inner());
+        if g.is_none() {
+            *g = Some(dd.key_store().map_err(|e| format!("{e:#}"))?);
+        }
+        let k = kiban_server::deid::release_table_key(g.as_mut().expect("opened"), release, linkage)?;
+        use kiban_audit::AuditSink;
+        let ev = kiban_audit::Event::new(
+            super::pseudonymize::operator(),
+            "kiban release package",
+            kiban_audit::Action::KeyUse,
+            kiban_audit::Object::new(kiban_audit::ObjectKind::Key, &k.domain),
+        )
+        .note(format!("release {release} table tokens"));
+        log.record(ev).map_err(|e| e.to_string())?;
+        Ok(k)
+    };
+    let data = match &data {
+        Data::Dataset(d) => ReleaseData::Dataset(d),
+        Data::Process { source, policy, link_to } => ReleaseData::Process(Processing {
+            source,
+            policy,
+            link_to: link_to.as_deref(),
+            release_key: &release_key,
+            sealer: sealer.clone(),
+        }),
+    };
     crate::block_on(async {
         let reg = dd.registry().await?;
         let req = PackageRequest {
             sealer: Some(sealer.as_ref()),
             application_id: &id,
-            dataset: &dataset,
+            data,
             recipient: &recipient,
             items,
             media,
@@ -266,6 +320,7 @@ fn package(
         }
         print_outcome(ctx, &id, &d.state, &d.ledger);
         reg.close().await;
+        log.flush()?;
         anyhow::Ok(ExitCode::SUCCESS)
     })
 }

@@ -1,0 +1,241 @@
+//! Processed datasets (A7, S1–S3, R12): a processing policy run over source data and written as a
+//! kiban dataset sealed at rest under `<data-dir>/datasets/`, whose manifest names the policy hash
+//! and carries the processing report (never a key, token mapping or value). `kiban pseudonymize`,
+//! `kiban anonymize` and the release pipeline ([`crate::review::package`]) share it, so processed
+//! medical data reaches the disk only sealed.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::record_batch::RecordBatch;
+use kiban_deid::{Input, Output, Policy, PseudoOptions, PseudoPolicy, PseudoReport, RunOptions};
+use kiban_formats::dataset::{DatasetWriter, FileFormat, Manifest};
+use kiban_formats::{DatasetError, Sealer};
+
+/// Why a processed dataset was not written (nothing is left behind in every case).
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessingError {
+    /// The policy or the data broke a rule of the de-identifier (names the column and the rule).
+    #[error(transparent)]
+    Deid(#[from] kiban_deid::DeidError),
+    /// Reading the source dataset or writing the processed one.
+    #[error(transparent)]
+    Dataset(#[from] DatasetError),
+    /// The source holds no records.
+    #[error("{0}: no records to process (rule: a processed dataset holds the processed records)")]
+    Empty(String),
+}
+
+/// Where the records come from.
+pub enum Source<'a> {
+    /// A CSV (with a header) or Parquet file.
+    File(&'a Path),
+    /// A kiban dataset (e.g. a clinical table of the store), opened with the key store when sealed.
+    Dataset {
+        /// Its directory (with `manifest.json`).
+        dir: &'a Path,
+        /// Opens sealed parts.
+        sealer: Option<&'a dyn Sealer>,
+    },
+}
+
+/// A processed dataset, committed.
+#[derive(Debug)]
+pub struct Processed {
+    /// Its directory.
+    pub dir: PathBuf,
+    /// Its manifest (provenance: process, policy hash and name, source digest, report).
+    pub manifest: Manifest,
+    /// The processing report as JSON (also in the manifest).
+    pub report: serde_json::Value,
+    /// Records read.
+    pub records_in: u64,
+    /// Records written.
+    pub records_out: u64,
+    /// The policy hash (A7).
+    pub policy_sha256: String,
+}
+
+/// Rows per part file of a processed dataset.
+const PART_ROWS: usize = 1 << 20;
+
+/// Writes `batches` as parts of at most [`PART_ROWS`] rows; the writer is made at the first batch.
+struct Parts<'a> {
+    dir: &'a Path,
+    name: String,
+    sealer: Arc<dyn Sealer>,
+    writer: Option<DatasetWriter>,
+    pending: Vec<RecordBatch>,
+    rows: usize,
+    next: usize,
+}
+
+impl Parts<'_> {
+    fn push(&mut self, batches: Vec<RecordBatch>) -> Result<(), ProcessingError> {
+        for b in batches {
+            if self.writer.is_none() {
+                let w = DatasetWriter::create(self.dir, &self.name, b.schema(), FileFormat::Parquet)?
+                    .sealed(self.sealer.clone());
+                self.writer = Some(w);
+            }
+            self.rows += b.num_rows();
+            self.pending.push(b);
+            if self.rows >= PART_ROWS {
+                self.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), ProcessingError> {
+        if let Some(w) = &self.writer
+            && !self.pending.is_empty()
+        {
+            w.write_part(&format!("part-{:05}", self.next), &self.pending)?;
+            self.next += 1;
+            self.pending.clear();
+            self.rows = 0;
+        }
+        Ok(())
+    }
+
+    fn commit(mut self, what: &str, provenance: serde_json::Value) -> Result<Manifest, ProcessingError> {
+        self.flush()?;
+        match self.writer.take() {
+            Some(w) => Ok(w.commit(provenance)?),
+            None => Err(ProcessingError::Empty(what.to_owned())),
+        }
+    }
+}
+
+impl Drop for Parts<'_> {
+    fn drop(&mut self) {
+        // A run that failed leaves no staging directory with (sealed) parts behind.
+        if self.writer.is_some() {
+            let _ = std::fs::remove_dir_all(self.dir.with_extension("staging"));
+        }
+    }
+}
+
+/// Adds the counts of one part's report to the run's report.
+fn merge(into: &mut Option<PseudoReport>, r: PseudoReport) {
+    let Some(acc) = into else {
+        *into = Some(r);
+        return;
+    };
+    acc.records_in += r.records_in;
+    acc.records_out += r.records_out;
+    acc.millis += r.millis;
+    for (k, v) in r.address_levels {
+        *acc.address_levels.entry(k).or_default() += v;
+    }
+    for (a, b) in acc.columns.iter_mut().zip(r.columns) {
+        a.changed += b.changed;
+        for (k, v) in b.findings {
+            *a.findings.entry(k).or_default() += v;
+        }
+    }
+}
+
+/// Pseudonymizes `source` under `policy` (S1–S3, S5, S6) into a sealed dataset at `dir` named
+/// `name`. `extra` is added to the manifest's provenance (release id, pseudonym domain …). A source
+/// dataset is processed part by part (memory bounded by a part); the tokens of every part come from
+/// the one key of `opts`.
+pub fn pseudonymize_to_dataset(
+    policy: &PseudoPolicy,
+    source: Source<'_>,
+    opts: &PseudoOptions,
+    dir: &Path,
+    name: &str,
+    sealer: Arc<dyn Sealer>,
+    extra: serde_json::Value,
+) -> Result<Processed, ProcessingError> {
+    let mut parts = Parts { dir, name: name.to_owned(), sealer, writer: None, pending: Vec::new(), rows: 0, next: 0 };
+    let mut report: Option<PseudoReport> = None;
+    let source_digest = match source {
+        Source::File(path) => {
+            let out = kiban_deid::pseudonymize(policy, &Input::from_path(path), &Output::Memory, opts)?;
+            let digest = out.report.input_sha256.clone();
+            parts.push(out.batches)?;
+            merge(&mut report, out.report);
+            digest
+        }
+        Source::Dataset { dir: src, sealer } => {
+            let m = kiban_formats::verify_dataset(src)?;
+            for f in &m.files {
+                let batches = kiban_formats::read_part(src, &m, f, sealer)?;
+                let out = kiban_deid::pseudonymize(policy, &Input::Batches(batches), &Output::Memory, opts)?;
+                parts.push(out.batches)?;
+                merge(&mut report, out.report);
+            }
+            let raw = std::fs::read(src.join("manifest.json"))
+                .map_err(|source| DatasetError::Io { path: src.join("manifest.json"), source })?;
+            crate::ledger::sha256_hex(&raw)
+        }
+    };
+    let Some(mut report) = report else {
+        return Err(ProcessingError::Empty(name.to_owned()));
+    };
+    report.input_sha256 = source_digest.clone();
+    // The output digest is the manifest's: every part's SHA-256 is listed there.
+    report.output_sha256 = String::new();
+    let report_json = serde_json::to_value(&report).expect("report serializes");
+    let mut prov = serde_json::json!({
+        "process": "pseudonymization",
+        "policy_sha256": policy.hash,
+        "policy_name": policy.name,
+        "source_sha256": source_digest,
+        "report": report_json,
+    });
+    merge_json(&mut prov, extra);
+    let manifest = parts.commit(name, prov)?;
+    Ok(Processed {
+        dir: dir.to_owned(),
+        manifest,
+        report: report_json,
+        records_in: report.records_in,
+        records_out: report.records_out,
+        policy_sha256: policy.hash.clone(),
+    })
+}
+
+/// Anonymizes `input` under `policy` (A1–A6) into a sealed dataset at `dir` named `name`; the
+/// manifest's provenance names the policy hash and holds the JSON report.
+pub fn anonymize_to_dataset(
+    policy: &Policy,
+    input: &Input,
+    opts: &RunOptions,
+    dir: &Path,
+    name: &str,
+    sealer: Arc<dyn Sealer>,
+    extra: serde_json::Value,
+) -> Result<Processed, ProcessingError> {
+    let out = kiban_deid::anonymize(policy, input, &Output::Memory, opts)?;
+    let mut parts = Parts { dir, name: name.to_owned(), sealer, writer: None, pending: Vec::new(), rows: 0, next: 0 };
+    parts.push(out.batches)?;
+    let report_json: serde_json::Value = serde_json::from_str(&out.report.to_json()).expect("report is JSON");
+    let mut prov = serde_json::json!({
+        "process": "anonymization",
+        "policy_sha256": out.report.policy_hash,
+        "policy_name": policy.name,
+        "report": report_json,
+    });
+    merge_json(&mut prov, extra);
+    let manifest = parts.commit(name, prov)?;
+    Ok(Processed {
+        dir: dir.to_owned(),
+        manifest,
+        report: report_json,
+        records_in: out.report.records_in,
+        records_out: out.report.records_out,
+        policy_sha256: out.report.policy_hash.clone(),
+    })
+}
+
+fn merge_json(into: &mut serde_json::Value, extra: serde_json::Value) {
+    if let (Some(a), serde_json::Value::Object(b)) = (into.as_object_mut(), extra) {
+        for (k, v) in b {
+            a.entry(k).or_insert(v);
+        }
+    }
+}
