@@ -249,8 +249,7 @@ impl Registry {
         let corrected: std::collections::HashSet<&str> = rows.iter().filter_map(|r| r.corrects.as_deref()).collect();
         Ok(rows
             .iter()
-            .filter(|r| !corrected.contains(r.approval_id.as_str()) && r.decision == ApprovalDecision::Approved)
-            .next_back()
+            .rfind(|r| !corrected.contains(r.approval_id.as_str()) && r.decision == ApprovalDecision::Approved)
             .cloned())
     }
 }
