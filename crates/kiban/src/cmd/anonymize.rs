@@ -36,6 +36,15 @@ pub struct Args {
     /// Hide the progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Run the frequency count and the output pass on this Ballista scheduler (`df://host:port`);
+    /// the search stays here. Same output and report as in-process.
+    #[cfg(feature = "cluster")]
+    #[arg(long, value_name = "URL")]
+    cluster: Option<String>,
+    /// The cluster key file shared with the executors (needed with --cluster).
+    #[cfg(feature = "cluster")]
+    #[arg(long, value_name = "FILE")]
+    cluster_key: Option<PathBuf>,
 }
 
 fn parse_path_var(s: &str) -> Result<(String, String), String> {
@@ -82,8 +91,24 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
     let policy =
         Policy::load_with_paths(&args.policy, &vars).with_context(|| format!("policy {}", args.policy.display()))?;
     let (pb, progress) = progress_bar(ctx.json || args.quiet);
-    let opts = RunOptions { progress: Some(progress), ..Default::default() };
-    let out = anonymize(&policy, &Input::from_path(&args.input), &Output::from_path(&args.output), &opts);
+    let local = |progress| {
+        let opts = RunOptions { progress: Some(progress), ..Default::default() };
+        anonymize(&policy, &Input::from_path(&args.input), &Output::from_path(&args.output), &opts)
+            .map_err(anyhow::Error::from)
+    };
+    #[cfg(feature = "cluster")]
+    let out = match &args.cluster {
+        Some(url) => crate::cmd::cluster::anonymize(
+            url,
+            args.cluster_key.as_deref(),
+            &policy,
+            (&args.input, &args.output),
+            progress,
+        ),
+        None => local(progress),
+    };
+    #[cfg(not(feature = "cluster"))]
+    let out = local(progress);
     pb.finish_and_clear();
     let out = out?;
     let report_dir = args.report.unwrap_or_else(|| {
