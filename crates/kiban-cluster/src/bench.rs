@@ -192,6 +192,7 @@ const DUCKDB_PEER: &str = r#"
 import duckdb, json, sys, time
 inp, facts, out, waiting = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 con = duckdb.connect()
+con.execute("SET enable_progress_bar = false")
 res = {}
 t = time.perf_counter()
 con.execute(f"""COPY (
@@ -271,7 +272,10 @@ pub fn duckdb_peer(python: &Path, input: &Path, rows: u64, work: &Path) -> Resul
             rule: String::from_utf8_lossy(&out.stderr).into_owned(),
         });
     }
-    let v: std::collections::BTreeMap<String, f64> = serde_json::from_slice(&out.stdout)
+    // The last line is the figures (anything DuckDB printed before it is not).
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().rev().find(|l| l.trim_start().starts_with('{')).unwrap_or("");
+    let v: std::collections::BTreeMap<String, f64> = serde_json::from_str(last)
         .map_err(|e| crate::ClusterError::Input { field: "duckdb peer output".into(), rule: e.to_string() })?;
     Ok(v.into_iter().collect())
 }
