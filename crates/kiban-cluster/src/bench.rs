@@ -67,6 +67,102 @@ pub async fn run_passes(
     Ok(figures)
 }
 
+/// A report as JSON without its timings, and with every fraction to 10 significant digits: the loss
+/// sums run over the frequency table's tuples, whose order (first appearance in the stream, or sorted
+/// counts from a plan) moves their last bits.
+pub fn report_without_timings(r: &kiban_deid::Report) -> serde_json::Value {
+    fn round(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Number(n) if n.is_f64() => {
+                let x = n.as_f64().expect("f64");
+                if let Some(r) = serde_json::Number::from_f64(format!("{x:.9e}").parse().expect("float")) {
+                    *n = r;
+                }
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(round),
+            serde_json::Value::Object(o) => o.values_mut().for_each(round),
+            _ => {}
+        }
+    }
+    let mut v = serde_json::to_value(r).expect("a report serializes");
+    round(&mut v);
+    if let Some(o) = v.as_object_mut() {
+        o.remove("millis");
+    }
+    if let Some(o) = v["search"].as_object_mut() {
+        o.remove("millis");
+    }
+    v
+}
+
+/// The seed of the run keys of a benchmark anonymization (so both engines' outputs compare).
+pub const BENCH_KEY_SEED: [u8; 32] = [0x6b; 32];
+
+/// Anonymizes the one-file synthetic claims `input` (of `rows` rows) with [`synth::CLAIMS_POLICY`]
+/// (k = 10 over four quasi-identifiers, tokens, re-keying) on `runner`; writes `output.parquet` and
+/// `report.json` (without timings) under `out`. Figures: `anonymize` (end to end), and its stages
+/// `anonymize_count` (pass 1 until the search starts), `anonymize_search`, `anonymize_apply` (pass 2
+/// and the write; on the runner).
+pub async fn run_anonymize(
+    runner: std::sync::Arc<Runner>,
+    secret: std::sync::Arc<ClusterSecret>,
+    input: &Path,
+    rows: u64,
+    out: &Path,
+) -> Result<Vec<PassFigure>> {
+    let io = |source| crate::ClusterError::Io { path: out.display().to_string(), source };
+    std::fs::create_dir_all(out).map_err(io)?;
+    let policy_file = out.join("policy.toml");
+    std::fs::write(&policy_file, synth::CLAIMS_POLICY).map_err(io)?;
+    let policy = kiban_deid::Policy::load(&policy_file)?;
+    std::fs::remove_file(&policy_file).map_err(io)?;
+    let engine = runner.cluster_url().unwrap_or("in-process").to_owned();
+    // When the search started: pass 2 starts when it ends (the report says how long it took).
+    let searching: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>> = Default::default();
+    let mark = searching.clone();
+    let job = crate::anonymize::Job {
+        policy,
+        input: input.to_owned(),
+        output: out.join("output.parquet"),
+        progress: Some(Box::new(move |p| {
+            if let kiban_deid::Progress::Searching(_) = p {
+                *mark.lock().expect("no panics under the lock") = Some(std::time::Instant::now());
+            }
+        })),
+        key_seed: Some(BENCH_KEY_SEED),
+    };
+    let t = std::time::Instant::now();
+    let ran = crate::anonymize::run(runner, secret, job).await?;
+    let end = std::time::Instant::now();
+    let seconds = (end - t).as_secs_f64();
+    let r = &ran.outcome.report;
+    let search_start = searching.lock().expect("no panics under the lock").unwrap_or(t);
+    let count_s = (search_start - t).as_secs_f64();
+    let apply_s = ((end - search_start).as_secs_f64() - r.search.millis / 1000.0).max(1e-9);
+    let report = serde_json::to_vec_pretty(&report_without_timings(r)).expect("JSON");
+    std::fs::write(out.join("report.json"), report).map_err(io)?;
+    let fig = |pass, seconds: f64| PassFigure {
+        pass,
+        engine: engine.clone(),
+        rows,
+        output_rows: r.records_out,
+        seconds,
+        rows_per_s: rows as f64 / seconds.max(1e-9),
+    };
+    let mut figs = vec![fig("anonymize", seconds), fig("anonymize_count", count_s), fig("anonymize_apply", apply_s)];
+    figs.push(PassFigure {
+        output_rows: r.search.distinct_tuples,
+        ..fig("anonymize_search", r.search.millis / 1000.0)
+    });
+    if !ran.pass2_on_runner {
+        return Err(crate::ClusterError::Input {
+            field: "anonymize".into(),
+            rule: "the benchmark policy's pass 2 should run on the runner".into(),
+        });
+    }
+    Ok(figs)
+}
+
 /// Whether two datasets hold the same files with the same bytes (manifests included).
 pub fn same_bytes(a: &Path, b: &Path) -> Result<bool> {
     let list = |d: &Path| -> Result<Vec<(String, Vec<u8>)>> {
@@ -96,6 +192,7 @@ const DUCKDB_PEER: &str = r#"
 import duckdb, json, sys, time
 inp, facts, out, waiting = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 con = duckdb.connect()
+con.execute("SET enable_progress_bar = false")
 res = {}
 t = time.perf_counter()
 con.execute(f"""COPY (
@@ -175,7 +272,10 @@ pub fn duckdb_peer(python: &Path, input: &Path, rows: u64, work: &Path) -> Resul
             rule: String::from_utf8_lossy(&out.stderr).into_owned(),
         });
     }
-    let v: std::collections::BTreeMap<String, f64> = serde_json::from_slice(&out.stdout)
+    // The last line is the figures (anything DuckDB printed before it is not).
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().rev().find(|l| l.trim_start().starts_with('{')).unwrap_or("");
+    let v: std::collections::BTreeMap<String, f64> = serde_json::from_str(last)
         .map_err(|e| crate::ClusterError::Input { field: "duckdb peer output".into(), rule: e.to_string() })?;
     Ok(v.into_iter().collect())
 }

@@ -16,6 +16,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 
+use crate::deid_udf::{DeidUdf, TRIM_UDF};
 use crate::seal::SealedJob;
 use crate::udf::{GATE_UDF, GateUdf, TOKEN_UDF, TokenUdf};
 
@@ -25,7 +26,9 @@ fn decode_udf(name: &str, buf: &[u8]) -> Option<Result<Arc<ScalarUDF>>> {
     match name {
         TOKEN_UDF => Some(sealed().map(|s| TokenUdf::from_sealed(s).into_udf())),
         GATE_UDF => Some(sealed().map(|s| GateUdf::from_sealed(s).into_udf())),
-        _ => None,
+        TRIM_UDF => Some(Ok(DeidUdf::trim())),
+        other => DeidUdf::known_name(other)
+            .map(|n| sealed().map(|s| Arc::new(ScalarUDF::new_from_impl(DeidUdf::decoded(n, Some(s)))))),
     }
 }
 
@@ -35,6 +38,11 @@ fn encode_udf(node: &ScalarUDF, buf: &mut Vec<u8>) -> bool {
         true
     } else if let Some(g) = node.inner().downcast_ref::<GateUdf>() {
         buf.extend_from_slice(&g.sealed().to_bytes());
+        true
+    } else if let Some(d) = node.inner().downcast_ref::<DeidUdf>() {
+        if let Some(s) = d.sealed() {
+            buf.extend_from_slice(&s.to_bytes());
+        }
         true
     } else {
         false

@@ -8,9 +8,12 @@
 //! a job id, a salt and ciphertext; executors open it with the cluster secret from their own key file.
 //! With the feature, [`codec`] ships the UDFs inside plans and [`node`] runs a scheduler or an executor.
 
+pub mod anonymize;
 pub mod bench;
 #[cfg(feature = "cluster")]
 pub mod codec;
+pub mod deid_udf;
+pub mod intake;
 #[cfg(feature = "cluster")]
 pub mod node;
 pub mod plans;
@@ -49,6 +52,9 @@ pub enum ClusterError {
         /// What was wrong.
         rule: String,
     },
+    /// The anonymization engine refused or failed (its error names the column and rule).
+    #[error("anonymization: {0}")]
+    Deid(#[from] kiban_deid::DeidError),
     /// File I/O.
     #[error("{path}: {source}")]
     Io {

@@ -87,6 +87,20 @@ impl Runner {
         Runner { ctx, cluster: None }
     }
 
+    /// The same engine (same cluster, same codecs) with one partition per plan and no repartitioning,
+    /// so a map-only plan returns its rows in input order.
+    pub fn ordered(&self) -> Result<Runner> {
+        let state = self.ctx.state();
+        let config = state
+            .config()
+            .clone()
+            .with_target_partitions(1)
+            .with_repartition_file_scans(false)
+            .with_round_robin_repartition(false);
+        let state = datafusion::execution::SessionStateBuilder::new_from_existing(state).with_config(config).build();
+        Ok(Runner { ctx: SessionContext::new_with_state(state), cluster: self.cluster.clone() })
+    }
+
     /// The cluster URL, or `None` in-process.
     pub fn cluster_url(&self) -> Option<&str> {
         self.cluster.as_deref()
@@ -178,6 +192,12 @@ fn plain_strings(s: &Schema) -> SchemaRef {
         })
         .collect();
     Arc::new(Schema::new(fields))
+}
+
+/// A batch with string views and large strings as plain UTF-8.
+pub fn plain_batch(b: RecordBatch) -> Result<RecordBatch> {
+    let schema = plain_strings(b.schema().as_ref());
+    normalize(&schema, b)
 }
 
 fn normalize(schema: &SchemaRef, b: RecordBatch) -> Result<RecordBatch> {

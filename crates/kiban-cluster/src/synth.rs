@@ -146,3 +146,54 @@ pub fn gate_facts(rows: u64) -> GateFacts {
     }
     f
 }
+
+/// A processing policy for the synthetic claims: claim ids tokenized, patient ids re-keyed, four
+/// quasi-identifiers generalized to k = 10 with l-diversity of the diagnosis.
+pub const CLAIMS_POLICY: &str = r#"
+version = 1
+name = "claims-cluster"
+[privacy]
+k = 10
+suppression_limit = 0.05
+l_diversity = { column = "diagnosis", l = 2 }
+[hierarchies]
+day = { builder = "date" }
+sex = { builder = "flat" }
+year = { builder = "intervals", levels = [[1930, 1940, 1950, 1960, 1970, 1980, 1990, 2000, 2010, 2020], [1930, 1950, 1970, 1990, 2010], [1970]] }
+muni = { builder = "prefix", keep = [2] }
+[[columns]]
+name = "claim_id"
+role = "id_code"
+treatment = "token"
+[[columns]]
+name = "provider_id"
+role = "keep"
+[[columns]]
+name = "patient_id"
+role = "link_code"
+[[columns]]
+name = "person_key"
+role = "identifier"
+[[columns]]
+name = "provision_date"
+role = "quasi_identifier"
+hierarchy = "day"
+[[columns]]
+name = "sex"
+role = "quasi_identifier"
+hierarchy = "sex"
+[[columns]]
+name = "birth_year"
+role = "quasi_identifier"
+hierarchy = "year"
+[[columns]]
+name = "municipality"
+role = "quasi_identifier"
+hierarchy = "muni"
+[[columns]]
+name = "diagnosis"
+role = "sensitive"
+[[columns]]
+name = "points"
+role = "keep"
+"#;

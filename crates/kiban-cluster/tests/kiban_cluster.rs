@@ -148,5 +148,260 @@ async fn a1_qi_frequency_counts_every_row_once_per_tuple_and_output_is_determini
     assert!(bench::same_bytes(&a, &b).unwrap());
 }
 
+/// The claims policy with `points` top-coded and rare values suppressed (A4), which pass 2 on a
+/// runner does not do: that pass then streams in this process.
+pub fn claims_policy_text(rare_points: bool) -> String {
+    if rare_points {
+        synth::CLAIMS_POLICY.replace(
+            "name = \"points\"\nrole = \"keep\"",
+            "name = \"points\"\nrole = \"rare\"\nmin_count = 3\ntop = 4900",
+        )
+    } else {
+        synth::CLAIMS_POLICY.to_owned()
+    }
+}
+
+/// A claims policy, loaded from a file under `dir`.
+pub fn claims_policy(dir: &Path, rare_points: bool) -> kiban_deid::Policy {
+    let p = dir.join(format!("claims-policy-{rare_points}.toml"));
+    std::fs::write(&p, claims_policy_text(rare_points)).unwrap();
+    kiban_deid::Policy::load(&p).unwrap()
+}
+
+/// The seed of the run keys in comparisons (a release run has random keys).
+pub const KEY_SEED: [u8; 32] = [0x42; 32];
+
+/// Anonymizes `input` in-process (the engine alone) and with `runner`; asserts equal output bytes
+/// and reports; returns (report, whether pass 2 ran on the runner).
+pub async fn compare_anonymize(
+    runner: Arc<Runner>,
+    secret: Arc<ClusterSecret>,
+    policy: kiban_deid::Policy,
+    input: &Path,
+    dir: &Path,
+    ext: &str,
+) -> (kiban_deid::Report, bool) {
+    let local_out = dir.join(format!("engine.{ext}"));
+    let opts = kiban_deid::RunOptions { key_seed: Some(KEY_SEED), ..Default::default() };
+    let engine = kiban_deid::anonymize(
+        &policy,
+        &kiban_deid::Input::from_path(input),
+        &kiban_deid::Output::from_path(&local_out),
+        &opts,
+    )
+    .unwrap();
+    let runner_out = dir.join(format!("runner.{ext}"));
+    let job = kiban_cluster::anonymize::Job {
+        policy,
+        input: input.to_owned(),
+        output: runner_out.clone(),
+        progress: None,
+        key_seed: Some(KEY_SEED),
+    };
+    let ran = kiban_cluster::anonymize::run(runner, secret, job).await.unwrap();
+    assert_eq!(std::fs::read(&local_out).unwrap(), std::fs::read(&runner_out).unwrap(), "output bytes");
+    assert_eq!(bench::report_without_timings(&engine.report), bench::report_without_timings(&ran.outcome.report));
+    (engine.report, ran.pass2_on_runner)
+}
+
+/// The synthetic claims as CSV, every field padded with spaces (the engine's reader trims them).
+pub fn claims_csv(path: &Path, rows: u64) {
+    let b = synth::batch(rows, 0, rows);
+    let cols: Vec<_> =
+        b.columns().iter().map(|c| datafusion::arrow::compute::cast(c, &DataType::Utf8).unwrap()).collect();
+    let mut s: String = b.schema().fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(",");
+    s.push('\n');
+    for r in 0..b.num_rows() {
+        let line: Vec<String> = cols.iter().map(|c| format!(" {} ", c.as_string::<i32>().value(r))).collect();
+        s.push_str(&line.join(","));
+        s.push('\n');
+    }
+    std::fs::write(path, s).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a5_anonymize_with_its_bulk_passes_on_a_runner_equals_the_engine_run() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("in");
+    synth::write_claims(&dir, 30_000, 1).unwrap();
+    let input = dir.join("claims-0000.parquet");
+    let runner = Arc::new(Runner::in_process(None).unwrap());
+    let secret = Arc::new(ClusterSecret::generate());
+    for (rare, ext) in [(false, "parquet"), (true, "csv")] {
+        let sub = d.path().join(format!("rare-{rare}"));
+        std::fs::create_dir(&sub).unwrap();
+        let policy = claims_policy(&sub, rare);
+        let (report, pass2) = compare_anonymize(runner.clone(), secret.clone(), policy, &input, &sub, ext).await;
+        assert_eq!(pass2, !rare, "pass 2 runs on the runner unless the policy has A4 treatments");
+        assert!(report.records_out > 0 && report.k_achieved >= 10, "{report:?}");
+    }
+    // CSV input: fields trimmed alike in both passes on the runner.
+    let csv = d.path().join("claims.csv");
+    claims_csv(&csv, 20_000);
+    let sub = d.path().join("csv");
+    std::fs::create_dir(&sub).unwrap();
+    let (report, pass2) = compare_anonymize(runner, secret, claims_policy(&sub, false), &csv, &sub, "csv").await;
+    assert!(pass2);
+    assert_eq!(report.records_in, 20_000);
+}
+
+/// A registry for the synthetic provider with notices and opt-outs for most synthetic patients of a
+/// `rows`-row batch (as [`synth::gate_facts`]: unknown, too recent and opted-out ones among them).
+pub async fn intake_registry(path: &Path, rows: u64) -> kiban_registry::Registry {
+    use kiban_registry::records::*;
+    let d = |s: &str| s.parse::<chrono::NaiveDate>().unwrap();
+    let reg = kiban_registry::Registry::open(&kiban_registry::Registry::sqlite_url(path)).await.unwrap();
+    reg.migrate().await.unwrap();
+    reg.register_provider(synth::PROVIDER, "合成病院（架空）", 13).await.unwrap();
+    let filing = FilingInput {
+        provider_id: synth::PROVIDER.into(),
+        kind: FilingKind::Filing,
+        filed_on: d("2024-01-10"),
+        items: [("提供する医療情報の項目".to_string(), "レセプト".to_string())].into_iter().collect(),
+        update_method: "月次で差分を提供".into(),
+        planned_start: d("2024-03-01"),
+        waiting_days: 30,
+        transmission_method: "専用線 SFTP".into(),
+        security_checked_on: Some(d("2024-02-01")),
+        security_note: "TLS1.3".into(),
+        acquisition_record: "診療の過程で取得".into(),
+    };
+    let fl = reg.file_provider(&filing).await.unwrap();
+    reg.publish_filing(&fl.filing_id, d("2024-01-20"), d("2024-01-25"), "https://example.invalid/p").await.unwrap();
+    let facts = synth::gate_facts(rows);
+    let mut notices = Vec::new();
+    let mut optouts = Vec::new();
+    for (patient, f) in &facts.persons {
+        for n in &f.notices {
+            notices.push(NoticeInput {
+                provider_id: synth::PROVIDER.into(),
+                patient_id: patient.clone(),
+                notice_date: *n,
+                method: NoticeMethod::WrittenAtVisit,
+                recipient: Recipient::Patient,
+                guardian_name: None,
+                patient_birth_date: None,
+                lacks_capacity: false,
+                text_version: "v1".into(),
+                corrects: None,
+                source: "test".into(),
+            });
+        }
+        for (_, on, _) in &f.optouts {
+            optouts.push(OptOutInput {
+                provider_id: synth::PROVIDER.into(),
+                patient_id: patient.clone(),
+                requester_kind: RequesterKind::Patient,
+                requester_name: "合成 花子".into(),
+                requester_detail: "（架空）".into(),
+                channel: Channel::Written,
+                person_deceased: false,
+                received_at: Some(on.and_hms_opt(3, 0, 0).unwrap().and_utc()),
+                source: "test".into(),
+            });
+        }
+    }
+    reg.add_notices(&notices).await.unwrap();
+    reg.add_optouts(&optouts).await.unwrap();
+    reg
+}
+
+/// An intake batch: one table `claims` of synthetic claims in two files, the second with rows of
+/// another provider and malformed patient ids.
+pub fn intake_input(dir: &Path, rows: u64) {
+    let t = dir.join("claims");
+    std::fs::create_dir_all(&t).unwrap();
+    // Without `sex`: an identity column, which only the identity table may carry.
+    let keep: Vec<usize> =
+        (0..synth::schema().fields().len()).filter(|&i| synth::schema().field(i).name() != "sex").collect();
+    let write = |name: &str, b: &RecordBatch| {
+        let b = b.project(&keep).unwrap();
+        let f = std::fs::File::create(t.join(name)).unwrap();
+        let mut w = datafusion::parquet::arrow::ArrowWriter::try_new(f, b.schema(), None).unwrap();
+        w.write(&b).unwrap();
+        w.close().unwrap();
+    };
+    write("claims-0000.parquet", &synth::batch(rows, 0, rows));
+    let b = synth::batch(rows, rows, rows + 50);
+    let mut cols = b.columns().to_vec();
+    cols[1] = Arc::new(StringArray::from(
+        (0..50).map(|i| if i % 3 == 0 { "9999999999" } else { synth::PROVIDER }).collect::<Vec<_>>(),
+    ));
+    cols[2] = Arc::new(StringArray::from(
+        (0..50).map(|i| if i % 5 == 0 { "x y".to_owned() } else { synth::patient_id(i) }).collect::<Vec<_>>(),
+    ));
+    write("claims-0001.parquet", &RecordBatch::try_new(b.schema(), cols).unwrap());
+}
+
+/// Every file under `dir` with its bytes, by path relative to `dir`.
+pub fn tree(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.insert(p.strip_prefix(dir).unwrap().display().to_string(), std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// Takes the batch in with the in-process gate and with the gate on `runner` (each into its own
+/// registry and data directory); asserts the same report and the same stored bytes.
+pub async fn compare_intake(runner: &Runner, secret: &ClusterSecret, root: &Path, rows: u64) -> serde_json::Value {
+    let input = root.join("intake-input");
+    intake_input(&input, rows);
+    let date: chrono::NaiveDate = "2026-05-20".parse().unwrap();
+    let mut reports = Vec::new();
+    let mut trees = Vec::new();
+    for (i, remote) in [false, true].into_iter().enumerate() {
+        let reg = intake_registry(&root.join(format!("registry-{i}.sqlite")), rows).await;
+        let data = root.join(format!("data-{i}"));
+        let s = kiban_registry::intake::Submission {
+            provider_id: synth::PROVIDER.into(),
+            provision_date: date,
+            input: input.clone(),
+            bulk: false,
+            dry_run: false,
+            creator_name: "合成認定作成事業者（架空）".into(),
+            creator_address: "東京都（架空）".into(),
+            sealer: None,
+        };
+        let out = if remote {
+            let facts = kiban_cluster::GateFacts::from_registry(
+                synth::PROVIDER,
+                30,
+                &reg.gate_facts(synth::PROVIDER).await.unwrap(),
+            );
+            let g = kiban_cluster::intake::GateVerdicts::new(runner, secret, "intake-test", facts, date).unwrap();
+            kiban_registry::intake::submit_gated(&reg, &data, &s, None, Some(&g)).await.unwrap()
+        } else {
+            kiban_registry::intake::submit(&reg, &data, &s).await.unwrap()
+        };
+        reports.push(serde_json::to_value(&out.report).unwrap());
+        trees.push((tree(&out.clinical.unwrap()), tree(&out.quarantine.unwrap())));
+        reg.close().await;
+    }
+    assert_eq!(reports[0], reports[1], "gate reports");
+    assert!(trees[0] == trees[1], "clinical and quarantine stores differ");
+    reports.remove(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c3_intake_with_its_gate_on_a_runner_stores_the_same_bytes_and_report() {
+    let d = tempfile::tempdir().unwrap();
+    let runner = Runner::in_process(None).unwrap();
+    let report = compare_intake(&runner, &ClusterSecret::generate(), d.path(), 2_000).await;
+    let reasons = &report["excluded_by_reason"];
+    for want in ["opted_out", "unknown_person", "notice_too_recent", "provider_mismatch", "malformed_identity"] {
+        assert!(reasons[want].as_u64().unwrap_or(0) > 0, "{want} in {report}");
+    }
+    assert_eq!(report["rows_in"], 2_050);
+}
+
 #[cfg(feature = "cluster")]
 mod cluster;

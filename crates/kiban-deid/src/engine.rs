@@ -43,6 +43,11 @@ pub enum Progress {
 /// A progress callback.
 pub type ProgressFn = dyn Fn(Progress) + Send + Sync;
 
+/// Counts the records of each distinct combination of the named columns (pass 1's group counts),
+/// somewhere else than this process: e.g. as the same DataFusion plan on a Ballista cluster.
+#[cfg(feature = "datafusion")]
+pub type GroupCountFn = dyn Fn(&[String]) -> Result<crate::frequency::Grouped> + Send + Sync;
+
 /// Options of one run.
 #[derive(Default)]
 pub struct RunOptions {
@@ -53,6 +58,16 @@ pub struct RunOptions {
     pub progress: Option<Box<ProgressFn>>,
     /// Run the frequency pass (pass 1) as a DataFusion plan instead of the in-process stream.
     pub datafusion: bool,
+    /// Runs pass 1's group counts through this function (implies `datafusion`); the search and
+    /// pass 2 stay here.
+    #[cfg(feature = "datafusion")]
+    pub group_count: Option<Box<GroupCountFn>>,
+    /// Runs pass 2 through this function when the policy allows ([`crate::apply`]); the search
+    /// stays here and this process writes the output.
+    pub apply: Option<Box<crate::apply::ApplyFn>>,
+    /// Derive the run's token and release keys from this seed instead of the random source, so two
+    /// runs can be compared byte for byte (tests and benchmarks only; a release uses fresh keys).
+    pub key_seed: Option<[u8; 32]>,
 }
 
 impl RunOptions {
@@ -60,6 +75,23 @@ impl RunOptions {
         if let Some(f) = &self.progress {
             f(p);
         }
+    }
+
+    fn datafusion_pass(&self) -> bool {
+        #[cfg(feature = "datafusion")]
+        if self.group_count.is_some() {
+            return true;
+        }
+        self.datafusion
+    }
+
+    #[cfg(feature = "datafusion")]
+    fn group_count(&self, input: &Input, delimiter: u8, columns: &[String]) -> Result<crate::frequency::Grouped> {
+        match &self.group_count {
+            Some(f) => f(columns),
+            None => crate::frequency::group_count(input, delimiter, columns),
+        }
+        .map(crate::frequency::Grouped::sorted)
     }
 }
 
@@ -81,14 +113,15 @@ impl EphemeralKey {
         rand::rng().fill_bytes(&mut k);
         EphemeralKey(k)
     }
-    fn token(&self, column: &str, value: &str) -> String {
+    fn derived(seed: &[u8; 32], which: &str) -> Self {
         let mut h = Sha256::new();
-        h.update(self.0);
-        h.update(column.as_bytes());
-        h.update([0]);
-        h.update(value.as_bytes());
-        let d = h.finalize();
-        hex::encode(&d[..12])
+        h.update(b"kiban-deid run key seed\0");
+        h.update(which.as_bytes());
+        h.update(seed);
+        EphemeralKey(h.finalize().into())
+    }
+    fn token(&self, column: &str, value: &str) -> String {
+        crate::apply::token(&self.0, column, value)
     }
 }
 
@@ -198,6 +231,84 @@ fn setup_columns(policy: &Policy, qis: &[(&str, &Hierarchy)], sens_col: Option<&
     Ok((qstate, sens_idx, rare))
 }
 
+/// Pass 2 as data for [`RunOptions::apply`], when the policy needs nothing the spec cannot say.
+#[allow(clippy::too_many_arguments)]
+fn remote_spec(
+    policy: &Policy,
+    schema: &Schema,
+    qstate: &[QiState],
+    table: &crate::search::FreqTable,
+    doms: &[QiDomain],
+    assign: &crate::search::Assignment,
+    input: &Input,
+    token_key: &EphemeralKey,
+    release_key: &EphemeralKey,
+    opts: &RunOptions,
+) -> Option<crate::apply::ApplySpec> {
+    use crate::apply::{ApplyColumn, ApplySpec, QiApply};
+    if assign.nodes.len() != 1 || matches!(input, Input::Batches(_)) {
+        return None;
+    }
+    let mut columns = Vec::new();
+    for f in schema.fields() {
+        let c = policy.column(f.name())?;
+        let a = match &c.treatment {
+            Treatment::Delete => continue,
+            Treatment::Keep => ApplyColumn::Keep,
+            Treatment::Token => ApplyColumn::Token,
+            Treatment::Rekey if opts.rekey.is_none() => ApplyColumn::Rekey,
+            Treatment::Generalize { .. } => {
+                let col = schema.index_of(f.name()).ok()?;
+                ApplyColumn::Generalize { qi: qstate.iter().position(|q| q.col == col)? }
+            }
+            Treatment::Rekey | Treatment::Rare { .. } | Treatment::Coarsen(_) => return None,
+        };
+        columns.push((f.name().clone(), a));
+    }
+    let levels = &assign.nodes[0];
+    let qi: Vec<QiApply> = qstate
+        .iter()
+        .zip(doms)
+        .enumerate()
+        .map(|(i, (q, d))| {
+            let l = levels[i] as usize;
+            let labels = q
+                .dict
+                .iter()
+                .filter(|(_, c)| **c != MISSING)
+                .map(|(v, c)| (v.clone(), d.labels[l][d.map[l][*c as usize] as usize].clone()))
+                .collect();
+            QiApply { column: schema.field(q.col).name().clone(), labels }
+        })
+        .collect();
+    let values: Vec<Vec<&str>> = qstate
+        .iter()
+        .map(|q| {
+            let mut by_code = vec![""; q.chains.len()];
+            for (v, c) in &q.dict {
+                if *c != MISSING {
+                    by_code[*c as usize] = v.as_str();
+                }
+            }
+            by_code
+        })
+        .collect();
+    let failing = (0..table.tuples())
+        .filter(|&t| assign.node_of[t].is_none())
+        .map(|t| (0..qstate.len()).map(|i| values[i][table.code(t, i) as usize].to_owned()).collect())
+        .collect();
+    Some(ApplySpec {
+        columns,
+        qi,
+        failing,
+        mask: policy.privacy.suppressed_records == SuppressedRecords::Mask,
+        csv: matches!(input, Input::Csv(_)),
+        delimiter: policy.input_delimiter,
+        token_key: token_key.0,
+        release_key: release_key.0,
+    })
+}
+
 /// Anonymizes `input` by `policy` into `output` and returns the processing report.
 #[allow(clippy::needless_range_loop)]
 pub fn anonymize(policy: &Policy, input: &Input, output: &Output, opts: &RunOptions) -> Result<Outcome> {
@@ -226,7 +337,7 @@ pub fn anonymize(policy: &Policy, input: &Input, output: &Output, opts: &RunOpti
     let mut records_in = 0u64;
     let mut missing_suppressed = 0u64;
     let mut input_hash = Sha256::new();
-    if opts.datafusion {
+    if opts.datafusion_pass() {
         #[cfg(not(feature = "datafusion"))]
         return Err(DeidError::policy(
             "run options",
@@ -244,7 +355,7 @@ pub fn anonymize(policy: &Policy, input: &Input, output: &Output, opts: &RunOpti
             }
             let mut cols: Vec<String> = qis.iter().map(|(n, _)| (*n).to_owned()).collect();
             cols.extend(sens_col.clone());
-            let g = crate::frequency::group_count(input, policy.input_delimiter, &cols)?;
+            let g = opts.group_count(input, policy.input_delimiter, &cols)?;
             for (row, &n) in g.counts.iter().enumerate() {
                 records_in += n;
                 let mut skip = false;
@@ -269,7 +380,7 @@ pub fn anonymize(policy: &Policy, input: &Input, output: &Output, opts: &RunOpti
             for st in &mut rare {
                 let mut cols: Vec<String> = st.group_cols.iter().map(|&c| schema.field(c).name().clone()).collect();
                 cols.push(schema.field(st.col).name().clone());
-                let g = crate::frequency::group_count(input, policy.input_delimiter, &cols)?;
+                let g = opts.group_count(input, policy.input_delimiter, &cols)?;
                 let last = cols.len() - 1;
                 for (row, &n) in g.counts.iter().enumerate() {
                     let mut key = String::new();
@@ -372,12 +483,32 @@ pub fn anonymize(policy: &Policy, input: &Input, output: &Output, opts: &RunOpti
     ));
     let mut sink = Sink::open(output, out_schema.clone())?;
     let mut out_hash = Sha256::new();
-    let token_key = EphemeralKey::new();
-    let release_key = EphemeralKey::new();
+    let (token_key, release_key) = match &opts.key_seed {
+        Some(seed) => (EphemeralKey::derived(seed, "token"), EphemeralKey::derived(seed, "release")),
+        None => (EphemeralKey::new(), EphemeralKey::new()),
+    };
     let qi_pos: HashMap<usize, usize> = qstate.iter().enumerate().map(|(i, q)| (q.col, i)).collect();
     let rare_pos: HashMap<usize, usize> = rare.iter().enumerate().map(|(i, r)| (r.col, i)).collect();
     let mut records_out = 0u64;
     let mut done = 0u64;
+    let spec = opts.apply.as_ref().and_then(|_| {
+        remote_spec(policy, &schema, &qstate, &table, &doms, &assign, input, &token_key, &release_key, opts)
+    });
+    if let (Some(f), Some(spec)) = (&opts.apply, &spec) {
+        let memory = matches!(output, Output::Memory);
+        (records_out, done) =
+            crate::apply::write_remote(f, spec, &out_schema, &mut sink, &mut out_hash, memory, |d| {
+                opts.report(Progress::Written { done: d, total: records_in })
+            })?;
+        if done != records_in {
+            return Err(DeidError::format(
+                "pass 2",
+                format!("{done} records transformed where pass 1 counted {records_in} (rule: none lost)"),
+            ));
+        }
+    }
+    // When pass 2 ran elsewhere there is nothing left to stream here.
+    let nothing = Input::Batches(Vec::new());
     let mut coarsen_invalid: HashMap<usize, u64> = HashMap::new();
     let mask = policy.privacy.suppressed_records == SuppressedRecords::Mask;
     let coarseners: HashMap<String, Hierarchy> = policy
@@ -391,7 +522,7 @@ pub fn anonymize(policy: &Policy, input: &Input, output: &Output, opts: &RunOpti
             Hierarchy::from_builder(&n, Builder::Date { levels: vec![level] }, MissingRule::Star).map(|h| (n, h))
         })
         .collect::<Result<_>>()?;
-    for_each_batch(input, policy.input_delimiter, |batch| {
+    for_each_batch(if spec.is_some() { &nothing } else { input }, policy.input_delimiter, |batch| {
         let rows = batch.num_rows();
         // Which rows are suppressed, and the QI codes of each row.
         let mut codes = vec![vec![0u32; rows]; qstate.len()];

@@ -92,7 +92,13 @@ pub fn plan(source: DataFrame, columns: &[String]) -> Result<DataFrame> {
 
 async fn run(input: &Input, delimiter: u8, columns: &[String]) -> Result<Grouped> {
     let ctx = SessionContext::new_with_config(SessionConfig::new().with_batch_size(crate::io::BATCH_ROWS));
-    let source = match input {
+    collect(plan(source(&ctx, input, delimiter).await?, columns)?, columns.len()).await
+}
+
+/// The input as a DataFrame of `ctx` (every CSV column as text, as the streaming reader sees it);
+/// on a cluster session the path must be readable by every executor.
+pub async fn source(ctx: &SessionContext, input: &Input, delimiter: u8) -> Result<DataFrame> {
+    Ok(match input {
         Input::Csv(p) => {
             let schema = input_schema(input, delimiter)?;
             let path = p.to_str().ok_or_else(|| DeidError::format(p.display().to_string(), "path is not UTF-8"))?;
@@ -104,9 +110,13 @@ async fn run(input: &Input, delimiter: u8, columns: &[String]) -> Result<Grouped
             ctx.read_parquet(path, ParquetReadOptions::default().file_extension("")).await.map_err(df_err)?
         }
         Input::Batches(b) => ctx.read_batches(b.iter().cloned()).map_err(df_err)?,
-    };
-    let mut stream = plan(source, columns)?.execute_stream().await.map_err(df_err)?;
-    let mut out = Grouped { columns: vec![Vec::new(); columns.len()], counts: Vec::new() };
+    })
+}
+
+/// Runs a [`plan`] over `grouped` columns and gathers its rows.
+pub async fn collect(plan: DataFrame, grouped: usize) -> Result<Grouped> {
+    let mut stream = plan.execute_stream().await.map_err(df_err)?;
+    let mut out = Grouped { columns: vec![Vec::new(); grouped], counts: Vec::new() };
     while let Some(batch) = stream.next().await {
         let batch: RecordBatch = batch.map_err(df_err)?;
         for (i, col) in out.columns.iter_mut().enumerate() {
@@ -114,9 +124,24 @@ async fn run(input: &Input, delimiter: u8, columns: &[String]) -> Result<Grouped
             let a = a.as_string::<i32>();
             col.extend((0..a.len()).map(|r| if a.is_valid(r) { a.value(r).to_owned() } else { String::new() }));
         }
-        let n = arrow::compute::cast(batch.column(columns.len()), &DataType::Int64).map_err(df_err)?;
+        let n = arrow::compute::cast(batch.column(grouped), &DataType::Int64).map_err(df_err)?;
         let n = n.as_any().downcast_ref::<Int64Array>().ok_or_else(|| df_err("count is not an integer"))?;
         out.counts.extend(n.values().iter().map(|&x| x as u64));
     }
     Ok(out)
+}
+
+impl Grouped {
+    /// The same counts with the combinations in lexicographic order of their values, so what follows
+    /// (tuple codes, sums over tuples) does not depend on how an engine partitioned the work.
+    pub fn sorted(self) -> Grouped {
+        let mut order: Vec<usize> = (0..self.counts.len()).collect();
+        order.sort_by(|&a, &b| {
+            self.columns.iter().map(|c| c[a].cmp(&c[b])).find(|o| o.is_ne()).unwrap_or(std::cmp::Ordering::Equal)
+        });
+        Grouped {
+            columns: self.columns.iter().map(|c| order.iter().map(|&r| c[r].clone()).collect()).collect(),
+            counts: order.iter().map(|&r| self.counts[r]).collect(),
+        }
+    }
 }

@@ -12,6 +12,7 @@
 //! the frequency table of distinct quasi-identifier tuples, so the data itself is streamed, never
 //! held whole.
 
+pub mod apply;
 pub mod engine;
 pub mod error;
 #[cfg(feature = "datafusion")]

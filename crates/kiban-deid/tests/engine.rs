@@ -367,6 +367,136 @@ fn a5_datafusion_frequency_pass_equals_the_in_process_count() {
     assert_eq!(a.report.risk_after, b.report.risk_after);
 }
 
+/// A report as JSON without its timings, fractions to 10 significant digits (loss sums run over the
+/// tuples in table order, which moves their last bits).
+fn report_without_timings(r: &kiban_deid::Report) -> serde_json::Value {
+    fn round(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Number(n) if n.is_f64() => {
+                let x: f64 = format!("{:.9e}", n.as_f64().expect("f64")).parse().expect("float");
+                *n = serde_json::Number::from_f64(x).expect("finite");
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(round),
+            serde_json::Value::Object(o) => o.values_mut().for_each(round),
+            _ => {}
+        }
+    }
+    let mut v = serde_json::to_value(r).expect("report serializes");
+    round(&mut v);
+    v.as_object_mut().expect("object").remove("millis");
+    v["search"].as_object_mut().expect("object").remove("millis");
+    v
+}
+
+#[test]
+fn a5_group_counts_computed_elsewhere_give_the_same_output_and_report() {
+    // The hook stands in for a cluster: same counts, rows in another order than any local engine's.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = dir.path().join("extract.csv");
+    std::fs::write(&csv, extract_csv(4000)).expect("write");
+    let input = Input::from_path(&csv);
+    let p = policy(EXTRACT);
+    let (a_out, b_out) = (dir.path().join("a.csv"), dir.path().join("b.csv"));
+    let a = anonymize(&p, &input, &Output::from_path(&a_out), &RunOptions::default()).expect("stream");
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = calls.clone();
+    let hook_input = input.clone();
+    let opts = RunOptions {
+        group_count: Some(Box::new(move |cols: &[String]| -> kiban_deid::Result<kiban_deid::frequency::Grouped> {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut g = kiban_deid::frequency::group_count(&hook_input, b';', cols)?;
+            for c in &mut g.columns {
+                c.reverse();
+            }
+            g.counts.reverse();
+            Ok(g)
+        })),
+        ..Default::default()
+    };
+    let b = anonymize(&p, &input, &Output::from_path(&b_out), &opts).expect("hooked");
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1, "pass 1 ran through the hook");
+    assert_eq!(std::fs::read(&a_out).expect("a"), std::fs::read(&b_out).expect("b"));
+    assert_eq!(report_without_timings(&a.report), report_without_timings(&b.report));
+}
+
+/// EXTRACT with the id tokenized and a re-keyed link code, so pass 2 has every kind of column.
+fn extract_with_tokens() -> kiban_deid::Policy {
+    policy(
+        &EXTRACT.replace(
+            "name = \"id\"\nrole = \"identifier\"",
+            "name = \"id\"\nrole = \"id_code\"\ntreatment = \"token\"",
+        ),
+    )
+}
+
+#[test]
+fn a2_a5_pass_2_run_elsewhere_from_its_spec_gives_the_same_output_and_report() {
+    use kiban_deid::apply::{ApplyColumn, ApplySpec, token};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = dir.path().join("extract.csv");
+    std::fs::write(&csv, extract_csv(5000)).expect("write");
+    let input = Input::from_path(&csv);
+    let p = extract_with_tokens();
+    let seed = Some([9u8; 32]);
+    let (a_out, b_out) = (dir.path().join("a.parquet"), dir.path().join("b.parquet"));
+    let a = anonymize(&p, &input, &Output::from_path(&a_out), &RunOptions { key_seed: seed, ..Default::default() })
+        .expect("stream");
+    // The stand-in for a cluster: reads the input itself and applies the spec row by row.
+    let hook_input = input.clone();
+    let opts = RunOptions {
+        key_seed: seed,
+        apply: Some(Box::new(
+            move |spec: &ApplySpec,
+                  sink: &mut dyn FnMut(arrow::record_batch::RecordBatch) -> kiban_deid::Result<()>| {
+                let failing: HashSet<Vec<String>> = spec.failing.iter().cloned().collect();
+                kiban_deid::io::for_each_batch(&hook_input, spec.delimiter, |b| {
+                    let col = |n: &str| kiban_deid::io::strings(b, b.schema().index_of(n).expect("column"));
+                    let mut cols: Vec<arrow::array::ArrayRef> = Vec::new();
+                    let flags: Vec<bool> = (0..b.num_rows())
+                        .map(|r| {
+                            let t: Vec<String> = spec.qi.iter().map(|q| col(&q.column).value(r).to_owned()).collect();
+                            t.iter().zip(&spec.qi).any(|(v, q)| !q.labels.contains_key(v)) || failing.contains(&t)
+                        })
+                        .collect();
+                    for (name, c) in &spec.columns {
+                        let a = col(name);
+                        let v: Vec<String> = (0..b.num_rows())
+                            .map(|r| match c {
+                                ApplyColumn::Keep => a.value(r).to_owned(),
+                                ApplyColumn::Token => token(&spec.token_key, name, a.value(r)),
+                                ApplyColumn::Rekey => token(&spec.release_key, name, a.value(r)),
+                                ApplyColumn::Generalize { qi } => {
+                                    spec.qi[*qi].labels.get(a.value(r)).cloned().unwrap_or_else(|| "*".into())
+                                }
+                            })
+                            .collect();
+                        cols.push(std::sync::Arc::new(arrow::array::StringArray::from(v)));
+                    }
+                    cols.push(std::sync::Arc::new(arrow::array::BooleanArray::from(flags)));
+                    let mut fields: Vec<arrow::datatypes::Field> = spec
+                        .columns
+                        .iter()
+                        .map(|(n, _)| arrow::datatypes::Field::new(n, arrow::datatypes::DataType::Utf8, true))
+                        .collect();
+                    fields.push(arrow::datatypes::Field::new("flag", arrow::datatypes::DataType::Boolean, false));
+                    let out = arrow::record_batch::RecordBatch::try_new(
+                        std::sync::Arc::new(arrow::datatypes::Schema::new(fields)),
+                        cols,
+                    )
+                    .expect("batch");
+                    // Other batch boundaries than the engine's: the engine re-chunks.
+                    sink(out.slice(0, out.num_rows() / 2))?;
+                    sink(out.slice(out.num_rows() / 2, out.num_rows() - out.num_rows() / 2))
+                })
+            },
+        )),
+        ..Default::default()
+    };
+    let b = anonymize(&p, &input, &Output::from_path(&b_out), &opts).expect("pass 2 elsewhere");
+    assert_eq!(std::fs::read(&a_out).expect("a"), std::fs::read(&b_out).expect("b"), "output bytes");
+    assert_eq!(report_without_timings(&a.report), report_without_timings(&b.report));
+}
+
 #[test]
 fn a5_progress_reports_both_passes_and_the_search() {
     let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));

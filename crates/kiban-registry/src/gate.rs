@@ -476,7 +476,18 @@ impl Gate {
     /// Splits a batch into the admitted rows and the excluded ones with their verdict codes
     /// (arrow `filter`, so columns are copied once).
     pub fn split(&self, batch: &RecordBatch) -> Result<Split, arrow::error::ArrowError> {
-        let codes = self.decide_batch(batch);
+        Self::split_by(batch, self.decide_batch(batch))
+    }
+
+    /// Splits a batch by verdict codes decided elsewhere (one per row: the gate UDF on a cluster).
+    pub fn split_by(batch: &RecordBatch, codes: UInt8Array) -> Result<Split, arrow::error::ArrowError> {
+        if codes.len() != batch.num_rows() || codes.null_count() > 0 {
+            return Err(arrow::error::ArrowError::InvalidArgumentError(format!(
+                "{} verdicts for {} rows (rule: one verdict per row)",
+                codes.len(),
+                batch.num_rows()
+            )));
+        }
         let keep: BooleanArray = codes.values().iter().map(|&c| Some(c == 0)).collect();
         let drop = arrow::compute::not(&keep)?;
         let admitted = arrow::compute::filter_record_batch(batch, &keep)?;

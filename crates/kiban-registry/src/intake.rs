@@ -386,6 +386,28 @@ pub async fn submit_routed(
     s: &Submission,
     ids: Option<&dyn IdentityRouting>,
 ) -> Result<Outcome, IntakeError> {
+    submit_gated(reg, data_dir, s, ids, None).await
+}
+
+/// The verdict codes ([`Verdict`] as `u8`) of every row of one input file, in the file's row order,
+/// decided elsewhere than this process (the gate as a DataFusion plan on a cluster).
+pub trait VerdictSource: Send + Sync {
+    /// Decides every row of `file` for the submission's provider as of its provision date.
+    fn file_verdicts<'a>(
+        &'a self,
+        file: &'a Path,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<u8>, String>> + Send + 'a>>;
+}
+
+/// [`submit_routed`] with the gate's verdicts from `verdicts` when given; everything else (identity
+/// routing, stores, receipt) happens here as usual, so the outcome is the same.
+pub async fn submit_gated(
+    reg: &Registry,
+    data_dir: &Path,
+    s: &Submission,
+    ids: Option<&dyn IdentityRouting>,
+    verdicts: Option<&dyn VerdictSource>,
+) -> Result<Outcome, IntakeError> {
     let standing = reg.standing(&s.provider_id, s.provision_date).await?;
     let mut tables = input_tables(&s.input)?;
     let digest = input_digest(&tables)?;
@@ -469,6 +491,11 @@ pub async fn submit_routed(
         let mut quar: Option<DatasetWriter> = None;
         let mut part = 0usize;
         for f in files {
+            let remote = match verdicts {
+                Some(v) => Some(v.file_verdicts(f).await.map_err(|e| file_err(f)(&format!("gate verdicts: {e}")))?),
+                None => None,
+            };
+            let mut decided = 0usize;
             let mut pend_a: Vec<RecordBatch> = Vec::new();
             let mut pend_q: Vec<RecordBatch> = Vec::new();
             let mut flush = |a: &mut Vec<RecordBatch>, q: &mut Vec<RecordBatch>, quar: &mut Option<DatasetWriter>| {
@@ -501,7 +528,15 @@ pub async fn submit_routed(
                 if b.schema() != schema {
                     return Err(file_err(f)(&format!("its schema differs from {}", files[0].display())));
                 }
-                let split = gate.split(&b).map_err(|e| file_err(f)(&e))?;
+                let split = match &remote {
+                    Some(codes) => {
+                        let c = codes.get(decided..decided + b.num_rows()).unwrap_or_default();
+                        decided += b.num_rows();
+                        Gate::split_by(&b, arrow::array::UInt8Array::from(c.to_vec()))
+                    }
+                    None => gate.split(&b),
+                }
+                .map_err(|e| file_err(f)(&e))?;
                 tc.rows_in += b.num_rows() as u64;
                 tc.admitted += split.admitted.num_rows() as u64;
                 tc.excluded += split.excluded.num_rows() as u64;
@@ -553,6 +588,11 @@ pub async fn submit_routed(
                 }
             }
             flush(&mut pend_a, &mut pend_q, &mut quar)?;
+            if let Some(codes) = &remote
+                && codes.len() != decided
+            {
+                return Err(file_err(f)(&format!("{} verdicts for {decided} rows (rule: one per row)", codes.len())));
+            }
         }
         let prov = serde_json::json!({"batch_id": batch, "provider_id": s.provider_id,
             "provision_date": s.provision_date, "input_sha256": digest, "gate": "C3"});

@@ -116,16 +116,25 @@ async fn bench(
         Some(k) => ClusterSecret::read(k)?,
         None => ClusterSecret::generate(),
     };
+    let secret = std::sync::Arc::new(secret);
     let input = work.join("input");
     let t = std::time::Instant::now();
     kiban_cluster::synth::write_claims(&input, rows, files)?;
-    eprintln!("synthetic input: {rows} rows in {files} files, {:.1} s", t.elapsed().as_secs_f64());
-    let local = Runner::in_process(Some(memory_mib << 20))?;
-    let figs = run_passes(&local, &secret, &input, rows, &work.join("in-process")).await?;
+    // kiban anonymize takes one file.
+    let one = work.join("one");
+    kiban_cluster::synth::write_claims(&one, rows, 1)?;
+    let one = one.join("claims-0000.parquet");
+    eprintln!("synthetic input: {rows} rows in {files} files and in one, {:.1} s", t.elapsed().as_secs_f64());
+    let local = std::sync::Arc::new(Runner::in_process(Some(memory_mib << 20))?);
+    let mut figs = run_passes(&local, &secret, &input, rows, &work.join("in-process")).await?;
+    let anon = work.join("in-process").join("anonymize");
+    figs.extend(kiban_cluster::bench::run_anonymize(local.clone(), secret.clone(), &one, rows, &anon).await?);
     let mut all = figs.clone();
     if let Some(url) = &cluster {
-        let remote = Runner::cluster(url).await?;
+        let remote = std::sync::Arc::new(Runner::cluster(url).await?);
         all.extend(run_passes(&remote, &secret, &input, rows, &work.join("cluster")).await?);
+        let anon = work.join("cluster").join("anonymize");
+        all.extend(kiban_cluster::bench::run_anonymize(remote, secret.clone(), &one, rows, &anon).await?);
     }
     for f in &all {
         println!("{}", serde_json::to_string(f)?);
@@ -133,7 +142,8 @@ async fn bench(
     if cluster.is_some() {
         for f in &figs {
             let c = all.iter().find(|g| g.pass == f.pass && g.engine != "in-process").expect("cluster figure");
-            let same = same_bytes(&work.join("in-process").join(f.pass), &work.join("cluster").join(f.pass))?;
+            let dir = if f.pass.starts_with("anonymize") { "anonymize" } else { f.pass };
+            let same = same_bytes(&work.join("in-process").join(dir), &work.join("cluster").join(dir))?;
             println!(
                 "{{\"pass\":\"{}\",\"cluster_over_in_process\":{:.3},\"byte_identical\":{same}}}",
                 f.pass,
@@ -145,10 +155,15 @@ async fn bench(
     if let Some(py) = &duckdb_python {
         for (pass, secs) in kiban_cluster::bench::duckdb_peer(py, &input, rows, &work.join("duckdb"))? {
             let ours = figs.iter().find(|f| f.pass == pass).expect("same pass in-process");
+            let duck = rows as f64 / secs;
+            let cluster_ratio = all
+                .iter()
+                .find(|g| g.pass == pass && g.engine != "in-process")
+                .map(|c| format!(",\"cluster_over_duckdb\":{:.3}", c.rows_per_s / duck))
+                .unwrap_or_default();
             println!(
-                "{{\"pass\":\"{pass}\",\"engine\":\"duckdb\",\"seconds\":{secs:.3},\"rows_per_s\":{:.0},\"in_process_over_duckdb\":{:.3}}}",
-                rows as f64 / secs,
-                ours.rows_per_s / (rows as f64 / secs)
+                "{{\"pass\":\"{pass}\",\"engine\":\"duckdb\",\"seconds\":{secs:.3},\"rows_per_s\":{duck:.0},\"in_process_over_duckdb\":{:.3}{cluster_ratio}}}",
+                ours.rows_per_s / duck
             );
         }
     }

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use kiban_cluster::runner::Runner;
 use kiban_cluster::{ClusterSecret, bench, synth};
 
@@ -53,6 +55,16 @@ fn holding(files: &[PathBuf], needle: &[u8]) -> Vec<PathBuf> {
         .filter(|p| std::fs::read(p).map(|b| b.windows(needle.len()).any(|w| w == needle)).unwrap_or(false))
         .cloned()
         .collect()
+}
+
+/// The run key kiban-deid derives from the comparison seed (`which`: token or release).
+fn run_key(which: &str) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"kiban-deid run key seed\0");
+    h.update(which.as_bytes());
+    h.update(super::KEY_SEED);
+    h.finalize().into()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,7 +120,7 @@ async fn s4_passes_on_a_two_executor_cluster_match_in_process_bytes_and_leak_no_
     // The scheduler may take a moment to listen, and executors to register.
     let url = format!("df://{sched_addr}");
     let start = Instant::now();
-    let remote = loop {
+    let remote = Arc::new(loop {
         match Runner::cluster(&url).await {
             Ok(r) => break r,
             Err(e) if start.elapsed() < Duration::from_secs(30) => {
@@ -117,7 +129,7 @@ async fn s4_passes_on_a_two_executor_cluster_match_in_process_bytes_and_leak_no_
             }
             Err(e) => panic!("scheduler never came up: {e}"),
         }
-    };
+    });
     tokio::time::sleep(Duration::from_secs(2)).await;
     let remote_figs = bench::run_passes(&remote, &secret, &input, rows, &root.join("remote")).await.unwrap();
 
@@ -129,6 +141,34 @@ async fn s4_passes_on_a_two_executor_cluster_match_in_process_bytes_and_leak_no_
             l.pass
         );
     }
+    // Anonymization with its frequency count and its pass 2 (generalization, suppression, tokens) on
+    // the cluster: the same output bytes and report as the engine alone in this process.
+    let one = root.join("one");
+    synth::write_claims(&one, rows, 1).unwrap();
+    let shared = Arc::new(ClusterSecret::read(&key_file).unwrap());
+    let shared_for_intake = ClusterSecret::read(&key_file).unwrap();
+    for (rare, ext) in [(false, "parquet"), (true, "csv")] {
+        let sub = root.join(format!("anonymize-{rare}"));
+        std::fs::create_dir(&sub).unwrap();
+        let policy = super::claims_policy(&sub, rare);
+        let input = one.join("claims-0000.parquet");
+        let (report, pass2) = super::compare_anonymize(remote.clone(), shared.clone(), policy, &input, &sub, ext).await;
+        assert_eq!(pass2, !rare);
+        assert!(report.k_achieved >= 10 && report.records_out > 0, "{report:?}");
+    }
+    let csv = root.join("claims.csv");
+    super::claims_csv(&csv, 10_000);
+    let sub = root.join("anonymize-csv");
+    std::fs::create_dir(&sub).unwrap();
+    let (_, pass2) =
+        super::compare_anonymize(remote.clone(), shared, super::claims_policy(&sub, false), &csv, &sub, "csv").await;
+    assert!(pass2);
+
+    // Intake: the gate's verdicts from the cluster, the same stores and report as in-process.
+    let intake_root = root.join("intake");
+    std::fs::create_dir(&intake_root).unwrap();
+    super::compare_intake(&remote, &shared_for_intake, &intake_root, rows).await;
+
     // The executors really ran the tasks (each logged work, and the scheduler saw both).
     for i in 0..2 {
         let log = std::fs::read_to_string(logs.join(format!("executor-{i}.log"))).unwrap();
@@ -147,6 +187,9 @@ async fn s4_passes_on_a_two_executor_cluster_match_in_process_bytes_and_leak_no_
         bench::BENCH_TOKEN_KEY.to_vec(),
         hex::encode(secret_bytes).into_bytes(),
         secret_bytes.to_vec(),
+        hex::encode(run_key("token")).into_bytes(),
+        run_key("token").to_vec(),
+        run_key("release").to_vec(),
     ] {
         assert!(holding(&all, &needle).is_empty(), "key bytes found in {:?}", holding(&all, &needle));
     }

@@ -48,6 +48,15 @@ pub struct Args {
     /// Hide the progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Run the frequency count and the output pass on this Ballista scheduler (`df://host:port`);
+    /// the search stays here. Same output and report as in-process.
+    #[cfg(feature = "cluster")]
+    #[arg(long, value_name = "URL")]
+    cluster: Option<String>,
+    /// The cluster key file shared with the executors (needed with --cluster).
+    #[cfg(feature = "cluster")]
+    #[arg(long, value_name = "FILE")]
+    cluster_key: Option<PathBuf>,
 }
 
 fn parse_path_var(s: &str) -> Result<(String, String), String> {
@@ -94,7 +103,6 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
     let policy =
         Policy::load_with_paths(&args.policy, &vars).with_context(|| format!("policy {}", args.policy.display()))?;
     let (pb, progress) = progress_bar(ctx.json || args.quiet);
-    let opts = RunOptions { progress: Some(progress), ..Default::default() };
     use super::pseudonymize::{dataset_dir, has_data_dir, open_log, operator, plain_export_allowed};
     let output = match &args.output {
         Some(o) if has_data_dir(&ctx.data_dir) => {
@@ -108,6 +116,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
             let dd = crate::datadir::DataDir::open(&ctx.data_dir).context("--dataset needs a data directory")?;
             let dir = dataset_dir(&ctx.data_dir, name)?;
             let log = open_log(&dd)?;
+            let opts = RunOptions { progress: Some(progress), ..Default::default() };
             let p = kiban_registry::processing::anonymize_to_dataset(
                 &policy,
                 &Input::from_path(&args.input),
@@ -148,7 +157,20 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
     };
-    let out = anonymize(&policy, &Input::from_path(&args.input), &Output::from_path(&output), &opts);
+    let local = |progress| {
+        let opts = RunOptions { progress: Some(progress), ..Default::default() };
+        anonymize(&policy, &Input::from_path(&args.input), &Output::from_path(&output), &opts)
+            .map_err(anyhow::Error::from)
+    };
+    #[cfg(feature = "cluster")]
+    let out = match &args.cluster {
+        Some(url) => {
+            crate::cmd::cluster::anonymize(url, args.cluster_key.as_deref(), &policy, (&args.input, &output), progress)
+        }
+        None => local(progress),
+    };
+    #[cfg(not(feature = "cluster"))]
+    let out = local(progress);
     pb.finish_and_clear();
     let out = out?;
     let report_dir = args.report.unwrap_or_else(|| {

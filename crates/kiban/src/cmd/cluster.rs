@@ -143,6 +143,56 @@ async fn runner(e: &Engine) -> Result<(Runner, ClusterSecret)> {
     }
 }
 
+/// `kiban anonymize --cluster URL`: kiban-deid's frequency count and output pass on the cluster,
+/// the search in this process.
+pub fn anonymize(
+    url: &str,
+    key: Option<&std::path::Path>,
+    policy: &kiban_deid::Policy,
+    (input, output): (&std::path::Path, &std::path::Path),
+    progress: Box<kiban_deid::engine::ProgressFn>,
+) -> Result<kiban_deid::Outcome> {
+    let key = key.context("--cluster needs --cluster-key (the cluster key file)")?;
+    let job = kiban_cluster::anonymize::Job {
+        policy: policy.clone(),
+        input: input.to_owned(),
+        output: output.to_owned(),
+        progress: Some(progress),
+        key_seed: None,
+    };
+    crate::block_on(async move {
+        let runner = std::sync::Arc::new(Runner::cluster(url).await?);
+        let secret = std::sync::Arc::new(ClusterSecret::read(key)?);
+        let ran = kiban_cluster::anonymize::run(runner, secret, job).await?;
+        if !ran.pass2_on_runner {
+            eprintln!(
+                "出力パスはこのプロセスで実行しました（A4 処理・日付の粗化・局所再符号化はクラスタ外） / \
+                 the output pass ran here (the policy's A4 treatments, date coarsening or local recoding)"
+            );
+        }
+        Ok(ran.outcome)
+    })
+}
+
+/// `kiban intake submit --cluster URL`: the gate's verdicts from the cluster, from the registry's
+/// facts for `provider` (sealed for the job) as of `date`.
+pub async fn intake_gate(
+    reg: &kiban_registry::Registry,
+    url: &str,
+    key: Option<&std::path::Path>,
+    provider: &str,
+    date: chrono::NaiveDate,
+) -> Result<Box<dyn kiban_registry::intake::VerdictSource>> {
+    let key = key.context("--cluster needs --cluster-key (the cluster key file)")?;
+    let standing = reg.standing(provider, date).await?;
+    let facts = reg.gate_facts(provider).await?;
+    let facts = GateFacts::from_registry(provider, standing.filing.input.waiting_days, &facts);
+    let runner = Runner::cluster(url).await?;
+    let secret = ClusterSecret::read(key)?;
+    let gate = kiban_cluster::intake::GateVerdicts::new(&runner, &secret, &job_id("intake"), facts, date)?;
+    Ok(Box::new(gate))
+}
+
 fn job_id(what: &str) -> String {
     format!("{what}-{}-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S"), std::process::id())
 }

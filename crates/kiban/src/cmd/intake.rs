@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use chrono::NaiveDate;
 use kiban_registry::Registry;
-use kiban_registry::intake::{GateReport, IdentityRouting, Submission, delete_person, submit_routed};
+use kiban_registry::intake::{GateReport, IdentityRouting, Submission, delete_person, submit_gated, submit_routed};
 
 use crate::Ctx;
 use crate::cmd::identity::IntakeVault;
@@ -46,6 +46,15 @@ struct SubmitArgs {
     /// Decide and report only; write nothing (replay an old batch).
     #[arg(long)]
     dry_run: bool,
+    /// Decide the gate on this Ballista scheduler (`df://host:port`); the input must be at the same
+    /// path on every executor. Same outcome as in-process.
+    #[cfg(feature = "cluster")]
+    #[arg(long, value_name = "URL")]
+    cluster: Option<String>,
+    /// The cluster key file shared with the executors (needed with --cluster).
+    #[cfg(feature = "cluster")]
+    #[arg(long, value_name = "FILE")]
+    cluster_key: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -100,7 +109,17 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
                 let vault = (!a.dry_run).then(|| IntakeVault::open(&dd, &ctx.data_dir)).transpose()?;
                 let audit = vault.as_ref().map(|v| v.audit());
                 let routing = vault.as_ref().zip(audit.as_ref()).map(|(v, a)| v.routing(a));
-                let out = submit_routed(
+                #[cfg(feature = "cluster")]
+                let verdicts = match &a.cluster {
+                    Some(url) => Some(
+                        crate::cmd::cluster::intake_gate(&reg, url, a.cluster_key.as_deref(), &a.provider, a.date)
+                            .await?,
+                    ),
+                    None => None,
+                };
+                #[cfg(not(feature = "cluster"))]
+                let verdicts: Option<Box<dyn kiban_registry::intake::VerdictSource>> = None;
+                let out = submit_gated(
                     &reg,
                     &ctx.data_dir,
                     &Submission {
@@ -114,6 +133,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
                         sealer: Some(dd.sealer()?),
                     },
                     routing.as_ref().map(|r| r as &dyn IdentityRouting),
+                    verdicts.as_deref(),
                 )
                 .await?;
                 drop(routing);
