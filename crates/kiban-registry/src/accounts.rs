@@ -829,7 +829,8 @@ impl Registry {
         .bind(v.organized_crime as i64)
         .bind(v.pledge_signed as i64)
         .bind(&v.note)
-        .bind(ts(now))
+        // Microseconds: a re-check in the same second must still be the latest (latest_vetting orders by it).
+        .bind(now.to_rfc3339_opts(SecondsFormat::Micros, true))
         .execute(&self.pool)
         .await?;
         Ok(vid)
