@@ -1067,18 +1067,22 @@ fn released_tokens(pkg: &std::path::Path, key_hex: &str, into: &std::path::Path)
     out
 }
 
+/// The committee of six and the release policy in `<data-dir>/policies/extract.toml`.
+async fn committee_and_release_policy(f: &Fixture) {
+    for m in kiban_registry::review::committee::sample_committee(6) {
+        f.st.reg.add_committee_member(&m).await.unwrap();
+    }
+    std::fs::create_dir_all(f.st.data_dir.join("policies")).unwrap();
+    std::fs::write(f.st.data_dir.join("policies/extract.toml"), RELEASE_POLICY).unwrap();
+}
+
 #[tokio::test]
 async fn r9_d6_a7_the_secretariat_builds_the_release_package_over_http_by_running_the_approved_policy() {
     use kiban_registry::review::application::sample_application;
-    use kiban_registry::review::committee::sample_committee;
     let f = fixture().await;
     let reg = &f.st.reg;
-    for m in sample_committee(6) {
-        reg.add_committee_member(&m).await.unwrap();
-    }
     let dd = &f.st.data_dir;
-    std::fs::create_dir_all(dd.join("policies")).unwrap();
-    std::fs::write(dd.join("policies/extract.toml"), RELEASE_POLICY).unwrap();
+    committee_and_release_policy(&f).await;
     std::fs::write(dd.join("policies/other.toml"), RELEASE_POLICY.replace("release-extract", "other")).unwrap();
     let hash = kiban_deid::PseudoPolicy::load(&dd.join("policies/extract.toml")).unwrap().hash;
     let id = approved_application(reg, &sample_application(), Some(hash)).await;
@@ -1156,15 +1160,10 @@ async fn r9_d6_a7_the_secretariat_builds_the_release_package_over_http_by_runnin
 #[tokio::test]
 async fn s2_a3_two_releases_of_the_same_data_give_unlinkable_tokens_unless_the_approved_application_links_them() {
     use kiban_registry::review::application::sample_application;
-    use kiban_registry::review::committee::sample_committee;
     let f = fixture().await;
     let reg = &f.st.reg;
-    for m in sample_committee(6) {
-        reg.add_committee_member(&m).await.unwrap();
-    }
     let dd = &f.st.data_dir;
-    std::fs::create_dir_all(dd.join("policies")).unwrap();
-    std::fs::write(dd.join("policies/extract.toml"), RELEASE_POLICY).unwrap();
+    committee_and_release_policy(&f).await;
     let hash = kiban_deid::PseudoPolicy::load(&dd.join("policies/extract.toml")).unwrap().hash;
     source_dataset(dd, "claims");
     let router = kiban_server::router(f.st.clone()).with_identity_store(identity_store(dd));
