@@ -229,11 +229,11 @@ pub(crate) struct LpOptions {
     /// Levels per dimension (besides the primary's own and the total) of the sub-cube the LP for a
     /// primary uses once `full_seconds` have passed; the whole table only when that cannot protect it.
     pub neighbourhood: usize,
-    /// Seconds during which every primary gets the LP over the whole table (the best patterns).
+    /// CPU seconds during which every primary gets the LP over the whole table (the best patterns).
     pub full_seconds: f64,
-    /// Seconds after which the remaining primaries of a single table get hypercubes instead.
+    /// CPU seconds after which the remaining primaries of a single table get hypercubes instead.
     pub lp_seconds: f64,
-    /// Seconds after which the cleanup pass stops (its result is valid at every step).
+    /// CPU seconds after which the cleanup pass stops (its result is valid at every step).
     pub cleanup_seconds: f64,
 }
 
@@ -278,7 +278,7 @@ pub(crate) fn protect_lp(
     opts: LpOptions,
     hypercube: &HypercubeFn<'_>,
 ) -> LpOutcome {
-    let started = std::time::Instant::now();
+    let started = cpu_time::ThreadTime::now();
     let n = sys.value.len();
     let cst: Vec<f64> = (0..n)
         .map(|v| {
@@ -385,7 +385,7 @@ pub(crate) fn protect_lp(
             None => unprotected.push(p),
         }
     }
-    let cleanup_started = std::time::Instant::now();
+    let cleanup_started = cpu_time::ThreadTime::now();
     if opts.cleanup {
         let mut secs: Vec<usize> = (0..n).filter(|&v| suppressed[v] && !primary[v] && !pinned[v]).collect();
         secs.sort_by(|&a, &b| cst[b].total_cmp(&cst[a]).then(a.cmp(&b)));

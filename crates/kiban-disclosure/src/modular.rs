@@ -10,7 +10,6 @@
 //! (or those left when the time budget is spent) get the cheapest hypercube instead.
 
 use std::collections::HashMap;
-use std::time::Instant;
 
 use crate::decl::{DimensionKind, Protection};
 use crate::lpsup::{Perturbation, System, cost};
@@ -22,9 +21,9 @@ use crate::table::{Cube, Dim};
 pub(crate) struct ModularOptions {
     /// Cells of a primary's first sub-table (levels per dimension = cells^(1/N), at least 3).
     pub cells: usize,
-    /// Seconds after which the remaining primaries get hypercubes.
+    /// CPU seconds after which the remaining primaries get hypercubes.
     pub lp_seconds: f64,
-    /// Seconds after which the cleanup pass stops (every step leaves a protected table).
+    /// CPU seconds after which the cleanup pass stops (every step leaves a protected table).
     pub cleanup_seconds: f64,
     /// Hypercubes examined per primary by the fallback.
     pub budget: usize,
@@ -154,7 +153,7 @@ impl Witnesses {
 
 /// Protects the primaries of one large table (see the module comment).
 pub(crate) fn protect_modular(cube: &Cube, primary: &[bool], prot: &Protection, opts: ModularOptions) -> Suppression {
-    let started = Instant::now();
+    let started = cpu_time::ThreadTime::now();
     let n = cube.len();
     let nd = cube.dims.len();
     let totals: Vec<usize> = cube.dims.iter().map(|d| d.total()).collect();
@@ -269,7 +268,7 @@ pub(crate) fn protect_modular(cube: &Cube, primary: &[bool], prot: &Protection, 
     }
     // Cleanup: publish complementary cells again, costliest first, while every primary using one
     // still finds its perturbations among the hidden cells of its sub-table.
-    let cleanup_started = Instant::now();
+    let cleanup_started = cpu_time::ThreadTime::now();
     let mut secs: Vec<usize> = (0..n).filter(|&i| suppressed[i] && !primary[i] && !pinned[i]).collect();
     secs.sort_by(|&a, &b| cst[b].total_cmp(&cst[a]).then(a.cmp(&b)));
     for s in secs {

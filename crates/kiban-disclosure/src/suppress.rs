@@ -248,19 +248,19 @@ pub struct SuppressOptions {
     /// Levels per dimension of the sub-cube the LP method tries first for each primary once
     /// `full_seconds` have passed (0: always the whole table).
     pub neighbourhood: usize,
-    /// Wall-clock seconds during which the LP method solves each primary over the whole table.
+    /// CPU seconds (of the calling thread) during which the LP method solves each primary over the whole table.
     pub full_seconds: f64,
-    /// Wall-clock seconds after which the remaining primaries of a single table get hypercubes.
+    /// CPU seconds (of the calling thread) after which the remaining primaries of a single table get hypercubes.
     pub lp_seconds: f64,
-    /// Wall-clock seconds after which the cleanup pass stops (every step leaves a protected table).
+    /// CPU seconds (of the calling thread) after which the cleanup pass stops (every step leaves a protected table).
     pub cleanup_seconds: f64,
     /// Single tables above `exact_max_cells` use the modular method ([`crate::modular`]) with
     /// sub-tables of up to about this many cells per primary (0: the hypercube method instead).
     pub modular_cells: usize,
-    /// Wall-clock seconds of sub-table LPs in the modular method (smaller sub-tables when short of
+    /// CPU seconds (of the calling thread) of sub-table LPs in the modular method (smaller sub-tables when short of
     /// time; hypercubes for the primaries left after it).
     pub modular_lp_seconds: f64,
-    /// Wall-clock seconds of the modular method's cleanup pass.
+    /// CPU seconds (of the calling thread) of the modular method's cleanup pass.
     pub modular_cleanup_seconds: f64,
 }
 
