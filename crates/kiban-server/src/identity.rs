@@ -151,11 +151,14 @@ pub fn descriptors() -> Vec<RouteDesc> {
 
 type Store = Option<Extension<SharedIdentity>>;
 
-fn store(s: Store) -> Result<SharedIdentity, Response> {
+/// The identity store the server was started with, or 503.
+#[allow(clippy::result_large_err)] // axum's handler shape: the error is the response
+pub(crate) fn store(s: Store) -> Result<SharedIdentity, Response> {
     s.map(|Extension(s)| s).ok_or_else(|| error(StatusCode::SERVICE_UNAVAILABLE, "the identity store is not open"))
 }
 
-fn bridge<'a>(st: &'a AppState, c: &Caller) -> AuditBridge<'a> {
+/// The audit bridge the identity store records through for `c`.
+pub(crate) fn bridge<'a>(st: &'a AppState, c: &Caller) -> AuditBridge<'a> {
     AuditBridge { sink: st.audit.as_ref(), actor: c.actor(), source: c.source.clone() }
 }
 

@@ -361,7 +361,7 @@ async fn submit_batch(
         creator_address,
         sealer: Some(dataset_sealer(&st)),
     };
-    let bridge = crate::identity::AuditBridge { sink: st.audit.as_ref(), actor: c.actor(), source: c.source.clone() };
+    let bridge = crate::identity::bridge(&st, &c);
     let routing = vault.as_ref().map(|v| crate::identity::VaultRouting {
         store: v.as_ref(),
         audit: &bridge,
@@ -425,7 +425,7 @@ async fn delete_person(
     {
         return Err(error(StatusCode::NOT_FOUND, &format!("provider {provider} is not in the registry")));
     }
-    let bridge = crate::identity::AuditBridge { sink: st.audit.as_ref(), actor: c.actor(), source: c.source.clone() };
+    let bridge = crate::identity::bridge(&st, &c);
     let routing = vault.as_ref().map(|Extension(v)| crate::identity::VaultRouting {
         store: v.as_ref(),
         audit: &bridge,

@@ -600,11 +600,7 @@ async fn identity_page(
         };
         return Ok(render_status(p, status, &page));
     };
-    let bridge = crate::identity::AuditBridge {
-        sink: st.audit.as_ref(),
-        actor: p.caller.actor(),
-        source: p.caller.source.clone(),
-    };
+    let bridge = crate::identity::bridge(st, &p.caller);
     let mut g = store.lock().unwrap_or_else(|e| e.into_inner());
     // Catch up with what the CLI wrote to the vault since.
     g.refresh(&bridge, &p.caller.account_id).map_err(internal)?;
@@ -677,18 +673,12 @@ pub(super) async fn identity_decide(
 ) -> Res {
     p.check_csrf(&f.csrf)?;
     let mut errs = Errors::default();
-    let Some(Extension(shared)) = store.clone() else {
-        return Err(crate::error(StatusCode::SERVICE_UNAVAILABLE, "the identity store is not open"));
-    };
+    let shared = crate::identity::store(store.clone())?;
     let Some(d) = kiban_identity::store::ReviewDecision::parse(&f.decision) else {
         errs.add("_form", p.tr.s("err.choice"));
         return identity_page(&st, &p, store, Some(item), errs, false, StatusCode::UNPROCESSABLE_ENTITY).await;
     };
-    let bridge = crate::identity::AuditBridge {
-        sink: st.audit.as_ref(),
-        actor: p.caller.actor(),
-        source: p.caller.source.clone(),
-    };
+    let bridge = crate::identity::bridge(&st, &p.caller);
     let res = shared.lock().unwrap_or_else(|e| e.into_inner()).decide(&bridge, &p.caller.account_id, item, d);
     match res {
         Ok(id) => {
@@ -724,18 +714,12 @@ pub(super) async fn identity_undo(
 ) -> Res {
     p.check_csrf(&f.csrf)?;
     let mut errs = Errors::default();
-    let Some(Extension(shared)) = store.clone() else {
-        return Err(crate::error(StatusCode::SERVICE_UNAVAILABLE, "the identity store is not open"));
-    };
+    let shared = crate::identity::store(store.clone())?;
     let Ok(id) = f.decision.trim().parse::<u64>() else {
         errs.add("_form", p.tr.s("err.number"));
         return identity_page(&st, &p, store, None, errs, false, StatusCode::UNPROCESSABLE_ENTITY).await;
     };
-    let bridge = crate::identity::AuditBridge {
-        sink: st.audit.as_ref(),
-        actor: p.caller.actor(),
-        source: p.caller.source.clone(),
-    };
+    let bridge = crate::identity::bridge(&st, &p.caller);
     let res = shared.lock().unwrap_or_else(|e| e.into_inner()).undo(&bridge, &p.caller.account_id, id);
     match res {
         Ok(()) => {

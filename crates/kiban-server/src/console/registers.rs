@@ -357,11 +357,7 @@ pub(super) async fn replay(
         creator_address,
         sealer: Some(sealer),
     };
-    let bridge = crate::identity::AuditBridge {
-        sink: st.audit.as_ref(),
-        actor: p.caller.actor(),
-        source: p.caller.source.clone(),
-    };
+    let bridge = crate::identity::bridge(&st, &p.caller);
     let routing =
         crate::identity::VaultRouting { store: vault.as_ref(), audit: &bridge, actor: p.caller.actor().id.clone() };
     let out = kiban_registry::intake::submit_routed(&st.reg, &st.data_dir, &s, Some(&routing)).await;
