@@ -47,6 +47,30 @@ impl From<sqlx::Error> for RecordError {
     }
 }
 
+/// The JSON events of one record's append-only log (`table` keyed by `key`, in `seq` order); a record
+/// with no events is `NotFound` as `kind`, an event that does not parse is invalid under `rule`.
+pub(crate) async fn event_log<T: serde::de::DeserializeOwned>(
+    pool: &sqlx::AnyPool,
+    table: &str,
+    key: &str,
+    id: &str,
+    kind: &'static str,
+    rule: &'static str,
+) -> Result<Vec<T>, RecordError> {
+    use sqlx::Row;
+    let sql = format!("SELECT event_json FROM {table} WHERE {key} = $1 ORDER BY seq");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_all(pool).await?;
+    if rows.is_empty() {
+        return Err(RecordError::NotFound { kind, id: id.to_owned() });
+    }
+    rows.into_iter()
+        .map(|r| {
+            let text: String = r.try_get(0)?;
+            serde_json::from_str(&text).map_err(|e| invalid("event_json", rule, e.to_string()))
+        })
+        .collect()
+}
+
 pub(crate) fn invalid(field: &'static str, rule: &'static str, message: impl Into<String>) -> RecordError {
     RecordError::Invalid { field, rule, message: message.into() }
 }

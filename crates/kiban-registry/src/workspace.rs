@@ -901,20 +901,7 @@ impl Registry {
 
     /// A workspace's events.
     pub async fn workspace_events(&self, id: &str) -> Result<Vec<WsEvent>, WsError> {
-        let rows = sqlx::query("SELECT event_json FROM workspace_events WHERE workspace_id = $1 ORDER BY seq")
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await?;
-        if rows.is_empty() {
-            return Err(RecordError::NotFound { kind: "workspace", id: id.to_owned() }.into());
-        }
-        rows.into_iter()
-            .map(|r| {
-                let text: String = r.try_get(0)?;
-                serde_json::from_str(&text)
-                    .map_err(|e| WsError::Record(crate::records::invalid("event_json", "R5", e.to_string())))
-            })
-            .collect()
+        Ok(crate::records::event_log(&self.pool, "workspace_events", "workspace_id", id, "workspace", "R5").await?)
     }
 
     /// A workspace's state.

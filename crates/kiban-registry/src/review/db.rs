@@ -138,19 +138,7 @@ impl Registry {
 
     /// The events of an application, in order.
     pub async fn application_events(&self, id: &str) -> Result<Vec<Event>, ReviewError> {
-        let rows = sqlx::query("SELECT event_json FROM review_events WHERE application_id = $1 ORDER BY seq")
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await?;
-        if rows.is_empty() {
-            return Err(RecordError::NotFound { kind: "application", id: id.to_owned() }.into());
-        }
-        rows.into_iter()
-            .map(|r| {
-                let j: String = r.try_get(0)?;
-                serde_json::from_str(&j).map_err(|e| ReviewError::from(invalid("event_json", "R2", e.to_string())))
-            })
-            .collect()
+        Ok(crate::records::event_log(&self.pool, "review_events", "application_id", id, "application", "R2").await?)
     }
 
     /// The state of an application, replayed from its events.
