@@ -30,6 +30,8 @@ use crate::vault::{
     AuditFailed, Refresh, StoredIdentity, Vault, VaultAction, VaultAudit, VaultEntry, VaultError, VaultEvent,
 };
 
+pub mod public_expense;
+
 /// The vault file's name inside the identity directory.
 pub const VAULT_FILE: &str = "vault.kbv";
 
@@ -619,6 +621,11 @@ impl IdentityStore {
     ) -> Result<usize, StoreError> {
         self.live()?;
         let records = self.mpi.records_of(person).to_vec();
+        // The person's 公費 numbers go with its identities (P7).
+        let sources: Vec<(String, String)> = (records.iter().filter_map(|r| self.vault.records().get(r.0)))
+            .map(|s| (s.provider().to_owned(), s.patient().to_owned()))
+            .collect();
+        public_expense::erase_sources(&self.dir, &self.keys, &sources)?;
         let n = self
             .vault
             .erase(&self.keys, audit, actor, purpose, Some(person), &records)
@@ -641,6 +648,7 @@ impl IdentityStore {
         let hits = self.mpi.lookup(provider, patient);
         let records: Vec<RecordId> = hits.iter().map(|h| h.0).collect();
         let person = hits.first().map(|h| h.1);
+        public_expense::erase_sources(&self.dir, &self.keys, &[(provider.to_owned(), patient.to_owned())])?;
         if records.is_empty() {
             return Ok(0);
         }

@@ -162,7 +162,7 @@ pub fn input_tables(input: &Path) -> Result<Vec<(String, Vec<PathBuf>)>, IntakeE
     // `kiban formats convert` output: clinical tables and the identity table side by side.
     if input.join("clinical").is_dir() && input.join("identity").is_dir() {
         let mut out = input_tables(&input.join("clinical"))?;
-        if input.join("identity").join(IDENTITY_TABLE).is_dir() {
+        if [IDENTITY_TABLE, PUBLIC_EXPENSE_IDS_TABLE].iter().any(|t| input.join("identity").join(t).is_dir()) {
             out.extend(input_tables(&input.join("identity"))?);
         }
         out.sort();
@@ -236,6 +236,18 @@ fn patient_ids(b: &RecordBatch) -> Option<&StringArray> {
 /// The identity table of a submission: its rows go to the identity vault, never to `clinical/`.
 pub const IDENTITY_TABLE: &str = "patients";
 
+/// The 公費 numbers (負担者番号, 受給者番号; kiban-formats `public_expense_ids`): identifiers of a
+/// person registered before in [`IDENTITY_TABLE`], so they go to the identity vault too.
+pub const PUBLIC_EXPENSE_IDS_TABLE: &str = "public_expense_ids";
+
+/// The identity columns [`PUBLIC_EXPENSE_IDS_TABLE`] may carry (and no clinical table may).
+const PUBLIC_EXPENSE_ID_COLUMNS: [&str; 2] = ["payer_number", "recipient_number"];
+
+/// True for the tables whose rows go to the identity vault only.
+pub fn is_identity_table(table: &str) -> bool {
+    table == IDENTITY_TABLE || table == PUBLIC_EXPENSE_IDS_TABLE
+}
+
 /// Direct identifiers (issue 4 item 1): only the identity vault holds them. A clinical table that
 /// carries one is refused; `patient_id` is replaced by the vault's person key.
 pub const IDENTITY_COLUMNS: [&str; 13] = [
@@ -250,7 +262,7 @@ pub const IDENTITY_COLUMNS: [&str; 13] = [
     "card_symbol",
     "card_number",
     "card_branch",
-    // 公費 負担者番号 and 受給者番号 (kiban-formats `public_expense_ids`): no vault route yet, so refused.
+    // 公費 負担者番号 and 受給者番号: only in the `public_expense_ids` table, routed to the vault.
     "payer_number",
     "recipient_number",
 ];
@@ -266,6 +278,16 @@ pub trait IdentityRouting: Sync {
     fn register(&self, provider_id: &str, rows: &RecordBatch) -> Result<Vec<Result<String, String>>, String>;
     /// The person keys of the provider's patient ids (`None`: no identity registered for it).
     fn person_keys(&self, provider_id: &str, patient_ids: &[&str]) -> Result<Vec<Option<String>>, String>;
+    /// Stores the admitted rows of [`PUBLIC_EXPENSE_IDS_TABLE`] (公費 numbers of patients whose
+    /// identity is registered) in the vault; per row, the person key or why it was rejected. A vault
+    /// that cannot hold them refuses the batch.
+    fn register_public_expense_ids(
+        &self,
+        _provider_id: &str,
+        _rows: &RecordBatch,
+    ) -> Result<Vec<Result<String, String>>, String> {
+        Err("this identity vault does not take 公費 numbers (public_expense_ids)".into())
+    }
 }
 
 fn quarantine_rows(
@@ -323,8 +345,12 @@ fn route_rows(
 ) -> Result<Routed, String> {
     let pids = patient_ids(b).ok_or("the table has no text patient_id column")?;
     let pid = |i: usize| if pids.is_null(i) { "" } else { pids.value(i) };
-    if table == IDENTITY_TABLE {
-        let res = ids.register(provider, b)?;
+    if is_identity_table(table) {
+        let res = if table == IDENTITY_TABLE {
+            ids.register(provider, b)?
+        } else {
+            ids.register_public_expense_ids(provider, b)?
+        };
         if res.len() != b.num_rows() {
             return Err(format!("the vault answered {} rows for {}", res.len(), b.num_rows()));
         }
@@ -411,15 +437,20 @@ pub async fn submit_gated(
     let standing = reg.standing(&s.provider_id, s.provision_date).await?;
     let mut tables = input_tables(&s.input)?;
     let digest = input_digest(&tables)?;
-    // Identities first, so the clinical tables of the same batch find their person keys.
-    tables.sort_by_key(|(t, _)| t != IDENTITY_TABLE);
+    // Identities first, so the clinical tables (and the 公費 numbers) of the same batch find their
+    // person keys.
+    tables.sort_by_key(|(t, _)| (t != IDENTITY_TABLE, t != PUBLIC_EXPENSE_IDS_TABLE));
     for (table, files) in &tables {
         let schema = read_parquet(&files[0])?.schema();
-        let id_col = schema.fields().iter().find(|f| IDENTITY_COLUMNS.contains(&f.name().as_str()));
+        let allowed: &[&str] = if table == PUBLIC_EXPENSE_IDS_TABLE { &PUBLIC_EXPENSE_ID_COLUMNS } else { &[] };
+        let id_col = schema
+            .fields()
+            .iter()
+            .find(|f| IDENTITY_COLUMNS.contains(&f.name().as_str()) && !allowed.contains(&f.name().as_str()));
         let refuse = |message: String| -> Result<(), IntakeError> {
             Err(RecordError::Invalid { field: "input", rule: "A3", message }.into())
         };
-        if table == IDENTITY_TABLE && ids.is_none() && !s.dry_run {
+        if is_identity_table(table) && ids.is_none() && !s.dry_run {
             refuse(format!("table {table} holds identities: only the identity vault may take them, and none is open"))?;
         }
         if table != IDENTITY_TABLE
@@ -477,7 +508,7 @@ pub async fn submit_gated(
         }));
         let routing = ids.filter(|_| !s.dry_run);
         let out_schema = if routing.is_some() { clinical_schema(&schema) } else { schema.clone() };
-        let clin = (!s.dry_run && table != IDENTITY_TABLE)
+        let clin = (!s.dry_run && !is_identity_table(table))
             .then(|| {
                 DatasetWriter::create(
                     &stage.join("clinical").join(table),
@@ -580,7 +611,7 @@ pub async fn submit_gated(
                     if let Some(c) = r.clinical.filter(|c| c.num_rows() > 0) {
                         pend_a.push(c);
                     }
-                } else if split.admitted.num_rows() > 0 && table != IDENTITY_TABLE {
+                } else if split.admitted.num_rows() > 0 && !is_identity_table(table) {
                     pend_a.push(split.admitted);
                 }
                 if pend_a.len() + pend_q.len() >= 16 {

@@ -106,6 +106,18 @@ impl kiban_registry::intake::IdentityRouting for VaultRouting<'_> {
             self.lock().person_keys(self.audit, &self.actor, provider_id, patient_ids).map_err(|e| e.to_string())?;
         Ok(keys.into_iter().map(|k| k.map(|k| k.to_string())).collect())
     }
+
+    fn register_public_expense_ids(
+        &self,
+        provider_id: &str,
+        rows: &kiban_registry::intake::RecordBatch,
+    ) -> Result<Vec<Result<String, String>>, String> {
+        use kiban_identity::store::public_expense::inputs_from_batch;
+        let inputs = inputs_from_batch(provider_id, rows).map_err(|e| e.to_string())?;
+        let res =
+            self.lock().register_public_expense_ids(self.audit, &self.actor, &inputs).map_err(|e| e.to_string())?;
+        Ok(res.into_iter().map(|r| r.map(|p| p.to_string()).map_err(|e| e.to_string())).collect())
+    }
 }
 
 impl kiban_registry::intake::VaultDeletion for VaultRouting<'_> {

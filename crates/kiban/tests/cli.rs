@@ -1749,3 +1749,159 @@ fn x6_a_registry_row_edited_behind_kibans_back_is_caught_by_audit_verify() {
     let alerts = std::fs::read_to_string(dir.join("audit/alerts.jsonl")).unwrap();
     assert!(alerts.contains("audit-integrity"), "{alerts}");
 }
+
+/// Every text value of every clinical dataset of a batch (opened with the data directory's keys),
+/// by `table.column`.
+fn clinical_values(data: &Path, batch: &str) -> Vec<(String, String)> {
+    let s = StoreSealer(kiban_identity::keystore::KeyStore::open(&data.join("keys"), None).unwrap());
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(data.join("clinical").join(batch)).unwrap().flatten() {
+        let dir = e.path();
+        let m = kiban_formats::verify_dataset(&dir).unwrap();
+        assert!(m.sealed, "{} is sealed at rest", dir.display());
+        for f in &m.files {
+            for b in kiban_formats::read_part(&dir, &m, f, Some(&s)).unwrap() {
+                for (field, col) in b.schema().fields().iter().zip(b.columns()) {
+                    let c = arrow::compute::cast(col, &arrow::datatypes::DataType::Utf8).unwrap();
+                    for v in arrow::array::cast::AsArray::as_string::<i32>(&c).iter().flatten() {
+                        out.push((format!("{}.{}", m.name, field.name()), v.to_owned()));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn b2_a3_uke_public_expense_numbers_go_to_the_vault_through_intake_and_never_to_the_clinical_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let d = dir.to_str().unwrap();
+    assert!(kiban(&["init", d], &[]).status.success());
+    let add = |extra: &[&str]| {
+        let mut a = vec!["provider", "add", "--data-dir", d, "--id", "prov-a", "--name", "合成病院", "--filed-on"];
+        a.extend_from_slice(&["2024-01-10", "--update-method", "月次", "--planned-start", "2024-02-01"]);
+        a.extend_from_slice(&["--transmission", "SFTP"]);
+        a.extend_from_slice(extra);
+        assert!(kiban(&a, &[]).status.success());
+        let p = ["provider", "publish", "--data-dir", d, "--id", "prov-a", "--minister-date", "2024-01-15"];
+        assert!(kiban(&[&p[..], &["--provider-date", "2024-01-20"]].concat(), &[]).status.success());
+    };
+    add(&[]);
+    add(&["--kind", "change", "--security-checked-on", "2024-01-12"]);
+    let csv = tmp.path().join("notices.csv");
+    std::fs::write(
+        &csv,
+        "provider_id,patient_id,notice_date,method,recipient,text_version\n\
+         prov-a,P0001,2024-01-01,mail,patient,v1\nprov-a,P0002,2024-01-01,mail,patient,v1\n",
+    )
+    .unwrap();
+    assert!(kiban(&["notice", "import", "--data-dir", d, csv.to_str().unwrap()], &[]).status.success());
+    // A receipt file (Shift_JIS, CR LF) with 公費: P0001 has one programme, P0002 two, the second
+    // with numbers whose check digits are wrong (quarantined by field and rule, never dropped).
+    let uke = [
+        "IR,1,13,1,1234567,,合成診療所（架空）,202406,00,0312345678",
+        "RE,1,1112,202406,架空　花子,2,19600315,70,,,,,,P0001,,,,,,,ENC-0001,01,,,,,,,,,,,,,,,カクウ　ハナコ",
+        "HO,06139992,１２,３４５,2,612,,,,,,,,,,01",
+        "KO,54136015,1234566,,2,612,1200,500,,,,",
+        "SY,0000999,20240603,1,,合成病名（架空）,01,",
+        "RE,2,1112,202406,架空　一郎,1,19500101,70,,,,,,P0002,,,,,,,ENC-0002,01,,,,,,,,,,,,,,,カクウ　イチロウ",
+        "HO,06139992,１２,６７８,30,9000,,,,,,,,,,00",
+        "KO,12136016,2345676,,30,,,,,,,",
+        "KO,21136011,7654321,,1,291,,,,,,",
+        "GO,2,9612,99",
+    ]
+    .join("\r\n");
+    let uke_dir = tmp.path().join("uke");
+    std::fs::create_dir_all(&uke_dir).unwrap();
+    let bytes = kiban_formats::encoding::encode_sjis(&(uke + "\r\n")).unwrap();
+    std::fs::write(uke_dir.join("RECEIPTC.UKE"), bytes).unwrap();
+    let conv = tmp.path().join("converted");
+    let o = kiban(
+        &[
+            "formats",
+            "convert",
+            "--format",
+            "uke",
+            "--input",
+            uke_dir.to_str().unwrap(),
+            "--provider",
+            "prov-a",
+            "--out",
+            conv.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(conv.join("identity/public_expense_ids").is_dir() && !conv.join("clinical/public_expense_ids").exists());
+    let o = kiban(
+        &[
+            "intake",
+            "submit",
+            "--data-dir",
+            d,
+            "--provider",
+            "prov-a",
+            "--date",
+            "2024-06-01",
+            "--input",
+            conv.to_str().unwrap(),
+            "--json",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let table = |t: &str| v["report"]["tables"].as_array().unwrap().iter().find(|x| x["table"] == t).cloned();
+    let pe = table("public_expense_ids").expect("the 公費 numbers are taken in");
+    assert_eq!(
+        (pe["rows_in"].as_u64(), pe["admitted"].as_u64(), pe["excluded"].as_u64()),
+        (Some(3), Some(2), Some(1)),
+        "{v}"
+    );
+    assert_eq!(table("patients").unwrap()["admitted"], 2, "{v}");
+    assert_eq!(table("public_expenses").unwrap()["admitted"], 3, "the programmes themselves are clinical: {v}");
+    assert_eq!(v["report"]["excluded_by_reason"]["identity_rejected"], 1, "{v}");
+    let batch = v["report"]["batch_id"].as_str().unwrap();
+    // In the vault, found through the identity API (the CLI's lookup) for the person.
+    let o = kiban(&["identity", "lookup", "--data-dir", d, "--provider", "prov-a", "--patient", "P0001"], &[]);
+    assert!(
+        o.status.success() && text(&o).contains("負担者番号 payer 54136015  受給者番号 recipient 1234566"),
+        "{}",
+        text(&o)
+    );
+    let o = kiban(&["identity", "lookup", "--data-dir", d, "--provider", "prov-a", "--patient", "P0002"], &[]);
+    assert!(text(&o).contains("payer 12136016  受給者番号 recipient 2345676"), "{}", text(&o));
+    assert!(!text(&o).contains("21136011"), "a number with a bad check digit is not stored: {}", text(&o));
+    // Nowhere in the clinical store: not as a table, not in any value (opened), not in any byte.
+    assert!(!dir.join("clinical").join(batch).join("public_expense_ids").exists());
+    let values = clinical_values(&dir, batch);
+    assert!(values.iter().any(|(c, v)| c == "public_expenses.program_code" && v == "54"), "{values:?}");
+    assert!(values.iter().any(|(c, _)| c == "public_expenses.person_key"), "linked by person key: {values:?}");
+    for n in ["54136015", "1234566", "12136016", "2345676", "21136011", "7654321"] {
+        assert!(!values.iter().any(|(_, v)| v.contains(n)), "{n} in the clinical store: {values:?}");
+        assert!(files_holding(&dir, n.as_bytes()).is_empty(), "{n} in plain bytes under {d}");
+    }
+    // A P7 deletion erases them with the identity.
+    let o = kiban(&["intake", "delete-person", "--data-dir", d, "--provider", "prov-a", "--patient", "P0001"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = kiban(&["identity", "lookup", "--data-dir", d, "--provider", "prov-a", "--patient", "P0002"], &[]);
+    assert!(text(&o).contains("12136016"), "another person's numbers stay: {}", text(&o));
+    let k = kiban_identity::keystore::KeyStore::open(&dir.join("keys"), None).unwrap();
+    let audit = kiban_identity::vault::MemoryAudit(Default::default());
+    let store = kiban_identity::store::IdentityStore::open(
+        &dir.join("identity"),
+        k,
+        kiban_identity::mpi::MatchConfig::default(),
+        &audit,
+        "test",
+    )
+    .unwrap();
+    assert!(store.mpi().lookup("prov-a", "P0001").is_empty(), "P0001's identity is erased");
+    let (_, p2) = store.mpi().lookup("prov-a", "P0002").last().copied().unwrap();
+    let got = store.public_expense_ids(&audit, "test", p2).unwrap();
+    let got: Vec<_> = got.iter().map(|e| (e.payer.as_str(), e.recipient.as_ref().map(|r| r.as_str()))).collect();
+    assert_eq!(got, [("12136016", Some("2345676"))]);
+    assert!(!audit.0.lock().unwrap().is_empty(), "the read is audited");
+}

@@ -601,3 +601,55 @@ fn a3_a_formats_convert_output_is_taken_in_with_its_identity_table() {
     let names: Vec<&str> = tables.iter().map(|t| t.0.as_str()).collect();
     assert_eq!(names, ["encounters", "patients"]);
 }
+
+fn write_public_expense_ids(dir: &Path, rows: &[(&str, &str, &str)]) {
+    let t = dir.join("public_expense_ids");
+    std::fs::create_dir_all(&t).unwrap();
+    let names = ["provider_id", "patient_id", "payer_number", "recipient_number"];
+    let schema = Arc::new(Schema::new(names.iter().map(|n| Field::new(*n, DataType::Utf8, false)).collect::<Vec<_>>()));
+    let col = |f: &dyn Fn(&(&str, &str, &str)) -> String| -> ArrayRef {
+        Arc::new(StringArray::from(rows.iter().map(f).collect::<Vec<_>>()))
+    };
+    let cols = vec![col(&|_| "prov-a".into()), col(&|r| r.0.into()), col(&|r| r.1.into()), col(&|r| r.2.into())];
+    let b = RecordBatch::try_new(schema.clone(), cols).unwrap();
+    let f = std::fs::File::create(t.join("part-0.parquet")).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(f, schema, None).unwrap();
+    w.write(&b).unwrap();
+    w.close().unwrap();
+}
+
+#[tokio::test]
+async fn a3_public_expense_numbers_go_only_to_a_vault_that_takes_them() {
+    let f = &fresh_backends().await[0];
+    let reg = ready(f).await;
+    reg.add_notice(&notice("00000001", "2024-01-01")).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    // `kiban formats convert` output: the 公費 numbers sit in identity/ beside the patients.
+    let input = tmp.path().join("converted");
+    write_input(&input.join("clinical"), &[("prov-a", "00000001")]);
+    write_patients(&input.join("identity"), &[("00000001", "ヤマダ タロウ")]);
+    write_public_expense_ids(&input.join("identity"), &[("00000001", "54136015", "1234566")]);
+    let names: Vec<String> =
+        kiban_registry::intake::input_tables(&input).unwrap().into_iter().map(|(t, _)| t).collect();
+    assert_eq!(names, ["encounters", "patients", "public_expense_ids"]);
+    // Without a vault, or with one that cannot hold them, the batch is refused and nothing written.
+    let e = submit(&reg, &data, &sub(&input, "2024-04-01")).await.unwrap_err().to_string();
+    assert!(e.contains("identity vault") && e.contains("A3"), "{e}");
+    let vault = FakeVault::default();
+    let e = kiban_registry::intake::submit_routed(&reg, &data, &sub(&input, "2024-04-01"), Some(&vault))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("公費"), "{e}");
+    assert!(!data.join("clinical").exists(), "nothing of a refused batch is kept");
+    // The numbers in any other table are a direct identifier there: refused (A3).
+    let bad = tmp.path().join("bad");
+    write_public_expense_ids(&bad, &[("00000001", "54136015", "1234566")]);
+    std::fs::rename(bad.join("public_expense_ids"), bad.join("public_expenses")).unwrap();
+    let e = kiban_registry::intake::submit_routed(&reg, &data, &sub(&bad, "2024-04-02"), Some(&vault))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("payer_number") && e.contains("A3"), "{e}");
+}

@@ -257,6 +257,19 @@ fn dispatch(ctx: &Ctx, dd: &DataDir, o: &mut Opened, cmd: Cmd) -> Result<ExitCod
                 _ => bail!("give --provider and --patient, or --person"),
             };
             print_records(ctx, &v)?;
+            if !ctx.json
+                && let Some(p) = v.first().and_then(|r| PersonKey::parse(&r.person).ok())
+            {
+                for e in o.store.public_expense_ids(&bridge(&o.log, &o.actor), &id, p)? {
+                    let recipient = e.recipient.as_ref().map_or("", |r| r.as_str());
+                    println!(
+                        "公費 public expense ({}/{}): 負担者番号 payer {}  受給者番号 recipient {recipient}",
+                        e.provider_id,
+                        e.patient_id,
+                        e.payer.as_str()
+                    );
+                }
+            }
             Ok(if v.is_empty() { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
         Cmd::Review { cmd: ReviewCmd::List } => {
