@@ -13,11 +13,12 @@
 use std::collections::{HashMap, HashSet};
 use std::io::BufRead;
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use serde_json::{Value, json};
 
 use crate::canonical::{
-    Diagnosis, Encounter, Lab, Patient, Prescription, Quarantined, RAW_LIMIT, Record, Sink, Text, by_patient,
+    Diagnosis, Encounter, Lab, Material, Patient, Prescription, Procedure, PublicExpense, PublicExpenseId, Quarantined,
+    RAW_LIMIT, Receipt, Record, Sink, Text, by_patient,
 };
 use crate::encoding::strip_bom;
 
@@ -34,6 +35,20 @@ pub const INSURED_ID: &str = "urn:oid:1.2.392.100495.20.3.61";
 const EXT_SYMBOL: &str = "http://jpfhir.jp/fhir/core/Extension/StructureDefinition/JP_Coverage_InsuredPersonSymbol";
 const EXT_NUMBER: &str = "http://jpfhir.jp/fhir/core/Extension/StructureDefinition/JP_Coverage_InsuredPersonNumber";
 const EXT_BRANCH: &str = "http://jpfhir.jp/fhir/core/Extension/StructureDefinition/JP_Coverage_InsuredPersonSubNumber";
+/// レセプト電算処理 診療行為コード (UKE SI, EF acts) and 点数表コード (様式1).
+pub const RECEIPT_PROCEDURE: &str = "urn:kiban:code:receipt-procedure";
+/// レセプト電算処理 特定器材コード (UKE TO, EF materials).
+pub const RECEIPT_MATERIAL: &str = "urn:kiban:code:receipt-material";
+/// 公費 法別番号: a Coverage typed with it is a public expense programme, not the health insurance.
+pub const PUBLIC_EXPENSE: &str = "urn:kiban:code:public-expense-program";
+/// 負担者番号 (payer number of a public expense programme).
+pub const PAYER_NUMBER: &str = "urn:kiban:id:public-expense-payer";
+/// レセプト種別.
+pub const RECEIPT_TYPE: &str = "urn:kiban:code:receipt-type";
+/// Receipt number within its claim file.
+pub const RECEIPT_NUMBER: &str = "urn:kiban:id:receipt-number";
+/// Prefix of kiban's extensions for receipt details FHIR has no element for (points, 負担区分 …).
+pub const KIBAN_EXT: &str = "urn:kiban:ext:";
 
 /// Counts of one read.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -164,13 +179,23 @@ impl Ctx<'_> {
     }
 
     fn subject(&self, r: &Value) -> Option<String> {
-        let reference = r["subject"]["reference"].as_str().or(r["beneficiary"]["reference"].as_str())?;
+        let reference = r["subject"]["reference"]
+            .as_str()
+            .or(r["beneficiary"]["reference"].as_str())
+            .or(r["patient"]["reference"].as_str())?;
         self.patients.get(reference).cloned().or_else(|| reference.strip_prefix("Patient/").map(str::to_owned))
     }
 
     fn encounter(&self, r: &Value) -> String {
-        let e = r["encounter"]["reference"].as_str().unwrap_or("");
-        self.encounters.get(e).cloned().unwrap_or_else(|| e.rsplit('/').next().unwrap_or("").to_owned())
+        // Encounter (most), ChargeItem.context, or kiban's extension (Coverage, Claim).
+        let e = [&r["encounter"], &r["context"], kx(r, "encounter").map_or(&Value::Null, |x| &x["valueReference"])]
+            .into_iter()
+            .find_map(|v| v["reference"].as_str())
+            .unwrap_or("");
+        self.encounters.get(e).cloned().unwrap_or_else(|| match e.find(":enc:") {
+            Some(i) => e[i + 5..].to_owned(),
+            None => e.rsplit('/').next().unwrap_or("").to_owned(),
+        })
     }
 
     /// Maps the resources of one Bundle (or one lone resource) to records.
@@ -206,7 +231,7 @@ impl Ctx<'_> {
             }
         }
         for (k, (_, r)) in entries.iter().enumerate() {
-            if s(r, &["resourceType"]) == "Coverage" {
+            if s(r, &["resourceType"]) == "Coverage" && !is_public_expense(r) {
                 let benef = r["beneficiary"]["reference"].as_str().unwrap_or("");
                 let pid = self.patients.get(benef).cloned();
                 match patients.iter_mut().find(|(_, p)| Some(&p.patient_id) == pid.as_ref()) {
@@ -249,10 +274,20 @@ impl Ctx<'_> {
         for (k, (full, r)) in entries.iter().enumerate() {
             let rtype = s(r, &["resourceType"]);
             let here = format!("{loc} entry {} ({rtype})", base + k + 1);
-            if matches!(rtype, "Patient" | "Coverage") {
+            if rtype == "Patient" || rtype == "Coverage" && !is_public_expense(r) {
                 continue;
             }
-            if !matches!(rtype, "Encounter" | "Condition" | "MedicationRequest" | "Observation") {
+            if !matches!(
+                rtype,
+                "Encounter"
+                    | "Condition"
+                    | "MedicationRequest"
+                    | "Observation"
+                    | "Procedure"
+                    | "ChargeItem"
+                    | "Claim"
+                    | "Coverage"
+            ) {
                 // Other resources (Organization, Practitioner …) carry nothing for the canonical tables.
                 continue;
             }
@@ -267,6 +302,13 @@ impl Ctx<'_> {
                 continue;
             };
             let provider_id = self.provider_id.to_owned();
+            if matches!(rtype, "Procedure" | "ChargeItem" | "Claim" | "Coverage") {
+                match receipt_resource(r, rtype, provider_id, patient_id, self.encounter(r)) {
+                    Ok(rec) => sink.record(rec),
+                    Err((field, problem)) => self.q(sink, &here, &field, problem, r),
+                }
+                continue;
+            }
             match rtype {
                 "Encounter" => {
                     let Some(start) = date(s(r, &["period", "start"])) else {
@@ -526,7 +568,7 @@ pub fn read_json_stream<R: std::io::Read>(
                     let mut quiet = crate::canonical::Counted::default();
                     c.resources(&[(full, r)], n, "document", &mut quiet);
                 }
-                "Coverage" => coverages.push((n, r.clone())),
+                "Coverage" if !is_public_expense(r) => coverages.push((n, r.clone())),
                 _ => {}
             }
             n += 1;
@@ -580,7 +622,7 @@ pub fn read_json_stream<R: std::io::Read>(
                 entries.extend(covs.iter().map(|(_, v)| (String::new(), v)));
                 c.resources(&entries, k, "document", sink);
             }
-            "Coverage" if !alone.contains(&k) => {}
+            "Coverage" if !alone.contains(&k) && !is_public_expense(r) => {}
             _ => c.resources(&[(full, r)], k, "document", sink),
         }
         k += 1;
@@ -631,6 +673,360 @@ pub fn read_ndjson(
         }
     }
     Ok(st)
+}
+
+fn is_public_expense(r: &Value) -> bool {
+    r["type"]["coding"].as_array().is_some_and(|c| c.iter().any(|c| c["system"] == PUBLIC_EXPENSE))
+}
+
+/// kiban's extension `name` of a resource.
+fn kx<'a>(r: &'a Value, name: &str) -> Option<&'a Value> {
+    r["extension"].as_array()?.iter().find(|e| e["url"].as_str().and_then(|u| u.strip_prefix(KIBAN_EXT)) == Some(name))
+}
+
+fn kx_str(r: &Value, name: &str) -> String {
+    kx(r, name).and_then(|e| e["valueString"].as_str()).unwrap_or("").to_owned()
+}
+
+/// An optional whole number from kiban's extension: absent is `None`, anything but an integer is an error.
+fn kx_int(r: &Value, rtype: &str, name: &str) -> Result<Option<i64>, (String, String)> {
+    match kx(r, name) {
+        None => Ok(None),
+        Some(e) => e["valueInteger"]
+            .as_i64()
+            .map(Some)
+            .ok_or_else(|| (format!("{rtype}.extension[{name}]"), format!("{} is not an integer", e))),
+    }
+}
+
+fn kx_uint(r: &Value, rtype: &str, name: &str) -> Result<Option<u64>, (String, String)> {
+    match kx_int(r, rtype, name)? {
+        Some(v) if v < 0 => Err((format!("{rtype}.extension[{name}]"), format!("{v} is negative"))),
+        v => Ok(v.map(|v| v as u64)),
+    }
+}
+
+fn kx_dec(r: &Value, rtype: &str, name: &str) -> Result<Option<f64>, (String, String)> {
+    match kx(r, name) {
+        None => Ok(None),
+        Some(e) => e["valueDecimal"]
+            .as_f64()
+            .or(e["valueQuantity"]["value"].as_f64())
+            .map(Some)
+            .ok_or_else(|| (format!("{rtype}.extension[{name}]"), format!("{} is not a number", e))),
+    }
+}
+
+/// The day of a receipt line: `…DateTime` (day known) or `…Period` (only the month known: its start).
+fn day_or_month(r: &Value, rtype: &str, element: &str) -> Result<(NaiveDate, bool), (String, String)> {
+    if let Some(d) = date(s(r, &[&format!("{element}DateTime")])) {
+        return Ok((d, true));
+    }
+    match date(s(r, &[&format!("{element}Period"), "start"])) {
+        Some(d) => Ok((d, false)),
+        None => Err((format!("{rtype}.{element}[x]"), "no date and no period start".into())),
+    }
+}
+
+/// Maps the receipt-side resources kiban writes (and any like them): Procedure → procedures,
+/// ChargeItem → materials, Claim → receipts, a Coverage typed with [`PUBLIC_EXPENSE`] → public
+/// expenses (with `order`) or the person's 公費 numbers (with a payor identifier; identity).
+fn receipt_resource(
+    r: &Value,
+    rtype: &str,
+    provider_id: String,
+    patient_id: String,
+    encounter_id: String,
+) -> Result<Record, (String, String)> {
+    let (i, u, f) = (|n| kx_int(r, rtype, n), |n| kx_uint(r, rtype, n), |n| kx_dec(r, rtype, n));
+    Ok(match rtype {
+        "Procedure" => {
+            let (code, name) = coding(&r["code"], RECEIPT_PROCEDURE);
+            if code.is_empty() {
+                return Err(("Procedure.code".into(), "no procedure code".into()));
+            }
+            let (procedure_date, day_known) = day_or_month(r, rtype, "performed")?;
+            Record::Procedure(Procedure {
+                provider_id,
+                patient_id,
+                encounter_id,
+                procedure_date,
+                day_known,
+                source: kx_str(r, "source"),
+                care_category: kx_str(r, "care-category"),
+                burden_category: kx_str(r, "burden-category"),
+                procedure_code: code.into(),
+                procedure_name: name.into(),
+                quantity: f("quantity")?,
+                points: i("points")?,
+                count: u("count")?.unwrap_or(1),
+            })
+        }
+        "ChargeItem" => {
+            let (code, name) = coding(&r["code"], RECEIPT_MATERIAL);
+            if code.is_empty() {
+                return Err(("ChargeItem.code".into(), "no material code".into()));
+            }
+            let (used_date, day_known) = day_or_month(r, rtype, "occurrence")?;
+            let count = match &r["quantity"]["value"] {
+                Value::Null => 1,
+                v => v.as_u64().ok_or_else(|| ("ChargeItem.quantity".into(), format!("{v} is not a count")))?,
+            };
+            let used = kx(r, "amount-used");
+            Record::Material(Material {
+                provider_id,
+                patient_id,
+                encounter_id,
+                used_date,
+                day_known,
+                source: kx_str(r, "source"),
+                care_category: kx_str(r, "care-category"),
+                burden_category: kx_str(r, "burden-category"),
+                material_code: code.into(),
+                material_name: name.into(),
+                product_name: s(r, &["productCodeableConcept", "text"]).into(),
+                quantity: f("amount-used")?,
+                unit_code: used.map_or("", |e| e["valueQuantity"]["code"].as_str().unwrap_or("")).into(),
+                unit_price: r["priceOverride"]["value"].as_f64(),
+                points: i("points")?,
+                count,
+            })
+        }
+        "Claim" => {
+            let Some(service_month) = date(s(r, &["billablePeriod", "start"])) else {
+                return Err(("Claim.billablePeriod.start".into(), "missing or not a date".into()));
+            };
+            Record::Receipt(Receipt {
+                provider_id,
+                patient_id,
+                encounter_id,
+                receipt_number: r["identifier"][0]["value"].as_str().unwrap_or("").into(),
+                receipt_type: coding(&r["type"], RECEIPT_TYPE).0.into(),
+                service_month,
+                benefit_ratio: kx_str(r, "benefit-ratio"),
+                copay_class: kx_str(r, "copay-class"),
+                special_notes: kx_str(r, "special-notes"),
+                insurance_days: u("insurance-days")?,
+                insurance_points: i("insurance-points")?,
+                meal_times: u("meal-times")?,
+                meal_amount: i("meal-amount")?,
+                patient_copay: i("patient-copay")?,
+                dpc_code: kx_str(r, "dpc-code"),
+                dpc_outcome: kx_str(r, "dpc-outcome"),
+            })
+        }
+        _ => {
+            let program = coding(&r["type"], PUBLIC_EXPENSE).0;
+            let payer = r["payor"][0]["identifier"]["value"].as_str().unwrap_or("");
+            if !payer.is_empty() {
+                return Ok(Record::PublicExpenseId(PublicExpenseId {
+                    provider_id,
+                    patient_id,
+                    payer_number: payer.into(),
+                    recipient_number: s(r, &["subscriberId"]).into(),
+                }));
+            }
+            if program.is_empty() {
+                return Err(("Coverage.type".into(), "no 法別番号 (public expense programme)".into()));
+            }
+            let Some(rank) = r["order"].as_u64() else {
+                return Err(("Coverage.order".into(), "no order (第一公費 = 1 …) and no payor identifier".into()));
+            };
+            let Some(service_month) = date(s(r, &["period", "start"])) else {
+                return Err(("Coverage.period.start".into(), "missing or not a date".into()));
+            };
+            Record::PublicExpense(PublicExpense {
+                provider_id,
+                patient_id,
+                encounter_id,
+                service_month,
+                rank,
+                program_code: program.into(),
+                prefecture_code: kx_str(r, "prefecture"),
+                benefit_class: kx_str(r, "benefit-class"),
+                days: u("days")?,
+                points: i("points")?,
+                public_burden: i("public-burden")?,
+                outpatient_copay: i("outpatient-copay")?,
+                inpatient_copay: i("inpatient-copay")?,
+                times: u("times")?,
+                amount: i("amount")?,
+            })
+        }
+    })
+}
+
+/// kiban's extensions, the absent values left out.
+fn kiban_exts(v: &mut Value, items: Vec<(&str, Option<Value>)>) {
+    let exts: Vec<Value> = items
+        .into_iter()
+        .filter_map(|(name, x)| {
+            let (k, x) = match x? {
+                Value::String(t) if t.is_empty() => return None,
+                Value::String(t) => ("valueString", Value::String(t)),
+                Value::Object(o) => ("valueQuantity", Value::Object(o)),
+                Value::Number(n) if n.is_f64() => ("valueDecimal", Value::Number(n)),
+                Value::Number(n) => ("valueInteger", Value::Number(n)),
+                other => ("valueString", Value::String(other.to_string())),
+            };
+            Some(json!({"url": format!("{KIBAN_EXT}{name}"), k: x}))
+        })
+        .collect();
+    if !exts.is_empty() {
+        v["extension"] = Value::Array(exts);
+    }
+}
+
+fn month_end(d: NaiveDate) -> NaiveDate {
+    let next = if d.month() == 12 {
+        NaiveDate::from_ymd_opt(d.year() + 1, 1, 1)
+    } else {
+        NaiveDate::from_ymd_opt(d.year(), d.month() + 1, 1)
+    };
+    next.and_then(|n| n.pred_opt()).unwrap_or(d)
+}
+
+/// `{element}DateTime` for a known day, else `{element}Period` over the month.
+fn when(v: &mut Value, element: &str, d: NaiveDate, day_known: bool) {
+    if day_known {
+        v[format!("{element}DateTime")] = json!(d.to_string());
+    } else {
+        v[format!("{element}Period")] = json!({"start": d.to_string(), "end": month_end(d).to_string()});
+    }
+}
+
+/// The FHIR resource of a receipt-side record (None for the other tables).
+fn receipt_json(r: &Record, subject: &Value, enc: &Value) -> Option<Value> {
+    let st = |x: &str| Some(json!(x));
+    Some(match r {
+        Record::Procedure(x) => {
+            let mut v = json!({
+                "resourceType": "Procedure",
+                "status": "completed",
+                "code": {"coding": [{"system": RECEIPT_PROCEDURE, "code": x.procedure_code, "display": x.procedure_name}], "text": x.procedure_name},
+                "subject": subject,
+                "encounter": enc,
+            });
+            when(&mut v, "performed", x.procedure_date, x.day_known);
+            kiban_exts(
+                &mut v,
+                vec![
+                    ("source", st(&x.source)),
+                    ("care-category", st(&x.care_category)),
+                    ("burden-category", st(&x.burden_category)),
+                    ("quantity", x.quantity.map(|q| json!(q))),
+                    ("points", x.points.map(|p| json!(p))),
+                    ("count", Some(json!(x.count))),
+                ],
+            );
+            v
+        }
+        Record::Material(x) => {
+            let mut v = json!({
+                "resourceType": "ChargeItem",
+                "status": "billable",
+                "code": {"coding": [{"system": RECEIPT_MATERIAL, "code": x.material_code, "display": x.material_name}], "text": x.material_name},
+                "subject": subject,
+                "context": enc,
+                "quantity": {"value": x.count},
+            });
+            if !x.product_name.is_empty() {
+                v["productCodeableConcept"] = json!({"text": x.product_name});
+            }
+            if let Some(p) = x.unit_price {
+                v["priceOverride"] = json!({"value": p, "currency": "JPY"});
+            }
+            when(&mut v, "occurrence", x.used_date, x.day_known);
+            kiban_exts(
+                &mut v,
+                vec![
+                    ("source", st(&x.source)),
+                    ("care-category", st(&x.care_category)),
+                    ("burden-category", st(&x.burden_category)),
+                    ("amount-used", x.quantity.map(|q| json!({"value": q, "code": x.unit_code}))),
+                    ("points", x.points.map(|p| json!(p))),
+                ],
+            );
+            v
+        }
+        Record::PublicExpense(x) => {
+            let mut v = json!({
+                "resourceType": "Coverage",
+                "status": "active",
+                "type": {"coding": [{"system": PUBLIC_EXPENSE, "code": x.program_code}]},
+                "beneficiary": subject,
+                "payor": [{"display": "公費"}],
+                "order": x.rank,
+                "period": {"start": x.service_month.to_string(), "end": month_end(x.service_month).to_string()},
+            });
+            kiban_exts(
+                &mut v,
+                vec![
+                    ("prefecture", st(&x.prefecture_code)),
+                    ("benefit-class", st(&x.benefit_class)),
+                    ("days", x.days.map(|n| json!(n))),
+                    ("points", x.points.map(|n| json!(n))),
+                    ("public-burden", x.public_burden.map(|n| json!(n))),
+                    ("outpatient-copay", x.outpatient_copay.map(|n| json!(n))),
+                    ("inpatient-copay", x.inpatient_copay.map(|n| json!(n))),
+                    ("times", x.times.map(|n| json!(n))),
+                    ("amount", x.amount.map(|n| json!(n))),
+                ],
+            );
+            enc_ext(&mut v, enc);
+            v
+        }
+        Record::PublicExpenseId(x) => json!({
+            "resourceType": "Coverage",
+            "status": "active",
+            "type": {"coding": [{"system": PUBLIC_EXPENSE, "code": x.payer_number.get(..2).unwrap_or("")}]},
+            "beneficiary": subject,
+            "subscriberId": x.recipient_number,
+            "payor": [{"identifier": {"system": PAYER_NUMBER, "value": x.payer_number}}],
+        }),
+        Record::Receipt(x) => {
+            let mut v = json!({
+                "resourceType": "Claim",
+                "status": "active",
+                "use": "claim",
+                "type": {"coding": [{"system": RECEIPT_TYPE, "code": x.receipt_type}]},
+                "identifier": [{"system": RECEIPT_NUMBER, "value": x.receipt_number}],
+                "patient": subject,
+                "billablePeriod": {"start": x.service_month.to_string(), "end": month_end(x.service_month).to_string()},
+                "created": x.service_month.to_string(),
+                "provider": {"display": x.provider_id},
+                "priority": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/processpriority", "code": "normal"}]},
+                "insurance": [{"sequence": 1, "focal": true, "coverage": {"display": "医療保険"}}],
+            });
+            kiban_exts(
+                &mut v,
+                vec![
+                    ("benefit-ratio", st(&x.benefit_ratio)),
+                    ("copay-class", st(&x.copay_class)),
+                    ("special-notes", st(&x.special_notes)),
+                    ("insurance-days", x.insurance_days.map(|n| json!(n))),
+                    ("insurance-points", x.insurance_points.map(|n| json!(n))),
+                    ("meal-times", x.meal_times.map(|n| json!(n))),
+                    ("meal-amount", x.meal_amount.map(|n| json!(n))),
+                    ("patient-copay", x.patient_copay.map(|n| json!(n))),
+                    ("dpc-code", st(&x.dpc_code)),
+                    ("dpc-outcome", st(&x.dpc_outcome)),
+                ],
+            );
+            enc_ext(&mut v, enc);
+            v
+        }
+        _ => return None,
+    })
+}
+
+/// The encounter of a resource that has no element for it (Coverage, Claim), as kiban's extension.
+fn enc_ext(v: &mut Value, enc: &Value) {
+    let e = json!({"url": format!("{KIBAN_EXT}encounter"), "valueReference": enc});
+    match v["extension"].as_array_mut() {
+        Some(a) => a.insert(0, e),
+        None => v["extension"] = json!([e]),
+    }
 }
 
 fn iso_birth(b: &str) -> String {
@@ -777,13 +1173,21 @@ pub fn bundles(records: &[Record]) -> Vec<Value> {
                         "valueString": x.text,
                     }),
                 ),
-                // Receipt-only tables (procedures, materials, 公費) have no JP-Core shape here yet.
+                // Receipt-side tables: Procedure, ChargeItem, Coverage (公費), Claim.
                 Record::Procedure(_)
                 | Record::Material(_)
                 | Record::PublicExpense(_)
                 | Record::PublicExpenseId(_)
                 | Record::Receipt(_) => {
-                    continue;
+                    let enc = match r {
+                        Record::Procedure(x) => x.encounter_id.as_str(),
+                        Record::Material(x) => x.encounter_id.as_str(),
+                        Record::PublicExpense(x) => x.encounter_id.as_str(),
+                        Record::Receipt(x) => x.encounter_id.as_str(),
+                        _ => "",
+                    };
+                    let Some(v) = receipt_json(r, &subject, &enc_ref(enc)) else { continue };
+                    (full, v)
                 }
             };
             entries.push(json!({"fullUrl": url, "resource": res}));

@@ -180,3 +180,56 @@ fn b2_fhir_bundle_json_streams_entry_by_entry() {
     let first = sink.first.unwrap();
     assert!(first < total / 100, "first record after {first} of {total} bytes");
 }
+
+/// The receipt-side records (procedures, materials, 公費, receipts) of the hand-made UKE sample.
+pub(crate) fn receipt_side(records: &[Record]) -> Vec<Record> {
+    let t = [Table::Procedures, Table::Materials, Table::PublicExpenses, Table::PublicExpenseIds, Table::Receipts];
+    records.iter().filter(|r| t.contains(&r.table())).cloned().collect()
+}
+
+#[test]
+fn b2_fhir_writes_procedures_materials_public_expenses_and_receipts_and_reads_them_back() {
+    let (uke, _) = crate::uke::sample();
+    let want = receipt_side(&uke.records);
+    for t in [Table::Procedures, Table::Materials, Table::PublicExpenses, Table::PublicExpenseIds, Table::Receipts] {
+        assert!(want.iter().any(|r| r.table() == t), "the sample has {t:?}");
+    }
+    assert!(want.iter().any(|r| matches!(r, Record::Procedure(p) if !p.day_known)), "a month-only procedure");
+    let mut bytes = Vec::new();
+    fhir::write_ndjson(&mut bytes, &uke.records).unwrap();
+    let text = String::from_utf8(bytes.clone()).unwrap();
+    for shape in ["\"Procedure\"", "\"ChargeItem\"", "\"Claim\"", fhir::PUBLIC_EXPENSE, "performedPeriod"] {
+        assert!(text.contains(shape), "{shape} written");
+    }
+    let mut got = Collected::default();
+    fhir::read_ndjson(&bytes[..], "x.ndjson", "prov-x", &mut got).unwrap();
+    assert!(got.quarantined.is_empty(), "{:?}", got.quarantined);
+    assert_eq!(sorted(receipt_side(&got.records)), sorted(want));
+    // The 公費 numbers stay apart from the programmes: identity records, not clinical ones.
+    let ids: Vec<_> = got.of(Table::PublicExpenseIds).collect();
+    assert_eq!(ids.len(), 2);
+    assert!(got.of(Table::Patients).count() >= 2, "the Patient is not confused with a 公費 Coverage");
+}
+
+#[test]
+fn b2_fhir_bad_receipt_resources_are_quarantined_by_element() {
+    let bundle = serde_json::json!({"resourceType": "Bundle", "type": "collection", "entry": [
+        {"fullUrl": "urn:p", "resource": {"resourceType": "Patient", "identifier": [{"value": "P1"}]}},
+        {"resource": {"resourceType": "Procedure", "subject": {"reference": "urn:p"},
+            "code": {"coding": [{"system": fhir::RECEIPT_PROCEDURE, "code": "111000110"}]}}},
+        {"resource": {"resourceType": "ChargeItem", "subject": {"reference": "urn:p"}, "occurrenceDateTime": "2024-06-01",
+            "code": {"coding": [{"code": "730000001"}]}, "quantity": {"value": -1}}},
+        {"resource": {"resourceType": "Coverage", "beneficiary": {"reference": "urn:p"},
+            "type": {"coding": [{"system": fhir::PUBLIC_EXPENSE, "code": "54"}]}, "period": {"start": "2024-06-01"},
+            "order": 1, "extension": [{"url": format!("{}points", fhir::KIBAN_EXT), "valueInteger": "many"}]}},
+        {"resource": {"resourceType": "Claim", "patient": {"reference": "urn:p"}}},
+    ]});
+    let mut got = Collected::default();
+    fhir::read_json(bundle.to_string().as_bytes(), "b.json", "prov-x", &mut got);
+    let fields: Vec<&str> = got.quarantined.iter().map(|q| q.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        ["Procedure.performed[x]", "ChargeItem.quantity", "Coverage.extension[points]", "Claim.billablePeriod.start"]
+    );
+    assert_eq!(got.of(Table::Patients).count(), 1, "the Patient itself is kept");
+}

@@ -141,7 +141,7 @@ fn b2_uke_reads_seireki_dates_of_current_files() {
     assert_eq!(sorted(s.records), sorted(w.records));
 }
 
-fn sample() -> (Collected, uke::UkeStats) {
+pub(crate) fn sample() -> (Collected, uke::UkeStats) {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/RECEIPTC-synthetic.UKE");
     let bytes = std::fs::read(path).unwrap();
     let mut masters = Masters::default();
