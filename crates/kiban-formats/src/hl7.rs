@@ -11,12 +11,22 @@
 //! discharge; PRB-3 `code^name^I10`, PRB-7 onset, ZPR-1 `Y` main diagnosis (kiban's Z-segment);
 //! RXE-2 / RXA-5 drug `code^name^system`, TQ1-6 days `14^d`, RXR-1 route, ORC-9 / RXA-3 date;
 //! OBX-2 value type, OBX-3 `code^name^JC10`, OBX-5 value, OBX-6 unit, OBX-14 date.
+//! Receipt-side data (kiban writes it as DFT^P03, SS-MIX2 data kind `DFT-01`, as HL7 v2.5 has no
+//! receipt message): FT1 per procedure or material (FT1-4 day, or `start^end` of the month when
+//! the day is not known; FT1-6 `CG`; FT1-7 `code^name^99KSI` procedure / `99KTO` material; FT1-10
+//! times), with kiban's ZFT (source, 診療識別, 負担区分, 数量, points, product, unit, unit price);
+//! IN1 per 公費 programme (IN1-1 rank, IN1-2 `法別番号^^99KPE`, IN1-12 month) with ZPE (amounts);
+//! ZRC a receipt's header and totals. The 公費 numbers go in their own ADT^A08 (IN1-2
+//! `法別番号^^99KPE`, IN1-3 負担者番号, IN1-36 受給者番号), read to the identity side.
 //! A message that cannot be decoded or lacks MSH/PID is quarantined whole; a bad field quarantines
 //! only the record it belongs to.
 
 use chrono::NaiveDate;
 
-use crate::canonical::{Diagnosis, Encounter, Lab, Patient, Prescription, Quarantined, Record, Sink, Text};
+use crate::canonical::{
+    Diagnosis, Encounter, Lab, Material, Patient, Prescription, Procedure, PublicExpense, PublicExpenseId, Quarantined,
+    Receipt, Record, Sink, Text,
+};
 use crate::encoding::{decode_iso2022jp, encode_iso2022jp, strip_bom};
 
 /// Delimiters of a message, from MSH-1 and MSH-2.
@@ -378,6 +388,20 @@ fn map_message(msg: &Message<'_>, text: &str, loc: &str, origin: &Origin<'_>, si
     let prov = || origin.provider_id.to_owned();
     match mtype.as_str() {
         "ADT" => {
+            // 公費 numbers (IN1 with a 99KPE plan): identity-side records of their own.
+            for in1 in msg.segments.iter().filter(|s| s.name == "IN1" && s.comp(2, 3, d) == PE_SYSTEM) {
+                let payer = in1.comp(3, 1, d);
+                if payer.is_empty() {
+                    c.bad(sink, in1, "IN1-3", "public expense payer number (負担者番号) is empty");
+                    continue;
+                }
+                sink.record(Record::PublicExpenseId(PublicExpenseId {
+                    provider_id: prov(),
+                    patient_id: c.patient_id.clone(),
+                    payer_number: payer,
+                    recipient_number: in1.comp(36, 1, d),
+                }));
+            }
             // Visit messages often repeat only the id in PID; identity comes from those that carry it.
             if !pid.raw(5).is_empty() || !pid.raw(7).is_empty() {
                 match patient(msg, pid, &c) {
@@ -559,8 +583,183 @@ fn map_message(msg: &Message<'_>, text: &str, loc: &str, origin: &Origin<'_>, si
                 quarantine_all(sink, "OBX", format!("missing segment OBX in {mtype}^{event} (no result)"));
             }
         }
+        "DFT" => {
+            let before = msg.segments.iter().filter(|s| matches!(s.name, "FT1" | "IN1" | "ZRC")).count();
+            if before == 0 {
+                return quarantine_all(sink, "FT1", format!("missing segment FT1 in DFT^{event}"));
+            }
+            for (i, s) in msg.segments.iter().enumerate() {
+                // kiban's Z-segment right after an FT1/IN1 holds its details.
+                let z = msg.segments.get(i + 1).filter(|z| z.name.starts_with('Z'));
+                let r = match s.name {
+                    "FT1" => dft_charge(s, z, &c, d),
+                    "IN1" => dft_public_expense(s, z, &c, d),
+                    "ZRC" => dft_receipt(s, &c, d),
+                    _ => continue,
+                };
+                match r {
+                    Ok(mut rec) => {
+                        set_provider(&mut rec, prov());
+                        sink.record(rec)
+                    }
+                    Err((field, problem)) => c.bad(sink, s, &field, problem),
+                }
+            }
+        }
         other => quarantine_all(sink, "MSH-9", format!("message type {other}^{event} is not one kiban reads")),
     }
+}
+
+/// Coding system of kiban's procedure codes in FT1-7 (レセプト電算 診療行為コード).
+const SI_SYSTEM: &str = "99KSI";
+/// Coding system of kiban's material codes in FT1-7 (特定器材コード).
+const TO_SYSTEM: &str = "99KTO";
+/// Coding system of 公費 法別番号 in IN1-2.
+const PE_SYSTEM: &str = "99KPE";
+
+fn set_provider(r: &mut Record, p: String) {
+    match r {
+        Record::Procedure(x) => x.provider_id = p,
+        Record::Material(x) => x.provider_id = p,
+        Record::PublicExpense(x) => x.provider_id = p,
+        Record::Receipt(x) => x.provider_id = p,
+        _ => {}
+    }
+}
+
+type Mapped = Result<Record, (String, String)>;
+
+fn opt<T: std::str::FromStr>(
+    seg: &Segment<'_>,
+    n: usize,
+    d: Delims,
+    name: &str,
+) -> Result<Option<T>, (String, String)> {
+    let v = seg.comp(n, 1, d);
+    if v.is_empty() {
+        return Ok(None);
+    }
+    v.parse().map(Some).map_err(|_| (format!("{}-{n}", seg.name), format!("{name} {v:?} is not a number")))
+}
+
+/// FT1 (+ ZFT): a procedure or a material, by FT1-7's coding system.
+fn dft_charge(s: &Segment<'_>, z: Option<&Segment<'_>>, c: &Ctx<'_, '_>, d: Delims) -> Mapped {
+    let (start, end) = (s.comp(4, 1, d), s.comp(4, 2, d));
+    let Some(day) = ts_date(&start) else {
+        return Err(("FT1-4".into(), format!("transaction date {start:?} is not YYYYMMDD")));
+    };
+    let day_known = end.is_empty();
+    let count = opt::<u64>(s, 10, d, "quantity")?.unwrap_or(1);
+    let code = s.comp(7, 1, d);
+    if code.is_empty() {
+        return Err(("FT1-7".into(), "transaction code is empty".into()));
+    }
+    let name = s.comp(7, 2, d);
+    let none = Segment { name: "ZFT", fields: vec![], index: 0 };
+    let z = z.filter(|z| z.name == "ZFT").unwrap_or(&none);
+    let zs = |n: usize| z.comp(n, 1, d);
+    let quantity = opt::<f64>(z, 4, d, "quantity")?;
+    let points = opt::<i64>(z, 5, d, "points")?;
+    let (patient_id, encounter_id) = (c.patient_id.clone(), c.encounter_id.clone());
+    Ok(match s.comp(7, 3, d).as_str() {
+        SI_SYSTEM => Record::Procedure(Procedure {
+            provider_id: String::new(),
+            patient_id,
+            encounter_id,
+            procedure_date: day,
+            day_known,
+            source: zs(1),
+            care_category: zs(2),
+            burden_category: zs(3),
+            procedure_code: code,
+            procedure_name: name,
+            quantity,
+            points,
+            count,
+        }),
+        TO_SYSTEM => Record::Material(Material {
+            provider_id: String::new(),
+            patient_id,
+            encounter_id,
+            used_date: day,
+            day_known,
+            source: zs(1),
+            care_category: zs(2),
+            burden_category: zs(3),
+            material_code: code,
+            material_name: name,
+            product_name: zs(6),
+            quantity,
+            unit_code: zs(7),
+            unit_price: opt::<f64>(z, 8, d, "unit price")?,
+            points,
+            count,
+        }),
+        other => {
+            return Err(("FT1-7".into(), format!("coding system {other:?} is neither {SI_SYSTEM} nor {TO_SYSTEM}")));
+        }
+    })
+}
+
+/// IN1 (+ ZPE) in a DFT: one 公費 programme of a receipt.
+fn dft_public_expense(s: &Segment<'_>, z: Option<&Segment<'_>>, c: &Ctx<'_, '_>, d: Delims) -> Mapped {
+    let Some(rank) = opt::<u64>(s, 1, d, "set id")? else {
+        return Err(("IN1-1".into(), "set id (第n公費) is empty".into()));
+    };
+    let program = s.comp(2, 1, d);
+    if program.is_empty() {
+        return Err(("IN1-2".into(), "public expense programme (法別番号) is empty".into()));
+    }
+    let m = s.comp(12, 1, d);
+    let Some(service_month) = ts_date(&m) else {
+        return Err(("IN1-12".into(), format!("month {m:?} is not YYYYMMDD")));
+    };
+    let none = Segment { name: "ZPE", fields: vec![], index: 0 };
+    let z = z.filter(|z| z.name == "ZPE").unwrap_or(&none);
+    Ok(Record::PublicExpense(PublicExpense {
+        provider_id: String::new(),
+        patient_id: c.patient_id.clone(),
+        encounter_id: c.encounter_id.clone(),
+        service_month,
+        rank,
+        program_code: program,
+        prefecture_code: z.comp(1, 1, d),
+        benefit_class: z.comp(2, 1, d),
+        days: opt(z, 3, d, "days")?,
+        points: opt(z, 4, d, "points")?,
+        public_burden: opt(z, 5, d, "public burden")?,
+        outpatient_copay: opt(z, 6, d, "outpatient copay")?,
+        inpatient_copay: opt(z, 7, d, "inpatient copay")?,
+        times: opt(z, 8, d, "times")?,
+        amount: opt(z, 9, d, "amount")?,
+    }))
+}
+
+/// ZRC: a receipt's header and totals.
+fn dft_receipt(z: &Segment<'_>, c: &Ctx<'_, '_>, d: Delims) -> Mapped {
+    let m = z.comp(3, 1, d);
+    let Some(service_month) = ts_date(&m) else {
+        return Err(("ZRC-3".into(), format!("month {m:?} is not YYYYMMDD")));
+    };
+    let t = |n: usize| z.comp(n, 1, d);
+    Ok(Record::Receipt(Receipt {
+        provider_id: String::new(),
+        patient_id: c.patient_id.clone(),
+        encounter_id: c.encounter_id.clone(),
+        receipt_number: t(1),
+        receipt_type: t(2),
+        service_month,
+        benefit_ratio: t(4),
+        copay_class: t(5),
+        special_notes: t(6),
+        insurance_days: opt(z, 7, d, "days")?,
+        insurance_points: opt(z, 8, d, "points")?,
+        meal_times: opt(z, 9, d, "meal times")?,
+        meal_amount: opt(z, 10, d, "meal amount")?,
+        patient_copay: opt(z, 11, d, "copay")?,
+        dpc_code: t(12),
+        dpc_outcome: t(13),
+    }))
 }
 
 fn route_name(code: &str) -> String {
@@ -825,13 +1024,152 @@ pub fn messages_for_patient(records: &[&Record]) -> Vec<Outgoing> {
                     text: t,
                 });
             }
-            // Receipt-only tables (procedures, materials, 公費) are not written as HL7 messages.
-            Record::Procedure(_)
-            | Record::Material(_)
-            | Record::PublicExpense(_)
-            | Record::PublicExpenseId(_)
-            | Record::Receipt(_) => {}
+            Record::PublicExpenseId(x) => {
+                let mut t = msh("ADT^A08^ADT_A01", &control(&x.patient_id), ts);
+                t.push_str("EVN||20250401090000\r");
+                t.push_str(&pid_min(&x.patient_id));
+                t.push_str("PV1||N\r");
+                let program = x.payer_number.get(..2).unwrap_or("");
+                t.push_str(&seg(
+                    "IN1",
+                    &[
+                        (1, "1".into()),
+                        (2, format!("{}^^{PE_SYSTEM}", escape(program))),
+                        (3, format!("{}^^^^IN", escape(&x.payer_number))),
+                        (36, escape(&x.recipient_number)),
+                    ],
+                ));
+                out.push(Outgoing { kind: "ADT-00", day: None, order: "-".into(), department: "-".into(), text: t });
+            }
+            Record::Procedure(_) | Record::Material(_) | Record::PublicExpense(_) | Record::Receipt(_) => {
+                let (enc, pid, day) = match r {
+                    Record::Procedure(x) => (&x.encounter_id, &x.patient_id, x.procedure_date),
+                    Record::Material(x) => (&x.encounter_id, &x.patient_id, x.used_date),
+                    Record::PublicExpense(x) => (&x.encounter_id, &x.patient_id, x.service_month),
+                    Record::Receipt(x) => (&x.encounter_id, &x.patient_id, x.service_month),
+                    _ => unreachable!("matched above"),
+                };
+                let mut t = msh("DFT^P03^DFT_P03", &control(pid), ts);
+                t.push_str(&format!("EVN||{}\r", ymd(day)));
+                t.push_str(&pid_min(pid));
+                t.push_str(&pv1("O", enc));
+                t.push_str(&dft_segments(r));
+                out.push(Outgoing {
+                    kind: "DFT-01",
+                    day: Some(day),
+                    order: enc.clone(),
+                    department: "-".into(),
+                    text: t,
+                });
+            }
         }
     }
     out
+}
+
+fn opt_text<T: ToString>(v: Option<T>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_default()
+}
+
+/// FT1-4: the day, or the month as `start^end` when the day is not known.
+fn ft1_date(d: NaiveDate, day_known: bool) -> String {
+    if day_known {
+        return ymd(d);
+    }
+    let next = d.checked_add_months(chrono::Months::new(1)).unwrap_or(d);
+    format!("{}^{}", ymd(d), ymd(next.pred_opt().unwrap_or(d)))
+}
+
+/// The body segments of a DFT^P03 for one receipt-side record (see the module documentation).
+fn dft_segments(r: &Record) -> String {
+    let e = |s: &str| escape(s);
+    match r {
+        Record::Procedure(x) => {
+            seg(
+                "FT1",
+                &[
+                    (1, "1".into()),
+                    (4, ft1_date(x.procedure_date, x.day_known)),
+                    (6, "CG".into()),
+                    (7, format!("{}^{}^{SI_SYSTEM}", e(&x.procedure_code), e(&x.procedure_name))),
+                    (10, x.count.to_string()),
+                ],
+            ) + &seg(
+                "ZFT",
+                &[
+                    (1, e(&x.source)),
+                    (2, e(&x.care_category)),
+                    (3, e(&x.burden_category)),
+                    (4, opt_text(x.quantity)),
+                    (5, opt_text(x.points)),
+                ],
+            )
+        }
+        Record::Material(x) => {
+            seg(
+                "FT1",
+                &[
+                    (1, "1".into()),
+                    (4, ft1_date(x.used_date, x.day_known)),
+                    (6, "CG".into()),
+                    (7, format!("{}^{}^{TO_SYSTEM}", e(&x.material_code), e(&x.material_name))),
+                    (10, x.count.to_string()),
+                ],
+            ) + &seg(
+                "ZFT",
+                &[
+                    (1, e(&x.source)),
+                    (2, e(&x.care_category)),
+                    (3, e(&x.burden_category)),
+                    (4, opt_text(x.quantity)),
+                    (5, opt_text(x.points)),
+                    (6, e(&x.product_name)),
+                    (7, e(&x.unit_code)),
+                    (8, opt_text(x.unit_price)),
+                ],
+            )
+        }
+        Record::PublicExpense(x) => {
+            seg(
+                "IN1",
+                &[
+                    (1, x.rank.to_string()),
+                    (2, format!("{}^^{PE_SYSTEM}", e(&x.program_code))),
+                    (12, ymd(x.service_month)),
+                ],
+            ) + &seg(
+                "ZPE",
+                &[
+                    (1, e(&x.prefecture_code)),
+                    (2, e(&x.benefit_class)),
+                    (3, opt_text(x.days)),
+                    (4, opt_text(x.points)),
+                    (5, opt_text(x.public_burden)),
+                    (6, opt_text(x.outpatient_copay)),
+                    (7, opt_text(x.inpatient_copay)),
+                    (8, opt_text(x.times)),
+                    (9, opt_text(x.amount)),
+                ],
+            )
+        }
+        Record::Receipt(x) => seg(
+            "ZRC",
+            &[
+                (1, e(&x.receipt_number)),
+                (2, e(&x.receipt_type)),
+                (3, ymd(x.service_month)),
+                (4, e(&x.benefit_ratio)),
+                (5, e(&x.copay_class)),
+                (6, e(&x.special_notes)),
+                (7, opt_text(x.insurance_days)),
+                (8, opt_text(x.insurance_points)),
+                (9, opt_text(x.meal_times)),
+                (10, opt_text(x.meal_amount)),
+                (11, opt_text(x.patient_copay)),
+                (12, e(&x.dpc_code)),
+                (13, e(&x.dpc_outcome)),
+            ],
+        ),
+        _ => String::new(),
+    }
 }

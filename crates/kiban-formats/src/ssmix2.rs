@@ -14,10 +14,12 @@ use std::path::{Path, PathBuf};
 use crate::canonical::{Collected, Quarantined, Record, Sink, by_patient};
 use crate::hl7::{self, Origin};
 
-/// The data kinds SS-MIX2 defines that kiban reads (others are quarantined as unsupported).
-pub const KINDS: [&str; 13] = [
+/// The data kinds SS-MIX2 defines that kiban reads, and kiban's own `DFT-01` (receipt-side data:
+/// procedures, materials, 公費, receipts as DFT^P03; SS-MIX2 defines no kind for them). Other
+/// kinds are quarantined as unsupported.
+pub const KINDS: [&str; 14] = [
     "ADT-00", "ADT-01", "ADT-12", "ADT-21", "ADT-22", "ADT-31", "ADT-32", "PPR-01", "OMP-01", "OMP-11", "OML-11",
-    "OUL-01", "ORU-01",
+    "OUL-01", "ORU-01", "DFT-01",
 ];
 
 /// Counts of one walk.
@@ -100,7 +102,9 @@ fn read_file(root: &Path, path: &Path, provider_id: &str, sink: &mut dyn Sink, s
         let problem = format!("name {name:?} does not match its directory {}/{}/{}", pid, comps[3], comps[4]);
         return q(sink, "file name", problem);
     }
-    let (a, b) = (pid.get(..3).unwrap_or(""), pid.get(3..6).unwrap_or(""));
+    // By characters: an id of 4 or 5 characters has a short second prefix (`P0001` → `P00/01_`).
+    let (a, b): (String, String) = (pid.chars().take(3).collect(), pid.chars().skip(3).take(3).collect());
+    let (a, b) = (a.as_str(), b.as_str());
     let pad = |s: &str| if s.is_empty() { "-".to_string() } else { format!("{s:_<3}") };
     if comps[0] != a && comps[0] != pad(a) || comps[1] != b && comps[1] != pad(b) {
         let problem = format!("patient {pid} is filed under {}/{} instead of its id prefix", comps[0], comps[1]);

@@ -87,3 +87,38 @@ fn b2_hl7_jahis_fields_map_to_identity_and_clinical_rows() {
     let Record::Text(t) = &c.records[0] else { panic!("{:?}", c) };
     assert_eq!(t.text, "両肺に異常影なし。\n心拡大なし。", "OBX-5 repetitions kept as lines");
 }
+
+#[test]
+fn b2_ssmix2_writes_procedures_materials_public_expenses_and_receipts_as_dft_and_reads_them_back() {
+    let (uke, _) = crate::uke::sample();
+    let want = crate::fhir::receipt_side(&uke.records);
+    assert!(want.iter().any(|r| matches!(r, Record::Procedure(p) if !p.day_known)), "a month-only procedure");
+    let tmp = tempfile::tempdir().unwrap();
+    let st = ssmix2::write(tmp.path(), &uke.records).unwrap();
+    assert!(st.refused.is_empty(), "{:?}", st.refused);
+    let mut got = Collected::default();
+    ssmix2::walk(tmp.path(), "prov-x", &mut got);
+    assert!(got.quarantined.is_empty(), "{:?}", got.quarantined);
+    assert_eq!(sorted(crate::fhir::receipt_side(&got.records)), sorted(want));
+    // The 公費 numbers come back on the identity side only (ADT^A08 IN1), the programmes apart.
+    assert_eq!(got.of(kiban_formats::Table::PublicExpenseIds).count(), 2);
+}
+
+#[test]
+fn b2_hl7_bad_dft_fields_are_quarantined_by_segment_and_field() {
+    let msg = "MSH|^~\\&|X|X|||20240601||DFT^P03^DFT_P03|1|P|2.5\rPID|||P1^^^^PI\rPV1||O\r\
+               FT1|1|||2024061||CG|111000110^初診料^99KSI|||1\r\
+               FT1|1|||20240601||CG|730000001^x^99KTO|||two\r\
+               FT1|1|||20240601||CG|1^x^LOCAL|||1\r\
+               IN1|1|54^^99KPE||||||||||2024\r\
+               ZRC|1|1112|20240601||||x\r\
+               FT1|1|||20240601^20240630||CG|111000110^初診料^99KSI|||3\rZFT|UKE SI|12|1|1.5|291\r";
+    let mut got = Collected::default();
+    let o = kiban_formats::hl7::Origin { file: "m", provider_id: "prov-x" };
+    kiban_formats::hl7::read_bytes(&kiban_formats::hl7::encode_message(msg).unwrap(), &o, &mut got);
+    let fields: Vec<&str> = got.quarantined.iter().map(|q| q.field.as_str()).collect();
+    assert_eq!(fields, ["FT1-4", "FT1-10", "FT1-7", "IN1-12", "ZRC-7"]);
+    let Some(Record::Procedure(p)) = got.records.first() else { panic!("{:?}", got.records) };
+    assert!(!p.day_known && p.count == 3 && p.points == Some(291) && p.quantity == Some(1.5), "{p:?}");
+    assert_eq!(p.provider_id, "prov-x");
+}
