@@ -404,6 +404,9 @@ impl Reader<'_> {
         // Diagnoses wait for the stay's first day (SB lines have no date of their own).
         let mut diagnoses: Vec<(bool, Diagnosis<&str>)> = Vec::new();
         let mut rank = 0u64;
+        // Drugs of the CD lines, kept when no IY line gives the same drug that day.
+        let mut cd_drugs: Vec<Prescription<&str>> = Vec::new();
+        let mut iy_days: Vec<(&str, NaiveDate)> = Vec::new();
         let mut f = Fields::with(std::mem::take(&mut self.line_cuts));
         for k in 1..r.lines.len() {
             let (no, text) = r.line(k);
@@ -660,6 +663,7 @@ impl Reader<'_> {
                         first_day = Some(day);
                     }
                     self.comments(&f, 7, day, ids, sink);
+                    iy_days.push((e.canonical.as_str(), day));
                     sink.record_ref(Record::Prescription(Prescription {
                         provider_id: self.provider_id,
                         patient_id,
@@ -669,6 +673,125 @@ impl Reader<'_> {
                         drug_name: &e.name,
                         route: &e.extra,
                         days: days.into(),
+                    }));
+                }
+                "CD" => {
+                    // コーディングデータ (DPC): everything done, day by day, 包括 items included.
+                    // Procedures and materials are kept with source `UKE CD` (apart from the SI/TO
+                    // claim lines); a drug is kept unless an IY line of the receipt already gives
+                    // it on that day.
+                    let Some(day) = full_date(g(1)) else {
+                        self.q(sink, no, text, "CD.1 実施年月日", format!("{:?} is not GYYMMDD or YYYYMMDD", g(1)));
+                        continue;
+                    };
+                    let Some(count) = digits(g(9)) else {
+                        self.q(sink, no, text, "CD.9 回数", format!("{:?} is not a whole number", g(9)));
+                        continue;
+                    };
+                    let (Ok(used), Ok(amount)) = (opt_num(g(6)), opt_num(g(7))) else {
+                        let (i, name) = if opt_num(g(6)).is_err() { (6, "使用量") } else { (7, "数量データ") };
+                        self.q(sink, no, text, &format!("CD.{i} {name}"), format!("{:?} is not a number", g(i)));
+                        continue;
+                    };
+                    let (care_category, code) = (g(2), g(5));
+                    match code.as_bytes().first() {
+                        Some(b'1') => sink.record_ref(Record::Procedure(Procedure {
+                            provider_id: self.provider_id,
+                            patient_id,
+                            encounter_id,
+                            procedure_date: day,
+                            day_known: true,
+                            source: "UKE CD",
+                            care_category,
+                            burden_category: "",
+                            procedure_code: code,
+                            procedure_name: self.masters.procedure.get(code).map_or("", |e| e.name.as_str()),
+                            quantity: amount,
+                            points: None,
+                            count: count.into(),
+                        })),
+                        Some(b'7') => sink.record_ref(Record::Material(Material {
+                            provider_id: self.provider_id,
+                            patient_id,
+                            encounter_id,
+                            used_date: day,
+                            day_known: true,
+                            source: "UKE CD",
+                            care_category,
+                            burden_category: "",
+                            material_code: code,
+                            material_name: match g(10) {
+                                "" => self.masters.material.get(code).map_or("", |e| e.name.as_str()),
+                                n => n,
+                            },
+                            product_name: "",
+                            quantity: used,
+                            unit_code: g(8),
+                            unit_price: None,
+                            points: None,
+                            count: count.into(),
+                        })),
+                        Some(b'6') => match self.masters.drug.get(code) {
+                            Some(e) => cd_drugs.push(Prescription {
+                                provider_id: self.provider_id,
+                                patient_id,
+                                encounter_id,
+                                prescribed_date: day,
+                                drug_code: &e.canonical,
+                                drug_name: &e.name,
+                                route: &e.extra,
+                                days: count.into(),
+                            }),
+                            None => {
+                                self.q(
+                                    sink,
+                                    no,
+                                    text,
+                                    "CD.5 レセプト電算処理システム用コード",
+                                    format!("{code:?} is not in the drug master"),
+                                );
+                            }
+                        },
+                        _ => {
+                            let problem = format!("{code:?} is not a 診療行為 (1…), 医薬品 (6…) or 特定器材 (7…) code");
+                            self.q(sink, no, text, "CD.5 レセプト電算処理システム用コード", problem);
+                        }
+                    }
+                }
+                "SK" => {
+                    // 診療関連情報 (DPC): the operations and procedures the DPC code was grouped on.
+                    let (code, section, name) = (g(1), g(2), g(6));
+                    let code = [code, section, g(5)].into_iter().find(|c| !c.is_empty()).unwrap_or("");
+                    if code.is_empty() {
+                        self.q(sink, no, text, "SK.2 区分番号", "no 診療行為コード, 区分番号 or 診療区分コード");
+                        continue;
+                    }
+                    let (date, day_known) = match (g(3), full_date(g(3))) {
+                        (_, Some(d)) => (d, true),
+                        ("", None) => (admitted.unwrap_or(month), false),
+                        (x, None) => {
+                            let problem = format!("{x:?} is not GYYMMDD or YYYYMMDD");
+                            self.q(sink, no, text, "SK.3 実施(予定)年月日", problem);
+                            continue;
+                        }
+                    };
+                    sink.record_ref(Record::Procedure(Procedure {
+                        provider_id: self.provider_id,
+                        patient_id,
+                        encounter_id,
+                        procedure_date: date,
+                        day_known,
+                        source: "UKE SK",
+                        care_category: "",
+                        burden_category: "",
+                        procedure_code: code,
+                        procedure_name: match name {
+                            "" => self.masters.procedure.get(code).map_or("", |e| e.name.as_str()),
+                            n => n,
+                        },
+                        quantity: None,
+                        points: None,
+                        count: 1,
                     }));
                 }
                 "SJ" => sink.record_ref(Record::Text(Text {
@@ -702,6 +825,11 @@ impl Reader<'_> {
             discharge_date: discharge,
         }));
         sink.record_ref(Record::Receipt(row));
+        for p in cd_drugs {
+            if !iy_days.contains(&(p.drug_code, p.prescribed_date)) {
+                sink.record_ref(Record::Prescription(p));
+            }
+        }
         for (stay_dated, mut d) in diagnoses {
             if stay_dated {
                 d.diagnosis_date = first;

@@ -276,3 +276,52 @@ fn b2_uke_re_ho_totals_become_one_receipt_row_each() {
         ]
     );
 }
+
+#[test]
+fn b2_uke_dpc_cd_and_sk_lines_become_procedures_materials_and_drugs() {
+    let text = [
+        "IR,1,13,1,1234567,,合成病院（架空）,202406,00,0312345678",
+        "RE,1,3110,202406,架空　花子,2,19600315,70,20240601,,,,,P0001,,,,,,,ENC-1,01,,,,,,,,,,,,,,,カクウ　ハナコ",
+        "BU,040080xx99x0xx,20240601,20240610,1,",
+        "KK,,,1,,,64,,,,,,,",
+        "SK,150000490,K6335,20240603,,,ヘルニア手術",
+        "IY,21,1,620000001,3,10,1,,,,,,,,,1,,,,,,,,,,,,,,,,,,,,,,,,,,,,",
+        "CD,20240603,21,1,1,620000001,3,,,1,",
+        "CD,20240604,21,1,1,620000001,3,,,1,",
+        "CD,20240603,50,2,1,150000490,,,,1,",
+        "CD,20240603,50,2,2,730000001,1,,019,2,合成カテーテル（架空）",
+        "CD,2024063x,50,2,1,150000490,,,,1,",
+        "CD,20240605,50,2,1,999999999,,,,1,",
+        "GO,1,9612,99",
+    ]
+    .join("\r\n");
+    let bytes = kiban_formats::encoding::encode_sjis(&(text + "\r\n")).unwrap();
+    let mut masters = Masters::default();
+    masters.drug.insert("620000001", "合成錠（架空）", "9999999F1000", "oral");
+    let mut got = Collected::default();
+    uke::read(&bytes[..], "dpc.uke", "prov-x", &masters, &mut got).unwrap();
+    let fields: Vec<&str> = got.quarantined.iter().map(|q| q.field.as_str()).collect();
+    assert_eq!(fields, ["CD.1 実施年月日", "CD.5 レセプト電算処理システム用コード"], "{:?}", got.quarantined);
+    let procs: Vec<(&str, &str, chrono::NaiveDate)> = got
+        .of(Table::Procedures)
+        .map(|r| match r {
+            Record::Procedure(p) => (p.source.as_str(), p.procedure_code.as_str(), p.procedure_date),
+            _ => unreachable!(),
+        })
+        .collect();
+    assert_eq!(procs, [("UKE SK", "150000490", day(3)), ("UKE CD", "150000490", day(3))]);
+    let mats: Vec<_> = got.of(Table::Materials).collect();
+    assert!(
+        matches!(mats[..], [Record::Material(m)] if m.source == "UKE CD" && m.count == 2 && m.quantity == Some(1.0) && m.unit_code == "019"),
+        "{mats:?}"
+    );
+    // The drug on the 3rd is the IY line's; the CD line of the 4th adds the day the IY line does not give.
+    let drugs: Vec<chrono::NaiveDate> = got
+        .of(Table::Prescriptions)
+        .map(|r| match r {
+            Record::Prescription(p) => p.prescribed_date,
+            _ => unreachable!(),
+        })
+        .collect();
+    assert_eq!(drugs, [day(3), day(4)]);
+}
