@@ -954,6 +954,17 @@ enum V<'a> {
     B(bool),
 }
 
+/// `finish` into an [`ArrayRef`] (one spelling for every builder type).
+trait FinishArc {
+    fn finish_arc(self) -> ArrayRef;
+}
+
+impl<B: arrow::array::ArrayBuilder> FinishArc for B {
+    fn finish_arc(mut self) -> ArrayRef {
+        arrow::array::ArrayBuilder::finish(&mut self)
+    }
+}
+
 /// Builds Arrow batches of one table from records.
 pub struct TableBuilder {
     table: Table,
@@ -1145,19 +1156,25 @@ impl TableBuilder {
             ]),
         }
     }
-    /// Takes the buffered rows as one batch.
+    /// Takes the buffered rows as one batch. The builders start the next batch with the capacity
+    /// this one needed (Arrow's `finish` leaves them empty, so each batch would regrow from nothing).
     pub fn finish(&mut self) -> RecordBatch {
+        let n = self.rows;
         let cols: Vec<ArrayRef> = self
             .cols
             .iter_mut()
             .map(|c| -> ArrayRef {
                 match c {
-                    Col::S(b) => Arc::new(b.finish()),
-                    Col::D(b) => Arc::new(b.finish()),
-                    Col::U(b) => Arc::new(b.finish()),
-                    Col::I(b) => Arc::new(b.finish()),
-                    Col::F(b) => Arc::new(b.finish()),
-                    Col::B(b) => Arc::new(b.finish()),
+                    Col::S(b) => {
+                        let a = b.finish();
+                        *b = StringBuilder::with_capacity(n, a.values().len());
+                        Arc::new(a)
+                    }
+                    Col::D(b) => std::mem::replace(b, Date32Builder::with_capacity(n)).finish_arc(),
+                    Col::U(b) => std::mem::replace(b, UInt64Builder::with_capacity(n)).finish_arc(),
+                    Col::I(b) => std::mem::replace(b, Int64Builder::with_capacity(n)).finish_arc(),
+                    Col::F(b) => std::mem::replace(b, Float64Builder::with_capacity(n)).finish_arc(),
+                    Col::B(b) => std::mem::replace(b, BooleanBuilder::with_capacity(n)).finish_arc(),
                 }
             })
             .collect();
