@@ -321,3 +321,82 @@ impl Sink {
         Ok((file_sha256(&path)?, Vec::new()))
     }
 }
+
+/// Threads that transform batches in [`par_map_batches`]: every core (the reader and the ordered
+/// consumer run beside them and mostly wait on I/O or on the workers).
+pub fn workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 16)
+}
+
+/// Streams the input's batches (as [`for_each_batch`] gives them) through `f` on [`workers`]
+/// threads and hands each result to `consume` in input order, with the index of the batch's first
+/// record. A reader thread decodes ahead; at most a few batches per worker are in flight, so memory
+/// stays bounded whatever the input's size. The first error (reading, `f` or `consume`) stops the
+/// run and is returned.
+pub fn par_map_batches<T: Send>(
+    input: &Input,
+    delimiter: u8,
+    f: impl Fn(&RecordBatch, u64) -> Result<T> + Sync,
+    mut consume: impl FnMut(&RecordBatch, T) -> Result<()>,
+) -> Result<()> {
+    use std::sync::mpsc::{Receiver, sync_channel};
+    use std::sync::{Arc as StdArc, Mutex};
+    type Job = (u64, u64, RecordBatch);
+    let n = workers();
+    std::thread::scope(|s| -> Result<()> {
+        let (job_tx, job_rx) = sync_channel::<Job>(n);
+        let (res_tx, res_rx) = sync_channel::<(u64, RecordBatch, Result<T>)>(2 * n);
+        let reader = s.spawn(move || -> Result<u64> {
+            let (mut seq, mut first) = (0u64, 0u64);
+            let r = for_each_batch(input, delimiter, |b| {
+                let rows = b.num_rows() as u64;
+                // A closed channel means the consumer stopped on an error it reports itself.
+                job_tx.send((seq, first, b.clone())).map_err(|_| DeidError::format("pipeline", "stopped"))?;
+                seq += 1;
+                first += rows;
+                Ok(())
+            });
+            match r {
+                Err(DeidError::Format { ref path, .. }) if path == "pipeline" => Ok(seq),
+                r => r.map(|()| seq),
+            }
+        });
+        let job_rx: StdArc<Mutex<Receiver<Job>>> = StdArc::new(Mutex::new(job_rx));
+        for _ in 0..n {
+            let (job_rx, res_tx, f) = (job_rx.clone(), res_tx.clone(), &f);
+            s.spawn(move || {
+                loop {
+                    let job = job_rx.lock().map(|rx| rx.recv());
+                    let Ok(Ok((seq, first, batch))) = job else { break };
+                    let out = f(&batch, first);
+                    if res_tx.send((seq, batch, out)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(res_tx);
+        drop(job_rx);
+        let consumed = (move || -> Result<u64> {
+            let mut pending: std::collections::BTreeMap<u64, (RecordBatch, T)> = Default::default();
+            let mut next = 0u64;
+            for (seq, batch, out) in res_rx.iter() {
+                pending.insert(seq, (batch, out?));
+                while let Some((b, t)) = pending.remove(&next) {
+                    consume(&b, t)?;
+                    next += 1;
+                }
+            }
+            Ok(next)
+        })();
+        // On an error the result channel is already dropped, so the workers and then the reader stop.
+        let read = reader.join().map_err(|_| DeidError::format("pipeline", "the reader panicked"))?;
+        let done = consumed?;
+        let sent = read?;
+        if done != sent {
+            // A worker died with a batch: never return a partial result as complete.
+            return Err(DeidError::format("pipeline", format!("{} of {sent} batches processed", done)));
+        }
+        Ok(())
+    })
+}
