@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{DeidError, Result};
 use crate::hierarchy::{Builder, Hierarchy, MissingRule};
-use crate::io::{BATCH_ROWS, Input, Output, Sink, file_sha256, hash_batch, strings};
+use crate::io::{Input, Output, Sink, file_sha256, hash_batch, strings};
 use crate::policy::{Policy, SuppressedRecords, Treatment};
 use crate::report::{ColumnReport, Report, SearchReport};
 use crate::risk::{class_size_histogram, risk};
@@ -613,7 +613,7 @@ pub fn anonymize(policy: &Policy, input: &Input, output: &Output, opts: &RunOpti
                     *sens_dict.entry(v.clone()).or_insert(next)
                 });
                 counter.add(&qstate, &tuple, s, n);
-                if row % BATCH_ROWS == BATCH_ROWS - 1 {
+                if row % crate::io::BATCH_ROWS == crate::io::BATCH_ROWS - 1 {
                     counter.enforce(&qstate);
                 }
             }
@@ -829,7 +829,9 @@ pub fn anonymize(policy: &Policy, input: &Input, output: &Output, opts: &RunOpti
             (ci, cp, aux)
         })
         .collect();
-    let transform = |batch: &RecordBatch, first: u64| -> Result<(RecordBatch, Pass2Stats)> {
+    // Workers encode (and compress) their batch for the sink; the consumer only appends in order.
+    let encoder = sink.encoder();
+    let transform = |batch: &RecordBatch, first: u64| -> Result<(crate::io::Encoded, u64, Pass2Stats)> {
         let rows = batch.num_rows();
         let mut stats = Pass2Stats { rare: vec![[0; 3]; rare.len()], invalid: HashMap::new() };
         // Which rows are suppressed, and the QI codes of each row.
@@ -963,7 +965,8 @@ pub fn anonymize(policy: &Policy, input: &Input, output: &Output, opts: &RunOpti
             cols.push(Arc::new(b.finish()));
         }
         let out = RecordBatch::try_new(out_schema.clone(), cols).map_err(|e| DeidError::format("output", e))?;
-        Ok((out, stats))
+        let rows_out = out.num_rows() as u64;
+        Ok((encoder.encode(out)?, rows_out, stats))
     };
     let mut coarsen_invalid: HashMap<usize, u64> = HashMap::new();
     let mut rare_counted = vec![[0u64; 3]; rare.len()];
@@ -972,22 +975,22 @@ pub fn anonymize(policy: &Policy, input: &Input, output: &Output, opts: &RunOpti
         if spec.is_some() { &nothing } else { input },
         policy.input_delimiter,
         transform,
-        |batch, (out, stats)| {
+        |batch, (out, rows_out, stats)| {
             for (acc, x) in rare_counted.iter_mut().zip(&stats.rare) {
-                for j in 0..3 {
-                    acc[j] += x[j];
+                for (a, b) in acc.iter_mut().zip(x) {
+                    *a += b;
                 }
             }
             for (c, x) in stats.invalid {
                 *coarsen_invalid.entry(c).or_default() += x;
             }
-            records_out += out.num_rows() as u64;
+            records_out += rows_out;
             done += batch.num_rows() as u64;
             opts.report(Progress::Written { done, total: records_in });
-            if memory {
-                hash_batch(&mut out_hash, &out);
+            if let (true, crate::io::Encoded::Batch(b)) = (memory, &out) {
+                hash_batch(&mut out_hash, b);
             }
-            sink.write(out)
+            sink.write_encoded(out)
         },
     )?;
     for (st, c) in rare.iter_mut().zip(&rare_counted) {
