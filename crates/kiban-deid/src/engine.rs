@@ -281,21 +281,36 @@ impl Counter {
         }
         let q = self.floor.len();
         while self.freq.tuples() > self.budget / 2 {
-            let distinct = |i: usize, l: usize| -> usize {
-                qstate[i].chains.iter().map(|ch| ch[l].as_str()).collect::<HashSet<&str>>().len()
+            // Per record, the ARX loss (leaves under the value − 1)/(values − 1) of column i at
+            // level l, from the exact marginals; and the number of values at l.
+            let level_stats = |i: usize, l: usize| -> (f64, usize) {
+                let chains = &qstate[i].chains;
+                let mut leaves: HashMap<&str, u64> = HashMap::new();
+                for ch in chains {
+                    *leaves.entry(ch[l].as_str()).or_default() += 1;
+                }
+                let d = (chains.len() as f64 - 1.0).max(1.0);
+                let m = &self.marg[i];
+                let (mut loss, mut n) = (0.0, 0u64);
+                for (c, ch) in chains.iter().enumerate() {
+                    let x = m.get(c).copied().unwrap_or(0);
+                    loss += x as f64 * (leaves[ch[l].as_str()] as f64 - 1.0) / d;
+                    n += x;
+                }
+                (loss / n.max(1) as f64, leaves.len())
             };
-            // Rank by how many values a level up merges; folding to the top (`*`, the column
-            // gone) only when nothing else is left.
+            // Fold where the fewest values' worth of loss buys the largest merge, so the floor stays
+            // under the levels the optimum is likely to pick (a flat column to `*` costs a whole cell).
             let pick = (0..q)
                 .filter(|&i| !qstate[i].chains.is_empty() && (self.floor[i] as usize) + 1 < qstate[i].chains[0].len())
-                .map(|i| {
+                .filter_map(|i| {
                     let f = self.floor[i] as usize;
-                    let below_top = f + 2 < qstate[i].chains[0].len();
-                    (below_top, distinct(i, f) as f64 / distinct(i, f + 1).max(1) as f64, i)
+                    let (l0, n0) = level_stats(i, f);
+                    let (l1, n1) = level_stats(i, f + 1);
+                    let ratio = n0 as f64 / n1.max(1) as f64;
+                    (ratio > 1.0).then(|| (ratio.ln() / ((l1 - l0).max(0.0) + 1e-6), i))
                 })
-                .filter(|&(_, ratio, _)| ratio > 1.0)
-                .max_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)))
-                .map(|(_, r, i)| (r, i));
+                .max_by(|a, b| a.0.total_cmp(&b.0));
             let Some((_, i)) = pick else { return };
             self.floor[i] += 1;
             self.rep[i].clear();
