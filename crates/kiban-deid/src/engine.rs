@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{DeidError, Result};
 use crate::hierarchy::{Builder, Hierarchy, MissingRule};
-use crate::io::{Input, Output, Sink, file_sha256, for_each_batch, hash_batch, strings};
+use crate::io::{Input, Output, Sink, file_sha256, hash_batch, strings};
 use crate::policy::{Policy, SuppressedRecords, Treatment};
 use crate::report::{ColumnReport, Report, SearchReport};
 use crate::risk::{class_size_histogram, risk};
@@ -68,6 +68,10 @@ pub struct RunOptions {
     /// Derive the run's token and release keys from this seed instead of the random source, so two
     /// runs can be compared byte for byte (tests and benchmarks only; a release uses fresh keys).
     pub key_seed: Option<[u8; 32]>,
+    /// Distinct quasi-identifier tuples kept at most in pass 1 (default [`DEFAULT_TUPLE_BUDGET`]);
+    /// past it the table is folded one level up on a quasi-identifier, so memory stays bounded
+    /// at any input size and the report says which levels the search could no longer reach.
+    pub tuple_budget: Option<usize>,
 }
 
 impl RunOptions {
@@ -194,6 +198,254 @@ fn code_of(q: &mut QiState, h: &Hierarchy, column: &str, v: &str) -> Result<u32>
 
 type Setup = (Vec<QiState>, Option<usize>, Vec<RareState>);
 
+/// Distinct quasi-identifier tuples kept at most before the table is folded (see [`Counter`]):
+/// about 50 bytes each, so the table stays near 1 GB at any input size.
+pub const DEFAULT_TUPLE_BUDGET: usize = 20_000_000;
+
+/// The frequency table under construction, kept within a tuple budget: when the distinct tuples
+/// pass it, the quasi-identifier whose next level merges the most values is folded one level up
+/// (its codes replaced by one representative per value at that level, equal tuples merged) until
+/// the table is back under half the budget. The search then starts at that floor; nodes below it
+/// are bounded with exact per-column marginals and reported when they might have done better.
+struct Counter {
+    freq: FreqBuilder,
+    sens: bool,
+    budget: usize,
+    floor: Vec<u8>,
+    /// Per QI: the representative code of each original code at the floor level.
+    rep: Vec<Vec<u32>>,
+    by_label: Vec<HashMap<String, u32>>,
+    /// Per QI: records per original code over the whole input.
+    marg: Vec<Vec<u64>>,
+    key: Vec<u32>,
+}
+
+/// What pass 1 leaves for the search.
+struct Counted {
+    table: crate::search::FreqTable,
+    floor: Vec<u8>,
+    reps: Vec<Vec<u32>>,
+    marginals: Vec<Vec<u64>>,
+}
+
+impl Counter {
+    fn new(q: usize, sens: bool, budget: usize) -> Self {
+        Counter {
+            freq: FreqBuilder::new(q, sens),
+            sens,
+            budget: budget.max(1),
+            floor: vec![0; q],
+            rep: vec![Vec::new(); q],
+            by_label: vec![HashMap::new(); q],
+            marg: vec![Vec::new(); q],
+            key: vec![0; q],
+        }
+    }
+
+    fn rep_of(&mut self, qstate: &[QiState], i: usize, raw: u32) -> u32 {
+        let r = raw as usize;
+        while self.rep[i].len() <= r {
+            let c = self.rep[i].len();
+            let f = self.floor[i] as usize;
+            let rep = if f == 0 {
+                c as u32
+            } else {
+                let label = &qstate[i].chains[c][f];
+                match self.by_label[i].get(label) {
+                    Some(&x) => x,
+                    None => *self.by_label[i].entry(label.clone()).or_insert(c as u32),
+                }
+            };
+            self.rep[i].push(rep);
+        }
+        self.rep[i][r]
+    }
+
+    /// Counts `n` records of original codes `raw` (none missing).
+    fn add(&mut self, qstate: &[QiState], raw: &[u32], sens: Option<u32>, n: u64) {
+        for (i, &c) in raw.iter().enumerate() {
+            let m = &mut self.marg[i];
+            if m.len() <= c as usize {
+                m.resize(c as usize + 1, 0);
+            }
+            m[c as usize] += n;
+            self.key[i] = self.rep_of(qstate, i, c);
+        }
+        self.freq.add_n(&self.key, sens, n);
+    }
+
+    /// Folds the table while it is over budget (see [`Counter`]).
+    fn enforce(&mut self, qstate: &[QiState]) {
+        if self.freq.tuples() <= self.budget {
+            return;
+        }
+        let q = self.floor.len();
+        while self.freq.tuples() > self.budget / 2 {
+            // Per record, the ARX loss (leaves under the value − 1)/(values − 1) of column i at
+            // level l, from the exact marginals; and the number of values at l.
+            let level_stats = |i: usize, l: usize| -> (f64, usize) {
+                let chains = &qstate[i].chains;
+                let mut leaves: HashMap<&str, u64> = HashMap::new();
+                for ch in chains {
+                    *leaves.entry(ch[l].as_str()).or_default() += 1;
+                }
+                let d = (chains.len() as f64 - 1.0).max(1.0);
+                let m = &self.marg[i];
+                let (mut loss, mut n) = (0.0, 0u64);
+                for (c, ch) in chains.iter().enumerate() {
+                    let x = m.get(c).copied().unwrap_or(0);
+                    loss += x as f64 * (leaves[ch[l].as_str()] as f64 - 1.0) / d;
+                    n += x;
+                }
+                (loss / n.max(1) as f64, leaves.len())
+            };
+            // Fold where the fewest values' worth of loss buys the largest merge, so the floor stays
+            // under the levels the optimum is likely to pick (a flat column to `*` costs a whole cell).
+            let pick = (0..q)
+                .filter(|&i| !qstate[i].chains.is_empty() && (self.floor[i] as usize) + 1 < qstate[i].chains[0].len())
+                .filter_map(|i| {
+                    let f = self.floor[i] as usize;
+                    let (l0, n0) = level_stats(i, f);
+                    let (l1, n1) = level_stats(i, f + 1);
+                    let ratio = n0 as f64 / n1.max(1) as f64;
+                    (ratio > 1.0).then(|| (ratio.ln() / ((l1 - l0).max(0.0) + 1e-6), i))
+                })
+                .max_by(|a, b| a.0.total_cmp(&b.0));
+            let Some((_, i)) = pick else { return };
+            self.floor[i] += 1;
+            self.rep[i].clear();
+            self.by_label[i].clear();
+            for c in 0..qstate[i].chains.len() {
+                self.rep_of(qstate, i, c as u32);
+            }
+            let old = std::mem::replace(&mut self.freq, FreqBuilder::new(q, self.sens)).finish();
+            let mut key = vec![0u32; q];
+            for t in 0..old.tuples() {
+                key.copy_from_slice(old.tuple(t));
+                key[i] = self.rep[i][key[i] as usize];
+                match &old.sens {
+                    Some(h) => {
+                        for &(s, n) in &h[t] {
+                            self.freq.add_n(&key, Some(s), n);
+                        }
+                    }
+                    None => self.freq.add_n(&key, None, old.counts[t]),
+                }
+            }
+        }
+    }
+
+    fn finish(mut self, qstate: &[QiState]) -> Counted {
+        for (i, q) in qstate.iter().enumerate() {
+            if let Some(last) = q.chains.len().checked_sub(1) {
+                self.rep_of(qstate, i, last as u32);
+            }
+            self.marg[i].resize(q.chains.len(), 0);
+        }
+        let mut table = self.freq.finish();
+        table.floor_folded = self.floor.iter().any(|&f| f > 0);
+        Counted { table, floor: self.floor, reps: self.rep, marginals: self.marg }
+    }
+}
+
+/// What pass 2 counts while it transforms one batch (summed in input order).
+struct Pass2Stats {
+    /// Per rare column: top-coded, bottom-coded, suppressed.
+    rare: Vec<[u64; 3]>,
+    /// Per date column: values that could not be read as dates (released as `*`).
+    invalid: HashMap<usize, u64>,
+}
+
+/// The offset in days, never 0, within ±`max_days`, that `key` gives the records whose value in
+/// grouping column `column` is `by` (SHA-256 of the key and both; uniform up to a bias of 2⁻⁶⁴·max).
+/// Date columns with the same grouping and `max_days` move together.
+fn shift_offset(key: &EphemeralKey, column: &str, by: &str, max_days: u32) -> i64 {
+    let mut h = Sha256::new();
+    h.update(key.0);
+    h.update(b"date shift\0");
+    h.update(column.as_bytes());
+    h.update([0]);
+    h.update(by.as_bytes());
+    let d = h.finalize();
+    let x = u64::from_le_bytes(d[..8].try_into().expect("8 bytes"));
+    let span = 2 * max_days as u64;
+    let m = x % span;
+    if m < max_days as u64 { -(m as i64) - 1 } else { (m - max_days as u64) as i64 + 1 }
+}
+
+/// Writes `value` moved by `days` into `out` as `YYYY-MM-DD`; false when it is not a date.
+fn shift_date(value: &str, days: i64, out: &mut String) -> bool {
+    let Some((y, m, d)) = crate::hierarchy::parse_date(value.trim()) else { return false };
+    let Some(date) = chrono::NaiveDate::from_ymd_opt(y, m, d) else { return false };
+    let Some(moved) = date.checked_add_signed(chrono::TimeDelta::days(days)) else { return false };
+    use std::fmt::Write;
+    write!(out, "{}", moved.format("%Y-%m-%d")).is_ok()
+}
+
+/// One batch coded on its own (pass 1, on a worker): per quasi-identifier the row of the first
+/// occurrence of each distinct value (in order of first appearance), the same for the sensitive
+/// column, and the batch's tuples of those local ids with their counts (and sensitive histograms).
+struct LocalCodes {
+    firsts: Vec<Vec<u32>>,
+    sens_firsts: Vec<u32>,
+    table: crate::search::FreqTable,
+}
+
+/// Codes one batch against batch-local dictionaries; `None` when a column is missing (the merge
+/// then reports it by name through [`setup_columns`]).
+fn local_codes(batch: &RecordBatch, qis: &[&str], sens: Option<&str>) -> Result<Option<LocalCodes>> {
+    let schema = batch.schema();
+    let Ok(cols) = qis.iter().map(|n| schema.index_of(n)).collect::<std::result::Result<Vec<usize>, _>>() else {
+        return Ok(None);
+    };
+    let sens_col = match sens.map(|n| schema.index_of(n)).transpose() {
+        Ok(c) => c,
+        Err(_) => return Ok(None),
+    };
+    let rows = batch.num_rows();
+    let mut ids: Vec<Vec<u32>> = Vec::with_capacity(cols.len());
+    let mut firsts: Vec<Vec<u32>> = Vec::with_capacity(cols.len());
+    for &c in &cols {
+        let (i, f) = local_ids(strings(batch, c), rows);
+        ids.push(i);
+        firsts.push(f);
+    }
+    let (sens_ids, sens_firsts) = match sens_col {
+        Some(c) => {
+            let (i, f) = local_ids(strings(batch, c), rows);
+            (Some(i), f)
+        }
+        None => (None, Vec::new()),
+    };
+    let mut b = FreqBuilder::new(cols.len(), sens_col.is_some());
+    let mut tuple = vec![0u32; cols.len()];
+    for r in 0..rows {
+        for (t, col) in tuple.iter_mut().zip(&ids) {
+            *t = col[r];
+        }
+        b.add(&tuple, sens_ids.as_ref().map(|s| s[r]));
+    }
+    Ok(Some(LocalCodes { firsts, sens_firsts, table: b.finish() }))
+}
+
+/// Batch-local ids of a column's values (null read as the empty string) in order of first
+/// appearance, and the row of each id's first occurrence.
+fn local_ids(a: &arrow::array::StringArray, rows: usize) -> (Vec<u32>, Vec<u32>) {
+    let mut dict: HashMap<&str, u32, foldhash::fast::FixedState> = HashMap::default();
+    let mut first = Vec::new();
+    let ids = (0..rows)
+        .map(|r| {
+            let v = if a.is_valid(r) { a.value(r) } else { "" };
+            let next = first.len() as u32;
+            *dict.entry(v).or_insert_with(|| {
+                first.push(r as u32);
+                next
+            })
+        })
+        .collect();
+    (ids, first)
+}
+
 /// Checks the input's columns against the policy and prepares the per-column state of pass 1.
 fn setup_columns(policy: &Policy, qis: &[(&str, &Hierarchy)], sens_col: Option<&str>, s: &Schema) -> Result<Setup> {
     for f in s.fields() {
@@ -246,7 +498,9 @@ fn remote_spec(
     opts: &RunOptions,
 ) -> Option<crate::apply::ApplySpec> {
     use crate::apply::{ApplyColumn, ApplySpec, QiApply};
-    if assign.nodes.len() != 1 || matches!(input, Input::Batches(_)) {
+    // A folded table's tuples stand for groups of values, which the spec's list of failing
+    // tuples cannot say: such runs apply here.
+    if assign.nodes.len() != 1 || matches!(input, Input::Batches(_)) || table.floor_folded {
         return None;
     }
     let mut columns = Vec::new();
@@ -261,7 +515,7 @@ fn remote_spec(
                 let col = schema.index_of(f.name()).ok()?;
                 ApplyColumn::Generalize { qi: qstate.iter().position(|q| q.col == col)? }
             }
-            Treatment::Rekey | Treatment::Rare { .. } | Treatment::Coarsen(_) => return None,
+            Treatment::Rekey | Treatment::Rare { .. } | Treatment::Coarsen(_) | Treatment::Shift { .. } => return None,
         };
         columns.push((f.name().clone(), a));
     }
@@ -332,7 +586,7 @@ pub fn anonymize(policy: &Policy, input: &Input, output: &Output, opts: &RunOpti
     let mut sens_idx: Option<usize> = None;
     let mut sens_dict: HashMap<String, u32> = HashMap::new();
     let mut rare: Vec<RareState> = Vec::new();
-    let mut freq = FreqBuilder::new(qis.len(), sens_col.is_some());
+    let mut counter = Counter::new(qis.len(), sens_col.is_some(), opts.tuple_budget.unwrap_or(DEFAULT_TUPLE_BUDGET));
     let mut tuple = vec![0u32; qis.len()];
     let mut records_in = 0u64;
     let mut missing_suppressed = 0u64;
@@ -373,8 +627,12 @@ pub fn anonymize(policy: &Policy, input: &Input, output: &Output, opts: &RunOpti
                     let next = sens_dict.len() as u32;
                     *sens_dict.entry(v.clone()).or_insert(next)
                 });
-                freq.add_n(&tuple, s, n);
+                counter.add(&qstate, &tuple, s, n);
+                if row % crate::io::BATCH_ROWS == crate::io::BATCH_ROWS - 1 {
+                    counter.enforce(&qstate);
+                }
             }
+            counter.enforce(&qstate);
             opts.report(Progress::Counted(records_in));
             let schema = schema.as_ref().expect("set up");
             for st in &mut rare {
@@ -393,7 +651,16 @@ pub fn anonymize(policy: &Policy, input: &Input, output: &Output, opts: &RunOpti
             }
         }
     } else {
-        for_each_batch(input, policy.input_delimiter, |batch| {
+        // Workers code each batch on its own (batch-local value ids and tuples, in order of first
+        // appearance); the merge here, in input order, maps the few distinct values of a batch to
+        // the global codes, so codes and tuples come out numbered exactly as a serial pass would.
+        let qi_names: Vec<&str> = qis.iter().map(|(n, _)| *n).collect();
+        let local = |batch: &RecordBatch, _first: u64| -> Result<Option<LocalCodes>> {
+            local_codes(batch, &qi_names, sens_col.as_deref())
+        };
+        let mut gmap: Vec<Vec<u32>> = vec![Vec::new(); qis.len()];
+        let mut smap: Vec<u32> = Vec::new();
+        crate::io::par_map_batches(input, policy.input_delimiter, local, |batch, lc| {
             if schema.is_none() {
                 let s = batch.schema();
                 (qstate, sens_idx, rare) = setup_columns(policy, &qis, sens_col.as_deref(), &s)?;
@@ -402,29 +669,51 @@ pub fn anonymize(policy: &Policy, input: &Input, output: &Output, opts: &RunOpti
             if matches!(input, Input::Batches(_)) {
                 hash_batch(&mut input_hash, batch);
             }
-            let arrays: Vec<_> = qstate.iter().map(|q| strings(batch, q.col)).collect();
-            let sens_arr = sens_idx.map(|i| strings(batch, i));
-            for r in 0..batch.num_rows() {
-                records_in += 1;
-                let mut skip = false;
-                for (i, (q, (name, h))) in qstate.iter_mut().zip(&qis).enumerate() {
-                    let a = arrays[i];
-                    let v = if a.is_valid(r) { a.value(r) } else { "" };
-                    let code = code_of(q, h, name, v)?;
-                    skip |= code == MISSING;
-                    tuple[i] = code;
+            let lc = lc.ok_or_else(|| DeidError::format("input", "a batch lacks a column of the first batch"))?;
+            records_in += batch.num_rows() as u64;
+            for (i, (q, (name, h))) in qstate.iter_mut().zip(&qis).enumerate() {
+                let a = strings(batch, q.col);
+                gmap[i].clear();
+                for &r in &lc.firsts[i] {
+                    let r = r as usize;
+                    gmap[i].push(code_of(q, h, name, if a.is_valid(r) { a.value(r) } else { "" })?);
                 }
-                if skip {
-                    missing_suppressed += 1;
-                    continue;
-                }
-                let s = sens_arr.map(|a| {
+            }
+            smap.clear();
+            if let Some(si) = sens_idx {
+                let a = strings(batch, si);
+                for &r in &lc.sens_firsts {
+                    let r = r as usize;
                     let v = if a.is_valid(r) { a.value(r) } else { "" };
                     let next = sens_dict.len() as u32;
-                    *sens_dict.entry(v.to_owned()).or_insert(next)
-                });
-                freq.add(&tuple, s);
+                    smap.push(match sens_dict.get(v) {
+                        Some(&c) => c,
+                        None => *sens_dict.entry(v.to_owned()).or_insert(next),
+                    });
+                }
             }
+            let t = &lc.table;
+            for lt in 0..t.tuples() {
+                let mut skip = false;
+                for (i, &c) in t.tuple(lt).iter().enumerate() {
+                    let g = gmap[i][c as usize];
+                    skip |= g == MISSING;
+                    tuple[i] = g;
+                }
+                if skip {
+                    missing_suppressed += t.counts[lt];
+                    continue;
+                }
+                match &t.sens {
+                    Some(hist) => {
+                        for &(sv, n) in &hist[lt] {
+                            counter.add(&qstate, &tuple, Some(smap[sv as usize]), n);
+                        }
+                    }
+                    None => counter.add(&qstate, &tuple, None, t.counts[lt]),
+                }
+            }
+            counter.enforce(&qstate);
             opts.report(Progress::Counted(records_in));
             for st in &mut rare {
                 let a = strings(batch, st.col);
@@ -441,14 +730,21 @@ pub fn anonymize(policy: &Policy, input: &Input, output: &Output, opts: &RunOpti
     let Some(schema) = schema else {
         return Err(DeidError::format("input", "no records and no header"));
     };
-    let table = freq.finish();
+    let Counted { table, floor, reps, marginals } = counter.finish(&qstate);
+    let folded = floor.iter().any(|&f| f > 0);
     let doms: Vec<QiDomain> = qis.iter().zip(&qstate).map(|((n, _), q)| QiDomain::new(n, &q.chains)).collect();
 
     // ---- search ----
     opts.report(Progress::Searching(table.tuples() as u64));
     let search_started = Instant::now();
-    let mut lattice = Lattice::new(&table, &doms, &policy.privacy);
-    let bottom = lattice.evaluate(&vec![0u8; doms.len()]);
+    let mut lattice = if folded {
+        Lattice::with_marginals(&table, &doms, &policy.privacy, Some(marginals))
+    } else {
+        Lattice::new(&table, &doms, &policy.privacy)
+    };
+    lattice.set_floor(&floor);
+    // "Before" is the finest level the table holds: the original tuples unless the budget folded it.
+    let bottom = lattice.evaluate(&floor);
     let outcome = lattice.search().ok_or_else(|| {
         DeidError::NoSolution(format!(
             "no generalization reaches k={} within suppression limit {} ({} records)",
@@ -509,21 +805,50 @@ pub fn anonymize(policy: &Policy, input: &Input, output: &Output, opts: &RunOpti
     }
     // When pass 2 ran elsewhere there is nothing left to stream here.
     let nothing = Input::Batches(Vec::new());
-    let mut coarsen_invalid: HashMap<usize, u64> = HashMap::new();
     let mask = policy.privacy.suppressed_records == SuppressedRecords::Mask;
     let coarseners: HashMap<String, Hierarchy> = policy
         .columns
         .iter()
         .filter_map(|c| match c.treatment {
-            Treatment::Coarsen(level) => Some((c.name.clone(), level)),
+            Treatment::Coarsen(level) | Treatment::Shift { then: Some(level), .. } => Some((c.name.clone(), level)),
             _ => None,
         })
         .map(|(n, level)| {
             Hierarchy::from_builder(&n, Builder::Date { levels: vec![level] }, MissingRule::Star).map(|h| (n, h))
         })
         .collect::<Result<_>>()?;
-    for_each_batch(if spec.is_some() { &nothing } else { input }, policy.input_delimiter, |batch| {
+    let shift_key = match &opts.key_seed {
+        Some(seed) => EphemeralKey::derived(seed, "shift"),
+        None => EphemeralKey::new(),
+    };
+    // The released label of every code at the global node (the tuples of other nodes, from local
+    // recoding, look theirs up by node).
+    let labels0: Vec<Vec<&str>> = doms
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let l = assign.nodes[0][i] as usize;
+            d.map[l].iter().map(|&g| d.labels[l][g as usize].as_str()).collect()
+        })
+        .collect();
+    let plans: Vec<(usize, &crate::policy::ColumnPolicy, Option<usize>)> = kept_cols
+        .iter()
+        .map(|&ci| {
+            let cp = policy.column(schema.field(ci).name()).expect("checked in pass 1");
+            let aux = match &cp.treatment {
+                Treatment::Generalize { .. } => Some(qi_pos[&ci]),
+                Treatment::Rare { .. } => Some(rare_pos[&ci]),
+                Treatment::Shift { by: Some(b), .. } => schema.index_of(b).ok(),
+                _ => None,
+            };
+            (ci, cp, aux)
+        })
+        .collect();
+    // Workers encode (and compress) their batch for the sink; the consumer only appends in order.
+    let encoder = sink.encoder();
+    let transform = |batch: &RecordBatch, first: u64| -> Result<(crate::io::Encoded, u64, Pass2Stats)> {
         let rows = batch.num_rows();
+        let mut stats = Pass2Stats { rare: vec![[0; 3]; rare.len()], invalid: HashMap::new() };
         // Which rows are suppressed, and the QI codes of each row.
         let mut codes = vec![vec![0u32; rows]; qstate.len()];
         let mut suppressed = vec![false; rows];
@@ -537,19 +862,25 @@ pub fn anonymize(policy: &Policy, input: &Input, output: &Output, opts: &RunOpti
                 let v = if a.is_valid(r) { a.value(r) } else { "" };
                 let c = q.dict.get(v).copied().unwrap_or(MISSING);
                 missing |= c == MISSING;
-                key[i] = c;
+                key[i] = if c == MISSING { c } else { reps[i][c as usize] };
                 codes[i][r] = c;
             }
             let t = if missing { None } else { table.find(&key) };
             suppressed[r] = t.is_none_or(|t| tuple_failing[t]);
             row_node[r] = t.and_then(|t| assign.node_of[t]).unwrap_or(0);
         }
+        let kept = if mask { rows } else { suppressed.iter().filter(|s| !**s).count() };
         let keep_row = |r: usize| mask || !suppressed[r];
-        let mut cols: Vec<ArrayRef> = Vec::with_capacity(kept_cols.len());
-        for &ci in &kept_cols {
-            let cp = policy.column(schema.field(ci).name()).expect("checked in pass 1");
+        let mut cols: Vec<ArrayRef> = Vec::with_capacity(plans.len());
+        for &(ci, cp, aux) in &plans {
             let a = strings(batch, ci);
-            let mut b = StringBuilder::new();
+            if cp.treatment == Treatment::Keep && kept == rows {
+                // Passed through as read: share the input's buffers.
+                cols.push(batch.column(ci).clone());
+                continue;
+            }
+            let mut b = StringBuilder::with_capacity(kept, a.value_data().len().min(kept * 16));
+            let mut buf = String::new();
             for r in (0..rows).filter(|&r| keep_row(r)) {
                 if !a.is_valid(r) && !matches!(cp.treatment, Treatment::Generalize { .. }) {
                     b.append_null();
@@ -565,9 +896,11 @@ pub fn anonymize(policy: &Policy, input: &Input, output: &Output, opts: &RunOpti
                         None => b.append_value(release_key.token(&cp.name, v)),
                     },
                     Treatment::Generalize { .. } => {
-                        let i = qi_pos[&ci];
+                        let i = aux.expect("qi position");
                         if suppressed[r] {
                             b.append_value("*");
+                        } else if row_node[r] == 0 {
+                            b.append_value(labels0[i][codes[i][r] as usize]);
                         } else {
                             let d = &doms[i];
                             let l = assign.nodes[row_node[r] as usize][i] as usize;
@@ -575,19 +908,20 @@ pub fn anonymize(policy: &Policy, input: &Input, output: &Output, opts: &RunOpti
                         }
                     }
                     Treatment::Rare { min_count, top, bottom, .. } => {
-                        let st = &mut rare[rare_pos[&ci]];
+                        let ri = aux.expect("rare position");
+                        let (st, counted) = (&rare[ri], &mut stats.rare[ri]);
                         let num: Option<f64> = v.parse().ok();
                         if let (Some(t), Some(x)) = (top, num)
                             && x >= *t
                         {
-                            st.top_coded += 1;
+                            counted[0] += 1;
                             b.append_value(format!(">={t}"));
                             continue;
                         }
                         if let (Some(t), Some(x)) = (bottom, num)
                             && x <= *t
                         {
-                            st.bottom_coded += 1;
+                            counted[1] += 1;
                             b.append_value(format!("<={t}"));
                             continue;
                         }
@@ -595,7 +929,7 @@ pub fn anonymize(policy: &Policy, input: &Input, output: &Output, opts: &RunOpti
                             let g = group_key(batch, &st.group_cols, r);
                             let cnt = st.counts.get(&(g, v.to_owned())).copied().unwrap_or(0);
                             if cnt < *m {
-                                st.suppressed += 1;
+                                counted[2] += 1;
                                 b.append_value("*");
                                 continue;
                             }
@@ -605,23 +939,81 @@ pub fn anonymize(policy: &Policy, input: &Input, output: &Output, opts: &RunOpti
                     Treatment::Coarsen(_) => match coarseners[&cp.name].chain(v) {
                         Some(ch) => b.append_value(&ch[1]),
                         None => {
-                            *coarsen_invalid.entry(ci).or_default() += 1;
+                            *stats.invalid.entry(ci).or_default() += 1;
                             b.append_value("*");
                         }
                     },
+                    Treatment::Shift { max_days, then, .. } => {
+                        let by = match aux {
+                            Some(bc) => {
+                                let ba = strings(batch, bc);
+                                if ba.is_valid(r) { ba.value(r).to_owned() } else { String::new() }
+                            }
+                            // No grouping column: each record draws its own offset.
+                            None => format!("\u{1e}{}", first + r as u64),
+                        };
+                        buf.clear();
+                        // Keyed by the grouping column, not the date column: a patient's admission
+                        // and discharge move together, so the length of stay survives.
+                        let scope = match &cp.treatment {
+                            Treatment::Shift { by: Some(b), .. } => b.as_str(),
+                            _ => "",
+                        };
+                        let days = shift_offset(&shift_key, scope, &by, *max_days);
+                        let shifted = shift_date(v, days, &mut buf)
+                            && then.is_none_or(|_| match coarseners[&cp.name].chain(&buf) {
+                                Some(ch) => {
+                                    buf.clone_from(&ch[1]);
+                                    true
+                                }
+                                None => false,
+                            });
+                        if shifted {
+                            b.append_value(&buf);
+                        } else {
+                            *stats.invalid.entry(ci).or_default() += 1;
+                            b.append_value("*");
+                        }
+                    }
                 }
             }
             cols.push(Arc::new(b.finish()));
         }
         let out = RecordBatch::try_new(out_schema.clone(), cols).map_err(|e| DeidError::format("output", e))?;
-        records_out += out.num_rows() as u64;
-        done += rows as u64;
-        opts.report(Progress::Written { done, total: records_in });
-        if matches!(output, Output::Memory) {
-            hash_batch(&mut out_hash, &out);
-        }
-        sink.write(out)
-    })?;
+        let rows_out = out.num_rows() as u64;
+        Ok((encoder.encode(out)?, rows_out, stats))
+    };
+    let mut coarsen_invalid: HashMap<usize, u64> = HashMap::new();
+    let mut rare_counted = vec![[0u64; 3]; rare.len()];
+    let memory = matches!(output, Output::Memory);
+    crate::io::par_map_batches(
+        if spec.is_some() { &nothing } else { input },
+        policy.input_delimiter,
+        transform,
+        |batch, (out, rows_out, stats)| {
+            for (acc, x) in rare_counted.iter_mut().zip(&stats.rare) {
+                for (a, b) in acc.iter_mut().zip(x) {
+                    *a += b;
+                }
+            }
+            for (c, x) in stats.invalid {
+                *coarsen_invalid.entry(c).or_default() += x;
+            }
+            records_out += rows_out;
+            done += batch.num_rows() as u64;
+            opts.report(Progress::Written { done, total: records_in });
+            if let (true, crate::io::Encoded::Batch(b)) = (memory, &out) {
+                hash_batch(&mut out_hash, b);
+            }
+            sink.write_encoded(out)
+        },
+    )?;
+    for (st, c) in rare.iter_mut().zip(&rare_counted) {
+        st.top_coded += c[0];
+        st.bottom_coded += c[1];
+        st.suppressed += c[2];
+    }
+    drop(shift_key);
     drop(token_key);
     drop(release_key);
     let (output_sha256, batches) = sink.finish(out_hash)?;
@@ -725,6 +1117,18 @@ pub fn anonymize(policy: &Policy, input: &Input, output: &Output, opts: &RunOpti
                 cr.action = format!("coarsened to {level:?}").to_lowercase();
                 cr.treated = Some(coarsen_invalid.get(&ci).copied().unwrap_or(0));
             }
+            Treatment::Shift { max_days, by, then } => {
+                let ci = schema.index_of(&c.name).expect("checked");
+                cr.action = format!(
+                    "shifted by a random offset of 1 to {max_days} days, earlier or later, {}; key destroyed after the run{}",
+                    match by {
+                        Some(b) => format!("the same for every record with the same {b}"),
+                        None => "drawn per record".to_owned(),
+                    },
+                    then.map(|l| format!("; then coarsened to {l:?}").to_lowercase()).unwrap_or_default()
+                );
+                cr.treated = Some(coarsen_invalid.get(&ci).copied().unwrap_or(0));
+            }
         }
         columns.push(cr);
     }
@@ -755,6 +1159,8 @@ pub fn anonymize(policy: &Policy, input: &Input, output: &Output, opts: &RunOpti
             projected: outcome.projected as u64,
             optimal: outcome.optimal,
             distinct_tuples: table.tuples() as u64,
+            folded: qis.iter().zip(&floor).filter(|(_, f)| **f > 0).map(|((n, _), f)| ((*n).to_owned(), *f)).collect(),
+            unexplored_bound: outcome.unexplored_bound.map(|b| lattice.normalized(b)),
             millis: search_ms,
         },
         levels: qis.iter().zip(&best.levels).map(|((n, _), l)| ((*n).to_owned(), *l)).collect(),

@@ -246,13 +246,69 @@ pub fn digest_batch_columns(h: &mut blake3::Hasher, batch: &RecordBatch, known: 
 }
 
 /// A writer of output batches to CSV or Parquet through `<path>.partial`, renamed on `finish`.
+/// Each batch becomes one Parquet row group (or a run of CSV lines), encoded by [`Sink::encoder`]
+/// on any thread, so a pipeline's workers compress while this writer only appends in order.
 pub enum Sink {
     /// CSV.
-    Csv(Box<csv::Writer<File>>, PathBuf),
+    Csv(Box<File>, PathBuf),
     /// Parquet.
-    Parquet(Box<parquet::arrow::ArrowWriter<File>>, PathBuf),
+    Parquet(Box<parquet::file::writer::SerializedFileWriter<File>>, Arc<Encoder>, PathBuf),
     /// Memory.
     Memory(Vec<RecordBatch>),
+}
+
+/// A batch encoded for a [`Sink`]: Parquet column chunks of one row group or CSV lines.
+pub enum Encoded {
+    /// Column chunks of one row group and its rows.
+    Parquet(Vec<parquet::arrow::arrow_writer::ArrowColumnChunk>, usize),
+    /// CSV lines (no header).
+    Csv(Vec<u8>),
+    /// Kept as a batch (memory output).
+    Batch(RecordBatch),
+}
+
+/// Encodes output batches for a file [`Sink`]; shareable between threads.
+pub enum Encoder {
+    /// Parquet column writers from the file's factory.
+    Parquet(parquet::arrow::arrow_writer::ArrowRowGroupWriterFactory, SchemaRef),
+    /// CSV lines.
+    Csv,
+    /// Batches kept as they are.
+    Memory,
+}
+
+impl Encoder {
+    /// Encodes one batch (of the sink's schema).
+    pub fn encode(&self, batch: RecordBatch) -> Result<Encoded> {
+        let err = |e: parquet::errors::ParquetError| DeidError::format("output", e);
+        match self {
+            Encoder::Memory => Ok(Encoded::Batch(batch)),
+            Encoder::Csv => {
+                let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new());
+                let cols: Vec<&StringArray> = (0..batch.num_columns()).map(|i| strings(&batch, i)).collect();
+                for r in 0..batch.num_rows() {
+                    w.write_record(cols.iter().map(|c| if c.is_valid(r) { c.value(r) } else { "" }))
+                        .map_err(|e| DeidError::format("output", e))?;
+                }
+                w.into_inner().map(Encoded::Csv).map_err(|e| DeidError::format("output", e.to_string()))
+            }
+            Encoder::Parquet(factory, schema) => {
+                let mut writers = factory.create_column_writers(0).map_err(err)?;
+                let mut next = writers.iter_mut();
+                for (a, f) in batch.columns().iter().zip(schema.fields()) {
+                    for leaf in parquet::arrow::arrow_writer::compute_leaves(f, a).map_err(err)? {
+                        next.next()
+                            .ok_or_else(|| DeidError::format("output", "more leaves than columns"))?
+                            .write(&leaf)
+                            .map_err(err)?;
+                    }
+                }
+                let chunks =
+                    writers.into_iter().map(|w| w.close()).collect::<std::result::Result<Vec<_>, _>>().map_err(err)?;
+                Ok(Encoded::Parquet(chunks, batch.num_rows()))
+            }
+        }
+    }
 }
 
 fn staging(p: &Path) -> PathBuf {
@@ -272,7 +328,8 @@ impl Sink {
                 let mut w = csv::Writer::from_writer(file);
                 w.write_record(schema.fields().iter().map(|f| f.name().as_str()))
                     .map_err(|e| DeidError::format(p.display().to_string(), e))?;
-                Ok(Sink::Csv(Box::new(w), p.clone()))
+                let file = w.into_inner().map_err(|e| DeidError::format(p.display().to_string(), e.to_string()))?;
+                Ok(Sink::Csv(Box::new(file), p.clone()))
             }
             Output::Parquet(p) => {
                 let file =
@@ -280,25 +337,52 @@ impl Sink {
                 let props = parquet::file::properties::WriterProperties::builder()
                     .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
                     .build();
-                let w = parquet::arrow::ArrowWriter::try_new(file, schema, Some(props))
+                // The ArrowWriter sets up the file (with the Arrow schema in its metadata); row groups
+                // are then encoded by column writers from its factory, on whichever thread.
+                let w = parquet::arrow::ArrowWriter::try_new(file, schema.clone(), Some(props))
                     .map_err(|e| DeidError::format(p.display().to_string(), e))?;
-                Ok(Sink::Parquet(Box::new(w), p.clone()))
+                let (writer, factory) =
+                    w.into_serialized_writer().map_err(|e| DeidError::format(p.display().to_string(), e))?;
+                Ok(Sink::Parquet(Box::new(writer), Arc::new(Encoder::Parquet(factory, schema)), p.clone()))
             }
+        }
+    }
+
+    /// The encoder of this sink's batches, to run on other threads before [`Sink::write_encoded`].
+    pub fn encoder(&self) -> Arc<Encoder> {
+        match self {
+            Sink::Parquet(_, e, _) => e.clone(),
+            Sink::Csv(..) => Arc::new(Encoder::Csv),
+            Sink::Memory(_) => Arc::new(Encoder::Memory),
         }
     }
 
     /// Writes one batch.
     pub fn write(&mut self, batch: RecordBatch) -> Result<()> {
-        match self {
-            Sink::Memory(v) => v.push(batch),
-            Sink::Csv(w, p) => {
-                let cols: Vec<&StringArray> = (0..batch.num_columns()).map(|i| strings(&batch, i)).collect();
-                for r in 0..batch.num_rows() {
-                    w.write_record(cols.iter().map(|c| if c.is_valid(r) { c.value(r) } else { "" }))
-                        .map_err(|e| DeidError::format(p.display().to_string(), e))?;
-                }
+        let e = self.encoder().encode(batch)?;
+        self.write_encoded(e)
+    }
+
+    /// Appends one encoded batch (encoded by this sink's [`Sink::encoder`]).
+    pub fn write_encoded(&mut self, e: Encoded) -> Result<()> {
+        use std::io::Write;
+        match (self, e) {
+            (Sink::Memory(v), Encoded::Batch(b)) => v.push(b),
+            (Sink::Csv(f, p), Encoded::Csv(bytes)) => {
+                f.write_all(&bytes).map_err(|e| DeidError::Io { path: p.display().to_string(), source: e })?
             }
-            Sink::Parquet(w, p) => w.write(&batch).map_err(|e| DeidError::format(p.display().to_string(), e))?,
+            (Sink::Parquet(w, _, p), Encoded::Parquet(chunks, rows)) => {
+                if rows == 0 {
+                    return Ok(());
+                }
+                let err = |e: parquet::errors::ParquetError| DeidError::format(p.display().to_string(), e);
+                let mut rg = w.next_row_group().map_err(err)?;
+                for c in chunks {
+                    c.append_to_row_group(&mut rg).map_err(err)?;
+                }
+                rg.close().map_err(err)?;
+            }
+            _ => return Err(DeidError::format("output", "a batch encoded for another kind of output")),
         }
         Ok(())
     }
@@ -307,11 +391,12 @@ impl Sink {
     pub fn finish(self, memory_hash: Sha256) -> Result<(String, Vec<RecordBatch>)> {
         let path = match self {
             Sink::Memory(v) => return Ok((hex::encode(memory_hash.finalize()), v)),
-            Sink::Csv(mut w, p) => {
-                w.flush().map_err(|e| DeidError::Io { path: p.display().to_string(), source: e })?;
+            Sink::Csv(mut f, p) => {
+                use std::io::Write;
+                f.flush().map_err(|e| DeidError::Io { path: p.display().to_string(), source: e })?;
                 p
             }
-            Sink::Parquet(w, p) => {
+            Sink::Parquet(w, _, p) => {
                 w.close().map_err(|e| DeidError::format(p.display().to_string(), e))?;
                 p
             }
@@ -320,4 +405,83 @@ impl Sink {
             .map_err(|e| DeidError::Io { path: path.display().to_string(), source: e })?;
         Ok((file_sha256(&path)?, Vec::new()))
     }
+}
+
+/// Threads that transform batches in [`par_map_batches`]: every core (the reader and the ordered
+/// consumer run beside them and mostly wait on I/O or on the workers).
+pub fn workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 16)
+}
+
+/// Streams the input's batches (as [`for_each_batch`] gives them) through `f` on [`workers`]
+/// threads and hands each result to `consume` in input order, with the index of the batch's first
+/// record. A reader thread decodes ahead; at most a few batches per worker are in flight, so memory
+/// stays bounded whatever the input's size. The first error (reading, `f` or `consume`) stops the
+/// run and is returned.
+pub fn par_map_batches<T: Send>(
+    input: &Input,
+    delimiter: u8,
+    f: impl Fn(&RecordBatch, u64) -> Result<T> + Sync,
+    mut consume: impl FnMut(&RecordBatch, T) -> Result<()>,
+) -> Result<()> {
+    use std::sync::mpsc::{Receiver, sync_channel};
+    use std::sync::{Arc as StdArc, Mutex};
+    type Job = (u64, u64, RecordBatch);
+    let n = workers();
+    std::thread::scope(|s| -> Result<()> {
+        let (job_tx, job_rx) = sync_channel::<Job>(n);
+        let (res_tx, res_rx) = sync_channel::<(u64, RecordBatch, Result<T>)>(2 * n);
+        let reader = s.spawn(move || -> Result<u64> {
+            let (mut seq, mut first) = (0u64, 0u64);
+            let r = for_each_batch(input, delimiter, |b| {
+                let rows = b.num_rows() as u64;
+                // A closed channel means the consumer stopped on an error it reports itself.
+                job_tx.send((seq, first, b.clone())).map_err(|_| DeidError::format("pipeline", "stopped"))?;
+                seq += 1;
+                first += rows;
+                Ok(())
+            });
+            match r {
+                Err(DeidError::Format { ref path, .. }) if path == "pipeline" => Ok(seq),
+                r => r.map(|()| seq),
+            }
+        });
+        let job_rx: StdArc<Mutex<Receiver<Job>>> = StdArc::new(Mutex::new(job_rx));
+        for _ in 0..n {
+            let (job_rx, res_tx, f) = (job_rx.clone(), res_tx.clone(), &f);
+            s.spawn(move || {
+                loop {
+                    let job = job_rx.lock().map(|rx| rx.recv());
+                    let Ok(Ok((seq, first, batch))) = job else { break };
+                    let out = f(&batch, first);
+                    if res_tx.send((seq, batch, out)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(res_tx);
+        drop(job_rx);
+        let consumed = (move || -> Result<u64> {
+            let mut pending: std::collections::BTreeMap<u64, (RecordBatch, T)> = Default::default();
+            let mut next = 0u64;
+            for (seq, batch, out) in res_rx.iter() {
+                pending.insert(seq, (batch, out?));
+                while let Some((b, t)) = pending.remove(&next) {
+                    consume(&b, t)?;
+                    next += 1;
+                }
+            }
+            Ok(next)
+        })();
+        // On an error the result channel is already dropped, so the workers and then the reader stop.
+        let read = reader.join().map_err(|_| DeidError::format("pipeline", "the reader panicked"))?;
+        let done = consumed?;
+        let sent = read?;
+        if done != sent {
+            // A worker died with a batch: never return a partial result as complete.
+            return Err(DeidError::format("pipeline", format!("{} of {sent} batches processed", done)));
+        }
+        Ok(())
+    })
 }

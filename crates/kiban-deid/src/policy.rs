@@ -149,6 +149,17 @@ pub enum Treatment {
     },
     /// A date coarsened to the given granularity.
     Coarsen(DateLevel),
+    /// A date moved by a random offset of 1 to `max_days` days (earlier or later) under a key
+    /// destroyed after the run; with `by`, every record sharing that column's value (e.g. a
+    /// patient's link code) moves by the same offset, so intervals within a patient survive.
+    Shift {
+        /// Largest offset in days (at least 1).
+        max_days: u32,
+        /// Column whose value selects the offset; `None`: an offset per record.
+        by: Option<String>,
+        /// Coarsening applied after the shift, if any.
+        then: Option<DateLevel>,
+    },
     /// Kept as is (keep, sensitive).
     Keep,
 }
@@ -219,6 +230,8 @@ struct RawColumn {
     top: Option<f64>,
     bottom: Option<f64>,
     coarsen: Option<String>,
+    shift_days: Option<u32>,
+    shift_by: Option<String>,
 }
 
 fn delimiter(subject: &str, s: &str) -> Result<u8> {
@@ -389,6 +402,7 @@ impl Policy {
                     ));
                 }
             };
+            let t = c.treatment.as_deref();
             let forbid = |what: &str, present: bool| -> Result<()> {
                 if present {
                     Err(DeidError::policy(&subject, format!("{what} is not allowed for role {role:?}")))
@@ -406,9 +420,17 @@ impl Policy {
                 )?;
             }
             if role != ColumnRole::Date {
-                forbid("coarsen", c.coarsen.is_some())?;
+                forbid(
+                    "coarsen/shift_days/shift_by",
+                    c.coarsen.is_some() || c.shift_days.is_some() || c.shift_by.is_some(),
+                )?;
             }
-            let t = c.treatment.as_deref();
+            if t != Some("shift") && role == ColumnRole::Date {
+                forbid(
+                    "shift_days/shift_by without treatment = \"shift\"",
+                    c.shift_days.is_some() || c.shift_by.is_some(),
+                )?;
+            }
             let bad_treatment = |allowed: &str| {
                 DeidError::policy(
                     &subject,
@@ -473,6 +495,26 @@ impl Policy {
                 }
                 ColumnRole::Date => match (t, &c.coarsen) {
                     (Some("delete"), None) => Treatment::Delete,
+                    (Some("shift"), coarsen) => {
+                        let max_days = match c.shift_days {
+                            Some(d) if (1..=36_500).contains(&d) => d,
+                            Some(_) => {
+                                return Err(DeidError::policy(&subject, "shift_days must be between 1 and 36500"));
+                            }
+                            None => {
+                                return Err(DeidError::policy(&subject, "treatment \"shift\" needs shift_days = N"));
+                            }
+                        };
+                        let then = coarsen
+                            .as_ref()
+                            .map(|l| {
+                                DateLevel::deserialize(toml::Value::String(l.clone())).map_err(|_| {
+                                    DeidError::policy(&subject, "coarsen must be month, quarter, half, year or decade")
+                                })
+                            })
+                            .transpose()?;
+                        Treatment::Shift { max_days, by: c.shift_by.clone(), then }
+                    }
                     (None | Some("coarsen"), Some(l)) => {
                         Treatment::Coarsen(DateLevel::deserialize(toml::Value::String(l.clone())).map_err(|_| {
                             DeidError::policy(&subject, "coarsen must be month, quarter, half, year or decade")
@@ -481,7 +523,7 @@ impl Policy {
                     _ => {
                         return Err(DeidError::policy(
                             &subject,
-                            "date needs coarsen = \"month\"|... or treatment = \"delete\"",
+                            "date needs coarsen = \"month\"|..., treatment = \"shift\" with shift_days, or treatment = \"delete\"",
                         ));
                     }
                 },
@@ -489,6 +531,14 @@ impl Policy {
             columns.push(ColumnPolicy { name: c.name.clone(), role, treatment });
         }
         for c in &columns {
+            if let Treatment::Shift { by: Some(b), .. } = &c.treatment
+                && (b == &c.name || !seen.contains(b))
+            {
+                return Err(DeidError::policy(
+                    format!("column {}", c.name),
+                    format!("shift_by column {b:?} is not another declared column"),
+                ));
+            }
             if let Treatment::Rare { group_by, .. } = &c.treatment {
                 for g in group_by {
                     if g == &c.name || !seen.contains(g) {

@@ -67,8 +67,16 @@ pub struct SearchReport {
     pub projected: u64,
     /// Whether the optimum is proven (false: greedy heuristic on a very large lattice).
     pub optimal: bool,
-    /// Distinct quasi-identifier tuples in the input.
+    /// Distinct quasi-identifier tuples in the input (after folding, when the tuple budget folded).
     pub distinct_tuples: u64,
+    /// Quasi-identifiers the tuple budget folded, with the lowest level the search could reach
+    /// (the "before" figures are at those levels too); empty when nothing was folded.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub folded: Vec<(String, u8)>,
+    /// When folded: the least loss (normalized as the reported loss) that a node below those
+    /// levels might reach, when below the chosen loss; the optimum is then not proven.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unexplored_bound: Option<f64>,
     /// Search time in milliseconds.
     pub millis: f64,
 }
@@ -251,7 +259,17 @@ td,th{{border:1px solid #bbb;padding:3px 8px;text-align:left}}th{{background:#ee
                 self.search.lattice_size,
                 self.search.distinct_tuples,
                 self.search.millis,
-                if self.search.optimal { "optimal" } else { "heuristic (greedy)" }
+                match (self.search.optimal, self.search.folded.is_empty()) {
+                    (true, true) => "optimal".to_owned(),
+                    (true, false) =>
+                        format!("optimal (table folded: {:?}; no lower node could do better)", self.search.folded),
+                    (false, false) => format!(
+                        "best at or above the folded levels {:?}; a lower node might reach loss {:.4}",
+                        self.search.folded,
+                        self.search.unexplored_bound.unwrap_or(0.0)
+                    ),
+                    (false, true) => "heuristic (greedy)".to_owned(),
+                }
             ),
         );
         h.push_str("</table><h2>Columns</h2><table><tr><th>Column</th><th>Role</th><th>Action</th><th>Loss</th><th>Precision</th><th>Distinct before → after</th></tr>");

@@ -108,6 +108,8 @@ pub struct FreqTable {
     pub sens: Option<Vec<Vec<(u32, u64)>>>,
     /// Number of distinct sensitive values.
     pub sens_domain: usize,
+    /// Whether the tuple budget folded the table (its codes then stand for groups of values).
+    pub floor_folded: bool,
     index: HashTable<u32>,
 }
 
@@ -198,6 +200,10 @@ impl FreqBuilder {
             t.sens_domain = t.sens_domain.max(sv as usize + 1);
         }
     }
+    /// Distinct tuples counted so far.
+    pub fn tuples(&self) -> usize {
+        self.table.counts.len()
+    }
     /// The finished table (it keeps its index for [`FreqTable::find`]).
     pub fn finish(self) -> FreqTable {
         self.table
@@ -236,6 +242,10 @@ pub struct SearchOutcome {
     pub projected: usize,
     /// Whether the result is proven optimal (exhaustive search with bounds) or heuristic.
     pub optimal: bool,
+    /// With a floor ([`Lattice::set_floor`]): the least loss bound of the nodes below it that the
+    /// exact single-column bounds do not rule out, when below the chosen loss (the optimum over
+    /// the whole lattice is then not proven; `None`: none could do better, or no floor).
+    pub unexplored_bound: Option<f64>,
 }
 
 /// The classes of an evaluated node, kept to roll up its generalizations: per class, one original
@@ -284,6 +294,9 @@ pub struct Lattice<'a> {
     min_delta: Vec<Vec<f64>>,
     sens_global: Vec<f64>,
     dense: Vec<u32>,
+    /// The table's codes column by column (`cols[c][t]`), built for the first projection check:
+    /// a pass over one column then reads 4 bytes a tuple instead of a whole row's cache line.
+    cols: Vec<Vec<u32>>,
     /// For each pair of columns, records in pair-classes smaller than k at each level pair: a lower
     /// bound of the records any node with those levels must suppress.
     pair_lb: Vec<(usize, usize, Vec<u64>)>,
@@ -291,20 +304,56 @@ pub struct Lattice<'a> {
     probing: Option<bool>,
     /// Fewest entries to group for which a projection check is tried first.
     projection_min: usize,
+    /// Lowest level per column that the table can tell apart (above 0 when the tuple budget folded
+    /// the table): nodes below it are not evaluated.
+    floor: Vec<u8>,
+    /// `single_lb[c][level]`: records in values of column c alone under k (exact marginals): any
+    /// node with that level must suppress them.
+    single_lb: Vec<Vec<u64>>,
 }
 
 impl<'a> Lattice<'a> {
     /// Prepares the search: per-column costs for the metric.
-    #[allow(clippy::needless_range_loop)]
     pub fn new(table: &'a FreqTable, doms: &'a [QiDomain], privacy: &'a Privacy) -> Self {
+        Self::with_marginals(table, doms, privacy, None)
+    }
+
+    /// As [`Lattice::new`], with the records per original code of each column counted on the
+    /// whole input (`marginals[c][code]`), for a table folded by the tuple budget: the costs and
+    /// bounds of nodes below the floor then stay exact although those nodes cannot be grouped.
+    #[allow(clippy::needless_range_loop)]
+    pub fn with_marginals(
+        table: &'a FreqTable,
+        doms: &'a [QiDomain],
+        privacy: &'a Privacy,
+        marginals: Option<Vec<Vec<u64>>>,
+    ) -> Self {
         let n = table.records();
         let q = doms.len();
-        let mut marg: Vec<Vec<u64>> = doms.iter().map(|d| vec![0; d.codes()]).collect();
-        for t in 0..table.tuples() {
-            for c in 0..q {
-                marg[c][table.code(t, c) as usize] += table.counts[t];
+        let marg = marginals.unwrap_or_else(|| {
+            let mut marg: Vec<Vec<u64>> = doms.iter().map(|d| vec![0; d.codes()]).collect();
+            for t in 0..table.tuples() {
+                for c in 0..q {
+                    marg[c][table.code(t, c) as usize] += table.counts[t];
+                }
             }
-        }
+            marg
+        });
+        let single_lb: Vec<Vec<u64>> = doms
+            .iter()
+            .zip(&marg)
+            .map(|(d, m)| {
+                (0..d.levels())
+                    .map(|l| {
+                        let mut g = vec![0u64; d.size(l)];
+                        for (code, &x) in m.iter().enumerate() {
+                            g[d.map[l][code] as usize] += x;
+                        }
+                        g.iter().filter(|&&x| x > 0 && x < privacy.k).sum()
+                    })
+                    .collect()
+            })
+            .collect();
         let mut delta = Vec::with_capacity(q);
         let mut colcost = Vec::with_capacity(q);
         let mut cost = Vec::with_capacity(q);
@@ -402,10 +451,23 @@ impl<'a> Lattice<'a> {
             min_delta,
             sens_global,
             dense: Vec::new(),
+            cols: Vec::new(),
             pair_lb,
             probing: None,
             projection_min: PROJECTION_MIN_ENTRIES,
+            floor: vec![0; q],
+            single_lb,
         }
+    }
+
+    /// Restricts the search to nodes at or above `floor` (the levels a folded table still tells
+    /// apart); [`SearchOutcome::unexplored_bound`] then says what the nodes below could reach.
+    pub fn set_floor(&mut self, floor: &[u8]) {
+        self.floor = floor.to_vec();
+    }
+
+    fn below_floor(&self, levels: &[u8]) -> bool {
+        levels.iter().zip(&self.floor).any(|(l, f)| l < f)
     }
 
     /// Forces chain probing and projection checks on or off (by default they run on tables of many
@@ -475,7 +537,9 @@ impl<'a> Lattice<'a> {
             .filter(|&(_, n)| n > 1)
             .collect();
         cols.sort_by_key(|&(_, n)| std::cmp::Reverse(n));
-        let row_of = |e: usize| -> usize { src.map_or(e, |s| s.rep[e] as usize) };
+        if self.cols.is_empty() {
+            self.cols = (0..q).map(|c| table.column(c).collect()).collect();
+        }
         let k = self.privacy.k.max(1);
         let mut ids = vec![0u32; m];
         let mut distinct = 1usize;
@@ -488,13 +552,18 @@ impl<'a> Lattice<'a> {
             remap.clear();
             remap.resize(distinct * n, NONE);
             let mut next = 0u32;
-            for (e, id) in ids.iter_mut().enumerate() {
-                let slot = &mut remap[*id as usize * n + g[table.codes[row_of(e) * q + c] as usize] as usize];
+            let col = &self.cols[c];
+            let mut step = |id: &mut u32, code: u32| {
+                let slot = &mut remap[*id as usize * n + g[code as usize] as usize];
                 if *slot == NONE {
                     *slot = next;
                     next += 1;
                 }
                 *id = *slot;
+            };
+            match src {
+                None => ids.iter_mut().zip(col).for_each(|(id, &code)| step(id, code)),
+                Some(s) => ids.iter_mut().zip(&s.rep).for_each(|(id, &r)| step(id, col[r as usize])),
             }
             distinct = next as usize;
             // At most n/k classes hold k records or more, and every other class holds at least
@@ -541,6 +610,11 @@ impl<'a> Lattice<'a> {
             }
             let s = size as u64;
             match src {
+                None if !self.cols.is_empty() => {
+                    for (k, &code) in keys.iter_mut().zip(&self.cols[c]) {
+                        *k = *k * s + g[code as usize] as u64;
+                    }
+                }
                 None => {
                     for (k, row) in keys.iter_mut().zip(table.codes.chunks_exact(q)) {
                         *k = *k * s + g[row[c] as usize] as u64;
@@ -745,6 +819,7 @@ impl<'a> Lattice<'a> {
         // Probing along a chain pays off when evaluations are dear (many distinct tuples) and the
         // model is monotone (a failing node proves all its specializations fail).
         let probe = self.monotone() && self.probing.unwrap_or(nt >= PROBE_MIN_TUPLES);
+        let mut unexplored: Option<f64> = None;
         for &(lb, _, idx) in &nodes {
             let idx = idx as usize;
             decode(idx, &heights, &mut lv);
@@ -753,6 +828,15 @@ impl<'a> Lattice<'a> {
                 && lb >= b - 1e-9
             {
                 break;
+            }
+            if self.below_floor(&lv) {
+                // Not groupable on the folded table: remember the best it might reach (nodes come in
+                // order of their bound, so the first one kept is the least).
+                let single = (0..q).map(|c| self.single_lb[c][lv[c] as usize]).max().unwrap_or(0);
+                if unexplored.is_none() && single <= self.max_suppressed {
+                    unexplored = Some(if additive { self.loss_bound(&lv, single) } else { 0.0 });
+                }
+                continue;
             }
             if !additive && st.pruned[idx] {
                 st.prune_up(idx, &lv);
@@ -774,7 +858,15 @@ impl<'a> Lattice<'a> {
         drop(st);
         decode(idx, &heights, &mut lv);
         let best = self.evaluate(&lv);
-        Some(SearchOutcome { best, lattice_size: size, evaluated, projected, optimal: true })
+        let unexplored_bound = unexplored.filter(|&u| u < best.loss - 1e-9);
+        Some(SearchOutcome {
+            optimal: unexplored_bound.is_none(),
+            best,
+            lattice_size: size,
+            evaluated,
+            projected,
+            unexplored_bound,
+        })
     }
 
     /// Whether a node can still be the optimum: not known to fail by the bounds or a failing
@@ -878,7 +970,7 @@ impl<'a> Lattice<'a> {
     fn greedy(&mut self, size: u128) -> Option<SearchOutcome> {
         let heights: Vec<usize> = self.doms.iter().map(|d| d.levels()).collect();
         let q = heights.len();
-        let mut lv = vec![0u8; q];
+        let mut lv = self.floor.clone();
         let g = self.group(&lv, None, false);
         let mut cur = (self.judge(&lv, &g.snap, false), g.snap);
         let mut evaluated = 1;
@@ -914,7 +1006,7 @@ impl<'a> Lattice<'a> {
         loop {
             let mut improved = false;
             for c in 0..q {
-                if lv[c] == 0 {
+                if lv[c] <= self.floor[c] {
                     continue;
                 }
                 let mut down = lv.clone();
@@ -934,7 +1026,14 @@ impl<'a> Lattice<'a> {
             }
         }
         let best = self.evaluate(&lv);
-        Some(SearchOutcome { best, lattice_size: size, evaluated, projected: 0, optimal: false })
+        Some(SearchOutcome {
+            best,
+            lattice_size: size,
+            evaluated,
+            projected: 0,
+            optimal: false,
+            unexplored_bound: None,
+        })
     }
 }
 
@@ -1089,6 +1188,7 @@ impl Lattice<'_> {
             }
             let sub = b.finish();
             let mut lat = Lattice::new(&sub, self.doms, &sub_privacy);
+            lat.set_floor(&self.floor);
             let Some(out) = lat.search() else { break };
             let e = out.best;
             if e.failing.iter().all(|f| *f) {
@@ -1196,56 +1296,79 @@ fn densify(keys: &mut [u64]) -> usize {
 /// distinct value pairs of each column pair (far fewer than the tuples).
 fn pair_bounds(table: &FreqTable, doms: &[QiDomain], k: u64) -> Vec<(usize, usize, Vec<u64>)> {
     let q = doms.len();
-    let mut out = Vec::new();
-    let mut counts: Vec<u64> = Vec::new();
-    for a in 0..q {
-        for b in (a + 1)..q {
-            let (da, db) = (doms[a].codes().max(1), doms[b].codes().max(1));
-            // Distinct (a, b) code pairs with their records.
-            let mut pairs: Vec<(u32, u32, u64)> = Vec::new();
-            if da * db <= 1 << 22 {
+    let pairs: Vec<(usize, usize)> = (0..q).flat_map(|a| ((a + 1)..q).map(move |b| (a, b))).collect();
+    // The pairs are independent: spread them over the cores (each reads the whole table once).
+    // Threads only pay off on big tables.
+    let n = if table.tuples() >= PROBE_MIN_TUPLES { crate::io::workers().min(pairs.len()).max(1) } else { 1 };
+    let mut out: Vec<Option<(usize, usize, Vec<u64>)>> = vec![None; pairs.len()];
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .map(|w| {
+                let pairs = &pairs;
+                s.spawn(move || {
+                    let mut counts: Vec<u64> = Vec::new();
+                    (w..pairs.len())
+                        .step_by(n)
+                        .map(|i| (i, pair_bound(table, doms, k, pairs[i].0, pairs[i].1, &mut counts)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for h in handles {
+            for (i, v) in h.join().expect("pair bound worker") {
+                out[i] = Some((pairs[i].0, pairs[i].1, v));
+            }
+        }
+    });
+    out.into_iter().map(|x| x.expect("every pair computed")).collect()
+}
+
+/// [`pair_bounds`] of one pair of columns: records in (a, b) classes under k per level pair.
+fn pair_bound(table: &FreqTable, doms: &[QiDomain], k: u64, a: usize, b: usize, counts: &mut Vec<u64>) -> Vec<u64> {
+    let q = doms.len();
+    let (da, db) = (doms[a].codes().max(1), doms[b].codes().max(1));
+    // Distinct (a, b) code pairs with their records.
+    let mut pairs: Vec<(u32, u32, u64)> = Vec::new();
+    if da * db <= 1 << 22 {
+        counts.clear();
+        counts.resize(da * db, 0);
+        for (row, &n) in table.codes.chunks_exact(q).zip(&table.counts) {
+            counts[row[a] as usize * db + row[b] as usize] += n;
+        }
+        for (i, &n) in counts.iter().enumerate() {
+            if n > 0 {
+                pairs.push(((i / db) as u32, (i % db) as u32, n));
+            }
+        }
+    } else {
+        let mut m: FastMap<u64, u64> = FastMap::default();
+        for (row, &n) in table.codes.chunks_exact(q).zip(&table.counts) {
+            *m.entry(((row[a] as u64) << 32) | row[b] as u64).or_default() += n;
+        }
+        pairs.extend(m.into_iter().map(|(key, n)| ((key >> 32) as u32, key as u32, n)));
+    }
+    let (ha, hb) = (doms[a].levels(), doms[b].levels());
+    let mut v = vec![0u64; ha * hb];
+    for la in 0..ha {
+        for lb in 0..hb {
+            let (sa, sb) = (doms[a].size(la), doms[b].size(lb));
+            let (ma, mb) = (&doms[a].map[la], &doms[b].map[lb]);
+            let small: u64 = if sa * sb <= 1 << 22 {
                 counts.clear();
-                counts.resize(da * db, 0);
-                for (row, &n) in table.codes.chunks_exact(q).zip(&table.counts) {
-                    counts[row[a] as usize * db + row[b] as usize] += n;
+                counts.resize(sa * sb, 0);
+                for &(x, y, n) in &pairs {
+                    counts[ma[x as usize] as usize * sb + mb[y as usize] as usize] += n;
                 }
-                for (i, &n) in counts.iter().enumerate() {
-                    if n > 0 {
-                        pairs.push(((i / db) as u32, (i % db) as u32, n));
-                    }
-                }
+                counts.iter().filter(|&&c| c > 0 && c < k).sum()
             } else {
                 let mut m: FastMap<u64, u64> = FastMap::default();
-                for (row, &n) in table.codes.chunks_exact(q).zip(&table.counts) {
-                    *m.entry(((row[a] as u64) << 32) | row[b] as u64).or_default() += n;
+                for &(x, y, n) in &pairs {
+                    *m.entry(ma[x as usize] as u64 * sb as u64 + mb[y as usize] as u64).or_default() += n;
                 }
-                pairs.extend(m.into_iter().map(|(key, n)| ((key >> 32) as u32, key as u32, n)));
-            }
-            let (ha, hb) = (doms[a].levels(), doms[b].levels());
-            let mut v = vec![0u64; ha * hb];
-            for la in 0..ha {
-                for lb in 0..hb {
-                    let (sa, sb) = (doms[a].size(la), doms[b].size(lb));
-                    let (ma, mb) = (&doms[a].map[la], &doms[b].map[lb]);
-                    let small: u64 = if sa * sb <= 1 << 22 {
-                        counts.clear();
-                        counts.resize(sa * sb, 0);
-                        for &(x, y, n) in &pairs {
-                            counts[ma[x as usize] as usize * sb + mb[y as usize] as usize] += n;
-                        }
-                        counts.iter().filter(|&&c| c > 0 && c < k).sum()
-                    } else {
-                        let mut m: FastMap<u64, u64> = FastMap::default();
-                        for &(x, y, n) in &pairs {
-                            *m.entry(ma[x as usize] as u64 * sb as u64 + mb[y as usize] as u64).or_default() += n;
-                        }
-                        m.values().filter(|&&c| c < k).sum()
-                    };
-                    v[la * hb + lb] = small;
-                }
-            }
-            out.push((a, b, v));
+                m.values().filter(|&&c| c < k).sum()
+            };
+            v[la * hb + lb] = small;
         }
     }
-    out
+    v
 }

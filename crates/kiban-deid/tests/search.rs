@@ -197,3 +197,54 @@ proptest! {
         prop_assert!(m.values().all(|&s| s >= k), "{:?}", m);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    /// With a floor (the levels a table folded by the tuple budget still tells apart), the search
+    /// finds the best node at or above it, and it claims the global optimum only when that is true.
+    #[test]
+    fn a5_search_above_a_floor_is_the_brute_force_best_there_and_claims_optimality_soundly(
+        rows in prop::collection::vec(prop::collection::vec(0u32..6, 3), 8..60),
+        k in 2u64..5,
+        limit in prop::sample::select(vec![0.0, 0.05, 0.2]),
+        metric in prop::sample::select(vec![Metric::Loss, Metric::Precision, Metric::Discernibility, Metric::Entropy]),
+        floor in (0u8..3, 0u8..2),
+        probing in any::<bool>(),
+    ) {
+        let floor = vec![floor.0, floor.1, 0];
+        let doms = vec![domain("a", 6, 4), domain("b", 6, 3), domain("c", 6, 2)];
+        let t = table(&rows);
+        let p = privacy(k, limit, metric);
+        let mut lat = Lattice::new(&t, &doms, &p);
+        lat.set_floor(&floor);
+        if probing {
+            lat.set_probing(true);
+        }
+        let found = lat.search();
+        let (mut above, mut global): (Option<f64>, Option<f64>) = (None, None);
+        for node in all_nodes(&[4, 3, 2]) {
+            let e = lat.evaluate(&node);
+            if e.anonymous {
+                global = Some(global.map_or(e.loss, |b: f64| b.min(e.loss)));
+                if node.iter().zip(&floor).all(|(l, f)| l >= f) {
+                    above = Some(above.map_or(e.loss, |b: f64| b.min(e.loss)));
+                }
+            }
+        }
+        match (found, above) {
+            (Some(f), Some(b)) => {
+                prop_assert!(f.best.levels.iter().zip(&floor).all(|(l, x)| l >= x), "below the floor");
+                prop_assert!((f.best.loss - b).abs() < 1e-6, "search {} vs best above the floor {}", f.best.loss, b);
+                let g = global.expect("an anonymous node exists");
+                if f.optimal {
+                    prop_assert!((f.best.loss - g).abs() < 1e-6, "claimed optimal: {} vs global {}", f.best.loss, g);
+                } else {
+                    let u = f.unexplored_bound.expect("a bound when not optimal");
+                    prop_assert!(u < f.best.loss && u <= g + 1e-6, "bound {} loss {} global {}", u, f.best.loss, g);
+                }
+            }
+            (None, None) => {}
+            (f, b) => prop_assert!(false, "search {:?} vs brute force {:?}", f.map(|x| x.best.loss), b),
+        }
+    }
+}

@@ -48,6 +48,10 @@ pub struct Args {
     /// Hide the progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Distinct quasi-identifier tuples kept at most in memory (default 20,000,000, about 1 GB);
+    /// past it the table is folded one level up on a quasi-identifier and the report says so.
+    #[arg(long, value_name = "N")]
+    tuple_budget: Option<usize>,
     /// Run the frequency count and the output pass on this Ballista scheduler (`df://host:port`);
     /// the search stays here. Same output and report as in-process.
     #[cfg(feature = "cluster")]
@@ -116,7 +120,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
             let dd = crate::datadir::DataDir::open(&ctx.data_dir).context("--dataset needs a data directory")?;
             let dir = dataset_dir(&ctx.data_dir, name)?;
             let log = open_log(&dd)?;
-            let opts = RunOptions { progress: Some(progress), ..Default::default() };
+            let opts = RunOptions { progress: Some(progress), tuple_budget: args.tuple_budget, ..Default::default() };
             let p = kiban_registry::processing::anonymize_to_dataset(
                 &policy,
                 &Input::from_path(&args.input),
@@ -158,7 +162,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
         }
     };
     let local = |progress| {
-        let opts = RunOptions { progress: Some(progress), ..Default::default() };
+        let opts = RunOptions { progress: Some(progress), tuple_budget: args.tuple_budget, ..Default::default() };
         anonymize(&policy, &Input::from_path(&args.input), &Output::from_path(&output), &opts)
             .map_err(anyhow::Error::from)
     };
