@@ -15,6 +15,7 @@ pub mod openapi;
 mod pages;
 mod registers;
 mod review;
+pub mod schemas;
 mod security;
 
 use std::collections::BTreeMap;
