@@ -43,6 +43,7 @@ pub(crate) fn new_id(prefix: &str) -> String {
 }
 
 /// The roles of kiban's users; every permission is granted per role by the server's table.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AccountRole {
@@ -126,6 +127,7 @@ impl fmt::Display for AccountRole {
 }
 
 /// The state of an account.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AccountStatus {
@@ -156,6 +158,7 @@ impl AccountStatus {
 }
 
 /// An account as listed: no credential in it.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Account {
     /// kiban's id.

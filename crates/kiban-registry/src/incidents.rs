@@ -20,6 +20,7 @@ fn ts(t: DateTime<Utc>) -> String {
 }
 
 /// The nine items of a leak report (漏えい等報告, 003 art.22-3).
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default)] // a first report (速報) holds what is known so far; the rules name what is missing
 pub struct LeakItems {
@@ -44,6 +45,7 @@ pub struct LeakItems {
 }
 
 /// A leak report row.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct LeakReport {
     /// Report id.
@@ -73,6 +75,7 @@ pub fn leak_deadline(detected_at: DateTime<Utc>, possibly_malicious: bool) -> Da
 }
 
 /// Another incident (I2).
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Incident {
     /// Id.
@@ -92,6 +95,7 @@ pub struct Incident {
 }
 
 /// A complaint (I3).
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Complaint {
     /// Id.
@@ -111,6 +115,7 @@ pub struct Complaint {
 }
 
 /// The written contract with a contractor (I4: 003 art.21).
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default)] // a missing item is refused by name when recorded, not as a parse error
 pub struct Contract {
@@ -137,6 +142,7 @@ pub struct Contract {
 }
 
 /// A contractor and its audits.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Contractor {
     /// Id.

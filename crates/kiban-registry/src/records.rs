@@ -542,6 +542,76 @@ fn retention(rule: RetentionRule, anchor: NaiveDate) -> String {
     iso(rule.end_date(anchor))
 }
 
+const PUBLICATION_COLS: &str =
+    "publication_id, filing_id, provider_id, minister_published_on, provider_published_on, where_published";
+
+fn publication_from_row(r: &sqlx::any::AnyRow) -> Result<Publication, RecordError> {
+    Ok(Publication {
+        publication_id: r.try_get(0)?,
+        filing_id: r.try_get(1)?,
+        provider_id: r.try_get(2)?,
+        minister_published_on: date(&r.try_get::<String, _>(3)?)?,
+        provider_published_on: date(&r.try_get::<String, _>(4)?)?,
+        where_published: r.try_get(5)?,
+    })
+}
+
+/// A registered provider, its number of filings and whether it may submit (see [`Registry::standing`]).
+#[derive(Debug)]
+pub struct ProviderStanding {
+    /// The provider.
+    pub provider: crate::store::Provider,
+    /// How many filings it made.
+    pub filings: usize,
+    /// Its standing on the day asked, or why it may not submit.
+    pub standing: Result<Standing, RecordError>,
+}
+
+/// The standing rules (C1, C4, P5) over a registered provider's filing in force on `on` (the latest
+/// filed on or before it) and that filing's first publication on or before `on`.
+fn decide_standing(
+    provider_id: &str,
+    in_force: Option<&Filing>,
+    publication: Option<Publication>,
+    on: NaiveDate,
+) -> Result<Standing, RecordError> {
+    let refuse = |field, rule, m: String| invalid(field, rule, format!("provider {provider_id} cannot submit: {m}"));
+    let Some(filing) = in_force else {
+        return Err(refuse("filing", "P5", format!("no filing (届出) was made on or before {on}")));
+    };
+    if filing.input.kind == FilingKind::Cessation {
+        return Err(refuse("filing", "P5", format!("it filed cessation of provision on {}", filing.input.filed_on)));
+    }
+    let Some(publication) = publication else {
+        return Err(refuse(
+            "publication",
+            "C1",
+            format!("its filing {} was not published on or before {on} (kiban provider publish)", filing.filing_id),
+        ));
+    };
+    if filing.input.planned_start > on {
+        return Err(refuse(
+            "planned_start",
+            "P5",
+            format!("provision is planned to start on {}", filing.input.planned_start),
+        ));
+    }
+    match filing.input.security_checked_on {
+        Some(d) if d <= on => {}
+        _ => {
+            return Err(refuse(
+                "security_checked_on",
+                "C4",
+                format!(
+                    "the security of its transmission method ({}) was not confirmed on or before {on}",
+                    filing.input.transmission_method
+                ),
+            ));
+        }
+    }
+    Ok(Standing { filing: filing.clone(), publication })
+}
+
 const FILING_COLS: &str = "filing_id, provider_id, seq, kind, filed_on, items_json, update_method, planned_start, \
      waiting_days, transmission_method, security_checked_on, security_note, acquisition_record, supersedes, retention_end";
 
@@ -706,27 +776,15 @@ impl Registry {
     }
 
     async fn publication_of(&self, filing_id: &str, on: NaiveDate) -> Result<Option<Publication>, RecordError> {
-        let rows = sqlx::query(
-            "SELECT publication_id, provider_id, minister_published_on, provider_published_on, where_published \
-             FROM provider_publications WHERE filing_id = $1 ORDER BY provider_published_on, publication_id",
-        )
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {PUBLICATION_COLS} FROM provider_publications WHERE filing_id = $1 \
+             ORDER BY provider_published_on, publication_id"
+        )))
         .bind(filing_id)
         .fetch_all(&self.pool)
         .await?;
-        for r in rows {
-            let p = Publication {
-                publication_id: r.try_get(0)?,
-                filing_id: filing_id.to_owned(),
-                provider_id: r.try_get(1)?,
-                minister_published_on: date(&r.try_get::<String, _>(2)?)?,
-                provider_published_on: date(&r.try_get::<String, _>(3)?)?,
-                where_published: r.try_get(4)?,
-            };
-            if p.provider_published_on <= on {
-                return Ok(Some(p));
-            }
-        }
-        Ok(None)
+        let pubs = rows.iter().map(publication_from_row).collect::<Result<Vec<_>, _>>()?;
+        Ok(pubs.into_iter().find(|p| p.provider_published_on <= on))
     }
 
     /// Whether `provider_id` may provide on `on` (C1, C4, P5); `Err` says why not.
@@ -734,49 +792,55 @@ impl Registry {
     /// (published by the minister and the provider on or before `on`), with the planned start reached and
     /// the transmission security confirmed.
     pub async fn standing(&self, provider_id: &str, on: NaiveDate) -> Result<Standing, RecordError> {
-        let refuse =
-            |field, rule, m: String| invalid(field, rule, format!("provider {provider_id} cannot submit: {m}"));
         if self.provider(provider_id).await?.is_none() {
-            return Err(refuse("provider_id", "C1", "it is not registered (kiban provider add)".into()));
-        }
-        let Some(filing) = self.filings(provider_id).await?.into_iter().rfind(|f| f.input.filed_on <= on) else {
-            return Err(refuse("filing", "P5", format!("no filing (届出) was made on or before {on}")));
-        };
-        if filing.input.kind == FilingKind::Cessation {
-            return Err(refuse(
-                "filing",
-                "P5",
-                format!("it filed cessation of provision on {}", filing.input.filed_on),
-            ));
-        }
-        let Some(publication) = self.publication_of(&filing.filing_id, on).await? else {
-            return Err(refuse(
-                "publication",
+            return Err(invalid(
+                "provider_id",
                 "C1",
-                format!("its filing {} was not published on or before {on} (kiban provider publish)", filing.filing_id),
+                format!("provider {provider_id} cannot submit: it is not registered (kiban provider add)"),
             ));
+        }
+        let filings = self.filings(provider_id).await?;
+        let in_force = filings.iter().rfind(|f| f.input.filed_on <= on);
+        let publication = match in_force {
+            Some(f) => self.publication_of(&f.filing_id, on).await?,
+            None => None,
         };
-        if filing.input.planned_start > on {
-            return Err(refuse(
-                "planned_start",
-                "P5",
-                format!("provision is planned to start on {}", filing.input.planned_start),
-            ));
+        decide_standing(provider_id, in_force, publication, on)
+    }
+
+    /// Every registered provider with its number of filings and its standing on `on` (as
+    /// [`Registry::standing`] decides it), read in three queries whatever the number of providers:
+    /// the console's provider list is read on every view and must not cost a query per provider.
+    pub async fn provider_standings(&self, on: NaiveDate) -> Result<Vec<ProviderStanding>, RecordError> {
+        let providers = self.providers().await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {FILING_COLS} FROM provider_filings ORDER BY provider_id, seq"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut filings: std::collections::HashMap<String, Vec<Filing>> = std::collections::HashMap::new();
+        for r in &rows {
+            let f = filing_from_row(r)?;
+            filings.entry(f.input.provider_id.clone()).or_default().push(f);
         }
-        match filing.input.security_checked_on {
-            Some(d) if d <= on => {}
-            _ => {
-                return Err(refuse(
-                    "security_checked_on",
-                    "C4",
-                    format!(
-                        "the security of its transmission method ({}) was not confirmed on or before {on}",
-                        filing.input.transmission_method
-                    ),
-                ));
-            }
-        }
-        Ok(Standing { filing, publication })
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {PUBLICATION_COLS} FROM provider_publications ORDER BY provider_published_on, publication_id"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        let pubs = rows.iter().map(publication_from_row).collect::<Result<Vec<_>, _>>()?;
+        Ok(providers
+            .into_iter()
+            .map(|provider| {
+                let own = filings.remove(&provider.provider_id).unwrap_or_default();
+                let in_force = own.iter().rfind(|f| f.input.filed_on <= on);
+                let publication = in_force.and_then(|f| {
+                    pubs.iter().find(|p| p.filing_id == f.filing_id && p.provider_published_on <= on).cloned()
+                });
+                let standing = decide_standing(&provider.provider_id, in_force, publication, on);
+                ProviderStanding { provider, filings: own.len(), standing }
+            })
+            .collect())
     }
 
     /// Records one notice (P1).

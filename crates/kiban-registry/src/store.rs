@@ -65,6 +65,7 @@ pub enum RegistryError {
 }
 
 /// A provider as registered.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Provider {
     /// kiban's id for the provider.
@@ -78,6 +79,7 @@ pub struct Provider {
 }
 
 /// One pipeline run (demo, intake, processing …) as logged.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Run {
     /// Run id.

@@ -16,6 +16,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::{self, totp_aad};
+use crate::console::schemas::{
+    Acknowledged, AuditVerified, Changed, Leaks, LoggedOut, Me, NewAccountAnswer, SetupToken, TrainingRecorded,
+};
 use crate::{AppState, Caller, RouteDesc, SESSION_COOKIE, Source, audit_role, error, now};
 
 /// Every route of the main server.
@@ -331,7 +334,7 @@ async fn change_password(
         Event::new(Actor::new(&id, audit_role(role)), &source, Action::Write, Object::new(ObjectKind::Session, &id))
             .note("password changed by the holder"),
     )?;
-    ok(json!({"changed": true}))
+    ok(Changed { changed: true })
 }
 
 async fn logout(State(st): State<AppState>, Extension(c): Extension<Caller>, headers: HeaderMap) -> Res {
@@ -348,12 +351,12 @@ async fn logout(State(st): State<AppState>, Extension(c): Extension<Caller>, hea
     audit(&st, ev(&c, Action::Logout, ObjectKind::Session, &c.account_id).volume(secs.max(0) as u64))?;
     let secure = if st.cfg.secure_cookie { "; Secure" } else { "" };
     let cookie = format!("{SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0{secure}");
-    Ok(([(header::SET_COOKIE, cookie)], Json(json!({"logged_out": true}))).into_response())
+    Ok(([(header::SET_COOKIE, cookie)], Json(LoggedOut { logged_out: true })).into_response())
 }
 
 async fn me(State(st): State<AppState>, Extension(c): Extension<Caller>) -> Res {
     let a = st.reg.account(&c.account_id).await.map_err(internal)?;
-    ok(json!({"account_id": a.account_id, "login": a.login, "display_name": a.display_name, "role": c.role}))
+    ok(Me { account_id: a.account_id, login: a.login, display_name: a.display_name, role: c.role })
 }
 
 // ---- records ------------------------------------------------------------------------------
@@ -376,9 +379,12 @@ async fn audit_verify(State(st): State<AppState>, Extension(c): Extension<Caller
         .await
         .map_err(internal)?
         .map_err(internal)?;
-    ok(
-        json!({"intact": report.is_intact(), "entries": report.entries, "problems": report.problems.len(), "summary": report.summary()}),
-    )
+    ok(AuditVerified {
+        intact: report.is_intact(),
+        entries: report.entries,
+        problems: report.problems.len(),
+        summary: report.summary(),
+    })
 }
 
 async fn alerts(State(st): State<AppState>, Extension(c): Extension<Caller>) -> Res {
@@ -400,6 +406,7 @@ async fn alerts(State(st): State<AppState>, Extension(c): Extension<Caller>) -> 
 }
 
 /// A note.
+#[cfg_attr(feature = "openapi-schemas", derive(schemars::JsonSchema))]
 #[derive(Deserialize, Default)]
 pub struct NoteBody {
     #[serde(default)]
@@ -418,7 +425,7 @@ async fn ack_alert(
     let note = body.map(|b| b.0.note).unwrap_or_default();
     let done = st.reg.ack_alert(id, &c.account_id, &note, now()).await.map_err(internal)?;
     audit(&st, ev(&c, Action::Write, ObjectKind::Audit, format!("alert {id}")).note("acknowledged"))?;
-    ok(json!({"acknowledged": done}))
+    ok(Acknowledged { acknowledged: done })
 }
 
 // ---- accounts -----------------------------------------------------------------------------
@@ -430,6 +437,7 @@ async fn accounts(State(st): State<AppState>, Extension(c): Extension<Caller>) -
 }
 
 /// A new account.
+#[cfg_attr(feature = "openapi-schemas", derive(schemars::JsonSchema))]
 #[derive(Deserialize)]
 pub struct NewAccount {
     login: String,
@@ -450,10 +458,11 @@ async fn add_account(State(st): State<AppState>, Extension(c): Extension<Caller>
         Err(AccessError::NotCleared { .. }) => None,
         Err(e) => return Err(access_err(e)),
     };
-    ok(json!({"account": a, "setup_token": token.as_deref().map(|t| t.as_str())}))
+    ok(NewAccountAnswer { account: a, setup_token: token.as_deref().map(|t| t.as_str().to_owned()) })
 }
 
 /// A reset: how the person's identity was verified.
+#[cfg_attr(feature = "openapi-schemas", derive(schemars::JsonSchema))]
 #[derive(Deserialize)]
 pub struct ResetBody {
     identity_verified_by: String,
@@ -470,7 +479,7 @@ async fn reset_account(
         .map_err(access_err)?;
     st.reg.end_sessions_of(&id, "reset", now()).await.map_err(internal)?;
     audit(&st, ev(&c, Action::Write, ObjectKind::Session, &id).note("reset: setup token issued"))?;
-    ok(json!({"setup_token": token.as_str()}))
+    ok(SetupToken { setup_token: token.as_str().to_owned() })
 }
 
 async fn lock_account(st: State<AppState>, c: Extension<Caller>, id: Path<String>, b: Option<Json<NoteBody>>) -> Res {
@@ -498,6 +507,7 @@ async fn set_lock(
 }
 
 /// A role change.
+#[cfg_attr(feature = "openapi-schemas", derive(schemars::JsonSchema))]
 #[derive(Deserialize)]
 pub struct RoleBody {
     role: AccountRole,
@@ -526,6 +536,7 @@ async fn vetting(
 }
 
 /// A training record.
+#[cfg_attr(feature = "openapi-schemas", derive(schemars::JsonSchema))]
 #[derive(Deserialize)]
 pub struct TrainingBody {
     course: String,
@@ -545,7 +556,7 @@ async fn training(
         .await
         .map_err(|e| access_err(e.into()))?;
     audit(&st, ev(&c, Action::Write, ObjectKind::Ledger, &tid).note("training recorded"))?;
-    ok(json!({"training_id": tid}))
+    ok(TrainingRecorded { training_id: tid })
 }
 
 // ---- incidents, complaints, contractors ---------------------------------------------------
@@ -557,6 +568,7 @@ async fn incidents(State(st): State<AppState>, Extension(c): Extension<Caller>) 
 }
 
 /// A new incident.
+#[cfg_attr(feature = "openapi-schemas", derive(schemars::JsonSchema))]
 #[derive(Deserialize)]
 pub struct IncidentBody {
     risk_item: String,
@@ -582,6 +594,7 @@ async fn add_incident(State(st): State<AppState>, Extension(c): Extension<Caller
 }
 
 /// An escalation.
+#[cfg_attr(feature = "openapi-schemas", derive(schemars::JsonSchema))]
 #[derive(Deserialize)]
 pub struct EscalateBody {
     to: String,
@@ -605,10 +618,11 @@ async fn leaks(State(st): State<AppState>, Extension(c): Extension<Caller>) -> R
     let overdue: Vec<String> =
         st.reg.overdue_leak_reports(now()).await.map_err(internal)?.into_iter().map(|r| r.report_id).collect();
     audit(&st, ev(&c, Action::Read, ObjectKind::Ledger, "leak_reports").volume(all.len() as u64))?;
-    ok(json!({"reports": all, "overdue": overdue}))
+    ok(Leaks { reports: all, overdue })
 }
 
 /// A first leak report.
+#[cfg_attr(feature = "openapi-schemas", derive(schemars::JsonSchema))]
 #[derive(Deserialize)]
 pub struct LeakBody {
     detected_at: DateTime<Utc>,
@@ -629,6 +643,7 @@ async fn open_leak(State(st): State<AppState>, Extension(c): Extension<Caller>, 
 }
 
 /// A fuller or confirmed leak report.
+#[cfg_attr(feature = "openapi-schemas", derive(schemars::JsonSchema))]
 #[derive(Deserialize)]
 pub struct LeakUpdate {
     #[serde(default)]
@@ -655,6 +670,7 @@ async fn complaints(State(st): State<AppState>, Extension(c): Extension<Caller>)
 }
 
 /// A complaint record.
+#[cfg_attr(feature = "openapi-schemas", derive(schemars::JsonSchema))]
 #[derive(Deserialize)]
 pub struct ComplaintBody {
     received_on: NaiveDate,
@@ -701,6 +717,7 @@ async fn add_contractor(State(st): State<AppState>, Extension(c): Extension<Call
 }
 
 /// A contractor audit.
+#[cfg_attr(feature = "openapi-schemas", derive(schemars::JsonSchema))]
 #[derive(Deserialize)]
 pub struct AuditBody {
     audited_on: NaiveDate,

@@ -8,7 +8,7 @@
 use askama::Template;
 use axum::Json;
 use axum::extract::{Extension, Form, Multipart, Query, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use kiban_audit::{Action, AuditSink, Event, Object, ObjectKind};
@@ -117,6 +117,8 @@ struct PageResult {
 #[derive(Template)]
 #[template(path = "checker/page.html")]
 struct CheckerPage {
+    /// The console's frame (the shared layout, with the caller's menu).
+    p: crate::console::Page,
     en: bool,
     declaration: String,
     message: Option<String>,
@@ -127,38 +129,24 @@ struct CheckerPage {
 
 const EXAMPLE_DECL: &str = "title = \"年齢階級×性別\"\ncount_column = \"patients\"\n\n[[dimension]]\ncolumn = \"age_band\"\nkind = \"age_band\"\n\n[[dimension]]\ncolumn = \"sex\"\nkind = \"sex\"\n";
 
-fn render(p: &CheckerPage, cookie: Option<axum::http::HeaderValue>) -> Response {
-    match p.render() {
-        Ok(body) => {
-            let mut r = ([(header::CACHE_CONTROL, "no-store")], Html(body)).into_response();
-            if let Some(c) = cookie {
-                r.headers_mut().insert(header::SET_COOKIE, c);
-            }
-            r
-        }
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("template: {e}")),
-    }
+fn render(p: &CheckerPage) -> Response {
+    crate::console::render(&p.p, p)
 }
 
-fn blank(en: bool, c: &Caller) -> CheckerPage {
+fn blank(page: crate::console::Page) -> CheckerPage {
     CheckerPage {
-        en,
+        en: page.lang == crate::console::i18n::Lang::En,
+        can_approve: APPROVERS.contains(&page.caller.role),
+        p: page,
         declaration: EXAMPLE_DECL.into(),
         message: None,
         error: None,
         result: None,
-        can_approve: APPROVERS.contains(&c.role),
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct LangQ {
-    lang: Option<String>,
-}
-
-async fn page_form(Extension(c): Extension<Caller>, headers: HeaderMap, Query(q): Query<LangQ>) -> Response {
-    let (en, cookie) = crate::public::lang(q.lang.as_deref(), &headers);
-    render(&blank(en, &c), cookie)
+async fn page_form(page: crate::console::Page) -> Response {
+    render(&blank(page))
 }
 
 fn checks_dir(st: &AppState) -> std::path::PathBuf {
@@ -168,11 +156,10 @@ fn checks_dir(st: &AppState) -> std::path::PathBuf {
 async fn page_check(
     State(st): State<AppState>,
     Extension(c): Extension<Caller>,
-    headers: HeaderMap,
+    page: crate::console::Page,
     mut mp: Multipart,
 ) -> Response {
-    let (en, _) = crate::public::lang(None, &headers);
-    let mut p = blank(en, &c);
+    let mut p = blank(page);
     let mut table: Option<(String, Vec<u8>)> = None;
     let mut areas: Option<Vec<u8>> = None;
     let mut mode = "suppress".to_owned();
@@ -183,7 +170,7 @@ async fn page_check(
                 let file = f.file_name().unwrap_or("table.csv").to_owned();
                 let Ok(bytes) = f.bytes().await else {
                     p.error = Some("アップロードを読めませんでした / the upload could not be read".into());
-                    return render(&p, None);
+                    return render(&p);
                 };
                 match name.as_str() {
                     "table" if !bytes.is_empty() => table = Some((file, bytes.to_vec())),
@@ -196,13 +183,13 @@ async fn page_check(
             Ok(None) => break,
             Err(e) => {
                 p.error = Some(format!("アップロードを読めませんでした / the upload could not be read: {e}"));
-                return render(&p, None);
+                return render(&p);
             }
         }
     }
     let Some((file, bytes)) = table else {
         p.error = Some("集計表のファイルを選んでください / choose the table file".into());
-        return render(&p, None);
+        return render(&p);
     };
     let outcome = run_page_check(&st, &file, &bytes, &p.declaration, areas.as_deref(), &mode).await;
     match outcome {
@@ -232,7 +219,7 @@ async fn page_check(
         }
         Err(e) => p.error = Some(e),
     }
-    render(&p, None)
+    render(&p)
 }
 
 async fn run_page_check(
@@ -289,30 +276,29 @@ struct ApproveForm {
 async fn page_approve(
     State(st): State<AppState>,
     Extension(c): Extension<Caller>,
-    headers: HeaderMap,
+    page: crate::console::Page,
     Form(f): Form<ApproveForm>,
 ) -> Response {
-    let (en, _) = crate::public::lang(None, &headers);
-    let mut p = blank(en, &c);
+    let mut p = blank(page);
     if !APPROVERS.contains(&c.role) {
         p.error = Some("承認は確認者（加工担当者・事務局）が行います / only a checker approves".into());
-        return (StatusCode::FORBIDDEN, render(&p, None)).into_response();
+        return (StatusCode::FORBIDDEN, render(&p)).into_response();
     }
     if f.table_sha256.len() != 64 || !f.table_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
         p.error = Some("表の版（SHA-256）が不正です / bad table version".into());
-        return (StatusCode::UNPROCESSABLE_ENTITY, render(&p, None)).into_response();
+        return (StatusCode::UNPROCESSABLE_ENTITY, render(&p)).into_response();
     }
     let path = checks_dir(&st).join(format!("{}.json", f.table_sha256));
     let report: Option<Report> = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok());
     let Some(report) = report else {
         p.error = Some("この版の確認結果がありません。先に確認してください / check this table first".into());
-        return (StatusCode::NOT_FOUND, render(&p, None)).into_response();
+        return (StatusCode::NOT_FOUND, render(&p)).into_response();
     };
     let rec = match approve(&report, &c.account_id, crate::now()) {
         Ok(r) => r,
         Err(e) => {
             p.error = Some(format!("承認できません（中間生成物です） / not approvable: {e}"));
-            return (StatusCode::UNPROCESSABLE_ENTITY, render(&p, None)).into_response();
+            return (StatusCode::UNPROCESSABLE_ENTITY, render(&p)).into_response();
         }
     };
     let ev = Event::new(
@@ -341,5 +327,5 @@ async fn page_approve(
         "承認を記録しました（成果物） / approval recorded: table {} by {} at {}",
         rec.table_sha256, rec.checker, rec.approved_at
     ));
-    render(&p, None)
+    render(&p)
 }

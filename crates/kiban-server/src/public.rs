@@ -79,17 +79,21 @@ fn pairs_lang(q: &[(String, String)]) -> Option<&str> {
 #[derive(Template)]
 #[template(path = "public/index.html")]
 struct IndexPage {
+    /// The shared layout's frame.
+    p: crate::console::PublicChrome,
     en: bool,
 }
 
 async fn index(headers: HeaderMap, Query(q): Query<Vec<(String, String)>>) -> Response {
     let (en, c) = lang(pairs_lang(&q), &headers);
-    page(&IndexPage { en }, c)
+    page(&IndexPage { p: crate::console::PublicChrome::new(en, "/public"), en }, c)
 }
 
 #[derive(Template)]
 #[template(path = "public/catalogue.html")]
 struct CataloguePage {
+    /// The shared layout's frame.
+    p: crate::console::PublicChrome,
     en: bool,
     cat: Option<Catalogue>,
 }
@@ -100,7 +104,7 @@ async fn catalogue(State(st): State<AppState>, headers: HeaderMap, Query(q): Que
     if q.iter().any(|(k, v)| k == "format" && v == "json") {
         return axum::Json(serde_json::json!({ "catalogue": cat })).into_response();
     }
-    page(&CataloguePage { en, cat }, c)
+    page(&CataloguePage { p: crate::console::PublicChrome::new(en, "/public/catalogue"), en, cat }, c)
 }
 
 async fn dummy(State(st): State<AppState>, Path(name): Path<String>) -> Response {
@@ -125,6 +129,8 @@ async fn dummy(State(st): State<AppState>, Path(name): Path<String>) -> Response
 #[derive(Template)]
 #[template(path = "public/stats.html")]
 struct StatsPage {
+    /// The shared layout's frame.
+    p: crate::console::PublicChrome,
     en: bool,
     rel: Option<StatsRelease>,
     by: Vec<String>,
@@ -156,6 +162,7 @@ async fn stats(State(st): State<AppState>, headers: HeaderMap, Query(q): Query<V
             return error(StatusCode::NOT_FOUND, "no statistics are published");
         }
         let p = StatsPage {
+            p: crate::console::PublicChrome::new(en, "/public/stats"),
             en,
             rel: None,
             by: vec![],
@@ -192,6 +199,7 @@ async fn stats(State(st): State<AppState>, headers: HeaderMap, Query(q): Query<V
         Err(e) => (vec![], Some(e.to_string())),
     };
     let p = StatsPage {
+        p: crate::console::PublicChrome::new(en, "/public/stats"),
         en,
         by: sq.by.clone(),
         filter: sq.filter.clone(),
@@ -238,6 +246,8 @@ struct YearBlock {
 #[derive(Template)]
 #[template(path = "public/business.html")]
 struct BusinessPage {
+    /// The shared layout's frame.
+    p: crate::console::PublicChrome,
     en: bool,
     years: Vec<YearBlock>,
 }
@@ -321,7 +331,7 @@ async fn business(State(st): State<AppState>, headers: HeaderMap, Query(q): Quer
             .collect();
         years.push(YearBlock { label, docs, figures });
     }
-    Ok(page(&BusinessPage { en, years }, c))
+    Ok(page(&BusinessPage { p: crate::console::PublicChrome::new(en, "/public/business"), en, years }, c))
 }
 
 type Res = Result<Response, Response>;

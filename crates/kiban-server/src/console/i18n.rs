@@ -41,6 +41,16 @@ impl Lang {
 /// Every key with its Japanese and English text.
 pub const STRINGS: &[(&str, &str, &str)] = &[
     ("app.title", "kiban 管理コンソール", "kiban console"),
+    ("public.title", "kiban 公開情報", "kiban public site"),
+    ("public.nav", "公開ページ", "Public pages"),
+    ("public.catalogue", "データカタログ", "Data catalogue"),
+    ("public.stats", "統計検索", "Statistics search"),
+    ("public.business", "事業計画・報告等", "Business documents"),
+    (
+        "public.footer",
+        "次世代医療基盤法に基づく認定作成事業者による公表です。このページの閲覧にログインは不要です。",
+        "Published by the certified creator under the Next Generation Medical Infrastructure Act. No login is needed for these pages.",
+    ),
     ("app.switch", "English", "日本語"),
     ("app.logout", "ログアウト", "Log out"),
     ("app.skip", "本文へ移動", "Skip to content"),
@@ -445,8 +455,11 @@ pub struct Tr(pub Lang);
 impl Tr {
     /// The text of `key`; a missing key shows itself (and the completeness test fails).
     pub fn s<'a>(&self, key: &'a str) -> &'a str {
-        match STRINGS.iter().find(|(k, _, _)| *k == key) {
-            Some((_, ja, en)) => match self.0 {
+        // Indexed once: a page looks up dozens of keys, each a scan of hundreds of entries otherwise.
+        static INDEX: std::sync::LazyLock<std::collections::HashMap<&'static str, (&'static str, &'static str)>> =
+            std::sync::LazyLock::new(|| STRINGS.iter().map(|(k, ja, en)| (*k, (*ja, *en))).collect());
+        match INDEX.get(key) {
+            Some((ja, en)) => match self.0 {
                 Lang::Ja => ja,
                 Lang::En => en,
             },

@@ -15,6 +15,7 @@ pub mod openapi;
 mod pages;
 mod registers;
 mod review;
+pub mod schemas;
 mod security;
 
 use std::collections::BTreeMap;
@@ -185,7 +186,41 @@ impl FromRequestParts<AppState> for Page {
     }
 }
 
+/// The shared layout's frame for a page without login (the public site): language and words only,
+/// so the layout shows no session, menu or logout.
+pub struct PublicChrome {
+    /// The language of the page.
+    pub lang: Lang,
+    /// The words of that language.
+    pub tr: Tr,
+    /// The request path (for the language switch).
+    pub path: &'static str,
+}
+
+impl PublicChrome {
+    /// The frame of the public page at `path`, in English when `en`.
+    pub fn new(en: bool, path: &'static str) -> Self {
+        let lang = if en { Lang::En } else { Lang::Ja };
+        PublicChrome { lang, tr: Tr(lang), path }
+    }
+
+    /// The site's name in the header and title.
+    pub fn site_title(&self) -> &'static str {
+        self.tr.s("public.title")
+    }
+
+    /// The link that switches the language of this page.
+    pub fn switch_href(&self) -> String {
+        format!("{}?lang={}", self.path, self.lang.other().code())
+    }
+}
+
 impl Page {
+    /// The site's name in the header and title.
+    pub fn site_title(&self) -> &'static str {
+        self.tr.s("app.title")
+    }
+
     /// The role's label.
     pub fn role_label(&self) -> &'static str {
         self.tr.s(role_key(self.caller.role))

@@ -138,6 +138,9 @@ pub fn response_content(method: &str, path: &str, code: u16) -> Value {
 /// Builds the document from the route list and the table.
 pub fn build(routes: &[(String, String)], authz: &Authz) -> Value {
     let mut paths: Map<String, Value> = Map::new();
+    let mut schemas: Map<String, Value> = Map::new();
+    schemas.insert("Error".into(), error_schema());
+    let typed = typed_routes(&mut schemas);
     for (method, path) in routes {
         let rule = authz.rule(method, path);
         let public = matches!(rule, Some(Allow::Public));
@@ -153,10 +156,13 @@ pub fn build(routes: &[(String, String)], authz: &Authz) -> Value {
             .collect();
         let mut responses = Map::new();
         for code in documented_statuses(method, path, public) {
-            responses.insert(
-                code.to_string(),
-                json!({"description": reason(code), "content": response_content(method, path, code)}),
-            );
+            let mut content = response_content(method, path, code);
+            if code == 200
+                && let Some((_, resp)) = typed.get(&(method.as_str(), path.as_str()))
+            {
+                content["application/json"] = json!({"schema": resp});
+            }
+            responses.insert(code.to_string(), json!({"description": reason(code), "content": content}));
         }
         let op_id = format!(
             "{}{}",
@@ -189,7 +195,11 @@ pub fn build(routes: &[(String, String)], authz: &Authz) -> Value {
             } else {
                 "application/json"
             };
-            op["requestBody"] = json!({"required": false, "content": {media: {"schema": {"type": "object"}}}});
+            let schema = match typed.get(&(method.as_str(), path.as_str())) {
+                Some((Some(req), _)) => req.clone(),
+                _ => json!({"type": "object"}),
+            };
+            op["requestBody"] = json!({"required": false, "content": {media: {"schema": schema}}});
         }
         let entry = paths.entry(path.to_owned()).or_insert_with(|| json!({}));
         entry[method.to_lowercase()] = op;
@@ -201,13 +211,29 @@ pub fn build(routes: &[(String, String)], authz: &Authz) -> Value {
             "version": env!("CARGO_PKG_VERSION"),
             "description": "kiban の JSON API と管理コンソール。The JSON API and console of kiban; generated from the route table and authz.toml.",
         },
-        "components": {"schemas": {"Error": error_schema()}, "securitySchemes": {
+        "components": {"schemas": schemas, "securitySchemes": {
             "session": {"type": "apiKey", "in": "cookie", "name": crate::SESSION_COOKIE},
             "bearer": {"type": "http", "scheme": "bearer"},
         }},
         "security": [{"session": []}, {"bearer": []}],
         "paths": paths,
     })
+}
+
+/// The typed routes' (request, 200 body) schemas by (method, path); their shared definitions go
+/// into `schemas`. Routes not in the table keep the generic `object`/`array` body.
+#[cfg(feature = "openapi-schemas")]
+fn typed_routes(
+    schemas: &mut Map<String, Value>,
+) -> std::collections::HashMap<(&'static str, &'static str), (Option<Value>, Value)> {
+    super::schemas::typed(schemas).into_iter().map(|t| ((t.method, t.path), (t.request, t.response))).collect()
+}
+
+#[cfg(not(feature = "openapi-schemas"))]
+fn typed_routes(
+    _schemas: &mut Map<String, Value>,
+) -> std::collections::HashMap<(&'static str, &'static str), (Option<Value>, Value)> {
+    std::collections::HashMap::new()
 }
 
 /// The document of the main server's routes.

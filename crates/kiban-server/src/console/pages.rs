@@ -69,19 +69,22 @@ struct ProvidersPage<'a> {
 }
 
 async fn provider_rows(st: &AppState, p: &Page) -> Result<Vec<ProviderRow>, axum::response::Response> {
-    let mut rows = Vec::new();
-    for pr in st.reg.providers().await.map_err(internal)? {
-        let filings = st.reg.filings(&pr.provider_id).await.map(|f| f.len()).unwrap_or(0);
-        let standing = st.reg.standing(&pr.provider_id, today_jst()).await.map(|_| ()).map_err(|e| e.to_string());
-        rows.push(ProviderRow {
-            registered: p.time(&pr.registered_at),
-            id: pr.provider_id,
-            name: pr.name,
-            pref: pr.pref_code,
-            filings,
-            standing,
-        });
-    }
+    // One read of every provider's filings and publications, not a query per provider.
+    let rows: Vec<ProviderRow> = st
+        .reg
+        .provider_standings(today_jst())
+        .await
+        .map_err(internal)?
+        .into_iter()
+        .map(|ps| ProviderRow {
+            registered: p.time(&ps.provider.registered_at),
+            id: ps.provider.provider_id,
+            name: ps.provider.name,
+            pref: ps.provider.pref_code,
+            filings: ps.filings,
+            standing: ps.standing.map(|_| ()).map_err(|e| e.to_string()),
+        })
+        .collect();
     record_event(st, event_of(&p.caller, Action::Read, ObjectKind::Ledger, "providers").volume(rows.len() as u64))?;
     Ok(rows)
 }

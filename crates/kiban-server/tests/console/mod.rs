@@ -205,7 +205,7 @@ async fn k12_openapi_lists_every_route_and_every_endpoint_answers_as_documented_
                     Some(m) if got == "application/json" => {
                         let schema = resolve(&doc, &m["schema"]);
                         let body: serde_json::Value = serde_json::from_str(&r.body).unwrap_or(serde_json::Value::Null);
-                        if let Err(e) = conforms(&schema, &body) {
+                        if let Err(e) = conforms(&doc, &schema, &body) {
                             wrong.push(format!(
                                 "{method} {path}: {code} body does not match its schema: {e}: {}",
                                 r.body
@@ -224,16 +224,141 @@ async fn k12_openapi_lists_every_route_and_every_endpoint_answers_as_documented_
     assert!(validated > n_ops / 2, "most answers are JSON checked against a schema ({validated} of {n_ops})");
     // The error schema is not vacuous: a body without the message fails it.
     let error = resolve(&doc, &serde_json::json!({"$ref": "#/components/schemas/Error"}));
-    assert!(conforms(&error, &serde_json::json!({"message": "x"})).is_err());
-    assert!(conforms(&error, &serde_json::json!({"error": ""})).is_err());
-    assert!(conforms(&error, &serde_json::json!({"error": "x"})).is_ok());
+    assert!(conforms(&doc, &error, &serde_json::json!({"message": "x"})).is_err());
+    assert!(conforms(&doc, &error, &serde_json::json!({"error": ""})).is_err());
+    assert!(conforms(&doc, &error, &serde_json::json!({"error": "x"})).is_ok());
 }
 
-/// Checks `v` against the JSON Schema keywords the document uses (type, required, properties,
-/// additionalProperties, minLength). A validator crate (`jsonschema`) would change the features of
-/// serde_json and chrono for the whole workspace and rebuild it, so this subset is checked here.
-fn conforms(schema: &serde_json::Value, v: &serde_json::Value) -> Result<(), String> {
+#[tokio::test]
+async fn k12_openapi_request_and_answer_schemas_are_generated_from_the_types_and_hold_for_real_calls() {
+    let d = demo_server().await;
+    let doc = kiban_server::console::openapi::main_document(&d.f.st.authz);
+    let op = |m: &str, p: &str| doc["paths"][p][m].clone();
+    // Specific schemas, not `object`: the request's required fields and the answer's properties.
+    let me = resolve(&doc, &op("get", "/api/me")["responses"]["200"]["content"]["application/json"]["schema"]);
+    assert!(me["properties"]["role"].is_object() && me["required"].as_array().unwrap().len() == 4, "{me}");
+    let req = resolve(&doc, &op("post", "/api/incidents")["requestBody"]["content"]["application/json"]["schema"]);
+    let required: Vec<&str> = req["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert!(required.contains(&"risk_item") && required.contains(&"description"), "{req}");
+    // A role outside the enumeration breaks the answer's schema (the check is not vacuous).
+    let bad_me = serde_json::json!({"account_id": "a", "login": "l", "display_name": "n", "role": "nobody"});
+    assert!(conforms(&doc, &me, &bad_me).is_err());
+
+    let session = |role: &str| {
+        let role = AccountRole::parse(role).unwrap();
+        let id = account(&d, role).account_id.clone();
+        let reg = d.f.st.reg.clone();
+        async move {
+            let token = auth::new_token();
+            reg.create_session(&auth::sha256_hex(&token), &id, role, "test", chrono::Utc::now()).await.unwrap();
+            format!("kiban_session={}", token.as_str())
+        }
+    };
+    // Each call: the request conforms to the documented request schema, the server answers 200,
+    // and the answer conforms to the documented 200 schema.
+    let contract = serde_json::json!({
+        "name": "合成保守株式会社", "certification": "ISMS", "scope": "サーバ保守", "procedures": "手順書",
+        "right_to_verify": "あり", "instructions": "指示書", "instruction_checks": "月次", "reporting": "月次報告",
+        "other_terms": "なし", "contracted_on": "2026-04-01",
+    });
+    let calls: Vec<(&str, String, serde_json::Value)> = vec![
+        (
+            "post",
+            "/api/incidents".into(),
+            serde_json::json!({"risk_item": "大量出力", "description": "夜間の大量出力", "severity": "high"}),
+        ),
+        (
+            "post",
+            "/api/complaints".into(),
+            serde_json::json!({"received_on": "2026-11-01", "content": "説明が分かりにくい"}),
+        ),
+        ("post", "/api/contractors".into(), contract),
+        (
+            "post",
+            "/api/leaks".into(),
+            serde_json::json!({"detected_at": "2026-11-20T01:00:00Z", "summary": "誤送信", "persons": 1}),
+        ),
+        ("get", "/api/me".into(), serde_json::Value::Null),
+        ("get", "/api/incidents".into(), serde_json::Value::Null),
+        ("get", "/api/leaks".into(), serde_json::Value::Null),
+        ("get", "/api/contractors".into(), serde_json::Value::Null),
+        ("get", "/api/accounts".into(), serde_json::Value::Null),
+    ];
+    let mut checked = 0;
+    for (m, path, body) in calls {
+        let o = op(m, &path);
+        let role = o["x-kiban-roles"][0].as_str().unwrap().to_owned();
+        let cookie = session(&role).await;
+        if m == "post" {
+            let rs = &o["requestBody"]["content"]["application/json"]["schema"];
+            conforms(&doc, rs, &body).unwrap_or_else(|e| panic!("{path}: the example breaks its request schema: {e}"));
+            // The same body without its required fields breaks the schema, and the server refuses it.
+            let rs = resolve(&doc, rs);
+            if let Some(first) = rs["required"].as_array().and_then(|r| r.first()).and_then(|f| f.as_str()) {
+                let mut broken = body.clone();
+                broken.as_object_mut().unwrap().remove(first);
+                assert!(conforms(&doc, &rs, &broken).is_err(), "{path}: without {first} the schema still passes");
+                let h = [("cookie", cookie.as_str()), ("content-type", "application/json")];
+                let r = http(d.addr, "POST", &path, &h, &broken.to_string()).await;
+                assert!(r.status.is_client_error(), "{path} without {first}: {} {}", r.status, r.body);
+            }
+        }
+        let h = [("cookie", cookie.as_str()), ("content-type", "application/json")];
+        let sent = if m == "post" { body.to_string() } else { String::new() };
+        let r = http(d.addr, &m.to_uppercase(), &path, &h, &sent).await;
+        assert_eq!(r.status, StatusCode::OK, "{m} {path}: {}", r.body);
+        let answer: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        let schema = &o["responses"]["200"]["content"]["application/json"]["schema"];
+        conforms(&doc, schema, &answer)
+            .unwrap_or_else(|e| panic!("{m} {path}: the answer breaks its schema: {e}: {answer}"));
+        checked += 1;
+    }
+    assert_eq!(checked, 9);
+}
+
+/// Checks `v` against the JSON Schema keywords the document uses: `$ref` (local), type, required,
+/// properties, additionalProperties, items (one schema or a tuple's list), prefixItems, minItems,
+/// maxItems, enum, const, oneOf, anyOf, allOf, minimum, maximum, minLength. A validator crate (`jsonschema`) would change the features of
+/// serde_json and chrono for the whole workspace and rebuild it, so this subset is checked here;
+/// a keyword outside it fails the check rather than passing silently.
+fn conforms(doc: &serde_json::Value, schema: &serde_json::Value, v: &serde_json::Value) -> Result<(), String> {
     use serde_json::Value;
+    const KNOWN: &[&str] = &[
+        "$ref",
+        "type",
+        "required",
+        "properties",
+        "additionalProperties",
+        "items",
+        "prefixItems",
+        "minItems",
+        "maxItems",
+        "enum",
+        "const",
+        "oneOf",
+        "anyOf",
+        "minimum",
+        "minLength",
+        "format",
+        "description",
+        "title",
+        "default",
+        "$schema",
+        "allOf",
+        "maximum",
+    ];
+    let Some(obj) = schema.as_object() else {
+        return match schema {
+            Value::Bool(true) => Ok(()),
+            _ => Err(format!("bad schema {schema}")),
+        };
+    };
+    if let Some(k) = obj.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        return Err(format!("the test's validator does not know the keyword {k}"));
+    }
+    if obj.contains_key("$ref") {
+        conforms(doc, &resolve(doc, schema), v)?;
+    }
     if let Some(t) = schema.get("type") {
         let types: Vec<&str> = match t {
             Value::String(s) => vec![s.as_str()],
@@ -243,19 +368,75 @@ fn conforms(schema: &serde_json::Value, v: &serde_json::Value) -> Result<(), Str
         let kind = match v {
             Value::Null => "null",
             Value::Bool(_) => "boolean",
+            Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
             Value::Number(_) => "number",
             Value::String(_) => "string",
             Value::Array(_) => "array",
             Value::Object(_) => "object",
         };
-        if !types.contains(&kind) {
+        if !types.contains(&kind) && !(kind == "integer" && types.contains(&"number")) {
             return Err(format!("{kind} is not of type {types:?}"));
         }
+    }
+    if let Some(c) = schema.get("const")
+        && c != v
+    {
+        return Err(format!("{v} is not {c}"));
+    }
+    if let Some(e) = schema.get("enum").and_then(Value::as_array)
+        && !e.contains(v)
+    {
+        return Err(format!("{v} is not one of {e:?}"));
+    }
+    if let Some(one) = schema.get("oneOf").and_then(Value::as_array) {
+        let n = one.iter().filter(|s| conforms(doc, s, v).is_ok()).count();
+        if n != 1 {
+            return Err(format!("{v} matches {n} of oneOf, not exactly one"));
+        }
+    }
+    for (i, s) in schema.get("allOf").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        conforms(doc, s, v).map_err(|e| format!("allOf[{i}]: {e}"))?;
+    }
+    if let Some(any) = schema.get("anyOf").and_then(Value::as_array)
+        && !any.iter().any(|s| conforms(doc, s, v).is_ok())
+    {
+        return Err(format!("{v} matches none of anyOf"));
+    }
+    if let (Some(min), Some(n)) = (schema.get("minimum").and_then(Value::as_f64), v.as_f64())
+        && n < min
+    {
+        return Err(format!("{n} is below {min}"));
+    }
+    if let (Some(max), Some(n)) = (schema.get("maximum").and_then(Value::as_f64), v.as_f64())
+        && n > max
+    {
+        return Err(format!("{n} is above {max}"));
     }
     if let (Some(min), Some(s)) = (schema.get("minLength").and_then(Value::as_u64), v.as_str())
         && (s.chars().count() as u64) < min
     {
         return Err(format!("shorter than {min}"));
+    }
+    if let Some(a) = v.as_array() {
+        // A tuple: `prefixItems` (2020-12) or `items` as a list (draft 2019-09 and before).
+        let prefix = schema
+            .get("prefixItems")
+            .and_then(Value::as_array)
+            .or_else(|| schema.get("items").and_then(Value::as_array));
+        for (i, x) in a.iter().enumerate() {
+            let s = match prefix {
+                Some(p) => p.get(i),
+                None => schema.get("items"),
+            };
+            if let Some(s) = s {
+                conforms(doc, s, x).map_err(|e| format!("[{i}]: {e}"))?;
+            }
+        }
+        if schema.get("minItems").and_then(Value::as_u64).is_some_and(|m| (a.len() as u64) < m)
+            || schema.get("maxItems").and_then(Value::as_u64).is_some_and(|m| (a.len() as u64) > m)
+        {
+            return Err(format!("{} items is outside minItems/maxItems", a.len()));
+        }
     }
     if let Some(o) = v.as_object() {
         for r in schema.get("required").and_then(Value::as_array).into_iter().flatten() {
@@ -267,7 +448,7 @@ fn conforms(schema: &serde_json::Value, v: &serde_json::Value) -> Result<(), Str
         let props = schema.get("properties").and_then(Value::as_object);
         for (k, x) in o {
             match props.and_then(|p| p.get(k)) {
-                Some(s) => conforms(s, x).map_err(|e| format!("{k}: {e}"))?,
+                Some(s) => conforms(doc, s, x).map_err(|e| format!("{k}: {e}"))?,
                 None if schema.get("additionalProperties") == Some(&Value::Bool(false)) => {
                     return Err(format!("{k} is not allowed"));
                 }
@@ -920,7 +1101,19 @@ async fn journeys(d: &Demo, driver: &Driver, chromium: &std::path::Path) -> Vec<
     let out = b.c.find(Locator::Id("deid-result")).await.unwrap().text().await.unwrap();
     assert!(!out.contains("山田太郎") && !out.is_empty(), "{out}");
     b.shot("processing_engineer-deid", "匿名化").await;
+    // The publication checker sits in the console's layout: the role's menu and the logout button.
+    b.go("/checker").await;
+    let html = b.html().await;
+    assert!(html.contains("href=\"/console/deid\"") && html.contains("action=\"/console/logout\""), "{html}");
+    b.labels_ok("checker").await;
+    b.shot("processing_engineer-checker", "公表物の確認").await;
     b.logout().await;
+    // The public catalogue: the same layout, with no login navigation.
+    b.go("/public/catalogue").await;
+    let html = b.html().await;
+    assert!(html.contains("href=\"/public/stats\"") && !html.contains("/console/logout"), "{html}");
+    assert!(html.contains("本文へ移動") && !html.contains("<script"), "the shared layout's skip link: {html}");
+    b.shot("public-catalogue", "データカタログ").await;
 
     // Committee member: votes on the application under review.
     b.login(acct(AccountRole::CommitteeMember)).await;
@@ -1037,7 +1230,7 @@ async fn k12_every_role_logs_in_with_totp_and_does_its_task_in_chromium() {
     d.f.st.audit.flush().unwrap();
     let report = d.f.st.audit.verify(&kiban_audit::Actor::system(), "test").unwrap();
     assert!(report.is_intact(), "{}", report.summary());
-    assert_eq!(shots.len(), 19, "a screenshot of each main page");
+    assert_eq!(shots.len(), 21, "a screenshot of each main page");
     assert!(shots.iter().all(|p| p.is_file()));
     eprintln!("browser journeys: {:.1} s", started.elapsed().as_secs_f64());
 }
