@@ -1,11 +1,12 @@
 //! The passes' throughput: the same three passes on the same data, in-process and on a cluster.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::Serialize;
 
 use crate::plans::{gate_pass, qi_frequency, tokenize_pass};
-use crate::runner::{Output, Runner};
+use crate::runner::{FilePlan, Output, Runner};
 use crate::seal::ClusterSecret;
 use crate::udf::{GateUdf, TokenUdf};
 use crate::{Result, synth};
@@ -25,6 +26,12 @@ pub struct PassFigure {
     pub seconds: f64,
     /// Input rows per second.
     pub rows_per_s: f64,
+    /// This process's CPU seconds (user + system) during the pass: the work itself in-process; on a
+    /// cluster only the submitting host's share (fetching and writing the output).
+    pub cpu_seconds: f64,
+    /// This process's peak resident memory during the pass, in bytes (Linux; 0 if unknown). On a
+    /// cluster it is the submitting host's; the executors' is their own.
+    pub peak_rss_bytes: u64,
 }
 
 /// The pseudonym key of a benchmark or test job (fixed, so tokens can be checked).
@@ -42,24 +49,32 @@ pub async fn run_passes(
     let engine = runner.cluster_url().unwrap_or("in-process").to_owned();
     let job = format!("bench-{}", std::process::id());
     let mut figures = Vec::new();
+    let mut cpu0 = cpu_seconds();
     let mut record = |pass: &'static str, r: crate::runner::RunReport| {
+        let cpu = cpu_seconds();
         figures.push(PassFigure {
+            cpu_seconds: cpu - cpu0,
             pass,
             engine: engine.clone(),
             rows,
             output_rows: r.rows,
             seconds: r.seconds,
             rows_per_s: rows as f64 / r.seconds.max(1e-9),
-        })
+            peak_rss_bytes: peak_rss().unwrap_or(0),
+        });
+        reset_peak_rss();
+        cpu0 = cpu_seconds();
     };
+    reset_peak_rss();
 
     let gate = GateUdf::new(secret, &format!("{job}-gate"), synth::gate_facts(rows)).into_udf();
-    let plan = gate_pass(runner.read_parquet(input).await?, gate, "provision_date")?;
-    record("gate", runner.write(plan, &["claim_id"], &Output::new(&out.join("gate"), "gate")).await?);
+    let plan: Arc<FilePlan> = Arc::new(move |df| gate_pass(df, gate.clone(), "provision_date"));
+    record("gate", runner.write_in_input_order(input, plan, &Output::new(&out.join("gate"), "gate")).await?);
 
     let token = TokenUdf::new(secret, &format!("{job}-token"), &BENCH_TOKEN_KEY)?.into_udf();
-    let plan = tokenize_pass(runner.read_parquet(input).await?, token, &["patient_id", "person_key"])?;
-    record("tokenize", runner.write(plan, &["claim_id"], &Output::new(&out.join("tokenize"), "tokenize")).await?);
+    let plan: Arc<FilePlan> = Arc::new(move |df| tokenize_pass(df, token.clone(), &["patient_id", "person_key"]));
+    let o = Output::new(&out.join("tokenize"), "tokenize");
+    record("tokenize", runner.write_in_input_order(input, plan, &o).await?);
 
     let plan = qi_frequency(runner.read_parquet(input).await?, &synth::QI)?;
     let o = Output::new(&out.join("qi_frequency"), "qi_frequency");
@@ -67,10 +82,42 @@ pub async fn run_passes(
     Ok(figures)
 }
 
-/// A report as JSON without its timings, and with every fraction to 10 significant digits: the loss
-/// sums run over the frequency table's tuples, whose order (first appearance in the stream, or sorted
-/// counts from a plan) moves their last bits.
+/// The parse→Parquet stage: the synthetic claims as CSV files at `input` (of `rows` rows), parsed to
+/// typed Parquet parts in input order (dataset `parse` under `out`).
+pub async fn run_parse(runner: &Runner, input: &Path, rows: u64, out: &Path) -> Result<PassFigure> {
+    reset_peak_rss();
+    let cpu0 = cpu_seconds();
+    let r = runner.parse_csv_in_input_order(input, synth::schema(), &Output::new(&out.join("parse"), "parse")).await?;
+    Ok(PassFigure {
+        cpu_seconds: cpu_seconds() - cpu0,
+        pass: "parse",
+        engine: runner.cluster_url().unwrap_or("in-process").to_owned(),
+        rows,
+        output_rows: r.rows,
+        seconds: r.seconds,
+        rows_per_s: rows as f64 / r.seconds.max(1e-9),
+        peak_rss_bytes: peak_rss().unwrap_or(0),
+    })
+}
+
+/// A report as JSON without its two timing fields (`millis` of the run and of the search); the rest
+/// compares byte for byte between two runs whose frequency pass gave its tuples in the same order
+/// (any [`Runner`], or the engine's own DataFusion pass: each sorts the tuples before coding them).
 pub fn report_without_timings(r: &kiban_deid::Report) -> serde_json::Value {
+    let mut v = serde_json::to_value(r).expect("a report serializes");
+    if let Some(o) = v.as_object_mut() {
+        o.remove("millis");
+    }
+    if let Some(o) = v["search"].as_object_mut() {
+        o.remove("millis");
+    }
+    v
+}
+
+/// [`report_without_timings`] with every fraction to 10 significant digits: against the engine's
+/// streaming pass 1, which codes tuples in order of first appearance, kiban-deid's search sums the
+/// loss over the tuples in another order, which moves the last bits.
+pub fn report_to_10_digits(r: &kiban_deid::Report) -> serde_json::Value {
     fn round(v: &mut serde_json::Value) {
         match v {
             serde_json::Value::Number(n) if n.is_f64() => {
@@ -84,14 +131,8 @@ pub fn report_without_timings(r: &kiban_deid::Report) -> serde_json::Value {
             _ => {}
         }
     }
-    let mut v = serde_json::to_value(r).expect("a report serializes");
+    let mut v = report_without_timings(r);
     round(&mut v);
-    if let Some(o) = v.as_object_mut() {
-        o.remove("millis");
-    }
-    if let Some(o) = v["search"].as_object_mut() {
-        o.remove("millis");
-    }
     v
 }
 
@@ -131,8 +172,12 @@ pub async fn run_anonymize(
         })),
         key_seed: Some(BENCH_KEY_SEED),
     };
+    reset_peak_rss();
+    let cpu0 = cpu_seconds();
     let t = std::time::Instant::now();
     let ran = crate::anonymize::run(runner, secret, job).await?;
+    let peak = peak_rss().unwrap_or(0);
+    let cpu = cpu_seconds() - cpu0;
     let end = std::time::Instant::now();
     let seconds = (end - t).as_secs_f64();
     let r = &ran.outcome.report;
@@ -148,6 +193,8 @@ pub async fn run_anonymize(
         output_rows: r.records_out,
         seconds,
         rows_per_s: rows as f64 / seconds.max(1e-9),
+        cpu_seconds: if pass == "anonymize" { cpu } else { 0.0 },
+        peak_rss_bytes: peak,
     };
     let mut figs = vec![fig("anonymize", seconds), fig("anonymize_count", count_s), fig("anonymize_apply", apply_s)];
     figs.push(PassFigure {
@@ -178,6 +225,21 @@ pub fn same_bytes(a: &Path, b: &Path) -> Result<bool> {
     Ok(list(a)? == list(b)?)
 }
 
+/// This process's CPU time so far (user + system, all threads), in seconds (Linux; 0 if unknown).
+pub fn cpu_seconds() -> f64 {
+    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    // Fields after the command name (which may hold spaces) start at field 3; utime and stime are 14, 15.
+    let rest = s.rsplit_once(')').map_or("", |r| r.1);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Starts a new peak for [`peak_rss`] (Linux: `5` to `/proc/self/clear_refs`; else nothing).
+pub fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
 /// This process's peak resident memory in bytes (Linux `VmHWM`), if known.
 pub fn peak_rss() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -187,37 +249,51 @@ pub fn peak_rss() -> Option<u64> {
 }
 
 /// The DuckDB peer: the same gate (a join with the facts and the same verdict rules, as of each
-/// row's provision date) and the same QI group-by, each ordered and written to zstd Parquet.
+/// row's provision date; rows kept in input order, DuckDB's default, as kiban's gate pass keeps them)
+/// and the same QI group-by (sorted, as kiban's), each written to zstd Parquet.
 const DUCKDB_PEER: &str = r#"
-import duckdb, json, sys, time
-inp, facts, out, waiting = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+import duckdb, json, resource, sys, time
+inp, facts, out, waiting, provider, csv = sys.argv[1:7]
 con = duckdb.connect()
 con.execute("SET enable_progress_bar = false")
 res = {}
-t = time.perf_counter()
-con.execute(f"""COPY (
+def timed(name, sql):
+    r0, t = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    con.execute(sql)
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    res[name] = [time.perf_counter() - t, (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)]
+if csv:
+    timed("parse", f"""COPY (SELECT * FROM read_csv('{csv}/*.csv', header = true, columns = {{
+      'claim_id': 'VARCHAR', 'provider_id': 'VARCHAR', 'patient_id': 'VARCHAR', 'person_key': 'BIGINT',
+      'provision_date': 'DATE', 'sex': 'VARCHAR', 'birth_year': 'INTEGER', 'municipality': 'VARCHAR',
+      'diagnosis': 'VARCHAR', 'points': 'BIGINT'}})) TO '{out}/parse.parquet' (FORMAT parquet, COMPRESSION zstd)""")
+timed("gate", f"""COPY (
   SELECT c.*, CASE
-    WHEN c.provider_id <> '{sys.argv[5]}' THEN 'provider_mismatch'
+    WHEN c.provider_id <> '{provider}' THEN 'provider_mismatch'
     WHEN f.optout_from IS NOT NULL AND f.optout_from <= c.provision_date THEN 'opted_out'
     WHEN f.first_notice IS NULL OR f.first_notice > c.provision_date THEN
       CASE WHEN f.optout_from IS NOT NULL AND f.optout_from <= c.provision_date THEN 'not_notified' ELSE 'unknown_person' END
     WHEN date_diff('day', f.first_notice, c.provision_date) < {waiting} THEN 'notice_too_recent'
     ELSE 'admitted' END AS gate_verdict
   FROM read_parquet('{inp}/*.parquet') c LEFT JOIN read_parquet('{facts}') f USING (patient_id)
-  ORDER BY claim_id) TO '{out}/gate.parquet' (FORMAT parquet, COMPRESSION zstd)""")
-res["gate"] = time.perf_counter() - t
-t = time.perf_counter()
-con.execute(f"""COPY (
+  ) TO '{out}/gate.parquet' (FORMAT parquet, COMPRESSION zstd)""")
+timed("qi_frequency", f"""COPY (
   SELECT sex, birth_year, municipality, diagnosis, count(*) AS n
   FROM read_parquet('{inp}/*.parquet') GROUP BY ALL ORDER BY ALL
 ) TO '{out}/qi.parquet' (FORMAT parquet, COMPRESSION zstd)""")
-res["qi_frequency"] = time.perf_counter() - t
 print(json.dumps(res))
 "#;
 
-/// Runs the DuckDB peer with `python` (which has the `duckdb` package) on the same input; returns
-/// seconds per pass (`gate`, `qi_frequency`).
-pub fn duckdb_peer(python: &Path, input: &Path, rows: u64, work: &Path) -> Result<Vec<(String, f64)>> {
+/// Runs the DuckDB peer with `python` (which has the `duckdb` package) on the same input (and the
+/// same claims as CSV at `csv`, for the parse stage); returns (pass, wall seconds, CPU seconds) for
+/// `parse` (with `csv`), `gate` and `qi_frequency`.
+pub fn duckdb_peer(
+    python: &Path,
+    input: &Path,
+    csv: Option<&Path>,
+    rows: u64,
+    work: &Path,
+) -> Result<Vec<(String, f64, f64)>> {
     use datafusion::arrow::array::{Date32Array, RecordBatch, StringArray};
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
     let io = |p: &Path| {
@@ -264,6 +340,7 @@ pub fn duckdb_peer(python: &Path, input: &Path, rows: u64, work: &Path) -> Resul
         .arg(work)
         .arg(facts.waiting_days.to_string())
         .arg(&facts.provider_id)
+        .arg(csv.map(|c| c.as_os_str().to_owned()).unwrap_or_default())
         .output()
         .map_err(io(python))?;
     if !out.status.success() {
@@ -275,7 +352,7 @@ pub fn duckdb_peer(python: &Path, input: &Path, rows: u64, work: &Path) -> Resul
     // The last line is the figures (anything DuckDB printed before it is not).
     let stdout = String::from_utf8_lossy(&out.stdout);
     let last = stdout.lines().rev().find(|l| l.trim_start().starts_with('{')).unwrap_or("");
-    let v: std::collections::BTreeMap<String, f64> = serde_json::from_str(last)
+    let v: std::collections::BTreeMap<String, (f64, f64)> = serde_json::from_str(last)
         .map_err(|e| crate::ClusterError::Input { field: "duckdb peer output".into(), rule: e.to_string() })?;
-    Ok(v.into_iter().collect())
+    Ok(v.into_iter().map(|(k, (wall, cpu))| (k, wall, cpu)).collect())
 }

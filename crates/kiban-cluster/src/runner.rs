@@ -1,6 +1,9 @@
 //! One runner for a DataFusion plan, in this process or on a Ballista cluster, writing a kiban
-//! dataset whose bytes depend only on the data: rows in a total order, fixed batch and part sizes,
-//! the dataset writer's fixed compression.
+//! dataset whose bytes depend only on the data: fixed batch and part sizes, the dataset writer's fixed
+//! compression, and rows in an order no engine can change. Row-wise passes (gate, tokens) keep the
+//! input's own order without a global sort ([`Runner::write_in_input_order`]: one ordered task and
+//! one run of parts per input file, files in name order); aggregates are small and sorted
+//! ([`Runner::write`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -55,6 +58,17 @@ pub struct RunReport {
 pub struct Runner {
     ctx: SessionContext,
     cluster: Option<String>,
+    file_tasks: usize,
+}
+
+/// Input files run at once by [`Runner::write_in_input_order`] on a cluster (each is one task).
+pub const CLUSTER_FILE_TASKS: usize = 4;
+
+/// A row-wise plan over one input file's rows (the same for every file).
+pub type FilePlan = dyn Fn(DataFrame) -> Result<DataFrame> + Send + Sync;
+
+fn local_parallelism() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 impl Runner {
@@ -66,7 +80,7 @@ impl Runner {
         }
         let rt = rt.build_arc().map_err(df("runtime"))?;
         let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), rt);
-        Ok(Runner { ctx, cluster: None })
+        Ok(Runner { ctx, cluster: None, file_tasks: local_parallelism() })
     }
 
     /// A runner on the Ballista scheduler at `url` (`df://host:port`), with kiban's plan codecs.
@@ -79,12 +93,19 @@ impl Runner {
             .with_ballista_physical_extension_codec(Arc::new(crate::codec::KibanPhysicalCodec::default()));
         let state = SessionStateBuilder::new().with_config(config).with_default_features().build();
         let ctx = SessionContext::remote_with_state(url, state).await.map_err(df("connect to the cluster"))?;
-        Ok(Runner { ctx, cluster: Some(url.to_owned()) })
+        Ok(Runner { ctx, cluster: Some(url.to_owned()), file_tasks: CLUSTER_FILE_TASKS })
     }
 
     /// An in-process runner over a session the caller configured.
     pub fn from_context(ctx: SessionContext) -> Self {
-        Runner { ctx, cluster: None }
+        Runner { ctx, cluster: None, file_tasks: local_parallelism() }
+    }
+
+    /// How many input files [`Runner::write_in_input_order`] runs at once (at least 1); the output's
+    /// bytes do not depend on it.
+    pub fn with_file_tasks(mut self, n: usize) -> Self {
+        self.file_tasks = n.max(1);
+        self
     }
 
     /// The same engine (same cluster, same codecs) with one partition per plan and no repartitioning,
@@ -98,7 +119,11 @@ impl Runner {
             .with_repartition_file_scans(false)
             .with_round_robin_repartition(false);
         let state = datafusion::execution::SessionStateBuilder::new_from_existing(state).with_config(config).build();
-        Ok(Runner { ctx: SessionContext::new_with_state(state), cluster: self.cluster.clone() })
+        Ok(Runner {
+            ctx: SessionContext::new_with_state(state),
+            cluster: self.cluster.clone(),
+            file_tasks: self.file_tasks,
+        })
     }
 
     /// The cluster URL, or `None` in-process.
@@ -116,6 +141,78 @@ impl Runner {
         let p = path.to_string_lossy().into_owned();
         let p = if path.is_dir() && !p.ends_with('/') { format!("{p}/") } else { p };
         self.ctx.read_parquet(p, ParquetReadOptions::default()).await.map_err(df("read input"))
+    }
+
+    /// Runs the row-wise `plan` over each Parquet file of `input` (a file, or a directory's
+    /// `*.parquet` in name order) as one ordered task, and writes the rows in input order: file `i`'s
+    /// rows become parts `part-iiiii-jjjj` of [`Output::rows_per_part`] rows each. No global sort and
+    /// no single giant result stream; several files run at once ([`Runner::with_file_tasks`]) and the
+    /// bytes are the same wherever and however concurrently the tasks ran.
+    pub async fn write_in_input_order(&self, input: &Path, plan: Arc<FilePlan>, out: &Output) -> Result<RunReport> {
+        self.write_files(input, FileSource::Parquet, plan, out).await
+    }
+
+    /// Parses the CSV files of `input` (a file, or a directory's `*.csv` in name order; with a header
+    /// row) into typed Parquet parts, as [`Runner::write_in_input_order`] does for a pass: the
+    /// parse→Parquet stage of intake as a plan. A field that does not parse as its column's type fails
+    /// the run with the file named (intake's own reader quarantines such records instead).
+    pub async fn parse_csv_in_input_order(&self, input: &Path, schema: SchemaRef, out: &Output) -> Result<RunReport> {
+        self.write_files(input, FileSource::Csv(schema), Arc::new(Ok), out).await
+    }
+
+    async fn write_files(
+        &self,
+        input: &Path,
+        source: FileSource,
+        plan: Arc<FilePlan>,
+        out: &Output,
+    ) -> Result<RunReport> {
+        let start = Instant::now();
+        let files = input_files(input, source.extension())?;
+        let ordered = self.ordered()?;
+        let first = plan(source.read(&ordered, &files[0]).await?)?;
+        let schema = plain_strings(first.schema().as_arrow());
+        let mut writer = DatasetWriter::create(&out.dir, &out.name, schema.clone(), FileFormat::Parquet)?;
+        if let Some(s) = &out.sealer {
+            writer = writer.sealed(s.clone());
+        }
+        let writer = Arc::new(writer);
+        let ctx = ordered.ctx.clone();
+        let tasks = files.iter().enumerate().map(|(i, f)| {
+            let job = FileJob {
+                ctx: ctx.clone(),
+                file: f.clone(),
+                source: source.clone(),
+                no: i,
+                plan: plan.clone(),
+                schema: schema.clone(),
+                writer: writer.clone(),
+                rows_per_part: out.rows_per_part.max(1),
+            };
+            // Each file on its own task, so in-process files run on all cores at once.
+            async move {
+                tokio::spawn(job.run()).await.map_err(|e| crate::ClusterError::Input {
+                    field: "file task".into(),
+                    rule: format!("a file's task failed: {e}"),
+                })?
+            }
+        });
+        let mut done = futures::stream::iter(tasks).buffer_unordered(self.file_tasks);
+        let mut rows = 0u64;
+        while let Some(r) = done.next().await {
+            rows += r?;
+        }
+        drop(done);
+        let writer = Arc::into_inner(writer).expect("every file task has ended");
+        let provenance = serde_json::json!({
+            "generator": "kiban-cluster",
+            "order": "input files in name order, rows in file order",
+            "input_files": files.iter().map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned())).collect::<Vec<_>>(),
+            "write_batch_rows": WRITE_BATCH_ROWS,
+            "rows_per_part": out.rows_per_part,
+        });
+        let manifest = writer.commit(provenance)?;
+        Ok(RunReport { manifest, rows, seconds: start.elapsed().as_secs_f64() })
     }
 
     /// Runs `plan` and writes its rows as a dataset, ordered by `order_by` then by every other column
@@ -178,6 +275,176 @@ impl Runner {
         });
         let manifest = writer.commit(provenance)?;
         Ok(RunReport { manifest, rows, seconds: start.elapsed().as_secs_f64() })
+    }
+}
+
+/// The Parquet files of `input`: the file itself, or a directory's `*.parquet` files in name order.
+pub fn parquet_files(input: &Path) -> Result<Vec<PathBuf>> {
+    input_files(input, "parquet")
+}
+
+/// How an input file is read.
+#[derive(Clone)]
+enum FileSource {
+    Parquet,
+    /// CSV with a header row, parsed to this schema.
+    Csv(SchemaRef),
+}
+
+impl FileSource {
+    fn extension(&self) -> &'static str {
+        match self {
+            FileSource::Parquet => "parquet",
+            FileSource::Csv(_) => "csv",
+        }
+    }
+
+    async fn read(&self, runner: &Runner, file: &Path) -> Result<DataFrame> {
+        match self {
+            FileSource::Parquet => runner.read_parquet(file).await,
+            FileSource::Csv(schema) => {
+                let opts = datafusion::prelude::CsvReadOptions::new().has_header(true).schema(schema);
+                runner.ctx.read_csv(file.to_string_lossy().into_owned(), opts).await.map_err(df("read input"))
+            }
+        }
+    }
+}
+
+/// The files of `input` with extension `ext`: the file itself, or a directory's `*.ext` in name order.
+fn input_files(input: &Path, ext: &str) -> Result<Vec<PathBuf>> {
+    let io = |source| crate::ClusterError::Io { path: input.display().to_string(), source };
+    let files = if input.is_dir() {
+        let mut v = Vec::new();
+        for e in std::fs::read_dir(input).map_err(io)? {
+            let p = e.map_err(io)?.path();
+            if p.is_file() && p.extension().is_some_and(|x| x == ext) {
+                v.push(p);
+            }
+        }
+        v.sort();
+        v
+    } else {
+        vec![input.to_owned()]
+    };
+    if files.is_empty() {
+        return Err(crate::ClusterError::Input {
+            field: input.display().to_string(),
+            rule: format!("the input must be a .{ext} file or a directory holding *.{ext} files"),
+        });
+    }
+    Ok(files)
+}
+
+/// One input file's share of [`Runner::write_in_input_order`].
+struct FileJob {
+    ctx: SessionContext,
+    file: PathBuf,
+    source: FileSource,
+    no: usize,
+    plan: Arc<FilePlan>,
+    schema: SchemaRef,
+    writer: Arc<DatasetWriter>,
+    rows_per_part: usize,
+}
+
+impl FileJob {
+    /// Runs the plan over the file and writes its parts; returns the rows written.
+    async fn run(self) -> Result<u64> {
+        let runner = Runner { ctx: self.ctx.clone(), cluster: None, file_tasks: 1 };
+        let plan = (self.plan)(self.source.read(&runner, &self.file).await?)?;
+        let mut stream = plan.execute_stream().await.map_err(df("execute"))?;
+        let name = self.file.display().to_string();
+        let mut rows = 0u64;
+        let mut chunker = Chunker::new(self.schema.clone());
+        let mut part: Vec<RecordBatch> = Vec::new();
+        let mut part_rows = 0usize;
+        let mut sub = 0usize;
+        let flush = |part: Vec<RecordBatch>, sub: &mut usize| {
+            let writer = self.writer.clone();
+            let name = format!("part-{:05}-{:04}", self.no, *sub);
+            *sub += 1;
+            // Encoding and compressing is CPU work: off the async threads.
+            tokio::task::spawn_blocking(move || writer.write_part(&name, &part))
+        };
+        let mut end = false;
+        while !end {
+            let next = stream.next().await;
+            let batches = match next {
+                Some(b) => {
+                    let b = b.map_err(df("execute"))?;
+                    let b = normalize(&self.schema, b)
+                        .map_err(|e| crate::ClusterError::Input { field: name.clone(), rule: e.to_string() })?;
+                    rows += b.num_rows() as u64;
+                    chunker.push(b)?
+                }
+                None => {
+                    end = true;
+                    chunker.finish()?
+                }
+            };
+            for b in batches {
+                part_rows += b.num_rows();
+                part.push(b);
+                if part_rows >= self.rows_per_part {
+                    flush(std::mem::take(&mut part), &mut sub).await.map_err(|e| crate::ClusterError::Input {
+                        field: name.clone(),
+                        rule: format!("the part writer failed: {e}"),
+                    })??;
+                    part_rows = 0;
+                }
+            }
+        }
+        if part_rows > 0 {
+            flush(part, &mut sub).await.map_err(|e| crate::ClusterError::Input {
+                field: name.clone(),
+                rule: format!("the part writer failed: {e}"),
+            })??;
+        }
+        Ok(rows)
+    }
+}
+
+/// Cuts a stream of batches into batches of exactly [`WRITE_BATCH_ROWS`] rows (the last may be
+/// shorter), so page and row-group boundaries never depend on the engine's batch sizes.
+struct Chunker {
+    schema: SchemaRef,
+    pending: Vec<RecordBatch>,
+    rows: usize,
+}
+
+impl Chunker {
+    fn new(schema: SchemaRef) -> Self {
+        Chunker { schema, pending: Vec::new(), rows: 0 }
+    }
+
+    fn push(&mut self, b: RecordBatch) -> Result<Vec<RecordBatch>> {
+        self.rows += b.num_rows();
+        if b.num_rows() > 0 {
+            self.pending.push(b);
+        }
+        let mut out = Vec::new();
+        if self.rows < WRITE_BATCH_ROWS {
+            return Ok(out);
+        }
+        let all = concat_batches(&self.schema, &self.pending).map_err(|e| df("batch")(e.into()))?;
+        let mut at = 0;
+        while all.num_rows() - at >= WRITE_BATCH_ROWS {
+            out.push(all.slice(at, WRITE_BATCH_ROWS));
+            at += WRITE_BATCH_ROWS;
+        }
+        self.rows = all.num_rows() - at;
+        self.pending = if self.rows > 0 { vec![all.slice(at, self.rows)] } else { Vec::new() };
+        Ok(out)
+    }
+
+    fn finish(&mut self) -> Result<Vec<RecordBatch>> {
+        if self.rows == 0 {
+            return Ok(Vec::new());
+        }
+        let all = concat_batches(&self.schema, &self.pending).map_err(|e| df("batch")(e.into()))?;
+        self.pending.clear();
+        self.rows = 0;
+        Ok(vec![all])
     }
 }
 

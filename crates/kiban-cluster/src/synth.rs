@@ -197,3 +197,36 @@ role = "sensitive"
 name = "points"
 role = "keep"
 "#;
+
+/// Writes the same `rows` synthetic claims as [`write_claims`] does, as `files` CSV files with a
+/// header row into `dir` (created): the input of the parse→Parquet stage.
+pub fn write_claims_csv(dir: &Path, rows: u64, files: u64) -> Result<()> {
+    let io = |p: &Path| {
+        let p = p.display().to_string();
+        move |source| ClusterError::Io { path: p, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let per = rows.div_ceil(files.max(1));
+    for f in 0..files.max(1) {
+        let (from, to) = (f * per, ((f + 1) * per).min(rows));
+        if from >= to {
+            break;
+        }
+        let path = dir.join(format!("claims-{f:04}.csv"));
+        let file = std::io::BufWriter::new(std::fs::File::create(&path).map_err(io(&path))?);
+        let enc = |e: datafusion::arrow::error::ArrowError| ClusterError::Input {
+            field: path.display().to_string(),
+            rule: e.to_string(),
+        };
+        let mut w = datafusion::arrow::csv::WriterBuilder::new().with_header(true).build(file);
+        let mut at = from;
+        while at < to {
+            let end = (at + 65_536).min(to);
+            w.write(&batch(rows, at, end)).map_err(enc)?;
+            at = end;
+        }
+        use std::io::Write;
+        w.into_inner().flush().map_err(io(&path))?;
+    }
+    Ok(())
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, AsArray, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use kiban_cluster::plans::{COUNT_COLUMN, VERDICT_COLUMN, gate_pass, qi_frequency, tokenize_pass};
-use kiban_cluster::runner::{Output, Runner};
+use kiban_cluster::runner::{FilePlan, Output, Runner};
 use kiban_cluster::{ClusterSecret, GateUdf, TokenUdf, bench, synth};
 use kiban_registry::gate::{Facts, Gate};
 
@@ -56,21 +56,21 @@ async fn s2_token_pass_gives_identity_v2_tokens_and_deid_release_tokens() {
     let runner = Runner::in_process(None).unwrap();
     let secret = ClusterSecret::generate();
     let token = TokenUdf::new(&secret, "job-t", &[1u8; 32]).unwrap().into_udf();
-    let plan = tokenize_pass(runner.read_parquet(&input).await.unwrap(), token, &["person_key", "patient_id"]).unwrap();
+    let plan: Arc<FilePlan> = Arc::new(move |df| tokenize_pass(df, token.clone(), &["person_key", "patient_id"]));
     let out = d.path().join("out");
-    runner.write(plan, &["person_key"], &Output::new(&out, "t")).await.unwrap();
+    runner.write_in_input_order(&input, plan, &Output::new(&out, "t")).await.unwrap();
     let rows = read_dataset(&out);
     let b = &rows[0];
     let pk = column(b, "person_key");
     let pid = column(b, "patient_id");
-    // Nulls sort first and stay null.
-    assert!(pk.is_null(0) && pid.is_null(0));
-    assert_eq!(pk.value(1), "576234a47253adc42a5c91fdf596a6cfda0fbe9eb2e1016ebc71195ff7f53045");
+    // Rows keep their input order; nulls stay null.
+    assert!(pk.is_null(1) && pid.is_null(1));
+    assert_eq!(pk.value(0), "576234a47253adc42a5c91fdf596a6cfda0fbe9eb2e1016ebc71195ff7f53045");
     // kiban-deid's release token, recomputed from its documented construction.
     let k = blake3::derive_key("kiban 2026-11 release token key v2", &[1u8; 32]);
     let ck = blake3::keyed_hash(&k, b"patient_id");
     let want = hex::encode(&blake3::keyed_hash(ck.as_bytes(), b"PT-7").as_bytes()[..16]);
-    assert_eq!(pid.value(1), want);
+    assert_eq!(pid.value(0), want);
 }
 
 #[tokio::test]
@@ -82,10 +82,23 @@ async fn c3_gate_pass_matches_the_compiled_gate_row_by_row() {
     let facts = synth::gate_facts(rows);
     let runner = Runner::in_process(None).unwrap();
     let gate = GateUdf::new(&ClusterSecret::generate(), "job-g", facts.clone()).into_udf();
-    let plan = gate_pass(runner.read_parquet(&input).await.unwrap(), gate, "provision_date").unwrap();
+    let plan: Arc<FilePlan> = Arc::new(move |df| gate_pass(df, gate.clone(), "provision_date"));
     let out = d.path().join("out");
-    let r = runner.write(plan, &["claim_id"], &Output::new(&out, "g")).await.unwrap();
+    let r = runner.write_in_input_order(&input, plan.clone(), &Output::new(&out, "g")).await.unwrap();
     assert_eq!(r.rows, rows, "nothing dropped: refused records keep their reason");
+    // Input order without a sort: claim ids (ascending in the synthetic files) come out ascending.
+    let ids: Vec<String> =
+        read_dataset(&out).iter().flat_map(|b| column(b, "claim_id").iter().map(|v| v.unwrap().to_owned())).collect();
+    assert_eq!(ids.len() as u64, rows);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "rows out of input order");
+    // One file at a time, small parts: the same rows in the same order.
+    let one = Runner::in_process(None).unwrap().with_file_tasks(1);
+    let small = d.path().join("small");
+    let o = Output { rows_per_part: 5_000, ..Output::new(&small, "g") };
+    one.write_in_input_order(&input, plan, &o).await.unwrap();
+    let again: Vec<String> =
+        read_dataset(&small).iter().flat_map(|b| column(b, "claim_id").iter().map(|v| v.unwrap().to_owned())).collect();
+    assert_eq!(ids, again);
 
     // The registry's own facts and gate decide the same for every row.
     let mut reg = Facts::default();
@@ -171,8 +184,10 @@ pub fn claims_policy(dir: &Path, rare_points: bool) -> kiban_deid::Policy {
 /// The seed of the run keys in comparisons (a release run has random keys).
 pub const KEY_SEED: [u8; 32] = [0x42; 32];
 
-/// Anonymizes `input` in-process (the engine alone) and with `runner`; asserts equal output bytes
-/// and reports; returns (report, whether pass 2 ran on the runner).
+/// Anonymizes `input` in-process (the engine alone, with its DataFusion pass 1 and with its
+/// streaming pass 1) and with `runner`; asserts equal output bytes, a byte-identical report (timings
+/// aside) against the engine's DataFusion pass 1, and the report to 10 significant digits against its
+/// streaming pass 1; returns (report, whether pass 2 ran on the runner).
 pub async fn compare_anonymize(
     runner: Arc<Runner>,
     secret: Arc<ClusterSecret>,
@@ -181,27 +196,40 @@ pub async fn compare_anonymize(
     dir: &Path,
     ext: &str,
 ) -> (kiban_deid::Report, bool) {
-    let local_out = dir.join(format!("engine.{ext}"));
-    let opts = kiban_deid::RunOptions { key_seed: Some(KEY_SEED), ..Default::default() };
-    let engine = kiban_deid::anonymize(
-        &policy,
-        &kiban_deid::Input::from_path(input),
-        &kiban_deid::Output::from_path(&local_out),
-        &opts,
-    )
-    .unwrap();
+    let engine = |datafusion: bool| {
+        let out = dir.join(format!("engine-{datafusion}.{ext}"));
+        let opts = kiban_deid::RunOptions { key_seed: Some(KEY_SEED), datafusion, ..Default::default() };
+        let o = kiban_deid::anonymize(
+            &policy,
+            &kiban_deid::Input::from_path(input),
+            &kiban_deid::Output::from_path(&out),
+            &opts,
+        )
+        .unwrap();
+        (o.report, std::fs::read(&out).unwrap())
+    };
+    let (counted, counted_bytes) = engine(true);
+    let (streamed, streamed_bytes) = engine(false);
     let runner_out = dir.join(format!("runner.{ext}"));
     let job = kiban_cluster::anonymize::Job {
-        policy,
+        policy: policy.clone(),
         input: input.to_owned(),
         output: runner_out.clone(),
         progress: None,
         key_seed: Some(KEY_SEED),
     };
     let ran = kiban_cluster::anonymize::run(runner, secret, job).await.unwrap();
-    assert_eq!(std::fs::read(&local_out).unwrap(), std::fs::read(&runner_out).unwrap(), "output bytes");
-    assert_eq!(bench::report_without_timings(&engine.report), bench::report_without_timings(&ran.outcome.report));
-    (engine.report, ran.pass2_on_runner)
+    let runner_bytes = std::fs::read(&runner_out).unwrap();
+    assert!(runner_bytes == counted_bytes, "output bytes differ from the engine's (DataFusion pass 1)");
+    assert!(runner_bytes == streamed_bytes, "output bytes differ from the engine's (streaming pass 1)");
+    let json = |r: &kiban_deid::Report| serde_json::to_vec_pretty(&bench::report_without_timings(r)).unwrap();
+    assert_eq!(
+        String::from_utf8(json(&counted)).unwrap(),
+        String::from_utf8(json(&ran.outcome.report)).unwrap(),
+        "the report is byte-identical to the engine's with the same pass 1"
+    );
+    assert_eq!(bench::report_to_10_digits(&streamed), bench::report_to_10_digits(&ran.outcome.report));
+    (ran.outcome.report, ran.pass2_on_runner)
 }
 
 /// The synthetic claims as CSV, every field padded with spaces (the engine's reader trims them).

@@ -1,11 +1,13 @@
 //! `kiban-cluster-node`: a Ballista scheduler or executor with kiban's UDF codecs, a cluster key
 //! generator, and the cluster benchmark. The `kiban cluster …` subcommands call the same functions.
 
+#[cfg(feature = "cluster")]
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use kiban_cluster::ClusterSecret;
+#[cfg(feature = "cluster")]
 use kiban_cluster::node::{ExecutorOptions, run_executor, run_scheduler};
 
 #[derive(Parser)]
@@ -23,6 +25,7 @@ enum Cmd {
         out: PathBuf,
     },
     /// Runs the scheduler (holds no key).
+    #[cfg(feature = "cluster")]
     Scheduler {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:50050")]
@@ -32,6 +35,7 @@ enum Cmd {
         job_data_cleanup_s: u64,
     },
     /// Runs an executor.
+    #[cfg(feature = "cluster")]
     Executor {
         /// The scheduler's address.
         #[arg(long, default_value = "127.0.0.1:50050")]
@@ -66,7 +70,7 @@ enum Cmd {
         /// Scratch directory (input and outputs; removed at the end).
         #[arg(long)]
         work: PathBuf,
-        /// Ballista scheduler URL (df://host:port).
+        /// Ballista scheduler URL (df://host:port; needs the `cluster` feature).
         #[arg(long)]
         cluster: Option<String>,
         /// The cluster key file (needed with --cluster; a fresh secret is used otherwise).
@@ -75,75 +79,127 @@ enum Cmd {
         /// In-process memory limit in MiB (sorts spill past it).
         #[arg(long, default_value_t = 2048)]
         memory_mib: usize,
-        /// A Python with the `duckdb` package: runs the same gate join and QI group-by as the peer.
+        /// A Python with the `duckdb` package: runs the same parse, gate join and QI group-by as the peer.
         #[arg(long)]
         duckdb_python: Option<PathBuf>,
+        /// Skip the anonymization run (single input file, one ordered task for pass 2).
+        #[arg(long)]
+        no_anonymize: bool,
     },
 }
 
 fn main() -> anyhow_free::Result {
+    #[cfg(feature = "cluster")]
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().thread_stack_size(32 << 20).build()?;
     rt.block_on(async move {
         match cli.cmd {
             Cmd::Keygen { out } => ClusterSecret::generate().write_new(&out)?,
+            #[cfg(feature = "cluster")]
             Cmd::Scheduler { bind, job_data_cleanup_s } => run_scheduler(bind, job_data_cleanup_s).await?,
+            #[cfg(feature = "cluster")]
             Cmd::Executor { scheduler, host, flight_port, grpc_port, work_dir, key_file, vcores } => {
                 run_executor(ExecutorOptions { scheduler, host, flight_port, grpc_port, work_dir, key_file, vcores })
                     .await?
             }
-            Cmd::Bench { rows, files, work, cluster, key_file, memory_mib, duckdb_python } => {
-                bench(rows, files, &work, cluster, key_file, memory_mib, duckdb_python).await?
+            Cmd::Bench { rows, files, work, cluster, key_file, memory_mib, duckdb_python, no_anonymize } => {
+                let opts =
+                    BenchOpts { rows, files, cluster, key_file, memory_mib, duckdb_python, anonymize: !no_anonymize };
+                bench(&work, opts).await?
             }
         }
         Ok(())
     })
 }
 
-async fn bench(
+struct BenchOpts {
     rows: u64,
     files: u64,
-    work: &std::path::Path,
     cluster: Option<String>,
     key_file: Option<PathBuf>,
     memory_mib: usize,
     duckdb_python: Option<PathBuf>,
-) -> anyhow_free::Result {
-    use kiban_cluster::bench::{peak_rss, run_passes, same_bytes};
+    anonymize: bool,
+}
+
+#[cfg(feature = "cluster")]
+async fn cluster_runner(url: &str) -> anyhow_free::Result<kiban_cluster::runner::Runner> {
+    Ok(kiban_cluster::runner::Runner::cluster(url).await?)
+}
+
+#[cfg(not(feature = "cluster"))]
+async fn cluster_runner(_url: &str) -> anyhow_free::Result<kiban_cluster::runner::Runner> {
+    Err("--cluster needs a build with the `cluster` feature".into())
+}
+
+async fn bench(work: &std::path::Path, o: BenchOpts) -> anyhow_free::Result {
+    use kiban_cluster::bench::{peak_rss, run_anonymize, run_parse, run_passes, same_bytes};
     use kiban_cluster::runner::Runner;
+    use std::sync::Arc;
+    let BenchOpts { rows, files, cluster, key_file, memory_mib, duckdb_python, anonymize } = o;
     let secret = match &key_file {
         Some(k) => ClusterSecret::read(k)?,
         None => ClusterSecret::generate(),
     };
-    let secret = std::sync::Arc::new(secret);
+    let secret = Arc::new(secret);
     let input = work.join("input");
+    let csv = work.join("csv");
     let t = std::time::Instant::now();
     kiban_cluster::synth::write_claims(&input, rows, files)?;
+    kiban_cluster::synth::write_claims_csv(&csv, rows, files)?;
     // kiban anonymize takes one file.
     let one = work.join("one");
-    kiban_cluster::synth::write_claims(&one, rows, 1)?;
+    if anonymize {
+        kiban_cluster::synth::write_claims(&one, rows, 1)?;
+    }
     let one = one.join("claims-0000.parquet");
-    eprintln!("synthetic input: {rows} rows in {files} files and in one, {:.1} s", t.elapsed().as_secs_f64());
-    let local = std::sync::Arc::new(Runner::in_process(Some(memory_mib << 20))?);
-    let mut figs = run_passes(&local, &secret, &input, rows, &work.join("in-process")).await?;
-    let anon = work.join("in-process").join("anonymize");
-    figs.extend(kiban_cluster::bench::run_anonymize(local.clone(), secret.clone(), &one, rows, &anon).await?);
+    eprintln!("synthetic input: {rows} rows in {files} Parquet and CSV files, {:.1} s", t.elapsed().as_secs_f64());
+    let local = Arc::new(Runner::in_process(Some(memory_mib << 20))?);
+    let emit = |f: &kiban_cluster::bench::PassFigure| {
+        println!("{}", serde_json::to_string(f).expect("JSON"));
+    };
+    let mut figs = vec![run_parse(&local, &csv, rows, &work.join("in-process")).await?];
+    emit(&figs[0]);
+    // The parsed dataset is the claims again: only its figure matters here.
+    std::fs::remove_dir_all(work.join("in-process").join("parse")).ok();
+    for f in run_passes(&local, &secret, &input, rows, &work.join("in-process")).await? {
+        emit(&f);
+        figs.push(f);
+    }
+    if anonymize {
+        for f in
+            run_anonymize(local.clone(), secret.clone(), &one, rows, &work.join("in-process").join("anonymize")).await?
+        {
+            emit(&f);
+            figs.push(f);
+        }
+    }
     let mut all = figs.clone();
     if let Some(url) = &cluster {
-        let remote = std::sync::Arc::new(Runner::cluster(url).await?);
-        all.extend(run_passes(&remote, &secret, &input, rows, &work.join("cluster")).await?);
-        let anon = work.join("cluster").join("anonymize");
-        all.extend(kiban_cluster::bench::run_anonymize(remote, secret.clone(), &one, rows, &anon).await?);
-    }
-    for f in &all {
-        println!("{}", serde_json::to_string(f)?);
-    }
-    if cluster.is_some() {
+        let remote = Arc::new(cluster_runner(url).await?);
+        let c = run_parse(&remote, &csv, rows, &work.join("cluster")).await?;
+        emit(&c);
+        all.push(c);
+        std::fs::remove_dir_all(work.join("cluster").join("parse")).ok();
+        for f in run_passes(&remote, &secret, &input, rows, &work.join("cluster")).await? {
+            emit(&f);
+            all.push(f);
+        }
+        if anonymize {
+            for f in run_anonymize(remote, secret.clone(), &one, rows, &work.join("cluster").join("anonymize")).await? {
+                emit(&f);
+                all.push(f);
+            }
+        }
         for f in &figs {
             let c = all.iter().find(|g| g.pass == f.pass && g.engine != "in-process").expect("cluster figure");
             let dir = if f.pass.starts_with("anonymize") { "anonymize" } else { f.pass };
-            let same = same_bytes(&work.join("in-process").join(dir), &work.join("cluster").join(dir))?;
+            let same = if f.pass == "parse" {
+                "null".to_owned()
+            } else {
+                same_bytes(&work.join("in-process").join(dir), &work.join("cluster").join(dir))?.to_string()
+            };
             println!(
                 "{{\"pass\":\"{}\",\"cluster_over_in_process\":{:.3},\"byte_identical\":{same}}}",
                 f.pass,
@@ -152,18 +208,24 @@ async fn bench(
         }
     }
     println!("{{\"peak_rss_bytes\":{}}}", peak_rss().unwrap_or(0));
+    // The outputs are compared; free the disk before the peer writes its own.
+    for d in ["in-process", "cluster", "one"] {
+        std::fs::remove_dir_all(work.join(d)).ok();
+    }
     if let Some(py) = &duckdb_python {
-        for (pass, secs) in kiban_cluster::bench::duckdb_peer(py, &input, rows, &work.join("duckdb"))? {
+        for (pass, wall, cpu) in kiban_cluster::bench::duckdb_peer(py, &input, Some(&csv), rows, &work.join("duckdb"))?
+        {
             let ours = figs.iter().find(|f| f.pass == pass).expect("same pass in-process");
-            let duck = rows as f64 / secs;
+            let duck = rows as f64 / wall;
             let cluster_ratio = all
                 .iter()
                 .find(|g| g.pass == pass && g.engine != "in-process")
                 .map(|c| format!(",\"cluster_over_duckdb\":{:.3}", c.rows_per_s / duck))
                 .unwrap_or_default();
             println!(
-                "{{\"pass\":\"{pass}\",\"engine\":\"duckdb\",\"seconds\":{secs:.3},\"rows_per_s\":{duck:.0},\"in_process_over_duckdb\":{:.3}{cluster_ratio}}}",
-                ours.rows_per_s / duck
+                "{{\"pass\":\"{pass}\",\"engine\":\"duckdb\",\"seconds\":{wall:.3},\"cpu_seconds\":{cpu:.3},\"rows_per_s\":{duck:.0},\"in_process_over_duckdb\":{:.3},\"in_process_over_duckdb_cpu\":{:.3}{cluster_ratio}}}",
+                ours.rows_per_s / duck,
+                cpu / ours.cpu_seconds.max(1e-9)
             );
         }
     }

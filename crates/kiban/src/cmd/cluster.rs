@@ -5,11 +5,12 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use kiban_cluster::node::{ExecutorOptions, run_executor, run_scheduler};
 use kiban_cluster::plans::{gate_pass, qi_frequency, tokenize_pass};
-use kiban_cluster::runner::{Output, Runner};
+use kiban_cluster::runner::{FilePlan, Output, RunReport, Runner};
 use kiban_cluster::{ClusterSecret, GateFacts, GateUdf, TokenUdf};
 
 use crate::Ctx;
@@ -89,9 +90,10 @@ enum Verb {
         /// The provision-date column.
         #[arg(long, default_value = "provision_date")]
         date_column: String,
-        /// Order key of the output (a unique column makes the order total).
-        #[arg(long, default_value = "patient_id")]
-        order_by: String,
+        /// Sort the output by this column (then every other one) instead of keeping the input's
+        /// order (files in name order, rows in file order; no global sort).
+        #[arg(long)]
+        order_by: Option<String>,
         #[command(flatten)]
         engine: Engine,
     },
@@ -110,9 +112,10 @@ enum Verb {
         /// The release key file: 64 hex digits, mode 0600.
         #[arg(long)]
         key_file: PathBuf,
-        /// Order key of the output.
+        /// Sort the output by this column (then every other one) instead of keeping the input's
+        /// order (files in name order, rows in file order; no global sort).
         #[arg(long)]
-        order_by: String,
+        order_by: Option<String>,
         #[command(flatten)]
         engine: Engine,
     },
@@ -193,6 +196,20 @@ pub async fn intake_gate(
     Ok(Box::new(gate))
 }
 
+/// Writes a row-wise pass in input order, or sorted by `order_by` when asked.
+async fn write(
+    r: &Runner,
+    input: &std::path::Path,
+    plan: Arc<FilePlan>,
+    order_by: Option<&str>,
+    out: &Output,
+) -> Result<RunReport> {
+    Ok(match order_by {
+        None => r.write_in_input_order(input, plan, out).await?,
+        Some(k) => r.write(plan(r.read_parquet(input).await?)?, &[k], out).await?,
+    })
+}
+
 fn job_id(what: &str) -> String {
     format!("{what}-{}-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S"), std::process::id())
 }
@@ -219,19 +236,21 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
                 let facts = GateFacts::from_registry(&provider, standing.filing.input.waiting_days, &facts);
                 let (r, secret) = runner(&engine).await?;
                 let gate = GateUdf::new(&secret, &job_id("gate"), facts).into_udf();
-                let plan = gate_pass(r.read_parquet(&input).await?, gate, &date_column)?;
+                let plan: Arc<FilePlan> = Arc::new(move |df| gate_pass(df, gate.clone(), &date_column));
                 let mut o = Output::new(&out, "gate");
                 o.sealer = Some(dd.sealer()?);
-                let rep = r.write(plan, &[order_by.as_str()], &o).await?;
+                let rep = write(&r, &input, plan, order_by.as_deref(), &o).await?;
                 println!("ゲート判定 / gate: {} rows in {:.1} s → {}", rep.rows, rep.seconds, out.display());
             }
             Verb::Tokenize { input, out, columns, key_file, order_by, engine } => {
                 let key = kiban_cluster::seal::read_key_file(&key_file)?;
                 let (r, secret) = runner(&engine).await?;
                 let token = TokenUdf::new(&secret, &job_id("tokenize"), &key)?.into_udf();
-                let cols: Vec<&str> = columns.iter().map(String::as_str).collect();
-                let plan = tokenize_pass(r.read_parquet(&input).await?, token, &cols)?;
-                let rep = r.write(plan, &[order_by.as_str()], &Output::new(&out, "tokenize")).await?;
+                let plan: Arc<FilePlan> = Arc::new(move |df| {
+                    let cols: Vec<&str> = columns.iter().map(String::as_str).collect();
+                    tokenize_pass(df, token.clone(), &cols)
+                });
+                let rep = write(&r, &input, plan, order_by.as_deref(), &Output::new(&out, "tokenize")).await?;
                 println!("仮名トークン化 / tokenize: {} rows in {:.1} s → {}", rep.rows, rep.seconds, out.display());
             }
             Verb::QiFrequency { input, out, qi, engine } => {
