@@ -14,6 +14,7 @@
 //! record who did it; events name person keys and counts only. A write that fails half-way leaves
 //! the in-memory index ahead of the file: the store then refuses further work until reopened.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use kiban_model::id::PersonKey;
@@ -27,8 +28,20 @@ use crate::mpi::{
 };
 use crate::normalize::FieldError;
 use crate::vault::{
-    AuditFailed, Refresh, StoredIdentity, Vault, VaultAction, VaultAudit, VaultEntry, VaultError, VaultEvent,
+    AuditFailed, Refresh, StoredIdentity, StoredRef, Vault, VaultAction, VaultAudit, VaultEntry, VaultError,
+    VaultEvent, content_digest,
 };
+
+/// What the index keeps of a stored identity: its registered person and matching view (`None` if
+/// its birth date or sex does not read).
+type Viewed = (PersonKey, MatchView);
+
+/// A person's ID1 and ID2 linkage keys (or why each could not be made).
+type LinkageKeys = (Result<String, FieldError>, Option<Result<String, FieldError>>);
+
+fn view_of(s: &StoredRef<'_>) -> Option<Viewed> {
+    MatchView::of_stored_ref(s).map(|v| (PersonKey::from_u64(s.person), v))
+}
 
 /// The vault file's name inside the identity directory.
 pub const VAULT_FILE: &str = "vault.kbv";
@@ -201,42 +214,30 @@ impl IdentityStore {
         actor: &str,
     ) -> Result<IdentityStore, StoreError> {
         let t = std::time::Instant::now();
-        let mut vault = Vault::open(&dir.join(VAULT_FILE), &keys, audit, actor)?;
+        let (mut vault, seen) = Vault::open_visiting(&dir.join(VAULT_FILE), &keys, audit, actor, &view_of)?;
         let vault_s = t.elapsed().as_secs_f64();
         let t = std::time::Instant::now();
-        let mpi = Self::index(cfg, &vault)?;
+        let mpi = Self::index(cfg, &vault, seen)?;
         vault.note_open_times(vault_s, t.elapsed().as_secs_f64());
         Ok(IdentityStore { dir: dir.to_path_buf(), keys, vault, mpi, poisoned: false })
     }
 
-    /// Rebuilds the index from an opened vault.
-    fn index(cfg: MatchConfig, vault: &Vault) -> Result<Mpi, StoreError> {
-        // Stored identities are canonical already: the matching view is rebuilt without re-parsing,
-        // on all cores (the index itself is then built in record order).
-        let all = vault.records();
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
-        let per = all.id_bound().div_ceil(threads).max(1);
-        type Viewed = Result<Vec<(RecordId, PersonKey, MatchView)>, StoreError>;
-        let parts: Vec<Viewed> = std::thread::scope(|sc| {
-            let handles: Vec<_> = (0..threads)
-                .map(|t| {
-                    sc.spawn(move || {
-                        all.range(t * per..(t + 1) * per)
-                            .map(|s| {
-                                let view = MatchView::of_stored_ref(&s).ok_or_else(|| StoreError::Stored {
-                                    record: s.record,
-                                    reason: "unreadable birth date or sex".into(),
-                                })?;
-                                Ok((RecordId(s.record), PersonKey::from_u64(s.person), view))
-                            })
-                            .collect::<Viewed>()
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().expect("index thread")).collect()
-        });
-        let parts = parts.into_iter().collect::<Result<Vec<_>, _>>()?;
-        Ok(Mpi::restore_parts(cfg, vault.next_record(), parts, vault.log().iter().cloned())?)
+    /// Rebuilds the index from the matching views made while the vault was read (the vault keeps
+    /// no identities in memory): the current version of each live record, in record order.
+    fn index(cfg: MatchConfig, vault: &Vault, mut seen: Vec<(u32, Option<Viewed>)>) -> Result<Mpi, StoreError> {
+        // Stable: of a record read twice (a later put replaced it), the later stays last.
+        seen.sort_by_key(|e| e.0);
+        let mut out: Vec<(RecordId, PersonKey, MatchView)> = Vec::with_capacity(vault.len());
+        let mut it = seen.into_iter().peekable();
+        while let Some((r, v)) = it.next() {
+            if it.peek().is_some_and(|n| n.0 == r) || !vault.records().contains(r) {
+                continue;
+            }
+            let (person, view) =
+                v.ok_or_else(|| StoreError::Stored { record: r, reason: "unreadable birth date or sex".into() })?;
+            out.push((RecordId(r), person, view));
+        }
+        Ok(Mpi::restore_parts(cfg, vault.next_record(), vec![out], vault.log().iter().cloned())?)
     }
 
     /// Catches up with what other processes wrote to the vault since this one last read it (the
@@ -265,9 +266,10 @@ impl IdentityStore {
                 }
             }
             Refresh::Replaced => {
-                let mut vault = Vault::open(&self.dir.join(VAULT_FILE), &self.keys, audit, actor)?;
+                let (mut vault, seen) =
+                    Vault::open_visiting(&self.dir.join(VAULT_FILE), &self.keys, audit, actor, &view_of)?;
                 self.vault.pass_lock(&mut vault);
-                self.mpi = Self::index(self.mpi.config(), &vault)?;
+                self.mpi = Self::index(self.mpi.config(), &vault, seen)?;
                 self.vault = vault;
             }
         }
@@ -321,12 +323,15 @@ impl IdentityStore {
                 match p {
                     Err(e) => out.push(Err(e.clone())),
                     Ok(id) => {
-                        let same =
-                            s.mpi.lookup(id.provider.as_str(), id.patient.as_str()).into_iter().rev().find(|(r, p)| {
-                                s.vault.records().get(r.0).is_some_and(|st| {
-                                    st.same_as(&StoredIdentity::new(*r, PersonKey::from_u64(st.person), id))
-                                }) && p.as_u64() != 0
-                            });
+                        // Compared by the digest of the canonical fields kept per record: no vault read.
+                        let digest =
+                            content_digest(&StoredIdentity::new(RecordId(0), PersonKey::from_u64(0), id).as_ref());
+                        let same = s
+                            .mpi
+                            .lookup(id.provider.as_str(), id.patient.as_str())
+                            .into_iter()
+                            .rev()
+                            .find(|(r, p)| s.vault.records().digest(r.0) == Some(digest) && p.as_u64() != 0);
                         match same {
                             Some((_, person)) => out.push(Ok(person)),
                             None => {
@@ -496,7 +501,7 @@ impl IdentityStore {
         let hits = self.mpi.lookup(provider, patient);
         let ids: Vec<RecordId> = hits.iter().map(|h| h.0).collect();
         let person = hits.first().map(|h| h.1);
-        Ok(self.views(self.vault.read_records(audit, actor, "lookup", person, &ids)?))
+        Ok(self.views(self.vault.read_records(&self.keys, audit, actor, "lookup", person, &ids)?))
     }
 
     /// The current person key of each of a provider's patient ids (the most recent live record's
@@ -527,7 +532,7 @@ impl IdentityStore {
             return Err(StoreError::UnknownPerson(person));
         }
         let ids = self.mpi.records_of(person).to_vec();
-        Ok(self.views(self.vault.read_records(audit, actor, "lookup", Some(person), &ids)?))
+        Ok(self.views(self.vault.read_records(&self.keys, audit, actor, "lookup", Some(person), &ids)?))
     }
 
     /// Open review items (record ids, person keys and scores only: no identities, no vault read).
@@ -540,7 +545,7 @@ impl IdentityStore {
         let it = self.mpi.review(item).ok_or(MpiError::UnknownItem(item))?.clone();
         let mut ids = vec![it.record];
         ids.extend_from_slice(self.mpi.records_of(it.candidate));
-        let recs = self.views(self.vault.read_records(audit, actor, "review", Some(it.candidate), &ids)?);
+        let recs = self.views(self.vault.read_records(&self.keys, audit, actor, "review", Some(it.candidate), &ids)?);
         let (record, candidate) = recs.into_iter().partition(|r| r.record == it.record.0);
         Ok(ReviewView { item: it, record, candidate })
     }
@@ -672,14 +677,25 @@ impl IdentityStore {
                 &all
             }
         };
-        let mut rows = Vec::with_capacity(persons.len());
-        for &person in persons {
-            let Some(first) = self.mpi.records_of(person).iter().min() else { continue };
-            let Some(stored) = self.vault.records().get(first.0).map(|s| s.to_owned()) else { continue };
-            let id = Identity::parse(&stored.to_input())
-                .map_err(|e| StoreError::Stored { record: stored.record, reason: e.to_string() })?;
-            let id1 = keyer.id1(&id.kana, id.birth, id.sex).map(|k| k.to_string());
-            let id2 = id.card.as_ref().map(|c| keyer.id2(c, id.birth, id.sex).map(|k| k.to_string()));
+        // Each person's first live record, all read in one pass over the sealed files.
+        let firsts: Vec<(PersonKey, RecordId)> =
+            persons.iter().filter_map(|&p| self.mpi.records_of(p).iter().min().map(|r| (p, *r))).collect();
+        let mut made: HashMap<u32, Result<LinkageKeys, StoreError>> = HashMap::with_capacity(firsts.len());
+        self.vault.visit_records(&self.keys, firsts.iter().map(|f| f.1.0), &mut |stored| {
+            let keys = Identity::parse(&stored.to_owned().to_input())
+                .map_err(|e| StoreError::Stored { record: stored.record, reason: e.to_string() })
+                .map(|id| {
+                    let id1 = keyer.id1(&id.kana, id.birth, id.sex).map(|k| k.to_string());
+                    let id2 = id.card.as_ref().map(|c| keyer.id2(c, id.birth, id.sex).map(|k| k.to_string()));
+                    (id1, id2)
+                });
+            made.insert(stored.record, keys);
+            Ok(())
+        })?;
+        let mut rows = Vec::with_capacity(firsts.len());
+        for (person, first) in firsts {
+            let Some(keys) = made.remove(&first.0) else { continue };
+            let (id1, id2) = keys?;
             rows.push(LinkageRow { person, id1, id2 });
         }
         let purpose =

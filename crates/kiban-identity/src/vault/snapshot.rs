@@ -1,10 +1,12 @@
 //! The vault's sealed snapshot (`vault.snap`): its state (live identities, MPI log, next record id)
 //! as of a prefix of the vault file, so an open decrypts compact chunks instead of parsing every
-//! frame's JSON, and replays only the frames appended after it.
+//! frame's JSON, and replays only the frames appended after it. The opened vault keeps the file
+//! open and reads an identity from its chunk on demand (identities are not kept in memory).
 //!
-//! Layout: `KBVSNAP2` (`KBVSNAP1`, with fixed-width string lengths, is ignored and rebuilt), then length-prefixed sealed parts: a JSON header (vault length covered, its
-//! BLAKE3 digest, next record id, counts), the identity chunks (the encoding of `records.rs`, 100,000
-//! records each) and the JSON log. Every part's associated data names the snapshot's digest and the
+//! Layout: `KBVSNAP3` (older snapshots, `KBVSNAP1` and `KBVSNAP2`, are ignored and rebuilt), then
+//! length-prefixed sealed parts: a JSON header (vault length covered, its BLAKE3 digest, next record
+//! id, counts), the identity chunks (the encoding of `records.rs`, 20,000 records each but the
+//! last, so an on-demand read decrypts a few megabytes) and the JSON log. Every part's associated data names the snapshot's digest and the
 //! part's index, so parts cannot be swapped between snapshots or reordered. The snapshot is trusted
 //! only if every part opens with the key store's master key, the counts agree, nothing trails, and
 //! the digest equals the BLAKE3 of the vault file's first `vault_len` bytes now; otherwise it is
@@ -17,12 +19,13 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::records::Records;
+use super::records::{StoredRef, content_digest, scan_block};
 use crate::keystore::KeyStore;
 use crate::mpi::LogEntry;
 
-const MAGIC: &[u8; 8] = b"KBVSNAP2";
-const CHUNK: usize = 100_000;
+const MAGIC: &[u8; 8] = b"KBVSNAP3";
+/// Identities per chunk (also the unit an on-demand read decrypts).
+pub(super) const CHUNK: usize = 20_000;
 
 /// What a snapshot is bound to.
 pub(super) struct Bound {
@@ -40,13 +43,23 @@ struct Header {
     chunks: usize,
 }
 
+/// One identity of a loaded snapshot: where it is, its content digest and what the visitor made.
+pub(super) struct Visited<T> {
+    pub record: u32,
+    pub chunk: u32,
+    pub offset: u32,
+    pub digest: u64,
+    pub value: T,
+}
+
 /// A trusted snapshot, with the digest state of the prefix it covers.
-pub(super) struct Loaded {
+pub(super) struct Loaded<T> {
     pub vault_len: u64,
     pub next_record: u32,
-    pub records: Records,
+    pub records: Vec<Visited<T>>,
     pub log: Vec<LogEntry>,
     pub hasher: blake3::Hasher,
+    pub source: Source,
 }
 
 fn aad(digest: &str, part: &str) -> Vec<u8> {
@@ -59,56 +72,86 @@ fn frame(out: &mut impl Write, sealed: &[u8]) -> std::io::Result<()> {
     out.write_all(sealed)
 }
 
-/// Writes the snapshot (temporary file, sync, rename).
-pub(super) fn write(
-    path: &Path,
-    keys: &KeyStore,
-    bound: &Bound,
-    records: &Records,
-    log: &[LogEntry],
-) -> std::io::Result<()> {
-    let digest = hex::encode(bound.digest);
-    // The records are kept in this encoding already: a chunk is a copy of their bytes.
-    let chunks = records.encoded_chunks(CHUNK);
-    let header = Header {
-        vault_len: bound.vault_len,
-        digest: digest.clone(),
-        next_record: bound.next_record,
-        records: records.len(),
-        chunks: chunks.len(),
-    };
-    // Encoding and sealing are per chunk and independent: all cores, then written in order.
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
-    let per = chunks.len().div_ceil(threads).max(1);
-    let sealed: Vec<Vec<u8>> = std::thread::scope(|sc| {
-        let handles: Vec<_> = chunks
-            .chunks(per)
-            .enumerate()
-            .map(|(g, group)| {
-                let digest = &digest;
-                sc.spawn(move || {
-                    group
-                        .iter()
-                        .enumerate()
-                        .map(|(i, c)| keys.seal(&aad(digest, &format!("chunk/{}", g * per + i)), c))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles.into_iter().flat_map(|h| h.join().expect("snapshot sealer thread")).collect()
-    });
-    let tmp = path.with_extension("snap.tmp");
-    let f = fs::File::create(&tmp)?;
-    let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-    w.write_all(MAGIC)?;
-    frame(&mut w, &keys.seal(&aad("", "header"), &serde_json::to_vec(&header).expect("serializable")))?;
-    for s in &sealed {
-        frame(&mut w, s)?;
+/// Writes a snapshot part by part (temporary file, then [`Writer::finish`]: sync, rename). The
+/// chunks are pushed one at a time, so at most one is in memory.
+pub(super) struct Writer {
+    w: std::io::BufWriter<fs::File>,
+    tmp: std::path::PathBuf,
+    path: std::path::PathBuf,
+    digest: String,
+    pos: u64,
+    chunk_at: Vec<u64>,
+    chunks: usize,
+}
+
+impl Writer {
+    /// Starts a snapshot of `records` identities (so `records.div_ceil(CHUNK)` chunks, each of
+    /// [`CHUNK`] records but the last).
+    pub(super) fn create(path: &Path, keys: &KeyStore, bound: &Bound, records: usize) -> std::io::Result<Writer> {
+        let digest = hex::encode(bound.digest);
+        let chunks = records.div_ceil(CHUNK);
+        let header = Header {
+            vault_len: bound.vault_len,
+            digest: digest.clone(),
+            next_record: bound.next_record,
+            records,
+            chunks,
+        };
+        let tmp = path.with_extension("snap.tmp");
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, fs::File::create(&tmp)?);
+        w.write_all(MAGIC)?;
+        let head = keys.seal(&aad("", "header"), &serde_json::to_vec(&header).expect("serializable"));
+        frame(&mut w, &head)?;
+        let pos = (MAGIC.len() + 4 + head.len()) as u64;
+        Ok(Writer { w, tmp, path: path.to_path_buf(), digest, pos, chunk_at: vec![], chunks })
     }
-    frame(&mut w, &keys.seal(&aad(&digest, "log"), &serde_json::to_vec(log).expect("serializable")))?;
-    let f = w.into_inner().map_err(|e| e.into_error())?;
-    f.sync_all()?;
-    fs::rename(&tmp, path)
+
+    /// Seals and writes the next chunk (encoded records).
+    pub(super) fn push(&mut self, keys: &KeyStore, plain: &[u8]) -> std::io::Result<()> {
+        let i = self.chunk_at.len();
+        if i >= self.chunks {
+            return Err(std::io::Error::other("more snapshot chunks than the header says"));
+        }
+        let sealed = keys.seal(&aad(&self.digest, &format!("chunk/{i}")), plain);
+        frame(&mut self.w, &sealed)?;
+        self.chunk_at.push(self.pos);
+        self.pos += 4 + sealed.len() as u64;
+        Ok(())
+    }
+
+    /// Writes the log, syncs and renames into place; returns the file opened for reading.
+    pub(super) fn finish(mut self, keys: &KeyStore, log: &[LogEntry]) -> std::io::Result<Source> {
+        if self.chunk_at.len() != self.chunks {
+            return Err(std::io::Error::other("fewer snapshot chunks than the header says"));
+        }
+        frame(&mut self.w, &keys.seal(&aad(&self.digest, "log"), &serde_json::to_vec(log).expect("serializable")))?;
+        let f = self.w.into_inner().map_err(|e| e.into_error())?;
+        f.sync_all()?;
+        fs::rename(&self.tmp, &self.path)?;
+        Ok(Source { file: fs::File::open(&self.path)?, digest: self.digest, chunk_at: self.chunk_at })
+    }
+}
+
+/// An open snapshot file to read identity chunks from on demand (the open handle keeps the file it
+/// was opened from readable even after a newer snapshot replaced it).
+pub(super) struct Source {
+    file: fs::File,
+    digest: String,
+    /// File offset of each chunk's length prefix.
+    chunk_at: Vec<u64>,
+}
+
+impl Source {
+    /// The plaintext of chunk `i`.
+    pub(super) fn chunk(&self, keys: &KeyStore, i: u32) -> Result<Vec<u8>, String> {
+        use std::os::unix::fs::FileExt;
+        let at = *self.chunk_at.get(i as usize).ok_or_else(|| format!("no chunk {i}"))?;
+        let mut n = [0u8; 4];
+        self.file.read_exact_at(&mut n, at).map_err(|e| format!("chunk {i}: {e}"))?;
+        let mut sealed = vec![0u8; u32::from_le_bytes(n) as usize];
+        self.file.read_exact_at(&mut sealed, at + 4).map_err(|e| format!("chunk {i}: {e}"))?;
+        keys.open_sealed(&aad(&self.digest, &format!("chunk/{i}")), &sealed).map_err(|e| format!("chunk {i}: {e}"))
+    }
 }
 
 /// Reads one length-prefixed part.
@@ -126,25 +169,29 @@ fn read_part(r: &mut impl Read) -> Result<Vec<u8>, String> {
 
 /// Loads the snapshot at `path` if there is one and it can be trusted for the vault file `vault`
 /// (`vault_len` bytes long now). The vault's covered prefix is hashed as it streams past (never
-/// held in memory), and the sealed chunks are read one by one and dropped once opened.
-/// `Ok(None)`: no snapshot; `Err`: one that is not trusted, and why.
-pub(super) fn load(
+/// held in memory); the chunks are read a few at a time, opened on all cores, and each record is
+/// handed to `visit` (in the chunk's thread) and dropped with its chunk: only the records' places
+/// and what `visit` returns are kept. `Ok(None)`: no snapshot; `Err`: one that is not trusted, and why.
+pub(super) fn load<T: Send>(
     path: &Path,
     keys: &KeyStore,
     vault: &mut fs::File,
     vault_len: u64,
-) -> Result<Option<Loaded>, String> {
+    visit: &(dyn Fn(&StoredRef<'_>) -> T + Sync),
+) -> Result<Option<Loaded<T>>, String> {
     let f = match fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.to_string()),
     };
+    let reader = f.try_clone().map_err(|e| e.to_string())?;
     let mut r = std::io::BufReader::with_capacity(1 << 20, f);
     let mut magic = [0u8; 8];
     if r.read_exact(&mut magic).is_err() || &magic != MAGIC {
         return Err("not a vault snapshot".into());
     }
-    let head = keys.open_sealed(&aad("", "header"), &read_part(&mut r)?).map_err(|e| format!("header: {e}"))?;
+    let head_part = read_part(&mut r)?;
+    let head = keys.open_sealed(&aad("", "header"), &head_part).map_err(|e| format!("header: {e}"))?;
     let h: Header = serde_json::from_slice(&head).map_err(|e| format!("header: {e}"))?;
     if h.vault_len > vault_len {
         return Err(format!("it covers {} bytes, the vault has {vault_len}", h.vault_len));
@@ -164,55 +211,69 @@ pub(super) fn load(
     if hex::encode(hasher.finalize().as_bytes()) != h.digest {
         return Err("its digest is not that of the vault file".into());
     }
-    let mut sealed = Vec::with_capacity(h.chunks);
-    for _ in 0..h.chunks {
-        sealed.push(read_part(&mut r)?);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+    let mut pos = (MAGIC.len() + 4 + head_part.len()) as u64;
+    let mut chunk_at = Vec::with_capacity(h.chunks);
+    let mut records: Vec<Visited<T>> = Vec::with_capacity(h.records);
+    let mut next = 0usize;
+    while next < h.chunks {
+        // A few sealed chunks at a time: memory stays near `threads` chunks, not the whole file.
+        let mut batch = vec![];
+        while batch.len() < threads && next < h.chunks {
+            let part = read_part(&mut r)?;
+            chunk_at.push(pos);
+            pos += 4 + part.len() as u64;
+            batch.push((next, part));
+            next += 1;
+        }
+        let opened: Vec<Result<Vec<Visited<T>>, String>> = std::thread::scope(|sc| {
+            let handles: Vec<_> = batch
+                .iter()
+                .map(|(i, sealed)| {
+                    let digest = &h.digest;
+                    sc.spawn(move || {
+                        let plain = keys
+                            .open_sealed(&aad(digest, &format!("chunk/{i}")), sealed)
+                            .map_err(|e| format!("chunk {i}: {e}"))?;
+                        let recs = scan_block(&plain).map_err(|e| format!("chunk {i}: {e}"))?;
+                        if recs.len() != CHUNK.min(h.records.saturating_sub(i * CHUNK)) {
+                            return Err(format!("chunk {i} holds {} identities", recs.len()));
+                        }
+                        Ok(recs
+                            .iter()
+                            .map(|(off, s)| Visited {
+                                record: s.record,
+                                chunk: *i as u32,
+                                offset: *off,
+                                digest: content_digest(s),
+                                value: visit(s),
+                            })
+                            .collect())
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("snapshot opener thread")).collect()
+        });
+        for o in opened {
+            records.extend(o?);
+        }
     }
     let log_part = read_part(&mut r)?;
     let mut rest = [0u8; 1];
     if r.read(&mut rest).map_err(|e| e.to_string())? != 0 {
         return Err("bytes trail the snapshot".into());
     }
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
-    let per = sealed.len().div_ceil(threads).max(1);
-    let mut groups: Vec<Vec<Vec<u8>>> = vec![];
-    let mut it = sealed.into_iter();
-    loop {
-        let g: Vec<Vec<u8>> = it.by_ref().take(per).collect();
-        if g.is_empty() {
-            break;
-        }
-        groups.push(g);
-    }
-    let opened: Vec<Result<Vec<u8>, String>> = std::thread::scope(|sc| {
-        let handles: Vec<_> = groups
-            .into_iter()
-            .enumerate()
-            .map(|(g, group)| {
-                let digest = &h.digest;
-                sc.spawn(move || {
-                    // Each sealed chunk is dropped as soon as it is opened: memory stays near one copy.
-                    group
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, c)| {
-                            keys.open_sealed(&aad(digest, &format!("chunk/{}", g * per + i)), &c)
-                                .map_err(|e| format!("chunk {}: {e}", g * per + i))
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles.into_iter().flat_map(|h| h.join().expect("snapshot opener thread")).collect()
-    });
-    let mut records = Records::default();
-    for (i, plain) in opened.into_iter().enumerate() {
-        records.take_block(plain?).map_err(|e| format!("chunk {i}: {e}"))?;
-    }
     if records.len() != h.records {
         return Err(format!("it holds {} identities, its header says {}", records.len(), h.records));
     }
     let log = keys.open_sealed(&aad(&h.digest, "log"), &log_part).map_err(|e| format!("log: {e}"))?;
     let log: Vec<LogEntry> = serde_json::from_slice(&log).map_err(|e| format!("log: {e}"))?;
-    Ok(Some(Loaded { vault_len: h.vault_len, next_record: h.next_record, records, log, hasher }))
+    Ok(Some(Loaded {
+        vault_len: h.vault_len,
+        next_record: h.next_record,
+        records,
+        log,
+        hasher,
+        source: Source { file: reader, digest: h.digest, chunk_at },
+    }))
 }
