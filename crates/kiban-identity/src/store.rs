@@ -214,20 +214,55 @@ impl IdentityStore {
         actor: &str,
     ) -> Result<IdentityStore, StoreError> {
         let t = std::time::Instant::now();
-        let (mut vault, seen) = Vault::open_visiting(&dir.join(VAULT_FILE), &keys, audit, actor, &view_of)?;
-        let vault_s = t.elapsed().as_secs_f64();
-        let t = std::time::Instant::now();
-        let mpi = Self::index(cfg, &vault, seen)?;
-        vault.note_open_times(vault_s, t.elapsed().as_secs_f64());
+        let (mut vault, mpi, vault_s) = Self::open_parts(dir, &keys, cfg, audit, actor)?;
+        vault.note_open_times(vault_s, t.elapsed().as_secs_f64() - vault_s);
         Ok(IdentityStore { dir: dir.to_path_buf(), keys, vault, mpi, poisoned: false })
     }
 
-    /// Rebuilds the index from the matching views made while the vault was read (the vault keeps
-    /// no identities in memory): the current version of each live record, in record order.
-    fn index(cfg: MatchConfig, vault: &Vault, mut seen: Vec<(u32, Option<Viewed>)>) -> Result<Mpi, StoreError> {
+    /// Opens the vault and its index: from the snapshot's index state when it has one (then only the
+    /// records and log entries appended after it are applied), else rebuilt from every identity.
+    /// Also returns the seconds the vault took.
+    fn open_parts(
+        dir: &Path,
+        keys: &KeyStore,
+        cfg: MatchConfig,
+        audit: &dyn VaultAudit,
+        actor: &str,
+    ) -> Result<(Vault, Mpi, f64), StoreError> {
+        let t = std::time::Instant::now();
+        let (mut vault, seen, index) = Vault::open_indexed(&dir.join(VAULT_FILE), keys, audit, actor, &view_of, true)?;
+        if let Some(mut index) = index {
+            // An index state that does not read (it is sealed, so only a bug could make one) is
+            // not trusted: the vault is opened again and the index rebuilt from the identities.
+            if let Ok(mut mpi) = Mpi::read_state(cfg, &mut index) {
+                let vault_s = t.elapsed().as_secs_f64();
+                for (id, person, view) in Self::current(&vault, seen)? {
+                    mpi.add_restored(id, person, view)?;
+                }
+                for e in &vault.log()[vault.snapshot_log_len()..] {
+                    mpi.replay(e.clone())?;
+                }
+                vault.note_index_from_snapshot();
+                return Ok((vault, mpi, vault_s));
+            }
+            let (vault, seen) = Vault::open_visiting(&dir.join(VAULT_FILE), keys, audit, actor, &view_of)?;
+            let vault_s = t.elapsed().as_secs_f64();
+            let mpi = Self::index(cfg, &vault, seen)?;
+            return Ok((vault, mpi, vault_s));
+        }
+        let vault_s = t.elapsed().as_secs_f64();
+        let mpi = Self::index(cfg, &vault, seen)?;
+        Ok((vault, mpi, vault_s))
+    }
+
+    /// The current version of each live record among those read, in record order.
+    fn current(
+        vault: &Vault,
+        mut seen: Vec<(u32, Option<Viewed>)>,
+    ) -> Result<Vec<(RecordId, PersonKey, MatchView)>, StoreError> {
         // Stable: of a record read twice (a later put replaced it), the later stays last.
         seen.sort_by_key(|e| e.0);
-        let mut out: Vec<(RecordId, PersonKey, MatchView)> = Vec::with_capacity(vault.len());
+        let mut out: Vec<(RecordId, PersonKey, MatchView)> = Vec::with_capacity(seen.len());
         let mut it = seen.into_iter().peekable();
         while let Some((r, v)) = it.next() {
             if it.peek().is_some_and(|n| n.0 == r) || !vault.records().contains(r) {
@@ -237,6 +272,13 @@ impl IdentityStore {
                 v.ok_or_else(|| StoreError::Stored { record: r, reason: "unreadable birth date or sex".into() })?;
             out.push((RecordId(r), person, view));
         }
+        Ok(out)
+    }
+
+    /// Rebuilds the index from the matching views made while the vault was read (the vault keeps
+    /// no identities in memory): the current version of each live record, in record order.
+    fn index(cfg: MatchConfig, vault: &Vault, seen: Vec<(u32, Option<Viewed>)>) -> Result<Mpi, StoreError> {
+        let out = Self::current(vault, seen)?;
         Ok(Mpi::restore_parts(cfg, vault.next_record(), vec![out], vault.log().iter().cloned())?)
     }
 
@@ -266,10 +308,9 @@ impl IdentityStore {
                 }
             }
             Refresh::Replaced => {
-                let (mut vault, seen) =
-                    Vault::open_visiting(&self.dir.join(VAULT_FILE), &self.keys, audit, actor, &view_of)?;
+                let (mut vault, mpi, _) = Self::open_parts(&self.dir, &self.keys, self.mpi.config(), audit, actor)?;
                 self.vault.pass_lock(&mut vault);
-                self.mpi = Self::index(self.mpi.config(), &vault, seen)?;
+                self.mpi = mpi;
                 self.vault = vault;
             }
         }
@@ -423,7 +464,9 @@ impl IdentityStore {
 
     /// Writes the vault's sealed snapshot now (see [`crate::vault::Vault::write_snapshot`]).
     pub fn snapshot(&mut self) -> Result<(), StoreError> {
-        self.vault.write_snapshot(&self.keys)?;
+        // With the index's state, in step with the vault here, so the next open reads it back.
+        let mpi = &self.mpi;
+        self.vault.write_snapshot_with_index(&self.keys, Some(&|w| mpi.write_state(w)))?;
         Ok(())
     }
 
@@ -780,6 +823,72 @@ mod tests {
         let r = s.register(&a, "op", &[input("p4", "佐藤花子", "さとう はなこ", "1985-01-02", "0")]).unwrap();
         assert_eq!(r[0].as_ref().unwrap().person.to_string(), before[0].1);
         assert_eq!(r[0].as_ref().unwrap().record, RecordId(3));
+    }
+
+    #[test]
+    fn p7_an_open_from_the_snapshots_index_state_answers_as_a_full_replay() {
+        use kiban_model::synth::SynthConfig;
+        let t = tempfile::tempdir().unwrap();
+        KeyStore::create(&t.path().join("keys")).unwrap();
+        let a = MemoryAudit::default();
+        let cfg = MatchConfig::default();
+        let synth = SynthConfig { patients: 900, ..Default::default() };
+        {
+            let mut s = open(t.path(), cfg, &a);
+            s.register(&a, "op", &crate::eval::synth_inputs(&synth, 0..400).0).unwrap();
+            let (p, q) = (s.mpi().person_of(RecordId(0)).unwrap(), s.mpi().person_of(RecordId(3)).unwrap());
+            let d = s.merge(&a, "op", q, p).unwrap();
+            s.erase_source(&a, "op", "P7 test", "prov-a", "dummy").unwrap();
+            s.register(&a, "op", &crate::eval::synth_inputs(&synth, 400..600).0).unwrap();
+            s.snapshot().unwrap();
+            // A tail after the snapshot: records and a decision.
+            s.register(&a, "op", &crate::eval::synth_inputs(&synth, 600..700).0).unwrap();
+            s.undo(&a, "op", d).unwrap();
+        }
+        let snap = crate::vault::snapshot_path(&t.path().join("identity").join(VAULT_FILE));
+        assert!(fs_len(&snap) > 0);
+        let state = |s: &IdentityStore| {
+            let n = s.mpi().record_count() as u32;
+            let persons: Vec<Option<PersonKey>> = (0..n).map(|r| s.mpi().person_of(RecordId(r))).collect();
+            (persons, s.review_queue(), s.mpi().decisions().to_vec())
+        };
+        let mut from_index = open(t.path(), cfg, &a);
+        assert_eq!(from_index.open_stats().snapshot, crate::vault::SnapshotUse::Used);
+        assert!(from_index.open_stats().index_from_snapshot, "the index was read, not rebuilt");
+        let want = state(&from_index);
+        let first = from_index.lookup_person(&a, "op", want.0[1].unwrap()).unwrap();
+        // The same vault without its snapshot, in another directory (the two stores then diverge).
+        let t2 = tempfile::tempdir().unwrap();
+        for sub in ["keys", "identity"] {
+            std::fs::create_dir_all(t2.path().join(sub)).unwrap();
+            for e in std::fs::read_dir(t.path().join(sub)).unwrap() {
+                let e = e.unwrap();
+                if e.path() != snap {
+                    std::fs::copy(e.path(), t2.path().join(sub).join(e.file_name())).unwrap();
+                }
+            }
+        }
+        let mut replayed = open(t2.path(), cfg, &a);
+        assert_eq!(replayed.open_stats().snapshot, crate::vault::SnapshotUse::Absent);
+        assert!(!replayed.open_stats().index_from_snapshot);
+        assert_eq!(state(&replayed), want);
+        assert_eq!(
+            replayed.lookup_person(&a, "op", want.0[1].unwrap()).unwrap(),
+            first,
+            "identities read from the snapshot"
+        );
+        // Both go on matching the same way.
+        let more = crate::eval::synth_inputs(&synth, 650..900).0;
+        let x = from_index.register(&a, "op", &more).unwrap();
+        let y = replayed.register(&a, "op", &more).unwrap();
+        let kinds = |v: Vec<Result<Registration, RecordError>>| -> Vec<std::mem::Discriminant<Outcome>> {
+            v.into_iter().map(|r| std::mem::discriminant(&r.unwrap().outcome)).collect()
+        };
+        assert_eq!(kinds(x), kinds(y));
+    }
+
+    fn fs_len(p: &Path) -> u64 {
+        std::fs::metadata(p).map_or(0, |m| m.len())
     }
 
     #[test]

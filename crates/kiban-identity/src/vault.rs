@@ -39,6 +39,13 @@ mod snapshot;
 
 use records::Place;
 pub use records::{Records, StoredRef, content_digest};
+pub use snapshot::IndexReader;
+
+/// Writes the caller's index state into a snapshot ([`Vault::write_snapshot_with_index`]).
+pub type IndexWriter<'a> = &'a dyn Fn(&mut dyn Write) -> std::io::Result<()>;
+
+/// An opened vault, what the visitor made per identity read, and the snapshot's index state if used.
+pub type Opened<'k, T> = (Vault, Vec<(u32, T)>, Option<IndexReader<'k>>);
 
 const AAD: &[u8] = b"kiban/vault/v2";
 /// Entries per sealed frame: keeps frames far below the 4 GiB a length prefix can say, and a
@@ -239,6 +246,8 @@ pub struct Vault {
     file: Option<fs::File>,
     /// The snapshot this handle read, open for on-demand reads of identities in its chunks.
     snap: Option<snapshot::Source>,
+    /// MPI log entries the snapshot read at open held (those after came from the file's tail).
+    snap_log_len: usize,
 }
 
 impl std::fmt::Debug for Vault {
@@ -268,6 +277,21 @@ impl Vault {
         actor: &str,
         visit: &(dyn Fn(&StoredRef<'_>) -> T + Sync),
     ) -> Result<(Self, Vec<(u32, T)>), VaultError> {
+        let (v, seen, _) = Self::open_indexed(path, keys, audit, actor, visit, false)?;
+        Ok((v, seen))
+    }
+
+    /// [`Vault::open_visiting`], and with `want_index`, when the snapshot holds an index state
+    /// (written by [`Vault::write_snapshot_with_index`]), that state to read instead: the snapshot's
+    /// identities are then not visited (only those appended after it are).
+    pub fn open_indexed<'k, T: Send>(
+        path: &Path,
+        keys: &'k KeyStore,
+        audit: &dyn VaultAudit,
+        actor: &str,
+        visit: &(dyn Fn(&StoredRef<'_>) -> T + Sync),
+        want_index: bool,
+    ) -> Result<Opened<'k, T>, VaultError> {
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent).map_err(io(parent))?;
         }
@@ -286,8 +310,10 @@ impl Vault {
             file_id: None,
             file: None,
             snap: None,
+            snap_log_len: 0,
         };
         let mut seen: Vec<(u32, T)> = vec![];
+        let mut index = None;
         // A snapshot covers a prefix of the file: it is used only when it opens with this key and its
         // bound digest is that of the file's prefix now; anything else is ignored and rebuilt. Only
         // the part of the file after it is read into memory.
@@ -297,15 +323,19 @@ impl Vault {
                 let meta = f.metadata().map_err(io(path))?;
                 v.file_id = file_id(&meta);
                 let mut base = 0u64;
-                match snapshot::load(&snapshot_path(path), keys, &mut f, meta.len(), visit) {
+                match snapshot::load(&snapshot_path(path), keys, &mut f, meta.len(), visit, want_index) {
                     Ok(Some(snap)) => {
                         base = snap.vault_len;
                         seen.reserve(snap.records.len());
                         for r in snap.records {
                             v.records.put(r.record, Place::Snap(r.chunk, r.offset), r.digest);
-                            seen.push((r.record, r.value));
+                            if let Some(value) = r.value {
+                                seen.push((r.record, value));
+                            }
                         }
+                        index = snap.index;
                         v.log = snap.log;
+                        v.snap_log_len = v.log.len();
                         v.next_record = snap.next_record;
                         v.digest = snap.hasher;
                         v.snap = Some(snap.source);
@@ -390,7 +420,7 @@ impl Vault {
             person: None,
             records: v.records.len(),
         })?;
-        Ok((v, seen))
+        Ok((v, seen, index))
     }
 
     /// Applies one entry found at `place` (`digest`: its identity's content digest, for a put).
@@ -754,18 +784,28 @@ impl Vault {
     /// Writes a sealed snapshot of the vault's state bound to the file's current length and digest
     /// (temporary file, then rename), so the next open replays only what is appended after it.
     pub fn write_snapshot(&mut self, keys: &KeyStore) -> Result<(), VaultError> {
+        self.write_snapshot_with_index(keys, None)
+    }
+
+    /// [`Vault::write_snapshot`] with the caller's index state (the MPI's, in step with this vault),
+    /// which [`Vault::open_indexed`] hands back so an open need not rebuild the index.
+    pub fn write_snapshot_with_index(
+        &mut self,
+        keys: &KeyStore,
+        index: Option<IndexWriter<'_>>,
+    ) -> Result<(), VaultError> {
         let own = self.held.is_none();
         if own {
             self.begin()?;
         }
-        let r = self.write_snapshot_locked(keys);
+        let r = self.write_snapshot_locked(keys, index);
         if own {
             self.end();
         }
         r
     }
 
-    fn write_snapshot_locked(&mut self, keys: &KeyStore) -> Result<(), VaultError> {
+    fn write_snapshot_locked(&mut self, keys: &KeyStore, index: Option<IndexWriter<'_>>) -> Result<(), VaultError> {
         let digest = *self.digest.finalize().as_bytes();
         let snap_path = snapshot_path(&self.path);
         let bound = snapshot::Bound { vault_len: self.valid_len, digest, next_record: self.next_record };
@@ -789,7 +829,15 @@ impl Vault {
         if in_buf > 0 {
             w.push(keys, &buf).map_err(io(&snap_path))?;
         }
-        let source = w.finish(keys, &self.log).map_err(io(&snap_path))?;
+        let mut places = Vec::with_capacity(moved.len() * 20);
+        for (r, p) in &moved {
+            let Place::Snap(c, off) = *p else { unreachable!("every record was just placed in a chunk") };
+            places.extend_from_slice(&r.to_le_bytes());
+            places.extend_from_slice(&c.to_le_bytes());
+            places.extend_from_slice(&off.to_le_bytes());
+            places.extend_from_slice(&self.records.digest(*r).unwrap_or(0).to_le_bytes());
+        }
+        let source = w.finish(keys, &self.log, &places, index).map_err(io(&snap_path))?;
         self.snap = Some(source);
         for (r, p) in moved {
             self.records.relocate(r, p);
@@ -798,9 +846,19 @@ impl Vault {
         Ok(())
     }
 
+    /// How many entries of [`Vault::log`] came from the snapshot at open (0 without one).
+    pub fn snapshot_log_len(&self) -> usize {
+        self.snap_log_len
+    }
+
     /// Entries appended (or replayed) since the last snapshot.
     pub fn since_snapshot(&self) -> usize {
         self.since_snapshot
+    }
+
+    /// Records that the index came from the snapshot's index state.
+    pub fn note_index_from_snapshot(&mut self) {
+        self.opened.index_from_snapshot = true;
     }
 
     /// Records the open's timings (the store measures both phases).
@@ -939,6 +997,8 @@ pub struct OpenStats {
     pub vault_seconds: f64,
     /// Seconds to rebuild the index from it (set by the identity store).
     pub index_seconds: f64,
+    /// The index was read from the snapshot's index state, not rebuilt (set by the identity store).
+    pub index_from_snapshot: bool,
 }
 
 /// The snapshot file beside a vault file (`vault.snap`).
