@@ -4,10 +4,11 @@
 //! Where things live (`<data-dir>/identity/`, read by this crate only):
 //! - `vault.kbv` — identities and the MPI log (review items, decisions, undos, erasures) in one
 //!   append-only sealed file ([`crate::vault`]), with `vault.snap`, its sealed snapshot, so an open
-//!   replays only the tail. The index itself is not stored: on open it is rebuilt from the
-//!   identities (each record with the person it was registered to) and the log is replayed in order
-//!   ([`Mpi::restore`]), so after a restart every lookup answers as before and every decision can
-//!   still be undone. Writes run under the vault's lock after catching up with other processes'
+//!   replays only the tail. The snapshot also holds the index's state ([`Mpi::write_state`]), so
+//!   an open reads it and applies only the records and log entries appended after it; without a
+//!   usable one the index is rebuilt from the identities (each record with the person it was
+//!   registered to) and the log replayed in order ([`Mpi::restore`]). Either way, after a restart
+//!   every lookup answers as before and every decision can still be undone. Writes run under the vault's lock after catching up with other processes'
 //!   writes, so the server and the CLI can both hold the store.
 //!
 //! Every operation takes the caller's [`VaultAudit`] hook and actor, so the CLI and the HTTP server

@@ -13,6 +13,11 @@
 //! Several processes may hold the vault open (`kiban serve` and the CLI): `<vault>.lock` is taken
 //! only for the length of a write, and a handle first reads what others appended since
 //! ([`Vault::refresh`]); a rewrite by compaction is noticed by the file's identity and means reopen.
+//! The identities are not kept in memory: per record only its place (a snapshot chunk and offset,
+//! or a frame's file offset and slot) and a digest of its canonical fields ([`Records`]); a read
+//! decrypts the chunks or frames holding what was asked, each once, through the handle's open files
+//! (so another process's snapshot or compaction never moves them under it).
+//!
 //! `vault.snap` ([`snapshot`]) is a sealed copy of the state as of a prefix of the file, bound to
 //! that prefix's length and BLAKE3 digest: an open uses it only when it still matches, then
 //! replays only the frames after it; a snapshot that does not open, does not match or is damaged is
@@ -56,7 +61,7 @@ const FRAME_ENTRIES: usize = 20_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum VaultAction {
-    /// The vault was opened (all entries decrypted into memory).
+    /// The vault was opened.
     Open,
     /// Identities were written.
     Write,

@@ -127,10 +127,18 @@ impl Mpi {
         for c in self.chains() {
             w.write_all(&(c.prev.len() as u64).to_le_bytes())?;
             u32s(w, &c.prev)?;
-            w.write_all(&(c.head.keys.len() as u64).to_le_bytes())?;
-            w.write_all(&(c.head.len as u64).to_le_bytes())?;
-            u64s(w, c.head.keys.iter().copied())?;
-            u32s(w, &c.head.vals)?;
+            // The head table as sized for its entries now: grown by doubling it may be half empty,
+            // and the reader takes it as it is (no re-hashing at open).
+            let mut packed = HeadMap::with_capacity(c.head.len);
+            for (k, v) in c.head.keys.iter().zip(&c.head.vals) {
+                if *k != super::NONE {
+                    packed.insert(*k, *v);
+                }
+            }
+            w.write_all(&(packed.keys.len() as u64).to_le_bytes())?;
+            w.write_all(&(packed.len as u64).to_le_bytes())?;
+            u64s(w, packed.keys.iter().copied())?;
+            u32s(w, &packed.vals)?;
         }
         w.write_all(&(self.persons.len() as u64).to_le_bytes())?;
         let mut buf = Vec::with_capacity(1 << 17);
