@@ -322,9 +322,8 @@ impl Vault {
         // A snapshot covers a prefix of the file: it is used only when it opens with this key and its
         // bound digest is that of the file's prefix now; anything else is ignored and rebuilt. Only
         // the part of the file after it is read into memory.
-        let (base, bytes) = match fs::File::open(path) {
+        let (base, file_len) = match fs::File::open(path) {
             Ok(mut f) => {
-                use std::io::{Read, Seek};
                 let meta = f.metadata().map_err(io(path))?;
                 v.file_id = file_id(&meta);
                 let mut base = 0u64;
@@ -349,25 +348,29 @@ impl Vault {
                     Ok(None) => v.opened.snapshot = SnapshotUse::Absent,
                     Err(reason) => v.opened.snapshot = SnapshotUse::Ignored(reason),
                 }
-                f.seek(std::io::SeekFrom::Start(base)).map_err(io(path))?;
-                let mut b = Vec::with_capacity(meta.len().saturating_sub(base) as usize);
-                f.read_to_end(&mut b).map_err(io(path))?;
                 v.file = Some(f);
-                (base, b)
+                (base, meta.len())
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (0, vec![]),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (0, 0),
             Err(e) => return Err(VaultError::Io { path: path.to_path_buf(), source: e }),
         };
-        // Frame boundaries first (cheap), then decrypt and parse frames on all cores, then apply in order.
-        let mut frames = vec![];
-        let mut pos = 0usize;
-        while pos + 4 <= bytes.len() {
-            let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().expect("4 bytes")) as usize;
-            if pos + 4 + len > bytes.len() {
-                break; // torn tail
+        // Frame boundaries first (the length prefixes only), then the frames a batch at a time:
+        // read, decrypted and parsed on all cores, applied in order and dropped, so memory stays
+        // near one batch of frames however long the tail is.
+        use std::os::unix::fs::FileExt;
+        let mut frames: Vec<(u64, usize)> = vec![];
+        let mut pos = base;
+        if let Some(f) = &v.file {
+            let mut n = [0u8; 4];
+            while pos + 4 <= file_len {
+                f.read_exact_at(&mut n, pos).map_err(io(path))?;
+                let len = u32::from_le_bytes(n) as u64;
+                if pos + 4 + len > file_len {
+                    break; // torn tail
+                }
+                frames.push((pos, len as usize));
+                pos += 4 + len;
             }
-            frames.push((base + pos as u64, &bytes[pos + 4..pos + 4 + len]));
-            pos += 4 + len;
         }
         type Decoded<T> = Vec<(VaultEntry, Option<(u64, T)>)>;
         let decode = |index: usize, frame: &[u8]| -> Result<Decoded<T>, VaultError> {
@@ -388,36 +391,44 @@ impl Vault {
                 .collect())
         };
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
-        let per = frames.len().div_ceil(threads).max(1);
-        let decoded: Vec<Result<Decoded<T>, VaultError>> = std::thread::scope(|sc| {
-            let handles: Vec<_> = frames
-                .chunks(per)
-                .enumerate()
-                .map(|(c, chunk)| {
-                    let decode = &decode;
-                    sc.spawn(move || {
-                        chunk.iter().enumerate().map(|(i, f)| decode(c * per + i, f.1)).collect::<Vec<_>>()
+        let per_batch = threads * 2;
+        for (bi, batch) in frames.chunks(per_batch).enumerate() {
+            let f = v.file.as_ref().expect("frames come from the open file");
+            let mut raw = Vec::with_capacity(batch.len());
+            for &(at, len) in batch {
+                let mut b = vec![0u8; 4 + len];
+                f.read_exact_at(&mut b, at).map_err(io(path))?;
+                v.digest.update(&b);
+                raw.push(b);
+            }
+            let decoded: Vec<Result<Decoded<T>, VaultError>> = std::thread::scope(|sc| {
+                let handles: Vec<_> = raw
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| {
+                        let decode = &decode;
+                        sc.spawn(move || decode(bi * per_batch + i, &b[4..]))
                     })
-                })
-                .collect();
-            handles.into_iter().flat_map(|h| h.join().expect("vault decoder thread")).collect()
-        });
-        for (entries, (at, _)) in decoded.into_iter().zip(&frames) {
-            for (slot, (e, made)) in entries?.into_iter().enumerate() {
-                let digest = match (&e, made) {
-                    (VaultEntry::Put(s), Some((d, t))) => {
-                        seen.push((s.record, t));
-                        d
-                    }
-                    _ => 0,
-                };
-                v.apply(e, Place::Frame(*at, slot as u32), digest);
-                v.since_snapshot += 1;
+                    .collect();
+                handles.into_iter().map(|h| h.join().expect("vault decoder thread")).collect()
+            });
+            drop(raw);
+            for (entries, (at, _)) in decoded.into_iter().zip(batch) {
+                for (slot, (e, made)) in entries?.into_iter().enumerate() {
+                    let digest = match (&e, made) {
+                        (VaultEntry::Put(s), Some((d, t))) => {
+                            seen.push((s.record, t));
+                            d
+                        }
+                        _ => 0,
+                    };
+                    v.apply(e, Place::Frame(*at, slot as u32), digest);
+                    v.since_snapshot += 1;
+                }
             }
         }
         v.opened.tail_entries = v.since_snapshot;
-        v.digest.update(&bytes[..pos]);
-        v.valid_len = base + pos as u64;
+        v.valid_len = pos;
         audit.record(&VaultEvent {
             action: VaultAction::Open,
             actor,
