@@ -28,6 +28,8 @@ use crate::identity::{Identity, IdentityInput, RecordError};
 use crate::normalize::UNKNOWN;
 use crate::vault::{StoredIdentity, StoredRef};
 
+mod state;
+
 /// Agreement and disagreement weights (log2 m/u) per field.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Weights {

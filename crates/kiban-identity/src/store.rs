@@ -4,16 +4,18 @@
 //! Where things live (`<data-dir>/identity/`, read by this crate only):
 //! - `vault.kbv` — identities and the MPI log (review items, decisions, undos, erasures) in one
 //!   append-only sealed file ([`crate::vault`]), with `vault.snap`, its sealed snapshot, so an open
-//!   replays only the tail. The index itself is not stored: on open it is rebuilt from the
-//!   identities (each record with the person it was registered to) and the log is replayed in order
-//!   ([`Mpi::restore`]), so after a restart every lookup answers as before and every decision can
-//!   still be undone. Writes run under the vault's lock after catching up with other processes'
+//!   replays only the tail. The snapshot also holds the index's state ([`Mpi::write_state`]), so
+//!   an open reads it and applies only the records and log entries appended after it; without a
+//!   usable one the index is rebuilt from the identities (each record with the person it was
+//!   registered to) and the log replayed in order ([`Mpi::restore`]). Either way, after a restart
+//!   every lookup answers as before and every decision can still be undone. Writes run under the vault's lock after catching up with other processes'
 //!   writes, so the server and the CLI can both hold the store.
 //!
 //! Every operation takes the caller's [`VaultAudit`] hook and actor, so the CLI and the HTTP server
 //! record who did it; events name person keys and counts only. A write that fails half-way leaves
 //! the in-memory index ahead of the file: the store then refuses further work until reopened.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use kiban_model::id::PersonKey;
@@ -27,10 +29,22 @@ use crate::mpi::{
 };
 use crate::normalize::FieldError;
 use crate::vault::{
-    AuditFailed, Refresh, StoredIdentity, Vault, VaultAction, VaultAudit, VaultEntry, VaultError, VaultEvent,
+    AuditFailed, Refresh, StoredIdentity, StoredRef, Vault, VaultAction, VaultAudit, VaultEntry, VaultError,
+    VaultEvent, content_digest,
 };
 
 pub mod public_expense;
+
+/// What the index keeps of a stored identity: its registered person and matching view (`None` if
+/// its birth date or sex does not read).
+type Viewed = (PersonKey, MatchView);
+
+/// A person's ID1 and ID2 linkage keys (or why each could not be made).
+type LinkageKeys = (Result<String, FieldError>, Option<Result<String, FieldError>>);
+
+fn view_of(s: &StoredRef<'_>) -> Option<Viewed> {
+    MatchView::of_stored_ref(s).map(|v| (PersonKey::from_u64(s.person), v))
+}
 
 /// The vault file's name inside the identity directory.
 pub const VAULT_FILE: &str = "vault.kbv";
@@ -203,42 +217,72 @@ impl IdentityStore {
         actor: &str,
     ) -> Result<IdentityStore, StoreError> {
         let t = std::time::Instant::now();
-        let mut vault = Vault::open(&dir.join(VAULT_FILE), &keys, audit, actor)?;
-        let vault_s = t.elapsed().as_secs_f64();
-        let t = std::time::Instant::now();
-        let mpi = Self::index(cfg, &vault)?;
-        vault.note_open_times(vault_s, t.elapsed().as_secs_f64());
+        let (mut vault, mpi, vault_s) = Self::open_parts(dir, &keys, cfg, audit, actor)?;
+        vault.note_open_times(vault_s, t.elapsed().as_secs_f64() - vault_s);
         Ok(IdentityStore { dir: dir.to_path_buf(), keys, vault, mpi, poisoned: false })
     }
 
-    /// Rebuilds the index from an opened vault.
-    fn index(cfg: MatchConfig, vault: &Vault) -> Result<Mpi, StoreError> {
-        // Stored identities are canonical already: the matching view is rebuilt without re-parsing,
-        // on all cores (the index itself is then built in record order).
-        let all = vault.records();
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
-        let per = all.id_bound().div_ceil(threads).max(1);
-        type Viewed = Result<Vec<(RecordId, PersonKey, MatchView)>, StoreError>;
-        let parts: Vec<Viewed> = std::thread::scope(|sc| {
-            let handles: Vec<_> = (0..threads)
-                .map(|t| {
-                    sc.spawn(move || {
-                        all.range(t * per..(t + 1) * per)
-                            .map(|s| {
-                                let view = MatchView::of_stored_ref(&s).ok_or_else(|| StoreError::Stored {
-                                    record: s.record,
-                                    reason: "unreadable birth date or sex".into(),
-                                })?;
-                                Ok((RecordId(s.record), PersonKey::from_u64(s.person), view))
-                            })
-                            .collect::<Viewed>()
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().expect("index thread")).collect()
-        });
-        let parts = parts.into_iter().collect::<Result<Vec<_>, _>>()?;
-        Ok(Mpi::restore_parts(cfg, vault.next_record(), parts, vault.log().iter().cloned())?)
+    /// Opens the vault and its index: from the snapshot's index state when it has one (then only the
+    /// records and log entries appended after it are applied), else rebuilt from every identity.
+    /// Also returns the seconds the vault took.
+    fn open_parts(
+        dir: &Path,
+        keys: &KeyStore,
+        cfg: MatchConfig,
+        audit: &dyn VaultAudit,
+        actor: &str,
+    ) -> Result<(Vault, Mpi, f64), StoreError> {
+        let t = std::time::Instant::now();
+        let (mut vault, seen, index) = Vault::open_indexed(&dir.join(VAULT_FILE), keys, audit, actor, &view_of, true)?;
+        if let Some(mut index) = index {
+            // An index state that does not read (it is sealed, so only a bug could make one) is
+            // not trusted: the vault is opened again and the index rebuilt from the identities.
+            if let Ok(mut mpi) = Mpi::read_state(cfg, &mut index) {
+                let vault_s = t.elapsed().as_secs_f64();
+                for (id, person, view) in Self::current(&vault, seen)? {
+                    mpi.add_restored(id, person, view)?;
+                }
+                for e in &vault.log()[vault.snapshot_log_len()..] {
+                    mpi.replay(e.clone())?;
+                }
+                vault.note_index_from_snapshot();
+                return Ok((vault, mpi, vault_s));
+            }
+            let (vault, seen) = Vault::open_visiting(&dir.join(VAULT_FILE), keys, audit, actor, &view_of)?;
+            let vault_s = t.elapsed().as_secs_f64();
+            let mpi = Self::index(cfg, &vault, seen)?;
+            return Ok((vault, mpi, vault_s));
+        }
+        let vault_s = t.elapsed().as_secs_f64();
+        let mpi = Self::index(cfg, &vault, seen)?;
+        Ok((vault, mpi, vault_s))
+    }
+
+    /// The current version of each live record among those read, in record order.
+    fn current(
+        vault: &Vault,
+        mut seen: Vec<(u32, Option<Viewed>)>,
+    ) -> Result<Vec<(RecordId, PersonKey, MatchView)>, StoreError> {
+        // Stable: of a record read twice (a later put replaced it), the later stays last.
+        seen.sort_by_key(|e| e.0);
+        let mut out: Vec<(RecordId, PersonKey, MatchView)> = Vec::with_capacity(seen.len());
+        let mut it = seen.into_iter().peekable();
+        while let Some((r, v)) = it.next() {
+            if it.peek().is_some_and(|n| n.0 == r) || !vault.records().contains(r) {
+                continue;
+            }
+            let (person, view) =
+                v.ok_or_else(|| StoreError::Stored { record: r, reason: "unreadable birth date or sex".into() })?;
+            out.push((RecordId(r), person, view));
+        }
+        Ok(out)
+    }
+
+    /// Rebuilds the index from the matching views made while the vault was read (the vault keeps
+    /// no identities in memory): the current version of each live record, in record order.
+    fn index(cfg: MatchConfig, vault: &Vault, seen: Vec<(u32, Option<Viewed>)>) -> Result<Mpi, StoreError> {
+        let out = Self::current(vault, seen)?;
+        Ok(Mpi::restore_parts(cfg, vault.next_record(), vec![out], vault.log().iter().cloned())?)
     }
 
     /// Catches up with what other processes wrote to the vault since this one last read it (the
@@ -267,9 +311,9 @@ impl IdentityStore {
                 }
             }
             Refresh::Replaced => {
-                let mut vault = Vault::open(&self.dir.join(VAULT_FILE), &self.keys, audit, actor)?;
+                let (mut vault, mpi, _) = Self::open_parts(&self.dir, &self.keys, self.mpi.config(), audit, actor)?;
                 self.vault.pass_lock(&mut vault);
-                self.mpi = Self::index(self.mpi.config(), &vault)?;
+                self.mpi = mpi;
                 self.vault = vault;
             }
         }
@@ -323,12 +367,15 @@ impl IdentityStore {
                 match p {
                     Err(e) => out.push(Err(e.clone())),
                     Ok(id) => {
-                        let same =
-                            s.mpi.lookup(id.provider.as_str(), id.patient.as_str()).into_iter().rev().find(|(r, p)| {
-                                s.vault.records().get(r.0).is_some_and(|st| {
-                                    st.same_as(&StoredIdentity::new(*r, PersonKey::from_u64(st.person), id))
-                                }) && p.as_u64() != 0
-                            });
+                        // Compared by the digest of the canonical fields kept per record: no vault read.
+                        let digest =
+                            content_digest(&StoredIdentity::new(RecordId(0), PersonKey::from_u64(0), id).as_ref());
+                        let same = s
+                            .mpi
+                            .lookup(id.provider.as_str(), id.patient.as_str())
+                            .into_iter()
+                            .rev()
+                            .find(|(r, p)| s.vault.records().digest(r.0) == Some(digest) && p.as_u64() != 0);
                         match same {
                             Some((_, person)) => out.push(Ok(person)),
                             None => {
@@ -385,6 +432,17 @@ impl IdentityStore {
         self.txn(audit, actor, |s| s.undo_locked(audit, actor, decision))
     }
 
+    /// The (provider, patient id) pairs the given identity records were submitted under, read from
+    /// the sealed files (identities are not kept in memory); callers record their own audit entry.
+    pub(crate) fn sources_of(&self, records: &[RecordId]) -> Result<Vec<(String, String)>, StoreError> {
+        let mut out = Vec::with_capacity(records.len());
+        self.vault.visit_records(&self.keys, records.iter().map(|r| r.0), &mut |s| {
+            out.push((s.provider().to_owned(), s.patient().to_owned()));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
     /// Erases every identity of a person (P7) from the vault file and the index.
     pub fn erase_person(
         &mut self,
@@ -420,7 +478,9 @@ impl IdentityStore {
 
     /// Writes the vault's sealed snapshot now (see [`crate::vault::Vault::write_snapshot`]).
     pub fn snapshot(&mut self) -> Result<(), StoreError> {
-        self.vault.write_snapshot(&self.keys)?;
+        // With the index's state, in step with the vault here, so the next open reads it back.
+        let mpi = &self.mpi;
+        self.vault.write_snapshot_with_index(&self.keys, Some(&|w| mpi.write_state(w)))?;
         Ok(())
     }
 
@@ -498,7 +558,7 @@ impl IdentityStore {
         let hits = self.mpi.lookup(provider, patient);
         let ids: Vec<RecordId> = hits.iter().map(|h| h.0).collect();
         let person = hits.first().map(|h| h.1);
-        Ok(self.views(self.vault.read_records(audit, actor, "lookup", person, &ids)?))
+        Ok(self.views(self.vault.read_records(&self.keys, audit, actor, "lookup", person, &ids)?))
     }
 
     /// The current person key of each of a provider's patient ids (the most recent live record's
@@ -529,7 +589,7 @@ impl IdentityStore {
             return Err(StoreError::UnknownPerson(person));
         }
         let ids = self.mpi.records_of(person).to_vec();
-        Ok(self.views(self.vault.read_records(audit, actor, "lookup", Some(person), &ids)?))
+        Ok(self.views(self.vault.read_records(&self.keys, audit, actor, "lookup", Some(person), &ids)?))
     }
 
     /// Open review items (record ids, person keys and scores only: no identities, no vault read).
@@ -542,7 +602,7 @@ impl IdentityStore {
         let it = self.mpi.review(item).ok_or(MpiError::UnknownItem(item))?.clone();
         let mut ids = vec![it.record];
         ids.extend_from_slice(self.mpi.records_of(it.candidate));
-        let recs = self.views(self.vault.read_records(audit, actor, "review", Some(it.candidate), &ids)?);
+        let recs = self.views(self.vault.read_records(&self.keys, audit, actor, "review", Some(it.candidate), &ids)?);
         let (record, candidate) = recs.into_iter().partition(|r| r.record == it.record.0);
         Ok(ReviewView { item: it, record, candidate })
     }
@@ -622,9 +682,7 @@ impl IdentityStore {
         self.live()?;
         let records = self.mpi.records_of(person).to_vec();
         // The person's 公費 numbers go with its identities (P7).
-        let sources: Vec<(String, String)> = (records.iter().filter_map(|r| self.vault.records().get(r.0)))
-            .map(|s| (s.provider().to_owned(), s.patient().to_owned()))
-            .collect();
+        let sources = self.sources_of(&records)?;
         public_expense::erase_sources(&self.dir, &self.keys, &sources)?;
         let n = self
             .vault
@@ -680,14 +738,25 @@ impl IdentityStore {
                 &all
             }
         };
-        let mut rows = Vec::with_capacity(persons.len());
-        for &person in persons {
-            let Some(first) = self.mpi.records_of(person).iter().min() else { continue };
-            let Some(stored) = self.vault.records().get(first.0).map(|s| s.to_owned()) else { continue };
-            let id = Identity::parse(&stored.to_input())
-                .map_err(|e| StoreError::Stored { record: stored.record, reason: e.to_string() })?;
-            let id1 = keyer.id1(&id.kana, id.birth, id.sex).map(|k| k.to_string());
-            let id2 = id.card.as_ref().map(|c| keyer.id2(c, id.birth, id.sex).map(|k| k.to_string()));
+        // Each person's first live record, all read in one pass over the sealed files.
+        let firsts: Vec<(PersonKey, RecordId)> =
+            persons.iter().filter_map(|&p| self.mpi.records_of(p).iter().min().map(|r| (p, *r))).collect();
+        let mut made: HashMap<u32, Result<LinkageKeys, StoreError>> = HashMap::with_capacity(firsts.len());
+        self.vault.visit_records(&self.keys, firsts.iter().map(|f| f.1.0), &mut |stored| {
+            let keys = Identity::parse(&stored.to_owned().to_input())
+                .map_err(|e| StoreError::Stored { record: stored.record, reason: e.to_string() })
+                .map(|id| {
+                    let id1 = keyer.id1(&id.kana, id.birth, id.sex).map(|k| k.to_string());
+                    let id2 = id.card.as_ref().map(|c| keyer.id2(c, id.birth, id.sex).map(|k| k.to_string()));
+                    (id1, id2)
+                });
+            made.insert(stored.record, keys);
+            Ok(())
+        })?;
+        let mut rows = Vec::with_capacity(firsts.len());
+        for (person, first) in firsts {
+            let Some(keys) = made.remove(&first.0) else { continue };
+            let (id1, id2) = keys?;
             rows.push(LinkageRow { person, id1, id2 });
         }
         let purpose =
@@ -772,6 +841,72 @@ mod tests {
         let r = s.register(&a, "op", &[input("p4", "佐藤花子", "さとう はなこ", "1985-01-02", "0")]).unwrap();
         assert_eq!(r[0].as_ref().unwrap().person.to_string(), before[0].1);
         assert_eq!(r[0].as_ref().unwrap().record, RecordId(3));
+    }
+
+    #[test]
+    fn p7_an_open_from_the_snapshots_index_state_answers_as_a_full_replay() {
+        use kiban_model::synth::SynthConfig;
+        let t = tempfile::tempdir().unwrap();
+        KeyStore::create(&t.path().join("keys")).unwrap();
+        let a = MemoryAudit::default();
+        let cfg = MatchConfig::default();
+        let synth = SynthConfig { patients: 900, ..Default::default() };
+        {
+            let mut s = open(t.path(), cfg, &a);
+            s.register(&a, "op", &crate::eval::synth_inputs(&synth, 0..400).0).unwrap();
+            let (p, q) = (s.mpi().person_of(RecordId(0)).unwrap(), s.mpi().person_of(RecordId(3)).unwrap());
+            let d = s.merge(&a, "op", q, p).unwrap();
+            s.erase_source(&a, "op", "P7 test", "prov-a", "dummy").unwrap();
+            s.register(&a, "op", &crate::eval::synth_inputs(&synth, 400..600).0).unwrap();
+            s.snapshot().unwrap();
+            // A tail after the snapshot: records and a decision.
+            s.register(&a, "op", &crate::eval::synth_inputs(&synth, 600..700).0).unwrap();
+            s.undo(&a, "op", d).unwrap();
+        }
+        let snap = crate::vault::snapshot_path(&t.path().join("identity").join(VAULT_FILE));
+        assert!(fs_len(&snap) > 0);
+        let state = |s: &IdentityStore| {
+            let n = s.mpi().record_count() as u32;
+            let persons: Vec<Option<PersonKey>> = (0..n).map(|r| s.mpi().person_of(RecordId(r))).collect();
+            (persons, s.review_queue(), s.mpi().decisions().to_vec())
+        };
+        let mut from_index = open(t.path(), cfg, &a);
+        assert_eq!(from_index.open_stats().snapshot, crate::vault::SnapshotUse::Used);
+        assert!(from_index.open_stats().index_from_snapshot, "the index was read, not rebuilt");
+        let want = state(&from_index);
+        let first = from_index.lookup_person(&a, "op", want.0[1].unwrap()).unwrap();
+        // The same vault without its snapshot, in another directory (the two stores then diverge).
+        let t2 = tempfile::tempdir().unwrap();
+        for sub in ["keys", "identity"] {
+            std::fs::create_dir_all(t2.path().join(sub)).unwrap();
+            for e in std::fs::read_dir(t.path().join(sub)).unwrap() {
+                let e = e.unwrap();
+                if e.path() != snap {
+                    std::fs::copy(e.path(), t2.path().join(sub).join(e.file_name())).unwrap();
+                }
+            }
+        }
+        let mut replayed = open(t2.path(), cfg, &a);
+        assert_eq!(replayed.open_stats().snapshot, crate::vault::SnapshotUse::Absent);
+        assert!(!replayed.open_stats().index_from_snapshot);
+        assert_eq!(state(&replayed), want);
+        assert_eq!(
+            replayed.lookup_person(&a, "op", want.0[1].unwrap()).unwrap(),
+            first,
+            "identities read from the snapshot"
+        );
+        // Both go on matching the same way.
+        let more = crate::eval::synth_inputs(&synth, 650..900).0;
+        let x = from_index.register(&a, "op", &more).unwrap();
+        let y = replayed.register(&a, "op", &more).unwrap();
+        let kinds = |v: Vec<Result<Registration, RecordError>>| -> Vec<std::mem::Discriminant<Outcome>> {
+            v.into_iter().map(|r| std::mem::discriminant(&r.unwrap().outcome)).collect()
+        };
+        assert_eq!(kinds(x), kinds(y));
+    }
+
+    fn fs_len(p: &Path) -> u64 {
+        std::fs::metadata(p).map_or(0, |m| m.len())
     }
 
     #[test]

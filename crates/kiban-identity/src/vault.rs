@@ -13,6 +13,11 @@
 //! Several processes may hold the vault open (`kiban serve` and the CLI): `<vault>.lock` is taken
 //! only for the length of a write, and a handle first reads what others appended since
 //! ([`Vault::refresh`]); a rewrite by compaction is noticed by the file's identity and means reopen.
+//! The identities are not kept in memory: per record only its place (a snapshot chunk and offset,
+//! or a frame's file offset and slot) and a digest of its canonical fields ([`Records`]); a read
+//! decrypts the chunks or frames holding what was asked, each once, through the handle's open files
+//! (so another process's snapshot or compaction never moves them under it).
+//!
 //! `vault.snap` ([`snapshot`]) is a sealed copy of the state as of a prefix of the file, bound to
 //! that prefix's length and BLAKE3 digest: an open uses it only when it still matches, then
 //! replays only the frames after it; a snapshot that does not open, does not match or is damaged is
@@ -37,7 +42,15 @@ use crate::normalize::NORMALIZATION_VERSION;
 mod records;
 mod snapshot;
 
-pub use records::{Records, StoredRef};
+use records::Place;
+pub use records::{Records, StoredRef, content_digest};
+pub use snapshot::IndexReader;
+
+/// Writes the caller's index state into a snapshot ([`Vault::write_snapshot_with_index`]).
+pub type IndexWriter<'a> = &'a dyn Fn(&mut dyn Write) -> std::io::Result<()>;
+
+/// An opened vault, what the visitor made per identity read, and the snapshot's index state if used.
+pub type Opened<'k, T> = (Vault, Vec<(u32, T)>, Option<IndexReader<'k>>);
 
 const AAD: &[u8] = b"kiban/vault/v2";
 /// Entries per sealed frame: keeps frames far below the 4 GiB a length prefix can say, and a
@@ -48,7 +61,7 @@ const FRAME_ENTRIES: usize = 20_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum VaultAction {
-    /// The vault was opened (all entries decrypted into memory).
+    /// The vault was opened.
     Open,
     /// Identities were written.
     Write,
@@ -203,6 +216,14 @@ pub enum VaultError {
     /// The audit hook failed; the access was not done.
     #[error(transparent)]
     Audit(#[from] AuditFailed),
+    /// An identity could not be read back from where the vault last saw it (damage since open).
+    #[error("vault identity at {at} could not be read: {reason}")]
+    Unreadable {
+        /// File offset (0 for a snapshot chunk).
+        at: u64,
+        /// Cause.
+        reason: String,
+    },
 }
 
 /// The opened vault: live identities by record id and the MPI log, in file order.
@@ -226,6 +247,12 @@ pub struct Vault {
     held: Option<fs::File>,
     /// Device and inode of the file read, to notice a rewrite by another process.
     file_id: Option<(u64, u64)>,
+    /// The vault file open for on-demand reads of identities in its frames.
+    file: Option<fs::File>,
+    /// The snapshot this handle read, open for on-demand reads of identities in its chunks.
+    snap: Option<snapshot::Source>,
+    /// MPI log entries the snapshot read at open held (those after came from the file's tail).
+    snap_log_len: usize,
 }
 
 impl std::fmt::Debug for Vault {
@@ -241,6 +268,35 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> VaultError + '_ {
 impl Vault {
     /// Opens (or creates) the vault at `path`, decrypting it with `keys`; the open is audited.
     pub fn open(path: &Path, keys: &KeyStore, audit: &dyn VaultAudit, actor: &str) -> Result<Self, VaultError> {
+        Ok(Self::open_visiting(path, keys, audit, actor, &|_| ())?.0)
+    }
+
+    /// Opens the vault and hands every identity read on the way to `visit` (on the thread that
+    /// decrypted it), returning what it made per record, in the order read (a record may come more
+    /// than once: the last one is current; erased ones come too — check [`Records::contains`]).
+    /// The identities themselves are not kept: only where each one is.
+    pub fn open_visiting<T: Send>(
+        path: &Path,
+        keys: &KeyStore,
+        audit: &dyn VaultAudit,
+        actor: &str,
+        visit: &(dyn Fn(&StoredRef<'_>) -> T + Sync),
+    ) -> Result<(Self, Vec<(u32, T)>), VaultError> {
+        let (v, seen, _) = Self::open_indexed(path, keys, audit, actor, visit, false)?;
+        Ok((v, seen))
+    }
+
+    /// [`Vault::open_visiting`], and with `want_index`, when the snapshot holds an index state
+    /// (written by [`Vault::write_snapshot_with_index`]), that state to read instead: the snapshot's
+    /// identities are then not visited (only those appended after it are).
+    pub fn open_indexed<'k, T: Send>(
+        path: &Path,
+        keys: &'k KeyStore,
+        audit: &dyn VaultAudit,
+        actor: &str,
+        visit: &(dyn Fn(&StoredRef<'_>) -> T + Sync),
+        want_index: bool,
+    ) -> Result<Opened<'k, T>, VaultError> {
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent).map_err(io(parent))?;
         }
@@ -257,72 +313,122 @@ impl Vault {
             lock_path,
             held: None,
             file_id: None,
+            file: None,
+            snap: None,
+            snap_log_len: 0,
         };
+        let mut seen: Vec<(u32, T)> = vec![];
+        let mut index = None;
         // A snapshot covers a prefix of the file: it is used only when it opens with this key and its
         // bound digest is that of the file's prefix now; anything else is ignored and rebuilt. Only
         // the part of the file after it is read into memory.
-        let (base, bytes) = match fs::File::open(path) {
+        let (base, file_len) = match fs::File::open(path) {
             Ok(mut f) => {
-                use std::io::{Read, Seek};
                 let meta = f.metadata().map_err(io(path))?;
                 v.file_id = file_id(&meta);
                 let mut base = 0u64;
-                match snapshot::load(&snapshot_path(path), keys, &mut f, meta.len()) {
+                match snapshot::load(&snapshot_path(path), keys, &mut f, meta.len(), visit, want_index) {
                     Ok(Some(snap)) => {
                         base = snap.vault_len;
-                        v.records = snap.records;
+                        seen.reserve(snap.records.len());
+                        for r in snap.records {
+                            v.records.put(r.record, Place::Snap(r.chunk, r.offset), r.digest);
+                            if let Some(value) = r.value {
+                                seen.push((r.record, value));
+                            }
+                        }
+                        index = snap.index;
                         v.log = snap.log;
+                        v.snap_log_len = v.log.len();
                         v.next_record = snap.next_record;
                         v.digest = snap.hasher;
+                        v.snap = Some(snap.source);
                         v.opened.snapshot = SnapshotUse::Used;
                     }
                     Ok(None) => v.opened.snapshot = SnapshotUse::Absent,
                     Err(reason) => v.opened.snapshot = SnapshotUse::Ignored(reason),
                 }
-                f.seek(std::io::SeekFrom::Start(base)).map_err(io(path))?;
-                let mut b = Vec::with_capacity(meta.len().saturating_sub(base) as usize);
-                f.read_to_end(&mut b).map_err(io(path))?;
-                (base, b)
+                v.file = Some(f);
+                (base, meta.len())
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (0, vec![]),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (0, 0),
             Err(e) => return Err(VaultError::Io { path: path.to_path_buf(), source: e }),
         };
-        // Frame boundaries first (cheap), then decrypt and parse frames on all cores, then apply in order.
-        let mut frames = vec![];
-        let mut pos = 0usize;
-        while pos + 4 <= bytes.len() {
-            let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().expect("4 bytes")) as usize;
-            if pos + 4 + len > bytes.len() {
-                break; // torn tail
+        // Frame boundaries first (the length prefixes only), then the frames a batch at a time:
+        // read, decrypted and parsed on all cores, applied in order and dropped, so memory stays
+        // near one batch of frames however long the tail is.
+        use std::os::unix::fs::FileExt;
+        let mut frames: Vec<(u64, usize)> = vec![];
+        let mut pos = base;
+        if let Some(f) = &v.file {
+            let mut n = [0u8; 4];
+            while pos + 4 <= file_len {
+                f.read_exact_at(&mut n, pos).map_err(io(path))?;
+                let len = u32::from_le_bytes(n) as u64;
+                if pos + 4 + len > file_len {
+                    break; // torn tail
+                }
+                frames.push((pos, len as usize));
+                pos += 4 + len;
             }
-            frames.push(&bytes[pos + 4..pos + 4 + len]);
-            pos += 4 + len;
         }
-        let decode = |index: usize, frame: &[u8]| -> Result<Vec<VaultEntry>, VaultError> {
+        type Decoded<T> = Vec<(VaultEntry, Option<(u64, T)>)>;
+        let decode = |index: usize, frame: &[u8]| -> Result<Decoded<T>, VaultError> {
             let plain = keys.open_sealed(AAD, frame).map_err(|source| VaultError::Sealed { index, source })?;
-            serde_json::from_slice(&plain).map_err(|e| VaultError::Malformed { index, reason: e.to_string() })
+            let entries: Vec<VaultEntry> =
+                serde_json::from_slice(&plain).map_err(|e| VaultError::Malformed { index, reason: e.to_string() })?;
+            Ok(entries
+                .into_iter()
+                .map(|e| {
+                    let made = match &e {
+                        VaultEntry::Put(s) => {
+                            Some((content_digest(&StoredIdentity::as_ref(s)), visit(&StoredIdentity::as_ref(s))))
+                        }
+                        VaultEntry::Mpi(_) => None,
+                    };
+                    (e, made)
+                })
+                .collect())
         };
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
-        let per = frames.len().div_ceil(threads).max(1);
-        let decoded: Vec<Result<Vec<VaultEntry>, VaultError>> = std::thread::scope(|sc| {
-            let handles: Vec<_> = frames
-                .chunks(per)
-                .enumerate()
-                .map(|(c, chunk)| {
-                    sc.spawn(move || chunk.iter().enumerate().map(|(i, f)| decode(c * per + i, f)).collect::<Vec<_>>())
-                })
-                .collect();
-            handles.into_iter().flat_map(|h| h.join().expect("vault decoder thread")).collect()
-        });
-        for entries in decoded {
-            for e in entries? {
-                v.apply(e);
-                v.since_snapshot += 1;
+        let per_batch = threads * 2;
+        for (bi, batch) in frames.chunks(per_batch).enumerate() {
+            let f = v.file.as_ref().expect("frames come from the open file");
+            let mut raw = Vec::with_capacity(batch.len());
+            for &(at, len) in batch {
+                let mut b = vec![0u8; 4 + len];
+                f.read_exact_at(&mut b, at).map_err(io(path))?;
+                v.digest.update(&b);
+                raw.push(b);
+            }
+            let decoded: Vec<Result<Decoded<T>, VaultError>> = std::thread::scope(|sc| {
+                let handles: Vec<_> = raw
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| {
+                        let decode = &decode;
+                        sc.spawn(move || decode(bi * per_batch + i, &b[4..]))
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().expect("vault decoder thread")).collect()
+            });
+            drop(raw);
+            for (entries, (at, _)) in decoded.into_iter().zip(batch) {
+                for (slot, (e, made)) in entries?.into_iter().enumerate() {
+                    let digest = match (&e, made) {
+                        (VaultEntry::Put(s), Some((d, t))) => {
+                            seen.push((s.record, t));
+                            d
+                        }
+                        _ => 0,
+                    };
+                    v.apply(e, Place::Frame(*at, slot as u32), digest);
+                    v.since_snapshot += 1;
+                }
             }
         }
         v.opened.tail_entries = v.since_snapshot;
-        v.digest.update(&bytes[..pos]);
-        v.valid_len = base + pos as u64;
+        v.valid_len = pos;
         audit.record(&VaultEvent {
             action: VaultAction::Open,
             actor,
@@ -330,14 +436,15 @@ impl Vault {
             person: None,
             records: v.records.len(),
         })?;
-        Ok(v)
+        Ok((v, seen, index))
     }
 
-    fn apply(&mut self, e: VaultEntry) {
+    /// Applies one entry found at `place` (`digest`: its identity's content digest, for a put).
+    fn apply(&mut self, e: VaultEntry, place: Place, digest: u64) {
         match e {
             VaultEntry::Put(s) => {
                 self.next_record = self.next_record.max(s.record + 1);
-                self.records.put(&s);
+                self.records.put(s.record, place, digest);
             }
             VaultEntry::Mpi(l) => {
                 if let LogEntry::Forget { records } = &l {
@@ -352,32 +459,21 @@ impl Vault {
     }
 
     /// Writes frames (their JSON plaintexts, each at most [`FRAME_ENTRIES`] entries) after the first
-    /// `valid_len` bytes (cutting any torn tail), then syncs once; returns the bytes written.
+    /// `valid_len` bytes (cutting any torn tail), then syncs once; returns the bytes written and
+    /// each frame's offset in the file.
     fn write_frames(
         path: &Path,
         valid_len: u64,
         keys: &KeyStore,
         frames: impl Iterator<Item = Vec<u8>>,
         digest: &mut blake3::Hasher,
-    ) -> Result<u64, VaultError> {
-        let mut f = fs::OpenOptions::new().create(true).write(true).truncate(false).open(path).map_err(io(path))?;
-        f.set_len(valid_len).map_err(io(path))?;
-        use std::io::Seek;
-        f.seek(std::io::SeekFrom::End(0)).map_err(io(path))?;
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-        let mut written = 0u64;
+    ) -> Result<(u64, Vec<u64>), VaultError> {
+        let mut w = FrameWriter::at(path, valid_len)?;
+        let mut starts = vec![];
         for plain in frames {
-            let sealed = keys.seal(AAD, &plain);
-            let len = u32::try_from(sealed.len()).expect("a frame of FRAME_ENTRIES entries is far below 4 GiB");
-            w.write_all(&len.to_le_bytes()).map_err(io(path))?;
-            w.write_all(&sealed).map_err(io(path))?;
-            digest.update(&len.to_le_bytes());
-            digest.update(&sealed);
-            written += 4 + sealed.len() as u64;
+            starts.push(w.push(keys, &plain, digest)?);
         }
-        let f = w.into_inner().map_err(|e| VaultError::Io { path: path.to_path_buf(), source: e.into_error() })?;
-        f.sync_data().map_err(io(path))?;
-        Ok(written)
+        Ok((w.finish()?, starts))
     }
 
     /// Takes the write lock (blocking until another process's write is done); see [`Vault::end`].
@@ -424,6 +520,9 @@ impl Vault {
         f.seek(std::io::SeekFrom::Start(self.valid_len)).map_err(io(&self.path))?;
         let mut buf = vec![];
         f.read_to_end(&mut buf).map_err(io(&self.path))?;
+        if self.file.is_none() {
+            self.file = Some(f);
+        }
         let mut pos = 0usize;
         let mut out = vec![];
         let mut index = 0;
@@ -437,9 +536,11 @@ impl Vault {
                 .map_err(|source| VaultError::Sealed { index, source })?;
             let entries: Vec<VaultEntry> =
                 serde_json::from_slice(&plain).map_err(|e| VaultError::Malformed { index, reason: e.to_string() })?;
-            for e in entries {
+            let at = self.valid_len + pos as u64;
+            for (slot, e) in entries.into_iter().enumerate() {
                 out.push(e.clone());
-                self.apply(e);
+                let d = put_digest(&e);
+                self.apply(e, Place::Frame(at, slot as u32), d);
             }
             pos += 4 + len;
             index += 1;
@@ -472,14 +573,19 @@ impl Vault {
         }
         // The digest moves only once the write is durable; a failed write poisons the store anyway.
         let mut d = self.digest.clone();
-        self.valid_len += Self::write_frames(&self.path, self.valid_len, keys, json_frames(&entries), &mut d)?;
+        let (written, starts) = Self::write_frames(&self.path, self.valid_len, keys, json_frames(&entries), &mut d)?;
+        self.valid_len += written;
         self.digest = d;
         if self.file_id.is_none() {
             self.file_id = fs::metadata(&self.path).ok().as_ref().and_then(file_id);
         }
+        if self.file.is_none() {
+            self.file = Some(fs::File::open(&self.path).map_err(io(&self.path))?);
+        }
         self.since_snapshot += entries.len();
-        for e in entries {
-            self.apply(e);
+        for (i, e) in entries.into_iter().enumerate() {
+            let d = put_digest(&e);
+            self.apply(e, Place::Frame(starts[i / FRAME_ENTRIES], (i % FRAME_ENTRIES) as u32), d);
         }
         Ok(())
     }
@@ -504,19 +610,93 @@ impl Vault {
         Ok(())
     }
 
-    /// Reads identity records for a stated purpose; audited before returning.
+    /// The entries of the frame at file offset `at`.
+    fn frame_at(&self, keys: &KeyStore, at: u64) -> Result<Vec<VaultEntry>, VaultError> {
+        use std::os::unix::fs::FileExt;
+        let f = self.file.as_ref().ok_or_else(|| unreadable(at, "the vault file is not open"))?;
+        let mut n = [0u8; 4];
+        f.read_exact_at(&mut n, at).map_err(io(&self.path))?;
+        let mut sealed = vec![0u8; u32::from_le_bytes(n) as usize];
+        f.read_exact_at(&mut sealed, at + 4).map_err(io(&self.path))?;
+        let plain = keys.open_sealed(AAD, &sealed).map_err(|e| unreadable(at, &e.to_string()))?;
+        serde_json::from_slice(&plain).map_err(|e| unreadable(at, &e.to_string()))
+    }
+
+    /// Hands the live identities among `ids` to `f`, reading each snapshot chunk or vault frame
+    /// that holds any of them once, in file order (not in the order of `ids`).
+    pub(crate) fn visit_records(
+        &self,
+        keys: &KeyStore,
+        ids: impl Iterator<Item = u32>,
+        f: &mut dyn FnMut(StoredRef<'_>) -> Result<(), VaultError>,
+    ) -> Result<(), VaultError> {
+        let mut places: Vec<(Place, u32)> = ids.filter_map(|r| self.records.place(r).map(|p| (p, r))).collect();
+        places.sort_unstable();
+        places.dedup();
+        let mut i = 0;
+        while i < places.len() {
+            match places[i].0 {
+                Place::Snap(c, _) => {
+                    let snap = self.snap.as_ref().ok_or_else(|| unreadable(0, "no snapshot is open"))?;
+                    let plain = snap.chunk(keys, c).map_err(|e| unreadable(0, &format!("snapshot {e}")))?;
+                    while let Some(&(Place::Snap(c2, off), r)) = places.get(i)
+                        && c2 == c
+                    {
+                        match records::record_at(&plain, off) {
+                            Some(s) if s.record == r => f(s)?,
+                            _ => return Err(unreadable(0, &format!("snapshot chunk {c} lacks record {r}"))),
+                        }
+                        i += 1;
+                    }
+                }
+                Place::Frame(at, _) => {
+                    let entries = self.frame_at(keys, at)?;
+                    while let Some(&(Place::Frame(at2, slot), r)) = places.get(i)
+                        && at2 == at
+                    {
+                        match entries.get(slot as usize) {
+                            Some(VaultEntry::Put(s)) if s.record == r => f(StoredIdentity::as_ref(s))?,
+                            _ => return Err(unreadable(at, &format!("the frame lacks record {r}"))),
+                        }
+                        i += 1;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads identity records for a stated purpose (from the sealed files: identities are not kept
+    /// in memory), in the order asked; audited before returning.
     pub fn read_records(
         &self,
+        keys: &KeyStore,
         audit: &dyn VaultAudit,
         actor: &str,
         purpose: &str,
         person: Option<PersonKey>,
         records: &[RecordId],
     ) -> Result<Vec<StoredIdentity>, VaultError> {
-        let out: Vec<StoredIdentity> =
-            records.iter().filter_map(|r| self.records.get(r.0)).map(|s| s.to_owned()).collect();
+        let mut got = std::collections::HashMap::new();
+        self.visit_records(keys, records.iter().map(|r| r.0), &mut |s| {
+            got.insert(s.record, s.to_owned());
+            Ok(())
+        })?;
+        let out: Vec<StoredIdentity> = records.iter().filter_map(|r| got.get(&r.0).cloned()).collect();
         audit.record(&VaultEvent { action: VaultAction::Read, actor, purpose, person, records: out.len() })?;
         Ok(out)
+    }
+
+    /// Every live identity in record order (tests and small vaults; not audited: callers outside
+    /// this crate go through [`Vault::read_records`]).
+    pub fn identities(&self, keys: &KeyStore) -> Result<Vec<StoredIdentity>, VaultError> {
+        let mut all = vec![];
+        self.visit_records(keys, self.records.ids(), &mut |s| {
+            all.push(s.to_owned());
+            Ok(())
+        })?;
+        all.sort_by_key(|s| s.record);
+        Ok(all)
     }
 
     /// Erases identity records (P7): a `Forget` entry, then compaction that rewrites the file
@@ -551,22 +731,48 @@ impl Vault {
         Ok(erased)
     }
 
+    /// The live identities' places sorted by file position (what a streaming rewrite reads).
+    fn sorted_places(&self) -> Vec<(Place, u32)> {
+        let mut places: Vec<(Place, u32)> = self.records.places().map(|(r, p)| (p, r)).collect();
+        places.sort_unstable();
+        places
+    }
+
     /// Rewrites the file with the live identities and the whole MPI log (atomic rename).
     fn compact(&mut self, keys: &KeyStore) -> Result<(), VaultError> {
         let tmp = self.path.with_extension("kbv.tmp");
         let _ = fs::remove_file(&tmp);
-        // Streamed a frame at a time: the live identities are never all expanded at once.
-        let ids: Vec<u32> = self.records.iter().map(|r| r.record).collect();
-        let records = &self.records;
-        let puts = ids.chunks(FRAME_ENTRIES).map(|c| {
-            let e: Vec<VaultEntry> =
-                c.iter().filter_map(|i| records.get(*i)).map(|r| VaultEntry::Put(Box::new(r.to_owned()))).collect();
-            serde_json::to_vec(&e).expect("serializable")
-        });
-        let log: Vec<VaultEntry> = self.log.iter().cloned().map(VaultEntry::Mpi).collect();
+        // Streamed a frame at a time from the sealed files: the identities are never all in memory.
+        let places = self.sorted_places();
         let mut d = blake3::Hasher::new();
-        let len = Self::write_frames(&tmp, 0, keys, puts.chain(json_frames(&log)), &mut d)?;
-        let live = ids.len() + log.len();
+        let mut w = FrameWriter::at(&tmp, 0)?;
+        let mut moved: Vec<(u32, Place)> = Vec::with_capacity(places.len());
+        let mut batch: Vec<VaultEntry> = Vec::with_capacity(FRAME_ENTRIES.min(places.len()));
+        let mut flush = |batch: &mut Vec<VaultEntry>, w: &mut FrameWriter, moved: &mut Vec<(u32, Place)>| {
+            let at = w.push(keys, &serde_json::to_vec(&*batch).expect("serializable"), &mut d)?;
+            for (slot, e) in batch.drain(..).enumerate() {
+                if let VaultEntry::Put(s) = e {
+                    moved.push((s.record, Place::Frame(at, slot as u32)));
+                }
+            }
+            Ok::<_, VaultError>(())
+        };
+        self.visit_records(keys, places.iter().map(|p| p.1), &mut |s| {
+            batch.push(VaultEntry::Put(Box::new(s.to_owned())));
+            if batch.len() == FRAME_ENTRIES {
+                flush(&mut batch, &mut w, &mut moved)?;
+            }
+            Ok(())
+        })?;
+        if !batch.is_empty() {
+            flush(&mut batch, &mut w, &mut moved)?;
+        }
+        let log: Vec<VaultEntry> = self.log.iter().cloned().map(VaultEntry::Mpi).collect();
+        for plain in json_frames(&log) {
+            w.push(keys, &plain, &mut d)?;
+        }
+        let len = w.finish()?;
+        let live = moved.len() + log.len();
         // The old snapshot describes the old file: gone first, so a crash never pairs it with the new one
         // (it would be ignored anyway, its digest no longer matching).
         // It also holds the erased identities (P7), so failing to remove it fails the erasure.
@@ -576,8 +782,15 @@ impl Vault {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(VaultError::Io { path: snap, source: e }),
         }
+        self.snap = None;
         fs::rename(&tmp, &self.path).map_err(io(&self.path))?;
+        // The old file (with the erased identities) is closed here: its bytes are gone once no
+        // process holds it.
+        self.file = Some(fs::File::open(&self.path).map_err(io(&self.path))?);
         self.file_id = fs::metadata(&self.path).ok().as_ref().and_then(file_id);
+        for (r, p) in moved {
+            self.records.relocate(r, p);
+        }
         self.valid_len = len;
         self.digest = d;
         self.since_snapshot = live;
@@ -587,34 +800,81 @@ impl Vault {
     /// Writes a sealed snapshot of the vault's state bound to the file's current length and digest
     /// (temporary file, then rename), so the next open replays only what is appended after it.
     pub fn write_snapshot(&mut self, keys: &KeyStore) -> Result<(), VaultError> {
+        self.write_snapshot_with_index(keys, None)
+    }
+
+    /// [`Vault::write_snapshot`] with the caller's index state (the MPI's, in step with this vault),
+    /// which [`Vault::open_indexed`] hands back so an open need not rebuild the index.
+    pub fn write_snapshot_with_index(
+        &mut self,
+        keys: &KeyStore,
+        index: Option<IndexWriter<'_>>,
+    ) -> Result<(), VaultError> {
         let own = self.held.is_none();
         if own {
             self.begin()?;
         }
-        let r = self.write_snapshot_locked(keys);
+        let r = self.write_snapshot_locked(keys, index);
         if own {
             self.end();
         }
         r
     }
 
-    fn write_snapshot_locked(&mut self, keys: &KeyStore) -> Result<(), VaultError> {
+    fn write_snapshot_locked(&mut self, keys: &KeyStore, index: Option<IndexWriter<'_>>) -> Result<(), VaultError> {
         let digest = *self.digest.finalize().as_bytes();
-        snapshot::write(
-            &snapshot_path(&self.path),
-            keys,
-            &snapshot::Bound { vault_len: self.valid_len, digest, next_record: self.next_record },
-            &self.records,
-            &self.log,
-        )
-        .map_err(io(&self.path))?;
+        let snap_path = snapshot_path(&self.path);
+        let bound = snapshot::Bound { vault_len: self.valid_len, digest, next_record: self.next_record };
+        let mut w = snapshot::Writer::create(&snap_path, keys, &bound, self.records.len()).map_err(io(&snap_path))?;
+        // Streamed from the old snapshot and the frames after it, one chunk in memory at a time.
+        let places = self.sorted_places();
+        let mut moved: Vec<(u32, Place)> = Vec::with_capacity(places.len());
+        let mut buf = Vec::new();
+        let (mut chunk, mut in_buf) = (0u32, 0usize);
+        self.visit_records(keys, places.iter().map(|p| p.1), &mut |s| {
+            moved.push((s.record, Place::Snap(chunk, buf.len() as u32)));
+            records::encode_into(&mut buf, &s);
+            in_buf += 1;
+            if in_buf == snapshot::CHUNK {
+                w.push(keys, &buf).map_err(io(&snap_path))?;
+                buf.clear();
+                (chunk, in_buf) = (chunk + 1, 0);
+            }
+            Ok(())
+        })?;
+        if in_buf > 0 {
+            w.push(keys, &buf).map_err(io(&snap_path))?;
+        }
+        let mut places = Vec::with_capacity(moved.len() * 20);
+        for (r, p) in &moved {
+            let Place::Snap(c, off) = *p else { unreachable!("every record was just placed in a chunk") };
+            places.extend_from_slice(&r.to_le_bytes());
+            places.extend_from_slice(&c.to_le_bytes());
+            places.extend_from_slice(&off.to_le_bytes());
+            places.extend_from_slice(&self.records.digest(*r).unwrap_or(0).to_le_bytes());
+        }
+        let source = w.finish(keys, &self.log, &places, index).map_err(io(&snap_path))?;
+        self.snap = Some(source);
+        for (r, p) in moved {
+            self.records.relocate(r, p);
+        }
         self.since_snapshot = 0;
         Ok(())
+    }
+
+    /// How many entries of [`Vault::log`] came from the snapshot at open (0 without one).
+    pub fn snapshot_log_len(&self) -> usize {
+        self.snap_log_len
     }
 
     /// Entries appended (or replayed) since the last snapshot.
     pub fn since_snapshot(&self) -> usize {
         self.since_snapshot
+    }
+
+    /// Records that the index came from the snapshot's index state.
+    pub fn note_index_from_snapshot(&mut self) {
+        self.opened.index_from_snapshot = true;
     }
 
     /// Records the open's timings (the store measures both phases).
@@ -653,6 +913,58 @@ impl Vault {
 /// The JSON plaintexts of `entries` in frames of at most [`FRAME_ENTRIES`].
 fn json_frames(entries: &[VaultEntry]) -> impl Iterator<Item = Vec<u8>> + '_ {
     entries.chunks(FRAME_ENTRIES).map(|c| serde_json::to_vec(c).expect("serializable"))
+}
+
+/// The content digest of a put entry (0 for a log entry).
+fn put_digest(e: &VaultEntry) -> u64 {
+    match e {
+        VaultEntry::Put(s) => content_digest(&StoredIdentity::as_ref(s)),
+        VaultEntry::Mpi(_) => 0,
+    }
+}
+
+fn unreadable(at: u64, reason: &str) -> VaultError {
+    VaultError::Unreadable { at, reason: reason.to_owned() }
+}
+
+/// Appends sealed, length-prefixed frames to a file after its first `len` bytes (cutting what
+/// follows), feeding the digest; [`FrameWriter::finish`] syncs once.
+struct FrameWriter {
+    w: std::io::BufWriter<fs::File>,
+    path: PathBuf,
+    pos: u64,
+    written: u64,
+}
+
+impl FrameWriter {
+    fn at(path: &Path, len: u64) -> Result<FrameWriter, VaultError> {
+        use std::io::Seek;
+        let mut f = fs::OpenOptions::new().create(true).write(true).truncate(false).open(path).map_err(io(path))?;
+        f.set_len(len).map_err(io(path))?;
+        f.seek(std::io::SeekFrom::End(0)).map_err(io(path))?;
+        let w = std::io::BufWriter::with_capacity(1 << 20, f);
+        Ok(FrameWriter { w, path: path.to_path_buf(), pos: len, written: 0 })
+    }
+    /// Seals and writes one frame; returns its offset in the file.
+    fn push(&mut self, keys: &KeyStore, plain: &[u8], digest: &mut blake3::Hasher) -> Result<u64, VaultError> {
+        let sealed = keys.seal(AAD, plain);
+        let len = u32::try_from(sealed.len()).expect("a frame of FRAME_ENTRIES entries is far below 4 GiB");
+        self.w.write_all(&len.to_le_bytes()).map_err(io(&self.path))?;
+        self.w.write_all(&sealed).map_err(io(&self.path))?;
+        digest.update(&len.to_le_bytes());
+        digest.update(&sealed);
+        let at = self.pos;
+        self.pos += 4 + sealed.len() as u64;
+        self.written += 4 + sealed.len() as u64;
+        Ok(at)
+    }
+    /// Flushes and syncs; returns the bytes written.
+    fn finish(self) -> Result<u64, VaultError> {
+        let path = self.path;
+        let f = self.w.into_inner().map_err(|e| VaultError::Io { path: path.clone(), source: e.into_error() })?;
+        f.sync_data().map_err(io(&path))?;
+        Ok(self.written)
+    }
 }
 
 /// What [`Vault::refresh`] found.
@@ -701,6 +1013,8 @@ pub struct OpenStats {
     pub vault_seconds: f64,
     /// Seconds to rebuild the index from it (set by the identity store).
     pub index_seconds: f64,
+    /// The index was read from the snapshot's index state, not rebuilt (set by the identity store).
+    pub index_from_snapshot: bool,
 }
 
 /// The snapshot file beside a vault file (`vault.snap`).
@@ -771,13 +1085,16 @@ mod tests {
         assert!(!raw.windows("ヤマダ".len()).any(|w| w == "ヤマダ".as_bytes()), "vault is encrypted at rest");
         let mut v = Vault::open(&path, &ks, &audit, "op").unwrap();
         assert_eq!(v.len(), 2);
-        assert_eq!(v.read_records(&audit, "op", "linkage", Some(p1), &[RecordId(0)]).unwrap()[0].kana, "ヤマダ ハナコ");
+        assert_eq!(
+            v.read_records(&ks, &audit, "op", "linkage", Some(p1), &[RecordId(0)]).unwrap()[0].kana,
+            "ヤマダ ハナコ"
+        );
         assert_eq!(v.erase(&ks, &audit, "op", "P7 request 1", Some(p1), &[RecordId(0)]).unwrap(), 1);
         drop(v);
         let reopened = Vault::open(&path, &ks, &audit, "op").unwrap();
         assert_eq!(reopened.len(), 1);
         assert_eq!(reopened.next_record(), 2, "an erased id is never handed out again");
-        assert!(reopened.read_records(&audit, "op", "check", Some(p1), &[RecordId(0)]).unwrap().is_empty());
+        assert!(reopened.read_records(&ks, &audit, "op", "check", Some(p1), &[RecordId(0)]).unwrap().is_empty());
         assert_eq!(reopened.log(), &[LogEntry::Forget { records: vec![RecordId(0)] }]);
         let actions: Vec<VaultAction> = audit.0.lock().unwrap().iter().map(|e| e.0).collect();
         use VaultAction::*;
@@ -810,13 +1127,13 @@ mod tests {
         v.append(&ks, vec![VaultEntry::Mpi(LogEntry::Undo { decision: 9, by: "x".into() })]).unwrap();
         v.write_snapshot(&ks).unwrap();
         put(&mut v, 2, "ウ");
-        let want = (v.records().to_vec(), v.log().to_vec(), v.next_record());
+        let want = (v.identities(&ks).unwrap(), v.log().to_vec(), v.next_record());
         drop(v);
         let snap = snapshot_path(&path);
         assert!(!fs::read(&snap).unwrap().windows("イ".len()).any(|w| w == "イ".as_bytes()), "sealed");
         let v = Vault::open(&path, &ks, &a, "op").unwrap();
         assert_eq!((&v.open_stats().snapshot, v.open_stats().tail_entries), (&SnapshotUse::Used, 1));
-        assert_eq!((v.records().to_vec(), v.log().to_vec(), v.next_record()), want);
+        assert_eq!((v.identities(&ks).unwrap(), v.log().to_vec(), v.next_record()), want);
         drop(v);
         // A flipped byte anywhere, another key store's snapshot, or a vault that changed under it:
         // ignored, the whole file replayed, same state.
@@ -827,7 +1144,7 @@ mod tests {
         fs::write(&snap, &bad).unwrap();
         let v = Vault::open(&path, &ks, &a, "op").unwrap();
         assert!(matches!(v.open_stats().snapshot, SnapshotUse::Ignored(_)), "{:?}", v.open_stats());
-        assert_eq!((v.records().to_vec(), v.log().to_vec(), v.next_record()), want);
+        assert_eq!((v.identities(&ks).unwrap(), v.log().to_vec(), v.next_record()), want);
         assert_eq!(v.open_stats().tail_entries, 4);
         drop(v);
         let other = KeyStore::create(&t.path().join("k2")).unwrap();
@@ -840,7 +1157,7 @@ mod tests {
         fs::copy(snapshot_path(&p2), &snap).unwrap();
         let v = Vault::open(&path, &ks, &a, "op").unwrap();
         assert!(matches!(v.open_stats().snapshot, SnapshotUse::Ignored(_)));
-        assert_eq!(v.records().to_vec(), want.0);
+        assert_eq!(v.identities(&ks).unwrap(), want.0);
         drop(v);
         // The right snapshot over a vault whose covered prefix changed (same length, other bytes).
         fs::write(&snap, &good).unwrap();
@@ -889,7 +1206,7 @@ mod tests {
         let a = MemoryAudit::default();
         let mut v = Vault::open(&path, &ks, &a, "op").unwrap();
         v.put(&ks, &a, "op", vec![StoredIdentity::new(RecordId(0), PersonKey::from_u64(1), &identity("ア"))]).unwrap();
-        assert!(matches!(v.read_records(&Broken, "op", "x", None, &[RecordId(0)]), Err(VaultError::Audit(_))));
+        assert!(matches!(v.read_records(&ks, &Broken, "op", "x", None, &[RecordId(0)]), Err(VaultError::Audit(_))));
         drop(v);
         assert!(Vault::open(&path, &ks, &Broken, "op").is_err());
     }

@@ -19,7 +19,6 @@ use serde::{Deserialize, Serialize};
 use super::{IdentityStore, StoreError, ev};
 use crate::identity::RecordError;
 use crate::keystore::KeyStore;
-use crate::mpi::RecordId;
 use crate::normalize::FieldError;
 use crate::vault::{VaultAction, VaultAudit, VaultError};
 
@@ -299,13 +298,7 @@ impl IdentityStore {
         if !self.mpi.knows_person(person) {
             return Err(StoreError::UnknownPerson(person));
         }
-        let sources: BTreeSet<(String, String)> = self
-            .mpi
-            .records_of(person)
-            .iter()
-            .filter_map(|r: &RecordId| self.vault.records().get(r.0))
-            .map(|s| (s.provider().to_owned(), s.patient().to_owned()))
-            .collect();
+        let sources: BTreeSet<(String, String)> = self.sources_of(self.mpi.records_of(person))?.into_iter().collect();
         let out: Vec<PublicExpenseEntry> = read_all(&self.dir.join(PUBLIC_EXPENSE_FILE), &self.keys)?
             .into_iter()
             .filter(|e| sources.contains(&(e.provider_id.clone(), e.patient_id.clone())))

@@ -1,7 +1,5 @@
-//! The vault's live identities in memory, in the snapshot's compact binary encoding: records packed
-//! one after another into large blocks, with a record-id → place table. Thirteen `String`s and a
-//! B-tree node per record cost about 800 bytes at 10 million records; this layout costs the
-//! encoded bytes plus 8, and a snapshot chunk becomes a block as it is (checked, not copied).
+//! The vault's live identities: a record-id → place table ([`Records`]; the identities stay sealed
+//! on disk), and the snapshot's compact binary encoding of an identity.
 //!
 //! Encoding of one record (little-endian): record u32, person u64, normalization u32, then provider,
 //! patient, kanji, kana, sex, birth, postal, address, phone and the four card fields, each a
@@ -10,18 +8,7 @@
 
 use super::StoredIdentity;
 
-/// Bytes per block before a new one is started (appends only; snapshot blocks keep their size).
-const BLOCK: usize = 16 << 20;
-const ABSENT: u32 = u32::MAX;
 const FIELDS: usize = 13;
-
-#[derive(Clone, Copy)]
-struct Loc {
-    block: u32,
-    offset: u32,
-}
-
-const NOWHERE: Loc = Loc { block: ABSENT, offset: 0 };
 
 /// A stored identity borrowed from its block (no allocation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,11 +124,11 @@ fn fields_of(s: &StoredIdentity) -> [&str; FIELDS] {
 }
 
 /// Appends the encoding of `s` to `out`.
-pub(super) fn encode_into(out: &mut Vec<u8>, s: &StoredIdentity) {
+pub(super) fn encode_into(out: &mut Vec<u8>, s: &StoredRef<'_>) {
     out.extend_from_slice(&s.record.to_le_bytes());
     out.extend_from_slice(&s.person.to_le_bytes());
     out.extend_from_slice(&s.normalization.to_le_bytes());
-    for f in fields_of(s) {
+    for f in s.fields {
         let mut n = f.len();
         while n >= 0x80 {
             out.push((n as u8 & 0x7f) | 0x80);
@@ -202,130 +189,118 @@ fn decode(b: &[u8], at: usize) -> StoredRef<'_> {
     }
 }
 
-/// The live identities by record id.
+/// Where a live identity is: in a sealed chunk of the snapshot this vault was opened from (chunk,
+/// byte offset in its plaintext) or in a frame of the vault file (the frame's file offset, the
+/// entry's index in it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(super) enum Place {
+    /// Snapshot chunk and offset.
+    Snap(u32, u32),
+    /// Vault frame offset and entry index.
+    Frame(u64, u32),
+}
+
+const SNAP_BIT: u64 = 1 << 63;
+
+/// The live identities by record id: where each one is (20 bytes a record), not the identity
+/// itself, which stays sealed on disk and is read on demand ([`super::Vault::read_records`]). An
+/// identity in memory cost about 190 bytes at 10 million records; its place and a digest of its
+/// canonical fields (to tell a resubmitted identical record without reading it) cost 20.
 #[derive(Default)]
 pub struct Records {
-    blocks: Vec<Vec<u8>>,
-    at: Vec<Loc>,
+    /// `Place` packed: `SNAP_BIT | chunk` or the frame offset; `u64::MAX` when absent.
+    at: Vec<u64>,
+    /// Byte offset in the chunk, or entry index in the frame.
+    sub: Vec<u32>,
+    /// [`content_digest`] of the identity.
+    digest: Vec<u64>,
     live: usize,
 }
 
+const GONE: u64 = u64::MAX;
+
+/// A 64-bit digest of a stored identity's normalization version and fields (not its record id or
+/// person): equal digests mean the same canonical identity. Kept in memory only for that test.
+pub fn content_digest(s: &StoredRef<'_>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    s.normalization.hash(&mut h);
+    s.fields.hash(&mut h);
+    h.finish()
+}
+
 impl Records {
-    /// Adds or replaces a record.
-    pub(super) fn put(&mut self, s: &StoredIdentity) {
-        // A block grows as any vector does (small vaults stay small) up to BLOCK bytes.
-        if self.blocks.last().is_none_or(|b| b.len() >= BLOCK) {
-            self.blocks.push(Vec::new());
-        }
-        let block = self.blocks.len() - 1;
-        let b = &mut self.blocks[block];
-        let offset = b.len();
-        encode_into(b, s);
-        let loc = Loc { block: block as u32, offset: offset as u32 };
-        let i = s.record as usize;
+    /// Adds or replaces a record at `place`.
+    pub(super) fn put(&mut self, record: u32, place: Place, digest: u64) {
+        let i = record as usize;
         if i >= self.at.len() {
-            self.at.resize(i + 1, NOWHERE);
+            self.at.resize(i + 1, GONE);
+            self.sub.resize(i + 1, 0);
+            self.digest.resize(i + 1, 0);
         }
-        if self.at[i].block == ABSENT {
+        if self.at[i] == GONE {
             self.live += 1;
-        } else {
-            self.wipe(i);
         }
-        self.at[i] = loc;
+        (self.at[i], self.sub[i]) = match place {
+            Place::Snap(c, o) => (SNAP_BIT | u64::from(c), o),
+            Place::Frame(f, s) => (f, s),
+        };
+        self.digest[i] = digest;
     }
 
-    /// Takes in a block of encoded records (a snapshot chunk) after checking it; returns the ids.
-    pub(super) fn take_block(&mut self, block: Vec<u8>) -> Result<usize, String> {
-        let index = self.blocks.len() as u32;
-        let mut p = 0;
-        let mut n = 0;
-        while p < block.len() {
-            let len = check(&block, p)?;
-            let i = u32_at(&block, p) as usize;
-            if i >= self.at.len() {
-                self.at.resize(i + 1, NOWHERE);
-            }
-            if self.at[i].block != ABSENT {
-                return Err(format!("record {i} appears twice"));
-            }
-            self.at[i] = Loc { block: index, offset: p as u32 };
-            self.live += 1;
-            p += len;
-            n += 1;
+    /// Moves a live record to `place` (the same identity rewritten elsewhere).
+    pub(super) fn relocate(&mut self, record: u32, place: Place) {
+        if self.contains(record) {
+            let d = self.digest[record as usize];
+            self.put(record, place, d);
         }
-        self.blocks.push(block);
-        Ok(n)
     }
 
-    /// Removes a record (its bytes are overwritten with zeros in memory).
+    /// Removes a record.
     pub(super) fn remove(&mut self, record: u32) {
         let i = record as usize;
-        if self.at.get(i).is_some_and(|l| l.block != ABSENT) {
-            self.wipe(i);
-            self.at[i] = NOWHERE;
+        if self.at.get(i).is_some_and(|a| *a != GONE) {
+            self.at[i] = GONE;
             self.live -= 1;
         }
     }
 
-    fn wipe(&mut self, i: usize) {
-        let Loc { block, offset } = self.at[i];
-        let b = &mut self.blocks[block as usize];
-        let len = check(b, offset as usize).expect("blocks are checked when taken in");
-        // Keep the record id and field lengths readable as zeros so the block still scans.
-        b[offset as usize + 4..offset as usize + 16].fill(0);
-        let mut p = offset as usize + 16;
-        for _ in 0..FIELDS {
-            let (n, w) = varint(b, p).expect("blocks are checked when taken in");
-            b[p + w..p + w + n].fill(0);
-            p += w + n;
+    /// Where a live record is.
+    pub(super) fn place(&self, record: u32) -> Option<Place> {
+        let i = record as usize;
+        let a = *self.at.get(i)?;
+        if a == GONE {
+            None
+        } else if a & SNAP_BIT != 0 {
+            Some(Place::Snap((a & !SNAP_BIT) as u32, self.sub[i]))
+        } else {
+            Some(Place::Frame(a, self.sub[i]))
         }
-        debug_assert_eq!(p - offset as usize, len);
     }
 
-    /// One record.
-    pub fn get(&self, record: u32) -> Option<StoredRef<'_>> {
-        let l = *self.at.get(record as usize)?;
-        (l.block != ABSENT).then(|| decode(&self.blocks[l.block as usize], l.offset as usize))
+    /// The live records with their places, in record order.
+    pub(super) fn places(&self) -> impl Iterator<Item = (u32, Place)> + '_ {
+        (0..self.at.len() as u32).filter_map(|r| self.place(r).map(|p| (r, p)))
+    }
+
+    /// The digest of a live record's canonical identity ([`content_digest`]).
+    pub fn digest(&self, record: u32) -> Option<u64> {
+        self.contains(record).then(|| self.digest[record as usize])
     }
 
     /// Whether a record is live.
     pub fn contains(&self, record: u32) -> bool {
-        self.at.get(record as usize).is_some_and(|l| l.block != ABSENT)
+        self.at.get(record as usize).is_some_and(|a| *a != GONE)
     }
 
-    /// Live records whose ids fall in `ids`, in id order.
-    pub fn range(&self, ids: std::ops::Range<usize>) -> impl Iterator<Item = StoredRef<'_>> + '_ {
-        let end = ids.end.min(self.at.len());
-        self.at[ids.start.min(end)..end]
-            .iter()
-            .filter(|l| l.block != ABSENT)
-            .map(|l| decode(&self.blocks[l.block as usize], l.offset as usize))
+    /// Live record ids, in order.
+    pub fn ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.at.iter().enumerate().filter(|(_, a)| **a != GONE).map(|(i, _)| i as u32)
     }
 
     /// One past the highest record id with a place (live or not).
     pub fn id_bound(&self) -> usize {
         self.at.len()
-    }
-
-    /// Live records in id order.
-    pub fn iter(&self) -> impl Iterator<Item = StoredRef<'_>> + '_ {
-        self.at.iter().filter(|l| l.block != ABSENT).map(|l| decode(&self.blocks[l.block as usize], l.offset as usize))
-    }
-
-    /// The encoded bytes of the live records in id order, in runs of `per` records (snapshot chunks).
-    pub(super) fn encoded_chunks(&self, per: usize) -> Vec<Vec<u8>> {
-        let live: Vec<Loc> = self.at.iter().copied().filter(|l| l.block != ABSENT).collect();
-        live.chunks(per)
-            .map(|c| {
-                let mut out = Vec::new();
-                for l in c {
-                    let b = &self.blocks[l.block as usize];
-                    let len = check(b, l.offset as usize).expect("blocks are checked when taken in");
-                    out.extend_from_slice(&b[l.offset as usize..l.offset as usize + len]);
-                }
-                out
-            })
-            .collect()
     }
 
     /// Number of live records.
@@ -338,15 +313,28 @@ impl Records {
         self.live == 0
     }
 
-    /// Owned copies of all live records in id order (tests, small vaults).
-    pub fn to_vec(&self) -> Vec<StoredIdentity> {
-        self.iter().map(|r| r.to_owned()).collect()
-    }
-
-    /// Bytes held (blocks and the place table), for the benchmark.
+    /// Bytes held, for the benchmark.
     pub fn heap_bytes(&self) -> usize {
-        self.blocks.iter().map(Vec::capacity).sum::<usize>() + self.at.capacity() * std::mem::size_of::<Loc>()
+        self.at.capacity() * 8 + self.sub.capacity() * 4 + self.digest.capacity() * 8
     }
+}
+
+/// Checks a block of encoded records (a snapshot chunk): each record's offset and borrowed form.
+pub(super) fn scan_block(block: &[u8]) -> Result<Vec<(u32, StoredRef<'_>)>, String> {
+    let mut p = 0;
+    let mut out = vec![];
+    while p < block.len() {
+        let len = check(block, p)?;
+        out.push((p as u32, decode(block, p)));
+        p += len;
+    }
+    Ok(out)
+}
+
+/// The record at byte `offset` of a (checked) block, if one starts there.
+pub(super) fn record_at(block: &[u8], offset: u32) -> Option<StoredRef<'_>> {
+    let at = offset as usize;
+    check(block, at).ok().map(|_| decode(block, at))
 }
 
 #[cfg(test)]
@@ -372,40 +360,34 @@ mod tests {
     }
 
     #[test]
-    fn records_round_trip_replace_remove_and_rechunk() {
+    fn places_replace_remove_and_blocks_round_trip() {
         let mut r = Records::default();
-        r.put(&s(0, "ア"));
-        r.put(&s(2, "イ"));
-        r.put(&s(0, "ウ"));
+        r.put(0, Place::Frame(8, 1), 5);
+        r.put(2, Place::Snap(3, 40), 6);
+        r.put(0, Place::Frame(100, 0), 7);
         assert_eq!(r.len(), 2);
-        assert_eq!(r.get(0).unwrap().to_owned(), s(0, "ウ"));
-        assert!(r.get(0).unwrap().same_as(&s(0, "ウ")) && !r.get(0).unwrap().same_as(&s(0, "ア")));
-        assert!(r.get(1).is_none() && r.get(9).is_none());
+        assert_eq!(r.place(0), Some(Place::Frame(100, 0)));
+        assert_eq!(r.place(2), Some(Place::Snap(3, 40)));
+        assert_eq!((r.digest(0), r.place(1), r.place(9)), (Some(7), None, None));
         r.remove(2);
-        assert_eq!(r.to_vec(), vec![s(0, "ウ")]);
-        assert!(!r.blocks[0].windows("イ".len()).any(|w| w == "イ".as_bytes()), "erased bytes are wiped");
-        r.put(&s(5, "エ"));
-        let chunks = r.encoded_chunks(1);
-        assert_eq!(chunks.len(), 2);
-        let mut back = Records::default();
-        for c in chunks {
-            back.take_block(c).unwrap();
-        }
-        assert_eq!(back.to_vec(), r.to_vec());
-        let mut bad = Records::default();
+        assert_eq!(r.places().collect::<Vec<_>>(), vec![(0, Place::Frame(100, 0))]);
+        assert_eq!(r.ids().collect::<Vec<_>>(), vec![0]);
         let mut block = vec![];
-        encode_into(&mut block, &s(1, "オ"));
-        let n = block.len();
-        assert!(bad.take_block(block[..n - 1].to_vec()).is_err(), "truncated");
-        block[n - 1] = 0xff;
-        assert!(bad.take_block(block).is_err(), "not UTF-8");
-        // A field of 300 bytes takes a two-byte length and round-trips.
+        encode_into(&mut block, &s(1, "オ").as_ref());
+        let second = block.len() as u32;
         let mut long = s(3, "カ");
-        long.address = "あ".repeat(100);
-        let mut block = vec![];
-        encode_into(&mut block, &long);
-        let mut r = Records::default();
-        r.take_block(block).unwrap();
-        assert_eq!(r.to_vec(), vec![long]);
+        long.address = "あ".repeat(100); // a 300-byte field takes a two-byte length
+        encode_into(&mut block, &long.as_ref());
+        let got: Vec<StoredIdentity> = scan_block(&block).unwrap().iter().map(|(_, r)| r.to_owned()).collect();
+        assert_eq!(got, vec![s(1, "オ"), long.clone()]);
+        assert_eq!(record_at(&block, second).unwrap().to_owned(), long);
+        let mut elsewhere = s(1, "オ");
+        (elsewhere.record, elsewhere.person) = (9, 3);
+        assert_eq!(content_digest(&record_at(&block, 0).unwrap()), content_digest(&elsewhere.as_ref()));
+        assert_ne!(content_digest(&record_at(&block, 0).unwrap()), content_digest(&s(1, "ア").as_ref()));
+        let n = block.len();
+        assert!(scan_block(&block[..n - 1]).is_err(), "truncated");
+        block[n - 1] = 0xff;
+        assert!(scan_block(&block).is_err(), "not UTF-8");
     }
 }
