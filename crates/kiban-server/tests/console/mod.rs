@@ -374,7 +374,8 @@ fn conforms(doc: &serde_json::Value, schema: &serde_json::Value, v: &serde_json:
             Value::Array(_) => "array",
             Value::Object(_) => "object",
         };
-        if !types.contains(&kind) && !(kind == "integer" && types.contains(&"number")) {
+        let integer_as_number = kind == "integer" && types.contains(&"number");
+        if !(types.contains(&kind) || integer_as_number) {
             return Err(format!("{kind} is not of type {types:?}"));
         }
     }
