@@ -406,8 +406,7 @@ async fn alerts(State(st): State<AppState>, Extension(c): Extension<Caller>) -> 
 }
 
 /// A note.
-#[cfg_attr(feature = "openapi-schemas", derive(schemars::JsonSchema))]
-#[derive(Deserialize, Default)]
+#[derive(schemars::JsonSchema, Deserialize, Default)]
 pub struct NoteBody {
     #[serde(default)]
     note: String,
@@ -437,8 +436,7 @@ async fn accounts(State(st): State<AppState>, Extension(c): Extension<Caller>) -
 }
 
 /// A new account.
-#[cfg_attr(feature = "openapi-schemas", derive(schemars::JsonSchema))]
-#[derive(Deserialize)]
+#[derive(schemars::JsonSchema, Deserialize)]
 pub struct NewAccount {
     login: String,
     display_name: String,
@@ -462,8 +460,7 @@ async fn add_account(State(st): State<AppState>, Extension(c): Extension<Caller>
 }
 
 /// A reset: how the person's identity was verified.
-#[cfg_attr(feature = "openapi-schemas", derive(schemars::JsonSchema))]
-#[derive(Deserialize)]
+#[derive(schemars::JsonSchema, Deserialize)]
 pub struct ResetBody {
     identity_verified_by: String,
 }
@@ -507,8 +504,7 @@ async fn set_lock(
 }
 
 /// A role change.
-#[cfg_attr(feature = "openapi-schemas", derive(schemars::JsonSchema))]
-#[derive(Deserialize)]
+#[derive(schemars::JsonSchema, Deserialize)]
 pub struct RoleBody {
     role: AccountRole,
 }
@@ -536,8 +532,7 @@ async fn vetting(
 }
 
 /// A training record.
-#[cfg_attr(feature = "openapi-schemas", derive(schemars::JsonSchema))]
-#[derive(Deserialize)]
+#[derive(schemars::JsonSchema, Deserialize)]
 pub struct TrainingBody {
     course: String,
     completed_on: NaiveDate,
@@ -568,8 +563,7 @@ async fn incidents(State(st): State<AppState>, Extension(c): Extension<Caller>) 
 }
 
 /// A new incident.
-#[cfg_attr(feature = "openapi-schemas", derive(schemars::JsonSchema))]
-#[derive(Deserialize)]
+#[derive(schemars::JsonSchema, Deserialize)]
 pub struct IncidentBody {
     risk_item: String,
     description: String,
@@ -594,8 +588,7 @@ async fn add_incident(State(st): State<AppState>, Extension(c): Extension<Caller
 }
 
 /// An escalation.
-#[cfg_attr(feature = "openapi-schemas", derive(schemars::JsonSchema))]
-#[derive(Deserialize)]
+#[derive(schemars::JsonSchema, Deserialize)]
 pub struct EscalateBody {
     to: String,
     #[serde(default)]
@@ -622,8 +615,7 @@ async fn leaks(State(st): State<AppState>, Extension(c): Extension<Caller>) -> R
 }
 
 /// A first leak report.
-#[cfg_attr(feature = "openapi-schemas", derive(schemars::JsonSchema))]
-#[derive(Deserialize)]
+#[derive(schemars::JsonSchema, Deserialize)]
 pub struct LeakBody {
     detected_at: DateTime<Utc>,
     #[serde(default)]
@@ -643,8 +635,7 @@ async fn open_leak(State(st): State<AppState>, Extension(c): Extension<Caller>, 
 }
 
 /// A fuller or confirmed leak report.
-#[cfg_attr(feature = "openapi-schemas", derive(schemars::JsonSchema))]
-#[derive(Deserialize)]
+#[derive(schemars::JsonSchema, Deserialize)]
 pub struct LeakUpdate {
     #[serde(default)]
     final_report: bool,
@@ -670,8 +661,7 @@ async fn complaints(State(st): State<AppState>, Extension(c): Extension<Caller>)
 }
 
 /// A complaint record.
-#[cfg_attr(feature = "openapi-schemas", derive(schemars::JsonSchema))]
-#[derive(Deserialize)]
+#[derive(schemars::JsonSchema, Deserialize)]
 pub struct ComplaintBody {
     received_on: NaiveDate,
     content: String,
@@ -717,8 +707,7 @@ async fn add_contractor(State(st): State<AppState>, Extension(c): Extension<Call
 }
 
 /// A contractor audit.
-#[cfg_attr(feature = "openapi-schemas", derive(schemars::JsonSchema))]
-#[derive(Deserialize)]
+#[derive(schemars::JsonSchema, Deserialize)]
 pub struct AuditBody {
     audited_on: NaiveDate,
     findings: String,

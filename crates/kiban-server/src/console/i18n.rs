@@ -66,6 +66,7 @@ pub const STRINGS: &[(&str, &str, &str)] = &[
     ("nav.runs", "取込・処理の実行記録", "Intake and processing runs"),
     ("nav.identity", "名寄せ確認待ち", "Identity review queue"),
     ("nav.deid", "自由記述の匿名化", "Free-text de-identification"),
+    ("nav.checker", "公表物の確認", "Publication check"),
     ("nav.applications", "利用申出・審査", "Applications and review"),
     ("nav.ledger", "提供記録台帳", "Provision ledger"),
     ("nav.alerts", "監視アラート", "Monitoring alerts"),

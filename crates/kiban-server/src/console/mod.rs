@@ -92,6 +92,7 @@ pub const NAV: &[(&str, &str)] = &[
     ("/console/runs", "nav.runs"),
     ("/console/identity", "nav.identity"),
     ("/console/deid", "nav.deid"),
+    ("/checker", "nav.checker"),
     ("/console/applications", "nav.applications"),
     ("/console/ledger", "nav.ledger"),
     ("/console/supervision", "nav.supervision"),

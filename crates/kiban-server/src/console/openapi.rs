@@ -222,18 +222,10 @@ pub fn build(routes: &[(String, String)], authz: &Authz) -> Value {
 
 /// The typed routes' (request, 200 body) schemas by (method, path); their shared definitions go
 /// into `schemas`. Routes not in the table keep the generic `object`/`array` body.
-#[cfg(feature = "openapi-schemas")]
 fn typed_routes(
     schemas: &mut Map<String, Value>,
 ) -> std::collections::HashMap<(&'static str, &'static str), (Option<Value>, Value)> {
     super::schemas::typed(schemas).into_iter().map(|t| ((t.method, t.path), (t.request, t.response))).collect()
-}
-
-#[cfg(not(feature = "openapi-schemas"))]
-fn typed_routes(
-    _schemas: &mut Map<String, Value>,
-) -> std::collections::HashMap<(&'static str, &'static str), (Option<Value>, Value)> {
-    std::collections::HashMap::new()
 }
 
 /// The document of the main server's routes.

@@ -7,8 +7,7 @@ use serde::Serialize;
 use kiban_registry::accounts::{Account, AccountRole};
 
 /// `GET /api/me`: who is logged in.
-#[derive(Debug, Serialize)]
-#[cfg_attr(feature = "openapi-schemas", derive(schemars::JsonSchema))]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Me {
     /// kiban's account id.
     pub account_id: String,
@@ -21,24 +20,21 @@ pub struct Me {
 }
 
 /// `POST /password`: the password was changed.
-#[derive(Debug, Serialize)]
-#[cfg_attr(feature = "openapi-schemas", derive(schemars::JsonSchema))]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Changed {
     /// Always true (a refusal is an error answer).
     pub changed: bool,
 }
 
 /// `POST /logout`: the session ended.
-#[derive(Debug, Serialize)]
-#[cfg_attr(feature = "openapi-schemas", derive(schemars::JsonSchema))]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct LoggedOut {
     /// Always true.
     pub logged_out: bool,
 }
 
 /// `POST /api/audit/verify`: the audit chain's verification.
-#[derive(Debug, Serialize)]
-#[cfg_attr(feature = "openapi-schemas", derive(schemars::JsonSchema))]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct AuditVerified {
     /// Whether the chain, the checkpoints and the anchors hold.
     pub intact: bool,
@@ -51,16 +47,14 @@ pub struct AuditVerified {
 }
 
 /// `POST /api/alerts/{id}/ack`: whether this call acknowledged the alert (false: it already was).
-#[derive(Debug, Serialize)]
-#[cfg_attr(feature = "openapi-schemas", derive(schemars::JsonSchema))]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Acknowledged {
     /// True when this call recorded the acknowledgement.
     pub acknowledged: bool,
 }
 
 /// `POST /api/accounts`: the new account and, once the person is cleared, its one-time setup token.
-#[derive(Debug, Serialize)]
-#[cfg_attr(feature = "openapi-schemas", derive(schemars::JsonSchema))]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct NewAccountAnswer {
     /// The account.
     pub account: Account,
@@ -69,24 +63,21 @@ pub struct NewAccountAnswer {
 }
 
 /// `POST /api/accounts/{id}/reset`: the one-time setup token.
-#[derive(Debug, Serialize)]
-#[cfg_attr(feature = "openapi-schemas", derive(schemars::JsonSchema))]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct SetupToken {
     /// The setup token, shown once.
     pub setup_token: String,
 }
 
 /// `POST /api/accounts/{id}/training`: the training record's id.
-#[derive(Debug, Serialize)]
-#[cfg_attr(feature = "openapi-schemas", derive(schemars::JsonSchema))]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct TrainingRecorded {
     /// Its id.
     pub training_id: String,
 }
 
 /// `GET /api/leaks`: every leak report and the ids of those past their deadline.
-#[derive(Debug, Serialize)]
-#[cfg_attr(feature = "openapi-schemas", derive(schemars::JsonSchema))]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Leaks {
     /// The reports, first and follow-up.
     pub reports: Vec<kiban_registry::incidents::LeakReport>,
@@ -96,7 +87,6 @@ pub struct Leaks {
 
 /// The request and 200 body schemas of the typed routes, keyed by method and path; the shared
 /// definitions land in `defs` (the document's `components/schemas`).
-#[cfg(feature = "openapi-schemas")]
 pub fn typed(defs: &mut serde_json::Map<String, serde_json::Value>) -> Vec<Typed> {
     use crate::api::{
         AuditBody, ComplaintBody, EscalateBody, IncidentBody, LeakBody, LeakUpdate, NewAccount, NoteBody, ResetBody,
@@ -147,7 +137,6 @@ pub fn typed(defs: &mut serde_json::Map<String, serde_json::Value>) -> Vec<Typed
 }
 
 /// One typed route: its request body's schema (when it takes JSON) and its 200 body's.
-#[cfg(feature = "openapi-schemas")]
 pub struct Typed {
     /// HTTP method.
     pub method: &'static str,
@@ -159,7 +148,6 @@ pub struct Typed {
     pub response: serde_json::Value,
 }
 
-#[cfg(feature = "openapi-schemas")]
 impl Typed {
     fn new(
         method: &'static str,
