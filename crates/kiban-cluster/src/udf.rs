@@ -14,7 +14,7 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, Date32Array, StringArra
 use datafusion::arrow::datatypes::{DataType, Date32Type, Int64Type, UInt64Type};
 use datafusion::common::{DataFusionError, ScalarValue, exec_err, plan_err};
 use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
-use kiban_registry::gate::{Facts, Gate, PersonFacts, Verdict};
+use kiban_registry::gate::{Facts, PersonFacts, Verdict, decide_person, well_formed_patient_id};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -199,7 +199,6 @@ pub struct PersonFactsWire {
 }
 
 /// The gate's job data: the submitting provider, the waiting period and the facts of its patients.
-/// The gate is compiled from these on each executor, once per provision date.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GateFacts {
     /// The submitting provider (records of another provider are refused, C1).
@@ -231,34 +230,41 @@ impl GateFacts {
     }
 }
 
-/// The facts opened on a node, and the gates compiled from them per provision date.
+/// The facts opened on a node. Each record is decided by kiban-registry's own rule
+/// ([`decide_person`]) as of its provision date, from one lookup in the facts: no gate is compiled
+/// per date (provision dates vary row by row; a compiled gate per date cost a table of every person
+/// for each of them).
 struct GateState {
     provider_id: String,
     waiting_days: u32,
     facts: Facts,
-    gates: Mutex<HashMap<NaiveDate, Arc<Gate>>>,
 }
 
 impl GateState {
     fn new(f: GateFacts) -> Self {
-        GateState {
-            facts: f.to_registry(),
-            provider_id: f.provider_id,
-            waiting_days: f.waiting_days,
-            gates: Mutex::new(HashMap::new()),
-        }
+        GateState { facts: f.to_registry(), provider_id: f.provider_id, waiting_days: f.waiting_days }
     }
-    fn gate(&self, date: NaiveDate) -> Arc<Gate> {
-        let mut g = self.gates.lock().expect("no panics while holding the lock");
-        g.entry(date)
-            .or_insert_with(|| Arc::new(Gate::compile(&self.provider_id, &self.facts, date, self.waiting_days)))
-            .clone()
+
+    /// The verdict of one record, as `kiban_registry::gate::Gate::decide` of the gate compiled for
+    /// `date` gives it.
+    fn decide(&self, provider_id: Option<&str>, patient_id: Option<&str>, date: NaiveDate) -> Verdict {
+        match provider_id {
+            Some(p) if p == self.provider_id => {}
+            _ => return Verdict::ProviderMismatch,
+        }
+        let Some(id) = patient_id.filter(|s| well_formed_patient_id(s)) else {
+            return Verdict::MalformedIdentity;
+        };
+        match self.facts.persons.get(id) {
+            Some(p) => decide_person(p, date, self.waiting_days),
+            None => Verdict::UnknownPerson,
+        }
     }
 }
 
 /// The opt-out gate as a UDF: `kiban_gate(provider_id, patient_id, provision_date)` answers the
-/// verdict's name (`admitted`, `opted_out`, … as stored by kiban-registry), decided by the compiled
-/// [`Gate`] as of the record's provision date; a missing or invalid date is refused
+/// verdict's name (`admitted`, `opted_out`, … as stored by kiban-registry), decided as
+/// kiban-registry's compiled `Gate` decides as of the record's provision date; a missing or invalid date is refused
 /// ([`INVALID_PROVISION_DATE`]), never admitted.
 pub struct GateUdf {
     sealed: SealedJob,
@@ -359,30 +365,14 @@ impl ScalarUDFImpl for GateUdf {
         let (prov, pat): (&StringArray, &StringArray) = (prov.as_string(), pat.as_string());
         let dates: &Date32Array = dates.as_primitive::<Date32Type>();
         let mut out = StringBuilder::with_capacity(n, n * 9);
-        // Provision dates vary row by row: keep this batch's gates by date without the shared lock.
-        let mut local: HashMap<i32, Arc<Gate>> = HashMap::new();
         for i in 0..n {
-            if dates.is_null(i) {
+            let Some(date) = (!dates.is_null(i)).then(|| dates.value_as_date(i)).flatten() else {
                 out.append_value(INVALID_PROVISION_DATE);
                 continue;
-            }
-            let d = dates.value(i);
-            let gate = match local.get(&d) {
-                Some(g) => g.clone(),
-                None => {
-                    let Some(date) = Date32Type::to_naive_date_opt(d) else {
-                        out.append_value(INVALID_PROVISION_DATE);
-                        continue;
-                    };
-                    let g = state.gate(date);
-                    local.insert(d, g.clone());
-                    g
-                }
             };
             let p = (!prov.is_null(i)).then(|| prov.value(i));
             let id = (!pat.is_null(i)).then(|| pat.value(i));
-            let v: Verdict = gate.decide(p, id);
-            out.append_value(v.as_str());
+            out.append_value(state.decide(p, id, date).as_str());
         }
         Ok(ColumnarValue::Array(Arc::new(out.finish())))
     }
