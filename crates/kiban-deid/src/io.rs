@@ -25,6 +25,62 @@ pub enum Input {
     Parquet(PathBuf),
     /// Record batches in memory.
     Batches(Vec<RecordBatch>),
+    /// Batches produced anew on every pass (e.g. the sealed parts of a dataset, opened one at a
+    /// time): memory is bounded by what the source holds at once, not by the whole input.
+    Stream(BatchSource),
+}
+
+/// Calls its argument with every batch of a source, in order, each time it is called.
+type EachBatch = dyn Fn(&mut dyn FnMut(RecordBatch) -> Result<()>) -> Result<()> + Send + Sync;
+
+/// A re-readable source of batches for [`Input::Stream`], with a name for errors.
+#[derive(Clone)]
+pub struct BatchSource {
+    name: String,
+    each: Arc<EachBatch>,
+}
+
+impl BatchSource {
+    /// A source named `name` (in errors and reports) whose batches `each` passes to its callback.
+    pub fn new(
+        name: impl Into<String>,
+        each: impl Fn(&mut dyn FnMut(RecordBatch) -> Result<()>) -> Result<()> + Send + Sync + 'static,
+    ) -> Self {
+        BatchSource { name: name.into(), each: Arc::new(each) }
+    }
+    /// Reads the source once, passing every batch to `f`.
+    pub fn for_each(&self, f: &mut dyn FnMut(RecordBatch) -> Result<()>) -> Result<()> {
+        (self.each)(f)
+    }
+}
+
+impl std::fmt::Debug for BatchSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BatchSource({})", self.name)
+    }
+}
+
+/// Takes output batches one at a time for [`Output::Stream`] (e.g. writes them as sealed parts).
+type TakeBatch = dyn FnMut(RecordBatch) -> Result<()> + Send;
+
+/// A consumer of output batches for [`Output::Stream`].
+#[derive(Clone)]
+pub struct BatchConsumer(Arc<std::sync::Mutex<Box<TakeBatch>>>);
+
+impl BatchConsumer {
+    /// A consumer that passes every output batch to `take`.
+    pub fn new(take: impl FnMut(RecordBatch) -> Result<()> + Send + 'static) -> Self {
+        BatchConsumer(Arc::new(std::sync::Mutex::new(Box::new(take))))
+    }
+    fn take(&self, b: RecordBatch) -> Result<()> {
+        (self.0.lock().unwrap_or_else(|p| p.into_inner()))(b)
+    }
+}
+
+impl std::fmt::Debug for BatchConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BatchConsumer")
+    }
 }
 
 impl Input {
@@ -40,6 +96,7 @@ impl Input {
         match self {
             Input::Csv(p) | Input::Parquet(p) => p.display().to_string(),
             Input::Batches(_) => "<batches>".to_owned(),
+            Input::Stream(s) => s.name.clone(),
         }
     }
 }
@@ -53,6 +110,8 @@ pub enum Output {
     Parquet(PathBuf),
     /// Returned in memory.
     Memory,
+    /// Passed batch by batch to a consumer, never held together (its digest is the consumer's to make).
+    Stream(BatchConsumer),
 }
 
 impl Output {
@@ -75,6 +134,7 @@ pub fn for_each_batch(input: &Input, delimiter: u8, mut f: impl FnMut(&RecordBat
                 f(&to_strings(batch, &name)?)?;
             }
         }
+        Input::Stream(s) => s.for_each(&mut |batch| f(&to_strings(&batch, &name)?))?,
         Input::Parquet(p) => {
             let file = File::open(p).map_err(|e| DeidError::Io { path: name.clone(), source: e })?;
             let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
@@ -253,6 +313,8 @@ pub enum Sink {
     Parquet(Box<parquet::arrow::ArrowWriter<File>>, PathBuf),
     /// Memory.
     Memory(Vec<RecordBatch>),
+    /// Handed on batch by batch.
+    Stream(BatchConsumer),
 }
 
 fn staging(p: &Path) -> PathBuf {
@@ -266,6 +328,7 @@ impl Sink {
     pub fn open(output: &Output, schema: SchemaRef) -> Result<Sink> {
         match output {
             Output::Memory => Ok(Sink::Memory(Vec::new())),
+            Output::Stream(c) => Ok(Sink::Stream(c.clone())),
             Output::Csv(p) => {
                 let file =
                     File::create(staging(p)).map_err(|e| DeidError::Io { path: p.display().to_string(), source: e })?;
@@ -291,6 +354,7 @@ impl Sink {
     pub fn write(&mut self, batch: RecordBatch) -> Result<()> {
         match self {
             Sink::Memory(v) => v.push(batch),
+            Sink::Stream(c) => c.take(batch)?,
             Sink::Csv(w, p) => {
                 let cols: Vec<&StringArray> = (0..batch.num_columns()).map(|i| strings(&batch, i)).collect();
                 for r in 0..batch.num_rows() {
@@ -307,6 +371,7 @@ impl Sink {
     pub fn finish(self, memory_hash: Sha256) -> Result<(String, Vec<RecordBatch>)> {
         let path = match self {
             Sink::Memory(v) => return Ok((hex::encode(memory_hash.finalize()), v)),
+            Sink::Stream(_) => return Ok((hex::encode(memory_hash.finalize()), Vec::new())),
             Sink::Csv(mut w, p) => {
                 w.flush().map_err(|e| DeidError::Io { path: p.display().to_string(), source: e })?;
                 p
