@@ -1387,6 +1387,36 @@ mod tests {
     }
 
     #[test]
+    fn s1_fixed_width_date_columns_match_the_general_rules_or_leave_the_fast_path() {
+        use arrow::array::StringArray;
+        let col = |v: Vec<Option<&str>>| StringArray::from(v);
+        let a = col(vec![Some("2024-02-28"), Some("2024-02-28"), Some("1999/12/31"), Some("2024-02-28")]);
+        let offs = [1, 1, 1, -3];
+        let shifted = fixed_iso_dates(&a, PseudoTreatment::Shift, &offs).expect("fast path");
+        for (r, off) in offs.iter().enumerate() {
+            let mut want = String::new();
+            assert!(shift_date_into(a.value(r), *off, &mut want));
+            assert_eq!(shifted.value(r), want, "row {r}: the same answer as the per-value rule");
+        }
+        assert_eq!(shifted.value(3), "2024-02-25", "the reused answer is not carried over another offset");
+        let years = fixed_iso_dates(&a, PseudoTreatment::Year, &[]).expect("fast path");
+        assert_eq!((0..4).map(|r| years.value(r)).collect::<Vec<_>>(), ["2024", "2024", "1999", "2024"]);
+        // Anything else is left to the general path (which reports unreadable dates per cell).
+        for v in [
+            vec![Some("2024-02-28"), None],
+            vec![Some("2024-02-28"), Some("令和6年2月28日")],
+            vec![Some("2023-02-29")],
+            vec![Some("2024-02-28"), Some("20240228  ")],
+        ] {
+            let a = col(v.clone());
+            assert!(fixed_iso_dates(&a, PseudoTreatment::Year, &[]).is_none(), "{v:?}");
+            assert!(fixed_iso_dates(&a, PseudoTreatment::Shift, &vec![1; v.len()]).is_none(), "{v:?}");
+        }
+        // A year before 1000 is written unpadded by the general rule.
+        assert!(fixed_iso_dates(&col(vec![Some("0999-01-01")]), PseudoTreatment::Year, &[]).is_none());
+    }
+
+    #[test]
     fn s2_column_digest_binds_values_their_boundaries_and_nulls() {
         use arrow::array::StringArray;
         let mut scratch = Vec::new();
