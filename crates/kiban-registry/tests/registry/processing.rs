@@ -48,7 +48,13 @@ fn part(p: usize) -> RecordBatch {
         schema,
         vec![
             col(&|i| format!("P{p}{i:04}")),
-            col(&|i| if (p * n + i) % 37 == 0 { format!("{}-", 95 + p) } else { ["40-44", "45-49"][i % 2].to_owned() }),
+            col(&|i| {
+                if (p * n + i).is_multiple_of(37) {
+                    format!("{}-", 95 + p)
+                } else {
+                    ["40-44", "45-49"][i % 2].to_owned()
+                }
+            }),
             col(&|i| ["1", "2"][(i / 2) % 2].to_owned()),
             col(&|i| format!("E{}", (p * n + i) % 7)),
         ],
@@ -102,7 +108,7 @@ fn a7_an_anonymized_release_streams_a_multi_part_source_into_the_same_records_as
     .unwrap();
     // Each pass of the engine opened the parts again instead of holding the source.
     let opened = sealer.0.load(Ordering::Relaxed);
-    assert!(opened >= 6 && opened % 3 == 0, "the 3 parts are read once per pass: {opened} opens");
+    assert!(opened >= 6 && opened.is_multiple_of(3), "the 3 parts are read once per pass: {opened} opens");
 
     assert_eq!((made.records_in, made.records_out), (before.report.records_in, before.report.records_out));
     assert_eq!(made.records_in, 120);
