@@ -666,7 +666,7 @@ pub fn anonymize(policy: &Policy, input: &Input, output: &Output, opts: &RunOpti
                 (qstate, sens_idx, rare) = setup_columns(policy, &qis, sens_col.as_deref(), &s)?;
                 schema = Some(s);
             }
-            if matches!(input, Input::Batches(_)) {
+            if matches!(input, Input::Batches(_) | Input::Stream(_)) {
                 hash_batch(&mut input_hash, batch);
             }
             let lc = lc.ok_or_else(|| DeidError::format("input", "a batch lacks a column of the first batch"))?;
@@ -1019,7 +1019,7 @@ pub fn anonymize(policy: &Policy, input: &Input, output: &Output, opts: &RunOpti
     let (output_sha256, batches) = sink.finish(out_hash)?;
     let input_sha256 = match input {
         Input::Csv(p) | Input::Parquet(p) => file_sha256(p)?,
-        Input::Batches(_) => hex::encode(input_hash.finalize()),
+        Input::Batches(_) | Input::Stream(_) => hex::encode(input_hash.finalize()),
     };
     let _ = rare_policy;
 

@@ -53,6 +53,16 @@ pub fn input_schema(input: &Input, delimiter: u8) -> Result<SchemaRef> {
             Some(b) => Ok(text(b.schema().fields().iter().map(|f| f.name().clone()).collect())),
             None => Err(DeidError::format("<batches>", "no batches")),
         },
+        Input::Stream(_) => {
+            let mut first = None;
+            crate::io::for_each_batch(input, delimiter, |b| {
+                first.get_or_insert_with(|| b.schema());
+                Ok(())
+            })?;
+            first
+                .map(|s| text(s.fields().iter().map(|f| f.name().clone()).collect()))
+                .ok_or_else(|| DeidError::format("<stream>", "no batches"))
+        }
     }
 }
 
@@ -110,6 +120,15 @@ pub async fn source(ctx: &SessionContext, input: &Input, delimiter: u8) -> Resul
             ctx.read_parquet(path, ParquetReadOptions::default().file_extension("")).await.map_err(df_err)?
         }
         Input::Batches(b) => ctx.read_batches(b.iter().cloned()).map_err(df_err)?,
+        // DataFusion reads a streamed source as batches held in memory (the streaming pass does not).
+        Input::Stream(_) => {
+            let mut all = Vec::new();
+            crate::io::for_each_batch(input, delimiter, |b| {
+                all.push(b.clone());
+                Ok(())
+            })?;
+            ctx.read_batches(all).map_err(df_err)?
+        }
     })
 }
 

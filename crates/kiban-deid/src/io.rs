@@ -25,6 +25,62 @@ pub enum Input {
     Parquet(PathBuf),
     /// Record batches in memory.
     Batches(Vec<RecordBatch>),
+    /// Batches produced anew on every pass (e.g. the sealed parts of a dataset, opened one at a
+    /// time): memory is bounded by what the source holds at once, not by the whole input.
+    Stream(BatchSource),
+}
+
+/// Calls its argument with every batch of a source, in order, each time it is called.
+type EachBatch = dyn Fn(&mut dyn FnMut(RecordBatch) -> Result<()>) -> Result<()> + Send + Sync;
+
+/// A re-readable source of batches for [`Input::Stream`], with a name for errors.
+#[derive(Clone)]
+pub struct BatchSource {
+    name: String,
+    each: Arc<EachBatch>,
+}
+
+impl BatchSource {
+    /// A source named `name` (in errors and reports) whose batches `each` passes to its callback.
+    pub fn new(
+        name: impl Into<String>,
+        each: impl Fn(&mut dyn FnMut(RecordBatch) -> Result<()>) -> Result<()> + Send + Sync + 'static,
+    ) -> Self {
+        BatchSource { name: name.into(), each: Arc::new(each) }
+    }
+    /// Reads the source once, passing every batch to `f`.
+    pub fn for_each(&self, f: &mut dyn FnMut(RecordBatch) -> Result<()>) -> Result<()> {
+        (self.each)(f)
+    }
+}
+
+impl std::fmt::Debug for BatchSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BatchSource({})", self.name)
+    }
+}
+
+/// Takes output batches one at a time for [`Output::Stream`] (e.g. writes them as sealed parts).
+type TakeBatch = dyn FnMut(RecordBatch) -> Result<()> + Send;
+
+/// A consumer of output batches for [`Output::Stream`].
+#[derive(Clone)]
+pub struct BatchConsumer(Arc<std::sync::Mutex<Box<TakeBatch>>>);
+
+impl BatchConsumer {
+    /// A consumer that passes every output batch to `take`.
+    pub fn new(take: impl FnMut(RecordBatch) -> Result<()> + Send + 'static) -> Self {
+        BatchConsumer(Arc::new(std::sync::Mutex::new(Box::new(take))))
+    }
+    fn take(&self, b: RecordBatch) -> Result<()> {
+        (self.0.lock().unwrap_or_else(|p| p.into_inner()))(b)
+    }
+}
+
+impl std::fmt::Debug for BatchConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BatchConsumer")
+    }
 }
 
 impl Input {
@@ -40,6 +96,7 @@ impl Input {
         match self {
             Input::Csv(p) | Input::Parquet(p) => p.display().to_string(),
             Input::Batches(_) => "<batches>".to_owned(),
+            Input::Stream(s) => s.name.clone(),
         }
     }
 }
@@ -53,6 +110,8 @@ pub enum Output {
     Parquet(PathBuf),
     /// Returned in memory.
     Memory,
+    /// Passed batch by batch to a consumer, never held together (its digest is the consumer's to make).
+    Stream(BatchConsumer),
 }
 
 impl Output {
@@ -75,6 +134,7 @@ pub fn for_each_batch(input: &Input, delimiter: u8, mut f: impl FnMut(&RecordBat
                 f(&to_strings(batch, &name)?)?;
             }
         }
+        Input::Stream(s) => s.for_each(&mut |batch| f(&to_strings(&batch, &name)?))?,
         Input::Parquet(p) => {
             let file = File::open(p).map_err(|e| DeidError::Io { path: name.clone(), source: e })?;
             let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
@@ -255,6 +315,8 @@ pub enum Sink {
     Parquet(Box<parquet::file::writer::SerializedFileWriter<File>>, Arc<Encoder>, PathBuf),
     /// Memory.
     Memory(Vec<RecordBatch>),
+    /// Handed on batch by batch.
+    Stream(BatchConsumer),
 }
 
 /// A batch encoded for a [`Sink`]: Parquet column chunks of one row group or CSV lines.
@@ -322,6 +384,7 @@ impl Sink {
     pub fn open(output: &Output, schema: SchemaRef) -> Result<Sink> {
         match output {
             Output::Memory => Ok(Sink::Memory(Vec::new())),
+            Output::Stream(c) => Ok(Sink::Stream(c.clone())),
             Output::Csv(p) => {
                 let file =
                     File::create(staging(p)).map_err(|e| DeidError::Io { path: p.display().to_string(), source: e })?;
@@ -353,7 +416,7 @@ impl Sink {
         match self {
             Sink::Parquet(_, e, _) => e.clone(),
             Sink::Csv(..) => Arc::new(Encoder::Csv),
-            Sink::Memory(_) => Arc::new(Encoder::Memory),
+            Sink::Memory(_) | Sink::Stream(_) => Arc::new(Encoder::Memory),
         }
     }
 
@@ -368,6 +431,7 @@ impl Sink {
         use std::io::Write;
         match (self, e) {
             (Sink::Memory(v), Encoded::Batch(b)) => v.push(b),
+            (Sink::Stream(c), Encoded::Batch(b)) => c.take(b)?,
             (Sink::Csv(f, p), Encoded::Csv(bytes)) => {
                 f.write_all(&bytes).map_err(|e| DeidError::Io { path: p.display().to_string(), source: e })?
             }
@@ -391,6 +455,7 @@ impl Sink {
     pub fn finish(self, memory_hash: Sha256) -> Result<(String, Vec<RecordBatch>)> {
         let path = match self {
             Sink::Memory(v) => return Ok((hex::encode(memory_hash.finalize()), v)),
+            Sink::Stream(_) => return Ok((hex::encode(memory_hash.finalize()), Vec::new())),
             Sink::Csv(mut f, p) => {
                 use std::io::Write;
                 f.flush().map_err(|e| DeidError::Io { path: p.display().to_string(), source: e })?;

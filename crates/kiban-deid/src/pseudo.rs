@@ -783,7 +783,7 @@ pub fn pseudonymize(
             out_schema = Some(s);
         }
         // Column digests of in-memory input; a column passed through unchanged reuses its digest.
-        let in_digests: Vec<Option<[u8; 32]>> = if matches!(input, Input::Batches(_)) {
+        let in_digests: Vec<Option<[u8; 32]>> = if matches!(input, Input::Batches(_) | Input::Stream(_)) {
             let d: Vec<Option<[u8; 32]>> =
                 (0..batch.num_columns()).map(|c| Some(text_digest(strings(batch, c), &mut scratch))).collect();
             digest_columns(&mut in_hash, batch, &d, &mut scratch);
@@ -805,10 +805,12 @@ pub fn pseudonymize(
             let mut per_person: FastMap<&str, i64> = FastMap::default();
             let offset_mac = opts.key.column_mac("\u{1}date-offset");
             let mut last: (&str, i64) = ("\u{0}", 0);
+            // The person column is looked up once, not per row (a dynamic downcast).
+            let person = person_idx.map(|p| strings(batch, p));
             (0..rows)
-                .map(|r| match person_idx {
-                    Some(p) if strings(batch, p).is_valid(r) => {
-                        let v = strings(batch, p).value(r);
+                .map(|r| match person {
+                    Some(pa) if pa.is_valid(r) => {
+                        let v = pa.value(r);
                         // Lines of one person are usually consecutive: reuse the last answer first.
                         if !same(v, last.0) {
                             last = (v, *per_person.entry(v).or_insert_with(|| offset_of(&offset_mac, v)));
@@ -864,6 +866,17 @@ pub fn pseudonymize(
                 )
                 .map_err(|e| DeidError::format("output", e))?;
                 rep.changed += (rows - a.null_count()) as u64;
+                cols.push(Arc::new(arr));
+                out_known.push(None);
+                continue;
+            }
+            // Dates in one fixed-width form (`YYYY-MM-DD` on every row, no nulls: a claims table's
+            // columns) are written straight into the value buffer; anything else takes the general
+            // path below, column by column, so the fast path never changes an answer.
+            if matches!(cp.treatment, PseudoTreatment::Shift | PseudoTreatment::Year)
+                && let Some(arr) = fixed_iso_dates(a, cp.treatment, &offsets)
+            {
+                rep.changed += rows as u64;
                 cols.push(Arc::new(arr));
                 out_known.push(None);
                 continue;
@@ -1049,7 +1062,7 @@ pub fn pseudonymize(
         }
         let s = out_schema.clone().expect("set with the sink");
         let out = RecordBatch::try_new(s, cols).map_err(|e| DeidError::format("output", e))?;
-        if matches!(output, Output::Memory) {
+        if matches!(output, Output::Memory | Output::Stream(_)) {
             digest_columns(&mut out_hash, &out, &out_known, &mut scratch);
         }
         records_out += out.num_rows() as u64;
@@ -1059,12 +1072,12 @@ pub fn pseudonymize(
         return Err(DeidError::format("input", "no records and no header"));
     };
     let (mut output_sha256, batches) = sink.finish(Sha256::new())?;
-    if matches!(output, Output::Memory) {
+    if matches!(output, Output::Memory | Output::Stream(_)) {
         output_sha256 = format!("blake3:{}", out_hash.finalize().to_hex());
     }
     let input_sha256 = match input {
         Input::Csv(p) | Input::Parquet(p) => file_sha256(p)?,
-        Input::Batches(_) => format!("blake3:{}", in_hash.finalize().to_hex()),
+        Input::Batches(_) | Input::Stream(_) => format!("blake3:{}", in_hash.finalize().to_hex()),
     };
     for r in &mut reports {
         if r.treatment == PseudoTreatment::Delete {
@@ -1087,6 +1100,60 @@ pub fn pseudonymize(
         },
         batches,
     })
+}
+
+/// A shifted (`Shift`, by each row's offset) or year-only (`Year`) copy of a date column whose
+/// values are all 10-byte `YYYY-MM-DD`/`YYYY/MM/DD` dates with a year from 1000 and no nulls,
+/// written without a builder; `None` when any value is otherwise (the general path then decides).
+fn fixed_iso_dates(
+    a: &arrow::array::StringArray,
+    treatment: PseudoTreatment,
+    offsets: &[i64],
+) -> Option<arrow::array::StringArray> {
+    const W: usize = 10;
+    let rows = a.len();
+    let offs = a.value_offsets();
+    if a.null_count() > 0 || rows == 0 || rows >= (i32::MAX as usize) / W {
+        return None;
+    }
+    let differ = offs[1..].iter().zip(&offs[..rows]).fold(0i32, |acc, (e, s)| acc | ((e - s) ^ W as i32));
+    if differ != 0 {
+        return None;
+    }
+    let data = &a.value_data()[offs[0] as usize..offs[rows] as usize];
+    let shift = treatment == PseudoTreatment::Shift;
+    if shift && offsets.len() != rows {
+        return None;
+    }
+    let out_w = if shift { W } else { 4 };
+    let mut values: Vec<u8> = Vec::with_capacity(rows * out_w);
+    // Consecutive lines of one person repeat a date (and its offset): the last answer is reused.
+    let mut prev: ([u8; W], i64, [u8; W]) = ([0; W], i64::MIN, [0; W]);
+    for (r, v) in data.chunks_exact(W).enumerate() {
+        let v: &[u8; W] = v.try_into().expect("chunks of W bytes");
+        let off = if shift { offsets[r] } else { 0 };
+        if *v != prev.0 || off != prev.1 {
+            let out = if shift {
+                shift_iso_fast(v, off)?
+            } else {
+                // The same check as the general path's: a real calendar date; years below 1000 are
+                // written unpadded there, so they leave the fast path.
+                if v[0] == b'0' || !matches!(iso_date(std::str::from_utf8(v).ok()?), Some((_, Some(_)))) {
+                    return None;
+                }
+                *v
+            };
+            prev = (*v, off, out);
+        }
+        values.extend_from_slice(&prev.2[..out_w]);
+    }
+    let offs: Vec<i32> = (0..=rows).map(|r| (r * out_w) as i32).collect();
+    arrow::array::StringArray::try_new(
+        arrow::buffer::OffsetBuffer::new(arrow::buffer::ScalarBuffer::from(offs)),
+        arrow::buffer::Buffer::from_vec(values),
+        None,
+    )
+    .ok()
 }
 
 /// The BLAKE3 digest of one text column of an in-memory batch: the row count; then for a column
@@ -1317,6 +1384,36 @@ mod tests {
         assert!(shift_iso_fast(b"2023-02-29", 1).is_none(), "not a date");
         assert!(shift_iso_fast(b"2024-13-01", 1).is_none());
         assert_eq!(&shift_iso_fast(b"2024/02/28", 1).expect("date"), b"2024/02/29");
+    }
+
+    #[test]
+    fn s1_fixed_width_date_columns_match_the_general_rules_or_leave_the_fast_path() {
+        use arrow::array::StringArray;
+        let col = |v: Vec<Option<&str>>| StringArray::from(v);
+        let a = col(vec![Some("2024-02-28"), Some("2024-02-28"), Some("1999/12/31"), Some("2024-02-28")]);
+        let offs = [1, 1, 1, -3];
+        let shifted = fixed_iso_dates(&a, PseudoTreatment::Shift, &offs).expect("fast path");
+        for (r, off) in offs.iter().enumerate() {
+            let mut want = String::new();
+            assert!(shift_date_into(a.value(r), *off, &mut want));
+            assert_eq!(shifted.value(r), want, "row {r}: the same answer as the per-value rule");
+        }
+        assert_eq!(shifted.value(3), "2024-02-25", "the reused answer is not carried over another offset");
+        let years = fixed_iso_dates(&a, PseudoTreatment::Year, &[]).expect("fast path");
+        assert_eq!((0..4).map(|r| years.value(r)).collect::<Vec<_>>(), ["2024", "2024", "1999", "2024"]);
+        // Anything else is left to the general path (which reports unreadable dates per cell).
+        for v in [
+            vec![Some("2024-02-28"), None],
+            vec![Some("2024-02-28"), Some("令和6年2月28日")],
+            vec![Some("2023-02-29")],
+            vec![Some("2024-02-28"), Some("20240228  ")],
+        ] {
+            let a = col(v.clone());
+            assert!(fixed_iso_dates(&a, PseudoTreatment::Year, &[]).is_none(), "{v:?}");
+            assert!(fixed_iso_dates(&a, PseudoTreatment::Shift, &vec![1; v.len()]).is_none(), "{v:?}");
+        }
+        // A year before 1000 is written unpadded by the general rule.
+        assert!(fixed_iso_dates(&col(vec![Some("0999-01-01")]), PseudoTreatment::Year, &[]).is_none());
     }
 
     #[test]

@@ -60,8 +60,8 @@ pub struct Processed {
 const PART_ROWS: usize = 1 << 20;
 
 /// Writes `batches` as parts of at most [`PART_ROWS`] rows; the writer is made at the first batch.
-struct Parts<'a> {
-    dir: &'a Path,
+struct Parts {
+    dir: PathBuf,
     name: String,
     sealer: Arc<dyn Sealer>,
     writer: Option<DatasetWriter>,
@@ -70,11 +70,11 @@ struct Parts<'a> {
     next: usize,
 }
 
-impl Parts<'_> {
+impl Parts {
     fn push(&mut self, batches: Vec<RecordBatch>) -> Result<(), ProcessingError> {
         for b in batches {
             if self.writer.is_none() {
-                let w = DatasetWriter::create(self.dir, &self.name, b.schema(), FileFormat::Parquet)?
+                let w = DatasetWriter::create(&self.dir, &self.name, b.schema(), FileFormat::Parquet)?
                     .sealed(self.sealer.clone());
                 self.writer = Some(w);
             }
@@ -108,7 +108,7 @@ impl Parts<'_> {
     }
 }
 
-impl Drop for Parts<'_> {
+impl Drop for Parts {
     fn drop(&mut self) {
         // A run that failed leaves no staging directory with (sealed) parts behind.
         if self.writer.is_some() {
@@ -150,7 +150,15 @@ pub fn pseudonymize_to_dataset(
     sealer: Arc<dyn Sealer>,
     extra: serde_json::Value,
 ) -> Result<Processed, ProcessingError> {
-    let mut parts = Parts { dir, name: name.to_owned(), sealer, writer: None, pending: Vec::new(), rows: 0, next: 0 };
+    let mut parts = Parts {
+        dir: dir.to_owned(),
+        name: name.to_owned(),
+        sealer,
+        writer: None,
+        pending: Vec::new(),
+        rows: 0,
+        next: 0,
+    };
     let mut report: Option<PseudoReport> = None;
     let source_digest = match source {
         Source::File(path) => {
@@ -211,13 +219,104 @@ pub fn anonymize_to_dataset(
     extra: serde_json::Value,
 ) -> Result<Processed, ProcessingError> {
     let out = kiban_deid::anonymize(policy, input, &Output::Memory, opts)?;
-    let mut parts = Parts { dir, name: name.to_owned(), sealer, writer: None, pending: Vec::new(), rows: 0, next: 0 };
+    let mut parts = Parts {
+        dir: dir.to_owned(),
+        name: name.to_owned(),
+        sealer,
+        writer: None,
+        pending: Vec::new(),
+        rows: 0,
+        next: 0,
+    };
     parts.push(out.batches)?;
     let report_json: serde_json::Value = serde_json::from_str(&out.report.to_json()).expect("report is JSON");
     let mut prov = serde_json::json!({
         "process": "anonymization",
         "policy_sha256": out.report.policy_hash,
         "policy_name": policy.name,
+        "report": report_json,
+    });
+    merge_json(&mut prov, extra);
+    let manifest = parts.commit(name, prov)?;
+    Ok(Processed {
+        dir: dir.to_owned(),
+        manifest,
+        report: report_json,
+        records_in: out.report.records_in,
+        records_out: out.report.records_out,
+        policy_sha256: out.report.policy_hash.clone(),
+    })
+}
+
+/// Anonymizes the dataset at `src` (opened with `src_sealer` when sealed) under `policy` (A1–A6)
+/// into a sealed dataset at `dir` named `name`, part by part: every pass of the engine opens the
+/// source's parts one at a time and the output is written as parts of at most [`PART_ROWS`] rows as
+/// it comes, so memory is bounded by a part and the engine's frequency table, not by the source.
+/// The manifest's provenance names the policy hash and the source manifest's SHA-256 and holds the
+/// JSON report.
+#[allow(clippy::too_many_arguments)]
+pub fn anonymize_dataset_to_dataset(
+    policy: &Policy,
+    src: &Path,
+    src_sealer: Option<Arc<dyn Sealer>>,
+    opts: &RunOptions,
+    dir: &Path,
+    name: &str,
+    sealer: Arc<dyn Sealer>,
+    extra: serde_json::Value,
+) -> Result<Processed, ProcessingError> {
+    let m = kiban_formats::verify_dataset(src)?;
+    let raw = std::fs::read(src.join("manifest.json"))
+        .map_err(|source| DatasetError::Io { path: src.join("manifest.json"), source })?;
+    let source_digest = crate::ledger::sha256_hex(&raw);
+    let (from, what) = (src.to_owned(), src.display().to_string());
+    let input = Input::Stream(kiban_deid::io::BatchSource::new(what.clone(), move |f| {
+        for file in &m.files {
+            let batches = kiban_formats::read_part(&from, &m, file, src_sealer.as_deref())
+                .map_err(|e| kiban_deid::DeidError::format(&what, e))?;
+            for b in batches {
+                f(b)?;
+            }
+        }
+        Ok(())
+    }));
+    let parts = Arc::new(std::sync::Mutex::new(Some(Parts {
+        dir: dir.to_owned(),
+        name: name.to_owned(),
+        sealer,
+        writer: None,
+        pending: Vec::new(),
+        rows: 0,
+        next: 0,
+    })));
+    let (to, failed) = (parts.clone(), Arc::new(std::sync::Mutex::new(None)));
+    let failure = failed.clone();
+    let output = Output::Stream(kiban_deid::io::BatchConsumer::new(move |b| {
+        let mut g = to.lock().unwrap_or_else(|p| p.into_inner());
+        let p = g.as_mut().expect("parts are taken only after the run");
+        p.push(vec![b]).map_err(|e| {
+            let msg = e.to_string();
+            *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+            kiban_deid::DeidError::format("output", msg)
+        })
+    }));
+    let run = kiban_deid::anonymize(policy, &input, &output, opts);
+    drop(output);
+    // A failure to write a part is reported as itself, not as the engine's wrapper.
+    if let Some(e) = failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return Err(e);
+    }
+    let out = run?;
+    let parts = parts.lock().unwrap_or_else(|p| p.into_inner()).take().expect("parts are taken once");
+    let mut report_json: serde_json::Value = serde_json::from_str(&out.report.to_json()).expect("report is JSON");
+    report_json["input_sha256"] = serde_json::Value::String(source_digest.clone());
+    // The output digest is the manifest's: every part's SHA-256 is listed there.
+    report_json["output_sha256"] = serde_json::Value::String(String::new());
+    let mut prov = serde_json::json!({
+        "process": "anonymization",
+        "policy_sha256": out.report.policy_hash,
+        "policy_name": policy.name,
+        "source_sha256": source_digest,
         "report": report_json,
     });
     merge_json(&mut prov, extra);

@@ -9,6 +9,7 @@ mod registry {
     pub mod gate_props;
     pub mod intake;
     pub mod outputs;
+    pub mod processing;
     pub mod review;
     pub mod workspace;
 }

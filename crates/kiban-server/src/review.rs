@@ -276,7 +276,7 @@ async fn package(
         _ => unreachable!("matched above"),
     };
     let req = PackageRequest {
-        sealer: Some(sealer.as_ref()),
+        sealer: Some(sealer.clone()),
         application_id: &id,
         data,
         recipient: &b.recipient,

@@ -1276,6 +1276,82 @@ async fn a7_an_anonymized_release_is_made_under_its_approved_anonymization_polic
     assert!(made.sealed && made.columns.iter().all(|(c, _)| c != "patient_id" && c != "name"), "{made:?}");
 }
 
+/// Opens sealed parts like [`TestDatasetSealer`], but its first `open` says so and then waits for
+/// a go-ahead: a release that processed on the server's async thread would hold that thread here.
+struct PausingSealer {
+    started: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    go: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl kiban_formats::Sealer for PausingSealer {
+    fn seal(&self, aad: &[u8], pt: &[u8]) -> Vec<u8> {
+        TestDatasetSealer.seal(aad, pt)
+    }
+    fn open(&self, aad: &[u8], s: &[u8]) -> Result<Vec<u8>, String> {
+        if let Some(started) = self.started.lock().unwrap().take() {
+            let _ = started.send(());
+            // No timing is measured: only a stalled runtime never sends the go-ahead.
+            let go = self.go.lock().unwrap().recv_timeout(std::time::Duration::from_secs(60));
+            go.map_err(|_| "the server stalled while the release was processing".to_owned())?;
+        }
+        TestDatasetSealer.open(aad, s)
+    }
+}
+
+#[tokio::test]
+async fn r9_the_server_answers_other_requests_while_a_release_is_processing() {
+    use kiban_formats::Sealer;
+    use kiban_registry::review::application::sample_application;
+    use kiban_registry::review::package::{PackageRequest, Processing, ReleaseData, ReleaseDomainKey, release_package};
+    // One runtime thread (tokio::test's default): the release and the server share it.
+    let f = fixture().await;
+    let reg = &f.st.reg;
+    let dd = &f.st.data_dir;
+    committee_and_release_policy(&f).await;
+    let hash = kiban_deid::PseudoPolicy::load(&dd.join("policies/extract.toml")).unwrap().hash;
+    let id = approved_application(reg, &sample_application(), Some(hash)).await;
+    let app = reg.application_state(&id).await.unwrap().application.unwrap();
+    source_dataset(dd, "extract-p");
+    let main = spawn(kiban_server::router(f.st.clone())).await;
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel();
+    let sealer: Arc<dyn Sealer> =
+        Arc::new(PausingSealer { started: std::sync::Mutex::new(Some(started_tx)), go: std::sync::Mutex::new(go_rx) });
+    let release_key = |release: &str, _: Option<&kiban_registry::review::package::LinkageAllowed>| {
+        Ok(ReleaseDomainKey { key: kiban_deid::ReleaseKey::random(), domain: format!("release/{release}") })
+    };
+    let (source, policy) = (dd.join("datasets/extract-p"), dd.join("policies/extract.toml"));
+    let req = PackageRequest {
+        sealer: Some(sealer.clone()),
+        application_id: &id,
+        data: ReleaseData::Process(Processing {
+            source: &source,
+            policy: &policy,
+            link_to: None,
+            release_key: &release_key,
+            sealer: sealer.clone(),
+        }),
+        recipient: "u-1",
+        items: vec![app.extraction.items[0].item.clone()],
+        media: serde_json::from_value(
+            serde_json::json!([{"medium_id": "hdd-1", "place_id": app.places[0].place_id.clone()}]),
+        )
+        .unwrap(),
+        on: "2026-07-01".parse().unwrap(),
+    };
+    let other = async {
+        // The release has opened its source and is now held in the middle of processing it.
+        started_rx.await.unwrap();
+        let r = http(main, "GET", "/login", &[], "").await;
+        go_tx.send(()).unwrap();
+        r.status
+    };
+    let (released, status) = tokio::join!(release_package(reg, dd, req), other);
+    assert_eq!(status, StatusCode::OK, "another request is answered during the release");
+    let d = released.unwrap_or_else(|e| panic!("{e}"));
+    assert!(d.package.is_file() && d.ledger.len() == 1);
+}
+
 #[tokio::test]
 async fn s5_deid_text_endpoint_returns_tagged_text_and_audits_no_content() {
     let f = fixture().await;

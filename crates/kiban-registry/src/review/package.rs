@@ -137,7 +137,7 @@ pub struct PackageRequest<'a> {
     /// Date of provision.
     pub on: NaiveDate,
     /// Opens a dataset sealed at rest (the data directory's key store).
-    pub sealer: Option<&'a dyn kiban_formats::Sealer>,
+    pub sealer: Option<Arc<dyn kiban_formats::Sealer>>,
 }
 
 /// True for a plain id that cannot name a path outside its directory.
@@ -174,7 +174,7 @@ pub async fn release_package(
             (p.to_path_buf(), false)
         }
         ReleaseData::Process(p) => {
-            (process(reg, data_dir, req.application_id, &release_id, p, req.sealer).await?, true)
+            (process(reg, data_dir, req.application_id, &release_id, p, req.sealer.clone()).await?, true)
         }
     };
     let r = package_dataset(reg, data_dir, &req, &release_id, &dataset).await;
@@ -193,7 +193,7 @@ async fn process(
     application_id: &str,
     release_id: &str,
     p: &Processing<'_>,
-    source_sealer: Option<&dyn kiban_formats::Sealer>,
+    source_sealer: Option<Arc<dyn kiban_formats::Sealer>>,
 ) -> Result<PathBuf, PackageStepError> {
     let refused = |field, rule, reason: String| PackageStepError::Refused { field, rule, reason };
     let st = reg.application_state(application_id).await?;
@@ -203,7 +203,8 @@ async fn process(
     let app = st.application.as_ref().expect("an approved application has its content");
     let perr = crate::processing::ProcessingError::from;
     // Anonymized data (004 style): the approved anonymization policy over the whole source (k-anonymity
-    // needs every record at once); its codes are re-keyed by a key destroyed after the run (A3).
+    // counts every record, in a first pass over the parts); its codes are re-keyed by a key destroyed
+    // after the run (A3).
     let anonymized = app.kind == ApplicationKind::Anonymized;
     let (hash, pseudo, anon) = if anonymized {
         let policy = kiban_deid::Policy::load(p.policy).map_err(perr)?;
@@ -239,16 +240,25 @@ async fn process(
         if p.link_to.is_some() {
             return Err(refused("link_to", "A3", "anonymized releases are never linked with another release".into()));
         }
-        let derr = crate::processing::ProcessingError::from;
-        let m = kiban_formats::verify_dataset(p.source).map_err(derr)?;
-        let mut batches = Vec::new();
-        for f in &m.files {
-            batches.extend(kiban_formats::read_part(p.source, &m, f, source_sealer).map_err(derr)?);
-        }
         let extra = serde_json::json!({"application": application_id, "release": release_id});
-        let input = kiban_deid::Input::Batches(batches);
-        let opts = kiban_deid::RunOptions::default();
-        crate::processing::anonymize_to_dataset(&policy, &input, &opts, &dir, release_id, p.sealer.clone(), extra)?;
+        let (source, out_sealer, name, out) =
+            (p.source.to_owned(), p.sealer.clone(), release_id.to_owned(), dir.clone());
+        // Part by part (bounded memory): each pass of the engine opens the source's parts one at a time.
+        off_runtime(move || {
+            let opts = kiban_deid::RunOptions::default();
+            crate::processing::anonymize_dataset_to_dataset(
+                &policy,
+                &source,
+                source_sealer,
+                &opts,
+                &out,
+                &name,
+                out_sealer,
+                extra,
+            )?;
+            Ok(())
+        })
+        .await?;
         return Ok(dir);
     }
     let policy = pseudo.expect("pseudonymization policy");
@@ -264,9 +274,29 @@ async fn process(
         "linked_to": linkage.as_ref().map(|l| l.earlier_release.clone()),
     });
     let opts = kiban_deid::PseudoOptions::new(key.key);
-    let source = crate::processing::Source::Dataset { dir: p.source, sealer: source_sealer };
-    crate::processing::pseudonymize_to_dataset(&policy, source, &opts, &dir, release_id, p.sealer.clone(), extra)?;
+    let (source, out_sealer, name, out) = (p.source.to_owned(), p.sealer.clone(), release_id.to_owned(), dir.clone());
+    off_runtime(move || {
+        let source = crate::processing::Source::Dataset { dir: &source, sealer: source_sealer.as_deref() };
+        crate::processing::pseudonymize_to_dataset(&policy, source, &opts, &out, &name, out_sealer, extra)?;
+        Ok(())
+    })
+    .await?;
     Ok(dir)
+}
+
+/// Runs CPU-bound release work (processing a whole source, encrypting a package) on tokio's
+/// blocking pool, so that the server's other requests are answered meanwhile; a panic there is
+/// re-raised here.
+async fn off_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, PackageStepError> + Send + 'static,
+) -> Result<T, PackageStepError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => {
+            Err(PackageStepError::Io { path: PathBuf::from("<release worker>"), source: std::io::Error::other(e) })
+        }
+    }
 }
 
 /// Whether the approved application `application_id` (its state `st`) allows linking a new release
@@ -304,15 +334,15 @@ async fn package_dataset(
     let staging = data_dir.join("staging");
     std::fs::create_dir_all(&staging).map_err(|source| PackageStepError::Io { path: staging.clone(), source })?;
     let staged = staging.join(format!("{release_id}.kbp"));
-    let h = kiban_formats::package::write_package(
-        dataset,
-        &staged,
-        &key,
-        req.application_id,
-        &release_id,
-        req.recipient,
-        req.sealer,
-    )?;
+    let h = {
+        let (dataset, staged, key) = (dataset.to_owned(), staged.clone(), key.clone());
+        let (app, rel, to, sealer) =
+            (req.application_id.to_owned(), release_id.clone(), req.recipient.to_owned(), req.sealer.clone());
+        off_runtime(move || {
+            Ok(kiban_formats::package::write_package(&dataset, &staged, &key, &app, &rel, &to, sealer.as_deref())?)
+        })
+        .await?
+    };
     let spec = ReleaseSpec {
         release_id: release_id.clone(),
         on: req.on,

@@ -293,7 +293,7 @@ fn package(
     crate::block_on(async {
         let reg = dd.registry().await?;
         let req = PackageRequest {
-            sealer: Some(sealer.as_ref()),
+            sealer: Some(sealer.clone()),
             application_id: &id,
             data,
             recipient: &recipient,
