@@ -155,9 +155,52 @@ struct RareState {
     col: usize,
     group_cols: Vec<usize>,
     counts: HashMap<(String, String), u64>,
+    /// Rare (group, value) pairs and the hierarchy label they are generalized to.
+    lifted: HashMap<(String, String), String>,
     top_coded: u64,
     bottom_coded: u64,
     suppressed: u64,
+    generalized: u64,
+}
+
+/// Decides, for a rare column with a hierarchy, which rare values are generalized and to what (A4):
+/// level by level, the values still rare within a group are gathered by their ancestor; an
+/// ancestor whose gathered count (plus any kept value spelled like it) reaches `min_count` takes
+/// them all, so every label in the output is seen at least `min_count` times. Values no level can
+/// gather (or not covered by the hierarchy) stay rare and are suppressed.
+fn lift_rare_values(st: &mut RareState, h: &Hierarchy, min_count: u64) {
+    let mut pending: Vec<(&(String, String), u64, Vec<String>)> = st
+        .counts
+        .iter()
+        .filter(|&(_, &n)| n < min_count)
+        .filter_map(|(k, &n)| h.chain(&k.1).map(|c| (k, n, c)))
+        .collect();
+    // A deterministic order, so equal inputs give equal outputs whatever the map's order.
+    pending.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let mut lifted = HashMap::new();
+    for level in 1..h.levels() {
+        let mut gathered: HashMap<(String, String), u64> = HashMap::new();
+        for (k, n, chain) in &pending {
+            if let Some(label) = chain.get(level).filter(|l| *l != "*") {
+                *gathered.entry((k.0.clone(), label.clone())).or_default() += n;
+            }
+        }
+        let reaches = |g: &str, label: &str, sum: u64| {
+            let kept = st.counts.get(&(g.to_owned(), label.to_owned())).copied().filter(|&n| n >= min_count);
+            sum + kept.unwrap_or(0) >= min_count
+        };
+        pending.retain(|(k, _, chain)| match chain.get(level) {
+            Some(label) if label != "*" && reaches(&k.0, label, gathered[&(k.0.clone(), label.clone())]) => {
+                lifted.insert((*k).clone(), label.clone());
+                false
+            }
+            _ => true,
+        });
+        if pending.is_empty() {
+            break;
+        }
+    }
+    st.lifted = lifted;
 }
 
 fn group_key(batch: &RecordBatch, cols: &[usize], r: usize) -> String {
@@ -351,7 +394,7 @@ impl Counter {
 /// What pass 2 counts while it transforms one batch (summed in input order).
 struct Pass2Stats {
     /// Per rare column: top-coded, bottom-coded, suppressed.
-    rare: Vec<[u64; 3]>,
+    rare: Vec<[u64; 4]>,
     /// Per date column: values that could not be read as dates (released as `*`).
     invalid: HashMap<usize, u64>,
 }
@@ -770,6 +813,15 @@ pub fn anonymize(policy: &Policy, input: &Input, output: &Output, opts: &RunOpti
     let rare_policy: Vec<&Treatment> =
         policy.columns.iter().filter(|c| matches!(c.treatment, Treatment::Rare { .. })).map(|c| &c.treatment).collect();
 
+    for st in &mut rare {
+        let c = policy.columns.iter().find(|c| c.name == *schema.field(st.col).name());
+        if let Some(Treatment::Rare { min_count: Some(m), hierarchy: Some(h), .. }) = c.map(|c| &c.treatment)
+            && let Some(h) = policy.hierarchies.get(h)
+        {
+            lift_rare_values(st, h, *m);
+        }
+    }
+
     // ---- pass 2 ----
     let kept_cols: Vec<usize> = (0..schema.fields().len())
         .filter(|&i| policy.column(schema.field(i).name()).is_some_and(|c| c.treatment != Treatment::Delete))
@@ -848,7 +900,7 @@ pub fn anonymize(policy: &Policy, input: &Input, output: &Output, opts: &RunOpti
     let encoder = sink.encoder();
     let transform = |batch: &RecordBatch, first: u64| -> Result<(crate::io::Encoded, u64, Pass2Stats)> {
         let rows = batch.num_rows();
-        let mut stats = Pass2Stats { rare: vec![[0; 3]; rare.len()], invalid: HashMap::new() };
+        let mut stats = Pass2Stats { rare: vec![[0; 4]; rare.len()], invalid: HashMap::new() };
         // Which rows are suppressed, and the QI codes of each row.
         let mut codes = vec![vec![0u32; rows]; qstate.len()];
         let mut suppressed = vec![false; rows];
@@ -927,10 +979,19 @@ pub fn anonymize(policy: &Policy, input: &Input, output: &Output, opts: &RunOpti
                         }
                         if let Some(m) = min_count {
                             let g = group_key(batch, &st.group_cols, r);
-                            let cnt = st.counts.get(&(g, v.to_owned())).copied().unwrap_or(0);
+                            let key = (g, v.to_owned());
+                            let cnt = st.counts.get(&key).copied().unwrap_or(0);
                             if cnt < *m {
-                                counted[2] += 1;
-                                b.append_value("*");
+                                match st.lifted.get(&key) {
+                                    Some(label) => {
+                                        counted[3] += 1;
+                                        b.append_value(label);
+                                    }
+                                    None => {
+                                        counted[2] += 1;
+                                        b.append_value("*");
+                                    }
+                                }
                                 continue;
                             }
                         }
@@ -984,7 +1045,7 @@ pub fn anonymize(policy: &Policy, input: &Input, output: &Output, opts: &RunOpti
         Ok((encoder.encode(out)?, rows_out, stats))
     };
     let mut coarsen_invalid: HashMap<usize, u64> = HashMap::new();
-    let mut rare_counted = vec![[0u64; 3]; rare.len()];
+    let mut rare_counted = vec![[0u64; 4]; rare.len()];
     let memory = matches!(output, Output::Memory);
     crate::io::par_map_batches(
         if spec.is_some() { &nothing } else { input },
@@ -1012,6 +1073,7 @@ pub fn anonymize(policy: &Policy, input: &Input, output: &Output, opts: &RunOpti
         st.top_coded += c[0];
         st.bottom_coded += c[1];
         st.suppressed += c[2];
+        st.generalized += c[3];
     }
     drop(shift_key);
     drop(token_key);
@@ -1091,7 +1153,7 @@ pub fn anonymize(policy: &Policy, input: &Input, output: &Output, opts: &RunOpti
                 cr.distinct_before = Some(d.size(0) as u64);
                 cr.distinct_after = Some(d.size(l) as u64);
             }
-            Treatment::Rare { min_count, group_by, top, bottom } => {
+            Treatment::Rare { min_count, group_by, top, bottom, hierarchy } => {
                 let i = rare.iter().position(|r| schema.field(r.col).name() == &c.name).expect("rare");
                 let st = &rare[i];
                 let mut parts = Vec::new();
@@ -1101,7 +1163,16 @@ pub fn anonymize(policy: &Policy, input: &Input, output: &Output, opts: &RunOpti
                     } else {
                         format!("groups of {}", group_by.join(", "))
                     };
-                    parts.push(format!("values seen fewer than {m} times in {scope} suppressed ({})", st.suppressed));
+                    match hierarchy {
+                        Some(h) => parts.push(format!(
+                            "values seen fewer than {m} times in {scope} generalized by hierarchy {h} to the lowest level where they reach {m} ({}), the rest suppressed ({})",
+                            st.generalized, st.suppressed
+                        )),
+                        None => parts.push(format!(
+                            "values seen fewer than {m} times in {scope} suppressed ({})",
+                            st.suppressed
+                        )),
+                    }
                 }
                 if top.is_some() {
                     parts.push(format!("top-coded ({})", st.top_coded));
@@ -1110,7 +1181,7 @@ pub fn anonymize(policy: &Policy, input: &Input, output: &Output, opts: &RunOpti
                     parts.push(format!("bottom-coded ({})", st.bottom_coded));
                 }
                 cr.action = parts.join("; ");
-                cr.treated = Some(st.suppressed + st.top_coded + st.bottom_coded);
+                cr.treated = Some(st.suppressed + st.top_coded + st.bottom_coded + st.generalized);
             }
             Treatment::Coarsen(level) => {
                 let ci = schema.index_of(&c.name).expect("checked");

@@ -146,6 +146,10 @@ pub enum Treatment {
         top: Option<f64>,
         /// Numbers below this become `<=bottom`.
         bottom: Option<f64>,
+        /// With `min_count`: a rare value is first generalized up this named hierarchy to the
+        /// lowest level where the rare values sharing its ancestor reach `min_count` (A4: rare
+        /// diagnosis codes generalized); only what no level can gather is suppressed.
+        hierarchy: Option<String>,
     },
     /// A date coarsened to the given granularity.
     Coarsen(DateLevel),
@@ -410,7 +414,7 @@ impl Policy {
                     Ok(())
                 }
             };
-            if role != ColumnRole::QuasiIdentifier {
+            if role != ColumnRole::QuasiIdentifier && role != ColumnRole::Rare {
                 forbid("hierarchy", c.hierarchy.is_some())?;
             }
             if role != ColumnRole::Rare {
@@ -486,11 +490,26 @@ impl Policy {
                     {
                         return Err(DeidError::policy(&subject, "bottom must not exceed top"));
                     }
+                    if let Some(h) = &c.hierarchy {
+                        if c.min_count.is_none() {
+                            return Err(DeidError::policy(
+                                &subject,
+                                "a rare column's hierarchy needs min_count (rule: A4, rare values are generalized until they reach min_count)",
+                            ));
+                        }
+                        if !hierarchies.contains_key(h) {
+                            return Err(DeidError::policy(
+                                &subject,
+                                format!("hierarchy {h:?} is not declared in [hierarchies]"),
+                            ));
+                        }
+                    }
                     Treatment::Rare {
                         min_count: c.min_count,
                         group_by: c.group_by.clone(),
                         top: c.top,
                         bottom: c.bottom,
+                        hierarchy: c.hierarchy.clone(),
                     }
                 }
                 ColumnRole::Date => match (t, &c.coarsen) {

@@ -237,6 +237,63 @@ top = 60
 }
 
 #[test]
+fn a4_rare_diagnosis_codes_are_generalized_up_their_hierarchy_until_they_reach_the_threshold() {
+    let text = r#"
+version = 1
+name = "t"
+[privacy]
+k = 2
+[hierarchies]
+sex = { builder = "flat" }
+icd10 = { builder = "icd10", missing = "star" }
+[[columns]]
+name = "sex"
+role = "quasi_identifier"
+hierarchy = "sex"
+[[columns]]
+name = "dx"
+role = "rare"
+min_count = 2
+hierarchy = "icd10"
+"#;
+    // I21.0 and I21.4 are each rare but share the category I21: both become I21. E11.9 is common
+    // and kept. J45.0 and J18.9 meet only at their chapter (X). C34.1 is alone up to its chapter and
+    // a value outside the hierarchy has no ancestor: both are suppressed.
+    let rows = vec![
+        vec!["M", "I21.0"],
+        vec!["F", "I21.4"],
+        vec!["M", "E11.9"],
+        vec!["F", "E11.9"],
+        vec!["M", "C34.1"],
+        vec!["F", "J45.0"],
+        vec!["M", "J18.9"],
+        vec!["F", "not-a-code"],
+    ];
+    let input = Input::Batches(vec![batch(&["sex", "dx"], &rows)]);
+    let out = anonymize(&policy(text), &input, &Output::Memory, &RunOptions::default()).expect("runs");
+    let dx: Vec<String> = column(&out.batches, "dx").into_iter().map(|x| x.unwrap_or_default()).collect();
+    assert_eq!(dx, ["I21", "I21", "E11.9", "E11.9", "*", "X (J00-J99)", "X (J00-J99)", "*"]);
+    // Every label that leaves is seen at least min_count times.
+    for v in &dx {
+        if v != "*" {
+            assert!(dx.iter().filter(|x| *x == v).count() >= 2, "{v} is rare in the output");
+        }
+    }
+    let c = out.report.columns.iter().find(|c| c.name == "dx").expect("reported");
+    assert_eq!(c.treated, Some(6), "4 generalized + 2 suppressed");
+    assert!(c.action.contains("generalized by hierarchy icd10") && c.action.contains("(4)"), "{}", c.action);
+    // A hierarchy without min_count, or one not declared, is refused naming the column.
+    let bad = text.replace("min_count = 2\n", "top = 9\n");
+    let e = kiban_deid::Policy::from_toml(&bad, std::path::Path::new("."), &Default::default())
+        .expect_err("needs min_count")
+        .to_string();
+    assert!(e.contains("dx") && e.contains("min_count"), "{e}");
+    let bad = text.replace("hierarchy = \"icd10\"\n\"#", "hierarchy = \"icd9\"\n\"#");
+    let bad = bad.replacen("hierarchy = \"icd10\"", "hierarchy = \"icd9\"", 1);
+    assert!(kiban_deid::Policy::from_toml(&bad, std::path::Path::new("."), &Default::default()).is_err());
+}
+
+#[test]
 fn a5_csv_and_parquet_files_round_trip_with_digests() {
     let dir = tempfile::tempdir().expect("tmp");
     let csv = dir.path().join("in.csv");
