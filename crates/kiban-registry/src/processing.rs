@@ -230,21 +230,40 @@ pub fn anonymize_to_dataset(
     };
     parts.push(out.batches)?;
     let report_json: serde_json::Value = serde_json::from_str(&out.report.to_json()).expect("report is JSON");
+    commit_anonymized(parts, dir, name, policy, &out.report, report_json, None, extra)
+}
+
+/// Commits an anonymized dataset's parts with its provenance (policy, report and, for a dataset
+/// made from another, the source's digest) and returns what was made.
+#[allow(clippy::too_many_arguments)]
+fn commit_anonymized(
+    parts: Parts,
+    dir: &Path,
+    name: &str,
+    policy: &Policy,
+    report: &kiban_deid::Report,
+    report_json: serde_json::Value,
+    source_digest: Option<&str>,
+    extra: serde_json::Value,
+) -> Result<Processed, ProcessingError> {
     let mut prov = serde_json::json!({
         "process": "anonymization",
-        "policy_sha256": out.report.policy_hash,
+        "policy_sha256": report.policy_hash,
         "policy_name": policy.name,
-        "report": report_json,
     });
+    if let Some(d) = source_digest {
+        prov["source_sha256"] = serde_json::Value::String(d.to_owned());
+    }
+    prov["report"] = report_json.clone();
     merge_json(&mut prov, extra);
     let manifest = parts.commit(name, prov)?;
     Ok(Processed {
         dir: dir.to_owned(),
         manifest,
         report: report_json,
-        records_in: out.report.records_in,
-        records_out: out.report.records_out,
-        policy_sha256: out.report.policy_hash.clone(),
+        records_in: report.records_in,
+        records_out: report.records_out,
+        policy_sha256: report.policy_hash.clone(),
     })
 }
 
@@ -312,23 +331,7 @@ pub fn anonymize_dataset_to_dataset(
     report_json["input_sha256"] = serde_json::Value::String(source_digest.clone());
     // The output digest is the manifest's: every part's SHA-256 is listed there.
     report_json["output_sha256"] = serde_json::Value::String(String::new());
-    let mut prov = serde_json::json!({
-        "process": "anonymization",
-        "policy_sha256": out.report.policy_hash,
-        "policy_name": policy.name,
-        "source_sha256": source_digest,
-        "report": report_json,
-    });
-    merge_json(&mut prov, extra);
-    let manifest = parts.commit(name, prov)?;
-    Ok(Processed {
-        dir: dir.to_owned(),
-        manifest,
-        report: report_json,
-        records_in: out.report.records_in,
-        records_out: out.report.records_out,
-        policy_sha256: out.report.policy_hash.clone(),
-    })
+    commit_anonymized(parts, dir, name, policy, &out.report, report_json, Some(&source_digest), extra)
 }
 
 fn merge_json(into: &mut serde_json::Value, extra: serde_json::Value) {
