@@ -17,6 +17,9 @@ fn ballista(e: impl std::fmt::Display) -> ClusterError {
     ClusterError::Input { field: "ballista".into(), rule: e.to_string() }
 }
 
+/// The largest gRPC message between client, scheduler and executors: plans carry sealed job data.
+pub(crate) const PLAN_MESSAGE_LIMIT: u32 = 512 << 20;
+
 /// Runs a scheduler on `bind` until the process ends. It plans and forwards sealed UDF payloads
 /// without opening them, so it holds no key. `job_data_cleanup_s`: how soon after a job ends the
 /// executors are told to delete its shuffle files.
@@ -26,6 +29,10 @@ pub async fn run_scheduler(bind: SocketAddr, job_data_cleanup_s: u64) -> Result<
         bind_port: bind.port(),
         external_host: bind.ip().to_string(),
         finished_job_data_clean_up_interval_seconds: job_data_cleanup_s,
+        // A gate plan carries its job's sealed facts (one entry per patient of the submission), so
+        // it passes Ballista's 16 MiB default at about a million rows.
+        grpc_server_max_decoding_message_size: PLAN_MESSAGE_LIMIT,
+        grpc_client_max_message_size: PLAN_MESSAGE_LIMIT,
         override_logical_codec: Some(Arc::new(KibanLogicalCodec::default())),
         override_physical_codec: Some(Arc::new(KibanPhysicalCodec::default())),
         ..Default::default()
@@ -67,6 +74,8 @@ pub async fn run_executor(o: ExecutorOptions) -> Result<()> {
         scheduler_port: o.scheduler.port(),
         vcores: o.vcores,
         work_dir: Some(o.work_dir.display().to_string()),
+        grpc_max_decoding_message_size: PLAN_MESSAGE_LIMIT,
+        grpc_max_encoding_message_size: PLAN_MESSAGE_LIMIT,
         override_logical_codec: Some(Arc::new(KibanLogicalCodec::default())),
         override_physical_codec: Some(Arc::new(KibanPhysicalCodec::default())),
         ..Default::default()

@@ -90,7 +90,8 @@ impl Runner {
         use datafusion::execution::SessionStateBuilder;
         let config = SessionConfig::new_with_ballista()
             .with_ballista_logical_extension_codec(Arc::new(crate::codec::KibanLogicalCodec::default()))
-            .with_ballista_physical_extension_codec(Arc::new(crate::codec::KibanPhysicalCodec::default()));
+            .with_ballista_physical_extension_codec(Arc::new(crate::codec::KibanPhysicalCodec::default()))
+            .with_ballista_grpc_client_max_message_size(crate::node::PLAN_MESSAGE_LIMIT as usize);
         let state = SessionStateBuilder::new().with_config(config).with_default_features().build();
         let ctx = SessionContext::remote_with_state(url, state).await.map_err(df("connect to the cluster"))?;
         Ok(Runner { ctx, cluster: Some(url.to_owned()), file_tasks: CLUSTER_FILE_TASKS })
