@@ -1080,55 +1080,32 @@ fn ft1_date(d: NaiveDate, day_known: bool) -> String {
     format!("{}^{}", ymd(d), ymd(next.pred_opt().unwrap_or(d)))
 }
 
+/// FT1 (date, item, count) and ZFT (source, care and burden categories, quantity, points, then
+/// `extra` fields) of one charged procedure or material.
+fn charge_segments(date: String, item: String, count: u64, zft: [String; 5], extra: &[(usize, String)]) -> String {
+    let ft1 = [(1, "1".to_owned()), (4, date), (6, "CG".to_owned()), (7, item), (10, count.to_string())];
+    let zft: Vec<(usize, String)> = (1..).zip(zft).chain(extra.iter().cloned()).collect();
+    seg("FT1", &ft1) + &seg("ZFT", &zft)
+}
+
 /// The body segments of a DFT^P03 for one receipt-side record (see the module documentation).
 fn dft_segments(r: &Record) -> String {
     let e = |s: &str| escape(s);
     match r {
-        Record::Procedure(x) => {
-            seg(
-                "FT1",
-                &[
-                    (1, "1".into()),
-                    (4, ft1_date(x.procedure_date, x.day_known)),
-                    (6, "CG".into()),
-                    (7, format!("{}^{}^{SI_SYSTEM}", e(&x.procedure_code), e(&x.procedure_name))),
-                    (10, x.count.to_string()),
-                ],
-            ) + &seg(
-                "ZFT",
-                &[
-                    (1, e(&x.source)),
-                    (2, e(&x.care_category)),
-                    (3, e(&x.burden_category)),
-                    (4, opt_text(x.quantity)),
-                    (5, opt_text(x.points)),
-                ],
-            )
-        }
-        Record::Material(x) => {
-            seg(
-                "FT1",
-                &[
-                    (1, "1".into()),
-                    (4, ft1_date(x.used_date, x.day_known)),
-                    (6, "CG".into()),
-                    (7, format!("{}^{}^{TO_SYSTEM}", e(&x.material_code), e(&x.material_name))),
-                    (10, x.count.to_string()),
-                ],
-            ) + &seg(
-                "ZFT",
-                &[
-                    (1, e(&x.source)),
-                    (2, e(&x.care_category)),
-                    (3, e(&x.burden_category)),
-                    (4, opt_text(x.quantity)),
-                    (5, opt_text(x.points)),
-                    (6, e(&x.product_name)),
-                    (7, e(&x.unit_code)),
-                    (8, opt_text(x.unit_price)),
-                ],
-            )
-        }
+        Record::Procedure(x) => charge_segments(
+            ft1_date(x.procedure_date, x.day_known),
+            format!("{}^{}^{SI_SYSTEM}", e(&x.procedure_code), e(&x.procedure_name)),
+            x.count,
+            [e(&x.source), e(&x.care_category), e(&x.burden_category), opt_text(x.quantity), opt_text(x.points)],
+            &[],
+        ),
+        Record::Material(x) => charge_segments(
+            ft1_date(x.used_date, x.day_known),
+            format!("{}^{}^{TO_SYSTEM}", e(&x.material_code), e(&x.material_name)),
+            x.count,
+            [e(&x.source), e(&x.care_category), e(&x.burden_category), opt_text(x.quantity), opt_text(x.points)],
+            &[(6, e(&x.product_name)), (7, e(&x.unit_code)), (8, opt_text(x.unit_price))],
+        ),
         Record::PublicExpense(x) => {
             seg(
                 "IN1",
