@@ -71,6 +71,19 @@ struct Parts {
 }
 
 impl Parts {
+    /// No parts written yet.
+    fn new(dir: &Path, name: &str, sealer: Arc<dyn Sealer>) -> Self {
+        Parts {
+            dir: dir.to_owned(),
+            name: name.to_owned(),
+            sealer,
+            writer: None,
+            pending: Vec::new(),
+            rows: 0,
+            next: 0,
+        }
+    }
+
     fn push(&mut self, batches: Vec<RecordBatch>) -> Result<(), ProcessingError> {
         for b in batches {
             if self.writer.is_none() {
@@ -150,15 +163,7 @@ pub fn pseudonymize_to_dataset(
     sealer: Arc<dyn Sealer>,
     extra: serde_json::Value,
 ) -> Result<Processed, ProcessingError> {
-    let mut parts = Parts {
-        dir: dir.to_owned(),
-        name: name.to_owned(),
-        sealer,
-        writer: None,
-        pending: Vec::new(),
-        rows: 0,
-        next: 0,
-    };
+    let mut parts = Parts::new(dir, name, sealer);
     let mut report: Option<PseudoReport> = None;
     let source_digest = match source {
         Source::File(path) => {
@@ -219,15 +224,7 @@ pub fn anonymize_to_dataset(
     extra: serde_json::Value,
 ) -> Result<Processed, ProcessingError> {
     let out = kiban_deid::anonymize(policy, input, &Output::Memory, opts)?;
-    let mut parts = Parts {
-        dir: dir.to_owned(),
-        name: name.to_owned(),
-        sealer,
-        writer: None,
-        pending: Vec::new(),
-        rows: 0,
-        next: 0,
-    };
+    let mut parts = Parts::new(dir, name, sealer);
     parts.push(out.batches)?;
     let report_json: serde_json::Value = serde_json::from_str(&out.report.to_json()).expect("report is JSON");
     commit_anonymized(parts, dir, name, policy, &out.report, report_json, None, extra)
@@ -299,15 +296,7 @@ pub fn anonymize_dataset_to_dataset(
         }
         Ok(())
     }));
-    let parts = Arc::new(std::sync::Mutex::new(Some(Parts {
-        dir: dir.to_owned(),
-        name: name.to_owned(),
-        sealer,
-        writer: None,
-        pending: Vec::new(),
-        rows: 0,
-        next: 0,
-    })));
+    let parts = Arc::new(std::sync::Mutex::new(Some(Parts::new(dir, name, sealer))));
     let (to, failed) = (parts.clone(), Arc::new(std::sync::Mutex::new(None)));
     let failure = failed.clone();
     let output = Output::Stream(kiban_deid::io::BatchConsumer::new(move |b| {
