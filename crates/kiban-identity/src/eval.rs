@@ -5,7 +5,9 @@ use std::collections::HashMap;
 
 use arrow::array::{Array, StringArray, UInt64Array};
 use arrow::record_batch::RecordBatch;
-use kiban_model::synth::{SynthChunk, SynthConfig, SynthTable, person, provider_identity, providers};
+use kiban_model::synth::{
+    Person, ProviderIdentity, SynthChunk, SynthConfig, SynthTable, person, provider_identity, providers,
+};
 
 use crate::identity::IdentityInput;
 use crate::mpi::{MatchConfig, Mpi, Outcome};
@@ -175,25 +177,30 @@ pub fn synth_inputs(cfg: &SynthConfig, range: std::ops::Range<u64>) -> (Vec<Iden
         let p = person(cfg, i);
         for &pi in &p.providers {
             let id = provider_identity(cfg, &p, pi, provs[pi].style);
-            inputs.push(IdentityInput {
-                provider_id: provs[pi].id.clone(),
-                patient_id: id.patient_id,
-                name_kanji: id.name_kanji,
-                name_kana: id.name_kana,
-                sex: p.sex.code().to_owned(),
-                birth_date: id.birth_date,
-                postal_code: p.postal.clone(),
-                address: p.address(),
-                phone: p.phone.clone(),
-                insurer_number: id.insurer_number,
-                card_symbol: id.card_symbol,
-                card_number: p.card_number.clone(),
-                card_branch: p.branch.clone(),
-            });
+            inputs.push(input_of(&p, id, &provs[pi].id));
             truth.push(i);
         }
     }
     (inputs, truth)
+}
+
+/// The intake input of one person as one provider's system recorded it.
+fn input_of(p: &Person, id: ProviderIdentity, provider_id: &str) -> IdentityInput {
+    IdentityInput {
+        provider_id: provider_id.to_owned(),
+        patient_id: id.patient_id,
+        name_kanji: id.name_kanji,
+        name_kana: id.name_kana,
+        sex: p.sex.code().to_owned(),
+        birth_date: id.birth_date,
+        postal_code: p.postal.clone(),
+        address: p.address(),
+        phone: p.phone.clone(),
+        insurer_number: id.insurer_number,
+        card_symbol: id.card_symbol,
+        card_number: p.card_number.clone(),
+        card_branch: p.branch.clone(),
+    }
 }
 
 /// The same persons `range` as seen by a second wave of providers (`prov-d` … `prov-f` for the
@@ -210,21 +217,7 @@ pub fn synth_inputs_second_wave(cfg: &SynthConfig, range: std::ops::Range<u64>) 
         for &pi in &p.providers {
             let other = n + (pi + 1) % n;
             let id = provider_identity(cfg, &p, other, provs[other].style);
-            inputs.push(IdentityInput {
-                provider_id: provs[other].id.clone(),
-                patient_id: id.patient_id,
-                name_kanji: id.name_kanji,
-                name_kana: id.name_kana,
-                sex: p.sex.code().to_owned(),
-                birth_date: id.birth_date,
-                postal_code: p.postal.clone(),
-                address: p.address(),
-                phone: p.phone.clone(),
-                insurer_number: id.insurer_number,
-                card_symbol: id.card_symbol,
-                card_number: p.card_number.clone(),
-                card_branch: p.branch.clone(),
-            });
+            inputs.push(input_of(&p, id, &provs[other].id));
             truth.push(i);
         }
     }
