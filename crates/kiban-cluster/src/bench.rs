@@ -144,7 +144,7 @@ pub fn report_to_10_digits(r: &kiban_deid::Report) -> serde_json::Value {
 pub const BENCH_KEY_SEED: [u8; 32] = [0x6b; 32];
 
 /// Anonymizes the one-file synthetic claims `input` (of `rows` rows) with [`synth::CLAIMS_POLICY`]
-/// (k = 10 over four quasi-identifiers, tokens, re-keying) on `runner`; writes `output.parquet` and
+/// (k = 10 over eight quasi-identifiers, tokens, re-keying) on `runner`; writes `output.parquet` and
 /// `report.json` (without timings) under `out`. Figures: `anonymize` (end to end), and its stages
 /// `anonymize_count` (pass 1 until the search starts), `anonymize_search`, `anonymize_apply` (pass 2
 /// and the write; on the runner).
@@ -270,6 +270,7 @@ if csv:
     timed("parse", f"""COPY (SELECT * FROM read_csv('{csv}/*.csv', header = true, columns = {{
       'claim_id': 'VARCHAR', 'provider_id': 'VARCHAR', 'patient_id': 'VARCHAR', 'person_key': 'BIGINT',
       'provision_date': 'DATE', 'sex': 'VARCHAR', 'birth_year': 'INTEGER', 'municipality': 'VARCHAR',
+      'department': 'VARCHAR', 'encounter_type': 'VARCHAR', 'insurer_kind': 'VARCHAR', 'outcome': 'VARCHAR',
       'diagnosis': 'VARCHAR', 'points': 'BIGINT'}})) TO '{out}/parse.parquet' (FORMAT parquet, COMPRESSION zstd)""")
 timed("gate", f"""COPY (
   SELECT c.*, CASE
@@ -282,7 +283,8 @@ timed("gate", f"""COPY (
   FROM read_parquet('{inp}/*.parquet') c LEFT JOIN read_parquet('{facts}') f USING (patient_id)
   ) TO '{out}/gate.parquet' (FORMAT parquet, COMPRESSION zstd)""")
 timed("qi_frequency", f"""COPY (
-  SELECT sex, birth_year, municipality, diagnosis, count(*) AS n
+  SELECT provision_date, sex, birth_year, municipality, department, encounter_type, insurer_kind, outcome,
+    diagnosis, count(*) AS n
   FROM read_parquet('{inp}/*.parquet') GROUP BY ALL ORDER BY ALL
 ) TO '{out}/qi.parquet' (FORMAT parquet, COMPRESSION zstd)""")
 print(json.dumps(res))

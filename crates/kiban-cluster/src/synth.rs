@@ -16,12 +16,28 @@ use crate::{ClusterError, Result};
 
 /// The provider of every synthetic claim.
 pub const PROVIDER: &str = "1310000001";
-/// The quasi-identifiers of the synthetic claims.
-pub const QI: [&str; 4] = ["sex", "birth_year", "municipality", "diagnosis"];
+/// The columns of the synthetic claims' frequency table: the eight quasi-identifiers of
+/// [`CLAIMS_POLICY`] and the sensitive diagnosis (as kiban-deid's pass 1 counts them).
+pub const QI: [&str; 9] = [
+    "provision_date",
+    "sex",
+    "birth_year",
+    "municipality",
+    "department",
+    "encounter_type",
+    "insurer_kind",
+    "outcome",
+    "diagnosis",
+];
 
 const MUNICIPALITIES: [&str; 12] =
     ["13101", "13102", "13103", "13104", "13105", "27100", "27127", "14100", "23100", "01100", "40130", "47201"];
 const DIAGNOSES: [&str; 10] = ["E119", "I10", "J069", "K297", "M545", "N390", "F329", "C509", "I639", "J189"];
+const DEPARTMENTS: [&str; 8] = ["内科", "外科", "整形外科", "小児科", "眼科", "皮膚科", "精神科", "循環器内科"];
+// 保険者種別: 国保, 協会けんぽ, 組合健保, 後期高齢者医療.
+const INSURER_KINDS: [&str; 4] = ["国保", "協会", "組合", "後期"];
+// 転帰区分 of a receipt's diagnosis: continuing, cured, died, stopped.
+const OUTCOMES: [&str; 4] = ["継続", "治癒", "死亡", "中止"];
 
 fn mix(mut z: u64) -> u64 {
     // splitmix64: every row's values come from its index alone.
@@ -47,6 +63,10 @@ pub fn schema() -> SchemaRef {
         Field::new("sex", DataType::Utf8, false),
         Field::new("birth_year", DataType::Int32, false),
         Field::new("municipality", DataType::Utf8, false),
+        Field::new("department", DataType::Utf8, false),
+        Field::new("encounter_type", DataType::Utf8, false),
+        Field::new("insurer_kind", DataType::Utf8, false),
+        Field::new("outcome", DataType::Utf8, false),
         Field::new("diagnosis", DataType::Utf8, false),
         Field::new("points", DataType::Int64, false),
     ]))
@@ -63,6 +83,7 @@ pub fn batch(rows: u64, from: u64, to: u64) -> RecordBatch {
     let base = (NaiveDate::from_ymd_opt(2026, 4, 1).expect("date") - epoch).num_days() as i32;
     let (mut claim, mut pat, mut key, mut date, mut sex, mut by, mut muni, mut dx, mut pts) =
         (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut dept, mut enc, mut ins, mut out) = (vec![], vec![], vec![], vec![]);
     for i in from..to {
         let r = mix(i);
         let p = mix(i ^ 0x5151) % n;
@@ -75,6 +96,11 @@ pub fn batch(rows: u64, from: u64, to: u64) -> RecordBatch {
         by.push(1930 + ((rp >> 8) % 90) as i32);
         muni.push(MUNICIPALITIES[((rp >> 16) % MUNICIPALITIES.len() as u64) as usize]);
         dx.push(DIAGNOSES[((r >> 8) % DIAGNOSES.len() as u64) as usize]);
+        dept.push(DEPARTMENTS[((r >> 32) % DEPARTMENTS.len() as u64) as usize]);
+        // About three in ten claims are inpatient.
+        enc.push(if (r >> 40) % 10 < 3 { "入院" } else { "外来" });
+        ins.push(INSURER_KINDS[((rp >> 24) % INSURER_KINDS.len() as u64) as usize]);
+        out.push(OUTCOMES[((r >> 44) % OUTCOMES.len() as u64) as usize]);
         pts.push(((r >> 20) % 5000) as i64 + 100);
     }
     let cols: Vec<ArrayRef> = vec![
@@ -86,6 +112,10 @@ pub fn batch(rows: u64, from: u64, to: u64) -> RecordBatch {
         Arc::new(StringArray::from(sex)),
         Arc::new(Int32Array::from(by)),
         Arc::new(StringArray::from(muni)),
+        Arc::new(StringArray::from(dept)),
+        Arc::new(StringArray::from(enc)),
+        Arc::new(StringArray::from(ins)),
+        Arc::new(StringArray::from(out)),
         Arc::new(StringArray::from(dx)),
         Arc::new(Int64Array::from(pts)),
     ];
@@ -147,7 +177,7 @@ pub fn gate_facts(rows: u64) -> GateFacts {
     f
 }
 
-/// A processing policy for the synthetic claims: claim ids tokenized, patient ids re-keyed, four
+/// A processing policy for the synthetic claims: claim ids tokenized, patient ids re-keyed, eight
 /// quasi-identifiers generalized to k = 10 with l-diversity of the diagnosis.
 pub const CLAIMS_POLICY: &str = r#"
 version = 1
@@ -159,6 +189,7 @@ l_diversity = { column = "diagnosis", l = 2 }
 [hierarchies]
 day = { builder = "date" }
 sex = { builder = "flat" }
+flat = { builder = "flat" }
 year = { builder = "intervals", levels = [[1930, 1940, 1950, 1960, 1970, 1980, 1990, 2000, 2010, 2020], [1930, 1950, 1970, 1990, 2010], [1970]] }
 muni = { builder = "prefix", keep = [2] }
 [[columns]]
@@ -190,6 +221,22 @@ hierarchy = "year"
 name = "municipality"
 role = "quasi_identifier"
 hierarchy = "muni"
+[[columns]]
+name = "department"
+role = "quasi_identifier"
+hierarchy = "flat"
+[[columns]]
+name = "encounter_type"
+role = "quasi_identifier"
+hierarchy = "flat"
+[[columns]]
+name = "insurer_kind"
+role = "quasi_identifier"
+hierarchy = "flat"
+[[columns]]
+name = "outcome"
+role = "quasi_identifier"
+hierarchy = "flat"
 [[columns]]
 name = "diagnosis"
 role = "sensitive"
