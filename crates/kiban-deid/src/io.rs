@@ -92,7 +92,8 @@ impl Input {
             _ => Input::Csv(path),
         }
     }
-    fn name(&self) -> String {
+    /// The input's name in errors: its path, `<batches>` or the stream source's name.
+    pub(crate) fn name(&self) -> String {
         match self {
             Input::Csv(p) | Input::Parquet(p) => p.display().to_string(),
             Input::Batches(_) => "<batches>".to_owned(),

@@ -724,6 +724,29 @@ pub fn pseudonymize(
     output: &Output,
     opts: &PseudoOptions,
 ) -> Result<PseudoOutcome> {
+    run(policy, input, output, opts, true)
+}
+
+/// [`pseudonymize`] for a caller that records the input and output digests itself (a release: its
+/// manifest names the source manifest's SHA-256 and every output part's): the BLAKE3 digests of
+/// in-memory input and output are not computed, and the report's `input_sha256`/`output_sha256`
+/// are left empty for them (a file's SHA-256 still is computed).
+pub fn pseudonymize_digested_by_caller(
+    policy: &PseudoPolicy,
+    input: &Input,
+    output: &Output,
+    opts: &PseudoOptions,
+) -> Result<PseudoOutcome> {
+    run(policy, input, output, opts, false)
+}
+
+fn run(
+    policy: &PseudoPolicy,
+    input: &Input,
+    output: &Output,
+    opts: &PseudoOptions,
+    memory_digests: bool,
+) -> Result<PseudoOutcome> {
     let started = Instant::now();
     let mut sink: Option<Sink> = None;
     let mut out_schema: Option<Arc<Schema>> = None;
@@ -750,6 +773,8 @@ pub fn pseudonymize(
     let mut out_hash = blake3::Hasher::new();
     // Per-row lengths of variable-width columns for the digests, reused by every column and batch.
     let mut scratch: Vec<u8> = Vec::new();
+    let digest_in = matches!(input, Input::Batches(_) | Input::Stream(_)) && memory_digests;
+    let digest_out = matches!(output, Output::Memory | Output::Stream(_)) && memory_digests;
     for_each_batch(input, policy.input_delimiter, |batch| {
         let schema = batch.schema();
         if sink.is_none() {
@@ -782,15 +807,10 @@ pub fn pseudonymize(
             sink = Some(Sink::open(output, s.clone())?);
             out_schema = Some(s);
         }
-        // Column digests of in-memory input; a column passed through unchanged reuses its digest.
-        let in_digests: Vec<Option<[u8; 32]>> = if matches!(input, Input::Batches(_) | Input::Stream(_)) {
-            let d: Vec<Option<[u8; 32]>> =
-                (0..batch.num_columns()).map(|c| Some(text_digest(strings(batch, c), &mut scratch))).collect();
-            digest_columns(&mut in_hash, batch, &d, &mut scratch);
-            d
-        } else {
-            Vec::new()
-        };
+        // Column digests of in-memory input, each computed just before its column is transformed
+        // (so the transformation reads it from cache) and fed in column order after the batch; a
+        // column passed through unchanged reuses its digest for the output.
+        let mut in_digests: Vec<Option<[u8; 32]>> = vec![None; batch.num_columns()];
         let mut out_known: Vec<Option<[u8; 32]>> = Vec::with_capacity(kept.len());
         let rows = batch.num_rows();
         let base_record = records_in;
@@ -829,12 +849,15 @@ pub fn pseudonymize(
             let cp = policy.column(name).expect("checked");
             let rep = &mut reports[col_pos[name.as_str()]];
             let a = strings(batch, ci);
+            if digest_in {
+                in_digests[ci] = Some(text_digest(a, &mut scratch));
+            }
             // Columnar paths: a kept column without anything that could be a card, a My Number or a
             // bank account is passed on as the same buffer; tokens and reduced addresses are computed
             // once per distinct value of the batch; nothing is allocated per cell.
             if cp.treatment == PseudoTreatment::Keep && !column_may_hold_financial(a) {
                 cols.push(batch.column(ci).clone());
-                out_known.push(in_digests.get(ci).copied().flatten());
+                out_known.push(in_digests[ci]);
                 continue;
             }
             // Tokens have a fixed width: the value and offset buffers are written directly (one
@@ -866,8 +889,8 @@ pub fn pseudonymize(
                 )
                 .map_err(|e| DeidError::format("output", e))?;
                 rep.changed += (rows - a.null_count()) as u64;
+                out_known.push(digest_out.then(|| text_digest(&arr, &mut scratch)));
                 cols.push(Arc::new(arr));
-                out_known.push(None);
                 continue;
             }
             // Dates in one fixed-width form (`YYYY-MM-DD` on every row, no nulls: a claims table's
@@ -877,8 +900,8 @@ pub fn pseudonymize(
                 && let Some(arr) = fixed_iso_dates(a, cp.treatment, &offsets)
             {
                 rep.changed += rows as u64;
+                out_known.push(digest_out.then(|| text_digest(&arr, &mut scratch)));
                 cols.push(Arc::new(arr));
-                out_known.push(None);
                 continue;
             }
             // Output bytes known up front: no regrowth while appending.
@@ -1057,12 +1080,22 @@ pub fn pseudonymize(
                     }
                 }
             }
-            cols.push(Arc::new(b.finish()));
-            out_known.push(None);
+            let arr = b.finish();
+            out_known.push(digest_out.then(|| text_digest(&arr, &mut scratch)));
+            cols.push(Arc::new(arr));
+        }
+        if digest_in {
+            // Deleted columns are part of the input too.
+            for (c, d) in in_digests.iter_mut().enumerate() {
+                if d.is_none() {
+                    *d = Some(text_digest(strings(batch, c), &mut scratch));
+                }
+            }
+            digest_columns(&mut in_hash, batch, &in_digests, &mut scratch);
         }
         let s = out_schema.clone().expect("set with the sink");
         let out = RecordBatch::try_new(s, cols).map_err(|e| DeidError::format("output", e))?;
-        if matches!(output, Output::Memory | Output::Stream(_)) {
+        if digest_out {
             digest_columns(&mut out_hash, &out, &out_known, &mut scratch);
         }
         records_out += out.num_rows() as u64;
@@ -1072,12 +1105,15 @@ pub fn pseudonymize(
         return Err(DeidError::format("input", "no records and no header"));
     };
     let (mut output_sha256, batches) = sink.finish(Sha256::new())?;
-    if matches!(output, Output::Memory | Output::Stream(_)) {
+    if digest_out {
         output_sha256 = format!("blake3:{}", out_hash.finalize().to_hex());
+    } else if matches!(output, Output::Memory | Output::Stream(_)) {
+        output_sha256 = String::new();
     }
     let input_sha256 = match input {
         Input::Csv(p) | Input::Parquet(p) => file_sha256(p)?,
-        Input::Batches(_) | Input::Stream(_) => format!("blake3:{}", in_hash.finalize().to_hex()),
+        Input::Batches(_) | Input::Stream(_) if digest_in => format!("blake3:{}", in_hash.finalize().to_hex()),
+        Input::Batches(_) | Input::Stream(_) => String::new(),
     };
     for r in &mut reports {
         if r.treatment == PseudoTreatment::Delete {
