@@ -433,22 +433,83 @@ pub(crate) fn prefectures() -> &'static [(String, Vec<String>)] {
     })
 }
 
+/// Look-up tables over [`prefectures`]: each prefecture's index by name with the distinct name
+/// lengths, and per prefecture its municipality names as a set with the longest one's length.
+struct AreaIndex {
+    prefecture: FastMap<&'static str, usize>,
+    prefecture_lengths: Vec<usize>,
+    municipalities: Vec<(HashSet<&'static str, foldhash::fast::RandomState>, usize)>,
+}
+
+fn area_index() -> &'static AreaIndex {
+    static I: std::sync::OnceLock<AreaIndex> = std::sync::OnceLock::new();
+    I.get_or_init(|| {
+        let ps = prefectures();
+        let mut prefecture: FastMap<&'static str, usize> = FastMap::default();
+        for (i, (p, _)) in ps.iter().enumerate() {
+            prefecture.entry(p.as_str()).or_insert(i);
+        }
+        let mut prefecture_lengths: Vec<usize> = ps.iter().map(|(p, _)| p.len()).collect();
+        prefecture_lengths.sort_unstable();
+        prefecture_lengths.dedup();
+        let municipalities = ps
+            .iter()
+            .map(|(_, ms)| (ms.iter().map(String::as_str).collect(), ms.iter().map(String::len).max().unwrap_or(0)))
+            .collect();
+        AreaIndex { prefecture, prefecture_lengths, municipalities }
+    })
+}
+
+/// The first prefecture (in list order) that `a` starts with: one look-up per distinct name length
+/// instead of a comparison per prefecture.
+fn first_prefecture(a: &str) -> Option<usize> {
+    let ix = area_index();
+    ix.prefecture_lengths
+        .iter()
+        .filter(|&&n| a.is_char_boundary(n) && n <= a.len())
+        .filter_map(|&n| ix.prefecture.get(&a[..n]).copied())
+        .min()
+}
+
+/// The longest municipality of prefecture `p` that `rest` starts with — the first match of the list,
+/// which is sorted longest first — found by looking up `rest`'s prefixes from the longest possible.
+fn longest_municipality(p: usize, rest: &str) -> Option<&'static str> {
+    let (set, longest) = &area_index().municipalities[p];
+    let mut end = rest.len().min(*longest);
+    loop {
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        if let Some(m) = set.get(&rest[..end]) {
+            return Some(m);
+        }
+        if end == 0 {
+            return None;
+        }
+        end -= 1;
+    }
+}
+
 /// Reduces an address to the municipality or prefecture (S1): street numbers are always removed;
 /// a municipality whose population (from `population`) is below `small` — or unknown — is reduced
 /// to the prefecture.
 pub fn reduce_address(addr: &str, population: &HashMap<(String, String), u64>, small: u64) -> (String, AddressLevel) {
-    let a: String = addr.chars().filter(|c| !c.is_whitespace()).collect();
-    let a = a.strip_prefix('〒').map_or(a.as_str(), |r| r.trim_start_matches(|c: char| c.is_ascii_digit() || c == '-'));
-    for (pref, munis) in prefectures() {
-        if let Some(rest) = a.strip_prefix(pref.as_str()) {
-            if let Some(m) = munis.iter().find(|m| rest.starts_with(m.as_str())) {
-                let pop = population.get(&(pref.clone(), m.clone())).copied().unwrap_or(0);
-                if pop >= small {
-                    return (format!("{pref}{m}"), AddressLevel::Municipality);
-                }
+    let a: std::borrow::Cow<'_, str> = if addr.contains(char::is_whitespace) {
+        addr.chars().filter(|c| !c.is_whitespace()).collect::<String>().into()
+    } else {
+        addr.into()
+    };
+    let a = a.strip_prefix('〒').map_or(&*a, |r| r.trim_start_matches(|c: char| c.is_ascii_digit() || c == '-'));
+    if let Some(p) = first_prefecture(a) {
+        let pref = &prefectures()[p].0;
+        let rest = &a[pref.len()..];
+        if let Some(m) = longest_municipality(p, rest) {
+            let pop = population.get(&(pref.clone(), m.to_owned())).copied().unwrap_or(0);
+            if pop >= small {
+                return (format!("{pref}{m}"), AddressLevel::Municipality);
             }
-            return (pref.clone(), AddressLevel::Prefecture);
         }
+        return (pref.clone(), AddressLevel::Prefecture);
     }
     // No prefecture: find the municipality anywhere in the list.
     for (pref, munis) in prefectures() {
@@ -1480,6 +1541,48 @@ mod tests {
         assert_eq!(text_digest(&whole.slice(1, 2), &mut Vec::new()), fixed);
         let long = "x".repeat(300);
         assert_ne!(d(vec![Some(&long), Some("a")]), d(vec![Some(&long[..299]), Some("xa")]), "long values");
+    }
+
+    /// The address reduction as a scan of the lists (before the look-up tables), as the reference.
+    fn reduce_address_by_scan(
+        addr: &str,
+        population: &HashMap<(String, String), u64>,
+        small: u64,
+    ) -> (String, AddressLevel) {
+        let a: String = addr.chars().filter(|c| !c.is_whitespace()).collect();
+        let a =
+            a.strip_prefix('〒').map_or(a.as_str(), |r| r.trim_start_matches(|c: char| c.is_ascii_digit() || c == '-'));
+        for (pref, munis) in prefectures() {
+            if let Some(rest) = a.strip_prefix(pref.as_str()) {
+                if let Some(m) = munis.iter().find(|m| rest.starts_with(m.as_str())) {
+                    let pop = population.get(&(pref.clone(), m.clone())).copied().unwrap_or(0);
+                    if pop >= small {
+                        return (format!("{pref}{m}"), AddressLevel::Municipality);
+                    }
+                }
+                return (pref.clone(), AddressLevel::Prefecture);
+            }
+        }
+        reduce_address(addr, population, small)
+    }
+
+    #[test]
+    fn s1_address_look_up_tables_reduce_every_municipality_as_the_list_scan_does() {
+        let mut population = HashMap::new();
+        let mut addrs = vec![String::new(), "〒100-0001 東京都".into(), "東京".into(), "どこか1-2".into()];
+        for (i, (pref, munis)) in prefectures().iter().enumerate() {
+            for (j, m) in munis.iter().enumerate() {
+                // Every other municipality large, so both levels are reached.
+                population.insert((pref.clone(), m.clone()), if (i + j) % 2 == 0 { 80_000 } else { 900 });
+                addrs.push(format!("{pref}{m}本町1-2-3"));
+                addrs.push(format!("〒123-4567 {pref} {m}"));
+                addrs.push(format!("{pref}{}", m.chars().take(m.chars().count() - 1).collect::<String>()));
+                addrs.push(format!("{m}中央1丁目"));
+            }
+        }
+        for a in &addrs {
+            assert_eq!(reduce_address(a, &population, 50_000), reduce_address_by_scan(a, &population, 50_000), "{a}");
+        }
     }
 
     #[test]
