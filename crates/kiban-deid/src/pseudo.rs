@@ -627,6 +627,48 @@ fn civil_from_days(z: i64) -> Option<(i64, u32, u32)> {
     Some(((yoe + era * 400) as i64 + (m <= 2) as i64, m, d))
 }
 
+/// First year of [`date_table`].
+const TABLE_FROM_YEAR: i64 = 1900;
+/// Years in [`date_table`].
+const TABLE_YEARS: i64 = 200;
+/// Days before each month's first in a common year.
+const CUM_DAYS: [i64; 12] = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];
+
+/// Day numbers of each year's 1 January and the `YYYY-MM-DD` text of every day, for the years from
+/// [`TABLE_FROM_YEAR`] on (about 0.7 MB, built once).
+struct DateTable {
+    year_start: Vec<i64>,
+    first: i64,
+    dates: Vec<[u8; 10]>,
+}
+
+fn date_table() -> &'static DateTable {
+    static T: std::sync::OnceLock<DateTable> = std::sync::OnceLock::new();
+    T.get_or_init(|| {
+        let year_start: Vec<i64> = (0..TABLE_YEARS).map(|k| days_from_civil(TABLE_FROM_YEAR + k, 1, 1)).collect();
+        let (first, last) = (year_start[0], days_from_civil(TABLE_FROM_YEAR + TABLE_YEARS, 1, 1));
+        let dates = (first..last)
+            .map(|z| {
+                let (y, m, d) = civil_from_days(z).expect("years from 1900");
+                let y = y as u32;
+                [
+                    b'0' + (y / 1000) as u8,
+                    b'0' + (y / 100 % 10) as u8,
+                    b'0' + (y / 10 % 10) as u8,
+                    b'0' + (y % 10) as u8,
+                    b'-',
+                    b'0' + (m / 10) as u8,
+                    b'0' + (m % 10) as u8,
+                    b'-',
+                    b'0' + (d / 10) as u8,
+                    b'0' + (d % 10) as u8,
+                ]
+            })
+            .collect();
+        DateTable { year_start, first, dates }
+    })
+}
+
 /// `YYYY-MM-DD` or `YYYY/MM/DD` moved by `days` with integer arithmetic only (the common case of a
 /// structured date column); `None` for anything else, which takes the general path.
 fn shift_iso_fast(b: &[u8], days: i64) -> Option<[u8; 10]> {
@@ -646,7 +688,21 @@ fn shift_iso_fast(b: &[u8], days: i64) -> Option<[u8; 10]> {
     if d == 0 || d > dim {
         return None;
     }
-    let (y, m, d) = civil_from_days(days_from_civil(y as i64, m, d) + days)?;
+    // Day numbers and dates of the table's years are looked up rather than computed (a claims
+    // table shifts every row's service date).
+    let t = date_table();
+    let k = y as i64 - TABLE_FROM_YEAR;
+    let z = if (0..TABLE_YEARS).contains(&k) {
+        t.year_start[k as usize] + CUM_DAYS[m as usize - 1] + (leap && m > 2) as i64 + d as i64 - 1
+    } else {
+        days_from_civil(y as i64, m, d)
+    } + days;
+    if let Some(out) = usize::try_from(z - t.first).ok().and_then(|i| t.dates.get(i)) {
+        let mut out = *out;
+        (out[4], out[7]) = (b[4], b[4]);
+        return Some(out);
+    }
+    let (y, m, d) = civil_from_days(z)?;
     if !(0..=9999).contains(&y) {
         return None;
     }
