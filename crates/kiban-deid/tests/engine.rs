@@ -444,7 +444,9 @@ fn a5_datafusion_frequency_pass_streams_a_multi_part_source_with_few_batches_ali
     let whole_batch = arrow::compute::concat_batches(&all[0].schema(), &all).expect("concat");
     let parts: Vec<_> = (0..24).map(|i| whole_batch.slice(i * 125, 125)).collect();
     // Every batch handed out is watched: how many earlier ones are still alive when the next is made.
-    let alive: Arc<Mutex<(Vec<Weak<dyn arrow::array::Array>>, usize)>> = Arc::new(Mutex::new((Vec::new(), 0)));
+    // Weak handles of the batches handed out, and the most of them alive at once.
+    type Watched = (Vec<Weak<dyn arrow::array::Array>>, usize);
+    let alive: Arc<Mutex<Watched>> = Arc::new(Mutex::new((Vec::new(), 0)));
     let watch = alive.clone();
     let source = kiban_deid::io::BatchSource::new("parts", move |f| {
         for p in &parts {
