@@ -9,9 +9,13 @@ use std::sync::Arc;
 use arrow::array::{Array, AsArray, Int64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
+use datafusion::catalog::streaming::StreamingTable;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::functions::expr_fn::{btrim, coalesce};
 use datafusion::functions_aggregate::expr_fn::count;
 use datafusion::logical_expr::{Expr, cast, ident, lit};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::prelude::{CsvReadOptions, DataFrame, ParquetReadOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
 
@@ -54,14 +58,16 @@ pub fn input_schema(input: &Input, delimiter: u8) -> Result<SchemaRef> {
             None => Err(DeidError::format("<batches>", "no batches")),
         },
         Input::Stream(_) => {
+            // Only the first batch is needed: the read stops there (its parts are not all opened).
             let mut first = None;
-            crate::io::for_each_batch(input, delimiter, |b| {
-                first.get_or_insert_with(|| b.schema());
-                Ok(())
-            })?;
-            first
-                .map(|s| text(s.fields().iter().map(|f| f.name().clone()).collect()))
-                .ok_or_else(|| DeidError::format("<stream>", "no batches"))
+            let read = crate::io::for_each_batch(input, delimiter, |b| {
+                first = Some(b.schema());
+                Err(DeidError::format("<stream>", "first batch read"))
+            });
+            match first {
+                Some(s) => Ok(text(s.fields().iter().map(|f| f.name().clone()).collect())),
+                None => Err(read.err().unwrap_or_else(|| DeidError::format("<stream>", "no batches"))),
+            }
         }
     }
 }
@@ -120,16 +126,64 @@ pub async fn source(ctx: &SessionContext, input: &Input, delimiter: u8) -> Resul
             ctx.read_parquet(path, ParquetReadOptions::default().file_extension("")).await.map_err(df_err)?
         }
         Input::Batches(b) => ctx.read_batches(b.iter().cloned()).map_err(df_err)?,
-        // DataFusion reads a streamed source as batches held in memory (the streaming pass does not).
-        Input::Stream(_) => {
-            let mut all = Vec::new();
-            crate::io::for_each_batch(input, delimiter, |b| {
-                all.push(b.clone());
-                Ok(())
-            })?;
-            ctx.read_batches(all).map_err(df_err)?
+        // A streamed source (e.g. a sealed dataset's parts) is read as it is planned: its batches
+        // flow through a bounded channel, so memory holds a few batches, never the whole source.
+        Input::Stream(s) => {
+            let schema = input_schema(input, delimiter)?;
+            let part = Arc::new(StreamPartition { schema: schema.clone(), source: s.clone(), delimiter });
+            let table = StreamingTable::try_new(schema, vec![part]).map_err(df_err)?;
+            ctx.read_table(Arc::new(table)).map_err(df_err)?
         }
     })
+}
+
+/// Batches in flight between a streamed source's reader thread and the plan.
+const STREAM_DEPTH: usize = 2;
+
+/// One DataFusion partition over a [`crate::io::BatchSource`]: each execution reads the source anew
+/// on a thread of its own (the source is blocking: it opens and decrypts parts) and hands its
+/// batches, as text with the table's schema, through a channel of [`STREAM_DEPTH`] batches.
+#[derive(Debug)]
+struct StreamPartition {
+    schema: SchemaRef,
+    source: crate::io::BatchSource,
+    delimiter: u8,
+}
+
+impl PartitionStream for StreamPartition {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let (tx, rx) = tokio::sync::mpsc::channel::<datafusion::error::Result<RecordBatch>>(STREAM_DEPTH);
+        let (schema, input, delimiter) = (self.schema.clone(), Input::Stream(self.source.clone()), self.delimiter);
+        std::thread::spawn(move || {
+            let mut gone = false;
+            let name = input.name();
+            // A panic of the source must not look like its end (counts would silently be short).
+            let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                crate::io::for_each_batch(&input, delimiter, |b| {
+                    // The same columns as the first batch, or the source is named in the error.
+                    let b = RecordBatch::try_new(schema.clone(), b.columns().to_vec()).map_err(|e| {
+                        DeidError::format(&name, format!("a batch does not have the first batch's columns: {e}"))
+                    })?;
+                    if tx.blocking_send(Ok(b)).is_err() {
+                        // The plan stopped reading (finished early or cancelled): open no more parts.
+                        gone = true;
+                        return Err(DeidError::format(&name, "the plan stopped reading"));
+                    }
+                    Ok(())
+                })
+            }))
+            .unwrap_or_else(|_| Err(DeidError::format(&name, "the source panicked while being read")));
+            if let (Err(e), false) = (read, gone) {
+                let _ = tx.blocking_send(Err(datafusion::error::DataFusionError::External(Box::new(e))));
+            }
+        });
+        let batches = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
+        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), batches))
+    }
 }
 
 /// Runs a [`plan`] over `grouped` columns and gathers its rows.

@@ -92,7 +92,8 @@ impl Input {
             _ => Input::Csv(path),
         }
     }
-    fn name(&self) -> String {
+    /// The input's name in errors: its path, `<batches>` or the stream source's name.
+    pub(crate) fn name(&self) -> String {
         match self {
             Input::Csv(p) | Input::Parquet(p) => p.display().to_string(),
             Input::Batches(_) => "<batches>".to_owned(),
@@ -128,6 +129,13 @@ impl Output {
 /// Calls `f` with every batch of the input, every column cast to UTF-8 strings.
 pub fn for_each_batch(input: &Input, delimiter: u8, mut f: impl FnMut(&RecordBatch) -> Result<()>) -> Result<()> {
     let name = input.name();
+    // Records read so far, so that a value that is not text is named by its record number.
+    let mut seen = 0u64;
+    let mut to_strings = |batch: &RecordBatch, name: &str| {
+        let r = to_strings(batch, name, seen);
+        seen += batch.num_rows() as u64;
+        r
+    };
     match input {
         Input::Batches(b) => {
             for batch in b {
@@ -197,19 +205,47 @@ pub fn for_each_batch(input: &Input, delimiter: u8, mut f: impl FnMut(&RecordBat
     Ok(())
 }
 
-fn to_strings(batch: &RecordBatch, name: &str) -> Result<RecordBatch> {
+/// Every column of `batch` as text; a column that cannot be read as text is refused naming it and,
+/// for bytes that are not UTF-8, the first such record (counted from 1 over the whole input, the
+/// batch starting after `before` records).
+fn to_strings(batch: &RecordBatch, name: &str, before: u64) -> Result<RecordBatch> {
     if batch.schema().fields().iter().all(|f| f.data_type() == &DataType::Utf8) {
         return Ok(batch.clone());
     }
     let mut fields = Vec::new();
     let mut cols = Vec::new();
     for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
+        // Arrow's cast would turn bytes that are not UTF-8 into nulls: refused instead, by record.
+        if let Some(r) = invalid_utf8_row(c.as_ref()) {
+            return Err(DeidError::format(
+                name,
+                format!(
+                    "column {}, record {}: bytes that are not UTF-8 (rule: text is UTF-8; nothing is dropped)",
+                    f.name(),
+                    before + r as u64 + 1
+                ),
+            ));
+        }
         let c = arrow::compute::cast(c, &DataType::Utf8)
             .map_err(|e| DeidError::format(name, format!("column {}: cannot read as text: {e}", f.name())))?;
         fields.push(Field::new(f.name(), DataType::Utf8, true));
         cols.push(c);
     }
     RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).map_err(|e| DeidError::format(name, e))
+}
+
+/// The first row of a binary column whose bytes are not UTF-8.
+fn invalid_utf8_row(c: &dyn Array) -> Option<usize> {
+    use arrow::array::AsArray;
+    fn first<'a>(mut it: impl Iterator<Item = Option<&'a [u8]>>) -> Option<usize> {
+        it.position(|v| v.is_some_and(|b| std::str::from_utf8(b).is_err()))
+    }
+    match c.data_type() {
+        DataType::Binary => first(c.as_binary::<i32>().iter()),
+        DataType::LargeBinary => first(c.as_binary::<i64>().iter()),
+        DataType::BinaryView => first(c.as_binary_view().iter()),
+        _ => None,
+    }
 }
 
 /// The string column `i` of a batch produced by [`for_each_batch`].

@@ -433,22 +433,83 @@ pub(crate) fn prefectures() -> &'static [(String, Vec<String>)] {
     })
 }
 
+/// Look-up tables over [`prefectures`]: each prefecture's index by name with the distinct name
+/// lengths, and per prefecture its municipality names as a set with the longest one's length.
+struct AreaIndex {
+    prefecture: FastMap<&'static str, usize>,
+    prefecture_lengths: Vec<usize>,
+    municipalities: Vec<(HashSet<&'static str, foldhash::fast::RandomState>, usize)>,
+}
+
+fn area_index() -> &'static AreaIndex {
+    static I: std::sync::OnceLock<AreaIndex> = std::sync::OnceLock::new();
+    I.get_or_init(|| {
+        let ps = prefectures();
+        let mut prefecture: FastMap<&'static str, usize> = FastMap::default();
+        for (i, (p, _)) in ps.iter().enumerate() {
+            prefecture.entry(p.as_str()).or_insert(i);
+        }
+        let mut prefecture_lengths: Vec<usize> = ps.iter().map(|(p, _)| p.len()).collect();
+        prefecture_lengths.sort_unstable();
+        prefecture_lengths.dedup();
+        let municipalities = ps
+            .iter()
+            .map(|(_, ms)| (ms.iter().map(String::as_str).collect(), ms.iter().map(String::len).max().unwrap_or(0)))
+            .collect();
+        AreaIndex { prefecture, prefecture_lengths, municipalities }
+    })
+}
+
+/// The first prefecture (in list order) that `a` starts with: one look-up per distinct name length
+/// instead of a comparison per prefecture.
+fn first_prefecture(a: &str) -> Option<usize> {
+    let ix = area_index();
+    ix.prefecture_lengths
+        .iter()
+        .filter(|&&n| a.is_char_boundary(n) && n <= a.len())
+        .filter_map(|&n| ix.prefecture.get(&a[..n]).copied())
+        .min()
+}
+
+/// The longest municipality of prefecture `p` that `rest` starts with — the first match of the list,
+/// which is sorted longest first — found by looking up `rest`'s prefixes from the longest possible.
+fn longest_municipality(p: usize, rest: &str) -> Option<&'static str> {
+    let (set, longest) = &area_index().municipalities[p];
+    let mut end = rest.len().min(*longest);
+    loop {
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        if let Some(m) = set.get(&rest[..end]) {
+            return Some(m);
+        }
+        if end == 0 {
+            return None;
+        }
+        end -= 1;
+    }
+}
+
 /// Reduces an address to the municipality or prefecture (S1): street numbers are always removed;
 /// a municipality whose population (from `population`) is below `small` — or unknown — is reduced
 /// to the prefecture.
 pub fn reduce_address(addr: &str, population: &HashMap<(String, String), u64>, small: u64) -> (String, AddressLevel) {
-    let a: String = addr.chars().filter(|c| !c.is_whitespace()).collect();
-    let a = a.strip_prefix('〒').map_or(a.as_str(), |r| r.trim_start_matches(|c: char| c.is_ascii_digit() || c == '-'));
-    for (pref, munis) in prefectures() {
-        if let Some(rest) = a.strip_prefix(pref.as_str()) {
-            if let Some(m) = munis.iter().find(|m| rest.starts_with(m.as_str())) {
-                let pop = population.get(&(pref.clone(), m.clone())).copied().unwrap_or(0);
-                if pop >= small {
-                    return (format!("{pref}{m}"), AddressLevel::Municipality);
-                }
+    let a: std::borrow::Cow<'_, str> = if addr.contains(char::is_whitespace) {
+        addr.chars().filter(|c| !c.is_whitespace()).collect::<String>().into()
+    } else {
+        addr.into()
+    };
+    let a = a.strip_prefix('〒').map_or(&*a, |r| r.trim_start_matches(|c: char| c.is_ascii_digit() || c == '-'));
+    if let Some(p) = first_prefecture(a) {
+        let pref = &prefectures()[p].0;
+        let rest = &a[pref.len()..];
+        if let Some(m) = longest_municipality(p, rest) {
+            let pop = population.get(&(pref.clone(), m.to_owned())).copied().unwrap_or(0);
+            if pop >= small {
+                return (format!("{pref}{m}"), AddressLevel::Municipality);
             }
-            return (pref.clone(), AddressLevel::Prefecture);
         }
+        return (pref.clone(), AddressLevel::Prefecture);
     }
     // No prefecture: find the municipality anywhere in the list.
     for (pref, munis) in prefectures() {
@@ -566,6 +627,48 @@ fn civil_from_days(z: i64) -> Option<(i64, u32, u32)> {
     Some(((yoe + era * 400) as i64 + (m <= 2) as i64, m, d))
 }
 
+/// First year of [`date_table`].
+const TABLE_FROM_YEAR: i64 = 1900;
+/// Years in [`date_table`].
+const TABLE_YEARS: i64 = 200;
+/// Days before each month's first in a common year.
+const CUM_DAYS: [i64; 12] = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];
+
+/// Day numbers of each year's 1 January and the `YYYY-MM-DD` text of every day, for the years from
+/// [`TABLE_FROM_YEAR`] on (about 0.7 MB, built once).
+struct DateTable {
+    year_start: Vec<i64>,
+    first: i64,
+    dates: Vec<[u8; 10]>,
+}
+
+fn date_table() -> &'static DateTable {
+    static T: std::sync::OnceLock<DateTable> = std::sync::OnceLock::new();
+    T.get_or_init(|| {
+        let year_start: Vec<i64> = (0..TABLE_YEARS).map(|k| days_from_civil(TABLE_FROM_YEAR + k, 1, 1)).collect();
+        let (first, last) = (year_start[0], days_from_civil(TABLE_FROM_YEAR + TABLE_YEARS, 1, 1));
+        let dates = (first..last)
+            .map(|z| {
+                let (y, m, d) = civil_from_days(z).expect("years from 1900");
+                let y = y as u32;
+                [
+                    b'0' + (y / 1000) as u8,
+                    b'0' + (y / 100 % 10) as u8,
+                    b'0' + (y / 10 % 10) as u8,
+                    b'0' + (y % 10) as u8,
+                    b'-',
+                    b'0' + (m / 10) as u8,
+                    b'0' + (m % 10) as u8,
+                    b'-',
+                    b'0' + (d / 10) as u8,
+                    b'0' + (d % 10) as u8,
+                ]
+            })
+            .collect();
+        DateTable { year_start, first, dates }
+    })
+}
+
 /// `YYYY-MM-DD` or `YYYY/MM/DD` moved by `days` with integer arithmetic only (the common case of a
 /// structured date column); `None` for anything else, which takes the general path.
 fn shift_iso_fast(b: &[u8], days: i64) -> Option<[u8; 10]> {
@@ -585,7 +688,21 @@ fn shift_iso_fast(b: &[u8], days: i64) -> Option<[u8; 10]> {
     if d == 0 || d > dim {
         return None;
     }
-    let (y, m, d) = civil_from_days(days_from_civil(y as i64, m, d) + days)?;
+    // Day numbers and dates of the table's years are looked up rather than computed (a claims
+    // table shifts every row's service date).
+    let t = date_table();
+    let k = y as i64 - TABLE_FROM_YEAR;
+    let z = if (0..TABLE_YEARS).contains(&k) {
+        t.year_start[k as usize] + CUM_DAYS[m as usize - 1] + (leap && m > 2) as i64 + d as i64 - 1
+    } else {
+        days_from_civil(y as i64, m, d)
+    } + days;
+    if let Some(out) = usize::try_from(z - t.first).ok().and_then(|i| t.dates.get(i)) {
+        let mut out = *out;
+        (out[4], out[7]) = (b[4], b[4]);
+        return Some(out);
+    }
+    let (y, m, d) = civil_from_days(z)?;
     if !(0..=9999).contains(&y) {
         return None;
     }
@@ -724,6 +841,29 @@ pub fn pseudonymize(
     output: &Output,
     opts: &PseudoOptions,
 ) -> Result<PseudoOutcome> {
+    run(policy, input, output, opts, true)
+}
+
+/// [`pseudonymize`] for a caller that records the input and output digests itself (a release: its
+/// manifest names the source manifest's SHA-256 and every output part's): the BLAKE3 digests of
+/// in-memory input and output are not computed, and the report's `input_sha256`/`output_sha256`
+/// are left empty for them (a file's SHA-256 still is computed).
+pub fn pseudonymize_digested_by_caller(
+    policy: &PseudoPolicy,
+    input: &Input,
+    output: &Output,
+    opts: &PseudoOptions,
+) -> Result<PseudoOutcome> {
+    run(policy, input, output, opts, false)
+}
+
+fn run(
+    policy: &PseudoPolicy,
+    input: &Input,
+    output: &Output,
+    opts: &PseudoOptions,
+    memory_digests: bool,
+) -> Result<PseudoOutcome> {
     let started = Instant::now();
     let mut sink: Option<Sink> = None;
     let mut out_schema: Option<Arc<Schema>> = None;
@@ -750,6 +890,8 @@ pub fn pseudonymize(
     let mut out_hash = blake3::Hasher::new();
     // Per-row lengths of variable-width columns for the digests, reused by every column and batch.
     let mut scratch: Vec<u8> = Vec::new();
+    let digest_in = matches!(input, Input::Batches(_) | Input::Stream(_)) && memory_digests;
+    let digest_out = matches!(output, Output::Memory | Output::Stream(_)) && memory_digests;
     for_each_batch(input, policy.input_delimiter, |batch| {
         let schema = batch.schema();
         if sink.is_none() {
@@ -782,15 +924,10 @@ pub fn pseudonymize(
             sink = Some(Sink::open(output, s.clone())?);
             out_schema = Some(s);
         }
-        // Column digests of in-memory input; a column passed through unchanged reuses its digest.
-        let in_digests: Vec<Option<[u8; 32]>> = if matches!(input, Input::Batches(_) | Input::Stream(_)) {
-            let d: Vec<Option<[u8; 32]>> =
-                (0..batch.num_columns()).map(|c| Some(text_digest(strings(batch, c), &mut scratch))).collect();
-            digest_columns(&mut in_hash, batch, &d, &mut scratch);
-            d
-        } else {
-            Vec::new()
-        };
+        // Column digests of in-memory input, each computed just before its column is transformed
+        // (so the transformation reads it from cache) and fed in column order after the batch; a
+        // column passed through unchanged reuses its digest for the output.
+        let mut in_digests: Vec<Option<[u8; 32]>> = vec![None; batch.num_columns()];
         let mut out_known: Vec<Option<[u8; 32]>> = Vec::with_capacity(kept.len());
         let rows = batch.num_rows();
         let base_record = records_in;
@@ -802,7 +939,8 @@ pub fn pseudonymize(
                 .is_some_and(|c| matches!(c.treatment, PseudoTreatment::Shift | PseudoTreatment::Deidentify))
         });
         let offsets: Vec<i64> = if needs_offsets {
-            let mut per_person: FastMap<&str, i64> = FastMap::default();
+            // Sized for a person per ten lines (a claims extract), so it rarely regrows.
+            let mut per_person: FastMap<&str, i64> = FastMap::with_capacity_and_hasher(rows / 8, Default::default());
             let offset_mac = opts.key.column_mac("\u{1}date-offset");
             let mut last: (&str, i64) = ("\u{0}", 0);
             // The person column is looked up once, not per row (a dynamic downcast).
@@ -829,19 +967,23 @@ pub fn pseudonymize(
             let cp = policy.column(name).expect("checked");
             let rep = &mut reports[col_pos[name.as_str()]];
             let a = strings(batch, ci);
+            if digest_in {
+                in_digests[ci] = Some(text_digest(a, &mut scratch));
+            }
             // Columnar paths: a kept column without anything that could be a card, a My Number or a
             // bank account is passed on as the same buffer; tokens and reduced addresses are computed
             // once per distinct value of the batch; nothing is allocated per cell.
             if cp.treatment == PseudoTreatment::Keep && !column_may_hold_financial(a) {
                 cols.push(batch.column(ci).clone());
-                out_known.push(in_digests.get(ci).copied().flatten());
+                out_known.push(in_digests[ci]);
                 continue;
             }
             // Tokens have a fixed width: the value and offset buffers are written directly (one
             // 32-byte copy per row, no builder) and the input's validity is reused.
             if cp.treatment == PseudoTreatment::Token && rows < (i32::MAX as usize) / 32 {
                 let mac = opts.key.column_mac(&cp.name);
-                let mut cache: FastMap<&str, [u8; 32]> = FastMap::default();
+                let mut cache: FastMap<&str, [u8; 32]> =
+                    FastMap::with_capacity_and_hasher(rows / 8, Default::default());
                 let mut last: &str = "\u{0}";
                 let mut cur = [b'0'; 32];
                 let mut values: Vec<u8> = Vec::with_capacity(rows * 32);
@@ -866,8 +1008,8 @@ pub fn pseudonymize(
                 )
                 .map_err(|e| DeidError::format("output", e))?;
                 rep.changed += (rows - a.null_count()) as u64;
+                out_known.push(digest_out.then(|| text_digest(&arr, &mut scratch)));
                 cols.push(Arc::new(arr));
-                out_known.push(None);
                 continue;
             }
             // Dates in one fixed-width form (`YYYY-MM-DD` on every row, no nulls: a claims table's
@@ -877,8 +1019,8 @@ pub fn pseudonymize(
                 && let Some(arr) = fixed_iso_dates(a, cp.treatment, &offsets)
             {
                 rep.changed += rows as u64;
+                out_known.push(digest_out.then(|| text_digest(&arr, &mut scratch)));
                 cols.push(Arc::new(arr));
-                out_known.push(None);
                 continue;
             }
             // Output bytes known up front: no regrowth while appending.
@@ -1057,12 +1199,22 @@ pub fn pseudonymize(
                     }
                 }
             }
-            cols.push(Arc::new(b.finish()));
-            out_known.push(None);
+            let arr = b.finish();
+            out_known.push(digest_out.then(|| text_digest(&arr, &mut scratch)));
+            cols.push(Arc::new(arr));
+        }
+        if digest_in {
+            // Deleted columns are part of the input too.
+            for (c, d) in in_digests.iter_mut().enumerate() {
+                if d.is_none() {
+                    *d = Some(text_digest(strings(batch, c), &mut scratch));
+                }
+            }
+            digest_columns(&mut in_hash, batch, &in_digests, &mut scratch);
         }
         let s = out_schema.clone().expect("set with the sink");
         let out = RecordBatch::try_new(s, cols).map_err(|e| DeidError::format("output", e))?;
-        if matches!(output, Output::Memory | Output::Stream(_)) {
+        if digest_out {
             digest_columns(&mut out_hash, &out, &out_known, &mut scratch);
         }
         records_out += out.num_rows() as u64;
@@ -1072,12 +1224,15 @@ pub fn pseudonymize(
         return Err(DeidError::format("input", "no records and no header"));
     };
     let (mut output_sha256, batches) = sink.finish(Sha256::new())?;
-    if matches!(output, Output::Memory | Output::Stream(_)) {
+    if digest_out {
         output_sha256 = format!("blake3:{}", out_hash.finalize().to_hex());
+    } else if matches!(output, Output::Memory | Output::Stream(_)) {
+        output_sha256 = String::new();
     }
     let input_sha256 = match input {
         Input::Csv(p) | Input::Parquet(p) => file_sha256(p)?,
-        Input::Batches(_) | Input::Stream(_) => format!("blake3:{}", in_hash.finalize().to_hex()),
+        Input::Batches(_) | Input::Stream(_) if digest_in => format!("blake3:{}", in_hash.finalize().to_hex()),
+        Input::Batches(_) | Input::Stream(_) => String::new(),
     };
     for r in &mut reports {
         if r.treatment == PseudoTreatment::Delete {
@@ -1126,9 +1281,24 @@ fn fixed_iso_dates(
         return None;
     }
     let out_w = if shift { W } else { 4 };
-    let mut values: Vec<u8> = Vec::with_capacity(rows * out_w);
+    // Output widths as constants, so each row's copy is a few moves rather than a `memcpy` call.
+    let values = if shift { fill_dates::<W>(data, offsets, true)? } else { fill_dates::<4>(data, offsets, false)? };
+    let offs: Vec<i32> = (0..=rows).map(|r| (r * out_w) as i32).collect();
+    arrow::array::StringArray::try_new(
+        arrow::buffer::OffsetBuffer::new(arrow::buffer::ScalarBuffer::from(offs)),
+        arrow::buffer::Buffer::from_vec(values),
+        None,
+    )
+    .ok()
+}
+
+/// The value bytes of [`fixed_iso_dates`]: the first `O` bytes of each row's shifted (`shift`) or
+/// checked date; `None` when a value is not a real date the general path would write the same way.
+fn fill_dates<const O: usize>(data: &[u8], offsets: &[i64], shift: bool) -> Option<Vec<u8>> {
+    const W: usize = 10;
+    let mut values: Vec<u8> = Vec::with_capacity(data.len() / W * O);
     // Consecutive lines of one person repeat a date (and its offset): the last answer is reused.
-    let mut prev: ([u8; W], i64, [u8; W]) = ([0; W], i64::MIN, [0; W]);
+    let mut prev: ([u8; W], i64, [u8; O]) = ([0; W], i64::MIN, [0; O]);
     for (r, v) in data.chunks_exact(W).enumerate() {
         let v: &[u8; W] = v.try_into().expect("chunks of W bytes");
         let off = if shift { offsets[r] } else { 0 };
@@ -1143,17 +1313,11 @@ fn fixed_iso_dates(
                 }
                 *v
             };
-            prev = (*v, off, out);
+            prev = (*v, off, out[..O].try_into().expect("O <= W"));
         }
-        values.extend_from_slice(&prev.2[..out_w]);
+        values.extend_from_slice(&prev.2);
     }
-    let offs: Vec<i32> = (0..=rows).map(|r| (r * out_w) as i32).collect();
-    arrow::array::StringArray::try_new(
-        arrow::buffer::OffsetBuffer::new(arrow::buffer::ScalarBuffer::from(offs)),
-        arrow::buffer::Buffer::from_vec(values),
-        None,
-    )
-    .ok()
+    Some(values)
 }
 
 /// The BLAKE3 digest of one text column of an in-memory batch: the row count; then for a column
@@ -1433,6 +1597,48 @@ mod tests {
         assert_eq!(text_digest(&whole.slice(1, 2), &mut Vec::new()), fixed);
         let long = "x".repeat(300);
         assert_ne!(d(vec![Some(&long), Some("a")]), d(vec![Some(&long[..299]), Some("xa")]), "long values");
+    }
+
+    /// The address reduction as a scan of the lists (before the look-up tables), as the reference.
+    fn reduce_address_by_scan(
+        addr: &str,
+        population: &HashMap<(String, String), u64>,
+        small: u64,
+    ) -> (String, AddressLevel) {
+        let a: String = addr.chars().filter(|c| !c.is_whitespace()).collect();
+        let a =
+            a.strip_prefix('〒').map_or(a.as_str(), |r| r.trim_start_matches(|c: char| c.is_ascii_digit() || c == '-'));
+        for (pref, munis) in prefectures() {
+            if let Some(rest) = a.strip_prefix(pref.as_str()) {
+                if let Some(m) = munis.iter().find(|m| rest.starts_with(m.as_str())) {
+                    let pop = population.get(&(pref.clone(), m.clone())).copied().unwrap_or(0);
+                    if pop >= small {
+                        return (format!("{pref}{m}"), AddressLevel::Municipality);
+                    }
+                }
+                return (pref.clone(), AddressLevel::Prefecture);
+            }
+        }
+        reduce_address(addr, population, small)
+    }
+
+    #[test]
+    fn s1_address_look_up_tables_reduce_every_municipality_as_the_list_scan_does() {
+        let mut population = HashMap::new();
+        let mut addrs = vec![String::new(), "〒100-0001 東京都".into(), "東京".into(), "どこか1-2".into()];
+        for (i, (pref, munis)) in prefectures().iter().enumerate() {
+            for (j, m) in munis.iter().enumerate() {
+                // Every other municipality large, so both levels are reached.
+                population.insert((pref.clone(), m.clone()), if (i + j) % 2 == 0 { 80_000 } else { 900 });
+                addrs.push(format!("{pref}{m}本町1-2-3"));
+                addrs.push(format!("〒123-4567 {pref} {m}"));
+                addrs.push(format!("{pref}{}", m.chars().take(m.chars().count() - 1).collect::<String>()));
+                addrs.push(format!("{m}中央1丁目"));
+            }
+        }
+        for a in &addrs {
+            assert_eq!(reduce_address(a, &population, 50_000), reduce_address_by_scan(a, &population, 50_000), "{a}");
+        }
     }
 
     #[test]

@@ -424,6 +424,65 @@ fn a5_datafusion_frequency_pass_equals_the_in_process_count() {
     assert_eq!(a.report.risk_after, b.report.risk_after);
 }
 
+#[cfg(feature = "datafusion")]
+#[test]
+fn a5_datafusion_frequency_pass_streams_a_multi_part_source_with_few_batches_alive() {
+    use std::sync::{Arc, Mutex, Weak};
+    let dir = tempfile::tempdir().expect("tmp");
+    let csv = dir.path().join("extract.csv");
+    std::fs::write(&csv, extract_csv(3000)).expect("write");
+    let whole = Input::from_path(&csv);
+    let cols: Vec<String> = ["age", "sex", "pref", "admitted", "dx"].map(String::from).to_vec();
+    let expected = kiban_deid::frequency::group_count(&whole, b';', &cols).expect("plan runs").sorted();
+    // The same records as 24 parts of 125 rows, produced one at a time as a sealed dataset's are.
+    let mut all = Vec::new();
+    kiban_deid::io::for_each_batch(&whole, b';', |b| {
+        all.push(b.clone());
+        Ok(())
+    })
+    .expect("read");
+    let whole_batch = arrow::compute::concat_batches(&all[0].schema(), &all).expect("concat");
+    let parts: Vec<_> = (0..24).map(|i| whole_batch.slice(i * 125, 125)).collect();
+    // Every batch handed out is watched: how many earlier ones are still alive when the next is made.
+    // Weak handles of the batches handed out, and the most of them alive at once.
+    type Watched = (Vec<Weak<dyn arrow::array::Array>>, usize);
+    let alive: Arc<Mutex<Watched>> = Arc::new(Mutex::new((Vec::new(), 0)));
+    let watch = alive.clone();
+    let source = kiban_deid::io::BatchSource::new("parts", move |f| {
+        for p in &parts {
+            // Fresh arrays per part, as a part read from disk would be.
+            let fresh: Vec<arrow::array::ArrayRef> = p.columns().iter().map(|c| c.slice(0, c.len())).collect();
+            {
+                let mut w = watch.lock().expect("lock");
+                let live = w.0.iter().filter(|x| x.strong_count() > 0).count();
+                w.1 = w.1.max(live);
+                w.0.push(Arc::downgrade(&fresh[0]));
+            }
+            f(arrow::record_batch::RecordBatch::try_new(p.schema(), fresh).expect("batch"))?;
+        }
+        Ok(())
+    });
+    let streamed = Input::Stream(source);
+    let got = kiban_deid::frequency::group_count(&streamed, b';', &cols).expect("streamed plan runs").sorted();
+    assert_eq!(got.columns, expected.columns);
+    assert_eq!(got.counts, expected.counts);
+    assert_eq!(got.counts.iter().sum::<u64>(), 3000);
+    // Collected in memory, all 23 earlier parts would still be alive when the last is made.
+    let most_alive = alive.lock().expect("lock").1;
+    assert!(most_alive <= 8, "{most_alive} parts were alive at once: the source is not streamed");
+    // And the engine with the DataFusion pass over the parts releases what the streaming pass does.
+    let p = policy(EXTRACT);
+    let a = anonymize(&p, &whole, &Output::Memory, &RunOptions::default()).expect("stream");
+    let opts = RunOptions { datafusion: true, ..Default::default() };
+    let b = anonymize(&p, &streamed, &Output::Memory, &opts).expect("datafusion over parts");
+    assert_eq!(a.report.levels, b.report.levels);
+    assert_eq!(a.report.records_suppressed, b.report.records_suppressed);
+    assert_eq!(
+        a.batches.iter().map(|x| x.num_rows()).sum::<usize>(),
+        b.batches.iter().map(|x| x.num_rows()).sum::<usize>()
+    );
+}
+
 /// A report as JSON without its timings, fractions to 10 significant digits (loss sums run over the
 /// tuples in table order, which moves their last bits).
 fn report_without_timings(r: &kiban_deid::Report) -> serde_json::Value {

@@ -224,6 +224,36 @@ fn s5_invalid_utf8_in_csv_names_the_record() {
     assert!(e.contains("in.csv") && (e.contains("line 3") || e.contains("record 2")), "{e}");
 }
 
+#[test]
+fn s5_invalid_utf8_in_a_binary_column_names_the_column_and_the_record() {
+    // Two batches; the second's third value is not UTF-8: record 2 + 3 = 5 of the input.
+    let mk = |vals: Vec<&[u8]>| {
+        let ids: Vec<String> = (0..vals.len()).map(|i| format!("P{i}")).collect();
+        let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(vec![
+            arrow::datatypes::Field::new("patient_id", arrow::datatypes::DataType::Utf8, true),
+            arrow::datatypes::Field::new("note", arrow::datatypes::DataType::Binary, true),
+        ]));
+        arrow::record_batch::RecordBatch::try_new(
+            schema,
+            vec![
+                std::sync::Arc::new(arrow::array::StringArray::from(ids)),
+                std::sync::Arc::new(arrow::array::BinaryArray::from(vals)),
+            ],
+        )
+        .unwrap()
+    };
+    let batches = vec![
+        mk(vec![b"ok".as_slice(), "山田".as_bytes()]),
+        mk(vec![b"fine".as_slice(), b"also", b"bad \xff\xfe end".as_slice()]),
+    ];
+    let t = "version = 1\nname = \"x\"\nkind = \"pseudonymization\"\n[[columns]]\nname = \"patient_id\"\nrole = \"link_code\"\n[[columns]]\nname = \"note\"\nrole = \"free_text\"\n";
+    let p = PseudoPolicy::from_toml(t, policy_dir()).unwrap();
+    let e = pseudonymize(&p, &Input::Batches(batches), &Output::Memory, &PseudoOptions::new(key()))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("column note") && e.contains("record 5") && e.contains("not UTF-8"), "{e}");
+}
+
 // ------------------------------------------------------------- free text
 
 #[test]
@@ -436,9 +466,20 @@ fn s2_claims_table_columnar_paths_match_the_per_value_rules() {
     cols[drug] = Arc::new(StringArray::from(v));
     input[0] = RecordBatch::try_new(b0.schema(), cols).unwrap();
     let first = input[0].clone();
-    let out = pseudonymize(&policy, &Input::Batches(input), &Output::Memory, &PseudoOptions::new(key())).unwrap();
+    let input = Input::Batches(input);
+    let out = pseudonymize(&policy, &input, &Output::Memory, &PseudoOptions::new(key())).unwrap();
     assert_eq!(out.report.records_out, 3_000);
     assert!(out.report.input_sha256.starts_with("blake3:") && out.report.output_sha256.starts_with("blake3:"));
+    // A release whose manifest records the digests gets the same records and leaves them to it.
+    let release = kiban_deid::pseudo::pseudonymize_digested_by_caller(
+        &policy,
+        &input,
+        &Output::Memory,
+        &PseudoOptions::new(key()),
+    )
+    .unwrap();
+    assert_eq!(release.batches, out.batches);
+    assert_eq!((release.report.input_sha256.as_str(), release.report.output_sha256.as_str()), ("", ""));
     let o = &out.batches[0];
     for gone in ["claim_id", "insurer_number", "name_kana"] {
         assert!(o.schema().index_of(gone).is_err(), "{gone} deleted");

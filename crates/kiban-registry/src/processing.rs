@@ -167,7 +167,13 @@ pub fn pseudonymize_to_dataset(
     let mut report: Option<PseudoReport> = None;
     let source_digest = match source {
         Source::File(path) => {
-            let out = kiban_deid::pseudonymize(policy, &Input::from_path(path), &Output::Memory, opts)?;
+            // The file's SHA-256 is computed; the output's is the manifest's (parts listed there).
+            let out = kiban_deid::pseudo::pseudonymize_digested_by_caller(
+                policy,
+                &Input::from_path(path),
+                &Output::Memory,
+                opts,
+            )?;
             let digest = out.report.input_sha256.clone();
             parts.push(out.batches)?;
             merge(&mut report, out.report);
@@ -177,7 +183,13 @@ pub fn pseudonymize_to_dataset(
             let m = kiban_formats::verify_dataset(src)?;
             for f in &m.files {
                 let batches = kiban_formats::read_part(src, &m, f, sealer)?;
-                let out = kiban_deid::pseudonymize(policy, &Input::Batches(batches), &Output::Memory, opts)?;
+                // The source manifest's digest and the parts' stand for the in-memory digests.
+                let out = kiban_deid::pseudo::pseudonymize_digested_by_caller(
+                    policy,
+                    &Input::Batches(batches),
+                    &Output::Memory,
+                    opts,
+                )?;
                 parts.push(out.batches)?;
                 merge(&mut report, out.report);
             }
