@@ -37,7 +37,7 @@ impl Watch {
         Watch { pulled, records: 0, marks: Vec::new(), quarantined: Vec::new() }
     }
     fn seen(&mut self) {
-        if self.records % 256 == 0 {
+        if self.records.is_multiple_of(256) {
             self.marks.push((self.records, self.pulled.get()));
         }
         self.records += 1;
