@@ -1,7 +1,8 @@
 //! Bounded memory on inputs far larger than RAM (issue 5, item 7): each streaming reader is fed N GB
 //! made on the fly by a [`Read`] (no big file on disk) and writes the canonical tables to Parquet
 //! in a temp dir, as `kiban formats convert` does; the resident set is sampled as the input flows.
-//! `KIBAN_BENCH_STREAM_GB=10 cargo bench -p kiban-formats --bench formats`.
+//! `KIBAN_BENCH_STREAM_GB=10 cargo bench -p kiban-formats --bench formats`
+//! (`KIBAN_BENCH_STREAM_SAME_PEOPLE=1`: the same persons in every repetition).
 
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -84,6 +85,12 @@ impl Repeated {
     /// Bytes handed out so far.
     pub fn produced(&self) -> u64 {
         self.produced
+    }
+    /// The same people in every repetition (no id suffix): what the reader keeps per person
+    /// then stays constant, which separates it from any growth with the input's size.
+    pub fn same_people(mut self) -> Self {
+        self.marks.clear();
+        self
     }
     /// Repetitions of the body so far.
     pub fn repetitions(&self) -> u64 {
@@ -215,6 +222,9 @@ pub struct StreamRun {
     pub bytes: u64,
     /// Canonical rows written (all tables).
     pub rows: u64,
+    /// Rows of the patients table (distinct persons: the UKE reader keeps one 8-byte hash per
+    /// person of a file, to write each person once).
+    pub patients: u64,
     /// Quarantine entries.
     pub quarantined: u64,
     /// Parquet bytes written.
@@ -245,11 +255,15 @@ fn run_one(
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let mut writers: Vec<Option<ArrowWriter<File>>> = Table::ALL.iter().map(|_| None).collect();
     let (mut rows, mut quarantined, mut problems, mut err) = (0u64, 0u64, Vec::new(), None::<String>);
+    let mut patients = 0u64;
     let (t, c0) = (Instant::now(), process_cpu().unwrap_or(0.0));
     let mut input = BufReader::with_capacity(1 << 16, src);
     {
         let flush = |table: Table, b: RecordBatch| {
             rows += b.num_rows() as u64;
+            if table == Table::Patients {
+                patients += b.num_rows() as u64;
+            }
             let i = Table::ALL.iter().position(|&x| x == table).expect("listed");
             if writers[i].is_none() {
                 let props = parquet::file::properties::WriterProperties::builder()
@@ -302,6 +316,7 @@ fn run_one(
         reader,
         bytes: src.produced(),
         rows,
+        patients,
         quarantined,
         parquet_bytes,
         wall_s,
@@ -313,10 +328,13 @@ fn run_one(
     })
 }
 
-/// Streams `gb` GB of UKE and of CSV (made on the fly from `patients` persons) into Parquet.
-pub fn run(gb: f64, patients: u64) -> Result<Vec<StreamRun>, String> {
+/// Streams `gb` GB of UKE and of CSV (made on the fly from `patients` persons, new ones in every
+/// repetition unless `same_people`) into Parquet.
+pub fn run(gb: f64, patients: u64, same_people: bool) -> Result<Vec<StreamRun>, String> {
     let bytes = (gb * 1e9) as u64;
+    let people = |r: Repeated| if same_people { r.same_people() } else { r };
     let (src, masters) = uke_source(patients, bytes)?;
+    let src = people(src);
     let uke = run_one("UKE", src, |input, sink| {
         crate::uke::read(input, "stream.uke", "prov-a", &masters, sink).expect("an in-memory source does not fail");
     })?;
@@ -324,7 +342,7 @@ pub fn run(gb: f64, patients: u64) -> Result<Vec<StreamRun>, String> {
     let (schema, table) = crate::tabular::SchemaFile::parse(
         "table = \"labs\"\nprovider_id = \"prov-a\"\n[columns]\npatient_id = \"patient_id\"\nencounter_id = \"encounter_id\"\nresult_date = \"result_date\"\ntest_code = \"test_code\"\ntest_name = \"test_name\"\nvalue = \"value\"\nunit = \"unit\"",
     )?;
-    let csv = run_one("CSV", csv_source(patients, bytes), |input, sink| {
+    let csv = run_one("CSV", people(csv_source(patients, bytes)), |input, sink| {
         crate::tabular::read_csv(input, &schema, table, "stream.csv", sink);
     })?;
     Ok(vec![uke, csv])
@@ -334,14 +352,15 @@ pub fn run(gb: f64, patients: u64) -> Result<Vec<StreamRun>, String> {
 pub fn table(runs: &[StreamRun]) -> String {
     let mb = |b: u64| b as f64 / 1e6;
     let mut s = String::from(
-        "| streamed → Parquet | input GB | rows | quarantined | Parquet MB | MB/s (CPU) | MB/s (wall) | RSS after 256 MB | RSS max sampled | peak RSS (VmHWM) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| streamed → Parquet | input GB | rows | persons | quarantined | Parquet MB | MB/s (CPU) | MB/s (wall) | RSS after 256 MB | RSS max sampled | peak RSS (VmHWM) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in runs {
         s += &format!(
-            "| {} | {:.2} | {} | {} | {:.0} | {:.1} | {:.1} | {:.0} MB | {:.0} MB | {:.0} MB |\n",
+            "| {} | {:.2} | {} | {} | {} | {:.0} | {:.1} | {:.1} | {:.0} MB | {:.0} MB | {:.0} MB |\n",
             r.reader,
             r.bytes as f64 / 1e9,
             r.rows,
+            r.patients,
             r.quarantined,
             mb(r.parquet_bytes),
             mb(r.bytes) / r.cpu_s,
