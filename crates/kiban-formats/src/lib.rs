@@ -12,6 +12,7 @@
 //! nowhere else.
 
 pub mod bench;
+pub mod bench_stream;
 pub mod canonical;
 pub mod cda;
 pub mod convert;

@@ -16,6 +16,8 @@ mod fhir;
 mod robust;
 #[path = "formats/ssmix2.rs"]
 mod ssmix2;
+#[path = "formats/stream.rs"]
+mod stream;
 #[path = "formats/tabular.rs"]
 mod tabular;
 #[path = "formats/uke.rs"]
