@@ -32,8 +32,11 @@ fn decode_udf(name: &str, buf: &[u8]) -> Option<Result<Arc<ScalarUDF>>> {
                 .map_err(|e| datafusion::common::DataFusionError::Plan(format!("{name}: {e}"))),
         ),
         TRIM_UDF => Some(Ok(DeidUdf::trim())),
-        other => DeidUdf::known_name(other)
-            .map(|n| sealed().map(|s| Arc::new(ScalarUDF::new_from_impl(DeidUdf::decoded(n, Some(s)))))),
+        other => DeidUdf::known_name(other).map(|n| {
+            DeidUdf::decode(n, buf)
+                .map(|u| Arc::new(ScalarUDF::new_from_impl(u)))
+                .map_err(|e| datafusion::common::DataFusionError::Plan(format!("{name}: {e}")))
+        }),
     }
 }
 
@@ -52,6 +55,8 @@ fn encode_udf(node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<bool> {
     } else if let Some(d) = node.inner().downcast_ref::<DeidUdf>() {
         if let Some(s) = d.sealed() {
             buf.extend_from_slice(&s.to_bytes());
+        } else if let Some(f) = d.job_file() {
+            buf.extend_from_slice(&f.to_bytes());
         }
         true
     } else {

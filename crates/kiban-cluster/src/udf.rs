@@ -433,11 +433,11 @@ impl GateState {
     }
 }
 
-/// Where a gate's job file goes: beside `input` (the storage every executor reads the input from),
+/// Where a job file goes: beside `input` (the storage every executor reads the input from),
 /// as a hidden file named for the job.
 pub fn job_file_beside(input: &Path, job_id: &str) -> PathBuf {
     let dir = input.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    dir.join(format!(".kiban-job-{job_id}.gate"))
+    dir.join(format!(".kiban-job-{job_id}.sealed"))
 }
 
 /// The opt-out gate as a UDF: `kiban_gate(provider_id, patient_id, provision_date)` answers the
