@@ -472,15 +472,13 @@ impl GateUdf {
     }
 
     /// The UDF of a cluster job: the facts are sealed for `job_id` into the new job file `path` (on
-    /// storage every executor mounts at the same path; removed when the UDF is dropped), and kept
-    /// open here too.
+    /// storage every executor mounts at the same path; removed when the UDF is dropped). The client
+    /// builds no lookup table: only executors (with the cluster secret) evaluate it.
     pub fn sealed_to_file(secret: &ClusterSecret, job_id: &str, facts: &GateFacts, path: &Path) -> Result<Self> {
         let mut w = secret.create_job_file("gate_facts", job_id, path)?;
         let owned = Arc::new(RemoveOnDrop(path.to_owned()));
         facts.write_plain(&mut w).map_err(|source| ClusterError::Io { path: path.display().to_string(), source })?;
-        let r = w.finish()?;
-        let mut u = Self::in_process(job_id, facts);
-        u.file = Some(r);
+        let mut u = Self::from_file(w.finish()?);
         u._owned = Some(owned);
         Ok(u)
     }
@@ -528,7 +526,8 @@ impl GateUdf {
             return exec_err!("{GATE_UDF}: job {} has no facts", self.job_id);
         };
         // Every task of a job decodes its own copy of the UDF: open the job file once per process
-        // and job, and share the tables between tasks through a small cache (the last few jobs).
+        // and job, and share the tables between tasks through a small cache (the last two jobs: a
+        // national submission's table is about a gigabyte).
         static OPENED: Mutex<Vec<(JobFileRef, Arc<GateState>)>> = Mutex::new(Vec::new());
         let mut cache = OPENED.lock().expect("no panics while holding the lock");
         if let Some((_, st)) = cache.iter().find(|(k, _)| k == file) {
@@ -538,7 +537,7 @@ impl GateUdf {
         let s = GateState::read_plain(&mut reader)
             .map_err(|e| DataFusionError::Execution(format!("{GATE_UDF}: job {}: {e}", self.job_id)))?;
         let s = Arc::new(s);
-        if cache.len() >= 4 {
+        if cache.len() >= 2 {
             cache.remove(0);
         }
         cache.push((file.clone(), s.clone()));
