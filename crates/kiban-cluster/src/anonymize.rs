@@ -108,6 +108,11 @@ pub async fn apply_plan(
     let ordered = runner.ordered()?;
     let src = source(ordered.context(), input, spec.delimiter).await?;
     let csv = spec.csv;
+    // On a cluster, large recoding tables go as sealed job files beside the input.
+    let beside = match input {
+        Input::Csv(p) | Input::Parquet(p) if runner.cluster_url().is_some() => Some(p.as_path()),
+        _ => None,
+    };
     let token = DeidUdf::token(secret, &format!("{job}-token"), &spec.token_key);
     let release = DeidUdf::token(secret, &format!("{job}-release"), &spec.release_key);
     let mut exprs = Vec::new();
@@ -117,13 +122,15 @@ pub async fn apply_plan(
             ApplyColumn::Token => token.call(vec![read(name, csv), lit(name.as_str())]),
             ApplyColumn::Rekey => release.call(vec![read(name, csv), lit(name.as_str())]),
             ApplyColumn::Generalize { qi } => {
-                DeidUdf::generalize(secret, &format!("{job}-qi{qi}"), &spec.qi[*qi].labels).call(vec![read(name, csv)])
+                DeidUdf::generalize(secret, &format!("{job}-qi{qi}"), &spec.qi[*qi].labels, beside)?
+                    .call(vec![read(name, csv)])
             }
         };
         exprs.push(e.alias(name.as_str()));
     }
     let qi: Vec<Expr> = spec.qi.iter().map(|q| read(&q.column, csv)).collect();
-    exprs.push(DeidUdf::suppressed(secret, &format!("{job}-suppressed"), spec).call(qi).alias(SUPPRESSED_COLUMN));
+    let suppressed = DeidUdf::suppressed(secret, &format!("{job}-suppressed"), spec, beside)?;
+    exprs.push(suppressed.call(qi).alias(SUPPRESSED_COLUMN));
     src.select(exprs).map_err(df("pass 2"))
 }
 

@@ -68,7 +68,9 @@ pub async fn run_passes(
         });
     };
 
-    let gate = GateUdf::new(secret, &format!("{job}-gate"), synth::gate_facts(rows)).into_udf();
+    let facts = synth::gate_facts(rows);
+    let gate = GateUdf::for_runner(runner, secret, &format!("{job}-gate"), &facts, input)?.into_udf();
+    drop(facts);
     let plan: Arc<FilePlan> = Arc::new(move |df| gate_pass(df, gate.clone(), "provision_date"));
     let cpu0 = start();
     record("gate", cpu0, runner.write_in_input_order(input, plan, &Output::new(&out.join("gate"), "gate")).await?);

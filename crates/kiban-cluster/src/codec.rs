@@ -17,6 +17,7 @@ use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 
 use crate::deid_udf::{DeidUdf, TRIM_UDF};
+use crate::jobfile::JobFileRef;
 use crate::seal::SealedJob;
 use crate::udf::{GATE_UDF, GateUdf, TOKEN_UDF, TokenUdf};
 
@@ -25,28 +26,42 @@ fn decode_udf(name: &str, buf: &[u8]) -> Option<Result<Arc<ScalarUDF>>> {
         || SealedJob::from_bytes(buf).map_err(|e| datafusion::common::DataFusionError::Plan(format!("{name}: {e}")));
     match name {
         TOKEN_UDF => Some(sealed().map(|s| TokenUdf::from_sealed(s).into_udf())),
-        GATE_UDF => Some(sealed().map(|s| GateUdf::from_sealed(s).into_udf())),
+        GATE_UDF => Some(
+            JobFileRef::from_bytes(buf)
+                .map(|r| GateUdf::from_file(r).into_udf())
+                .map_err(|e| datafusion::common::DataFusionError::Plan(format!("{name}: {e}"))),
+        ),
         TRIM_UDF => Some(Ok(DeidUdf::trim())),
-        other => DeidUdf::known_name(other)
-            .map(|n| sealed().map(|s| Arc::new(ScalarUDF::new_from_impl(DeidUdf::decoded(n, Some(s)))))),
+        other => DeidUdf::known_name(other).map(|n| {
+            DeidUdf::decode(n, buf)
+                .map(|u| Arc::new(ScalarUDF::new_from_impl(u)))
+                .map_err(|e| datafusion::common::DataFusionError::Plan(format!("{name}: {e}")))
+        }),
     }
 }
 
-fn encode_udf(node: &ScalarUDF, buf: &mut Vec<u8>) -> bool {
-    if let Some(t) = node.inner().downcast_ref::<TokenUdf>() {
+fn encode_udf(node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<bool> {
+    Ok(if let Some(t) = node.inner().downcast_ref::<TokenUdf>() {
         buf.extend_from_slice(&t.sealed().to_bytes());
         true
     } else if let Some(g) = node.inner().downcast_ref::<GateUdf>() {
-        buf.extend_from_slice(&g.sealed().to_bytes());
+        let Some(f) = g.job_file() else {
+            return Err(datafusion::common::DataFusionError::Plan(format!(
+                "{GATE_UDF}: this gate keeps its facts in process; for a cluster make it with GateUdf::for_runner"
+            )));
+        };
+        buf.extend_from_slice(&f.to_bytes());
         true
     } else if let Some(d) = node.inner().downcast_ref::<DeidUdf>() {
         if let Some(s) = d.sealed() {
             buf.extend_from_slice(&s.to_bytes());
+        } else if let Some(f) = d.job_file() {
+            buf.extend_from_slice(&f.to_bytes());
         }
         true
     } else {
         false
-    }
+    })
 }
 
 /// Ballista's logical codec plus kiban's UDFs.
@@ -89,7 +104,7 @@ impl LogicalExtensionCodec for KibanLogicalCodec {
         decode_udf(name, buf).unwrap_or_else(|| self.inner.try_decode_udf(name, buf))
     }
     fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
-        if encode_udf(node, buf) { Ok(()) } else { self.inner.try_encode_udf(node, buf) }
+        if encode_udf(node, buf)? { Ok(()) } else { self.inner.try_encode_udf(node, buf) }
     }
 }
 
@@ -121,6 +136,6 @@ impl PhysicalExtensionCodec for KibanPhysicalCodec {
         decode_udf(name, buf).unwrap_or_else(|| self.inner.try_decode_udf(name, buf))
     }
     fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
-        if encode_udf(node, buf) { Ok(()) } else { self.inner.try_encode_udf(node, buf) }
+        if encode_udf(node, buf)? { Ok(()) } else { self.inner.try_encode_udf(node, buf) }
     }
 }

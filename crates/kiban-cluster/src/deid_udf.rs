@@ -5,6 +5,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::hash::{Hash, Hasher};
+use std::io::{Read, Write};
+use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanBuilder, StringArray, StringBuilder};
@@ -14,7 +16,12 @@ use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, Sca
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::seal::{ClusterSecret, SealedJob, open_on_node};
+use crate::jobfile::{JobFileRef, RemoveOnDrop};
+use crate::seal::{ClusterSecret, SealedJob, open_job_file_on_node, open_on_node};
+
+/// A payload larger than this goes (on a cluster) to a sealed job file beside the input instead of
+/// into the plan: the suppressed tuples of a large table can run to millions.
+pub const INLINE_PAYLOAD_LIMIT: usize = 1 << 20;
 
 /// `kiban_trim(v)`: a CSV field as kiban-deid's reader gives it (trimmed of Unicode white space;
 /// null is the empty string).
@@ -67,6 +74,9 @@ impl State {
 pub struct DeidUdf {
     name: &'static str,
     sealed: Option<SealedJob>,
+    file: Option<JobFileRef>,
+    /// The client's handle on the job file it wrote (removed when the last copy goes).
+    _owned: Option<Arc<RemoveOnDrop>>,
     state: OnceLock<Arc<State>>,
     signature: Signature,
 }
@@ -81,10 +91,35 @@ fn payload_kind(name: &str) -> &'static str {
 
 impl DeidUdf {
     fn made(name: &'static str, secret: &ClusterSecret, job: &str, p: Payload) -> Arc<ScalarUDF> {
+        Self::made_beside(name, secret, job, p, None).expect("an inline payload needs no file")
+    }
+
+    /// As [`Self::made`]; with `beside` (a cluster job's input), a payload over
+    /// [`INLINE_PAYLOAD_LIMIT`] is sealed into a job file next to it and the plan carries its reference.
+    fn made_beside(
+        name: &'static str,
+        secret: &ClusterSecret,
+        job: &str,
+        p: Payload,
+        beside: Option<&Path>,
+    ) -> crate::Result<Arc<ScalarUDF>> {
         let plain = Zeroizing::new(serde_json::to_vec(&p).expect("payload serializes"));
-        let u = DeidUdf::decoded(name, Some(secret.seal(payload_kind(name), job, &plain)));
-        let _ = u.state.set(Arc::new(State::from(p)));
-        Arc::new(ScalarUDF::new_from_impl(u))
+        let mut u = match beside {
+            Some(input) if plain.len() > INLINE_PAYLOAD_LIMIT => {
+                let path = crate::udf::job_file_beside(input, job);
+                let mut w = secret.create_job_file(payload_kind(name), job, &path)?;
+                let owned = Arc::new(RemoveOnDrop(path.clone()));
+                w.write_all(&plain)
+                    .map_err(|source| crate::ClusterError::Io { path: path.display().to_string(), source })?;
+                let mut u = DeidUdf::decoded(name, None);
+                u.file = Some(w.finish()?);
+                u._owned = Some(owned);
+                u
+            }
+            _ => DeidUdf::decoded(name, Some(secret.seal(payload_kind(name), job, &plain))),
+        };
+        u.state = OnceLock::from(Arc::new(State::from(p)));
+        Ok(Arc::new(ScalarUDF::new_from_impl(u)))
     }
 
     /// `kiban_trim`.
@@ -98,14 +133,46 @@ impl DeidUdf {
     }
 
     /// `kiban_generalize` with one quasi-identifier's value → label table.
-    pub fn generalize(secret: &ClusterSecret, job: &str, labels: &BTreeMap<String, String>) -> Arc<ScalarUDF> {
-        DeidUdf::made(GENERALIZE_UDF, secret, job, Payload::Generalize { labels: labels.clone() })
+    /// On a cluster (`beside`: the job's input) a large table goes as a job file.
+    pub fn generalize(
+        secret: &ClusterSecret,
+        job: &str,
+        labels: &BTreeMap<String, String>,
+        beside: Option<&Path>,
+    ) -> crate::Result<Arc<ScalarUDF>> {
+        DeidUdf::made_beside(GENERALIZE_UDF, secret, job, Payload::Generalize { labels: labels.clone() }, beside)
     }
 
     /// `kiban_suppressed`: a row is suppressed when a value was not seen in pass 1 or its tuple failed.
-    pub fn suppressed(secret: &ClusterSecret, job: &str, spec: &kiban_deid::apply::ApplySpec) -> Arc<ScalarUDF> {
+    /// On a cluster (`beside`: the job's input) a long list of suppressed tuples goes as a job file.
+    pub fn suppressed(
+        secret: &ClusterSecret,
+        job: &str,
+        spec: &kiban_deid::apply::ApplySpec,
+        beside: Option<&Path>,
+    ) -> crate::Result<Arc<ScalarUDF>> {
         let known = spec.qi.iter().map(|q| q.labels.keys().cloned().collect()).collect();
-        DeidUdf::made(SUPPRESSED_UDF, secret, job, Payload::Suppressed { known, failing: spec.failing.clone() })
+        let p = Payload::Suppressed { known, failing: spec.failing.clone() };
+        DeidUdf::made_beside(SUPPRESSED_UDF, secret, job, p, beside)
+    }
+
+    /// The UDF `name` as decoded from a plan's bytes: a sealed payload, a job file's reference, or
+    /// nothing ([`TRIM_UDF`]).
+    pub fn decode(name: &'static str, buf: &[u8]) -> crate::Result<Self> {
+        if buf.is_empty() {
+            return Ok(DeidUdf::decoded(name, None));
+        }
+        if let Ok(r) = JobFileRef::from_bytes(buf) {
+            let mut u = DeidUdf::decoded(name, None);
+            u.file = Some(r);
+            return Ok(u);
+        }
+        Ok(DeidUdf::decoded(name, Some(SealedJob::from_bytes(buf)?)))
+    }
+
+    /// The job file's reference, when the payload went as one.
+    pub fn job_file(&self) -> Option<&JobFileRef> {
+        self.file.as_ref()
     }
 
     /// The UDF as decoded from a plan (`name` is one of this module's).
@@ -115,7 +182,7 @@ impl DeidUdf {
             DEID_TOKEN_UDF => Signature::any(2, Volatility::Immutable),
             _ => Signature::variadic_any(Volatility::Immutable),
         };
-        DeidUdf { name, sealed, state: OnceLock::new(), signature }
+        DeidUdf { name, sealed, file: None, _owned: None, state: OnceLock::new(), signature }
     }
 
     /// The sealed payload, if any.
@@ -132,9 +199,16 @@ impl DeidUdf {
         if let Some(s) = self.state.get() {
             return Ok(s.clone());
         }
-        let sealed =
-            self.sealed.as_ref().ok_or_else(|| DataFusionError::Execution(format!("{}: no payload", self.name)))?;
-        let plain = open_on_node(sealed).map_err(|e| DataFusionError::Execution(e.to_string()))?;
+        let exec = |e: &dyn std::fmt::Display| DataFusionError::Execution(format!("{}: {e}", self.name));
+        let plain = match (&self.sealed, &self.file) {
+            (Some(sealed), _) => open_on_node(sealed).map_err(|e| exec(&e))?,
+            (None, Some(file)) => {
+                let mut plain = Zeroizing::new(Vec::new());
+                open_job_file_on_node(file).map_err(|e| exec(&e))?.read_to_end(&mut plain).map_err(|e| exec(&e))?;
+                plain
+            }
+            (None, None) => return Err(exec(&"no payload")),
+        };
         let p: Payload = serde_json::from_slice(&plain)
             .map_err(|e| DataFusionError::Execution(format!("{}: the job's payload is malformed: {e}", self.name)))?;
         Ok(self.state.get_or_init(|| Arc::new(State::from(p))).clone())
@@ -152,14 +226,15 @@ impl std::fmt::Debug for DeidUdf {
 
 impl PartialEq for DeidUdf {
     fn eq(&self, o: &Self) -> bool {
-        self.name == o.name && self.sealed == o.sealed
+        self.name == o.name && self.sealed == o.sealed && self.file == o.file
     }
 }
 impl Eq for DeidUdf {}
 impl Hash for DeidUdf {
     fn hash<H: Hasher>(&self, h: &mut H) {
         self.name.hash(h);
-        self.sealed.hash(h)
+        self.sealed.hash(h);
+        self.file.hash(h)
     }
 }
 
@@ -247,5 +322,43 @@ impl ScalarUDFImpl for DeidUdf {
             }
         };
         Ok(ColumnarValue::Array(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A recoding table past the inline limit goes as a job file beside the input: the plan's bytes
+    /// are only its reference, a node with the cluster secret opens it, no value is in the file, and
+    /// the file goes with the client's UDF.
+    #[test]
+    fn s4_large_payload_goes_as_a_job_file_and_opens_on_a_node() {
+        let d = tempfile::tempdir().unwrap();
+        let input = d.path().join("claims.parquet");
+        let secret = ClusterSecret::from_bytes([0x21; 32]);
+        crate::seal::install_node_secret(ClusterSecret::from_bytes([0x21; 32])).unwrap();
+        let labels: BTreeMap<String, String> =
+            (0..40_000).map(|i| (format!("VALUE-{i:08}"), format!("LABEL-{:04}", i / 100))).collect();
+        let udf = DeidUdf::generalize(&secret, "job-x-qi0", &labels, Some(&input)).unwrap();
+        let made = udf.inner().downcast_ref::<DeidUdf>().unwrap();
+        let file = made.job_file().expect("a large table goes as a file").clone();
+        assert!(made.sealed().is_none());
+        let bytes = std::fs::read(&file.path).unwrap();
+        assert!(!bytes.windows(14).any(|w| w == b"VALUE-00000042"), "a value in the job file");
+        let decoded = DeidUdf::decode(GENERALIZE_UDF, &file.to_bytes()).unwrap();
+        let State::Generalize(opened) = &*decoded.state().unwrap() else { panic!("a generalize table") };
+        assert_eq!(opened, &labels);
+        // A small table still travels sealed inline, and never as a file.
+        let small = DeidUdf::generalize(
+            &secret,
+            "job-x-qi1",
+            &labels.iter().take(3).map(|(k, v)| (k.clone(), v.clone())).collect(),
+            Some(&input),
+        )
+        .unwrap();
+        assert!(small.inner().downcast_ref::<DeidUdf>().unwrap().job_file().is_none());
+        drop(udf);
+        assert!(!file.path.exists(), "the job file is removed with the client's UDF");
     }
 }

@@ -29,15 +29,18 @@ pub struct GateVerdicts {
 }
 
 impl GateVerdicts {
-    /// The gate for `facts` (sealed for `job_id`) as of the provision `date`.
+    /// The gate for `facts` as of the provision `date`, for the batch at `input`: on a cluster the
+    /// facts are sealed for `job_id` into a job file beside `input` (removed when this is dropped).
     pub fn new(
         runner: &Runner,
         secret: &ClusterSecret,
         job_id: &str,
-        facts: GateFacts,
+        facts: &GateFacts,
         date: NaiveDate,
+        input: &Path,
     ) -> Result<Self> {
-        Ok(GateVerdicts { runner: runner.ordered()?, gate: GateUdf::new(secret, job_id, facts).into_udf(), date })
+        let gate = GateUdf::for_runner(runner, secret, job_id, facts, input)?.into_udf();
+        Ok(GateVerdicts { runner: runner.ordered()?, gate, date })
     }
 
     /// The verdict code of every row of `file`, in row order.

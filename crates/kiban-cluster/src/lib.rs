@@ -14,6 +14,7 @@ pub mod bench;
 pub mod codec;
 pub mod deid_udf;
 pub mod intake;
+pub mod jobfile;
 #[cfg(feature = "cluster")]
 pub mod node;
 pub mod plans;
@@ -24,7 +25,7 @@ pub mod udf;
 
 pub use runner::{Output, Runner};
 pub use seal::{ClusterSecret, SealedJob};
-pub use udf::{GateFacts, GateUdf, TokenUdf};
+pub use udf::{GateFacts, GateUdf, TokenUdf, job_file_beside};
 
 /// Errors of this crate; each names what failed.
 #[derive(Debug, thiserror::Error)]

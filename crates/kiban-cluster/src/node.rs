@@ -17,8 +17,10 @@ fn ballista(e: impl std::fmt::Display) -> ClusterError {
     ClusterError::Input { field: "ballista".into(), rule: e.to_string() }
 }
 
-/// The largest gRPC message between client, scheduler and executors: plans carry sealed job data.
-pub(crate) const PLAN_MESSAGE_LIMIT: u32 = 512 << 20;
+/// The largest gRPC message between client, scheduler and executors. Plans stay small: bulky job
+/// data (the gate's facts, large recoding tables) travels as sealed job files, so this is Ballista's
+/// 16 MiB default with room for plans over thousands of input files.
+pub(crate) const PLAN_MESSAGE_LIMIT: u32 = 64 << 20;
 
 /// Runs a scheduler on `bind` until the process ends. It plans and forwards sealed UDF payloads
 /// without opening them, so it holds no key. `job_data_cleanup_s`: how soon after a job ends the
@@ -29,8 +31,6 @@ pub async fn run_scheduler(bind: SocketAddr, job_data_cleanup_s: u64) -> Result<
         bind_port: bind.port(),
         external_host: bind.ip().to_string(),
         finished_job_data_clean_up_interval_seconds: job_data_cleanup_s,
-        // A gate plan carries its job's sealed facts (one entry per patient of the submission), so
-        // it passes Ballista's 16 MiB default at about a million rows.
         grpc_server_max_decoding_message_size: PLAN_MESSAGE_LIMIT,
         grpc_client_max_message_size: PLAN_MESSAGE_LIMIT,
         override_logical_codec: Some(Arc::new(KibanLogicalCodec::default())),

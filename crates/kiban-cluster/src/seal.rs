@@ -63,7 +63,7 @@ impl ClusterSecret {
         Ok(ClusterSecret(read_key_file(path)?))
     }
 
-    fn job_key(&self, salt: &[u8; 16], job_id: &str) -> Zeroizing<[u8; 32]> {
+    pub(crate) fn job_key(&self, salt: &[u8; 16], job_id: &str) -> Zeroizing<[u8; 32]> {
         let base = Zeroizing::new(blake3::derive_key(JOB_KDF_CONTEXT, &self.0[..]));
         let mut h = blake3::Hasher::new_keyed(&base);
         h.update(salt);
@@ -206,6 +206,17 @@ pub(crate) fn open_on_node(sealed: &SealedJob) -> Result<Zeroizing<Vec<u8>>> {
         )));
     };
     s.open(sealed)
+}
+
+/// Opens a job file with this node's cluster secret.
+pub(crate) fn open_job_file_on_node(r: &crate::jobfile::JobFileRef) -> Result<crate::jobfile::JobFileReader> {
+    let Some(s) = NODE_SECRET.get() else {
+        return Err(ClusterError::Secret(format!(
+            "job {} needs the cluster secret, and this process has none (start executors with --key-file)",
+            r.job_id
+        )));
+    };
+    s.open_job_file(r)
 }
 
 #[cfg(test)]

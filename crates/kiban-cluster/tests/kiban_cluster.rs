@@ -81,7 +81,7 @@ async fn c3_gate_pass_matches_the_compiled_gate_row_by_row() {
     synth::write_claims(&input, rows, 3).unwrap();
     let facts = synth::gate_facts(rows);
     let runner = Runner::in_process(None).unwrap();
-    let gate = GateUdf::new(&ClusterSecret::generate(), "job-g", facts.clone()).into_udf();
+    let gate = GateUdf::in_process("job-g", &facts).into_udf();
     let plan: Arc<FilePlan> = Arc::new(move |df| gate_pass(df, gate.clone(), "provision_date"));
     let out = d.path().join("out");
     let r = runner.write_in_input_order(&input, plan.clone(), &Output::new(&out, "g")).await.unwrap();
@@ -412,7 +412,8 @@ pub async fn compare_intake(runner: &Runner, secret: &ClusterSecret, root: &Path
                 30,
                 &reg.gate_facts(synth::PROVIDER).await.unwrap(),
             );
-            let g = kiban_cluster::intake::GateVerdicts::new(runner, secret, "intake-test", facts, date).unwrap();
+            let g =
+                kiban_cluster::intake::GateVerdicts::new(runner, secret, "intake-test", &facts, date, &input).unwrap();
             kiban_registry::intake::submit_gated(&reg, &data, &s, None, Some(&g)).await.unwrap()
         } else {
             kiban_registry::intake::submit(&reg, &data, &s).await.unwrap()

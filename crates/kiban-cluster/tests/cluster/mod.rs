@@ -67,6 +67,39 @@ fn run_key(which: &str) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// The job file of a gate on `remote` holds no patient id, and a tampered one fails the job with an
+/// error that says so (never admitted rows).
+async fn job_file_is_sealed_and_a_tampered_one_is_refused(
+    remote: &Runner,
+    secret: &ClusterSecret,
+    input: &Path,
+    planted: &str,
+) {
+    use kiban_cluster::GateUdf;
+    use kiban_cluster::plans::gate_pass;
+    use kiban_cluster::runner::{FilePlan, Output};
+    let rows = 40_000;
+    let facts = synth::gate_facts(rows);
+    assert!(facts.persons.contains_key(planted));
+    let gate = GateUdf::for_runner(remote, secret, "leak-check", &facts, input).unwrap();
+    let path = gate.job_file().expect("a cluster gate has a job file").path.clone();
+    assert_eq!(path, kiban_cluster::job_file_beside(input, "leak-check"));
+    let mut bytes = std::fs::read(&path).unwrap();
+    let ids = (1..50).map(synth::patient_id).chain([planted.to_owned(), synth::PROVIDER.to_owned()]);
+    for id in ids {
+        assert!(!bytes.windows(id.len()).any(|w| w == id.as_bytes()), "{id} in the job file");
+    }
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&path, &bytes).unwrap();
+    let gate = gate.into_udf();
+    let plan: Arc<FilePlan> = Arc::new(move |df| gate_pass(df, gate.clone(), "provision_date"));
+    let out = input.parent().unwrap().join("tampered");
+    let err = remote.write_in_input_order(input, plan, &Output::new(&out, "gate")).await.unwrap_err().to_string();
+    assert!(err.contains("altered or replaced"), "{err}");
+    assert!(!err.contains(planted));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s4_passes_on_a_two_executor_cluster_match_in_process_bytes_and_leak_no_secrets() {
     let d = tempfile::tempdir().unwrap();
@@ -132,6 +165,11 @@ async fn s4_passes_on_a_two_executor_cluster_match_in_process_bytes_and_leak_no_
     });
     tokio::time::sleep(Duration::from_secs(2)).await;
     let remote_figs = bench::run_passes(&remote, &secret, &input, rows, &root.join("remote")).await.unwrap();
+
+    // The gate's facts went as a sealed job file beside the input, removed once the job ended.
+    let stray = |dir: &Path| files_under(dir).into_iter().filter(|p| p.to_string_lossy().contains(".kiban-job-"));
+    assert_eq!(stray(root).count(), 0, "job files left behind");
+    job_file_is_sealed_and_a_tampered_one_is_refused(&remote, &secret, &input, &planted).await;
 
     for (l, r) in local_figs.iter().zip(&remote_figs) {
         assert_eq!(l.output_rows, r.output_rows, "{}", l.pass);

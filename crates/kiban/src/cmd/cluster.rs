@@ -185,6 +185,7 @@ pub async fn intake_gate(
     key: Option<&std::path::Path>,
     provider: &str,
     date: chrono::NaiveDate,
+    input: &std::path::Path,
 ) -> Result<Box<dyn kiban_registry::intake::VerdictSource>> {
     let key = key.context("--cluster needs --cluster-key (the cluster key file)")?;
     let standing = reg.standing(provider, date).await?;
@@ -192,7 +193,7 @@ pub async fn intake_gate(
     let facts = GateFacts::from_registry(provider, standing.filing.input.waiting_days, &facts);
     let runner = Runner::cluster(url).await?;
     let secret = ClusterSecret::read(key)?;
-    let gate = kiban_cluster::intake::GateVerdicts::new(&runner, &secret, &job_id("intake"), facts, date)?;
+    let gate = kiban_cluster::intake::GateVerdicts::new(&runner, &secret, &job_id("intake"), &facts, date, input)?;
     Ok(Box::new(gate))
 }
 
@@ -235,7 +236,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
                 let facts = reg.gate_facts(&provider).await?;
                 let facts = GateFacts::from_registry(&provider, standing.filing.input.waiting_days, &facts);
                 let (r, secret) = runner(&engine).await?;
-                let gate = GateUdf::new(&secret, &job_id("gate"), facts).into_udf();
+                let gate = GateUdf::for_runner(&r, &secret, &job_id("gate"), &facts, &input)?.into_udf();
                 let plan: Arc<FilePlan> = Arc::new(move |df| gate_pass(df, gate.clone(), &date_column));
                 let mut o = Output::new(&out, "gate");
                 o.sealer = Some(dd.sealer()?);

@@ -112,8 +112,15 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
                 #[cfg(feature = "cluster")]
                 let verdicts = match &a.cluster {
                     Some(url) => Some(
-                        crate::cmd::cluster::intake_gate(&reg, url, a.cluster_key.as_deref(), &a.provider, a.date)
-                            .await?,
+                        crate::cmd::cluster::intake_gate(
+                            &reg,
+                            url,
+                            a.cluster_key.as_deref(),
+                            &a.provider,
+                            a.date,
+                            &a.input,
+                        )
+                        .await?,
                     ),
                     None => None,
                 };
