@@ -124,6 +124,30 @@ pub fn batch(rows: u64, from: u64, to: u64) -> RecordBatch {
 
 /// Writes `rows` synthetic claims as `files` Parquet files into `dir` (created).
 pub fn write_claims(dir: &Path, rows: u64, files: u64) -> Result<()> {
+    write_split(dir, rows, files, "parquet", |path, file, from, to| {
+        let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+        let enc = |e: datafusion::parquet::errors::ParquetError| ClusterError::Input {
+            field: path.display().to_string(),
+            rule: e.to_string(),
+        };
+        let mut w = ArrowWriter::try_new(file, schema(), Some(props)).map_err(enc)?;
+        for b in batches(rows, from, to) {
+            w.write(&b).map_err(enc)?;
+        }
+        w.close().map_err(enc)?;
+        Ok(())
+    })
+}
+
+/// Splits `rows` rows over `files` files `claims-NNNN.<ext>` in `dir` (created) and hands each
+/// created file, its path and its row range to `write`.
+fn write_split(
+    dir: &Path,
+    rows: u64,
+    files: u64,
+    ext: &str,
+    mut write: impl FnMut(&Path, std::fs::File, u64, u64) -> Result<()>,
+) -> Result<()> {
     let io = |p: &Path| {
         let p = p.display().to_string();
         move |source| ClusterError::Io { path: p, source }
@@ -135,23 +159,16 @@ pub fn write_claims(dir: &Path, rows: u64, files: u64) -> Result<()> {
         if from >= to {
             break;
         }
-        let path = dir.join(format!("claims-{f:04}.parquet"));
+        let path = dir.join(format!("claims-{f:04}.{ext}"));
         let file = std::fs::File::create(&path).map_err(io(&path))?;
-        let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
-        let enc = |e: datafusion::parquet::errors::ParquetError| ClusterError::Input {
-            field: path.display().to_string(),
-            rule: e.to_string(),
-        };
-        let mut w = ArrowWriter::try_new(file, schema(), Some(props)).map_err(enc)?;
-        let mut at = from;
-        while at < to {
-            let end = (at + 65_536).min(to);
-            w.write(&batch(rows, at, end)).map_err(enc)?;
-            at = end;
-        }
-        w.close().map_err(enc)?;
+        write(&path, file, from, to)?;
     }
     Ok(())
+}
+
+/// Rows `from..to` of a `rows`-row data set, in batches of 64 Ki rows.
+fn batches(rows: u64, from: u64, to: u64) -> impl Iterator<Item = RecordBatch> {
+    (from..to).step_by(65_536).map(move |at| batch(rows, at, (at + 65_536).min(to)))
 }
 
 /// Gate facts for the synthetic patients: most were notified long ago; every 50th opted out, every
@@ -248,32 +265,16 @@ role = "keep"
 /// Writes the same `rows` synthetic claims as [`write_claims`] does, as `files` CSV files with a
 /// header row into `dir` (created): the input of the parse→Parquet stage.
 pub fn write_claims_csv(dir: &Path, rows: u64, files: u64) -> Result<()> {
-    let io = |p: &Path| {
-        let p = p.display().to_string();
-        move |source| ClusterError::Io { path: p, source }
-    };
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let per = rows.div_ceil(files.max(1));
-    for f in 0..files.max(1) {
-        let (from, to) = (f * per, ((f + 1) * per).min(rows));
-        if from >= to {
-            break;
-        }
-        let path = dir.join(format!("claims-{f:04}.csv"));
-        let file = std::io::BufWriter::new(std::fs::File::create(&path).map_err(io(&path))?);
+    write_split(dir, rows, files, "csv", |path, file, from, to| {
         let enc = |e: datafusion::arrow::error::ArrowError| ClusterError::Input {
             field: path.display().to_string(),
             rule: e.to_string(),
         };
-        let mut w = datafusion::arrow::csv::WriterBuilder::new().with_header(true).build(file);
-        let mut at = from;
-        while at < to {
-            let end = (at + 65_536).min(to);
-            w.write(&batch(rows, at, end)).map_err(enc)?;
-            at = end;
+        let mut w = datafusion::arrow::csv::WriterBuilder::new().with_header(true).build(std::io::BufWriter::new(file));
+        for b in batches(rows, from, to) {
+            w.write(&b).map_err(enc)?;
         }
         use std::io::Write;
-        w.into_inner().flush().map_err(io(&path))?;
-    }
-    Ok(())
+        w.into_inner().flush().map_err(|source| ClusterError::Io { path: path.display().to_string(), source })
+    })
 }
