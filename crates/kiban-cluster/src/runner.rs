@@ -72,11 +72,13 @@ fn local_parallelism() -> usize {
 }
 
 impl Runner {
-    /// An in-process runner; sorts and aggregations spill to `spill_dir` past `memory_limit` bytes.
+    /// An in-process runner; sorts and aggregations spill to disk past `memory_limit` bytes.
     pub fn in_process(memory_limit: Option<usize>) -> Result<Self> {
         let mut rt = RuntimeEnvBuilder::new();
         if let Some(m) = memory_limit {
-            rt = rt.with_memory_limit(m, 1.0);
+            // A fair pool, not the greedy one: with the greedy pool one partition's final aggregate
+            // took the whole limit and the other's failed instead of spilling (100M rows, 8 QIs).
+            rt = rt.with_memory_pool(Arc::new(datafusion::execution::memory_pool::FairSpillPool::new(m)));
         }
         let rt = rt.build_arc().map_err(df("runtime"))?;
         let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), rt);
