@@ -43,7 +43,7 @@ cleanup() {
 trap cleanup EXIT
 
 SCHED=127.0.0.1:$(free_port)
-RUST_LOG=warn "$BIN" scheduler --bind "$SCHED" --job-data-cleanup-s 5 >"$WORK/logs/scheduler.log" 2>&1 &
+RUST_LOG=warn "$BIN" scheduler --bind "$SCHED" --job-data-cleanup-s 600 >"$WORK/logs/scheduler.log" 2>&1 &
 PIDS+=($!)
 for i in 0 1; do
   RUST_LOG=warn "$BIN" executor --scheduler "$SCHED" --flight-port "$(free_port)" --grpc-port "$(free_port)" \

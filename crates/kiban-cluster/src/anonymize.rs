@@ -2,11 +2,12 @@
 //!
 //! The engine is kiban-deid's, and it decides everything as in-process: pass 1 (the distinct-tuple
 //! frequency count of the quasi-identifiers with the sensitive column, and the rare-value counts)
-//! runs here as a DataFusion group-by on the runner; the lattice search runs in this process over the
-//! frequency table (small beside the data); pass 2 (generalization, suppression, tokens) runs on the
+//! runs as a sorted DataFusion group-by on the runner, streamed here into the engine's frequency
+//! table (folded within its tuple budget, so memory here is bounded at any size); the lattice search
+//! runs in this process over that table; pass 2 (generalization, suppression, tokens) runs on the
 //! runner as a projection with kiban-deid's pass-2 UDFs whenever the policy allows
 //! ([`kiban_deid::apply`]), else streams here. Values are read exactly as the engine's own reader
-//! reads them, counts are ordered before coding, and pass 2 runs as one ordered task (Ballista returns
+//! reads them, counts arrive sorted for coding, and pass 2 runs as one ordered task (Ballista returns
 //! a job's partitions in completion order, and the output keeps the input's order), so the output and
 //! the report equal an in-process `kiban anonymize` run's.
 
@@ -14,16 +15,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use datafusion::arrow::array::{Array, AsArray, Int64Array, RecordBatch};
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::dataframe::DataFrame;
 use datafusion::functions::expr_fn::coalesce;
-use datafusion::functions_aggregate::expr_fn::count;
 use datafusion::logical_expr::{Expr, cast, ident, lit};
 use futures::StreamExt;
 use kiban_deid::apply::{ApplyColumn, ApplySpec, SUPPRESSED_COLUMN};
 use kiban_deid::engine::ProgressFn;
-use kiban_deid::frequency::{Grouped, source};
+use kiban_deid::frequency::{GroupSink, sorted_count, source, stream};
 use kiban_deid::{Input, Outcome, Output, Policy, RunOptions};
 
 use crate::deid_udf::DeidUdf;
@@ -43,6 +43,8 @@ pub struct Job {
     pub progress: Option<Box<ProgressFn>>,
     /// Derive the run's token keys from this seed (byte-for-byte comparisons only); `None`: random.
     pub key_seed: Option<[u8; 32]>,
+    /// Distinct tuples the frequency table keeps at most (`None`: the engine's default budget).
+    pub tuple_budget: Option<usize>,
 }
 
 /// What ran where.
@@ -69,32 +71,21 @@ fn read(c: &str, csv: bool) -> Expr {
 }
 
 /// Counts the records of each distinct combination of `columns` of `input` on `runner`, each value
-/// read as the engine reads it (a null counted as the empty string).
-pub async fn group_count(runner: &Runner, input: &Input, delimiter: u8, columns: &[String]) -> Result<Grouped> {
+/// read as the engine reads it (a null counted as the empty string), and hands the counts to `sink`
+/// sorted, chunk by chunk (the aggregate and the sort spill on the runner; this process holds a
+/// chunk at a time).
+pub async fn group_count(
+    runner: &Runner,
+    input: &Input,
+    delimiter: u8,
+    columns: &[String],
+    sink: &mut GroupSink<'_>,
+) -> Result<()> {
     let csv = matches!(input, Input::Csv(_));
     let src = source(runner.context(), input, delimiter).await?;
     let exprs: Vec<Expr> = columns.iter().map(|c| coalesce(vec![read(c, csv), lit("")]).alias(c.as_str())).collect();
-    let plan = src
-        .select(exprs)
-        .map_err(df("frequency pass"))?
-        .aggregate(columns.iter().map(ident).collect(), vec![count(lit(1)).alias("__n")])
-        .map_err(df("frequency pass"))?;
-    let mut stream = plan.execute_stream().await.map_err(df("frequency pass"))?;
-    let mut out = Grouped { columns: vec![Vec::new(); columns.len()], counts: Vec::new() };
-    while let Some(b) = stream.next().await {
-        let b = b.map_err(df("frequency pass"))?;
-        for (i, col) in out.columns.iter_mut().enumerate() {
-            let a =
-                datafusion::arrow::compute::cast(b.column(i), &DataType::Utf8).map_err(|e| df("count")(e.into()))?;
-            let a = a.as_string::<i32>();
-            col.extend((0..a.len()).map(|r| if a.is_valid(r) { a.value(r).to_owned() } else { String::new() }));
-        }
-        let n = datafusion::arrow::compute::cast(b.column(columns.len()), &DataType::Int64)
-            .map_err(|e| df("count")(e.into()))?;
-        let n = n.as_any().downcast_ref::<Int64Array>().expect("cast to Int64");
-        out.counts.extend(n.values().iter().map(|&x| x as u64));
-    }
-    Ok(out)
+    let plan = sorted_count(src.select(exprs).map_err(df("frequency pass"))?, columns)?;
+    Ok(stream(plan, columns.len(), sink).await?)
 }
 
 /// Pass 2 of `spec` as a plan: the output columns then the suppression flag, in input order.
@@ -153,8 +144,9 @@ pub async fn run(runner: Arc<Runner>, secret: Arc<ClusterSecret>, job: Job) -> R
     let opts = RunOptions {
         progress: job.progress,
         key_seed: job.key_seed,
-        group_count: Some(Box::new(move |cols: &[String]| {
-            h1.block_on(group_count(&r1, &i1, delimiter, cols)).map_err(deid)
+        tuple_budget: job.tuple_budget,
+        group_count: Some(Box::new(move |cols: &[String], sink: &mut GroupSink| {
+            h1.block_on(group_count(&r1, &i1, delimiter, cols, sink)).map_err(deid)
         })),
         apply: Some(Box::new(move |spec: &ApplySpec, sink: &mut dyn FnMut(RecordBatch) -> kiban_deid::Result<()>| {
             flag.store(true, Ordering::SeqCst);

@@ -177,6 +177,7 @@ pub async fn run_anonymize(
             }
         })),
         key_seed: Some(BENCH_KEY_SEED),
+        tuple_budget: None,
     };
     reset_peak_rss();
     let cpu0 = cpu_seconds();

@@ -202,10 +202,11 @@ pub async fn compare_anonymize(
     input: &Path,
     dir: &Path,
     ext: &str,
+    tuple_budget: Option<usize>,
 ) -> (kiban_deid::Report, bool) {
     let engine = |datafusion: bool| {
         let out = dir.join(format!("engine-{datafusion}.{ext}"));
-        let opts = kiban_deid::RunOptions { key_seed: Some(KEY_SEED), datafusion, ..Default::default() };
+        let opts = kiban_deid::RunOptions { key_seed: Some(KEY_SEED), datafusion, tuple_budget, ..Default::default() };
         let o = kiban_deid::anonymize(
             &policy,
             &kiban_deid::Input::from_path(input),
@@ -224,10 +225,18 @@ pub async fn compare_anonymize(
         output: runner_out.clone(),
         progress: None,
         key_seed: Some(KEY_SEED),
+        tuple_budget,
     };
     let ran = kiban_cluster::anonymize::run(runner, secret, job).await.unwrap();
     let runner_bytes = std::fs::read(&runner_out).unwrap();
     assert!(runner_bytes == counted_bytes, "output bytes differ from the engine's (DataFusion pass 1)");
+    if tuple_budget.is_some() {
+        // Folded: the streaming pass folds at its own batch boundaries, the sorted counts at theirs.
+        assert!(!ran.outcome.report.search.folded.is_empty(), "the budget folded the table");
+        let json = |r: &kiban_deid::Report| serde_json::to_vec_pretty(&bench::report_without_timings(r)).unwrap();
+        assert_eq!(json(&counted), json(&ran.outcome.report), "the report is the engine's with the same pass 1");
+        return (ran.outcome.report, ran.pass2_on_runner);
+    }
     assert!(runner_bytes == streamed_bytes, "output bytes differ from the engine's (streaming pass 1)");
     let json = |r: &kiban_deid::Report| serde_json::to_vec_pretty(&bench::report_without_timings(r)).unwrap();
     assert_eq!(
@@ -266,16 +275,30 @@ async fn a5_anonymize_with_its_bulk_passes_on_a_runner_equals_the_engine_run() {
         let sub = d.path().join(format!("rare-{rare}"));
         std::fs::create_dir(&sub).unwrap();
         let policy = claims_policy(&sub, rare);
-        let (report, pass2) = compare_anonymize(runner.clone(), secret.clone(), policy, &input, &sub, ext).await;
+        let (report, pass2) = compare_anonymize(runner.clone(), secret.clone(), policy, &input, &sub, ext, None).await;
         assert_eq!(pass2, !rare, "pass 2 runs on the runner unless the policy has A4 treatments");
         assert!(report.records_out > 0 && report.k_achieved >= 10, "{report:?}");
     }
+    // A tuple budget under the distinct tuples: the sorted counts stream into a folded table.
+    let sub = d.path().join("budget");
+    std::fs::create_dir(&sub).unwrap();
+    let (report, _) = compare_anonymize(
+        runner.clone(),
+        secret.clone(),
+        claims_policy(&sub, false),
+        &input,
+        &sub,
+        "parquet",
+        Some(2000),
+    )
+    .await;
+    assert!(report.search.distinct_tuples <= 2000 && report.k_achieved >= 10, "{report:?}");
     // CSV input: fields trimmed alike in both passes on the runner.
     let csv = d.path().join("claims.csv");
     claims_csv(&csv, 20_000);
     let sub = d.path().join("csv");
     std::fs::create_dir(&sub).unwrap();
-    let (report, pass2) = compare_anonymize(runner, secret, claims_policy(&sub, false), &csv, &sub, "csv").await;
+    let (report, pass2) = compare_anonymize(runner, secret, claims_policy(&sub, false), &csv, &sub, "csv", None).await;
     assert!(pass2);
     assert_eq!(report.records_in, 20_000);
 }

@@ -44,9 +44,11 @@ pub enum Progress {
 pub type ProgressFn = dyn Fn(Progress) + Send + Sync;
 
 /// Counts the records of each distinct combination of the named columns (pass 1's group counts),
-/// somewhere else than this process: e.g. as the same DataFusion plan on a Ballista cluster.
+/// somewhere else than this process (e.g. as the same DataFusion plan on a Ballista cluster), and
+/// hands them to the sink chunk by chunk in lexicographic order of the values, as
+/// [`crate::frequency::sorted_count`] orders them (rows out of order are refused).
 #[cfg(feature = "datafusion")]
-pub type GroupCountFn = dyn Fn(&[String]) -> Result<crate::frequency::Grouped> + Send + Sync;
+pub type GroupCountFn = dyn Fn(&[String], &mut crate::frequency::GroupSink) -> Result<()> + Send + Sync;
 
 /// Options of one run.
 #[derive(Default)]
@@ -89,13 +91,50 @@ impl RunOptions {
         self.datafusion
     }
 
+    /// Pass 1's group counts of `columns`, each row handed to `row` with its values and count, in
+    /// lexicographic order (checked: the codes, folds and output must not depend on the engine).
     #[cfg(feature = "datafusion")]
-    fn group_count(&self, input: &Input, delimiter: u8, columns: &[String]) -> Result<crate::frequency::Grouped> {
+    fn for_each_group(
+        &self,
+        input: &Input,
+        delimiter: u8,
+        columns: &[String],
+        row: &mut dyn FnMut(&[&str], u64) -> Result<()>,
+    ) -> Result<()> {
+        let mut prev: Vec<String> = Vec::new();
+        let mut sink = |c: crate::frequency::GroupChunk| -> Result<()> {
+            let mut values: Vec<&str> = Vec::with_capacity(columns.len());
+            if c.columns.len() != columns.len() {
+                return Err(DeidError::format(
+                    "group counts",
+                    format!("{} columns, not {}", c.columns.len(), columns.len()),
+                ));
+            }
+            for r in 0..c.len() {
+                values.clear();
+                values.extend(c.columns.iter().map(|a| a.value(r)));
+                let ordered = if r == 0 {
+                    prev.is_empty() || prev.iter().map(String::as_str).lt(values.iter().copied())
+                } else {
+                    c.columns.iter().map(|a| a.value(r - 1)).lt(values.iter().copied())
+                };
+                if !ordered {
+                    return Err(DeidError::format(
+                        "group counts",
+                        "rows are not in strictly increasing order of their values (the plan must sort them)",
+                    ));
+                }
+                row(&values, c.counts[r])?;
+            }
+            if let Some(last) = c.len().checked_sub(1) {
+                prev = c.columns.iter().map(|a| a.value(last).to_owned()).collect();
+            }
+            Ok(())
+        };
         match &self.group_count {
-            Some(f) => f(columns),
-            None => crate::frequency::group_count(input, delimiter, columns),
+            Some(f) => f(columns, &mut sink),
+            None => crate::frequency::for_each_group(input, delimiter, columns, &mut sink),
         }
-        .map(crate::frequency::Grouped::sorted)
     }
 }
 
@@ -652,45 +691,62 @@ pub fn anonymize(policy: &Policy, input: &Input, output: &Output, opts: &RunOpti
             }
             let mut cols: Vec<String> = qis.iter().map(|(n, _)| (*n).to_owned()).collect();
             cols.extend(sens_col.clone());
-            let g = opts.group_count(input, policy.input_delimiter, &cols)?;
-            for (row, &n) in g.counts.iter().enumerate() {
+            // Consecutive sorted rows share their leading values: the last code of each column is reused.
+            let mut last: Vec<(String, u32)> = vec![(String::new(), MISSING); qis.len()];
+            let mut rows = 0u64;
+            opts.for_each_group(input, policy.input_delimiter, &cols, &mut |values, n| {
                 records_in += n;
                 let mut skip = false;
                 for (i, (q, (name, h))) in qstate.iter_mut().zip(&qis).enumerate() {
-                    let code = code_of(q, h, name, &g.columns[i][row])?;
+                    let v = values[i];
+                    let code = if rows > 0 && last[i].0 == v {
+                        last[i].1
+                    } else {
+                        let c = code_of(q, h, name, v)?;
+                        last[i].0.clear();
+                        last[i].0.push_str(v);
+                        last[i].1 = c;
+                        c
+                    };
                     skip |= code == MISSING;
                     tuple[i] = code;
                 }
+                rows += 1;
                 if skip {
                     missing_suppressed += n;
-                    continue;
+                } else {
+                    let s = sens_col.as_ref().map(|_| {
+                        let v = values[qis.len()];
+                        let next = sens_dict.len() as u32;
+                        match sens_dict.get(v) {
+                            Some(&c) => c,
+                            None => *sens_dict.entry(v.to_owned()).or_insert(next),
+                        }
+                    });
+                    counter.add(&qstate, &tuple, s, n);
                 }
-                let s = sens_col.as_ref().map(|_| {
-                    let v = &g.columns[qis.len()][row];
-                    let next = sens_dict.len() as u32;
-                    *sens_dict.entry(v.clone()).or_insert(next)
-                });
-                counter.add(&qstate, &tuple, s, n);
-                if row % crate::io::BATCH_ROWS == crate::io::BATCH_ROWS - 1 {
+                if rows % crate::io::BATCH_ROWS as u64 == 0 {
                     counter.enforce(&qstate);
+                    opts.report(Progress::Counted(records_in));
                 }
-            }
+                Ok(())
+            })?;
             counter.enforce(&qstate);
             opts.report(Progress::Counted(records_in));
             let schema = schema.as_ref().expect("set up");
             for st in &mut rare {
                 let mut cols: Vec<String> = st.group_cols.iter().map(|&c| schema.field(c).name().clone()).collect();
                 cols.push(schema.field(st.col).name().clone());
-                let g = opts.group_count(input, policy.input_delimiter, &cols)?;
                 let last = cols.len() - 1;
-                for (row, &n) in g.counts.iter().enumerate() {
+                opts.for_each_group(input, policy.input_delimiter, &cols, &mut |values, n| {
                     let mut key = String::new();
-                    for col in &g.columns[..last] {
-                        key.push_str(&col[row]);
+                    for v in &values[..last] {
+                        key.push_str(v);
                         key.push('\u{1f}');
                     }
-                    *st.counts.entry((key, g.columns[last][row].clone())).or_default() += n;
-                }
+                    *st.counts.entry((key, values[last].to_owned())).or_default() += n;
+                    Ok(())
+                })?;
             }
         }
     } else {

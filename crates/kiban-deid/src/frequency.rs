@@ -1,12 +1,14 @@
 //! The frequency pass as a DataFusion plan: `SELECT qi…, [sensitive], count(*) GROUP BY qi…,
-//! [sensitive]` over the input with every value trimmed and a null read as the empty string (as the
-//! streaming reader does). The plan is plain DataFusion, so the same pass can run on a Ballista
-//! cluster; the engine then codes only the distinct tuples (far fewer than the records) against the
-//! hierarchies. Rare-value counts (A4) are the same plan over the rare column and its group.
+//! [sensitive] ORDER BY qi…, [sensitive]` over the input with every value trimmed and a null read as
+//! the empty string (as the streaming reader does). The plan is plain DataFusion, so the same pass
+//! can run on a Ballista cluster; the engine then codes only the distinct tuples (far fewer than the
+//! records) against the hierarchies, chunk by chunk as the sorted rows arrive, so neither side holds
+//! the whole table (the engine folds it within its tuple budget; the sort spills). Rare-value counts
+//! (A4) are the same plan over the rare column and its group.
 
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, Int64Array};
+use arrow::array::{Array, AsArray, Int64Array, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use datafusion::catalog::streaming::StreamingTable;
@@ -22,7 +24,51 @@ use futures::StreamExt;
 use crate::error::{DeidError, Result};
 use crate::io::Input;
 
-/// The grouped counts: one row per distinct combination of the grouped columns.
+/// One chunk of group counts, in the order of the whole stream: lexicographic (byte) order of the
+/// grouped values, first column first, each combination once.
+#[derive(Debug, Clone)]
+pub struct GroupChunk {
+    /// Values of each grouped column as text (never null: a null was read as the empty string).
+    pub columns: Vec<StringArray>,
+    /// Records per combination.
+    pub counts: Vec<u64>,
+}
+
+impl GroupChunk {
+    /// The chunk of a plan's batch: the `grouped` columns then the count.
+    pub fn from_batch(batch: &RecordBatch, grouped: usize) -> Result<GroupChunk> {
+        let mut columns = Vec::with_capacity(grouped);
+        for i in 0..grouped {
+            let a = arrow::compute::cast(batch.column(i), &DataType::Utf8).map_err(df_err)?;
+            let a = a.as_string::<i32>().clone();
+            if a.null_count() > 0 {
+                return Err(df_err(format!("grouped column {i} holds a null (read as the empty string)")));
+            }
+            columns.push(a);
+        }
+        let n = arrow::compute::cast(batch.column(grouped), &DataType::Int64).map_err(df_err)?;
+        let n = n.as_any().downcast_ref::<Int64Array>().ok_or_else(|| df_err("count is not an integer"))?;
+        let counts: Result<Vec<u64>> =
+            n.values().iter().map(|&x| u64::try_from(x).map_err(|_| df_err("negative count"))).collect();
+        Ok(GroupChunk { columns, counts: counts? })
+    }
+
+    /// Rows in the chunk.
+    pub fn len(&self) -> usize {
+        self.counts.len()
+    }
+
+    /// Whether the chunk has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.counts.is_empty()
+    }
+}
+
+/// Receives the chunks of a sorted group count, in order.
+pub type GroupSink<'a> = dyn FnMut(GroupChunk) -> Result<()> + 'a;
+
+/// The grouped counts gathered in memory (small inputs and tests): one row per distinct
+/// combination of the grouped columns, in the stream's order.
 #[derive(Debug, Clone)]
 pub struct Grouped {
     /// Values of each grouped column, per distinct combination.
@@ -72,43 +118,79 @@ pub fn input_schema(input: &Input, delimiter: u8) -> Result<SchemaRef> {
     }
 }
 
-/// Counts the records of each distinct combination of `columns` with a DataFusion plan.
-pub fn group_count(input: &Input, delimiter: u8, columns: &[String]) -> Result<Grouped> {
-    // DataFusion is async; run it on a runtime of its own so callers inside another runtime are fine.
-    let input = input.clone();
-    let columns = columns.to_vec();
+/// Counts the records of each distinct combination of `columns` with a DataFusion plan and hands
+/// the sorted counts to `sink` chunk by chunk.
+pub fn for_each_group(input: &Input, delimiter: u8, columns: &[String], sink: &mut GroupSink) -> Result<()> {
+    // DataFusion is async: it runs on a runtime of its own thread (so callers inside another
+    // runtime are fine) and hands the chunks here through a channel two chunks deep.
+    let (input, columns) = (input.clone(), columns.to_vec());
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<GroupChunk>>(2);
     std::thread::scope(|s| {
-        s.spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
-                .enable_all()
-                .build()
-                .map_err(|e| DeidError::format("datafusion", e))?;
-            rt.block_on(run(&input, delimiter, &columns))
-        })
-        .join()
-        .map_err(|_| DeidError::format("datafusion", "the frequency pass panicked"))?
+        let plan = s.spawn(move || {
+            let run = || -> Result<()> {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
+                    .enable_all()
+                    .build()
+                    .map_err(|e| DeidError::format("datafusion", e))?;
+                rt.block_on(async {
+                    let ctx =
+                        SessionContext::new_with_config(SessionConfig::new().with_batch_size(crate::io::BATCH_ROWS));
+                    let plan = plan(source(&ctx, &input, delimiter).await?, &columns)?;
+                    // A closed channel: the sink failed and its error is the one reported.
+                    stream(plan, columns.len(), &mut |c| {
+                        tx.send(Ok(c)).map_err(|_| DeidError::format("datafusion", "the sink stopped"))
+                    })
+                    .await
+                })
+            };
+            if let Err(e) = run() {
+                let _ = tx.send(Err(e));
+            }
+        });
+        let mut result = Ok(());
+        for chunk in rx.iter() {
+            if let Err(e) = chunk.and_then(&mut *sink) {
+                result = Err(e);
+                break;
+            }
+        }
+        drop(rx);
+        plan.join().map_err(|_| DeidError::format("datafusion", "the frequency pass panicked"))?;
+        result
     })
+}
+
+/// [`for_each_group`] gathered in memory.
+pub fn group_count(input: &Input, delimiter: u8, columns: &[String]) -> Result<Grouped> {
+    let mut out = Grouped { columns: vec![Vec::new(); columns.len()], counts: Vec::new() };
+    for_each_group(input, delimiter, columns, &mut |c| {
+        out.push(&c);
+        Ok(())
+    })?;
+    Ok(out)
 }
 
 fn df_err(e: impl std::fmt::Display) -> DeidError {
     DeidError::format("datafusion frequency pass", e)
 }
 
-/// The plan: trimmed, null-as-empty text of each column, grouped, counted.
+/// The plan: trimmed, null-as-empty text of each column, grouped, counted, sorted.
 pub fn plan(source: DataFrame, columns: &[String]) -> Result<DataFrame> {
     let exprs: Vec<Expr> =
         columns.iter().map(|c| coalesce(vec![btrim(vec![cast(ident(c), DataType::Utf8)]), lit("")]).alias(c)).collect();
-    source
-        .select(exprs)
-        .map_err(df_err)?
-        .aggregate(columns.iter().map(ident).collect(), vec![count(lit(1)).alias("__n")])
-        .map_err(df_err)
+    sorted_count(source.select(exprs).map_err(df_err)?, columns)
 }
 
-async fn run(input: &Input, delimiter: u8, columns: &[String]) -> Result<Grouped> {
-    let ctx = SessionContext::new_with_config(SessionConfig::new().with_batch_size(crate::io::BATCH_ROWS));
-    collect(plan(source(&ctx, input, delimiter).await?, columns)?, columns.len()).await
+/// `select` (the grouped columns as text) grouped, counted into `__n` and sorted by the columns, so
+/// the engine codes the tuples in an order no partitioning can change (the same codes, folds and
+/// output in-process and on a cluster) while they stream.
+pub fn sorted_count(select: DataFrame, columns: &[String]) -> Result<DataFrame> {
+    select
+        .aggregate(columns.iter().map(ident).collect(), vec![count(lit(1)).alias("__n")])
+        .map_err(df_err)?
+        .sort(columns.iter().map(|c| ident(c).sort(true, true)).collect())
+        .map_err(df_err)
 }
 
 /// The input as a DataFrame of `ctx` (every CSV column as text, as the streaming reader sees it);
@@ -186,35 +268,24 @@ impl PartitionStream for StreamPartition {
     }
 }
 
-/// Runs a [`plan`] over `grouped` columns and gathers its rows.
-pub async fn collect(plan: DataFrame, grouped: usize) -> Result<Grouped> {
+/// Runs a [`plan`] over `grouped` columns and hands its rows to `sink` batch by batch.
+pub async fn stream(plan: DataFrame, grouped: usize, sink: &mut GroupSink<'_>) -> Result<()> {
     let mut stream = plan.execute_stream().await.map_err(df_err)?;
-    let mut out = Grouped { columns: vec![Vec::new(); grouped], counts: Vec::new() };
     while let Some(batch) = stream.next().await {
         let batch: RecordBatch = batch.map_err(df_err)?;
-        for (i, col) in out.columns.iter_mut().enumerate() {
-            let a = arrow::compute::cast(batch.column(i), &DataType::Utf8).map_err(df_err)?;
-            let a = a.as_string::<i32>();
-            col.extend((0..a.len()).map(|r| if a.is_valid(r) { a.value(r).to_owned() } else { String::new() }));
+        if batch.num_rows() > 0 {
+            sink(GroupChunk::from_batch(&batch, grouped)?)?;
         }
-        let n = arrow::compute::cast(batch.column(grouped), &DataType::Int64).map_err(df_err)?;
-        let n = n.as_any().downcast_ref::<Int64Array>().ok_or_else(|| df_err("count is not an integer"))?;
-        out.counts.extend(n.values().iter().map(|&x| x as u64));
     }
-    Ok(out)
+    Ok(())
 }
 
 impl Grouped {
-    /// The same counts with the combinations in lexicographic order of their values, so what follows
-    /// (tuple codes, sums over tuples) does not depend on how an engine partitioned the work.
-    pub fn sorted(self) -> Grouped {
-        let mut order: Vec<usize> = (0..self.counts.len()).collect();
-        order.sort_by(|&a, &b| {
-            self.columns.iter().map(|c| c[a].cmp(&c[b])).find(|o| o.is_ne()).unwrap_or(std::cmp::Ordering::Equal)
-        });
-        Grouped {
-            columns: self.columns.iter().map(|c| order.iter().map(|&r| c[r].clone()).collect()).collect(),
-            counts: order.iter().map(|&r| self.counts[r]).collect(),
+    /// Appends a chunk's rows.
+    pub fn push(&mut self, chunk: &GroupChunk) {
+        for (col, a) in self.columns.iter_mut().zip(&chunk.columns) {
+            col.extend(a.iter().map(|v| v.unwrap_or_default().to_owned()));
         }
+        self.counts.extend_from_slice(&chunk.counts);
     }
 }

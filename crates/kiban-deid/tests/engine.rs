@@ -433,7 +433,7 @@ fn a5_datafusion_frequency_pass_streams_a_multi_part_source_with_few_batches_ali
     std::fs::write(&csv, extract_csv(3000)).expect("write");
     let whole = Input::from_path(&csv);
     let cols: Vec<String> = ["age", "sex", "pref", "admitted", "dx"].map(String::from).to_vec();
-    let expected = kiban_deid::frequency::group_count(&whole, b';', &cols).expect("plan runs").sorted();
+    let expected = kiban_deid::frequency::group_count(&whole, b';', &cols).expect("plan runs");
     // The same records as 24 parts of 125 rows, produced one at a time as a sealed dataset's are.
     let mut all = Vec::new();
     kiban_deid::io::for_each_batch(&whole, b';', |b| {
@@ -463,7 +463,7 @@ fn a5_datafusion_frequency_pass_streams_a_multi_part_source_with_few_batches_ali
         Ok(())
     });
     let streamed = Input::Stream(source);
-    let got = kiban_deid::frequency::group_count(&streamed, b';', &cols).expect("streamed plan runs").sorted();
+    let got = kiban_deid::frequency::group_count(&streamed, b';', &cols).expect("streamed plan runs");
     assert_eq!(got.columns, expected.columns);
     assert_eq!(got.counts, expected.counts);
     assert_eq!(got.counts.iter().sum::<u64>(), 3000);
@@ -504,9 +504,17 @@ fn report_without_timings(r: &kiban_deid::Report) -> serde_json::Value {
     v
 }
 
+/// The chunk's rows `from..to`.
+fn chunk_slice(c: &kiban_deid::frequency::GroupChunk, from: usize, to: usize) -> kiban_deid::frequency::GroupChunk {
+    kiban_deid::frequency::GroupChunk {
+        columns: c.columns.iter().map(|a| a.slice(from, to - from)).collect(),
+        counts: c.counts[from..to].to_vec(),
+    }
+}
+
 #[test]
 fn a5_group_counts_computed_elsewhere_give_the_same_output_and_report() {
-    // The hook stands in for a cluster: same counts, rows in another order than any local engine's.
+    // The hook stands in for a cluster: the same sorted counts, streamed in chunks of 7 rows.
     let dir = tempfile::tempdir().expect("tempdir");
     let csv = dir.path().join("extract.csv");
     std::fs::write(&csv, extract_csv(4000)).expect("write");
@@ -515,24 +523,98 @@ fn a5_group_counts_computed_elsewhere_give_the_same_output_and_report() {
     let (a_out, b_out) = (dir.path().join("a.csv"), dir.path().join("b.csv"));
     let a = anonymize(&p, &input, &Output::from_path(&a_out), &RunOptions::default()).expect("stream");
     let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let seen = calls.clone();
+    let chunks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (seen, handed) = (calls.clone(), chunks.clone());
     let hook_input = input.clone();
     let opts = RunOptions {
-        group_count: Some(Box::new(move |cols: &[String]| -> kiban_deid::Result<kiban_deid::frequency::Grouped> {
+        group_count: Some(Box::new(move |cols: &[String], sink: &mut kiban_deid::frequency::GroupSink| {
             seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let mut g = kiban_deid::frequency::group_count(&hook_input, b';', cols)?;
-            for c in &mut g.columns {
-                c.reverse();
-            }
-            g.counts.reverse();
-            Ok(g)
+            kiban_deid::frequency::for_each_group(&hook_input, b';', cols, &mut |c| {
+                for from in (0..c.len()).step_by(7) {
+                    handed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    sink(chunk_slice(&c, from, (from + 7).min(c.len())))?;
+                }
+                Ok(())
+            })
         })),
         ..Default::default()
     };
     let b = anonymize(&p, &input, &Output::from_path(&b_out), &opts).expect("hooked");
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1, "pass 1 ran through the hook");
+    assert!(chunks.load(std::sync::atomic::Ordering::SeqCst) > 100, "the counts arrived in many chunks");
     assert_eq!(std::fs::read(&a_out).expect("a"), std::fs::read(&b_out).expect("b"));
     assert_eq!(report_without_timings(&a.report), report_without_timings(&b.report));
+}
+
+#[cfg(feature = "datafusion")]
+#[test]
+fn a5_datafusion_pass_folds_within_the_tuple_budget_as_the_counts_stream() {
+    // The sorted counts are coded as they arrive and folded past the budget: the table never holds
+    // them all, and any engine handing the same sorted chunks gets the same output.
+    let dir = tempfile::tempdir().expect("tmp");
+    let csv = dir.path().join("extract.csv");
+    std::fs::write(&csv, extract_csv(3000)).expect("write");
+    let input = Input::from_path(&csv);
+    let p = policy(EXTRACT);
+    let free = anonymize(&p, &input, &Output::Memory, &RunOptions { datafusion: true, ..Default::default() })
+        .expect("unbounded");
+    let tuples = free.report.search.distinct_tuples as usize;
+    let budget = Some(tuples / 4);
+    let a = anonymize(
+        &p,
+        &input,
+        &Output::Memory,
+        &RunOptions { datafusion: true, tuple_budget: budget, ..Default::default() },
+    )
+    .expect("budgeted");
+    assert!(!a.report.search.folded.is_empty(), "a budget under the distinct tuples folds");
+    assert!(a.report.search.distinct_tuples as usize <= tuples / 4);
+    let sizes = class_sizes(&a.batches, &["age", "sex", "pref", "admitted"]);
+    assert!(sizes.iter().all(|&n| n >= 5), "{sizes:?}");
+    assert_eq!(a.report.records_out + a.report.records_suppressed, 3000);
+    let hook_input = input.clone();
+    let opts = RunOptions {
+        tuple_budget: budget,
+        group_count: Some(Box::new(move |cols: &[String], sink: &mut kiban_deid::frequency::GroupSink| {
+            kiban_deid::frequency::for_each_group(&hook_input, b';', cols, &mut |c| {
+                for from in (0..c.len()).step_by(5) {
+                    sink(chunk_slice(&c, from, (from + 5).min(c.len())))?;
+                }
+                Ok(())
+            })
+        })),
+        ..Default::default()
+    };
+    let b = anonymize(&p, &input, &Output::Memory, &opts).expect("hooked");
+    assert_eq!(a.report.search.folded, b.report.search.folded);
+    assert_eq!(a.report.output_sha256, b.report.output_sha256);
+}
+
+#[test]
+fn a5_group_counts_out_of_order_are_refused_not_coded() {
+    // Codes and folds follow the rows' order, so an engine that does not sort must fail loudly.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = dir.path().join("extract.csv");
+    std::fs::write(&csv, extract_csv(500)).expect("write");
+    let input = Input::from_path(&csv);
+    let hook_input = input.clone();
+    let opts = RunOptions {
+        group_count: Some(Box::new(move |cols: &[String], sink: &mut kiban_deid::frequency::GroupSink| {
+            let mut chunks = Vec::new();
+            kiban_deid::frequency::for_each_group(&hook_input, b';', cols, &mut |c| {
+                chunks.push(c);
+                Ok(())
+            })?;
+            // The last rows first: each chunk is sorted, the stream is not.
+            let whole = chunks.pop().expect("a chunk");
+            let half = whole.len() / 2;
+            sink(chunk_slice(&whole, half, whole.len()))?;
+            sink(chunk_slice(&whole, 0, half))
+        })),
+        ..Default::default()
+    };
+    let e = anonymize(&policy(EXTRACT), &input, &Output::Memory, &opts).expect_err("out of order");
+    assert!(e.to_string().contains("strictly increasing order"), "{e}");
 }
 
 /// EXTRACT with the id tokenized and a re-keyed link code, so pass 2 has every kind of column.

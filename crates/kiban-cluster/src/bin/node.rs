@@ -30,8 +30,9 @@ enum Cmd {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:50050")]
         bind: SocketAddr,
-        /// Seconds after a job ends before executors delete its shuffle files.
-        #[arg(long, default_value_t = 5)]
+        /// Seconds after a job ends before executors delete its result files (intermediate shuffle
+        /// files go at once); the client must have opened every result partition by then.
+        #[arg(long, default_value_t = 600)]
         job_data_cleanup_s: u64,
     },
     /// Runs an executor.

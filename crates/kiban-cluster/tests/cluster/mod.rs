@@ -190,16 +190,26 @@ async fn s4_passes_on_a_two_executor_cluster_match_in_process_bytes_and_leak_no_
         std::fs::create_dir(&sub).unwrap();
         let policy = super::claims_policy(&sub, rare);
         let input = one.join("claims-0000.parquet");
-        let (report, pass2) = super::compare_anonymize(remote.clone(), shared.clone(), policy, &input, &sub, ext).await;
+        let (report, pass2) =
+            super::compare_anonymize(remote.clone(), shared.clone(), policy, &input, &sub, ext, None).await;
         assert_eq!(pass2, !rare);
         assert!(report.k_achieved >= 10 && report.records_out > 0, "{report:?}");
     }
+    // Past the tuple budget the sorted counts from the cluster fold exactly as in-process.
+    let sub = root.join("anonymize-budget");
+    std::fs::create_dir(&sub).unwrap();
+    let input = one.join("claims-0000.parquet");
+    let policy = super::claims_policy(&sub, false);
+    let (report, _) =
+        super::compare_anonymize(remote.clone(), shared.clone(), policy, &input, &sub, "parquet", Some(1000)).await;
+    assert!(report.search.distinct_tuples <= 1000, "{report:?}");
     let csv = root.join("claims.csv");
     super::claims_csv(&csv, 10_000);
     let sub = root.join("anonymize-csv");
     std::fs::create_dir(&sub).unwrap();
     let (_, pass2) =
-        super::compare_anonymize(remote.clone(), shared, super::claims_policy(&sub, false), &csv, &sub, "csv").await;
+        super::compare_anonymize(remote.clone(), shared, super::claims_policy(&sub, false), &csv, &sub, "csv", None)
+            .await;
     assert!(pass2);
 
     // Intake: the gate's verdicts from the cluster, the same stores and report as in-process.

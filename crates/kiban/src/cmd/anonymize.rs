@@ -169,7 +169,15 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<ExitCode> {
     #[cfg(feature = "cluster")]
     let out = match &args.cluster {
         Some(url) => {
-            crate::cmd::cluster::anonymize(url, args.cluster_key.as_deref(), &policy, (&args.input, &output), progress)
+            let files = (&args.input, &output);
+            crate::cmd::cluster::anonymize(
+                url,
+                args.cluster_key.as_deref(),
+                &policy,
+                files,
+                progress,
+                args.tuple_budget,
+            )
         }
         None => local(progress),
     };

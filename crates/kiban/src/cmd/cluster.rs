@@ -47,8 +47,9 @@ enum Verb {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:50050")]
         bind: SocketAddr,
-        /// Seconds after a job ends before executors delete its shuffle files.
-        #[arg(long, default_value_t = 5)]
+        /// Seconds after a job ends before executors delete its result files (intermediate shuffle
+        /// files go at once); the client must have opened every result partition by then.
+        #[arg(long, default_value_t = 600)]
         job_data_cleanup_s: u64,
     },
     /// Run an executor; put --work-dir on an encrypted volume (it holds shuffle files of medical rows).
@@ -154,6 +155,7 @@ pub fn anonymize(
     policy: &kiban_deid::Policy,
     (input, output): (&std::path::Path, &std::path::Path),
     progress: Box<kiban_deid::engine::ProgressFn>,
+    tuple_budget: Option<usize>,
 ) -> Result<kiban_deid::Outcome> {
     let key = key.context("--cluster needs --cluster-key (the cluster key file)")?;
     let job = kiban_cluster::anonymize::Job {
@@ -162,6 +164,7 @@ pub fn anonymize(
         output: output.to_owned(),
         progress: Some(progress),
         key_seed: None,
+        tuple_budget,
     };
     crate::block_on(async move {
         let runner = std::sync::Arc::new(Runner::cluster(url).await?);
