@@ -725,7 +725,7 @@ pub fn anonymize(policy: &Policy, input: &Input, output: &Output, opts: &RunOpti
                     });
                     counter.add(&qstate, &tuple, s, n);
                 }
-                if rows % crate::io::BATCH_ROWS as u64 == 0 {
+                if rows.is_multiple_of(crate::io::BATCH_ROWS as u64) {
                     counter.enforce(&qstate);
                     opts.report(Progress::Counted(records_in));
                 }

@@ -86,6 +86,9 @@ enum Cmd {
         /// Skip the anonymization run (single input file, one ordered task for pass 2).
         #[arg(long)]
         no_anonymize: bool,
+        /// Run only the anonymization (no parse, gate, token or QI-count pass, no peer).
+        #[arg(long, conflicts_with_all = ["no_anonymize", "duckdb_python"])]
+        only_anonymize: bool,
     },
 }
 
@@ -104,9 +107,27 @@ fn main() -> anyhow_free::Result {
                 run_executor(ExecutorOptions { scheduler, host, flight_port, grpc_port, work_dir, key_file, vcores })
                     .await?
             }
-            Cmd::Bench { rows, files, work, cluster, key_file, memory_mib, duckdb_python, no_anonymize } => {
-                let opts =
-                    BenchOpts { rows, files, cluster, key_file, memory_mib, duckdb_python, anonymize: !no_anonymize };
+            Cmd::Bench {
+                rows,
+                files,
+                work,
+                cluster,
+                key_file,
+                memory_mib,
+                duckdb_python,
+                no_anonymize,
+                only_anonymize,
+            } => {
+                let opts = BenchOpts {
+                    rows,
+                    files,
+                    cluster,
+                    key_file,
+                    memory_mib,
+                    duckdb_python,
+                    anonymize: !no_anonymize,
+                    passes: !only_anonymize,
+                };
                 bench(&work, opts).await?
             }
         }
@@ -122,6 +143,7 @@ struct BenchOpts {
     memory_mib: usize,
     duckdb_python: Option<PathBuf>,
     anonymize: bool,
+    passes: bool,
 }
 
 #[cfg(feature = "cluster")]
@@ -138,7 +160,7 @@ async fn bench(work: &std::path::Path, o: BenchOpts) -> anyhow_free::Result {
     use kiban_cluster::bench::{peak_rss, run_anonymize, run_parse, run_passes, same_bytes};
     use kiban_cluster::runner::Runner;
     use std::sync::Arc;
-    let BenchOpts { rows, files, cluster, key_file, memory_mib, duckdb_python, anonymize } = o;
+    let BenchOpts { rows, files, cluster, key_file, memory_mib, duckdb_python, anonymize, passes } = o;
     let secret = match &key_file {
         Some(k) => ClusterSecret::read(k)?,
         None => ClusterSecret::generate(),
@@ -147,8 +169,10 @@ async fn bench(work: &std::path::Path, o: BenchOpts) -> anyhow_free::Result {
     let input = work.join("input");
     let csv = work.join("csv");
     let t = std::time::Instant::now();
-    kiban_cluster::synth::write_claims(&input, rows, files)?;
-    kiban_cluster::synth::write_claims_csv(&csv, rows, files)?;
+    if passes {
+        kiban_cluster::synth::write_claims(&input, rows, files)?;
+        kiban_cluster::synth::write_claims_csv(&csv, rows, files)?;
+    }
     // kiban anonymize takes one file.
     let one = work.join("one");
     if anonymize {
@@ -160,13 +184,16 @@ async fn bench(work: &std::path::Path, o: BenchOpts) -> anyhow_free::Result {
     let emit = |f: &kiban_cluster::bench::PassFigure| {
         println!("{}", serde_json::to_string(f).expect("JSON"));
     };
-    let mut figs = vec![run_parse(&local, &csv, rows, &work.join("in-process")).await?];
-    emit(&figs[0]);
-    // The parsed dataset is the claims again: only its figure matters here.
-    std::fs::remove_dir_all(work.join("in-process").join("parse")).ok();
-    for f in run_passes(&local, &secret, &input, rows, &work.join("in-process")).await? {
-        emit(&f);
-        figs.push(f);
+    let mut figs = Vec::new();
+    if passes {
+        figs.push(run_parse(&local, &csv, rows, &work.join("in-process")).await?);
+        emit(&figs[0]);
+        // The parsed dataset is the claims again: only its figure matters here.
+        std::fs::remove_dir_all(work.join("in-process").join("parse")).ok();
+        for f in run_passes(&local, &secret, &input, rows, &work.join("in-process")).await? {
+            emit(&f);
+            figs.push(f);
+        }
     }
     if anonymize {
         for f in
@@ -179,13 +206,15 @@ async fn bench(work: &std::path::Path, o: BenchOpts) -> anyhow_free::Result {
     let mut all = figs.clone();
     if let Some(url) = &cluster {
         let remote = Arc::new(cluster_runner(url).await?);
-        let c = run_parse(&remote, &csv, rows, &work.join("cluster")).await?;
-        emit(&c);
-        all.push(c);
-        std::fs::remove_dir_all(work.join("cluster").join("parse")).ok();
-        for f in run_passes(&remote, &secret, &input, rows, &work.join("cluster")).await? {
-            emit(&f);
-            all.push(f);
+        if passes {
+            let c = run_parse(&remote, &csv, rows, &work.join("cluster")).await?;
+            emit(&c);
+            all.push(c);
+            std::fs::remove_dir_all(work.join("cluster").join("parse")).ok();
+            for f in run_passes(&remote, &secret, &input, rows, &work.join("cluster")).await? {
+                emit(&f);
+                all.push(f);
+            }
         }
         if anonymize {
             for f in run_anonymize(remote, secret.clone(), &one, rows, &work.join("cluster").join("anonymize")).await? {
