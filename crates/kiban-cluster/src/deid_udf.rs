@@ -3,7 +3,7 @@
 //! call needs, sealed for the job like the gate and token UDFs: token keys never travel in the clear,
 //! and neither do the data values of the recoding tables.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::io::{Read, Write};
 use std::path::Path;
@@ -38,7 +38,7 @@ pub const SUPPRESSED_UDF: &str = "kiban_suppressed";
 enum Payload {
     Token { key: [u8; 32] },
     Generalize { labels: BTreeMap<String, String> },
-    Suppressed { known: Vec<Vec<String>>, failing: Vec<Vec<String>> },
+    Suppressed { known: Vec<Vec<String>>, fold: Vec<BTreeMap<String, String>>, failing: Vec<Vec<String>> },
 }
 
 impl Drop for Payload {
@@ -54,7 +54,12 @@ impl Drop for Payload {
 enum State {
     Token(Zeroizing<[u8; 32]>),
     Generalize(BTreeMap<String, String>),
-    Suppressed { known: Vec<HashSet<String>>, failing: HashSet<Vec<String>> },
+    /// `fold`: per QI, the value standing for each value's group in `failing` (empty: itself).
+    Suppressed {
+        known: Vec<HashSet<String>>,
+        fold: Vec<HashMap<String, String>>,
+        failing: HashSet<Vec<String>>,
+    },
 }
 
 impl State {
@@ -62,8 +67,9 @@ impl State {
         match p {
             Payload::Token { key } => State::Token(Zeroizing::new(key)),
             Payload::Generalize { ref labels } => State::Generalize(labels.clone()),
-            Payload::Suppressed { ref known, ref failing } => State::Suppressed {
+            Payload::Suppressed { ref known, ref fold, ref failing } => State::Suppressed {
                 known: known.iter().map(|k| k.iter().cloned().collect()).collect(),
+                fold: fold.iter().map(|f| f.iter().map(|(a, b)| (a.clone(), b.clone())).collect()).collect(),
                 failing: failing.iter().cloned().collect(),
             },
         }
@@ -152,7 +158,8 @@ impl DeidUdf {
         beside: Option<&Path>,
     ) -> crate::Result<Arc<ScalarUDF>> {
         let known = spec.qi.iter().map(|q| q.labels.keys().cloned().collect()).collect();
-        let p = Payload::Suppressed { known, failing: spec.failing.clone() };
+        let fold = spec.qi.iter().map(|q| q.fold.clone()).collect();
+        let p = Payload::Suppressed { known, fold, failing: spec.failing.clone() };
         DeidUdf::made_beside(SUPPRESSED_UDF, secret, job, p, beside)
     }
 
@@ -296,7 +303,7 @@ impl ScalarUDFImpl for DeidUdf {
                 }
                 Arc::new(out.finish())
             }
-            State::Suppressed { known, failing } => {
+            State::Suppressed { known, fold, failing } => {
                 if args.args.len() != known.len() {
                     return exec_err!(
                         "{SUPPRESSED_UDF}: {} columns where the job has {}",
@@ -314,7 +321,7 @@ impl ScalarUDFImpl for DeidUdf {
                         let v = value(c, i);
                         unknown |= !known[j].contains(v);
                         tuple[j].clear();
-                        tuple[j].push_str(v);
+                        tuple[j].push_str(fold[j].get(v).map_or(v, String::as_str));
                     }
                     out.append_value(unknown || (!failing.is_empty() && failing.contains(&tuple)));
                 }

@@ -233,6 +233,7 @@ pub async fn compare_anonymize(
     if tuple_budget.is_some() {
         // Folded: the streaming pass folds at its own batch boundaries, the sorted counts at theirs.
         assert!(!ran.outcome.report.search.folded.is_empty(), "the budget folded the table");
+        assert!(ran.pass2_on_runner, "a folded table's pass 2 runs on the runner too");
         let json = |r: &kiban_deid::Report| serde_json::to_vec_pretty(&bench::report_without_timings(r)).unwrap();
         assert_eq!(json(&counted), json(&ran.outcome.report), "the report is the engine's with the same pass 1");
         return (ran.outcome.report, ran.pass2_on_runner);

@@ -4,7 +4,7 @@
 //! The engine builds an [`ApplySpec`] after the search when [`crate::RunOptions::apply`] is set and
 //! the policy needs nothing but keeping, deleting, tokens, re-keying with the run's own key and a
 //! global generalization (A4 treatments, date coarsening, local recoding and a caller's re-keying
-//! function stay in the streaming pass). The function returns the transformed rows in input order
+//! function stay in the streaming pass), also over a table the tuple budget folded. The function returns the transformed rows in input order
 //! with [`SUPPRESSED_COLUMN`]; the engine drops or masks the suppressed ones and writes the output.
 
 use std::collections::BTreeMap;
@@ -49,6 +49,10 @@ pub struct QiApply {
     pub column: String,
     /// Each value seen in pass 1 with its released label; a value not here suppresses its row.
     pub labels: BTreeMap<String, String>,
+    /// When the tuple budget folded this quasi-identifier: each value with the value that stands
+    /// for its group in [`ApplySpec::failing`] (empty: every value stands for itself).
+    #[serde(default)]
+    pub fold: BTreeMap<String, String>,
 }
 
 /// Pass 2 of one run as data. Holds the run's token keys: never log it, seal it before it travels.
@@ -58,7 +62,8 @@ pub struct ApplySpec {
     pub columns: Vec<(String, ApplyColumn)>,
     /// The quasi-identifiers, in tuple order.
     pub qi: Vec<QiApply>,
-    /// Tuples of values (in [`ApplySpec::qi`] order) whose records the search suppressed.
+    /// Tuples of values (in [`ApplySpec::qi`] order, each value through [`QiApply::fold`]) whose
+    /// records the search suppressed.
     pub failing: Vec<Vec<String>>,
     /// Suppressed records stay with `*` in their quasi-identifiers (else they are removed).
     pub mask: bool,

@@ -571,7 +571,7 @@ fn remote_spec(
     policy: &Policy,
     schema: &Schema,
     qstate: &[QiState],
-    table: &crate::search::FreqTable,
+    (table, floor, reps): (&crate::search::FreqTable, &[u8], &[Vec<u32>]),
     doms: &[QiDomain],
     assign: &crate::search::Assignment,
     input: &Input,
@@ -580,9 +580,7 @@ fn remote_spec(
     opts: &RunOptions,
 ) -> Option<crate::apply::ApplySpec> {
     use crate::apply::{ApplyColumn, ApplySpec, QiApply};
-    // A folded table's tuples stand for groups of values, which the spec's list of failing
-    // tuples cannot say: such runs apply here.
-    if assign.nodes.len() != 1 || matches!(input, Input::Batches(_)) || table.floor_folded {
+    if assign.nodes.len() != 1 || matches!(input, Input::Batches(_)) {
         return None;
     }
     let mut columns = Vec::new();
@@ -601,22 +599,6 @@ fn remote_spec(
         };
         columns.push((f.name().clone(), a));
     }
-    let levels = &assign.nodes[0];
-    let qi: Vec<QiApply> = qstate
-        .iter()
-        .zip(doms)
-        .enumerate()
-        .map(|(i, (q, d))| {
-            let l = levels[i] as usize;
-            let labels = q
-                .dict
-                .iter()
-                .filter(|(_, c)| **c != MISSING)
-                .map(|(v, c)| (v.clone(), d.labels[l][d.map[l][*c as usize] as usize].clone()))
-                .collect();
-            QiApply { column: schema.field(q.col).name().clone(), labels }
-        })
-        .collect();
     let values: Vec<Vec<&str>> = qstate
         .iter()
         .map(|q| {
@@ -627,6 +609,25 @@ fn remote_spec(
                 }
             }
             by_code
+        })
+        .collect();
+    let levels = &assign.nodes[0];
+    let qi: Vec<QiApply> = qstate
+        .iter()
+        .zip(doms)
+        .enumerate()
+        .map(|(i, (q, d))| {
+            let l = levels[i] as usize;
+            let known = q.dict.iter().filter(|(_, c)| **c != MISSING);
+            let labels =
+                known.clone().map(|(v, c)| (v.clone(), d.labels[l][d.map[l][*c as usize] as usize].clone())).collect();
+            // A folded table's tuples hold one representative value per group at the floor.
+            let fold = if floor.get(i).is_some_and(|&f| f > 0) {
+                known.map(|(v, c)| (v.clone(), values[i][reps[i][*c as usize] as usize].to_owned())).collect()
+            } else {
+                Default::default()
+            };
+            QiApply { column: schema.field(q.col).name().clone(), labels, fold }
         })
         .collect();
     let failing = (0..table.tuples())
@@ -896,7 +897,8 @@ pub fn anonymize(policy: &Policy, input: &Input, output: &Output, opts: &RunOpti
     let mut records_out = 0u64;
     let mut done = 0u64;
     let spec = opts.apply.as_ref().and_then(|_| {
-        remote_spec(policy, &schema, &qstate, &table, &doms, &assign, input, &token_key, &release_key, opts)
+        let folded = (&table, floor.as_slice(), reps.as_slice());
+        remote_spec(policy, &schema, &qstate, folded, &doms, &assign, input, &token_key, &release_key, opts)
     });
     if let (Some(f), Some(spec)) = (&opts.apply, &spec) {
         let memory = matches!(output, Output::Memory);
