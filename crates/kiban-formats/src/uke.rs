@@ -212,41 +212,81 @@ fn receipt_form(d: NaiveDate) -> String {
 
 /// A record split at its commas: the comma positions only (found by a byte loop, reused from
 /// line to line); a field is sliced out when asked for, so the many unused ones cost nothing.
+/// The split may stop after the fields a record's mapping reads (the 31 算定日 of SI/IY/TO lines
+/// are scanned once, by [`marked_days`], not twice); a field past that point is still found, by a
+/// slower scan, so the limit only ever changes speed, never a field's value.
 struct Fields<'a> {
     text: &'a str,
+    /// Comma positions, then `text.len()` when the split reached the end (so field `i` ends at
+    /// `cuts[i]` whenever that is there).
     cuts: Vec<usize>,
+    /// The split reached the end of `text`.
+    all: bool,
 }
 
 impl<'a> Fields<'a> {
     /// Fields over a recycled buffer of comma positions.
     fn with(cuts: Vec<usize>) -> Self {
-        Fields { text: "", cuts }
+        Fields { text: "", cuts, all: true }
     }
     fn into_cuts(self) -> Vec<usize> {
         self.cuts
     }
-    fn split(&mut self, text: &'a str) {
+    /// Splits `text` at its first `max` commas at most.
+    fn split(&mut self, text: &'a str, max: usize) {
         self.text = text;
         self.cuts.clear();
         // A plain byte loop: commas are dense (every few bytes), where memchr's iterator loses.
         for (i, &c) in text.as_bytes().iter().enumerate() {
             if c == b',' {
+                if self.cuts.len() == max {
+                    self.all = false;
+                    return;
+                }
                 self.cuts.push(i);
             }
         }
+        self.cuts.push(text.len());
+        self.all = true;
     }
     /// Field `i`, untrimmed (`""` when the record is shorter).
     #[inline(always)]
     fn raw(&self, i: usize) -> &'a str {
-        let start = match i {
-            0 => 0,
-            _ => match self.cuts.get(i - 1) {
-                Some(&c) => c + 1,
-                None => return "",
-            },
-        };
-        let end = self.cuts.get(i).copied().unwrap_or(self.text.len());
-        &self.text[start..end]
+        match self.cuts.get(i) {
+            Some(&end) => {
+                let start = if i == 0 { 0 } else { self.cuts[i - 1] + 1 };
+                &self.text[start..end]
+            }
+            None => self.raw_past_split(i),
+        }
+    }
+    /// Byte offset where field `i` starts, if the record has that many fields.
+    fn start(&self, i: usize) -> Option<usize> {
+        let Some(k) = i.checked_sub(1) else { return Some(0) };
+        match self.cuts.get(k) {
+            // The end sentinel: no field `i`.
+            Some(&c) if c == self.text.len() => None,
+            Some(&c) => Some(c + 1),
+            None if self.all => None,
+            // Past the split: count the remaining commas.
+            None => {
+                let from = self.cuts.last().map_or(0, |&c| c + 1);
+                let skip = k - self.cuts.len();
+                self.text[from..].match_indices(',').nth(skip).map(|(j, _)| from + j + 1)
+            }
+        }
+    }
+    /// [`Fields::raw`] of a field the split did not reach (or that does not exist).
+    #[cold]
+    #[inline(never)]
+    fn raw_past_split(&self, i: usize) -> &'a str {
+        match self.start(i) {
+            None => "",
+            Some(a) => {
+                let rest = &self.text[a..];
+                &rest[..rest.find(',').unwrap_or(rest.len())]
+            }
+        }
     }
     /// Field `i`, trimmed. Inlined: a receipt line asks for dozens of fields, and the call cost
     /// more than the slicing.
@@ -256,11 +296,23 @@ impl<'a> Fields<'a> {
     }
     /// Everything from field `i` on, commas included.
     fn rest(&self, i: usize) -> &'a str {
-        match i.checked_sub(1).map(|k| self.cuts.get(k)) {
-            None => self.text,
-            Some(Some(&c)) => &self.text[c + 1..],
-            Some(None) => "",
-        }
+        self.start(i).map_or("", |a| &self.text[a..])
+    }
+}
+
+/// How many commas of a record its mapping needs split (the fields it reads and the start of the
+/// text it takes whole); `usize::MAX` for all. Only a speed hint: see [`Fields`].
+fn fields_read(text: &str) -> usize {
+    match text.as_bytes().get(..3) {
+        Some(b"SI," | b"IY,") => 13,
+        Some(b"TO,") => 17,
+        Some(b"CO,") => 4,
+        Some(b"SJ,") => 2,
+        Some(b"SY,") => 7,
+        Some(b"HO,") => 16,
+        Some(b"CD,") => 11,
+        Some(b"SK,") => 7,
+        _ => usize::MAX,
     }
 }
 
@@ -306,7 +358,9 @@ struct Reader<'a> {
     file: &'a str,
     provider_id: &'a str,
     masters: &'a Masters,
-    seen_patients: HashSet<u64>,
+    /// Hashes of the patients and public expense ids already written (foldhash values, looked up
+    /// with foldhash too: SipHash showed in profiles).
+    seen_patients: HashSet<u64, foldhash::fast::FixedState>,
     saw_ir: bool,
     /// Marked days of the current SI/TO/IY line (reused).
     days: Vec<(u32, u64)>,
@@ -349,7 +403,7 @@ impl Reader<'_> {
     fn receipt(&mut self, r: &Receipt, sink: &mut dyn Sink) {
         let (re_no, re_text) = r.line(0);
         let mut f = Fields::with(std::mem::take(&mut self.cuts));
-        f.split(re_text);
+        f.split(re_text, usize::MAX);
         let re = f;
         let g = |i: usize| re.get(i);
         let bad_all = |this: &Self, sink: &mut dyn Sink, field: &str, problem: String| {
@@ -435,7 +489,7 @@ impl Reader<'_> {
         let mut f = Fields::with(std::mem::take(&mut self.line_cuts));
         for k in 1..r.lines.len() {
             let (no, text) = r.line(k);
-            f.split(text);
+            f.split(text, fields_read(text));
             let g = |i: usize| f.get(i);
             match g(0) {
                 "HO" => {
@@ -974,7 +1028,7 @@ pub fn read(
         file,
         provider_id,
         masters,
-        seen_patients: HashSet::new(),
+        seen_patients: HashSet::default(),
         saw_ir: false,
         days: Vec::new(),
         cuts: Vec::new(),
@@ -1011,7 +1065,9 @@ pub fn read(
         }
         while let Some(i) = memchr::memchr2(b'\r', b'\n', rest) {
             p.line(&rest[..i], false, sink);
-            rest = &rest[i + 1..];
+            // CR LF in one step: the empty line between them would be skipped anyway.
+            let end = if rest[i] == b'\r' && rest.get(i + 1) == Some(&b'\n') { i + 2 } else { i + 1 };
+            rest = &rest[end..];
         }
         carry.extend_from_slice(rest);
         input.consume(len);
@@ -1080,6 +1136,35 @@ mod tests {
         }
         for s in ["", " ", "a", " a ", "\u{3000}山田\u{3000}", "山田", "12 ", "\t1"] {
             assert_eq!(trim(s), s.trim(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn fields_split_early_read_the_same_fields_as_a_full_split() {
+        let lines = [
+            "",
+            ",",
+            ",,",
+            "SI",
+            "SI,",
+            "SI,12,1,112007410,,73,1,,,,,,,,1,,2,,",
+            " a , b ,c",
+            "CO,1,2,3,text, with, commas",
+            "IY,21,1,620000001,1,10,14,,,,,,,1,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,x",
+        ];
+        for text in lines {
+            let whole: Vec<&str> = text.split(',').collect();
+            for max in [0, 1, 2, 3, 4, 7, 13, 17, usize::MAX] {
+                let mut f = Fields::with(Vec::new());
+                f.split(text, max);
+                for i in 0..whole.len() + 3 {
+                    let want = whole.get(i).copied().unwrap_or("");
+                    assert_eq!(f.raw(i), want, "{text:?} split at {max}: field {i}");
+                    let rest =
+                        if i == 0 { text.to_owned() } else { whole.get(i..).map_or(String::new(), |r| r.join(",")) };
+                    assert_eq!(f.rest(i), rest, "{text:?} split at {max}: rest from {i}");
+                }
+            }
         }
     }
 
