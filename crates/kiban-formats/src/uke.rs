@@ -244,14 +244,35 @@ impl<'a> Fields<'a> {
     fn split(&mut self, text: &'a str, max: usize) {
         self.text = text;
         self.cuts.clear();
-        // A plain byte loop: commas are dense (every few bytes), where memchr's iterator loses.
-        for (i, &c) in text.as_bytes().iter().enumerate() {
+        let b = text.as_bytes();
+        // Eight bytes at a time: a word's commas found at once, then taken bit by bit. A byte loop
+        // branched on every byte, and commas come every few bytes at no regular step, so it
+        // mispredicted often (fewer instructions, but 3–4 % more CPU time on the bench file).
+        const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
+        const COMMAS: u64 = 0x2C2C_2C2C_2C2C_2C2C;
+        let mut chunks = b.chunks_exact(8);
+        let mut base = 0;
+        for c in &mut chunks {
+            let x = u64::from_le_bytes(c.try_into().expect("8 bytes")) ^ COMMAS;
+            // The high bit of each byte of `x` that is zero (a comma), exactly: no carry crosses bytes.
+            let mut m = !(((x & LOW7) + LOW7) | x | LOW7);
+            while m != 0 {
+                if self.cuts.len() == max {
+                    self.all = false;
+                    return;
+                }
+                self.cuts.push(base + (m.trailing_zeros() / 8) as usize);
+                m &= m - 1;
+            }
+            base += 8;
+        }
+        for (i, &c) in chunks.remainder().iter().enumerate() {
             if c == b',' {
                 if self.cuts.len() == max {
                     self.all = false;
                     return;
                 }
-                self.cuts.push(i);
+                self.cuts.push(base + i);
             }
         }
         self.cuts.push(text.len());
@@ -1189,6 +1210,9 @@ mod tests {
             " a , b ,c",
             "CO,1,2,3,text, with, commas",
             "IY,21,1,620000001,1,10,14,,,,,,,1,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,x",
+            "RE,1,1112,50510,沼田寿英,1,3171123,70,,,,,,55323684,,,,,,,55323684-1,09,,,,,,,,,,,,,,,ﾇﾏﾀ ﾄｼﾋﾃﾞ,",
+            ",,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,",
+            "abcdefgh,ijklmnop,qrstuvw,xyz\u{2c00}\u{ff0c},,",
         ];
         for text in lines {
             let whole: Vec<&str> = text.split(',').collect();
