@@ -551,9 +551,18 @@ impl Reader<'_> {
                     patient.card_number = g(3);
                     patient.card_branch = g(15);
                     // The totals: a bad one is quarantined by name and left empty; the card is still read.
-                    let named = [(4, "診療実日数"), (5, "合計点数"), (7, "回数"), (8, "合計金額"), (11, "負担金額")];
-                    for (i, name) in named {
-                        if opt_int(g(i)).is_err() || matches!(i, 4 | 7) && opt_uint(g(i)).is_err() {
+                    // Each is parsed once (a count that is not a whole number is not a count either).
+                    let (days, points, meal_times) = (opt_uint(g(4)), opt_int(g(5)), opt_uint(g(7)));
+                    let (meal_amount, copay) = (opt_int(g(8)), opt_int(g(11)));
+                    let named = [
+                        (4, "診療実日数", days.is_err()),
+                        (5, "合計点数", points.is_err()),
+                        (7, "回数", meal_times.is_err()),
+                        (8, "合計金額", meal_amount.is_err()),
+                        (11, "負担金額", copay.is_err()),
+                    ];
+                    for (i, name, bad) in named {
+                        if bad {
                             self.q(
                                 sink,
                                 no,
@@ -563,11 +572,11 @@ impl Reader<'_> {
                             );
                         }
                     }
-                    row.insurance_days = opt_uint(g(4)).unwrap_or_default();
-                    row.insurance_points = opt_int(g(5)).unwrap_or_default();
-                    row.meal_times = opt_uint(g(7)).unwrap_or_default();
-                    row.meal_amount = opt_int(g(8)).unwrap_or_default();
-                    row.patient_copay = opt_int(g(11)).unwrap_or_default();
+                    row.insurance_days = days.unwrap_or_default();
+                    row.insurance_points = points.unwrap_or_default();
+                    row.meal_times = meal_times.unwrap_or_default();
+                    row.meal_amount = meal_amount.unwrap_or_default();
+                    row.patient_copay = copay.unwrap_or_default();
                 }
                 "SY" => {
                     let code = g(1);
