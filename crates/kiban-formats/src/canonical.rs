@@ -1452,7 +1452,9 @@ impl<F: FnMut(Table, RecordBatch), Q: FnMut(Quarantined)> BatchSink<F, Q> {
 
 impl<F: FnMut(Table, RecordBatch), Q: FnMut(Quarantined)> BatchSink<F, Q> {
     fn add<T: AsRef<str>>(&mut self, r: &Record<T>) {
-        let i = Table::ALL.iter().position(|&t| t == r.table()).expect("every table listed");
+        // `Table::ALL` lists the tables in declaration order (see `table_index_is_declaration_order`).
+        let i = r.table() as usize;
+        debug_assert_eq!(Table::ALL[i], r.table());
         let b = &mut self.builders[i];
         b.push(r);
         if b.len() >= self.batch_rows {
@@ -1480,4 +1482,17 @@ pub fn yyyymmdd(s: &str) -> Option<NaiveDate> {
         return None;
     }
     NaiveDate::parse_from_str(d, "%Y%m%d").ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_index_is_declaration_order() {
+        // BatchSink finds a table's builder by `table as usize`.
+        for (i, t) in Table::ALL.iter().enumerate() {
+            assert_eq!(*t as usize, i, "{t:?}");
+        }
+    }
 }
