@@ -19,7 +19,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::dataframe::DataFrame;
 use datafusion::functions::expr_fn::coalesce;
-use datafusion::logical_expr::{Expr, cast, ident, lit};
+use datafusion::logical_expr::{Expr, ScalarUDF, cast, ident, lit};
 use futures::StreamExt;
 use kiban_deid::apply::{ApplyColumn, ApplySpec, SUPPRESSED_COLUMN};
 use kiban_deid::engine::ProgressFn;
@@ -88,14 +88,16 @@ pub async fn group_count(
     Ok(stream(plan, columns.len(), sink).await?)
 }
 
-/// Pass 2 of `spec` as a plan: the output columns then the suppression flag, in input order.
+/// Pass 2 of `spec` as a plan: the output columns then the suppression flag, in input order; with
+/// the plan's UDFs, which the caller keeps until the plan has run (a UDF whose payload went to a job
+/// file removes the file when it is dropped, and the plan is dropped once it is submitted).
 pub async fn apply_plan(
     runner: &Runner,
     secret: &ClusterSecret,
     job: &str,
     input: &Input,
     spec: &ApplySpec,
-) -> Result<DataFrame> {
+) -> Result<(DataFrame, Vec<Arc<ScalarUDF>>)> {
     let ordered = runner.ordered()?;
     let src = source(ordered.context(), input, spec.delimiter).await?;
     let csv = spec.csv;
@@ -107,22 +109,25 @@ pub async fn apply_plan(
     let token = DeidUdf::token(secret, &format!("{job}-token"), &spec.token_key);
     let release = DeidUdf::token(secret, &format!("{job}-release"), &spec.release_key);
     let mut exprs = Vec::new();
+    let mut udfs = vec![token.clone(), release.clone()];
     for (name, c) in &spec.columns {
         let e = match c {
             ApplyColumn::Keep => read(name, csv),
             ApplyColumn::Token => token.call(vec![read(name, csv), lit(name.as_str())]),
             ApplyColumn::Rekey => release.call(vec![read(name, csv), lit(name.as_str())]),
             ApplyColumn::Generalize { qi } => {
-                DeidUdf::generalize(secret, &format!("{job}-qi{qi}"), &spec.qi[*qi].labels, beside)?
-                    .call(vec![read(name, csv)])
+                let g = DeidUdf::generalize(secret, &format!("{job}-qi{qi}"), &spec.qi[*qi].labels, beside)?;
+                udfs.push(g.clone());
+                g.call(vec![read(name, csv)])
             }
         };
         exprs.push(e.alias(name.as_str()));
     }
     let qi: Vec<Expr> = spec.qi.iter().map(|q| read(&q.column, csv)).collect();
     let suppressed = DeidUdf::suppressed(secret, &format!("{job}-suppressed"), spec, beside)?;
+    udfs.push(suppressed.clone());
     exprs.push(suppressed.call(qi).alias(SUPPRESSED_COLUMN));
-    src.select(exprs).map_err(df("pass 2"))
+    Ok((src.select(exprs).map_err(df("pass 2"))?, udfs))
 }
 
 /// Runs the job: pass 1 and (when the policy allows) pass 2 on `runner`, the search here. Must be
@@ -151,11 +156,13 @@ pub async fn run(runner: Arc<Runner>, secret: Arc<ClusterSecret>, job: Job) -> R
         apply: Some(Box::new(move |spec: &ApplySpec, sink: &mut dyn FnMut(RecordBatch) -> kiban_deid::Result<()>| {
             flag.store(true, Ordering::SeqCst);
             handle.block_on(async {
-                let plan = apply_plan(&r2, &secret, &job_id, &i2, spec).await.map_err(deid)?;
+                let (plan, udfs) = apply_plan(&r2, &secret, &job_id, &i2, spec).await.map_err(deid)?;
                 let mut stream = plan.execute_stream().await.map_err(|e| deid(df("pass 2")(e)))?;
                 while let Some(b) = stream.next().await {
                     sink(crate::runner::plain_batch(b.map_err(|e| deid(df("pass 2")(e)))?).map_err(deid)?)?;
                 }
+                // The job files stay until the job has read them all.
+                drop(udfs);
                 Ok(())
             })
         })),

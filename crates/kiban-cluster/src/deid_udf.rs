@@ -23,6 +23,13 @@ use crate::seal::{ClusterSecret, SealedJob, open_job_file_on_node, open_on_node}
 /// into the plan: the suppressed tuples of a large table can run to millions.
 pub const INLINE_PAYLOAD_LIMIT: usize = 1 << 20;
 
+static INLINE_LIMIT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(INLINE_PAYLOAD_LIMIT);
+
+/// Sets this process's inline payload limit (tests force job files with 0).
+pub fn set_inline_payload_limit(bytes: usize) {
+    INLINE_LIMIT.store(bytes, std::sync::atomic::Ordering::SeqCst);
+}
+
 /// `kiban_trim(v)`: a CSV field as kiban-deid's reader gives it (trimmed of Unicode white space;
 /// null is the empty string).
 pub const TRIM_UDF: &str = "kiban_trim";
@@ -111,7 +118,7 @@ impl DeidUdf {
     ) -> crate::Result<Arc<ScalarUDF>> {
         let plain = Zeroizing::new(serde_json::to_vec(&p).expect("payload serializes"));
         let mut u = match beside {
-            Some(input) if plain.len() > INLINE_PAYLOAD_LIMIT => {
+            Some(input) if plain.len() > INLINE_LIMIT.load(std::sync::atomic::Ordering::SeqCst) => {
                 let path = crate::udf::job_file_beside(input, job);
                 let mut w = secret.create_job_file(payload_kind(name), job, &path)?;
                 let owned = Arc::new(RemoveOnDrop(path.clone()));

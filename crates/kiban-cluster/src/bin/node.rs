@@ -89,6 +89,9 @@ enum Cmd {
         /// Run only the anonymization (no parse, gate, token or QI-count pass, no peer).
         #[arg(long, conflicts_with_all = ["no_anonymize", "duckdb_python"])]
         only_anonymize: bool,
+        /// With --cluster: skip the in-process runs (and so the byte comparison).
+        #[arg(long, requires = "cluster", conflicts_with = "duckdb_python")]
+        skip_in_process: bool,
     },
 }
 
@@ -117,6 +120,7 @@ fn main() -> anyhow_free::Result {
                 duckdb_python,
                 no_anonymize,
                 only_anonymize,
+                skip_in_process,
             } => {
                 let opts = BenchOpts {
                     rows,
@@ -127,6 +131,7 @@ fn main() -> anyhow_free::Result {
                     duckdb_python,
                     anonymize: !no_anonymize,
                     passes: !only_anonymize,
+                    in_process: !skip_in_process,
                 };
                 bench(&work, opts).await?
             }
@@ -144,6 +149,7 @@ struct BenchOpts {
     duckdb_python: Option<PathBuf>,
     anonymize: bool,
     passes: bool,
+    in_process: bool,
 }
 
 #[cfg(feature = "cluster")]
@@ -160,7 +166,7 @@ async fn bench(work: &std::path::Path, o: BenchOpts) -> anyhow_free::Result {
     use kiban_cluster::bench::{peak_rss, run_anonymize, run_parse, run_passes, same_bytes};
     use kiban_cluster::runner::Runner;
     use std::sync::Arc;
-    let BenchOpts { rows, files, cluster, key_file, memory_mib, duckdb_python, anonymize, passes } = o;
+    let BenchOpts { rows, files, cluster, key_file, memory_mib, duckdb_python, anonymize, passes, in_process } = o;
     let secret = match &key_file {
         Some(k) => ClusterSecret::read(k)?,
         None => ClusterSecret::generate(),
@@ -185,7 +191,7 @@ async fn bench(work: &std::path::Path, o: BenchOpts) -> anyhow_free::Result {
         println!("{}", serde_json::to_string(f).expect("JSON"));
     };
     let mut figs = Vec::new();
-    if passes {
+    if passes && in_process {
         figs.push(run_parse(&local, &csv, rows, &work.join("in-process")).await?);
         emit(&figs[0]);
         // The parsed dataset is the claims again: only its figure matters here.
@@ -195,7 +201,7 @@ async fn bench(work: &std::path::Path, o: BenchOpts) -> anyhow_free::Result {
             figs.push(f);
         }
     }
-    if anonymize {
+    if anonymize && in_process {
         for f in
             run_anonymize(local.clone(), secret.clone(), &one, rows, &work.join("in-process").join("anonymize")).await?
         {

@@ -195,7 +195,10 @@ async fn s4_passes_on_a_two_executor_cluster_match_in_process_bytes_and_leak_no_
         assert_eq!(pass2, !rare);
         assert!(report.k_achieved >= 10 && report.records_out > 0, "{report:?}");
     }
-    // Past the tuple budget the sorted counts from the cluster fold exactly as in-process.
+    // Past the tuple budget the sorted counts from the cluster fold exactly as in-process; every
+    // pass-2 payload goes as a job file (as a 100 M-row run's suppressed tuples do), which must stay
+    // until the job has read it.
+    kiban_cluster::deid_udf::set_inline_payload_limit(0);
     let sub = root.join("anonymize-budget");
     std::fs::create_dir(&sub).unwrap();
     let input = one.join("claims-0000.parquet");
@@ -203,6 +206,9 @@ async fn s4_passes_on_a_two_executor_cluster_match_in_process_bytes_and_leak_no_
     let (report, _) =
         super::compare_anonymize(remote.clone(), shared.clone(), policy, &input, &sub, "parquet", Some(1000)).await;
     assert!(report.search.distinct_tuples <= 1000, "{report:?}");
+    kiban_cluster::deid_udf::set_inline_payload_limit(kiban_cluster::deid_udf::INLINE_PAYLOAD_LIMIT);
+    let left: Vec<_> = std::fs::read_dir(&one).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+    assert_eq!(left.len(), 1, "the job files are removed after the run: {left:?}");
     let csv = root.join("claims.csv");
     super::claims_csv(&csv, 10_000);
     let sub = root.join("anonymize-csv");
