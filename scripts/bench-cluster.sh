@@ -66,6 +66,6 @@ for i in 1 2; do
   read -r -a st <"/proc/$p/stat"
   hwm=$(awk '/VmHWM/ {print $2}' "/proc/$p/status")
   awk -v e=$((i - 1)) -v t="$(( ${st[13]} + ${st[14]} ))" -v hz="$TICK" -v kb="$hwm" \
-    'BEGIN { printf "{\"executor\":%d,\"cpu_seconds\":%.2f,\"peak_rss_bytes\":%d}\n", e, t / hz, kb * 1024 }'
+    'BEGIN { printf "{\"executor\":%d,\"cpu_seconds\":%.2f,\"peak_rss_bytes\":%.0f}\n", e, t / hz, kb * 1024 }'
 done
 rm -rf "$WORK/run"
