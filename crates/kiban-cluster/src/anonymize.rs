@@ -23,7 +23,7 @@ use datafusion::logical_expr::{Expr, ScalarUDF, cast, ident, lit};
 use futures::StreamExt;
 use kiban_deid::apply::{ApplyColumn, ApplySpec, SUPPRESSED_COLUMN};
 use kiban_deid::engine::ProgressFn;
-use kiban_deid::frequency::{GroupSink, sorted_count, source, stream};
+use kiban_deid::frequency::{GroupSink, sorted_count, source, stream_batches};
 use kiban_deid::{Input, Outcome, Output, Policy, RunOptions};
 
 use crate::deid_udf::DeidUdf;
@@ -85,7 +85,8 @@ pub async fn group_count(
     let src = source(runner.context(), input, delimiter).await?;
     let exprs: Vec<Expr> = columns.iter().map(|c| coalesce(vec![read(c, csv), lit("")]).alias(c.as_str())).collect();
     let plan = sorted_count(src.select(exprs).map_err(df("frequency pass"))?, columns)?;
-    Ok(stream(plan, columns.len(), sink).await?)
+    let batches = runner.execute(plan, "frequency pass").await?;
+    Ok(stream_batches(batches, columns.len(), sink).await?)
 }
 
 /// Pass 2 of `spec` as a plan: the output columns then the suppression flag, in input order; with
@@ -157,7 +158,7 @@ pub async fn run(runner: Arc<Runner>, secret: Arc<ClusterSecret>, job: Job) -> R
             flag.store(true, Ordering::SeqCst);
             handle.block_on(async {
                 let (plan, udfs) = apply_plan(&r2, &secret, &job_id, &i2, spec).await.map_err(deid)?;
-                let mut stream = plan.execute_stream().await.map_err(|e| deid(df("pass 2")(e)))?;
+                let mut stream = r2.execute(plan, "pass 2").await.map_err(deid)?;
                 while let Some(b) = stream.next().await {
                     sink(crate::runner::plain_batch(b.map_err(|e| deid(df("pass 2")(e)))?).map_err(deid)?)?;
                 }

@@ -65,7 +65,7 @@ impl GateVerdicts {
         let plan = input
             .select(vec![self.gate.call(vec![col("provider_id"), col("patient_id"), lit(date)]).alias("verdict")])
             .map_err(df("intake gate"))?;
-        let mut stream = plan.execute_stream().await.map_err(df("intake gate"))?;
+        let mut stream = self.runner.execute(plan, "intake gate").await?;
         let mut out = Vec::new();
         while let Some(b) = stream.next().await {
             let b = b.map_err(df("intake gate"))?;

@@ -18,6 +18,8 @@ pub mod jobfile;
 #[cfg(feature = "cluster")]
 pub mod node;
 pub mod plans;
+#[cfg(feature = "cluster")]
+pub mod release;
 pub mod runner;
 pub mod seal;
 pub mod synth;

@@ -24,7 +24,7 @@ pub(crate) const PLAN_MESSAGE_LIMIT: u32 = 64 << 20;
 
 /// Runs a scheduler on `bind` until the process ends. It plans and forwards sealed UDF payloads
 /// without opening them, so it holds no key. `job_data_cleanup_s`: how soon after a job ends the
-/// executors are told to delete its shuffle files.
+/// executors are told to delete its result files when its client did not release them earlier.
 pub async fn run_scheduler(bind: SocketAddr, job_data_cleanup_s: u64) -> Result<()> {
     let config = SchedulerConfig {
         bind_host: bind.ip().to_string(),

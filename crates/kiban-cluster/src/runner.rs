@@ -13,6 +13,7 @@ use datafusion::arrow::array::{ArrayRef, RecordBatch};
 use datafusion::arrow::compute::{cast, concat_batches};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::dataframe::DataFrame;
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::{Expr, SortExpr};
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
@@ -129,6 +130,21 @@ impl Runner {
         })
     }
 
+    /// Runs `plan` and streams its rows. On a cluster, dropping the stream (read to the end or
+    /// abandoned) has the executors delete the job's results at once ([`crate::release`]).
+    pub async fn execute(&self, plan: DataFrame, stage: &'static str) -> Result<SendableRecordBatchStream> {
+        let task = Arc::new(plan.task_ctx());
+        let physical = plan.create_physical_plan().await.map_err(df(stage))?;
+        let stream = datafusion::physical_plan::execute_stream(physical.clone(), task).map_err(df(stage))?;
+        #[cfg(feature = "cluster")]
+        if let Some(url) = &self.cluster {
+            return Ok(crate::release::releasing(stream, physical, url));
+        }
+        #[cfg(not(feature = "cluster"))]
+        drop(physical);
+        Ok(stream)
+    }
+
     /// The cluster URL, or `None` in-process.
     pub fn cluster_url(&self) -> Option<&str> {
         self.cluster.as_deref()
@@ -184,6 +200,7 @@ impl Runner {
         let tasks = files.iter().enumerate().map(|(i, f)| {
             let job = FileJob {
                 ctx: ctx.clone(),
+                cluster: ordered.cluster.clone(),
                 file: f.clone(),
                 source: source.clone(),
                 no: i,
@@ -231,7 +248,7 @@ impl Runner {
         }
         let plan = plan.sort(keys).map_err(df("order the output"))?;
         let schema = plain_strings(plan.schema().as_arrow());
-        let mut stream = plan.execute_stream().await.map_err(df("execute"))?;
+        let mut stream = self.execute(plan, "execute").await?;
         let mut writer = DatasetWriter::create(&out.dir, &out.name, schema.clone(), FileFormat::Parquet)?;
         if let Some(s) = &out.sealer {
             writer = writer.sealed(s.clone());
@@ -341,6 +358,7 @@ fn input_files(input: &Path, ext: &str) -> Result<Vec<PathBuf>> {
 /// One input file's share of [`Runner::write_in_input_order`].
 struct FileJob {
     ctx: SessionContext,
+    cluster: Option<String>,
     file: PathBuf,
     source: FileSource,
     no: usize,
@@ -353,9 +371,9 @@ struct FileJob {
 impl FileJob {
     /// Runs the plan over the file and writes its parts; returns the rows written.
     async fn run(self) -> Result<u64> {
-        let runner = Runner { ctx: self.ctx.clone(), cluster: None, file_tasks: 1 };
+        let runner = Runner { ctx: self.ctx.clone(), cluster: self.cluster.clone(), file_tasks: 1 };
         let plan = (self.plan)(self.source.read(&runner, &self.file).await?)?;
-        let mut stream = plan.execute_stream().await.map_err(df("execute"))?;
+        let mut stream = runner.execute(plan, "execute").await?;
         let name = self.file.display().to_string();
         let mut rows = 0u64;
         let mut chunker = Chunker::new(self.schema.clone());

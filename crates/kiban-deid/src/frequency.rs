@@ -270,7 +270,16 @@ impl PartitionStream for StreamPartition {
 
 /// Runs a [`plan`] over `grouped` columns and hands its rows to `sink` batch by batch.
 pub async fn stream(plan: DataFrame, grouped: usize, sink: &mut GroupSink<'_>) -> Result<()> {
-    let mut stream = plan.execute_stream().await.map_err(df_err)?;
+    stream_batches(plan.execute_stream().await.map_err(df_err)?, grouped, sink).await
+}
+
+/// Hands the rows of a running [`plan`]'s `stream` to `sink` batch by batch (for a caller that runs
+/// the plan itself, e.g. on a cluster).
+pub async fn stream_batches(
+    mut stream: datafusion::execution::SendableRecordBatchStream,
+    grouped: usize,
+    sink: &mut GroupSink<'_>,
+) -> Result<()> {
     while let Some(batch) = stream.next().await {
         let batch: RecordBatch = batch.map_err(df_err)?;
         if batch.num_rows() > 0 {

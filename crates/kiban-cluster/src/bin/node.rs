@@ -30,8 +30,10 @@ enum Cmd {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:50050")]
         bind: SocketAddr,
-        /// Seconds after a job ends before executors delete its result files (intermediate shuffle
-        /// files go at once); the client must have opened every result partition by then.
+        /// Seconds after a job ends before executors delete its result files if its client never
+        /// released them (a kiban client releases each job as soon as it has read the results;
+        /// intermediate shuffle files go at once); a client must have opened every result
+        /// partition by then.
         #[arg(long, default_value_t = 600)]
         job_data_cleanup_s: u64,
     },
