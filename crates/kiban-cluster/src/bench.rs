@@ -34,6 +34,21 @@ pub struct PassFigure {
     pub peak_rss_bytes: u64,
 }
 
+impl PassFigure {
+    /// One human-readable line for progress on stderr.
+    pub fn progress_line(&self) -> String {
+        format!(
+            "done: {} on {}: {:.1} s, {:.2}M rows/s, {:.1} CPU s, peak {:.2} GB",
+            self.pass,
+            self.engine,
+            self.seconds,
+            self.rows_per_s / 1e6,
+            self.cpu_seconds,
+            self.peak_rss_bytes as f64 / 1e9
+        )
+    }
+}
+
 /// The pseudonym key of a benchmark or test job (fixed, so tokens can be checked).
 pub const BENCH_TOKEN_KEY: [u8; 32] = [0x5a; 32];
 
@@ -56,7 +71,7 @@ pub async fn run_passes(
         cpu_seconds()
     };
     let mut record = |pass: &'static str, cpu0: f64, r: crate::runner::RunReport| {
-        figures.push(PassFigure {
+        let f = PassFigure {
             cpu_seconds: cpu_seconds() - cpu0,
             pass,
             engine: engine.clone(),
@@ -65,7 +80,10 @@ pub async fn run_passes(
             seconds: r.seconds,
             rows_per_s: rows as f64 / r.seconds.max(1e-9),
             peak_rss_bytes: peak_rss().unwrap_or(0),
-        });
+        };
+        // A long run that fails in a later pass still leaves this one's figure in the log.
+        eprintln!("{}", f.progress_line());
+        figures.push(f);
     };
 
     let facts = synth::gate_facts(rows);
@@ -217,19 +235,54 @@ pub async fn run_anonymize(
     Ok(figs)
 }
 
-/// Whether two datasets hold the same files with the same bytes (manifests included).
+/// Whether two datasets hold the same files with the same bytes (manifests included). Files are
+/// compared a chunk at a time: at 100 M rows a dataset is several GB.
 pub fn same_bytes(a: &Path, b: &Path) -> Result<bool> {
-    let list = |d: &Path| -> Result<Vec<(String, Vec<u8>)>> {
+    use std::io::Read;
+    let names = |d: &Path| -> Result<Vec<String>> {
         let io = |source| crate::ClusterError::Io { path: d.display().to_string(), source };
         let mut v = Vec::new();
         for e in std::fs::read_dir(d).map_err(io)? {
-            let e = e.map_err(io)?;
-            v.push((e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).map_err(io)?));
+            v.push(e.map_err(io)?.file_name().to_string_lossy().into_owned());
         }
         v.sort();
         Ok(v)
     };
-    Ok(list(a)? == list(b)?)
+    let open = |p: &Path| {
+        std::fs::File::open(p).map_err(|source| crate::ClusterError::Io { path: p.display().to_string(), source })
+    };
+    let (na, nb) = (names(a)?, names(b)?);
+    if na != nb {
+        return Ok(false);
+    }
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    for n in &na {
+        let (pa, pb) = (a.join(n), b.join(n));
+        let (mut fa, mut fb) = (open(&pa)?, open(&pb)?);
+        loop {
+            let ra = read_full(&mut fa, &mut ba)
+                .map_err(|source| crate::ClusterError::Io { path: pa.display().to_string(), source })?;
+            let rb = read_full(&mut fb, &mut bb)
+                .map_err(|source| crate::ClusterError::Io { path: pb.display().to_string(), source })?;
+            if ra != rb || ba[..ra] != bb[..rb] {
+                return Ok(false);
+            }
+            if ra == 0 {
+                break;
+            }
+        }
+    }
+    fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut n = 0;
+        while n < buf.len() {
+            match f.read(&mut buf[n..])? {
+                0 => break,
+                r => n += r,
+            }
+        }
+        Ok(n)
+    }
+    Ok(true)
 }
 
 /// This process's CPU time so far (user + system, all threads), in seconds (Linux; 0 if unknown).
@@ -353,21 +406,32 @@ pub fn duckdb_peer(
         .map_err(|e| crate::df("facts table")(e.into()))?;
     w.write(&b).map_err(|e| crate::df("facts table")(e.into()))?;
     w.close().map_err(|e| crate::df("facts table")(e.into()))?;
+    let (waiting_days, provider_id) = (facts.waiting_days, facts.provider_id.clone());
+    // At 100 M rows the facts take GBs; DuckDB gets the machine's memory as it would alone.
+    drop((b, facts));
+    trim_heap();
     let out = std::process::Command::new(python)
         .arg("-c")
         .arg(DUCKDB_PEER)
         .arg(input)
         .arg(&fpath)
         .arg(work)
-        .arg(facts.waiting_days.to_string())
-        .arg(&facts.provider_id)
+        .arg(waiting_days.to_string())
+        .arg(&provider_id)
         .arg(csv.map(|c| c.as_os_str().to_owned()).unwrap_or_default())
         .output()
         .map_err(io(python))?;
     if !out.status.success() {
+        use std::os::unix::process::ExitStatusExt;
+        let how = match out.status.signal() {
+            // The kernel's OOM killer sends SIGKILL and leaves stderr empty.
+            Some(9) => "killed by SIGKILL (out of memory?)".to_owned(),
+            Some(sig) => format!("killed by signal {sig}"),
+            None => format!("exited with {}", out.status),
+        };
         return Err(crate::ClusterError::Input {
             field: "duckdb peer".into(),
-            rule: String::from_utf8_lossy(&out.stderr).into_owned(),
+            rule: format!("{how}: {}", String::from_utf8_lossy(&out.stderr).trim()),
         });
     }
     // The last line is the figures (anything DuckDB printed before it is not).
@@ -376,4 +440,32 @@ pub fn duckdb_peer(
     let v: std::collections::BTreeMap<String, (f64, f64)> = serde_json::from_str(last)
         .map_err(|e| crate::ClusterError::Input { field: "duckdb peer output".into(), rule: e.to_string() })?;
     Ok(v.into_iter().map(|(k, (wall, cpu))| (k, wall, cpu)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_bytes;
+
+    #[test]
+    fn s4_same_bytes_finds_a_change_past_the_first_chunk_a_shorter_file_and_an_extra_file() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (d.path().join("a"), d.path().join("b"));
+        let big: Vec<u8> = (0..(3usize << 20) + 17).map(|i| (i % 251) as u8).collect();
+        for dir in [&a, &b] {
+            std::fs::create_dir(dir).unwrap();
+            std::fs::write(dir.join("part-00000-0000.parquet"), &big).unwrap();
+            std::fs::write(dir.join("manifest.json"), b"{}").unwrap();
+        }
+        assert!(same_bytes(&a, &b).unwrap());
+        let mut changed = big.clone();
+        changed[(2 << 20) + 5] ^= 1;
+        std::fs::write(b.join("part-00000-0000.parquet"), &changed).unwrap();
+        assert!(!same_bytes(&a, &b).unwrap(), "a byte in the third chunk");
+        std::fs::write(b.join("part-00000-0000.parquet"), &big[..big.len() - 1]).unwrap();
+        assert!(!same_bytes(&a, &b).unwrap(), "one byte shorter");
+        std::fs::write(b.join("part-00000-0000.parquet"), &big).unwrap();
+        assert!(same_bytes(&a, &b).unwrap());
+        std::fs::write(b.join("part-00001-0000.parquet"), b"").unwrap();
+        assert!(!same_bytes(&a, &b).unwrap(), "an extra file");
+    }
 }
