@@ -504,6 +504,7 @@ fn report_without_timings(r: &kiban_deid::Report) -> serde_json::Value {
     v
 }
 
+#[cfg(feature = "datafusion")]
 /// The chunk's rows `from..to`.
 fn chunk_slice(c: &kiban_deid::frequency::GroupChunk, from: usize, to: usize) -> kiban_deid::frequency::GroupChunk {
     kiban_deid::frequency::GroupChunk {
@@ -512,6 +513,7 @@ fn chunk_slice(c: &kiban_deid::frequency::GroupChunk, from: usize, to: usize) ->
     }
 }
 
+#[cfg(feature = "datafusion")]
 /// Hands `c` to `sink` in slices of `rows` rows (a cluster's chunks are not the local engine's);
 /// returns how many slices it handed.
 fn in_slices(
@@ -527,6 +529,7 @@ fn in_slices(
     Ok(n)
 }
 
+#[cfg(feature = "datafusion")]
 #[test]
 fn a5_group_counts_computed_elsewhere_give_the_same_output_and_report() {
     // The hook stands in for a cluster: the same sorted counts, streamed in chunks of 7 rows.
@@ -597,6 +600,7 @@ fn a5_datafusion_pass_folds_within_the_tuple_budget_as_the_counts_stream() {
     assert_eq!(a.report.output_sha256, b.report.output_sha256);
 }
 
+#[cfg(feature = "datafusion")]
 #[test]
 fn a5_group_counts_out_of_order_are_refused_not_coded() {
     // Codes and folds follow the rows' order, so an engine that does not sort must fail loudly.
