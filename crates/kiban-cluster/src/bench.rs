@@ -9,7 +9,7 @@ use crate::plans::{gate_pass, qi_frequency, tokenize_pass};
 use crate::runner::{FilePlan, Output, Runner};
 use crate::seal::ClusterSecret;
 use crate::udf::{GateUdf, TokenUdf};
-use crate::{Result, synth};
+use crate::{Result, io_at, synth};
 
 /// One pass's figure on one engine.
 #[derive(Debug, Clone, Serialize)]
@@ -239,39 +239,6 @@ pub async fn run_anonymize(
 /// compared a chunk at a time: at 100 M rows a dataset is several GB.
 pub fn same_bytes(a: &Path, b: &Path) -> Result<bool> {
     use std::io::Read;
-    let names = |d: &Path| -> Result<Vec<String>> {
-        let io = |source| crate::ClusterError::Io { path: d.display().to_string(), source };
-        let mut v = Vec::new();
-        for e in std::fs::read_dir(d).map_err(io)? {
-            v.push(e.map_err(io)?.file_name().to_string_lossy().into_owned());
-        }
-        v.sort();
-        Ok(v)
-    };
-    let open = |p: &Path| {
-        std::fs::File::open(p).map_err(|source| crate::ClusterError::Io { path: p.display().to_string(), source })
-    };
-    let (na, nb) = (names(a)?, names(b)?);
-    if na != nb {
-        return Ok(false);
-    }
-    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
-    for n in &na {
-        let (pa, pb) = (a.join(n), b.join(n));
-        let (mut fa, mut fb) = (open(&pa)?, open(&pb)?);
-        loop {
-            let ra = read_full(&mut fa, &mut ba)
-                .map_err(|source| crate::ClusterError::Io { path: pa.display().to_string(), source })?;
-            let rb = read_full(&mut fb, &mut bb)
-                .map_err(|source| crate::ClusterError::Io { path: pb.display().to_string(), source })?;
-            if ra != rb || ba[..ra] != bb[..rb] {
-                return Ok(false);
-            }
-            if ra == 0 {
-                break;
-            }
-        }
-    }
     fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
         let mut n = 0;
         while n < buf.len() {
@@ -281,6 +248,34 @@ pub fn same_bytes(a: &Path, b: &Path) -> Result<bool> {
             }
         }
         Ok(n)
+    }
+    let names = |d: &Path| -> Result<Vec<String>> {
+        let mut v = Vec::new();
+        for e in std::fs::read_dir(d).map_err(io_at(d))? {
+            v.push(e.map_err(io_at(d))?.file_name().to_string_lossy().into_owned());
+        }
+        v.sort();
+        Ok(v)
+    };
+    let (na, nb) = (names(a)?, names(b)?);
+    if na != nb {
+        return Ok(false);
+    }
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    for n in &na {
+        let (pa, pb) = (a.join(n), b.join(n));
+        let mut fa = std::fs::File::open(&pa).map_err(io_at(&pa))?;
+        let mut fb = std::fs::File::open(&pb).map_err(io_at(&pb))?;
+        loop {
+            let ra = read_full(&mut fa, &mut ba).map_err(io_at(&pa))?;
+            let rb = read_full(&mut fb, &mut bb).map_err(io_at(&pb))?;
+            if ra != rb || ba[..ra] != bb[..rb] {
+                return Ok(false);
+            }
+            if ra == 0 {
+                break;
+            }
+        }
     }
     Ok(true)
 }
@@ -370,11 +365,7 @@ pub fn duckdb_peer(
 ) -> Result<Vec<(String, f64, f64)>> {
     use datafusion::arrow::array::{Date32Array, RecordBatch, StringArray};
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
-    let io = |p: &Path| {
-        let p = p.display().to_string();
-        move |source| crate::ClusterError::Io { path: p, source }
-    };
-    std::fs::create_dir_all(work).map_err(io(work))?;
+    std::fs::create_dir_all(work).map_err(io_at(work))?;
     // The facts as a table: first notice and first opt-out in force per patient (the synthetic facts
     // have at most one of each and no withdrawals, so this is the same rule).
     let facts = synth::gate_facts(rows);
@@ -401,7 +392,7 @@ pub fn duckdb_peer(
     )
     .map_err(|e| crate::df("facts table")(e.into()))?;
     let fpath = work.join("facts.parquet");
-    let f = std::fs::File::create(&fpath).map_err(io(&fpath))?;
+    let f = std::fs::File::create(&fpath).map_err(io_at(&fpath))?;
     let mut w = datafusion::parquet::arrow::ArrowWriter::try_new(f, schema, None)
         .map_err(|e| crate::df("facts table")(e.into()))?;
     w.write(&b).map_err(|e| crate::df("facts table")(e.into()))?;
@@ -420,7 +411,7 @@ pub fn duckdb_peer(
         .arg(&provider_id)
         .arg(csv.map(|c| c.as_os_str().to_owned()).unwrap_or_default())
         .output()
-        .map_err(io(python))?;
+        .map_err(io_at(python))?;
     if !out.status.success() {
         use std::os::unix::process::ExitStatusExt;
         let how = match out.status.signal() {

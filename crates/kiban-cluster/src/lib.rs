@@ -72,6 +72,12 @@ pub enum ClusterError {
 /// This crate's result.
 pub type Result<T> = std::result::Result<T, ClusterError>;
 
+/// Maps an I/O error on `path` into [`ClusterError::Io`].
+pub(crate) fn io_at(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> ClusterError + use<> {
+    let path = path.display().to_string();
+    move |source| ClusterError::Io { path, source }
+}
+
 pub(crate) fn df(stage: &'static str) -> impl FnOnce(datafusion::error::DataFusionError) -> ClusterError {
     move |source| ClusterError::DataFusion { stage, source }
 }
