@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
+use futures::StreamExt;
 use kiban_cluster::runner::Runner;
 use kiban_cluster::{ClusterSecret, bench, synth};
 
@@ -231,6 +232,31 @@ async fn s4_passes_on_a_two_executor_cluster_match_in_process_bytes_and_leak_no_
         assert!(log.to_lowercase().contains("task"), "executor {i} ran no task:\n{log}");
     }
 
+    // Results are released once read, so by now the work dirs are nearly empty. Hold one token pass's
+    // result stream open, with shuffle compression off (lz4 could hide a key's hex), so its result
+    // files stay on the executors for the scan below.
+    remote
+        .context()
+        .state_ref()
+        .write()
+        .config_mut()
+        .options_mut()
+        .set("ballista.shuffle.compression.codec", "none")
+        .unwrap();
+    let token = kiban_cluster::TokenUdf::new(&secret, "held", &bench::BENCH_TOKEN_KEY).unwrap().into_udf();
+    let held_input = remote.read_parquet(&one.join("claims-0000.parquet")).await.unwrap();
+    let held_plan = kiban_cluster::plans::tokenize_pass(held_input, token, &["patient_id", "person_key"]).unwrap();
+    let mut held = remote.execute(held_plan, "held token pass").await.unwrap();
+    assert!(held.next().await.unwrap().unwrap().num_rows() > 0);
+    let mut held_files = Vec::new();
+    for w in &work_dirs {
+        held_files.extend(files_under(w));
+    }
+    assert!(
+        !holding(&held_files, synth::PROVIDER.as_bytes()).is_empty(),
+        "the held job's result rows are on the executors, uncompressed: {held_files:?}"
+    );
+
     // Secrets: neither the pseudonym key nor the cluster secret, in hex or raw, in any log or work file;
     // no patient id in any log.
     let log_files = files_under(&logs);
@@ -253,7 +279,9 @@ async fn s4_passes_on_a_two_executor_cluster_match_in_process_bytes_and_leak_no_
     assert!(!log_files.is_empty());
 
     // Shuffle and result files hold medical data while a job runs; once the client has read a job's
-    // results it releases them, and the scheduler has the executors delete them at once.
+    // results (or dropped the stream, as here) it releases them, and the scheduler has the executors
+    // delete them at once.
+    drop(held);
     let start = Instant::now();
     loop {
         let mut work_files = Vec::new();
