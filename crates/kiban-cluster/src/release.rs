@@ -4,24 +4,20 @@
 //! At 100 M rows the row-wise passes leave ~13 GB of result files per executor within ten minutes;
 //! without this a run needed disks sized for every pass of the last ten minutes.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use ballista_core::execution_plans::DistributedQueryExec;
 use ballista_core::serde::protobuf::CleanJobDataParams;
 use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
-use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::error::Result;
-use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream};
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion_proto::protobuf::LogicalPlanNode;
-use futures::Stream;
+use futures::StreamExt;
 
-/// A cluster job's result stream that releases the job's files on the executors when dropped.
-pub struct ReleasingStream {
-    inner: SendableRecordBatchStream,
+/// Releases a cluster job's files on the executors when dropped (it lives as long as the job's
+/// result stream).
+struct JobRelease {
     plan: Arc<dyn ExecutionPlan>,
     scheduler: String,
 }
@@ -36,7 +32,16 @@ pub fn releasing(
     if plan.downcast_ref::<DistributedQueryExec<LogicalPlanNode>>().is_none() {
         return stream;
     }
-    Box::pin(ReleasingStream { inner: stream, plan, scheduler: scheduler_endpoint(cluster_url) })
+    let release = JobRelease { plan, scheduler: scheduler_endpoint(cluster_url) };
+    let schema = stream.schema();
+    // The closure owns the release, so it drops with the stream.
+    Box::pin(RecordBatchStreamAdapter::new(
+        schema,
+        stream.map(move |b| {
+            let _owned = &release;
+            b
+        }),
+    ))
 }
 
 /// `df://host:port` as the scheduler's gRPC endpoint (`http://host:port`), as Ballista's client
@@ -55,7 +60,7 @@ pub async fn release_job(scheduler: String, job: String) -> std::result::Result<
     Ok(())
 }
 
-impl Drop for ReleasingStream {
+impl Drop for JobRelease {
     fn drop(&mut self) {
         let Some(exec) = self.plan.downcast_ref::<DistributedQueryExec<LogicalPlanNode>>() else { return };
         // No job id: the job was never submitted, so it left nothing behind.
@@ -69,23 +74,5 @@ impl Drop for ReleasingStream {
                 log::warn!("could not release job {job}'s results early: {e}");
             }
         });
-    }
-}
-
-impl Stream for ReleasingStream {
-    type Item = Result<RecordBatch>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.inner.as_mut().poll_next(cx)
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        self.inner.size_hint()
-    }
-}
-
-impl RecordBatchStream for ReleasingStream {
-    fn schema(&self) -> SchemaRef {
-        self.inner.schema()
     }
 }

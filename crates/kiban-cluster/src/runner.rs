@@ -140,8 +140,6 @@ impl Runner {
         if let Some(url) = &self.cluster {
             return Ok(crate::release::releasing(stream, physical, url));
         }
-        #[cfg(not(feature = "cluster"))]
-        drop(physical);
         Ok(stream)
     }
 
